@@ -1,0 +1,138 @@
+#include "core/graph.hpp"
+
+#include <atomic>
+
+namespace loom {
+
+Graph& Tensor::graph() const {
+  LOOM_CHECK(graph_, "use of an empty Tensor handle");
+  return *graph_;
+}
+const Node& Tensor::node() const { return graph().node(node_); }
+const TensorType& Tensor::type() const {
+  const Node& n = node();
+  LOOM_CHECK(index_ >= 0 && size_t(index_) < n.outputs.size(), "tensor '", n.name, "' has no output ", index_);
+  return n.outputs[size_t(index_)];
+}
+std::string Tensor::name() const {
+  const Node& n = node();
+  return index_ == 0 ? n.name : n.name + ":" + std::to_string(index_);
+}
+const std::string& Tensor::op() const { return node().op->name; }
+
+static std::atomic<uint64_t> next_graph_id{1};
+
+Graph::Graph() : id_(next_graph_id++) {}
+Graph::~Graph() = default;
+
+const Node& Graph::node(int id) const {
+  LOOM_CHECK(id >= 0 && id < size(), "no node ", id, " in this graph");
+  return *nodes_[size_t(id)];
+}
+
+std::string Graph::prefix() const {
+  std::string p;
+  for (const auto& s : scopes_) p += s + "/";
+  return p;
+}
+
+Graph::Scope Graph::scope(const std::string& name) {
+  LOOM_CHECK(!name.empty() && name.find('/') == std::string::npos, "scope name '", name,
+             "' must be non-empty and contain no '/'");
+  scopes_.push_back(name);
+  return Scope(this);
+}
+Graph::Scope::~Scope() {
+  if (g_) g_->scopes_.pop_back();
+}
+
+std::string Graph::unique_name(const std::string& base) {
+  if (!by_name_.count(base)) return base;
+  int& n = name_counts_[base];
+  std::string candidate;
+  do candidate = base + "_" + std::to_string(++n);
+  while (by_name_.count(candidate));
+  return candidate;
+}
+
+std::vector<Tensor> Graph::add(std::string_view op_name, const std::vector<Tensor>& inputs, Attrs attrs,
+                               std::string name, const std::vector<Tensor>& control) {
+  const OpDef& op = find_op(op_name);
+  std::string full = prefix() + (name.empty() ? op.name : name);
+  int nin = int(inputs.size());
+  if (nin < op.min_inputs || (op.max_inputs >= 0 && nin > op.max_inputs))
+    fail(op.name, " '", full, "': expected ",
+         op.min_inputs == op.max_inputs ? std::to_string(op.min_inputs)
+                                        : std::to_string(op.min_inputs) + (op.max_inputs < 0 ? " or more" : " to " + std::to_string(op.max_inputs)),
+         " inputs, got ", nin);
+  std::vector<TensorType> in_types;
+  auto node = std::make_unique<Node>();
+  for (const Tensor& t : inputs) {
+    LOOM_CHECK(t.valid(), op.name, " '", full, "': input ", node->inputs.size(), " is an empty Tensor handle");
+    LOOM_CHECK(&t.graph() == this, op.name, " '", full, "': input '", t.name(), "' belongs to another graph");
+    in_types.push_back(t.type());
+    node->inputs.push_back(t.edge());
+  }
+  for (const Tensor& t : control) {
+    LOOM_CHECK(t.valid() && &t.graph() == this, op.name, " '", full, "': control input from another graph");
+    node->control.push_back(t.node_id());
+  }
+  InferContext ctx{op.name, full, in_types, attrs};
+  node->outputs = op.infer(ctx);
+  node->id = size();
+  node->op = &op;
+  node->name = unique_name(full);
+  node->attrs = std::move(attrs);
+  by_name_[node->name] = node->id;
+  nodes_.push_back(std::move(node));
+  const Node& n = *nodes_.back();
+  std::vector<Tensor> outs;
+  for (size_t i = 0; i < n.outputs.size(); ++i) outs.emplace_back(this, n.id, int(i));
+  return outs;
+}
+
+Tensor Graph::add1(std::string_view op, const std::vector<Tensor>& inputs, Attrs attrs, std::string name,
+                   const std::vector<Tensor>& control) {
+  auto outs = add(op, inputs, std::move(attrs), std::move(name), control);
+  if (outs.empty()) return Tensor(this, size() - 1, 0);  // a node without outputs (control only)
+  LOOM_ASSERT(outs.size() == 1, op, " has ", outs.size(), " outputs");
+  return outs[0];
+}
+
+Tensor Graph::placeholder(const std::string& name, const Shape& shape, DType dtype) {
+  LOOM_CHECK(!name.empty(), "placeholder: a name is required");
+  LOOM_CHECK(!by_name_.count(prefix() + name), "placeholder '", prefix() + name, "': name already used");
+  return add1("placeholder", {}, {{"shape", shape}, {"dtype", dtype}}, name);
+}
+
+Tensor Graph::constant(const NDArray& value, const std::string& name) {
+  LOOM_CHECK(value.defined(), "constant: undefined NDArray");
+  return add1("constant", {}, {{"value", value.to(Device::cpu()).compact()}}, name);
+}
+
+Tensor Graph::scalar(double value, DType dtype) { return constant(NDArray::scalar(value, dtype)); }
+
+Tensor Graph::variable(const std::string& name, const Shape& shape, Initializer init, DType dtype) {
+  LOOM_CHECK(!name.empty(), "variable: a name is required");
+  std::string full = prefix() + name;
+  LOOM_CHECK(!by_name_.count(full), "variable '", full, "': name already used");
+  LOOM_CHECK(is_static(shape), "variable '", full, "': shape ", shape_str(shape), " must be fully known");
+  LOOM_CHECK(bool(init), "variable '", full, "': an initializer is required");
+  Tensor t = add1("variable", {}, {{"shape", shape}, {"dtype", dtype}}, name);
+  nodes_.back()->init = std::move(init);
+  return t;
+}
+
+Tensor Graph::find(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? Tensor() : Tensor(const_cast<Graph*>(this), it->second, 0);
+}
+
+std::vector<Tensor> Graph::variables() const {
+  std::vector<Tensor> out;
+  for (const auto& n : nodes_)
+    if (n->op->name == "variable") out.emplace_back(const_cast<Graph*>(this), n->id, 0);
+  return out;
+}
+
+}  // namespace loom

@@ -1,0 +1,78 @@
+#pragma once
+/// The kernel registry. Kernels are registered per (op, device kind, dtype)
+/// by static objects in kernels/<device>/<family>.cpp; no central switch.
+/// The dtype a kernel is looked up by is that of the node's first output
+/// (a kernel registered for several dtypes dispatches internally).
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/attrs.hpp"
+#include "core/device.hpp"
+#include "core/ndarray.hpp"
+
+namespace loom {
+
+/// What a kernel may know about the run it is part of.
+struct KernelContext {
+  Device device = Device::cpu();
+  void* stream = nullptr;     // the session's device stream (null on CPU)
+  uint64_t seed = 0;          // session seed
+  uint64_t run_counter = 0;   // advances every Session::run: random ops draw anew
+};
+
+/// One kernel invocation. Outputs are compact arrays (or, for ops flagged
+/// in-place, possibly the same storage as an input); inputs may be strided
+/// views unless the kernel asked for compact inputs.
+struct KernelCall {
+  const KernelContext& ctx;
+  std::span<const NDArray> in;
+  std::span<const NDArray> out;
+  const Attrs& attrs;
+  std::string_view op;
+  std::string_view node;  // node name, for errors
+  uint64_t node_key = 0;  // stable per node: random streams are keyed by it
+};
+
+using KernelFn = void (*)(const KernelCall&);
+
+struct KernelInfo {
+  KernelFn fn = nullptr;
+  /// The planner hands this kernel compact inputs (copying views first).
+  bool compact_inputs = false;
+};
+
+void register_kernel(std::string_view op, DeviceKind device, const std::vector<DType>& dtypes,
+                     KernelInfo info);
+/// The kernel for (op, device, dtype) or null.
+const KernelInfo* find_kernel(std::string_view op, DeviceKind device, DType dtype);
+
+struct KernelEntry {
+  std::string op;
+  DeviceKind device;
+  std::vector<DType> dtypes;
+};
+/// Every registered (op, device) with its dtypes, sorted by op name.
+std::vector<KernelEntry> registered_kernels();
+
+/// A compile-time list of element types: kernels are instantiated for each
+/// and registered under the matching dtypes.
+template <class... Ts>
+struct TypeList {
+  static std::vector<DType> dtypes() { return {dtype_of<Ts>()...}; }
+};
+using FloatTypes = TypeList<float, double>;
+using NumericTypes = TypeList<float, double, int32_t, int64_t, uint8_t>;
+using AllTypes = TypeList<float, double, int32_t, int64_t, uint8_t, bool>;
+
+/// Calls f.template operator()<T>() for the T among Ts whose dtype is `t`.
+template <class... Ts, class F>
+void dispatch_among(TypeList<Ts...>, DType t, F&& f) {
+  bool done = ((dtype_of<Ts>() == t ? (f.template operator()<Ts>(), true) : false) || ...);
+  LOOM_ASSERT(done, "no instantiation for dtype ", dtype_name(t));
+}
+
+}  // namespace loom

@@ -1,0 +1,111 @@
+#pragma once
+/// The op registry. Each op is defined once, in ops/<family>.cpp: its name,
+/// inference of output dtypes and shapes (which throws loom::Error at graph
+/// build time on bad input), its gradient rule written with other graph ops,
+/// flags, and the oracle used to check its kernels (a plain reference
+/// implementation and example invocations).
+
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/attrs.hpp"
+#include "core/error.hpp"
+#include "core/ndarray.hpp"
+
+namespace loom {
+
+class Graph;
+class Tensor;
+struct Node;
+
+/// Dtype and (possibly dynamic) shape of one tensor.
+struct TensorType {
+  DType dtype = float32;
+  Shape shape;
+  friend bool operator==(const TensorType&, const TensorType&) = default;
+};
+
+/// What inference sees. At graph build time shapes may hold -1; when a plan
+/// is compiled the same function runs again with the resolved shapes.
+struct InferContext {
+  std::string_view op;
+  std::string_view node;
+  std::span<const TensorType> in;
+  const Attrs& attrs;
+
+  /// Throws loom::Error "<op> '<node>': <message>".
+  template <class... A>
+  [[noreturn]] void fail(A&&... a) const {
+    loom::fail(op, " '", node, "': ", std::forward<A>(a)...);
+  }
+  template <class... A>
+  void check(bool cond, A&&... a) const {
+    if (!cond) fail(std::forward<A>(a)...);
+  }
+};
+
+/// What a gradient rule sees: the forward node's inputs and outputs as graph
+/// tensors and the gradients flowing into its outputs.
+struct GradContext {
+  const Node& node;
+  std::span<const Tensor> inputs;
+  std::span<const Tensor> outputs;
+  std::span<const Tensor> douts;  // invalid Tensor where an output has no gradient
+  const Attrs& attrs;
+  /// Gradient of output i, or zeros shaped like output i when it has none.
+  Tensor dout(size_t i) const;
+};
+
+using InferFn = std::function<std::vector<TensorType>(const InferContext&)>;
+/// Returns one gradient per input (an invalid Tensor for "none"). The result
+/// may have the broadcast shape: gradients() reduces it to the input's shape.
+using GradFn = std::function<std::vector<Tensor>(const GradContext&)>;
+/// For view ops: the layout of output `index` as a view of input 0 (`outs`
+/// are the resolved output shapes), or nullopt when this input layout needs a
+/// copy first (the planner then makes input 0 compact and asks again).
+using ViewFn = std::function<std::optional<Layout>(const Layout& in, const Attrs&, size_t index,
+                                                   std::span<const Shape> outs)>;
+/// Plain, slow, obviously correct host implementation: the test oracle.
+using ReferenceFn = std::function<std::vector<NDArray>(std::span<const NDArray> in, const Attrs&)>;
+
+/// One invocation used by the registry-driven checks (tests and `loom_ops --check`).
+struct OpExample {
+  std::string label;
+  std::vector<NDArray> inputs;  // float inputs in float64; others as the op needs them
+  Attrs attrs;
+  /// Inputs with respect to which the gradient is checked (default: every float input).
+  std::vector<int> grad_inputs = {};
+  bool check_grad = true;
+};
+using ExamplesFn = std::function<std::vector<OpExample>(uint64_t seed)>;
+
+struct OpDef {
+  std::string name;
+  int min_inputs = 0;
+  int max_inputs = 0;  // -1: any number
+  InferFn infer;
+  GradFn grad;         // empty: not differentiable
+  ViewFn view;         // set for ops whose outputs can alias input 0
+  bool elementwise = false;  // out[i] depends only on inputs at index i (fusable)
+  bool inplace = false;      // output 0 may overwrite an input that dies at this op
+  bool stateful = false;     // never merged or folded (random, assign, sources)
+  bool no_kernel = false;    // handled by the session itself (placeholder, constant, variable, no_op)
+  int writes_input = -1;     // the variable input this op updates in place (assign)
+  std::vector<int> shape_only_inputs;  // inputs read for their shape only: they do not extend liveness
+  ReferenceFn reference;
+  ExamplesFn examples;
+  std::string doc;
+};
+
+/// Registers an op (at static-initialization time, from ops/).
+void register_op(OpDef def);
+/// The op named `name`; throws loom::Error when none is registered.
+const OpDef& find_op(std::string_view name);
+const OpDef* try_find_op(std::string_view name);
+/// All ops, sorted by name.
+std::vector<const OpDef*> registered_ops();
+
+}  // namespace loom

@@ -1,0 +1,42 @@
+#pragma once
+/// Parallel loops on TBB. Kernels run inside the task arena of the session
+/// that runs them (its size is the session's thread count), so kernels and the
+/// parallel executor share one pool and never oversubscribe the machine.
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace loom {
+
+/// Threads available to kernels in the calling context.
+inline int current_threads() { return oneapi::tbb::this_task_arena::max_concurrency(); }
+
+/// Runs f(lo, hi) over [0, n) in pieces of at least `grain` elements; inline
+/// (no task overhead) when the range is small or one thread is available.
+template <class F>
+void parallel_for(int64_t n, int64_t grain, F&& f) {
+  if (n <= 0) return;
+  if (n <= grain || current_threads() == 1) {
+    f(int64_t(0), n);
+    return;
+  }
+  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<int64_t>(0, n, std::max<int64_t>(grain, 1)),
+                            [&](const oneapi::tbb::blocked_range<int64_t>& r) { f(r.begin(), r.end()); });
+}
+
+/// Runs f(chunk, lo, hi) for chunks [k*size, (k+1)*size) of [0, n). The chunk
+/// boundaries depend only on n and size, never on the thread count, so a
+/// reduction combining per-chunk results in chunk order is deterministic.
+template <class F>
+void parallel_chunks(int64_t n, int64_t size, F&& f) {
+  int64_t chunks = (n + size - 1) / size;
+  parallel_for(chunks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t c = lo; c < hi; ++c) f(c, c * size, std::min(n, (c + 1) * size));
+  });
+}
+
+}  // namespace loom

@@ -1,0 +1,502 @@
+// Plan compilation, part 1: prune, validate feeds, build nodes with concrete
+// shapes and layouts, common-subexpression elimination, constant folding, the
+// ordering constraints of variable updates, and binding steps to memory.
+// Scheduling and the memory plan are in schedule.cpp.
+
+#include "core/plan.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <sstream>
+#include <unordered_map>
+
+#include "core/invoke.hpp"
+
+namespace loom {
+
+namespace {
+
+std::string type_str(const TensorType& t) { return std::string(dtype_name(t.dtype)) + shape_str(t.shape); }
+
+bool shape_fits(const Shape& declared, const Shape& actual) {
+  if (declared.size() != actual.size()) return false;
+  for (size_t i = 0; i < declared.size(); ++i)
+    if (declared[i] >= 0 && declared[i] != actual[i]) return false;
+  return true;
+}
+
+size_t align(size_t n) { return (std::max<size_t>(n, 1) + kAlignment - 1) / kAlignment * kAlignment; }
+
+struct Builder {
+  const CompileRequest& req;
+  const SessionOptions& opt;
+  Graph& g;
+  Plan& p;
+  std::vector<int> value_of;  // graph node -> first output value id (-1: none)
+  std::vector<int> node_of;   // graph node -> plan node id (-1: merged or folded)
+  std::unordered_multimap<size_t, int> cse;  // hash -> node id
+  std::unordered_map<int, int> var_storage;  // graph node -> storage
+  size_t pending_cse = 0;                    // hash to record once the node has its index
+  bool has_pending_cse = false;
+
+  int new_value(const TensorType& t, int producer) {
+    p.values.push_back({t, producer, -1, {}});
+    return int(p.values.size()) - 1;
+  }
+  int new_storage(StorageKind k, size_t bytes) {
+    p.storages.push_back({});
+    p.storages.back().kind = k;
+    p.storages.back().bytes = k == StorageKind::arena ? align(bytes) : bytes;
+    return int(p.storages.size()) - 1;
+  }
+  /// A fresh compact arena value for output `i` of node `n`.
+  void arena_output(int n, int v) {
+    PValue& val = p.values[size_t(v)];
+    val.storage = new_storage(StorageKind::arena, size_t(numel(val.type.shape)) * dtype_size(val.type.dtype));
+    val.layout = Layout::compact(val.type.shape);
+    (void)n;
+  }
+  int add_node(PNode node) {
+    p.nodes.push_back(std::move(node));
+    return int(p.nodes.size()) - 1;
+  }
+  /// Inserts a node copying value v into a compact arena value; returns it.
+  int compact_copy(int v, const std::string& for_node) {
+    PNode c;
+    c.op = &find_op("identity");
+    c.name = for_node + "/compact";
+    c.attrs = std::make_shared<Attrs>();
+    c.kind = NodeKind::kernel;
+    c.kernel = find_kernel("copy", p.device.kind, p.values[size_t(v)].type.dtype);
+    LOOM_ASSERT(c.kernel, "no copy kernel");
+    c.in = {v};
+    int id = int(p.nodes.size());
+    int out = new_value(p.values[size_t(v)].type, id);
+    c.out = {out};
+    add_node(std::move(c));
+    arena_output(id, out);
+    return out;
+  }
+
+  void validate_and_prune(std::vector<char>& needed, std::vector<int>& feed_of);
+  void build(const std::vector<char>& needed, const std::vector<int>& feed_of);
+  bool try_cse(const Node& gn, const std::vector<int>& ins);
+  bool try_fold(PNode& node);
+  void order_updates();
+  void mark_alive();
+  void bind_steps();
+};
+
+void Builder::validate_and_prune(std::vector<char>& needed, std::vector<int>& feed_of) {
+  auto check_tensor = [&](const Tensor& t, const char* what) {
+    LOOM_CHECK(t.valid(), "run: ", what, " is an empty Tensor handle");
+    LOOM_CHECK(&t.graph() == &g, "run: ", what, " '", t.name(), "' belongs to another graph than this session's");
+    LOOM_CHECK(t.node_id() >= 0 && t.node_id() < g.size(), "run: ", what, " refers to unknown node ", t.node_id());
+  };
+  for (const Tensor& t : *req.fetches) {
+    check_tensor(t, "fetch");
+    LOOM_CHECK(t.index() >= 0 && size_t(t.index()) < t.node().outputs.size(), "run: fetch '", t.node().name,
+               "' has no output ", t.index(), " (use it as a target)");
+  }
+  for (const Tensor& t : *req.targets) check_tensor(t, "target");
+  feed_of.assign(size_t(g.size()), -1);
+  for (size_t i = 0; i < req.feeds->size(); ++i) {
+    const auto& [t, a] = (*req.feeds)[i];
+    check_tensor(t, "feed");
+    const Node& n = t.node();
+    LOOM_CHECK(n.op->name == "placeholder", "feed '", n.name, "': only placeholders can be fed (it is a ", n.op->name,
+               ")");
+    LOOM_CHECK(feed_of[size_t(n.id)] < 0, "feed '", n.name, "': fed twice");
+    LOOM_CHECK(a.defined(), "feed '", n.name, "': undefined NDArray");
+    const TensorType& want = n.outputs[0];
+    LOOM_CHECK(a.dtype() == want.dtype, "feed '", n.name, "': expected dtype ", dtype_name(want.dtype), ", got ",
+               dtype_name(a.dtype()));
+    LOOM_CHECK(shape_fits(want.shape, a.shape()), "feed '", n.name, "': expected shape ", shape_str(want.shape),
+               ", got ", shape_str(a.shape()));
+    feed_of[size_t(n.id)] = int(i);
+  }
+  needed.assign(size_t(g.size()), 0);
+  std::vector<int> stack;
+  for (const Tensor& t : *req.fetches) stack.push_back(t.node_id());
+  for (const Tensor& t : *req.targets) stack.push_back(t.node_id());
+  while (!stack.empty()) {
+    int id = stack.back();
+    stack.pop_back();
+    if (needed[size_t(id)]) continue;
+    needed[size_t(id)] = 1;
+    const Node& n = g.node(id);
+    if (n.op->name == "placeholder") {
+      LOOM_CHECK(feed_of[size_t(id)] >= 0, "placeholder '", n.name, "' (", type_str(n.outputs[0]),
+                 ") must be fed for this run");
+      continue;
+    }
+    for (const Edge& e : n.inputs) stack.push_back(e.node);
+    for (int c : n.control) stack.push_back(c);
+  }
+}
+
+bool Builder::try_cse(const Node& gn, const std::vector<int>& ins) {
+  if (!opt.cse || gn.op->stateful || gn.op->no_kernel || gn.op->writes_input >= 0 || !gn.control.empty()) return false;
+  size_t h = std::hash<std::string>{}(gn.op->name) ^ gn.attrs.hash();
+  for (int v : ins) h = h * 1000003u + size_t(v);
+  auto range = cse.equal_range(h);
+  for (auto it = range.first; it != range.second; ++it) {
+    const PNode& o = p.nodes[size_t(it->second)];
+    if (o.op == gn.op && o.graph_node >= 0 && g.node(o.graph_node).inputs.size() == gn.inputs.size() &&
+        *o.attrs == gn.attrs) {
+      // Inputs compare by value id: the node's inputs were already remapped.
+      std::vector<int> oin = o.in;
+      if (oin != ins) continue;
+      value_of[size_t(gn.id)] = o.out.empty() ? -1 : o.out[0];
+      node_of[size_t(gn.id)] = it->second;
+      ++p.stats.cse_merged;
+      return true;
+    }
+  }
+  pending_cse = h;
+  has_pending_cse = true;
+  return false;
+}
+
+bool Builder::try_fold(PNode& node) {
+  if (!opt.constant_folding || node.kind != NodeKind::kernel || node.op->stateful || node.graph_node < 0) return false;
+  const OpDef& op = *node.op;
+  int64_t out_elems = 0;
+  for (int v : node.out) out_elems += numel(p.values[size_t(v)].type.shape);
+  if (out_elems > 65536) return false;  // folding must not bloat the plan's constants
+  std::vector<NDArray> ins;
+  for (size_t i = 0; i < node.in.size(); ++i) {
+    const PValue& v = p.values[size_t(node.in[i])];
+    bool shape_only = std::find(op.shape_only_inputs.begin(), op.shape_only_inputs.end(), int(i)) != op.shape_only_inputs.end();
+    const PStorage& s = p.storages[size_t(v.storage)];
+    if (s.kind == StorageKind::constant) ins.emplace_back(s.array.buffer(), v.layout, v.type.dtype);
+    else if (shape_only) ins.push_back(NDArray::empty(v.type.shape, v.type.dtype));
+    else return false;
+  }
+  const KernelInfo* k = find_kernel(op.name, DeviceKind::cpu, p.values[size_t(node.out[0])].type.dtype);
+  if (!k) return false;
+  if (k->compact_inputs)
+    for (auto& a : ins) a = a.compact();
+  std::vector<NDArray> outs;
+  for (int v : node.out) outs.push_back(NDArray::empty(p.values[size_t(v)].type.shape, p.values[size_t(v)].type.dtype));
+  KernelContext kc{Device::cpu(), nullptr, opt.seed, 0};
+  KernelCall call{kc, ins, outs, *node.attrs, op.name, node.name, uint64_t(node.graph_node)};
+  k->fn(call);
+  node.kind = NodeKind::source;
+  node.kernel = nullptr;
+  node.in.clear();
+  for (size_t i = 0; i < node.out.size(); ++i) {
+    PValue& v = p.values[size_t(node.out[i])];
+    NDArray a = outs[i].to(p.device);
+    v.storage = new_storage(StorageKind::constant, a.nbytes());
+    p.storages[size_t(v.storage)].array = a;
+    v.layout = a.layout();
+  }
+  ++p.stats.folded;
+  return true;
+}
+
+void Builder::build(const std::vector<char>& needed, const std::vector<int>& feed_of) {
+  value_of.assign(size_t(g.size()), -1);
+  node_of.assign(size_t(g.size()), -1);
+  std::unordered_map<std::string, int> const_cse;  // small constants by content
+  for (int id = 0; id < g.size(); ++id) {
+    if (!needed[size_t(id)]) continue;
+    const Node& gn = g.node(id);
+    const OpDef& op = *gn.op;
+    ++p.stats.graph_nodes;
+    std::vector<int> ins;
+    std::vector<TensorType> in_types;
+    for (const Edge& e : gn.inputs) {
+      int v = value_of[size_t(e.node)];
+      LOOM_ASSERT(v >= 0, "input of ", gn.name, " has no value");
+      ins.push_back(v + e.index);
+      in_types.push_back(p.values[size_t(v + e.index)].type);
+    }
+    has_pending_cse = false;
+    if (try_cse(gn, ins)) continue;
+
+    PNode node;
+    node.graph_node = id;
+    node.op = &op;
+    node.name = gn.name;
+    node.attrs = std::shared_ptr<const Attrs>(std::shared_ptr<const Attrs>(), &gn.attrs);  // the graph outlives plans
+    node.in = ins;
+    for (int c : gn.control)
+      if (node_of[size_t(c)] >= 0) node.after.push_back(node_of[size_t(c)]);
+
+    // Concrete output types.
+    std::vector<TensorType> outs;
+    if (op.name == "placeholder") {
+      const NDArray& a = (*req.feeds)[size_t(feed_of[size_t(id)])].second;
+      outs = {{a.dtype(), a.shape()}};
+      node.kind = NodeKind::feed;
+      node.feed = feed_of[size_t(id)];
+    } else if (op.name == "constant") {
+      const NDArray& a = gn.attrs.get<NDArray>("value");
+      outs = {{a.dtype(), a.shape()}};
+      node.kind = NodeKind::source;
+    } else if (op.name == "variable") {
+      outs = gn.outputs;
+      node.kind = NodeKind::source;
+    } else {
+      InferContext ctx{op.name, gn.name, in_types, gn.attrs};
+      outs = op.infer(ctx);
+      for (size_t i = 0; i < outs.size(); ++i)
+        LOOM_CHECK(shape_fits(gn.outputs[i].shape, outs[i].shape), op.name, " '", gn.name, "': output ", i,
+                   " resolves to ", shape_str(outs[i].shape), " but was declared ", shape_str(gn.outputs[i].shape));
+      node.kind = op.no_kernel ? NodeKind::noop : op.view ? NodeKind::view : NodeKind::kernel;
+    }
+
+    // Constants with equal small contents share one value (every `x * 2.0` makes one).
+    std::string ckey;
+    if (op.name == "constant" && opt.cse) {
+      const NDArray& a = gn.attrs.get<NDArray>("value");
+      if (a.numel() <= 64) {
+        ckey = std::string(dtype_name(a.dtype())) + shape_str(a.shape()) +
+               std::string(static_cast<const char*>(a.raw()), a.nbytes());
+        auto it = const_cse.find(ckey);
+        if (it != const_cse.end()) {
+          value_of[size_t(id)] = it->second;
+          node_of[size_t(id)] = p.values[size_t(it->second)].producer;
+          ++p.stats.cse_merged;
+          continue;
+        }
+      }
+    }
+
+    // Inputs that must be compact for this node (views that failed, kernels that ask).
+    int nid = int(p.nodes.size());
+    if (node.kind == NodeKind::view) {
+      int v0 = node.in[0];
+      std::vector<Shape> shapes;
+      for (auto& t : outs) shapes.push_back(t.shape);
+      if (!op.view(p.values[size_t(v0)].layout, gn.attrs, 0, shapes)) node.in[0] = compact_copy(v0, gn.name);
+      nid = int(p.nodes.size());
+    } else if (node.kind == NodeKind::kernel) {
+      LOOM_CHECK(!outs.empty(), op.name, " '", gn.name, "': has no outputs");
+      node.kernel = find_kernel(op.name, p.device.kind, outs[0].dtype);
+      LOOM_CHECK(node.kernel, op.name, " '", gn.name, "': no ", p.device.str(), " kernel for dtype ",
+                 dtype_name(outs[0].dtype));
+      if (node.kernel->compact_inputs)
+        for (size_t i = 0; i < node.in.size(); ++i)
+          if (!p.values[size_t(node.in[i])].layout.is_compact()) node.in[i] = compact_copy(node.in[i], gn.name);
+      nid = int(p.nodes.size());
+    }
+
+    for (auto& t : outs) node.out.push_back(new_value(t, nid));
+    value_of[size_t(id)] = node.out.empty() ? -1 : node.out[0];
+    node_of[size_t(id)] = nid;
+
+    // Layouts and storages of the outputs.
+    if (op.name == "constant") {
+      PValue& v = p.values[size_t(node.out[0])];
+      NDArray a = gn.attrs.get<NDArray>("value").to(p.device);
+      v.storage = new_storage(StorageKind::constant, a.nbytes());
+      p.storages[size_t(v.storage)].array = a;
+      v.layout = a.layout();
+      if (!ckey.empty()) const_cse[ckey] = node.out[0];
+    } else if (op.name == "variable") {
+      PValue& v = p.values[size_t(node.out[0])];
+      auto it = var_storage.find(id);
+      if (it == var_storage.end()) {
+        NDArray& a = req.variable(id);
+        int s = new_storage(StorageKind::variable, a.nbytes());
+        p.storages[size_t(s)].var_node = id;
+        p.storages[size_t(s)].array = a;
+        it = var_storage.emplace(id, s).first;
+      }
+      v.storage = it->second;
+      v.layout = Layout::compact(v.type.shape);
+    } else if (node.kind == NodeKind::view) {
+      const PValue& src = p.values[size_t(node.in[0])];
+      std::vector<Shape> shapes;
+      for (int o : node.out) shapes.push_back(p.values[size_t(o)].type.shape);
+      for (size_t i = 0; i < node.out.size(); ++i) {
+        auto l = op.view(src.layout, gn.attrs, i, shapes);
+        LOOM_ASSERT(l, op.name, " '", gn.name, "': view of a compact input failed");
+        p.values[size_t(node.out[i])].storage = src.storage;
+        p.values[size_t(node.out[i])].layout = *l;
+      }
+    } else if (op.writes_input >= 0) {
+      const PValue& target = p.values[size_t(node.in[size_t(op.writes_input)])];
+      LOOM_CHECK(p.storages[size_t(target.storage)].kind == StorageKind::variable, op.name, " '", gn.name,
+                 "': input ", op.writes_input, " must be a variable");
+      p.values[size_t(node.out[0])].storage = target.storage;
+      p.values[size_t(node.out[0])].layout = target.layout;
+    } else if (node.kind == NodeKind::kernel || node.kind == NodeKind::feed) {
+      for (int o : node.out) arena_output(nid, o);
+    }
+    add_node(std::move(node));
+    if (has_pending_cse) cse.emplace(pending_cse, nid);
+    try_fold(p.nodes[size_t(nid)]);
+  }
+  for (const Tensor& t : *req.fetches) p.fetch_values.push_back(value_of[size_t(t.node_id())] + t.index());
+}
+
+// Keeps the nodes the fetches and targets need after CSE and folding.
+void Builder::mark_alive() {
+  for (auto& n : p.nodes) n.alive = false;
+  std::vector<int> stack;
+  for (int v : p.fetch_values) stack.push_back(p.values[size_t(v)].producer);
+  for (const Tensor& t : *req.targets) {
+    int n = node_of[size_t(t.node_id())];
+    if (n >= 0) stack.push_back(n);
+  }
+  while (!stack.empty()) {
+    int id = stack.back();
+    stack.pop_back();
+    PNode& n = p.nodes[size_t(id)];
+    if (n.alive) continue;
+    n.alive = true;
+    for (int v : n.in) stack.push_back(p.values[size_t(v)].producer);
+    for (int a : n.after) stack.push_back(a);
+  }
+}
+
+// Readers of a variable run before the assign that overwrites it, unless they
+// depend on that assign; assigns to one variable run in graph order; with
+// atomic updates, assigns and everything after them run last.
+void Builder::order_updates() {
+  std::vector<std::vector<int>> consumers(p.nodes.size());
+  for (size_t i = 0; i < p.nodes.size(); ++i) {
+    const PNode& n = p.nodes[i];
+    if (!n.alive) continue;
+    for (int v : n.in) consumers[size_t(p.values[size_t(v)].producer)].push_back(int(i));
+    for (int a : n.after) consumers[size_t(a)].push_back(int(i));
+  }
+  std::vector<std::vector<int>> readers_of(p.storages.size());
+  std::vector<int> assigns;
+  for (size_t i = 0; i < p.nodes.size(); ++i) {
+    const PNode& n = p.nodes[i];
+    if (!n.alive || n.kind == NodeKind::view) continue;
+    if (n.op && n.op->writes_input >= 0) assigns.push_back(int(i));
+    for (int v : n.in) {
+      int s = p.values[size_t(v)].storage;
+      if (s >= 0 && p.storages[size_t(s)].kind == StorageKind::variable) readers_of[size_t(s)].push_back(int(i));
+    }
+  }
+  std::vector<int> mark(p.nodes.size(), -1);
+  std::unordered_map<int, int> last_assign;  // storage -> previous assign
+  for (int a : assigns) {
+    // Descendants of a: they see the new value.
+    std::vector<int> stack{a};
+    while (!stack.empty()) {
+      int id = stack.back();
+      stack.pop_back();
+      if (mark[size_t(id)] == a) continue;
+      mark[size_t(id)] = a;
+      if (opt.atomic_updates) p.nodes[size_t(id)].post_commit = true;
+      for (int c : consumers[size_t(id)]) stack.push_back(c);
+    }
+    PNode& an = p.nodes[size_t(a)];
+    int s = p.values[size_t(an.out[0])].storage;
+    for (int r : readers_of[size_t(s)])
+      if (r != a && mark[size_t(r)] != a) an.after.push_back(r);
+    auto it = last_assign.find(s);
+    if (it != last_assign.end() && mark[size_t(a)] == a) an.after.push_back(it->second);
+    last_assign[s] = a;
+  }
+}
+
+}  // namespace
+
+NDArray Plan::bind(int value) const {
+  const PValue& v = values[size_t(value)];
+  const PStorage& s = storages[size_t(v.storage)];
+  if (s.kind == StorageKind::arena) {
+    Layout l = v.layout;
+    l.offset += int64_t(s.offset / dtype_size(v.type.dtype));
+    return NDArray(arena, l, v.type.dtype);
+  }
+  return NDArray(s.array.buffer(), v.layout, v.type.dtype);
+}
+
+void Builder::bind_steps() {
+  p.arena = Buffer::allocate(p.device, p.stats.arena_bytes);
+  p.steps.clear();
+  for (int id : p.order) {
+    const PNode& n = p.nodes[size_t(id)];
+    Step s;
+    s.fn = n.kind == NodeKind::kernel ? n.kernel->fn : nullptr;
+    for (int v : n.in) s.in.push_back(p.bind(v));
+    for (int v : n.out) s.out.push_back(p.bind(v));
+    s.attrs = n.attrs.get();
+    s.name = &n.name;
+    s.op = n.op ? &n.op->name : nullptr;
+    s.key = uint64_t(n.graph_node >= 0 ? n.graph_node : 0x7fffffff - id);
+    s.feed = n.feed;
+    for (int v : n.out) s.check |= is_floating(p.values[size_t(v)].type.dtype);
+    p.steps.push_back(std::move(s));
+  }
+}
+
+std::unique_ptr<Plan> compile_plan(const CompileRequest& req) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto plan = std::make_unique<Plan>();
+  plan->device = req.options->device;
+  Builder b{req, *req.options, *req.graph, *plan, {}, {}, {}, {}};
+  std::vector<char> needed;
+  std::vector<int> feed_of;
+  b.validate_and_prune(needed, feed_of);
+  b.build(needed, feed_of);
+  b.mark_alive();
+  for (const PNode& n : plan->nodes) plan->stats.nodes_after_passes += n.alive && n.graph_node >= 0;
+  b.order_updates();
+  for (int v : plan->fetch_values) plan->storages[size_t(plan->values[size_t(v)].storage)].pinned = true;
+  schedule_plan(*plan, *req.options);
+  plan_memory(*plan, *req.options);
+  b.bind_steps();
+  plan->stats.steps = 0;
+  for (const Step& s : plan->steps) plan->stats.steps += s.fn != nullptr;
+  plan->stats.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return plan;
+}
+
+PlanInfo Plan::info() const {
+  PlanInfo r;
+  r.arena_bytes = stats.arena_bytes;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const PNode& n = nodes[size_t(order[i])];
+    r.steps.push_back({n.name, n.op ? n.op->name : "barrier", deps[i]});
+  }
+  for (const PStorage& s : storages) {
+    if (s.kind != StorageKind::arena || s.merged || s.writers.empty()) continue;
+    PlanInfo::Buffer b{s.offset, s.bytes, s.first, s.last, {}, {}};
+    for (int w : s.writers) b.writers.push_back(nodes[size_t(w)].pos);
+    for (int rd : s.readers) b.readers.push_back(nodes[size_t(rd)].pos);
+    r.buffers.push_back(std::move(b));
+  }
+  return r;
+}
+
+std::string Plan::dot() const {
+  std::ostringstream os;
+  os << "digraph plan {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n";
+  auto label = [&](int v) {
+    const PValue& val = values[size_t(v)];
+    const PStorage& s = storages[size_t(val.storage)];
+    std::ostringstream l;
+    l << dtype_name(val.type.dtype) << shape_str(val.type.shape);
+    if (s.kind == StorageKind::arena) l << " @" << s.offset + size_t(val.layout.offset) * dtype_size(val.type.dtype);
+    else l << (s.kind == StorageKind::variable ? " var" : " const");
+    return l.str();
+  };
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const PNode& n = nodes[i];
+    if (!n.alive) continue;
+    const char* style = n.kind == NodeKind::view ? ", style=dashed" : n.kind == NodeKind::source ? ", style=rounded" : "";
+    os << "  n" << i << " [label=\"" << n.name << "\\n" << (n.op ? n.op->name : "barrier");
+    if (n.pos >= 0) os << " #" << n.pos;
+    os << " (" << device.str() << ")";
+    for (int v : n.out) os << "\\n" << label(v);
+    os << "\"" << style << "];\n";
+    for (int v : n.in) os << "  n" << values[size_t(v)].producer << " -> n" << i << ";\n";
+    for (int a : n.after) os << "  n" << a << " -> n" << i << " [style=dotted];\n";
+  }
+  os << "}\n";
+  return os.str();
+}
+
+}  // namespace loom

@@ -1,0 +1,142 @@
+#pragma once
+/// Session: runs a graph. Each distinct run signature (fetches, targets, feed
+/// shapes and dtypes) is compiled once into a Plan and cached:
+///   prune -> graph passes (CSE, constant folding, element-wise fusion) ->
+///   concrete shapes -> layouts (views take no memory) -> schedule ->
+///   static memory plan (one arena, offsets, in-place reuse) -> kernels.
+/// Variables live in the session across runs.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/graph.hpp"
+#include "core/ndarray.hpp"
+
+namespace loom {
+
+enum class Executor { serial, parallel };
+
+/// How the planner assigns arena offsets. `best` tries the others and keeps
+/// the smallest arena; `naive` gives every tensor its own bytes (a baseline).
+enum class MemoryStrategy { best, greedy_by_size, greedy_by_time, naive };
+std::string_view strategy_name(MemoryStrategy s);
+
+struct SessionOptions {
+  Device device = Device::cpu();
+  /// Threads for kernels and the parallel executor; 0 = all hardware threads.
+  int threads = 0;
+  Executor executor = Executor::serial;
+  MemoryStrategy memory = MemoryStrategy::best;
+  uint64_t seed = 0;
+  /// Name the first node producing NaN/Inf (slower: scans every float output).
+  bool check_numerics = false;
+  /// Record per-node times (stats().node_times) and the trace of the last run.
+  bool profile = false;
+  /// Graph passes; results are identical with and without.
+  bool cse = true;
+  bool constant_folding = true;
+  bool fusion = true;
+  /// Run all variable updates (assign) after everything that does not depend
+  /// on them, so a run that fails (e.g. check_numerics) leaves variables as
+  /// they were. Off: updates run as early as possible (less memory).
+  bool atomic_updates = true;
+};
+
+/// Feeds for one run: placeholder and value.
+using Feeds = std::vector<std::pair<Tensor, NDArray>>;
+
+struct PlanStats {
+  double compile_ms = 0;
+  int graph_nodes = 0;          // nodes the fetches need
+  int nodes_after_passes = 0;   // after CSE, folding and fusion
+  int cse_merged = 0, folded = 0, fused = 0;
+  int steps = 0;                // kernels executed per run
+  size_t arena_bytes = 0;
+  size_t lower_bound_bytes = 0;  // max over the schedule of live bytes
+  size_t naive_bytes = 0;        // every tensor its own buffer
+  std::string memory_strategy;
+  std::vector<std::pair<std::string, size_t>> strategy_arenas;  // each strategy tried
+  int host_copies = 0;           // copies inserted for nodes without a kernel on the device
+};
+
+struct NodeTime {
+  std::string name, op;
+  int64_t calls = 0;
+  double total_us = 0;
+};
+
+struct SessionStats {
+  int plans_compiled = 0;
+  int plan_cache_hits = 0;
+  int64_t runs = 0;
+  PlanStats last_plan;
+  std::vector<NodeTime> node_times;  // when profiling, sorted by total time
+};
+
+/// Read-only view of a compiled plan, for verifiers, benchmarks and tools.
+struct PlanInfo {
+  struct Buffer {
+    size_t offset = 0, bytes = 0;
+    int first = 0, last = 0;           // schedule positions: first write, last read
+    std::vector<int> writers, readers; // step indices
+  };
+  struct Step {
+    std::string name, op;
+    std::vector<int> deps;  // steps that must finish before this one (all edges)
+  };
+  std::vector<Step> steps;      // in schedule order
+  std::vector<Buffer> buffers;  // arena buffers
+  size_t arena_bytes = 0;
+};
+
+class Plan;
+
+class Session {
+ public:
+  explicit Session(Graph& graph, SessionOptions options = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  /// Runs what `fetches` and `targets` need; returns host arrays for the fetches.
+  std::vector<NDArray> run(const std::vector<Tensor>& fetches, const Feeds& feeds = {},
+                           const std::vector<Tensor>& targets = {});
+  NDArray run1(const Tensor& fetch, const Feeds& feeds = {});
+
+  /// (Re)initializes every variable of the graph (or those given) from its initializer.
+  void initialize();
+  void initialize(const std::vector<Tensor>& variables);
+  bool initialized(const Tensor& variable) const;
+  /// A host copy of a variable's value (initializing it first if needed).
+  NDArray get(const Tensor& variable);
+  /// Overwrites a variable; shape and dtype must match.
+  void set(const Tensor& variable, const NDArray& value);
+
+  const SessionOptions& options() const { return options_; }
+  Graph& graph() const { return graph_; }
+  SessionStats stats() const;
+  /// The plan of the last run (compiled if needed for the given signature).
+  PlanInfo plan_info(const std::vector<Tensor>& fetches, const Feeds& feeds = {},
+                     const std::vector<Tensor>& targets = {});
+  /// Chrome trace JSON of the last profiled run (open in Perfetto or chrome://tracing).
+  void export_trace(const std::string& path) const;
+  /// Graphviz DOT of the last run's plan: shapes, devices, buffer offsets.
+  void export_dot(const std::string& path) const;
+
+ private:
+  friend class Plan;
+  Plan& plan_for(const std::vector<Tensor>& fetches, const Feeds& feeds, const std::vector<Tensor>& targets);
+  NDArray& variable_value(int node);
+
+  Graph& graph_;
+  SessionOptions options_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace loom

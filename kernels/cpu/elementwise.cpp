@@ -1,0 +1,273 @@
+// Element-wise CPU kernels: copy/cast, unary, binary with broadcasting,
+// comparisons, where and fill. Compact operands take a flat vectorizable loop;
+// anything else goes through the strided loop in loops.hpp.
+
+#include "kernels/cpu/elementwise.hpp"
+
+#include <cstring>
+#include <limits>
+
+#include "core/kernel.hpp"
+#include "kernels/cpu/loops.hpp"
+
+namespace loom::cpu {
+namespace {
+
+template <class T>
+const T* cptr(const NDArray& a) { return static_cast<const T*>(a.raw()); }
+template <class T>
+T* mptr(const NDArray& a) { return static_cast<T*>(a.raw()); }
+
+// ---------------------------------------------------------------- copy / cast
+
+template <class R, class T>
+R convert(T x) {
+  if constexpr (std::is_same_v<R, bool>) return x != T(0);
+  else if constexpr (std::is_floating_point_v<T> && std::is_integral_v<R>) {
+    // Saturate instead of the undefined behaviour of an out-of-range cast.
+    if (!(x == x)) return R(0);
+    if (x <= T(std::numeric_limits<R>::lowest())) return std::numeric_limits<R>::lowest();
+    if (x >= T(std::numeric_limits<R>::max())) return std::numeric_limits<R>::max();
+    return R(x);
+  } else return R(x);
+}
+
+template <class R, class T>
+void copy_typed(const NDArray& dst, const NDArray& src) {
+  int64_t n = dst.numel();
+  if constexpr (std::is_same_v<R, T>) {
+    if (dst.is_compact() && src.is_compact()) {
+      char* d = static_cast<char*>(dst.raw());
+      const char* s = static_cast<const char*>(src.raw());
+      if (d == s) return;
+      parallel_for(n, kGrain * 4, [&](int64_t lo, int64_t hi) {
+        std::memmove(d + lo * int64_t(sizeof(T)), s + lo * int64_t(sizeof(T)), size_t(hi - lo) * sizeof(T));
+      });
+      return;
+    }
+  }
+  if (dst.is_compact() && src.is_compact()) {
+    R* d = mptr<R>(dst);
+    const T* s = cptr<T>(src);
+    parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) d[i] = convert<R>(s[i]);
+    });
+    return;
+  }
+  auto L = make_loop<2>({&dst.layout(), &src.layout()});
+  run_loop<2>(L, {static_cast<char*>(dst.raw()), static_cast<char*>(src.raw())}, {sizeof(R), sizeof(T)},
+              [](const std::array<char*, 2>& p, const std::array<int64_t, 2>& s, int64_t m) {
+                R* d = reinterpret_cast<R*>(p[0]);
+                const T* x = reinterpret_cast<const T*>(p[1]);
+                if (s[0] == 1 && s[1] == 1)
+                  for (int64_t i = 0; i < m; ++i) d[i] = convert<R>(x[i]);
+                else
+                  for (int64_t i = 0; i < m; ++i) d[i * s[0]] = convert<R>(x[i * s[1]]);
+              });
+}
+
+// Copies in[0] into out[0]; the dtypes may differ (this is also "cast").
+void copy_kernel(const KernelCall& c) { copy_array(c.out[0], c.in[0]); }
+
+// ---------------------------------------------------------------- unary
+
+template <class Op, class T>
+void unary_typed(const KernelCall& c) {
+  const NDArray& x = c.in[0];
+  const NDArray& o = c.out[0];
+  T* po = mptr<T>(o);
+  if (x.is_compact()) {
+    const T* px = cptr<T>(x);
+    parallel_for(o.numel(), kGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) po[i] = Op::f(px[i]);
+    });
+    return;
+  }
+  auto L = make_loop<2>({&o.layout(), &x.layout()});
+  run_loop<2>(L, {static_cast<char*>(o.raw()), static_cast<char*>(x.raw())}, {sizeof(T), sizeof(T)},
+              [](const std::array<char*, 2>& p, const std::array<int64_t, 2>& s, int64_t m) {
+                T* d = reinterpret_cast<T*>(p[0]);
+                const T* a = reinterpret_cast<const T*>(p[1]);
+                for (int64_t i = 0; i < m; ++i) d[i] = Op::f(a[i * s[1]]);
+              });
+}
+
+template <class Op, class... Ts>
+void unary_kernel(const KernelCall& c) {
+  dispatch_among(TypeList<Ts...>{}, c.out[0].dtype(), [&]<class T>() { unary_typed<Op, T>(c); });
+}
+
+template <class Op, class... Ts>
+void reg_unary(const char* name, TypeList<Ts...> types) {
+  register_kernel(name, DeviceKind::cpu, types.dtypes(), {&unary_kernel<Op, Ts...>});
+}
+
+// ---------------------------------------------------------------- binary
+
+template <class Op, class T, class R>
+void binary_typed(const KernelCall& c) {
+  const NDArray& a = c.in[0];
+  const NDArray& b = c.in[1];
+  const NDArray& o = c.out[0];
+  const int64_t n = o.numel();
+  R* po = mptr<R>(o);
+  const T* pa = cptr<T>(a);
+  const T* pb = cptr<T>(b);
+  const bool ca = a.is_compact() && a.numel() == n, cb = b.is_compact() && b.numel() == n;
+  if (ca && cb) {
+    parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) po[i] = Op::f(pa[i], pb[i]);
+    });
+  } else if (ca && b.numel() == 1) {
+    const T y = *pb;
+    parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) po[i] = Op::f(pa[i], y);
+    });
+  } else if (cb && a.numel() == 1) {
+    const T x = *pa;
+    parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) po[i] = Op::f(x, pb[i]);
+    });
+  } else {
+    auto L = make_loop<3>({&o.layout(), &a.layout(), &b.layout()});
+    run_loop<3>(L, {static_cast<char*>(o.raw()), static_cast<char*>(a.raw()), static_cast<char*>(b.raw())},
+                {sizeof(R), sizeof(T), sizeof(T)},
+                [](const std::array<char*, 3>& p, const std::array<int64_t, 3>& s, int64_t m) {
+                  R* d = reinterpret_cast<R*>(p[0]);
+                  const T* x = reinterpret_cast<const T*>(p[1]);
+                  const T* y = reinterpret_cast<const T*>(p[2]);
+                  if (s[1] == 1 && s[2] == 0) {
+                    const T yv = *y;
+                    for (int64_t i = 0; i < m; ++i) d[i] = Op::f(x[i], yv);
+                  } else if (s[1] == 0 && s[2] == 1) {
+                    const T xv = *x;
+                    for (int64_t i = 0; i < m; ++i) d[i] = Op::f(xv, y[i]);
+                  } else {
+                    for (int64_t i = 0; i < m; ++i) d[i] = Op::f(x[i * s[1]], y[i * s[2]]);
+                  }
+                });
+  }
+}
+
+// Integer division: a zero divisor is the user's error, and INT_MIN / -1 wraps.
+struct IntDiv {
+  template <class T>
+  static T f(T a, T b) {
+    if constexpr (std::is_signed_v<T>) return b == T(-1) ? wrap_sub(T(0), a) : T(a / b);
+    else return T(a / b);
+  }
+};
+
+template <class T>
+void check_no_zero(const KernelCall& c, const NDArray& b) {
+  NDArray h = b.compact();
+  const T* p = cptr<T>(h);
+  for (int64_t i = 0, n = h.numel(); i < n; ++i)
+    if (p[i] == T(0)) fail("div '", c.node, "': integer division by zero");
+}
+
+template <class Op, class... Ts>
+void binary_kernel(const KernelCall& c) {
+  dispatch_among(TypeList<Ts...>{}, c.out[0].dtype(), [&]<class T>() {
+    if constexpr (std::is_same_v<Op, Div> && std::is_integral_v<T>) {
+      check_no_zero<T>(c, c.in[1]);
+      binary_typed<IntDiv, T, T>(c);
+    } else {
+      binary_typed<Op, T, T>(c);
+    }
+  });
+}
+
+template <class Op, class... Ts>
+void reg_binary(const char* name, TypeList<Ts...> types) {
+  register_kernel(name, DeviceKind::cpu, types.dtypes(), {&binary_kernel<Op, Ts...>});
+}
+
+// Comparisons: registered under the output dtype (bool), dispatched on the inputs'.
+template <class Op>
+void compare_kernel(const KernelCall& c) {
+  dispatch(c.in[0].dtype(), [&]<class T>() { binary_typed<Op, T, bool>(c); });
+}
+
+// ---------------------------------------------------------------- where / fill
+
+template <class T>
+void where_typed(const KernelCall& c) {
+  const NDArray& o = c.out[0];
+  auto L = make_loop<4>({&o.layout(), &c.in[0].layout(), &c.in[1].layout(), &c.in[2].layout()});
+  run_loop<4>(L,
+              {static_cast<char*>(o.raw()), static_cast<char*>(c.in[0].raw()), static_cast<char*>(c.in[1].raw()),
+               static_cast<char*>(c.in[2].raw())},
+              {sizeof(T), 1, sizeof(T), sizeof(T)},
+              [](const std::array<char*, 4>& p, const std::array<int64_t, 4>& s, int64_t m) {
+                T* d = reinterpret_cast<T*>(p[0]);
+                const bool* q = reinterpret_cast<const bool*>(p[1]);
+                const T* x = reinterpret_cast<const T*>(p[2]);
+                const T* y = reinterpret_cast<const T*>(p[3]);
+                for (int64_t i = 0; i < m; ++i) d[i] = q[i * s[1]] ? x[i * s[2]] : y[i * s[3]];
+              });
+}
+
+void where_kernel(const KernelCall& c) {
+  dispatch(c.out[0].dtype(), [&]<class T>() { where_typed<T>(c); });
+}
+
+// Fills out[0] with attribute "value" (inputs, if any, only give the shape).
+void fill_kernel(const KernelCall& c) {
+  const NDArray& o = c.out[0];
+  double v = c.attrs.f("value");
+  dispatch(o.dtype(), [&]<class T>() {
+    T x = convert<T>(v);
+    T* p = mptr<T>(o);
+    parallel_for(o.numel(), kGrain, [&](int64_t lo, int64_t hi) { std::fill(p + lo, p + hi, x); });
+  });
+}
+
+// Writes in[1] (broadcast) into the variable's storage, out[0].
+void assign_kernel(const KernelCall& c) {
+  if (c.out[0].raw() == c.in[1].raw() && c.in[1].layout().strides == c.out[0].strides()) return;
+  copy_array(c.out[0], c.in[1].broadcast_to(c.out[0].shape()));
+}
+
+const bool registered = [] {
+  const auto all = AllTypes::dtypes();
+  register_kernel("copy", DeviceKind::cpu, all, {&copy_kernel});
+  register_kernel("cast", DeviceKind::cpu, all, {&copy_kernel});
+  register_kernel("where", DeviceKind::cpu, all, {&where_kernel});
+  register_kernel("assign", DeviceKind::cpu, all, {&assign_kernel});
+  register_kernel("full", DeviceKind::cpu, all, {&fill_kernel});
+
+  reg_unary<Neg>("neg", TypeList<float, double, int32_t, int64_t>{});
+  reg_unary<Abs>("abs", TypeList<float, double, int32_t, int64_t>{});
+  reg_unary<Sign>("sign", TypeList<float, double, int32_t, int64_t>{});
+  reg_unary<Relu>("relu", TypeList<float, double, int32_t, int64_t>{});
+  reg_unary<Exp>("exp", FloatTypes{});
+  reg_unary<Log>("log", FloatTypes{});
+  reg_unary<Sqrt>("sqrt", FloatTypes{});
+  reg_unary<Tanh>("tanh", FloatTypes{});
+  reg_unary<Sigmoid>("sigmoid", FloatTypes{});
+
+  reg_binary<Add>("add", NumericTypes{});
+  reg_binary<Sub>("sub", NumericTypes{});
+  reg_binary<Mul>("mul", NumericTypes{});
+  reg_binary<Div>("div", NumericTypes{});
+  reg_binary<Maximum>("maximum", NumericTypes{});
+  reg_binary<Minimum>("minimum", NumericTypes{});
+  reg_binary<Pow>("pow", FloatTypes{});
+
+  register_kernel("eq", DeviceKind::cpu, {boolean}, {&compare_kernel<Eq>});
+  register_kernel("ne", DeviceKind::cpu, {boolean}, {&compare_kernel<Ne>});
+  register_kernel("lt", DeviceKind::cpu, {boolean}, {&compare_kernel<Lt>});
+  register_kernel("le", DeviceKind::cpu, {boolean}, {&compare_kernel<Le>});
+  register_kernel("gt", DeviceKind::cpu, {boolean}, {&compare_kernel<Gt>});
+  register_kernel("ge", DeviceKind::cpu, {boolean}, {&compare_kernel<Ge>});
+  return true;
+}();
+
+}  // namespace
+
+void copy_array(const NDArray& dst, const NDArray& src) {
+  dispatch(dst.dtype(), [&]<class R>() { dispatch(src.dtype(), [&]<class T>() { copy_typed<R, T>(dst, src); }); });
+}
+
+}  // namespace loom::cpu

@@ -1,0 +1,142 @@
+// Batched, broadcasting matmul through OpenBLAS. OpenBLAS runs single-threaded
+// (its own thread pool would fight TBB's); parallelism comes from TBB tasks
+// over batches or row/column blocks, each one BLAS call. The split depends on
+// the shapes and the thread count only, so a given session configuration is
+// deterministic.
+
+#include <cblas.h>
+
+#include "core/kernel.hpp"
+#include "kernels/cpu/loops.hpp"
+
+namespace loom::cpu {
+namespace {
+
+struct Mat {
+  bool trans = false;
+  int64_t ld = 0;
+  bool ok = false;
+};
+
+// How BLAS can read a rows x cols view with the given strides (row-major API).
+Mat classify(int64_t rows, int64_t cols, int64_t srow, int64_t scol) {
+  if ((cols == 1 || scol == 1) && (rows == 1 || srow >= std::max<int64_t>(1, cols)))
+    return {false, rows == 1 ? std::max<int64_t>(1, cols) : srow, true};
+  if ((rows == 1 || srow == 1) && (cols == 1 || scol >= std::max<int64_t>(1, rows)))
+    return {true, cols == 1 ? std::max<int64_t>(1, rows) : scol, true};
+  return {};
+}
+
+void gemm(const float* a, Mat ma, const float* b, Mat mb, float* c, int64_t m, int64_t n, int64_t k) {
+  cblas_sgemm(CblasRowMajor, ma.trans ? CblasTrans : CblasNoTrans, mb.trans ? CblasTrans : CblasNoTrans, int(m),
+              int(n), int(k), 1.0f, a, int(ma.ld), b, int(mb.ld), 0.0f, c, int(n));
+}
+void gemm(const double* a, Mat ma, const double* b, Mat mb, double* c, int64_t m, int64_t n, int64_t k) {
+  cblas_dgemm(CblasRowMajor, ma.trans ? CblasTrans : CblasNoTrans, mb.trans ? CblasTrans : CblasNoTrans, int(m),
+              int(n), int(k), 1.0, a, int(ma.ld), b, int(mb.ld), 0.0, c, int(n));
+}
+
+template <class T>
+void matmul_typed(const KernelCall& call) {
+  NDArray a = call.in[0], b = call.in[1];
+  const NDArray& c = call.out[0];
+  const int64_t na = a.ndim(), nb = b.ndim();
+  const int64_t M = a.shape()[size_t(na - 2)], K = a.shape()[size_t(na - 1)], N = b.shape()[size_t(nb - 1)];
+  auto mat_of = [](const NDArray& x, int64_t r, int64_t q) {
+    return classify(r, q, x.strides()[size_t(x.ndim() - 2)], x.strides()[size_t(x.ndim() - 1)]);
+  };
+  Mat ma = mat_of(a, M, K), mb = mat_of(b, K, N);
+  if (!ma.ok) a = a.compact(), ma = mat_of(a, M, K);
+  if (!mb.ok) b = b.compact(), mb = mat_of(b, K, N);
+  T* pc = static_cast<T*>(c.raw());
+  if (c.numel() == 0) return;
+  if (K == 0) {
+    std::fill(pc, pc + c.numel(), T(0));
+    return;
+  }
+
+  // Batch offsets (broadcast) of a and b for every output matrix.
+  Shape batch(c.shape().begin(), c.shape().end() - 2);
+  const int64_t nbatch = numel(batch);
+  auto batch_strides = [&](const NDArray& x) {
+    Layout l{Shape(x.shape().begin(), x.shape().end() - 2), Strides(x.strides().begin(), x.strides().end() - 2), 0};
+    return broadcast_strides(l, batch);
+  };
+  std::vector<int64_t> sa = batch_strides(a), sb = batch_strides(b);
+  std::vector<int64_t> offa(static_cast<size_t>(nbatch)), offb(static_cast<size_t>(nbatch));
+  {
+    std::vector<int64_t> idx(batch.size(), 0);
+    for (int64_t i = 0; i < nbatch; ++i) {
+      int64_t oa = 0, ob = 0;
+      for (size_t d = 0; d < batch.size(); ++d) oa += idx[d] * sa[d], ob += idx[d] * sb[d];
+      offa[size_t(i)] = oa, offb[size_t(i)] = ob;
+      for (size_t d = batch.size(); d-- > 0;)
+        if (++idx[d] < batch[d]) break;
+        else idx[d] = 0;
+    }
+  }
+  const T* pa = static_cast<const T*>(a.raw());
+  const T* pb = static_cast<const T*>(b.raw());
+
+  // b shared by every batch and a's batch rows stacked evenly: one tall GEMM.
+  int64_t m_all = M, n_batches = nbatch;
+  if (nbatch > 1 && !ma.trans) {
+    bool b_shared = std::all_of(sb.begin(), sb.end(), [](int64_t s) { return s == 0; });
+    bool a_stacked = true;
+    for (int64_t i = 1; i < nbatch && a_stacked; ++i) a_stacked = offa[size_t(i)] == i * M * ma.ld;
+    if (b_shared && a_stacked) m_all = M * nbatch, n_batches = 1;
+  }
+
+  // Split work into tasks: whole batches when there are enough, else row (or column) blocks.
+  const int threads = current_threads();
+  const double flops = 2.0 * double(m_all) * double(N) * double(K) * double(n_batches);
+  int64_t blocks = 1;
+  bool split_rows = true;
+  if (threads > 1 && flops > 2e6 && n_batches < threads) {
+    split_rows = m_all >= N;
+    int64_t dim = split_rows ? m_all : N;
+    blocks = std::min<int64_t>(threads, std::max<int64_t>(1, dim / 16));
+  }
+  const int64_t dim = split_rows ? m_all : N;
+  const int64_t step = (dim + blocks - 1) / blocks;
+  auto task = [&](int64_t t) {
+    int64_t bi = t / blocks, blk = t % blocks;
+    int64_t lo = blk * step, hi = std::min(dim, lo + step);
+    if (lo >= hi) return;
+    const T* A = pa + offa[size_t(bi)];
+    const T* B = pb + offb[size_t(bi)];
+    T* C = pc + bi * M * N;
+    if (split_rows) {
+      const T* Ab = A + lo * (ma.trans ? 1 : ma.ld);
+      gemm(Ab, ma, B, mb, C + lo * N, hi - lo, N, K);
+    } else {
+      // Column block: write into a temporary with leading dimension = block width, then copy.
+      const T* Bb = B + lo * (mb.trans ? mb.ld : 1);
+      std::vector<T> tmp(size_t(m_all * (hi - lo)));
+      gemm(A, ma, Bb, mb, tmp.data(), m_all, hi - lo, K);
+      for (int64_t r = 0; r < m_all; ++r)
+        std::copy(tmp.begin() + r * (hi - lo), tmp.begin() + (r + 1) * (hi - lo), C + r * N + lo);
+    }
+  };
+  const int64_t tasks = n_batches * blocks;
+  if (tasks == 1 || threads == 1 || flops <= 2e6) {
+    for (int64_t t = 0; t < tasks; ++t) task(t);
+  } else {
+    parallel_for(tasks, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t) task(t);
+    });
+  }
+}
+
+void matmul_kernel(const KernelCall& c) {
+  dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { matmul_typed<T>(c); });
+}
+
+const bool registered = [] {
+  openblas_set_num_threads(1);
+  register_kernel("matmul", DeviceKind::cpu, FloatTypes::dtypes(), {&matmul_kernel});
+  return true;
+}();
+
+}  // namespace
+}  // namespace loom::cpu

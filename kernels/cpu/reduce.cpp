@@ -1,0 +1,247 @@
+// Reductions over any set of axes: sum, mean, max, min, argmax, argmin, and
+// sum_to (reduce a broadcast gradient back to an input's shape).
+//
+// The input is made compact, adjacent dims with the same role (kept or
+// reduced) are merged, and one of three loops runs:
+//  - all reduced: fixed-size chunks in parallel, partials combined in order;
+//  - innermost dim reduced: one task range per group of outputs;
+//  - innermost dim kept: contiguous rows accumulated into a vector of outputs.
+// Chunking never depends on the thread count, so results are deterministic.
+
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "core/kernel.hpp"
+#include "kernels/cpu/loops.hpp"
+
+namespace loom::cpu {
+namespace {
+
+template <class T>
+using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
+
+struct SumOp {
+  template <class T> using A = Acc<T>;
+  template <class T> static A<T> init() { return A<T>(0); }
+  template <class T> static void add(A<T>& a, T x) { a += A<T>(x); }
+  template <class T> static void merge(A<T>& a, const A<T>& b) { a += b; }
+  template <class T> static T finish(const A<T>& a, int64_t) { return T(a); }
+  // Eight independent accumulators: the adds pipeline and vectorize.
+  template <class T> static void run(A<T>& a, const T* p, int64_t n) {
+    A<T> s[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int k = 0; k < 8; ++k) s[k] += A<T>(p[i + k]);
+    for (; i < n; ++i) s[0] += A<T>(p[i]);
+    a += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  }
+};
+struct MeanOp : SumOp {
+  template <class T> static T finish(const A<T>& a, int64_t n) {
+    return n ? T(a / A<T>(n)) : T(std::numeric_limits<double>::quiet_NaN());
+  }
+};
+template <bool IsMax>
+struct ExtremeOp {
+  template <class T> using A = T;
+  template <class T> static T init() {
+    return IsMax ? std::numeric_limits<T>::lowest() : std::numeric_limits<T>::max();
+  }
+  template <class T> static void add(T& a, T x) {
+    if (IsMax ? (x > a || x != x) : (x < a || x != x)) a = x;  // NaN propagates
+  }
+  template <class T> static void merge(T& a, const T& b) { add<T>(a, b); }
+  template <class T> static T finish(const T& a, int64_t) { return a; }
+  template <class T> static void run(T& a, const T* p, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) add<T>(a, p[i]);
+  }
+};
+
+struct Groups {
+  std::vector<int64_t> size;
+  std::vector<bool> reduced;
+  std::vector<int64_t> stride;  // compact strides of the merged dims
+};
+
+Groups make_groups(const Shape& s, const std::vector<bool>& mask) {
+  Groups g;
+  for (size_t d = 0; d < s.size(); ++d) {
+    if (s[d] == 1) continue;
+    if (!g.size.empty() && g.reduced.back() == mask[d]) g.size.back() *= s[d];
+    else {
+      g.size.push_back(s[d]);
+      g.reduced.push_back(mask[d]);
+    }
+  }
+  g.stride.resize(g.size.size());
+  int64_t acc = 1;
+  for (size_t i = g.size.size(); i-- > 0;) {
+    g.stride[i] = acc;
+    acc *= g.size[i];
+  }
+  return g;
+}
+
+// Offsets (into the compact input) of every combination of the groups selected by `want_reduced`,
+// in row-major order; the last group of that kind is excluded when `skip_last` (it is looped inline).
+std::vector<int64_t> offsets(const Groups& g, bool want_reduced, bool skip_last) {
+  std::vector<size_t> dims;
+  for (size_t i = 0; i < g.size.size(); ++i)
+    if (g.reduced[i] == want_reduced) dims.push_back(i);
+  if (skip_last && !dims.empty()) dims.pop_back();
+  std::vector<int64_t> out{0};
+  for (size_t d : dims) {
+    std::vector<int64_t> next;
+    next.reserve(out.size() * size_t(g.size[d]));
+    for (int64_t base : out)
+      for (int64_t i = 0; i < g.size[d]; ++i) next.push_back(base + i * g.stride[d]);
+    out.swap(next);
+  }
+  return out;
+}
+
+template <class Op, class T>
+void reduce_typed(const NDArray& in_any, const NDArray& out, const std::vector<bool>& mask) {
+  using A = typename Op::template A<T>;
+  NDArray in = in_any.compact();
+  const T* x = static_cast<const T*>(in.raw());
+  T* y = static_cast<T*>(out.raw());
+  const int64_t n_out = out.numel();
+  const int64_t n_red = n_out ? in.numel() / n_out : 0;
+  if (n_out == 0) return;
+  Groups g = make_groups(in.shape(), mask);
+  bool any_kept = false;
+  for (bool r : g.reduced) any_kept |= !r;
+
+  if (!any_kept) {  // everything reduced: deterministic chunked parallel reduction
+    const int64_t n = in.numel(), chunk = 1 << 16;
+    std::vector<A> part(size_t((n + chunk - 1) / chunk), Op::template init<T>());
+    parallel_chunks(n, chunk, [&](int64_t c, int64_t lo, int64_t hi) {
+      A a = Op::template init<T>();
+      Op::template run<T>(a, x + lo, hi - lo);
+      part[size_t(c)] = a;
+    });
+    A a = Op::template init<T>();
+    for (const A& p : part) Op::template merge<T>(a, p);
+    y[0] = Op::template finish<T>(a, n);
+    return;
+  }
+
+  std::vector<int64_t> kept_off = offsets(g, false, false);  // one per output, in output order
+  if (g.reduced.back()) {
+    // Innermost group reduced: contiguous runs of length `inner` per output.
+    const int64_t inner = g.size.back();
+    std::vector<int64_t> red_off = offsets(g, true, true);
+    parallel_for(n_out, std::max<int64_t>(1, kGrain / std::max<int64_t>(n_red, 1)), [&](int64_t lo, int64_t hi) {
+      for (int64_t o = lo; o < hi; ++o) {
+        A a = Op::template init<T>();
+        for (int64_t r : red_off) Op::template run<T>(a, x + kept_off[size_t(o)] + r, inner);
+        y[o] = Op::template finish<T>(a, n_red);
+      }
+    });
+    return;
+  }
+  // Innermost group kept: accumulate contiguous rows of `inner` outputs.
+  const int64_t inner = g.size.back();
+  const int64_t outer = n_out / inner;
+  std::vector<int64_t> red_off = offsets(g, true, false);
+  const int64_t col_block = 1024;
+  const int64_t col_blocks = (inner + col_block - 1) / col_block;
+  parallel_for(outer * col_blocks, std::max<int64_t>(1, kGrain / (n_red * std::min(inner, col_block))),
+               [&](int64_t lo, int64_t hi) {
+                 std::vector<A> acc(size_t(std::min(inner, col_block)));
+                 for (int64_t t = lo; t < hi; ++t) {
+                   int64_t ob = t / col_blocks, c0 = (t % col_blocks) * col_block;
+                   int64_t c1 = std::min(inner, c0 + col_block);
+                   std::fill(acc.begin(), acc.end(), Op::template init<T>());
+                   int64_t base = kept_off[size_t(ob * inner)];
+                   for (int64_t r : red_off) {
+                     const T* p = x + base + r + c0;
+                     for (int64_t j = 0; j < c1 - c0; ++j) Op::template add<T>(acc[size_t(j)], p[j]);
+                   }
+                   for (int64_t j = 0; j < c1 - c0; ++j)
+                     y[ob * inner + c0 + j] = Op::template finish<T>(acc[size_t(j)], n_red);
+                 }
+               });
+}
+
+std::vector<bool> axes_mask(const NDArray& in, const Attrs& attrs) {
+  const auto& axes = attrs.ints("axes");  // empty: all; may be negative
+  std::vector<bool> mask(size_t(in.ndim()), axes.empty());
+  for (int64_t a : axes) mask[size_t(a < 0 ? a + in.ndim() : a)] = true;
+  return mask;
+}
+
+template <class Op, class... Ts>
+void reduce_kernel(const KernelCall& c) {
+  dispatch_among(TypeList<Ts...>{}, c.out[0].dtype(),
+                 [&]<class T>() { reduce_typed<Op, T>(c.in[0], c.out[0], axes_mask(c.in[0], c.attrs)); });
+}
+
+// sum_to: out has the shape of the second input; reduce the dims broadcasting added.
+void sum_to_kernel(const KernelCall& c) {
+  const NDArray& in = c.in[0];
+  const Shape& os = c.out[0].shape();
+  std::vector<bool> mask(size_t(in.ndim()), false);
+  size_t lead = in.shape().size() - os.size();
+  for (size_t d = 0; d < in.shape().size(); ++d)
+    mask[d] = d < lead || (os[d - lead] == 1 && in.shape()[d] != 1);
+  dispatch_among(NumericTypes{}, c.out[0].dtype(), [&]<class T>() { reduce_typed<SumOp, T>(in, c.out[0], mask); });
+}
+
+// argmax/argmin over one axis (attribute "axis"), or over all elements when absent; int64 output.
+template <bool IsMax>
+void arg_kernel(const KernelCall& c) {
+  dispatch_among(NumericTypes{}, c.in[0].dtype(), [&]<class T>() {
+    NDArray in = c.in[0].compact();
+    const T* x = static_cast<const T*>(in.raw());
+    int64_t* y = static_cast<int64_t*>(c.out[0].raw());
+    int64_t outer = 1, n = in.numel(), inner = 1;
+    if (c.attrs.has("axis")) {
+      int64_t ax = c.attrs.i("axis");
+      n = in.shape()[size_t(ax)];
+      for (int64_t d = 0; d < ax; ++d) outer *= in.shape()[size_t(d)];
+      for (int64_t d = ax + 1; d < in.ndim(); ++d) inner *= in.shape()[size_t(d)];
+    }
+    parallel_for(outer * inner, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t lo, int64_t hi) {
+      for (int64_t o = lo; o < hi; ++o) {
+        const T* p = x + (o / inner) * n * inner + o % inner;
+        int64_t best = 0;
+        for (int64_t i = 1; i < n; ++i) {
+          T v = p[i * inner], b = p[best * inner];
+          if (b != b) break;  // first NaN wins
+          if (v != v || (IsMax ? v > b : v < b)) best = i;
+        }
+        y[o] = best;
+      }
+    });
+  });
+}
+
+// size: the element count over "axes" of a shape-only input, as a scalar.
+void size_kernel(const KernelCall& c) {
+  const auto mask = axes_mask(c.in[0], c.attrs);
+  double n = 1;
+  for (size_t d = 0; d < mask.size(); ++d)
+    if (mask[d]) n *= double(c.in[0].shape()[d]);
+  dispatch_among(NumericTypes{}, c.out[0].dtype(), [&]<class T>() { *static_cast<T*>(c.out[0].raw()) = T(n); });
+}
+
+const bool registered = [] {
+  register_kernel("size", DeviceKind::cpu, NumericTypes::dtypes(), {&size_kernel});
+  auto num = NumericTypes::dtypes();
+  register_kernel("sum", DeviceKind::cpu, num, {&reduce_kernel<SumOp, float, double, int32_t, int64_t, uint8_t>});
+  register_kernel("mean", DeviceKind::cpu, FloatTypes::dtypes(), {&reduce_kernel<MeanOp, float, double>});
+  register_kernel("max", DeviceKind::cpu, num,
+                  {&reduce_kernel<ExtremeOp<true>, float, double, int32_t, int64_t, uint8_t>});
+  register_kernel("min", DeviceKind::cpu, num,
+                  {&reduce_kernel<ExtremeOp<false>, float, double, int32_t, int64_t, uint8_t>});
+  register_kernel("sum_to", DeviceKind::cpu, num, {&sum_to_kernel});
+  register_kernel("argmax", DeviceKind::cpu, {int64}, {&arg_kernel<true>});
+  register_kernel("argmin", DeviceKind::cpu, {int64}, {&arg_kernel<false>});
+  return true;
+}();
+
+}  // namespace
+}  // namespace loom::cpu

@@ -1,0 +1,396 @@
+// Element-wise ops: unary math, binary arithmetic with broadcasting,
+// comparisons, where, cast, identity/stop_gradient and fills.
+
+#include <cmath>
+
+#include "ops/common.hpp"
+#include "ops/ops.hpp"
+
+namespace loom {
+
+using detail::like_input;
+using detail::rand_array;
+using detail::rand_away_from_zero;
+using detail::ref_elementwise;
+
+namespace {
+
+Graph& G(const Tensor& t) { return t.graph(); }
+
+const std::initializer_list<DType> kFloat = {float32, float64};
+const std::initializer_list<DType> kSigned = {float32, float64, int32, int64};
+const std::initializer_list<DType> kNumeric = {float32, float64, int32, int64, uint8};
+
+InferFn unary_infer(std::initializer_list<DType> allowed) {
+  std::vector<DType> ok(allowed);
+  return [ok](const InferContext& c) {
+    bool found = std::find(ok.begin(), ok.end(), c.in[0].dtype) != ok.end();
+    if (!found) {
+      std::string s;
+      for (DType a : ok) s += (s.empty() ? "" : ", ") + std::string(dtype_name(a));
+      c.fail("dtype ", dtype_name(c.in[0].dtype), " not supported (expected ", s, ")");
+    }
+    return like_input(c);
+  };
+}
+
+Shape broadcast_checked(const InferContext& c, const Shape& a, const Shape& b) {
+  try {
+    return broadcast_shapes(a, b, "broadcast");
+  } catch (const Error&) {
+    c.fail("cannot broadcast ", S(a), " with ", S(b));
+  }
+}
+
+InferFn binary_infer(std::initializer_list<DType> allowed, bool to_bool) {
+  std::vector<DType> ok(allowed);
+  return [ok, to_bool](const InferContext& c) {
+    if (c.in[0].dtype != c.in[1].dtype)
+      c.fail("dtypes differ: ", dtype_name(c.in[0].dtype), " vs ", dtype_name(c.in[1].dtype),
+             " (cast one explicitly)");
+    if (std::find(ok.begin(), ok.end(), c.in[0].dtype) == ok.end()) {
+      std::string s;
+      for (DType a : ok) s += (s.empty() ? "" : ", ") + std::string(dtype_name(a));
+      c.fail("dtype ", dtype_name(c.in[0].dtype), " not supported (expected ", s, ")");
+    }
+    return std::vector<TensorType>{{to_bool ? boolean : c.in[0].dtype, broadcast_checked(c, c.in[0].shape, c.in[1].shape)}};
+  };
+}
+
+ReferenceFn unary_ref(double (*f)(double)) {
+  return [f](std::span<const NDArray> in, const Attrs&) {
+    return std::vector<NDArray>{ref_elementwise(in, in[0].dtype(), [f](const std::vector<double>& v) { return f(v[0]); })};
+  };
+}
+
+ReferenceFn binary_ref(double (*f)(double, double), bool to_bool = false) {
+  return [f, to_bool](std::span<const NDArray> in, const Attrs&) {
+    return std::vector<NDArray>{ref_elementwise(in, to_bool ? boolean : in[0].dtype(),
+                                                [f](const std::vector<double>& v) { return f(v[0], v[1]); })};
+  };
+}
+
+/// Unary examples over [lo, hi) (or away from zero when `kink`).
+ExamplesFn unary_examples(double lo, double hi, bool kink = false) {
+  return [=](uint64_t seed) {
+    std::vector<OpExample> ex;
+    for (Shape s : {Shape{3, 4}, Shape{2, 3, 5}, Shape{}}) {
+      NDArray x = kink ? rand_away_from_zero(s, 0.1, hi, seed) : rand_array(s, lo, hi, seed);
+      ex.push_back({"shape " + shape_str(s), {x}, {}});
+      ++seed;
+    }
+    return ex;
+  };
+}
+
+/// Binary examples: same shape, broadcasting both ways, scalar operand.
+ExamplesFn binary_examples(double lo, double hi, double lo_b, double hi_b, bool grad = true) {
+  return [=](uint64_t seed) {
+    std::vector<OpExample> ex;
+    std::vector<std::pair<Shape, Shape>> shapes = {
+        {{3, 4}, {3, 4}}, {{3, 1}, {1, 4}}, {{2, 3, 4}, {4}}, {{3, 4}, {}}, {{}, {2, 2}}};
+    for (auto& [a, b] : shapes) {
+      OpExample e{shape_str(a) + " with " + shape_str(b), {rand_array(a, lo, hi, seed), rand_array(b, lo_b, hi_b, seed + 7)}, {}};
+      e.check_grad = grad;
+      ex.push_back(e);
+      seed += 13;
+    }
+    return ex;
+  };
+}
+
+void def_unary(const char* name, std::initializer_list<DType> dtypes, double (*ref)(double), GradFn grad,
+               ExamplesFn examples, bool elementwise_inplace = true) {
+  OpDef d;
+  d.name = name;
+  d.min_inputs = d.max_inputs = 1;
+  d.infer = unary_infer(dtypes);
+  d.grad = std::move(grad);
+  d.elementwise = true;
+  d.inplace = elementwise_inplace;
+  d.reference = unary_ref(ref);
+  d.examples = std::move(examples);
+  register_op(std::move(d));
+}
+
+void def_binary(const char* name, std::initializer_list<DType> dtypes, double (*ref)(double, double), GradFn grad,
+                ExamplesFn examples, bool to_bool = false) {
+  OpDef d;
+  d.name = name;
+  d.min_inputs = d.max_inputs = 2;
+  d.infer = binary_infer(dtypes, to_bool);
+  d.grad = std::move(grad);
+  d.elementwise = true;
+  d.inplace = !to_bool;
+  d.reference = binary_ref(ref, to_bool);
+  d.examples = std::move(examples);
+  register_op(std::move(d));
+}
+
+double sigmoid_ref(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double sign_ref(double x) { return double((0.0 < x) - (x < 0.0)); }
+
+const bool registered = [] {
+  def_unary("neg", kSigned, [](double x) { return -x; },
+            [](const GradContext& c) { return std::vector<Tensor>{-c.dout(0)}; }, unary_examples(-2, 2));
+  def_unary("exp", kFloat, [](double x) { return std::exp(x); },
+            [](const GradContext& c) { return std::vector<Tensor>{c.dout(0) * c.outputs[0]}; },
+            unary_examples(-2, 2));
+  def_unary("log", kFloat, [](double x) { return std::log(x); },
+            [](const GradContext& c) { return std::vector<Tensor>{c.dout(0) / c.inputs[0]}; },
+            unary_examples(0.2, 3));
+  def_unary("sqrt", kFloat, [](double x) { return std::sqrt(x); },
+            [](const GradContext& c) { return std::vector<Tensor>{c.dout(0) * 0.5 / c.outputs[0]}; },
+            unary_examples(0.2, 3));
+  def_unary("abs", kSigned, [](double x) { return std::fabs(x); },
+            [](const GradContext& c) { return std::vector<Tensor>{c.dout(0) * sign(c.inputs[0])}; },
+            unary_examples(-2, 2, true));
+  def_unary("sign", kSigned, sign_ref, nullptr, unary_examples(-2, 2, true));
+  def_unary("tanh", kFloat, [](double x) { return std::tanh(x); },
+            [](const GradContext& c) {
+              const Tensor& y = c.outputs[0];
+              return std::vector<Tensor>{c.dout(0) * (1.0 - y * y)};
+            },
+            unary_examples(-2, 2));
+  def_unary("sigmoid", kFloat, sigmoid_ref,
+            [](const GradContext& c) {
+              const Tensor& y = c.outputs[0];
+              return std::vector<Tensor>{c.dout(0) * y * (1.0 - y)};
+            },
+            unary_examples(-3, 3));
+  def_unary("relu", kSigned, [](double x) { return x > 0 ? x : 0.0; },
+            [](const GradContext& c) {
+              return std::vector<Tensor>{where(c.inputs[0] > 0.0, c.dout(0), 0.0)};
+            },
+            unary_examples(-2, 2, true));
+
+  def_binary("add", kNumeric, [](double a, double b) { return a + b; },
+             [](const GradContext& c) { return std::vector<Tensor>{c.dout(0), c.dout(0)}; },
+             binary_examples(-2, 2, -2, 2));
+  def_binary("sub", kNumeric, [](double a, double b) { return a - b; },
+             [](const GradContext& c) { return std::vector<Tensor>{c.dout(0), -c.dout(0)}; },
+             binary_examples(-2, 2, -2, 2));
+  def_binary("mul", kNumeric, [](double a, double b) { return a * b; },
+             [](const GradContext& c) {
+               return std::vector<Tensor>{c.dout(0) * c.inputs[1], c.dout(0) * c.inputs[0]};
+             },
+             binary_examples(-2, 2, -2, 2));
+  def_binary("div", kNumeric, [](double a, double b) { return a / b; },
+             [](const GradContext& c) {
+               const Tensor &a = c.inputs[0], &b = c.inputs[1];
+               Tensor dy = c.dout(0);
+               return std::vector<Tensor>{dy / b, -(dy * a) / (b * b)};
+             },
+             binary_examples(-2, 2, 0.5, 2));
+  def_binary("pow", kFloat, [](double a, double b) { return std::pow(a, b); },
+             [](const GradContext& c) {
+               const Tensor &a = c.inputs[0], &b = c.inputs[1], &y = c.outputs[0];
+               Tensor dy = c.dout(0);
+               return std::vector<Tensor>{dy * b * pow(a, b - 1.0), dy * y * log(a)};
+             },
+             binary_examples(0.5, 2, -2, 2));
+  def_binary("maximum", kNumeric, [](double a, double b) { return std::max(a, b); },
+             [](const GradContext& c) {
+               const Tensor &a = c.inputs[0], &b = c.inputs[1];
+               Tensor dy = c.dout(0);
+               return std::vector<Tensor>{where(a >= b, dy, 0.0), where(a < b, dy, 0.0)};
+             },
+             binary_examples(-2, 2, -2, 2));
+  def_binary("minimum", kNumeric, [](double a, double b) { return std::min(a, b); },
+             [](const GradContext& c) {
+               const Tensor &a = c.inputs[0], &b = c.inputs[1];
+               Tensor dy = c.dout(0);
+               return std::vector<Tensor>{where(a <= b, dy, 0.0), where(a > b, dy, 0.0)};
+             },
+             binary_examples(-2, 2, -2, 2));
+
+  const std::initializer_list<DType> kComparable = {float32, float64, int32, int64, uint8, boolean};
+  auto cmp_examples = binary_examples(-1, 1, -1, 1, false);
+  def_binary("eq", kComparable, [](double a, double b) { return double(a == b); }, nullptr, [](uint64_t seed) {
+    // Include exact ties so equality is exercised.
+    NDArray a = NDArray::from<double>({1, 2, 3, 4, 5, 6}, {2, 3});
+    NDArray b = NDArray::from<double>({1, 0, 3, 4, 0, 0}, {2, 3});
+    return std::vector<OpExample>{{"ties", {a, b}, {}, {}, false}, {"row", {a, NDArray::from<double>({1, 2, 0})}, {}, {}, false}};
+  }, true);
+  def_binary("ne", kComparable, [](double a, double b) { return double(a != b); }, nullptr, cmp_examples, true);
+  def_binary("lt", kComparable, [](double a, double b) { return double(a < b); }, nullptr, cmp_examples, true);
+  def_binary("le", kComparable, [](double a, double b) { return double(a <= b); }, nullptr, cmp_examples, true);
+  def_binary("gt", kComparable, [](double a, double b) { return double(a > b); }, nullptr, cmp_examples, true);
+  def_binary("ge", kComparable, [](double a, double b) { return double(a >= b); }, nullptr, cmp_examples, true);
+
+  {
+    OpDef d;
+    d.name = "where";
+    d.min_inputs = d.max_inputs = 3;
+    d.elementwise = true;
+    d.infer = [](const InferContext& c) {
+      c.check(c.in[0].dtype == boolean, "condition must be bool, got ", dtype_name(c.in[0].dtype));
+      c.check(c.in[1].dtype == c.in[2].dtype, "dtypes differ: ", dtype_name(c.in[1].dtype), " vs ",
+              dtype_name(c.in[2].dtype));
+      Shape s = broadcast_checked(c, broadcast_checked(c, c.in[0].shape, c.in[1].shape), c.in[2].shape);
+      return std::vector<TensorType>{{c.in[1].dtype, s}};
+    };
+    d.grad = [](const GradContext& c) {
+      const Tensor& cond = c.inputs[0];
+      Tensor dy = c.dout(0);
+      Tensor zero = scalar_like(dy, 0.0);
+      return std::vector<Tensor>{Tensor(), where(cond, dy, zero), where(cond, zero, dy)};
+    };
+    d.reference = [](std::span<const NDArray> in, const Attrs&) {
+      return std::vector<NDArray>{ref_elementwise(in, in[1].dtype(), [](const std::vector<double>& v) {
+        return v[0] != 0 ? v[1] : v[2];
+      })};
+    };
+    d.examples = [](uint64_t seed) {
+      NDArray cond = NDArray::from<bool>({true, false, false, true, true, false}, {2, 3});
+      return std::vector<OpExample>{
+          {"same shape", {cond, rand_array({2, 3}, -1, 1, seed), rand_array({2, 3}, -1, 1, seed + 1)}, {}, {1, 2}},
+          {"broadcast", {cond, rand_array({3}, -1, 1, seed + 2), rand_array({2, 1}, -1, 1, seed + 3)}, {}, {1, 2}}};
+    };
+    register_op(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "cast";
+    d.min_inputs = d.max_inputs = 1;
+    d.elementwise = true;
+    d.infer = [](const InferContext& c) {
+      return std::vector<TensorType>{{c.attrs.get<DType>("dtype"), c.in[0].shape}};
+    };
+    d.grad = [](const GradContext& c) {
+      if (!is_floating(c.inputs[0].dtype()) || !is_floating(c.outputs[0].dtype())) return std::vector<Tensor>{Tensor()};
+      return std::vector<Tensor>{cast(c.dout(0), c.inputs[0].dtype())};
+    };
+    d.reference = [](std::span<const NDArray> in, const Attrs& a) {
+      DType t = a.get<DType>("dtype");
+      return std::vector<NDArray>{ref_elementwise(in, t, [t](const std::vector<double>& v) {
+        double x = v[0];
+        if (t == boolean) return double(x != 0);
+        if (is_integral(t)) return std::trunc(x);
+        return x;
+      })};
+    };
+    d.examples = [](uint64_t seed) {
+      return std::vector<OpExample>{
+          {"to float32", {rand_array({3, 4}, -3, 3, seed)}, {{"dtype", float32}}},
+          {"to int32", {rand_array({5}, -3, 3, seed)}, {{"dtype", int32}}, {}, false},
+          {"to bool", {NDArray::from<double>({0, 1, -2, 0})}, {{"dtype", boolean}}, {}, false},
+          {"from int64", {NDArray::from<int64_t>({1, -2, 3})}, {{"dtype", float64}}, {}, false}};
+    };
+    register_op(std::move(d));
+  }
+  for (const char* name : {"identity", "stop_gradient"}) {
+    OpDef d;
+    d.name = name;
+    d.min_inputs = d.max_inputs = 1;
+    d.infer = [](const InferContext& c) { return like_input(c); };
+    d.view = [](const Layout& in, const Attrs&, size_t, std::span<const Shape>) { return std::optional<Layout>(in); };
+    if (std::string(name) == "identity") d.grad = [](const GradContext& c) { return std::vector<Tensor>{c.dout(0)}; };
+    d.reference = [](std::span<const NDArray> in, const Attrs&) { return std::vector<NDArray>{in[0].clone()}; };
+    d.examples = [](uint64_t seed) { return std::vector<OpExample>{{"matrix", {rand_array({2, 3}, -1, 1, seed)}, {}}}; };
+    register_op(std::move(d));
+  }
+  {
+    // full: no inputs (static "shape" attribute) or one shape-only input.
+    OpDef d;
+    d.name = "full";
+    d.min_inputs = 0;
+    d.max_inputs = 1;
+    d.shape_only_inputs = {0};
+    d.infer = [](const InferContext& c) {
+      DType t = c.attrs.get_or<DType>("dtype", c.in.empty() ? float32 : c.in[0].dtype);
+      if (c.in.empty()) {
+        const Shape& s = c.attrs.ints("shape");
+        c.check(is_static(s), "shape ", S(s), " must be fully known (use full_like for dynamic shapes)");
+        return std::vector<TensorType>{{t, s}};
+      }
+      return std::vector<TensorType>{{t, c.in[0].shape}};
+    };
+    d.reference = [](std::span<const NDArray> in, const Attrs& a) {
+      DType t = a.get_or<DType>("dtype", in.empty() ? float32 : in[0].dtype());
+      Shape s = in.empty() ? a.ints("shape") : in[0].shape();
+      NDArray r = NDArray::empty(s, t);
+      detail::for_each_index(s, [&](const std::vector<int64_t>& i) { detail::set_at(r, i, a.f("value")); });
+      return std::vector<NDArray>{r};
+    };
+    d.examples = [](uint64_t seed) {
+      return std::vector<OpExample>{
+          {"static", {}, {{"shape", Shape{2, 3}}, {"value", 1.5}, {"dtype", float32}}, {}, false},
+          {"like", {rand_array({4}, 0, 1, seed)}, {{"value", -2.0}}, {}, false},
+          {"like, int", {rand_array({2, 2}, 0, 1, seed)}, {{"value", 7.0}, {"dtype", int32}}, {}, false}};
+    };
+    register_op(std::move(d));
+  }
+  return true;
+}();
+
+}  // namespace
+
+// ---------------------------------------------------------------- builders
+
+Tensor neg(const Tensor& x) { return G(x).add1("neg", {x}); }
+Tensor exp(const Tensor& x) { return G(x).add1("exp", {x}); }
+Tensor log(const Tensor& x) { return G(x).add1("log", {x}); }
+Tensor sqrt(const Tensor& x) { return G(x).add1("sqrt", {x}); }
+Tensor abs(const Tensor& x) { return G(x).add1("abs", {x}); }
+Tensor sign(const Tensor& x) { return G(x).add1("sign", {x}); }
+Tensor tanh(const Tensor& x) { return G(x).add1("tanh", {x}); }
+Tensor sigmoid(const Tensor& x) { return G(x).add1("sigmoid", {x}); }
+Tensor relu(const Tensor& x) { return G(x).add1("relu", {x}); }
+Tensor add(const Tensor& a, const Tensor& b) { return G(a).add1("add", {a, b}); }
+Tensor sub(const Tensor& a, const Tensor& b) { return G(a).add1("sub", {a, b}); }
+Tensor mul(const Tensor& a, const Tensor& b) { return G(a).add1("mul", {a, b}); }
+Tensor div(const Tensor& a, const Tensor& b) { return G(a).add1("div", {a, b}); }
+Tensor pow(const Tensor& a, const Tensor& b) { return G(a).add1("pow", {a, b}); }
+Tensor pow(const Tensor& a, double e) { return pow(a, scalar_like(a, e)); }
+Tensor maximum(const Tensor& a, const Tensor& b) { return G(a).add1("maximum", {a, b}); }
+Tensor minimum(const Tensor& a, const Tensor& b) { return G(a).add1("minimum", {a, b}); }
+Tensor eq(const Tensor& a, const Tensor& b) { return G(a).add1("eq", {a, b}); }
+Tensor ne(const Tensor& a, const Tensor& b) { return G(a).add1("ne", {a, b}); }
+Tensor lt(const Tensor& a, const Tensor& b) { return G(a).add1("lt", {a, b}); }
+Tensor le(const Tensor& a, const Tensor& b) { return G(a).add1("le", {a, b}); }
+Tensor gt(const Tensor& a, const Tensor& b) { return G(a).add1("gt", {a, b}); }
+Tensor ge(const Tensor& a, const Tensor& b) { return G(a).add1("ge", {a, b}); }
+Tensor where(const Tensor& c, const Tensor& a, const Tensor& b) { return G(c).add1("where", {c, a, b}); }
+Tensor where(const Tensor& c, const Tensor& a, double b) { return where(c, a, scalar_like(a, b)); }
+Tensor cast(const Tensor& x, DType t) { return x.dtype() == t ? x : G(x).add1("cast", {x}, {{"dtype", t}}); }
+Tensor identity(const Tensor& x) { return G(x).add1("identity", {x}); }
+Tensor stop_gradient(const Tensor& x) { return G(x).add1("stop_gradient", {x}); }
+Tensor full(Graph& g, const Shape& shape, double value, DType dtype) {
+  return g.add1("full", {}, {{"shape", shape}, {"value", value}, {"dtype", dtype}});
+}
+Tensor full_like(const Tensor& x, double value) { return G(x).add1("full", {x}, {{"value", value}}); }
+Tensor full_like(const Tensor& x, double value, DType dtype) {
+  return G(x).add1("full", {x}, {{"value", value}, {"dtype", dtype}});
+}
+Tensor zeros_like(const Tensor& x) { return full_like(x, 0.0); }
+Tensor ones_like(const Tensor& x) { return full_like(x, 1.0); }
+Tensor scalar_like(const Tensor& x, double v) { return G(x).scalar(v, x.dtype()); }
+
+Tensor operator-(const Tensor& x) { return neg(x); }
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+Tensor operator+(const Tensor& a, double b) { return add(a, scalar_like(a, b)); }
+Tensor operator-(const Tensor& a, double b) { return sub(a, scalar_like(a, b)); }
+Tensor operator*(const Tensor& a, double b) { return mul(a, scalar_like(a, b)); }
+Tensor operator/(const Tensor& a, double b) { return div(a, scalar_like(a, b)); }
+Tensor operator+(double a, const Tensor& b) { return add(scalar_like(b, a), b); }
+Tensor operator-(double a, const Tensor& b) { return sub(scalar_like(b, a), b); }
+Tensor operator*(double a, const Tensor& b) { return mul(scalar_like(b, a), b); }
+Tensor operator/(double a, const Tensor& b) { return div(scalar_like(b, a), b); }
+Tensor operator==(const Tensor& a, const Tensor& b) { return eq(a, b); }
+Tensor operator!=(const Tensor& a, const Tensor& b) { return ne(a, b); }
+Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
+Tensor operator<=(const Tensor& a, const Tensor& b) { return le(a, b); }
+Tensor operator>(const Tensor& a, const Tensor& b) { return gt(a, b); }
+Tensor operator>=(const Tensor& a, const Tensor& b) { return ge(a, b); }
+Tensor operator==(const Tensor& a, double b) { return eq(a, scalar_like(a, b)); }
+Tensor operator!=(const Tensor& a, double b) { return ne(a, scalar_like(a, b)); }
+Tensor operator<(const Tensor& a, double b) { return lt(a, scalar_like(a, b)); }
+Tensor operator<=(const Tensor& a, double b) { return le(a, scalar_like(a, b)); }
+Tensor operator>(const Tensor& a, double b) { return gt(a, scalar_like(a, b)); }
+Tensor operator>=(const Tensor& a, double b) { return ge(a, scalar_like(a, b)); }
+
+}  // namespace loom

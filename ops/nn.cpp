@@ -1,0 +1,32 @@
+// Neural-network functions, as compositions of primitive ops (their gradients
+// come for free). Promote one to a fused primitive only when profiling shows
+// it matters.
+
+#include "ops/ops.hpp"
+
+namespace loom {
+
+Tensor log_softmax(const Tensor& x, int64_t axis) { return x - logsumexp(x, {axis}, true); }
+
+Tensor softmax(const Tensor& x, int64_t axis) { return exp(log_softmax(x, axis)); }
+
+Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
+  const Shape &l = logits.shape(), &y = labels.shape();
+  LOOM_CHECK(l.size() == 2, "softmax_cross_entropy: logits '", logits.name(), "' must be [N, C], got ", S(l));
+  LOOM_CHECK(y.size() == 1, "softmax_cross_entropy: labels '", labels.name(), "' must be [N], got ", S(y));
+  LOOM_CHECK(l[0] < 0 || y[0] < 0 || l[0] == y[0], "softmax_cross_entropy: ", S(l), " logits for ", S(y), " labels");
+  LOOM_CHECK(is_integral(labels.dtype()) && labels.dtype() != boolean, "softmax_cross_entropy: labels '",
+             labels.name(), "' must be integers, got ", dtype_name(labels.dtype()));
+  LOOM_CHECK(l[1] > 0, "softmax_cross_entropy: the class dim of ", S(l), " must be known");
+  Tensor picked = sum(log_softmax(logits, 1) * one_hot(labels, l[1], logits.dtype()), {1});
+  return -mean(picked);
+}
+
+Tensor dropout(const Tensor& x, double p, bool training) {
+  LOOM_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
+  if (!training || p == 0) return x;
+  Tensor keep = random_uniform_like(x) >= p;
+  return where(keep, x * (1.0 / (1.0 - p)), 0.0);
+}
+
+}  // namespace loom

@@ -1,0 +1,161 @@
+#pragma once
+/// The op library: free functions and operators that add nodes to the graph
+/// of their (first) tensor argument. Each op is defined in ops/<family>.cpp.
+/// Binary ops broadcast (numpy rules) and need equal dtypes: a scalar operand
+/// takes the tensor's dtype, tensors of different dtypes need an explicit cast.
+
+#include <utility>
+#include <vector>
+
+#include "core/autodiff.hpp"
+#include "core/graph.hpp"
+
+namespace loom {
+
+// ---- element-wise (ops/elementwise.cpp)
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor sign(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, double exponent);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+/// cond ? a : b, element-wise with broadcasting; cond is bool.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+Tensor where(const Tensor& cond, const Tensor& a, double b);
+Tensor cast(const Tensor& x, DType dtype);
+Tensor identity(const Tensor& x);
+/// x in the forward pass; blocks gradients.
+Tensor stop_gradient(const Tensor& x);
+/// A tensor of `shape` filled with `value` (shape must be static).
+Tensor full(Graph& g, const Shape& shape, double value, DType dtype = float32);
+/// Filled with `value`, shaped like x (dynamic dims follow x); dtype defaults to x's.
+Tensor full_like(const Tensor& x, double value);
+Tensor full_like(const Tensor& x, double value, DType dtype);
+Tensor zeros_like(const Tensor& x);
+Tensor ones_like(const Tensor& x);
+/// A scalar constant of x's dtype in x's graph.
+Tensor scalar_like(const Tensor& x, double value);
+
+Tensor operator-(const Tensor& x);
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator+(const Tensor& a, double b);
+Tensor operator-(const Tensor& a, double b);
+Tensor operator*(const Tensor& a, double b);
+Tensor operator/(const Tensor& a, double b);
+Tensor operator+(double a, const Tensor& b);
+Tensor operator-(double a, const Tensor& b);
+Tensor operator*(double a, const Tensor& b);
+Tensor operator/(double a, const Tensor& b);
+Tensor operator==(const Tensor& a, const Tensor& b);
+Tensor operator!=(const Tensor& a, const Tensor& b);
+Tensor operator<(const Tensor& a, const Tensor& b);
+Tensor operator<=(const Tensor& a, const Tensor& b);
+Tensor operator>(const Tensor& a, const Tensor& b);
+Tensor operator>=(const Tensor& a, const Tensor& b);
+Tensor operator==(const Tensor& a, double b);
+Tensor operator!=(const Tensor& a, double b);
+Tensor operator<(const Tensor& a, double b);
+Tensor operator<=(const Tensor& a, double b);
+Tensor operator>(const Tensor& a, double b);
+Tensor operator>=(const Tensor& a, double b);
+
+// ---- reductions (ops/reduce.cpp). Empty axes = all axes.
+Tensor sum(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);
+Tensor max(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);
+Tensor min(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);
+/// Index of the largest element along `axis` (int64); over all elements when axis is omitted.
+Tensor argmax(const Tensor& x, int64_t axis);
+Tensor argmax(const Tensor& x);
+Tensor argmin(const Tensor& x, int64_t axis);
+/// log(sum(exp(x))) over axes, computed stably (max subtracted first).
+Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);
+/// Sums g over the dims broadcasting added, giving like's shape.
+Tensor sum_to(const Tensor& g, const Tensor& like);
+/// Number of elements over `axes` of x (all when empty), as a scalar of `dtype`.
+Tensor size(const Tensor& x, const std::vector<int64_t>& axes = {}, DType dtype = float32);
+
+// ---- shape (ops/shape.cpp)
+/// -1 in `shape` infers one dim. A view when the layout allows it.
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor reshape_like(const Tensor& x, const Tensor& like);
+Tensor permute(const Tensor& x, const std::vector<int64_t>& axes);
+/// Swaps the last two axes.
+Tensor transpose(const Tensor& x);
+Tensor transpose(const Tensor& x, int64_t a, int64_t b);
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
+Tensor broadcast_like(const Tensor& x, const Tensor& like);
+Tensor expand_dims(const Tensor& x, const std::vector<int64_t>& axes);
+Tensor squeeze(const Tensor& x, const std::vector<int64_t>& axes);
+/// Python-style slicing: one Slice per leading axis (negative steps allowed).
+Tensor slice(const Tensor& x, const std::vector<Slice>& slices);
+Tensor flip(const Tensor& x, const std::vector<int64_t>& axes);
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis = 0);
+Tensor stack(const std::vector<Tensor>& xs, int64_t axis = 0);
+/// Splits along `axis` into pieces of the given sizes.
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t axis = 0);
+/// Splits into `parts` equal pieces.
+std::vector<Tensor> split(const Tensor& x, int64_t parts, int64_t axis);
+/// Pads with `value`: pads[i] = {before, after} for leading axis i.
+Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, double value = 0.0);
+/// Inserts `dilation` zeros after every element along each axis.
+Tensor dilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilation);
+/// Inverse of dilate: keeps every (dilation+1)-th element.
+Tensor undilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilation);
+/// Rows of `table` selected by integer `indices` (embedding lookup): shape indices.shape + table.shape[1:].
+Tensor gather(const Tensor& table, const Tensor& indices);
+/// One-hot encoding of integer indices: shape indices.shape + [depth].
+Tensor one_hot(const Tensor& indices, int64_t depth, DType dtype = float32);
+
+// ---- linear algebra (ops/linalg.cpp)
+/// numpy matmul: batched, with broadcast batch dims; 1-d operands are vectors.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// ---- random (ops/random.cpp): Philox streams keyed by session seed and node.
+Tensor random_uniform(Graph& g, const Shape& shape, double low = 0.0, double high = 1.0, DType dtype = float32);
+Tensor random_normal(Graph& g, const Shape& shape, double mean = 0.0, double stddev = 1.0, DType dtype = float32);
+Tensor random_uniform_like(const Tensor& x, double low = 0.0, double high = 1.0);
+Tensor random_normal_like(const Tensor& x, double mean = 0.0, double stddev = 1.0);
+/// 1 with probability p, else 0, shaped like x (x's dtype).
+Tensor bernoulli_like(const Tensor& x, double p);
+
+// ---- neural-network functions (ops/nn.cpp)
+Tensor softmax(const Tensor& x, int64_t axis = -1);
+Tensor log_softmax(const Tensor& x, int64_t axis = -1);
+/// Mean over the batch of -log softmax(logits)[label]; logits [N, C], labels [N] int.
+Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
+/// Zeroes elements with probability p and scales the rest by 1/(1-p); x when !training.
+Tensor dropout(const Tensor& x, double p, bool training = true);
+
+// ---- state and control (ops/state.cpp)
+/// Writes value into variable var inside the run; returns the new value.
+/// Readers of var in the same run see the old value unless they depend on this.
+Tensor assign(const Tensor& var, const Tensor& value);
+Tensor assign_add(const Tensor& var, const Tensor& delta);
+Tensor assign_sub(const Tensor& var, const Tensor& delta);
+/// A node that runs all `targets` (control dependencies only).
+Tensor group(const std::vector<Tensor>& targets, const std::string& name = {});
+/// x, after all of `deps` have run.
+Tensor with_dependencies(const std::vector<Tensor>& deps, const Tensor& x);
+
+}  // namespace loom
