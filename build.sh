@@ -1,0 +1,91 @@
+#!/bin/sh
+# One entry point for the README commands and CI. Installs what is missing
+# (Debian 12, as root), configures, builds, and runs.
+#
+#   ./build.sh train [args]   build, then train an MLP on Fashion-MNIST
+#   ./build.sh test           build (Release) and run the whole test suite
+#   ./build.sh test-asan      AddressSanitizer + UBSan build, whole suite
+#   ./build.sh test-tsan      ThreadSanitizer build, parallel-executor suites
+#   ./build.sh bench-train    loom vs PyTorch training benchmark
+#   ./build.sh build          build only (Release)
+#   ./build.sh <program> ...  build, then run build/release/samples/<program>
+#
+# Environment: LOOM_WERROR=ON (CI), LOOM_CUDA=AUTO|ON|OFF, JOBS=n.
+set -eu
+cd "$(dirname "$0")"
+
+need() {  # need <debian packages...>: installs the missing ones
+  missing=""
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    echo "build.sh: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+}
+
+base_deps() {
+  need g++ make cmake pkg-config libtbb-dev libboost-program-options-dev doctest-dev libopenblas-dev zlib1g-dev
+}
+
+JOBS=${JOBS:-$(nproc)}
+
+configure_and_build() {  # configure_and_build <dir> [cmake args...]
+  dir=$1
+  shift
+  if [ ! -f "$dir/CMakeCache.txt" ]; then
+    cmake -S . -B "$dir" -DLOOM_WERROR="${LOOM_WERROR:-OFF}" -DLOOM_CUDA="${LOOM_CUDA:-AUTO}" "$@" >/dev/null
+  fi
+  cmake --build "$dir" -j "$JOBS"
+}
+
+release() { configure_and_build build/release -DCMAKE_BUILD_TYPE=Release; }
+
+cmd=${1:-test}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  build)
+    base_deps
+    release
+    ;;
+  test)
+    base_deps
+    release
+    build/release/tests/loom_tests "$@"
+    ;;
+  test-asan)
+    base_deps
+    configure_and_build build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOM_SANITIZE=address,undefined \
+      -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/tests/loom_tests "$@"
+    ;;
+  test-tsan)
+    base_deps
+    configure_and_build build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOM_SANITIZE=thread -DLOOM_CUDA=OFF \
+      -DLOOM_BUILD_SAMPLES=OFF
+    TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" \
+      build/tsan/tests/loom_tests -ts='*parallel*' "$@"
+    ;;
+  train)
+    base_deps
+    need dataset-fashion-mnist
+    release
+    build/release/samples/train_mnist "$@"
+    ;;
+  bench-train)
+    base_deps
+    need dataset-fashion-mnist python3-torch python3-numpy
+    release
+    build/release/samples/bench_train "$@"
+    ;;
+  *)
+    base_deps
+    release
+    exe=build/release/samples/$cmd
+    [ -x "$exe" ] || { echo "build.sh: unknown command or program '$cmd'" >&2; exit 2; }
+    "$exe" "$@"
+    ;;
+esac
