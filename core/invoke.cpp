@@ -21,23 +21,21 @@ std::vector<NDArray> invoke(std::string_view op_name, const std::vector<NDArray>
   std::vector<Shape> shapes;
   for (const auto& t : outs) shapes.push_back(t.shape);
 
-  if (op.view) {
+  LOOM_CHECK(!outs.empty(), op.name, ": no outputs");
+  const KernelInfo* k = find_kernel(op.name, dev.kind, outs[0].dtype);
+  // View ops: a view of the input when its layout allows; otherwise the op's
+  // kernel if it has one, else a view of a compact copy.
+  if (op.view && (op.view(inputs[0].layout(), attrs, 0, shapes) || !k)) {
     std::vector<NDArray> r;
     NDArray in = inputs[0];
+    if (!op.view(in.layout(), attrs, 0, shapes)) in = in.compact();
     for (size_t i = 0; i < outs.size(); ++i) {
       auto l = op.view(in.layout(), attrs, i, shapes);
-      if (!l) {
-        in = in.compact();
-        l = op.view(in.layout(), attrs, i, shapes);
-        LOOM_ASSERT(l, op.name, ": view of a compact input failed");
-      }
+      LOOM_ASSERT(l, op.name, ": view of a compact input failed");
       r.emplace_back(in.buffer(), *l, outs[i].dtype);
     }
     return r;
   }
-
-  LOOM_CHECK(!outs.empty(), op.name, ": no outputs");
-  const KernelInfo* k = find_kernel(op.name, dev.kind, outs[0].dtype);
   LOOM_CHECK(k, op.name, ": no ", dev.str(), " kernel for dtype ", dtype_name(outs[0].dtype));
   std::vector<NDArray> in(inputs);
   if (k->compact_inputs)

@@ -79,6 +79,8 @@ struct OpExample {
   /// Inputs with respect to which the gradient is checked (default: every float input).
   std::vector<int> grad_inputs = {};
   bool check_grad = true;
+  double grad_step = 1e-6;       // central-difference step
+  double grad_tolerance = 1e-5;  // scaled error allowed
 };
 using ExamplesFn = std::function<std::vector<OpExample>(uint64_t seed)>;
 

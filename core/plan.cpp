@@ -269,12 +269,18 @@ void Builder::build(const std::vector<char>& needed, const std::vector<int>& fee
     // Inputs that must be compact for this node (views that failed, kernels that ask).
     int nid = int(p.nodes.size());
     if (node.kind == NodeKind::view) {
+      // A view when the input's layout allows; else the op's kernel if it has
+      // one (sum_to), else a view of a compact copy (reshape).
       int v0 = node.in[0];
       std::vector<Shape> shapes;
       for (auto& t : outs) shapes.push_back(t.shape);
-      if (!op.view(p.values[size_t(v0)].layout, gn.attrs, 0, shapes)) node.in[0] = compact_copy(v0, gn.name);
+      if (!op.view(p.values[size_t(v0)].layout, gn.attrs, 0, shapes)) {
+        if (find_kernel(op.name, p.device.kind, outs[0].dtype)) node.kind = NodeKind::kernel;
+        else node.in[0] = compact_copy(v0, gn.name);
+      }
       nid = int(p.nodes.size());
-    } else if (node.kind == NodeKind::kernel) {
+    }
+    if (node.kind == NodeKind::kernel) {
       LOOM_CHECK(!outs.empty(), op.name, " '", gn.name, "': has no outputs");
       node.kernel = find_kernel(op.name, p.device.kind, outs[0].dtype);
       LOOM_CHECK(node.kernel, op.name, " '", gn.name, "': no ", p.device.str(), " kernel for dtype ",
