@@ -58,7 +58,8 @@ class NDArray {
   static NDArray full(const Shape& shape, double value, DType dtype = float32,
                       Device device = Device::cpu());
   static NDArray scalar(double value, DType dtype = float32) { return full({}, value, dtype); }
-  /// A host array holding `values` in row-major order; shape defaults to [n].
+  /// A host array holding `values` in row-major order; shape defaults to [n]
+  /// (use scalar() for a 0-d array).
   template <class T>
   static NDArray from(const std::vector<T>& values, Shape shape = {});
   /// 0, 1, ..., n-1.
@@ -138,7 +139,7 @@ void copy_into(const NDArray& dst, const NDArray& src);
 
 template <class T>
 NDArray NDArray::from(const std::vector<T>& values, Shape shape) {
-  if (shape.empty() && values.size() != 1) shape = {int64_t(values.size())};
+  if (shape.empty()) shape = {int64_t(values.size())};
   LOOM_CHECK(is_static(shape) && size_t(loom::numel(shape)) == values.size(), "NDArray::from: ",
              values.size(), " values do not fill shape ", shape_str(shape));
   NDArray a = empty(shape, dtype_of<T>());

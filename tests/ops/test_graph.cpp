@@ -1,0 +1,269 @@
+// Graph building: inference, names and scopes, build-time errors, operators,
+// symbolic gradients (fan-in, broadcasting, stop_gradient, higher order), and
+// the composite nn functions with numeric gradient checks.
+
+#include "ops/check.hpp"
+#include "tests/util.hpp"
+
+using namespace loom;
+using test::contains;
+using test::error_of;
+using test::rand;
+
+TEST_SUITE("ops/graph") {
+  TEST_CASE("shapes and dtypes are inferred when nodes are added; -1 stays dynamic") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 784});
+    Tensor w = g.variable("w", {784, 10}, [](const NDArray& a, uint64_t) { a.fill(0); });
+    Tensor y = matmul(x, w) + 1.0;
+    CHECK(y.shape() == Shape{-1, 10});
+    CHECK(y.dtype() == float32);
+    CHECK(sum(y, {1}).shape() == Shape{-1});
+    CHECK(mean(y, {0}, true).shape() == Shape{1, 10});
+    CHECK(reshape(x, {-1, 28, 28}).shape() == Shape{-1, 28, 28});
+    CHECK(argmax(y, 1).dtype() == int64);
+    CHECK((y > 0.0).dtype() == boolean);
+    CHECK(transpose(y).shape() == Shape{10, -1});
+    CHECK(concat({y, y}, 1).shape() == Shape{-1, 20});
+    CHECK(stack({y, y}, 0).shape() == Shape{2, -1, 10});
+    CHECK(one_hot(cast(argmax(y, 1), int32), 10).shape() == Shape{-1, 10});
+    auto parts = split(w, {4, 780}, 0);
+    CHECK(parts.size() == 2);
+    CHECK(parts[1].shape() == Shape{780, 10});
+  }
+
+  TEST_CASE("names and scopes") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 3});
+    Tensor a, b, c;
+    {
+      auto s = g.scope("layer1");
+      a = exp(x);
+      b = exp(x);
+      {
+        auto t = g.scope("inner");
+        c = relu(x);
+      }
+    }
+    CHECK(a.name() == "layer1/exp");
+    CHECK(b.name() == "layer1/exp_1");
+    CHECK(c.name() == "layer1/inner/relu");
+    CHECK(g.find("layer1/exp_1").is(b));
+    CHECK_FALSE(g.find("nope").valid());
+    CHECK(contains(error_of([&] { g.placeholder("x", {1}); }), "placeholder 'x': name already used"));
+    CHECK(contains(error_of([&] { g.variable("v", {-1}, [](const NDArray&, uint64_t) {}); }), "must be fully known"));
+  }
+
+  TEST_CASE("build-time errors name the op, the node and the shapes") {
+    Graph g;
+    Tensor a = g.placeholder("a", {128, 256});
+    Tensor b = g.placeholder("b", {512, 10});
+    {
+      auto s = g.scope("layer2");
+      CHECK(error_of([&] { matmul(a, b); }) == "matmul 'layer2/matmul': inner dimensions differ: [128,256] x [512,10]");
+    }
+    Tensor c = g.placeholder("c", {3, 4}), d = g.placeholder("d", {2, 5});
+    CHECK(error_of([&] { c + d; }) == "add 'add': cannot broadcast [3,4] with [2,5]");
+    CHECK(contains(error_of([&] { reshape(c, {5, 3}); }), "reshape 'reshape': cannot reshape [3,4] to [5,3]"));
+    Tensor i = g.placeholder("i", {3, 4}, int64);
+    CHECK(contains(error_of([&] { c * i; }), "mul 'mul': dtypes differ: float32 vs int64"));
+    CHECK(contains(error_of([&] { exp(i); }), "exp 'exp': dtype int64 not supported"));
+    CHECK(contains(error_of([&] { sum(c, {2}); }), "sum 'sum': axis 2 out of range for a 2-d tensor"));
+    CHECK(contains(error_of([&] { broadcast_to(c, {3, 5}); }), "cannot broadcast [3,4] to [3,5]"));
+    CHECK(contains(error_of([&] { where(c, c, c); }), "condition must be bool"));
+    CHECK(contains(error_of([&] { gather(c, c); }), "indices must be int32 or int64"));
+    CHECK(contains(error_of([&] { concat({c, d}, 0); }), "incompatible"));
+    Graph other;
+    Tensor o = other.placeholder("o", {3, 4});
+    CHECK(contains(error_of([&] { c + o; }), "belongs to another graph"));
+  }
+
+  TEST_CASE("scalars on either side take the tensor's dtype") {
+    Graph g;
+    Tensor x = g.placeholder("x", {3}, float64);
+    Tensor y = 2.0 * x - 1.0 / (x + 1.0);
+    CHECK(y.dtype() == float64);
+    Session s(g);
+    NDArray out = s.run1(y, {{x, NDArray::from<double>({0, 1, 3})}});
+    CHECK(out.to_vector<double>() == std::vector<double>{-1, 1.5, 5.75});
+  }
+
+  TEST_CASE("logsumexp is stable on extreme values") {
+    Graph g;
+    Tensor x = g.constant(NDArray::from<double>({1e10, 1e9, 1e8, -10, 1e-10, 1e9, 1e8, -10}, {2, 4}));
+    Session s(g);
+    auto v = s.run1(logsumexp(x, {0})).to_vector<double>();
+    std::vector<double> want{1e10, 1e9, 1.00000001e8, -9.30685282};  // the expected values, to 9 digits
+    for (size_t i = 0; i < 4; ++i) CHECK(v[i] == doctest::Approx(want[i]).epsilon(5e-9));
+    CHECK(v[1] == doctest::Approx(1e9 + std::log(2.0)).epsilon(1e-15));
+    // float32 as well: nothing overflows.
+    Tensor y = g.constant(NDArray::from<float>({1000, 1000, -1000}));
+    CHECK(s.run1(logsumexp(y)).item() == doctest::Approx(1000 + std::log(2.0)));
+  }
+
+  TEST_CASE("gradients: fan-in, broadcasting, stop_gradient, unreachable inputs") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 3}, float64);
+    Tensor b = g.placeholder("b", {3}, float64);
+    Tensor u = g.placeholder("u", {3}, float64);
+    Tensor y = sum((x + b) * (x + b) + stop_gradient(x) * b);
+    auto gr = gradients(y, {x, b, u});
+    REQUIRE(gr.size() == 3);
+    CHECK(gr[1].shape() == Shape{3});
+    auto none = gradients(y, {u}, {}, {.unreachable_as_zero = false});
+    CHECK_FALSE(none[0].valid());
+    Session s(g);
+    NDArray xv = NDArray::from<double>({1, 2, 3, 4, 5, 6}, {2, 3}), bv = NDArray::from<double>({1, -1, 0.5});
+    auto r = s.run(gr, {{x, xv}, {b, bv}, {u, NDArray::zeros({3}, float64)}});
+    // dy/dx = 2(x+b) (the stop_gradient term contributes nothing)
+    CHECK(r[0].to_vector<double>() == std::vector<double>{4, 2, 7, 10, 8, 13});
+    // dy/db = sum over rows of 2(x+b) + sum of x
+    CHECK(r[1].to_vector<double>() == std::vector<double>{14 + 5, 10 + 7, 20 + 9});
+    CHECK(r[2].to_vector<double>() == std::vector<double>{0, 0, 0});
+  }
+
+  TEST_CASE("second-order gradients") {
+    Graph g;
+    Tensor x = g.placeholder("x", {}, float64), z = g.placeholder("z", {}, float64);
+    Tensor y = x * x + x * z;
+    auto d = gradients(y, {x, z});
+    auto dd = gradients(d[0], {x, z});
+    Session s(g);
+    auto r = s.run({d[0], d[1], dd[0], dd[1]}, {{x, NDArray::scalar(6, float64)}, {z, NDArray::scalar(0, float64)}});
+    CHECK(r[0].item() == 12);
+    CHECK(r[1].item() == 6);
+    CHECK(r[2].item() == 2);
+    CHECK(r[3].item() == 1);
+  }
+
+  TEST_CASE("gradient of a gradient through tanh matches central differences") {
+    auto f = [](const std::vector<Tensor>& xs) {
+      Tensor y = sum(tanh(xs[0] * xs[0]));
+      return std::vector<Tensor>{gradients(y, {xs[0]})[0]};
+    };
+    CheckResult r = check_gradient_fn(f, {rand({5}, 3, float64)}, {0});
+    CHECK_MESSAGE(r.ok, r.detail);
+  }
+
+  TEST_CASE("composite functions pass numeric gradient checks") {
+    using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+    NDArray labels = NDArray::from<int64_t>({2, 0, 1, 2});
+    std::vector<std::tuple<const char*, Fn, std::vector<NDArray>>> cases = {
+        {"softmax", [](auto& x) { return softmax(x[0], 1); }, {rand({3, 4}, 1, float64, -3, 3)}},
+        {"log_softmax", [](auto& x) { return log_softmax(x[0]); }, {rand({3, 4}, 2, float64, -3, 3)}},
+        {"logsumexp", [](auto& x) { return logsumexp(x[0], {0, 2}); }, {rand({2, 3, 2}, 3, float64, -3, 3)}},
+        {"cross entropy", [&](auto& x) { return softmax_cross_entropy(x[0], x[0].graph().constant(labels)); },
+         {rand({4, 3}, 4, float64, -2, 2)}},
+        {"flip", [](auto& x) { return flip(x[0], {0, 1}); }, {rand({3, 4}, 5, float64)}},
+        {"stack", [](auto& x) { return stack({x[0], exp(x[0])}, 1); }, {rand({3, 2}, 6, float64)}},
+        {"undilate", [](auto& x) { return undilate(x[0], {1}, 1); }, {rand({2, 6}, 7, float64)}},
+        {"transpose", [](auto& x) { return transpose(x[0], 0, 2); }, {rand({2, 3, 4}, 8, float64)}},
+        {"matmul vector", [](auto& x) { return matmul(x[0], x[1]); }, {rand({3, 4}, 9, float64), rand({4}, 10, float64)}},
+        {"split equal", [](auto& x) { return split(x[0], 3, 1)[1] * 2.0; }, {rand({2, 6}, 11, float64)}},
+        {"pow scalar", [](auto& x) { return pow(x[0], 3.0); }, {rand({4}, 12, float64, 0.5, 2)}},
+        {"mean then broadcast", [](auto& x) { return x[0] - mean(x[0], {1}, true); }, {rand({3, 5}, 13, float64)}},
+    };
+    for (auto& [name, fn, inputs] : cases) {
+      CAPTURE(name);
+      std::vector<int> wrt;
+      for (size_t i = 0; i < inputs.size(); ++i) wrt.push_back(int(i));
+      CheckResult r = check_gradient_fn([&](const std::vector<Tensor>& xs) { return std::vector<Tensor>{fn(xs)}; }, inputs, wrt);
+      CHECK_MESSAGE(r.ok, r.detail);
+    }
+  }
+
+  TEST_CASE("softmax and cross entropy values") {
+    Graph g;
+    Tensor z = g.constant(NDArray::from<float>({1, 2, 3, 1000, 1000, 1000}, {2, 3}));
+    Tensor y = g.constant(NDArray::from<int32_t>({2, 0}));
+    Session s(g);
+    auto r = s.run({softmax(z), softmax_cross_entropy(z, y)});
+    auto p = r[0].to_vector<float>();
+    double e1 = std::exp(1.0), e2 = std::exp(2.0), e3 = std::exp(3.0);
+    CHECK(p[2] == doctest::Approx(e3 / (e1 + e2 + e3)));
+    CHECK(p[4] == doctest::Approx(1.0 / 3));
+    double want = (-(std::log(e3 / (e1 + e2 + e3))) + std::log(3.0)) / 2;
+    CHECK(r[1].item() == doctest::Approx(want));
+    CHECK(contains(error_of([&] { softmax_cross_entropy(z, z); }), "must be [N]"));
+  }
+
+  TEST_CASE("dropout: mask, scaling, gradient through the same mask; identity in eval") {
+    Graph g;
+    Tensor x = g.placeholder("x", {1000}, float64);
+    Tensor y = dropout(x, 0.25);
+    Tensor dx = gradients(sum(y), {x})[0];
+    Session s(g, {.seed = 5});
+    NDArray xv = NDArray::full({1000}, 2.0, float64);
+    auto r = s.run({y, dx}, {{x, xv}});
+    auto yv = r[0].to_vector<double>(), gv = r[1].to_vector<double>();
+    int zeros = 0;
+    for (size_t i = 0; i < yv.size(); ++i) {
+      bool dropped = yv[i] == 0;
+      zeros += dropped;
+      CHECK((dropped ? yv[i] == 0 : yv[i] == doctest::Approx(2.0 / 0.75)));
+      CHECK(gv[i] == doctest::Approx(dropped ? 0.0 : 1.0 / 0.75));
+    }
+    CHECK(zeros > 200);
+    CHECK(zeros < 300);
+    // A new run draws a new mask.
+    auto r2 = s.run({y}, {{x, xv}});
+    CHECK_FALSE(test::identical(r[0], r2[0]));
+    CHECK(dropout(x, 0.5, false).is(x));
+    CHECK(contains(error_of([&] { dropout(x, 1.0); }), "p must be in [0, 1)"));
+  }
+
+  TEST_CASE("running a graph does not happen while building it") {
+    Graph g;
+    Tensor t = g.constant(NDArray::from<float>({1, 2, 3}));
+    Tensor bad = gather(t, g.constant(NDArray::from<int64_t>({5})));  // out of range, but nothing runs yet
+    CHECK(bad.shape() == Shape{1});
+    Session s(g, {.constant_folding = false});
+    CHECK(contains(error_of([&] { s.run({bad}); }), "gather 'gather': index 5 out of range [0, 3)"));
+  }
+}
+
+TEST_SUITE("ops/random") {
+  TEST_CASE("uniform and normal: statistics, seeds, runs and thread counts") {
+    Graph g;
+    Tensor u = random_uniform(g, {200000}, -1, 3);
+    Tensor n = random_normal(g, {200000}, 2, 0.5, float64);
+    auto stats = [](const NDArray& a) {
+      NDArray d = a.astype(float64);
+      double m = 0, v = 0;
+      for (double x : d.to_vector<double>()) m += x;
+      m /= double(d.numel());
+      for (double x : d.to_vector<double>()) v += (x - m) * (x - m);
+      return std::pair{m, v / double(d.numel())};
+    };
+    Session s1(g, {.threads = 1, .seed = 3}), s2(g, {.threads = 2, .seed = 3}), s3(g, {.threads = 2, .seed = 4});
+    auto a = s1.run({u, n}), b = s2.run({u, n}), c = s3.run({u, n});
+    CHECK(test::identical(a[0], b[0]));  // same seed, other thread count: same numbers
+    CHECK(test::identical(a[1], b[1]));
+    CHECK_FALSE(test::identical(a[0], c[0]));
+    auto [um, uv] = stats(a[0]);
+    CHECK(um == doctest::Approx(1.0).epsilon(0.01));
+    CHECK(uv == doctest::Approx(16.0 / 12).epsilon(0.02));
+    auto [nm, nv] = stats(a[1]);
+    CHECK(nm == doctest::Approx(2.0).epsilon(0.01));
+    CHECK(nv == doctest::Approx(0.25).epsilon(0.02));
+    auto u_min = a[0].to_vector<float>();
+    CHECK(*std::min_element(u_min.begin(), u_min.end()) >= -1.0f);
+    CHECK(*std::max_element(u_min.begin(), u_min.end()) < 3.0f);
+    auto next = s1.run({u});
+    CHECK_FALSE(test::identical(a[0], next[0]));  // each run draws anew
+  }
+
+  TEST_CASE("bernoulli_like") {
+    Graph g;
+    Tensor x = g.placeholder("x", {10000});
+    Tensor b = bernoulli_like(x, 0.3);
+    Session s(g, {.seed = 1});
+    auto v = s.run1(b, {{x, NDArray::zeros({10000})}}).to_vector<float>();
+    double m = 0;
+    for (float f : v) {
+      CHECK((f == 0.0f || f == 1.0f));
+      m += f;
+    }
+    CHECK(m / 10000 == doctest::Approx(0.3).epsilon(0.05));
+  }
+}
