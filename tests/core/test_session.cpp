@@ -1,0 +1,257 @@
+// Session: plans (cache, passes, memory goals, verifier), variables and
+// assign semantics, run-time errors, check_numerics, stats and exports, and
+// the parallel executor against the serial one.
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/core/graphs.hpp"
+
+using namespace loom;
+using test::contains;
+using test::error_of;
+using test::rand;
+using test::MlpStep;
+
+namespace {
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+}  // namespace
+
+TEST_SUITE("core/session") {
+  TEST_CASE("running twice gives the same results; variables persist and update") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2});
+    Tensor v = g.variable("v", {2}, [](const NDArray& a, uint64_t) { a.assign(NDArray::from<float>({1, 2})); });
+    Tensor y = x * v;
+    Tensor inc = assign_add(v, x);
+    Session s(g);
+    NDArray xv = NDArray::from<float>({10, 20});
+    CHECK(test::identical(s.run1(y, {{x, xv}}), s.run1(y, {{x, xv}})));
+    // Readers of v in the same run see the old value; the assign's output is the new one.
+    auto r = s.run({y, inc}, {{x, xv}});
+    CHECK(r[0].to_vector<float>() == std::vector<float>{10, 40});
+    CHECK(r[1].to_vector<float>() == std::vector<float>{11, 22});
+    CHECK(s.get(v).to_vector<float>() == std::vector<float>{11, 22});
+    s.run({}, {{x, xv}}, {inc});
+    CHECK(s.get(v).to_vector<float>() == std::vector<float>{21, 42});
+    // Re-initialization restores the initializer's value in the same buffer (plans stay valid).
+    s.initialize();
+    CHECK(s.run1(y, {{x, xv}}).to_vector<float>() == std::vector<float>{10, 40});
+    s.set(v, NDArray::from<float>({-1, -1}));
+    CHECK(s.run1(y, {{x, xv}}).to_vector<float>() == std::vector<float>{-10, -20});
+    CHECK(contains(error_of([&] { s.set(v, NDArray::zeros({3})); }), "set 'v': expected float32[2], got float32[3]"));
+  }
+
+  TEST_CASE("variables are initialized from the session seed and the name") {
+    Graph g;
+    Tensor a = g.variable("a", {4}, test::init_normal(1));
+    Tensor b = g.variable("b", {4}, test::init_normal(1));
+    Session s1(g, {.seed = 1}), s2(g, {.seed = 1}), s3(g, {.seed = 2});
+    CHECK(test::identical(s1.get(a), s2.get(a)));
+    CHECK_FALSE(test::identical(s1.get(a), s1.get(b)));
+    CHECK_FALSE(test::identical(s1.get(a), s3.get(a)));
+  }
+
+  TEST_CASE("the plan is cached per signature; a new batch size compiles a new plan") {
+    Graph g;
+    MlpStep m = test::mlp_step(g, {20, 16, 10});
+    Session s(g);
+    s.run({m.loss}, test::mlp_feeds(m, 8, 20, 1));
+    s.run({m.loss}, test::mlp_feeds(m, 8, 20, 2));
+    CHECK(s.stats().plans_compiled == 1);
+    CHECK(s.stats().plan_cache_hits == 1);
+    s.run({m.loss}, test::mlp_feeds(m, 5, 20, 3));
+    CHECK(s.stats().plans_compiled == 2);
+    s.run({m.loss}, test::mlp_feeds(m, 8, 20, 1), {m.train});
+    CHECK(s.stats().plans_compiled == 3);
+  }
+
+  TEST_CASE("training steps reduce the loss") {
+    Graph g;
+    MlpStep m = test::mlp_step(g, {20, 32, 10}, 0.5);
+    Session s(g);
+    Feeds f = test::mlp_feeds(m, 32, 20, 4);
+    double first = s.run({m.loss}, f)[0].item();
+    for (int i = 0; i < 30; ++i) s.run({}, f, {m.train});
+    double last = s.run({m.loss}, f)[0].item();
+    CHECK(last < first * 0.5);
+  }
+
+  TEST_CASE("memory plans: verifier, arena vs lower bound and naive") {
+    Graph g;
+    MlpStep m = test::mlp_step(g, {784, 256, 128, 10});
+    Session s(g);
+    Feeds f = test::mlp_feeds(m, 64, 784, 5);
+    PlanInfo info = s.plan_info({m.loss}, f, {m.train});
+    test::verify_plan(info);
+    s.run({m.loss}, f, {m.train});
+    PlanStats st = s.stats().last_plan;
+    INFO("arena ", st.arena_bytes, " lower bound ", st.lower_bound_bytes, " naive ", st.naive_bytes);
+    CHECK(st.arena_bytes <= st.lower_bound_bytes * 1.10);
+    CHECK(st.arena_bytes <= st.naive_bytes * 0.5);
+    CHECK(st.steps > 10);
+    for (MemoryStrategy ms : {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_time, MemoryStrategy::naive}) {
+      Session t(g, {.memory = ms});
+      test::verify_plan(t.plan_info({m.loss}, f, {m.train}));
+      t.run({m.loss}, f, {m.train});
+      CHECK(t.stats().last_plan.memory_strategy == strategy_name(ms));
+    }
+  }
+
+  TEST_CASE("random DAG plans pass the verifier") {
+    for (uint64_t seed = 1; seed <= 6; ++seed) {
+      CAPTURE(seed);
+      Graph g;
+      auto d = test::random_dag(g, seed, 60);
+      for (Executor e : {Executor::serial, Executor::parallel}) {
+        Session s(g, {.executor = e});
+        test::verify_plan(s.plan_info(d.outputs, d.feeds));
+      }
+    }
+  }
+
+  TEST_CASE("graph passes on or off give identical results") {
+    for (uint64_t seed = 11; seed <= 14; ++seed) {
+      Graph g;
+      auto d = test::random_dag(g, seed, 50);
+      Session on(g), off(g, {.cse = false, .constant_folding = false, .fusion = false});
+      auto a = on.run(d.outputs, d.feeds), b = off.run(d.outputs, d.feeds);
+      for (size_t i = 0; i < a.size(); ++i) CHECK(test::identical(a[i], b[i]));
+      CHECK(on.stats().last_plan.nodes_after_passes <= off.stats().last_plan.nodes_after_passes);
+    }
+    // CSE merges repeated subexpressions; folding evaluates constant subgraphs.
+    Graph g;
+    Tensor x = g.placeholder("x", {3});
+    Tensor c = g.constant(NDArray::from<float>({1, 2, 3}));
+    Tensor y = exp(x) + exp(x) + (c * 2.0 + 1.0);
+    Session s(g);
+    CHECK(s.run1(y, {{x, NDArray::zeros({3})}}).to_vector<float>() == std::vector<float>{5, 7, 9});
+    CHECK(s.stats().last_plan.cse_merged >= 1);
+    CHECK(s.stats().last_plan.folded >= 2);
+  }
+
+  TEST_CASE("run-time errors name the placeholder or node; the session stays usable") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 3});
+    Tensor i = g.placeholder("i", {2}, int64);
+    Tensor y = sum(x * 2.0);
+    Session s(g);
+    CHECK(error_of([&] { s.run({y}); }) == "placeholder 'x' (float32[?,3]) must be fed for this run");
+    CHECK(error_of([&] { s.run({y}, {{x, NDArray::zeros({2, 4})}}); }) == "feed 'x': expected shape [?,3], got [2,4]");
+    CHECK(error_of([&] { s.run({y}, {{x, NDArray::zeros({2, 3}, float64)}}); }) ==
+          "feed 'x': expected dtype float32, got float64");
+    CHECK(contains(error_of([&] { s.run({y}, {{y, NDArray::zeros({})}}); }), "only placeholders can be fed"));
+    CHECK(contains(error_of([&] { s.run({y}, {{x, NDArray::zeros({1, 3})}, {x, NDArray::zeros({1, 3})}}); }), "fed twice"));
+    Graph other;
+    Tensor o = other.placeholder("o", {1});
+    CHECK(contains(error_of([&] { s.run({o}); }), "fetch 'o' belongs to another graph"));
+    CHECK(contains(error_of([&] { s.run({Tensor()}); }), "empty Tensor handle"));
+    CHECK(contains(error_of([&] { s.run({Tensor(&g, 12345, 0)}); }), "unknown node 12345"));
+    (void)i;
+    CHECK(s.run1(y, {{x, NDArray::full({2, 3}, 1)}}).item() == 12);  // still usable
+  }
+
+  TEST_CASE("check_numerics names the first node producing NaN; a failed run changes no variable") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2});
+    Tensor v = g.variable("v", {2}, [](const NDArray& a, uint64_t) { a.fill(1); });
+    Tensor l = log(x);  // NaN for negative x
+    Tensor y = sqrt(l) * v;
+    Tensor step = assign(v, y);
+    Session s(g, {.check_numerics = true});
+    CHECK(error_of([&] { s.run({y}, {{x, NDArray::from<float>({-1, 1})}}, {step}); }) ==
+          "check_numerics: node 'log' (log) produced NaN or Inf in output 0");
+    CHECK(s.get(v).to_vector<float>() == std::vector<float>{1, 1});
+    s.run({}, {{x, NDArray::from<float>({std::exp(4.0f), std::exp(9.0f)})}}, {step});
+    auto after = s.get(v).to_vector<float>();
+    CHECK(after[0] == doctest::Approx(2));
+    CHECK(after[1] == doctest::Approx(3));
+    // Errors raised by kernels (bad indices) also leave variables unchanged.
+    Graph h;
+    Tensor idx = h.placeholder("idx", {1}, int64);
+    Tensor w = h.variable("w", {3}, [](const NDArray& a, uint64_t) { a.fill(5); });
+    Tensor picked = gather(w, idx);
+    Tensor upd = assign_sub(w, ones_like(w));
+    Session t(h);
+    CHECK(contains(error_of([&] { t.run({picked}, {{idx, NDArray::from<int64_t>({7})}}, {upd}); }), "out of range"));
+    CHECK(t.get(w).to_vector<float>() == std::vector<float>{5, 5, 5});
+  }
+
+  TEST_CASE("stats, per-node times, trace and DOT exports") {
+    Graph g;
+    MlpStep m = test::mlp_step(g, {20, 16, 10});
+    Session s(g, {.profile = true});
+    Feeds f = test::mlp_feeds(m, 8, 20, 1);
+    s.run({m.loss}, f, {m.train});
+    SessionStats st = s.stats();
+    CHECK(st.runs == 1);
+    CHECK(st.last_plan.compile_ms > 0);
+    CHECK(st.last_plan.graph_nodes > st.last_plan.steps);
+    CHECK(!st.node_times.empty());
+    CHECK(st.node_times.front().calls == 1);
+    auto dir = std::filesystem::temp_directory_path();
+    std::string trace = (dir / "loom_test_trace.json").string(), dot = (dir / "loom_test_plan.dot").string();
+    s.export_trace(trace);
+    s.export_dot(dot);
+    std::string t = read_file(trace), d = read_file(dot);
+    CHECK(contains(t, "\"traceEvents\""));
+    CHECK(contains(t, "layer0/matmul"));
+    CHECK(contains(d, "digraph plan"));
+    CHECK(contains(d, "float32[8,16] @"));  // shapes and arena offsets
+    std::filesystem::remove(trace);
+    std::filesystem::remove(dot);
+    Session quiet(g);
+    quiet.run({m.loss}, f);
+    CHECK(contains(error_of([&] { quiet.export_trace(trace); }), "profile = true"));
+  }
+}
+
+TEST_SUITE("core/session/parallel") {
+  TEST_CASE("the parallel executor gives bit-identical results on random DAGs") {
+    for (uint64_t seed = 21; seed <= 28; ++seed) {
+      CAPTURE(seed);
+      Graph g;
+      auto d = test::random_dag(g, seed, 80);
+      Session serial(g, {.threads = 2, .executor = Executor::serial});
+      Session parallel(g, {.threads = 2, .executor = Executor::parallel});
+      auto a = serial.run(d.outputs, d.feeds);
+      for (int rep = 0; rep < 3; ++rep) {
+        auto b = parallel.run(d.outputs, d.feeds);
+        for (size_t i = 0; i < a.size(); ++i) CHECK(test::identical(a[i], b[i]));
+      }
+    }
+  }
+
+  TEST_CASE("parallel training steps match serial ones, variables included") {
+    Graph g;
+    MlpStep m = test::mlp_step(g, {30, 24, 24, 10}, 0.3);
+    Session serial(g, {.threads = 2, .executor = Executor::serial, .seed = 3});
+    Session parallel(g, {.threads = 2, .executor = Executor::parallel, .seed = 3});
+    for (int step = 0; step < 5; ++step) {
+      Feeds f = test::mlp_feeds(m, 16, 30, uint64_t(step));
+      auto a = serial.run({m.loss}, f, {m.train});
+      auto b = parallel.run({m.loss}, f, {m.train});
+      CHECK(test::identical(a[0], b[0]));
+    }
+    for (const Tensor& p : m.params) CHECK(test::identical(serial.get(p), parallel.get(p)));
+  }
+
+  TEST_CASE("errors in the parallel executor propagate and leave the session usable") {
+    Graph g;
+    Tensor t = g.placeholder("t", {4});
+    Tensor i = g.placeholder("i", {3}, int64);
+    std::vector<Tensor> branches;
+    for (int k = 0; k < 6; ++k) branches.push_back(sum(exp(t * double(k))));
+    Tensor bad = gather(t, i);
+    Session s(g, {.threads = 2, .executor = Executor::parallel});
+    Feeds f{{t, NDArray::zeros({4})}, {i, NDArray::from<int64_t>({0, 9, 1})}};
+    std::vector<Tensor> fetches = branches;
+    fetches.push_back(bad);
+    CHECK(contains(error_of([&] { s.run(fetches, f); }), "index 9 out of range"));
+    f[1].second = NDArray::from<int64_t>({0, 3, 1});
+    CHECK(s.run(fetches, f).size() == 7);
+  }
+}
