@@ -1,0 +1,472 @@
+// IDX files, datasets, transforms and the prefetching DataLoader.
+
+#include "frontend/data.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "core/philox.hpp"
+#include "frontend/io.hpp"
+
+namespace loom::data {
+
+// ---------------------------------------------------------------- IDX
+
+namespace {
+
+struct IdxType {
+  uint8_t code;
+  const char* name;
+  size_t size;  // bytes per element in the file
+  DType dtype;  // dtype in memory
+};
+
+constexpr IdxType kIdxTypes[] = {
+    {0x08, "ubyte", 1, uint8}, {0x09, "sbyte", 1, int32},   {0x0B, "short", 2, int32},
+    {0x0C, "int", 4, int32},   {0x0D, "float", 4, float32}, {0x0E, "double", 8, float64},
+};
+
+const IdxType* idx_type(uint8_t code) {
+  for (const IdxType& t : kIdxTypes)
+    if (t.code == code) return &t;
+  return nullptr;
+}
+
+uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+
+/// Total bytes (header + data) an IDX file with this prefix must have, or
+/// nothing yet when the prefix is too short to tell. Throws on a bad header.
+struct IdxHeader {
+  const IdxType* type = nullptr;
+  Shape shape;
+  size_t header = 0;
+  size_t total = 0;
+};
+
+bool parse_idx_header(const std::vector<uint8_t>& b, const std::string& path, IdxHeader& h) {
+  if (b.size() < 4) return false;
+  if (b[0] != 0 || b[1] != 0)
+    fail("'", path, "': not an IDX file: expected the magic 00 00 <type> <ndim>, got bytes ", int(b[0]), " ", int(b[1]),
+         " ", int(b[2]), " ", int(b[3]));
+  h.type = idx_type(b[2]);
+  LOOM_CHECK(h.type, "'", path, "': unknown IDX element type 0x", std::hex, int(b[2]),
+             " (expected 0x08 ubyte, 0x09 sbyte, 0x0B short, 0x0C int, 0x0D float or 0x0E double)");
+  const int ndim = b[3];
+  LOOM_CHECK(ndim >= 1, "'", path, "': IDX header declares 0 dimensions");
+  h.header = 4 + 4 * size_t(ndim);
+  if (b.size() < h.header) return false;
+  h.shape.clear();
+  // Element count, guarded against overflow (a corrupt header must not make us allocate absurdly).
+  unsigned __int128 count = 1;
+  for (int i = 0; i < ndim; ++i) {
+    uint32_t d = be32(&b[4 + 4 * size_t(i)]);
+    LOOM_CHECK(d <= uint32_t(std::numeric_limits<int32_t>::max()), "'", path, "': IDX dimension ", i, " is ", d,
+               " (corrupt header)");
+    h.shape.push_back(int64_t(d));
+    count *= d;
+    LOOM_CHECK(count <= (unsigned __int128)(1) << 40, "'", path, "': IDX header declares ", S(h.shape),
+               "..., too many elements (corrupt header)");
+  }
+  h.total = h.header + size_t(count) * h.type->size;
+  return true;
+}
+
+std::string describe_idx(const IdxHeader& h) {
+  return std::string(h.type->name) + shape_str(h.shape);
+}
+
+}  // namespace
+
+NDArray read_idx(const std::string& path) {
+  std::vector<uint8_t> bytes = io::read_file(path);
+  if (io::is_gzip(bytes)) {
+    bytes = io::gunzip(bytes, path, [&path](const std::vector<uint8_t>& out) -> size_t {
+      IdxHeader h;
+      return parse_idx_header(out, path, h) ? h.total : std::numeric_limits<size_t>::max();
+    });
+  }
+  IdxHeader h;
+  if (!parse_idx_header(bytes, path, h))
+    fail("'", path, "': truncated IDX file: ", bytes.size(), " bytes, shorter than its header",
+         bytes.size() >= 4 ? " (" + std::to_string(4 + 4 * size_t(bytes[3])) + " bytes)" : std::string(" (4+ bytes)"));
+  LOOM_CHECK(bytes.size() >= h.total, "'", path, "': truncated IDX file: the header declares ", describe_idx(h), " (",
+             h.total, " bytes), the file has ", bytes.size(), " bytes");
+  LOOM_CHECK(bytes.size() == h.total, "'", path, "': IDX file has ", bytes.size() - h.total,
+             " bytes after the data its header declares (", describe_idx(h), ")");
+  NDArray out = NDArray::empty(h.shape, h.type->dtype);
+  const uint8_t* src = bytes.data() + h.header;
+  const int64_t n = out.numel();
+  switch (h.type->code) {
+    case 0x08: std::memcpy(out.raw(), src, size_t(n)); break;
+    case 0x09: {
+      int32_t* d = out.data<int32_t>();
+      for (int64_t i = 0; i < n; ++i) d[i] = int32_t(int8_t(src[i]));
+      break;
+    }
+    case 0x0B: {
+      int32_t* d = out.data<int32_t>();
+      for (int64_t i = 0; i < n; ++i) d[i] = int32_t(int16_t(uint16_t(src[2 * i] << 8 | src[2 * i + 1])));
+      break;
+    }
+    case 0x0C: {
+      int32_t* d = out.data<int32_t>();
+      for (int64_t i = 0; i < n; ++i) d[i] = int32_t(be32(src + 4 * i));
+      break;
+    }
+    case 0x0D: {
+      float* d = out.data<float>();
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t u = be32(src + 4 * i);
+        std::memcpy(&d[i], &u, 4);
+      }
+      break;
+    }
+    case 0x0E: {
+      double* d = out.data<double>();
+      for (int64_t i = 0; i < n; ++i) {
+        uint64_t u = uint64_t(be32(src + 8 * i)) << 32 | be32(src + 8 * i + 4);
+        std::memcpy(&d[i], &u, 8);
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+void write_idx(const std::string& path, const NDArray& array, bool gzip) {
+  LOOM_CHECK(array.defined(), "write_idx '", path, "': undefined array");
+  LOOM_CHECK(array.ndim() >= 1 && array.ndim() <= 255, "write_idx '", path, "': need 1 to 255 dims, got ",
+             S(array.shape()));
+  uint8_t code = 0;
+  switch (array.dtype()) {
+    case DType::uint8: code = 0x08; break;
+    case DType::int32: code = 0x0C; break;
+    case DType::float32: code = 0x0D; break;
+    case DType::float64: code = 0x0E; break;
+    default: fail("write_idx '", path, "': dtype ", dtype_name(array.dtype()), " has no IDX type");
+  }
+  NDArray a = array.to(Device::cpu()).compact();
+  std::string out;
+  out.push_back(0), out.push_back(0), out.push_back(char(code)), out.push_back(char(a.ndim()));
+  auto put32 = [&](uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) out.push_back(char((v >> s) & 0xff));
+  };
+  for (int64_t d : a.shape()) {
+    LOOM_CHECK(d <= std::numeric_limits<int32_t>::max(), "write_idx '", path, "': dim ", d, " too large");
+    put32(uint32_t(d));
+  }
+  const size_t item = a.itemsize();
+  const auto* p = static_cast<const uint8_t*>(a.raw());
+  for (int64_t i = 0; i < a.numel(); ++i)
+    for (size_t k = 0; k < item; ++k) out.push_back(char(p[size_t(i) * item + (item - 1 - k)]));  // big-endian
+  if (gzip) {
+    std::vector<uint8_t> z = io::gzip(out);
+    io::write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(z.data()), z.size()));
+  } else {
+    io::write_file_atomically(path, out);
+  }
+}
+
+// ---------------------------------------------------------------- datasets
+
+TensorDataset::TensorDataset(std::vector<NDArray> arrays) {
+  LOOM_CHECK(!arrays.empty(), "TensorDataset: no arrays");
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    NDArray& a = arrays[i];
+    LOOM_CHECK(a.defined() && a.ndim() >= 1, "TensorDataset: array ", i, " must have a first (example) dim");
+    a = a.to(Device::cpu()).compact();
+    if (i == 0) n_ = a.shape()[0];
+    LOOM_CHECK(a.shape()[0] == n_, "TensorDataset: array ", i, " has ", a.shape()[0], " examples, array 0 has ", n_);
+  }
+  arrays_ = std::move(arrays);
+}
+
+std::vector<TensorType> TensorDataset::fields() const {
+  std::vector<TensorType> out;
+  for (const NDArray& a : arrays_) out.push_back({a.dtype(), Shape(a.shape().begin() + 1, a.shape().end())});
+  return out;
+}
+
+void TensorDataset::fill(int64_t index, const std::vector<NDArray>& batch, int64_t row) const {
+  LOOM_CHECK(index >= 0 && index < n_, "TensorDataset: index ", index, " out of range [0, ", n_, ")");
+  LOOM_ASSERT(batch.size() == arrays_.size());
+  for (size_t f = 0; f < arrays_.size(); ++f) {
+    const NDArray& a = arrays_[f];
+    const size_t bytes = a.nbytes() / size_t(std::max<int64_t>(n_, 1));
+    std::memcpy(static_cast<char*>(batch[f].raw()) + size_t(row) * bytes,
+                static_cast<const char*>(a.raw()) + size_t(index) * bytes, bytes);
+  }
+}
+
+std::shared_ptr<TensorDataset> load_mnist(const std::string& dir, Split split) {
+  const std::string prefix = split == Split::train ? "train" : "t10k";
+  auto find = [&](const std::string& base) {
+    for (const std::string& name : {base + ".gz", base}) {
+      std::string p = dir + "/" + name;
+      struct stat st {};
+      if (::stat(p.c_str(), &st) == 0) return p;
+    }
+    fail("MNIST: no '", base, "' or '", base, ".gz' in '", dir,
+         "' (Fashion-MNIST: apt install dataset-fashion-mnist, files in ", kFashionMnistDir, ")");
+  };
+  const std::string ipath = find(prefix + "-images-idx3-ubyte"), lpath = find(prefix + "-labels-idx1-ubyte");
+  NDArray images = read_idx(ipath), labels = read_idx(lpath);
+  LOOM_CHECK(images.dtype() == uint8 && images.ndim() == 3, "'", ipath, "': expected ubyte images [N, rows, cols], got ",
+             dtype_name(images.dtype()), S(images.shape()));
+  LOOM_CHECK(labels.dtype() == uint8 && labels.ndim() == 1, "'", lpath, "': expected ubyte labels [N], got ",
+             dtype_name(labels.dtype()), S(labels.shape()));
+  LOOM_CHECK(images.shape()[0] == labels.shape()[0], "MNIST: '", ipath, "' has ", images.shape()[0], " images but '",
+             lpath, "' has ", labels.shape()[0], " labels");
+  NDArray y = NDArray::empty(labels.shape(), int64);
+  const uint8_t* src = labels.data<uint8_t>();
+  int64_t* dst = y.data<int64_t>();
+  for (int64_t i = 0; i < labels.numel(); ++i) {
+    LOOM_CHECK(src[i] < 10, "'", lpath, "': label ", int(src[i]), " at index ", i, " is not a class in [0, 10)");
+    dst[i] = src[i];
+  }
+  return std::make_shared<TensorDataset>(std::vector<NDArray>{images, y});
+}
+
+// ---------------------------------------------------------------- transforms
+
+double example_random(const BatchInfo& info, int64_t row, uint64_t k) {
+  LOOM_ASSERT(row >= 0 && size_t(row) < info.indices.size());
+  uint64_t key = philox::mix_key(info.seed, uint64_t(info.epoch));
+  return philox::uniform_f64(key, uint64_t(info.indices[size_t(row)]), k);
+}
+
+namespace transforms {
+
+Transform normalize(double mean, double stddev, double scale) {
+  LOOM_CHECK(std::isfinite(mean) && std::isfinite(scale) && std::isfinite(stddev) && stddev > 0,
+             "transforms::normalize: need finite values and stddev > 0, got mean ", mean, ", stddev ", stddev);
+  return [=](const NDArray& batch, const BatchInfo&) {
+    NDArray in = batch.compact();
+    NDArray out = NDArray::empty(in.shape(), float32);
+    float* d = out.data<float>();
+    const float a = float(scale / stddev), b = float(-mean / stddev);
+    dispatch(in.dtype(), [&]<class T>() {
+      const T* s = in.data<T>();
+      for (int64_t i = 0, n = in.numel(); i < n; ++i) d[i] = float(s[i]) * a + b;
+    });
+    return out;
+  };
+}
+
+Transform cast(DType dtype) {
+  return [dtype](const NDArray& batch, const BatchInfo&) { return batch.astype(dtype); };
+}
+
+Transform reshape(const Shape& shape) {
+  return [shape](const NDArray& batch, const BatchInfo&) {
+    Shape s{batch.shape()[0]};
+    s.insert(s.end(), shape.begin(), shape.end());
+    return batch.reshape(s);
+  };
+}
+
+Transform random_flip_horizontal(double p) {
+  LOOM_CHECK(p >= 0 && p <= 1, "transforms::random_flip_horizontal: p must be in [0, 1], got ", p);
+  return [p](const NDArray& batch, const BatchInfo& info) {
+    LOOM_CHECK(batch.ndim() >= 2, "random_flip_horizontal: expected [B, ..., W], got ", S(batch.shape()));
+    NDArray out = batch.clone();
+    for (int64_t r = 0; r < out.shape()[0]; ++r)
+      if (example_random(info, r, 0) < p) {
+        NDArray row = out.select(0, r);
+        row.assign(batch.select(0, r).flip({row.ndim() - 1}));
+      }
+    return out;
+  };
+}
+
+Transform random_crop(int64_t padding) {
+  LOOM_CHECK(padding >= 0, "transforms::random_crop: padding must be >= 0, got ", padding);
+  return [padding](const NDArray& batch, const BatchInfo& info) {
+    LOOM_CHECK(batch.ndim() >= 3, "random_crop: expected [B, ..., H, W], got ", S(batch.shape()));
+    const int64_t nd = batch.ndim(), H = batch.shape()[size_t(nd - 2)], W = batch.shape()[size_t(nd - 1)];
+    NDArray out = NDArray::zeros(batch.shape(), batch.dtype());
+    for (int64_t r = 0; r < batch.shape()[0]; ++r) {
+      // Shift (dy, dx) in [-padding, padding]: out[i][j] = in[i + dy][j + dx], zero outside.
+      const int64_t span = 2 * padding + 1;
+      const int64_t dy = std::min(span - 1, int64_t(example_random(info, r, 1) * double(span))) - padding;
+      const int64_t dx = std::min(span - 1, int64_t(example_random(info, r, 2) * double(span))) - padding;
+      const int64_t y0 = std::max<int64_t>(0, -dy), y1 = std::min(H, H - dy);
+      const int64_t x0 = std::max<int64_t>(0, -dx), x1 = std::min(W, W - dx);
+      if (y0 >= y1 || x0 >= x1) continue;
+      std::vector<Slice> dst(size_t(nd), Slice::all()), src(size_t(nd), Slice::all());
+      dst[0] = src[0] = Slice::range(r, r + 1);
+      dst[size_t(nd - 2)] = Slice::range(y0, y1), src[size_t(nd - 2)] = Slice::range(y0 + dy, y1 + dy);
+      dst[size_t(nd - 1)] = Slice::range(x0, x1), src[size_t(nd - 1)] = Slice::range(x0 + dx, x1 + dx);
+      out.slice(dst).assign(batch.slice(src));
+    }
+    return out;
+  };
+}
+
+}  // namespace transforms
+
+// ---------------------------------------------------------------- DataLoader
+
+DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions options)
+    : dataset_(std::move(dataset)), options_(options) {
+  LOOM_CHECK(dataset_ != nullptr, "DataLoader: null dataset");
+  LOOM_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got ", options_.batch_size);
+  LOOM_CHECK(options_.prefetch >= 0, "DataLoader: prefetch must be >= 0, got ", options_.prefetch);
+  fields_ = dataset_->fields();
+  LOOM_CHECK(!fields_.empty(), "DataLoader: the dataset has no fields");
+  for (const TensorType& t : fields_)
+    LOOM_CHECK(is_static(t.shape), "DataLoader: field shape ", S(t.shape), " must be fully known");
+  transforms_.resize(fields_.size());
+}
+
+DataLoader& DataLoader::transform(size_t field, Transform t) {
+  LOOM_CHECK(field < fields_.size(), "DataLoader::transform: field ", field, " out of range (the dataset has ",
+             fields_.size(), " fields)");
+  LOOM_CHECK(bool(t), "DataLoader::transform: empty transform");
+  transforms_[field].push_back(std::move(t));
+  return *this;
+}
+
+int64_t DataLoader::size() const {
+  const int64_t n = dataset_->size(), b = options_.batch_size;
+  return options_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+std::vector<int64_t> DataLoader::order(int64_t epoch) const {
+  const int64_t n = dataset_->size();
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) idx[size_t(i)] = i;
+  if (!options_.shuffle) return idx;
+  // Fisher-Yates driven by a Philox stream keyed by (seed, epoch).
+  const uint64_t key = philox::mix_key(philox::mix_key(options_.seed, 0x5eed5eedull), uint64_t(epoch));
+  for (int64_t i = n - 1; i > 0; --i) {
+    auto j = int64_t(philox::uniform_f64(key, 0, uint64_t(i)) * double(i + 1));
+    std::swap(idx[size_t(i)], idx[size_t(std::min(j, i))]);
+  }
+  return idx;
+}
+
+Batch DataLoader::assemble(int64_t epoch, std::span<const int64_t> indices) const {
+  const auto B = int64_t(indices.size());
+  Batch batch;
+  for (const TensorType& t : fields_) {
+    Shape s{B};
+    s.insert(s.end(), t.shape.begin(), t.shape.end());
+    batch.push_back(NDArray::empty(s, t.dtype));
+  }
+  for (int64_t r = 0; r < B; ++r) dataset_->fill(indices[size_t(r)], batch, r);
+  for (size_t f = 0; f < fields_.size(); ++f)
+    for (size_t k = 0; k < transforms_[f].size(); ++k) {
+      BatchInfo info{epoch, indices, philox::mix_key(options_.seed, (uint64_t(f) << 32) + k + 1)};
+      batch[f] = transforms_[f][k](batch[f], info);
+      LOOM_CHECK(batch[f].defined() && batch[f].ndim() >= 1 && batch[f].shape()[0] == B, "DataLoader: transform ", k,
+                 " of field ", f, " must return a [", B, ", ...] array");
+    }
+  return batch;
+}
+
+Batch DataLoader::batch(int64_t epoch, int64_t index) const {
+  LOOM_CHECK(index >= 0 && index < size(), "DataLoader::batch: index ", index, " out of range [0, ", size(), ")");
+  std::vector<int64_t> ord = order(epoch);
+  const int64_t lo = index * options_.batch_size, hi = std::min<int64_t>(int64_t(ord.size()), lo + options_.batch_size);
+  return assemble(epoch, std::span<const int64_t>(ord.data() + lo, size_t(hi - lo)));
+}
+
+DataLoader::Epoch DataLoader::epoch(int64_t e) const { return Epoch(this, e); }
+
+DataLoader::Epoch::Epoch(const DataLoader* loader, int64_t epoch) : shared_(std::make_unique<Shared>()) {
+  Shared& s = *shared_;
+  s.loader = loader;
+  s.epoch = epoch;
+  s.order = loader->order(epoch);
+  s.batches = loader->size();
+  s.depth = size_t(loader->options_.prefetch);
+  batches_ = s.batches;
+  if (s.depth > 0 && s.batches > 0) thread_ = std::thread(&Epoch::produce, shared_.get());
+}
+
+DataLoader::Epoch::Epoch(Epoch&& o) noexcept
+    : shared_(std::move(o.shared_)),
+      batches_(o.batches_),
+      next_(o.next_),
+      current_(std::move(o.current_)),
+      started_(o.started_),
+      thread_(std::move(o.thread_)) {}
+
+DataLoader::Epoch::~Epoch() { stop(); }
+
+void DataLoader::Epoch::stop() {
+  if (!thread_.joinable()) return;
+  {
+    std::lock_guard lock(shared_->mu);
+    shared_->stop = true;
+  }
+  shared_->cv.notify_all();
+  thread_.join();
+}
+
+void DataLoader::Epoch::produce(Shared* s) {
+  const int64_t bs = s->loader->options_.batch_size, n = int64_t(s->order.size());
+  for (int64_t b = 0; b < s->batches; ++b) {
+    {
+      std::unique_lock lock(s->mu);
+      s->cv.wait(lock, [&] { return s->stop || s->ready.size() < s->depth; });
+      if (s->stop) return;
+    }
+    Batch batch;
+    try {
+      const int64_t lo = b * bs, hi = std::min(n, lo + bs);
+      batch = s->loader->assemble(s->epoch, std::span<const int64_t>(s->order.data() + lo, size_t(hi - lo)));
+    } catch (...) {
+      std::lock_guard lock(s->mu);
+      s->error = std::current_exception();
+      s->cv.notify_all();
+      return;
+    }
+    {
+      std::lock_guard lock(s->mu);
+      s->ready.push_back(std::move(batch));
+      ++s->produced;
+    }
+    s->cv.notify_all();
+  }
+}
+
+DataLoader::Epoch::iterator DataLoader::Epoch::begin() {
+  LOOM_CHECK(shared_, "DataLoader::Epoch: moved-from epoch");
+  LOOM_CHECK(!started_, "DataLoader::Epoch: an epoch can be iterated once; call loader.epoch(e) again");
+  started_ = true;
+  return advance() ? iterator(this) : iterator();
+}
+
+bool DataLoader::Epoch::advance() {
+  Shared& s = *shared_;
+  if (next_ >= batches_) {
+    current_.clear();
+    return false;
+  }
+  if (s.depth == 0) {
+    const int64_t bs = s.loader->options_.batch_size, n = int64_t(s.order.size());
+    const int64_t lo = next_ * bs, hi = std::min(n, lo + bs);
+    current_ = s.loader->assemble(s.epoch, std::span<const int64_t>(s.order.data() + lo, size_t(hi - lo)));
+  } else {
+    std::unique_lock lock(s.mu);
+    s.cv.wait(lock, [&] { return !s.ready.empty() || s.error; });
+    if (s.ready.empty()) {
+      std::exception_ptr e = s.error;
+      lock.unlock();
+      std::rethrow_exception(e);
+    }
+    current_ = std::move(s.ready.front());
+    s.ready.pop_front();
+    lock.unlock();
+    s.cv.notify_all();
+  }
+  ++next_;
+  return true;
+}
+
+}  // namespace loom::data

@@ -1,0 +1,395 @@
+// nn modules: lazily built, variables named by module path, composed in C++.
+
+#include "frontend/nn.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace loom::nn {
+
+// ---------------------------------------------------------------- Module
+
+Tensor Module::operator()(const Tensor& x) {
+  LOOM_CHECK(x.valid(), type_name(), ": called on an empty Tensor handle");
+  if (name_.empty()) return forward(x);
+  auto scope = x.graph().scope(name_);
+  return forward(x);
+}
+
+Module& Module::register_module(const std::string& name, std::shared_ptr<Module> module) {
+  LOOM_CHECK(module != nullptr, type_name(), ": register_module('", name, "'): null module");
+  LOOM_CHECK(!name.empty() && name.find('/') == std::string::npos, type_name(), ": child name '", name,
+             "' must be non-empty and contain no '/'");
+  for (const auto& [n, m] : children_) LOOM_CHECK(n != name, type_name(), ": a child named '", name, "' already exists");
+  LOOM_CHECK(module.get() != this, type_name(), ": a module cannot contain itself");
+  if (module->name_.empty()) module->name_ = name;
+  children_.emplace_back(name, std::move(module));
+  return *children_.back().second;
+}
+
+std::string Module::where(const Tensor& x) const {
+  std::string p = x.graph().prefix();
+  if (!p.empty()) p.pop_back();
+  return p.empty() ? type_name() : type_name() + " '" + p + "'";
+}
+
+Tensor Module::variable(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init,
+                        DType dtype, bool trainable) {
+  Graph& g = x.graph();
+  if (graph_ && graph_id_ != g.id())
+    fail(where(x), ": this module was built in another graph; a module's variables live in the graph of its first "
+                   "input (build a new module for another graph)");
+  graph_ = &g;
+  graph_id_ = g.id();
+  for (const Var& v : vars_)
+    if (v.name == name) {
+      LOOM_CHECK(v.tensor.shape() == shape && v.tensor.dtype() == dtype, where(x), ": variable '", name,
+                 "' exists as ", dtype_name(v.tensor.dtype()), S(v.tensor.shape()), ", requested ", dtype_name(dtype),
+                 S(shape));
+      return v.tensor;
+    }
+  Tensor t = g.variable(name, shape, init, dtype);
+  vars_.push_back({name, t, trainable});
+  return t;
+}
+
+Tensor Module::parameter(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init,
+                         DType dtype) {
+  return variable(x, name, shape, init, dtype, true);
+}
+
+Tensor Module::buffer(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init,
+                      DType dtype) {
+  return variable(x, name, shape, init, dtype, false);
+}
+
+void Module::add_update(const Tensor& update) {
+  LOOM_CHECK(update.valid(), type_name(), ": add_update of an empty Tensor handle");
+  updates_.push_back(update);
+}
+
+void Module::collect(const std::string& prefix, bool trainable, std::vector<std::pair<std::string, Tensor>>& out,
+                     std::vector<const Module*>& seen) const {
+  if (std::find(seen.begin(), seen.end(), this) != seen.end()) return;
+  seen.push_back(this);
+  for (const Var& v : vars_)
+    if (v.trainable == trainable) out.emplace_back(prefix + v.name, v.tensor);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + "/", trainable, out, seen);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  std::vector<const Module*> seen;
+  collect("", true, out, seen);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  std::vector<const Module*> seen;
+  collect("", false, out, seen);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [n, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+std::vector<Tensor> Module::variables() const {
+  std::vector<Tensor> out = parameters();
+  for (auto& [n, t] : named_buffers()) out.push_back(t);
+  return out;
+}
+
+void Module::collect_updates(std::vector<Tensor>& out, std::vector<const Module*>& seen) const {
+  if (std::find(seen.begin(), seen.end(), this) != seen.end()) return;
+  seen.push_back(this);
+  out.insert(out.end(), updates_.begin(), updates_.end());
+  for (const auto& [name, child] : children_) child->collect_updates(out, seen);
+}
+
+std::vector<Tensor> Module::updates() const {
+  std::vector<Tensor> out;
+  std::vector<const Module*> seen;
+  collect_updates(out, seen);
+  return out;
+}
+
+int64_t Module::num_parameters() const {
+  int64_t n = 0;
+  for (const Tensor& p : parameters()) n += numel(p.shape());
+  return n;
+}
+
+Module& Module::train(bool on) {
+  training_ = on;
+  for (auto& [name, child] : children_) child->train(on);
+  return *this;
+}
+
+void Module::print(std::string& out, const std::string& name, int depth) const {
+  out += std::string(size_t(depth) * 2, ' ');
+  if (!name.empty()) out += "(" + name + "): ";
+  out += describe();
+  out += "\n";
+  for (const auto& [n, child] : children_) child->print(out, n, depth + 1);
+}
+
+std::string Module::str() const {
+  std::string out;
+  print(out, "", 0);
+  return out;
+}
+
+// ---------------------------------------------------------------- containers
+
+Sequential& Sequential::push_back(std::shared_ptr<Module> m) {
+  register_module(std::to_string(children().size()), std::move(m));
+  return *this;
+}
+
+Module& Sequential::operator[](size_t i) const {
+  LOOM_CHECK(i < children().size(), "Sequential: index ", i, " out of range (", children().size(), " modules)");
+  return *children()[i].second;
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor y = x;
+  for (const auto& [name, child] : children()) y = (*child)(y);
+  return y;
+}
+
+Tensor Residual::forward(const Tensor& x) {
+  Tensor y = (*children()[0].second)(x);
+  LOOM_CHECK(y.shape().size() == x.shape().size(), where(x), ": fn maps ", S(x.shape()), " to ", S(y.shape()),
+             "; a residual needs the same shape");
+  for (size_t i = 0; i < y.shape().size(); ++i)
+    LOOM_CHECK(y.shape()[i] == x.shape()[i] || y.shape()[i] < 0 || x.shape()[i] < 0, where(x), ": fn maps ",
+               S(x.shape()), " to ", S(y.shape()), "; a residual needs the same shape");
+  return y + x;
+}
+
+Lambda::Lambda(std::function<Tensor(const Tensor&)> fn, std::string name) : fn_(std::move(fn)), name_(std::move(name)) {
+  LOOM_CHECK(bool(fn_), "Lambda: empty function");
+}
+
+// ---------------------------------------------------------------- layers
+
+Linear::Linear(int64_t in_features, int64_t out_features, LinearOptions options)
+    : in_(in_features), out_(out_features), options_(std::move(options)) {
+  LOOM_CHECK(in_ > 0 && out_ > 0, "Linear: features must be positive, got (", in_, ", ", out_, ")");
+  LOOM_CHECK(is_floating(options_.dtype), "Linear: dtype must be floating, got ", dtype_name(options_.dtype));
+  // PyTorch's default: kaiming_uniform(a = sqrt(5)) for the weight, U(+-1/sqrt(in)) for the bias.
+  const double bound = 1.0 / std::sqrt(double(in_));
+  if (!options_.weight_init) options_.weight_init = init::uniform(-bound, bound);
+  if (!options_.bias_init) options_.bias_init = init::uniform(-bound, bound);
+}
+
+std::string Linear::describe() const {
+  return "Linear(" + std::to_string(in_) + ", " + std::to_string(out_) + (options_.bias ? ", bias)" : ", no bias)");
+}
+
+Tensor Linear::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(!s.empty() && (s.back() == in_ || s.back() < 0), where(x), ": expected input [..., ", in_, "], got ",
+             S(s));
+  LOOM_CHECK(x.dtype() == options_.dtype, where(x), ": expected ", dtype_name(options_.dtype), " input, got ",
+             dtype_name(x.dtype()));
+  weight_ = parameter(x, "weight", {in_, out_}, options_.weight_init, options_.dtype);
+  if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
+  Tensor y;
+  int dynamic = int(std::count_if(s.begin(), s.end() - 1, [](int64_t d) { return d < 0; }));
+  if (s.size() > 2 && dynamic <= 1) {
+    // [..., in] as one [rows, in] matrix: one GEMM, and a plain 2-D weight gradient.
+    Shape out = s;
+    out.back() = out_;
+    for (int64_t& d : out) d = d < 0 ? -1 : d;
+    y = reshape(matmul(reshape(x, {-1, in_}), weight_), out);
+  } else {
+    y = matmul(x, weight_);
+  }
+  if (options_.bias) y = y + bias_;
+  return y;
+}
+
+Tensor Flatten::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() >= 1, where(x), ": expected [N, ...], got a scalar");
+  int64_t rest = 1;
+  for (size_t i = 1; i < s.size(); ++i) {
+    LOOM_CHECK(s[i] >= 0, where(x), ": trailing dims of ", S(s), " must be known");
+    rest *= s[i];
+  }
+  if (s.size() == 2) return x;
+  return reshape(x, {s[0] < 0 ? -1 : s[0], rest});
+}
+
+Dropout::Dropout(double p) : p_(p) {
+  LOOM_CHECK(p >= 0 && p < 1, "Dropout: p must be in [0, 1), got ", p);
+}
+
+std::string Dropout::describe() const {
+  std::ostringstream os;
+  os << "Dropout(p=" << p_ << ")";
+  return os.str();
+}
+
+Tensor Dropout::forward(const Tensor& x) { return dropout(x, p_, training()); }
+
+static void check_norm_options(const char* what, int64_t features, const NormOptions& o) {
+  LOOM_CHECK(features > 0, what, ": features must be positive, got ", features);
+  LOOM_CHECK(o.eps > 0, what, ": eps must be positive, got ", o.eps);
+  LOOM_CHECK(o.momentum >= 0 && o.momentum <= 1, what, ": momentum must be in [0, 1], got ", o.momentum);
+}
+
+static std::string norm_describe(const char* type, int64_t features, const NormOptions& o, bool momentum) {
+  std::ostringstream os;
+  os << type << "(" << features << ", eps=" << o.eps;
+  if (momentum) os << ", momentum=" << o.momentum;
+  os << (o.affine ? ", affine)" : ")");
+  return os.str();
+}
+
+BatchNorm1d::BatchNorm1d(int64_t features, NormOptions options) : features_(features), options_(options) {
+  check_norm_options("BatchNorm1d", features, options);
+}
+
+std::string BatchNorm1d::describe() const { return norm_describe("BatchNorm1d", features_, options_, true); }
+
+Tensor BatchNorm1d::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  LOOM_CHECK((s.size() == 2 || s.size() == 3) && (s[1] == features_ || s[1] < 0), where(x), ": expected [N, ",
+             features_, "] or [N, ", features_, ", L], got ", S(s));
+  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  const DType dt = x.dtype();
+  running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
+  running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
+  Tensor w, b;
+  if (options_.affine) {
+    w = parameter(x, "weight", {features_}, init::ones(), dt);
+    b = parameter(x, "bias", {features_}, init::zeros(), dt);
+  }
+  const bool three = s.size() == 3;
+  const std::vector<int64_t> axes = three ? std::vector<int64_t>{0, 2} : std::vector<int64_t>{0};
+  // Per-feature vectors [C] broadcast as [C] against [N, C] and as [C, 1] against [N, C, L].
+  auto per_feature = [&](const Tensor& v) { return three ? reshape(v, {features_, 1}) : v; };
+  Tensor y;
+  if (training()) {
+    if (is_static(s)) {
+      int64_t n = s[0] * (three ? s[2] : 1);
+      LOOM_CHECK(n > 1, where(x), ": training needs more than one value per feature, got input ", S(s));
+    }
+    Tensor mu = mean(x, axes, true);
+    Tensor centered = x - mu;
+    Tensor var = mean(centered * centered, axes, true);
+    y = centered / sqrt(var + options_.eps);
+    // Running statistics (PyTorch: the unbiased variance). A batch of one value
+    // per feature leaves a variance of 0 rather than dividing by zero.
+    Tensor n = size(x, axes, dt);
+    Tensor unbiased = reshape(var, {features_}) * (n / maximum(n - 1.0, scalar_like(n, 1.0)));
+    const double m = options_.momentum;
+    add_update(assign(running_mean_, running_mean_ * (1.0 - m) + reshape(mu, {features_}) * m));
+    add_update(assign(running_var_, running_var_ * (1.0 - m) + unbiased * m));
+  } else {
+    y = (x - per_feature(running_mean_)) / sqrt(per_feature(running_var_) + options_.eps);
+  }
+  if (options_.affine) y = y * per_feature(w) + per_feature(b);
+  return y;
+}
+
+LayerNorm1d::LayerNorm1d(int64_t features, NormOptions options) : features_(features), options_(options) {
+  check_norm_options("LayerNorm1d", features, options);
+}
+
+std::string LayerNorm1d::describe() const { return norm_describe("LayerNorm1d", features_, options_, false); }
+
+Tensor LayerNorm1d::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(!s.empty() && (s.back() == features_ || s.back() < 0), where(x), ": expected [..., ", features_,
+             "], got ", S(s));
+  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  Tensor mu = mean(x, {-1}, true);
+  Tensor centered = x - mu;
+  Tensor var = mean(centered * centered, {-1}, true);
+  Tensor y = centered / sqrt(var + options_.eps);
+  if (options_.affine) {
+    Tensor w = parameter(x, "weight", {features_}, init::ones(), x.dtype());
+    Tensor b = parameter(x, "bias", {features_}, init::zeros(), x.dtype());
+    y = y * w + b;
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------- MLPResNet
+
+static std::shared_ptr<Module> make_norm(Norm norm, int64_t features) {
+  switch (norm) {
+    case Norm::batch: return std::make_shared<BatchNorm1d>(features);
+    case Norm::layer: return std::make_shared<LayerNorm1d>(features);
+    case Norm::none: return std::make_shared<Identity>();
+  }
+  return std::make_shared<Identity>();
+}
+
+Sequential residual_block(int64_t dim, int64_t hidden, Norm norm, double drop) {
+  Sequential inner{Linear(dim, hidden), make_norm(norm, hidden), ReLU(), Dropout(drop), Linear(hidden, dim),
+                   make_norm(norm, dim)};
+  return Sequential{Residual(std::move(inner)), ReLU()};
+}
+
+MLPResNet::MLPResNet(int64_t dim, MLPResNetOptions o) {
+  LOOM_CHECK(dim > 0 && o.hidden > 1 && o.blocks >= 0 && o.classes > 0,
+             "MLPResNet: need dim > 0, hidden > 1, blocks >= 0, classes > 0; got dim ", dim, ", hidden ", o.hidden,
+             ", blocks ", o.blocks, ", classes ", o.classes);
+  push_back(Linear(dim, o.hidden));
+  push_back(ReLU());
+  for (int64_t i = 0; i < o.blocks; ++i) push_back(residual_block(o.hidden, o.hidden / 2, o.norm, o.dropout));
+  push_back(Linear(o.hidden, o.classes));
+}
+
+// ---------------------------------------------------------------- losses and metrics
+
+static void check_logits_labels(const char* what, const Tensor& logits, const Tensor& labels) {
+  LOOM_CHECK(logits.valid() && labels.valid(), what, ": empty Tensor handle");
+  const Shape &l = logits.shape(), &y = labels.shape();
+  LOOM_CHECK(l.size() >= 1 && y.size() + 1 == l.size(), what, ": logits '", logits.name(), "' ", S(l),
+             " need labels of shape ", S(Shape(l.begin(), l.end() - (l.empty() ? 0 : 1))), ", got '", labels.name(),
+             "' ", S(y));
+  for (size_t i = 0; i < y.size(); ++i)
+    LOOM_CHECK(y[i] == l[i] || y[i] < 0 || l[i] < 0, what, ": logits ", S(l), " do not match labels ", S(y));
+  LOOM_CHECK(is_floating(logits.dtype()), what, ": logits must be floating, got ", dtype_name(logits.dtype()));
+  LOOM_CHECK(is_integral(labels.dtype()) && labels.dtype() != boolean, what, ": labels '", labels.name(),
+             "' must be integers, got ", dtype_name(labels.dtype()));
+  LOOM_CHECK(l.back() > 0, what, ": the class dim of ", S(l), " must be known");
+}
+
+/// Logits as [rows, C] and labels as [rows].
+static std::pair<Tensor, Tensor> as_rows(const Tensor& logits, const Tensor& labels) {
+  if (logits.ndim() == 2) return {logits, labels};
+  return {reshape(logits, {-1, logits.shape().back()}), reshape(labels, {-1})};
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+  check_logits_labels("cross_entropy", logits, labels);
+  auto [l, y] = as_rows(logits, labels);
+  return softmax_cross_entropy(l, y);
+}
+
+Tensor correct(const Tensor& logits, const Tensor& labels) {
+  check_logits_labels("correct", logits, labels);
+  auto [l, y] = as_rows(logits, labels);
+  Tensor pred = argmax(l, 1);
+  Tensor target = y.dtype() == int64 ? y : cast(y, int64);
+  return sum(cast(pred == target, float32));
+}
+
+Tensor accuracy(const Tensor& logits, const Tensor& labels) {
+  Tensor c = correct(logits, labels);
+  auto [l, y] = as_rows(logits, labels);
+  return c / size(y, {}, float32);
+}
+
+}  // namespace loom::nn

@@ -1,0 +1,380 @@
+#pragma once
+/// Neural-network modules, composed in plain C++:
+///
+///     nn::Sequential model{nn::Flatten(), nn::Linear(784, 256), nn::ReLU(), nn::Linear(256, 10)};
+///     Tensor x = g.placeholder("x", {-1, 28, 28});
+///     Tensor logits = model(x);                      // builds graph nodes, computes nothing
+///     auto params = model.parameters();              // ["1/weight", "1/bias", "3/weight", "3/bias"]
+///
+/// How modules meet the static graph:
+/// - A module is built *lazily*: calling it on a tensor adds its nodes to that
+///   tensor's graph and, on the first call, creates its variables there. Later
+///   calls (in the same graph) reuse the same variables, so one model can be
+///   built twice, e.g. in training mode for the training step and in eval mode
+///   for evaluation, sharing its weights:
+///
+///       model.train(); Tensor train_logits = model(x);
+///       model.eval();  Tensor eval_logits = model(x);
+///
+///   parameters() is empty until the first call.
+/// - train()/eval() choose what the *next* call builds (dropout active or not,
+///   batch statistics or running statistics); they recurse into children.
+/// - Variable names follow the module path: a container names its children
+///   "0", "1", ... (Sequential) or by role ("fn" in Residual), each child's
+///   call opens a graph scope with its name, so the first Linear of the model
+///   above owns "1/weight" and "1/bias". The names key checkpoints, so they
+///   stay stable as long as the model's structure does. A root module adds no
+///   scope: call it inside `g.scope("encoder")` to prefix everything (and to
+///   put two models in one graph).
+/// - Modules hold their children by shared_ptr: pass them by value (temporaries
+///   or std::move) to containers, or as std::shared_ptr to share one module
+///   between several places (weight tying).
+/// - In-graph state updates (BatchNorm's running statistics) built by a
+///   training-mode call are collected in updates(); an Optimizer built from the
+///   module runs them with every step.
+
+#include <concepts>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "core/graph.hpp"
+#include "frontend/init.hpp"
+#include "ops/ops.hpp"
+
+namespace loom::nn {
+
+class Module;
+
+/// A module passed by value: a temporary or std::move'd Module subclass.
+template <class M>
+concept ModuleValue = std::derived_from<M, Module> && !std::is_reference_v<M>;
+/// What containers accept: a module by value, or a std::shared_ptr to one (to share it).
+template <class M>
+concept ModuleArg = ModuleValue<M> || std::convertible_to<M, std::shared_ptr<Module>>;
+
+class Module {
+ public:
+  Module() = default;
+  Module(Module&&) = default;
+  Module& operator=(Module&&) = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+  virtual ~Module() = default;
+
+  /// Adds this module's computation on x to x's graph (creating its variables
+  /// on the first call) and returns the output. A registered child opens the
+  /// graph scope of its name first.
+  Tensor operator()(const Tensor& x);
+
+  /// Trainable variables, this module's first, then each child's, in
+  /// registration order; shared modules appear once.
+  std::vector<Tensor> parameters() const;
+  /// Parameters with their module path ("1/weight"), as used for their variable names.
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  /// Non-trainable state (BatchNorm running statistics), with module paths.
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
+  /// Every variable (parameters and buffers).
+  std::vector<Tensor> variables() const;
+  /// In-graph state updates built by training-mode calls (assign nodes); run
+  /// them as targets with each training step (Optimizer(module) does).
+  std::vector<Tensor> updates() const;
+  /// Number of scalar parameters (known once built).
+  int64_t num_parameters() const;
+
+  /// Training mode (the default) or evaluation mode for the next call, here and in every child.
+  Module& train(bool on = true);
+  Module& eval() { return train(false); }
+  bool training() const { return training_; }
+
+  /// Children with their names, in registration order.
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
+  /// "Linear", "Sequential", ...
+  virtual std::string type_name() const = 0;
+  /// A one-line description of this module alone ("Linear(784, 256, bias)").
+  virtual std::string describe() const { return type_name(); }
+  /// The module tree, one line per module, indented.
+  std::string str() const;
+  /// The graph this module was built in, or null before its first call.
+  Graph* graph() const { return graph_; }
+
+ protected:
+  virtual Tensor forward(const Tensor& x) = 0;
+
+  /// Registers a child module under `name` (a graph scope name: no '/').
+  /// Calling the child opens the scope `name`, so its variables are "name/...".
+  Module& register_module(const std::string& name, std::shared_ptr<Module> module);
+  template <ModuleValue M>
+  M& register_module(const std::string& name, M&& module) {
+    return static_cast<M&>(register_module(name, std::shared_ptr<Module>(std::make_shared<M>(std::move(module)))));
+  }
+  /// This module's trainable variable `name` in x's graph: created on the first
+  /// call, the same variable afterwards.
+  Tensor parameter(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init,
+                   DType dtype = float32);
+  /// A non-trainable variable (running statistics), like parameter().
+  Tensor buffer(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init,
+                DType dtype = float32);
+  /// Records an in-graph update (an assign) to run with each training step.
+  void add_update(const Tensor& update);
+  /// "<ModuleType> '<scope path>'" for error messages, e.g. "Linear '1'".
+  std::string where(const Tensor& x) const;
+
+ private:
+  struct Var {
+    std::string name;
+    Tensor tensor;
+    bool trainable = true;
+  };
+  Tensor variable(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init, DType dtype,
+                  bool trainable);
+  void collect(const std::string& prefix, bool trainable, std::vector<std::pair<std::string, Tensor>>& out,
+               std::vector<const Module*>& seen) const;
+  void collect_updates(std::vector<Tensor>& out, std::vector<const Module*>& seen) const;
+  void print(std::string& out, const std::string& name, int depth) const;
+
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  std::vector<Var> vars_;
+  std::vector<Tensor> updates_;
+  std::string name_;  // set when registered as a child: the scope its calls open
+  Graph* graph_ = nullptr;
+  uint64_t graph_id_ = 0;
+  bool training_ = true;
+};
+
+/// Wraps a module value into a shared_ptr (a shared_ptr passes through).
+template <ModuleValue M>
+std::shared_ptr<Module> share(M&& m) {
+  return std::make_shared<M>(std::move(m));
+}
+inline std::shared_ptr<Module> share(std::shared_ptr<Module> m) { return m; }
+
+// ---------------------------------------------------------------- layers
+
+struct LinearOptions {
+  bool bias = true;
+  /// Default: PyTorch's, U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
+  Initializer weight_init = {};
+  Initializer bias_init = {};
+  DType dtype = float32;
+};
+
+/// y = x @ weight + bias; weight [in, out], bias [out]. x may have any number
+/// of leading dims ([..., in] -> [..., out]).
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, LinearOptions options = {});
+  std::string type_name() const override { return "Linear"; }
+  std::string describe() const override;
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  /// The variables (invalid before the first call; bias also without a bias).
+  Tensor weight() const { return weight_; }
+  Tensor bias() const { return bias_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t in_, out_;
+  LinearOptions options_;
+  Tensor weight_, bias_;
+};
+
+class ReLU : public Module {
+ public:
+  std::string type_name() const override { return "ReLU"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override { return relu(x); }
+};
+
+class Tanh : public Module {
+ public:
+  std::string type_name() const override { return "Tanh"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override { return tanh(x); }
+};
+
+class Sigmoid : public Module {
+ public:
+  std::string type_name() const override { return "Sigmoid"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override { return sigmoid(x); }
+};
+
+class Identity : public Module {
+ public:
+  std::string type_name() const override { return "Identity"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override { return x; }
+};
+
+/// A module from a function (no variables): `nn::Lambda([](const Tensor& x) { return x * 2.0; })`.
+class Lambda : public Module {
+ public:
+  explicit Lambda(std::function<Tensor(const Tensor&)> fn, std::string name = "Lambda");
+  std::string type_name() const override { return name_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override { return fn_(x); }
+
+ private:
+  std::function<Tensor(const Tensor&)> fn_;
+  std::string name_;
+};
+
+/// [N, d1, d2, ...] -> [N, d1 * d2 * ...] (a view); the trailing dims must be known.
+class Flatten : public Module {
+ public:
+  std::string type_name() const override { return "Flatten"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+};
+
+/// Zeroes each element with probability p in training mode and scales the
+/// others by 1/(1-p); the identity in eval mode.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p = 0.5);
+  std::string type_name() const override { return "Dropout"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  double p_;
+};
+
+struct NormOptions {
+  double eps = 1e-5;
+  /// BatchNorm: running = (1 - momentum) * running + momentum * batch statistic.
+  double momentum = 0.1;
+  /// Learnable per-feature scale ("weight", ones) and shift ("bias", zeros).
+  bool affine = true;
+};
+
+/// Batch normalization over the batch (and length) dims of [N, C] or [N, C, L]
+/// inputs, as PyTorch's BatchNorm1d. Training mode normalizes with the batch's
+/// mean and biased variance and records updates of "running_mean" and
+/// "running_var" (with the unbiased variance) in updates(); eval mode
+/// normalizes with the running statistics.
+class BatchNorm1d : public Module {
+ public:
+  explicit BatchNorm1d(int64_t features, NormOptions options = {});
+  std::string type_name() const override { return "BatchNorm1d"; }
+  std::string describe() const override;
+  Tensor running_mean() const { return running_mean_; }
+  Tensor running_var() const { return running_var_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t features_;
+  NormOptions options_;
+  Tensor running_mean_, running_var_;
+};
+
+/// Normalization over the last dim (size `features`): (x - mean) / sqrt(var + eps) * weight + bias.
+class LayerNorm1d : public Module {
+ public:
+  explicit LayerNorm1d(int64_t features, NormOptions options = {});
+  std::string type_name() const override { return "LayerNorm1d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t features_;
+  NormOptions options_;
+};
+
+/// Children run in order; they are named "0", "1", ...
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  template <ModuleArg... Ms>
+    requires(sizeof...(Ms) > 0)
+  Sequential(Ms&&... modules) {  // NOLINT: brace construction from modules is the point
+    (push_back(share(std::forward<Ms>(modules))), ...);
+  }
+  Sequential(Sequential&&) = default;
+  Sequential& operator=(Sequential&&) = default;
+
+  template <ModuleValue M>
+  Sequential& push_back(M&& m) {
+    return push_back(share(std::move(m)));
+  }
+  Sequential& push_back(std::shared_ptr<Module> m);
+  size_t size() const { return children().size(); }
+  Module& operator[](size_t i) const;
+  std::string type_name() const override { return "Sequential"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+};
+
+/// fn(x) + x; fn is named "fn".
+class Residual : public Module {
+ public:
+  template <ModuleArg M>
+  explicit Residual(M&& fn) {
+    register_module("fn", share(std::forward<M>(fn)));
+  }
+  std::string type_name() const override { return "Residual"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+};
+
+enum class Norm { batch, layer, none };
+
+struct MLPResNetOptions {
+  int64_t hidden = 100;
+  int64_t blocks = 3;
+  int64_t classes = 10;
+  Norm norm = Norm::batch;
+  double dropout = 0.1;
+};
+
+/// The course's residual block: Residual(Linear(dim, hidden) -> Norm -> ReLU ->
+/// Dropout -> Linear(hidden, dim) -> Norm) -> ReLU.
+Sequential residual_block(int64_t dim, int64_t hidden, Norm norm = Norm::batch, double dropout = 0.1);
+
+/// The course's MLPResNet: Linear(dim, hidden) -> ReLU -> `blocks` residual
+/// blocks (inner width hidden / 2) -> Linear(hidden, classes). Input [N, dim].
+class MLPResNet : public Sequential {
+ public:
+  explicit MLPResNet(int64_t dim, MLPResNetOptions options = {});
+  std::string type_name() const override { return "MLPResNet"; }
+};
+
+// ---------------------------------------------------------------- losses and metrics
+
+/// Mean cross-entropy of softmax(logits) against integer class labels:
+/// logits [..., C], labels [...] (any integer dtype). Labels outside [0, C)
+/// contribute 0 to the picked log-probability.
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+
+/// The loss as an object: `nn::SoftmaxLoss loss_fn; Tensor loss = loss_fn(logits, y);`.
+class SoftmaxLoss {
+ public:
+  Tensor operator()(const Tensor& logits, const Tensor& labels) const { return cross_entropy(logits, labels); }
+};
+
+/// Number of rows whose argmax over the last dim equals the label (float32 scalar).
+Tensor correct(const Tensor& logits, const Tensor& labels);
+/// Fraction of rows whose argmax equals the label (float32 scalar).
+Tensor accuracy(const Tensor& logits, const Tensor& labels);
+
+}  // namespace loom::nn

@@ -1,0 +1,195 @@
+#pragma once
+/// Optimizers whose update is part of the graph: minimize(loss) adds the
+/// backward pass, optional clipping, the update of every parameter (assigns)
+/// and the step counter, and returns one target. One Session::run per step
+/// then does forward, backward and update:
+///
+///     optim::Adam opt(model, {.lr = 1e-3});
+///     Tensor step = opt.minimize(loss);
+///     for (auto& batch : loader) s.run({loss}, {{x, batch[0]}, {y, batch[1]}}, {step});
+///
+/// State (the step count "<name>/step", moments "<name>/<param>/m", ...) lives
+/// in variables, so checkpoints save and restore it with the parameters.
+/// Updates follow PyTorch's torch.optim formulas (see each class). Learning
+/// rates may follow a schedule computed in the graph from the step count.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/graph.hpp"
+
+namespace loom::nn {
+class Module;
+}
+
+namespace loom::optim {
+
+/// A learning-rate factor as a function of the step: given the 0-based index
+/// of the update being made (a float32 scalar tensor), returns the factor
+/// (float32 scalar) that multiplies the optimizer's base lr. Built into the graph.
+using Schedule = std::function<Tensor(const Tensor& step)>;
+
+namespace schedule {
+/// Always 1.
+Schedule constant();
+/// gamma ^ floor(step / step_size) (PyTorch's StepLR).
+Schedule step(int64_t step_size, double gamma = 0.1);
+/// Cosine annealing from 1 down to min_factor over total_steps, then min_factor
+/// (PyTorch's CosineAnnealingLR for one half period, eta_min = min_factor * lr).
+Schedule cosine(int64_t total_steps, double min_factor = 0.0);
+/// Linear warmup: (step + 1) / steps for the first `steps` updates, times
+/// after(0); then after(step - steps).
+Schedule warmup(int64_t steps, Schedule after = constant());
+/// Any host function of the step, tabulated for steps [0, steps); later steps
+/// use the last value.
+Schedule function(std::function<double(int64_t)> factor, int64_t steps);
+/// Evaluates a schedule at one step on the host (for printing and tests).
+double evaluate(const Schedule& schedule, int64_t step);
+}  // namespace schedule
+
+/// Scales grads by min(1, max_norm / (norm + 1e-6)) where norm is their
+/// global L2 norm (PyTorch's clip_grad_norm_). Returns the clipped gradients;
+/// `norm`, when given, receives the norm before clipping (a float scalar).
+std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double max_norm, Tensor* norm = nullptr);
+/// The global L2 norm of grads (a scalar of their dtype).
+Tensor global_norm(const std::vector<Tensor>& grads);
+
+/// Settings every optimizer has.
+struct Common {
+  /// Gradients are clipped to this global norm first (0: no clipping).
+  double clip_norm = 0.0;
+  /// Learning-rate factor by step (empty: constant).
+  Schedule schedule = {};
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer();
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  /// Adds gradients of loss with respect to the parameters, the update and the
+  /// step increment, plus the module's state updates; returns the target to run.
+  Tensor minimize(const Tensor& loss);
+  /// Adds the update from given gradients (one per parameter, same shapes).
+  Tensor apply_gradients(const std::vector<Tensor>& grads);
+
+  const std::vector<Tensor>& parameters() const { return params_; }
+  /// Updates applied so far (an int64 scalar variable "<name>/step").
+  Tensor step_count() const { return step_; }
+  /// The learning rate of the last built update (fetchable, float32 scalar).
+  Tensor learning_rate() const { return lr_; }
+  /// The global gradient norm of the last built update, before clipping (fetchable).
+  Tensor grad_norm() const { return norm_; }
+  /// Every state variable (the step count and the per-parameter slots).
+  std::vector<Tensor> state() const;
+  const std::string& name() const { return name_; }
+  double base_lr() const { return lr0_; }
+
+ protected:
+  /// params: trainable variables; updates: extra targets run with every step.
+  Optimizer(std::vector<Tensor> params, std::vector<Tensor> updates, std::string name, double lr, Common common);
+  Optimizer(const nn::Module& module, std::string name, double lr, Common common);
+
+  /// Builds the update of parameter i and returns the assigns to run. lr is
+  /// the scheduled learning rate and t the 1-based index of this update (both
+  /// float32 scalars of this step).
+  struct Context {
+    size_t index;
+    Tensor param, grad, lr, t;
+  };
+  virtual std::vector<Tensor> update(const Context& c) = 0;
+  /// A zero-initialized state variable of parameter i: "<name>/<param name>/<slot>".
+  Tensor slot(size_t index, const std::string& slot);
+
+ private:
+  void init(std::vector<Tensor> params);
+  std::string name_;
+  double lr0_;
+  Common common_;
+  std::vector<Tensor> params_, extra_updates_;
+  std::vector<std::vector<std::pair<std::string, Tensor>>> slots_;
+  Tensor step_, lr_, norm_;
+  Graph* graph_ = nullptr;
+};
+
+struct SGDOptions {
+  double lr = 0.01;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  double clip_norm = 0.0;
+  Schedule schedule = {};
+  std::string name = "sgd";
+};
+
+/// PyTorch's SGD: g += wd * p; with momentum, b = g at the first step and
+/// b = momentum * b + (1 - dampening) * g after, then g = g + momentum * b
+/// (Nesterov) or g = b; p -= lr * g. State: "<name>/<param>/momentum".
+class SGD : public Optimizer {
+ public:
+  explicit SGD(std::vector<Tensor> params, SGDOptions options = {});
+  explicit SGD(const nn::Module& module, SGDOptions options = {});
+
+ protected:
+  std::vector<Tensor> update(const Context& c) override;
+
+ private:
+  SGDOptions o_;
+};
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double clip_norm = 0.0;
+  Schedule schedule = {};
+  std::string name = "adam";
+};
+
+/// PyTorch's Adam (L2 weight decay: g += wd * p):
+/// m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+/// p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+/// State: "<name>/<param>/m" and ".../v".
+class Adam : public Optimizer {
+ public:
+  explicit Adam(std::vector<Tensor> params, AdamOptions options = {});
+  explicit Adam(const nn::Module& module, AdamOptions options = {});
+
+ protected:
+  Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled);
+  Adam(const nn::Module& module, AdamOptions options, bool decoupled);
+  std::vector<Tensor> update(const Context& c) override;
+
+ private:
+  AdamOptions o_;
+  bool decoupled_;
+};
+
+/// AdamOptions with AdamW's defaults (PyTorch: weight_decay 0.01).
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+  double clip_norm = 0.0;
+  Schedule schedule = {};
+  std::string name = "adamw";
+  AdamOptions adam() const { return {lr, beta1, beta2, eps, weight_decay, clip_norm, schedule, name}; }
+};
+
+/// PyTorch's AdamW: decoupled weight decay p *= 1 - lr * wd, then the Adam
+/// update without L2.
+class AdamW : public Adam {
+ public:
+  explicit AdamW(std::vector<Tensor> params, AdamWOptions options = {});
+  explicit AdamW(const nn::Module& module, AdamWOptions options = {});
+};
+
+}  // namespace loom::optim

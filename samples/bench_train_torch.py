@@ -1,0 +1,157 @@
+#!/usr/bin/python3
+"""PyTorch peer of loom's train_mnist, for samples/bench_train.
+
+Trains the same models (softmax, mlp 784-512-10, the course's MLPResNet) on
+the same Fashion-MNIST files with the same batch size, optimizer, learning
+rate and input normalization, and prints one JSON object per epoch.
+
+  /usr/bin/python3 samples/bench_train_torch.py --model mlp --epochs 2 --threads 1
+  ... --serve    read commands from stdin: "epoch" trains one epoch and prints
+                 its JSON line, "quit" ends (bench_train alternates with loom).
+
+Needs Debian's python3-torch and python3-numpy (call /usr/bin/python3).
+"""
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel mean and standard deviation (as loom's trainer)
+
+
+def read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise SystemExit(f"{path}: not a ubyte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise SystemExit(f"{path}: truncated IDX file")
+    return arr.reshape(dims)
+
+
+def load(directory, split):
+    prefix = "train" if split == "train" else "t10k"
+
+    def find(base):
+        for name in (base + ".gz", base):
+            p = os.path.join(directory, name)
+            if os.path.exists(p):
+                return p
+        raise SystemExit(f"no {base}[.gz] in {directory}")
+
+    x = read_idx(find(f"{prefix}-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32)
+    y = read_idx(find(f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+    x = (x / 255.0 - MEAN) / STD
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+class Residual(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x) + x
+
+
+def residual_block(dim, hidden, drop):
+    return nn.Sequential(
+        Residual(nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(drop),
+                               nn.Linear(hidden, dim), nn.BatchNorm1d(dim))),
+        nn.ReLU())
+
+
+def make_model(name, hidden):
+    if name == "softmax":
+        return nn.Sequential(nn.Linear(784, 10))
+    if name == "mlp":
+        return nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    if name == "mlpresnet":
+        h = hidden
+        return nn.Sequential(nn.Linear(784, h), nn.ReLU(), *[residual_block(h, h // 2, 0.1) for _ in range(3)],
+                             nn.Linear(h, 10))
+    raise SystemExit(f"unknown model {name}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mlp", choices=["softmax", "mlp", "mlpresnet"])
+    ap.add_argument("--hidden", type=int, default=0, help="hidden width (default: 512 mlp, 100 mlpresnet)")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--opt", default="adam", choices=["sgd", "adam"])
+    ap.add_argument("--momentum", type=float, default=0.0)
+    ap.add_argument("--wd", type=float, default=0.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--serve", action="store_true")
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    hidden = a.hidden or (100 if a.model == "mlpresnet" else 512)
+    xtr, ytr = load(a.data, "train")
+    xte, yte = load(a.data, "test")
+    model = make_model(a.model, hidden)
+    if a.opt == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=a.wd)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.wd)
+    n = xtr.shape[0]
+    gen = torch.Generator().manual_seed(a.seed)
+
+    def epoch(e):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        t0 = time.perf_counter()
+        total_loss, correct = 0.0, 0
+        for i in range(0, n, a.batch):
+            idx = perm[i:i + a.batch]
+            xb, yb = xtr[idx], ytr[idx]
+            opt.zero_grad(set_to_none=True)
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+            correct += (out.argmax(1) == yb).sum().item()
+        seconds = time.perf_counter() - t0
+        model.eval()
+        with torch.no_grad():
+            test_acc = (model(xte).argmax(1) == yte).float().mean().item()
+        return {"epoch": e, "train_loss": total_loss / n, "train_acc": correct / n, "test_acc": test_acc,
+                "seconds": seconds, "images_per_s": n / seconds, "threads": a.threads}
+
+    if a.serve:
+        print(json.dumps({"ready": True, "threads": a.threads}), flush=True)
+        e = 0
+        for line in sys.stdin:
+            cmd = line.strip()
+            if cmd == "epoch":
+                e += 1
+                print(json.dumps(epoch(e)), flush=True)
+            elif cmd == "quit":
+                break
+            elif cmd:
+                print(json.dumps({"error": f"unknown command {cmd}"}), flush=True)
+    else:
+        for e in range(1, a.epochs + 1):
+            print(json.dumps(epoch(e)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

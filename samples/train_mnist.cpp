@@ -1,0 +1,287 @@
+// train_mnist: trains a classifier on (Fashion-)MNIST with loom's frontend and
+// prints the test accuracy after every epoch.
+//
+//   train_mnist                                   # mlp 784-512-10, Adam 1e-3, batch 128, 5 epochs
+//   train_mnist --model mlpresnet --batch 100 --wd 1e-3
+//   train_mnist --model softmax --json            # one JSON object per epoch
+//   train_mnist --save m.safetensors              # checkpoint after every epoch
+//   train_mnist --load m.safetensors --epochs 0   # evaluate a checkpoint
+//
+// One Session::run per step does forward, backward and the optimizer update;
+// the DataLoader assembles the next batch on a background thread meanwhile.
+
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "frontend/loom.hpp"
+
+namespace po = boost::program_options;
+using namespace loom;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Fashion-MNIST training-set pixel statistics (on [0, 1]).
+constexpr double kMean = 0.2860, kStd = 0.3530;
+
+struct Args {
+  std::string model = "mlp", opt = "adam", data = data::kFashionMnistDir, save, load, schedule = "none";
+  int64_t epochs = 5, batch = 128, hidden = 0, eval_batch = 1000, warmup = 0;
+  double lr = 0, wd = 0, momentum = 0, clip = 0;
+  int threads = 0;
+  uint64_t seed = 0;
+  bool json = false, profile = false, nesterov = false, augment = false;
+};
+
+std::unique_ptr<nn::Module> make_model(const Args& a) {
+  if (a.model == "softmax") return std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, 10));
+  if (a.model == "mlp")
+    return std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, a.hidden), nn::ReLU(),
+                                            nn::Linear(a.hidden, 10));
+  if (a.model == "mlpresnet")
+    return std::make_unique<nn::Sequential>(nn::Flatten(), nn::MLPResNet(784, {.hidden = a.hidden}));
+  fail("unknown --model '", a.model, "' (softmax, mlp, mlpresnet)");
+}
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch) {
+  optim::Schedule sched;
+  const int64_t total = std::max<int64_t>(1, (a.epochs) * steps_per_epoch);
+  if (a.schedule == "cosine") sched = optim::schedule::cosine(total);
+  else if (a.schedule == "step") sched = optim::schedule::step(std::max<int64_t>(1, steps_per_epoch * 2), 0.5);
+  else if (a.schedule != "none") fail("unknown --schedule '", a.schedule, "' (none, cosine, step)");
+  if (a.warmup > 0) sched = optim::schedule::warmup(a.warmup, sched ? sched : optim::schedule::constant());
+  if (a.opt == "sgd")
+    return std::make_unique<optim::SGD>(model, optim::SGDOptions{.lr = a.lr,
+                                                                 .momentum = a.momentum,
+                                                                 .weight_decay = a.wd,
+                                                                 .nesterov = a.nesterov,
+                                                                 .clip_norm = a.clip,
+                                                                 .schedule = sched});
+  if (a.opt == "adam")
+    return std::make_unique<optim::Adam>(
+        model, optim::AdamOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  if (a.opt == "adamw")
+    return std::make_unique<optim::AdamW>(
+        model, optim::AdamWOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  fail("unknown --opt '", a.opt, "' (sgd, adam, adamw)");
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  if (s < 60) return fmt("%.0fs", s);
+  return std::to_string(int64_t(s) / 60) + "m" + fmt("%02.0fs", std::fmod(s, 60.0));
+}
+
+/// A one-line progress bar redrawn in place (terminals only).
+class Progress {
+ public:
+  Progress(bool enabled, int64_t epoch, int64_t epochs, int64_t total)
+      : on_(enabled), epoch_(epoch), epochs_(epochs), total_(total), start_(Clock::now()) {}
+  void update(int64_t done, int64_t images, double loss, double acc) {
+    if (!on_) return;
+    auto now = Clock::now();
+    if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    double s = std::chrono::duration<double>(now - start_).count();
+    const int width = 24;
+    int fill = total_ ? int(width * done / total_) : width;
+    std::string bar(size_t(fill), '=');
+    if (fill < width) bar += '>', bar += std::string(size_t(width - fill - 1), ' ');
+    double rate = s > 0 ? double(images) / s : 0;
+    double eta = done > 0 ? s * double(total_ - done) / double(done) : NAN;
+    std::fprintf(stdout, "\r\033[2Kepoch %lld/%lld [%s] %lld/%lld  loss %.4f  acc %.4f  %.0f img/s  ETA %s",
+                 (long long)epoch_, (long long)epochs_, bar.c_str(), (long long)done, (long long)total_, loss, acc,
+                 rate, duration(eta).c_str());
+    std::fflush(stdout);
+  }
+  void clear() {
+    if (on_) std::fputs("\r\033[2K", stdout);
+  }
+
+ private:
+  bool on_;
+  int64_t epoch_, epochs_, total_;
+  Clock::time_point start_, last_{};
+};
+
+int run(const Args& a) {
+  // ---- data
+  auto train_set = data::load_mnist(a.data, data::Split::train);
+  auto test_set = data::load_mnist(a.data, data::Split::test);
+  data::DataLoader train(train_set, {.batch_size = a.batch, .shuffle = true, .seed = a.seed});
+  train.transform(0, data::transforms::normalize(kMean, kStd));
+  if (a.augment) {
+    train.transform(0, data::transforms::random_flip_horizontal());
+    train.transform(0, data::transforms::random_crop(2));
+  }
+  data::DataLoader test(test_set, {.batch_size = a.eval_batch});
+  test.transform(0, data::transforms::normalize(kMean, kStd));
+
+  // ---- graph: the model built twice (training and evaluation) over shared variables
+  Graph g;
+  Tensor x = g.placeholder("x", {-1, 28, 28});
+  Tensor y = g.placeholder("y", {-1}, int64);
+  std::unique_ptr<nn::Module> model = make_model(a);
+  model->train();
+  Tensor logits = (*model)(x);
+  Tensor loss = nn::cross_entropy(logits, y);
+  Tensor correct = nn::correct(logits, y);
+  model->eval();
+  Tensor eval_correct = nn::correct((*model)(x), y);
+  std::unique_ptr<optim::Optimizer> opt = make_optimizer(a, *model, train.size());
+  Tensor step = opt->minimize(loss);
+
+  Session s(g, {.threads = a.threads, .seed = a.seed, .profile = a.profile});
+  std::ostream& info = a.json ? std::cerr : std::cout;
+  int64_t first_epoch = 1;
+  if (!a.load.empty()) {
+    checkpoint::Metadata meta = checkpoint::load(s, a.load);
+    auto it = meta.find("model");
+    if (it != meta.end() && it->second != a.model)
+      fail("'", a.load, "' holds a '", it->second, "' model, not '", a.model, "' (use --model ", it->second, ")");
+    it = meta.find("epoch");
+    if (it != meta.end()) first_epoch = std::stoll(it->second) + 1;
+    info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
+  }
+  if (!a.json) {
+    info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.opt << " lr " << a.lr
+         << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << ", " << s.options().threads
+         << " threads, data " << a.data << "\n";
+  }
+
+  auto evaluate = [&] {
+    double right = 0;
+    for (const data::Batch& b : test.epoch(0)) right += s.run({eval_correct}, {{x, b[0]}, {y, b[1]}})[0].item();
+    return right / double(test_set->size());
+  };
+
+  const bool tty = !a.json && ::isatty(STDOUT_FILENO);
+  double test_acc = NAN;
+  const int64_t last = first_epoch + a.epochs - 1;
+  for (int64_t e = first_epoch; e <= last; ++e) {
+    Progress bar(tty, e, last, train.size());
+    double total_loss = 0, total_right = 0;
+    int64_t images = 0, done = 0;
+    auto t0 = Clock::now();
+    for (const data::Batch& b : train.epoch(e - 1)) {
+      std::vector<NDArray> out = s.run({loss, correct}, {{x, b[0]}, {y, b[1]}}, {step});
+      const int64_t n = b[0].shape()[0];
+      total_loss += out[0].item() * double(n);
+      total_right += out[1].item();
+      images += n;
+      bar.update(++done, images, total_loss / double(images), total_right / double(images));
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    bar.clear();
+    if (!std::isfinite(total_loss))
+      fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
+    test_acc = evaluate();
+    const double train_loss = total_loss / double(images), train_acc = total_right / double(images);
+    if (a.json) {
+      std::printf(
+          "{\"epoch\": %lld, \"train_loss\": %.6f, \"train_acc\": %.6f, \"test_acc\": %.6f, \"seconds\": %.4f, "
+          "\"images_per_s\": %.1f}\n",
+          (long long)e, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
+      std::fflush(stdout);
+    } else {
+      std::printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test acc %.4f  %.2f s  %.0f img/s\n",
+                  (long long)e, (long long)last, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
+      std::fflush(stdout);
+    }
+    if (!a.save.empty())
+      checkpoint::save(s, a.save, {}, {{"model", a.model}, {"epoch", std::to_string(e)}, {"format", "loom"}});
+  }
+  if (a.epochs == 0) {
+    test_acc = evaluate();
+    if (a.json) std::printf("{\"test_acc\": %.6f}\n", test_acc);
+  }
+  if (!a.json) std::printf("test accuracy %.4f\n", test_acc);
+  if (!a.save.empty() && !a.json) info << "saved " << a.save << "\n";
+
+  if (a.profile) {
+    SessionStats st = s.stats();
+    double total = 0;
+    for (const NodeTime& t : st.node_times) total += t.total_us;
+    info << "profile: " << st.runs << " runs; node times summed over all runs:\n";
+    for (size_t i = 0; i < st.node_times.size() && i < 20; ++i) {
+      const NodeTime& t = st.node_times[i];
+      info << fmt("%8.1f ms ", t.total_us / 1e3) << fmt("%5.1f%%  ", 100 * t.total_us / total) << t.op << "  "
+           << t.name << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  po::options_description desc(
+      "train_mnist: train a classifier on Fashion-MNIST with loom\n\n"
+      "Usage: train_mnist [options]\n\nOptions");
+  // clang-format off
+  desc.add_options()
+    ("help,h", "show this help")
+    ("model", po::value(&a.model)->default_value(a.model), "softmax | mlp | mlpresnet")
+    ("epochs", po::value(&a.epochs)->default_value(a.epochs), "epochs to train (0: only evaluate, e.g. with --load)")
+    ("batch", po::value(&a.batch)->default_value(a.batch), "batch size")
+    ("lr", po::value(&a.lr), "learning rate (default: 1e-3 for adam/adamw, 0.1 for sgd)")
+    ("opt", po::value(&a.opt)->default_value(a.opt), "sgd | adam | adamw")
+    ("wd", po::value(&a.wd)->default_value(a.wd), "weight decay (L2 for sgd/adam, decoupled for adamw)")
+    ("momentum", po::value(&a.momentum)->default_value(a.momentum), "SGD momentum")
+    ("nesterov", po::bool_switch(&a.nesterov), "SGD with Nesterov momentum")
+    ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
+    ("schedule", po::value(&a.schedule)->default_value(a.schedule), "learning-rate schedule: none | cosine | step")
+    ("warmup", po::value(&a.warmup)->default_value(a.warmup), "linear warmup steps")
+    ("hidden", po::value(&a.hidden), "hidden width (default: 512 for mlp, 100 for mlpresnet)")
+    ("augment", po::bool_switch(&a.augment), "random horizontal flips and crops (padding 2)")
+    ("data", po::value(&a.data)->default_value(a.data), "directory with the IDX files (gzip or raw)")
+    ("threads", po::value(&a.threads)->default_value(a.threads), "threads (0: all cores)")
+    ("save", po::value(&a.save), "save a checkpoint (safetensors) after every epoch")
+    ("load", po::value(&a.load), "resume from a checkpoint (parameters and optimizer state)")
+    ("seed", po::value(&a.seed)->default_value(a.seed), "seed for initialization, shuffling and dropout")
+    ("eval-batch", po::value(&a.eval_batch)->default_value(a.eval_batch), "batch size for evaluation")
+    ("json", po::bool_switch(&a.json), "print one JSON object per epoch (epoch, train_loss, train_acc, test_acc, "
+                                       "seconds, images_per_s)")
+    ("profile", po::bool_switch(&a.profile), "print the most expensive graph nodes at the end");
+  // clang-format on
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.1 : 1e-3;
+    if (!vm.count("hidden")) a.hidden = a.model == "mlpresnet" ? 100 : 512;
+    if (a.epochs < 0) throw po::error("--epochs must be >= 0");
+    if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
+    if (a.hidden <= 1) throw po::error("--hidden must be > 1");
+    if (a.threads < 0) throw po::error("--threads must be >= 0");
+  } catch (const po::error& e) {
+    std::cerr << "train_mnist: " << e.what() << "\n(see train_mnist --help)\n";
+    return 2;
+  }
+  try {
+    return run(a);
+  } catch (const std::exception& e) {
+    std::cout.flush();
+    std::cerr << "train_mnist: error: " << e.what() << "\n";
+    return 1;
+  }
+}
