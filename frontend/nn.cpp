@@ -49,6 +49,10 @@ Tensor Module::variable(const Tensor& x, const std::string& name, const Shape& s
                  S(shape));
       return v.tensor;
     }
+  const std::string full = g.prefix() + name;
+  if (g.find(full).valid())
+    fail(where(x), ": variable '", full, "' already exists in the graph; is another module built at the same path? "
+         "Build one of them inside a scope (auto s = g.scope(\"name\")) or as a child of a container");
   Tensor t = g.variable(name, shape, init, dtype);
   vars_.push_back({name, t, trainable});
   return t;
@@ -264,6 +268,9 @@ Tensor BatchNorm1d::forward(const Tensor& x) {
   LOOM_CHECK((s.size() == 2 || s.size() == 3) && (s[1] == features_ || s[1] < 0), where(x), ": expected [N, ",
              features_, "] or [N, ", features_, ", L], got ", S(s));
   LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  if (training() && is_static(s))
+    LOOM_CHECK(s[0] * (s.size() == 3 ? s[2] : 1) > 1, where(x),
+               ": training needs more than one value per feature, got input ", S(s));
   const DType dt = x.dtype();
   running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
   running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
@@ -278,10 +285,6 @@ Tensor BatchNorm1d::forward(const Tensor& x) {
   auto per_feature = [&](const Tensor& v) { return three ? reshape(v, {features_, 1}) : v; };
   Tensor y;
   if (training()) {
-    if (is_static(s)) {
-      int64_t n = s[0] * (three ? s[2] : 1);
-      LOOM_CHECK(n > 1, where(x), ": training needs more than one value per feature, got input ", S(s));
-    }
     Tensor mu = mean(x, axes, true);
     Tensor centered = x - mu;
     Tensor var = mean(centered * centered, axes, true);

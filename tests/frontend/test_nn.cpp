@@ -1,0 +1,309 @@
+// nn modules: lazy variables named by module path, forward values against
+// host computations, training/eval behaviour (dropout, BatchNorm running
+// statistics), losses, and the errors users see.
+
+#include <cmath>
+
+#include "tests/util.hpp"  // first: see core/philox.hpp and ops/ops.hpp
+#include "frontend/nn.hpp"
+
+using namespace loom;
+using loom::test::contains;
+using loom::test::error_of;
+using loom::test::rand;
+
+namespace {
+
+std::vector<std::string> names_of(const std::vector<std::pair<std::string, Tensor>>& named) {
+  std::vector<std::string> out;
+  for (auto& [n, t] : named) out.push_back(n);
+  return out;
+}
+
+/// Host x @ w + b for x [R, in] (float64 math).
+NDArray affine(const NDArray& x, const NDArray& w, const NDArray& b) {
+  const int64_t R = x.shape()[0], I = x.shape()[1], O = w.shape()[1];
+  NDArray X = x.astype(float64), W = w.astype(float64), B = b.defined() ? b.astype(float64) : NDArray();
+  NDArray y = NDArray::zeros({R, O}, float64);
+  double* py = y.data<double>();
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t o = 0; o < O; ++o) {
+      double acc = B.defined() ? B.data<double>()[o] : 0.0;
+      for (int64_t i = 0; i < I; ++i) acc += X.data<double>()[r * I + i] * W.data<double>()[i * O + o];
+      py[r * O + o] = acc;
+    }
+  return y;
+}
+
+}  // namespace
+
+TEST_SUITE("frontend/nn") {
+  TEST_CASE("Sequential names variables by module path, lazily, once") {
+    Graph g;
+    nn::Sequential model{nn::Flatten(), nn::Linear(12, 8), nn::ReLU(), nn::Linear(8, 3, {.bias = false})};
+    CHECK(model.parameters().empty());
+    CHECK(model.size() == 4);
+    Tensor x = g.placeholder("x", {-1, 3, 4});
+    Tensor y = model(x);
+    CHECK(y.shape() == Shape{-1, 3});
+    CHECK(names_of(model.named_parameters()) == std::vector<std::string>{"1/weight", "1/bias", "3/weight"});
+    for (auto& [n, t] : model.named_parameters()) CHECK(t.name() == n);
+    CHECK(model.num_parameters() == 12 * 8 + 8 + 8 * 3);
+    const size_t vars = g.variables().size();
+    Tensor y2 = model(x);  // a second build shares the variables
+    CHECK(g.variables().size() == vars);
+    CHECK_FALSE(y2.is(y));
+    CHECK(model.str() == "Sequential\n  (0): Flatten\n  (1): Linear(12, 8, bias)\n  (2): ReLU\n"
+                         "  (3): Linear(8, 3, no bias)\n");
+    // Inside a user scope the prefix applies to everything.
+    nn::Linear other(3, 2);
+    {
+      auto s = g.scope("head");
+      other(y);
+    }
+    CHECK(other.named_parameters()[0].second.name() == "head/weight");
+    CHECK(other.named_parameters()[0].first == "weight");
+  }
+
+  TEST_CASE("Linear computes x @ W + b, also for N-D inputs") {
+    Graph g;
+    nn::Linear lin(4, 5);
+    Tensor x2 = g.placeholder("x2", {-1, 4});
+    Tensor x3 = g.placeholder("x3", {2, 3, 4});
+    Tensor y2 = lin(x2), y3 = lin(x3);
+    CHECK(y3.shape() == Shape{2, 3, 5});
+    Session s(g, {.threads = 1, .seed = 3});
+    NDArray a = rand({6, 4}, 1);
+    NDArray w = s.get(lin.weight()), b = s.get(lin.bias());
+    // PyTorch's default init: |w|, |b| <= 1/sqrt(in).
+    for (float v : w.to_vector<float>()) CHECK(std::fabs(v) <= 0.5f);
+    auto out = s.run({y2, y3}, {{x2, a}, {x3, a.reshape({2, 3, 4})}});
+    NDArray expect = affine(a, w, b);
+    CHECK(test::allclose(out[0], expect, 1e-5, 1e-5));
+    CHECK(test::allclose(out[1].reshape({6, 5}), expect, 1e-5, 1e-5));
+  }
+
+  TEST_CASE("module errors name the module and what was expected") {
+    Graph g;
+    nn::Sequential model{nn::Linear(4, 5), nn::Linear(6, 2)};
+    Tensor x = g.placeholder("x", {-1, 4});
+    std::string e = error_of([&] { model(x); });
+    CHECK(contains(e, "Linear '1'"));
+    CHECK(contains(e, "expected input [..., 6], got [?,5]"));
+    nn::Linear lin(4, 2);
+    lin(x);
+    Graph other;
+    Tensor z = other.placeholder("z", {-1, 4});
+    CHECK(contains(error_of([&] { lin(z); }), "built in another graph"));
+    CHECK(contains(error_of([] { nn::Linear(0, 3); }), "features must be positive"));
+    CHECK(contains(error_of([] { nn::Dropout(1.0); }), "p must be in [0, 1)"));
+    Tensor xi = g.placeholder("xi", {-1, 4}, int32);
+    CHECK(contains(error_of([&] { nn::Linear(4, 2)(xi); }), "expected float32 input, got int32"));
+    nn::Flatten flat;
+    Tensor dyn = g.placeholder("dyn", {2, -1, 3});
+    CHECK(contains(error_of([&] { flat(dyn); }), "trailing dims of [2,?,3] must be known"));
+  }
+
+  TEST_CASE("Residual adds its input; shared modules are listed once") {
+    Graph g;
+    auto shared = std::make_shared<nn::Linear>(3, 3);
+    nn::Sequential model{nn::Residual(nn::Sequential{nn::Linear(3, 3), nn::Tanh()}), shared, shared};
+    Tensor x = g.placeholder("x", {-1, 3});
+    Tensor y = model(x);
+    auto names = names_of(model.named_parameters());
+    CHECK(names == std::vector<std::string>{"0/fn/0/weight", "0/fn/0/bias", "1/weight", "1/bias"});
+    Session s(g, {.threads = 1});
+    NDArray a = rand({2, 3}, 2);
+    // Recompute on the host: r = tanh(a W0 + b0) + a; y = (r W1 + b1) W1 + b1.
+    auto& inner = static_cast<nn::Sequential&>(*model.children()[0].second->children()[0].second);
+    auto& l0 = static_cast<nn::Linear&>(inner[0]);
+    NDArray h = affine(a, s.get(l0.weight()), s.get(l0.bias()));
+    double* ph = h.data<double>();
+    NDArray ad = a.astype(float64);
+    for (int64_t i = 0; i < h.numel(); ++i) ph[i] = std::tanh(ph[i]) + ad.data<double>()[i];
+    NDArray w1 = s.get(shared->weight()), b1 = s.get(shared->bias());
+    NDArray expect = affine(affine(h, w1, b1), w1, b1);
+    CHECK(test::allclose(s.run1(y, {{x, a}}), expect, 1e-5, 1e-5));
+    nn::Residual bad(nn::Linear(3, 4));
+    CHECK(contains(error_of([&] { bad(x); }), "a residual needs the same shape"));
+  }
+
+  TEST_CASE("train() and eval() recurse; Dropout drops only in training") {
+    Graph g;
+    nn::Sequential model{nn::Dropout(0.25), nn::Sequential{nn::Dropout(0.25)}};
+    model.eval();
+    auto& inner = static_cast<nn::Sequential&>(model[1]);
+    CHECK_FALSE(inner[0].training());
+    model.train();
+    CHECK(inner[0].training());
+    nn::Dropout drop(0.25);
+    Tensor x = g.placeholder("x", {-1, 100});
+    Tensor yt = drop(x);
+    drop.eval();
+    Tensor ye = drop(x);
+    Session s(g, {.threads = 1, .seed = 9});
+    NDArray ones = NDArray::full({200, 100}, 1.0);
+    auto out = s.run({yt, ye}, {{x, ones}});
+    int64_t zeros = 0;
+    for (float v : out[0].to_vector<float>()) {
+      CHECK((v == 0.0f || std::fabs(v - 1.0f / 0.75f) < 1e-6));
+      zeros += v == 0.0f;
+    }
+    CHECK(double(zeros) / 20000.0 == doctest::Approx(0.25).epsilon(0.08));
+    CHECK(test::identical(out[1], ones));
+  }
+
+  TEST_CASE("BatchNorm1d: batch statistics in training, running statistics in eval") {
+    Graph g;
+    nn::BatchNorm1d bn(3, {.momentum = 0.1});
+    Tensor x = g.placeholder("x", {-1, 3});
+    bn.train();
+    Tensor yt = bn(x);
+    CHECK(bn.updates().size() == 2);
+    bn.eval();
+    Tensor ye = bn(x);
+    CHECK(bn.updates().size() == 2);  // eval builds record no updates
+    CHECK(names_of(bn.named_parameters()) == std::vector<std::string>{"weight", "bias"});
+    CHECK(names_of(bn.named_buffers()) == std::vector<std::string>{"running_mean", "running_var"});
+    Session s(g, {.threads = 1});
+    NDArray a = rand({8, 3}, 4, float32, -2, 3);
+    NDArray ad = a.astype(float64);
+    // Host statistics per feature.
+    std::vector<double> mu(3, 0), var(3, 0);
+    for (int c = 0; c < 3; ++c) {
+      for (int r = 0; r < 8; ++r) mu[size_t(c)] += ad.at({r, c}) / 8;
+      for (int r = 0; r < 8; ++r) var[size_t(c)] += std::pow(ad.at({r, c}) - mu[size_t(c)], 2) / 8;
+    }
+    // Training output: normalized by batch statistics; running stats untouched without the updates.
+    NDArray out = s.run1(yt, {{x, a}});
+    for (int c = 0; c < 3; ++c)
+      for (int r = 0; r < 8; ++r)
+        CHECK(out.at({r, c}) == doctest::Approx((ad.at({r, c}) - mu[size_t(c)]) / std::sqrt(var[size_t(c)] + 1e-5)).epsilon(1e-4));
+    CHECK(s.get(bn.running_mean()).at({0}) == 0.0);
+    // Running the updates: running = 0.9 running + 0.1 batch (unbiased variance).
+    s.run({}, {{x, a}}, bn.updates());
+    NDArray rm = s.get(bn.running_mean()), rv = s.get(bn.running_var());
+    for (int c = 0; c < 3; ++c) {
+      CHECK(rm.at({c}) == doctest::Approx(0.1 * mu[size_t(c)]).epsilon(1e-5));
+      CHECK(rv.at({c}) == doctest::Approx(0.9 + 0.1 * var[size_t(c)] * 8.0 / 7.0).epsilon(1e-5));
+    }
+    // Eval output uses the running statistics.
+    NDArray oe = s.run1(ye, {{x, a}});
+    for (int c = 0; c < 3; ++c)
+      CHECK(oe.at({1, c}) == doctest::Approx((ad.at({1, c}) - rm.at({c})) / std::sqrt(rv.at({c}) + 1e-5)).epsilon(1e-4));
+  }
+
+  TEST_CASE("BatchNorm1d on [N, C, L] and its gradient against central differences") {
+    Graph g;
+    nn::BatchNorm1d bn(2);
+    Tensor x = g.placeholder("x", {3, 2, 4}, float64);
+    Tensor y = bn(x);
+    NDArray a = rand({3, 2, 4}, 8, float64);
+    Tensor wsum = sum(y * g.constant(rand({3, 2, 4}, 9, float64)));
+    Tensor dx = gradients(wsum, {x})[0];
+    Session s(g, {.threads = 1});
+    NDArray out = s.run1(y, {{x, a}});
+    for (int c = 0; c < 2; ++c) {  // per-channel mean 0 over N and L
+      double m = 0;
+      for (int n = 0; n < 3; ++n)
+        for (int l = 0; l < 4; ++l) m += out.at({n, c, l});
+      CHECK(std::fabs(m) < 1e-9);
+    }
+    NDArray grad = s.run1(dx, {{x, a}});
+    const double h = 1e-6;
+    for (int64_t i : {0, 5, 13, 23}) {
+      NDArray p = a.clone(), m = a.clone();
+      p.data<double>()[i] += h;
+      m.data<double>()[i] -= h;
+      double num = (s.run1(wsum, {{x, p}}).item() - s.run1(wsum, {{x, m}}).item()) / (2 * h);
+      CHECK(grad.data<double>()[i] == doctest::Approx(num).epsilon(1e-5));
+    }
+    CHECK(contains(error_of([&] { nn::BatchNorm1d(3)(x); }), "expected [N, 3] or [N, 3, L], got [3,2,4]"));
+    Tensor one = g.placeholder("one", {1, 2}, float64);
+    CHECK(contains(error_of([&] { nn::BatchNorm1d(2)(one); }), "BatchNorm1d: training needs more than one value per feature"));
+  }
+
+  TEST_CASE("LayerNorm1d normalizes the last dim") {
+    Graph g;
+    nn::LayerNorm1d ln(6);
+    Tensor x = g.placeholder("x", {-1, 2, 6});
+    Tensor y = ln(x);
+    Session s(g, {.threads = 1});
+    NDArray out = s.run1(y, {{x, rand({3, 2, 6}, 5, float32, -4, 9)}});
+    for (int r = 0; r < 3; ++r)
+      for (int k = 0; k < 2; ++k) {
+        double m = 0, v = 0;
+        for (int j = 0; j < 6; ++j) m += out.at({r, k, j}) / 6;
+        for (int j = 0; j < 6; ++j) v += std::pow(out.at({r, k, j}) - m, 2) / 6;
+        CHECK(std::fabs(m) < 1e-5);
+        CHECK(v == doctest::Approx(1.0).epsilon(1e-3));
+      }
+    CHECK(names_of(ln.named_parameters()) == std::vector<std::string>{"weight", "bias"});
+  }
+
+  TEST_CASE("MLPResNet has the course's structure") {
+    Graph g;
+    nn::MLPResNet net(784);
+    Tensor x = g.placeholder("x", {-1, 784});
+    Tensor y = net(x);
+    CHECK(y.shape() == Shape{-1, 10});
+    // Linear(784,100) + 3 x [Linear(100,50) + BN(50) + Linear(50,100) + BN(100)] + Linear(100,10).
+    CHECK(net.num_parameters() == 78500 + 3 * (5050 + 100 + 5100 + 200) + 1010);
+    CHECK(net.updates().size() == 12);
+    CHECK(net.named_buffers().front().first == "2/0/fn/1/running_mean");
+    const std::string tree = net.str();
+    CHECK(contains(tree, "MLPResNet\n  (0): Linear(784, 100, bias)\n  (1): ReLU\n  (2): Sequential\n    (0): Residual\n"
+                         "      (fn): Sequential\n        (0): Linear(100, 50, bias)\n        (1): BatchNorm1d(50"));
+    CHECK(contains(tree, "(3): Dropout(p=0.1)"));
+    nn::MLPResNet ln(20, {.hidden = 8, .blocks = 1, .classes = 4, .norm = nn::Norm::layer, .dropout = 0.0});
+    Tensor x2 = g.placeholder("x2", {-1, 20});
+    // Two root modules in one graph collide on their paths; a scope separates them.
+    std::string e = error_of([&] { ln(x2); });
+    CHECK(contains(e, "Linear '0': variable '0/weight' already exists in the graph"));
+    {
+      auto scope = g.scope("small");
+      CHECK(ln(x2).shape() == Shape{-1, 4});
+    }
+    CHECK(ln.named_parameters()[0].second.name() == "small/0/weight");
+    CHECK(ln.updates().empty());
+    Session s(g, {.threads = 1});
+    CHECK(s.run1(y, {{x, rand({5, 784}, 1)}}).shape() == Shape{5, 10});
+  }
+
+  TEST_CASE("cross_entropy and accuracy against host values") {
+    Graph g;
+    Tensor logits = g.placeholder("logits", {-1, 4});
+    Tensor labels = g.placeholder("labels", {-1}, int64);
+    Tensor loss = nn::SoftmaxLoss()(logits, labels);
+    Tensor acc = nn::accuracy(logits, labels), right = nn::correct(logits, labels);
+    NDArray l = rand({5, 4}, 3, float32, -3, 3);
+    NDArray y = NDArray::from<int64_t>({0, 3, 2, 1, 1});
+    Session s(g, {.threads = 1});
+    auto out = s.run({loss, acc, right}, {{logits, l}, {labels, y}});
+    double expect = 0;
+    int hits = 0;
+    for (int r = 0; r < 5; ++r) {
+      double m = -INFINITY, z = 0;
+      int arg = 0;
+      for (int c = 0; c < 4; ++c)
+        if (l.at({r, c}) > m) m = l.at({r, c}), arg = c;
+      for (int c = 0; c < 4; ++c) z += std::exp(l.at({r, c}) - m);
+      int t = int(y.at({r}));
+      expect += -(l.at({r, t}) - m - std::log(z)) / 5;
+      hits += arg == t;
+    }
+    CHECK(out[0].item() == doctest::Approx(expect).epsilon(1e-5));
+    CHECK(out[1].item() == doctest::Approx(hits / 5.0));
+    CHECK(out[2].item() == hits);
+    // N-D logits: rows of [..., C] with labels [...] give the same mean.
+    Tensor l3 = g.placeholder("l3", {-1, 1, 4});
+    Tensor y2 = g.placeholder("y2", {-1, 1}, uint8);
+    NDArray y8 = y.astype(uint8).reshape({5, 1});
+    CHECK(s.run1(nn::cross_entropy(l3, y2), {{l3, l.reshape({5, 1, 4})}, {y2, y8}}).item() ==
+          doctest::Approx(expect).epsilon(1e-5));
+    Tensor yf = g.placeholder("yf", {-1});
+    CHECK(contains(error_of([&] { nn::cross_entropy(logits, yf); }), "must be integers, got float32"));
+    Tensor ybad = g.placeholder("ybad", {-1, 2}, int64);
+    CHECK(contains(error_of([&] { nn::cross_entropy(logits, ybad); }), "need labels of shape [?]"));
+  }
+}

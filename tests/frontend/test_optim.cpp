@@ -1,0 +1,247 @@
+// Optimizers against hand-computed updates (PyTorch's formulas, in double on
+// the host) for a few steps; clipping; schedules; state variables; errors.
+
+#include <cmath>
+#include <functional>
+
+#include "tests/util.hpp"  // first: see core/philox.hpp and ops/ops.hpp
+#include "frontend/nn.hpp"
+#include "frontend/optim.hpp"
+
+using namespace loom;
+using loom::test::contains;
+using loom::test::error_of;
+
+namespace {
+
+const std::vector<double> kP0{0.5, -1.5, 2.0, 0.25}, kA{1.0, 0.5, 2.0, 3.0}, kC{0.3, -0.2, 0.1, -1.0};
+
+Initializer values(std::vector<double> v) {
+  return [v](const NDArray& a, uint64_t) {
+    for (size_t i = 0; i < v.size(); ++i) a.select(0, int64_t(i)).fill(v[i]);
+  };
+}
+
+/// A problem with a parameter-dependent gradient: loss = sum(0.5 a p^2 + c p), grad = a p + c.
+struct Problem {
+  Graph g;
+  Tensor p, loss;
+  explicit Problem(DType dt) {
+    p = g.variable("p", {4}, values(kP0), dt);
+    Tensor a = g.constant(NDArray::from(kA).astype(dt)), c = g.constant(NDArray::from(kC).astype(dt));
+    loss = sum(p * p * a * 0.5 + c * p);
+  }
+};
+
+/// Runs `steps` updates and returns p after each.
+std::vector<std::vector<double>> run(Problem& pr, optim::Optimizer& opt, int steps) {
+  Tensor step = opt.minimize(pr.loss);
+  Session s(pr.g, {.threads = 1});
+  std::vector<std::vector<double>> out;
+  for (int i = 0; i < steps; ++i) {
+    s.run({}, {}, {step});
+    out.push_back(s.get(pr.p).to_vector<double>());
+  }
+  return out;
+}
+
+using Update = std::function<void(std::vector<double>& p, const std::vector<double>& g, int t)>;
+
+std::vector<std::vector<double>> reference(int steps, const Update& update) {
+  std::vector<double> p = kP0;
+  std::vector<std::vector<double>> out;
+  for (int t = 1; t <= steps; ++t) {
+    std::vector<double> g(4);
+    for (size_t i = 0; i < 4; ++i) g[i] = kA[i] * p[i] + kC[i];
+    update(p, g, t);
+    out.push_back(p);
+  }
+  return out;
+}
+
+void check_close(const std::vector<std::vector<double>>& got, const std::vector<std::vector<double>>& want, double tol) {
+  REQUIRE(got.size() == want.size());
+  for (size_t t = 0; t < got.size(); ++t)
+    for (size_t i = 0; i < 4; ++i) {
+      INFO("step ", t + 1, " element ", i);
+      CHECK(got[t][i] == doctest::Approx(want[t][i]).epsilon(tol));
+    }
+}
+
+Update sgd_ref(double lr, double momentum, double dampening, double wd, bool nesterov) {
+  auto buf = std::make_shared<std::vector<double>>(4, 0.0);
+  return [=](std::vector<double>& p, const std::vector<double>& g0, int t) {
+    for (size_t i = 0; i < 4; ++i) {
+      double g = g0[i] + wd * p[i];
+      if (momentum != 0) {
+        (*buf)[i] = t == 1 ? g : momentum * (*buf)[i] + (1 - dampening) * g;
+        g = nesterov ? g + momentum * (*buf)[i] : (*buf)[i];
+      }
+      p[i] -= lr * g;
+    }
+  };
+}
+
+Update adam_ref(double lr, double b1, double b2, double eps, double wd, bool decoupled) {
+  auto m = std::make_shared<std::vector<double>>(4, 0.0), v = std::make_shared<std::vector<double>>(4, 0.0);
+  return [=](std::vector<double>& p, const std::vector<double>& g0, int t) {
+    for (size_t i = 0; i < 4; ++i) {
+      double g = g0[i];
+      if (decoupled) p[i] *= 1 - lr * wd;
+      else g += wd * p[i];
+      (*m)[i] = b1 * (*m)[i] + (1 - b1) * g;
+      (*v)[i] = b2 * (*v)[i] + (1 - b2) * g * g;
+      double mhat = (*m)[i] / (1 - std::pow(b1, t)), vhat = (*v)[i] / (1 - std::pow(b2, t));
+      p[i] -= lr * mhat / (std::sqrt(vhat) + eps);
+    }
+  };
+}
+
+}  // namespace
+
+TEST_SUITE("frontend/optim") {
+  TEST_CASE("SGD: plain, momentum, dampening, Nesterov and weight decay match PyTorch's update") {
+    struct Case {
+      optim::SGDOptions o;
+    };
+    std::vector<optim::SGDOptions> cases = {
+        {.lr = 0.1},
+        {.lr = 0.05, .momentum = 0.9},
+        {.lr = 0.05, .momentum = 0.9, .dampening = 0.3, .weight_decay = 0.01},
+        {.lr = 0.05, .momentum = 0.8, .weight_decay = 0.1, .nesterov = true},
+    };
+    for (const auto& o : cases) {
+      for (DType dt : {float64, float32}) {
+        Problem pr(dt);
+        optim::SGD opt({pr.p}, o);
+        check_close(run(pr, opt, 4), reference(4, sgd_ref(o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov)),
+                    dt == float64 ? 1e-6 : 1e-4);
+      }
+    }
+  }
+
+  TEST_CASE("Adam and AdamW: bias correction and both weight decays match PyTorch's update") {
+    for (double wd : {0.0, 0.1}) {
+      for (DType dt : {float64, float32}) {
+        {
+          Problem pr(dt);
+          optim::Adam opt({pr.p}, {.lr = 0.01, .beta1 = 0.8, .beta2 = 0.95, .eps = 1e-6, .weight_decay = wd});
+          check_close(run(pr, opt, 5), reference(5, adam_ref(0.01, 0.8, 0.95, 1e-6, wd, false)),
+                      dt == float64 ? 1e-6 : 1e-4);
+        }
+        {
+          Problem pr(dt);
+          optim::AdamW opt({pr.p}, {.lr = 0.02, .weight_decay = wd});
+          check_close(run(pr, opt, 5), reference(5, adam_ref(0.02, 0.9, 0.999, 1e-8, wd, true)),
+                      dt == float64 ? 1e-6 : 1e-4);
+        }
+      }
+    }
+  }
+
+  TEST_CASE("optimizer state lives in named variables") {
+    Problem pr(float32);
+    optim::Adam opt({pr.p});
+    Tensor step = opt.minimize(pr.loss);
+    std::vector<std::string> names;
+    for (const Tensor& t : opt.state()) names.push_back(t.name());
+    CHECK(names == std::vector<std::string>{"adam/step", "adam/p/m", "adam/p/v"});
+    CHECK(opt.step_count().dtype() == int64);
+    Session s(pr.g, {.threads = 1});
+    for (int i = 0; i < 3; ++i) s.run({}, {}, {step});
+    CHECK(s.get(opt.step_count()).item() == 3);
+    // m after 3 steps is nonzero; the first moment follows the gradients' sign.
+    CHECK(s.get(opt.state()[1]).at({3}) < 0);
+
+    Problem pr2(float32);
+    optim::SGD sgd({pr2.p}, {.momentum = 0.5, .name = "opt1"});
+    sgd.minimize(pr2.loss);
+    CHECK(sgd.state()[1].name() == "opt1/p/momentum");
+  }
+
+  TEST_CASE("clip by global norm") {
+    Graph g;
+    Tensor a = g.variable("a", {2}, values({0, 0})), b = g.variable("b", {2}, values({0, 0}));
+    // Gradients (3, 4) and (0, 12): global norm 13.
+    Tensor loss = sum(a * g.constant(NDArray::from<float>({3, 4}))) + sum(b * g.constant(NDArray::from<float>({0, 12})));
+    auto grads = gradients(loss, {a, b});
+    Tensor norm;
+    auto clipped = optim::clip_by_global_norm(grads, 6.5, &norm);
+    auto unclipped = optim::clip_by_global_norm(grads, 100.0);
+    Session s(g, {.threads = 1});
+    auto out = s.run({norm, clipped[0], clipped[1], unclipped[1]});
+    CHECK(out[0].item() == doctest::Approx(13.0));
+    const double k = 6.5 / (13.0 + 1e-6);
+    CHECK(out[1].at({0}) == doctest::Approx(3 * k));
+    CHECK(out[1].at({1}) == doctest::Approx(4 * k));
+    CHECK(out[2].at({1}) == doctest::Approx(12 * k));
+    CHECK(out[3].at({1}) == doctest::Approx(12.0));
+    // Through an optimizer: SGD lr 1 moves by exactly the clipped gradient.
+    optim::SGD opt({a, b}, {.lr = 1.0, .clip_norm = 1.3});
+    Tensor step = opt.minimize(loss);
+    Session s2(g, {.threads = 1});
+    auto r = s2.run({opt.grad_norm()}, {}, {step});
+    CHECK(r[0].item() == doctest::Approx(13.0));
+    CHECK(s2.get(b).at({1}) == doctest::Approx(-12 * 1.3 / (13.0 + 1e-6)));
+    CHECK(contains(error_of([&] { optim::clip_by_global_norm(grads, 0.0); }), "max_norm must be positive"));
+  }
+
+  TEST_CASE("learning-rate schedules") {
+    using optim::schedule::evaluate;
+    auto st = optim::schedule::step(10, 0.5);
+    CHECK(evaluate(st, 0) == 1.0);
+    CHECK(evaluate(st, 9) == 1.0);
+    CHECK(evaluate(st, 10) == 0.5);
+    CHECK(evaluate(st, 25) == 0.25);
+    auto cos = optim::schedule::cosine(100);
+    CHECK(evaluate(cos, 0) == doctest::Approx(1.0));
+    CHECK(evaluate(cos, 25) == doctest::Approx(0.5 * (1 + std::cos(M_PI / 4))));
+    CHECK(evaluate(cos, 50) == doctest::Approx(0.5));
+    CHECK(evaluate(cos, 100) == doctest::Approx(0.0));
+    CHECK(evaluate(cos, 1000) == doctest::Approx(0.0));
+    CHECK(evaluate(optim::schedule::cosine(100, 0.1), 50) == doctest::Approx(0.55));
+    auto wu = optim::schedule::warmup(10);
+    CHECK(evaluate(wu, 0) == doctest::Approx(0.1));
+    CHECK(evaluate(wu, 4) == doctest::Approx(0.5));
+    CHECK(evaluate(wu, 9) == doctest::Approx(1.0));
+    CHECK(evaluate(wu, 50) == doctest::Approx(1.0));
+    auto wc = optim::schedule::warmup(10, optim::schedule::cosine(100));
+    CHECK(evaluate(wc, 4) == doctest::Approx(0.5));
+    CHECK(evaluate(wc, 10) == doctest::Approx(1.0));
+    CHECK(evaluate(wc, 60) == doctest::Approx(0.5));
+    auto fn = optim::schedule::function([](int64_t s) { return 1.0 / double(s + 1); }, 4);
+    CHECK(evaluate(fn, 2) == doctest::Approx(1.0 / 3));
+    CHECK(evaluate(fn, 10) == doctest::Approx(0.25));
+    CHECK(contains(error_of([] { optim::schedule::step(0); }), "step_size must be positive"));
+
+    // In an optimizer the rate of update k uses the factor at k (0-based).
+    Problem pr(float32);
+    optim::SGD opt({pr.p}, {.lr = 0.1, .schedule = optim::schedule::step(2, 0.5)});
+    Tensor step = opt.minimize(pr.loss);
+    Session s(pr.g, {.threads = 1});
+    std::vector<double> lrs;
+    for (int i = 0; i < 5; ++i) lrs.push_back(s.run({opt.learning_rate()}, {}, {step})[0].item());
+    const std::vector<double> want{0.1, 0.1, 0.05, 0.05, 0.025};
+    for (size_t i = 0; i < 5; ++i) CHECK(lrs[i] == doctest::Approx(want[i]));
+  }
+
+  TEST_CASE("optimizer errors say what is wrong") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 3});
+    nn::Linear lin(3, 2);
+    CHECK(contains(error_of([&] { optim::Adam opt(lin); }), "has no parameters yet"));
+    Tensor y = lin(x);
+    CHECK(contains(error_of([&] { optim::SGD opt({y}); }), "is not a variable"));
+    CHECK(contains(error_of([&] { optim::SGD opt(std::vector<Tensor>{}); }), "no parameters to optimize"));
+    CHECK(contains(error_of([&] { optim::SGD opt({lin.weight(), lin.weight()}); }), "listed twice"));
+    CHECK(contains(error_of([&] { optim::SGD opt(lin, {.nesterov = true}); }), "Nesterov momentum requires"));
+    CHECK(contains(error_of([&] { optim::Adam opt(lin, {.beta1 = 1.0}); }), "beta1 must be in [0, 1)"));
+    CHECK(contains(error_of([&] { optim::SGD opt(lin, {.lr = -1}); }), "lr must be finite and >= 0"));
+    optim::Adam opt(lin);
+    CHECK(contains(error_of([&] { opt.minimize(y); }), "must be a scalar, got [?,2]"));
+    CHECK(contains(error_of([&] { opt.apply_gradients({y}); }), "1 gradients for 2 parameters"));
+    Graph other;
+    Tensor z = other.scalar(1.0);
+    CHECK(contains(error_of([&] { opt.minimize(z); }), "belongs to another graph"));
+  }
+}
