@@ -7,7 +7,8 @@ rate and input normalization, and prints one JSON object per epoch.
 
   /usr/bin/python3 samples/bench_train_torch.py --model mlp --epochs 2 --threads 1
   ... --serve    read commands from stdin: "epoch" trains one epoch and prints
-                 its JSON line, "quit" ends (bench_train alternates with loom).
+                 its JSON line, "steps N" times N training steps (for picking
+                 the thread count), "quit" ends (bench_train alternates with loom).
 
 Needs Debian's python3-torch and python3-numpy (call /usr/bin/python3).
 """
@@ -114,6 +115,21 @@ def main():
     n = xtr.shape[0]
     gen = torch.Generator().manual_seed(a.seed)
 
+    def steps(count):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        t0 = time.perf_counter()
+        for k in range(count):
+            i = (k * a.batch) % (n - a.batch + 1)
+            idx = perm[i:i + a.batch]
+            xb, yb = xtr[idx], ytr[idx]
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            loss.item()
+        return {"steps": count, "seconds": time.perf_counter() - t0, "threads": a.threads}
+
     def epoch(e):
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -144,6 +160,8 @@ def main():
             if cmd == "epoch":
                 e += 1
                 print(json.dumps(epoch(e)), flush=True)
+            elif cmd.startswith("steps "):
+                print(json.dumps(steps(int(cmd.split()[1]))), flush=True)
             elif cmd == "quit":
                 break
             elif cmd:

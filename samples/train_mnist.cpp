@@ -1,7 +1,7 @@
 // train_mnist: trains a classifier on (Fashion-)MNIST with loom's frontend and
 // prints the test accuracy after every epoch.
 //
-//   train_mnist                                   # mlp 784-512-10, Adam 1e-3, batch 128, 5 epochs
+//   train_mnist                                   # mlp 784-512-10, Adam 1e-3 (cosine decay), batch 128, 5 epochs
 //   train_mnist --model mlpresnet --batch 100 --wd 1e-3
 //   train_mnist --model softmax --json            # one JSON object per epoch
 //   train_mnist --save m.safetensors              # checkpoint after every epoch
@@ -33,7 +33,7 @@ namespace {
 constexpr double kMean = 0.2860, kStd = 0.3530;
 
 struct Args {
-  std::string model = "mlp", opt = "adam", data = data::kFashionMnistDir, save, load, schedule = "none";
+  std::string model = "mlp", opt = "adam", data = data::kFashionMnistDir, save, load, schedule = "cosine";
   int64_t epochs = 5, batch = 128, hidden = 0, eval_batch = 1000, warmup = 0;
   double lr = 0, wd = 0, momentum = 0, clip = 0;
   int threads = 0;
@@ -149,17 +149,19 @@ int run(const Args& a) {
   std::ostream& info = a.json ? std::cerr : std::cout;
   int64_t first_epoch = 1;
   if (!a.load.empty()) {
-    checkpoint::Metadata meta = checkpoint::load(s, a.load);
+    // The model kind first (a clearer message than the variables that differ), then everything.
+    checkpoint::Metadata meta = checkpoint::read_metadata(a.load);
     auto it = meta.find("model");
     if (it != meta.end() && it->second != a.model)
       fail("'", a.load, "' holds a '", it->second, "' model, not '", a.model, "' (use --model ", it->second, ")");
+    checkpoint::load(s, a.load);
     it = meta.find("epoch");
     if (it != meta.end()) first_epoch = std::stoll(it->second) + 1;
     info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
   }
   if (!a.json) {
     info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.opt << " lr " << a.lr
-         << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << ", " << s.options().threads
+         << (a.schedule != "none" ? " (" + a.schedule + ")" : "") << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << ", " << s.options().threads
          << " threads, data " << a.data << "\n";
   }
 
@@ -245,7 +247,7 @@ int main(int argc, char** argv) {
     ("momentum", po::value(&a.momentum)->default_value(a.momentum), "SGD momentum")
     ("nesterov", po::bool_switch(&a.nesterov), "SGD with Nesterov momentum")
     ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
-    ("schedule", po::value(&a.schedule)->default_value(a.schedule), "learning-rate schedule: none | cosine | step")
+    ("schedule", po::value(&a.schedule)->default_value(a.schedule), "learning-rate schedule over the run: cosine (decay to 0), step (halve every 2 epochs) or none (constant)")
     ("warmup", po::value(&a.warmup)->default_value(a.warmup), "linear warmup steps")
     ("hidden", po::value(&a.hidden), "hidden width (default: 512 for mlp, 100 for mlpresnet)")
     ("augment", po::bool_switch(&a.augment), "random horizontal flips and crops (padding 2)")

@@ -1,0 +1,316 @@
+// bench_train: loom against PyTorch, training the same model on the same
+// Fashion-MNIST data with the same batch size and optimizer, epochs
+// alternating between the two so that both see the same machine conditions.
+//
+//   bench_train                         # mlp and mlpresnet, 3 epochs each
+//   bench_train --model mlp --epochs 5 --torch-threads 1,2
+//
+// PyTorch runs in samples/bench_train_torch.py (Debian's python3-torch), kept
+// alive between epochs; it is first timed on a few steps at each thread count
+// of --torch-threads and the fastest count is used for the epochs. Reported:
+// seconds per epoch (training only, evaluation excluded) for each, and the
+// ratio loom / PyTorch of the median epoch times.
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "frontend/loom.hpp"
+
+extern char** environ;
+
+namespace po = boost::program_options;
+using namespace loom;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr double kMean = 0.2860, kStd = 0.3530;  // as train_mnist and the PyTorch script
+
+struct Config {
+  std::string model;
+  int64_t batch = 128, hidden = 512;
+  double lr = 1e-3, wd = 0;
+};
+
+Config config_for(const std::string& model, int64_t batch_override) {
+  Config c{model};
+  if (model == "mlpresnet") c.batch = 100, c.hidden = 100, c.wd = 1e-3;
+  else if (model != "mlp" && model != "softmax") fail("unknown model '", model, "' (softmax, mlp, mlpresnet)");
+  if (batch_override > 0) c.batch = batch_override;
+  return c;
+}
+
+/// A child process speaking a line protocol on its stdin/stdout.
+class Peer {
+ public:
+  explicit Peer(const std::vector<std::string>& args) {
+    int in[2], out[2];
+    LOOM_CHECK(::pipe(in) == 0 && ::pipe(out) == 0, "bench_train: pipe failed");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    for (int fd : {in[0], in[1], out[0], out[1]}) posix_spawn_file_actions_addclose(&fa, fd);
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(in[0]);
+    ::close(out[1]);
+    if (rc != 0) {
+      ::close(in[1]);
+      ::close(out[0]);
+      fail("bench_train: cannot start '", args[0], "': ", std::strerror(rc));
+    }
+    to_ = ::fdopen(in[1], "w");
+    from_ = ::fdopen(out[0], "r");
+    std::string hello = read_line();
+    LOOM_CHECK(hello.find("\"ready\"") != std::string::npos, "bench_train: unexpected greeting from PyTorch: ", hello);
+  }
+  Peer(const Peer&) = delete;
+  ~Peer() {
+    if (to_) {
+      std::fputs("quit\n", to_);
+      std::fclose(to_);
+    }
+    if (from_) std::fclose(from_);
+    int status = 0;
+    if (pid_ > 0) ::waitpid(pid_, &status, 0);
+  }
+  std::string request(const std::string& line) {
+    std::fputs((line + "\n").c_str(), to_);
+    std::fflush(to_);
+    return read_line();
+  }
+
+ private:
+  std::string read_line() {
+    char* buf = nullptr;
+    size_t cap = 0;
+    ssize_t n = ::getline(&buf, &cap, from_);
+    std::string s = n > 0 ? std::string(buf, size_t(n)) : std::string();
+    std::free(buf);
+    LOOM_CHECK(n > 0, "bench_train: the PyTorch process ended early (its error is above; is python3-torch installed?)");
+    return s;
+  }
+  pid_t pid_ = -1;
+  FILE* to_ = nullptr;
+  FILE* from_ = nullptr;
+};
+
+double json_number(const std::string& line, const std::string& key) {
+  auto at = line.find("\"" + key + "\":");
+  LOOM_CHECK(at != std::string::npos, "bench_train: no '", key, "' in PyTorch's answer: ", line);
+  return std::strtod(line.c_str() + at + key.size() + 3, nullptr);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// loom's side: the same training as train_mnist.
+class Loom {
+ public:
+  Loom(const Config& c, std::shared_ptr<data::TensorDataset> train, std::shared_ptr<data::TensorDataset> test,
+       int threads, uint64_t seed)
+      : train_(train, {.batch_size = c.batch, .shuffle = true, .seed = seed}),
+        test_(test, {.batch_size = 1000}),
+        test_size_(test->size()) {
+    train_.transform(0, data::transforms::normalize(kMean, kStd));
+    test_.transform(0, data::transforms::normalize(kMean, kStd));
+    x_ = g_.placeholder("x", {-1, 28, 28});
+    y_ = g_.placeholder("y", {-1}, int64);
+    if (c.model == "softmax") model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, 10));
+    else if (c.model == "mlp")
+      model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, c.hidden), nn::ReLU(),
+                                                nn::Linear(c.hidden, 10));
+    else model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::MLPResNet(784, {.hidden = c.hidden}));
+    model_->train();
+    Tensor logits = (*model_)(x_);
+    loss_ = nn::cross_entropy(logits, y_);
+    correct_ = nn::correct(logits, y_);
+    model_->eval();
+    eval_correct_ = nn::correct((*model_)(x_), y_);
+    opt_ = std::make_unique<optim::Adam>(*model_, optim::AdamOptions{.lr = c.lr, .weight_decay = c.wd});
+    step_ = opt_->minimize(loss_);
+    session_ = std::make_unique<Session>(g_, SessionOptions{.threads = threads, .seed = seed});
+  }
+  /// Trains one epoch; returns (seconds, test accuracy).
+  std::pair<double, double> epoch() {
+    auto t0 = Clock::now();
+    for (const data::Batch& b : train_.epoch(epoch_++))
+      session_->run({loss_, correct_}, {{x_, b[0]}, {y_, b[1]}}, {step_});
+    double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    double right = 0;
+    for (const data::Batch& b : test_.epoch(0)) right += session_->run({eval_correct_}, {{x_, b[0]}, {y_, b[1]}})[0].item();
+    return {seconds, right / double(test_size_)};
+  }
+  int threads() const { return session_->options().threads; }
+
+ private:
+  data::DataLoader train_, test_;
+  int64_t test_size_;
+  Graph g_;
+  Tensor x_, y_, loss_, correct_, eval_correct_, step_;
+  std::unique_ptr<nn::Module> model_;
+  std::unique_ptr<optim::Optimizer> opt_;
+  std::unique_ptr<Session> session_;
+  int64_t epoch_ = 0;
+};
+
+std::string find_script(const std::string& given) {
+  if (!given.empty()) return given;
+  namespace fs = std::filesystem;
+  std::vector<fs::path> candidates{"samples/bench_train_torch.py"};
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) candidates.push_back(exe.parent_path() / "../../../samples/bench_train_torch.py");
+  for (const fs::path& p : candidates)
+    if (fs::exists(p)) return fs::weakly_canonical(p).string();
+  fail("bench_train: cannot find samples/bench_train_torch.py (run from the repository root or pass --script)");
+}
+
+struct Options {
+  std::string models = "mlp,mlpresnet", torch_threads = "1,2", python = "/usr/bin/python3", script,
+              data = data::kFashionMnistDir;
+  int64_t epochs = 3, batch = 0, calibrate = 60;
+  int threads = 0;
+  uint64_t seed = 0;
+  bool json = false;
+};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+int run(const Options& o) {
+  const std::string script = find_script(o.script);
+  auto train = data::load_mnist(o.data, data::Split::train);
+  auto test = data::load_mnist(o.data, data::Split::test);
+  std::vector<int> tcounts;
+  for (const std::string& t : split(o.torch_threads)) tcounts.push_back(std::stoi(t));
+  LOOM_CHECK(!tcounts.empty(), "bench_train: --torch-threads is empty");
+
+  for (const std::string& model : split(o.models)) {
+    Config c = config_for(model, o.batch);
+    auto peer_args = [&](int t) {
+      return std::vector<std::string>{o.python,      script,       "--serve",         "--model",
+                                      c.model,       "--batch",    std::to_string(c.batch), "--lr",
+                                      std::to_string(c.lr), "--wd", std::to_string(c.wd), "--hidden",
+                                      std::to_string(c.hidden), "--threads", std::to_string(t), "--seed",
+                                      std::to_string(o.seed), "--data", o.data};
+    };
+    // PyTorch's best thread count on this machine, from a short timed run of each.
+    int best_t = tcounts[0];
+    std::unique_ptr<Peer> torch;
+    if (tcounts.size() > 1) {
+      double best = INFINITY;
+      for (int t : tcounts) {
+        auto p = std::make_unique<Peer>(peer_args(t));
+        p->request("steps 10");  // warm-up
+        double s = json_number(p->request("steps " + std::to_string(o.calibrate)), "seconds");
+        if (!o.json)
+          std::printf("%s: PyTorch %d thread%s: %.1f ms/step\n", model.c_str(), t, t > 1 ? "s" : "",
+                      1e3 * s / double(o.calibrate));
+        if (s < best) best = s, best_t = t;
+      }
+    }
+    torch = std::make_unique<Peer>(peer_args(best_t));
+    Loom loom(c, train, test, o.threads, o.seed);
+    if (!o.json)
+      std::printf("%s: batch %lld, Adam lr %g wd %g; loom %d threads, PyTorch %d thread%s\n", model.c_str(),
+                  (long long)c.batch, c.lr, c.wd, loom.threads(), best_t, best_t > 1 ? "s" : "");
+    std::vector<double> ls, ts;
+    for (int64_t e = 1; e <= o.epochs; ++e) {
+      auto [lsec, lacc] = loom.epoch();
+      std::string r = torch->request("epoch");
+      double tsec = json_number(r, "seconds"), tacc = json_number(r, "test_acc");
+      ls.push_back(lsec), ts.push_back(tsec);
+      if (o.json)
+        std::printf("{\"model\": \"%s\", \"epoch\": %lld, \"loom_seconds\": %.4f, \"torch_seconds\": %.4f, "
+                    "\"ratio\": %.4f, \"loom_test_acc\": %.4f, \"torch_test_acc\": %.4f, \"loom_threads\": %d, "
+                    "\"torch_threads\": %d}\n",
+                    model.c_str(), (long long)e, lsec, tsec, lsec / tsec, lacc, tacc, loom.threads(), best_t);
+      else
+        std::printf("  epoch %lld  loom %.2f s (test acc %.4f)  PyTorch %.2f s (test acc %.4f)  ratio %.2f\n",
+                    (long long)e, lsec, lacc, tsec, tacc, lsec / tsec);
+      std::fflush(stdout);
+    }
+    const double lm = median(ls), tm = median(ts);
+    if (o.json)
+      std::printf("{\"model\": \"%s\", \"loom_median_seconds\": %.4f, \"torch_median_seconds\": %.4f, \"ratio\": %.4f}\n",
+                  model.c_str(), lm, tm, lm / tm);
+    else
+      std::printf("%s: median s/epoch  loom %.2f  PyTorch %.2f  ratio loom/PyTorch %.2f\n\n", model.c_str(), lm, tm,
+                  lm / tm);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  po::options_description desc(
+      "bench_train: loom vs PyTorch training time per epoch on Fashion-MNIST\n\nUsage: bench_train [options]\n\nOptions");
+  // clang-format off
+  desc.add_options()
+    ("help,h", "show this help")
+    ("model", po::value(&o.models)->default_value(o.models), "comma list of softmax, mlp, mlpresnet")
+    ("epochs", po::value(&o.epochs)->default_value(o.epochs), "epochs per model (alternating loom and PyTorch)")
+    ("batch", po::value(&o.batch)->default_value(o.batch), "batch size (0: 128, 100 for mlpresnet)")
+    ("threads", po::value(&o.threads)->default_value(o.threads), "loom threads (0: all cores)")
+    ("torch-threads", po::value(&o.torch_threads)->default_value(o.torch_threads),
+     "PyTorch thread counts to try; the fastest is used")
+    ("calibrate", po::value(&o.calibrate)->default_value(o.calibrate), "steps timed per PyTorch thread count")
+    ("python", po::value(&o.python)->default_value(o.python), "Python with torch and numpy")
+    ("script", po::value(&o.script), "path of bench_train_torch.py (default: found from the repository)")
+    ("data", po::value(&o.data)->default_value(o.data), "directory with the Fashion-MNIST IDX files")
+    ("seed", po::value(&o.seed)->default_value(o.seed), "seed for both")
+    ("json", po::bool_switch(&o.json), "one JSON object per epoch and per model");
+  // clang-format on
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    if (o.epochs <= 0 || o.calibrate <= 0 || o.threads < 0 || o.batch < 0)
+      throw po::error("--epochs and --calibrate must be positive, --threads and --batch >= 0");
+  } catch (const po::error& e) {
+    std::cerr << "bench_train: " << e.what() << "\n(see bench_train --help)\n";
+    return 2;
+  }
+  std::signal(SIGPIPE, SIG_IGN);  // a PyTorch process that dies must not kill us mid-write
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    std::cout.flush();
+    std::cerr << "bench_train: error: " << e.what() << "\n";
+    return 1;
+  }
+}
