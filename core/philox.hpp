@@ -73,9 +73,9 @@ LOOM_HD double normal(uint64_t key, uint64_t run, uint64_t i) {
   U4 w = words(key, run, i / 2);
   double u1 = 1.0 - to_unit_double(w.x[0], w.x[1]);  // (0, 1]: log is finite
   double u2 = to_unit_double(w.x[2], w.x[3]);
-  double r = sqrt(-2.0 * log(u1));
+  double r = ::sqrt(-2.0 * ::log(u1));  // global names: loom::log(Tensor) must not hide them
   double a = 6.283185307179586 * u2;
-  return i % 2 ? r * sin(a) : r * cos(a);
+  return i % 2 ? r * ::sin(a) : r * ::cos(a);
 }
 
 }  // namespace loom::philox

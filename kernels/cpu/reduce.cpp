@@ -49,12 +49,25 @@ struct ExtremeOp {
     return IsMax ? std::numeric_limits<T>::lowest() : std::numeric_limits<T>::max();
   }
   template <class T> static void add(T& a, T x) {
-    if (IsMax ? (x > a || x != x) : (x < a || x != x)) a = x;  // NaN propagates
+    a = (IsMax ? (x > a || x != x) : (x < a || x != x)) ? x : a;  // NaN propagates
   }
   template <class T> static void merge(T& a, const T& b) { add<T>(a, b); }
   template <class T> static T finish(const T& a, int64_t) { return a; }
+  // Eight lanes of plain max/min (vectorizes) plus a separate NaN flag.
   template <class T> static void run(T& a, const T* p, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) add<T>(a, p[i]);
+    T s[8];
+    for (T& v : s) v = a;
+    unsigned nan = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int k = 0; k < 8; ++k) {
+        T v = p[i + k];
+        s[k] = IsMax ? (v > s[k] ? v : s[k]) : (v < s[k] ? v : s[k]);
+        nan |= unsigned(v != v);
+      }
+    for (; i < n; ++i) add<T>(a, p[i]);
+    for (T v : s) add<T>(a, v);
+    if (nan && a == a) a = std::numeric_limits<T>::quiet_NaN();
   }
 };
 
@@ -129,41 +142,80 @@ void reduce_typed(const NDArray& in_any, const NDArray& out, const std::vector<b
   }
 
   std::vector<int64_t> kept_off = offsets(g, false, false);  // one per output, in output order
+  // With few outputs, the reduced rows are also split into fixed chunks whose
+  // partial results are merged in chunk order (deterministic for any thread count).
+  constexpr int64_t kChunkElems = 1 << 16, kManyTasks = 64;
   if (g.reduced.back()) {
     // Innermost group reduced: contiguous runs of length `inner` per output.
     const int64_t inner = g.size.back();
     std::vector<int64_t> red_off = offsets(g, true, true);
-    parallel_for(n_out, std::max<int64_t>(1, kGrain / std::max<int64_t>(n_red, 1)), [&](int64_t lo, int64_t hi) {
-      for (int64_t o = lo; o < hi; ++o) {
+    const int64_t rows = int64_t(red_off.size());
+    const int64_t per_chunk = std::max<int64_t>(1, kChunkElems / inner);
+    const int64_t chunks = n_out >= kManyTasks ? 1 : (rows + per_chunk - 1) / per_chunk;
+    if (chunks == 1) {
+      parallel_for(n_out, std::max<int64_t>(1, kGrain / std::max<int64_t>(n_red, 1)), [&](int64_t lo, int64_t hi) {
+        for (int64_t o = lo; o < hi; ++o) {
+          A a = Op::template init<T>();
+          for (int64_t r : red_off) Op::template run<T>(a, x + kept_off[size_t(o)] + r, inner);
+          y[o] = Op::template finish<T>(a, n_red);
+        }
+      });
+      return;
+    }
+    std::vector<A> part(size_t(n_out * chunks));
+    parallel_for(n_out * chunks, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t) {
+        int64_t o = t / chunks, c = t % chunks;
         A a = Op::template init<T>();
-        for (int64_t r : red_off) Op::template run<T>(a, x + kept_off[size_t(o)] + r, inner);
-        y[o] = Op::template finish<T>(a, n_red);
+        for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r)
+          Op::template run<T>(a, x + kept_off[size_t(o)] + red_off[size_t(r)], inner);
+        part[size_t(t)] = a;
       }
     });
+    for (int64_t o = 0; o < n_out; ++o) {
+      A a = Op::template init<T>();
+      for (int64_t c = 0; c < chunks; ++c) Op::template merge<T>(a, part[size_t(o * chunks + c)]);
+      y[o] = Op::template finish<T>(a, n_red);
+    }
     return;
   }
   // Innermost group kept: accumulate contiguous rows of `inner` outputs.
   const int64_t inner = g.size.back();
   const int64_t outer = n_out / inner;
   std::vector<int64_t> red_off = offsets(g, true, false);
+  const int64_t rows = int64_t(red_off.size());
   const int64_t col_block = 1024;
   const int64_t col_blocks = (inner + col_block - 1) / col_block;
-  parallel_for(outer * col_blocks, std::max<int64_t>(1, kGrain / (n_red * std::min(inner, col_block))),
-               [&](int64_t lo, int64_t hi) {
-                 std::vector<A> acc(size_t(std::min(inner, col_block)));
-                 for (int64_t t = lo; t < hi; ++t) {
-                   int64_t ob = t / col_blocks, c0 = (t % col_blocks) * col_block;
-                   int64_t c1 = std::min(inner, c0 + col_block);
-                   std::fill(acc.begin(), acc.end(), Op::template init<T>());
-                   int64_t base = kept_off[size_t(ob * inner)];
-                   for (int64_t r : red_off) {
-                     const T* p = x + base + r + c0;
-                     for (int64_t j = 0; j < c1 - c0; ++j) Op::template add<T>(acc[size_t(j)], p[j]);
-                   }
-                   for (int64_t j = 0; j < c1 - c0; ++j)
-                     y[ob * inner + c0 + j] = Op::template finish<T>(acc[size_t(j)], n_red);
-                 }
-               });
+  const int64_t width = std::min(inner, col_block);
+  const int64_t tasks = outer * col_blocks;
+  const int64_t per_chunk = std::max<int64_t>(1, kChunkElems / width);
+  const int64_t chunks = tasks >= kManyTasks ? 1 : (rows + per_chunk - 1) / per_chunk;
+  // part[(task * chunks + chunk) * width + j]: partial accumulators of one column block.
+  std::vector<A> part(size_t(tasks * chunks * width));
+  parallel_for(tasks * chunks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      int64_t task = t / chunks, c = t % chunks;
+      int64_t ob = task / col_blocks, c0 = (task % col_blocks) * col_block;
+      int64_t c1 = std::min(inner, c0 + col_block);
+      A* acc = part.data() + t * width;
+      std::fill(acc, acc + width, Op::template init<T>());
+      int64_t base = kept_off[size_t(ob * inner)];
+      for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r) {
+        const T* p = x + base + red_off[size_t(r)] + c0;
+        for (int64_t j = 0; j < c1 - c0; ++j) Op::template add<T>(acc[j], p[j]);
+      }
+    }
+  });
+  parallel_for(tasks, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t task = lo; task < hi; ++task) {
+      int64_t ob = task / col_blocks, c0 = (task % col_blocks) * col_block;
+      int64_t c1 = std::min(inner, c0 + col_block);
+      A* acc = part.data() + task * chunks * width;
+      for (int64_t c = 1; c < chunks; ++c)
+        for (int64_t j = 0; j < c1 - c0; ++j) Op::template merge<T>(acc[j], acc[c * width + j]);
+      for (int64_t j = 0; j < c1 - c0; ++j) y[ob * inner + c0 + j] = Op::template finish<T>(acc[j], n_red);
+    }
+  });
 }
 
 std::vector<bool> axes_mask(const NDArray& in, const Attrs& attrs) {

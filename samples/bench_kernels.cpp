@@ -1,0 +1,147 @@
+// bench_kernels: CPU kernel throughput on this machine, next to its peers:
+//  - matmul GFLOP/s (float32, 256..2048) vs one direct OpenBLAS call using
+//    all threads;
+//  - element-wise add, unary exp and reductions in GB/s (bytes read +
+//    written) vs memcpy of the same bytes, at sizes far above the L2 cache.
+// Each figure is the median of --reps timed runs after a warm-up.
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
+#include <thread>
+#include <vector>
+
+#include "core/kernel.hpp"
+#include "core/philox.hpp"
+
+namespace po = boost::program_options;
+using namespace loom;
+
+namespace {
+
+double median_seconds(int reps, const std::function<void()>& f) {
+  f();  // warm-up: page faults, BLAS buffers
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+NDArray filled(const Shape& s, uint64_t seed) {
+  NDArray a = NDArray::empty(s, float32);
+  float* p = a.data<float>();
+  for (int64_t i = 0; i < a.numel(); ++i) p[i] = philox::uniform_f32(seed, 0, uint64_t(i)) - 0.5f;
+  return a;
+}
+
+/// Runs the registered CPU kernel of `op` on preallocated arrays.
+struct KernelRun {
+  const KernelInfo* k;
+  std::vector<NDArray> in, out;
+  Attrs attrs;
+  std::string op;
+  void operator()() const {
+    KernelContext ctx{};
+    KernelCall call{ctx, in, out, attrs, op, op};
+    k->fn(call);
+  }
+};
+
+KernelRun kernel(const std::string& op, std::vector<NDArray> in, NDArray out, Attrs attrs = {}) {
+  const KernelInfo* k = find_kernel(op, DeviceKind::cpu, out.dtype());
+  if (!k) fail("bench_kernels: no kernel ", op);
+  return {k, std::move(in), {std::move(out)}, std::move(attrs), op};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  int reps = 7;
+  int64_t mb = 64;
+  po::options_description desc("bench_kernels: CPU kernel throughput vs OpenBLAS and memcpy");
+  desc.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(threads),
+                                                  "threads for loom and OpenBLAS")(
+      "reps", po::value(&reps)->default_value(reps), "timed repetitions (median reported)")(
+      "mb", po::value(&mb)->default_value(mb), "MiB per operand for the bandwidth tests");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_kernels: %s\n", e.what());
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::printf("%s", (std::ostringstream() << desc).str().c_str());
+    return 0;
+  }
+  tbb::task_arena arena(threads);
+  std::printf("bench_kernels: %d threads, median of %d runs\n\n", threads, reps);
+
+  std::printf("matmul float32     loom GFLOP/s   OpenBLAS GFLOP/s   loom/BLAS\n");
+  for (int64_t n : {256, 512, 1024, 2048}) {
+    NDArray a = filled({n, n}, 1), b = filled({n, n}, 2), c = NDArray::empty({n, n});
+    KernelRun mm = kernel("matmul", {a, b}, c);
+    double flops = 2.0 * double(n) * double(n) * double(n);
+    int r = n >= 2048 ? std::max(3, reps / 2) : reps;
+    double tl = arena.execute([&] { return median_seconds(r, [&] { mm(); }); });
+    openblas_set_num_threads(threads);
+    double tb = median_seconds(r, [&] {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(n), int(n), 1.0f, a.data<float>(), int(n),
+                  b.data<float>(), int(n), 0.0f, c.data<float>(), int(n));
+    });
+    openblas_set_num_threads(1);
+    std::printf("  %4lld^3         %10.1f   %16.1f   %9.2f\n", (long long)n, flops / tl / 1e9, flops / tb / 1e9, tb / tl);
+  }
+
+  const int64_t n = mb * (1 << 20) / 4;
+  NDArray x = filled({n}, 3), y = filled({n}, 4), z = NDArray::empty({n});
+  std::vector<char> src(size_t(n) * 4), dst(size_t(n) * 4);
+  std::memset(src.data(), 1, src.size());
+  auto memcpy_gbs = [&](size_t bytes) {
+    double t = median_seconds(reps, [&] { std::memcpy(dst.data(), src.data(), bytes); });
+    return 2.0 * double(bytes) / t / 1e9;  // read + write
+  };
+  auto memcpy_par_gbs = [&](size_t bytes) {
+    double t = arena.execute([&] {
+      return median_seconds(reps, [&] {
+        tbb::parallel_for(tbb::blocked_range<size_t>(0, bytes, 1 << 20), [&](const tbb::blocked_range<size_t>& r) {
+          std::memcpy(dst.data() + r.begin(), src.data() + r.begin(), r.size());
+        });
+      });
+    });
+    return 2.0 * double(bytes) / t / 1e9;
+  };
+  const double mc = memcpy_gbs(size_t(n) * 4), mcp = memcpy_par_gbs(size_t(n) * 4);
+  std::printf("\nbandwidth (%lld MiB operands)   loom GB/s   memcpy GB/s (1 thread)   loom/memcpy   memcpy GB/s (%d threads)\n",
+              (long long)mb, threads);
+  auto row = [&](const char* name, const KernelRun& k, double bytes) {
+    double t = arena.execute([&] { return median_seconds(reps, [&] { k(); }); });
+    double gbs = bytes / t / 1e9;
+    std::printf("  %-28s %9.1f   %22.1f   %11.2f   %21.1f\n", name, gbs, mc, gbs / mc, mcp);
+  };
+  const double b4 = double(n) * 4;
+  row("add (2 reads, 1 write)", kernel("add", {x, y}, z), 3 * b4);
+  row("mul by scalar", kernel("mul", {x, NDArray::scalar(2)}, z), 2 * b4);
+  row("exp", kernel("exp", {x}, z), 2 * b4);
+  row("relu", kernel("relu", {x}, z), 2 * b4);
+  using V = std::vector<int64_t>;
+  row("sum, all axes", kernel("sum", {x}, NDArray::empty({}), {{"axes", V{}}, {"keepdims", false}}), b4);
+  NDArray m = x.view({n / 1024, 1024});
+  row("sum, axis 1 of [n/1024,1024]", kernel("sum", {m}, NDArray::empty({n / 1024}), {{"axes", V{1}}, {"keepdims", false}}), b4);
+  row("sum, axis 0 of [n/1024,1024]", kernel("sum", {m}, NDArray::empty({1024}), {{"axes", V{0}}, {"keepdims", false}}), b4);
+  row("max, all axes", kernel("max", {x}, NDArray::empty({}), {{"axes", V{}}, {"keepdims", false}}), b4);
+  return 0;
+}
