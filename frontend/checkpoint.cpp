@@ -22,19 +22,25 @@ constexpr size_t kMaxHeader = size_t(100) << 20;  // as the reference implementa
 
 const char* st_dtype(DType t) {
   switch (t) {
-    case DType::float32: return "F32";
-    case DType::float64: return "F64";
-    case DType::int32: return "I32";
-    case DType::int64: return "I64";
-    case DType::uint8: return "U8";
-    case DType::boolean: return "BOOL";
+    case DType::float32:
+      return "F32";
+    case DType::float64:
+      return "F64";
+    case DType::int32:
+      return "I32";
+    case DType::int64:
+      return "I64";
+    case DType::uint8:
+      return "U8";
+    case DType::boolean:
+      return "BOOL";
   }
   return "?";
 }
 
 bool parse_st_dtype(const std::string& s, DType& t) {
   static const std::pair<const char*, DType> table[] = {{"F32", float32}, {"F64", float64}, {"I32", int32},
-                                                        {"I64", int64},   {"U8", uint8},     {"BOOL", boolean}};
+                                                        {"I64", int64},   {"U8", uint8},    {"BOOL", boolean}};
   for (auto& [name, dt] : table)
     if (s == name) return t = dt, true;
   return false;
@@ -43,13 +49,16 @@ bool parse_st_dtype(const std::string& s, DType& t) {
 void json_string(std::string& out, const std::string& s) {
   out += '"';
   for (unsigned char c : s) {
-    if (c == '"') out += "\\\"";
-    else if (c == '\\') out += "\\\\";
+    if (c == '"')
+      out += "\\\"";
+    else if (c == '\\')
+      out += "\\\\";
     else if (c < 0x20) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\u%04x", c);
       out += buf;
-    } else out += char(c);
+    } else
+      out += char(c);
   }
   out += '"';
 }
@@ -148,8 +157,10 @@ class Parser {
     while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') {
       digits = true;
       uint64_t d = uint64_t(s_[i_] - '0');
-      if (u > (std::numeric_limits<uint64_t>::max() - d) / 10) overflow = true;
-      else u = u * 10 + d;
+      if (u > (std::numeric_limits<uint64_t>::max() - d) / 10)
+        overflow = true;
+      else
+        u = u * 10 + d;
       ++i_;
     }
     if (!digits) error("expected a value");
@@ -183,14 +194,30 @@ class Parser {
       if (i_ >= s_.size()) error("unterminated escape");
       char e = s_[i_++];
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           uint32_t cp = hex4();
           if (cp >= 0xD800 && cp < 0xDC00) {
@@ -203,7 +230,8 @@ class Parser {
           utf8(out, cp);
           break;
         }
-        default: error(std::string("bad escape '\\") + e + "'");
+        default:
+          error(std::string("bad escape '\\") + e + "'");
       }
     }
   }
@@ -213,16 +241,22 @@ class Parser {
     for (int k = 0; k < 4; ++k) {
       char c = s_[i_++];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= uint32_t(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= uint32_t(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= uint32_t(c - 'A' + 10);
-      else error("bad \\u escape");
+      if (c >= '0' && c <= '9')
+        v |= uint32_t(c - '0');
+      else if (c >= 'a' && c <= 'f')
+        v |= uint32_t(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F')
+        v |= uint32_t(c - 'A' + 10);
+      else
+        error("bad \\u escape");
     }
     return v;
   }
   static void utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) out += char(cp);
-    else if (cp < 0x800) out += char(0xC0 | (cp >> 6)), out += char(0x80 | (cp & 0x3F));
+    if (cp < 0x80)
+      out += char(cp);
+    else if (cp < 0x800)
+      out += char(0xC0 | (cp >> 6)), out += char(0x80 | (cp & 0x3F));
     else if (cp < 0x10000)
       out += char(0xE0 | (cp >> 12)), out += char(0x80 | ((cp >> 6) & 0x3F)), out += char(0x80 | (cp & 0x3F));
     else
@@ -264,7 +298,8 @@ File parse(const std::string& path) {
   File f;
   f.bytes = io::read_file(path);
   const auto& b = f.bytes;
-  LOOM_CHECK(b.size() >= 8, "'", path, "': not a safetensors file: ", b.size(), " bytes, shorter than the 8-byte header length");
+  LOOM_CHECK(b.size() >= 8, "'", path, "': not a safetensors file: ", b.size(),
+             " bytes, shorter than the 8-byte header length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = n << 8 | b[size_t(i)];
   LOOM_CHECK(n <= kMaxHeader, "'", path, "': not a safetensors file: header length ", n, " is implausible");
@@ -291,13 +326,17 @@ File parse(const std::string& path) {
     e.name = name;
     const Json *dt = nullptr, *shape = nullptr, *off = nullptr;
     for (auto& [k, x] : v.members) {
-      if (k == "dtype") dt = &x;
-      else if (k == "shape") shape = &x;
-      else if (k == "data_offsets") off = &x;
+      if (k == "dtype")
+        dt = &x;
+      else if (k == "shape")
+        shape = &x;
+      else if (k == "data_offsets")
+        off = &x;
     }
     LOOM_CHECK(dt && dt->kind == Json::string && shape && shape->kind == Json::array && off &&
                    off->kind == Json::array && off->items.size() == 2,
-               "'", path, "': tensor '", name, "' needs \"dtype\" (string), \"shape\" (array) and \"data_offsets\" ([begin, end])");
+               "'", path, "': tensor '", name,
+               "' needs \"dtype\" (string), \"shape\" (array) and \"data_offsets\" ([begin, end])");
     e.dtype_name = dt->str;
     e.known_dtype = parse_st_dtype(dt->str, e.dtype);
     size_t item = dtype_bytes(dt->str);
@@ -317,8 +356,8 @@ File parse(const std::string& path) {
                " data bytes (truncated file?)");
     e.begin = size_t(off->items[0].u);
     e.end = size_t(off->items[1].u);
-    LOOM_CHECK((unsigned __int128)(e.end - e.begin) == count * item, "'", path, "': tensor '", name, "' (",
-               dt->str, shape_str(e.shape), ") needs ", uint64_t(count * item), " bytes, its data_offsets span ",
+    LOOM_CHECK((unsigned __int128)(e.end - e.begin) == count * item, "'", path, "': tensor '", name, "' (", dt->str,
+               shape_str(e.shape), ") needs ", uint64_t(count * item), " bytes, its data_offsets span ",
                e.end - e.begin);
     f.entries.push_back(std::move(e));
   }
@@ -413,14 +452,15 @@ Metadata read_metadata(const std::string& path) { return parse(path).metadata; }
 static std::vector<Tensor> variables_of(Session& s, const std::vector<Tensor>& given, const char* what) {
   std::vector<Tensor> vars = given.empty() ? s.graph().variables() : given;
   for (const Tensor& v : vars)
-    LOOM_CHECK(v.valid() && &v.graph() == &s.graph() && v.op() == "variable", what, ": '",
-               v.valid() ? v.name() : "?", "' is not a variable of the session's graph");
+    LOOM_CHECK(v.valid() && &v.graph() == &s.graph() && v.op() == "variable", what, ": '", v.valid() ? v.name() : "?",
+               "' is not a variable of the session's graph");
   return vars;
 }
 
 void save(Session& session, const std::string& path, const std::vector<Tensor>& variables, const Metadata& metadata) {
   std::vector<std::pair<std::string, NDArray>> tensors;
-  for (const Tensor& v : variables_of(session, variables, "checkpoint::save")) tensors.emplace_back(v.name(), session.get(v));
+  for (const Tensor& v : variables_of(session, variables, "checkpoint::save"))
+    tensors.emplace_back(v.name(), session.get(v));
   write(path, tensors, metadata);
 }
 
@@ -444,8 +484,8 @@ Metadata load(Session& session, const std::string& path, const std::vector<Tenso
     used.insert(e.name);
     LOOM_CHECK(e.known_dtype && e.dtype == v.dtype(), "checkpoint '", path, "': variable '", v.name(), "' is ",
                dtype_name(v.dtype()), " in the graph but ", e.dtype_name, " in the file");
-    LOOM_CHECK(e.shape == v.shape(), "checkpoint '", path, "': variable '", v.name(), "' has shape ",
-               S(v.shape()), " in the graph but ", S(e.shape), " in the file");
+    LOOM_CHECK(e.shape == v.shape(), "checkpoint '", path, "': variable '", v.name(), "' has shape ", S(v.shape()),
+               " in the graph but ", S(e.shape), " in the file");
     values.emplace_back(v, array_of(f, e, path));
   }
   if (!missing.empty() && !options.allow_missing) {

@@ -74,9 +74,7 @@ bool parse_idx_header(const std::vector<uint8_t>& b, const std::string& path, Id
   return true;
 }
 
-std::string describe_idx(const IdxHeader& h) {
-  return std::string(h.type->name) + shape_str(h.shape);
-}
+std::string describe_idx(const IdxHeader& h) { return std::string(h.type->name) + shape_str(h.shape); }
 
 }  // namespace
 
@@ -100,7 +98,9 @@ NDArray read_idx(const std::string& path) {
   const uint8_t* src = bytes.data() + h.header;
   const int64_t n = out.numel();
   switch (h.type->code) {
-    case 0x08: std::memcpy(out.raw(), src, size_t(n)); break;
+    case 0x08:
+      std::memcpy(out.raw(), src, size_t(n));
+      break;
     case 0x09: {
       int32_t* d = out.data<int32_t>();
       for (int64_t i = 0; i < n; ++i) d[i] = int32_t(int8_t(src[i]));
@@ -142,11 +142,20 @@ void write_idx(const std::string& path, const NDArray& array, bool gzip) {
              S(array.shape()));
   uint8_t code = 0;
   switch (array.dtype()) {
-    case DType::uint8: code = 0x08; break;
-    case DType::int32: code = 0x0C; break;
-    case DType::float32: code = 0x0D; break;
-    case DType::float64: code = 0x0E; break;
-    default: fail("write_idx '", path, "': dtype ", dtype_name(array.dtype()), " has no IDX type");
+    case DType::uint8:
+      code = 0x08;
+      break;
+    case DType::int32:
+      code = 0x0C;
+      break;
+    case DType::float32:
+      code = 0x0D;
+      break;
+    case DType::float64:
+      code = 0x0E;
+      break;
+    default:
+      fail("write_idx '", path, "': dtype ", dtype_name(array.dtype()), " has no IDX type");
   }
   NDArray a = array.to(Device::cpu()).compact();
   std::string out;
@@ -214,8 +223,8 @@ std::shared_ptr<TensorDataset> load_mnist(const std::string& dir, Split split) {
   };
   const std::string ipath = find(prefix + "-images-idx3-ubyte"), lpath = find(prefix + "-labels-idx1-ubyte");
   NDArray images = read_idx(ipath), labels = read_idx(lpath);
-  LOOM_CHECK(images.dtype() == uint8 && images.ndim() == 3, "'", ipath, "': expected ubyte images [N, rows, cols], got ",
-             dtype_name(images.dtype()), S(images.shape()));
+  LOOM_CHECK(images.dtype() == uint8 && images.ndim() == 3, "'", ipath,
+             "': expected ubyte images [N, rows, cols], got ", dtype_name(images.dtype()), S(images.shape()));
   LOOM_CHECK(labels.dtype() == uint8 && labels.ndim() == 1, "'", lpath, "': expected ubyte labels [N], got ",
              dtype_name(labels.dtype()), S(labels.shape()));
   LOOM_CHECK(images.shape()[0] == labels.shape()[0], "MNIST: '", ipath, "' has ", images.shape()[0], " images but '",

@@ -13,8 +13,8 @@
 /// be resumed at epoch e exactly.
 
 #include <condition_variable>
-#include <deque>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>

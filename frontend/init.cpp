@@ -22,8 +22,10 @@ void fill_with(const NDArray& value, const char* what, F&& f) {
     const int64_t n = value.numel();
     for (int64_t i = 0; i < n; ++i) {
       double x = f(i);
-      if constexpr (std::is_same_v<T, bool>) p[i] = x != 0;
-      else p[i] = T(x);
+      if constexpr (std::is_same_v<T, bool>)
+        p[i] = x != 0;
+      else
+        p[i] = T(x);
     }
   });
 }
@@ -48,11 +50,16 @@ double gain(Nonlinearity nl, double a) {
   switch (nl) {
     case Nonlinearity::linear:
     case Nonlinearity::identity:
-    case Nonlinearity::sigmoid: return 1.0;
-    case Nonlinearity::tanh: return 5.0 / 3.0;
-    case Nonlinearity::relu: return std::sqrt(2.0);
-    case Nonlinearity::leaky_relu: return std::sqrt(2.0 / (1.0 + a * a));
-    case Nonlinearity::selu: return 0.75;
+    case Nonlinearity::sigmoid:
+      return 1.0;
+    case Nonlinearity::tanh:
+      return 5.0 / 3.0;
+    case Nonlinearity::relu:
+      return std::sqrt(2.0);
+    case Nonlinearity::leaky_relu:
+      return std::sqrt(2.0 / (1.0 + a * a));
+    case Nonlinearity::selu:
+      return 0.75;
   }
   return 1.0;
 }

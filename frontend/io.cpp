@@ -106,8 +106,10 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& p
     if (rc == Z_OK) continue;
     if (rc == Z_BUF_ERROR) {
       // No progress possible: the input ended inside a member.
-      if (produced == 0 && pos == in.size()) error = "truncated gzip data (unexpected end of file)";
-      else if (produced == 0 && avail == in.size() - pos) error = "corrupt gzip data (no progress)";
+      if (produced == 0 && pos == in.size())
+        error = "truncated gzip data (unexpected end of file)";
+      else if (produced == 0 && avail == in.size() - pos)
+        error = "corrupt gzip data (no progress)";
       continue;
     }
     error = std::string("corrupt gzip data (") + (z.msg ? z.msg : "zlib error " + std::to_string(rc)) + ")";

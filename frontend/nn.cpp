@@ -21,7 +21,8 @@ Module& Module::register_module(const std::string& name, std::shared_ptr<Module>
   LOOM_CHECK(module != nullptr, type_name(), ": register_module('", name, "'): null module");
   LOOM_CHECK(!name.empty() && name.find('/') == std::string::npos, type_name(), ": child name '", name,
              "' must be non-empty and contain no '/'");
-  for (const auto& [n, m] : children_) LOOM_CHECK(n != name, type_name(), ": a child named '", name, "' already exists");
+  for (const auto& [n, m] : children_)
+    LOOM_CHECK(n != name, type_name(), ": a child named '", name, "' already exists");
   LOOM_CHECK(module.get() != this, type_name(), ": a module cannot contain itself");
   if (module->name_.empty()) module->name_ = name;
   children_.emplace_back(name, std::move(module));
@@ -38,20 +39,21 @@ Tensor Module::variable(const Tensor& x, const std::string& name, const Shape& s
                         DType dtype, bool trainable) {
   Graph& g = x.graph();
   if (graph_ && graph_id_ != g.id())
-    fail(where(x), ": this module was built in another graph; a module's variables live in the graph of its first "
-                   "input (build a new module for another graph)");
+    fail(where(x),
+         ": this module was built in another graph; a module's variables live in the graph of its first "
+         "input (build a new module for another graph)");
   graph_ = &g;
   graph_id_ = g.id();
   for (const Var& v : vars_)
     if (v.name == name) {
-      LOOM_CHECK(v.tensor.shape() == shape && v.tensor.dtype() == dtype, where(x), ": variable '", name,
-                 "' exists as ", dtype_name(v.tensor.dtype()), S(v.tensor.shape()), ", requested ", dtype_name(dtype),
-                 S(shape));
+      LOOM_CHECK(v.tensor.shape() == shape && v.tensor.dtype() == dtype, where(x), ": variable '", name, "' exists as ",
+                 dtype_name(v.tensor.dtype()), S(v.tensor.shape()), ", requested ", dtype_name(dtype), S(shape));
       return v.tensor;
     }
   const std::string full = g.prefix() + name;
   if (g.find(full).valid())
-    fail(where(x), ": variable '", full, "' already exists in the graph; is another module built at the same path? "
+    fail(where(x), ": variable '", full,
+         "' already exists in the graph; is another module built at the same path? "
          "Build one of them inside a scope (auto s = g.scope(\"name\")) or as a child of a container");
   Tensor t = g.variable(name, shape, init, dtype);
   vars_.push_back({name, t, trainable});
@@ -231,9 +233,7 @@ Tensor Flatten::forward(const Tensor& x) {
   return reshape(x, {s[0] < 0 ? -1 : s[0], rest});
 }
 
-Dropout::Dropout(double p) : p_(p) {
-  LOOM_CHECK(p >= 0 && p < 1, "Dropout: p must be in [0, 1), got ", p);
-}
+Dropout::Dropout(double p) : p_(p) { LOOM_CHECK(p >= 0 && p < 1, "Dropout: p must be in [0, 1), got ", p); }
 
 std::string Dropout::describe() const {
   std::ostringstream os;
@@ -311,8 +311,8 @@ std::string LayerNorm1d::describe() const { return norm_describe("LayerNorm1d", 
 
 Tensor LayerNorm1d::forward(const Tensor& x) {
   const Shape& s = x.shape();
-  LOOM_CHECK(!s.empty() && (s.back() == features_ || s.back() < 0), where(x), ": expected [..., ", features_,
-             "], got ", S(s));
+  LOOM_CHECK(!s.empty() && (s.back() == features_ || s.back() < 0), where(x), ": expected [..., ", features_, "], got ",
+             S(s));
   LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
   Tensor mu = mean(x, {-1}, true);
   Tensor centered = x - mu;
@@ -330,16 +330,19 @@ Tensor LayerNorm1d::forward(const Tensor& x) {
 
 static std::shared_ptr<Module> make_norm(Norm norm, int64_t features) {
   switch (norm) {
-    case Norm::batch: return std::make_shared<BatchNorm1d>(features);
-    case Norm::layer: return std::make_shared<LayerNorm1d>(features);
-    case Norm::none: return std::make_shared<Identity>();
+    case Norm::batch:
+      return std::make_shared<BatchNorm1d>(features);
+    case Norm::layer:
+      return std::make_shared<LayerNorm1d>(features);
+    case Norm::none:
+      return std::make_shared<Identity>();
   }
   return std::make_shared<Identity>();
 }
 
 Sequential residual_block(int64_t dim, int64_t hidden, Norm norm, double drop) {
-  Sequential inner{Linear(dim, hidden), make_norm(norm, hidden), ReLU(), Dropout(drop), Linear(hidden, dim),
-                   make_norm(norm, dim)};
+  Sequential inner{Linear(dim, hidden), make_norm(norm, hidden), ReLU(),
+                   Dropout(drop),       Linear(hidden, dim),     make_norm(norm, dim)};
   return Sequential{Residual(std::move(inner)), ReLU()};
 }
 

@@ -304,8 +304,7 @@ class Sequential : public Module {
  public:
   Sequential() = default;
   template <ModuleArg... Ms>
-    requires(sizeof...(Ms) > 0)
-  Sequential(Ms&&... modules) {  // NOLINT: brace construction from modules is the point
+  requires(sizeof...(Ms) > 0) Sequential(Ms&&... modules) {  // NOLINT: brace construction from modules is the point
     (push_back(share(std::forward<Ms>(modules))), ...);
   }
   Sequential(Sequential&&) = default;

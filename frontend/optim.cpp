@@ -111,8 +111,7 @@ Tensor global_norm(const std::vector<Tensor>& grads) {
 }
 
 std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double max_norm, Tensor* norm) {
-  LOOM_CHECK(std::isfinite(max_norm) && max_norm > 0, "clip_by_global_norm: max_norm must be positive, got ",
-             max_norm);
+  LOOM_CHECK(std::isfinite(max_norm) && max_norm > 0, "clip_by_global_norm: max_norm must be positive, got ", max_norm);
   Tensor n = global_norm(grads);
   if (norm) *norm = n;
   Tensor coef = minimum(max_norm / (n + 1e-6), scalar_like(n, 1.0));
@@ -154,8 +153,7 @@ void Optimizer::init(std::vector<Tensor> params) {
                "; only floating variables can be trained");
     if (!graph_) graph_ = &p.graph();
     LOOM_CHECK(&p.graph() == graph_, name_, ": parameter '", p.name(), "' belongs to another graph");
-    for (size_t j = 0; j < i; ++j)
-      LOOM_CHECK(!params[j].is(p), name_, ": parameter '", p.name(), "' is listed twice");
+    for (size_t j = 0; j < i; ++j) LOOM_CHECK(!params[j].is(p), name_, ": parameter '", p.name(), "' is listed twice");
   }
   for (const Tensor& u : extra_updates_)
     LOOM_CHECK(u.valid() && &u.graph() == graph_, name_, ": a state update belongs to another graph");
@@ -206,8 +204,8 @@ Tensor Optimizer::apply_gradients(const std::vector<Tensor>& grads_in) {
     LOOM_CHECK(g.valid() && &g.graph() == graph_, name_, ".apply_gradients: the gradient of '", params_[i].name(),
                "' is missing or in another graph");
     LOOM_CHECK(g.shape() == params_[i].shape() && g.dtype() == params_[i].dtype(), name_,
-               ".apply_gradients: the gradient of '", params_[i].name(), "' is ", dtype_name(g.dtype()),
-               S(g.shape()), ", expected ", dtype_name(params_[i].dtype()), S(params_[i].shape()));
+               ".apply_gradients: the gradient of '", params_[i].name(), "' is ", dtype_name(g.dtype()), S(g.shape()),
+               ", expected ", dtype_name(params_[i].dtype()), S(params_[i].shape()));
   }
   auto scope = graph_->scope(name_);
   if (!step_.valid()) step_ = graph_->variable("step", {}, init::zeros(), int64);
@@ -286,7 +284,8 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions o) : Adam(std::move(params), 
 Adam::Adam(const nn::Module& module, AdamOptions o) : Adam(module, std::move(o), false) {}
 
 Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled)
-    : Optimizer(std::move(params), {}, o.name, o.lr, {o.clip_norm, o.schedule}), o_(std::move(o)),
+    : Optimizer(std::move(params), {}, o.name, o.lr, {o.clip_norm, o.schedule}),
+      o_(std::move(o)),
       decoupled_(decoupled) {
   check_adam(name(), o_);
 }

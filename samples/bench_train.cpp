@@ -16,11 +16,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <csignal>
-#include <cstring>
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -48,8 +48,10 @@ struct Config {
 
 Config config_for(const std::string& model, int64_t batch_override) {
   Config c{model};
-  if (model == "mlpresnet") c.batch = 100, c.hidden = 100, c.wd = 1e-3;
-  else if (model != "mlp" && model != "softmax") fail("unknown model '", model, "' (softmax, mlp, mlpresnet)");
+  if (model == "mlpresnet")
+    c.batch = 100, c.hidden = 100, c.wd = 1e-3;
+  else if (model != "mlp" && model != "softmax")
+    fail("unknown model '", model, "' (softmax, mlp, mlpresnet)");
   if (batch_override > 0) c.batch = batch_override;
   return c;
 }
@@ -137,11 +139,13 @@ class Loom {
     test_.transform(0, data::transforms::normalize(kMean, kStd));
     x_ = g_.placeholder("x", {-1, 28, 28});
     y_ = g_.placeholder("y", {-1}, int64);
-    if (c.model == "softmax") model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, 10));
+    if (c.model == "softmax")
+      model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, 10));
     else if (c.model == "mlp")
       model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, c.hidden), nn::ReLU(),
                                                 nn::Linear(c.hidden, 10));
-    else model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::MLPResNet(784, {.hidden = c.hidden}));
+    else
+      model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::MLPResNet(784, {.hidden = c.hidden}));
     model_->train();
     Tensor logits = (*model_)(x_);
     loss_ = nn::cross_entropy(logits, y_);
@@ -159,7 +163,8 @@ class Loom {
       session_->run({loss_, correct_}, {{x_, b[0]}, {y_, b[1]}}, {step_});
     double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     double right = 0;
-    for (const data::Batch& b : test_.epoch(0)) right += session_->run({eval_correct_}, {{x_, b[0]}, {y_, b[1]}})[0].item();
+    for (const data::Batch& b : test_.epoch(0))
+      right += session_->run({eval_correct_}, {{x_, b[0]}, {y_, b[1]}})[0].item();
     return {seconds, right / double(test_size_)};
   }
   int threads() const { return session_->options().threads; }
@@ -215,11 +220,25 @@ int run(const Options& o) {
   for (const std::string& model : split(o.models)) {
     Config c = config_for(model, o.batch);
     auto peer_args = [&](int t) {
-      return std::vector<std::string>{o.python,      script,       "--serve",         "--model",
-                                      c.model,       "--batch",    std::to_string(c.batch), "--lr",
-                                      std::to_string(c.lr), "--wd", std::to_string(c.wd), "--hidden",
-                                      std::to_string(c.hidden), "--threads", std::to_string(t), "--seed",
-                                      std::to_string(o.seed), "--data", o.data};
+      return std::vector<std::string>{o.python,
+                                      script,
+                                      "--serve",
+                                      "--model",
+                                      c.model,
+                                      "--batch",
+                                      std::to_string(c.batch),
+                                      "--lr",
+                                      std::to_string(c.lr),
+                                      "--wd",
+                                      std::to_string(c.wd),
+                                      "--hidden",
+                                      std::to_string(c.hidden),
+                                      "--threads",
+                                      std::to_string(t),
+                                      "--seed",
+                                      std::to_string(o.seed),
+                                      "--data",
+                                      o.data};
     };
     // PyTorch's best thread count on this machine, from a short timed run of each.
     int best_t = tcounts[0];
@@ -248,10 +267,11 @@ int run(const Options& o) {
       double tsec = json_number(r, "seconds"), tacc = json_number(r, "test_acc");
       ls.push_back(lsec), ts.push_back(tsec);
       if (o.json)
-        std::printf("{\"model\": \"%s\", \"epoch\": %lld, \"loom_seconds\": %.4f, \"torch_seconds\": %.4f, "
-                    "\"ratio\": %.4f, \"loom_test_acc\": %.4f, \"torch_test_acc\": %.4f, \"loom_threads\": %d, "
-                    "\"torch_threads\": %d}\n",
-                    model.c_str(), (long long)e, lsec, tsec, lsec / tsec, lacc, tacc, loom.threads(), best_t);
+        std::printf(
+            "{\"model\": \"%s\", \"epoch\": %lld, \"loom_seconds\": %.4f, \"torch_seconds\": %.4f, "
+            "\"ratio\": %.4f, \"loom_test_acc\": %.4f, \"torch_test_acc\": %.4f, \"loom_threads\": %d, "
+            "\"torch_threads\": %d}\n",
+            model.c_str(), (long long)e, lsec, tsec, lsec / tsec, lacc, tacc, loom.threads(), best_t);
       else
         std::printf("  epoch %lld  loom %.2f s (test acc %.4f)  PyTorch %.2f s (test acc %.4f)  ratio %.2f\n",
                     (long long)e, lsec, lacc, tsec, tacc, lsec / tsec);
@@ -259,8 +279,9 @@ int run(const Options& o) {
     }
     const double lm = median(ls), tm = median(ts);
     if (o.json)
-      std::printf("{\"model\": \"%s\", \"loom_median_seconds\": %.4f, \"torch_median_seconds\": %.4f, \"ratio\": %.4f}\n",
-                  model.c_str(), lm, tm, lm / tm);
+      std::printf(
+          "{\"model\": \"%s\", \"loom_median_seconds\": %.4f, \"torch_median_seconds\": %.4f, \"ratio\": %.4f}\n",
+          model.c_str(), lm, tm, lm / tm);
     else
       std::printf("%s: median s/epoch  loom %.2f  PyTorch %.2f  ratio loom/PyTorch %.2f\n\n", model.c_str(), lm, tm,
                   lm / tm);
@@ -274,7 +295,8 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   Options o;
   po::options_description desc(
-      "bench_train: loom vs PyTorch training time per epoch on Fashion-MNIST\n\nUsage: bench_train [options]\n\nOptions");
+      "bench_train: loom vs PyTorch training time per epoch on Fashion-MNIST\n\nUsage: bench_train "
+      "[options]\n\nOptions");
   // clang-format off
   desc.add_options()
     ("help,h", "show this help")

@@ -54,9 +54,12 @@ std::unique_ptr<nn::Module> make_model(const Args& a) {
 std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch) {
   optim::Schedule sched;
   const int64_t total = std::max<int64_t>(1, (a.epochs) * steps_per_epoch);
-  if (a.schedule == "cosine") sched = optim::schedule::cosine(total);
-  else if (a.schedule == "step") sched = optim::schedule::step(std::max<int64_t>(1, steps_per_epoch * 2), 0.5);
-  else if (a.schedule != "none") fail("unknown --schedule '", a.schedule, "' (none, cosine, step)");
+  if (a.schedule == "cosine")
+    sched = optim::schedule::cosine(total);
+  else if (a.schedule == "step")
+    sched = optim::schedule::step(std::max<int64_t>(1, steps_per_epoch * 2), 0.5);
+  else if (a.schedule != "none")
+    fail("unknown --schedule '", a.schedule, "' (none, cosine, step)");
   if (a.warmup > 0) sched = optim::schedule::warmup(a.warmup, sched ? sched : optim::schedule::constant());
   if (a.opt == "sgd")
     return std::make_unique<optim::SGD>(model, optim::SGDOptions{.lr = a.lr,
@@ -161,8 +164,8 @@ int run(const Args& a) {
   }
   if (!a.json) {
     info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.opt << " lr " << a.lr
-         << (a.schedule != "none" ? " (" + a.schedule + ")" : "") << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << ", " << s.options().threads
-         << " threads, data " << a.data << "\n";
+         << (a.schedule != "none" ? " (" + a.schedule + ")" : "") << (a.wd ? " wd " + fmt("%g", a.wd) : "")
+         << ", batch " << a.batch << ", " << s.options().threads << " threads, data " << a.data << "\n";
   }
 
   auto evaluate = [&] {
@@ -200,8 +203,8 @@ int run(const Args& a) {
           (long long)e, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
       std::fflush(stdout);
     } else {
-      std::printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test acc %.4f  %.2f s  %.0f img/s\n",
-                  (long long)e, (long long)last, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
+      std::printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test acc %.4f  %.2f s  %.0f img/s\n", (long long)e,
+                  (long long)last, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
       std::fflush(stdout);
     }
     if (!a.save.empty())
@@ -221,8 +224,8 @@ int run(const Args& a) {
     info << "profile: " << st.runs << " runs; node times summed over all runs:\n";
     for (size_t i = 0; i < st.node_times.size() && i < 20; ++i) {
       const NodeTime& t = st.node_times[i];
-      info << fmt("%8.1f ms ", t.total_us / 1e3) << fmt("%5.1f%%  ", 100 * t.total_us / total) << t.op << "  "
-           << t.name << "\n";
+      info << fmt("%8.1f ms ", t.total_us / 1e3) << fmt("%5.1f%%  ", 100 * t.total_us / total) << t.op << "  " << t.name
+           << "\n";
     }
   }
   return 0;

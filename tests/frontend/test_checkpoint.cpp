@@ -8,7 +8,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "tests/util.hpp"  // first: see core/philox.hpp and ops/ops.hpp
+// util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
+#include "tests/util.hpp"
+
 #include "frontend/checkpoint.hpp"
 #include "frontend/io.hpp"
 #include "frontend/nn.hpp"
@@ -43,16 +45,15 @@ struct Trainer {
   Tensor x, y, loss, step;
   nn::Sequential model;
   std::unique_ptr<optim::Adam> opt;
-  explicit Trainer(int64_t hidden = 8) : model{nn::Linear(4, hidden), nn::BatchNorm1d(hidden), nn::ReLU(), nn::Linear(hidden, 3)} {
+  explicit Trainer(int64_t hidden = 8)
+      : model{nn::Linear(4, hidden), nn::BatchNorm1d(hidden), nn::ReLU(), nn::Linear(hidden, 3)} {
     x = g.placeholder("x", {-1, 4});
     y = g.placeholder("y", {-1}, int64);
     loss = nn::cross_entropy(model(x), y);
     opt = std::make_unique<optim::Adam>(model, optim::AdamOptions{.lr = 0.05});
     step = opt->minimize(loss);
   }
-  Feeds feeds() const {
-    return {{x, test::rand({6, 4}, 1)}, {y, NDArray::from<int64_t>({0, 1, 2, 0, 1, 2})}};
-  }
+  Feeds feeds() const { return {{x, test::rand({6, 4}, 1)}, {y, NDArray::from<int64_t>({0, 1, 2, 0, 1, 2})}}; }
 };
 
 std::string header_of(const std::string& path) {
@@ -106,7 +107,9 @@ TEST_SUITE("frontend/checkpoint") {
     }
     auto meta = checkpoint::read_metadata(p);
     CHECK(meta["note"] == "line\nbreak");
-    CHECK(contains(error_of([&] { checkpoint::write(p, {{"a", ts[0].second}, {"a", ts[1].second}}); }),
+    CHECK(contains(error_of([&] {
+                     checkpoint::write(p, {{"a", ts[0].second}, {"a", ts[1].second}});
+                   }),
                    "tensor name 'a' is used twice"));
   }
 
@@ -222,7 +225,9 @@ TEST_SUITE("frontend/checkpoint") {
     TempDir dir;
     const std::string p = dir / "c.safetensors";
     checkpoint::write(p, {{"a", NDArray::from<float>({1, 2})}});
-    std::string e = error_of([&] { checkpoint::write(dir / "no/such/dir/c.safetensors", {{"a", NDArray::from<float>({1})}}); });
+    std::string e = error_of([&] {
+      checkpoint::write(dir / "no/such/dir/c.safetensors", {{"a", NDArray::from<float>({1})}});
+    });
     CHECK(contains(e, "cannot write"));
     CHECK(contains(e, "no/such/dir/c.safetensors"));
     // An invalid tensor list fails before touching the file.

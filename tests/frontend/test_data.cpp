@@ -9,7 +9,9 @@
 #include <fstream>
 #include <set>
 
-#include "tests/util.hpp"  // first: see core/philox.hpp and ops/ops.hpp
+// util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
+#include "tests/util.hpp"
+
 #include "frontend/data.hpp"
 #include "frontend/io.hpp"
 
@@ -139,7 +141,8 @@ TEST_SUITE("frontend/data") {
     CHECK(contains(err("empty", {}), "truncated IDX file"));
     CHECK(contains(err("header", {0, 0, 8, 3, 0, 0, 0}), "shorter than its header"));
     std::vector<uint8_t> cut(img.begin(), img.end() - 5);
-    CHECK(contains(err("short", cut), "truncated IDX file: the header declares ubyte[2,3,3] (34 bytes), the file has 29"));
+    CHECK(contains(err("short", cut),
+                   "truncated IDX file: the header declares ubyte[2,3,3] (34 bytes), the file has 29"));
     std::vector<uint8_t> longer = img;
     longer.push_back(0);
     CHECK(contains(err("long", longer), "1 bytes after the data"));

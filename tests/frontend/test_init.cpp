@@ -3,7 +3,9 @@
 
 #include <cmath>
 
-#include "tests/util.hpp"  // first: see core/philox.hpp and ops/ops.hpp
+// util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
+#include "tests/util.hpp"
+
 #include "frontend/init.hpp"
 
 using namespace loom;
@@ -126,12 +128,12 @@ TEST_SUITE("frontend/init") {
       check_moments(a, b * b / 3);
     }
     check_moments(filled(init::kaiming_normal({.mode = init::FanMode::fan_out}), s, 5), 2.0 / fo);
-    check_moments(filled(init::kaiming_normal({.nonlinearity = init::Nonlinearity::tanh}), s, 6),
-                  (25.0 / 9.0) / fi);
+    check_moments(filled(init::kaiming_normal({.nonlinearity = init::Nonlinearity::tanh}), s, 6), (25.0 / 9.0) / fi);
   }
 
   TEST_CASE("same seed, same values; another seed or name, other values") {
-    NDArray a = filled(init::normal(), {64}, 5), b = filled(init::normal(), {64}, 5), c = filled(init::normal(), {64}, 6);
+    NDArray a = filled(init::normal(), {64}, 5), b = filled(init::normal(), {64}, 5),
+            c = filled(init::normal(), {64}, 6);
     CHECK(test::identical(a, b));
     CHECK_FALSE(test::identical(a, c));
 

@@ -4,7 +4,9 @@
 
 #include <cmath>
 
-#include "tests/util.hpp"  // first: see core/philox.hpp and ops/ops.hpp
+// util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
+#include "tests/util.hpp"
+
 #include "frontend/nn.hpp"
 
 using namespace loom;
@@ -53,8 +55,9 @@ TEST_SUITE("frontend/nn") {
     Tensor y2 = model(x);  // a second build shares the variables
     CHECK(g.variables().size() == vars);
     CHECK_FALSE(y2.is(y));
-    CHECK(model.str() == "Sequential\n  (0): Flatten\n  (1): Linear(12, 8, bias)\n  (2): ReLU\n"
-                         "  (3): Linear(8, 3, no bias)\n");
+    CHECK(model.str() ==
+          "Sequential\n  (0): Flatten\n  (1): Linear(12, 8, bias)\n  (2): ReLU\n"
+          "  (3): Linear(8, 3, no bias)\n");
     // Inside a user scope the prefix applies to everything.
     nn::Linear other(3, 2);
     {
@@ -178,7 +181,8 @@ TEST_SUITE("frontend/nn") {
     NDArray out = s.run1(yt, {{x, a}});
     for (int c = 0; c < 3; ++c)
       for (int r = 0; r < 8; ++r)
-        CHECK(out.at({r, c}) == doctest::Approx((ad.at({r, c}) - mu[size_t(c)]) / std::sqrt(var[size_t(c)] + 1e-5)).epsilon(1e-4));
+        CHECK(out.at({r, c}) ==
+              doctest::Approx((ad.at({r, c}) - mu[size_t(c)]) / std::sqrt(var[size_t(c)] + 1e-5)).epsilon(1e-4));
     CHECK(s.get(bn.running_mean()).at({0}) == 0.0);
     // Running the updates: running = 0.9 running + 0.1 batch (unbiased variance).
     s.run({}, {{x, a}}, bn.updates());
@@ -190,7 +194,8 @@ TEST_SUITE("frontend/nn") {
     // Eval output uses the running statistics.
     NDArray oe = s.run1(ye, {{x, a}});
     for (int c = 0; c < 3; ++c)
-      CHECK(oe.at({1, c}) == doctest::Approx((ad.at({1, c}) - rm.at({c})) / std::sqrt(rv.at({c}) + 1e-5)).epsilon(1e-4));
+      CHECK(oe.at({1, c}) ==
+            doctest::Approx((ad.at({1, c}) - rm.at({c})) / std::sqrt(rv.at({c}) + 1e-5)).epsilon(1e-4));
   }
 
   TEST_CASE("BatchNorm1d on [N, C, L] and its gradient against central differences") {
@@ -220,7 +225,8 @@ TEST_SUITE("frontend/nn") {
     }
     CHECK(contains(error_of([&] { nn::BatchNorm1d(3)(x); }), "expected [N, 3] or [N, 3, L], got [3,2,4]"));
     Tensor one = g.placeholder("one", {1, 2}, float64);
-    CHECK(contains(error_of([&] { nn::BatchNorm1d(2)(one); }), "BatchNorm1d: training needs more than one value per feature"));
+    CHECK(contains(error_of([&] { nn::BatchNorm1d(2)(one); }),
+                   "BatchNorm1d: training needs more than one value per feature"));
   }
 
   TEST_CASE("LayerNorm1d normalizes the last dim") {
@@ -252,8 +258,9 @@ TEST_SUITE("frontend/nn") {
     CHECK(net.updates().size() == 12);
     CHECK(net.named_buffers().front().first == "2/0/fn/1/running_mean");
     const std::string tree = net.str();
-    CHECK(contains(tree, "MLPResNet\n  (0): Linear(784, 100, bias)\n  (1): ReLU\n  (2): Sequential\n    (0): Residual\n"
-                         "      (fn): Sequential\n        (0): Linear(100, 50, bias)\n        (1): BatchNorm1d(50"));
+    CHECK(contains(tree,
+                   "MLPResNet\n  (0): Linear(784, 100, bias)\n  (1): ReLU\n  (2): Sequential\n    (0): Residual\n"
+                   "      (fn): Sequential\n        (0): Linear(100, 50, bias)\n        (1): BatchNorm1d(50"));
     CHECK(contains(tree, "(3): Dropout(p=0.1)"));
     nn::MLPResNet ln(20, {.hidden = 8, .blocks = 1, .classes = 4, .norm = nn::Norm::layer, .dropout = 0.0});
     Tensor x2 = g.placeholder("x2", {-1, 20});

@@ -4,7 +4,9 @@
 #include <cmath>
 #include <functional>
 
-#include "tests/util.hpp"  // first: see core/philox.hpp and ops/ops.hpp
+// util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
+#include "tests/util.hpp"
+
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
 
@@ -59,7 +61,8 @@ std::vector<std::vector<double>> reference(int steps, const Update& update) {
   return out;
 }
 
-void check_close(const std::vector<std::vector<double>>& got, const std::vector<std::vector<double>>& want, double tol) {
+void check_close(const std::vector<std::vector<double>>& got, const std::vector<std::vector<double>>& want,
+                 double tol) {
   REQUIRE(got.size() == want.size());
   for (size_t t = 0; t < got.size(); ++t)
     for (size_t i = 0; i < 4; ++i) {
@@ -87,8 +90,10 @@ Update adam_ref(double lr, double b1, double b2, double eps, double wd, bool dec
   return [=](std::vector<double>& p, const std::vector<double>& g0, int t) {
     for (size_t i = 0; i < 4; ++i) {
       double g = g0[i];
-      if (decoupled) p[i] *= 1 - lr * wd;
-      else g += wd * p[i];
+      if (decoupled)
+        p[i] *= 1 - lr * wd;
+      else
+        g += wd * p[i];
       (*m)[i] = b1 * (*m)[i] + (1 - b1) * g;
       (*v)[i] = b2 * (*v)[i] + (1 - b2) * g * g;
       double mhat = (*m)[i] / (1 - std::pow(b1, t)), vhat = (*v)[i] / (1 - std::pow(b2, t));
@@ -163,7 +168,8 @@ TEST_SUITE("frontend/optim") {
     Graph g;
     Tensor a = g.variable("a", {2}, values({0, 0})), b = g.variable("b", {2}, values({0, 0}));
     // Gradients (3, 4) and (0, 12): global norm 13.
-    Tensor loss = sum(a * g.constant(NDArray::from<float>({3, 4}))) + sum(b * g.constant(NDArray::from<float>({0, 12})));
+    Tensor loss =
+        sum(a * g.constant(NDArray::from<float>({3, 4}))) + sum(b * g.constant(NDArray::from<float>({0, 12})));
     auto grads = gradients(loss, {a, b});
     Tensor norm;
     auto clipped = optim::clip_by_global_norm(grads, 6.5, &norm);

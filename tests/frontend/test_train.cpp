@@ -4,9 +4,9 @@
 
 #include <cmath>
 
-// core/philox.hpp calls unqualified log/sqrt/sin/cos, which resolve to loom's
-// Tensor ops when ops/ops.hpp is included first: include it (via util.hpp) first.
+// util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
 #include "tests/util.hpp"
+
 #include "frontend/loom.hpp"
 
 using namespace loom;
@@ -43,8 +43,10 @@ Run train(nn::Module& model, const std::string& opt_name, SessionOptions so, int
   model.eval();
   Tensor acc = nn::accuracy(model(x), y);
   std::unique_ptr<optim::Optimizer> opt;
-  if (opt_name == "adam") opt = std::make_unique<optim::Adam>(model, optim::AdamOptions{.lr = 0.02});
-  else opt = std::make_unique<optim::SGD>(model, optim::SGDOptions{.lr = 0.1, .momentum = 0.9, .nesterov = true});
+  if (opt_name == "adam")
+    opt = std::make_unique<optim::Adam>(model, optim::AdamOptions{.lr = 0.02});
+  else
+    opt = std::make_unique<optim::SGD>(model, optim::SGDOptions{.lr = 0.1, .momentum = 0.9, .nesterov = true});
   Tensor step = opt->minimize(loss);
   Session s(g, so);
   auto ds = blobs();
