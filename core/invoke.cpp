@@ -44,6 +44,8 @@ std::vector<NDArray> invoke(std::string_view op_name, const std::vector<NDArray>
   for (const auto& t : outs) out.push_back(NDArray::empty(t.shape, t.dtype, dev));
   KernelContext kc{dev, nullptr, options.seed, options.run_counter};
   KernelCall call{kc, in, out, attrs, op.name, op.name, options.node_key};
+  std::shared_ptr<const void> state;
+  if (k->prepare) call.state = (state = k->prepare(call)).get();
   k->fn(call);
   if (!dev.is_cpu()) device_backend(dev).synchronize(nullptr);
   return out;

@@ -5,6 +5,7 @@
 /// (a kernel registered for several dtypes dispatches internally).
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -35,14 +36,24 @@ struct KernelCall {
   std::string_view op;
   std::string_view node;  // node name, for errors
   uint64_t node_key = 0;  // stable per node: random streams are keyed by it
+  const void* state = nullptr;  // what the kernel's prepare() returned for this node
 };
 
 using KernelFn = void (*)(const KernelCall&);
+/// Runs once when a plan binds the node (shapes, layouts and attributes are
+/// final); the result is handed to every call as KernelCall::state.
+using PrepareFn = std::shared_ptr<const void> (*)(const KernelCall&);
+/// An element-wise op's inner loop over n contiguous elements, for the fused
+/// element-wise kernel: args are 1-3 operand arrays of dtype `in`.
+using ChunkFn = void (*)(DType in, void* out, const void* const* args, int64_t n);
 
 struct KernelInfo {
   KernelFn fn = nullptr;
   /// The planner hands this kernel compact inputs (copying views first).
   bool compact_inputs = false;
+  PrepareFn prepare = nullptr;
+  /// Set for element-wise kernels the planner may fuse into one loop.
+  ChunkFn chunk = nullptr;
 };
 
 void register_kernel(std::string_view op, DeviceKind device, const std::vector<DType>& dtypes,

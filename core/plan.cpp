@@ -85,6 +85,7 @@ struct Builder {
   bool try_fold(PNode& node);
   void order_updates();
   void mark_alive();
+  void fuse();
   void bind_steps();
 };
 
@@ -341,6 +342,117 @@ void Builder::build(const std::vector<char>& needed, const std::vector<int>& fee
   for (const Tensor& t : *req.fetches) p.fetch_values.push_back(value_of[size_t(t.node_id())] + t.index());
 }
 
+// Element-wise fusion: a fusable node absorbs producers that are fusable, have
+// the same output shape and are read by it alone; the group becomes one
+// "fused" node running a small program (kernels/cpu/fused.cpp).
+namespace fusion {
+constexpr int64_t kNoArg = -1000000;
+struct Instr {
+  std::string op;
+  bool to_bool;
+  int64_t arg[3];
+};
+struct Program {
+  std::vector<int> leaves;  // value ids
+  std::vector<Instr> instrs;
+};
+}  // namespace fusion
+
+void Builder::fuse() {
+  if (!opt.fusion || opt.check_numerics) return;  // check_numerics names single nodes
+  const KernelInfo* fused_kernel_f = find_kernel("fused", p.device.kind, float32);
+  if (!fused_kernel_f) return;  // this device has no fused kernel
+  std::vector<int> uses(p.values.size(), 0);
+  std::vector<char> pinned(p.values.size(), 0), ordered(p.nodes.size(), 0);
+  for (const PNode& n : p.nodes) {
+    if (!n.alive) continue;
+    for (int v : n.in) ++uses[size_t(v)];
+    for (int a : n.after) ordered[size_t(a)] = 1;
+  }
+  for (int v : p.fetch_values) pinned[size_t(v)] = 1;
+  auto value_float = [&](const PNode& n) {
+    // The dtype an element-wise op computes in: its output's, or (comparisons) its inputs'.
+    DType out = p.values[size_t(n.out[0])].type.dtype;
+    DType in = p.values[size_t(n.in.back())].type.dtype;
+    return out == boolean ? is_floating(in) : is_floating(out);
+  };
+  auto fusable = [&](const PNode& n) {
+    return n.alive && n.kind == NodeKind::kernel && n.op && n.op->elementwise && !n.op->stateful && n.kernel &&
+           n.kernel->chunk && n.out.size() == 1 && n.op->writes_input < 0 && n.op->shape_only_inputs.empty() &&
+           n.after.empty() && value_float(n);
+  };
+  std::vector<std::unique_ptr<fusion::Program>> prog(p.nodes.size());
+  for (size_t id = 0; id < p.nodes.size(); ++id) {
+    PNode& n = p.nodes[id];
+    if (!fusable(n)) continue;
+    auto pr = std::make_unique<fusion::Program>();
+    fusion::Instr self{n.op->name, p.values[size_t(n.out[0])].type.dtype == boolean, {fusion::kNoArg, fusion::kNoArg, fusion::kNoArg}};
+    const Shape& shape = p.values[size_t(n.out[0])].type.shape;
+    for (size_t k = 0; k < n.in.size(); ++k) {
+      int v = n.in[k];
+      int pid = p.values[size_t(v)].producer;
+      fusion::Program* q = prog[size_t(pid)].get();
+      bool absorb = q && uses[size_t(v)] == 1 && !pinned[size_t(v)] && !ordered[size_t(pid)] &&
+                    p.values[size_t(v)].type.shape == shape && p.nodes[size_t(pid)].alive;
+      if (!absorb) {
+        auto it = std::find(pr->leaves.begin(), pr->leaves.end(), v);
+        int64_t r = it - pr->leaves.begin();
+        if (it == pr->leaves.end()) pr->leaves.push_back(v);
+        self.arg[k] = r;
+        continue;
+      }
+      // Inline q: its leaves join ours, its instructions are renumbered after ours.
+      const int64_t base = int64_t(pr->instrs.size());
+      for (fusion::Instr ins : q->instrs) {
+        for (int64_t& a : ins.arg) {
+          if (a == fusion::kNoArg) continue;
+          if (a < 0) {
+            a -= base;
+          } else {
+            int lv = q->leaves[size_t(a)];
+            auto it = std::find(pr->leaves.begin(), pr->leaves.end(), lv);
+            a = it - pr->leaves.begin();
+            if (it == pr->leaves.end()) pr->leaves.push_back(lv);
+          }
+        }
+        pr->instrs.push_back(ins);
+      }
+      self.arg[k] = -int64_t(pr->instrs.size());  // q's root is now our last instruction
+      p.nodes[size_t(pid)].alive = false;
+      prog[size_t(pid)].reset();
+    }
+    pr->instrs.push_back(self);
+    prog[id] = std::move(pr);
+  }
+  for (size_t id = 0; id < p.nodes.size(); ++id) {
+    fusion::Program* pr = prog[id].get();
+    if (!pr || pr->instrs.size() < 2 || !p.nodes[id].alive) continue;
+    PNode& n = p.nodes[id];
+    DType out = p.values[size_t(n.out[0])].type.dtype;
+    const KernelInfo* k = find_kernel("fused", p.device.kind, out);
+    if (!k) continue;  // e.g. a comparison at the root: bool output
+    std::string ops;
+    std::vector<int64_t> args, bools;
+    for (const fusion::Instr& ins : pr->instrs) {
+      ops += (ops.empty() ? "" : ";") + ins.op;
+      args.insert(args.end(), ins.arg, ins.arg + 3);
+      bools.push_back(ins.to_bool);
+    }
+    auto attrs = std::make_shared<Attrs>();
+    attrs->set("ops", ops).set("args", args).set("bools", bools);
+    n.op = &find_op("fused");
+    n.attrs = attrs;
+    n.kernel = k;
+    n.in = pr->leaves;
+    p.stats.fused += int(pr->instrs.size()) - 1;
+  }
+  // Absorbed nodes whose program could not be emitted must come back.
+  for (size_t id = 0; id < p.nodes.size(); ++id)
+    if (prog[id] && prog[id]->instrs.size() >= 2 && p.nodes[id].op->name != "fused") {
+      LOOM_ASSERT(false, "fusion group without a fused kernel");
+    }
+}
+
 // Keeps the nodes the fetches and targets need after CSE and folding.
 void Builder::mark_alive() {
   for (auto& n : p.nodes) n.alive = false;
@@ -434,6 +546,11 @@ void Builder::bind_steps() {
     s.key = uint64_t(n.graph_node >= 0 ? n.graph_node : 0x7fffffff - id);
     s.feed = n.feed;
     for (int v : n.out) s.check |= is_floating(p.values[size_t(v)].type.dtype);
+    if (n.kernel && n.kernel->prepare) {
+      KernelContext kc{p.device};
+      KernelCall call{kc, s.in, s.out, *s.attrs, *s.op, *s.name, s.key};
+      s.state = n.kernel->prepare(call);
+    }
     p.steps.push_back(std::move(s));
   }
 }
@@ -448,7 +565,8 @@ std::unique_ptr<Plan> compile_plan(const CompileRequest& req) {
   b.validate_and_prune(needed, feed_of);
   b.build(needed, feed_of);
   b.mark_alive();
-  for (const PNode& n : plan->nodes) plan->stats.nodes_after_passes += n.alive && n.graph_node >= 0;
+  b.fuse();
+  for (const PNode& n : plan->nodes) plan->stats.nodes_after_passes += n.alive && n.kind != NodeKind::source;
   b.order_updates();
   for (int v : plan->fetch_values) plan->storages[size_t(plan->values[size_t(v)].storage)].pinned = true;
   schedule_plan(*plan, *req.options);

@@ -68,6 +68,7 @@ struct Step {
   uint64_t key = 0;
   int feed = -1;
   bool check = false;  // check_numerics applies to its float outputs
+  std::shared_ptr<const void> state;  // the kernel's prepare() result
 };
 
 class Plan {

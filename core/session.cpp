@@ -173,7 +173,7 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
       const NDArray host = src.device() == options_.device ? src : src.to(options_.device);
       copy_into(s.out[0], host);
     } else if (s.fn) {
-      KernelCall call{ctx, s.in, s.out, *s.attrs, *s.op, *s.name, s.key};
+      KernelCall call{ctx, s.in, s.out, *s.attrs, *s.op, *s.name, s.key, s.state.get()};
       s.fn(call);
     }
     if (check && s.check)

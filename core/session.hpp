@@ -33,7 +33,8 @@ struct SessionOptions {
   Executor executor = Executor::serial;
   MemoryStrategy memory = MemoryStrategy::best;
   uint64_t seed = 0;
-  /// Name the first node producing NaN/Inf (slower: scans every float output).
+  /// Name the first node producing NaN/Inf (slower: scans every float output;
+  /// turns fusion off so that every node is checked on its own).
   bool check_numerics = false;
   /// Record per-node times (stats().node_times) and the trace of the last run.
   bool profile = false;

@@ -2,6 +2,7 @@
 // comparisons, where, cast, identity/stop_gradient and fills.
 
 #include <cmath>
+#include <sstream>
 
 #include "ops/common.hpp"
 #include "ops/ops.hpp"
@@ -289,6 +290,57 @@ const bool registered = [] {
     if (std::string(name) == "identity") d.grad = [](const GradContext& c) { return std::vector<Tensor>{c.dout(0)}; };
     d.reference = [](std::span<const NDArray> in, const Attrs&) { return std::vector<NDArray>{in[0].clone()}; };
     d.examples = [](uint64_t seed) { return std::vector<OpExample>{{"matrix", {rand_array({2, 3}, -1, 1, seed)}, {}}}; };
+    register_op(std::move(d));
+  }
+  {
+    // fused: a program of element-wise ops made by the planner's fusion pass
+    // (kernels/cpu/fused.cpp documents the attributes). Users never build it.
+    OpDef d;
+    d.name = "fused";
+    d.min_inputs = 1;
+    d.max_inputs = -1;
+    d.elementwise = true;
+    d.inplace = true;
+    d.infer = [](const InferContext& c) {
+      Shape s;
+      DType value = boolean;
+      for (const TensorType& t : c.in) {
+        s = broadcast_checked(c, s, t.shape);
+        if (value == boolean && is_floating(t.dtype)) value = t.dtype;
+      }
+      c.check(value != boolean, "needs a floating input");
+      return std::vector<TensorType>{{c.attrs.ints("bools").back() ? boolean : value, s}};
+    };
+    d.reference = [](std::span<const NDArray> in, const Attrs& a) {
+      std::vector<std::string> ops;
+      std::stringstream ss(a.get<std::string>("ops"));
+      for (std::string op; std::getline(ss, op, ';');) ops.push_back(op);
+      const auto& args = a.ints("args");
+      std::vector<NDArray> results;
+      for (size_t k = 0; k < ops.size(); ++k) {
+        std::vector<NDArray> operands;
+        for (size_t j = 0; j < 3; ++j) {
+          int64_t r = args[3 * k + j];
+          if (r == -1000000) continue;
+          operands.push_back(r >= 0 ? in[size_t(r)] : results[size_t(-r - 1)]);
+        }
+        results.push_back(find_op(ops[k]).reference(operands, {})[0]);
+      }
+      return std::vector<NDArray>{results.back()};
+    };
+    d.examples = [](uint64_t seed) {
+      // relu(x * w + b) and where(x > 0, exp(x), y) with a strided-broadcast leaf.
+      const int64_t none = -1000000;
+      std::vector<int64_t> no_bools = {0, 0, 0};
+      return std::vector<OpExample>{
+          {"relu(x*w+b)", {rand_array({3, 4}, -1, 1, seed), rand_array({3, 4}, -1, 1, seed + 1), rand_array({4}, -1, 1, seed + 2)},
+           {{"ops", std::string("mul;add;relu")}, {"args", std::vector<int64_t>{0, 1, none, -1, 2, none, -2, none, none}}, {"bools", no_bools}},
+           {}, false},
+          {"where(x>0, exp(x), y)", {rand_array({2, 5}, -1, 1, seed + 3), rand_array({2, 1}, -1, 1, seed + 4)},
+           {{"ops", std::string("gt;exp;where")}, {"args", std::vector<int64_t>{0, 1, none, 0, none, none, -1, -2, 1}},
+            {"bools", std::vector<int64_t>{1, 0, 0}}},
+           {}, false}};
+    };
     register_op(std::move(d));
   }
   {

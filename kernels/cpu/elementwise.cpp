@@ -97,9 +97,19 @@ void unary_kernel(const KernelCall& c) {
   dispatch_among(TypeList<Ts...>{}, c.out[0].dtype(), [&]<class T>() { unary_typed<Op, T>(c); });
 }
 
+// Inner loops for the fused kernel (fused.cpp): float operands only.
+template <class Op>
+void unary_chunk(DType in, void* out, const void* const* args, int64_t n) {
+  dispatch_among(FloatTypes{}, in, [&]<class T>() {
+    T* o = static_cast<T*>(out);
+    const T* a = static_cast<const T*>(args[0]);
+    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i]);
+  });
+}
+
 template <class Op, class... Ts>
 void reg_unary(const char* name, TypeList<Ts...> types) {
-  register_kernel(name, DeviceKind::cpu, types.dtypes(), {&unary_kernel<Op, Ts...>});
+  register_kernel(name, DeviceKind::cpu, types.dtypes(), {&unary_kernel<Op, Ts...>, false, nullptr, &unary_chunk<Op>});
 }
 
 // ---------------------------------------------------------------- binary
@@ -178,15 +188,32 @@ void binary_kernel(const KernelCall& c) {
   });
 }
 
+template <class Op, class R>
+void binary_chunk(DType in, void* out, const void* const* args, int64_t n) {
+  dispatch_among(FloatTypes{}, in, [&]<class T>() {
+    using Out = std::conditional_t<std::is_same_v<R, bool>, bool, T>;
+    Out* o = static_cast<Out*>(out);
+    const T* a = static_cast<const T*>(args[0]);
+    const T* b = static_cast<const T*>(args[1]);
+    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i], b[i]);
+  });
+}
+
 template <class Op, class... Ts>
 void reg_binary(const char* name, TypeList<Ts...> types) {
-  register_kernel(name, DeviceKind::cpu, types.dtypes(), {&binary_kernel<Op, Ts...>});
+  register_kernel(name, DeviceKind::cpu, types.dtypes(),
+                  {&binary_kernel<Op, Ts...>, false, nullptr, &binary_chunk<Op, void>});
 }
 
 // Comparisons: registered under the output dtype (bool), dispatched on the inputs'.
 template <class Op>
 void compare_kernel(const KernelCall& c) {
   dispatch(c.in[0].dtype(), [&]<class T>() { binary_typed<Op, T, bool>(c); });
+}
+
+template <class Op>
+void reg_compare(const char* name) {
+  register_kernel(name, DeviceKind::cpu, {boolean}, {&compare_kernel<Op>, false, nullptr, &binary_chunk<Op, bool>});
 }
 
 // ---------------------------------------------------------------- where / fill
@@ -212,6 +239,16 @@ void where_kernel(const KernelCall& c) {
   dispatch(c.out[0].dtype(), [&]<class T>() { where_typed<T>(c); });
 }
 
+void where_chunk(DType in, void* out, const void* const* args, int64_t n) {
+  dispatch_among(FloatTypes{}, in, [&]<class T>() {
+    T* o = static_cast<T*>(out);
+    const bool* q = static_cast<const bool*>(args[0]);
+    const T* a = static_cast<const T*>(args[1]);
+    const T* b = static_cast<const T*>(args[2]);
+    for (int64_t i = 0; i < n; ++i) o[i] = q[i] ? a[i] : b[i];
+  });
+}
+
 // Fills out[0] with attribute "value" (inputs, if any, only give the shape).
 void fill_kernel(const KernelCall& c) {
   const NDArray& o = c.out[0];
@@ -233,7 +270,7 @@ const bool registered = [] {
   const auto all = AllTypes::dtypes();
   register_kernel("copy", DeviceKind::cpu, all, {&copy_kernel});
   register_kernel("cast", DeviceKind::cpu, all, {&copy_kernel});
-  register_kernel("where", DeviceKind::cpu, all, {&where_kernel});
+  register_kernel("where", DeviceKind::cpu, all, {&where_kernel, false, nullptr, &where_chunk});
   register_kernel("assign", DeviceKind::cpu, all, {&assign_kernel});
   register_kernel("full", DeviceKind::cpu, all, {&fill_kernel});
 
@@ -255,12 +292,12 @@ const bool registered = [] {
   reg_binary<Minimum>("minimum", NumericTypes{});
   reg_binary<Pow>("pow", FloatTypes{});
 
-  register_kernel("eq", DeviceKind::cpu, {boolean}, {&compare_kernel<Eq>});
-  register_kernel("ne", DeviceKind::cpu, {boolean}, {&compare_kernel<Ne>});
-  register_kernel("lt", DeviceKind::cpu, {boolean}, {&compare_kernel<Lt>});
-  register_kernel("le", DeviceKind::cpu, {boolean}, {&compare_kernel<Le>});
-  register_kernel("gt", DeviceKind::cpu, {boolean}, {&compare_kernel<Gt>});
-  register_kernel("ge", DeviceKind::cpu, {boolean}, {&compare_kernel<Ge>});
+  reg_compare<Eq>("eq");
+  reg_compare<Ne>("ne");
+  reg_compare<Lt>("lt");
+  reg_compare<Le>("le");
+  reg_compare<Gt>("gt");
+  reg_compare<Ge>("ge");
   return true;
 }();
 

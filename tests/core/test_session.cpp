@@ -133,6 +133,22 @@ TEST_SUITE("core/session") {
     CHECK(s.stats().last_plan.folded >= 2);
   }
 
+  TEST_CASE("element-wise fusion: fewer steps, bitwise identical results, strided and broadcast leaves") {
+    Graph g;
+    Tensor x = g.placeholder("x", {64, 33});
+    Tensor b = g.placeholder("b", {33});
+    Tensor y = relu(x * 2.0 + b);                                    // one fused step
+    Tensor z = where(y > 0.5, exp(-y), y * 0.25);                   // comparison and where inside a group
+    Tensor w = tanh(transpose(x)) * 3.0 - transpose(sum(x, {0}, true));  // strided and broadcast leaves
+    Feeds f{{x, rand({64, 33}, 1)}, {b, rand({33}, 2)}};
+    Session fused(g), plain(g, {.fusion = false});
+    auto a = fused.run({y, w, z}, f), c = plain.run({y, w, z}, f);
+    for (size_t i = 0; i < 3; ++i) CHECK(test::identical(a[i], c[i]));
+    CHECK(fused.stats().last_plan.fused >= 3);
+    CHECK(fused.stats().last_plan.steps < plain.stats().last_plan.steps);
+    test::verify_plan(fused.plan_info({y, w, z}, f));
+  }
+
   TEST_CASE("run-time errors name the placeholder or node; the session stays usable") {
     Graph g;
     Tensor x = g.placeholder("x", {-1, 3});

@@ -1,0 +1,163 @@
+// The fused element-wise kernel: runs a small program of element-wise ops
+// (built by the planner's fusion pass) over chunks of the output, so that a
+// chain like relu(x * w + b) makes one pass over memory instead of three.
+// Each instruction calls the same inner loop as the unfused kernel (its
+// KernelInfo::chunk), so fused and unfused results are bitwise identical.
+//
+// Attributes: "ops" (op names separated by ';'), "args" (3 operand refs per
+// instruction: r >= 0 is input r, r < 0 is the result of instruction -r-1,
+// kNoArg is unused), "bools" (1 where an instruction yields bool, else it
+// yields the value dtype: that of the first floating input). The last
+// instruction is the output.
+
+#include <cstring>
+#include <sstream>
+
+#include "core/kernel.hpp"
+#include "kernels/cpu/loops.hpp"
+
+namespace loom::cpu {
+namespace {
+
+constexpr int64_t kNoArg = -1000000;
+constexpr int64_t kChunk = 512;
+
+struct Instr {
+  ChunkFn fn;
+  DType in, out;
+  int64_t arg[3];
+  int arity;
+};
+
+enum class LeafMode { contiguous, scalar, strided };
+
+struct Leaf {
+  LeafMode mode;
+  std::vector<int64_t> strides;  // broadcast to the output shape (strided mode)
+};
+
+struct Program {
+  std::vector<Instr> instrs;
+  std::vector<Leaf> leaves;
+  Shape shape;
+};
+
+std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
+  auto p = std::make_shared<Program>();
+  std::vector<std::string> ops;
+  std::stringstream ss(c.attrs.get<std::string>("ops"));
+  for (std::string op; std::getline(ss, op, ';');) ops.push_back(op);
+  const auto& args = c.attrs.ints("args");
+  const auto& bools = c.attrs.ints("bools");
+  LOOM_ASSERT(args.size() == 3 * ops.size() && bools.size() == ops.size(), "malformed fused program");
+  DType value = boolean;
+  for (const NDArray& a : c.in)
+    if (value == boolean && is_floating(a.dtype())) value = a.dtype();
+  auto dtype_of_ref = [&](int64_t r) { return r >= 0 ? c.in[size_t(r)].dtype() : bools[size_t(-r - 1)] ? boolean : value; };
+  for (size_t k = 0; k < ops.size(); ++k) {
+    Instr in{};
+    in.out = bools[k] ? boolean : value;
+    const KernelInfo* info = find_kernel(ops[k], DeviceKind::cpu, in.out);
+    LOOM_ASSERT(info && info->chunk, "fused: ", ops[k], " has no chunk function");
+    in.fn = info->chunk;
+    for (int j = 0; j < 3; ++j) {
+      in.arg[j] = args[3 * k + size_t(j)];
+      if (in.arg[j] != kNoArg) in.arity = j + 1;
+    }
+    // The dtype the inner loop dispatches on: the value operands' (where: operand 1).
+    in.in = dtype_of_ref(in.arg[in.arity == 3 ? 1 : 0]);
+    p->instrs.push_back(in);
+  }
+  const NDArray& out = c.out[0];
+  p->shape = out.shape();
+  for (const NDArray& a : c.in) {
+    Leaf l;
+    if (a.numel() == 1) l.mode = LeafMode::scalar;
+    else if (a.is_compact() && a.numel() == out.numel()) l.mode = LeafMode::contiguous;
+    else {
+      l.mode = LeafMode::strided;
+      l.strides = broadcast_strides(a.layout(), out.shape());
+    }
+    p->leaves.push_back(std::move(l));
+  }
+  return p;
+}
+
+void fused_kernel(const KernelCall& c) {
+  std::shared_ptr<const void> owned;
+  const Program* p = static_cast<const Program*>(c.state);
+  if (!p) {  // eager call without a plan
+    owned = prepare_fused(c);
+    p = static_cast<const Program*>(owned.get());
+  }
+  const NDArray& out = c.out[0];
+  const int64_t n = out.numel();
+  const size_t ni = p->instrs.size(), nl = p->leaves.size();
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  char* out_base = static_cast<char*>(out.raw());
+  const size_t out_size = dtype_size(out.dtype());
+  parallel_for(chunks, std::max<int64_t>(1, kGrain / kChunk), [&](int64_t lo, int64_t hi) {
+    // Scratch: one chunk per instruction and per leaf (8 bytes covers every dtype).
+    std::vector<double> scratch(size_t(kChunk) * (ni + nl));
+    auto slot = [&](size_t i) { return reinterpret_cast<char*>(scratch.data() + i * size_t(kChunk)); };
+    std::vector<const void*> leaf_ptr(nl);
+    for (size_t r = 0; r < nl; ++r)
+      if (p->leaves[r].mode == LeafMode::scalar) {  // broadcast once for the whole task
+        const NDArray& a = c.in[r];
+        size_t sz = a.itemsize();
+        for (int64_t i = 0; i < kChunk; ++i) std::memcpy(slot(ni + r) + size_t(i) * sz, a.raw(), sz);
+        leaf_ptr[r] = slot(ni + r);
+      }
+    for (int64_t ch = lo; ch < hi; ++ch) {
+      const int64_t e0 = ch * kChunk, m = std::min(kChunk, n - e0);
+      for (size_t r = 0; r < nl; ++r) {
+        const NDArray& a = c.in[r];
+        const Leaf& leaf = p->leaves[r];
+        if (leaf.mode == LeafMode::contiguous) {
+          leaf_ptr[r] = static_cast<const char*>(a.raw()) + e0 * int64_t(a.itemsize());
+        } else if (leaf.mode == LeafMode::strided) {
+          // Gather with an odometer over the output index space.
+          const size_t nd = p->shape.size();
+          std::vector<int64_t> idx(nd);
+          int64_t rem = e0, off = 0;
+          for (size_t d = nd; d-- > 0;) {
+            idx[d] = rem % p->shape[d];
+            rem /= p->shape[d];
+            off += idx[d] * leaf.strides[d];
+          }
+          const size_t sz = a.itemsize();
+          const char* src = static_cast<const char*>(a.raw());
+          char* dst = slot(ni + r);
+          for (int64_t i = 0; i < m; ++i) {
+            std::memcpy(dst + size_t(i) * sz, src + off * int64_t(sz), sz);
+            for (size_t d = nd; d-- > 0;) {
+              off += leaf.strides[d];
+              if (++idx[d] < p->shape[d]) break;
+              off -= leaf.strides[d] * p->shape[d];
+              idx[d] = 0;
+            }
+          }
+          leaf_ptr[r] = dst;
+        }
+      }
+      for (size_t k = 0; k < ni; ++k) {
+        const Instr& in = p->instrs[k];
+        const void* a[3] = {};
+        for (int j = 0; j < in.arity; ++j) {
+          int64_t r = in.arg[j];
+          a[j] = r >= 0 ? leaf_ptr[size_t(r)] : static_cast<const void*>(slot(size_t(-r - 1)));
+        }
+        void* dst = k + 1 == ni ? static_cast<void*>(out_base + e0 * int64_t(out_size)) : slot(k);
+        in.fn(in.in, dst, a, m);
+      }
+    }
+  });
+}
+
+const bool registered = [] {
+  register_kernel("fused", DeviceKind::cpu, FloatTypes::dtypes(), {&fused_kernel, false, &prepare_fused});
+  return true;
+}();
+
+}  // namespace
+}  // namespace loom::cpu
