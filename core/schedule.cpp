@@ -368,46 +368,54 @@ void plan_memory(Plan& p, const SessionOptions& o) {
 
   // In-place: an element-wise output takes over an input's buffer when that
   // input dies at this node and covers its whole buffer with the same layout.
-  if (o.memory != MemoryStrategy::naive) {
-    std::vector<std::vector<int>> values_in(p.storages.size());
-    for (size_t v = 0; v < p.values.size(); ++v)
-      if (p.values[v].storage >= 0) values_in[size_t(p.values[v].storage)].push_back(int(v));
-    for (int id : p.order) {
-      PNode& n = p.nodes[size_t(id)];
-      if (n.kind != NodeKind::kernel || !n.op || !n.op->inplace || n.out.size() != 1) continue;
-      PValue& out = p.values[size_t(n.out[0])];
-      PStorage& os = p.storages[size_t(out.storage)];
-      if (os.kind != StorageKind::arena || os.pinned) continue;
-      for (size_t k = 0; k < n.in.size(); ++k) {
-        const PValue& in = p.values[size_t(n.in[k])];
-        PStorage& is = p.storages[size_t(in.storage)];
-        if (is.kind != StorageKind::arena || is.pinned || is.merged || is.last != n.pos || is.bytes != os.bytes ||
-            in.type.shape != out.type.shape || dtype_size(in.type.dtype) != dtype_size(out.type.dtype) ||
-            in.layout.offset != 0 || !in.layout.is_compact())
-          continue;
-        bool clash = false;  // another input viewing the same buffer differently
-        for (size_t j = 0; j < n.in.size(); ++j) {
-          const PValue& w = p.values[size_t(n.in[j])];
-          clash |= j != k && w.storage == in.storage && !(w.layout.strides == in.layout.strides && w.layout.offset == 0 &&
-                                                          w.type.shape == in.type.shape);
-        }
-        if (clash) continue;
-        // Readers of the old value must finish before this node overwrites it.
-        for (int r : is.readers) if (r != id) add_edge(p, r, id);
-        int old = out.storage;
-        for (int v : values_in[size_t(old)]) p.values[size_t(v)].storage = in.storage;
-        values_in[size_t(in.storage)].insert(values_in[size_t(in.storage)].end(), values_in[size_t(old)].begin(),
-                                            values_in[size_t(old)].end());
-        values_in[size_t(old)].clear();
-        PStorage& merged = p.storages[size_t(old)];
-        is.last = std::max(is.last, merged.last);
-        is.writers.insert(is.writers.end(), merged.writers.begin(), merged.writers.end());
-        is.readers.insert(is.readers.end(), merged.readers.begin(), merged.readers.end());
-        merged.merged = true;
-        merged.writers.clear();
-        merged.readers.clear();
-        break;
+  // cur_readers[s]: the nodes that read storage s's current contents so far.
+  std::vector<std::vector<int>> cur_readers(p.storages.size());
+  std::vector<std::vector<int>> values_in(p.storages.size());
+  for (size_t v = 0; v < p.values.size(); ++v)
+    if (p.values[v].storage >= 0) values_in[size_t(p.values[v].storage)].push_back(int(v));
+  for (int id : p.order) {
+    PNode& n = p.nodes[size_t(id)];
+    for (size_t k = 0; k < n.in.size(); ++k) {
+      if (is_shape_only(n, k)) continue;
+      auto& cur = cur_readers[size_t(p.values[size_t(n.in[k])].storage)];
+      if (cur.empty() || cur.back() != id) cur.push_back(id);
+    }
+    if (o.memory == MemoryStrategy::naive || n.kind != NodeKind::kernel || !n.op || !n.op->inplace || n.out.size() != 1)
+      continue;
+    PValue& out = p.values[size_t(n.out[0])];
+    PStorage& os = p.storages[size_t(out.storage)];
+    if (os.kind != StorageKind::arena || os.pinned) continue;
+    for (size_t k = 0; k < n.in.size(); ++k) {
+      const PValue& in = p.values[size_t(n.in[k])];
+      PStorage& is = p.storages[size_t(in.storage)];
+      if (is.kind != StorageKind::arena || is.pinned || is.merged || is.last != n.pos || is.bytes != os.bytes ||
+          in.type.shape != out.type.shape || dtype_size(in.type.dtype) != dtype_size(out.type.dtype) ||
+          in.layout.offset != 0 || !in.layout.is_compact())
+        continue;
+      bool clash = false;  // another input viewing the same buffer differently
+      for (size_t j = 0; j < n.in.size(); ++j) {
+        const PValue& w = p.values[size_t(n.in[j])];
+        clash |= j != k && w.storage == in.storage &&
+                 !(w.layout.strides == in.layout.strides && w.layout.offset == 0 && w.type.shape == in.type.shape);
       }
+      if (clash) continue;
+      // Readers of the old contents must finish before this node overwrites them.
+      const int keep = in.storage, old = out.storage;
+      for (int r : cur_readers[size_t(keep)])
+        if (r != id) add_edge(p, r, id);
+      cur_readers[size_t(keep)].clear();
+      for (int v : values_in[size_t(old)]) p.values[size_t(v)].storage = keep;
+      values_in[size_t(keep)].insert(values_in[size_t(keep)].end(), values_in[size_t(old)].begin(),
+                                     values_in[size_t(old)].end());
+      values_in[size_t(old)].clear();
+      PStorage& merged = p.storages[size_t(old)];
+      is.last = std::max(is.last, merged.last);
+      is.writers.insert(is.writers.end(), merged.writers.begin(), merged.writers.end());
+      is.readers.insert(is.readers.end(), merged.readers.begin(), merged.readers.end());
+      merged.merged = true;
+      merged.writers.clear();
+      merged.readers.clear();
+      break;
     }
   }
 
@@ -468,11 +476,13 @@ void plan_memory(Plan& p, const SessionOptions& o) {
       if (seg.first > hi) paint[hi] = {seg.first, seg.second};
     }
     paint[lo] = {hi, items[i].storage};
+    // The last writer and the readers of the last contents suffice: earlier
+    // accesses of that buffer already happen-before its last write.
     int w = s2.writers.front();
     for (int s1 : prev) {
       const PStorage& a = p.storages[size_t(s1)];
-      for (int r : a.readers) add_edge(p, r, w);
-      for (int x : a.writers) add_edge(p, x, w);
+      for (int r : cur_readers[size_t(s1)]) add_edge(p, r, w);
+      add_edge(p, a.writers.back(), w);
     }
   }
   p.succ.assign(p.order.size(), {});
