@@ -3,6 +3,7 @@
 #include "frontend/io.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -10,22 +11,36 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 
 #include "core/error.hpp"
 
 namespace loom::io {
 
 std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  LOOM_CHECK(f, "cannot open '", path, "': ", std::strerror(errno));
-  f.seekg(0, std::ios::end);
-  std::streamoff n = f.tellg();
-  LOOM_CHECK(n >= 0, "cannot read '", path, "': not a regular file");
-  f.seekg(0, std::ios::beg);
-  std::vector<uint8_t> bytes(static_cast<size_t>(n));
-  if (n > 0) f.read(reinterpret_cast<char*>(bytes.data()), n);
-  LOOM_CHECK(f || n == 0, "error reading '", path, "'");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  LOOM_CHECK(fd >= 0, "cannot open '", path, "': ", std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    int e = errno;
+    bool stat_ok = ::fstat(fd, &st) == 0;
+    ::close(fd);
+    fail("cannot read '", path, "': ", stat_ok ? "not a regular file" : std::strerror(e));
+  }
+  std::vector<uint8_t> bytes;
+  bytes.reserve(size_t(st.st_size));
+  uint8_t buf[1 << 16];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      ::close(fd);
+      fail("error reading '", path, "': ", std::strerror(e));
+    }
+    if (n == 0) break;
+    bytes.insert(bytes.end(), buf, buf + n);
+  }
+  ::close(fd);
   return bytes;
 }
 

@@ -219,6 +219,7 @@ TEST_SUITE("frontend/checkpoint") {
     CHECK(contains(err("bool", with_header(R"({"b":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1]}})", 0) + "\x02"),
                    "BOOL tensor 'b' holds byte 2"));
     CHECK(contains(error_of([&] { checkpoint::read(dir / "none"); }), "cannot open"));
+    CHECK(contains(error_of([&] { checkpoint::read(dir.path.string()); }), "not a regular file"));
   }
 
   TEST_CASE("writes are atomic: a failed write leaves the old file") {

@@ -154,6 +154,7 @@ TEST_SUITE("frontend/data") {
     CHECK((contains(e, "corrupt gzip") || contains(e, "IDX")));
     CHECK(contains(err("huge", {0, 0, 8, 3, 0x7F, 0, 0, 0, 0x7F, 0, 0, 0, 0x7F, 0, 0, 0}), "too many elements"));
     CHECK(contains(error_of([&] { data::read_idx(dir / "missing"); }), "cannot open"));
+    CHECK(contains(error_of([&] { data::read_idx(dir.path.string()); }), "not a regular file"));
   }
 
   TEST_CASE("load_mnist: shapes, labels, and mismatches naming both files") {
