@@ -73,7 +73,11 @@ case "$cmd" in
     base_deps
     need dataset-fashion-mnist
     release
-    build/release/samples/train_mnist "$@"
+    if [ -x build/release/samples/train_mnist ]; then
+      build/release/samples/train_mnist "$@"
+    else
+      build/release/samples/hello "$@"
+    fi
     ;;
   bench-train)
     base_deps
