@@ -32,6 +32,21 @@
 /// - In-graph state updates (BatchNorm's running statistics) built by a
 ///   training-mode call are collected in updates(); an Optimizer built from the
 ///   module runs them with every step.
+///
+/// A module of your own registers its children and creates its variables in forward():
+///
+///     class Gated : public nn::Module {
+///      public:
+///       Gated() : fc_(register_module("fc", nn::Linear(64, 64))) {}
+///       std::string type_name() const override { return "Gated"; }
+///      protected:
+///       Tensor forward(const Tensor& x) override {
+///         Tensor gate = parameter(x, "gate", {64}, init::zeros());  // "gate", "fc/weight", "fc/bias"
+///         return x + sigmoid(gate) * relu(fc_(x));
+///       }
+///      private:
+///       nn::Linear& fc_;  // owned by the module (held by shared_ptr: stable across moves)
+///     };
 
 #include <concepts>
 #include <functional>

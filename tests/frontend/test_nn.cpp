@@ -37,9 +37,45 @@ NDArray affine(const NDArray& x, const NDArray& w, const NDArray& b) {
   return y;
 }
 
+/// The custom module of nn.hpp's documentation.
+class Gated : public nn::Module {
+ public:
+  Gated() : fc_(register_module("fc", nn::Linear(4, 4))) {}
+  std::string type_name() const override { return "Gated"; }
+  nn::Linear& fc() { return fc_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override {
+    Tensor gate = parameter(x, "gate", {4}, init::zeros());
+    return x + sigmoid(gate) * relu(fc_(x));
+  }
+
+ private:
+  nn::Linear& fc_;
+};
+
 }  // namespace
 
 TEST_SUITE("frontend/nn") {
+  TEST_CASE("a custom module registers children and creates variables") {
+    Graph g;
+    nn::Sequential model{Gated(), nn::Linear(4, 2)};
+    Tensor x = g.placeholder("x", {-1, 4});
+    Tensor y = model(x);
+    CHECK(names_of(model.named_parameters()) ==
+          std::vector<std::string>{"0/gate", "0/fc/weight", "0/fc/bias", "1/weight", "1/bias"});
+    Gated& gated = static_cast<Gated&>(model[0]);
+    Session s(g, {.threads = 1});
+    NDArray a = rand({3, 4}, 6);
+    NDArray h = affine(a, s.get(gated.fc().weight()), s.get(gated.fc().bias()));
+    NDArray ad = a.astype(float64);
+    for (int64_t i = 0; i < h.numel(); ++i)
+      h.data<double>()[i] = ad.data<double>()[i] + 0.5 * std::max(0.0, h.data<double>()[i]);  // sigmoid(0) = 0.5
+    auto& head = static_cast<nn::Linear&>(model[1]);
+    NDArray expect = affine(h, s.get(head.weight()), s.get(head.bias()));
+    CHECK(test::allclose(s.run1(y, {{x, a}}), expect, 1e-5, 1e-5));
+  }
+
   TEST_CASE("Sequential names variables by module path, lazily, once") {
     Graph g;
     nn::Sequential model{nn::Flatten(), nn::Linear(12, 8), nn::ReLU(), nn::Linear(8, 3, {.bias = false})};
