@@ -1,0 +1,592 @@
+// bench_sched: what a static graph buys — per-node overhead of the executors,
+// parallel speedup, memory plans (arena vs lower bound vs naive, for each
+// planner strategy) and plan compile time — on graph families:
+//   chain      deep chain of tiny element-wise ops (fusion off: one step per op)
+//   wide       k independent branches of matmul + activation, joined at the end
+//   random     seeded random DAGs (element-wise, matmul, reductions, views)
+//   mlp        MLP training step (784-512-10, Adam), built with the frontend
+//   mlpresnet  MLPResNet training step (784, hidden 100, 3 blocks, Adam)
+//   transformer  one transformer block, forward + backward, built from ops
+// Side by side, samples/bench_sched_torch.py runs the chain and the MLP step
+// in PyTorch eager in the same invocation, and the table shows loom/PyTorch.
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "core/philox.hpp"
+#include "frontend/loom.hpp"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+using namespace loom;
+
+namespace {
+
+// ---------------------------------------------------------------- graphs
+
+struct Family {
+  std::string name;        // "chain", ...
+  std::string label;       // "chain-10000"
+  int64_t size = 0;        // family parameter (nodes, branches, ...)
+  std::unique_ptr<Graph> g;
+  std::vector<Tensor> fetches, targets;
+  Feeds feeds;
+  bool fusion = true;
+};
+
+Family make_family(std::string name, std::string label, int64_t size) {
+  Family f;
+  f.name = std::move(name);
+  f.label = std::move(label);
+  f.size = size;
+  f.g = std::make_unique<Graph>();
+  return f;
+}
+
+NDArray uniform(const Shape& s, uint64_t seed, DType t = float32) {
+  NDArray a = NDArray::empty(s, float64);
+  for (int64_t i = 0; i < a.numel(); ++i) a.data<double>()[i] = philox::uniform_f64(seed, 3, uint64_t(i)) * 2 - 1;
+  return t == float64 ? a : a.astype(t);
+}
+
+NDArray labels(int64_t n, uint64_t seed) {
+  NDArray y = NDArray::empty({n}, int64);
+  for (int64_t i = 0; i < n; ++i) y.data<int64_t>()[i] = int64_t(philox::uniform_f64(seed, 4, uint64_t(i)) * 10);
+  return y;
+}
+
+Family chain(int64_t n) {
+  Family f = make_family("chain", "chain-" + std::to_string(n), n);
+  Tensor x = f.g->placeholder("x", {4});
+  Tensor y = x;
+  for (int64_t i = 0; i < n; ++i) y = i % 2 ? y * 1.0001 : y + 0.5;
+  f.fetches = {y};
+  f.feeds = {{x, uniform({4}, 1)}};
+  f.fusion = false;  // measure one step per op
+  return f;
+}
+
+Family wide(int64_t k, int64_t n = 128) {
+  Family f = make_family("wide", "wide-" + std::to_string(k), k);
+  Graph& g = *f.g;
+  Tensor x = g.placeholder("x", {n, n});
+  Tensor total;
+  for (int64_t b = 0; b < k; ++b) {
+    auto s = g.scope("branch" + std::to_string(b));
+    Tensor w1 = g.variable("w1", {n, n}, init::normal(0, 0.05));
+    Tensor w2 = g.variable("w2", {n, n}, init::normal(0, 0.05));
+    Tensor h = relu(matmul(tanh(matmul(x, w1)), w2));
+    Tensor r = sum(h);
+    total = total.valid() ? total + r : r;
+  }
+  f.fetches = {total};
+  f.feeds = {{x, uniform({n, n}, 2)}};
+  return f;
+}
+
+Family random_dag(int64_t nodes, uint64_t seed) {
+  Family f = make_family("random", "random-" + std::to_string(nodes), nodes);
+  Graph& g = *f.g;
+  std::mt19937_64 rng(seed);
+  const int64_t n = 64;
+  std::vector<Tensor> pool;
+  for (int i = 0; i < 4; ++i) {
+    Tensor p = g.placeholder("in" + std::to_string(i), {n, n});
+    f.feeds.push_back({p, uniform({n, n}, seed + uint64_t(i))});
+    pool.push_back(p);
+  }
+  std::vector<int> readers;
+  auto pick = [&] {
+    size_t lo = pool.size() > 8 ? pool.size() - 8 : 0;
+    size_t i = rng() % 4 ? lo + rng() % (pool.size() - lo) : rng() % pool.size();
+    return pool[i];
+  };
+  for (int64_t i = 0; i < nodes; ++i) {
+    Tensor a = pick(), b = pick(), r;
+    switch (rng() % 8) {
+      case 0: r = a + b; break;
+      case 1: r = a * b; break;
+      case 2: r = tanh(a - b); break;
+      case 3: r = matmul(a, b) * (1.0 / double(n)); break;
+      case 4: r = a - mean(b, {1}, true); break;
+      case 5: r = maximum(a, transpose(b)); break;
+      case 6: r = sigmoid(a); break;
+      default: r = relu(a) * 0.5 + b; break;
+    }
+    pool.push_back(r);
+  }
+  // Fetch every value nobody reads (the DAG's sinks) so nothing is pruned away.
+  Tensor total;
+  std::vector<char> used(size_t(g.size()), 0);
+  for (int id = 0; id < g.size(); ++id)
+    for (const Edge& e : g.node(id).inputs) used[size_t(e.node)] = 1;
+  for (const Tensor& t : pool)
+    if (!used[size_t(t.node_id())]) total = total.valid() ? total + sum(t) : sum(t);
+  f.fetches = {total};
+  return f;
+}
+
+Family mlp(int64_t batch = 128) {
+  Family f = make_family("mlp", "mlp-784-512-10", 784);
+  Graph& g = *f.g;
+  Tensor x = g.placeholder("x", {-1, 784}), y = g.placeholder("y", {-1}, int64);
+  auto model = std::make_shared<nn::Sequential>(nn::Linear(784, 512), nn::ReLU(), nn::Linear(512, 10));
+  Tensor loss = nn::cross_entropy((*model)(x), y);
+  optim::Adam opt(*model, {.lr = 1e-3});
+  f.targets = {opt.minimize(loss)};
+  f.fetches = {loss};
+  f.feeds = {{x, uniform({batch, 784}, 5)}, {y, labels(batch, 6)}};
+  return f;
+}
+
+Family mlpresnet(int64_t batch = 100) {
+  Family f = make_family("mlpresnet", "mlpresnet-784-100x3", 784);
+  Graph& g = *f.g;
+  Tensor x = g.placeholder("x", {-1, 784}), y = g.placeholder("y", {-1}, int64);
+  auto model = std::make_shared<nn::MLPResNet>(784);
+  Tensor loss = nn::cross_entropy((*model)(x), y);
+  optim::Adam opt(*model, {.lr = 1e-3, .weight_decay = 1e-3});
+  f.targets = {opt.minimize(loss)};
+  f.fetches = {loss};
+  f.feeds = {{x, uniform({batch, 784}, 7)}, {y, labels(batch, 8)}};
+  return f;
+}
+
+// One pre-norm transformer block over [B*T, d] tokens: attention with `heads`
+// heads, an MLP of width 4d, residuals; loss = mean(y^2); gradients w.r.t. all weights.
+Family transformer(int64_t B = 8, int64_t T = 64, int64_t d = 128, int64_t heads = 4) {
+  Family f = make_family("transformer", "transformer-d" + std::to_string(d), d);
+  Graph& g = *f.g;
+  const int64_t dh = d / heads;
+  Tensor x = g.placeholder("x", {B * T, d});
+  auto w = [&](const std::string& name, Shape s) {
+    return g.variable(name, s, init::normal(0, 1.0 / std::sqrt(double(s[0]))));
+  };
+  auto layer_norm = [&](const Tensor& h) {
+    Tensor mu = mean(h, {1}, true);
+    Tensor c = h - mu;
+    return c / sqrt(mean(c * c, {1}, true) + 1e-5);
+  };
+  Tensor wq = w("wq", {d, d}), wk = w("wk", {d, d}), wv = w("wv", {d, d}), wo = w("wo", {d, d});
+  Tensor w1 = w("w1", {d, 4 * d}), w2 = w("w2", {4 * d, d});
+  auto heads_of = [&](const Tensor& t) { return permute(reshape(t, {B, T, heads, dh}), {0, 2, 1, 3}); };  // [B,H,T,dh]
+  Tensor h = layer_norm(x);
+  Tensor q = heads_of(matmul(h, wq)), k = heads_of(matmul(h, wk)), v = heads_of(matmul(h, wv));
+  Tensor att = softmax(matmul(q, transpose(k)) * (1.0 / std::sqrt(double(dh))), -1);  // [B,H,T,T]
+  Tensor ctx = reshape(permute(matmul(att, v), {0, 2, 1, 3}), {B * T, d});
+  Tensor x1 = x + matmul(ctx, wo);
+  Tensor y = x1 + matmul(relu(matmul(layer_norm(x1), w1)), w2);
+  Tensor loss = mean(y * y);
+  auto grads = gradients(loss, {wq, wk, wv, wo, w1, w2});
+  f.fetches = {loss};
+  f.fetches.insert(f.fetches.end(), grads.begin(), grads.end());
+  f.feeds = {{x, uniform({B * T, d}, 9)}};
+  return f;
+}
+
+// ---------------------------------------------------------------- measurement
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+/// Median seconds per run (after one untimed run), repeating for ~min_seconds.
+double time_runs(Session& s, const Family& f, double min_seconds, int min_reps) {
+  s.run(f.fetches, f.feeds, f.targets);
+  std::vector<double> t;
+  auto start = std::chrono::steady_clock::now();
+  while (int(t.size()) < min_reps ||
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < min_seconds) {
+    auto t0 = std::chrono::steady_clock::now();
+    s.run(f.fetches, f.feeds, f.targets);
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (t.size() >= 2000) break;
+  }
+  return median(t);
+}
+
+struct MemoryRow {
+  std::string strategy;
+  size_t arena = 0, lower = 0, naive = 0;
+};
+
+struct Result {
+  std::string family, label;
+  int64_t size = 0;
+  int graph_nodes = 0, steps = 0;
+  double compile_ms = 0;
+  double serial_s = 0;                      // serial executor, 1 thread
+  std::map<int, double> parallel_s;         // parallel executor by threads
+  std::map<int, double> serial_threads_s;   // serial executor by threads (kernels parallel inside)
+  std::vector<MemoryRow> memory;            // per strategy
+  size_t arena = 0, lower = 0, naive = 0;   // the session's default (best) strategy
+  std::string best_strategy;
+};
+
+Result measure(Family& f, const std::vector<int>& threads, double min_seconds, int min_reps) {
+  Result r;
+  r.family = f.name;
+  r.label = f.label;
+  r.size = f.size;
+  {
+    // Compile time: median over three fresh sessions (variables initialized first:
+    // initialization is not plan compilation).
+    std::vector<double> ms;
+    for (int i = 0; i < 3; ++i) {
+      Session c(*f.g, {.threads = 1, .fusion = f.fusion});
+      c.initialize();
+      c.run(f.fetches, f.feeds, f.targets);
+      ms.push_back(c.stats().last_plan.compile_ms);
+    }
+    Session s(*f.g, {.threads = 1, .fusion = f.fusion});
+    s.initialize();
+    s.run(f.fetches, f.feeds, f.targets);
+    PlanStats p = s.stats().last_plan;
+    r.compile_ms = median(ms);
+    r.graph_nodes = p.graph_nodes;
+    r.steps = p.steps;
+    r.arena = p.arena_bytes;
+    r.lower = p.lower_bound_bytes;
+    r.naive = p.naive_bytes;
+    r.best_strategy = p.memory_strategy;
+    r.serial_s = time_runs(s, f, min_seconds, min_reps);
+  }
+  for (MemoryStrategy m : {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_time, MemoryStrategy::naive}) {
+    Session s(*f.g, {.threads = 1, .memory = m, .fusion = f.fusion});
+    s.initialize();
+    s.plan_info(f.fetches, f.feeds, f.targets);
+    s.run(f.fetches, f.feeds, f.targets);
+    PlanStats p = s.stats().last_plan;
+    if (p.strategy_arenas.empty()) continue;  // greedy_by_size skips very large plans
+    r.memory.push_back({std::string(strategy_name(m)), p.arena_bytes, p.lower_bound_bytes, p.naive_bytes});
+  }
+  for (int t : threads) {
+    Session par(*f.g, {.threads = t, .executor = Executor::parallel, .fusion = f.fusion});
+    r.parallel_s[t] = time_runs(par, f, min_seconds, min_reps);
+    if (t > 1) {
+      Session ser(*f.g, {.threads = t, .executor = Executor::serial, .fusion = f.fusion});
+      r.serial_threads_s[t] = time_runs(ser, f, min_seconds, min_reps);
+    }
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- PyTorch peer
+
+std::map<std::string, double> run_torch(const std::string& script, const std::vector<int64_t>& chain_sizes,
+                                        double min_seconds) {
+  std::map<std::string, double> out;
+  std::ostringstream cmd;
+  cmd << "/usr/bin/python3 '" << script << "' --min-seconds " << min_seconds << " --chain";
+  for (int64_t n : chain_sizes) cmd << ' ' << n;
+  cmd << " 2>&1";
+  FILE* p = popen(cmd.str().c_str(), "r");
+  if (!p) return out;
+  char line[512];
+  while (std::fgets(line, sizeof line, p)) {
+    std::istringstream is(line);
+    std::string key;
+    double v;
+    if (is >> key >> v && key.rfind("torch.", 0) == 0) out[key] = v;
+    else std::fprintf(stderr, "bench_sched_torch: %s", line);
+  }
+  pclose(p);
+  return out;
+}
+
+std::string fmt_bytes(size_t b) {
+  char buf[32];
+  if (b >= (1u << 20)) std::snprintf(buf, sizeof buf, "%.2fM", double(b) / double(1 << 20));
+  else if (b >= 1024) std::snprintf(buf, sizeof buf, "%.1fK", double(b) / 1024);
+  else std::snprintf(buf, sizeof buf, "%zu", b);
+  return buf;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string r;
+  for (char c : s) r += c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c);
+  return r;
+}
+
+/// Least-squares slope of log(y) against log(x): the growth exponent.
+double fit_exponent(const std::vector<std::pair<double, double>>& pts) {
+  double n = double(pts.size()), sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (auto [x, y] : pts) {
+    double lx = std::log(x), ly = std::log(y);
+    sx += lx, sy += ly, sxx += lx * lx, sxy += lx * ly;
+  }
+  return (n * sxy - sx * sy) / (n * sxx - sx * sx);
+}
+
+void write_atomically(const fs::path& path, const std::string& text) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp);
+    if (!f) fail("bench_sched: cannot write '", tmp.string(), "'");
+    f << text;
+  }
+  fs::rename(tmp, path);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string families_arg = "chain,wide,random,mlp,mlpresnet,transformer";
+  std::vector<int64_t> chain_sizes{1000, 10000, 100000}, wide_sizes{2, 4, 8, 16}, random_sizes{200, 1000};
+  std::vector<int> threads;
+  double min_seconds = 0.3;
+  int min_reps = 5;
+  uint64_t seed = 1;
+  std::string csv_dir, plot_dir;
+  po::options_description desc("bench_sched: executors, memory plans and plan compile time on graph families");
+  desc.add_options()("help,h", "show this help")(
+      "families", po::value(&families_arg)->default_value(families_arg), "comma list of families to run")(
+      "chain", po::value(&chain_sizes)->multitoken(), "chain lengths (default 1000 10000 100000)")(
+      "wide", po::value(&wide_sizes)->multitoken(), "branch counts of the wide family (default 2 4 8 16)")(
+      "random", po::value(&random_sizes)->multitoken(), "node counts of random DAGs (default 200 1000)")(
+      "threads", po::value(&threads)->multitoken(), "thread counts for the parallel executor (default 1 2 [all])")(
+      "min-seconds", po::value(&min_seconds)->default_value(min_seconds), "time each configuration at least this long")(
+      "seed", po::value(&seed)->default_value(seed), "seed of the random DAGs")(
+      "json", "print one JSON document instead of the table")("csv", po::value(&csv_dir), "write CSV files into DIR")(
+      "plot", po::value(&plot_dir), "write CSV files and PNG plots (gnuplot) into DIR")(
+      "no-torch", "skip the PyTorch side-by-side runs");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_sched: " << e.what() << "\n" << desc;
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc;
+    return 0;
+  }
+  const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads.empty()) {
+    threads = {1, 2};
+    if (hw > 2) threads.push_back(hw);
+  }
+  const bool json = vm.count("json");
+  std::set<std::string> fams;
+  {
+    std::stringstream ss(families_arg);
+    for (std::string f; std::getline(ss, f, ',');) fams.insert(f);
+  }
+  for (const std::string& f : fams)
+    if (f != "chain" && f != "wide" && f != "random" && f != "mlp" && f != "mlpresnet" && f != "transformer") {
+      std::cerr << "bench_sched: unknown family '" << f << "'\n";
+      return 2;
+    }
+
+  std::vector<Result> results;
+  auto run = [&](Family f) {
+    if (!json) std::fprintf(stderr, "  measuring %s ...\n", f.label.c_str());
+    results.push_back(measure(f, threads, min_seconds, min_reps));
+  };
+  try {
+    if (fams.count("chain"))
+      for (int64_t n : chain_sizes) run(chain(n));
+    if (fams.count("wide"))
+      for (int64_t k : wide_sizes) run(wide(k));
+    if (fams.count("random"))
+      for (int64_t n : random_sizes) run(random_dag(n, seed));
+    if (fams.count("mlp")) run(mlp());
+    if (fams.count("mlpresnet")) run(mlpresnet());
+    if (fams.count("transformer")) run(transformer());
+  } catch (const Error& e) {
+    std::cerr << "bench_sched: " << e.what() << "\n";
+    return 1;
+  }
+
+  std::map<std::string, double> torch;
+  if (!vm.count("no-torch") && (fams.count("chain") || fams.count("mlp") || fams.count("mlpresnet"))) {
+    fs::path script = fs::path(argv[0]).parent_path() / "bench_sched_torch.py";
+    if (!fs::exists(script)) script = fs::path(LOOM_SAMPLES_DIR) / "bench_sched_torch.py";
+    if (!json) std::fprintf(stderr, "  measuring PyTorch eager (%s) ...\n", script.c_str());
+    torch = run_torch(script.string(), fams.count("chain") ? chain_sizes : std::vector<int64_t>{}, min_seconds);
+  }
+
+  // Compile-time growth over the chain sizes.
+  std::vector<std::pair<double, double>> compile_pts;
+  for (const Result& r : results)
+    if (r.family == "chain") compile_pts.push_back({double(r.graph_nodes), r.compile_ms});
+  double exponent = compile_pts.size() >= 2 ? fit_exponent(compile_pts) : NAN;
+
+  auto us = [](double s) { return s * 1e6; };
+  auto ratio = [](size_t a, size_t b) { return b ? double(a) / double(b) : NAN; };
+  const int tmax = threads.back();
+
+  if (json) {
+    std::printf("{\n  \"threads\": [");
+    for (size_t i = 0; i < threads.size(); ++i) std::printf("%s%d", i ? ", " : "", threads[i]);
+    std::printf("],\n  \"results\": [\n");
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Result& r = results[i];
+      std::printf("    {\"family\": \"%s\", \"label\": \"%s\", \"size\": %lld, \"graph_nodes\": %d, \"steps\": %d, "
+                  "\"compile_ms\": %.3f, \"serial_us\": %.3f, \"serial_us_per_node\": %.4f, ",
+                  r.family.c_str(), json_escape(r.label).c_str(), (long long)r.size, r.graph_nodes, r.steps,
+                  r.compile_ms, us(r.serial_s), us(r.serial_s) / std::max(r.steps, 1));
+      std::printf("\"parallel_us\": {");
+      bool first = true;
+      for (auto [t, s] : r.parallel_s) std::printf("%s\"%d\": %.3f", first ? "" : ", ", t, us(s)), first = false;
+      std::printf("}, \"serial_threads_us\": {");
+      first = true;
+      for (auto [t, s] : r.serial_threads_s) std::printf("%s\"%d\": %.3f", first ? "" : ", ", t, us(s)), first = false;
+      std::printf("}, \"arena\": %zu, \"lower_bound\": %zu, \"naive\": %zu, \"strategy\": \"%s\", \"strategies\": [",
+                  r.arena, r.lower, r.naive, r.best_strategy.c_str());
+      for (size_t k = 0; k < r.memory.size(); ++k)
+        std::printf("%s{\"strategy\": \"%s\", \"arena\": %zu, \"lower_bound\": %zu}", k ? ", " : "",
+                    r.memory[k].strategy.c_str(), r.memory[k].arena, r.memory[k].lower);
+      std::printf("]}%s\n", i + 1 < results.size() ? "," : "");
+    }
+    std::printf("  ],\n  \"compile_exponent\": %.3f,\n  \"torch\": {", exponent);
+    bool first = true;
+    for (auto [k, v] : torch) std::printf("%s\"%s\": %.6g", first ? "" : ", ", k.c_str(), v), first = false;
+    std::printf("}\n}\n");
+  } else {
+    std::printf("\nbench_sched: %d hardware threads; times are medians\n\n", hw);
+    std::printf("%-22s %7s %6s %10s %11s %9s %11s %8s %9s %9s %9s %8s %8s %s\n", "family", "nodes", "steps",
+                "compile ms", "serial us", "us/node", "par us", "speedup", "arena", "lower", "naive", "ar/low",
+                "ar/naive", "strategy");
+    for (const Result& r : results) {
+      double par = r.parallel_s.count(tmax) ? r.parallel_s.at(tmax) : NAN;
+      std::printf("%-22s %7d %6d %10.2f %11.1f %9.3f %11.1f %8.2f %9s %9s %9s %8.3f %8.3f %s\n", r.label.c_str(),
+                  r.graph_nodes, r.steps, r.compile_ms, us(r.serial_s), us(r.serial_s) / std::max(r.steps, 1), us(par),
+                  r.serial_s / par, fmt_bytes(r.arena).c_str(), fmt_bytes(r.lower).c_str(), fmt_bytes(r.naive).c_str(),
+                  ratio(r.arena, r.lower), ratio(r.arena, r.naive), r.best_strategy.c_str());
+    }
+    std::printf("\n  serial: serial executor, 1 thread; par: parallel executor, %d threads; speedup = serial / par.\n", tmax);
+    std::printf("  arena: bytes of the plan's arena; lower: the most bytes live at once in its schedule; naive: every\n"
+                "  tensor its own buffer; chain runs with fusion off (one step per op).\n");
+
+    std::printf("\nparallel executor by threads (us per run; speedup over the serial executor at 1 thread)\n");
+    std::printf("%-22s", "family");
+    for (int t : threads) std::printf(" %12s", ("par " + std::to_string(t) + "t").c_str());
+    for (int t : threads)
+      if (t > 1) std::printf(" %14s", ("serial " + std::to_string(t) + "t").c_str());
+    std::printf("\n");
+    for (const Result& r : results) {
+      std::printf("%-22s", r.label.c_str());
+      for (int t : threads) std::printf(" %7.1f %4.2fx", us(r.parallel_s.at(t)), r.serial_s / r.parallel_s.at(t));
+      for (int t : threads)
+        if (t > 1) std::printf(" %9.1f %4.2fx", us(r.serial_threads_s.at(t)), r.serial_s / r.serial_threads_s.at(t));
+      std::printf("\n");
+    }
+
+    std::printf("\nmemory strategies (arena / lower bound)\n%-22s", "family");
+    for (const char* s : {"greedy_by_size", "greedy_by_time", "naive"}) std::printf(" %16s", s);
+    std::printf("\n");
+    for (const Result& r : results) {
+      std::printf("%-22s", r.label.c_str());
+      for (const char* s : {"greedy_by_size", "greedy_by_time", "naive"}) {
+        auto it = std::find_if(r.memory.begin(), r.memory.end(), [&](const MemoryRow& m) { return m.strategy == s; });
+        if (it == r.memory.end()) std::printf(" %16s", "(skipped)");
+        else std::printf(" %16.3f", ratio(it->arena, it->lower));
+      }
+      std::printf("\n");
+    }
+    if (!compile_pts.empty()) {
+      std::printf("\nplan compile time: ");
+      for (auto [n, ms] : compile_pts) std::printf("%.0f nodes %.1f ms; ", n, ms);
+      std::printf("growth exponent %.2f (1 = linear, 2 = quadratic)\n", exponent);
+    }
+    if (!torch.empty()) {
+      std::printf("\nside by side with PyTorch eager (%s)\n", "torch.set_num_threads(1)");
+      for (const Result& r : results) {
+        if (r.family == "chain") {
+          std::string key = "torch.chain." + std::to_string(r.size) + ".us_per_op";
+          if (!torch.count(key)) continue;
+          double l = us(r.serial_s) / r.steps, t = torch[key];
+          std::printf("  %-20s loom %8.3f us/node   PyTorch %8.3f us/op   loom/PyTorch %.4f (%.0fx less overhead)\n",
+                      r.label.c_str(), l, t, l / t, t / l);
+        } else if (r.family == "mlp" || r.family == "mlpresnet") {
+          std::string key = "torch." + r.family + ".ms_per_step";
+          if (!torch.count(key)) continue;
+          double best = r.serial_s;
+          for (auto [t, s] : r.parallel_s) best = std::min(best, s);
+          for (auto [t, s] : r.serial_threads_s) best = std::min(best, s);
+          double l = best * 1e3, t = torch[key];
+          std::printf("  %-20s loom %8.3f ms/step   PyTorch %8.3f ms/step  loom/PyTorch %.3f\n", r.label.c_str(), l,
+                      t, l / t);
+        }
+      }
+    }
+  }
+
+  if (!csv_dir.empty() || !plot_dir.empty()) {
+    fs::path dir = plot_dir.empty() ? fs::path(csv_dir) : fs::path(plot_dir);
+    fs::create_directories(dir);
+    std::ostringstream overhead, speedup, memory, compile;
+    overhead << "label,nodes,steps,serial_us_per_node";
+    for (int t : threads) overhead << ",parallel_" << t << "t_us_per_node";
+    overhead << "\n";
+    speedup << "label,threads,parallel_speedup,serial_threads_speedup\n";
+    memory << "label,strategy,arena,lower_bound,naive,arena_over_lower\n";
+    compile << "nodes,compile_ms\n";
+    for (const Result& r : results) {
+      if (r.family == "chain") {
+        overhead << r.label << ',' << r.graph_nodes << ',' << r.steps << ',' << us(r.serial_s) / r.steps;
+        for (int t : threads) overhead << ',' << us(r.parallel_s.at(t)) / r.steps;
+        overhead << "\n";
+        compile << r.graph_nodes << ',' << r.compile_ms << "\n";
+      }
+      for (int t : threads)
+        speedup << r.label << ',' << t << ',' << r.serial_s / r.parallel_s.at(t) << ','
+                << (t > 1 ? r.serial_s / r.serial_threads_s.at(t) : 1.0) << "\n";
+      memory << r.label << ",best," << r.arena << ',' << r.lower << ',' << r.naive << ',' << ratio(r.arena, r.lower) << "\n";
+      for (const MemoryRow& m : r.memory)
+        memory << r.label << ',' << m.strategy << ',' << m.arena << ',' << m.lower << ',' << m.naive << ','
+               << ratio(m.arena, m.lower) << "\n";
+    }
+    write_atomically(dir / "overhead.csv", overhead.str());
+    write_atomically(dir / "speedup.csv", speedup.str());
+    write_atomically(dir / "memory.csv", memory.str());
+    write_atomically(dir / "compile.csv", compile.str());
+    if (!plot_dir.empty()) {
+      std::ostringstream gp;
+      gp << "set datafile separator ','\nset terminal pngcairo size 900,560 noenhanced\nset key top left\nset grid\n"
+         << "set output 'overhead.png'\nset title 'executor overhead per node (chain of tiny ops)'\n"
+         << "set logscale x\nset xlabel 'nodes'\nset ylabel 'us per node'\n"
+         << "plot 'overhead.csv' every ::1 using 2:4 with linespoints title 'serial'";
+      for (size_t i = 0; i < threads.size(); ++i)
+        gp << ", '' every ::1 using 2:" << 5 + i << " with linespoints title 'parallel " << threads[i] << "t'";
+      gp << "\nunset logscale x\n"
+         << "set output 'compile.png'\nset title 'plan compile time'\nset logscale xy\nset xlabel 'nodes'\n"
+         << "set ylabel 'ms'\nplot 'compile.csv' every ::1 using 1:2 with linespoints title 'compile'\nunset logscale xy\n"
+         << "set output 'speedup.png'\nset title 'parallel executor speedup over serial (1 thread)'\n"
+         << "set xlabel 'threads'\nset ylabel 'speedup'\nset xtics 1\n"
+         << "plot for [f in '";
+      std::set<std::string> labels;
+      for (const Result& r : results) labels.insert(r.label);
+      bool first = true;
+      for (const auto& l : labels) gp << (first ? "" : " ") << l, first = false;
+      gp << "'] 'speedup.csv' every ::1 using ($1 eq f ? $2 : 1/0):3 with linespoints title f\n"
+         << "set output 'memory.png'\nset title 'arena / lower bound (best strategy)'\nset style data histogram\n"
+         << "set style fill solid 0.6\nset boxwidth 0.8\nset xtics rotate by -30\nset yrange [0:*]\nset ylabel 'ratio'\n"
+         << "plot 'memory.csv' every ::1 using ($2 eq 'best' ? $6 : 1/0):xtic(1) title 'arena/lower bound'\n";
+      write_atomically(dir / "plots.gp", gp.str());
+      std::string cmd = "cd '" + dir.string() + "' && gnuplot plots.gp";
+      if (std::system(cmd.c_str()) != 0)
+        std::fprintf(stderr, "bench_sched: gnuplot failed (install gnuplot-nox); CSV files are in %s\n", dir.c_str());
+      else if (!json)
+        std::printf("\nplots written to %s (overhead.png, compile.png, speedup.png, memory.png)\n", dir.c_str());
+    }
+  }
+  return 0;
+}
