@@ -89,6 +89,11 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& p
                             const std::function<size_t(const std::vector<uint8_t>&)>& limit) {
   z_stream z{};
   LOOM_CHECK(inflateInit2(&z, 15 + 16) == Z_OK, "'", path, "': cannot initialize zlib");
+  // Ends the stream on every exit, also when `limit` throws.
+  struct End {
+    z_stream* z;
+    ~End() { inflateEnd(z); }
+  } end{&z};
   std::vector<uint8_t> out;
   size_t pos = 0;
   int rc = Z_OK;
@@ -129,7 +134,6 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& p
     }
     error = std::string("corrupt gzip data (") + (z.msg ? z.msg : "zlib error " + std::to_string(rc)) + ")";
   }
-  inflateEnd(&z);
   LOOM_CHECK(error.empty(), "'", path, "': ", error);
   return out;
 }

@@ -137,6 +137,11 @@ TEST_SUITE("frontend/data") {
       return e;
     };
     CHECK(contains(err("magic", {1, 2, 8, 1, 0, 0, 0, 0}), "expected the magic 00 00 <type> <ndim>"));
+    // Inside gzip the header is checked while inflating (the zlib stream must still be released).
+    CHECK(contains(err("magic.gz", gz({1, 2, 8, 1, 0, 0, 0, 0})), "expected the magic"));
+    std::vector<uint8_t> padded = img;
+    padded.insert(padded.end(), 100000, 0);
+    CHECK(contains(err("long.gz", gz(padded)), "more data than its header declares"));
     CHECK(contains(err("type", {0, 0, 0x07, 1, 0, 0, 0, 0}), "unknown IDX element type 0x7"));
     CHECK(contains(err("empty", {}), "truncated IDX file"));
     CHECK(contains(err("header", {0, 0, 8, 3, 0, 0, 0}), "shorter than its header"));
