@@ -12,34 +12,13 @@
 namespace loom::cuda {
 namespace {
 
-enum class Fn : int { add, sub, mul, div, maximum, minimum, pow, eq, ne, lt, le, gt, ge };
-
 template <class T>
 struct BinaryF {
   T* out;
   const T* a;
   const T* b;
   Fn fn;
-  __device__ void operator()(const int64_t (&off)[3]) const {
-    const T x = a[off[1]], y = b[off[2]];
-    T r;
-    switch (fn) {
-      case Fn::add: r = wrap_add(x, y); break;
-      case Fn::sub: r = wrap_sub(x, y); break;
-      case Fn::mul: r = wrap_mul(x, y); break;
-      case Fn::div:
-        // Integers: the divisor was checked for zero; INT_MIN / -1 wraps.
-        if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) r = y == T(-1) ? wrap_sub(T(0), x) : T(x / y);
-        else r = T(x / y);
-        break;
-      case Fn::maximum: r = (x > y || x != x) ? x : y; break;  // NaN wins
-      case Fn::minimum: r = (x < y || x != x) ? x : y; break;
-      default:
-        if constexpr (std::is_floating_point_v<T>) r = d_pow(x, y);
-        else r = x;  // pow is not registered for integers
-    }
-    out[off[0]] = r;
-  }
+  __device__ void operator()(const int64_t (&off)[3]) const { out[off[0]] = apply_binary(fn, a[off[1]], b[off[2]]); }
 };
 
 template <class T>
@@ -48,19 +27,7 @@ struct CompareF {
   const T* a;
   const T* b;
   Fn fn;
-  __device__ void operator()(const int64_t (&off)[3]) const {
-    const T x = a[off[1]], y = b[off[2]];
-    bool r;
-    switch (fn) {
-      case Fn::eq: r = x == y; break;
-      case Fn::ne: r = x != y; break;
-      case Fn::lt: r = x < y; break;
-      case Fn::le: r = x <= y; break;
-      case Fn::gt: r = x > y; break;
-      default: r = x >= y; break;
-    }
-    out[off[0]] = r;
-  }
+  __device__ void operator()(const int64_t (&off)[3]) const { out[off[0]] = apply_compare(fn, a[off[1]], b[off[2]]); }
 };
 
 // Reports the position of a zero element (any one: only its existence matters).

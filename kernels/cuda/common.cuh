@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "core/kernel.hpp"
 #include "kernels/cuda/check.hpp"
@@ -38,6 +39,25 @@ inline void check_launch(std::string_view what) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail("CUDA: launching ", what, ": ", cudaGetErrorString(e));
 }
+
+/// Launches `kernel` on `stream` and checks the launch. Every launch goes
+/// through here (LOOM_CUDA_EMULATION builds replace it with a host emulator,
+/// see emulation/README.md).
+#ifndef LOOM_CUDA_EMULATION
+template <class... P, class... A>
+void launch(void (*kernel)(P...), unsigned grid, unsigned block, size_t smem, cudaStream_t stream,
+            std::string_view what, A&&... args) {
+  kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
+  check_launch(what);
+}
+
+/// The block's dynamic shared memory, as T[].
+template <class T>
+__device__ __forceinline__ T* dynamic_shared() {
+  extern __shared__ __align__(16) unsigned char smem[];
+  return reinterpret_cast<T*>(smem);
+}
+#endif
 
 /// Device memory that lives for one kernel call, allocated and freed in
 /// stream order (no device-wide synchronization, unlike cudaMalloc/cudaFree).
@@ -236,8 +256,7 @@ void launch_loop(const Loop<N>& L, cudaStream_t stream, std::string_view what, M
     std::array<int64_t, N> base = L.base;
     for (int d = 0; d < outer; ++d)
       for (int k = 0; k < N; ++k) base[size_t(k)] += idx[size_t(d)] * L.strides[size_t(k)][size_t(d)];
-    strided_kernel<N><<<grid_for(n), kThreads, 0, stream>>>(s, n, make_f(base));
-    check_launch(what);
+    launch(strided_kernel<N, decltype(make_f(base))>, grid_for(n), kThreads, 0, stream, what, s, n, make_f(base));
     int d = outer - 1;
     for (; d >= 0; --d) {
       if (++idx[size_t(d)] < L.shape[size_t(d)]) break;

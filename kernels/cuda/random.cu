@@ -31,8 +31,8 @@ void random_op(const KernelCall& c) {
   const int64_t n = o.numel();
   if (n == 0) return;
   dispatch_among(FloatTypes{}, o.dtype(), [&]<class T>() {
-    random_kernel<T, Normal><<<grid_for(n), kThreads, 0, stream_of(c)>>>(static_cast<T*>(o.raw()), n, key, run, a, b);
-    check_launch(c.op);
+    launch(random_kernel<T, Normal>, grid_for(n), kThreads, 0, stream_of(c), c.op, static_cast<T*>(o.raw()), n, key,
+           run, a, b);
   });
 }
 

@@ -143,21 +143,13 @@ __device__ typename Op::Acc block_combine(typename Op::Acc a, const Op& op, type
   return a;
 }
 
-template <class Acc>
-struct SharedAcc {
-  __device__ static Acc* get() {
-    extern __shared__ __align__(16) unsigned char raw[];
-    return reinterpret_cast<Acc*>(raw);
-  }
-};
-
 // One block per (output, split): threads stride over the split's chunk of r.
 template <class Op>
 __global__ void reduce_block_kernel(RedDims p, const typename Op::In* x, typename Op::Out* y,
                                     typename Op::Acc* partial, int64_t n_out, int64_t n_red, int64_t splits,
                                     int64_t chunk, Op op) {
   using Acc = typename Op::Acc;
-  Acc* sh = SharedAcc<Acc>::get();
+  Acc* sh = dynamic_shared<Acc>();
   for (int64_t blk = blockIdx.x; blk < n_out * splits; blk += gridDim.x) {
     const int64_t o = blk / splits, s = blk - o * splits;
     const int64_t base = offset_in(p.nk, p.ksize, p.kstride, o);
@@ -201,7 +193,7 @@ template <class Op>
 __global__ void reduce_partials_kernel(const typename Op::Acc* partial, typename Op::Out* y, int64_t n_out,
                                        int64_t n_red, int64_t splits, Op op) {
   using Acc = typename Op::Acc;
-  Acc* sh = SharedAcc<Acc>::get();
+  Acc* sh = dynamic_shared<Acc>();
   for (int64_t o = blockIdx.x; o < n_out; o += gridDim.x) {
     Acc a = op.init();
     for (int64_t s = threadIdx.x; s < splits; s += blockDim.x) op.merge(a, partial[o * splits + s]);
@@ -290,18 +282,18 @@ void run_reduce(const KernelCall& c, const NDArray& in, const NDArray& out, cons
   Acc* part = partial.get<Acc>();
 
   if (per_thread) {
-    reduce_thread_kernel<Op><<<grid_for(n_out * splits), kThreads, 0, s>>>(p, x, y, part, n_out, n_red, splits, chunk, op);
+    launch(reduce_thread_kernel<Op>, grid_for(n_out * splits), kThreads, 0, s, c.op, p, x, y, part, n_out, n_red,
+           splits, chunk, op);
   } else {
-    const int threads = pow2_threads(chunk);
+    const unsigned threads = pow2_threads(chunk);
     const unsigned blocks = unsigned(std::min<int64_t>(n_out * splits, 1 << 20));
-    reduce_block_kernel<Op><<<blocks, threads, threads * sizeof(Acc), s>>>(p, x, y, part, n_out, n_red, splits, chunk, op);
+    launch(reduce_block_kernel<Op>, blocks, threads, threads * sizeof(Acc), s, c.op, p, x, y, part, n_out, n_red,
+           splits, chunk, op);
   }
-  check_launch(c.op);
   if (splits > 1) {
-    const int threads = pow2_threads(splits);
-    reduce_partials_kernel<Op><<<unsigned(std::min<int64_t>(n_out, 1 << 20)), threads, threads * sizeof(Acc), s>>>(
-        part, y, n_out, n_red, splits, op);
-    check_launch(c.op);
+    const unsigned threads = pow2_threads(splits);
+    launch(reduce_partials_kernel<Op>, unsigned(std::min<int64_t>(n_out, 1 << 20)), threads, threads * sizeof(Acc), s,
+           c.op, part, y, n_out, n_red, splits, op);
   }
 }
 

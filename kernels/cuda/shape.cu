@@ -84,8 +84,8 @@ template <class I>
 void launch_index_check(const KernelCall& c, const NDArray& idx, int64_t limit, const ErrorSlot& slot) {
   const int64_t n = idx.numel();
   if (n == 0) return;
-  check_index_kernel<I><<<grid_for(n), kThreads, 0, stream_of(c)>>>(static_cast<const I*>(idx.raw()), n, limit, slot.ptr());
-  check_launch(c.op);
+  launch(check_index_kernel<I>, grid_for(n), kThreads, 0, stream_of(c), c.op, static_cast<const I*>(idx.raw()), n,
+         limit, slot.ptr());
 }
 
 /// Throws the CPU kernel's message if the check found a bad index (waits for the stream).
@@ -122,9 +122,8 @@ void gather_kernel(const KernelCall& c) {
     launch_index_check<I>(c, idx, rows, slot);
     if (n * width > 0)
       dispatch_size(t.dtype(), [&]<class U>() {
-        gather_rows_kernel<U, I><<<grid_for(n * width), kThreads, 0, s>>>(
-            static_cast<U*>(o.raw()), static_cast<const U*>(t.raw()), static_cast<const I*>(idx.raw()), n, width, rows);
-        check_launch(c.op);
+        launch(gather_rows_kernel<U, I>, grid_for(n * width), kThreads, 0, s, c.op, static_cast<U*>(o.raw()),
+               static_cast<const U*>(t.raw()), static_cast<const I*>(idx.raw()), n, width, rows);
       });
     report_bad_index<I>(c, idx, rows, slot);
   });
@@ -177,8 +176,7 @@ void gather_grad_kernel(const KernelCall& c) {
     uint32_t* pos_in = keys_in + n;
     uint32_t* keys = keys_in + 2 * n;
     uint32_t* pos = keys_in + 3 * n;
-    sort_input_kernel<I><<<grid_for(n), kThreads, 0, s>>>(static_cast<const I*>(idx.raw()), n, keys_in, pos_in);
-    check_launch(c.op);
+    launch(sort_input_kernel<I>, grid_for(n), kThreads, 0, s, c.op, static_cast<const I*>(idx.raw()), n, keys_in, pos_in);
     int bits = 1;
     while (bits < 32 && (int64_t(1) << bits) < rows) ++bits;
     size_t tmp_bytes = 0;
@@ -186,9 +184,8 @@ void gather_grad_kernel(const KernelCall& c) {
     Temp tmp(tmp_bytes, s);
     LOOM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(tmp.get(), tmp_bytes, keys_in, keys, pos_in, pos, n, 0, bits, s));
     dispatch_among(FloatTypes{}, o.dtype(), [&]<class T>() {
-      segment_sum_kernel<T><<<grid_for(n * width), kThreads, 0, s>>>(static_cast<T*>(o.raw()),
-                                                                      static_cast<const T*>(dy.raw()), keys, pos, n, width);
-      check_launch(c.op);
+      launch(segment_sum_kernel<T>, grid_for(n * width), kThreads, 0, s, c.op, static_cast<T*>(o.raw()),
+             static_cast<const T*>(dy.raw()), keys, pos, n, width);
     });
   });
 }
@@ -220,9 +217,8 @@ void one_hot_kernel_call(const KernelCall& c) {
   dispatch_among(TypeList<int32_t, int64_t, uint8_t>{}, idx.dtype(), [&]<class I>() {
     launch_index_check<I>(c, idx, depth, slot);
     if (n > 0) {
-      one_hot_kernel<I><<<grid_for(n), kThreads, 0, s>>>(o.raw(), static_cast<const I*>(idx.raw()), n, depth,
-                                                         int(o.itemsize()), element_bits(1.0, o.dtype()));
-      check_launch(c.op);
+      launch(one_hot_kernel<I>, grid_for(n), kThreads, 0, s, c.op, o.raw(), static_cast<const I*>(idx.raw()), n, depth,
+             int(o.itemsize()), element_bits(1.0, o.dtype()));
     }
     report_bad_index<I>(c, idx, depth, slot);
   });

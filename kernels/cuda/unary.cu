@@ -10,36 +10,12 @@
 namespace loom::cuda {
 namespace {
 
-enum class Fn : int { neg, abs, sign, relu, exp, log, sqrt, tanh, sigmoid };
-
 template <class T>
 struct UnaryF {
   T* out;
   const T* x;
   Fn fn;
-  __device__ void operator()(const int64_t (&off)[2]) const {
-    const T v = x[off[1]];
-    T r;
-    switch (fn) {
-      case Fn::neg: r = wrap_sub(T(0), v); break;
-      case Fn::abs: r = v < T(0) ? wrap_sub(T(0), v) : v; break;
-      case Fn::sign: r = T((T(0) < v) - (v < T(0))); break;
-      case Fn::relu: r = v > T(0) ? v : T(0); break;
-      default:
-        if constexpr (std::is_floating_point_v<T>) {
-          switch (fn) {
-            case Fn::exp: r = d_exp(v); break;
-            case Fn::log: r = d_log(v); break;
-            case Fn::sqrt: r = d_sqrt(v); break;
-            case Fn::tanh: r = d_tanh(v); break;
-            default: r = d_sigmoid(v); break;
-          }
-        } else {
-          r = v;  // not registered for integers
-        }
-    }
-    out[off[0]] = r;
-  }
+  __device__ void operator()(const int64_t (&off)[2]) const { out[off[0]] = apply_unary(fn, x[off[1]]); }
 };
 
 template <Fn F>

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Builds loom without CUDA, the CUDA kernels (kernels/cuda/*.cu) against the
+# host emulator in this folder, and the CPU/CUDA parity tests, then runs them.
+# Needs no GPU and no CUDA toolkit. See README.md.
+#
+#   kernels/cuda/emulation/run.sh [doctest args]      e.g. -tc='*matmul*'
+#
+# Environment: BUILD (default build/cuda-emulation), JOBS (default 2, for loom itself),
+# SANITIZE=address to run the emulated kernels under AddressSanitizer.
+set -eu
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+here=$root/kernels/cuda/emulation
+build=${BUILD:-$root/build/cuda-emulation}
+jobs=${JOBS:-2}
+san=""
+[ -n "${SANITIZE:-}" ] && san="-fsanitize=$SANITIZE -fno-omit-frame-pointer"
+
+if [ ! -f "$build/loom/CMakeCache.txt" ]; then
+  cmake -S "$root" -B "$build/loom" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF \
+    -DLOOM_BUILD_TESTS=OFF -DLOOM_SANITIZE="${SANITIZE:-}" >/dev/null
+fi
+cmake --build "$build/loom" -j "$jobs"
+
+flags="-std=c++20 -O1 -g $san -DLOOM_CUDA_EMULATION -I$here/include -I$root"
+objs=""
+for src in "$here/emu.cpp" "$root"/kernels/cuda/*.cu; do
+  obj=$build/$(basename "$src").o
+  objs="$objs $obj"
+  stale=$(find "$root/kernels/cuda" "$root/core" -newer "$obj" \( -name '*.cuh' -o -name '*.hpp' -o -name '*.h' \) 2>/dev/null | head -1)
+  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$stale" ]; then
+    echo "emulation: compiling $(basename "$src")"
+    g++ -x c++ $flags -c "$src" -o "$obj"
+  fi
+done
+# Emulated kernels first: their registrations must run before the tests ask for a GPU.
+g++ $flags -Wall -Wextra -Wno-unused-parameter $objs "$root/tests/main.cpp" "$root/tests/cuda/test_cuda_parity.cpp" \
+  -o "$build/loom_cuda_emulated_tests" -L"$build/loom" -lloom -ltbb -Wl,-rpath,"$build/loom"
+"$build/loom_cuda_emulated_tests" "$@"

@@ -1,0 +1,170 @@
+// The fused element-wise kernel on CUDA: one pass over the output evaluating
+// a small program of element-wise ops (attributes as in kernels/cpu/fused.cpp:
+// "ops", "args", "bools"). Each thread walks the program for its element with
+// intermediate values in the value dtype, calling the same scalar functions
+// as the unfused kernels (math.cuh), so fused and unfused results are bitwise
+// the same. Leaves may be strided and broadcast (one launch_loop operand
+// each). Programs larger than the kernel's fixed-size description run
+// unfused, op by op, through the registered CUDA kernels.
+
+#include <memory>
+#include <sstream>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/math.cuh"
+
+namespace loom::cuda {
+namespace {
+
+constexpr int64_t kNoArg = -1000000;
+constexpr int kMaxInstrs = 32;
+constexpr int kMaxLeaves = 12;
+
+struct Program {
+  std::vector<std::string> ops;
+  std::vector<Fn> fns;
+  std::vector<std::array<int64_t, 3>> args;
+  std::vector<bool> to_bool;
+  DType value = float32;
+};
+
+int arity(Fn f) { return f <= Fn::sigmoid ? 1 : f == Fn::where ? 3 : 2; }
+
+std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
+  auto p = std::make_shared<Program>();
+  std::stringstream ss(c.attrs.get<std::string>("ops"));
+  for (std::string op; std::getline(ss, op, ';');) p->ops.push_back(op);
+  const auto& args = c.attrs.ints("args");
+  const auto& bools = c.attrs.ints("bools");
+  LOOM_ASSERT(!p->ops.empty() && args.size() == 3 * p->ops.size() && bools.size() == p->ops.size(),
+              "malformed fused program");
+  for (size_t k = 0; k < p->ops.size(); ++k) {
+    Fn f;
+    LOOM_ASSERT(fn_of(p->ops[k], &f), "fused: '", p->ops[k], "' is not an element-wise op the CUDA kernel knows");
+    p->fns.push_back(f);
+    p->args.push_back({args[3 * k], args[3 * k + 1], args[3 * k + 2]});
+    for (int j = 0; j < arity(f); ++j) {
+      const int64_t r = args[3 * k + size_t(j)];
+      LOOM_ASSERT(r != kNoArg && (r >= 0 ? r < int64_t(c.in.size()) : -r - 1 < int64_t(k)), "fused: bad operand ", r);
+    }
+    p->to_bool.push_back(bools[k] != 0);
+  }
+  p->value = boolean;
+  for (const NDArray& a : c.in)
+    if (p->value == boolean && is_floating(a.dtype())) p->value = a.dtype();
+  return p;
+}
+
+// ---------------------------------------------------------------- the interpreter
+
+struct DeviceProgram {
+  int n = 0;
+  Fn fn[kMaxInstrs];
+  int8_t arg[kMaxInstrs][3];  // leaf r >= 0, instruction k as -(k + 1)
+  uint8_t leaf_bool[kMaxLeaves];
+};
+
+template <class T>
+struct FusedF {
+  T* out;
+  const void* leaf[kMaxLeaves];
+  DeviceProgram prog;
+
+  __device__ T load(int r, const int64_t (&off)[kMaxLeaves + 1]) const {
+    if (prog.leaf_bool[r]) return T(static_cast<const uint8_t*>(leaf[r])[off[r + 1]] != 0);
+    return static_cast<const T*>(leaf[r])[off[r + 1]];
+  }
+
+  __device__ void operator()(const int64_t (&off)[kMaxLeaves + 1]) const {
+    T val[kMaxInstrs];  // comparisons keep 0/1 in T: only where's condition reads them
+    for (int k = 0; k < prog.n; ++k) {
+      const Fn f = prog.fn[k];
+      T x[3];
+      const int m = f <= Fn::sigmoid ? 1 : f == Fn::where ? 3 : 2;
+      for (int j = 0; j < m; ++j) {
+        const int r = prog.arg[k][j];
+        x[j] = r >= 0 ? load(r, off) : val[-r - 1];
+      }
+      T v;
+      if (f <= Fn::sigmoid) v = apply_unary(f, x[0]);
+      else if (f <= Fn::pow) v = apply_binary(f, x[0], x[1]);
+      else if (f <= Fn::ge) v = T(apply_compare(f, x[0], x[1]));
+      else v = x[0] != T(0) ? x[1] : x[2];
+      val[k] = v;
+    }
+    out[off[0]] = val[prog.n - 1];
+  }
+};
+
+// Runs the program op by op through the registered kernels (programs too
+// large for DeviceProgram; rare).
+void run_unfused(const KernelCall& c, const Program& p) {
+  std::vector<NDArray> vals;
+  for (size_t k = 0; k < p.ops.size(); ++k) {
+    std::vector<NDArray> ins;
+    Shape shape;
+    for (int j = 0; j < arity(p.fns[k]); ++j) {
+      const int64_t r = p.args[k][size_t(j)];
+      ins.push_back(r >= 0 ? c.in[size_t(r)] : vals[size_t(-r - 1)]);
+      shape = broadcast_shapes(shape, ins.back().shape());
+    }
+    const DType t = p.to_bool[k] ? boolean : p.value;
+    NDArray out = k + 1 == p.ops.size() ? c.out[0] : NDArray::empty(shape, t, c.ctx.device);
+    const KernelInfo* info = find_kernel(p.ops[k], DeviceKind::cuda, t);
+    LOOM_ASSERT(info, "fused: no CUDA kernel for ", p.ops[k]);
+    Attrs none;
+    KernelCall call{c.ctx, ins, std::span<const NDArray>(&out, 1), none, p.ops[k], c.node, c.node_key};
+    info->fn(call);
+    vals.push_back(out);
+  }
+}
+
+void fused_kernel(const KernelCall& c) {
+  use_device(c.ctx.device);
+  std::shared_ptr<const void> owned;
+  const Program* p = static_cast<const Program*>(c.state);
+  if (!p) {  // an eager call, outside a plan
+    owned = prepare_fused(c);
+    p = static_cast<const Program*>(owned.get());
+  }
+  if (p->ops.size() > size_t(kMaxInstrs) || c.in.size() > size_t(kMaxLeaves)) return run_unfused(c, *p);
+
+  DeviceProgram dp;
+  dp.n = int(p->ops.size());
+  for (int k = 0; k < dp.n; ++k) {
+    dp.fn[k] = p->fns[size_t(k)];
+    for (int j = 0; j < 3; ++j) {
+      const int64_t r = p->args[size_t(k)][size_t(j)];
+      dp.arg[k][j] = int8_t(r == kNoArg ? 0 : r);
+    }
+  }
+  for (size_t r = 0; r < size_t(kMaxLeaves); ++r) dp.leaf_bool[r] = r < c.in.size() && c.in[r].dtype() == boolean;
+
+  const NDArray& o = c.out[0];
+  const Layout unused{{}, {}, 0};  // a 0-d operand: stride 0 everywhere
+  std::array<Layout, kMaxLeaves + 1> layouts;
+  std::array<const Layout*, kMaxLeaves + 1> ops;
+  layouts[0] = o.layout();
+  for (size_t r = 0; r < size_t(kMaxLeaves); ++r) layouts[r + 1] = r < c.in.size() ? c.in[r].layout() : unused;
+  for (size_t i = 0; i < layouts.size(); ++i) ops[i] = &layouts[i];
+  Loop<kMaxLeaves + 1> L = make_loop<kMaxLeaves + 1>(o.shape(), ops);
+  dispatch_among(FloatTypes{}, o.dtype(), [&]<class T>() {
+    launch_loop<kMaxLeaves + 1>(L, stream_of(c), c.op, [&](const std::array<int64_t, kMaxLeaves + 1>& b) {
+      FusedF<T> f;
+      f.out = static_cast<T*>(o.raw()) + b[0];
+      for (size_t r = 0; r < size_t(kMaxLeaves); ++r)
+        f.leaf[r] = r < c.in.size() ? static_cast<const char*>(c.in[r].raw()) + b[r + 1] * int64_t(c.in[r].itemsize())
+                                    : nullptr;
+      f.prog = dp;
+      return f;
+    });
+  });
+}
+
+const bool registered = [] {
+  register_kernel("fused", DeviceKind::cuda, FloatTypes::dtypes(), {&fused_kernel, false, &prepare_fused});
+  return true;
+}();
+
+}  // namespace
+}  // namespace loom::cuda
