@@ -9,7 +9,7 @@
 ///     Tensor x = g.placeholder("x", {-1, 784});          // -1: batch, from the feed
 ///     Tensor w = g.variable("w", {784, 10}, init::normal(0, 0.01));
 ///     Tensor y = relu(matmul(x, w) + 1.0);                // ops/: free functions, operators
-///     auto [dw] = gradients(sum(y), {w});                 // more graph: d sum(y) / dw
+///     Tensor dw = gradients(sum(y), {w})[0];              // more graph: d sum(y) / dw
 ///     Session s(g);
 ///     NDArray out = s.run({y}, {{x, batch}})[0];
 ///

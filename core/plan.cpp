@@ -86,6 +86,7 @@ struct Builder {
   void order_updates();
   void mark_alive();
   void fuse();
+  void assign_in_place();
   void bind_steps();
 };
 
@@ -332,6 +333,7 @@ void Builder::build(const std::vector<char>& needed, const std::vector<int>& fee
                  "': input ", op.writes_input, " must be a variable");
       p.values[size_t(node.out[0])].storage = target.storage;
       p.values[size_t(node.out[0])].layout = target.layout;
+      node.writes_var = true;
     } else if (node.kind == NodeKind::kernel || node.kind == NodeKind::feed) {
       for (int o : node.out) arena_output(nid, o);
     }
@@ -453,6 +455,43 @@ void Builder::fuse() {
     }
 }
 
+// An assign whose value comes from an element-wise kernel lets that kernel
+// write straight into the variable (saving a copy and a buffer); the assign
+// stays as a no-op anchor for ordering. The kernel then counts as the update:
+// readers of the old value run before it.
+void Builder::assign_in_place() {
+  if (opt.check_numerics) return;  // a NaN must be caught before it reaches a variable
+  std::vector<char> taken(p.nodes.size(), 0);
+  for (size_t a = 0; a < p.nodes.size(); ++a) {
+    PNode& an = p.nodes[a];
+    if (!an.alive || !an.writes_var || an.kind != NodeKind::kernel) continue;
+    const int var_value = an.in[0], v = an.in[1];
+    PValue& val = p.values[size_t(v)];
+    const PValue& var = p.values[size_t(var_value)];
+    const int pid = val.producer;
+    PNode& pn = p.nodes[size_t(pid)];
+    if (taken[size_t(pid)] || pn.kind != NodeKind::kernel || !pn.op || !pn.op->inplace || pn.out.size() != 1 ||
+        pn.writes_var || val.type.shape != var.type.shape || val.type.dtype != var.type.dtype ||
+        p.storages[size_t(val.storage)].kind != StorageKind::arena || !var.layout.is_compact() ||
+        var.layout.offset != 0 || std::find(p.fetch_values.begin(), p.fetch_values.end(), v) != p.fetch_values.end())
+      continue;
+    // No input may view the variable with another layout (element i must be read before it is written).
+    bool clash = false;
+    for (int in : pn.in) {
+      const PValue& w = p.values[size_t(in)];
+      clash |= w.storage == var.storage && !(w.layout.strides == var.layout.strides && w.layout.offset == 0 &&
+                                             w.type.shape == var.type.shape);
+    }
+    if (clash) continue;
+    taken[size_t(pid)] = 1;
+    val.storage = var.storage;
+    val.layout = var.layout;
+    pn.writes_var = true;
+    an.kind = NodeKind::noop;
+    an.kernel = nullptr;
+  }
+}
+
 // Keeps the nodes the fetches and targets need after CSE and folding.
 void Builder::mark_alive() {
   for (auto& n : p.nodes) n.alive = false;
@@ -489,7 +528,7 @@ void Builder::order_updates() {
   for (size_t i = 0; i < p.nodes.size(); ++i) {
     const PNode& n = p.nodes[i];
     if (!n.alive || n.kind == NodeKind::view) continue;
-    if (n.op && n.op->writes_input >= 0) assigns.push_back(int(i));
+    if (n.writes_var) assigns.push_back(int(i));
     for (int v : n.in) {
       int s = p.values[size_t(v)].storage;
       if (s >= 0 && p.storages[size_t(s)].kind == StorageKind::variable) readers_of[size_t(s)].push_back(int(i));
@@ -566,6 +605,14 @@ std::unique_ptr<Plan> compile_plan(const CompileRequest& req) {
   b.build(needed, feed_of);
   b.mark_alive();
   b.fuse();
+  // The naive baseline: every tensor a kernel or feed produces gets its own
+  // buffer (measured before assign_in_place and the memory plan save any).
+  for (const PNode& n : plan->nodes)
+    if (n.alive && (n.kind == NodeKind::kernel || n.kind == NodeKind::feed))
+      for (int v : n.out)
+        if (plan->storages[size_t(plan->values[size_t(v)].storage)].kind == StorageKind::arena)
+          plan->stats.naive_bytes += plan->storages[size_t(plan->values[size_t(v)].storage)].bytes;
+  b.assign_in_place();
   for (const PNode& n : plan->nodes) plan->stats.nodes_after_passes += n.alive && n.kind != NodeKind::source;
   b.order_updates();
   for (int v : plan->fetch_values) plan->storages[size_t(plan->values[size_t(v)].storage)].pinned = true;

@@ -53,6 +53,7 @@ struct PNode {
   NodeKind kind = NodeKind::kernel;
   const KernelInfo* kernel = nullptr;
   bool post_commit = false;  // an assign or a descendant of one
+  bool writes_var = false;   // overwrites a variable: an assign, or the producer an assign was folded into
   bool alive = true;
   int pos = -1;              // schedule position (executable nodes)
   int feed = -1;             // feed nodes: index into the run's feeds

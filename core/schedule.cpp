@@ -121,7 +121,7 @@ void schedule_plan(Plan& p, const SessionOptions& o) {
     for (size_t i = 0; i < p.nodes.size(); ++i)
       if (executable(p.nodes[i]) && !p.nodes[i].post_commit) barrier.after.push_back(int(i));
     for (auto& n : p.nodes)
-      if (executable(n) && n.post_commit && n.op && n.op->writes_input >= 0) n.after.push_back(bid);
+      if (executable(n) && n.post_commit && n.writes_var) n.after.push_back(bid);
     p.nodes.push_back(std::move(barrier));
   }
 
@@ -356,14 +356,12 @@ void add_edge(Plan& p, int from_node, int to_node) {
 void plan_memory(Plan& p, const SessionOptions& o) {
   collect_access(p);
   const int end = int(p.order.size());
-  size_t naive = 0;
   for (PStorage& s : p.storages) {
     if (s.kind != StorageKind::arena || s.writers.empty()) continue;
     s.first = INT_MAX, s.last = -1;
     for (int w : s.writers) s.first = std::min(s.first, p.nodes[size_t(w)].pos), s.last = std::max(s.last, p.nodes[size_t(w)].pos);
     for (int r : s.readers) s.last = std::max(s.last, p.nodes[size_t(r)].pos);
     if (s.pinned) s.last = end;
-    naive += s.bytes;
   }
 
   // In-place: an element-wise output takes over an input's buffer when that
@@ -432,7 +430,6 @@ void plan_memory(Plan& p, const SessionOptions& o) {
     for (int64_t d : delta) peak = std::max(peak, cur += d);
     p.stats.lower_bound_bytes = size_t(peak);
   }
-  p.stats.naive_bytes = naive;
 
   std::vector<size_t> off(items.size()), best_off;
   size_t best = SIZE_MAX;
