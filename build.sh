@@ -58,13 +58,13 @@ case "$cmd" in
     ;;
   test-asan)
     base_deps
-    configure_and_build build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOM_SANITIZE=address,undefined \
+    configure_and_build build/asan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DLOOM_SANITIZE=address,undefined \
       -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/tests/loom_tests "$@"
     ;;
   test-tsan)
     base_deps
-    configure_and_build build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOM_SANITIZE=thread -DLOOM_CUDA=OFF \
+    configure_and_build build/tsan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DLOOM_SANITIZE=thread -DLOOM_CUDA=OFF \
       -DLOOM_BUILD_SAMPLES=OFF
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" \
       build/tsan/tests/loom_tests -ts='*parallel*' "$@"
