@@ -6,6 +6,8 @@
 #include <oneapi/tbb/task_group.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <cmath>
 #include <fstream>
 #include <mutex>
@@ -48,6 +50,84 @@ bool all_finite(const NDArray& a) {
     for (int64_t i = 0, n = h.numel(); i < n && ok; ++i) ok = std::isfinite(p[i]);
   });
   return ok;
+}
+
+/// The parallel executor: a step runs when all its dependencies (data, control
+/// and the hazards of shared buffers) are done; the first error stops the
+/// run and is rethrown.
+void run_parallel(const std::vector<std::vector<int>>& deps, const std::vector<std::vector<int>>& succ, int threads,
+                  const std::function<void(size_t)>& exec) {
+  const size_t n = deps.size();
+  std::vector<std::atomic<int>> pending(n);
+  for (size_t i = 0; i < n; ++i) pending[i].store(int(deps[i].size()), std::memory_order_relaxed);
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mu;
+  auto run_one = [&](size_t i) {
+    try {
+      exec(i);
+      return true;
+    } catch (...) {
+      std::lock_guard lock(error_mu);
+      if (!error) error = std::current_exception();
+      failed = true;
+      return false;
+    }
+  };
+#if !defined(__SANITIZE_THREAD__)
+  (void)threads;
+  tbb::task_group tg;
+  std::function<void(size_t)> run_step = [&](size_t i) {
+    while (!failed.load(std::memory_order_relaxed) && run_one(i)) {
+      // Continue inline with one ready successor; spawn the others.
+      size_t next = SIZE_MAX;
+      for (int s : succ[i])
+        if (pending[size_t(s)].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+          if (next == SIZE_MAX) next = size_t(s);
+          else tg.run([&run_step, s] { run_step(size_t(s)); });
+        }
+      if (next == SIZE_MAX) return;
+      i = next;
+    }
+  };
+  for (size_t i = 0; i < n; ++i)
+    if (deps[i].empty()) tg.run([&run_step, i] { run_step(i); });
+  tg.wait();
+#else
+  // ThreadSanitizer build: libtbb is not instrumented, so TSan cannot see the
+  // synchronization inside its task queues and reports every task hand-off.
+  // The same dependency counting runs here on std::threads and an instrumented
+  // queue, so TSan checks what matters: that the plan's edges order every
+  // access to shared buffers.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<size_t> ready;
+  size_t done = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (deps[i].empty()) ready.push_back(i);
+  auto worker = [&] {
+    std::unique_lock lock(mu);
+    while (true) {
+      cv.wait(lock, [&] { return !ready.empty() || done == n || failed; });
+      if (failed || ready.empty()) return;
+      size_t i = ready.front();
+      ready.pop_front();
+      lock.unlock();
+      bool ok = run_one(i);
+      lock.lock();
+      ++done;
+      if (ok)
+        for (int s : succ[i])
+          if (pending[size_t(s)].fetch_sub(1, std::memory_order_acq_rel) == 1) ready.push_back(size_t(s));
+      cv.notify_all();
+      if (!ok) return;
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < std::max(threads, 2); ++t) pool.emplace_back(worker);
+  for (auto& t : pool) t.join();
+#endif
+  if (error) std::rethrow_exception(error);
 }
 
 struct TraceEvent {
@@ -196,41 +276,7 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
       for (size_t i = 0; i < plan.steps.size(); ++i) exec(i);
       return;
     }
-    // Parallel: a step runs when all its dependencies (data, control and the
-    // hazards of shared buffers) are done.
-    const size_t n = plan.steps.size();
-    std::vector<std::atomic<int>> pending(n);
-    for (size_t i = 0; i < n; ++i) pending[i].store(int(plan.deps[i].size()), std::memory_order_relaxed);
-    std::atomic<bool> failed{false};
-    std::exception_ptr error;
-    std::mutex error_mu;
-    tbb::task_group tg;
-    std::function<void(size_t)> run_step = [&](size_t i) {
-      while (true) {
-        if (failed.load(std::memory_order_relaxed)) return;
-        try {
-          exec(i);
-        } catch (...) {
-          std::lock_guard lock(error_mu);
-          if (!error) error = std::current_exception();
-          failed = true;
-          return;
-        }
-        // Continue inline with one ready successor; spawn the others.
-        size_t next = SIZE_MAX;
-        for (int s : plan.succ[i])
-          if (pending[size_t(s)].fetch_sub(1, std::memory_order_acq_rel) == 1) {
-            if (next == SIZE_MAX) next = size_t(s);
-            else tg.run([&run_step, s] { run_step(size_t(s)); });
-          }
-        if (next == SIZE_MAX) return;
-        i = next;
-      }
-    };
-    for (size_t i = 0; i < n; ++i)
-      if (plan.deps[i].empty()) tg.run([&run_step, i] { run_step(i); });
-    tg.wait();
-    if (error) std::rethrow_exception(error);
+    run_parallel(plan.deps, plan.succ, options_.threads, exec);
   });
   dev.synchronize(impl_->stream);
 
