@@ -27,13 +27,13 @@ Mat classify(int64_t rows, int64_t cols, int64_t srow, int64_t scol) {
   return {};
 }
 
-void gemm(const float* a, Mat ma, const float* b, Mat mb, float* c, int64_t m, int64_t n, int64_t k) {
+void gemm(const float* a, Mat ma, const float* b, Mat mb, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k) {
   cblas_sgemm(CblasRowMajor, ma.trans ? CblasTrans : CblasNoTrans, mb.trans ? CblasTrans : CblasNoTrans, int(m),
-              int(n), int(k), 1.0f, a, int(ma.ld), b, int(mb.ld), 0.0f, c, int(n));
+              int(n), int(k), 1.0f, a, int(ma.ld), b, int(mb.ld), 0.0f, c, int(ldc));
 }
-void gemm(const double* a, Mat ma, const double* b, Mat mb, double* c, int64_t m, int64_t n, int64_t k) {
+void gemm(const double* a, Mat ma, const double* b, Mat mb, double* c, int64_t ldc, int64_t m, int64_t n, int64_t k) {
   cblas_dgemm(CblasRowMajor, ma.trans ? CblasTrans : CblasNoTrans, mb.trans ? CblasTrans : CblasNoTrans, int(m),
-              int(n), int(k), 1.0, a, int(ma.ld), b, int(mb.ld), 0.0, c, int(n));
+              int(n), int(k), 1.0, a, int(ma.ld), b, int(mb.ld), 0.0, c, int(ldc));
 }
 
 template <class T>
@@ -108,14 +108,10 @@ void matmul_typed(const KernelCall& call) {
     T* C = pc + bi * M * N;
     if (split_rows) {
       const T* Ab = A + lo * (ma.trans ? 1 : ma.ld);
-      gemm(Ab, ma, B, mb, C + lo * N, hi - lo, N, K);
-    } else {
-      // Column block: write into a temporary with leading dimension = block width, then copy.
+      gemm(Ab, ma, B, mb, C + lo * N, N, hi - lo, N, K);
+    } else {  // a block of columns, written in place through C's leading dimension
       const T* Bb = B + lo * (mb.trans ? mb.ld : 1);
-      std::vector<T> tmp(size_t(m_all * (hi - lo)));
-      gemm(A, ma, Bb, mb, tmp.data(), m_all, hi - lo, K);
-      for (int64_t r = 0; r < m_all; ++r)
-        std::copy(tmp.begin() + r * (hi - lo), tmp.begin() + (r + 1) * (hi - lo), C + r * N + lo);
+      gemm(A, ma, Bb, mb, C + lo, N, m_all, hi - lo, K);
     }
   };
   const int64_t tasks = n_batches * blocks;
