@@ -344,115 +344,264 @@ void Builder::build(const std::vector<char>& needed, const std::vector<int>& fee
   for (const Tensor& t : *req.fetches) p.fetch_values.push_back(value_of[size_t(t.node_id())] + t.index());
 }
 
-// Element-wise fusion: a fusable node absorbs producers that are fusable, have
-// the same output shape and are read by it alone; the group becomes one
-// "fused" node running a small program (kernels/cpu/fused.cpp).
 namespace fusion {
 constexpr int64_t kNoArg = -1000000;
 struct Instr {
   std::string op;
   bool to_bool;
-  int64_t arg[3];
+  int64_t arg[3];  // >= 0: leaf; < 0: instruction -a-1; kNoArg: unused
 };
+/// A group of element-wise nodes computed by one fused kernel.
 struct Program {
-  std::vector<int> leaves;  // value ids
-  std::vector<Instr> instrs;
+  std::vector<int> leaves;                        // input value ids
+  std::vector<Instr> instrs;                      // in dependency order; the last is the root
+  std::vector<std::pair<int, int64_t>> computed;  // values computed inside: (value id, instruction)
+  std::vector<int> members;                       // absorbed nodes (not the root)
+
+  std::optional<int64_t> instr_of(int v) const {
+    for (auto [cv, ci] : computed)
+      if (cv == v) return ci;
+    return std::nullopt;
+  }
+  int64_t leaf_ref(int v) {
+    if (auto ci = instr_of(v)) return -(*ci + 1);
+    auto it = std::find(leaves.begin(), leaves.end(), v);
+    if (it == leaves.end()) {
+      leaves.push_back(v);
+      return int64_t(leaves.size()) - 1;
+    }
+    return it - leaves.begin();
+  }
+  /// Appends q's instructions (q computes values this program reads, or vice
+  /// versa); returns the new index of q's root.
+  int64_t inline_program(const Program& q) {
+    const int64_t base = int64_t(instrs.size());
+    for (Instr ins : q.instrs) {
+      for (int64_t& a : ins.arg) {
+        if (a == kNoArg) continue;
+        a = a < 0 ? a - base : leaf_ref(q.leaves[size_t(a)]);
+      }
+      instrs.push_back(ins);
+    }
+    for (auto [cv, ci] : q.computed) computed.push_back({cv, ci + base});
+    members.insert(members.end(), q.members.begin(), q.members.end());
+    return int64_t(instrs.size()) - 1;
+  }
+  /// Leaves now computed inside become instruction references; then the
+  /// instructions are put back in dependency order with instruction `root`
+  /// last (returns old -> new index).
+  std::vector<int64_t> internalize_and_sort(size_t root) {
+    for (size_t r = 0; r < leaves.size();) {
+      auto ci = instr_of(leaves[r]);
+      if (!ci) {
+        ++r;
+        continue;
+      }
+      for (Instr& ins : instrs)
+        for (int64_t& a : ins.arg) {
+          if (a == kNoArg || a < 0) continue;
+          if (a == int64_t(r)) a = -(*ci + 1);
+          else if (a > int64_t(r)) --a;
+        }
+      leaves.erase(leaves.begin() + int64_t(r));
+    }
+    const size_t n = instrs.size();
+    std::vector<int64_t> pos(n, -1);
+    std::vector<size_t> order;
+    std::vector<char> state(n, 0);
+    std::function<void(size_t)> visit = [&](size_t i) {
+      if (state[i] == 2) return;
+      LOOM_ASSERT(state[i] == 0, "cycle in a fused program");
+      state[i] = 1;
+      for (int64_t a : instrs[i].arg)
+        if (a != kNoArg && a < 0) visit(size_t(-a - 1));
+      state[i] = 2;
+      pos[i] = int64_t(order.size());
+      order.push_back(i);
+    };
+    visit(root);
+    for (size_t i = 0; i < n; ++i) visit(i);
+    // The root goes last (nothing in the group reads it).
+    std::vector<Instr> sorted;
+    for (size_t i : order)
+      if (i != root) sorted.push_back(instrs[i]);
+    sorted.push_back(instrs[root]);
+    std::vector<int64_t> final_pos(n);
+    {
+      int64_t k = 0;
+      for (size_t i : order)
+        if (i != root) final_pos[i] = k++;
+      final_pos[root] = k;
+    }
+    for (Instr& ins : sorted)
+      for (int64_t& a : ins.arg)
+        if (a != kNoArg && a < 0) a = -(final_pos[size_t(-a - 1)] + 1);
+    instrs = std::move(sorted);
+    for (auto& c : computed) c.second = final_pos[size_t(c.second)];
+    return final_pos;
+  }
 };
 }  // namespace fusion
 
+// Element-wise fusion, in two phases.
+// 1. A fusable node absorbs fusable producers of the same output shape that
+//    only it reads: every path out of such a producer goes through the node,
+//    so the graph of groups stays acyclic.
+// 2. A group absorbs a producing group whose value others read too; that value
+//    becomes an extra output (so Adam's moments and update are one pass over
+//    memory). Allowed only when no other path leads from the producer group to
+//    the consumer group (checked on the graph of groups, bounded).
+// Each group becomes one "fused" node running a small program (kernels/cpu/fused.cpp).
 void Builder::fuse() {
   if (!opt.fusion || opt.check_numerics) return;  // check_numerics names single nodes
-  const KernelInfo* fused_kernel_f = find_kernel("fused", p.device.kind, float32);
-  if (!fused_kernel_f) return;  // this device has no fused kernel
-  std::vector<int> uses(p.values.size(), 0);
-  std::vector<char> pinned(p.values.size(), 0), ordered(p.nodes.size(), 0);
-  for (const PNode& n : p.nodes) {
+  if (!find_kernel("fused", p.device.kind, float32)) return;  // this device has no fused kernel
+  const size_t N = p.nodes.size();
+  std::vector<std::vector<int>> consumers(p.values.size()), after_of(N);
+  std::vector<char> ordered(N, 0);
+  for (size_t i = 0; i < N; ++i) {
+    const PNode& n = p.nodes[i];
     if (!n.alive) continue;
-    for (int v : n.in) ++uses[size_t(v)];
-    for (int a : n.after) ordered[size_t(a)] = 1;
+    for (int v : n.in)
+      if (consumers[size_t(v)].empty() || consumers[size_t(v)].back() != int(i)) consumers[size_t(v)].push_back(int(i));
+    for (int a : n.after) ordered[size_t(a)] = 1, after_of[size_t(a)].push_back(int(i));
   }
-  for (int v : p.fetch_values) pinned[size_t(v)] = 1;
-  auto value_float = [&](const PNode& n) {
+  auto fetched = [&](int v) { return std::find(p.fetch_values.begin(), p.fetch_values.end(), v) != p.fetch_values.end(); };
+  auto fusable = [&](const PNode& n) {
+    if (!(n.alive && n.kind == NodeKind::kernel && n.op && n.op->elementwise && !n.op->stateful && n.kernel &&
+          n.kernel->chunk && n.out.size() == 1 && n.op->writes_input < 0 && n.op->shape_only_inputs.empty() &&
+          n.after.empty() && !ordered[size_t(&n - p.nodes.data())]))
+      return false;
     // The dtype an element-wise op computes in: its output's, or (comparisons) its inputs'.
     DType out = p.values[size_t(n.out[0])].type.dtype;
     DType in = p.values[size_t(n.in.back())].type.dtype;
     return out == boolean ? is_floating(in) : is_floating(out);
   };
-  auto fusable = [&](const PNode& n) {
-    return n.alive && n.kind == NodeKind::kernel && n.op && n.op->elementwise && !n.op->stateful && n.kernel &&
-           n.kernel->chunk && n.out.size() == 1 && n.op->writes_input < 0 && n.op->shape_only_inputs.empty() &&
-           n.after.empty() && value_float(n);
-  };
-  std::vector<std::unique_ptr<fusion::Program>> prog(p.nodes.size());
-  for (size_t id = 0; id < p.nodes.size(); ++id) {
+  auto shape_of = [&](int id) -> const Shape& { return p.values[size_t(p.nodes[size_t(id)].out[0])].type.shape; };
+  auto is_bool = [&](int id) { return p.values[size_t(p.nodes[size_t(id)].out[0])].type.dtype == boolean; };
+
+  // Phase 1.
+  std::vector<std::unique_ptr<fusion::Program>> prog(N);
+  std::vector<int> rep(N);
+  for (size_t i = 0; i < N; ++i) rep[i] = int(i);
+  for (size_t id = 0; id < N; ++id) {
     PNode& n = p.nodes[id];
     if (!fusable(n)) continue;
     auto pr = std::make_unique<fusion::Program>();
-    fusion::Instr self{n.op->name, p.values[size_t(n.out[0])].type.dtype == boolean, {fusion::kNoArg, fusion::kNoArg, fusion::kNoArg}};
-    const Shape& shape = p.values[size_t(n.out[0])].type.shape;
+    fusion::Instr self{n.op->name, is_bool(int(id)), {fusion::kNoArg, fusion::kNoArg, fusion::kNoArg}};
     for (size_t k = 0; k < n.in.size(); ++k) {
       int v = n.in[k];
       int pid = p.values[size_t(v)].producer;
       fusion::Program* q = prog[size_t(pid)].get();
-      bool absorb = q && uses[size_t(v)] == 1 && !pinned[size_t(v)] && !ordered[size_t(pid)] &&
-                    p.values[size_t(v)].type.shape == shape && p.nodes[size_t(pid)].alive;
-      if (!absorb) {
-        auto it = std::find(pr->leaves.begin(), pr->leaves.end(), v);
-        int64_t r = it - pr->leaves.begin();
-        if (it == pr->leaves.end()) pr->leaves.push_back(v);
-        self.arg[k] = r;
-        continue;
+      // A bool root has no fused kernel, so it absorbs nothing.
+      if (q && !is_bool(int(id)) && consumers[size_t(v)].size() == 1 && !fetched(v) && shape_of(pid) == shape_of(int(id))) {
+        int64_t root = pr->inline_program(*q);
+        pr->computed.push_back({v, root});
+        pr->members.push_back(pid);
+        for (int m : q->members) rep[size_t(m)] = int(id);
+        rep[size_t(pid)] = int(id);
+        p.nodes[size_t(pid)].alive = false;
+        prog[size_t(pid)].reset();
+        self.arg[k] = -(root + 1);
+      } else {
+        self.arg[k] = pr->leaf_ref(v);
       }
-      // Inline q: its leaves join ours, its instructions are renumbered after ours.
-      const int64_t base = int64_t(pr->instrs.size());
-      for (fusion::Instr ins : q->instrs) {
-        for (int64_t& a : ins.arg) {
-          if (a == fusion::kNoArg) continue;
-          if (a < 0) {
-            a -= base;
-          } else {
-            int lv = q->leaves[size_t(a)];
-            auto it = std::find(pr->leaves.begin(), pr->leaves.end(), lv);
-            a = it - pr->leaves.begin();
-            if (it == pr->leaves.end()) pr->leaves.push_back(lv);
-          }
-        }
-        pr->instrs.push_back(ins);
-      }
-      self.arg[k] = -int64_t(pr->instrs.size());  // q's root is now our last instruction
-      p.nodes[size_t(pid)].alive = false;
-      prog[size_t(pid)].reset();
     }
     pr->instrs.push_back(self);
     prog[id] = std::move(pr);
   }
-  for (size_t id = 0; id < p.nodes.size(); ++id) {
+
+  // Phase 2.
+  auto find = [&](int x) {
+    while (rep[size_t(x)] != x) x = rep[size_t(x)] = rep[size_t(rep[size_t(x)])];
+    return x;
+  };
+  // Values a group outputs: its root's and the shared ones it computes.
+  auto group_outputs = [&](int g) {
+    std::vector<int> out = p.nodes[size_t(g)].out;
+    if (prog[size_t(g)])
+      for (auto [cv, ci] : prog[size_t(g)]->computed) out.push_back(cv);
+    return out;
+  };
+  // Is there a path from group a to group b other than a's direct edges to b?
+  auto other_path = [&](int a, int b) {
+    std::vector<int> stack, seen;
+    auto push_successors = [&](int g) {
+      std::vector<int> nodes{g};
+      if (prog[size_t(g)]) nodes.insert(nodes.end(), prog[size_t(g)]->members.begin(), prog[size_t(g)]->members.end());
+      for (int v : group_outputs(g))
+        for (int c : consumers[size_t(v)]) stack.push_back(find(c));
+      for (int x : nodes)
+        for (int c : after_of[size_t(x)]) stack.push_back(find(c));
+    };
+    push_successors(a);
+    stack.erase(std::remove(stack.begin(), stack.end(), b), stack.end());
+    stack.erase(std::remove(stack.begin(), stack.end(), a), stack.end());
+    while (!stack.empty()) {
+      int g = stack.back();
+      stack.pop_back();
+      if (g == b) return true;
+      if (g == a || std::find(seen.begin(), seen.end(), g) != seen.end()) continue;
+      seen.push_back(g);
+      if (seen.size() > 2000) return true;  // too far to tell: assume the worst
+      push_successors(g);
+    }
+    return false;
+  };
+  for (size_t id = 0; id < N; ++id) {
+    fusion::Program* pr = prog[id].get();
+    if (!pr || is_bool(int(id)) || !p.nodes[id].alive) continue;
+    for (size_t r = 0; r < pr->leaves.size(); ++r) {
+      int v = pr->leaves[r];
+      int a = find(p.values[size_t(v)].producer);
+      fusion::Program* q = prog[size_t(a)].get();
+      if (!q || a == int(id) || shape_of(a) != shape_of(int(id)) || other_path(a, int(id))) continue;
+      const size_t root = pr->instrs.size() - 1;
+      pr->inline_program(*q);
+      pr->computed.push_back({p.nodes[size_t(a)].out[0], int64_t(pr->instrs.size()) - 1});
+      pr->members.push_back(a);
+      for (int m : q->members) rep[size_t(m)] = int(id);
+      rep[size_t(a)] = int(id);
+      p.nodes[size_t(a)].alive = false;
+      prog[size_t(a)].reset();
+      pr->internalize_and_sort(root);
+      r = size_t(-1);  // leaves changed: scan again
+    }
+  }
+
+  // Emit: each group with two or more instructions becomes a fused node whose
+  // extra outputs are the computed values someone outside reads (or a fetch).
+  for (size_t id = 0; id < N; ++id) {
     fusion::Program* pr = prog[id].get();
     if (!pr || pr->instrs.size() < 2 || !p.nodes[id].alive) continue;
     PNode& n = p.nodes[id];
-    DType out = p.values[size_t(n.out[0])].type.dtype;
-    const KernelInfo* k = find_kernel("fused", p.device.kind, out);
-    if (!k) continue;  // e.g. a comparison at the root: bool output
+    const KernelInfo* k = find_kernel("fused", p.device.kind, p.values[size_t(n.out[0])].type.dtype);
+    LOOM_ASSERT(k, "fused root without a fused kernel");
     std::string ops;
-    std::vector<int64_t> args, bools;
+    std::vector<int64_t> args, bools, outs;
     for (const fusion::Instr& ins : pr->instrs) {
       ops += (ops.empty() ? "" : ";") + ins.op;
       args.insert(args.end(), ins.arg, ins.arg + 3);
       bools.push_back(ins.to_bool);
     }
+    std::vector<char> member(N, 0);
+    member[id] = 1;
+    for (int m : pr->members) member[size_t(m)] = 1;
+    for (auto [v, instr] : pr->computed) {
+      bool outside = fetched(v);
+      for (int c : consumers[size_t(v)]) outside |= !member[size_t(c)];
+      if (!outside) continue;
+      outs.push_back(instr);
+      n.out.push_back(v);
+      p.values[size_t(v)].producer = int(id);
+    }
     auto attrs = std::make_shared<Attrs>();
-    attrs->set("ops", ops).set("args", args).set("bools", bools);
+    attrs->set("ops", ops).set("args", args).set("bools", bools).set("outs", outs);
     n.op = &find_op("fused");
     n.attrs = attrs;
     n.kernel = k;
     n.in = pr->leaves;
     p.stats.fused += int(pr->instrs.size()) - 1;
   }
-  // Absorbed nodes whose program could not be emitted must come back.
-  for (size_t id = 0; id < p.nodes.size(); ++id)
-    if (prog[id] && prog[id]->instrs.size() >= 2 && p.nodes[id].op->name != "fused") {
-      LOOM_ASSERT(false, "fusion group without a fused kernel");
-    }
 }
 
 // An assign whose value comes from an element-wise kernel lets that kernel
@@ -461,7 +610,7 @@ void Builder::fuse() {
 // readers of the old value run before it.
 void Builder::assign_in_place() {
   if (opt.check_numerics) return;  // a NaN must be caught before it reaches a variable
-  std::vector<char> taken(p.nodes.size(), 0);
+  std::vector<char> taken(p.values.size(), 0);
   for (size_t a = 0; a < p.nodes.size(); ++a) {
     PNode& an = p.nodes[a];
     if (!an.alive || !an.writes_var || an.kind != NodeKind::kernel) continue;
@@ -470,8 +619,8 @@ void Builder::assign_in_place() {
     const PValue& var = p.values[size_t(var_value)];
     const int pid = val.producer;
     PNode& pn = p.nodes[size_t(pid)];
-    if (taken[size_t(pid)] || pn.kind != NodeKind::kernel || !pn.op || !pn.op->inplace || pn.out.size() != 1 ||
-        pn.writes_var || val.type.shape != var.type.shape || val.type.dtype != var.type.dtype ||
+    if (taken[size_t(v)] || pn.kind != NodeKind::kernel || !pn.op || !pn.op->inplace ||
+        (pn.out.size() != 1 && pn.op->name != "fused") || val.type.shape != var.type.shape || val.type.dtype != var.type.dtype ||
         p.storages[size_t(val.storage)].kind != StorageKind::arena || !var.layout.is_compact() ||
         var.layout.offset != 0 || std::find(p.fetch_values.begin(), p.fetch_values.end(), v) != p.fetch_values.end())
       continue;
@@ -483,7 +632,7 @@ void Builder::assign_in_place() {
                                              w.type.shape == var.type.shape);
     }
     if (clash) continue;
-    taken[size_t(pid)] = 1;
+    taken[size_t(v)] = 1;
     val.storage = var.storage;
     val.layout = var.layout;
     pn.writes_var = true;

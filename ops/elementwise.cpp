@@ -309,7 +309,10 @@ const bool registered = [] {
         if (value == boolean && is_floating(t.dtype)) value = t.dtype;
       }
       c.check(value != boolean, "needs a floating input");
-      return std::vector<TensorType>{{c.attrs.ints("bools").back() ? boolean : value, s}};
+      const auto& bools = c.attrs.ints("bools");
+      std::vector<TensorType> out{{bools.back() ? boolean : value, s}};
+      for (int64_t k : c.attrs.get_or<std::vector<int64_t>>("outs", {})) out.push_back({bools[size_t(k)] ? boolean : value, s});
+      return out;
     };
     d.reference = [](std::span<const NDArray> in, const Attrs& a) {
       std::vector<std::string> ops;
@@ -326,7 +329,11 @@ const bool registered = [] {
         }
         results.push_back(find_op(ops[k]).reference(operands, {})[0]);
       }
-      return std::vector<NDArray>{results.back()};
+      Shape shape;
+      for (const NDArray& x : in) shape = broadcast_shapes(shape, x.shape());
+      std::vector<NDArray> out{results.back().broadcast_to(shape).clone()};
+      for (int64_t k : a.get_or<std::vector<int64_t>>("outs", {})) out.push_back(results[size_t(k)].broadcast_to(shape).clone());
+      return out;
     };
     d.examples = [](uint64_t seed) {
       // relu(x * w + b) and where(x > 0, exp(x), y) with a strided-broadcast leaf.
@@ -339,6 +346,11 @@ const bool registered = [] {
           {"where(x>0, exp(x), y)", {rand_array({2, 5}, -1, 1, seed + 3), rand_array({2, 1}, -1, 1, seed + 4)},
            {{"ops", std::string("gt;exp;where")}, {"args", std::vector<int64_t>{0, 1, none, 0, none, none, -1, -2, 1}},
             {"bools", std::vector<int64_t>{1, 0, 0}}},
+           {}, false},
+          // Several outputs: m = 0.9 m + g; p = p - m (Adam-like), with m and the mask as extra outputs.
+          {"outputs m, mask and p", {rand_array({3, 4}, -1, 1, seed + 5), rand_array({3, 4}, -1, 1, seed + 6), rand_array({3, 4}, -1, 1, seed + 7)},
+           {{"ops", std::string("mul;add;gt;sub")}, {"args", std::vector<int64_t>{0, 0, none, -1, 1, none, -2, 2, none, 2, -2, none}},
+            {"bools", std::vector<int64_t>{0, 0, 1, 0}}, {"outs", std::vector<int64_t>{1, 2}}},
            {}, false}};
     };
     register_op(std::move(d));

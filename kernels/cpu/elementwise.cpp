@@ -227,11 +227,8 @@ void where_typed(const KernelCall& c) {
                static_cast<char*>(c.in[2].raw())},
               {sizeof(T), 1, sizeof(T), sizeof(T)},
               [](const std::array<char*, 4>& p, const std::array<int64_t, 4>& s, int64_t m) {
-                T* d = reinterpret_cast<T*>(p[0]);
-                const bool* q = reinterpret_cast<const bool*>(p[1]);
-                const T* x = reinterpret_cast<const T*>(p[2]);
-                const T* y = reinterpret_cast<const T*>(p[3]);
-                for (int64_t i = 0; i < m; ++i) d[i] = q[i * s[1]] ? x[i * s[2]] : y[i * s[3]];
+                where_row(reinterpret_cast<T*>(p[0]), reinterpret_cast<const uint8_t*>(p[1]), s[1],
+                          reinterpret_cast<const T*>(p[2]), s[2], reinterpret_cast<const T*>(p[3]), s[3], m);
               });
 }
 
@@ -241,11 +238,8 @@ void where_kernel(const KernelCall& c) {
 
 void where_chunk(DType in, void* out, const void* const* args, int64_t n) {
   dispatch_among(FloatTypes{}, in, [&]<class T>() {
-    T* o = static_cast<T*>(out);
-    const bool* q = static_cast<const bool*>(args[0]);
-    const T* a = static_cast<const T*>(args[1]);
-    const T* b = static_cast<const T*>(args[2]);
-    for (int64_t i = 0; i < n; ++i) o[i] = q[i] ? a[i] : b[i];
+    where_row(static_cast<T*>(out), static_cast<const uint8_t*>(args[0]), 1, static_cast<const T*>(args[1]), 1,
+              static_cast<const T*>(args[2]), 1, n);
   });
 }
 

@@ -109,6 +109,35 @@ inline float fast_tanh(float x) {
 
 inline float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 
+/// q ? a : b on bit patterns: with the condition read as a byte (bool is 0/1)
+/// and both operands loaded unconditionally, where-loops vectorize.
+template <class T>
+inline T select(uint8_t q, T a, T b) {
+  if constexpr (sizeof(T) == 4 || sizeof(T) == 8) {
+    using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    U m = U(0) - U(q);
+    return std::bit_cast<T>(U((std::bit_cast<U>(a) & m) | (std::bit_cast<U>(b) & ~m)));
+  } else {
+    return q ? a : b;
+  }
+}
+
+/// One row of where(): strides 0 (broadcast) or 1 get vectorizable loops.
+template <class T>
+void where_row(T* d, const uint8_t* q, int64_t sq, const T* x, int64_t sx, const T* y, int64_t sy, int64_t n) {
+  if (sq == 1 && sx == 1 && sy == 1) {
+    for (int64_t i = 0; i < n; ++i) d[i] = select(q[i], x[i], y[i]);
+  } else if (sq == 1 && sx == 1 && sy == 0) {
+    const T yv = *y;
+    for (int64_t i = 0; i < n; ++i) d[i] = select(q[i], x[i], yv);
+  } else if (sq == 1 && sx == 0 && sy == 1) {
+    const T xv = *x;
+    for (int64_t i = 0; i < n; ++i) d[i] = select(q[i], xv, y[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) d[i] = select(q[i * sq], x[i * sx], y[i * sy]);
+  }
+}
+
 // Unary functors: static T f(T).
 struct Neg { template <class T> static T f(T x) { return wrap_sub(T(0), x); } };
 struct Abs { template <class T> static T f(T x) { if constexpr (std::is_unsigned_v<T>) return x; else return x < 0 ? wrap_sub(T(0), x) : x; } };

@@ -7,8 +7,10 @@
 // Attributes: "ops" (op names separated by ';'), "args" (3 operand refs per
 // instruction: r >= 0 is input r, r < 0 is the result of instruction -r-1,
 // kNoArg is unused), "bools" (1 where an instruction yields bool, else it
-// yields the value dtype: that of the first floating input). The last
-// instruction is the output.
+// yields the value dtype: that of the first floating input), "outs" (the
+// instructions whose results are outputs 1, 2, ...; output 0 is the last
+// instruction). Outputs are written at the end of each chunk, after every
+// input of that chunk was read, so an output may overwrite an input in place.
 
 #include <cstring>
 #include <sstream>
@@ -38,6 +40,7 @@ struct Leaf {
 
 struct Program {
   std::vector<Instr> instrs;
+  std::vector<size_t> outputs;  // instruction of each output
   std::vector<Leaf> leaves;
   Shape shape;
 };
@@ -68,6 +71,9 @@ std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
     in.in = dtype_of_ref(in.arg[in.arity == 3 ? 1 : 0]);
     p->instrs.push_back(in);
   }
+  p->outputs.push_back(ops.size() - 1);
+  for (int64_t k : c.attrs.get_or<std::vector<int64_t>>("outs", {})) p->outputs.push_back(size_t(k));
+  LOOM_ASSERT(p->outputs.size() == c.out.size(), "fused: ", c.out.size(), " outputs for ", p->outputs.size());
   const NDArray& out = c.out[0];
   p->shape = out.shape();
   for (const NDArray& a : c.in) {
@@ -90,12 +96,9 @@ void fused_kernel(const KernelCall& c) {
     owned = prepare_fused(c);
     p = static_cast<const Program*>(owned.get());
   }
-  const NDArray& out = c.out[0];
-  const int64_t n = out.numel();
+  const int64_t n = c.out[0].numel();
   const size_t ni = p->instrs.size(), nl = p->leaves.size();
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-  char* out_base = static_cast<char*>(out.raw());
-  const size_t out_size = dtype_size(out.dtype());
   parallel_for(chunks, std::max<int64_t>(1, kGrain / kChunk), [&](int64_t lo, int64_t hi) {
     // Scratch: one chunk per instruction and per leaf (8 bytes covers every dtype).
     std::vector<double> scratch(size_t(kChunk) * (ni + nl));
@@ -147,8 +150,12 @@ void fused_kernel(const KernelCall& c) {
           int64_t r = in.arg[j];
           a[j] = r >= 0 ? leaf_ptr[size_t(r)] : static_cast<const void*>(slot(size_t(-r - 1)));
         }
-        void* dst = k + 1 == ni ? static_cast<void*>(out_base + e0 * int64_t(out_size)) : slot(k);
-        in.fn(in.in, dst, a, m);
+        in.fn(in.in, slot(k), a, m);
+      }
+      for (size_t j = 0; j < p->outputs.size(); ++j) {
+        const NDArray& o = c.out[j];
+        std::memcpy(static_cast<char*>(o.raw()) + e0 * int64_t(o.itemsize()), slot(p->outputs[j]),
+                    size_t(m) * o.itemsize());
       }
     }
   });

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "tests/core/graphs.hpp"
 
@@ -170,6 +171,33 @@ TEST_SUITE("core/session") {
     CHECK(fused.stats().last_plan.fused >= 3);
     CHECK(fused.stats().last_plan.steps < plain.stats().last_plan.steps);
     test::verify_plan(fused.plan_info({y, w, z}, f));
+  }
+
+  TEST_CASE("fusion of random element-wise DAGs with shared values matches unfused runs bit for bit") {
+    for (uint64_t seed = 1; seed <= 25; ++seed) {
+      CAPTURE(seed);
+      Graph g;
+      std::mt19937_64 rng(seed);
+      std::vector<Tensor> pool{g.placeholder("a", {5, 7}), g.placeholder("b", {5, 7}), g.placeholder("c", {7})};
+      for (int i = 0; i < 40; ++i) {
+        Tensor x = pool[rng() % pool.size()], y = pool[rng() % pool.size()];
+        switch (rng() % 6) {
+          case 0: pool.push_back(x + y); break;
+          case 1: pool.push_back(x * y); break;
+          case 2: pool.push_back(tanh(x) - y); break;
+          case 3: pool.push_back(where(x > y, x, y * 0.5)); break;
+          case 4: pool.push_back(sigmoid(x) * 2.0); break;
+          default: pool.push_back(maximum(x, y) + 1.0); break;
+        }
+      }
+      std::vector<Tensor> fetches;
+      for (size_t i = pool.size() - 1; i >= 3 && fetches.size() < 4; i -= 3) fetches.push_back(pool[i]);
+      Feeds f{{pool[0], rand({5, 7}, seed)}, {pool[1], rand({5, 7}, seed + 100)}, {pool[2], rand({7}, seed + 200)}};
+      Session fused(g), plain(g, {.fusion = false});
+      auto a = fused.run(fetches, f), b = plain.run(fetches, f);
+      for (size_t i = 0; i < a.size(); ++i) CHECK(test::identical(a[i], b[i]));
+      test::verify_plan(fused.plan_info(fetches, f));
+    }
   }
 
   TEST_CASE("run-time errors name the placeholder or node; the session stays usable") {
