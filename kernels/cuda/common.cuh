@@ -105,6 +105,8 @@ struct CompactView {
   View view;
 };
 CompactView compact_on(const View& v, cudaStream_t s);
+/// Always a fresh compact copy (e.g. of a source overlapping its destination).
+CompactView copy_to_temp(const View& v, cudaStream_t s);
 
 /// The smallest linear position a kernel reported (UINT64_MAX: none), e.g.
 /// the first out-of-range index. read() waits for the stream.

@@ -72,19 +72,18 @@ void copy_view(const View& dst, const View& src, cudaStream_t s) {
   LOOM_ASSERT(dst.layout.shape == src.layout.shape, "copy: shapes differ");
   const int64_t n = dst.numel();
   if (n == 0) return;
-  if (dst.dtype == src.dtype && dst.layout.is_compact() && src.layout.is_compact()) {
-    if (dst.data != src.data)
-      LOOM_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, size_t(n) * dtype_size(dst.dtype), cudaMemcpyDeviceToDevice, s));
-    return;
-  }
-  // Overlapping storage (e.g. assigning a flipped view of a variable to itself):
-  // read everything before writing anything.
+  if (dst.data == src.data && dst.layout.strides == src.layout.strides && dst.dtype == src.dtype) return;
+  // Overlapping storage (e.g. assigning a transposed view of a variable to
+  // itself): read everything before writing anything.
   auto [dlo, dhi] = byte_range(dst);
   auto [slo, shi] = byte_range(src);
   if (dlo < shi && slo < dhi) {
-    if (dst.data == src.data && dst.layout.strides == src.layout.strides && dst.dtype == src.dtype) return;
-    CompactView tmp = compact_on(src, s);
-    if (tmp.view.data != src.data) return copy_view(dst, tmp.view, s);
+    CompactView tmp = copy_to_temp(src, s);
+    return copy_view(dst, tmp.view, s);
+  }
+  if (dst.dtype == src.dtype && dst.layout.is_compact() && src.layout.is_compact()) {
+    LOOM_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, size_t(n) * dtype_size(dst.dtype), cudaMemcpyDeviceToDevice, s));
+    return;
   }
   Loop<2> L = make_loop<2>(dst.layout.shape, {&dst.layout, &src.layout});
   dispatch(dst.dtype, [&]<class R>() {
@@ -95,11 +94,12 @@ void copy_view(const View& dst, const View& src, cudaStream_t s) {
 }
 
 CompactView compact_on(const View& v, cudaStream_t s) {
+  if (v.layout.is_compact()) return {Temp(), v};
+  return copy_to_temp(v, s);
+}
+
+CompactView copy_to_temp(const View& v, cudaStream_t s) {
   CompactView r;
-  if (v.layout.is_compact()) {
-    r.view = v;
-    return r;
-  }
   r.mem = Temp(size_t(v.numel()) * dtype_size(v.dtype), s);
   r.view = {r.mem.get(), Layout::compact(v.layout.shape), v.dtype};
   // Source and a fresh temporary never overlap.

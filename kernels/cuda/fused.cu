@@ -1,11 +1,13 @@
 // The fused element-wise kernel on CUDA: one pass over the output evaluating
 // a small program of element-wise ops (attributes as in kernels/cpu/fused.cpp:
-// "ops", "args", "bools"). Each thread walks the program for its element with
-// intermediate values in the value dtype, calling the same scalar functions
-// as the unfused kernels (math.cuh), so fused and unfused results are bitwise
-// the same. Leaves may be strided and broadcast (one launch_loop operand
-// each). Programs larger than the kernel's fixed-size description run
-// unfused, op by op, through the registered CUDA kernels.
+// "ops", "args", "bools", "outs"). Each thread walks the program for its
+// element with intermediate values in the value dtype, calling the same scalar
+// functions as the unfused kernels (math.cuh), so fused and unfused results
+// are bitwise the same. Leaves may be strided and broadcast (one launch_loop
+// operand each); outputs are compact and written after the element's inputs
+// were read, so an output may overwrite an input in place. Programs larger
+// than the kernel's fixed-size description run unfused, op by op, through
+// the registered CUDA kernels.
 
 #include <memory>
 #include <sstream>
@@ -19,12 +21,14 @@ namespace {
 constexpr int64_t kNoArg = -1000000;
 constexpr int kMaxInstrs = 32;
 constexpr int kMaxLeaves = 12;
+constexpr int kMaxOutputs = 4;
 
 struct Program {
   std::vector<std::string> ops;
   std::vector<Fn> fns;
   std::vector<std::array<int64_t, 3>> args;
   std::vector<bool> to_bool;
+  std::vector<size_t> outputs;  // instruction of each output
   DType value = float32;
 };
 
@@ -49,6 +53,12 @@ std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
     }
     p->to_bool.push_back(bools[k] != 0);
   }
+  p->outputs.push_back(p->ops.size() - 1);
+  for (int64_t k : c.attrs.get_or<std::vector<int64_t>>("outs", {})) {
+    LOOM_ASSERT(k >= 0 && k < int64_t(p->ops.size()), "fused: bad output instruction ", k);
+    p->outputs.push_back(size_t(k));
+  }
+  LOOM_ASSERT(p->outputs.size() == c.out.size(), "fused: ", c.out.size(), " outputs for ", p->outputs.size());
   p->value = boolean;
   for (const NDArray& a : c.in)
     if (p->value == boolean && is_floating(a.dtype())) p->value = a.dtype();
@@ -62,11 +72,14 @@ struct DeviceProgram {
   Fn fn[kMaxInstrs];
   int8_t arg[kMaxInstrs][3];  // leaf r >= 0, instruction k as -(k + 1)
   uint8_t leaf_bool[kMaxLeaves];
+  int n_out = 0;
+  int8_t out_instr[kMaxOutputs];
+  uint8_t out_bool[kMaxOutputs];
 };
 
 template <class T>
 struct FusedF {
-  T* out;
+  void* out[kMaxOutputs];  // compact, same shape: all at offset off[0]
   const void* leaf[kMaxLeaves];
   DeviceProgram prog;
 
@@ -92,14 +105,19 @@ struct FusedF {
       else v = x[0] != T(0) ? x[1] : x[2];
       val[k] = v;
     }
-    out[off[0]] = val[prog.n - 1];
+    for (int j = 0; j < prog.n_out; ++j) {
+      const T v = val[prog.out_instr[j]];
+      if (prog.out_bool[j]) static_cast<bool*>(out[j])[off[0]] = v != T(0);
+      else static_cast<T*>(out[j])[off[0]] = v;
+    }
   }
 };
 
 // Runs the program op by op through the registered kernels (programs too
-// large for DeviceProgram; rare).
+// large for DeviceProgram; rare), then copies the outputs.
 void run_unfused(const KernelCall& c, const Program& p) {
   std::vector<NDArray> vals;
+  cudaStream_t s = stream_of(c);
   for (size_t k = 0; k < p.ops.size(); ++k) {
     std::vector<NDArray> ins;
     Shape shape;
@@ -109,7 +127,7 @@ void run_unfused(const KernelCall& c, const Program& p) {
       shape = broadcast_shapes(shape, ins.back().shape());
     }
     const DType t = p.to_bool[k] ? boolean : p.value;
-    NDArray out = k + 1 == p.ops.size() ? c.out[0] : NDArray::empty(shape, t, c.ctx.device);
+    NDArray out = NDArray::empty(shape, t, c.ctx.device);
     const KernelInfo* info = find_kernel(p.ops[k], DeviceKind::cuda, t);
     LOOM_ASSERT(info, "fused: no CUDA kernel for ", p.ops[k]);
     Attrs none;
@@ -117,6 +135,9 @@ void run_unfused(const KernelCall& c, const Program& p) {
     info->fn(call);
     vals.push_back(out);
   }
+  for (size_t j = 0; j < p.outputs.size(); ++j)
+    copy_array(c.out[j], vals[p.outputs[j]].broadcast_to(c.out[j].shape()), s);
+  // The temporaries' memory is freed (cudaFree synchronizes) only after the copies ran.
 }
 
 void fused_kernel(const KernelCall& c) {
@@ -127,7 +148,8 @@ void fused_kernel(const KernelCall& c) {
     owned = prepare_fused(c);
     p = static_cast<const Program*>(owned.get());
   }
-  if (p->ops.size() > size_t(kMaxInstrs) || c.in.size() > size_t(kMaxLeaves)) return run_unfused(c, *p);
+  if (p->ops.size() > size_t(kMaxInstrs) || c.in.size() > size_t(kMaxLeaves) || c.out.size() > size_t(kMaxOutputs))
+    return run_unfused(c, *p);
 
   DeviceProgram dp;
   dp.n = int(p->ops.size());
@@ -139,6 +161,11 @@ void fused_kernel(const KernelCall& c) {
     }
   }
   for (size_t r = 0; r < size_t(kMaxLeaves); ++r) dp.leaf_bool[r] = r < c.in.size() && c.in[r].dtype() == boolean;
+  dp.n_out = int(p->outputs.size());
+  for (int j = 0; j < dp.n_out; ++j) {
+    dp.out_instr[j] = int8_t(p->outputs[size_t(j)]);
+    dp.out_bool[j] = c.out[size_t(j)].dtype() == boolean;
+  }
 
   const NDArray& o = c.out[0];
   const Layout unused{{}, {}, 0};  // a 0-d operand: stride 0 everywhere
@@ -148,10 +175,11 @@ void fused_kernel(const KernelCall& c) {
   for (size_t r = 0; r < size_t(kMaxLeaves); ++r) layouts[r + 1] = r < c.in.size() ? c.in[r].layout() : unused;
   for (size_t i = 0; i < layouts.size(); ++i) ops[i] = &layouts[i];
   Loop<kMaxLeaves + 1> L = make_loop<kMaxLeaves + 1>(o.shape(), ops);
-  dispatch_among(FloatTypes{}, o.dtype(), [&]<class T>() {
+  dispatch_among(FloatTypes{}, p->value, [&]<class T>() {
     launch_loop<kMaxLeaves + 1>(L, stream_of(c), c.op, [&](const std::array<int64_t, kMaxLeaves + 1>& b) {
       FusedF<T> f;
-      f.out = static_cast<T*>(o.raw()) + b[0];
+      for (size_t j = 0; j < size_t(kMaxOutputs); ++j)
+        f.out[j] = j < c.out.size() ? static_cast<char*>(c.out[j].raw()) + b[0] * int64_t(c.out[j].itemsize()) : nullptr;
       for (size_t r = 0; r < size_t(kMaxLeaves); ++r)
         f.leaf[r] = r < c.in.size() ? static_cast<const char*>(c.in[r].raw()) + b[r + 1] * int64_t(c.in[r].itemsize())
                                     : nullptr;

@@ -9,10 +9,6 @@
 // the GPU cases are reported as skipped; in a build without CUDA the kernel
 // coverage case is skipped too.
 
-// First: core/philox.hpp calls unqualified log/sqrt, which loom::log(Tensor)
-// from ops/ops.hpp would hide if that were declared before it.
-#include "tests/util.hpp"
-
 #include <cmath>
 #include <functional>
 #include <set>
@@ -23,6 +19,7 @@
 #include "core/kernel.hpp"
 #include "core/session.hpp"
 #include "ops/ops.hpp"
+#include "tests/util.hpp"
 
 using namespace loom;
 using loom::test::error_of;
@@ -448,8 +445,38 @@ TEST_SUITE("cuda/parity") {
     dst.slice({{1, 4, 2}, {0, 6, 2}}).assign(row);
     host.slice({{1, 4, 2}, {0, 6, 2}}).assign(row);
     CHECK(identical(dst.to(Device::cpu()), host));
+    // A view overlapping its own source reads everything before writing.
+    const NDArray sq = test::rand({5, 5}, 6);
+    NDArray gsq = sq.to(kGpu);
+    gsq.assign(gsq.transpose());
+    CHECK(identical(gsq.to(Device::cpu()), sq.transpose().compact()));
     NDArray filled = NDArray::full({3, 5}, 2.75, float64, kGpu);
     CHECK(identical(filled.to(Device::cpu()), NDArray::full({3, 5}, 2.75, float64)));
+  }
+
+  TEST_CASE("fused programs of any length and with several outputs" * doctest::skip(!has_gpu())) {
+    const int64_t none = -1000000;
+    for (int length : {3, 40}) {
+      CAPTURE(length);
+      // t0 = x + y; t(k) = t(k-1) * y or + x alternately; outputs: the last, t(1) and (t(2) > x).
+      std::string ops = "add";
+      std::vector<int64_t> args = {0, 1, none}, bools = {0};
+      for (int k = 1; k < length; ++k) {
+        ops += k % 2 ? ";mul" : ";add";
+        args.insert(args.end(), {-k, k % 2 ? 1 : 0, none});
+        bools.push_back(0);
+      }
+      ops += ";gt;where";
+      args.insert(args.end(), {-3, 0, none, -(length + 1), -int64_t(length), 1});
+      bools.insert(bools.end(), {1, 0});
+      const Attrs attrs{{"ops", ops}, {"args", args}, {"bools", bools}, {"outs", std::vector<int64_t>{1, length}}};
+      const NDArray x = test::rand({4, 5}, 51, float32, 0.5, 1.0), y = test::rand({5}, 52, float32, 0.5, 1.0);
+      const std::vector<NDArray> cpu = invoke("fused", {x, y}, attrs);
+      const std::vector<NDArray> gpu = invoke("fused", {on_gpu(x, 1), y.to(kGpu)}, attrs);
+      REQUIRE(cpu.size() == 3);
+      REQUIRE(gpu.size() == 3);
+      for (size_t i = 0; i < 3; ++i) CHECK(mismatch(cpu[i], gpu[i], 1e-12).empty());
+    }
   }
 
   TEST_CASE("a training step gives the same losses and weights on CPU and CUDA" * doctest::skip(!has_gpu())) {
