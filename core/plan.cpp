@@ -620,7 +620,7 @@ void Builder::assign_in_place() {
     const int pid = val.producer;
     PNode& pn = p.nodes[size_t(pid)];
     if (taken[size_t(v)] || pn.kind != NodeKind::kernel || !pn.op || !pn.op->inplace ||
-        (pn.out.size() != 1 && pn.op->name != "fused") || val.type.shape != var.type.shape || val.type.dtype != var.type.dtype ||
+        (pn.out.size() != 1 && !pn.op->elementwise) || val.type.shape != var.type.shape || val.type.dtype != var.type.dtype ||
         p.storages[size_t(val.storage)].kind != StorageKind::arena || !var.layout.is_compact() ||
         var.layout.offset != 0 || std::find(p.fetch_values.begin(), p.fetch_values.end(), v) != p.fetch_values.end())
       continue;

@@ -298,8 +298,6 @@ std::vector<Tensor> Adam::update(const Context& c) {
   Tensor g = c.grad, p = c.param;
   if (!decoupled_ && o_.weight_decay != 0) g = g + p * o_.weight_decay;
   Tensor m = slot(c.index, "m"), v = slot(c.index, "v");
-  Tensor m1 = m * o_.beta1 + g * (1.0 - o_.beta1);
-  Tensor v1 = v * o_.beta2 + (g * g) * (1.0 - o_.beta2);
   // p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), rearranged so the
   // per-element work is one sqrt, one add, one multiply and one divide:
   // p -= (lr * sqrt(bc2) / bc1) * m / (sqrt(v) + eps * sqrt(bc2)).
@@ -307,10 +305,11 @@ std::vector<Tensor> Adam::update(const Context& c) {
   Tensor sqrt_bc2 = sqrt(1.0 - pow(scalar_like(c.t, o_.beta2), c.t));
   Tensor step_size = as(c.lr * sqrt_bc2 / bc1, p);
   Tensor eps_hat = as(sqrt_bc2 * o_.eps, p);
-  Tensor base = p;
-  if (decoupled_ && o_.weight_decay != 0) base = p * as(1.0 - c.lr * o_.weight_decay, p);
-  Tensor p1 = base - step_size * m1 / (sqrt(v1) + eps_hat);
-  return {assign(m, m1), assign(v, v1), assign(p, p1)};
+  Tensor decay = scalar_like(p, 1.0);
+  if (decoupled_ && o_.weight_decay != 0) decay = as(1.0 - c.lr * o_.weight_decay, p);
+  // One fused primitive (ops/optim.cpp) computes m1, v1 and the new p in a single pass.
+  auto u = adam_update(p, m, v, g, step_size, eps_hat, decay, o_.beta1, o_.beta2);
+  return {assign(m, u[1]), assign(v, u[2]), assign(p, u[0])};
 }
 
 AdamW::AdamW(std::vector<Tensor> params, AdamWOptions o) : Adam(std::move(params), o.adam(), true) {}

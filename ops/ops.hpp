@@ -147,6 +147,13 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
 /// Zeroes elements with probability p and scales the rest by 1/(1-p); x when !training.
 Tensor dropout(const Tensor& x, double p, bool training = true);
 
+// ---- optimizer updates (ops/optim.cpp)
+/// One Adam step, element-wise: m' = b1 m + (1-b1) g; v' = b2 v + (1-b2) g^2;
+/// p' = decay p - step_size m' / (sqrt(v') + eps_hat). Returns {p', m', v'}.
+std::vector<Tensor> adam_update(const Tensor& p, const Tensor& m, const Tensor& v, const Tensor& g,
+                                const Tensor& step_size, const Tensor& eps_hat, const Tensor& decay, double beta1,
+                                double beta2);
+
 // ---- state and control (ops/state.cpp)
 /// Writes value into variable var inside the run; returns the new value.
 /// Readers of var in the same run see the old value unless they depend on this.
