@@ -131,13 +131,26 @@ void fused_kernel(const KernelCall& c) {
           const size_t sz = a.itemsize();
           const char* src = static_cast<const char*>(a.raw());
           char* dst = slot(ni + r);
-          for (int64_t i = 0; i < m; ++i) {
-            std::memcpy(dst + size_t(i) * sz, src + off * int64_t(sz), sz);
-            for (size_t d = nd; d-- > 0;) {
-              off += leaf.strides[d];
-              if (++idx[d] < p->shape[d]) break;
-              off -= leaf.strides[d] * p->shape[d];
-              idx[d] = 0;
+          // Runs along the innermost dim: stride 1 copies, stride 0 repeats one value.
+          const int64_t inner = p->shape[nd - 1], si = leaf.strides[nd - 1];
+          for (int64_t i = 0; i < m;) {
+            const int64_t run = std::min(m - i, inner - idx[nd - 1]);
+            char* d = dst + size_t(i) * sz;
+            const char* s0 = src + off * int64_t(sz);
+            if (si == 1) std::memcpy(d, s0, size_t(run) * sz);
+            else if (si == 0)
+              for (int64_t j = 0; j < run; ++j) std::memcpy(d + size_t(j) * sz, s0, sz);
+            else
+              for (int64_t j = 0; j < run; ++j) std::memcpy(d + size_t(j) * sz, s0 + j * si * int64_t(sz), sz);
+            i += run;
+            // Advance the odometer by `run` elements: the inner dim wraps, outer dims step.
+            off += run * si;
+            idx[nd - 1] += run;
+            for (size_t dd = nd - 1; dd > 0 && idx[dd] == p->shape[dd]; --dd) {
+              off -= leaf.strides[dd] * p->shape[dd];
+              idx[dd] = 0;
+              off += leaf.strides[dd - 1];
+              ++idx[dd - 1];
             }
           }
           leaf_ptr[r] = dst;
