@@ -7,6 +7,7 @@
 #   ./build.sh test-asan      AddressSanitizer + UBSan build, whole suite
 #   ./build.sh test-tsan      ThreadSanitizer build, parallel-executor suites
 #   ./build.sh bench-train    loom vs PyTorch training benchmark
+#   ./build.sh bench-sched    scheduling/memory benchmark, PyTorch side by side
 #   ./build.sh build          build only (Release)
 #   ./build.sh <program> ...  build, then run build/release/samples/<program>
 #
@@ -53,6 +54,7 @@ case "$cmd" in
     ;;
   test)
     base_deps
+    need dataset-fashion-mnist  # the data tests read the real files
     release
     build/release/tests/loom_tests "$@"
     ;;
@@ -84,6 +86,12 @@ case "$cmd" in
     need dataset-fashion-mnist python3-torch python3-numpy
     release
     build/release/samples/bench_train "$@"
+    ;;
+  bench-sched)
+    base_deps
+    need python3-torch python3-numpy gnuplot-nox
+    release
+    build/release/samples/bench_sched "$@"
     ;;
   *)
     base_deps
