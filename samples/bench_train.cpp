@@ -131,7 +131,7 @@ double median(std::vector<double> v) {
 class Loom {
  public:
   Loom(const Config& c, std::shared_ptr<data::TensorDataset> train, std::shared_ptr<data::TensorDataset> test,
-       int threads, uint64_t seed)
+       int threads, uint64_t seed, Device device)
       : train_(train, {.batch_size = c.batch, .shuffle = true, .seed = seed}),
         test_(test, {.batch_size = 1000}),
         test_size_(test->size()) {
@@ -154,7 +154,7 @@ class Loom {
     eval_correct_ = nn::correct((*model_)(x_), y_);
     opt_ = std::make_unique<optim::Adam>(*model_, optim::AdamOptions{.lr = c.lr, .weight_decay = c.wd});
     step_ = opt_->minimize(loss_);
-    session_ = std::make_unique<Session>(g_, SessionOptions{.threads = threads, .seed = seed});
+    session_ = std::make_unique<Session>(g_, SessionOptions{.device = device, .threads = threads, .seed = seed});
   }
   /// Trains one epoch; returns (seconds, test accuracy).
   std::pair<double, double> epoch() {
@@ -194,7 +194,7 @@ std::string find_script(const std::string& given) {
 
 struct Options {
   std::string models = "mlp,mlpresnet", torch_threads = "1,2", python = "/usr/bin/python3", script,
-              data = data::kFashionMnistDir;
+              data = data::kFashionMnistDir, device = "cpu";
   int64_t epochs = 3, batch = 0, calibrate = 60;
   int threads = 0;
   uint64_t seed = 0;
@@ -238,7 +238,9 @@ int run(const Options& o) {
                                       "--seed",
                                       std::to_string(o.seed),
                                       "--data",
-                                      o.data};
+                                      o.data,
+                                      "--device",
+                                      Device::parse(o.device).kind == DeviceKind::cuda ? "cuda" : "cpu"};
     };
     // PyTorch's best thread count on this machine, from a short timed run of each.
     int best_t = tcounts[0];
@@ -256,7 +258,7 @@ int run(const Options& o) {
       }
     }
     torch = std::make_unique<Peer>(peer_args(best_t));
-    Loom loom(c, train, test, o.threads, o.seed);
+    Loom loom(c, train, test, o.threads, o.seed, Device::parse(o.device));
     if (!o.json)
       std::printf("%s: batch %lld, Adam lr %g wd %g; loom %d threads, PyTorch %d thread%s\n", model.c_str(),
                   (long long)c.batch, c.lr, c.wd, loom.threads(), best_t, best_t > 1 ? "s" : "");
@@ -311,6 +313,7 @@ int main(int argc, char** argv) {
     ("script", po::value(&o.script), "path of bench_train_torch.py (default: found from the repository)")
     ("data", po::value(&o.data)->default_value(o.data), "directory with the Fashion-MNIST IDX files")
     ("seed", po::value(&o.seed)->default_value(o.seed), "seed for both")
+    ("device", po::value(&o.device)->default_value(o.device), "cpu or cuda[:i], for both")
     ("json", po::bool_switch(&o.json), "one JSON object per epoch and per model");
   // clang-format on
   try {

@@ -100,14 +100,17 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the data set is moved to the device once)")
     a = ap.parse_args()
+    dev = torch.device(a.device)
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     hidden = a.hidden or (100 if a.model == "mlpresnet" else 512)
     xtr, ytr = load(a.data, "train")
     xte, yte = load(a.data, "test")
-    model = make_model(a.model, hidden)
+    xtr, ytr, xte, yte = xtr.to(dev), ytr.to(dev), xte.to(dev), yte.to(dev)
+    model = make_model(a.model, hidden).to(dev)
     if a.opt == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=a.wd)
     else:
@@ -117,7 +120,7 @@ def main():
 
     def steps(count):
         model.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(dev)
         t0 = time.perf_counter()
         for k in range(count):
             i = (k * a.batch) % (n - a.batch + 1)
@@ -132,7 +135,7 @@ def main():
 
     def epoch(e):
         model.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen).to(dev)
         t0 = time.perf_counter()
         total_loss, correct = 0.0, 0
         for i in range(0, n, a.batch):

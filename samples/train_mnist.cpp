@@ -33,7 +33,8 @@ namespace {
 constexpr double kMean = 0.2860, kStd = 0.3530;
 
 struct Args {
-  std::string model = "mlp", opt = "adam", data = data::kFashionMnistDir, save, load, schedule = "cosine";
+  std::string model = "mlp", opt = "adam", data = data::kFashionMnistDir, save, load, schedule = "cosine",
+              device = "cpu";
   int64_t epochs = 5, batch = 128, hidden = 0, eval_batch = 1000, warmup = 0;
   double lr = 0, wd = 0, momentum = 0, clip = 0;
   int threads = 0;
@@ -148,7 +149,7 @@ int run(const Args& a) {
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(a, *model, train.size());
   Tensor step = opt->minimize(loss);
 
-  Session s(g, {.threads = a.threads, .seed = a.seed, .profile = a.profile});
+  Session s(g, {.device = Device::parse(a.device), .threads = a.threads, .seed = a.seed, .profile = a.profile});
   std::ostream& info = a.json ? std::cerr : std::cout;
   int64_t first_epoch = 1;
   if (!a.load.empty()) {
@@ -165,7 +166,8 @@ int run(const Args& a) {
   if (!a.json) {
     info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.opt << " lr " << a.lr
          << (a.schedule != "none" ? " (" + a.schedule + ")" : "") << (a.wd ? " wd " + fmt("%g", a.wd) : "")
-         << ", batch " << a.batch << ", " << s.options().threads << " threads, data " << a.data << "\n";
+         << ", batch " << a.batch << ", " << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
+         << ", data " << a.data << "\n";
   }
 
   auto evaluate = [&] {
@@ -256,6 +258,7 @@ int main(int argc, char** argv) {
     ("augment", po::bool_switch(&a.augment), "random horizontal flips and crops (padding 2)")
     ("data", po::value(&a.data)->default_value(a.data), "directory with the IDX files (gzip or raw)")
     ("threads", po::value(&a.threads)->default_value(a.threads), "threads (0: all cores)")
+    ("device", po::value(&a.device)->default_value(a.device), "cpu, cuda or cuda:i (the whole graph runs there)")
     ("save", po::value(&a.save), "save a checkpoint (safetensors) after every epoch")
     ("load", po::value(&a.load), "resume from a checkpoint (parameters and optimizer state)")
     ("seed", po::value(&a.seed)->default_value(a.seed), "seed for initialization, shuffling and dropout")
