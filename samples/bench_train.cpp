@@ -332,6 +332,7 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);  // a PyTorch process that dies must not kill us mid-write
   try {
+    device_backend(Device::parse(o.device));  // an unknown or missing device fails before PyTorch starts
     return run(o);
   } catch (const std::exception& e) {
     std::cout.flush();
