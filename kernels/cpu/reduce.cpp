@@ -9,6 +9,7 @@
 // Chunking never depends on the thread count, so results are deterministic.
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -53,20 +54,37 @@ struct ExtremeOp {
   }
   template <class T> static void merge(T& a, const T& b) { add<T>(a, b); }
   template <class T> static T finish(const T& a, int64_t) { return a; }
-  // Eight lanes of plain max/min (vectorizes) plus a separate NaN flag.
+  // Two 16-byte vectors of lanes (GCC vector extensions: the scalar form of
+  // this loop does not vectorize) and a NaN mask on the side.
   template <class T> static void run(T& a, const T* p, int64_t n) {
-    T s[8];
-    for (T& v : s) v = a;
-    unsigned nan = 0;
+    constexpr int L = 16 / sizeof(T);
+    typedef T V __attribute__((vector_size(16)));
+    using M = decltype(V{} != V{});
+    V s0, s1;
+    for (int k = 0; k < L; ++k) s0[k] = s1[k] = a;
+    M nan0 = {}, nan1 = {};
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int k = 0; k < 8; ++k) {
-        T v = p[i + k];
-        s[k] = IsMax ? (v > s[k] ? v : s[k]) : (v < s[k] ? v : s[k]);
-        nan |= unsigned(v != v);
+    for (; i + 2 * L <= n; i += 2 * L) {
+      V v0, v1;
+      std::memcpy(&v0, p + i, sizeof v0);
+      std::memcpy(&v1, p + i + L, sizeof v1);
+      if constexpr (IsMax) {
+        s0 = v0 > s0 ? v0 : s0;
+        s1 = v1 > s1 ? v1 : s1;
+      } else {
+        s0 = v0 < s0 ? v0 : s0;
+        s1 = v1 < s1 ? v1 : s1;
       }
+      nan0 |= v0 != v0;
+      nan1 |= v1 != v1;
+    }
+    bool nan = false;
+    for (int k = 0; k < L; ++k) {
+      nan |= (nan0[k] | nan1[k]) != 0;
+      add<T>(a, s0[k]);
+      add<T>(a, s1[k]);
+    }
     for (; i < n; ++i) add<T>(a, p[i]);
-    for (T v : s) add<T>(a, v);
     if (nan && a == a) a = std::numeric_limits<T>::quiet_NaN();
   }
 };
