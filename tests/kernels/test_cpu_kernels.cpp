@@ -147,6 +147,30 @@ TEST_SUITE("kernels/cpu") {
     CHECK(am.at({1, 5}) == double(best));
   }
 
+  TEST_CASE("max and min: every dtype, every lane and tail position, NaN propagates") {
+    using V = std::vector<int64_t>;
+    const Attrs all{{"axes", V{}}, {"keepdims", false}};
+    for (DType t : {float32, float64, int32, int64, uint8}) {
+      for (int64_t n : {1, 7, 16, 33, 64, 71}) {
+        for (int64_t pos = 0; pos < n; ++pos) {
+          INFO(dtype_name(t), " n=", n, " pos=", pos);
+          // Values 1..n except one extreme at `pos`: max/min must find it in any lane or the tail.
+          NDArray x = NDArray::empty({n}, float64);
+          for (int64_t i = 0; i < n; ++i) x.data<double>()[i] = double(2 + i % 5);
+          x.data<double>()[pos] = 100;
+          CHECK(invoke("max", {x.astype(t)}, all)[0].item() == 100);
+          x.data<double>()[pos] = 1;
+          CHECK(invoke("min", {x.astype(t)}, all)[0].item() == 1);
+          if (is_floating(t)) {
+            x.data<double>()[pos] = NAN;
+            CHECK(std::isnan(invoke("max", {x.astype(t)}, all)[0].item()));
+            CHECK(std::isnan(invoke("min", {x.astype(t)}, all)[0].item()));
+          }
+        }
+      }
+    }
+  }
+
   TEST_CASE("float32 sums accumulate accurately and identically for any thread count") {
     NDArray x = NDArray::full({3000000}, 0.1);
     using V = std::vector<int64_t>;
