@@ -78,6 +78,7 @@ class Plan {
   std::vector<PValue> values;
   std::vector<PStorage> storages;
   std::vector<int> order;                 // executable node ids by position
+  std::vector<int> wave_end;              // parallel executor: per position, the last position of its wave
   std::vector<std::vector<int>> deps;     // per position: positions that must finish first
   std::vector<std::vector<int>> succ;     // per position: positions waiting on it
   std::vector<int> fetch_values;

@@ -230,6 +230,16 @@ void schedule_plan(Plan& p, const SessionOptions& o) {
   p.order = order;
   for (auto& n : p.nodes) n.pos = -1;
   for (size_t i = 0; i < order.size(); ++i) p.nodes[size_t(order[i])].pos = int(i);
+  // Waves: runs of positions with the same (post, level); independent nodes the parallel executor runs together.
+  p.wave_end.clear();
+  if (o.executor == Executor::parallel) {
+    p.wave_end.resize(order.size());
+    for (size_t i = order.size(); i-- > 0;) {
+      const bool same = i + 1 < order.size() && level[size_t(order[i])] == level[size_t(order[i + 1])] &&
+                        post(order[i]) == post(order[i + 1]);
+      p.wave_end[i] = same ? p.wave_end[i + 1] : int(i);
+    }
+  }
   p.deps.assign(order.size(), {});
   for (size_t i = 0; i < order.size(); ++i)
     for (int d : preds[size_t(order[i])]) p.deps[i].push_back(p.nodes[size_t(d)].pos);
@@ -417,10 +427,15 @@ void plan_memory(Plan& p, const SessionOptions& o) {
     }
   }
 
+  // For the parallel executor a buffer stays reserved to the end of its last
+  // reader's wave: reusing it within the wave would add a hazard edge between
+  // two nodes that could otherwise run at the same time (siblings serialized).
+  auto reserved_until = [&](int last) { return p.wave_end.empty() || last >= end ? last : p.wave_end[size_t(last)]; };
   std::vector<Item> items;
   for (size_t i = 0; i < p.storages.size(); ++i) {
     const PStorage& s = p.storages[i];
-    if (s.kind == StorageKind::arena && !s.merged && !s.writers.empty()) items.push_back({int(i), s.bytes, s.first, s.last});
+    if (s.kind == StorageKind::arena && !s.merged && !s.writers.empty())
+      items.push_back({int(i), s.bytes, s.first, reserved_until(s.last)});
   }
   // Lower bound: the most bytes live at once over this schedule.
   {

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include "tests/core/graphs.hpp"
@@ -290,6 +291,46 @@ TEST_SUITE("core/session/parallel") {
         for (size_t i = 0; i < a.size(); ++i) CHECK(test::identical(a[i], b[i]));
       }
     }
+  }
+
+  TEST_CASE("the parallel plan never makes a node wait for a sibling of the same wave") {
+    // Four independent branches; buffers may be reused across waves (a node waits
+    // for an earlier wave of another branch) but never within one: that would
+    // serialize nodes the executor could run at the same time.
+    Graph g;
+    Tensor x = g.placeholder("x", {32, 32});
+    Tensor total;
+    for (const char* name : {"b0", "b1", "b2", "b3"}) {
+      Tensor r;
+      {
+        auto s = g.scope(name);
+        Tensor w = g.variable("w", {32, 32}, test::init_normal(0.1));
+        r = sum(relu(matmul(tanh(matmul(x, w)), w)));
+      }
+      total = total.valid() ? total + r : r;
+    }
+    Feeds f{{x, test::rand({32, 32}, 5)}};
+    Session s(g, {.threads = 2, .executor = Executor::parallel});
+    PlanInfo p = s.plan_info({total}, f);
+    test::verify_plan(p);
+    // A step's branch ('0'..'3', or 0 outside the branches) and its depth within the branch.
+    std::vector<char> branch(p.steps.size(), 0);
+    std::vector<int> depth(p.steps.size(), -1);
+    std::map<char, int> seen;
+    for (size_t i = 0; i < p.steps.size(); ++i) {
+      const std::string& n = p.steps[i].name;
+      if (n.size() > 3 && n[0] == 'b' && n[2] == '/') branch[i] = n[1], depth[i] = seen[n[1]]++;
+    }
+    CHECK(seen.size() == 4);
+    for (auto [b, count] : seen) CHECK(count == 5);  // matmul, tanh, matmul, relu, sum
+    for (size_t i = 0; i < p.steps.size(); ++i)
+      for (int d : p.steps[i].deps)
+        if (branch[i] && branch[size_t(d)] && branch[size_t(d)] != branch[i]) {
+          INFO(p.steps[i].name, " waits for ", p.steps[size_t(d)].name);
+          CHECK(depth[size_t(d)] < depth[i]);
+        }
+    Session serial(g);
+    CHECK(test::identical(s.run({total}, f)[0], serial.run({total}, f)[0]));
   }
 
   TEST_CASE("parallel training steps match serial ones, variables included") {
