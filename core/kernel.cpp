@@ -5,6 +5,9 @@
 #include <map>
 #include <mutex>
 
+#include "core/device.hpp"
+#include "core/ndarray.hpp"
+
 namespace loom {
 
 namespace {
@@ -38,6 +41,42 @@ const KernelInfo* find_kernel(std::string_view op, DeviceKind device, DType dtyp
   if (it == r.table.end()) return nullptr;
   const KernelInfo& k = it->second[size_t(device)][size_t(dtype)];
   return k.fn ? &k : nullptr;
+}
+
+namespace {
+
+const KernelInfo& cpu_kernel_of(const KernelCall& c) {
+  const KernelInfo* k = find_kernel(c.op, DeviceKind::cpu, c.out[0].dtype());
+  LOOM_ASSERT(k, "host fallback without a CPU kernel: ", c.op);
+  return *k;
+}
+
+void run_on_host(const KernelCall& c) {
+  DeviceBackend& dev = device_backend(c.ctx.device);
+  std::vector<NDArray> in, out;
+  for (const NDArray& a : c.in) {  // compact (the fallback asks for compact inputs)
+    in.push_back(NDArray::empty(a.shape(), a.dtype()));
+    if (a.nbytes()) dev.copy_to_host(in.back().raw(), a.raw(), a.nbytes(), c.ctx.stream);
+  }
+  for (const NDArray& a : c.out) out.push_back(NDArray::empty(a.shape(), a.dtype()));
+  dev.synchronize(c.ctx.stream);
+  const KernelContext host{Device::cpu(), nullptr, c.ctx.seed, c.ctx.run_counter};
+  cpu_kernel_of(c).fn(KernelCall{host, in, out, c.attrs, c.op, c.node, c.node_key, c.state});
+  for (size_t i = 0; i < out.size(); ++i)
+    if (out[i].nbytes()) dev.copy_from_host(c.out[i].raw(), out[i].raw(), out[i].nbytes(), c.ctx.stream);
+  dev.synchronize(c.ctx.stream);  // the host arrays die here
+}
+
+std::shared_ptr<const void> prepare_on_host(const KernelCall& c) {
+  const KernelInfo& k = cpu_kernel_of(c);
+  return k.prepare ? k.prepare(c) : nullptr;
+}
+
+}  // namespace
+
+const KernelInfo& host_fallback_kernel() {
+  static const KernelInfo k{&run_on_host, true, &prepare_on_host, nullptr};
+  return k;
 }
 
 std::vector<KernelEntry> registered_kernels() {

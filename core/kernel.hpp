@@ -61,6 +61,12 @@ void register_kernel(std::string_view op, DeviceKind device, const std::vector<D
 /// The kernel for (op, device, dtype) or null.
 const KernelInfo* find_kernel(std::string_view op, DeviceKind device, DType dtype);
 
+/// A kernel for devices that lack one for an op: the call's inputs are copied
+/// to the host, the op's CPU kernel runs there and the outputs are copied
+/// back, all ordered on the call's stream. Slow (it synchronizes), but a graph
+/// runs whole on a device even with an op only the CPU implements.
+const KernelInfo& host_fallback_kernel();
+
 struct KernelEntry {
   std::string op;
   DeviceKind device;

@@ -285,6 +285,10 @@ void Builder::build(const std::vector<char>& needed, const std::vector<int>& fee
     if (node.kind == NodeKind::kernel) {
       LOOM_CHECK(!outs.empty(), op.name, " '", gn.name, "': has no outputs");
       node.kernel = find_kernel(op.name, p.device.kind, outs[0].dtype);
+      if (!node.kernel && !p.device.is_cpu() && find_kernel(op.name, DeviceKind::cpu, outs[0].dtype)) {
+        node.kernel = &host_fallback_kernel();  // runs on the host between two copies
+        ++p.stats.host_copies;
+      }
       LOOM_CHECK(node.kernel, op.name, " '", gn.name, "': no ", p.device.str(), " kernel for dtype ",
                  dtype_name(outs[0].dtype));
       if (node.kernel->compact_inputs)

@@ -62,7 +62,7 @@ struct PlanStats {
   size_t naive_bytes = 0;        // every tensor its own buffer
   std::string memory_strategy;
   std::vector<std::pair<std::string, size_t>> strategy_arenas;  // each strategy tried
-  int host_copies = 0;           // copies inserted for nodes without a kernel on the device
+  int host_copies = 0;           // nodes run on the host (no kernel on the device; inputs and outputs copied)
 };
 
 struct NodeTime {

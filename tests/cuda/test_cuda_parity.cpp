@@ -17,6 +17,7 @@
 #include "core/autodiff.hpp"
 #include "core/invoke.hpp"
 #include "core/kernel.hpp"
+#include "core/op.hpp"
 #include "core/session.hpp"
 #include "ops/ops.hpp"
 #include "tests/util.hpp"
@@ -43,8 +44,39 @@ bool has_gpu() { return device_count(DeviceKind::cuda) > 0; }
 
 const Device kGpu = Device::cuda();
 
-// Ops their examples cannot run (structural, or needing a variable): tested by the session cases.
-const std::set<std::string> kNotFromExamples = {"placeholder", "constant", "variable", "no_op", "assign"};
+// An op with a CPU kernel only, as a user's own op might be: a CUDA session
+// runs it on the host (core's host fallback). Defined once here, so the op
+// sweep checks it like any other op.
+const std::string kHostOnly = "test_host_only_affine";
+const bool host_only_registered = [] {
+  OpDef d;
+  d.name = kHostOnly;
+  d.min_inputs = d.max_inputs = 1;
+  d.infer = [](const InferContext& c) { return std::vector<TensorType>{c.in[0]}; };
+  d.reference = [](std::span<const NDArray> in, const Attrs&) {
+    NDArray out = NDArray::empty(in[0].shape(), in[0].dtype());
+    NDArray x = in[0].compact().astype(float64), y = NDArray::empty(in[0].shape(), float64);
+    for (int64_t i = 0; i < x.numel(); ++i) y.data<double>()[i] = 2 * x.data<double>()[i] + 1;
+    out.assign(y.astype(in[0].dtype()));
+    return std::vector<NDArray>{out};
+  };
+  d.examples = [](uint64_t seed) {
+    return std::vector<OpExample>{{"affine", {test::rand({3, 5}, seed, float64)}, {}, {}, false}};
+  };
+  register_op(std::move(d));
+  register_kernel(kHostOnly, DeviceKind::cpu, FloatTypes::dtypes(), {[](const KernelCall& c) {
+                    dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() {
+                      const T* x = static_cast<const T*>(c.in[0].raw());
+                      T* y = static_cast<T*>(c.out[0].raw());
+                      for (int64_t i = 0; i < c.out[0].numel(); ++i) y[i] = T(2) * x[i] + T(1);
+                    });
+                  }, true});
+  return true;
+}();
+
+// Ops their examples cannot run (structural, or needing a variable, or without
+// a device kernel): tested by the session cases.
+const std::set<std::string> kNotFromExamples = {"placeholder", "constant", "variable", "no_op", "assign", kHostOnly};
 
 /// Normalized mean squared error of got against want (both host or device);
 /// NaN and infinities must sit at the same places with the same values.
@@ -155,7 +187,7 @@ TEST_SUITE("cuda/parity") {
   TEST_CASE("every (op, dtype) with a CPU kernel has a CUDA kernel" * doctest::skip(!cuda_built())) {
     int pairs = 0;
     for (const KernelEntry& k : registered_kernels()) {
-      if (k.device != DeviceKind::cpu) continue;
+      if (k.device != DeviceKind::cpu || k.op == kHostOnly) continue;
       for (DType t : k.dtypes) {
         CHECK_MESSAGE(find_kernel(k.op, DeviceKind::cuda, t), "no CUDA kernel for ", k.op, " ", dtype_name(t));
         ++pairs;
@@ -477,6 +509,20 @@ TEST_SUITE("cuda/parity") {
       REQUIRE(gpu.size() == 3);
       for (size_t i = 0; i < 3; ++i) CHECK(mismatch(cpu[i], gpu[i], 1e-12).empty());
     }
+  }
+
+  TEST_CASE("an op without a CUDA kernel runs on the host inside a CUDA session" * doctest::skip(!has_gpu())) {
+    Graph g;
+    Tensor x = g.placeholder("x", {4, 6});
+    // A strided input (transpose) and device work on both sides of the host node.
+    Tensor y = exp(g.add(kHostOnly, {transpose(x * 0.5)})[0]) + 1.0;
+    const NDArray xs = test::rand({4, 6}, 41);
+    Session cpu(g), gpu(g, {.device = kGpu});
+    const NDArray a = cpu.run({y}, {{x, xs}})[0], b = gpu.run({y}, {{x, xs}})[0];
+    CHECK(mismatch(a, b, 1e-12).empty());
+    CHECK(gpu.stats().last_plan.host_copies == 1);
+    CHECK(cpu.stats().last_plan.host_copies == 0);
+    CHECK(b.shape() == Shape{6, 4});
   }
 
   TEST_CASE("a training step gives the same losses and weights on CPU and CUDA" * doctest::skip(!has_gpu())) {
