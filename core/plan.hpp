@@ -70,6 +70,8 @@ struct Step {
   int feed = -1;
   bool check = false;  // check_numerics applies to its float outputs
   std::shared_ptr<const void> state;  // the kernel's prepare() result
+  std::shared_ptr<void> staging;      // feeds to a device: pinned host memory the copy starts from
+  size_t staging_bytes = 0;
 };
 
 class Plan {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <cmath>
 #include <fstream>
@@ -244,18 +245,33 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
   }
   DeviceBackend& dev = device_backend(options_.device);
 
+  const bool on_device = !options_.device.is_cpu();
   auto exec = [&](size_t i) {
-    const Step& s = plan.steps[i];
+    Step& s = plan.steps[i];
     Clock::time_point t0;
     if (profile) t0 = Clock::now();
     if (s.feed >= 0) {
       const NDArray& src = feeds[size_t(s.feed)].second;
-      const NDArray host = src.device() == options_.device ? src : src.to(options_.device);
-      copy_into(s.out[0], host);
+      if (on_device && src.device().is_cpu() && s.out[0].is_compact()) {
+        // Host feed to the device: through this step's pinned buffer, ordered on
+        // the session's stream (after the kernels still reading the old contents).
+        const NDArray h = src.compact();
+        const size_t n = h.nbytes();
+        if (s.staging_bytes < n) {
+          s.staging = std::shared_ptr<void>(dev.allocate_host(n), [&dev](void* q) { dev.deallocate_host(q); });
+          s.staging_bytes = n;
+        }
+        std::memcpy(s.staging.get(), h.raw(), n);
+        dev.copy_from_host(s.out[0].raw(), s.staging.get(), n, impl_->stream);
+      } else {
+        if (on_device) dev.synchronize(impl_->stream);  // copy_into runs outside the session's stream
+        copy_into(s.out[0], src.device() == options_.device ? src : src.to(options_.device));
+      }
     } else if (s.fn) {
       KernelCall call{ctx, s.in, s.out, *s.attrs, *s.op, *s.name, s.key, s.state.get()};
       s.fn(call);
     }
+    if (check && s.check && on_device) dev.synchronize(impl_->stream);  // the check reads the outputs on the host
     if (check && s.check)
       for (size_t k = 0; k < s.out.size(); ++k)
         if (is_floating(s.out[k].dtype()) && !all_finite(s.out[k]))
