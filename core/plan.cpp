@@ -724,7 +724,11 @@ NDArray Plan::bind(int value) const {
 }
 
 void Builder::bind_steps() {
-  p.arena = Buffer::allocate(p.device, p.stats.arena_bytes);
+  try {
+    p.arena = Buffer::allocate(p.device, p.stats.arena_bytes);
+  } catch (const Error& e) {  // say what the memory was for
+    fail("allocating the plan's arena of ", p.stats.arena_bytes, " bytes on ", p.device.str(), ": ", e.what());
+  }
   p.steps.clear();
   for (int id : p.order) {
     const PNode& n = p.nodes[size_t(id)];
