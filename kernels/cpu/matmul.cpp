@@ -7,25 +7,14 @@
 #include <cblas.h>
 
 #include "core/kernel.hpp"
+#include "kernels/blas.hpp"
 #include "kernels/cpu/loops.hpp"
 
 namespace loom::cpu {
 namespace {
 
-struct Mat {
-  bool trans = false;
-  int64_t ld = 0;
-  bool ok = false;
-};
-
-// How BLAS can read a rows x cols view with the given strides (row-major API).
-Mat classify(int64_t rows, int64_t cols, int64_t srow, int64_t scol) {
-  if ((cols == 1 || scol == 1) && (rows == 1 || srow >= std::max<int64_t>(1, cols)))
-    return {false, rows == 1 ? std::max<int64_t>(1, cols) : srow, true};
-  if ((rows == 1 || srow == 1) && (cols == 1 || scol >= std::max<int64_t>(1, rows)))
-    return {true, cols == 1 ? std::max<int64_t>(1, rows) : scol, true};
-  return {};
-}
+using blas::Mat;
+using blas::classify;
 
 void gemm(const float* a, Mat ma, const float* b, Mat mb, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k) {
   cblas_sgemm(CblasRowMajor, ma.trans ? CblasTrans : CblasNoTrans, mb.trans ? CblasTrans : CblasNoTrans, int(m),

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 
+#include "kernels/blas.hpp"
 #include "kernels/cuda/common.cuh"
 
 namespace loom::cuda {
@@ -46,22 +47,8 @@ BlasHandle& blas_handle(int device, cudaStream_t s) {
 
 // ---------------------------------------------------------------- the wrapper
 
-/// How a rows x cols row-major operand is stored: element (r, c) at
-/// r * ld + c, or at c * ld + r when `trans`.
-struct Mat {
-  bool trans = false;
-  int64_t ld = 0;
-  bool ok = false;
-};
-
-// The CPU kernel's rule for what BLAS can address directly.
-Mat classify(int64_t rows, int64_t cols, int64_t srow, int64_t scol) {
-  if ((cols == 1 || scol == 1) && (rows == 1 || srow >= std::max<int64_t>(1, cols)))
-    return {false, rows == 1 ? std::max<int64_t>(1, cols) : srow, true};
-  if ((rows == 1 || srow == 1) && (cols == 1 || scol >= std::max<int64_t>(1, rows)))
-    return {true, cols == 1 ? std::max<int64_t>(1, rows) : scol, true};
-  return {};
-}
+using blas::Mat;
+using blas::classify;
 
 /// Batch layout of one GEMM call: either `count` matrices a fixed stride apart
 /// or explicit device pointer arrays.
