@@ -60,7 +60,7 @@ struct ExtremeOp {
     constexpr int L = 16 / sizeof(T);
     typedef T V __attribute__((vector_size(16)));
     using M = decltype(V{} != V{});
-    V s0, s1;
+    V s0 = {}, s1 = {};
     for (int k = 0; k < L; ++k) s0[k] = s1[k] = a;
     M nan0 = {}, nan1 = {};
     int64_t i = 0;
