@@ -6,6 +6,7 @@
 
 #include "core/device.hpp"
 #include "kernels/cuda/check.hpp"
+#include "kernels/cuda/streams.hpp"
 
 namespace loom::cuda {
 namespace {
@@ -53,6 +54,7 @@ class CudaBackend final : public DeviceBackend {
   }
   void destroy_stream(void* s) noexcept override {
     select();
+    release_blas_handles(static_cast<cudaStream_t>(s));
     cudaStreamDestroy(static_cast<cudaStream_t>(s));
   }
   void* allocate_host(size_t bytes) override {

@@ -16,26 +16,36 @@
 
 #include "kernels/blas.hpp"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/streams.hpp"
 
 namespace loom::cuda {
 namespace {
 
 // ---------------------------------------------------------------- handles
 
-// One cuBLAS handle per (device, stream), created lazily and kept for the
-// process: a handle bound to one stream never shares its workspace with
-// another stream, and its mutex serializes callers (the parallel executor
-// may launch from several threads onto one stream).
+// One cuBLAS handle per (device, stream), created lazily and kept until the
+// stream is destroyed (release_blas_handles): a handle bound to one stream
+// never shares its workspace with another stream, and its mutex serializes
+// callers (the parallel executor may launch from several threads onto one
+// stream).
 struct BlasHandle {
   cublasHandle_t h = nullptr;
   std::mutex mu;
 };
 
+struct BlasHandles {
+  std::mutex mu;
+  std::map<std::pair<int, cudaStream_t>, std::unique_ptr<BlasHandle>> map;
+};
+BlasHandles& handles() {
+  static BlasHandles* h = new BlasHandles;  // never destroyed: no cuBLAS call during process exit
+  return *h;
+}
+
 BlasHandle& blas_handle(int device, cudaStream_t s) {
-  static std::mutex mu;
-  static std::map<std::pair<int, cudaStream_t>, std::unique_ptr<BlasHandle>> handles;
-  std::lock_guard lock(mu);
-  auto& slot = handles[{device, s}];
+  BlasHandles& all = handles();
+  std::lock_guard lock(all.mu);
+  auto& slot = all.map[{device, s}];
   if (!slot) {
     auto h = std::make_unique<BlasHandle>();
     LOOM_CUDA_CHECK(cublasCreate(&h->h));  // on the current device (set by the caller)
@@ -207,4 +217,19 @@ const bool registered = [] {
 }();
 
 }  // namespace
+
+void release_blas_handles(cudaStream_t s) noexcept {
+  BlasHandles& all = handles();
+  std::lock_guard lock(all.mu);
+  for (auto it = all.map.begin(); it != all.map.end();) {
+    if (it->first.second == s) {
+      std::lock_guard use(it->second->mu);  // no call in flight on it
+      cublasDestroy(it->second->h);
+      it = all.map.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 }  // namespace loom::cuda

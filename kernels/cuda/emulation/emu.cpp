@@ -144,6 +144,10 @@ cublasStatus_t cublasCreate(cublasHandle_t* h) {
   *h = new cublasContext;
   return CUBLAS_STATUS_SUCCESS;
 }
+cublasStatus_t cublasDestroy(cublasHandle_t h) {
+  delete h;
+  return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
 
 namespace {
