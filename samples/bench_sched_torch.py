@@ -15,8 +15,9 @@ import statistics
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_models import mlp, mlpresnet
 
 
 def timed(fn, min_seconds, min_reps=5):
@@ -45,24 +46,6 @@ def chain(n):
     return run
 
 
-class Residual(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x) + x
-
-
-def mlpresnet(dim=784, hidden=100, blocks=3, classes=10):
-    def block(d, h):
-        return nn.Sequential(Residual(nn.Sequential(nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(0.1),
-                                                    nn.Linear(h, d), nn.BatchNorm1d(d))), nn.ReLU())
-
-    return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), *[block(hidden, hidden // 2) for _ in range(blocks)],
-                         nn.Linear(hidden, classes))
-
-
 def train_step(model, batch, wd):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=wd)
     x = torch.randn(batch, 784)
@@ -87,8 +70,7 @@ def main():
     torch.manual_seed(0)
     for n in a.chain:
         print(f"torch.chain.{n}.us_per_op {timed(chain(n), a.min_seconds) / n * 1e6:.6g}", flush=True)
-    mlp = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
-    print(f"torch.mlp.ms_per_step {timed(train_step(mlp, 128, 0.0), a.min_seconds) * 1e3:.6g}", flush=True)
+    print(f"torch.mlp.ms_per_step {timed(train_step(mlp(), 128, 0.0), a.min_seconds) * 1e3:.6g}", flush=True)
     print(f"torch.mlpresnet.ms_per_step {timed(train_step(mlpresnet(), 100, 1e-3), a.min_seconds) * 1e3:.6g}",
           flush=True)
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch_models import mlp, mlpresnet
+
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel mean and standard deviation (as loom's trainer)
 
 
@@ -58,31 +60,13 @@ def load(directory, split):
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-class Residual(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x) + x
-
-
-def residual_block(dim, hidden, drop):
-    return nn.Sequential(
-        Residual(nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(drop),
-                               nn.Linear(hidden, dim), nn.BatchNorm1d(dim))),
-        nn.ReLU())
-
-
 def make_model(name, hidden):
     if name == "softmax":
         return nn.Sequential(nn.Linear(784, 10))
     if name == "mlp":
-        return nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+        return mlp(hidden=hidden)
     if name == "mlpresnet":
-        h = hidden
-        return nn.Sequential(nn.Linear(784, h), nn.ReLU(), *[residual_block(h, h // 2, 0.1) for _ in range(3)],
-                             nn.Linear(h, 10))
+        return mlpresnet(hidden=hidden)
     raise SystemExit(f"unknown model {name}")
 
 
