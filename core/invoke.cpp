@@ -46,6 +46,8 @@ std::vector<NDArray> invoke(std::string_view op_name, const std::vector<NDArray>
   KernelCall call{kc, in, out, attrs, op.name, op.name, options.node_key};
   std::shared_ptr<const void> state;
   if (k->prepare) call.state = (state = k->prepare(call)).get();
+  std::shared_ptr<Buffer> workspace = allocate_workspace(*k, call);
+  if (workspace) call.workspace = workspace->data(), call.workspace_bytes = workspace->bytes();
   k->fn(call);
   if (!dev.is_cpu()) device_backend(dev).synchronize(nullptr);
   return out;

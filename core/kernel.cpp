@@ -7,6 +7,7 @@
 
 #include "core/device.hpp"
 #include "core/ndarray.hpp"
+#include "core/parallel.hpp"
 
 namespace loom {
 
@@ -43,6 +44,20 @@ const KernelInfo* find_kernel(std::string_view op, DeviceKind device, DType dtyp
   return k.fn ? &k : nullptr;
 }
 
+size_t workspace_bytes(const KernelInfo& k, std::span<const Shape> in, std::span<const Shape> out, DType dtype,
+                       const Attrs& attrs, Device device, int threads) {
+  if (!k.workspace) return 0;
+  return k.workspace(WorkspaceQuery{in, out, dtype, attrs, device, threads});
+}
+
+std::shared_ptr<Buffer> allocate_workspace(const KernelInfo& k, const KernelCall& c) {
+  std::vector<Shape> in, out;
+  for (const NDArray& a : c.in) in.push_back(a.shape());
+  for (const NDArray& a : c.out) out.push_back(a.shape());
+  size_t n = workspace_bytes(k, in, out, c.out[0].dtype(), c.attrs, c.ctx.device, current_threads());
+  return n ? Buffer::allocate(c.ctx.device, n) : nullptr;
+}
+
 namespace {
 
 const KernelInfo& cpu_kernel_of(const KernelCall& c) {
@@ -61,7 +76,11 @@ void run_on_host(const KernelCall& c) {
   for (const NDArray& a : c.out) out.push_back(NDArray::empty(a.shape(), a.dtype()));
   dev.synchronize(c.ctx.stream);
   const KernelContext host{Device::cpu(), nullptr, c.ctx.seed, c.ctx.run_counter};
-  cpu_kernel_of(c).fn(KernelCall{host, in, out, c.attrs, c.op, c.node, c.node_key, c.state});
+  KernelCall hc{host, in, out, c.attrs, c.op, c.node, c.node_key, c.state};
+  const KernelInfo& k = cpu_kernel_of(c);
+  std::shared_ptr<Buffer> ws = allocate_workspace(k, hc);  // a slow path already: no planned host scratch
+  if (ws) hc.workspace = ws->data(), hc.workspace_bytes = ws->bytes();
+  k.fn(hc);
   for (size_t i = 0; i < out.size(); ++i)
     if (out[i].nbytes()) dev.copy_from_host(c.out[i].raw(), out[i].raw(), out[i].nbytes(), c.ctx.stream);
   dev.synchronize(c.ctx.stream);  // the host arrays die here

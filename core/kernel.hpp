@@ -37,6 +37,19 @@ struct KernelCall {
   std::string_view node;  // node name, for errors
   uint64_t node_key = 0;  // stable per node: random streams are keyed by it
   const void* state = nullptr;  // what the kernel's prepare() returned for this node
+  /// Scratch memory for this call (KernelInfo::workspace bytes; null when none).
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+/// What a kernel's scratch memory may depend on: the node's resolved shapes,
+/// its attributes and the threads its kernels run with.
+struct WorkspaceQuery {
+  std::span<const Shape> in, out;
+  DType dtype;  // of output 0
+  const Attrs& attrs;
+  Device device;
+  int threads;
 };
 
 using KernelFn = void (*)(const KernelCall&);
@@ -46,6 +59,10 @@ using PrepareFn = std::shared_ptr<const void> (*)(const KernelCall&);
 /// An element-wise op's inner loop over n contiguous elements, for the fused
 /// element-wise kernel: args are 1-3 operand arrays of dtype `in`.
 using ChunkFn = void (*)(DType in, void* out, const void* const* args, int64_t n);
+/// Bytes of scratch memory a kernel needs per call (im2col buffers, cuDNN
+/// workspaces). Plans place it in their arena, live for that one step, so it
+/// counts in the lower bound and no kernel allocates while it runs.
+using WorkspaceFn = size_t (*)(const WorkspaceQuery&);
 
 struct KernelInfo {
   KernelFn fn = nullptr;
@@ -54,12 +71,21 @@ struct KernelInfo {
   PrepareFn prepare = nullptr;
   /// Set for element-wise kernels the planner may fuse into one loop.
   ChunkFn chunk = nullptr;
+  WorkspaceFn workspace = nullptr;
 };
+
+/// The workspace `k` needs for a call with these shapes (0 without a WorkspaceFn).
+size_t workspace_bytes(const KernelInfo& k, std::span<const Shape> in, std::span<const Shape> out, DType dtype,
+                       const Attrs& attrs, Device device, int threads);
 
 void register_kernel(std::string_view op, DeviceKind device, const std::vector<DType>& dtypes,
                      KernelInfo info);
 /// The kernel for (op, device, dtype) or null.
 const KernelInfo* find_kernel(std::string_view op, DeviceKind device, DType dtype);
+
+/// Allocates the workspace `k` needs for call `c` (null when none), for eager
+/// calls outside plans (invoke, constant folding, the host fallback).
+std::shared_ptr<Buffer> allocate_workspace(const KernelInfo& k, const KernelCall& c);
 
 /// A kernel for devices that lack one for an op: the call's inputs are copied
 /// to the host, the op's CPU kernel runs there and the outputs are copied

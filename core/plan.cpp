@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "core/invoke.hpp"
+#include "core/parallel.hpp"
 
 namespace loom {
 
@@ -56,6 +57,15 @@ struct Builder {
     val.storage = new_storage(StorageKind::arena, size_t(numel(val.type.shape)) * dtype_size(val.type.dtype));
     val.layout = Layout::compact(val.type.shape);
     (void)n;
+  }
+  /// Scratch memory the node's kernel asks for: an arena storage of its own.
+  void add_workspace(PNode& node) {
+    std::vector<Shape> in, out;
+    for (int v : node.in) in.push_back(p.values[size_t(v)].type.shape);
+    for (int v : node.out) out.push_back(p.values[size_t(v)].type.shape);
+    size_t bytes = workspace_bytes(*node.kernel, in, out, p.values[size_t(node.out[0])].type.dtype, *node.attrs,
+                                   p.device, current_threads());
+    if (bytes) node.workspace = new_storage(StorageKind::arena, bytes);
   }
   int add_node(PNode node) {
     p.nodes.push_back(std::move(node));
@@ -184,10 +194,15 @@ bool Builder::try_fold(PNode& node) {
   for (int v : node.out) outs.push_back(NDArray::empty(p.values[size_t(v)].type.shape, p.values[size_t(v)].type.dtype));
   KernelContext kc{Device::cpu(), nullptr, opt.seed, 0};
   KernelCall call{kc, ins, outs, *node.attrs, op.name, node.name, uint64_t(node.graph_node)};
+  std::shared_ptr<const void> state;
+  if (k->prepare) call.state = (state = k->prepare(call)).get();
+  std::shared_ptr<Buffer> workspace = allocate_workspace(*k, call);
+  if (workspace) call.workspace = workspace->data(), call.workspace_bytes = workspace->bytes();
   k->fn(call);
   node.kind = NodeKind::source;
   node.kernel = nullptr;
   node.in.clear();
+  node.workspace = -1;
   for (size_t i = 0; i < node.out.size(); ++i) {
     PValue& v = p.values[size_t(node.out[i])];
     NDArray a = outs[i].to(p.device);
@@ -341,6 +356,7 @@ void Builder::build(const std::vector<char>& needed, const std::vector<int>& fee
     } else if (node.kind == NodeKind::kernel || node.kind == NodeKind::feed) {
       for (int o : node.out) arena_output(nid, o);
     }
+    if (node.kind == NodeKind::kernel) add_workspace(node);
     add_node(std::move(node));
     if (has_pending_cse) cse.emplace(pending_cse, nid);
     try_fold(p.nodes[size_t(nid)]);
@@ -741,10 +757,15 @@ void Builder::bind_steps() {
     s.op = n.op ? &n.op->name : nullptr;
     s.key = uint64_t(n.graph_node >= 0 ? n.graph_node : 0x7fffffff - id);
     s.feed = n.feed;
+    if (n.workspace >= 0) {
+      const PStorage& w = p.storages[size_t(n.workspace)];
+      s.workspace = static_cast<char*>(p.arena->data()) + w.offset;
+      s.workspace_bytes = w.bytes;
+    }
     for (int v : n.out) s.check |= is_floating(p.values[size_t(v)].type.dtype);
     if (n.kernel && n.kernel->prepare) {
       KernelContext kc{p.device};
-      KernelCall call{kc, s.in, s.out, *s.attrs, *s.op, *s.name, s.key};
+      KernelCall call{kc, s.in, s.out, *s.attrs, *s.op, *s.name, s.key, nullptr, s.workspace, s.workspace_bytes};
       s.state = n.kernel->prepare(call);
     }
     p.steps.push_back(std::move(s));

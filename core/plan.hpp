@@ -57,6 +57,7 @@ struct PNode {
   bool alive = true;
   int pos = -1;              // schedule position (executable nodes)
   int feed = -1;             // feed nodes: index into the run's feeds
+  int workspace = -1;        // arena storage of the kernel's scratch memory (-1: none)
 };
 
 /// One executable step, bound to memory.
@@ -70,6 +71,8 @@ struct Step {
   int feed = -1;
   bool check = false;  // check_numerics applies to its float outputs
   std::shared_ptr<const void> state;  // the kernel's prepare() result
+  void* workspace = nullptr;          // the kernel's scratch memory in the arena
+  size_t workspace_bytes = 0;
   std::shared_ptr<void> staging;      // feeds to a device: pinned host memory the copy starts from
   size_t staging_bytes = 0;
 };

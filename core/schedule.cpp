@@ -79,6 +79,10 @@ void collect_access(Plan& p) {
     const PNode& n = p.nodes[i];
     if (!executable(n)) continue;
     for (int v : n.out) p.storages[size_t(p.values[size_t(v)].storage)].writers.push_back(int(i));
+    if (n.workspace >= 0) {  // written and read by its node alone: live for that step
+      p.storages[size_t(n.workspace)].writers.push_back(int(i));
+      p.storages[size_t(n.workspace)].readers.push_back(int(i));
+    }
     for (size_t k = 0; k < n.in.size(); ++k) {
       if (is_shape_only(n, k)) continue;
       auto& rd = p.storages[size_t(p.values[size_t(n.in[k])].storage)].readers;
