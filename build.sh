@@ -6,12 +6,12 @@
 #   ./build.sh test           build (Release) and run the whole test suite
 #   ./build.sh test-asan      AddressSanitizer + UBSan build, whole suite
 #   ./build.sh test-tsan      ThreadSanitizer build, parallel-executor suites
-#   ./build.sh bench-train    loom vs PyTorch training benchmark
+#   ./build.sh bench-train    loom vs PyTorch training benchmark (peers in a venv)
 #   ./build.sh bench-sched    scheduling/memory benchmark, PyTorch side by side
 #   ./build.sh build          build only (Release)
 #   ./build.sh <program> ...  build, then run build/release/samples/<program>
 #
-# Environment: LOOM_WERROR=ON (CI), LOOM_CUDA=AUTO|ON|OFF, JOBS=n.
+# Environment: LOOM_WERROR=ON (CI), LOOM_CUDA=AUTO|ON|OFF, JOBS=n, LOOM_VENV (the peers' venv, default build/venv).
 set -eu
 cd "$(dirname "$0")"
 
@@ -30,6 +30,22 @@ need() {  # need <debian packages...>: installs the missing ones
 
 base_deps() {
   need g++ make cmake pkg-config libtbb-dev libboost-program-options-dev doctest-dev libopenblas-dev zlib1g-dev
+}
+
+# The benchmark peers, current PyTorch and JAX from PyPI, in a venv of their
+# own (never a dependency of the library or its tests). Sets LOOM_PYTHON,
+# which the benchmarks use to run their peer scripts.
+peers() {
+  need python3-venv
+  venv=${LOOM_VENV:-build/venv}
+  if ! "$venv/bin/python" -c 'import torch, jax, numpy' 2>/dev/null; then
+    echo "build.sh: installing PyTorch, JAX and NumPy from PyPI into $venv (once; a few GB)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q torch jax numpy
+  fi
+  LOOM_PYTHON=$(cd "$venv" && pwd)/bin/python
+  export LOOM_PYTHON
 }
 
 JOBS=${JOBS:-$(nproc)}
@@ -83,13 +99,15 @@ case "$cmd" in
     ;;
   bench-train)
     base_deps
-    need dataset-fashion-mnist python3-torch python3-numpy
+    need dataset-fashion-mnist
+    peers
     release
     build/release/samples/bench_train "$@"
     ;;
   bench-sched)
     base_deps
-    need python3-torch python3-numpy gnuplot-nox
+    need gnuplot-nox
+    peers
     release
     build/release/samples/bench_sched "$@"
     ;;

@@ -28,6 +28,7 @@
 
 #include "core/philox.hpp"
 #include "frontend/loom.hpp"
+#include "samples/peers.hpp"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -295,7 +296,7 @@ std::map<std::string, double> run_torch(const std::string& script, const std::ve
                                         double min_seconds) {
   std::map<std::string, double> out;
   std::ostringstream cmd;
-  cmd << "/usr/bin/python3 '" << script << "' --min-seconds " << min_seconds << " --chain";
+  cmd << samples::peer_python() << " '" << script << "' --min-seconds " << min_seconds << " --chain";
   for (int64_t n : chain_sizes) cmd << ' ' << n;
   cmd << " 2>&1";
   FILE* p = popen(cmd.str().c_str(), "r");

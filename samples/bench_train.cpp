@@ -5,7 +5,8 @@
 //   bench_train                         # mlp and mlpresnet, 3 epochs each
 //   bench_train --model mlp --epochs 5 --torch-threads 1,2
 //
-// PyTorch runs in samples/bench_train_torch.py (Debian's python3-torch), kept
+// PyTorch runs in samples/bench_train_torch.py (current PyTorch, from the venv
+// `./build.sh bench-train` sets up), kept
 // alive between epochs; it is first timed on a few steps at each thread count
 // of --torch-threads and the fastest count is used for the epochs. Reported:
 // seconds per epoch (training only, evaluation excluded) for each, and the
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "frontend/loom.hpp"
+#include "samples/peers.hpp"
 
 extern char** environ;
 
@@ -107,7 +109,7 @@ class Peer {
     ssize_t n = ::getline(&buf, &cap, from_);
     std::string s = n > 0 ? std::string(buf, size_t(n)) : std::string();
     std::free(buf);
-    LOOM_CHECK(n > 0, "bench_train: the PyTorch process ended early (its error is above; is python3-torch installed?)");
+    LOOM_CHECK(n > 0, "bench_train: the PyTorch process ended early (its error is above; run it through ./build.sh bench-train, which installs PyTorch)");
     return s;
   }
   pid_t pid_ = -1;
@@ -193,7 +195,7 @@ std::string find_script(const std::string& given) {
 }
 
 struct Options {
-  std::string models = "mlp,mlpresnet", torch_threads = "1,2", python = "/usr/bin/python3", script,
+  std::string models = "mlp,mlpresnet", torch_threads = "1,2", python = samples::peer_python(), script,
               data = data::kFashionMnistDir, device = "cpu";
   int64_t epochs = 3, batch = 0, calibrate = 60;
   int threads = 0;
