@@ -29,7 +29,8 @@ need() {  # need <debian packages...>: installs the missing ones
 }
 
 base_deps() {
-  need g++ make cmake pkg-config libtbb-dev libboost-program-options-dev doctest-dev libopenblas-dev zlib1g-dev
+  need g++ make cmake pkg-config libtbb-dev libboost-program-options-dev doctest-dev libopenblas-dev zlib1g-dev \
+    nlohmann-json3-dev
 }
 
 # The benchmark peers, current PyTorch and JAX from PyPI, in a venv of their
