@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <set>
 
 #include "frontend/io.hpp"
+#include "frontend/nn.hpp"
 
 namespace loom::checkpoint {
 
@@ -449,44 +451,102 @@ std::map<std::string, NDArray> read(const std::string& path) {
 
 Metadata read_metadata(const std::string& path) { return parse(path).metadata; }
 
-static std::vector<Tensor> variables_of(Session& s, const std::vector<Tensor>& given, const char* what) {
+// ---- names and layouts: PyTorch's state_dict, and the loom 0.1 files before it.
+
+std::string state_dict_name(const std::string& variable_name) {
+  std::string n = variable_name;
+  std::replace(n.begin(), n.end(), '/', '.');
+  return n;
+}
+
+namespace {
+
+/// Checkpoint name -> variable, for the variables a save or load covers.
+using Named = std::vector<std::pair<std::string, Tensor>>;
+
+Named named_variables(Session& s, const std::vector<Tensor>& given, const char* what) {
   std::vector<Tensor> vars = given.empty() ? s.graph().variables() : given;
-  for (const Tensor& v : vars)
+  Named out;
+  for (const Tensor& v : vars) {
     LOOM_CHECK(v.valid() && &v.graph() == &s.graph() && v.op() == "variable", what, ": '", v.valid() ? v.name() : "?",
                "' is not a variable of the session's graph");
-  return vars;
+    out.emplace_back(state_dict_name(v.name()), v);
+  }
+  return out;
 }
 
-void save(Session& session, const std::string& path, const std::vector<Tensor>& variables, const Metadata& metadata) {
-  std::vector<std::pair<std::string, NDArray>> tensors;
-  for (const Tensor& v : variables_of(session, variables, "checkpoint::save"))
-    tensors.emplace_back(v.name(), session.get(v));
-  write(path, tensors, metadata);
+Named named_state(Session& s, const nn::Module& model, const char* what) {
+  Named state = model.state_dict();
+  LOOM_CHECK(!state.empty(), what, ": the ", model.type_name(), " has no variables yet (call it on a tensor first)");
+  for (const auto& [key, v] : state)
+    LOOM_CHECK(&v.graph() == &s.graph(), what, ": the ", model.type_name(), "'s '", key,
+               "' lives in another graph than the session's");
+  return state;
 }
 
-Metadata load(Session& session, const std::string& path, const std::vector<Tensor>& variables,
-              const LoadOptions& options) {
-  std::vector<Tensor> vars = variables_of(session, variables, "checkpoint::load");
-  File f = parse(path);
-  std::map<std::string, const Entry*> by_name;
-  for (const Entry& e : f.entries) by_name[e.name] = &e;
-  // Validate everything first: a failed load changes nothing.
+/// The variables of the session's graph that `model` does not hold (optimizer state, counters).
+Named named_rest(Session& s, const nn::Module& model) {
+  std::set<int> in_model;
+  for (const auto& [n, t] : model.state_dict()) in_model.insert(t.node_id());
+  Named out;
+  for (const Tensor& v : s.graph().variables())
+    if (!in_model.count(v.node_id())) out.emplace_back(state_dict_name(v.name()), v);
+  return out;
+}
+
+/// loom 0.1 wrote graph names ("1/weight") and Linear weights [in, out]: a
+/// file with a '/' in a tensor name is one of those (loom now never writes '/').
+bool is_legacy(const File& f) {
+  return std::any_of(f.entries.begin(), f.entries.end(),
+                     [](const Entry& e) { return e.name.find('/') != std::string::npos; });
+}
+
+/// In loom 0.1 every 2-D tensor named ".../weight" was a Linear weight, stored
+/// [in, out]; its optimizer state (".../weight/m", ".../weight/momentum") too.
+bool legacy_transposed(const Entry& e) {
+  if (e.shape.size() != 2) return false;
+  std::string n = e.name;
+  if (auto slash = n.rfind('/'); slash != std::string::npos && n.substr(slash + 1) != "weight") n.resize(slash);
+  return n == "weight" || (n.size() > 7 && n.compare(n.size() - 7, 7, "/weight") == 0);
+}
+
+struct Source {
+  const Entry* entry = nullptr;
+  bool transposed = false;  // stored [in, out] by loom 0.1: read transposed
+};
+
+/// Checks every variable against the file and returns the values to set, so
+/// that a failed check changes nothing.
+std::vector<std::pair<Tensor, NDArray>> resolve(const File& f, const std::string& path, const Named& vars,
+                                                const LoadOptions& options) {
+  const bool legacy = is_legacy(f);
+  std::map<std::string, Source> by_name;
+  for (const Entry& e : f.entries)
+    by_name[legacy ? state_dict_name(e.name) : e.name] = {&e, legacy && legacy_transposed(e)};
+  const char* note = legacy ? " (a loom 0.1 file: its 2-D 'weight' tensors are read transposed)" : "";
   std::vector<std::pair<Tensor, NDArray>> values;
   std::vector<std::string> missing;
-  std::set<std::string> used;
-  for (const Tensor& v : vars) {
-    auto it = by_name.find(v.name());
+  std::set<const Entry*> used;
+  for (const auto& [key, v] : vars) {
+    const std::string what = key == state_dict_name(v.name()) ? "variable '" + v.name() + "'"
+                                                               : "variable '" + v.name() + "' ('" + key + "' in the file)";
+    auto it = by_name.find(key);
     if (it == by_name.end()) {
-      missing.push_back(v.name());
+      // loom 0.1 had no num_batches_tracked: it stays 0, as PyTorch does for old state dicts.
+      const bool tolerated = legacy && key.size() > 20 && key.ends_with(".num_batches_tracked");
+      if (!tolerated) missing.push_back(v.name());
       continue;
     }
-    const Entry& e = *it->second;
-    used.insert(e.name);
-    LOOM_CHECK(e.known_dtype && e.dtype == v.dtype(), "checkpoint '", path, "': variable '", v.name(), "' is ",
-               dtype_name(v.dtype()), " in the graph but ", e.dtype_name, " in the file");
-    LOOM_CHECK(e.shape == v.shape(), "checkpoint '", path, "': variable '", v.name(), "' has shape ", S(v.shape()),
-               " in the graph but ", S(e.shape), " in the file");
-    values.emplace_back(v, array_of(f, e, path));
+    const Entry& e = *it->second.entry;
+    used.insert(&e);
+    Shape shape = e.shape;
+    if (it->second.transposed) std::swap(shape[0], shape[1]);
+    LOOM_CHECK(e.known_dtype && e.dtype == v.dtype(), "checkpoint '", path, "': ", what, " is ", dtype_name(v.dtype()),
+               " in the graph but ", e.dtype_name, " in the file");
+    LOOM_CHECK(shape == v.shape(), "checkpoint '", path, "': ", what, " has shape ", S(v.shape()), " in the graph but ",
+               S(shape), " in the file", note);
+    NDArray a = array_of(f, e, path);
+    values.emplace_back(v, it->second.transposed ? a.transpose().compact() : a);
   }
   if (!missing.empty() && !options.allow_missing) {
     std::string list;
@@ -497,7 +557,7 @@ Metadata load(Session& session, const std::string& path, const std::vector<Tenso
   if (!options.allow_unexpected) {
     std::vector<std::string> extra;
     for (const Entry& e : f.entries)
-      if (!used.count(e.name)) extra.push_back(e.name);
+      if (!used.count(&e)) extra.push_back(e.name);
     if (!extra.empty()) {
       std::string list;
       for (size_t i = 0; i < extra.size() && i < 8; ++i) list += (i ? ", '" : "'") + extra[i] + "'";
@@ -506,8 +566,85 @@ Metadata load(Session& session, const std::string& path, const std::vector<Tenso
            " that match no variable of the graph");
     }
   }
-  for (auto& [v, a] : values) session.set(v, a);
+  return values;
+}
+
+void save_named(Session& session, const Named& vars, const std::string& path, const Metadata& metadata) {
+  std::vector<std::pair<std::string, NDArray>> tensors;
+  std::map<std::string, std::string> taken;
+  for (const auto& [key, v] : vars) {
+    auto [it, fresh] = taken.emplace(key, v.name());
+    LOOM_CHECK(fresh, "checkpoint '", path, "': variables '", it->second, "' and '", v.name(),
+               "' would both be saved as '", key, "'");
+    tensors.emplace_back(key, session.get(v));
+  }
+  Metadata meta = metadata;
+  meta.emplace("format", "pt");
+  write(path, tensors, meta);
+}
+
+Metadata load_named(Session& session, const Named& vars, const std::string& path, const LoadOptions& options) {
+  File f = parse(path);
+  for (auto& [v, a] : resolve(f, path, vars, options)) session.set(v, a);
   return f.metadata;
+}
+
+}  // namespace
+
+void save(Session& session, const std::string& path, const std::vector<Tensor>& variables, const Metadata& metadata) {
+  save_named(session, named_variables(session, variables, "checkpoint::save"), path, metadata);
+}
+
+void save(Session& session, const nn::Module& model, const std::string& path, const Metadata& metadata) {
+  save_named(session, named_state(session, model, "checkpoint::save"), path, metadata);
+}
+
+Metadata load(Session& session, const std::string& path, const std::vector<Tensor>& variables,
+              const LoadOptions& options) {
+  return load_named(session, named_variables(session, variables, "checkpoint::load"), path, options);
+}
+
+Metadata load(Session& session, const nn::Module& model, const std::string& path, const LoadOptions& options) {
+  return load_named(session, named_state(session, model, "checkpoint::load"), path, options);
+}
+
+std::string optimizer_path(const std::string& path) {
+  const std::string ext = ".safetensors";
+  if (path.size() > ext.size() && path.ends_with(ext))
+    return path.substr(0, path.size() - ext.size()) + ".optim" + ext;
+  return path + ".optim" + ext;
+}
+
+void save_training(Session& session, const nn::Module& model, const std::string& path, const Metadata& metadata) {
+  Named model_vars = named_state(session, model, "checkpoint::save_training");
+  // The optimizer state first: a crash between the two writes leaves files whose metadata disagree.
+  save_named(session, named_rest(session, model), optimizer_path(path), metadata);
+  save_named(session, model_vars, path, metadata);
+}
+
+Metadata load_training(Session& session, const nn::Module& model, const std::string& path) {
+  Named model_vars = named_state(session, model, "checkpoint::load_training");
+  File weights = parse(path);
+  if (is_legacy(weights)) {  // loom 0.1: one file with every variable
+    for (auto& [v, a] : resolve(weights, path, named_variables(session, {}, "checkpoint::load_training"), {}))
+      session.set(v, a);
+    return weights.metadata;
+  }
+  const std::string opt_path = optimizer_path(path);
+  LOOM_CHECK(std::filesystem::exists(opt_path), "checkpoint '", path, "': its optimizer state '", opt_path,
+             "' does not exist; to start a new training run from these weights, load them alone "
+             "(checkpoint::load(session, model, path), or --load-weights in the trainers)");
+  File state = parse(opt_path);
+  for (const auto& [k, v] : weights.metadata) {
+    auto it = state.metadata.find(k);
+    LOOM_CHECK(it == state.metadata.end() || it->second == v, "checkpoint '", path, "' has ", k, " ", v, " but '",
+               opt_path, "' has ", k, " ", it->second, ": the two files come from different saves");
+  }
+  auto values = resolve(weights, path, model_vars, {});
+  auto rest = resolve(state, opt_path, named_rest(session, model), {});
+  values.insert(values.end(), rest.begin(), rest.end());
+  for (auto& [v, a] : values) session.set(v, a);
+  return weights.metadata;
 }
 
 }  // namespace loom::checkpoint

@@ -76,12 +76,12 @@ Nonlinearity parse_nonlinearity(const std::string& name) {
 }
 
 Fans fans(const Shape& shape, const char* what) {
-  LOOM_CHECK(shape.size() >= 2, what, ": fan_in and fan_out need a weight of at least 2 dims ([..., in, out]), got ",
+  LOOM_CHECK(shape.size() >= 2, what, ": fan_in and fan_out need a weight of at least 2 dims ([out, in, ...]), got ",
              S(shape), "; pass .fan_in and .fan_out");
   LOOM_CHECK(is_static(shape), what, ": shape ", S(shape), " must be fully known");
   int64_t receptive = 1;
-  for (size_t i = 0; i + 2 < shape.size(); ++i) receptive *= shape[i];
-  Fans f{shape[shape.size() - 2] * receptive, shape.back() * receptive};
+  for (size_t i = 2; i < shape.size(); ++i) receptive *= shape[i];
+  Fans f{shape[1] * receptive, shape[0] * receptive};
   LOOM_CHECK(f.fan_in > 0 && f.fan_out > 0, what, ": shape ", S(shape), " has a zero fan");
   return f;
 }

@@ -6,13 +6,13 @@
 /// a model initializes identically on every run with the same session seed
 /// (and differently with another seed), whatever the thread count.
 ///
-/// Fans follow loom's weight layout, the one `matmul(x, w)` uses: a weight is
-/// [..., in, out] with any leading receptive-field dims (a Linear weight is
-/// [in, out]; a convolution kernel [kh, kw, in, out]), so
-///   fan_in  = shape[-2] * receptive,   fan_out = shape[-1] * receptive,
-/// where receptive is the product of the leading dims. These are PyTorch's
-/// fan rules translated to that layout; gains are PyTorch's calculate_gain.
-/// Pass `.fan_in` / `.fan_out` to override them (e.g. for another layout).
+/// Fans follow PyTorch's weight layout, which loom's modules use: a weight is
+/// [out, in, ...] with any trailing receptive-field dims (a Linear weight is
+/// [out, in]; a convolution kernel [out, in / groups, kh, kw]), so
+///   fan_in  = shape[1] * receptive,   fan_out = shape[0] * receptive,
+/// where receptive is the product of the dims after the first two: PyTorch's
+/// fan rules, and its calculate_gain for the gains. Pass `.fan_in` /
+/// `.fan_out` to override them (e.g. for a weight in another layout).
 
 #include <cstdint>
 #include <string>
@@ -33,7 +33,7 @@ struct Fans {
   int64_t fan_in = 0;
   int64_t fan_out = 0;
 };
-/// Fans of a weight of `shape` in loom's [..., in, out] layout; throws
+/// Fans of a weight of `shape` in PyTorch's [out, in, ...] layout; throws
 /// loom::Error for fewer than 2 dims (`what` names the caller).
 Fans fans(const Shape& shape, const char* what = "init");
 

@@ -110,6 +110,23 @@ std::vector<Tensor> Module::variables() const {
   return out;
 }
 
+void Module::collect_state(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out,
+                           std::vector<const Module*>& seen) const {
+  if (std::find(seen.begin(), seen.end(), this) != seen.end()) return;
+  seen.push_back(this);
+  for (bool trainable : {true, false})
+    for (const Var& v : vars_)
+      if (v.trainable == trainable) out.emplace_back(prefix + v.name, v.tensor);
+  for (const auto& [name, child] : children_) child->collect_state(prefix + name + ".", out, seen);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::state_dict() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  std::vector<const Module*> seen;
+  collect_state("", out, seen);
+  return out;
+}
+
 void Module::collect_updates(std::vector<Tensor>& out, std::vector<const Module*>& seen) const {
   if (std::find(seen.begin(), seen.end(), this) != seen.end()) return;
   seen.push_back(this);
@@ -204,8 +221,11 @@ Tensor Linear::forward(const Tensor& x) {
              S(s));
   LOOM_CHECK(x.dtype() == options_.dtype, where(x), ": expected ", dtype_name(options_.dtype), " input, got ",
              dtype_name(x.dtype()));
-  weight_ = parameter(x, "weight", {in_, out_}, options_.weight_init, options_.dtype);
+  // PyTorch's layout, [out, in]: checkpoints move between loom and PyTorch as they
+  // are. The transpose is a view; BLAS reads it through its transpose flag.
+  weight_ = parameter(x, "weight", {out_, in_}, options_.weight_init, options_.dtype);
   if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
+  const Tensor w = transpose(weight_);
   Tensor y;
   int dynamic = int(std::count_if(s.begin(), s.end() - 1, [](int64_t d) { return d < 0; }));
   if (s.size() > 2 && dynamic <= 1) {
@@ -213,9 +233,9 @@ Tensor Linear::forward(const Tensor& x) {
     Shape out = s;
     out.back() = out_;
     for (int64_t& d : out) d = d < 0 ? -1 : d;
-    y = reshape(matmul(reshape(x, {-1, in_}), weight_), out);
+    y = reshape(matmul(reshape(x, {-1, in_}), w), out);
   } else {
-    y = matmul(x, weight_);
+    y = matmul(x, w);
   }
   if (options_.bias) y = y + bias_;
   return y;
@@ -274,6 +294,8 @@ Tensor BatchNorm1d::forward(const Tensor& x) {
   const DType dt = x.dtype();
   running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
   running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
+  // PyTorch's third buffer, so that state dicts match key for key.
+  Tensor batches = buffer(x, "num_batches_tracked", {}, init::zeros(), int64);
   Tensor w, b;
   if (options_.affine) {
     w = parameter(x, "weight", {features_}, init::ones(), dt);
@@ -296,6 +318,7 @@ Tensor BatchNorm1d::forward(const Tensor& x) {
     const double m = options_.momentum;
     add_update(assign(running_mean_, running_mean_ * (1.0 - m) + reshape(mu, {features_}) * m));
     add_update(assign(running_var_, running_var_ * (1.0 - m) + unbiased * m));
+    add_update(assign_add(batches, scalar_like(batches, 1)));
   } else {
     y = (x - per_feature(running_mean_)) / sqrt(per_feature(running_var_) + options_.eps);
   }

@@ -4,7 +4,8 @@
 ///     nn::Sequential model{nn::Flatten(), nn::Linear(784, 256), nn::ReLU(), nn::Linear(256, 10)};
 ///     Tensor x = g.placeholder("x", {-1, 28, 28});
 ///     Tensor logits = model(x);                      // builds graph nodes, computes nothing
-///     auto params = model.parameters();              // ["1/weight", "1/bias", "3/weight", "3/bias"]
+///     auto params = model.parameters();              // variables "1/weight", "1/bias", "3/weight", "3/bias"
+///     auto state = model.state_dict();               // "1.weight", ...: PyTorch's names, for checkpoints
 ///
 /// How modules meet the static graph:
 /// - A module is built *lazily*: calling it on a tensor adds its nodes to that
@@ -94,6 +95,10 @@ class Module {
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
   /// Every variable (parameters and buffers).
   std::vector<Tensor> variables() const;
+  /// Parameters and buffers named as in PyTorch's state_dict ("1.weight",
+  /// "2.running_mean"): module by module, each one's parameters then buffers,
+  /// children in registration order. Checkpoints of a model use these names.
+  std::vector<std::pair<std::string, Tensor>> state_dict() const;
   /// In-graph state updates built by training-mode calls (assign nodes); run
   /// them as targets with each training step (Optimizer(module) does).
   std::vector<Tensor> updates() const;
@@ -149,6 +154,8 @@ class Module {
   void collect(const std::string& prefix, bool trainable, std::vector<std::pair<std::string, Tensor>>& out,
                std::vector<const Module*>& seen) const;
   void collect_updates(std::vector<Tensor>& out, std::vector<const Module*>& seen) const;
+  void collect_state(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out,
+                     std::vector<const Module*>& seen) const;
   void print(std::string& out, const std::string& name, int depth) const;
 
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
@@ -177,8 +184,8 @@ struct LinearOptions {
   DType dtype = float32;
 };
 
-/// y = x @ weight + bias; weight [in, out], bias [out]. x may have any number
-/// of leading dims ([..., in] -> [..., out]).
+/// y = x @ weight^T + bias; weight [out, in] (PyTorch's layout), bias [out].
+/// x may have any number of leading dims ([..., in] -> [..., out]).
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, LinearOptions options = {});
@@ -279,9 +286,9 @@ struct NormOptions {
 
 /// Batch normalization over the batch (and length) dims of [N, C] or [N, C, L]
 /// inputs, as PyTorch's BatchNorm1d. Training mode normalizes with the batch's
-/// mean and biased variance and records updates of "running_mean" and
-/// "running_var" (with the unbiased variance) in updates(); eval mode
-/// normalizes with the running statistics.
+/// mean and biased variance and records updates of "running_mean",
+/// "running_var" (with the unbiased variance) and "num_batches_tracked" (int64,
+/// as PyTorch's) in updates(); eval mode normalizes with the running statistics.
 class BatchNorm1d : public Module {
  public:
   explicit BatchNorm1d(int64_t features, NormOptions options = {});

@@ -37,7 +37,12 @@ const bool registered = [] {
     Tensor dy = c.dout(0);
     Tensor da = matmul(dy, transpose(b));
     Tensor db;
-    if (b.ndim() == 2 && a.ndim() > 2) {
+    if (b.ndim() == 2 && b.op() == "permute") {
+      // b is the transpose of a matrix W (nn::Linear's x @ W^T): compute dW = dy^T a
+      // in W's layout, so that W's gradient (the transpose of this) needs no copy.
+      int64_t k = a.shape().back(), n = b.shape().back();
+      db = transpose(matmul(transpose(reshape(dy, {-1, n})), reshape(a, {-1, k})));
+    } else if (b.ndim() == 2 && a.ndim() > 2) {
       // Shared weight: fold the batch into rows for one GEMM instead of a batched one plus a sum.
       int64_t k = a.shape().back(), n = b.shape().back();
       db = matmul(transpose(reshape(a, {-1, k})), reshape(dy, {-1, n}));

@@ -3,6 +3,7 @@
 // non-compact layout copies its input first). concat, pad, dilate, gather,
 // one_hot and the gradient helpers slice_grad/gather_grad have kernels.
 
+#include <algorithm>
 #include <numeric>
 
 #include "ops/common.hpp"
@@ -601,7 +602,30 @@ Tensor reshape_like(const Tensor& x, const Tensor& like) {
   if (x.shape() == like.shape() && is_static(x.shape())) return x;
   return G(x).add1("reshape_like", {x, like});
 }
-Tensor permute(const Tensor& x, const std::vector<int64_t>& axes) { return G(x).add1("permute", {x}, {{"axes", axes}}); }
+Tensor permute(const Tensor& x, const std::vector<int64_t>& axes) {
+  // A permute of a permute is one permute, and none when they cancel: a
+  // gradient flowing back through a transpose (nn::Linear's weight) then keeps
+  // the layout its producer wrote, and its reader needs no copy.
+  const int64_t n = x.ndim();
+  V norm(axes);
+  for (int64_t& a : norm) a = a < 0 ? a + n : a;
+  V sorted(norm);
+  std::sort(sorted.begin(), sorted.end());
+  V identity_axes(static_cast<size_t>(n));
+  std::iota(identity_axes.begin(), identity_axes.end(), 0);
+  if (x.op() == "permute" && sorted == identity_axes) {
+    const V& inner = x.node().attrs.ints("axes");
+    V composed(norm.size());
+    for (size_t k = 0; k < norm.size(); ++k) {
+      int64_t a = inner[size_t(norm[k])];
+      composed[k] = a < 0 ? a + n : a;
+    }
+    const Edge src = x.node().inputs[0];
+    Tensor base(&x.graph(), src.node, src.index);
+    return composed == identity_axes ? base : permute(base, composed);
+  }
+  return G(x).add1("permute", {x}, {{"axes", axes}});
+}
 Tensor transpose(const Tensor& x) {
   LOOM_CHECK(x.ndim() >= 2, "transpose '", x.name(), "': needs at least 2 dims, got ", S(x.shape()));
   return transpose(x, -2, -1);

@@ -125,11 +125,13 @@ TEST_SUITE("frontend/checkpoint") {
       CHECK(test::identical(sa.get(va[i]), sb.get(vb[i])));
     }
     CHECK(sb.get(b.opt->step_count()).item() == 3);
-    // Names include optimizer state and BatchNorm statistics.
+    // Names are a PyTorch state_dict's, with the optimizer state and BatchNorm statistics.
     auto names = checkpoint::read(p);
-    CHECK(names.count("adam/step"));
-    CHECK(names.count("adam/0/weight/m"));
-    CHECK(names.count("1/running_var"));
+    CHECK(names.count("adam.step"));
+    CHECK(names.count("adam.0.weight.m"));
+    CHECK(names.count("1.running_var"));
+    CHECK(names.at("0.weight").shape() == Shape{8, 4});  // [out, in]
+    CHECK(checkpoint::read_metadata(p).at("format") == "pt");
     // The next step is identical in both sessions.
     auto la = sa.run({a.loss}, a.feeds(), {a.step}), lb = sb.run({b.loss}, b.feeds(), {b.step});
     CHECK(test::identical(la[0], lb[0]));
@@ -148,11 +150,11 @@ TEST_SUITE("frontend/checkpoint") {
     NDArray before = sw.get(wide.model.parameters()[0]);
     std::string e = error_of([&] { checkpoint::load(sw, p); });
     CHECK(contains(e, "checkpoint '" + p + "'"));
-    CHECK(contains(e, "variable '0/weight' has shape [4,9] in the graph but [4,8] in the file"));
+    CHECK(contains(e, "variable '0/weight' has shape [9,4] in the graph but [8,4] in the file"));
     CHECK(test::identical(sw.get(wide.model.parameters()[0]), before));
 
     Graph g;
-    Tensor w = g.variable("0/weight", {4, 8}, init::zeros(), float64);
+    Tensor w = g.variable("0/weight", {8, 4}, init::zeros(), float64);
     Tensor extra = g.variable("extra", {2}, init::zeros());
     Session s(g, {.threads = 1});
     CHECK(contains(error_of([&] { checkpoint::load(s, p, {w}, {.allow_unexpected = true}); }),
@@ -161,11 +163,11 @@ TEST_SUITE("frontend/checkpoint") {
                    "the file has no tensor for variable 'extra'"));
     // A subset of variables, tolerating the rest of the file.
     Graph g2;
-    Tensor w2 = g2.variable("0/weight", {4, 8}, init::zeros());
+    Tensor w2 = g2.variable("0/weight", {8, 4}, init::zeros());
     Session s2(g2, {.threads = 1});
     e = error_of([&] { checkpoint::load(s2, p); });
     CHECK(contains(e, "that match no variable of the graph"));
-    CHECK(contains(e, "'0/bias'"));
+    CHECK(contains(e, "'0.bias'"));
     checkpoint::load(s2, p, {}, {.allow_unexpected = true});
     CHECK(test::identical(s2.get(w2), sa.get(a.model.parameters()[0])));
     Tensor missing = g2.variable("new", {1}, init::ones());

@@ -59,12 +59,12 @@ TEST_SUITE("frontend/init") {
     CHECK(contains(error_of([] { init::parse_nonlinearity("gelu"); }), "unknown nonlinearity 'gelu'"));
   }
 
-  TEST_CASE("fans use the [..., in, out] layout") {
-    CHECK(init::fans({784, 512}).fan_in == 784);
-    CHECK(init::fans({784, 512}).fan_out == 512);
-    init::Fans conv = init::fans({3, 3, 16, 32});  // [kh, kw, in, out]
-    CHECK(conv.fan_in == 3 * 3 * 16);
-    CHECK(conv.fan_out == 3 * 3 * 32);
+  TEST_CASE("fans use PyTorch's [out, in, ...] layout") {
+    CHECK(init::fans({512, 784}).fan_in == 784);
+    CHECK(init::fans({512, 784}).fan_out == 512);
+    init::Fans conv = init::fans({32, 16, 3, 3});  // [out, in, kh, kw]
+    CHECK(conv.fan_in == 16 * 3 * 3);
+    CHECK(conv.fan_out == 32 * 3 * 3);
     CHECK(contains(error_of([] { init::fans({5}); }), "at least 2 dims"));
     NDArray v = NDArray::empty({7});
     CHECK(contains(error_of([&] { init::kaiming_uniform()(v, 1); }), "init::kaiming_uniform"));
@@ -102,7 +102,7 @@ TEST_SUITE("frontend/init") {
   }
 
   TEST_CASE("xavier and kaiming follow PyTorch's formulas") {
-    const Shape s{300, 200};  // fan_in 300, fan_out 200
+    const Shape s{200, 300};  // [out, in]: fan_in 300, fan_out 200
     const double fi = 300, fo = 200;
     {
       NDArray a = filled(init::xavier_uniform({.gain = 2.0}), s, 1);

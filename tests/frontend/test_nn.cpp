@@ -23,15 +23,16 @@ std::vector<std::string> names_of(const std::vector<std::pair<std::string, Tenso
 }
 
 /// Host x @ w + b for x [R, in] (float64 math).
+/// x @ w^T + b with w in PyTorch's [out, in] layout, in float64.
 NDArray affine(const NDArray& x, const NDArray& w, const NDArray& b) {
-  const int64_t R = x.shape()[0], I = x.shape()[1], O = w.shape()[1];
+  const int64_t R = x.shape()[0], I = x.shape()[1], O = w.shape()[0];
   NDArray X = x.astype(float64), W = w.astype(float64), B = b.defined() ? b.astype(float64) : NDArray();
   NDArray y = NDArray::zeros({R, O}, float64);
   double* py = y.data<double>();
   for (int64_t r = 0; r < R; ++r)
     for (int64_t o = 0; o < O; ++o) {
       double acc = B.defined() ? B.data<double>()[o] : 0.0;
-      for (int64_t i = 0; i < I; ++i) acc += X.data<double>()[r * I + i] * W.data<double>()[i * O + o];
+      for (int64_t i = 0; i < I; ++i) acc += X.data<double>()[r * I + i] * W.data<double>()[o * I + i];
       py[r * O + o] = acc;
     }
   return y;
@@ -104,7 +105,7 @@ TEST_SUITE("frontend/nn") {
     CHECK(other.named_parameters()[0].first == "weight");
   }
 
-  TEST_CASE("Linear computes x @ W + b, also for N-D inputs") {
+  TEST_CASE("Linear computes x @ W^T + b with W [out, in] (PyTorch's layout), also for N-D inputs") {
     Graph g;
     nn::Linear lin(4, 5);
     Tensor x2 = g.placeholder("x2", {-1, 4});
@@ -114,6 +115,7 @@ TEST_SUITE("frontend/nn") {
     Session s(g, {.threads = 1, .seed = 3});
     NDArray a = rand({6, 4}, 1);
     NDArray w = s.get(lin.weight()), b = s.get(lin.bias());
+    CHECK(w.shape() == Shape{5, 4});
     // PyTorch's default init: |w|, |b| <= 1/sqrt(in).
     for (float v : w.to_vector<float>()) CHECK(std::fabs(v) <= 0.5f);
     auto out = s.run({y2, y3}, {{x2, a}, {x3, a.reshape({2, 3, 4})}});
@@ -198,12 +200,16 @@ TEST_SUITE("frontend/nn") {
     Tensor x = g.placeholder("x", {-1, 3});
     bn.train();
     Tensor yt = bn(x);
-    CHECK(bn.updates().size() == 2);
+    CHECK(bn.updates().size() == 3);
     bn.eval();
     Tensor ye = bn(x);
-    CHECK(bn.updates().size() == 2);  // eval builds record no updates
+    CHECK(bn.updates().size() == 3);  // eval builds record no updates
     CHECK(names_of(bn.named_parameters()) == std::vector<std::string>{"weight", "bias"});
-    CHECK(names_of(bn.named_buffers()) == std::vector<std::string>{"running_mean", "running_var"});
+    CHECK(names_of(bn.named_buffers()) ==
+          std::vector<std::string>{"running_mean", "running_var", "num_batches_tracked"});
+    // PyTorch's state_dict: parameters, then buffers.
+    CHECK(names_of(bn.state_dict()) ==
+          std::vector<std::string>{"weight", "bias", "running_mean", "running_var", "num_batches_tracked"});
     Session s(g, {.threads = 1});
     NDArray a = rand({8, 3}, 4, float32, -2, 3);
     NDArray ad = a.astype(float64);
@@ -227,6 +233,9 @@ TEST_SUITE("frontend/nn") {
       CHECK(rm.at({c}) == doctest::Approx(0.1 * mu[size_t(c)]).epsilon(1e-5));
       CHECK(rv.at({c}) == doctest::Approx(0.9 + 0.1 * var[size_t(c)] * 8.0 / 7.0).epsilon(1e-5));
     }
+    NDArray batches = s.get(bn.state_dict().back().second);
+    CHECK(batches.dtype() == int64);
+    CHECK(batches.item() == 1);
     // Eval output uses the running statistics.
     NDArray oe = s.run1(ye, {{x, a}});
     for (int c = 0; c < 3; ++c)
@@ -291,7 +300,7 @@ TEST_SUITE("frontend/nn") {
     CHECK(y.shape() == Shape{-1, 10});
     // Linear(784,100) + 3 x [Linear(100,50) + BN(50) + Linear(50,100) + BN(100)] + Linear(100,10).
     CHECK(net.num_parameters() == 78500 + 3 * (5050 + 100 + 5100 + 200) + 1010);
-    CHECK(net.updates().size() == 12);
+    CHECK(net.updates().size() == 18);  // 6 BatchNorm1d: running mean, variance, batch count
     CHECK(net.named_buffers().front().first == "2/0/fn/1/running_mean");
     const std::string tree = net.str();
     CHECK(contains(tree,
