@@ -1,0 +1,85 @@
+#pragma once
+// The sample trainers' models by name, so that a tool (loom_export) can
+// rebuild the model a checkpoint holds from the checkpoint's metadata
+// ("model", "hidden", ...), as the trainer that wrote it built it. A trainer
+// with models of its own adds them to the table in sample_models().
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "frontend/loom.hpp"
+
+namespace loom::samples {
+
+/// Fashion-MNIST training-set pixel statistics (on [0, 1]): train_mnist's input normalization.
+constexpr double kFashionMnistMean = 0.2860, kFashionMnistStd = 0.3530;
+
+/// A checkpoint's metadata, or a trainer's options, as strings.
+using ModelParams = std::map<std::string, std::string>;
+
+struct SampleModel {
+  std::unique_ptr<nn::Module> module;
+  Shape input;  // the input placeholder's shape, -1 for the batch
+  DType input_dtype = float32;
+  std::string input_name = "x", output_name = "logits";
+};
+
+struct ModelFactory {
+  std::string help;
+  std::function<SampleModel(const ModelParams&)> make;
+};
+
+inline int64_t param_int(const ModelParams& p, const std::string& key, int64_t fallback) {
+  auto it = p.find(key);
+  if (it == p.end() || it->second.empty()) return fallback;
+  try {
+    return std::stoll(it->second);
+  } catch (const std::exception&) {
+    fail("model parameter ", key, " = '", it->second, "' is not an integer");
+  }
+}
+
+/// Every sample model, by name.
+inline const std::map<std::string, ModelFactory>& sample_models() {
+  static const std::map<std::string, ModelFactory> models = {
+      // train_mnist: images [N, 28, 28], 10 classes.
+      {"softmax",
+       {"Flatten, Linear(784, 10) (train_mnist)",
+        [](const ModelParams&) {
+          return SampleModel{std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, 10)), {-1, 28, 28}};
+        }}},
+      {"mlp",
+       {"Flatten, Linear(784, hidden = 512), ReLU, Linear(hidden, 10) (train_mnist)",
+        [](const ModelParams& p) {
+          const int64_t h = param_int(p, "hidden", 512);
+          return SampleModel{std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, h), nn::ReLU(),
+                                                              nn::Linear(h, 10)),
+                             {-1, 28, 28}};
+        }}},
+      {"mlpresnet",
+       {"Flatten, MLPResNet(784, hidden = 100) (train_mnist)",
+        [](const ModelParams& p) {
+          return SampleModel{
+              std::make_unique<nn::Sequential>(nn::Flatten(), nn::MLPResNet(784, {.hidden = param_int(p, "hidden", 100)})),
+              {-1, 28, 28}};
+        }}},
+  };
+  return models;
+}
+
+/// The model params["model"] names; throws loom::Error listing the known ones.
+inline SampleModel make_sample_model(const ModelParams& params) {
+  auto name = params.find("model");
+  LOOM_CHECK(name != params.end(), "no model name (the checkpoint's metadata has no \"model\"; pass --model)");
+  auto it = sample_models().find(name->second);
+  if (it == sample_models().end()) {
+    std::string known;
+    for (const auto& [n, f] : sample_models()) known += (known.empty() ? "" : ", ") + n;
+    fail("unknown model '", name->second, "' (", known, ")");
+  }
+  return it->second.make(params);
+}
+
+}  // namespace loom::samples
