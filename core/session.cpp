@@ -2,6 +2,7 @@
 
 #include "core/session.hpp"
 
+#include <nlohmann/json.hpp>
 #include <oneapi/tbb/task_arena.h>
 #include <oneapi/tbb/task_group.h>
 
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -336,25 +338,30 @@ static void write_atomically(const std::string& path, const std::string& text) {
   LOOM_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '", tmp, "' to '", path, "'");
 }
 
-void Session::export_trace(const std::string& path) const {
+std::string Session::trace_json() const {
   LOOM_CHECK(impl_->last, "export_trace: no run yet");
   LOOM_CHECK(options_.profile, "export_trace: the session was created without profile = true");
-  std::ostringstream os;
-  os << "{\"traceEvents\":[\n";
-  bool first = true;
+  // Chrome's trace format: one complete event ("X") per step, named after its
+  // node, and metadata events ("M") naming the process and every thread.
+  nlohmann::json events = nlohmann::json::array();
+  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1}, {"args", {{"name", "loom session"}}}});
+  std::set<int> threads;
+  for (const TraceEvent& e : impl_->trace) threads.insert(e.thread);
+  for (int t : threads)
+    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", t},
+                      {"args", {{"name", t == 0 ? std::string("loom thread 0 (caller)") : "loom thread " + std::to_string(t)}}}});
   for (const TraceEvent& e : impl_->trace) {
     const Step& s = impl_->last->steps[size_t(e.step)];
-    std::string name = *s.name, op = s.op ? *s.op : "feed";
-    for (auto* str : {&name, &op})
-      for (char& c : *str)
-        if (c == '"' || c == '\\') c = '_';
-    os << (first ? "" : ",\n") << "{\"name\":\"" << name << "\",\"cat\":\"" << op << "\",\"ph\":\"X\",\"ts\":" << e.start_us
-       << ",\"dur\":" << e.dur_us << ",\"pid\":1,\"tid\":" << e.thread << ",\"args\":{\"step\":" << e.step << "}}";
-    first = false;
+    events.push_back({{"name", *s.name}, {"cat", s.op ? *s.op : "feed"}, {"ph", "X"}, {"ts", e.start_us},
+                      {"dur", e.dur_us}, {"pid", 1}, {"tid", e.thread}, {"args", {{"step", e.step}}}});
   }
-  os << "\n],\"displayTimeUnit\":\"ns\"}\n";
-  write_atomically(path, os.str());
+  // Names are arbitrary bytes: invalid UTF-8 is replaced rather than failing the export.
+  return nlohmann::json{{"traceEvents", std::move(events)}, {"displayTimeUnit", "ns"}}.dump(
+             -1, ' ', false, nlohmann::json::error_handler_t::replace) +
+         "\n";
 }
+
+void Session::export_trace(const std::string& path) const { write_atomically(path, trace_json()); }
 
 void Session::export_dot(const std::string& path) const {
   LOOM_CHECK(impl_->last, "export_dot: no run yet");

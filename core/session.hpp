@@ -124,8 +124,11 @@ class Session {
   /// The plan of the last run (compiled if needed for the given signature).
   PlanInfo plan_info(const std::vector<Tensor>& fetches, const Feeds& feeds = {},
                      const std::vector<Tensor>& targets = {});
-  /// Chrome trace JSON of the last profiled run (open in Perfetto or chrome://tracing).
+  /// Chrome trace JSON of the last profiled run (open in Perfetto or chrome://tracing):
+  /// one event per step, with the process's and threads' names.
   void export_trace(const std::string& path) const;
+  /// The same JSON as a string (to merge several runs, say).
+  std::string trace_json() const;
   /// Graphviz DOT of the last run's plan: shapes, devices, buffer offsets.
   void export_dot(const std::string& path) const;
 

@@ -1,6 +1,7 @@
 // bench_kernels: CPU kernel throughput on this machine, next to its peers:
 //  - matmul GFLOP/s (float32, 256..2048) vs one direct OpenBLAS call using
 //    all threads;
+//  - nn::Linear's GEMMs with the weight in PyTorch's layout [out, in] vs [in, out];
 //  - element-wise add, unary exp and reductions in GB/s (bytes read +
 //    written) vs memcpy of the same bytes, at sizes far above the L2 cache.
 // Each figure is the median of --reps timed runs after a warm-up.
@@ -64,6 +65,53 @@ KernelRun kernel(const std::string& op, std::vector<NDArray> in, NDArray out, At
   return {k, std::move(in), {std::move(out)}, std::move(attrs), op};
 }
 
+/// Medians of a and b timed alternately (a, b, a, b, ...), so both see the same machine.
+std::pair<double, double> alternating_medians(int reps, const std::function<void()>& a, const std::function<void()>& b) {
+  a(), b();  // warm-up
+  std::vector<double> ta, tb;
+  for (int i = 0; i < reps; ++i)
+    for (int k = 0; k < 2; ++k) {
+      auto t0 = std::chrono::steady_clock::now();
+      (k ? b : a)();
+      (k ? tb : ta).push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  std::sort(ta.begin(), ta.end());
+  std::sort(tb.begin(), tb.end());
+  return {ta[ta.size() / 2], tb[tb.size() / 2]};
+}
+
+/// nn::Linear keeps PyTorch's weight layout [out, in] and multiplies by its
+/// transpose, a strided view that OpenBLAS reads through its transpose flag.
+/// Its three GEMMs (forward, input gradient, weight gradient) against the
+/// same GEMMs with a weight stored [in, out], on train_mnist's layer shapes.
+void linear_layouts(tbb::task_arena& arena, int reps) {
+  std::printf("\nnn::Linear GEMMs, weight [out, in] (PyTorch's) vs [in, out]: ms (median, alternating), ratio\n");
+  std::printf("  %-22s %-28s %9s %9s %7s\n", "layer (batch x in x out)", "GEMM", "[out,in]", "[in,out]", "ratio");
+  struct Layer {
+    int64_t batch, in, out;
+  };
+  for (Layer l : {Layer{128, 784, 512}, Layer{128, 512, 10}, Layer{100, 784, 100}, Layer{100, 100, 50}}) {
+    NDArray x = filled({l.batch, l.in}, 5), dy = filled({l.batch, l.out}, 6);
+    NDArray w_oi = filled({l.out, l.in}, 7), w_io = w_oi.transpose().compact();
+    NDArray y = NDArray::empty({l.batch, l.out}), dx = NDArray::empty({l.batch, l.in});
+    NDArray dw_oi = NDArray::empty({l.out, l.in}), dw_io = NDArray::empty({l.in, l.out});
+    struct Case {
+      const char* name;
+      KernelRun pytorch, loom01;
+    } cases[] = {
+        {"forward x W^T | x W", kernel("matmul", {x, w_oi.transpose()}, y), kernel("matmul", {x, w_io}, y)},
+        {"input grad dy W | dy W^T", kernel("matmul", {dy, w_oi}, dx), kernel("matmul", {dy, w_io.transpose()}, dx)},
+        {"weight grad dy^T x | x^T dy", kernel("matmul", {dy.transpose(), x}, dw_oi),
+         kernel("matmul", {x.transpose(), dy}, dw_io)},
+    };
+    const std::string label = std::to_string(l.batch) + "x" + std::to_string(l.in) + "x" + std::to_string(l.out);
+    for (const Case& c : cases) {
+      auto [ta, tb] = arena.execute([&] { return alternating_medians(4 * reps, c.pytorch, c.loom01); });
+      std::printf("  %-22s %-28s %9.4f %9.4f %7.3f\n", label.c_str(), c.name, ta * 1e3, tb * 1e3, ta / tb);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,6 +153,8 @@ int main(int argc, char** argv) {
     openblas_set_num_threads(1);
     std::printf("  %4lld^3         %10.1f   %16.1f   %9.2f\n", (long long)n, flops / tl / 1e9, flops / tb / 1e9, tb / tl);
   }
+
+  linear_layouts(arena, reps);
 
   const int64_t n = mb * (1 << 20) / 4;
   NDArray x = filled({n}, 3), y = filled({n}, 4), z = NDArray::empty({n});

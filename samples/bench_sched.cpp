@@ -20,6 +20,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <random>
 #include <set>
@@ -321,12 +322,6 @@ std::string fmt_bytes(size_t b) {
   return buf;
 }
 
-std::string json_escape(const std::string& s) {
-  std::string r;
-  for (char c : s) r += c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c);
-  return r;
-}
-
 /// Least-squares slope of log(y) against log(x): the growth exponent.
 double fit_exponent(const std::vector<std::pair<double, double>>& pts) {
   double n = double(pts.size()), sx = 0, sy = 0, sxx = 0, sxy = 0;
@@ -365,7 +360,7 @@ int main(int argc, char** argv) {
       "wide", po::value(&wide_sizes)->multitoken(), "branch counts of the wide family (default 2 4 8 16)")(
       "random", po::value(&random_sizes)->multitoken(), "node counts of random DAGs (default 200 1000)")(
       "threads", po::value(&threads)->multitoken(), "thread counts for the parallel executor (default 1 2 [all])")(
-      "min-seconds", po::value(&min_seconds)->default_value(min_seconds), "time each configuration at least this long")(
+      "min-seconds", po::value(&min_seconds)->default_value(min_seconds, "0.3"), "time each configuration at least this long")(
       "seed", po::value(&seed)->default_value(seed), "seed of the random DAGs")(
       "json", "print one JSON document instead of the table")("csv", po::value(&csv_dir), "write CSV files into DIR")(
       "plot", po::value(&plot_dir), "write CSV files and PNG plots (gnuplot) into DIR")(
@@ -437,33 +432,33 @@ int main(int argc, char** argv) {
   auto ratio = [](size_t a, size_t b) { return b ? double(a) / double(b) : NAN; };
   const int tmax = threads.back();
 
-  if (json) {
-    std::printf("{\n  \"threads\": [");
-    for (size_t i = 0; i < threads.size(); ++i) std::printf("%s%d", i ? ", " : "", threads[i]);
-    std::printf("],\n  \"results\": [\n");
-    for (size_t i = 0; i < results.size(); ++i) {
-      const Result& r = results[i];
-      std::printf("    {\"family\": \"%s\", \"label\": \"%s\", \"size\": %lld, \"graph_nodes\": %d, \"steps\": %d, "
-                  "\"compile_ms\": %.3f, \"serial_us\": %.3f, \"serial_us_per_node\": %.4f, ",
-                  r.family.c_str(), json_escape(r.label).c_str(), (long long)r.size, r.graph_nodes, r.steps,
-                  r.compile_ms, us(r.serial_s), us(r.serial_s) / std::max(r.steps, 1));
-      std::printf("\"parallel_us\": {");
-      bool first = true;
-      for (auto [t, s] : r.parallel_s) std::printf("%s\"%d\": %.3f", first ? "" : ", ", t, us(s)), first = false;
-      std::printf("}, \"serial_threads_us\": {");
-      first = true;
-      for (auto [t, s] : r.serial_threads_s) std::printf("%s\"%d\": %.3f", first ? "" : ", ", t, us(s)), first = false;
-      std::printf("}, \"arena\": %zu, \"lower_bound\": %zu, \"naive\": %zu, \"strategy\": \"%s\", \"strategies\": [",
-                  r.arena, r.lower, r.naive, r.best_strategy.c_str());
-      for (size_t k = 0; k < r.memory.size(); ++k)
-        std::printf("%s{\"strategy\": \"%s\", \"arena\": %zu, \"lower_bound\": %zu}", k ? ", " : "",
-                    r.memory[k].strategy.c_str(), r.memory[k].arena, r.memory[k].lower);
-      std::printf("]}%s\n", i + 1 < results.size() ? "," : "");
+  if (json) {  // through nlohmann-json: strings escaped, non-finite numbers (one chain size: no exponent) as null
+    nlohmann::json doc = {{"threads", threads}, {"results", nlohmann::json::array()}};
+    for (const Result& r : results) {
+      nlohmann::json par = nlohmann::json::object(), ser = nlohmann::json::object(), strategies = nlohmann::json::array();
+      for (auto [t, sec] : r.parallel_s) par[std::to_string(t)] = us(sec);
+      for (auto [t, sec] : r.serial_threads_s) ser[std::to_string(t)] = us(sec);
+      for (const auto& m : r.memory)
+        strategies.push_back({{"strategy", m.strategy}, {"arena", m.arena}, {"lower_bound", m.lower}});
+      doc["results"].push_back({{"family", r.family},
+                                {"label", r.label},
+                                {"size", r.size},
+                                {"graph_nodes", r.graph_nodes},
+                                {"steps", r.steps},
+                                {"compile_ms", r.compile_ms},
+                                {"serial_us", us(r.serial_s)},
+                                {"serial_us_per_node", us(r.serial_s) / std::max(r.steps, 1)},
+                                {"parallel_us", par},
+                                {"serial_threads_us", ser},
+                                {"arena", r.arena},
+                                {"lower_bound", r.lower},
+                                {"naive", r.naive},
+                                {"strategy", r.best_strategy},
+                                {"strategies", strategies}});
     }
-    std::printf("  ],\n  \"compile_exponent\": %.3f,\n  \"torch\": {", exponent);
-    bool first = true;
-    for (auto [k, v] : torch) std::printf("%s\"%s\": %.6g", first ? "" : ", ", k.c_str(), v), first = false;
-    std::printf("}\n}\n");
+    doc["compile_exponent"] = exponent;
+    doc["torch"] = torch;
+    std::printf("%s\n", doc.dump(2).c_str());
   } else {
     std::printf("\nbench_sched: %d hardware threads; times are medians\n\n", hw);
     std::printf("%-22s %7s %6s %10s %11s %9s %11s %8s %9s %9s %9s %8s %8s %s\n", "family", "nodes", "steps",

@@ -19,12 +19,14 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -118,9 +120,10 @@ class Peer {
 };
 
 double json_number(const std::string& line, const std::string& key) {
-  auto at = line.find("\"" + key + "\":");
-  LOOM_CHECK(at != std::string::npos, "bench_train: no '", key, "' in PyTorch's answer: ", line);
-  return std::strtod(line.c_str() + at + key.size() + 3, nullptr);
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  LOOM_CHECK(j.is_object() && j.contains(key) && (j[key].is_number() || j[key].is_null()), "bench_train: no '", key,
+             "' in PyTorch's answer: ", line);
+  return j[key].is_null() ? NAN : j[key].get<double>();
 }
 
 double median(std::vector<double> v) {
@@ -271,11 +274,17 @@ int run(const Options& o) {
       double tsec = json_number(r, "seconds"), tacc = json_number(r, "test_acc");
       ls.push_back(lsec), ts.push_back(tsec);
       if (o.json)
-        std::printf(
-            "{\"model\": \"%s\", \"epoch\": %lld, \"loom_seconds\": %.4f, \"torch_seconds\": %.4f, "
-            "\"ratio\": %.4f, \"loom_test_acc\": %.4f, \"torch_test_acc\": %.4f, \"loom_threads\": %d, "
-            "\"torch_threads\": %d}\n",
-            model.c_str(), (long long)e, lsec, tsec, lsec / tsec, lacc, tacc, loom.threads(), best_t);
+        std::printf("%s\n", nlohmann::json{{"model", model},
+                                           {"epoch", e},
+                                           {"loom_seconds", lsec},
+                                           {"torch_seconds", tsec},
+                                           {"ratio", lsec / tsec},
+                                           {"loom_test_acc", lacc},
+                                           {"torch_test_acc", tacc},
+                                           {"loom_threads", loom.threads()},
+                                           {"torch_threads", best_t}}
+                                 .dump()
+                                 .c_str());
       else
         std::printf("  epoch %lld  loom %.2f s (test acc %.4f)  PyTorch %.2f s (test acc %.4f)  ratio %.2f\n",
                     (long long)e, lsec, lacc, tsec, tacc, lsec / tsec);
@@ -283,9 +292,12 @@ int run(const Options& o) {
     }
     const double lm = median(ls), tm = median(ts);
     if (o.json)
-      std::printf(
-          "{\"model\": \"%s\", \"loom_median_seconds\": %.4f, \"torch_median_seconds\": %.4f, \"ratio\": %.4f}\n",
-          model.c_str(), lm, tm, lm / tm);
+      std::printf("%s\n", nlohmann::json{{"model", model},
+                                         {"loom_median_seconds", lm},
+                                         {"torch_median_seconds", tm},
+                                         {"ratio", lm / tm}}
+                               .dump()
+                               .c_str());
     else
       std::printf("%s: median s/epoch  loom %.2f  PyTorch %.2f  ratio loom/PyTorch %.2f\n\n", model.c_str(), lm, tm,
                   lm / tm);

@@ -2,11 +2,16 @@
 // What the trainers share: number formatting and a progress bar redrawn in
 // place on a terminal.
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace loom::samples {
 
@@ -24,8 +29,17 @@ inline std::string duration(double s) {
   return std::to_string(int64_t(s) / 60) + "m" + fmt("%02.0fs", std::fmod(s, 60.0));
 }
 
+/// Columns of the terminal on stdout (0 when it is not a terminal).
+inline int terminal_width() {
+  winsize w{};
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &w) != 0) return 0;
+  return w.ws_col;
+}
+
 /// A one-line progress bar redrawn in place (terminals only): epoch, bar,
-/// done/total, loss, accuracy, images/s and the time left.
+/// done/total, loss, accuracy, images/s and the time left. The line always
+/// fits the terminal's current width, so it never wraps (a wrapped line could
+/// not be redrawn and would leave stale lines behind).
 class Progress {
  public:
   Progress(bool enabled, int64_t epoch, int64_t epochs, int64_t total)
@@ -36,19 +50,43 @@ class Progress {
     if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
     last_ = now;
     double s = std::chrono::duration<double>(now - start_).count();
-    const int width = 24;
-    int fill = total_ ? int(width * done / total_) : width;
-    std::string bar(size_t(fill), '=');
-    if (fill < width) bar += '>', bar += std::string(size_t(width - fill - 1), ' ');
     double rate = s > 0 ? double(images) / s : 0;
     double eta = done > 0 ? s * double(total_ - done) / double(done) : NAN;
-    std::fprintf(stdout, "\r\033[2Kepoch %lld/%lld [%s] %lld/%lld  loss %.4f  acc %.4f  %.0f img/s  ETA %s",
-                 (long long)epoch_, (long long)epochs_, bar.c_str(), (long long)done, (long long)total_, loss, acc,
-                 rate, duration(eta).c_str());
+    std::string line = render(terminal_width(), done, loss, acc, rate, eta);
+    std::fprintf(stdout, "\r\033[2K%s", line.c_str());
     std::fflush(stdout);
   }
   void clear() {
     if (on_) std::fputs("\r\033[2K", stdout);
+  }
+
+  /// The line for a terminal of `width` columns (0: unknown, 80 assumed),
+  /// at most width - 1 characters: the bar shrinks first, then the fields
+  /// at the end are dropped.
+  std::string render(int width, int64_t done, double loss, double acc, double rate, double eta) const {
+    const int limit = (width > 0 ? width : 80) - 1;
+    const std::string head = "epoch " + std::to_string(epoch_) + "/" + std::to_string(epochs_);
+    std::vector<std::string> fields = {std::to_string(done) + "/" + std::to_string(total_), "loss " + fmt("%.4f", loss),
+                                       "acc " + fmt("%.4f", acc), fmt("%.0f img/s", rate), "ETA " + duration(eta)};
+    auto join = [&](size_t n, int bar) {
+      std::string out = head;
+      if (bar > 0) {
+        int fill = total_ ? int(int64_t(bar) * done / total_) : bar;
+        std::string b(size_t(fill), '=');
+        if (fill < bar) b += '>', b += std::string(size_t(bar - fill - 1), ' ');
+        out += " [" + b + "]";
+      }
+      for (size_t i = 0; i < n; ++i) out += (i ? "  " : " ") + fields[i];
+      return out;
+    };
+    for (size_t n = fields.size();; --n) {
+      const int room = limit - int(join(n, 0).size()) - 3;  // " [" and "]"
+      if (room >= 10 || n == 0) {
+        std::string out = join(n, std::clamp(room, 0, 24));
+        if (int(out.size()) > limit) out.resize(size_t(std::max(limit, 0)));
+        return out;
+      }
+    }
   }
 
  private:

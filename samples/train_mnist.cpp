@@ -4,8 +4,10 @@
 //   train_mnist                                   # mlp 784-512-10, Adam 1e-3 (cosine decay), batch 128, 5 epochs
 //   train_mnist --model mlpresnet --batch 100 --wd 1e-3
 //   train_mnist --model softmax --json            # one JSON object per epoch
-//   train_mnist --save m.safetensors              # checkpoint after every epoch
+//   train_mnist --save m.safetensors              # checkpoint after every epoch (PyTorch state_dict)
 //   train_mnist --load m.safetensors --epochs 0   # evaluate a checkpoint
+//   train_mnist --load-weights torch.safetensors  # start from weights PyTorch saved
+//   train_mnist --trace trace.json                # Chrome trace of a few steps
 //
 // One Session::run per step does forward, backward and the optimizer update;
 // the DataLoader assembles the next batch on a background thread meanwhile.
@@ -18,11 +20,14 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
 #include "frontend/loom.hpp"
+#include "samples/models.hpp"
 #include "samples/progress.hpp"
+#include "samples/trace.hpp"
 
 namespace po = boost::program_options;
 using namespace loom;
@@ -32,12 +37,11 @@ using samples::Progress;
 
 namespace {
 
-// Fashion-MNIST training-set pixel statistics (on [0, 1]).
-constexpr double kMean = 0.2860, kStd = 0.3530;
+constexpr double kMean = samples::kFashionMnistMean, kStd = samples::kFashionMnistStd;
 
 struct Args {
-  std::string model = "mlp", opt = "adam", data = data::kFashionMnistDir, save, load, schedule = "cosine",
-              device = "cpu";
+  std::string model = "mlp", opt = "adam", data = data::kFashionMnistDir, save, load, load_weights, trace,
+              schedule = "cosine", device = "cpu";
   int64_t epochs = 5, batch = 128, hidden = 0, eval_batch = 1000, warmup = 0;
   double lr = 0, wd = 0, momentum = 0, clip = 0;
   int threads = 0;
@@ -45,14 +49,9 @@ struct Args {
   bool json = false, profile = false, nesterov = false, augment = false;
 };
 
-std::unique_ptr<nn::Module> make_model(const Args& a) {
-  if (a.model == "softmax") return std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, 10));
-  if (a.model == "mlp")
-    return std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, a.hidden), nn::ReLU(),
-                                            nn::Linear(a.hidden, 10));
-  if (a.model == "mlpresnet")
-    return std::make_unique<nn::Sequential>(nn::Flatten(), nn::MLPResNet(784, {.hidden = a.hidden}));
-  fail("unknown --model '", a.model, "' (softmax, mlp, mlpresnet)");
+/// What the checkpoints' metadata records about the model (loom_export rebuilds it from this).
+samples::ModelParams model_params(const Args& a) {
+  return {{"model", a.model}, {"hidden", a.model == "softmax" ? "" : std::to_string(a.hidden)}};
 }
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch) {
@@ -98,7 +97,7 @@ int run(const Args& a) {
   Graph g;
   Tensor x = g.placeholder("x", {-1, 28, 28});
   Tensor y = g.placeholder("y", {-1}, int64);
-  std::unique_ptr<nn::Module> model = make_model(a);
+  std::unique_ptr<nn::Module> model = samples::make_sample_model(model_params(a)).module;
   model->train();
   Tensor logits = (*model)(x);
   Tensor loss = nn::cross_entropy(logits, y);
@@ -108,19 +107,29 @@ int run(const Args& a) {
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(a, *model, train.size());
   Tensor step = opt->minimize(loss);
 
-  Session s(g, {.device = Device::parse(a.device), .threads = a.threads, .seed = a.seed, .profile = a.profile});
+  samples::TraceRecorder trace(a.trace);
+  Session s(g, {.device = Device::parse(a.device),
+                .threads = a.threads,
+                .seed = a.seed,
+                .profile = a.profile || trace.enabled()});
   std::ostream& info = a.json ? std::cerr : std::cout;
   int64_t first_epoch = 1;
-  if (!a.load.empty()) {
-    // The model kind first (a clearer message than the variables that differ), then everything.
-    checkpoint::Metadata meta = checkpoint::read_metadata(a.load);
+  if (!a.load.empty() || !a.load_weights.empty()) {
+    // The model kind first (a clearer message than the variables that differ), then the file(s).
+    const std::string& path = a.load.empty() ? a.load_weights : a.load;
+    checkpoint::Metadata meta = checkpoint::read_metadata(path);
     auto it = meta.find("model");
     if (it != meta.end() && it->second != a.model)
-      fail("'", a.load, "' holds a '", it->second, "' model, not '", a.model, "' (use --model ", it->second, ")");
-    checkpoint::load(s, a.load);
-    it = meta.find("epoch");
-    if (it != meta.end()) first_epoch = std::stoll(it->second) + 1;
-    info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
+      fail("'", path, "' holds a '", it->second, "' model, not '", a.model, "' (use --model ", it->second, ")");
+    if (!a.load.empty()) {  // resume: weights, optimizer state and the epoch count
+      checkpoint::load_training(s, *model, a.load);
+      it = meta.find("epoch");
+      if (it != meta.end()) first_epoch = std::stoll(it->second) + 1;
+      info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
+    } else {  // weights only (from loom or PyTorch); the optimizer starts afresh
+      checkpoint::load(s, *model, a.load_weights);
+      info << "loaded the weights of " << a.load_weights << "\n";
+    }
   }
   if (!a.json) {
     info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.opt << " lr " << a.lr
@@ -144,7 +153,9 @@ int run(const Args& a) {
     int64_t images = 0, done = 0;
     auto t0 = Clock::now();
     for (const data::Batch& b : train.epoch(e - 1)) {
+      const bool traced = trace.before_run();
       std::vector<NDArray> out = s.run({loss, correct}, {{x, b[0]}, {y, b[1]}}, {step});
+      if (traced) trace.after_run(s);
       const int64_t n = b[0].shape()[0];
       total_loss += out[0].item() * double(n);
       total_right += out[1].item();
@@ -157,26 +168,34 @@ int run(const Args& a) {
       fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
     test_acc = evaluate();
     const double train_loss = total_loss / double(images), train_acc = total_right / double(images);
-    if (a.json) {
-      std::printf(
-          "{\"epoch\": %lld, \"train_loss\": %.6f, \"train_acc\": %.6f, \"test_acc\": %.6f, \"seconds\": %.4f, "
-          "\"images_per_s\": %.1f}\n",
-          (long long)e, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
+    if (a.json) {  // one object per line; a non-finite number is null
+      nlohmann::json line = {{"epoch", e},           {"train_loss", train_loss}, {"train_acc", train_acc},
+                             {"test_acc", test_acc}, {"seconds", seconds},       {"images_per_s", double(images) / seconds}};
+      std::printf("%s\n", line.dump().c_str());
       std::fflush(stdout);
     } else {
       std::printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test acc %.4f  %.2f s  %.0f img/s\n", (long long)e,
                   (long long)last, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
       std::fflush(stdout);
     }
-    if (!a.save.empty())
-      checkpoint::save(s, a.save, {}, {{"model", a.model}, {"epoch", std::to_string(e)}, {"format", "loom"}});
+    if (!a.save.empty()) {
+      checkpoint::Metadata meta = model_params(a);
+      meta["epoch"] = std::to_string(e);
+      checkpoint::save_training(s, *model, a.save, meta);
+    }
   }
   if (a.epochs == 0) {
     test_acc = evaluate();
-    if (a.json) std::printf("{\"test_acc\": %.6f}\n", test_acc);
+    if (a.json) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
   }
   if (!a.json) std::printf("test accuracy %.4f\n", test_acc);
-  if (!a.save.empty() && !a.json) info << "saved " << a.save << "\n";
+  if (!a.save.empty() && !a.json)
+    info << "saved " << a.save << " (the model's state_dict) and " << checkpoint::optimizer_path(a.save)
+         << " (optimizer state)\n";
+  if (trace.enabled()) {
+    trace.write();
+    if (trace.done()) info << "wrote a trace of training steps 2-6 to " << a.trace << " (open in ui.perfetto.dev)\n";
+  }
 
   if (a.profile) {
     SessionStats st = s.stats();
@@ -218,8 +237,12 @@ int main(int argc, char** argv) {
     ("data", po::value(&a.data)->default_value(a.data), "directory with the IDX files (gzip or raw)")
     ("threads", po::value(&a.threads)->default_value(a.threads), "threads (0: all cores)")
     ("device", po::value(&a.device)->default_value(a.device), "cpu, cuda or cuda:i (the whole graph runs there)")
-    ("save", po::value(&a.save), "save a checkpoint (safetensors) after every epoch")
-    ("load", po::value(&a.load), "resume from a checkpoint (parameters and optimizer state)")
+    ("save", po::value(&a.save), "after every epoch, save the model's state_dict to this file (safetensors, as "
+                                 "PyTorch names it) and the optimizer state beside it (NAME.optim.safetensors)")
+    ("load", po::value(&a.load), "resume from a checkpoint of --save (weights, optimizer state, epoch count)")
+    ("load-weights", po::value(&a.load_weights), "start from the weights in this file (a state_dict saved by loom "
+                                                 "or PyTorch); the optimizer starts afresh")
+    ("trace", po::value(&a.trace), "write a Chrome trace of training steps 2-6 to this file (ui.perfetto.dev)")
     ("seed", po::value(&a.seed)->default_value(a.seed), "seed for initialization, shuffling and dropout")
     ("eval-batch", po::value(&a.eval_batch)->default_value(a.eval_batch), "batch size for evaluation")
     ("json", po::bool_switch(&a.json), "print one JSON object per epoch (epoch, train_loss, train_acc, test_acc, "
@@ -240,6 +263,7 @@ int main(int argc, char** argv) {
     if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
     if (a.hidden <= 1) throw po::error("--hidden must be > 1");
     if (a.threads < 0) throw po::error("--threads must be >= 0");
+    if (!a.load.empty() && !a.load_weights.empty()) throw po::error("--load and --load-weights exclude each other");
   } catch (const po::error& e) {
     std::cerr << "train_mnist: " << e.what() << "\n(see train_mnist --help)\n";
     return 2;
