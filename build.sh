@@ -9,6 +9,8 @@
 #   ./build.sh bench-train    loom vs PyTorch training benchmark (peers in a venv)
 #   ./build.sh bench-sched    scheduling/memory benchmark, PyTorch side by side
 #   ./build.sh build          build only (Release)
+#   ./build.sh consumer       install into build/stage, then build and run tests/consumer against it (CI)
+#   ./build.sh interop        loom <-> PyTorch checkpoints and ONNX export checked with onnxruntime (peers venv)
 #   ./build.sh <program> ...  build, then run build/release/samples/<program>
 #
 # Environment: LOOM_WERROR=ON (CI), LOOM_CUDA=AUTO|ON|OFF, JOBS=n, LOOM_VENV (the peers' venv, default build/venv).
@@ -31,6 +33,7 @@ need() {  # need <debian packages...>: installs the missing ones
 base_deps() {
   need g++ make cmake pkg-config libtbb-dev libboost-program-options-dev doctest-dev libopenblas-dev zlib1g-dev \
     nlohmann-json3-dev
+  need libonnx-dev libprotobuf-dev  # libloom_onnx (ONNX export); libloom itself does not use them
 }
 
 # The benchmark peers, current PyTorch and JAX from PyPI, in a venv of their
@@ -44,6 +47,11 @@ peers() {
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip
     "$venv/bin/pip" install -q torch jax numpy
+  fi
+  # The interop peers (./build.sh interop): ONNX's checker, onnxruntime, safetensors.
+  if ! "$venv/bin/python" -c 'import onnx, onnxruntime, safetensors' 2>/dev/null; then
+    echo "build.sh: installing onnx, onnxruntime and safetensors from PyPI into $venv"
+    "$venv/bin/pip" install -q onnx onnxruntime safetensors
   fi
   LOOM_PYTHON=$(cd "$venv" && pwd)/bin/python
   export LOOM_PYTHON
@@ -104,6 +112,18 @@ case "$cmd" in
     peers
     release
     build/release/samples/bench_train "$@"
+    ;;
+  consumer)
+    base_deps
+    release
+    tests/consumer/run.sh build/release build/consumer
+    ;;
+  interop)
+    base_deps
+    need dataset-fashion-mnist
+    peers
+    release
+    "$LOOM_PYTHON" samples/interop.py --build build/release/samples "$@"
     ;;
   bench-sched)
     base_deps

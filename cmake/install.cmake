@@ -20,8 +20,12 @@ install(FILES ${PROJECT_BINARY_DIR}/loomConfig.cmake ${PROJECT_BINARY_DIR}/loomC
         DESTINATION ${LOOM_CMAKE_DIR} COMPONENT development)
 
 # pkg-config: loom (the core), loom-cuda (adds the CUDA backend), loom-onnx (adds the exporter).
-set(LOOM_PC_LIBDIR ${CMAKE_INSTALL_FULL_LIBDIR})
-set(LOOM_PC_INCLUDEDIR ${CMAKE_INSTALL_FULL_INCLUDEDIR})
+# Relocatable: the prefix is found from the .pc file's own place, so `cmake --install --prefix DIR` works.
+file(RELATIVE_PATH LOOM_PC_TO_PREFIX /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
+string(REGEX REPLACE "/$" "" LOOM_PC_TO_PREFIX "${LOOM_PC_TO_PREFIX}")
+set(LOOM_PC_PREFIX "\${pcfiledir}/${LOOM_PC_TO_PREFIX}")
+set(LOOM_PC_LIBDIR "\${prefix}/${CMAKE_INSTALL_LIBDIR}")
+set(LOOM_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
 function(loom_pkg_config name description requires libs)
   set(LOOM_PC_NAME ${name})
   set(LOOM_PC_DESCRIPTION ${description})

@@ -96,7 +96,9 @@ DeviceBackend& device_backend(Device d) {
     std::lock_guard lock(kinds_mutex());
     k = *kind_slot(d.kind);
   }
-  if (!k.get) fail(d.str(), ": loom was built without CUDA support (configure with -DLOOM_CUDA=ON)");
+  if (!k.get)
+    fail(d.str(), ": no CUDA backend in this program: loom was built without CUDA support (configure with "
+                  "-DLOOM_CUDA=ON), or the program does not link libloom_cuda (CMake: loom::cuda; pkg-config: loom-cuda)");
   int n = k.count();
   if (n == 0) fail(d.str(), ": no CUDA device found");
   if (d.index < 0 || d.index >= n) fail(d.str(), ": no such device (", n, " present)");
