@@ -495,9 +495,12 @@ Named named_rest(Session& s, const nn::Module& model) {
 }
 
 /// loom 0.1 wrote graph names ("1/weight") and Linear weights [in, out]: a
-/// file with a '/' in a tensor name is one of those (loom now never writes '/').
+/// file with a '/' in a tensor name is one of those (loom now never writes
+/// '/'), and so is one its trainers marked "format": "loom" (now "pt").
 bool is_legacy(const File& f) {
-  return std::any_of(f.entries.begin(), f.entries.end(),
+  auto format = f.metadata.find("format");
+  return (format != f.metadata.end() && format->second == "loom") ||
+         std::any_of(f.entries.begin(), f.entries.end(),
                      [](const Entry& e) { return e.name.find('/') != std::string::npos; });
 }
 
@@ -533,7 +536,7 @@ std::vector<std::pair<Tensor, NDArray>> resolve(const File& f, const std::string
     auto it = by_name.find(key);
     if (it == by_name.end()) {
       // loom 0.1 had no num_batches_tracked: it stays 0, as PyTorch does for old state dicts.
-      const bool tolerated = legacy && key.size() > 20 && key.ends_with(".num_batches_tracked");
+      const bool tolerated = legacy && key.ends_with("num_batches_tracked");
       if (!tolerated) missing.push_back(v.name());
       continue;
     }
@@ -605,7 +608,12 @@ Metadata load(Session& session, const std::string& path, const std::vector<Tenso
 }
 
 Metadata load(Session& session, const nn::Module& model, const std::string& path, const LoadOptions& options) {
-  return load_named(session, named_state(session, model, "checkpoint::load"), path, options);
+  Named vars = named_state(session, model, "checkpoint::load");
+  File f = parse(path);
+  LoadOptions o = options;
+  o.allow_unexpected = o.allow_unexpected || is_legacy(f);  // a loom 0.1 file also holds the optimizer state
+  for (auto& [v, a] : resolve(f, path, vars, o)) session.set(v, a);
+  return f.metadata;
 }
 
 std::string optimizer_path(const std::string& path) {

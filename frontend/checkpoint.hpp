@@ -77,7 +77,8 @@ struct LoadOptions {
 /// default the file must hold nothing else. Returns the file's metadata.
 Metadata load(Session& session, const std::string& path, const std::vector<Tensor>& variables = {},
               const LoadOptions& options = {});
-/// Loads a module's state_dict (a file save(session, model, ...) or PyTorch wrote).
+/// Loads a module's state_dict (a file save(session, model, ...) or PyTorch wrote;
+/// from a loom 0.1 file, which also holds the optimizer state, the model's part).
 Metadata load(Session& session, const nn::Module& model, const std::string& path, const LoadOptions& options = {});
 
 // ---- Training checkpoints, kept the way PyTorch users keep them: the model's

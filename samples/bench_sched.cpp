@@ -505,7 +505,8 @@ int main(int argc, char** argv) {
     if (!compile_pts.empty()) {
       std::printf("\nplan compile time: ");
       for (auto [n, ms] : compile_pts) std::printf("%.0f nodes %.1f ms; ", n, ms);
-      std::printf("growth exponent %.2f (1 = linear, 2 = quadratic)\n", exponent);
+      if (compile_pts.size() >= 2) std::printf("growth exponent %.2f (1 = linear, 2 = quadratic)", exponent);
+      std::printf("\n");
     }
     if (!torch.empty()) {
       std::printf("\nside by side with PyTorch eager (%s)\n", "torch.set_num_threads(1)");

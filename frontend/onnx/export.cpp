@@ -262,6 +262,124 @@ void validate(const ::onnx::ModelProto& model) {
 
 }  // namespace
 
+namespace {
+
+/// One export: the ONNX graph being built and the names given so far.
+class Export {
+ public:
+  Export(const Graph& graph, const ExportOptions& options, ::onnx::GraphProto& g)
+      : graph_(graph), options_(options), g_(g) {}
+
+  void inputs(const std::vector<Tensor>& inputs) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const std::string name = claim(options_.input_names.empty() ? inputs[i].name() : options_.input_names[i]);
+      LOOM_CHECK(!value_.count({inputs[i].node_id(), 0}), "ONNX export: input '", inputs[i].name(), "' is listed twice");
+      value_[{inputs[i].node_id(), 0}] = name;
+      add_value_info(*g_.mutable_input(), name, inputs[i].type(),
+                     [&](size_t d) { return d == 0 ? std::string("batch") : name + "_dim" + std::to_string(d); });
+    }
+  }
+
+  /// Reserves the output names first: the node producing an output names its value so.
+  void reserve_outputs(const std::vector<Tensor>& outputs) {
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      output_names_.push_back(claim(options_.output_names.empty() ? outputs[i].name() : options_.output_names[i]));
+      reserved_.emplace(std::make_pair(outputs[i].node_id(), outputs[i].index()), output_names_.back());
+    }
+  }
+
+  void node(int id) {
+    const Node& n = graph_.node(id);
+    if (value_.count({id, 0})) return;  // an input
+    const std::string& op = n.op->name;
+    if (op == "variable" || op == "constant") {
+      initializer(n);
+      return;
+    }
+    const Exporter& exporter = exporter_of(n);
+    const int first = g_.node_size();
+    ExportContext c = context_for(n);
+    exporter(c);
+    for (size_t o = 0; o < c.num_outputs(); ++o) {
+      bool made = false;
+      for (int k = first; k < g_.node_size() && !made; ++k)
+        for (const auto& x : g_.node(k).output()) made = made || x == c.output(o);
+      LOOM_ASSERT(made, "ONNX exporter of '", op, "' did not produce '", c.output(o), "'");
+    }
+  }
+
+  /// Declares the outputs; those not produced under their own name (an input,
+  /// an initializer, a tensor listed twice) come out through an Identity.
+  void outputs(const std::vector<Tensor>& outputs) {
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const std::string& src = value_.at({outputs[i].node_id(), outputs[i].index()});
+      if (src != output_names_[i]) {
+        auto& n = *g_.add_node();
+        n.set_op_type("Identity");
+        n.set_name(claim(output_names_[i] + "#Identity"));
+        n.add_input(src);
+        n.add_output(output_names_[i]);
+      }
+      add_value_info(*g_.mutable_output(), output_names_[i], outputs[i].type(), nullptr);
+    }
+  }
+
+ private:
+  std::string claim(const std::string& base) { return fresh_name(used_, base); }
+  Tensor tensor(int id, int index) const { return Tensor(const_cast<Graph*>(&graph_), id, index); }
+
+  /// Variables (named like their checkpoint tensors) and constants.
+  void initializer(const Node& n) {
+    const bool variable = n.op->name == "variable";
+    LOOM_CHECK(!variable || options_.session, "ONNX export: the outputs read variable '", n.name,
+               "': pass ExportOptions::session to give its value");
+    NDArray v = variable ? options_.session->get(tensor(n.id, 0)) : n.attrs.get<NDArray>("value");
+    std::string name = claim(variable ? checkpoint::state_dict_name(n.name) : n.name);
+    *g_.add_initializer() = tensor_proto(v, name);
+    value_[{n.id, 0}] = name;
+  }
+
+  const Exporter& exporter_of(const Node& n) const {
+    const std::string& op = n.op->name;
+    auto it = registry().exporters.find(op);
+    if (it != registry().exporters.end()) return it->second;
+    auto why = registry().unexportable.find(op);
+    if (why != registry().unexportable.end())
+      fail("ONNX export: node '", n.name, "' (", op, ") has no ONNX form: ", why->second);
+    fail("ONNX export: node '", n.name, "': op '", op,
+         "' has no ONNX exporter yet (frontend/onnx/exporter.hpp says how to add one)");
+  }
+
+  /// Names the node's output values and makes the exporter's context.
+  ExportContext context_for(const Node& n) {
+    std::vector<std::string> ins, outs;
+    for (const Edge& e : n.inputs) ins.push_back(value_.at({e.node, e.index}));
+    for (size_t k = 0; k < n.outputs.size(); ++k) {
+      auto reserved = reserved_.find({n.id, int(k)});
+      std::string name = reserved != reserved_.end() ? reserved->second : claim(tensor(n.id, int(k)).name());
+      if (reserved != reserved_.end()) reserved_.erase(reserved);
+      outs.push_back(name);
+      value_[{n.id, int(k)}] = name;
+    }
+    auto value_of = [this](const Edge& e) {
+      auto v = value_.find({e.node, e.index});
+      LOOM_ASSERT(v != value_.end(), "ONNX export: '", graph_.node(e.node).name, "' is not exported yet");
+      return v->second;
+    };
+    return ExportContext(g_, graph_, n, ins, outs, used_, value_of);
+  }
+
+  const Graph& graph_;
+  const ExportOptions& options_;
+  ::onnx::GraphProto& g_;
+  std::set<std::string> used_;                              // ONNX value and node names taken
+  std::map<std::pair<int, int>, std::string> value_;        // (node, output) -> ONNX value name
+  std::map<std::pair<int, int>, std::string> reserved_;     // graph outputs not produced yet
+  std::vector<std::string> output_names_;
+};
+
+}  // namespace
+
 std::string export_bytes(const Graph& graph, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                          const ExportOptions& options) {
   check_arguments(graph, inputs, outputs, options);
@@ -276,84 +394,11 @@ std::string export_bytes(const Graph& graph, const std::vector<Tensor>& inputs, 
   g.set_name(options.graph_name);
   if (!options.doc.empty()) g.set_doc_string(options.doc);
 
-  std::set<std::string> used;  // ONNX value and node names taken
-  auto claim = [&](const std::string& base) { return fresh_name(used, base); };
-  std::map<std::pair<int, int>, std::string> value;  // (node, output) -> ONNX value name
-
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const std::string name = claim(options.input_names.empty() ? inputs[i].name() : options.input_names[i]);
-    LOOM_CHECK(!value.count({inputs[i].node_id(), 0}), "ONNX export: input '", inputs[i].name(), "' is listed twice");
-    value[{inputs[i].node_id(), 0}] = name;
-    add_value_info(*g.mutable_input(), name, inputs[i].type(),
-             [&](size_t d) { return d == 0 ? std::string("batch") : name + "_dim" + std::to_string(d); });
-  }
-  // Output names are reserved first; a node producing an output takes its name directly.
-  std::map<std::pair<int, int>, std::string> output_value;
-  std::vector<std::string> output_names;
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    output_names.push_back(claim(options.output_names.empty() ? outputs[i].name() : options.output_names[i]));
-    output_value.emplace(std::make_pair(outputs[i].node_id(), outputs[i].index()), output_names.back());
-  }
-
-  for (int id : needed_nodes(graph, inputs, outputs)) {
-    const Node& n = graph.node(id);
-    if (value.count({id, 0})) continue;  // an input
-    const std::string& op = n.op->name;
-    if (op == "variable" || op == "constant") {
-      LOOM_CHECK(op == "constant" || options.session, "ONNX export: the outputs read variable '", n.name,
-                 "': pass ExportOptions::session to give its value");
-      Tensor t(const_cast<Graph*>(&graph), id, 0);
-      NDArray v = op == "variable" ? options.session->get(t) : n.attrs.get<NDArray>("value");
-      std::string name = claim(op == "variable" ? checkpoint::state_dict_name(n.name) : n.name);
-      *g.add_initializer() = tensor_proto(v, name);
-      value[{id, 0}] = name;
-      continue;
-    }
-    auto it = registry().exporters.find(op);
-    if (it == registry().exporters.end()) {
-      auto why = registry().unexportable.find(op);
-      if (why != registry().unexportable.end())
-        fail("ONNX export: node '", n.name, "' (", op, ") has no ONNX form: ", why->second);
-      fail("ONNX export: node '", n.name, "': op '", op, "' has no ONNX exporter yet (frontend/onnx/ explains how to add one)");
-    }
-    std::vector<std::string> ins, outs;
-    for (const Edge& e : n.inputs) ins.push_back(value.at({e.node, e.index}));
-    for (size_t k = 0; k < n.outputs.size(); ++k) {
-      auto reserved = output_value.find({id, int(k)});
-      std::string name = reserved != output_value.end() ? reserved->second : claim(Tensor(const_cast<Graph*>(&graph), id, int(k)).name());
-      if (reserved != output_value.end()) output_value.erase(reserved);
-      outs.push_back(name);
-      value[{id, int(k)}] = name;
-    }
-    const int before = g.node_size();
-    auto value_of = [&](const Edge& e) {
-      auto v = value.find({e.node, e.index});
-      LOOM_ASSERT(v != value.end(), "ONNX export: '", graph.node(e.node).name, "' is not exported yet");
-      return v->second;
-    };
-    ExportContext ctx(g, graph, n, ins, outs, used, value_of);
-    it->second(ctx);
-    for (const std::string& o : outs) {
-      bool made = false;
-      for (int k = before; k < g.node_size() && !made; ++k)
-        for (const auto& x : g.node(k).output()) made = made || x == o;
-      LOOM_ASSERT(made, "ONNX exporter of '", op, "' did not produce output '", o, "'");
-    }
-  }
-
-  // Outputs not produced under their own name (an input, an initializer, a
-  // tensor listed twice) come out through an Identity.
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    const std::string& src = value.at({outputs[i].node_id(), outputs[i].index()});
-    if (src != output_names[i]) {
-      auto& n = *g.add_node();
-      n.set_op_type("Identity");
-      n.set_name(output_names[i] + "#Identity");
-      n.add_input(src);
-      n.add_output(output_names[i]);
-    }
-    add_value_info(*g.mutable_output(), output_names[i], outputs[i].type(), nullptr);
-  }
+  Export e(graph, options, g);
+  e.inputs(inputs);
+  e.reserve_outputs(outputs);
+  for (int id : needed_nodes(graph, inputs, outputs)) e.node(id);
+  e.outputs(outputs);
   prune(g);
   validate(model);
   std::string bytes;

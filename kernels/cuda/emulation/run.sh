@@ -17,7 +17,7 @@ san=""
 
 if [ ! -f "$build/loom/CMakeCache.txt" ]; then
   cmake -S "$root" -B "$build/loom" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF \
-    -DLOOM_BUILD_TESTS=OFF -DLOOM_SANITIZE="${SANITIZE:-}" >/dev/null
+    -DLOOM_BUILD_TESTS=OFF -DLOOM_ONNX=OFF -DLOOM_SANITIZE="${SANITIZE:-}" >/dev/null
 fi
 cmake --build "$build/loom" -j "$jobs"
 
