@@ -194,7 +194,10 @@ int run(const Args& a) {
          << " (optimizer state)\n";
   if (trace.enabled()) {
     trace.write();
-    if (trace.done()) info << "wrote a trace of training steps 2-6 to " << a.trace << " (open in ui.perfetto.dev)\n";
+    if (trace.done())
+      info << "wrote a trace of training steps 2-6 to " << a.trace << " (open in ui.perfetto.dev)\n";
+    else
+      info << "--trace: fewer than 2 training steps ran; no trace written\n";
   }
 
   if (a.profile) {

@@ -17,7 +17,7 @@ TEST_SUITE("samples/progress") {
       if (width >= 20) CHECK(contains(line, "epoch 3/10"));
     }
     std::string wide = bar.render(300, 200, 0.4321, 0.8765, 81234.0, 12.0);
-    CHECK(contains(wide, "[" + std::string(10, '=')));  // 24 * 200 / 469 = 10 cells done
+    CHECK(contains(wide, "[==========>"));  // 24 * 200 / 469 = 10 cells done
     CHECK(contains(wide, "loss 0.4321"));
     CHECK(contains(wide, "ETA 12s"));
     std::string narrow = bar.render(60, 200, 0.4321, 0.8765, 81234.0, 12.0);
