@@ -135,6 +135,23 @@ TEST_SUITE("onnx") {
     CHECK(contains(e, "eval"));
   }
 
+  TEST_CASE("composites export op by op: softmax, log-softmax, LayerNorm1d, cross-entropy") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 6});
+    Tensor labels = g.placeholder("labels", {-1}, int64);
+    nn::LayerNorm1d norm(6);
+    Tensor h = norm(x);
+    Session s(g, {.threads = 1});
+    ::onnx::ModelProto m = parse(loom::onnx::export_bytes(
+        g, {x, labels}, {softmax(h), log_softmax(h, 0), nn::cross_entropy(h, labels), nn::accuracy(h, labels)},
+        {.session = &s, .output_names = {"probs", "logp", "loss", "acc"}}));
+    std::vector<std::string> types = op_types(m);
+    for (const char* op : {"ReduceMax", "Exp", "ReduceSum", "Log", "ReduceMean", "Sqrt", "Div", "ArgMax", "Equal"})
+      CHECK(std::find(types.begin(), types.end(), op) != types.end());
+    CHECK(dims_of(m.graph().output(0)) == Shape{-1, 6});
+    CHECK(dims_of(m.graph().output(2)) == Shape{});
+  }
+
   TEST_CASE("export errors name what is missing") {
     Graph g;
     Tensor x = g.placeholder("x", {-1, 4}), y = g.placeholder("y", {-1, 4});
