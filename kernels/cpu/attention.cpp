@@ -16,20 +16,22 @@
 // tiles depend on the shapes only, so results do not depend on the thread
 // count.
 //
-// GEMMs are OpenBLAS calls on the operands in place when BLAS can address
-// them (any strides with one unit stride), else on packed copies; the
-// element-wise row work is vectorized and compiled per instruction set
-// (kernels/cpu/simd.hpp). Tiles live in the kernel's workspace, one slot per
-// thread of the session's arena, so nothing is allocated while it runs.
-
-#include <cblas.h>
+// The tile products are the kernel's own GEMM (gemm_tile: 4 x 128-byte
+// register blocks), compiled per instruction set like the row work
+// (kernels/cpu/simd.hpp). It reads its left operand through any strides and
+// its right operand by rows, so inputs are used in place (views included)
+// and only K^T and V^T tiles, or a right operand without unit column stride,
+// are packed. On this project's machines OpenBLAS' run-time detection may
+// fall back to its SSE3 kernels (a virtual CPU it does not recognize); these
+// tiles run at the width the CPU has either way. Tiles live in the kernel's
+// workspace, one slot per thread of the session's arena, so nothing is
+// allocated while it runs.
 
 #include <algorithm>
 #include <cstring>
 
 #include "core/kernel.hpp"
 #include "core/philox.hpp"
-#include "kernels/blas.hpp"
 #include "kernels/cpu/loops.hpp"
 #include "kernels/cpu/simd.hpp"
 
@@ -109,7 +111,7 @@ int64_t groups(const Geometry& g) {
 
 /// One thread's tiles, in elements of T (each buffer padded to 64 bytes).
 struct Slot {
-  int64_t s, p2, dp, q, k, v, dO, o, rows, u, total;
+  int64_t s, p2, dp, q, k, v, kt, vt, dO, o, rows, u, total;
 };
 size_t pad(int64_t n, size_t size) { return (size_t(n) * size + 63) / 64 * 64 / size; }
 
@@ -127,9 +129,11 @@ Slot slot_layout(const Geometry& g, size_t size) {
   s.q = take(kBq * g.d);
   s.k = take(kBk * g.d);
   s.v = take(kBk * g.dv);
+  s.kt = take(kBk * g.d);
+  s.vt = take(kBk * g.dv);
   s.dO = take(kBq * g.dv);
   s.o = take(kBq * g.dv);
-  s.rows = take(4 * kBq);
+  s.rows = take(4 * kBq);  // m, l, corr (forward); lse, D (backward)
   s.u = take(kBk);
   s.total = at;
   return s;
@@ -160,72 +164,96 @@ T* slot_of(const KernelCall& c, const Slot& s, size_t skip) {
 
 // ---------------------------------------------------------------- GEMM on tiles
 
-/// A rows x cols matrix as BLAS reads it.
+/// A strided matrix view: element (r, c) at p[r * rs + c * cs].
 template <class T>
 struct Mat {
   const T* p;
-  int64_t ld;
-  bool trans;  // stored transposed
+  int64_t rs, cs;
+  Mat<T> t() const { return {p, cs, rs}; }  // the transpose, as a view
 };
 
-/// Rows [r0, r0 + n) of an operand of batch b: in place when BLAS can address
-/// it, else packed into `scratch` (n x cols, row-major).
+/// Rows [r0, r0 + n) of operand o in batch b, as a view.
 template <class T>
-Mat<T> rows_of(const Operand<T>& o, const Geometry& g, int64_t b, int64_t r0, int64_t n, int64_t cols, T* scratch) {
-  const T* p = o.base + g.offset(b, o.bstride) + r0 * o.rs;
-  const blas::Mat m = blas::classify(n, cols, o.rs, o.cs);
-  if (m.ok) return {p, m.ld, m.trans};
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < cols; ++j) scratch[i * cols + j] = p[i * o.rs + j * o.cs];
-  return {scratch, std::max<int64_t>(cols, 1), false};
+Mat<T> rows_of(const Operand<T>& o, const Geometry& g, int64_t b, int64_t r0) {
+  return {o.base + g.offset(b, o.bstride) + r0 * o.rs, o.rs, o.cs};
 }
 
-inline CBLAS_TRANSPOSE op(bool t) { return t ? CblasTrans : CblasNoTrans; }
-
-/// C (m x n, ld ldc) = alpha op(A) op(B) + beta C, where op(X) is X or X^T (ta / tb).
-void gemm(int64_t m, int64_t n, int64_t k, double alpha, Mat<float> a, bool ta, Mat<float> b, bool tb, double beta,
-          float* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0 ? 0.0f : float(beta) * c[i * ldc + j];
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, op(ta != a.trans), op(tb != b.trans), int(m), int(n), int(k), float(alpha), a.p,
-              int(a.ld), b.p, int(b.ld), float(beta), c, int(ldc));
+/// m as a row-major matrix (unit column stride): in place, or packed into scratch (ld = cols).
+template <class T>
+Mat<T> by_rows(Mat<T> m, int64_t rows, int64_t cols, T* scratch) {
+  if (m.cs == 1 || cols <= 1) return m;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) scratch[r * cols + c] = m.p[r * m.rs + c * m.cs];
+  return {scratch, std::max<int64_t>(cols, 1), 1};
 }
-void gemm(int64_t m, int64_t n, int64_t k, double alpha, Mat<double> a, bool ta, Mat<double> b, bool tb, double beta,
-          double* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0 ? 0.0 : beta * c[i * ldc + j];
-    return;
-  }
-  cblas_dgemm(CblasRowMajor, op(ta != a.trans), op(tb != b.trans), int(m), int(n), int(k), alpha, a.p, int(a.ld),
-              b.p, int(b.ld), beta, c, int(ldc));
+
+/// The transpose of m (rows x cols) packed row-major into scratch: cols x rows, ld = ld.
+template <class T>
+Mat<T> transposed(Mat<T> m, int64_t rows, int64_t cols, T* scratch, int64_t ld) {
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t r = 0; r < rows; ++r) scratch[c * ld + r] = m.p[r * m.rs + c * m.cs];
+  return {scratch, ld, 1};
+}
+
+/// C[m x n] = beta C + alpha A[m x k] B[k x n]; A any strides, B with unit
+/// column stride, C row-major (ldc). Register blocks of kMr rows x 128 bytes
+/// of columns, accumulated over k (beta = 0 never reads C).
+template <class T>
+LOOM_CPU_CLONES void gemm_tile(int64_t m, int64_t n, int64_t k, T alpha, Mat<T> a, Mat<T> b, T beta, T* c,
+                               int64_t ldc) {
+  constexpr int64_t kMr = 4, kNr = 128 / sizeof(T);
+  for (int64_t i0 = 0; i0 < m; i0 += kMr)
+    for (int64_t j0 = 0; j0 < n; j0 += kNr) {
+      const int64_t mr = std::min(kMr, m - i0), nr = std::min(kNr, n - j0);
+      T acc[kMr][kNr] = {};
+      const T* ai = a.p + i0 * a.rs;
+      if (mr == kMr && nr == kNr) {
+        for (int64_t l = 0; l < k; ++l) {
+          const T* bl = b.p + l * b.rs + j0;
+          T av[kMr];
+          for (int64_t r = 0; r < kMr; ++r) av[r] = ai[r * a.rs + l * a.cs];
+          for (int64_t r = 0; r < kMr; ++r)
+            for (int64_t j = 0; j < kNr; ++j) acc[r][j] += av[r] * bl[j];
+        }
+      } else {
+        for (int64_t l = 0; l < k; ++l)
+          for (int64_t r = 0; r < mr; ++r) {
+            const T av = ai[r * a.rs + l * a.cs];
+            const T* bl = b.p + l * b.rs + j0;
+            for (int64_t j = 0; j < nr; ++j) acc[r][j] += av * bl[j];
+          }
+      }
+      for (int64_t r = 0; r < mr; ++r) {
+        T* cr = c + (i0 + r) * ldc + j0;
+        if (beta == T(0))
+          for (int64_t j = 0; j < nr; ++j) cr[j] = alpha * acc[r][j];
+        else
+          for (int64_t j = 0; j < nr; ++j) cr[j] = beta * cr[j] + alpha * acc[r][j];
+      }
+    }
 }
 
 // ---------------------------------------------------------------- masks and dropout
 
-/// Adds the mask and the causal -inf to an nq x nk score tile at (q0, k0) of batch b.
+/// Adds the mask and the causal -inf to an nq x nk score tile at (q0, k0) of
+/// batch b whose element (i, j) is at s[i * si + j * sj].
 template <class T>
-void mask_tile(T* s, int64_t ld, const Geometry& g, const Operand<T>* fmask, const Operand<bool>* bmask, int64_t b,
-               int64_t q0, int64_t nq, int64_t k0, int64_t nk) {
+void mask_tile(T* s, int64_t si, int64_t sj, const Geometry& g, const Operand<T>* fmask, const Operand<bool>* bmask,
+               int64_t b, int64_t q0, int64_t nq, int64_t k0, int64_t nk) {
   if (fmask) {
     const T* m = fmask->base + g.offset(b, fmask->bstride);
     for (int64_t i = 0; i < nq; ++i)
-      for (int64_t j = 0; j < nk; ++j) s[i * ld + j] += m[(q0 + i) * fmask->rs + (k0 + j) * fmask->cs];
+      for (int64_t j = 0; j < nk; ++j) s[i * si + j * sj] += m[(q0 + i) * fmask->rs + (k0 + j) * fmask->cs];
   }
   if (bmask) {
     const bool* m = bmask->base + g.offset(b, bmask->bstride);
     for (int64_t i = 0; i < nq; ++i)
       for (int64_t j = 0; j < nk; ++j)
-        if (!m[(q0 + i) * bmask->rs + (k0 + j) * bmask->cs]) s[i * ld + j] = sd::kNegInf<T>;
+        if (!m[(q0 + i) * bmask->rs + (k0 + j) * bmask->cs]) s[i * si + j * sj] = sd::kNegInf<T>;
   }
   if (g.causal)
     for (int64_t i = 0; i < nq; ++i)
-      for (int64_t j = std::max<int64_t>(0, q0 + i + 1 - k0); j < nk; ++j) s[i * ld + j] = sd::kNegInf<T>;
+      for (int64_t j = std::max<int64_t>(0, q0 + i + 1 - k0); j < nk; ++j) s[i * si + j * sj] = sd::kNegInf<T>;
 }
 
 /// Uniform numbers of weights (i, k0 .. k0 + n) of batch b: one Philox block per four.
@@ -241,19 +269,30 @@ void uniforms(const Geometry& g, int64_t b, int64_t i, int64_t k0, int64_t n, fl
 
 // ---------------------------------------------------------------- row work (vectorized, per ISA)
 
-/// Online softmax of one score row in place: updates m, l; returns the factor
-/// the row's output accumulator must be scaled by.
+/// Online softmax of a transposed score tile in place: st[j * ld + i] is
+/// score (i, j) for nq queries i and nk keys j, vectorized across queries.
+/// Updates each query's maximum m and denominator l, turns the scores into
+/// exp(s - m), and leaves in corr the factor its output row must be scaled by.
 template <class T>
-LOOM_CPU_CLONES T online_row(T* s, int64_t n, T& m, T& l) {
-  const T m_new = std::max(m, sd::max(s, n));
-  if (m_new == sd::kNegInf<T>) {  // every key so far masked
-    std::fill(s, s + n, T(0));
-    return T(1);
+LOOM_CPU_CLONES void online_cols(T* st, int64_t ld, int64_t nk, int64_t nq, T* m, T* l, T* corr) {
+  T mt[kBq], sum[kBq];
+  for (int64_t i = 0; i < nq; ++i) mt[i] = m[i], sum[i] = 0;
+  for (int64_t j = 0; j < nk; ++j)
+    for (int64_t i = 0; i < nq; ++i) mt[i] = st[j * ld + i] > mt[i] ? st[j * ld + i] : mt[i];
+  for (int64_t i = 0; i < nq; ++i) {
+    mt[i] = mt[i] == sd::kNegInf<T> ? T(0) : mt[i];  // every key so far masked: exp(-inf - 0) = 0
+    corr[i] = sd::exp(m[i] - mt[i]);
   }
-  const T corr = sd::exp(m - m_new);
-  l = l * corr + sd::sum_exp(s, m_new, s, n);
-  m = m_new;
-  return corr;
+  for (int64_t j = 0; j < nk; ++j)
+    for (int64_t i = 0; i < nq; ++i) {
+      const T e = sd::exp(st[j * ld + i] - mt[i]);
+      st[j * ld + i] = e;
+      sum[i] += e;
+    }
+  for (int64_t i = 0; i < nq; ++i) {
+    l[i] = l[i] * corr[i] + sum[i];
+    m[i] = l[i] == T(0) ? sd::kNegInf<T> : mt[i];
+  }
 }
 
 /// p[j] = exp(s[j] - lse) in place (zeros for a fully masked row, lse = -inf).
@@ -327,30 +366,33 @@ void forward_tile(const KernelCall& c, const Inputs<T>& in, const Slot& sl, int6
   const Geometry& g = in.g;
   const int64_t nq = std::min(kBq, g.tq - q0);
   T* w = slot_of<T>(c, sl, 0);
-  T *s = w + sl.s, *acc = w + sl.o, *m = w + sl.rows, *l = m + kBq;
+  T *st = w + sl.s, *acc = w + sl.o, *m = w + sl.rows, *l = m + kBq, *corr = l + kBq;
   float* u = reinterpret_cast<float*>(w + sl.u);
   T* p2 = w + sl.p2;
-  const Mat<T> qm = rows_of(in.q, g, b, q0, nq, g.d, w + sl.q);
+  // Scores transposed, S^T = scale K Q^T: Q^T is packed once per query tile
+  // and K is read in place; the softmax then runs across the queries.
+  const Mat<T> qt = transposed(rows_of(in.q, g, b, q0), nq, g.d, w + sl.q, kBq);
   std::fill(acc, acc + nq * g.dv, T(0));
   std::fill(m, m + nq, sd::kNegInf<T>);
   std::fill(l, l + nq, T(0));
-  for (int64_t kt = 0, n_kt = key_tiles_for(g, q0, nq); kt < n_kt; ++kt) {
-    const int64_t k0 = kt * kBk, nk = std::min(kBk, g.tk - k0);
-    const Mat<T> km = rows_of(in.k, g, b, k0, nk, g.d, w + sl.k);
-    const Mat<T> vm = rows_of(in.v, g, b, k0, nk, g.dv, w + sl.v);
-    gemm(nq, nk, g.d, g.scale, qm, false, km, true, 0.0, s, kBk);
-    mask_tile(s, kBk, g, in.fmask ? &*in.fmask : nullptr, in.bmask ? &*in.bmask : nullptr, b, q0, nq, k0, nk);
-    T* p = s;
-    for (int64_t i = 0; i < nq; ++i) {
-      const T corr = online_row(s + i * kBk, nk, m[i], l[i]);
-      if (corr != T(1)) scale_row(acc + i * g.dv, g.dv, corr);
-      if (g.p > 0) {
+  for (int64_t t = 0, n_kt = key_tiles_for(g, q0, nq); t < n_kt; ++t) {
+    const int64_t k0 = t * kBk, nk = std::min(kBk, g.tk - k0);
+    const Mat<T> vm = by_rows(rows_of(in.v, g, b, k0), nk, g.dv, w + sl.v);
+    gemm_tile<T>(nk, nq, g.d, T(g.scale), rows_of(in.k, g, b, k0), qt, T(0), st, kBq);
+    mask_tile(st, 1, kBq, g, in.fmask ? &*in.fmask : nullptr, in.bmask ? &*in.bmask : nullptr, b, q0, nq, k0, nk);
+    online_cols(st, kBq, nk, nq, m, l, corr);
+    for (int64_t i = 0; i < nq; ++i)
+      if (corr[i] != T(1)) scale_row(acc + i * g.dv, g.dv, corr[i]);
+    Mat<T> p{st, 1, kBq};  // P = (S^T)^T
+    if (g.p > 0) {
+      const T inv = T(1 / (1 - g.p));
+      for (int64_t i = 0; i < nq; ++i) {
         uniforms(g, b, q0 + i, k0, nk, u);
-        drop_row(s + i * kBk, u, p2 + i * kBk, nk, g.p);
+        for (int64_t j = 0; j < nk; ++j) p2[j * kBq + i] = u[j] >= float(g.p) ? st[j * kBq + i] * inv : T(0);
       }
+      p.p = p2;
     }
-    if (g.p > 0) p = p2;
-    gemm(nq, g.dv, nk, 1.0, Mat<T>{p, kBk, false}, false, vm, false, 1.0, acc, g.dv);
+    gemm_tile<T>(nq, g.dv, nk, T(1), p, vm, T(1), acc, g.dv);  // O += P V
   }
   T* out = static_cast<T*>(c.out[0].raw()) + (b * g.tq + q0) * g.dv;
   T* lse = static_cast<T*>(c.out[1].raw()) + b * g.tq + q0;
@@ -394,8 +436,9 @@ void backward_key_tile(const KernelCall& c, const Inputs<T>& in, const Grads<T>&
   T* w = slot_of<T>(c, sl, partial_elems(g));
   T *s = w + sl.s, *p2 = w + sl.p2, *dp = w + sl.dp, *lse = w + sl.rows, *D = lse + kBq;
   float* u = reinterpret_cast<float*>(w + sl.u);
-  const Mat<T> km = rows_of(in.k, g, b, k0, nk, g.d, w + sl.k);
-  const Mat<T> vm = rows_of(in.v, g, b, k0, nk, g.dv, w + sl.v);
+  const Mat<T> kv = rows_of(in.k, g, b, k0), vv = rows_of(in.v, g, b, k0);
+  const Mat<T> kt = transposed(kv, nk, g.d, w + sl.kt, kBk), vt = transposed(vv, nk, g.dv, w + sl.vt, kBk);
+  const Mat<T> km = by_rows(kv, nk, g.d, w + sl.k);
   T* dk = gr.dk + (b * g.tk + k0) * g.d;
   T* dv = gr.dv + (b * g.tk + k0) * g.dv;
   std::fill(dk, dk + nk * g.d, T(0));
@@ -403,8 +446,8 @@ void backward_key_tile(const KernelCall& c, const Inputs<T>& in, const Grads<T>&
   const int64_t first_qt = g.causal ? std::min(k0, g.tq) / kBq : 0;  // causal: rows before k0 see none of these keys
   for (int64_t q0 = first_qt * kBq; q0 < g.tq; q0 += kBq) {
     const int64_t nq = std::min(kBq, g.tq - q0);
-    const Mat<T> qm = rows_of(in.q, g, b, q0, nq, g.d, w + sl.q);
-    const Mat<T> dom = rows_of(gr.dout, g, b, q0, nq, g.dv, w + sl.dO);
+    const Mat<T> qm = by_rows(rows_of(in.q, g, b, q0), nq, g.d, w + sl.q);
+    const Mat<T> dom = by_rows(rows_of(gr.dout, g, b, q0), nq, g.dv, w + sl.dO);
     const T* o = gr.out.base + g.offset(b, gr.out.bstride) + q0 * gr.out.rs;
     const T* d_o = gr.dout.base + g.offset(b, gr.dout.bstride) + q0 * gr.dout.rs;
     const T* ls = gr.lse.base + g.offset(b, gr.lse.bstride) + q0 * gr.lse.cs;
@@ -415,8 +458,8 @@ void backward_key_tile(const KernelCall& c, const Inputs<T>& in, const Grads<T>&
       lse[i] = ls[i * gr.lse.cs];
       D[i] = acc - (dl ? dl[i * gr.dlse.cs] : T(0));
     }
-    gemm(nq, nk, g.d, g.scale, qm, false, km, true, 0.0, s, kBk);
-    mask_tile(s, kBk, g, in.fmask ? &*in.fmask : nullptr, in.bmask ? &*in.bmask : nullptr, b, q0, nq, k0, nk);
+    gemm_tile<T>(nq, nk, g.d, T(g.scale), qm, kt, T(0), s, kBk);
+    mask_tile(s, kBk, 1, g, in.fmask ? &*in.fmask : nullptr, in.bmask ? &*in.bmask : nullptr, b, q0, nq, k0, nk);
     for (int64_t i = 0; i < nq; ++i) probs_row(s + i * kBk, nk, lse[i]);
     T* pd = s;  // the weights after dropout
     if (g.p > 0) {
@@ -426,11 +469,11 @@ void backward_key_tile(const KernelCall& c, const Inputs<T>& in, const Grads<T>&
       }
       pd = p2;
     }
-    gemm(nk, g.dv, nq, 1.0, Mat<T>{pd, kBk, false}, true, dom, false, 1.0, dv, g.dv);  // dV += P'^T dO
-    gemm(nq, nk, g.dv, 1.0, dom, false, vm, true, 0.0, dp, kBk);                       // dP' = dO V^T
+    gemm_tile<T>(nk, g.dv, nq, T(1), Mat<T>{pd, kBk, 1}.t(), dom, T(1), dv, g.dv);  // dV += P'^T dO
+    gemm_tile<T>(nq, nk, g.dv, T(1), dom, vt, T(0), dp, kBk);                       // dP' = dO V^T
     for (int64_t i = 0; i < nq; ++i) ds_row(s + i * kBk, pd + i * kBk, dp + i * kBk, nk, D[i]);
-    gemm(nk, g.d, nq, g.scale, Mat<T>{dp, kBk, false}, true, qm, false, 1.0, dk, g.d);  // dK += scale dS^T Q
-    gemm(nq, g.d, nk, g.scale, Mat<T>{dp, kBk, false}, false, km, false, 1.0, dq + q0 * g.d, g.d);  // dQ += scale dS K
+    gemm_tile<T>(nk, g.d, nq, T(g.scale), Mat<T>{dp, kBk, 1}.t(), qm, T(1), dk, g.d);    // dK += scale dS^T Q
+    gemm_tile<T>(nq, g.d, nk, T(g.scale), Mat<T>{dp, kBk, 1}, km, T(1), dq + q0 * g.d, g.d);  // dQ += scale dS K
   }
 }
 

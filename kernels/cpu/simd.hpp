@@ -7,8 +7,8 @@
 // a portable build still runs 16-lane loops on an AVX-512 machine, and never
 // an instruction the machine lacks. ThreadSanitizer cannot run ifunc
 // resolvers, so TSan builds (and other compilers or targets) get one plain
-// version. Helpers called from a clone must be inline: they then compile for
-// the clone's instruction set.
+// version. Helpers called from a clone must be forced inline (LOOM_SIMD_INLINE):
+// they then compile for the clone's instruction set.
 
 #include <bit>
 #include <cmath>
@@ -22,6 +22,10 @@
 #define LOOM_CPU_CLONES
 #endif
 
+/// The helpers below are forced inline: GCC would otherwise call one copy
+/// compiled for the baseline instruction set from every clone.
+#define LOOM_SIMD_INLINE inline __attribute__((always_inline))
+
 namespace loom::cpu::simd {
 
 /// Accumulator lanes: sums and maxima over a row keep this many partials so
@@ -32,7 +36,7 @@ inline constexpr int kLanes = 16;
 /// width (kernels/cpu/elementwise.hpp's fast_exp does not at AVX2/AVX-512:
 /// its rounding and two-step scaling become branches there). Cephes
 /// polynomial, within 2 ulp of libm; exp(-inf) = 0, exp(+inf) = inf, NaN stays NaN.
-inline float exp(float x) {
+LOOM_SIMD_INLINE float exp(float x) {
   constexpr float kHi = 88.3762626647949f, kLo = -87.3365447505531f;
   float xc = x < kLo ? kLo : x;
   xc = xc > kHi ? kHi : xc;
@@ -52,7 +56,7 @@ inline float exp(float x) {
   return x != x ? x : y;
 }
 /// float64 goes through libm (float64 is for checking, not for speed).
-inline double exp(double x) { return std::exp(x); }
+LOOM_SIMD_INLINE double exp(double x) { return std::exp(x); }
 
 template <class T>
 inline constexpr T kNegInf = -std::numeric_limits<T>::infinity();
@@ -60,7 +64,7 @@ inline constexpr T kNegInf = -std::numeric_limits<T>::infinity();
 /// Largest element of x[0, n) ignoring NaN (NaN reaches the results through
 /// the exponentials); -inf when n is 0.
 template <class T>
-inline T max(const T* x, int64_t n) {
+LOOM_SIMD_INLINE T max(const T* x, int64_t n) {
   T lane[kLanes];
   for (int k = 0; k < kLanes; ++k) lane[k] = kNegInf<T>;
   int64_t i = 0;
@@ -74,7 +78,7 @@ inline T max(const T* x, int64_t n) {
 
 /// Sum of lanes in a fixed order.
 template <class T>
-inline T fold(const T (&lane)[kLanes]) {
+LOOM_SIMD_INLINE T fold(const T (&lane)[kLanes]) {
   T s = 0;
   for (int k = 0; k < kLanes; ++k) s += lane[k];
   return s;
@@ -82,7 +86,7 @@ inline T fold(const T (&lane)[kLanes]) {
 
 /// sum_i exp(x[i] - m), storing each term in y when y is not null.
 template <class T>
-inline T sum_exp(const T* x, T m, T* y, int64_t n) {
+LOOM_SIMD_INLINE T sum_exp(const T* x, T m, T* y, int64_t n) {
   T lane[kLanes] = {};
   int64_t i = 0;
   if (y) {
@@ -107,7 +111,7 @@ inline T sum_exp(const T* x, T m, T* y, int64_t n) {
 
 /// sum_i a[i] * b[i] (b null: sum_i a[i]).
 template <class T>
-inline T dot(const T* a, const T* b, int64_t n) {
+LOOM_SIMD_INLINE T dot(const T* a, const T* b, int64_t n) {
   T lane[kLanes] = {};
   int64_t i = 0;
   if (b) {
