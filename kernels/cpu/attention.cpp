@@ -111,7 +111,7 @@ int64_t groups(const Geometry& g) {
 
 /// One thread's tiles, in elements of T (each buffer padded to 64 bytes).
 struct Slot {
-  int64_t s, p2, dp, q, k, v, kt, vt, dO, o, rows, u, total;
+  int64_t s, p2, dp, q, k, v, kt, vt, dO, o, rows, u, words, total;
 };
 size_t pad(int64_t n, size_t size) { return (size_t(n) * size + 63) / 64 * 64 / size; }
 
@@ -135,6 +135,7 @@ Slot slot_layout(const Geometry& g, size_t size) {
   s.o = take(kBq * g.dv);
   s.rows = take(4 * kBq);  // m, l, corr (forward); lse, D (backward)
   s.u = take(kBk);
+  s.words = take(int64_t((4 * (kBk / 4 + 2) * sizeof(uint32_t) + size - 1) / size));  // Philox blocks
   s.total = at;
   return s;
 }
@@ -256,15 +257,42 @@ void mask_tile(T* s, int64_t si, int64_t sj, const Geometry& g, const Operand<T>
       for (int64_t j = std::max<int64_t>(0, q0 + i + 1 - k0); j < nk; ++j) s[i * si + j * sj] = sd::kNegInf<T>;
 }
 
-/// Uniform numbers of weights (i, k0 .. k0 + n) of batch b: one Philox block per four.
-void uniforms(const Geometry& g, int64_t b, int64_t i, int64_t k0, int64_t n, float* u) {
-  const uint64_t first = uint64_t((b * g.tq + i) * g.tk + k0);
-  philox::U4 w{};
-  for (int64_t j = 0; j < n; ++j) {
-    const uint64_t idx = first + uint64_t(j);
-    if (j == 0 || idx % 4 == 0) w = philox::words(g.key, g.run, idx / 4);
-    u[j] = philox::to_unit_float(w.x[idx % 4]);
+/// Philox blocks first .. first + n of stream (key, run), four words each, into
+/// w: philox::words on eight blocks at once in 64-bit vector lanes (GCC
+/// vector extensions: the scalar form does not vectorize), the same bits as
+/// the scalar form and the CUDA kernels.
+LOOM_CPU_CLONES void philox_blocks(uint64_t key, uint64_t run, uint64_t first, int64_t n, uint32_t* w) {
+  typedef uint64_t U8 __attribute__((vector_size(64)));
+  const U8 low = U8{} + 0xFFFFFFFFull;
+  for (int64_t b0 = 0; b0 < n; b0 += 8) {
+    U8 c0, c1, c2, c3;
+    for (int l = 0; l < 8; ++l) {
+      const uint64_t idx = first + uint64_t(b0 + l);
+      c0[l] = idx & 0xFFFFFFFFull, c1[l] = idx >> 32, c2[l] = run & 0xFFFFFFFFull, c3[l] = run >> 32;
+    }
+    uint64_t k0 = key & 0xFFFFFFFFull, k1 = key >> 32;
+    for (int r = 0; r < 10; ++r) {
+      const U8 p0 = c0 * 0xD2511F53ull, p1 = c2 * 0xCD9E8D57ull;
+      const U8 n0 = (p1 >> 32) ^ c1 ^ k0, n2 = (p0 >> 32) ^ c3 ^ k1;
+      c1 = p1 & low, c3 = p0 & low, c0 = n0, c2 = n2;
+      k0 = (k0 + 0x9E3779B9u) & 0xFFFFFFFFull;
+      k1 = (k1 + 0xBB67AE85u) & 0xFFFFFFFFull;
+    }
+    for (int64_t l = 0; l < std::min<int64_t>(8, n - b0); ++l) {
+      uint32_t* o = w + 4 * (b0 + l);
+      o[0] = uint32_t(c0[l]), o[1] = uint32_t(c1[l]), o[2] = uint32_t(c2[l]), o[3] = uint32_t(c3[l]);
+    }
   }
+}
+
+/// Uniform numbers of weights (i, k0 .. k0 + n) of batch b (philox::uniform_f32
+/// of their linear index); `words` holds n / 4 + 2 blocks of scratch.
+void uniforms(const Geometry& g, int64_t b, int64_t i, int64_t k0, int64_t n, float* u, uint32_t* words) {
+  const uint64_t first = uint64_t((b * g.tq + i) * g.tk + k0);
+  const uint64_t block0 = first / 4;
+  philox_blocks(g.key, g.run, block0, int64_t((first + uint64_t(n) + 3) / 4 - block0), words);
+  const uint32_t* w = words + (first - block0 * 4);
+  for (int64_t j = 0; j < n; ++j) u[j] = philox::to_unit_float(w[j]);
 }
 
 // ---------------------------------------------------------------- row work (vectorized, per ISA)
@@ -387,7 +415,7 @@ void forward_tile(const KernelCall& c, const Inputs<T>& in, const Slot& sl, int6
     if (g.p > 0) {
       const T inv = T(1 / (1 - g.p));
       for (int64_t i = 0; i < nq; ++i) {
-        uniforms(g, b, q0 + i, k0, nk, u);
+        uniforms(g, b, q0 + i, k0, nk, u, reinterpret_cast<uint32_t*>(w + sl.words));
         for (int64_t j = 0; j < nk; ++j) p2[j * kBq + i] = u[j] >= float(g.p) ? st[j * kBq + i] * inv : T(0);
       }
       p.p = p2;
@@ -464,7 +492,7 @@ void backward_key_tile(const KernelCall& c, const Inputs<T>& in, const Grads<T>&
     T* pd = s;  // the weights after dropout
     if (g.p > 0) {
       for (int64_t i = 0; i < nq; ++i) {
-        uniforms(g, b, q0 + i, k0, nk, u);
+        uniforms(g, b, q0 + i, k0, nk, u, reinterpret_cast<uint32_t*>(w + sl.words));
         drop_row(s + i * kBk, u, p2 + i * kBk, nk, g.p);
       }
       pd = p2;
