@@ -375,8 +375,9 @@ Inputs<T> inputs_of(const KernelCall& c, bool backward) {
     else in.fmask = operand<T>(m, g);
   }
   if (g.rng >= 0) {
-    const int64_t* k = static_cast<const int64_t*>(c.in[size_t(g.rng)].raw());
-    in.g.key = uint64_t(k[0]), in.g.run = uint64_t(k[1]);
+    const NDArray& key = c.in[size_t(g.rng)];  // any layout (a view may be reversed)
+    const int64_t* k = static_cast<const int64_t*>(key.raw());
+    in.g.key = uint64_t(k[0]), in.g.run = uint64_t(k[key.strides()[0]]);
   }
   return in;
 }

@@ -46,6 +46,7 @@ struct Geo {
   bool causal = false;
   int mask = 0;  // 0: none, 1: bool, 2: additive
   const int64_t* rng = nullptr;  // the dropout key on the device; kernels read it into key and run
+  int64_t rng_stride = 1;
   uint64_t key = 0, run = 0;
   __host__ __device__ int64_t offset(int64_t b, const int64_t* bs) const {
     int64_t off = 0;
@@ -99,7 +100,7 @@ __device__ T keep(const Geo& g, int64_t b, int64_t qi, int64_t kj) {
 
 /// The dropout key from the device (a kernel's parameters are its own copy).
 __device__ __forceinline__ void read_key(Geo& g) {
-  if (g.rng) g.key = uint64_t(g.rng[0]), g.run = uint64_t(g.rng[1]);
+  if (g.rng) g.key = uint64_t(g.rng[0]), g.run = uint64_t(g.rng[g.rng_stride]);
 }
 
 // ---------------------------------------------------------------- forward
@@ -329,7 +330,10 @@ Args args_of(const KernelCall& c, bool backward) {
     g.mask = m.dtype() == DType::boolean ? 1 : 2;
     a.m = operand_of(m, g, false);
   }
-  if (rng >= 0) g.rng = static_cast<const int64_t*>(c.in[size_t(rng)].raw());
+  if (rng >= 0) {  // any layout (a view may be reversed)
+    g.rng = static_cast<const int64_t*>(c.in[size_t(rng)].raw());
+    g.rng_stride = c.in[size_t(rng)].strides()[0];
+  }
   if (backward) {
     a.out = operand_of(c.in[3], g, false), a.lse = operand_of(c.in[4], g, true);
     a.dout = operand_of(c.in[5], g, false);

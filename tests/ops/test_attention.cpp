@@ -189,6 +189,16 @@ TEST_SUITE("ops/attention") {
     CHECK(finite(dv));
   }
 
+  TEST_CASE("the dropout key is read through its strides") {
+    NDArray q = test::rand({2, 5, 3}, 1), k = test::rand({2, 8, 3}, 2), v = test::rand({2, 8, 2}, 3);
+    NDArray key = NDArray::empty({2}, int64), reversed = NDArray::empty({2}, int64);
+    key.data<int64_t>()[0] = 987654321, key.data<int64_t>()[1] = 5;
+    reversed.data<int64_t>()[0] = 5, reversed.data<int64_t>()[1] = 987654321;
+    Attrs a{{"scale", 0.5}, {"causal", false}, {"dropout", 0.4}, {"mask", false}};
+    NDArray x = invoke("attention", {q, k, v, key}, a)[0], y = invoke("attention", {q, k, v, reversed.flip({0})}, a)[0];
+    CHECK(identical(x, y));
+  }
+
   TEST_CASE("the forward's memory grows linearly in T") {
     auto arena = [](int64_t t) {
       Graph g;
