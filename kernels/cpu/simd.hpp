@@ -35,9 +35,9 @@ inline constexpr int kLanes = 16;
 /// exp(x) for float32, branch-free so that loops over it vectorize at any
 /// width (kernels/cpu/elementwise.hpp's fast_exp does not at AVX2/AVX-512:
 /// its rounding and two-step scaling become branches there). Cephes
-/// polynomial, within 2 ulp of libm; exp(-inf) = 0, exp(+inf) = inf, NaN stays NaN.
+/// polynomial, within 2 ulp of libm up to FLT_MAX; exp(-inf) = 0, exp(+inf) = inf, NaN stays NaN.
 LOOM_SIMD_INLINE float exp(float x) {
-  constexpr float kHi = 88.3762626647949f, kLo = -87.3365447505531f;
+  constexpr float kHi = 88.72283f, kLo = -87.33654f;  // log(FLT_MAX), log(FLT_MIN)
   float xc = x < kLo ? kLo : x;
   xc = xc > kHi ? kHi : xc;
   const float fn = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest
@@ -50,7 +50,8 @@ LOOM_SIMD_INLINE float exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  float y = p * std::bit_cast<float>((int32_t(fn) + 127) << 23);
+  const int32_t n = int32_t(fn), a = n >> 1, b = n - a;  // 2^n in two normal factors: n reaches 128
+  float y = p * std::bit_cast<float>((a + 127) << 23) * std::bit_cast<float>((b + 127) << 23);
   y = x > kHi ? std::numeric_limits<float>::infinity() : y;
   y = x < kLo ? 0.0f : y;
   return x != x ? x : y;

@@ -177,6 +177,18 @@ TEST_SUITE("ops/softmax") {
     CHECK(r[2].to_vector<float>()[5] == 0.0f);
   }
 
+  TEST_CASE("the vectorized exp is exact to float32 up to its overflow") {
+    // log_softmax_grad(y, g) = g - exp(y) sum(g): exp of a large y, in float32 rows long enough to vectorize.
+    NDArray y = NDArray::full({1, 40}, 0.0f), g = NDArray::full({1, 40}, 0.0f);
+    const float big[3] = {88.5f, 88.7f, 89.0f};
+    for (int i = 0; i < 3; ++i) y.data<float>()[i] = big[i];
+    g.data<float>()[39] = 1.0f;
+    NDArray out = invoke("log_softmax_grad", {y, g}, {{"axis", int64_t(1)}})[0];
+    for (int i = 0; i < 2; ++i) CHECK(-out.data<float>()[i] == doctest::Approx(std::exp(double(big[i]))).epsilon(1e-6));
+    CHECK(std::isinf(out.data<float>()[2]));
+    CHECK(out.data<float>()[39] == 0.0f);  // 1 - exp(0) * 1
+  }
+
   TEST_CASE("second derivatives through the backward ops") {
     for (bool log : {false, true}) {
       CAPTURE(log);
