@@ -24,3 +24,5 @@
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
 #include "ops/ops.hpp"
+// Attention and Transformer modules (issue 13).
+#include "frontend/transformer.hpp"
