@@ -326,24 +326,37 @@ Tensor BatchNorm1d::forward(const Tensor& x) {
   return y;
 }
 
-LayerNorm1d::LayerNorm1d(int64_t features, NormOptions options) : features_(features), options_(options) {
-  check_norm_options("LayerNorm1d", features, options);
+LayerNorm::LayerNorm(int64_t features, NormOptions options) : LayerNorm(Shape{features}, options) {}
+
+LayerNorm::LayerNorm(Shape normalized_shape, NormOptions options) : shape_(std::move(normalized_shape)), options_(options) {
+  LOOM_CHECK(!shape_.empty(), "LayerNorm: normalized_shape must have at least one dim");
+  for (int64_t d : shape_) check_norm_options("LayerNorm", d, options);
 }
 
-std::string LayerNorm1d::describe() const { return norm_describe("LayerNorm1d", features_, options_, false); }
+std::string LayerNorm::describe() const {
+  if (shape_.size() == 1) return norm_describe(type_name().c_str(), shape_[0], options_, false);
+  std::ostringstream os;
+  os << type_name() << "(" << S(shape_) << ", eps=" << options_.eps << (options_.affine ? ", affine)" : ")");
+  return os.str();
+}
 
-Tensor LayerNorm1d::forward(const Tensor& x) {
+Tensor LayerNorm::forward(const Tensor& x) {
   const Shape& s = x.shape();
-  LOOM_CHECK(!s.empty() && (s.back() == features_ || s.back() < 0), where(x), ": expected [..., ", features_, "], got ",
-             S(s));
+  const size_t k = shape_.size();
+  bool ok = s.size() >= k;
+  for (size_t i = 0; ok && i < k; ++i) ok = s[s.size() - k + i] == shape_[i] || s[s.size() - k + i] < 0;
+  const std::string dims = shape_str(shape_);
+  LOOM_CHECK(ok, where(x), ": expected [..., ", dims.substr(1, dims.size() - 2), "], got ", S(s));
   LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
-  Tensor mu = mean(x, {-1}, true);
+  std::vector<int64_t> axes;
+  for (int64_t i = -int64_t(k); i < 0; ++i) axes.push_back(i);
+  Tensor mu = mean(x, axes, true);
   Tensor centered = x - mu;
-  Tensor var = mean(centered * centered, {-1}, true);
+  Tensor var = mean(centered * centered, axes, true);
   Tensor y = centered / sqrt(var + options_.eps);
   if (options_.affine) {
-    Tensor w = parameter(x, "weight", {features_}, init::ones(), x.dtype());
-    Tensor b = parameter(x, "bias", {features_}, init::zeros(), x.dtype());
+    Tensor w = parameter(x, "weight", shape_, init::ones(), x.dtype());
+    Tensor b = parameter(x, "bias", shape_, init::zeros(), x.dtype());
     y = y * w + b;
   }
   return y;

@@ -306,19 +306,32 @@ class BatchNorm1d : public Module {
   Tensor running_mean_, running_var_;
 };
 
-/// Normalization over the last dim (size `features`): (x - mean) / sqrt(var + eps) * weight + bias.
-class LayerNorm1d : public Module {
+/// Layer normalization over the last dims, as PyTorch's LayerNorm(normalized_shape):
+/// (x - mean) / sqrt(var + eps) * weight + bias, with the mean and the biased
+/// variance over the trailing dims equal to `normalized_shape` (one dim of
+/// size `features` for the int form); weight (ones) and bias (zeros) have
+/// that shape. Input [..., *normalized_shape], any number of leading dims.
+class LayerNorm : public Module {
  public:
-  explicit LayerNorm1d(int64_t features, NormOptions options = {});
-  std::string type_name() const override { return "LayerNorm1d"; }
+  explicit LayerNorm(int64_t features, NormOptions options = {});
+  explicit LayerNorm(Shape normalized_shape, NormOptions options = {});
+  std::string type_name() const override { return "LayerNorm"; }
   std::string describe() const override;
+  const Shape& normalized_shape() const { return shape_; }
 
  protected:
   Tensor forward(const Tensor& x) override;
 
  private:
-  int64_t features_;
+  Shape shape_;
   NormOptions options_;
+};
+
+/// LayerNorm over the last dim (the course's name; same module, same variables).
+class LayerNorm1d : public LayerNorm {
+ public:
+  using LayerNorm::LayerNorm;
+  std::string type_name() const override { return "LayerNorm1d"; }
 };
 
 /// Children run in order; they are named "0", "1", ...

@@ -6,9 +6,10 @@
 
 namespace loom {
 
-Tensor log_softmax(const Tensor& x, int64_t axis) { return x - logsumexp(x, {axis}, true); }
+// The composites softmax and log_softmax: oracles of the fused ops (ops/softmax.cpp).
+Tensor composite::log_softmax(const Tensor& x, int64_t axis) { return x - composite::logsumexp(x, {axis}, true); }
 
-Tensor softmax(const Tensor& x, int64_t axis) { return exp(log_softmax(x, axis)); }
+Tensor composite::softmax(const Tensor& x, int64_t axis) { return exp(composite::log_softmax(x, axis)); }
 
 Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
   const Shape &l = logits.shape(), &y = labels.shape();

@@ -4,6 +4,7 @@
 /// Binary ops broadcast (numpy rules) and need equal dtypes: a scalar operand
 /// takes the tensor's dtype, tensors of different dtypes need an explicit cast.
 
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -164,5 +165,50 @@ Tensor assign_sub(const Tensor& var, const Tensor& delta);
 Tensor group(const std::vector<Tensor>& targets, const std::string& name = {});
 /// x, after all of `deps` have run.
 Tensor with_dependencies(const std::vector<Tensor>& deps, const Tensor& x);
+
+// ---- attention (ops/attention.cpp; softmax, log_softmax and logsumexp above are fused ops in ops/softmax.cpp)
+
+struct AttentionOptions {
+  /// Query i attends keys j <= i (top-left aligned, as PyTorch's is_causal).
+  bool causal = false;
+  /// Optional mask broadcast to [..., Tq, Tk]: bool (true = attend, as PyTorch)
+  /// or of q's dtype (added to the scores). It gets no gradient. With `causal`
+  /// both apply.
+  Tensor mask = {};
+  /// Probability of zeroing an attention weight (after the softmax); the kept
+  /// ones are scaled by 1 / (1 - dropout). Each run draws a new Philox stream
+  /// (random_key), the same on CPU and GPU for a session seed.
+  double dropout = 0.0;
+  /// Scale of q k^T; default 1 / sqrt(head dim).
+  std::optional<double> scale = {};
+};
+
+/// softmax(q k^T * scale + mask) v over the last two dims: q [..., Tq, D],
+/// k [..., Tk, D], v [..., Tk, Dv] -> [..., Tq, Dv] (equal leading dims).
+/// One fused op (flash-attention style: tiles, an online softmax, the
+/// backward recomputing tiles from the saved logsumexp), so memory grows
+/// linearly in T. A query row whose keys are all masked gives zeros (PyTorch's
+/// scaled_dot_product_attention does the same).
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                   const AttentionOptions& options = {});
+
+/// int64 [2]: a Philox stream key derived from the session seed and this
+/// node, and the run counter; new numbers every run, identical on every
+/// device. Ops that draw random numbers in the forward and replay them in the
+/// backward (attention dropout) take it as an input.
+Tensor random_key(Graph& g);
+
+/// The composite forms of the fused ops, built from primitive ops (their
+/// gradients come from the primitives'): the oracles the fused kernels are
+/// tested against. Attention's dropout here is an ordinary dropout() node (a
+/// different random stream from the fused op's), and a row with every key
+/// masked gives zeros as in the fused op.
+namespace composite {
+Tensor softmax(const Tensor& x, int64_t axis = -1);
+Tensor log_softmax(const Tensor& x, int64_t axis = -1);
+Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                   const AttentionOptions& options = {});
+}  // namespace composite
 
 }  // namespace loom

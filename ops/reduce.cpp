@@ -1,6 +1,6 @@
 // Reductions: sum, mean, max, min over any axes (with keepdims), argmax and
-// argmin, sum_to (the broadcast-gradient reduction) and size; logsumexp is a
-// composite.
+// argmin, sum_to (the broadcast-gradient reduction) and size; the composite
+// logsumexp (the oracle of the fused op in ops/softmax.cpp).
 
 #include <cmath>
 #include <limits>
@@ -255,7 +255,7 @@ Tensor size(const Tensor& x, const std::vector<int64_t>& axes, DType dtype) {
   return G(x).add1("size", {x}, {{"axes", axes}, {"dtype", dtype}});
 }
 
-Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& axes, bool keepdims) {
+Tensor composite::logsumexp(const Tensor& x, const std::vector<int64_t>& axes, bool keepdims) {
   // The max is subtracted first so exp never overflows; it carries no
   // gradient (the true gradient, softmax, comes through the sum).
   Tensor m = stop_gradient(max(x, axes, true));

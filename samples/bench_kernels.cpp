@@ -136,7 +136,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   tbb::task_arena arena(threads);
-  std::printf("bench_kernels: %d threads, median of %d runs\n\n", threads, reps);
+  // libloom chose OpenBLAS's kernels for this CPU when it loaded (kernels/cpu/openblas.hpp).
+  std::printf("bench_kernels: %d threads, median of %d runs, OpenBLAS kernels: %s\n\n", threads, reps,
+              openblas_get_corename());
 
   std::printf("matmul float32     loom GFLOP/s   OpenBLAS GFLOP/s   loom/BLAS\n");
   for (int64_t n : {256, 512, 1024, 2048}) {

@@ -6,7 +6,7 @@
 //   random     seeded random DAGs (element-wise, matmul, reductions, views)
 //   mlp        MLP training step (784-512-10, Adam), built with the frontend
 //   mlpresnet  MLPResNet training step (784, hidden 100, 3 blocks, Adam)
-//   transformer  one transformer block, forward + backward, built from ops
+//   transformer  one nn::TransformerLayer (pre-norm), forward + backward
 // Side by side, samples/bench_sched_torch.py runs the chain and the MLP step
 // in PyTorch eager in the same invocation, and the table shows loom/PyTorch.
 
@@ -167,35 +167,20 @@ Family mlpresnet(int64_t batch = 100) {
   return f;
 }
 
-// One pre-norm transformer block over [B*T, d] tokens: attention with `heads`
-// heads, an MLP of width 4d, residuals; loss = mean(y^2); gradients w.r.t. all weights.
+// One pre-norm nn::TransformerLayer on [B, T, d]: fused attention with `heads`
+// heads, a feed-forward block of width 4d, residuals and LayerNorms; loss =
+// mean(y^2); gradients w.r.t. all its parameters.
 Family transformer(int64_t B = 8, int64_t T = 64, int64_t d = 128, int64_t heads = 4) {
   Family f = make_family("transformer", "transformer-d" + std::to_string(d), d);
   Graph& g = *f.g;
-  const int64_t dh = d / heads;
-  Tensor x = g.placeholder("x", {B * T, d});
-  auto w = [&](const std::string& name, Shape s) {
-    return g.variable(name, s, init::normal(0, 1.0 / std::sqrt(double(s[0]))));
-  };
-  auto layer_norm = [&](const Tensor& h) {
-    Tensor mu = mean(h, {1}, true);
-    Tensor c = h - mu;
-    return c / sqrt(mean(c * c, {1}, true) + 1e-5);
-  };
-  Tensor wq = w("wq", {d, d}), wk = w("wk", {d, d}), wv = w("wv", {d, d}), wo = w("wo", {d, d});
-  Tensor w1 = w("w1", {d, 4 * d}), w2 = w("w2", {4 * d, d});
-  auto heads_of = [&](const Tensor& t) { return permute(reshape(t, {B, T, heads, dh}), {0, 2, 1, 3}); };  // [B,H,T,dh]
-  Tensor h = layer_norm(x);
-  Tensor q = heads_of(matmul(h, wq)), k = heads_of(matmul(h, wk)), v = heads_of(matmul(h, wv));
-  Tensor att = softmax(matmul(q, transpose(k)) * (1.0 / std::sqrt(double(dh))), -1);  // [B,H,T,T]
-  Tensor ctx = reshape(permute(matmul(att, v), {0, 2, 1, 3}), {B * T, d});
-  Tensor x1 = x + matmul(ctx, wo);
-  Tensor y = x1 + matmul(relu(matmul(layer_norm(x1), w1)), w2);
+  Tensor x = g.placeholder("x", {B, T, d});
+  nn::TransformerLayer layer(d, heads, {.ffn = 4 * d, .dropout = 0.0, .norm_first = true});
+  Tensor y = layer(x);
   Tensor loss = mean(y * y);
-  auto grads = gradients(loss, {wq, wk, wv, wo, w1, w2});
+  auto grads = gradients(loss, layer.parameters());
   f.fetches = {loss};
   f.fetches.insert(f.fetches.end(), grads.begin(), grads.end());
-  f.feeds = {{x, uniform({B * T, d}, 9)}};
+  f.feeds = {{x, uniform({B, T, d}, 9)}};
   return f;
 }
 

@@ -9,6 +9,7 @@
 #include "core/kernel.hpp"
 #include "kernels/blas.hpp"
 #include "kernels/cpu/loops.hpp"
+#include "kernels/cpu/openblas.hpp"
 
 namespace loom::cpu {
 namespace {
@@ -118,6 +119,7 @@ void matmul_kernel(const KernelCall& c) {
 }
 
 const bool registered = [] {
+  openblas::select_core();
   openblas_set_num_threads(1);
   register_kernel("matmul", DeviceKind::cpu, FloatTypes::dtypes(), {&matmul_kernel});
   return true;

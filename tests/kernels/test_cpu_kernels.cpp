@@ -3,6 +3,10 @@
 
 #include <oneapi/tbb/task_arena.h>
 
+#include <cstdlib>
+#include <string>
+
+#include "kernels/cpu/openblas.hpp"
 #include "tests/util.hpp"
 
 using namespace loom;
@@ -35,6 +39,15 @@ auto with_threads(int n, F&& f) {
 }  // namespace
 
 TEST_SUITE("kernels/cpu") {
+  TEST_CASE("OpenBLAS runs kernels for this CPU's instruction sets, not a pre-AVX2 fallback") {
+    __builtin_cpu_init();
+    if (std::getenv("OPENBLAS_CORETYPE") || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
+    const std::string core = cpu::openblas::core_name();
+    INFO("OpenBLAS core ", core);
+    for (const char* old : {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Sandybridge"})
+      CHECK(core != old);
+  }
+
   TEST_CASE("matmul on odd, tiny and large shapes") {
     for (auto [m, k, n] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{72, 73, 74}, {1, 1, 1}, {512, 1024, 256}, {3, 0, 4}}) {
       CAPTURE(m);

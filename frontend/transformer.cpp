@@ -1,0 +1,262 @@
+// Attention and Transformer modules (frontend/transformer.hpp).
+
+#include "frontend/transformer.hpp"
+
+#include <cmath>
+#include <sstream>
+
+namespace loom::nn {
+
+// ---------------------------------------------------------------- GELU
+
+// A composition of existing ops until the gelu op (issue 15's element-wise
+// scheme) lands; then this body becomes one call.
+Tensor gelu(const Tensor& x, bool tanh_approximation) {
+  if (tanh_approximation)  // PyTorch's approximate='tanh'
+    return 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+  // x Phi(x) = x (1 + erf(x / sqrt(2))) / 2 with erf from Abramowitz & Stegun
+  // 7.1.26 (absolute error below 1.5e-7, under float32's resolution of 1).
+  Tensor z = abs(x) * 0.7071067811865476;
+  Tensor t = 1.0 / (1.0 + 0.3275911 * z);
+  Tensor poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  Tensor erf = sign(x) * (1.0 - poly * exp(-(z * z)));
+  return 0.5 * x * (1.0 + erf);
+}
+
+// ---------------------------------------------------------------- MultiheadAttention
+
+namespace {
+
+/// Restores a stashed tensor when a call ends, also when it throws.
+struct Stash {
+  Tensor& slot;
+  Stash(Tensor& s, const Tensor& v) : slot(s) { slot = v; }
+  ~Stash() { slot = Tensor(); }
+};
+
+/// Checks x is [..., n] with at most one unknown dim before n.
+void check_features(const Tensor& x, int64_t n, const std::string& where, const char* what) {
+  LOOM_CHECK(x.valid(), where, ": ", what, " is an empty Tensor handle");
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() >= 2 && (s.back() == n || s.back() < 0), where, ": expected ", what, " [..., T, ", n, "], got ",
+             S(s));
+  LOOM_CHECK(is_floating(x.dtype()), where, ": expected a floating ", what, ", got ", dtype_name(x.dtype()));
+  LOOM_CHECK(std::count_if(s.begin(), s.end() - 1, [](int64_t d) { return d < 0; }) <= 1, where, ": ", what, " ",
+             S(s), " may have one unknown dim at most");
+}
+
+}  // namespace
+
+MultiheadAttention::MultiheadAttention(int64_t d_model, int64_t heads, MultiheadAttentionOptions options)
+    : d_(d_model), heads_(heads), options_(options) {
+  LOOM_CHECK(d_model > 0 && heads > 0, "MultiheadAttention: d_model and heads must be positive, got ", d_model, " and ",
+             heads);
+  LOOM_CHECK(d_model % heads == 0, "MultiheadAttention: heads (", heads, ") must divide d_model (", d_model, ")");
+  LOOM_CHECK(options.dropout >= 0 && options.dropout < 1, "MultiheadAttention: dropout must be in [0, 1), got ",
+             options.dropout);
+}
+
+std::string MultiheadAttention::describe() const {
+  std::ostringstream os;
+  os << "MultiheadAttention(" << d_ << ", heads=" << heads_ << ", dropout=" << options_.dropout
+     << (options_.causal ? ", causal" : "") << (options_.bias ? ", bias)" : ", no bias)");
+  return os.str();
+}
+
+Tensor MultiheadAttention::operator()(const Tensor& query, const Tensor& key, const Tensor& value, const Tensor& mask) {
+  Stash k(key_, key), v(value_, value), m(mask_, mask);
+  return Module::operator()(query);
+}
+
+Tensor MultiheadAttention::project(const Tensor& x, const Tensor& w, const Tensor& b) const {
+  const Shape& s = x.shape();
+  const int64_t in = w.shape()[1], out = w.shape()[0];
+  Tensor y;
+  if (s.size() > 2) {  // [..., in] as one [rows, in] matrix: one GEMM
+    Shape o = s;
+    o.back() = out;
+    for (int64_t& d : o) d = d < 0 ? -1 : d;
+    y = reshape(matmul(reshape(x, {-1, in}), transpose(w)), o);
+  } else {
+    y = matmul(x, transpose(w));
+  }
+  return b.valid() ? y + b : y;
+}
+
+Tensor MultiheadAttention::split_heads(const Tensor& x) const {
+  Shape s = x.shape();
+  s.back() = heads_;
+  s.push_back(d_ / heads_);
+  for (int64_t& d : s) d = d < 0 ? -1 : d;
+  const int64_t r = int64_t(s.size());  // [..., T, H, hd] -> [..., H, T, hd]
+  std::vector<int64_t> perm;
+  for (int64_t i = 0; i < r - 3; ++i) perm.push_back(i);
+  perm.insert(perm.end(), {r - 2, r - 3, r - 1});
+  return permute(reshape(x, s), perm);
+}
+
+Tensor MultiheadAttention::forward(const Tensor& x) {
+  const std::string here = where(x);
+  const Tensor key = key_.valid() ? key_ : x, value = value_.valid() ? value_ : x;
+  check_features(x, d_, here, "query");
+  check_features(key, d_, here, "key");
+  check_features(value, d_, here, "value");
+  LOOM_CHECK(key.dtype() == x.dtype() && value.dtype() == x.dtype(), here, ": query, key and value dtypes differ");
+  const DType dt = x.dtype();
+  const double bound = 1.0 / std::sqrt(double(d_));
+  Tensor w_in = parameter(x, "in_proj_weight", {3 * d_, d_}, init::xavier_uniform(), dt);
+  Tensor b_in = options_.bias ? parameter(x, "in_proj_bias", {3 * d_}, init::zeros(), dt) : Tensor();
+  Tensor w_out = parameter(x, "out_proj/weight", {d_, d_}, init::uniform(-bound, bound), dt);
+  Tensor b_out = options_.bias ? parameter(x, "out_proj/bias", {d_}, init::zeros(), dt) : Tensor();
+
+  Tensor q, k, v;
+  if (key.is(x) && value.is(x)) {  // self-attention: one [..., T, 3d] projection, split as views
+    Tensor qkv = project(x, w_in, b_in);
+    std::vector<Tensor> parts = split(qkv, 3, -1);
+    q = split_heads(parts[0]), k = split_heads(parts[1]), v = split_heads(parts[2]);
+  } else {
+    auto rows = [&](int64_t i) { return slice(w_in, {Slice::range(i * d_, (i + 1) * d_)}); };
+    auto bias = [&](int64_t i) { return b_in.valid() ? slice(b_in, {Slice::range(i * d_, (i + 1) * d_)}) : Tensor(); };
+    q = split_heads(project(x, rows(0), bias(0)));
+    k = split_heads(project(key, rows(1), bias(1)));
+    v = split_heads(project(value, rows(2), bias(2)));
+  }
+  if (mask_.valid()) {
+    const Shape &ms = mask_.shape(), &qs = q.shape(), &ks = k.shape();
+    Shape scores(qs.begin(), qs.end() - 1);
+    scores.push_back(ks[ks.size() - 2]);
+    bool ok = ms.size() <= scores.size();
+    for (size_t i = 0; ok && i < ms.size(); ++i) {
+      const int64_t a = ms[i], b = scores[scores.size() - ms.size() + i];
+      ok = a == 1 || a == b || a < 0 || b < 0;
+    }
+    LOOM_CHECK(ok, here, ": mask ", S(ms), " does not broadcast to the attention scores ", S(scores),
+               " ([batch, heads, query length, key length])");
+  }
+  Tensor y = scaled_dot_product_attention(
+      q, k, v, {.causal = options_.causal, .mask = mask_, .dropout = training() ? options_.dropout : 0.0});
+  // [..., H, T, hd] -> [..., T, H, hd] -> [..., T, d]
+  const int64_t r = y.ndim();
+  std::vector<int64_t> perm;
+  for (int64_t i = 0; i < r - 3; ++i) perm.push_back(i);
+  perm.insert(perm.end(), {r - 2, r - 3, r - 1});
+  Shape merged = x.shape();
+  for (int64_t& d : merged) d = d < 0 ? -1 : d;
+  merged.back() = d_;
+  return project(reshape(permute(y, perm), merged), w_out, b_out);
+}
+
+// ---------------------------------------------------------------- TransformerLayer
+
+namespace {
+
+void check_layer(int64_t d_model, int64_t heads, const TransformerOptions& o) {
+  LOOM_CHECK(d_model > 0 && heads > 0 && o.ffn > 0, "TransformerLayer: d_model, heads and ffn must be positive, got ",
+             d_model, ", ", heads, ", ", o.ffn);
+  LOOM_CHECK(d_model % heads == 0, "TransformerLayer: heads (", heads, ") must divide d_model (", d_model, ")");
+  LOOM_CHECK(o.dropout >= 0 && o.dropout < 1, "TransformerLayer: dropout must be in [0, 1), got ", o.dropout);
+}
+
+Tensor activate(const Tensor& x, Activation a) {
+  switch (a) {
+    case Activation::relu:
+      return relu(x);
+    case Activation::gelu:
+      return gelu(x);
+    case Activation::gelu_tanh:
+      return gelu(x, true);
+  }
+  return x;
+}
+
+const char* activation_name(Activation a) {
+  return a == Activation::relu ? "relu" : a == Activation::gelu ? "gelu" : "gelu_tanh";
+}
+
+}  // namespace
+
+TransformerLayer::TransformerLayer(int64_t d_model, int64_t heads, TransformerOptions o)
+    : d_((check_layer(d_model, heads, o), d_model)),
+      options_(o),
+      attn_(register_module("self_attn",
+                            MultiheadAttention(d_model, heads, {.dropout = o.dropout, .causal = o.causal, .bias = o.bias}))),
+      linear1_(register_module("linear1", Linear(d_model, o.ffn, {.bias = o.bias}))),
+      linear2_(register_module("linear2", Linear(o.ffn, d_model, {.bias = o.bias}))),
+      norm1_(register_module("norm1", LayerNorm(d_model, {.eps = o.eps}))),
+      norm2_(register_module("norm2", LayerNorm(d_model, {.eps = o.eps}))) {}
+
+std::string TransformerLayer::describe() const {
+  std::ostringstream os;
+  os << "TransformerLayer(" << d_ << ", heads=" << attn_.heads() << ", ffn=" << options_.ffn
+     << ", dropout=" << options_.dropout << ", " << activation_name(options_.activation)
+     << (options_.norm_first ? ", pre-norm" : ", post-norm") << (options_.causal ? ", causal)" : ")");
+  return os.str();
+}
+
+Tensor TransformerLayer::operator()(const Tensor& x, const Tensor& mask) {
+  Stash m(mask_, mask);
+  return Module::operator()(x);
+}
+
+Tensor TransformerLayer::feed_forward(const Tensor& x) {
+  Tensor h = dropout(activate(linear1_(x), options_.activation), options_.dropout, training());
+  return dropout(linear2_(h), options_.dropout, training());
+}
+
+Tensor TransformerLayer::forward(const Tensor& x) {
+  check_features(x, d_, where(x), "input");
+  auto attend = [&](const Tensor& h) { return dropout(attn_(h, h, h, mask_), options_.dropout, training()); };
+  if (options_.norm_first) {
+    Tensor y = x + attend(norm1_(x));
+    return y + feed_forward(norm2_(y));
+  }
+  Tensor y = norm1_(x + attend(x));
+  return norm2_(y + feed_forward(y));
+}
+
+// ---------------------------------------------------------------- Transformer
+
+Transformer::Transformer(int64_t layers, int64_t d_model, int64_t heads, TransformerOptions o)
+    : layers_(register_module("layers", Sequential())) {
+  LOOM_CHECK(layers >= 1, "Transformer: needs at least one layer, got ", layers);
+  for (int64_t i = 0; i < layers; ++i) layers_.push_back(TransformerLayer(d_model, heads, o));
+  if (o.final_norm.value_or(o.norm_first)) norm_ = &register_module("norm", LayerNorm(d_model, {.eps = o.eps}));
+}
+
+Tensor Transformer::operator()(const Tensor& x, const Tensor& mask) {
+  Stash m(mask_, mask);
+  return Module::operator()(x);
+}
+
+Tensor Transformer::forward(const Tensor& x) {
+  Tensor y = x;
+  {
+    auto scope = x.graph().scope("layers");  // the children of layers_, called with the mask
+    for (const auto& [name, layer] : layers_.children()) y = static_cast<TransformerLayer&>(*layer)(y, mask_);
+  }
+  return norm_ ? (*norm_)(y) : y;
+}
+
+// ---------------------------------------------------------------- PositionalEmbedding
+
+PositionalEmbedding::PositionalEmbedding(int64_t max_len, int64_t d_model) : max_len_(max_len), d_(d_model) {
+  LOOM_CHECK(max_len > 0 && d_model > 0, "PositionalEmbedding: max_len and d_model must be positive, got ", max_len,
+             " and ", d_model);
+}
+
+std::string PositionalEmbedding::describe() const {
+  return "PositionalEmbedding(" + std::to_string(max_len_) + ", " + std::to_string(d_) + ")";
+}
+
+Tensor PositionalEmbedding::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() >= 2 && (s.back() == d_ || s.back() < 0), where(x), ": expected [..., T, ", d_, "], got ", S(s));
+  const int64_t t = s[s.size() - 2];
+  LOOM_CHECK(t >= 0, where(x), ": the sequence length of ", S(s), " must be known");
+  LOOM_CHECK(t <= max_len_, where(x), ": sequence length ", t, " exceeds the table's ", max_len_,
+             " positions (input ", S(s), ")");
+  Tensor w = parameter(x, "weight", {max_len_, d_}, init::normal(0.0, 1.0), x.dtype());
+  return x + (t == max_len_ ? w : slice(w, {Slice::range(0, t)}));
+}
+
+}  // namespace loom::nn

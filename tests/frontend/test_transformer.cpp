@@ -1,0 +1,266 @@
+// Attention and Transformer modules: PyTorch's parameter layout and names,
+// the formulas (MultiheadAttention against attention written out with ops,
+// pre- and post-norm layers), causality, training, and errors naming the
+// module and the sizes.
+
+#include <cmath>
+
+#include "frontend/loom.hpp"
+#include "tests/util.hpp"
+
+using namespace loom;
+using loom::test::allclose;
+using loom::test::contains;
+using loom::test::error_of;
+
+namespace {
+
+std::vector<std::string> names_of(const std::vector<std::pair<std::string, Tensor>>& v) {
+  std::vector<std::string> r;
+  for (const auto& [n, t] : v) r.push_back(n);
+  return r;
+}
+
+/// Multi-head attention written out with ops: x W^T + b, per-head softmax(q k^T / sqrt(hd) + mask) v, out_proj.
+Tensor reference_mha(const Tensor& x, const Tensor& kv, const nn::MultiheadAttention& m, int64_t heads, bool causal) {
+  auto p = m.named_parameters();
+  Tensor w = p[0].second, b = p[1].second, wo = p[2].second, bo = p[3].second;
+  const int64_t d = x.shape().back(), hd = d / heads;
+  Tensor q = matmul(x, transpose(slice(w, {Slice::range(0, d)}))) + slice(b, {Slice::range(0, d)});
+  Tensor k = matmul(kv, transpose(slice(w, {Slice::range(d, 2 * d)}))) + slice(b, {Slice::range(d, 2 * d)});
+  Tensor v = matmul(kv, transpose(slice(w, {Slice::range(2 * d, 3 * d)}))) + slice(b, {Slice::range(2 * d, 3 * d)});
+  std::vector<Tensor> outs;
+  for (int64_t h = 0; h < heads; ++h) {
+    auto cols = [&](const Tensor& t) { return slice(t, {Slice::all(), Slice::all(), Slice::range(h * hd, (h + 1) * hd)}); };
+    Tensor s = matmul(cols(q), transpose(cols(k))) / std::sqrt(double(hd));
+    if (causal) {
+      const int64_t t = s.shape()[1];
+      NDArray mask = NDArray::zeros({t, t});
+      for (int64_t i = 0; i < t; ++i)
+        for (int64_t j = i + 1; j < t; ++j) mask.data<float>()[i * t + j] = -INFINITY;
+      s = s + x.graph().constant(mask);
+    }
+    outs.push_back(matmul(composite::softmax(s, -1), cols(v)));
+  }
+  return matmul(concat(outs, -1), transpose(wo)) + bo;
+}
+
+}  // namespace
+
+TEST_SUITE("frontend/transformer") {
+  TEST_CASE("LayerNorm normalizes over the last dims; LayerNorm1d is the one-dim form") {
+    Graph g;
+    nn::LayerNorm ln(Shape{4, 6});
+    Tensor x = g.placeholder("x", {-1, 4, 6});
+    Tensor y = ln(x);
+    Session s(g, {.threads = 1});
+    NDArray out = s.run1(y, {{x, test::rand({3, 4, 6}, 5, float32, -4, 9)}});
+    for (int r = 0; r < 3; ++r) {
+      double m = 0, v = 0;
+      for (int i = 0; i < 24; ++i) m += out.data<float>()[r * 24 + i] / 24;
+      for (int i = 0; i < 24; ++i) v += std::pow(out.data<float>()[r * 24 + i] - m, 2) / 24;
+      CHECK(std::fabs(m) < 1e-5);
+      CHECK(v == doctest::Approx(1.0).epsilon(1e-3));
+    }
+    CHECK(ln.named_parameters()[0].second.shape() == Shape{4, 6});
+    CHECK(contains(error_of([&] { nn::LayerNorm(Shape{4, 5})(x); }), "LayerNorm: expected [..., 4,5], got [?,4,6]"));
+    nn::LayerNorm1d l1(6);
+    CHECK(l1.type_name() == "LayerNorm1d");
+    CHECK(l1.normalized_shape() == Shape{6});
+    CHECK(contains(error_of([] { nn::LayerNorm(Shape{}); }), "at least one dim"));
+  }
+
+  TEST_CASE("MultiheadAttention: PyTorch's parameters, and the formula") {
+    for (bool causal : {false, true}) {
+      CAPTURE(causal);
+      Graph g;
+      nn::MultiheadAttention mha(16, 4, {.causal = causal});
+      Tensor x = g.placeholder("x", {2, 7, 16});
+      Tensor y = mha(x);
+      CHECK(y.shape() == Shape{2, 7, 16});
+      CHECK(names_of(mha.named_parameters()) ==
+            std::vector<std::string>{"in_proj_weight", "in_proj_bias", "out_proj/weight", "out_proj/bias"});
+      CHECK(mha.named_parameters()[0].second.shape() == Shape{48, 16});
+      CHECK(mha.named_parameters()[2].second.shape() == Shape{16, 16});
+      Tensor want = reference_mha(x, x, mha, 4, causal);
+      Session s(g, {.seed = 3});
+      // Nonzero biases, so that the bias layout is checked too.
+      s.set(mha.named_parameters()[1].second, test::rand({48}, 9));
+      s.set(mha.named_parameters()[3].second, test::rand({16}, 10));
+      auto r = s.run({y, want}, {{x, test::rand({2, 7, 16}, 4)}});
+      CHECK(allclose(r[0], r[1], 1e-4, 1e-5));
+    }
+    // Cross-attention: queries from x, keys and values from another sequence.
+    Graph g;
+    nn::MultiheadAttention mha(8, 2);
+    Tensor x = g.placeholder("x", {3, 5, 8}), mem = g.placeholder("mem", {3, 9, 8});
+    Tensor y = mha(x, mem, mem);
+    Tensor want = reference_mha(x, mem, mha, 2, false);
+    Session s(g);
+    auto r = s.run({y, want}, {{x, test::rand({3, 5, 8}, 1)}, {mem, test::rand({3, 9, 8}, 2)}});
+    CHECK(allclose(r[0], r[1], 1e-4, 1e-5));
+  }
+
+  TEST_CASE("PyTorch's initialization: xavier in_proj, zero biases, U(+-1/sqrt(d)) out_proj") {
+    Graph g;
+    nn::MultiheadAttention mha(64, 4);
+    mha(g.placeholder("x", {1, 3, 64}));
+    Session s(g, {.seed = 1});
+    auto p = mha.named_parameters();
+    NDArray w = s.get(p[0].second), b = s.get(p[1].second), wo = s.get(p[2].second);
+    const double xavier = std::sqrt(6.0 / (64 + 192)), lin = 1.0 / 8;
+    double wmax = 0, womax = 0;
+    for (float f : w.to_vector<float>()) wmax = std::max(wmax, double(std::fabs(f)));
+    for (float f : wo.to_vector<float>()) womax = std::max(womax, double(std::fabs(f)));
+    CHECK(wmax <= xavier);
+    CHECK(wmax > 0.9 * xavier);
+    CHECK(womax <= lin);
+    CHECK(womax > 0.9 * lin);
+    for (float f : b.to_vector<float>()) CHECK(f == 0.0f);
+  }
+
+  TEST_CASE("TransformerLayer: PyTorch's names; pre-norm and post-norm formulas") {
+    for (bool pre : {false, true})
+      for (nn::Activation act : {nn::Activation::relu, nn::Activation::gelu}) {
+        CAPTURE(pre);
+        Graph g;
+        nn::TransformerLayer layer(16, 2, {.ffn = 32, .dropout = 0.1, .activation = act, .norm_first = pre});
+        layer.eval();
+        Tensor x = g.placeholder("x", {2, 5, 16});
+        Tensor y = layer(x);
+        CHECK(names_of(layer.named_parameters()) ==
+              std::vector<std::string>{"self_attn/in_proj_weight", "self_attn/in_proj_bias", "self_attn/out_proj/weight",
+                                       "self_attn/out_proj/bias", "linear1/weight", "linear1/bias", "linear2/weight",
+                                       "linear2/bias", "norm1/weight", "norm1/bias", "norm2/weight", "norm2/bias"});
+        // The same layer written out with its own children (eval mode: no dropout).
+        auto& attn = static_cast<nn::MultiheadAttention&>(*layer.children()[0].second);
+        auto& l1 = *layer.children()[1].second;
+        auto& l2 = *layer.children()[2].second;
+        auto& n1 = *layer.children()[3].second;
+        auto& n2 = *layer.children()[4].second;
+        auto ff = [&](const Tensor& h) {
+          Tensor a = l1(h);
+          return l2(act == nn::Activation::relu ? relu(a) : nn::gelu(a));
+        };
+        Tensor want;
+        if (pre) {
+          Tensor h = x + attn(n1(x));
+          want = h + ff(n2(h));
+        } else {
+          Tensor h = n1(x + attn(x));
+          want = n2(h + ff(h));
+        }
+        Session s(g, {.seed = 2});
+        auto r = s.run({y, want}, {{x, test::rand({2, 5, 16}, 3)}});
+        CHECK(allclose(r[0], r[1], 1e-5, 1e-6));
+      }
+  }
+
+  TEST_CASE("GELU matches x Phi(x) and the tanh form") {
+    Graph g;
+    NDArray xs = NDArray::from<double>({-6, -3, -1, -0.5, 0, 0.3, 1, 2.5, 6});
+    Tensor x = g.constant(xs);
+    Session s(g);
+    auto r = s.run({nn::gelu(x), nn::gelu(x, true)});
+    for (int64_t i = 0; i < xs.numel(); ++i) {
+      const double v = xs.data<double>()[i];
+      const double exact = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+      const double approx = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+      CHECK(r[0].data<double>()[i] == doctest::Approx(exact).epsilon(1e-6));
+      CHECK(std::fabs(r[0].data<double>()[i] - exact) < 1e-6);
+      CHECK(std::fabs(r[1].data<double>()[i] - approx) < 1e-12);
+    }
+  }
+
+  TEST_CASE("causal layers: an output never depends on later positions") {
+    Graph g;
+    nn::Transformer tf(2, 16, 4, {.ffn = 32, .dropout = 0.0, .causal = true, .norm_first = true});
+    Tensor x = g.placeholder("x", {1, 9, 16});
+    Tensor y = tf(x);
+    Session s(g);
+    NDArray a = test::rand({1, 9, 16}, 1), b = a.clone();
+    NDArray delta = test::rand({1, 9, 16}, 2);  // not a constant shift: LayerNorm would cancel it
+    for (int64_t j = 16 * 6; j < b.numel(); ++j) b.data<float>()[j] += delta.data<float>()[j];  // positions 6..8
+    NDArray ya = s.run1(y, {{x, a}}), yb = s.run1(y, {{x, b}});
+    for (int64_t i = 0; i < 9 * 16; ++i) {
+      if (i < 6 * 16) CHECK(ya.data<float>()[i] == yb.data<float>()[i]);
+    }
+    CHECK(ya.data<float>()[8 * 16] != yb.data<float>()[8 * 16]);
+  }
+
+  TEST_CASE("Transformer: names as nn.TransformerEncoder, masks per call, and it trains") {
+    Graph g;
+    nn::Transformer tf(2, 16, 2, {.ffn = 32, .dropout = 0.0, .norm_first = true});
+    Tensor x = g.placeholder("x", {4, 6, 16});
+    Tensor y = tf(x);
+    auto names = names_of(tf.named_parameters());
+    CHECK(names.size() == 2 * 12 + 2);
+    CHECK(names.front() == "layers/0/self_attn/in_proj_weight");
+    CHECK(names[12] == "layers/1/self_attn/in_proj_weight");
+    CHECK(names.back() == "norm/bias");
+    CHECK(contains(tf.str(), "(layers): Sequential\n    (0): TransformerLayer(16, heads=2, ffn=32"));
+    // A key-padding mask per call: the last two keys of every sequence ignored.
+    NDArray pad = NDArray::empty({4, 1, 1, 6}, boolean);
+    for (int64_t i = 0; i < 24; ++i) pad.data<bool>()[i] = i % 6 < 4;
+    Tensor masked = tf(x, g.constant(pad));
+    // Training: predict the sum over the sequence of the inputs (needs attention).
+    Tensor target = broadcast_to(sum(x, {1}, true), {4, 6, 16});
+    Tensor loss = mean(pow(y - target * 0.1, 2.0));
+    optim::Adam opt(tf, {.lr = 3e-3});
+    Tensor step = opt.minimize(loss);
+    Session s(g, {.seed = 1});
+    NDArray data = test::rand({4, 6, 16}, 2);
+    const double first = s.run1(loss, {{x, data}}).item();
+    for (int i = 0; i < 60; ++i) s.run({}, {{x, data}}, {step});
+    const double last = s.run1(loss, {{x, data}}).item();
+    CHECK(last < 0.5 * first);
+    // Changing the masked positions changes nothing in the masked model's output... of unmasked
+    // queries' dependence on those keys: compare with the inputs' last two positions altered.
+    NDArray d2 = data.clone();
+    for (int64_t b = 0; b < 4; ++b)
+      for (int64_t j = 4 * 16; j < 6 * 16; ++j) d2.data<float>()[b * 96 + j] += 3.0f * float(j % 7);
+    NDArray m1 = s.run1(masked, {{x, data}}), m2 = s.run1(masked, {{x, d2}});
+    for (int64_t b = 0; b < 4; ++b)
+      for (int64_t j = 0; j < 4 * 16; ++j) CHECK(m1.data<float>()[b * 96 + j] == doctest::Approx(m2.data<float>()[b * 96 + j]));
+  }
+
+  TEST_CASE("positional embeddings add a learned row per position") {
+    Graph g;
+    nn::PositionalEmbedding pos(10, 8);
+    Tensor x = g.placeholder("x", {-1, 7, 8});
+    Tensor y = pos(x);
+    Session s(g, {.seed = 4});
+    NDArray in = test::rand({2, 7, 8}, 1);
+    NDArray out = s.run1(y, {{x, in}});
+    NDArray w = s.get(pos.named_parameters()[0].second);
+    CHECK(pos.named_parameters()[0].first == "weight");
+    CHECK(w.shape() == Shape{10, 8});
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t i = 0; i < 56; ++i)
+        CHECK(out.data<float>()[b * 56 + i] == doctest::Approx(in.data<float>()[b * 56 + i] + w.data<float>()[i]));
+  }
+
+  TEST_CASE("bad configurations and inputs raise loom::Error naming the module and the sizes") {
+    CHECK(contains(error_of([] { nn::MultiheadAttention(250, 4); }), "heads (4) must divide d_model (250)"));
+    CHECK(contains(error_of([] { nn::TransformerLayer(30, 4); }), "heads (4) must divide d_model (30)"));
+    CHECK(contains(error_of([] { nn::Transformer(0, 16, 2); }), "at least one layer"));
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 300, 16});
+    {
+      auto sc = g.scope("pos");
+      CHECK(contains(error_of([&] { nn::PositionalEmbedding(256, 16)(x); }),
+                     "PositionalEmbedding 'pos': sequence length 300 exceeds the table's 256 positions"));
+    }
+    nn::Sequential model{nn::MultiheadAttention(16, 2)};
+    Tensor bad_mask = g.placeholder("m", {300, 299}, boolean);
+    auto& mha = static_cast<nn::MultiheadAttention&>(model[0]);
+    {
+      auto sc = g.scope("enc");
+      std::string e = error_of([&] { mha(x, x, x, bad_mask); });
+      CHECK(contains(e, "MultiheadAttention 'enc/0'"));
+      CHECK(contains(e, "mask [300,299] does not broadcast to the attention scores [2,2,300,300]"));
+    }
+    CHECK(contains(error_of([&] { nn::MultiheadAttention(16, 2)(g.placeholder("y", {2, 5, 12})); }),
+                   "expected query [..., T, 16], got [2,5,12]"));
+  }
+}
