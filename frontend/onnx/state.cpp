@@ -12,7 +12,7 @@ const bool registered = [] {
   register_unexportable("assign", training);
   register_unexportable("no_op", training);
   register_unexportable("adam_update", training);
-  const char* random = "it draws random numbers (dropout in training mode? export the eval-mode graph)";
+  const char* random = "it draws random numbers (dropout in training mode? export the graph the model builds in eval mode)";
   register_unexportable("random_uniform", random);
   register_unexportable("random_normal", random);
   const char* gradient = "it exists only in gradient graphs";

@@ -60,7 +60,7 @@ TEST_SUITE("onnx") {
 
   TEST_CASE("every example of every exportable op passes ONNX's checker, with loom's output types") {
     const std::vector<std::string> ok = loom::onnx::exportable_ops();
-    int models = 0;
+    int models = 0, refused = 0;
     for (const OpDef* op : registered_ops()) {
       if (!op->examples || !std::binary_search(ok.begin(), ok.end(), op->name)) continue;
       for (const OpExample& ex : op->examples(3)) {
@@ -73,7 +73,17 @@ TEST_SUITE("onnx") {
             inputs.push_back(g.placeholder("in" + std::to_string(i), v.shape(), v.dtype() == float64 ? dt : v.dtype()));
           }
           std::vector<Tensor> outputs = g.add(op->name, inputs, ex.attrs);
-          ::onnx::ModelProto m = parse(loom::onnx::export_bytes(g, inputs, outputs));  // checks, or throws
+          std::string bytes;
+          try {
+            bytes = loom::onnx::export_bytes(g, inputs, outputs);  // checks, or throws
+          } catch (const Error& e) {
+            // Training-time forms (attention with dropout) are refused, with the way out.
+            INFO(e.what());
+            CHECK(contains(e.what(), "export the graph the model builds in eval mode"));
+            ++refused;
+            continue;
+          }
+          ::onnx::ModelProto m = parse(bytes);
           REQUIRE(m.graph().output_size() == int(outputs.size()));
           for (size_t k = 0; k < outputs.size(); ++k) {
             CHECK(m.graph().output(int(k)).type().tensor_type().elem_type() != ::onnx::TensorProto::UNDEFINED);
@@ -84,6 +94,7 @@ TEST_SUITE("onnx") {
       }
     }
     CHECK(models > 100);
+    CHECK(refused < 10);
   }
 
   TEST_CASE("an MLP exports as PyTorch's: Gemm on [out, in] weights named like the state_dict") {
@@ -135,7 +146,7 @@ TEST_SUITE("onnx") {
     CHECK(contains(e, "eval"));
   }
 
-  TEST_CASE("composites export op by op: softmax, log-softmax, LayerNorm1d, cross-entropy") {
+  TEST_CASE("softmax, log-softmax, LayerNorm1d and cross-entropy export") {
     Graph g;
     Tensor x = g.placeholder("x", {-1, 6});
     Tensor labels = g.placeholder("labels", {-1}, int64);
@@ -146,7 +157,7 @@ TEST_SUITE("onnx") {
         g, {x, labels}, {softmax(h), log_softmax(h, 0), nn::cross_entropy(h, labels), nn::accuracy(h, labels)},
         {.session = &s, .output_names = {"probs", "logp", "loss", "acc"}}));
     std::vector<std::string> types = op_types(m);
-    for (const char* op : {"ReduceMax", "Exp", "ReduceSum", "Log", "ReduceMean", "Sqrt", "Div", "ArgMax", "Equal"})
+    for (const char* op : {"Softmax", "LogSoftmax", "ReduceMean", "Sqrt", "Div", "ArgMax", "Equal", "ReduceSum"})
       CHECK(std::find(types.begin(), types.end(), op) != types.end());
     CHECK(dims_of(m.graph().output(0)) == Shape{-1, 6});
     CHECK(dims_of(m.graph().output(2)) == Shape{});
