@@ -286,9 +286,9 @@ void NDArray::assign(const NDArray& src) const {
 }
 
 void NDArray::fill(double value) const {
-  NDArray one = empty({}, dtype_);
-  dispatch(dtype_, [&]<class T>() { *one.data<T>() = std::is_same_v<T, bool> ? T(value != 0) : T(value); });
-  assign(one);
+  NDArray one = empty({}, float64);
+  *one.data<double>() = value;
+  assign(one);  // converted as casts convert: to integers saturating, NaN to 0
 }
 
 void copy_into(const NDArray& dst, const NDArray& src) {

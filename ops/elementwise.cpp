@@ -59,7 +59,7 @@ void check_fused_program(const InferContext& c, DType value) {
       const int64_t a = args[3 * k + j];
       if (a == kNoArg) continue;
       c.check(operands.size() == j, "instruction ", k, ": operands must come first");
-      c.check(a >= 0 ? a < int64_t(c.in.size()) : -a - 1 < int64_t(k), "instruction ", k, ": operand ", a,
+      c.check(a >= 0 ? a < int64_t(c.in.size()) : a >= -int64_t(k), "instruction ", k, ": operand ", a,
               " refers to no input or earlier instruction");
       // Operands compute in the value dtype; where's condition is bool.
       const DType t = a >= 0 ? c.in[size_t(a)].dtype : result[size_t(-a - 1)];

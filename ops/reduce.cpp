@@ -218,6 +218,7 @@ const bool registered = [] {
     d.shape_only_inputs = {1};
     d.infer = [](const InferContext& c) {
       const Shape &g = c.in[0].shape, &to = c.in[1].shape;
+      c.check(c.in[0].dtype != boolean, "dtype bool not supported");  // sums of bools: cast first
       bool ok = to.size() <= g.size();
       for (size_t i = 0; ok && i < to.size(); ++i) {
         int64_t a = to[i], b = g[g.size() - to.size() + i];

@@ -376,7 +376,11 @@ const bool registered = [] {
       if (ax < 0) ax += nd;
       V sizes;
       if (c.in.size() > 1)
-        for (size_t k = 1; k < c.in.size(); ++k) sizes.push_back(c.in[k].shape[size_t(ax)]);
+        for (size_t k = 1; k < c.in.size(); ++k) {
+          c.check(c.in[k].shape.size() == s.size(), "input ", k, " has shape ", S(c.in[k].shape), ", expected rank ",
+                  s.size());
+          sizes.push_back(c.in[k].shape[size_t(ax)]);
+        }
       else
         sizes = c.attrs.ints("sizes");
       if (c.in.size() == 1)
@@ -490,8 +494,10 @@ const bool registered = [] {
       Shape s = c.in[0].shape;
       int64_t k = c.attrs.i("dilation");
       c.check(k >= 0, "dilation must be >= 0, got ", k);
-      for (int64_t a : detail::normalize_axes(c.attrs.ints("axes"), int64_t(s.size()), c))
-        if (s[size_t(a)] >= 0) s[size_t(a)] = c.mul(s[size_t(a)], c.add(k, 1));
+      const V& axes = c.attrs.ints("axes");  // only those given: no axes, no dilation (as the kernels)
+      if (!axes.empty())
+        for (int64_t a : detail::normalize_axes(axes, int64_t(s.size()), c))
+          if (s[size_t(a)] >= 0) s[size_t(a)] = c.mul(s[size_t(a)], c.add(k, 1));
       return std::vector<TensorType>{{c.in[0].dtype, s}};
     };
     d.grad = [](const GradContext& c) {

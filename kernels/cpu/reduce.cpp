@@ -293,6 +293,7 @@ void arg_kernel(const KernelCall& c) {
     int64_t outer = 1, n = in.numel(), inner = 1;
     if (c.attrs.has("axis")) {
       int64_t ax = c.attrs.i("axis");
+      if (ax < 0) ax += in.ndim();  // as the CUDA kernel (issue 15 normalizes every axis when nodes are built)
       n = in.shape()[size_t(ax)];
       for (int64_t d = 0; d < ax; ++d) outer *= in.shape()[size_t(d)];
       for (int64_t d = ax + 1; d < in.ndim(); ++d) inner *= in.shape()[size_t(d)];

