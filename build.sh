@@ -6,6 +6,7 @@
 #   ./build.sh test           build (Release) and run the whole test suite
 #   ./build.sh test-asan      AddressSanitizer + UBSan build, whole suite
 #   ./build.sh test-tsan      ThreadSanitizer build, parallel-executor suites
+#   ./build.sh fuzz [s] [t..] libFuzzer (clang, ASan+UBSan): each target s seconds (60) on its seed corpus
 #   ./build.sh bench-train    loom vs PyTorch training benchmark (peers in a venv)
 #   ./build.sh bench-sched    scheduling/memory benchmark, PyTorch side by side
 #   ./build.sh build          build only (Release)
@@ -95,6 +96,29 @@ case "$cmd" in
       -DLOOM_BUILD_SAMPLES=OFF
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" \
       build/tsan/tests/loom_tests -ts='*parallel*' "$@"
+    ;;
+  fuzz)
+    # Fuzz targets of tests/fuzz: new inputs go to build/fuzz/corpus/<target>,
+    # crashes to build/fuzz/crashes/. FUZZ_ARGS adds libFuzzer flags (-jobs=2, ...).
+    base_deps
+    need clang libclang-rt-14-dev
+    if [ ! -f build/fuzz/CMakeCache.txt ]; then
+      CC=clang CXX=clang++ cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g" \
+        -DLOOM_FUZZ=ON -DLOOM_SANITIZE=address,undefined -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF \
+        -DLOOM_WERROR="${LOOM_WERROR:-OFF}" >/dev/null
+    fi
+    seconds=${1:-60}
+    [ $# -gt 0 ] && shift
+    targets=${*:-idx safetensors graph}
+    for t in $targets; do cmake --build build/fuzz -j "$JOBS" --target "fuzz_$t"; done
+    mkdir -p build/fuzz/crashes
+    for t in $targets; do
+      mkdir -p "build/fuzz/corpus/$t"
+      echo "build.sh: fuzzing $t for $seconds s"
+      ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        "build/fuzz/tests/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
+        -artifact_prefix="build/fuzz/crashes/$t-" ${FUZZ_ARGS:-} "build/fuzz/corpus/$t" "tests/fuzz/corpus/$t"
+    done
     ;;
   train)
     base_deps

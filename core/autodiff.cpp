@@ -28,9 +28,15 @@ std::vector<Tensor> gradients(const Tensor& y, const std::vector<Tensor>& xs, co
   for (const Tensor& x : xs)
     LOOM_CHECK(x.valid() && &x.graph() == &g, "gradients: x ", x.valid() ? "'" + x.name() + "' " : "",
                "is not a tensor of y's graph");
-  if (dy.valid())
+  if (dy.valid()) {
     LOOM_CHECK(&dy.graph() == &g && dy.dtype() == y.dtype(), "gradients: dy '", dy.name(),
                "' must be in y's graph with y's dtype ", dtype_name(y.dtype()));
+    bool fits = dy.ndim() == y.ndim();  // as PyTorch: dy has y's shape (unknown dims match any)
+    for (size_t i = 0; fits && i < y.shape().size(); ++i)
+      fits = dy.shape()[i] == y.shape()[i] || dy.shape()[i] < 0 || y.shape()[i] < 0;
+    LOOM_CHECK(fits, "gradients: dy '", dy.name(), "' has shape ", shape_str(dy.shape()), ", y '", y.name(),
+               "' has shape ", shape_str(y.shape()), "; they must be equal");
+  }
 
   // Nodes on a path x -> y: reachable from some x (forward) and reaching y (backward).
   const int top = y.node_id();

@@ -7,6 +7,7 @@
 
 #include "core/buffer.hpp"
 #include "core/error.hpp"
+#include "core/shape.hpp"
 
 namespace loom {
 
@@ -29,6 +30,7 @@ Device Device::parse(const std::string& s) {
 }
 
 void* DeviceBackend::allocate_host(size_t bytes) {
+  if (bytes > size_t(kMaxArrayBytes)) fail("out of host memory allocating ", bytes, " bytes");
   void* p = std::aligned_alloc(kAlignment, (std::max<size_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment);
   if (!p) fail("out of host memory allocating ", bytes, " bytes");
   return p;
@@ -106,6 +108,8 @@ DeviceBackend& device_backend(Device d) {
 }
 
 std::shared_ptr<Buffer> Buffer::allocate(Device d, size_t bytes) {
+  LOOM_CHECK(bytes <= size_t(kMaxArrayBytes), "cannot allocate ", bytes, " bytes on ", d.str(),
+             ": more than the 2^48-byte limit of one array");
   size_t n = (std::max<size_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
   void* p = device_backend(d).allocate(n);
   return std::shared_ptr<Buffer>(new Buffer(d, p, n));

@@ -1,6 +1,7 @@
 #include "core/graph.hpp"
 
 #include <atomic>
+#include <bit>
 
 namespace loom {
 
@@ -23,14 +24,36 @@ const std::string& Tensor::op() const { return node().op->name; }
 static std::atomic<uint64_t> next_graph_id{1};
 
 Graph::Graph() : id_(next_graph_id++) {}
-Graph::~Graph() = default;
+
+Graph::~Graph() {
+  for (int i = 0; i < size(); ++i) delete slot(i);
+  for (auto& seg : segments_) delete[] seg.load();
+}
+
+namespace {
+/// Segment and index within it of node `id` (segment k holds 32 << k nodes).
+std::pair<int, int> segment_of(int id) {
+  const int k = int(std::bit_width(unsigned(id >> 5) + 1u)) - 1;
+  return {k, id - 32 * ((1 << k) - 1)};
+}
+}  // namespace
+
+Node* Graph::slot(int id) const {
+  auto [k, i] = segment_of(id);
+  return segments_[size_t(k)].load(std::memory_order_acquire)[i];
+}
 
 const Node& Graph::node(int id) const {
   LOOM_CHECK(id >= 0 && id < size(), "no node ", id, " in this graph");
-  return *nodes_[size_t(id)];
+  return *slot(id);
 }
 
 std::string Graph::prefix() const {
+  std::lock_guard lock(mu_);
+  return prefix_locked();
+}
+
+std::string Graph::prefix_locked() const {
   std::string p;
   for (const auto& s : scopes_) p += s + "/";
   return p;
@@ -39,11 +62,14 @@ std::string Graph::prefix() const {
 Graph::Scope Graph::scope(const std::string& name) {
   LOOM_CHECK(!name.empty() && name.find('/') == std::string::npos, "scope name '", name,
              "' must be non-empty and contain no '/'");
+  std::lock_guard lock(mu_);
   scopes_.push_back(name);
   return Scope(this);
 }
 Graph::Scope::~Scope() {
-  if (g_) g_->scopes_.pop_back();
+  if (!g_) return;
+  std::lock_guard lock(g_->mu_);
+  g_->scopes_.pop_back();
 }
 
 std::string Graph::unique_name(const std::string& base) {
@@ -55,8 +81,34 @@ std::string Graph::unique_name(const std::string& base) {
   return candidate;
 }
 
+namespace {
+/// The graph owns its attribute values: arrays are copied (host, compact), so
+/// changing the caller's array later changes no graph and no session.
+Attrs owned(Attrs attrs, const std::string& op, const std::string& node) {
+  bool any = false;
+  for (const auto& [k, v] : attrs) any |= std::holds_alternative<NDArray>(v);
+  if (!any) return attrs;
+  Attrs out;
+  for (const auto& [k, v] : attrs) {
+    const NDArray* a = std::get_if<NDArray>(&v);
+    if (!a) {
+      out.set(k, v);
+      continue;
+    }
+    LOOM_CHECK(a->defined(), op, " '", node, "': attribute '", k, "' is an undefined NDArray");
+    out.set(k, a->to(Device::cpu()).clone());
+  }
+  return out;
+}
+}  // namespace
+
 std::vector<Tensor> Graph::add(std::string_view op_name, const std::vector<Tensor>& inputs, Attrs attrs,
                                std::string name, const std::vector<Tensor>& control) {
+  return add_impl(op_name, inputs, std::move(attrs), std::move(name), control, {});
+}
+
+std::vector<Tensor> Graph::add_impl(std::string_view op_name, const std::vector<Tensor>& inputs, Attrs attrs,
+                                    std::string name, const std::vector<Tensor>& control, Initializer init) {
   const OpDef& op = find_op(op_name);
   std::string full = prefix() + (name.empty() ? op.name : name);
   int nin = int(inputs.size());
@@ -77,17 +129,29 @@ std::vector<Tensor> Graph::add(std::string_view op_name, const std::vector<Tenso
     LOOM_CHECK(t.valid() && &t.graph() == this, op.name, " '", full, "': control input from another graph");
     node->control.push_back(t.node_id());
   }
+  attrs = owned(std::move(attrs), op.name, full);
   InferContext ctx{op.name, full, in_types, attrs};
   node->outputs = op.infer(ctx);
-  node->id = size();
   node->op = &op;
-  node->name = unique_name(full);
   node->attrs = std::move(attrs);
-  by_name_[node->name] = node->id;
-  nodes_.push_back(std::move(node));
-  const Node& n = *nodes_.back();
+  node->init = std::move(init);
+  return publish(std::move(node), full);
+}
+
+std::vector<Tensor> Graph::publish(std::unique_ptr<Node> node, const std::string& full) {
+  std::lock_guard lock(mu_);
+  const int id = size_.load(std::memory_order_relaxed);
+  auto [k, i] = segment_of(id);
+  LOOM_CHECK(k < kSegments, "graph: too many nodes");
+  if (i == 0) segments_[size_t(k)].store(new Node*[size_t(32) << k], std::memory_order_release);
+  node->id = id;
+  node->name = unique_name(full);
+  by_name_[node->name] = id;
+  const Node& n = *node;
+  segments_[size_t(k)].load(std::memory_order_relaxed)[i] = node.release();
+  size_.store(id + 1, std::memory_order_release);  // publishes the node to lock-free readers
   std::vector<Tensor> outs;
-  for (size_t i = 0; i < n.outputs.size(); ++i) outs.emplace_back(this, n.id, int(i));
+  for (size_t o = 0; o < n.outputs.size(); ++o) outs.emplace_back(this, n.id, int(o));
   return outs;
 }
 
@@ -101,13 +165,13 @@ Tensor Graph::add1(std::string_view op, const std::vector<Tensor>& inputs, Attrs
 
 Tensor Graph::placeholder(const std::string& name, const Shape& shape, DType dtype) {
   LOOM_CHECK(!name.empty(), "placeholder: a name is required");
-  LOOM_CHECK(!by_name_.count(prefix() + name), "placeholder '", prefix() + name, "': name already used");
+  LOOM_CHECK(!find(prefix() + name).valid(), "placeholder '", prefix() + name, "': name already used");
   return add1("placeholder", {}, {{"shape", shape}, {"dtype", dtype}}, name);
 }
 
 Tensor Graph::constant(const NDArray& value, const std::string& name) {
   LOOM_CHECK(value.defined(), "constant: undefined NDArray");
-  return add1("constant", {}, {{"value", value.to(Device::cpu()).compact()}}, name);
+  return add1("constant", {}, {{"value", value}}, name);  // add() copies the array
 }
 
 Tensor Graph::scalar(double value, DType dtype) { return constant(NDArray::scalar(value, dtype)); }
@@ -115,23 +179,22 @@ Tensor Graph::scalar(double value, DType dtype) { return constant(NDArray::scala
 Tensor Graph::variable(const std::string& name, const Shape& shape, Initializer init, DType dtype) {
   LOOM_CHECK(!name.empty(), "variable: a name is required");
   std::string full = prefix() + name;
-  LOOM_CHECK(!by_name_.count(full), "variable '", full, "': name already used");
+  LOOM_CHECK(!find(full).valid(), "variable '", full, "': name already used");
   LOOM_CHECK(is_static(shape), "variable '", full, "': shape ", shape_str(shape), " must be fully known");
   LOOM_CHECK(bool(init), "variable '", full, "': an initializer is required");
-  Tensor t = add1("variable", {}, {{"shape", shape}, {"dtype", dtype}}, name);
-  nodes_.back()->init = std::move(init);
-  return t;
+  return add_impl("variable", {}, {{"shape", shape}, {"dtype", dtype}}, name, {}, std::move(init))[0];
 }
 
 Tensor Graph::find(const std::string& name) const {
+  std::lock_guard lock(mu_);
   auto it = by_name_.find(name);
   return it == by_name_.end() ? Tensor() : Tensor(const_cast<Graph*>(this), it->second, 0);
 }
 
 std::vector<Tensor> Graph::variables() const {
   std::vector<Tensor> out;
-  for (const auto& n : nodes_)
-    if (n->op->name == "variable") out.emplace_back(const_cast<Graph*>(this), n->id, 0);
+  for (int id = 0, n = size(); id < n; ++id)
+    if (slot(id)->op->name == "variable") out.emplace_back(const_cast<Graph*>(this), id, 0);
   return out;
 }
 

@@ -21,15 +21,21 @@
 ///   node is added, so mistakes surface at build time with the node's name.
 /// - Names are scoped (`auto s = g.scope("layer1")` makes "layer1/matmul") and
 ///   unique; they appear in errors, traces and DOT exports.
+/// - Threads: nodes, once added, never change or move, so Sessions may run a
+///   graph on other threads while it grows. Adding is safe from any thread;
+///   scopes are shared by all threads, so build from one thread at a time.
 /// - Sources: placeholder (fed per run), constant (an NDArray), variable
 ///   (persistent state in the Session, with an initializer). `assign` updates
 ///   a variable inside a run.
 /// - gradients() (core/autodiff.hpp) extends the graph with the backward pass,
 ///   built from ordinary ops, so gradients can be differentiated again.
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -128,7 +134,7 @@ class Graph {
   /// The current scope prefix ("" or "a/b/").
   std::string prefix() const;
 
-  int size() const { return int(nodes_.size()); }
+  int size() const { return size_.load(std::memory_order_acquire); }
   const Node& node(int id) const;
   /// The node named `name` (its first output), or an invalid Tensor.
   Tensor find(const std::string& name) const;
@@ -138,8 +144,19 @@ class Graph {
   uint64_t id() const { return id_; }
 
  private:
+  std::vector<Tensor> add_impl(std::string_view op, const std::vector<Tensor>& inputs, Attrs attrs, std::string name,
+                               const std::vector<Tensor>& control, Initializer init);
+  std::vector<Tensor> publish(std::unique_ptr<Node> node, const std::string& full_name);
   std::string unique_name(const std::string& base);
-  std::vector<std::unique_ptr<Node>> nodes_;
+  std::string prefix_locked() const;
+  Node* slot(int id) const;
+
+  /// Nodes live in segments of 32, 64, 128, ... pointers that never move, so
+  /// readers need no lock: a node is published by storing size_ after it.
+  static constexpr int kSegments = 40;
+  std::array<std::atomic<Node**>, kSegments> segments_{};
+  std::atomic<int> size_{0};
+  mutable std::mutex mu_;  // writers, names and scopes
   std::unordered_map<std::string, int> by_name_;
   std::unordered_map<std::string, int> name_counts_;
   std::vector<std::string> scopes_;

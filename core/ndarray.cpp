@@ -42,8 +42,8 @@ Shape resolve_reshape(const Shape& from, const Shape& to, const char* what) {
       infer = int(i);
     } else if (r[i] < 0) {
       fail(what, ": negative dimension in target shape ", shape_str(to));
-    } else {
-      known *= r[i];
+    } else if (__builtin_mul_overflow(known, r[i], &known)) {
+      fail(what, ": target shape ", shape_str(to), " has more than 2^63 elements");
     }
   }
   if (infer >= 0) {
@@ -129,18 +129,21 @@ Layout layout_slice(const Layout& in, const std::vector<Slice>& slices, const ch
       if (v < 0) v += n;
       return std::clamp(v, lo, hi);
     };
+    // In unsigned arithmetic: a step of INT64_MIN or INT64_MAX must not overflow.
+    const uint64_t step = s.step > 0 ? uint64_t(s.step) : 0 - uint64_t(s.step);
     if (s.step > 0) {
       start = s.start == Slice::kNone ? 0 : norm(s.start, 0, n);
       stop = s.stop == Slice::kNone ? n : norm(s.stop, 0, n);
-      len = stop > start ? (stop - start + s.step - 1) / s.step : 0;
+      len = stop > start ? int64_t((uint64_t(stop - start) - 1) / step + 1) : 0;
     } else {
       start = s.start == Slice::kNone ? n - 1 : norm(s.start, -1, n - 1);
       stop = s.stop == Slice::kNone ? -1 : norm(s.stop, -1, n - 1);
-      len = start > stop ? (start - stop - s.step - 1) / (-s.step) : 0;
+      len = start > stop ? int64_t((uint64_t(start - stop) - 1) / step + 1) : 0;
     }
     if (len > 0) out.offset += start * in.strides[i];
     out.shape[i] = len;
-    out.strides[i] = in.strides[i] * s.step;
+    // With two or more elements |step| < n, so the product fits; one element needs no stride.
+    out.strides[i] = len > 1 ? in.strides[i] * s.step : in.strides[i];
   }
   return out;
 }
@@ -158,8 +161,7 @@ NDArray::NDArray(std::shared_ptr<Buffer> buf, Layout layout, DType dtype)
 
 NDArray NDArray::empty(const Shape& shape, DType dtype, Device device) {
   LOOM_CHECK(is_static(shape), "NDArray: shape ", shape_str(shape), " has a dynamic or negative dim");
-  return NDArray(Buffer::allocate(device, size_t(loom::numel(shape)) * dtype_size(dtype)), Layout::compact(shape),
-                 dtype);
+  return NDArray(Buffer::allocate(device, checked_bytes(shape, dtype_size(dtype))), Layout::compact(shape), dtype);
 }
 
 NDArray NDArray::zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
@@ -284,9 +286,9 @@ void NDArray::assign(const NDArray& src) const {
 }
 
 void NDArray::fill(double value) const {
-  NDArray one = empty({}, dtype_);
-  dispatch(dtype_, [&]<class T>() { *one.data<T>() = std::is_same_v<T, bool> ? T(value != 0) : T(value); });
-  assign(one);
+  NDArray one = empty({}, float64);
+  *one.data<double>() = value;
+  assign(one);  // converted as casts convert: to integers saturating, NaN to 0
 }
 
 void copy_into(const NDArray& dst, const NDArray& src) {

@@ -19,7 +19,31 @@ OpRegistry& op_registry() {
 }
 }  // namespace
 
+namespace {
+/// Every inference result, at build time and when a plan resolves shapes,
+/// passes one check: dims >= -1, sizes within kMaxArrayBytes, and resolved
+/// inputs give resolved outputs. An op's own inference need not repeat it.
+void check_outputs(const InferContext& c, const std::vector<TensorType>& outs) {
+  bool inputs_static = !c.in.empty();
+  for (const TensorType& t : c.in) inputs_static &= is_static(t.shape);
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const Shape& s = outs[i].shape;
+    if (!valid_shape(s, dtype_size(outs[i].dtype)))
+      check_shape(s, dtype_size(outs[i].dtype), detail::cat(c.op, " '", c.node, "': output ", i));
+    if (inputs_static && !is_static(s))
+      fail(c.op, " '", c.node, "': output ", i, " has shape ", shape_str(s),
+           " with an unknown dim although every input's shape is known");
+  }
+}
+}  // namespace
+
 void register_op(OpDef def) {
+  if (def.infer)
+    def.infer = [infer = std::move(def.infer)](const InferContext& c) {
+      std::vector<TensorType> outs = infer(c);
+      check_outputs(c, outs);
+      return outs;
+    };
   OpRegistry& r = op_registry();
   std::lock_guard lock(r.mu);
   LOOM_ASSERT(!r.ops.count(def.name), "op registered twice: ", def.name);

@@ -45,6 +45,17 @@ struct InferContext {
   void check(bool cond, A&&... a) const {
     if (!cond) fail(std::forward<A>(a)...);
   }
+  /// Dim arithmetic that throws (naming the op) instead of overflowing.
+  int64_t add(int64_t a, int64_t b) const {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) fail("dim ", a, " + ", b, " overflows");
+    return r;
+  }
+  int64_t mul(int64_t a, int64_t b) const {
+    int64_t r;
+    if (__builtin_mul_overflow(a, b, &r)) fail("dim ", a, " * ", b, " overflows");
+    return r;
+  }
 };
 
 /// What a gradient rule sees: the forward node's inputs and outputs as graph

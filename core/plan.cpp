@@ -40,6 +40,7 @@ struct Builder {
   std::unordered_map<int, int> var_storage;  // graph node -> storage
   size_t pending_cse = 0;                    // hash to record once the node has its index
   bool has_pending_cse = false;
+  const int nodes = g.size();  // one snapshot: the graph may grow (another thread) while this plan compiles
 
   int new_value(const TensorType& t, int producer) {
     p.values.push_back({t, producer, -1, {}});
@@ -104,7 +105,7 @@ void Builder::validate_and_prune(std::vector<char>& needed, std::vector<int>& fe
   auto check_tensor = [&](const Tensor& t, const char* what) {
     LOOM_CHECK(t.valid(), "run: ", what, " is an empty Tensor handle");
     LOOM_CHECK(&t.graph() == &g, "run: ", what, " '", t.name(), "' belongs to another graph than this session's");
-    LOOM_CHECK(t.node_id() >= 0 && t.node_id() < g.size(), "run: ", what, " refers to unknown node ", t.node_id());
+    LOOM_CHECK(t.node_id() >= 0 && t.node_id() < nodes, "run: ", what, " refers to unknown node ", t.node_id());
   };
   for (const Tensor& t : *req.fetches) {
     check_tensor(t, "fetch");
@@ -112,7 +113,7 @@ void Builder::validate_and_prune(std::vector<char>& needed, std::vector<int>& fe
                "' has no output ", t.index(), " (use it as a target)");
   }
   for (const Tensor& t : *req.targets) check_tensor(t, "target");
-  feed_of.assign(size_t(g.size()), -1);
+  feed_of.assign(size_t(nodes), -1);
   for (size_t i = 0; i < req.feeds->size(); ++i) {
     const auto& [t, a] = (*req.feeds)[i];
     check_tensor(t, "feed");
@@ -128,7 +129,7 @@ void Builder::validate_and_prune(std::vector<char>& needed, std::vector<int>& fe
                ", got ", shape_str(a.shape()));
     feed_of[size_t(n.id)] = int(i);
   }
-  needed.assign(size_t(g.size()), 0);
+  needed.assign(size_t(nodes), 0);
   std::vector<int> stack;
   for (const Tensor& t : *req.fetches) stack.push_back(t.node_id());
   for (const Tensor& t : *req.targets) stack.push_back(t.node_id());
@@ -215,10 +216,10 @@ bool Builder::try_fold(PNode& node) {
 }
 
 void Builder::build(const std::vector<char>& needed, const std::vector<int>& feed_of) {
-  value_of.assign(size_t(g.size()), -1);
-  node_of.assign(size_t(g.size()), -1);
+  value_of.assign(size_t(nodes), -1);
+  node_of.assign(size_t(nodes), -1);
   std::unordered_map<std::string, int> const_cse;  // small constants by content
-  for (int id = 0; id < g.size(); ++id) {
+  for (int id = 0; id < nodes; ++id) {
     if (!needed[size_t(id)]) continue;
     const Node& gn = g.node(id);
     const OpDef& op = *gn.op;

@@ -11,13 +11,14 @@
 #include <cstring>
 #include <deque>
 #include <cmath>
-#include <fstream>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
 
+#include "core/file.hpp"
 #include "core/philox.hpp"
 #include "core/plan.hpp"
 
@@ -139,19 +140,68 @@ struct TraceEvent {
   int thread;
 };
 
+/// Does anything a run needs write a variable (assign and its kind)?
+bool writes_variables(const Graph& g, const std::vector<Tensor>& fetches, const std::vector<Tensor>& targets) {
+  std::vector<char> seen(size_t(g.size()), 0);
+  std::vector<int> stack;
+  for (const auto* list : {&fetches, &targets})
+    for (const Tensor& t : *list) stack.push_back(t.node_id());
+  while (!stack.empty()) {
+    const int id = stack.back();
+    stack.pop_back();
+    if (id < 0 || id >= int(seen.size()) || seen[size_t(id)]) continue;
+    seen[size_t(id)] = 1;
+    const Node& n = g.node(id);
+    if (n.op->writes_input >= 0) return true;
+    for (const Edge& e : n.inputs) stack.push_back(e.node);
+    for (int c : n.control) stack.push_back(c);
+  }
+  return false;
+}
+
+/// Runs f in the session's TBB arena. Under ThreadSanitizer the caller runs it
+/// itself: TSan cannot see libtbb's hand-offs, and kernels run inline there.
+template <class F>
+void in_arena(tbb::task_arena& arena, F&& f) {
+#if defined(__SANITIZE_THREAD__)
+  (void)arena;
+  f();
+#else
+  arena.execute(std::forward<F>(f));
+#endif
+}
+
 }  // namespace
+
+/// Compiled plans of one run signature: copies not in use by a run (a run
+/// takes one, or compiles another when all are busy).
+struct PlanSlot {
+  std::vector<std::shared_ptr<Plan>> idle;
+  bool writes_variables = false;
+  uint64_t last_use = 0;
+};
+
+struct Session::Lease {
+  std::shared_ptr<Plan> plan;
+  std::string key;
+  bool writes_variables = false;
+};
 
 struct Session::Impl {
   tbb::task_arena arena;
-  std::unordered_map<std::string, std::unique_ptr<Plan>> plans;
-  Plan* last = nullptr;
-  std::unordered_map<int, NDArray> vars;
+  // Lock order: state_mu before cache_mu and stats_mu; the last two are never held together.
+  std::shared_mutex state_mu;  // variables: shared while runs read them, exclusive to write or create
+  std::mutex cache_mu;
+  std::unordered_map<std::string, PlanSlot> plans;
+  uint64_t clock = 0;
+  std::mutex stats_mu;
+  std::shared_ptr<Plan> last;
   SessionStats stats;
   std::unordered_map<std::string, NodeTime> times;
+  std::shared_ptr<Plan> trace_plan;
   std::vector<TraceEvent> trace;
-  std::mutex trace_mu;
-  Clock::time_point trace_origin;
-  uint64_t run_counter = 0;
+  std::unordered_map<int, NDArray> vars;
+  std::atomic<uint64_t> run_counter{0};
   void* stream = nullptr;
   explicit Impl(int threads) : arena(threads) {}
 };
@@ -167,39 +217,60 @@ Session::~Session() {
   if (impl_ && impl_->stream) device_backend(options_.device).destroy_stream(impl_->stream);
 }
 
+namespace {
+/// A variable's initial host value: its initializer's errors name the variable.
+NDArray initial_value(const Node& n, uint64_t seed) {
+  const TensorType& t = n.outputs[0];
+  NDArray host = NDArray::empty(t.shape, t.dtype);
+  try {
+    n.init(host, philox::mix_key(seed, name_hash(n.name)));
+  } catch (const std::exception& e) {
+    fail("variable '", n.name, "': its initializer failed: ", e.what());
+  } catch (...) {
+    fail("variable '", n.name, "': its initializer threw a non-standard exception");
+  }
+  return host;
+}
+}  // namespace
+
 NDArray& Session::variable_value(int node) {
   auto it = impl_->vars.find(node);
   if (it != impl_->vars.end()) return it->second;
-  const Node& n = graph_.node(node);
-  const TensorType& t = n.outputs[0];
-  NDArray host = NDArray::empty(t.shape, t.dtype);
-  n.init(host, philox::mix_key(options_.seed, name_hash(n.name)));
+  NDArray host = initial_value(graph_.node(node), options_.seed);
   return impl_->vars.emplace(node, host.to(options_.device).clone()).first->second;
 }
 
 void Session::initialize() { initialize(graph_.variables()); }
 
 void Session::initialize(const std::vector<Tensor>& variables) {
-  for (const Tensor& v : variables) {
+  for (const Tensor& v : variables)
     LOOM_CHECK(v.valid() && &v.graph() == &graph_ && v.op() == "variable", "initialize: '",
                v.valid() ? v.name() : "?", "' is not a variable of this session's graph");
-    const Node& n = v.node();
-    auto it = impl_->vars.find(n.id);
-    if (it == impl_->vars.end()) {
-      variable_value(n.id);
-      continue;
-    }
-    NDArray host = NDArray::empty(n.outputs[0].shape, n.outputs[0].dtype);
-    n.init(host, philox::mix_key(options_.seed, name_hash(n.name)));
-    it->second.assign(host);  // same buffer: compiled plans stay bound to it
+  // Every initial value first: a failing initializer changes no variable.
+  std::vector<NDArray> values;
+  for (const Tensor& v : variables) values.push_back(initial_value(v.node(), options_.seed));
+  std::unique_lock lock(impl_->state_mu);
+  for (size_t i = 0; i < variables.size(); ++i) {
+    auto it = impl_->vars.find(variables[i].node_id());
+    if (it == impl_->vars.end()) impl_->vars.emplace(variables[i].node_id(), values[i].to(options_.device).clone());
+    else it->second.assign(values[i]);  // same buffer: compiled plans stay bound to it
   }
 }
 
-bool Session::initialized(const Tensor& v) const { return v.valid() && impl_->vars.count(v.node_id()); }
+bool Session::initialized(const Tensor& v) const {
+  std::shared_lock lock(impl_->state_mu);
+  return v.valid() && impl_->vars.count(v.node_id());
+}
 
 NDArray Session::get(const Tensor& v) {
   LOOM_CHECK(v.valid() && &v.graph() == &graph_ && v.op() == "variable", "get: '", v.valid() ? v.name() : "?",
              "' is not a variable of this session's graph");
+  {
+    std::shared_lock lock(impl_->state_mu);
+    auto it = impl_->vars.find(v.node_id());
+    if (it != impl_->vars.end()) return it->second.to(Device::cpu()).clone();
+  }
+  std::unique_lock lock(impl_->state_mu);
   return variable_value(v.node_id()).to(Device::cpu()).clone();
 }
 
@@ -210,41 +281,91 @@ void Session::set(const Tensor& v, const NDArray& value) {
   LOOM_CHECK(value.defined() && value.shape() == t.shape && value.dtype() == t.dtype, "set '", v.name(),
              "': expected ", dtype_name(t.dtype), shape_str(t.shape), ", got ",
              value.defined() ? std::string(dtype_name(value.dtype())) + shape_str(value.shape()) : "undefined");
-  NDArray& dst = variable_value(v.node_id());
-  dst.assign(value);
+  std::unique_lock lock(impl_->state_mu);
+  auto it = impl_->vars.find(v.node_id());
+  if (it != impl_->vars.end()) it->second.assign(value);
+  else impl_->vars.emplace(v.node_id(), value.to(options_.device).clone());
 }
 
-Plan& Session::plan_for(const std::vector<Tensor>& fetches, const Feeds& feeds, const std::vector<Tensor>& targets) {
-  std::string key = signature(fetches, feeds, targets);
-  auto it = impl_->plans.find(key);
-  if (it != impl_->plans.end()) {
-    ++impl_->stats.plan_cache_hits;
-    return *it->second;
+Session::Lease Session::acquire(const std::vector<Tensor>& fetches, const Feeds& feeds,
+                                const std::vector<Tensor>& targets) {
+  Lease lease;
+  lease.key = signature(fetches, feeds, targets);
+  {
+    std::lock_guard lock(impl_->cache_mu);
+    auto it = impl_->plans.find(lease.key);
+    if (it != impl_->plans.end() && !it->second.idle.empty()) {
+      it->second.last_use = ++impl_->clock;
+      lease.plan = std::move(it->second.idle.back());
+      lease.writes_variables = it->second.writes_variables;
+      it->second.idle.pop_back();
+    }
   }
-  CompileRequest req{&graph_, &options_, &fetches, &feeds, &targets, [this](int n) -> NDArray& { return variable_value(n); }};
-  std::unique_ptr<Plan> plan;
-  impl_->arena.execute([&] { plan = compile_plan(req); });
+  if (lease.plan) {
+    std::lock_guard lock(impl_->stats_mu);
+    ++impl_->stats.plan_cache_hits;
+    return lease;
+  }
+  // A new signature, or every copy of it busy in another thread's run: compile
+  // one. Exclusive: compiling creates the variables the plan binds.
+  {
+    std::unique_lock state(impl_->state_mu);
+    CompileRequest req{&graph_, &options_, &fetches, &feeds, &targets, [this](int n) -> NDArray& { return variable_value(n); }};
+    std::unique_ptr<Plan> plan;
+    in_arena(impl_->arena, [&] { plan = compile_plan(req); });
+    lease.plan = std::move(plan);
+    lease.writes_variables = writes_variables(graph_, fetches, targets);
+  }
+  int evicted = 0;
+  {
+    std::lock_guard lock(impl_->cache_mu);
+    PlanSlot& slot = impl_->plans[lease.key];
+    slot.writes_variables = lease.writes_variables;
+    slot.last_use = ++impl_->clock;
+    // Least recently used signatures go first; a plan in use lives on in its lease.
+    while (options_.max_cached_plans && impl_->plans.size() > options_.max_cached_plans) {
+      auto oldest = impl_->plans.end();
+      for (auto it = impl_->plans.begin(); it != impl_->plans.end(); ++it)
+        if (it->first != lease.key && (oldest == impl_->plans.end() || it->second.last_use < oldest->second.last_use))
+          oldest = it;
+      impl_->plans.erase(oldest);
+      ++evicted;
+    }
+  }
+  std::lock_guard lock(impl_->stats_mu);
   ++impl_->stats.plans_compiled;
-  Plan& ref = *plan;
-  impl_->plans.emplace(std::move(key), std::move(plan));
-  return ref;
+  impl_->stats.plans_evicted += evicted;
+  return lease;
+}
+
+void Session::release(Lease& lease) {
+  std::lock_guard lock(impl_->cache_mu);
+  auto it = impl_->plans.find(lease.key);
+  if (it != impl_->plans.end()) it->second.idle.push_back(std::move(lease.plan));
 }
 
 PlanInfo Session::plan_info(const std::vector<Tensor>& fetches, const Feeds& feeds, const std::vector<Tensor>& targets) {
-  return plan_for(fetches, feeds, targets).info();
+  Lease lease = acquire(fetches, feeds, targets);
+  PlanInfo info = lease.plan->info();
+  release(lease);
+  return info;
 }
 
 std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feeds& feeds,
                                   const std::vector<Tensor>& targets) {
-  Plan& plan = plan_for(fetches, feeds, targets);
-  impl_->last = &plan;
-  KernelContext ctx{options_.device, impl_->stream, options_.seed, impl_->run_counter++};
+  Lease lease = acquire(fetches, feeds, targets);
+  struct Return {  // the plan goes back to the cache however the run ends
+    Session* s;
+    Lease& l;
+    ~Return() { s->release(l); }
+  } give_back{this, lease};
+  Plan& plan = *lease.plan;
+  KernelContext ctx{options_.device, impl_->stream, options_.seed, impl_->run_counter.fetch_add(1)};
   const bool profile = options_.profile, check = options_.check_numerics;
   std::vector<double> step_us(profile ? plan.steps.size() : 0, 0.0);
-  if (profile) {
-    impl_->trace.clear();
-    impl_->trace_origin = Clock::now();
-  }
+  std::vector<TraceEvent> trace;
+  std::mutex trace_mu;
+  const Clock::time_point trace_origin = Clock::now();
   DeviceBackend& dev = device_backend(options_.device);
 
   const bool on_device = !options_.device.is_cpu();
@@ -282,14 +403,18 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
       auto t1 = Clock::now();
       double us = std::chrono::duration<double, std::micro>(t1 - t0).count();
       step_us[i] = us;
-      std::lock_guard lock(impl_->trace_mu);
-      impl_->trace.push_back({int(i),
-                              std::chrono::duration<double, std::micro>(t0 - impl_->trace_origin).count(), us,
-                              tbb::this_task_arena::current_thread_index()});
+      std::lock_guard lock(trace_mu);
+      trace.push_back({int(i), std::chrono::duration<double, std::micro>(t0 - trace_origin).count(), us,
+                       tbb::this_task_arena::current_thread_index()});
     }
   };
 
-  impl_->arena.execute([&] {
+  // Runs that write variables run alone; the others share the variables.
+  std::shared_lock<std::shared_mutex> reading(impl_->state_mu, std::defer_lock);
+  std::unique_lock<std::shared_mutex> writing(impl_->state_mu, std::defer_lock);
+  if (lease.writes_variables) writing.lock();
+  else reading.lock();
+  in_arena(impl_->arena, [&] {
     if (options_.executor == Executor::serial || plan.steps.size() < 2) {
       for (size_t i = 0; i < plan.steps.size(); ++i) exec(i);
       return;
@@ -297,8 +422,13 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
     run_parallel(plan.deps, plan.succ, options_.threads, exec);
   });
   dev.synchronize(impl_->stream);
+  std::vector<NDArray> out;
+  for (int v : plan.fetch_values) out.push_back(plan.bind(v).to(Device::cpu()).clone());
+  if (reading.owns_lock()) reading.unlock();
+  if (writing.owns_lock()) writing.unlock();
 
-  if (profile)
+  std::lock_guard lock(impl_->stats_mu);
+  if (profile) {
     for (size_t i = 0; i < plan.steps.size(); ++i) {
       const Step& s = plan.steps[i];
       if (!s.fn && s.feed < 0) continue;
@@ -308,50 +438,54 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
       ++t.calls;
       t.total_us += step_us[i];
     }
+    impl_->trace = std::move(trace);
+    impl_->trace_plan = lease.plan;
+  }
+  impl_->last = lease.plan;
   ++impl_->stats.runs;
-
-  std::vector<NDArray> out;
-  for (int v : plan.fetch_values) out.push_back(plan.bind(v).to(Device::cpu()).clone());
   return out;
 }
 
 NDArray Session::run1(const Tensor& fetch, const Feeds& feeds) { return run({fetch}, feeds)[0]; }
 
 SessionStats Session::stats() const {
-  SessionStats s = impl_->stats;
-  if (impl_->last) s.last_plan = impl_->last->stats;
-  for (const auto& [k, v] : impl_->times) s.node_times.push_back(v);
+  SessionStats s;
+  {
+    std::lock_guard lock(impl_->stats_mu);
+    s = impl_->stats;
+    if (impl_->last) s.last_plan = impl_->last->stats;
+    for (const auto& [k, v] : impl_->times) s.node_times.push_back(v);
+  }
+  {
+    std::lock_guard lock(impl_->cache_mu);
+    s.plans_cached = int(impl_->plans.size());
+  }
   std::sort(s.node_times.begin(), s.node_times.end(),
             [](const NodeTime& a, const NodeTime& b) { return a.total_us > b.total_us; });
   return s;
 }
 
-static void write_atomically(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    LOOM_CHECK(f, "cannot write '", tmp, "'");
-    f << text;
-    f.flush();
-    LOOM_CHECK(f, "error writing '", tmp, "'");
-  }
-  LOOM_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '", tmp, "' to '", path, "'");
-}
-
 std::string Session::trace_json() const {
-  LOOM_CHECK(impl_->last, "export_trace: no run yet");
   LOOM_CHECK(options_.profile, "export_trace: the session was created without profile = true");
+  std::shared_ptr<Plan> plan;
+  std::vector<TraceEvent> trace;
+  {
+    std::lock_guard lock(impl_->stats_mu);
+    plan = impl_->trace_plan;
+    trace = impl_->trace;
+  }
+  LOOM_CHECK(plan, "export_trace: no run yet");
   // Chrome's trace format: one complete event ("X") per step, named after its
   // node, and metadata events ("M") naming the process and every thread.
   nlohmann::json events = nlohmann::json::array();
   events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1}, {"args", {{"name", "loom session"}}}});
   std::set<int> threads;
-  for (const TraceEvent& e : impl_->trace) threads.insert(e.thread);
+  for (const TraceEvent& e : trace) threads.insert(e.thread);
   for (int t : threads)
     events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", t},
                       {"args", {{"name", t == 0 ? std::string("loom thread 0 (caller)") : "loom thread " + std::to_string(t)}}}});
-  for (const TraceEvent& e : impl_->trace) {
-    const Step& s = impl_->last->steps[size_t(e.step)];
+  for (const TraceEvent& e : trace) {
+    const Step& s = plan->steps[size_t(e.step)];
     events.push_back({{"name", *s.name}, {"cat", s.op ? *s.op : "feed"}, {"ph", "X"}, {"ts", e.start_us},
                       {"dur", e.dur_us}, {"pid", 1}, {"tid", e.thread}, {"args", {{"step", e.step}}}});
   }
@@ -361,11 +495,16 @@ std::string Session::trace_json() const {
          "\n";
 }
 
-void Session::export_trace(const std::string& path) const { write_atomically(path, trace_json()); }
+void Session::export_trace(const std::string& path) const { io::write_file_atomically(path, trace_json()); }
 
 void Session::export_dot(const std::string& path) const {
-  LOOM_CHECK(impl_->last, "export_dot: no run yet");
-  write_atomically(path, impl_->last->dot());
+  std::shared_ptr<Plan> plan;
+  {
+    std::lock_guard lock(impl_->stats_mu);
+    plan = impl_->last;
+  }
+  LOOM_CHECK(plan, "export_dot: no run yet");
+  io::write_file_atomically(path, plan->dot());
 }
 
 }  // namespace loom

@@ -46,6 +46,9 @@ struct SessionOptions {
   /// on them, so a run that fails (e.g. check_numerics) leaves variables as
   /// they were. Off: updates run as early as possible (less memory).
   bool atomic_updates = true;
+  /// Compiled plans kept, one per run signature; the least recently used is
+  /// dropped beyond this (stats().plans_evicted). 0: keep every plan.
+  size_t max_cached_plans = 32;
 };
 
 /// Feeds for one run: placeholder and value.
@@ -72,8 +75,10 @@ struct NodeTime {
 };
 
 struct SessionStats {
-  int plans_compiled = 0;
+  int plans_compiled = 0;        // includes extra copies compiled for concurrent runs of one signature
   int plan_cache_hits = 0;
+  int plans_evicted = 0;         // dropped by the max_cached_plans bound
+  int plans_cached = 0;          // signatures in the cache now
   int64_t runs = 0;
   PlanStats last_plan;
   std::vector<NodeTime> node_times;  // when profiling, sorted by total time
@@ -97,6 +102,11 @@ struct PlanInfo {
 
 class Plan;
 
+/// Threads: run(), get(), set(), initialize(), stats() and the exports may be
+/// called from several threads at once. Runs that write no variable run
+/// concurrently (each on its own copy of the plan and its arena); runs that
+/// write variables (assign), set() and initialize() run alone. The graph may
+/// grow meanwhile: a run uses only the nodes it needs.
 class Session {
  public:
   explicit Session(Graph& graph, SessionOptions options = {});
@@ -134,8 +144,10 @@ class Session {
 
  private:
   friend class Plan;
-  Plan& plan_for(const std::vector<Tensor>& fetches, const Feeds& feeds, const std::vector<Tensor>& targets);
-  NDArray& variable_value(int node);
+  struct Lease;
+  Lease acquire(const std::vector<Tensor>& fetches, const Feeds& feeds, const std::vector<Tensor>& targets);
+  void release(Lease& lease);
+  NDArray& variable_value(int node);  // caller holds the state lock exclusively when it may create one
 
   Graph& graph_;
   SessionOptions options_;

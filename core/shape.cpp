@@ -8,18 +8,49 @@ std::string shape_str(const Shape& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) {
     if (i) r += ",";
-    r += s[i] < 0 ? "?" : std::to_string(s[i]);
+    r += s[i] == -1 ? "?" : std::to_string(s[i]);
   }
   return r + "]";
 }
 
-int64_t numel(const Shape& s) {
+namespace {
+/// Product of the known nonzero dims, or -1 when it overflows int64.
+int64_t extent(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) {
-    LOOM_ASSERT(d >= 0, "numel of a shape with a dynamic dim ", shape_str(s));
-    n *= d;
-  }
+  for (int64_t d : s)
+    if (d > 0 && __builtin_mul_overflow(n, d, &n)) return -1;
   return n;
+}
+}  // namespace
+
+int64_t numel(const Shape& s) {
+  for (int64_t d : s) LOOM_ASSERT(d >= 0, "numel of a shape with a dynamic dim ", shape_str(s));
+  const int64_t n = extent(s);
+  if (n < 0) fail("shape ", shape_str(s), " has more than 2^63 elements");
+  for (int64_t d : s)
+    if (d == 0) return 0;
+  return n;
+}
+
+size_t checked_bytes(const Shape& s, size_t itemsize) {
+  check_shape(s, itemsize, "array");
+  return size_t(numel(s)) * itemsize;
+}
+
+bool valid_shape(const Shape& s, size_t itemsize) {
+  for (int64_t d : s)
+    if (d < -1) return false;
+  const int64_t n = extent(s);
+  return n >= 0 && (!itemsize || n <= kMaxArrayBytes / int64_t(itemsize));
+}
+
+void check_shape(const Shape& s, size_t itemsize, std::string_view what) {
+  for (int64_t d : s)
+    if (d < -1) fail(what, ": shape ", shape_str(s), " has dim ", d, " (dims are >= 0, or -1 for dynamic)");
+  const int64_t n = extent(s);
+  if (n < 0) fail(what, ": shape ", shape_str(s), " has more than 2^63 elements");
+  if (itemsize && n > kMaxArrayBytes / int64_t(itemsize))
+    fail(what, ": shape ", shape_str(s), " of ", itemsize, "-byte elements needs more than 2^48 bytes");
 }
 
 bool is_static(const Shape& s) {
@@ -33,7 +64,7 @@ Strides compact_strides(const Shape& s) {
   int64_t acc = 1;
   for (size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= s[i] > 0 ? s[i] : 1;
+    if (s[i] > 0 && __builtin_mul_overflow(acc, s[i], &acc)) fail("shape ", shape_str(s), " has more than 2^63 elements");
   }
   return st;
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace loom {
@@ -18,7 +19,24 @@ inline constexpr int64_t kDynamic = -1;
 std::string shape_str(const Shape& s);
 
 /// Product of dims; a shape with a dynamic dim has no numel (throws).
+/// Throws loom::Error naming the shape when the product of its nonzero dims
+/// exceeds int64 (then no stride or offset of any view of it can overflow).
 int64_t numel(const Shape& s);
+
+/// The largest array in bytes (2^48, more than any machine addresses): sizes
+/// from users and files are checked against it, and sums of a few million
+/// such sizes still fit in 64 bits.
+inline constexpr int64_t kMaxArrayBytes = int64_t(1) << 48;
+
+/// numel(s) * itemsize; throws loom::Error naming the shape above kMaxArrayBytes.
+size_t checked_bytes(const Shape& s, size_t itemsize);
+
+/// A shape as user code or a file may declare it: every dim >= -1 (-1:
+/// dynamic) and the known dims within kMaxArrayBytes at `itemsize` bytes each
+/// (0: element counts only). Throws loom::Error "<what>: ..." naming the shape.
+void check_shape(const Shape& s, size_t itemsize, std::string_view what);
+/// check_shape's test, without the message.
+bool valid_shape(const Shape& s, size_t itemsize);
 
 bool is_static(const Shape& s);
 

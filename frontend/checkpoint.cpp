@@ -11,6 +11,8 @@
 #include <limits>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "frontend/io.hpp"
 #include "frontend/nn.hpp"
 
@@ -65,212 +67,6 @@ void json_string(std::string& out, const std::string& s) {
   out += '"';
 }
 
-// ---- a small JSON reader, enough for safetensors headers; every error is a loom::Error.
-
-struct Json {
-  enum Kind { null, boolean, number, string, array, object } kind = null;
-  bool b = false;
-  double num = 0;
-  bool integral = false;
-  uint64_t u = 0;  // exact value of non-negative integers
-  std::string str;
-  std::vector<Json> items;
-  std::vector<std::pair<std::string, Json>> members;
-};
-
-class Parser {
- public:
-  Parser(std::string_view text, const std::string& path) : s_(text), path_(path) {}
-
-  Json document() {
-    Json v = value(0);
-    ws();
-    if (i_ != s_.size()) error("unexpected text after the JSON header");
-    return v;
-  }
-
- private:
-  [[noreturn]] void error(const std::string& what) {
-    fail("'", path_, "': malformed safetensors header: ", what, " at byte ", i_);
-  }
-  void ws() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) ++i_;
-  }
-  char peek() {
-    ws();
-    if (i_ >= s_.size()) error("unexpected end");
-    return s_[i_];
-  }
-  void expect(char c) {
-    if (peek() != c) error(std::string("expected '") + c + "'");
-    ++i_;
-  }
-  Json value(int depth) {
-    if (depth > 64) error("nesting too deep");
-    char c = peek();
-    Json v;
-    if (c == '{') {
-      v.kind = Json::object;
-      ++i_;
-      if (peek() == '}') return ++i_, v;
-      while (true) {
-        if (peek() != '"') error("expected a key");
-        std::string key = string();
-        expect(':');
-        v.members.emplace_back(std::move(key), value(depth + 1));
-        if (peek() == ',') {
-          ++i_;
-          continue;
-        }
-        expect('}');
-        return v;
-      }
-    }
-    if (c == '[') {
-      v.kind = Json::array;
-      ++i_;
-      if (peek() == ']') return ++i_, v;
-      while (true) {
-        v.items.push_back(value(depth + 1));
-        if (peek() == ',') {
-          ++i_;
-          continue;
-        }
-        expect(']');
-        return v;
-      }
-    }
-    if (c == '"') {
-      v.kind = Json::string;
-      v.str = string();
-      return v;
-    }
-    if (s_.compare(i_, 4, "true") == 0) return i_ += 4, v.kind = Json::boolean, v.b = true, v;
-    if (s_.compare(i_, 5, "false") == 0) return i_ += 5, v.kind = Json::boolean, v;
-    if (s_.compare(i_, 4, "null") == 0) return i_ += 4, v;
-    return number();
-  }
-  Json number() {
-    size_t start = i_;
-    if (i_ < s_.size() && s_[i_] == '-') ++i_;
-    bool digits = false, plain = true;
-    uint64_t u = 0;
-    bool overflow = false;
-    while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') {
-      digits = true;
-      uint64_t d = uint64_t(s_[i_] - '0');
-      if (u > (std::numeric_limits<uint64_t>::max() - d) / 10)
-        overflow = true;
-      else
-        u = u * 10 + d;
-      ++i_;
-    }
-    if (!digits) error("expected a value");
-    while (i_ < s_.size() && (s_[i_] == '.' || s_[i_] == 'e' || s_[i_] == 'E' || s_[i_] == '+' || s_[i_] == '-' ||
-                              (s_[i_] >= '0' && s_[i_] <= '9'))) {
-      plain = false;
-      ++i_;
-    }
-    Json v;
-    v.kind = Json::number;
-    std::string text(s_.substr(start, i_ - start));
-    char* end = nullptr;
-    v.num = std::strtod(text.c_str(), &end);
-    if (!end || *end) error("bad number '" + text + "'");
-    v.integral = plain && s_[start] != '-' && !overflow;
-    v.u = u;
-    return v;
-  }
-  std::string string() {
-    expect('"');
-    std::string out;
-    while (true) {
-      if (i_ >= s_.size()) error("unterminated string");
-      char c = s_[i_++];
-      if (c == '"') return out;
-      if (static_cast<unsigned char>(c) < 0x20) error("control character in a string");
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (i_ >= s_.size()) error("unterminated escape");
-      char e = s_[i_++];
-      switch (e) {
-        case '"':
-          out += '"';
-          break;
-        case '\\':
-          out += '\\';
-          break;
-        case '/':
-          out += '/';
-          break;
-        case 'b':
-          out += '\b';
-          break;
-        case 'f':
-          out += '\f';
-          break;
-        case 'n':
-          out += '\n';
-          break;
-        case 'r':
-          out += '\r';
-          break;
-        case 't':
-          out += '\t';
-          break;
-        case 'u': {
-          uint32_t cp = hex4();
-          if (cp >= 0xD800 && cp < 0xDC00) {
-            if (i_ + 2 > s_.size() || s_[i_] != '\\' || s_[i_ + 1] != 'u') error("unpaired surrogate");
-            i_ += 2;
-            uint32_t lo = hex4();
-            if (lo < 0xDC00 || lo >= 0xE000) error("bad surrogate pair");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          }
-          utf8(out, cp);
-          break;
-        }
-        default:
-          error(std::string("bad escape '\\") + e + "'");
-      }
-    }
-  }
-  uint32_t hex4() {
-    if (i_ + 4 > s_.size()) error("short \\u escape");
-    uint32_t v = 0;
-    for (int k = 0; k < 4; ++k) {
-      char c = s_[i_++];
-      v <<= 4;
-      if (c >= '0' && c <= '9')
-        v |= uint32_t(c - '0');
-      else if (c >= 'a' && c <= 'f')
-        v |= uint32_t(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F')
-        v |= uint32_t(c - 'A' + 10);
-      else
-        error("bad \\u escape");
-    }
-    return v;
-  }
-  static void utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80)
-      out += char(cp);
-    else if (cp < 0x800)
-      out += char(0xC0 | (cp >> 6)), out += char(0x80 | (cp & 0x3F));
-    else if (cp < 0x10000)
-      out += char(0xE0 | (cp >> 12)), out += char(0x80 | ((cp >> 6) & 0x3F)), out += char(0x80 | (cp & 0x3F));
-    else
-      out += char(0xF0 | (cp >> 18)), out += char(0x80 | ((cp >> 12) & 0x3F)), out += char(0x80 | ((cp >> 6) & 0x3F)),
-          out += char(0x80 | (cp & 0x3F));
-  }
-
-  std::string_view s_;
-  const std::string& path_;
-  size_t i_ = 0;
-};
-
 /// One tensor entry of a parsed file.
 struct Entry {
   std::string name;
@@ -296,6 +92,162 @@ size_t dtype_bytes(const std::string& st) {
   return 0;
 }
 
+/// The most dims a tensor of a file may have (PyTorch allows 64 too).
+constexpr size_t kMaxDims = 64;
+
+/// Reads a safetensors header as it streams through nlohmann's SAX parser,
+/// straight into entries: its cost is bounded by the header's length (no
+/// document tree: `[0,0,0,...]` costs nothing but the check that rejects it).
+class HeaderReader final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  HeaderReader(File& f, const std::string& path) : f_(f), path_(path) {}
+
+  bool null() override { return scalar("null"); }
+  bool boolean(bool) override { return scalar("a boolean"); }
+  bool number_integer(number_integer_t v) override {
+    return v < 0 ? scalar("a negative number") : number_unsigned(number_unsigned_t(v));
+  }
+  bool number_unsigned(number_unsigned_t v) override {
+    if (skip_) return true;
+    if (in_ == In::shape) {
+      LOOM_CHECK(v <= uint64_t(std::numeric_limits<int64_t>::max()), "'", path_, "': tensor '", entry_.name,
+                 "' has a bad shape entry");
+      LOOM_CHECK(entry_.shape.size() < kMaxDims, "'", path_, "': tensor '", entry_.name, "' has more than ",
+                 kMaxDims, " dims");
+      entry_.shape.push_back(int64_t(v));
+      return true;
+    }
+    if (in_ == In::offsets) {
+      LOOM_CHECK(offsets_.size() < 2, "'", path_, "': tensor '", entry_.name, "' has bad data_offsets");
+      offsets_.push_back(v);
+      return true;
+    }
+    return scalar("a number");
+  }
+  bool number_float(number_float_t, const string_t&) override { return scalar("a fractional number"); }
+  bool string(string_t& v) override {
+    if (skip_) return true;
+    if (in_ == In::metadata) {
+      f_.metadata[key_] = v;
+      return true;
+    }
+    if (in_ == In::entry && key_ == "dtype") {
+      entry_.dtype_name = v;
+      has_dtype_ = true;
+      return true;
+    }
+    return scalar("a string");
+  }
+  bool binary(binary_t&) override { return scalar("binary data"); }
+  bool key(string_t& k) override {
+    if (skip_) return true;
+    key_ = k;
+    return true;
+  }
+  bool start_object(std::size_t) override {
+    if (skip_) return ++skip_, true;
+    switch (in_) {
+      case In::start:
+        in_ = In::root;
+        return true;
+      case In::root:
+        if (key_ == "__metadata__") {
+          LOOM_CHECK(!has_metadata_, "'", path_, "': __metadata__ appears twice");
+          has_metadata_ = true;
+          in_ = In::metadata;
+          return true;
+        }
+        LOOM_CHECK(names_.insert(key_).second, "'", path_, "': tensor '", key_, "' appears twice");
+        entry_ = Entry{};
+        entry_.name = key_;
+        has_dtype_ = has_shape_ = false;
+        offsets_.clear();
+        in_ = In::entry;
+        return true;
+      case In::entry:
+        if (known_field()) return scalar("an object");
+        return ++skip_, true;  // an unknown field: ignored, without storing it
+      default:
+        return scalar("an object");
+    }
+  }
+  bool end_object() override {
+    if (skip_) return --skip_, true;
+    if (in_ == In::entry) finish_entry();
+    in_ = in_ == In::root ? In::done : In::root;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    if (skip_) return ++skip_, true;
+    if (in_ == In::entry && key_ == "shape") {
+      entry_.shape.clear();
+      has_shape_ = true;
+      in_ = In::shape;
+      return true;
+    }
+    if (in_ == In::entry && key_ == "data_offsets") {
+      offsets_.clear();
+      in_ = In::offsets;
+      return true;
+    }
+    if (in_ == In::entry && !known_field()) return ++skip_, true;
+    return scalar("an array");
+  }
+  bool end_array() override {
+    if (skip_) return --skip_, true;
+    in_ = In::entry;
+    return true;
+  }
+  bool parse_error(std::size_t pos, const std::string&, const nlohmann::detail::exception& e) override {
+    fail("'", path_, "': malformed safetensors header at byte ", pos, ": ", e.what());
+  }
+
+ private:
+  enum class In { start, root, metadata, entry, shape, offsets, done };
+
+  bool known_field() const { return key_ == "dtype" || key_ == "shape" || key_ == "data_offsets"; }
+  /// A value where the layout has none (the value of an unknown field of an entry is ignored).
+  bool scalar(const char* what) {
+    if (skip_) return true;
+    if (in_ == In::entry && !known_field()) return true;
+    if (in_ == In::start) fail("'", path_, "': safetensors header is not a JSON object");
+    if (in_ == In::metadata) fail("'", path_, "': __metadata__ value '", key_, "' is not a string");
+    if (in_ == In::shape) fail("'", path_, "': tensor '", entry_.name, "' has a bad shape entry");
+    if (in_ == In::offsets) fail("'", path_, "': tensor '", entry_.name, "' has bad data_offsets");
+    if (in_ == In::root) fail("'", path_, "': entry of tensor '", key_, "' is not an object");
+    fail("'", path_, "': tensor '", entry_.name, "' has ", what, " for \"", key_, "\"");
+  }
+  void finish_entry() {
+    const std::string& name = entry_.name;
+    LOOM_CHECK(has_dtype_ && has_shape_ && offsets_.size() == 2, "'", path_, "': tensor '", name,
+               "' needs \"dtype\" (string), \"shape\" (array) and \"data_offsets\" ([begin, end])");
+    entry_.known_dtype = parse_st_dtype(entry_.dtype_name, entry_.dtype);
+    const size_t item = dtype_bytes(entry_.dtype_name);
+    LOOM_CHECK(item > 0, "'", path_, "': tensor '", name, "' has unknown dtype '", entry_.dtype_name, "'");
+    check_shape(entry_.shape, item, "'" + path_ + "': tensor '" + name + "'");
+    const size_t data_size = f_.bytes.size() - f_.data;
+    LOOM_CHECK(offsets_[0] <= offsets_[1] && offsets_[1] <= data_size, "'", path_, "': tensor '", name,
+               "' has data_offsets [", offsets_[0], ", ", offsets_[1], "] outside the ", data_size,
+               " data bytes (truncated file?)");
+    entry_.begin = size_t(offsets_[0]);
+    entry_.end = size_t(offsets_[1]);
+    const size_t need = size_t(numel(entry_.shape)) * item;
+    LOOM_CHECK(entry_.end - entry_.begin == need, "'", path_, "': tensor '", name, "' (", entry_.dtype_name,
+               shape_str(entry_.shape), ") needs ", need, " bytes, its data_offsets span ", entry_.end - entry_.begin);
+    f_.entries.push_back(std::move(entry_));
+  }
+
+  File& f_;
+  const std::string& path_;
+  In in_ = In::start;
+  int skip_ = 0;  // depth inside an ignored value
+  std::string key_;
+  Entry entry_;
+  bool has_dtype_ = false, has_shape_ = false, has_metadata_ = false;
+  std::vector<uint64_t> offsets_;
+  std::set<std::string> names_;
+};
+
 File parse(const std::string& path) {
   File f;
   f.bytes = io::read_file(path);
@@ -310,59 +262,9 @@ File parse(const std::string& path) {
   LOOM_CHECK(n >= 2 && b[8] == '{', "'", path, "': not a safetensors file: the header does not start with '{'");
   f.data = 8 + size_t(n);
   const size_t data_size = b.size() - f.data;
-  Json root = Parser(std::string_view(reinterpret_cast<const char*>(b.data() + 8), size_t(n)), path).document();
-  LOOM_CHECK(root.kind == Json::object, "'", path, "': safetensors header is not a JSON object");
-  std::set<std::string> names;
-  for (auto& [name, v] : root.members) {
-    if (name == "__metadata__") {
-      LOOM_CHECK(v.kind == Json::object, "'", path, "': __metadata__ must be an object of strings");
-      for (auto& [k, s] : v.members) {
-        LOOM_CHECK(s.kind == Json::string, "'", path, "': __metadata__ value '", k, "' is not a string");
-        f.metadata[k] = s.str;
-      }
-      continue;
-    }
-    LOOM_CHECK(names.insert(name).second, "'", path, "': tensor '", name, "' appears twice");
-    LOOM_CHECK(v.kind == Json::object, "'", path, "': entry of tensor '", name, "' is not an object");
-    Entry e;
-    e.name = name;
-    const Json *dt = nullptr, *shape = nullptr, *off = nullptr;
-    for (auto& [k, x] : v.members) {
-      if (k == "dtype")
-        dt = &x;
-      else if (k == "shape")
-        shape = &x;
-      else if (k == "data_offsets")
-        off = &x;
-    }
-    LOOM_CHECK(dt && dt->kind == Json::string && shape && shape->kind == Json::array && off &&
-                   off->kind == Json::array && off->items.size() == 2,
-               "'", path, "': tensor '", name,
-               "' needs \"dtype\" (string), \"shape\" (array) and \"data_offsets\" ([begin, end])");
-    e.dtype_name = dt->str;
-    e.known_dtype = parse_st_dtype(dt->str, e.dtype);
-    size_t item = dtype_bytes(dt->str);
-    LOOM_CHECK(item > 0, "'", path, "': tensor '", name, "' has unknown dtype '", dt->str, "'");
-    unsigned __int128 count = 1;
-    for (const Json& d : shape->items) {
-      LOOM_CHECK(d.kind == Json::number && d.integral && d.u <= uint64_t(std::numeric_limits<int64_t>::max()), "'",
-                 path, "': tensor '", name, "' has a bad shape entry");
-      e.shape.push_back(int64_t(d.u));
-      count *= d.u;
-      LOOM_CHECK(count <= (unsigned __int128)(1) << 62, "'", path, "': tensor '", name, "' is impossibly large");
-    }
-    for (const Json& o : off->items)
-      LOOM_CHECK(o.kind == Json::number && o.integral, "'", path, "': tensor '", name, "' has bad data_offsets");
-    LOOM_CHECK(off->items[0].u <= off->items[1].u && off->items[1].u <= data_size, "'", path, "': tensor '", name,
-               "' has data_offsets [", off->items[0].u, ", ", off->items[1].u, "] outside the ", data_size,
-               " data bytes (truncated file?)");
-    e.begin = size_t(off->items[0].u);
-    e.end = size_t(off->items[1].u);
-    LOOM_CHECK((unsigned __int128)(e.end - e.begin) == count * item, "'", path, "': tensor '", name, "' (", dt->str,
-               shape_str(e.shape), ") needs ", uint64_t(count * item), " bytes, its data_offsets span ",
-               e.end - e.begin);
-    f.entries.push_back(std::move(e));
-  }
+  HeaderReader reader(f, path);
+  const char* text = reinterpret_cast<const char*>(b.data() + 8);
+  nlohmann::json::sax_parse(text, text + n, &reader);
   // The data must be covered exactly, without overlaps or holes.
   std::vector<const Entry*> sorted;
   for (const Entry& e : f.entries) sorted.push_back(&e);

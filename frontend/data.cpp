@@ -59,31 +59,43 @@ bool parse_idx_header(const std::vector<uint8_t>& b, const std::string& path, Id
   h.header = 4 + 4 * size_t(ndim);
   if (b.size() < h.header) return false;
   h.shape.clear();
-  // Element count, guarded against overflow (a corrupt header must not make us allocate absurdly).
-  unsigned __int128 count = 1;
   for (int i = 0; i < ndim; ++i) {
     uint32_t d = be32(&b[4 + 4 * size_t(i)]);
     LOOM_CHECK(d <= uint32_t(std::numeric_limits<int32_t>::max()), "'", path, "': IDX dimension ", i, " is ", d,
                " (corrupt header)");
     h.shape.push_back(int64_t(d));
-    count *= d;
-    LOOM_CHECK(count <= (unsigned __int128)(1) << 40, "'", path, "': IDX header declares ", S(h.shape),
-               "..., too many elements (corrupt header)");
   }
-  h.total = h.header + size_t(count) * h.type->size;
+  // Sizes are checked before anything is allocated (a corrupt header must not make us allocate absurdly).
+  check_shape(h.shape, std::max(h.type->size, dtype_size(h.type->dtype)), "'" + path + "': IDX header");
+  h.total = h.header + size_t(numel(h.shape)) * h.type->size;
   return true;
 }
 
+/// The most bytes a gzip stream of `compressed` bytes can expand to (deflate
+/// encodes at most 258 bytes in a 2-bit code: a ratio of 1032:1).
+size_t max_gunzipped(size_t compressed) { return compressed * 1032 + 4096; }
+
 std::string describe_idx(const IdxHeader& h) { return std::string(h.type->name) + shape_str(h.shape); }
+
+NDArray read_idx_bytes(const std::string& path);
 
 }  // namespace
 
 NDArray read_idx(const std::string& path) {
+  return io::guard_memory(path, [&] { return read_idx_bytes(path); });
+}
+
+namespace {
+NDArray read_idx_bytes(const std::string& path) {
   std::vector<uint8_t> bytes = io::read_file(path);
   if (io::is_gzip(bytes)) {
-    bytes = io::gunzip(bytes, path, [&path](const std::vector<uint8_t>& out) -> size_t {
+    const size_t most = max_gunzipped(bytes.size());
+    bytes = io::gunzip(bytes, path, [&](const std::vector<uint8_t>& out) -> size_t {
       IdxHeader h;
-      return parse_idx_header(out, path, h) ? h.total : std::numeric_limits<size_t>::max();
+      if (!parse_idx_header(out, path, h)) return std::numeric_limits<size_t>::max();
+      LOOM_CHECK(h.total <= most, "'", path, "': truncated or corrupt IDX file: the header declares ", describe_idx(h),
+                 " (", h.total, " bytes), more than ", bytes.size(), " bytes of gzip data can hold");
+      return h.total;
     });
   }
   IdxHeader h;
@@ -94,7 +106,7 @@ NDArray read_idx(const std::string& path) {
              h.total, " bytes), the file has ", bytes.size(), " bytes");
   LOOM_CHECK(bytes.size() == h.total, "'", path, "': IDX file has ", bytes.size() - h.total,
              " bytes after the data its header declares (", describe_idx(h), ")");
-  NDArray out = NDArray::empty(h.shape, h.type->dtype);
+  NDArray out = io::new_array(h.shape, h.type->dtype, path);
   const uint8_t* src = bytes.data() + h.header;
   const int64_t n = out.numel();
   switch (h.type->code) {
@@ -135,6 +147,7 @@ NDArray read_idx(const std::string& path) {
   }
   return out;
 }
+}  // namespace
 
 void write_idx(const std::string& path, const NDArray& array, bool gzip) {
   LOOM_CHECK(array.defined(), "write_idx '", path, "': undefined array");
@@ -341,7 +354,7 @@ DataLoader& DataLoader::transform(size_t field, Transform t) {
 
 int64_t DataLoader::size() const {
   const int64_t n = dataset_->size(), b = options_.batch_size;
-  return options_.drop_last ? n / b : (n + b - 1) / b;
+  return options_.drop_last ? n / b : n / b + (n % b != 0);  // (n + b - 1) / b overflows for a huge b
 }
 
 std::vector<int64_t> DataLoader::order(int64_t epoch) const {

@@ -1,87 +1,14 @@
-// File helpers: whole-file reads, atomic writes, gzip through zlib.
+// gzip through zlib.
 
 #include "frontend/io.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
 
-#include <atomic>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
+#include <limits>
 
 #include "core/error.hpp"
 
 namespace loom::io {
-
-std::vector<uint8_t> read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  LOOM_CHECK(fd >= 0, "cannot open '", path, "': ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    int e = errno;
-    bool stat_ok = ::fstat(fd, &st) == 0;
-    ::close(fd);
-    fail("cannot read '", path, "': ", stat_ok ? "not a regular file" : std::strerror(e));
-  }
-  std::vector<uint8_t> bytes;
-  bytes.reserve(size_t(st.st_size));
-  uint8_t buf[1 << 16];
-  while (true) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      ::close(fd);
-      fail("error reading '", path, "': ", std::strerror(e));
-    }
-    if (n == 0) break;
-    bytes.insert(bytes.end(), buf, buf + n);
-  }
-  ::close(fd);
-  return bytes;
-}
-
-void write_file_atomically(const std::string& path, std::string_view bytes) {
-  LOOM_CHECK(!path.empty(), "write: empty file name");
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  LOOM_CHECK(fd >= 0, "cannot write '", path, "': cannot create '", tmp, "': ", std::strerror(errno));
-  auto abandon = [&](const char* what) {
-    int e = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    fail("cannot write '", path, "': ", what, ": ", std::strerror(e));
-  };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) abandon("write failed");
-    done += size_t(w);
-  }
-  if (::fsync(fd) != 0) abandon("fsync failed");
-  if (::close(fd) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    fail("cannot write '", path, "': close failed: ", std::strerror(e));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    fail("cannot write '", path, "': rename from '", tmp, "' failed: ", std::strerror(e));
-  }
-  // Make the rename itself durable (best effort: some filesystems refuse).
-  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/') + 1);
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
-}
 
 bool is_gzip(const std::vector<uint8_t>& b) { return b.size() >= 2 && b[0] == 0x1f && b[1] == 0x8b; }
 
@@ -110,9 +37,13 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& p
     size_t produced = sizeof chunk - z.avail_out;
     out.insert(out.end(), chunk, chunk + produced);
     pos = size_t(reinterpret_cast<const uint8_t*>(z.next_in) - in.data());
-    if (limit && out.size() > limit(out)) {
-      error = "holds more data than its header declares";
-      break;
+    if (limit) {
+      const size_t most = limit(out);
+      if (out.size() > most) {
+        error = "holds more data than its header declares";
+        break;
+      }
+      if (most != std::numeric_limits<size_t>::max() && out.capacity() < most) out.reserve(most);
     }
     if (rc == Z_STREAM_END) {
       if (pos == in.size()) break;
@@ -136,6 +67,14 @@ std::vector<uint8_t> gunzip(const std::vector<uint8_t>& in, const std::string& p
   }
   LOOM_CHECK(error.empty(), "'", path, "': ", error);
   return out;
+}
+
+NDArray new_array(const Shape& shape, DType dtype, const std::string& path) {
+  try {
+    return NDArray::empty(shape, dtype);
+  } catch (const Error& e) {
+    fail("'", path, "': cannot hold its ", dtype_name(dtype), shape_str(shape), ": ", e.what());
+  }
 }
 
 std::vector<uint8_t> gzip(std::string_view bytes) {

@@ -108,7 +108,7 @@ struct RefIn {
   int64_t batch = 1, tq = 0, tk = 0, dk = 0, dv = 0;
   NDArray q, k, v, mask;  // mask broadcast to [batch..., Tq, Tk] as double: 0 or -inf (bool) / added (float)
   double scale = 1, p = 0;
-  bool causal = false;
+  bool causal = false, bool_mask = false;
   uint64_t key = 0, run = 0;
   double at(const NDArray& a, int64_t b, int64_t i, int64_t d, int64_t cols, int64_t rows) const {
     return a.data<double>()[(b * rows + i) * cols + d];
@@ -118,7 +118,10 @@ struct RefIn {
     double s = 0;
     for (int64_t d = 0; d < dk; ++d) s += at(q, b, i, d, dk, tq) * at(k, b, j, d, dk, tk);
     s *= scale;
-    if (mask.defined()) s += mask.data<double>()[(b * tq + i) * tk + j];
+    if (mask.defined()) {
+      const double m = mask.data<double>()[(b * tq + i) * tk + j];
+      s = bool_mask && m == -INFINITY ? m : s + m;  // a bool mask selects (as PyTorch's masked_fill): NaN too
+    }
     if (causal && j > i) s = -INFINITY;
     return s;
   }
@@ -145,6 +148,7 @@ RefIn ref_inputs(std::span<const NDArray> in, const Attrs& a, const Slots& sl) {
     const NDArray& m = in[size_t(sl.mask)];
     NDArray md = m.astype(float64);
     if (m.dtype() == boolean) {
+      r.bool_mask = true;
       double* p = md.data<double>();
       for (int64_t i = 0; i < md.numel(); ++i) p[i] = p[i] != 0 ? 0.0 : -INFINITY;
     }
@@ -168,7 +172,10 @@ std::vector<NDArray> ref_attention(std::span<const NDArray> in, const Attrs& a) 
   for (int64_t b = 0; b < r.batch; ++b)
     for (int64_t i = 0; i < r.tq; ++i) {
       double m = -INFINITY;
-      for (int64_t j = 0; j < r.tk; ++j) s[size_t(j)] = r.score(b, i, j), m = std::max(m, s[size_t(j)]);
+      for (int64_t j = 0; j < r.tk; ++j) {
+        s[size_t(j)] = r.score(b, i, j);
+        m = std::isnan(s[size_t(j)]) || std::isnan(m) ? NAN : std::max(m, s[size_t(j)]);
+      }
       double* l = lse.data<double>() + b * r.tq + i;
       if (m == -INFINITY) {  // every key masked: zeros
         *l = -INFINITY;

@@ -4,6 +4,7 @@
 // and random example inputs.
 
 #include <functional>
+#include <limits>
 #include <vector>
 
 #include "core/graph.hpp"
@@ -31,13 +32,19 @@ inline void for_each_index(const Shape& shape, const std::function<void(const st
   }
 }
 
-/// Writes v (converted) at a full index of a host array.
+/// Writes v (converted as casts convert: to integers saturating, NaN to 0) at a full index of a host array.
 inline void set_at(const NDArray& a, const std::vector<int64_t>& idx, double v) {
   int64_t off = 0;
   for (size_t i = 0; i < idx.size(); ++i) off += idx[i] * a.strides()[i];
   dispatch(a.dtype(), [&]<class T>() {
-    if constexpr (std::is_same_v<T, bool>) static_cast<T*>(a.raw())[off] = v != 0;
-    else static_cast<T*>(a.raw())[off] = T(v);
+    T* p = static_cast<T*>(a.raw()) + off;
+    if constexpr (std::is_same_v<T, bool>) *p = v != 0;
+    else if constexpr (std::is_integral_v<T>)
+      *p = v != v ? T(0)
+           : v <= double(std::numeric_limits<T>::lowest()) ? std::numeric_limits<T>::lowest()
+           : v >= double(std::numeric_limits<T>::max())    ? std::numeric_limits<T>::max()
+                                                           : T(v);
+    else *p = T(v);
   });
 }
 
@@ -79,6 +86,10 @@ inline NDArray ref_elementwise(std::span<const NDArray> in, DType out_dtype,
   });
   return out;
 }
+
+/// max over `axes` (keepdims) as a constant shift for exp: -inf over an empty
+/// axis, no gradient (ops/reduce.cpp; used by logsumexp and log_softmax).
+Tensor stable_max(const Tensor& x, const std::vector<int64_t>& axes);
 
 /// Normalized, sorted, unique axes from an "axes" attribute; empty = all axes.
 std::vector<int64_t> normalize_axes(const std::vector<int64_t>& axes, int64_t ndim, const InferContext& c);

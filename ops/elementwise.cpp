@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "core/kernel.hpp"
 #include "ops/common.hpp"
 #include "ops/ops.hpp"
 
@@ -33,6 +34,52 @@ InferFn unary_infer(std::initializer_list<DType> allowed) {
     }
     return like_input(c);
   };
+}
+
+/// A fused program (ops/args/bools/outs, see kernels/cpu/fused.cpp) the kernels
+/// can run: what the planner's fusion guarantees, checked again because users
+/// may build or invoke "fused" themselves. Each instruction's operands must
+/// satisfy the op's own inference, in the value dtype or bool.
+void check_fused_program(const InferContext& c, DType value) {
+  constexpr int64_t kNoArg = -1000000;
+  std::vector<std::string> ops;
+  std::stringstream ss(c.attrs.get<std::string>("ops"));
+  for (std::string op; std::getline(ss, op, ';');) ops.push_back(op);
+  const auto& args = c.attrs.ints("args");
+  const auto& bools = c.attrs.ints("bools");
+  c.check(!ops.empty() && args.size() == 3 * ops.size() && bools.size() == ops.size(), "malformed program: ",
+          ops.size(), " ops, ", args.size(), " args, ", bools.size(), " bools");
+  std::vector<DType> result(ops.size());
+  for (size_t k = 0; k < ops.size(); ++k) {
+    const OpDef* op = try_find_op(ops[k]);
+    c.check(op && op->elementwise && op->name != "fused" && !op->stateful, "instruction ", k, ": '", ops[k],
+            "' is not a fusable element-wise op");
+    std::vector<TensorType> operands;
+    for (size_t j = 0; j < 3; ++j) {
+      const int64_t a = args[3 * k + j];
+      if (a == kNoArg) continue;
+      c.check(operands.size() == j, "instruction ", k, ": operands must come first");
+      c.check(a >= 0 ? a < int64_t(c.in.size()) : a >= -int64_t(k), "instruction ", k, ": operand ", a,
+              " refers to no input or earlier instruction");
+      // Operands compute in the value dtype; where's condition is bool.
+      const DType t = a >= 0 ? c.in[size_t(a)].dtype : result[size_t(-a - 1)];
+      const DType want = ops[k] == "where" && j == 0 ? boolean : value;
+      c.check(t == want, "instruction ", k, ": operand ", j, " is ", dtype_name(t), ", expected ", dtype_name(want));
+      operands.push_back({t, {}});
+    }
+    c.check(int64_t(operands.size()) >= op->min_inputs && int64_t(operands.size()) <= op->max_inputs &&
+                (bools[k] == 0 || bools[k] == 1),
+            "instruction ", k, ": ", operands.size(), " operands for ", ops[k]);
+    const DType out = bools[k] ? boolean : value;
+    const KernelInfo* kernel = find_kernel(op->name, DeviceKind::cpu, out);
+    c.check(kernel && kernel->chunk, "instruction ", k, ": ", ops[k], " has no fusable kernel giving ",
+            dtype_name(out));
+    c.check(op->infer(InferContext{op->name, c.node, operands, Attrs{}})[0].dtype == out, "instruction ", k, ": ",
+            ops[k], " does not give ", dtype_name(out));
+    result[k] = out;
+  }
+  for (int64_t k : c.attrs.get_or<std::vector<int64_t>>("outs", {}))
+    c.check(k >= 0 && k < int64_t(ops.size()), "output of instruction ", k, ": no such instruction");
 }
 
 Shape broadcast_checked(const InferContext& c, const Shape& a, const Shape& b) {
@@ -190,14 +237,15 @@ const bool registered = [] {
                return std::vector<Tensor>{dy * b * pow(a, b - 1.0), dy * y * log(a)};
              },
              binary_examples(0.5, 2, -2, 2));
-  def_binary("maximum", kNumeric, [](double a, double b) { return std::max(a, b); },
+  // NaN wins, as in PyTorch's maximum/minimum (and the kernels).
+  def_binary("maximum", kNumeric, [](double a, double b) { return a != a || b != b ? NAN : std::max(a, b); },
              [](const GradContext& c) {
                const Tensor &a = c.inputs[0], &b = c.inputs[1];
                Tensor dy = c.dout(0);
                return std::vector<Tensor>{where(a >= b, dy, 0.0), where(a < b, dy, 0.0)};
              },
              binary_examples(-2, 2, -2, 2));
-  def_binary("minimum", kNumeric, [](double a, double b) { return std::min(a, b); },
+  def_binary("minimum", kNumeric, [](double a, double b) { return a != a || b != b ? NAN : std::min(a, b); },
              [](const GradContext& c) {
                const Tensor &a = c.inputs[0], &b = c.inputs[1];
                Tensor dy = c.dout(0);
@@ -309,6 +357,7 @@ const bool registered = [] {
         if (value == boolean && is_floating(t.dtype)) value = t.dtype;
       }
       c.check(value != boolean, "needs a floating input");
+      check_fused_program(c, value);
       const auto& bools = c.attrs.ints("bools");
       std::vector<TensorType> out{{bools.back() ? boolean : value, s}};
       for (int64_t k : c.attrs.get_or<std::vector<int64_t>>("outs", {})) out.push_back({bools[size_t(k)] ? boolean : value, s});

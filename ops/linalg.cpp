@@ -1,5 +1,7 @@
 // matmul: batched, with broadcast batch dims (numpy semantics).
 
+#include <climits>
+
 #include "ops/common.hpp"
 #include "ops/ops.hpp"
 
@@ -21,6 +23,8 @@ const bool registered = [] {
     c.check(a.size() >= 2 && b.size() >= 2, "operands need at least 2 dims: ", S(a), " x ", S(b));
     int64_t k1 = a[a.size() - 1], k2 = b[b.size() - 2];
     c.check(k1 == k2 || k1 < 0 || k2 < 0, "inner dimensions differ: ", S(a), " x ", S(b));
+    for (int64_t d : {a[a.size() - 2], k1, b[b.size() - 1]})  // BLAS takes 32-bit dims and strides
+      c.check(d <= INT32_MAX / 2, "matrix dims above 2^30 are not supported: ", S(a), " x ", S(b));
     Shape ba(a.begin(), a.end() - 2), bb(b.begin(), b.end() - 2);
     Shape batch;
     try {

@@ -2,12 +2,18 @@
 // come for free). Promote one to a fused primitive only when profiling shows
 // it matters.
 
+#include "ops/common.hpp"
 #include "ops/ops.hpp"
 
 namespace loom {
 
 // The composites softmax and log_softmax: oracles of the fused ops (ops/softmax.cpp).
-Tensor composite::log_softmax(const Tensor& x, int64_t axis) { return x - composite::logsumexp(x, {axis}, true); }
+// As PyTorch: shifted by the unmasked max, so a +inf logit (or a row of
+// -inf) makes the row NaN, and a -inf logit gets probability 0.
+Tensor composite::log_softmax(const Tensor& x, int64_t axis) {
+  Tensor shifted = x - detail::stable_max(x, {axis});
+  return shifted - log(sum(exp(shifted), {axis}, true));
+}
 
 Tensor composite::softmax(const Tensor& x, int64_t axis) { return exp(composite::log_softmax(x, axis)); }
 
@@ -19,7 +25,8 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
   LOOM_CHECK(is_integral(labels.dtype()) && labels.dtype() != boolean, "softmax_cross_entropy: labels '",
              labels.name(), "' must be integers, got ", dtype_name(labels.dtype()));
   LOOM_CHECK(l[1] > 0, "softmax_cross_entropy: the class dim of ", S(l), " must be known");
-  Tensor picked = sum(log_softmax(logits, 1) * one_hot(labels, l[1], logits.dtype()), {1});
+  // Picked with where, not a product with the one-hot: -inf * 0 would be NaN.
+  Tensor picked = sum(where(one_hot(labels, l[1], boolean), log_softmax(logits, 1), 0.0), {1});
   return -mean(picked);
 }
 

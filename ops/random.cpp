@@ -2,6 +2,8 @@
 // (session seed, node id, run counter, i), so results are the same whatever
 // the thread count and on every device. Each run draws new numbers.
 
+#include <cmath>
+
 #include "ops/common.hpp"
 #include "ops/ops.hpp"
 
@@ -20,6 +22,13 @@ const bool registered = [] {
     d.infer = [](const InferContext& c) {
       DType t = c.attrs.get_or<DType>("dtype", c.in.empty() ? float32 : c.in[0].dtype);
       c.check(is_floating(t), "dtype ", dtype_name(t), " not supported (float32, float64)");
+      const double a = c.attrs.f("a"), b = c.attrs.f("b");
+      if (c.op == "random_uniform")
+        c.check(std::isfinite(a) && std::isfinite(b) && a <= b, "needs finite bounds with low <= high, got low ", a,
+                ", high ", b);
+      else
+        c.check(std::isfinite(a) && std::isfinite(b) && b >= 0, "needs a finite mean and stddev >= 0, got mean ", a,
+                ", stddev ", b);
       if (!c.in.empty()) return std::vector<TensorType>{{t, c.in[0].shape}};
       const Shape& s = c.attrs.ints("shape");
       c.check(is_static(s), "shape ", S(s), " must be fully known (use the _like form for dynamic shapes)");

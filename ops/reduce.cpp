@@ -74,24 +74,50 @@ std::vector<OpExample> reduce_examples(uint64_t seed, bool grad = true) {
           {"last, negative", {x({4, 6})}, {{"axes", V{-1}}, {"keepdims", false}}, {}, grad}};
 }
 
+/// Reductions without an identity (max, min, argmax, argmin) reject an empty
+/// reduced axis, as NumPy and PyTorch do, naming the node: at build time for
+/// known dims, when the plan resolves dynamic ones. max and min accept an
+/// "initial" value (NumPy's `initial=`) that makes empty axes valid.
+void check_not_empty(const InferContext& c, const std::vector<int64_t>& axes) {
+  const Shape& s = c.in[0].shape;
+  for (int64_t a : axes)
+    c.check(s[size_t(a)] != 0, "reduction over axis ", a, " of ", S(s), ", which is empty",
+            c.op == "max" || c.op == "min" ? " (pass an initial value to allow it)" : "");
+}
+
 void def_reduce(const char* name, std::initializer_list<DType> dtypes, GradFn grad,
-                std::function<double(const std::vector<double>&)> fold) {
+                std::function<double(const std::vector<double>&)> fold, bool needs_elements = false) {
   OpDef d;
   d.name = name;
   d.min_inputs = d.max_inputs = 1;
   std::vector<DType> ok(dtypes);
-  d.infer = [ok](const InferContext& c) {
+  d.infer = [ok, needs_elements](const InferContext& c) {
     c.check(std::find(ok.begin(), ok.end(), c.in[0].dtype) != ok.end(), "dtype ", dtype_name(c.in[0].dtype),
             " not supported");
     auto axes = normalize_axes(c.attrs.ints("axes"), int64_t(c.in[0].shape.size()), c);
+    if (needs_elements && !c.attrs.has("initial")) check_not_empty(c, axes);
     return std::vector<TensorType>{
         {c.in[0].dtype, reduced_shape(c.in[0].shape, axes, c.attrs.get_or<bool>("keepdims", false))}};
   };
   d.grad = std::move(grad);
   d.reference = [fold](std::span<const NDArray> in, const Attrs& a) {
-    return std::vector<NDArray>{ref_reduce(in[0], a, in[0].dtype(), fold)};
+    std::function<double(const std::vector<double>&)> f = fold;
+    if (a.has("initial"))  // NumPy's initial: one more element of every reduction
+      f = [fold, init = a.f("initial")](std::vector<double> v) {
+        v.push_back(init);
+        return fold(v);
+      };
+    return std::vector<NDArray>{ref_reduce(in[0], a, in[0].dtype(), f)};
   };
-  d.examples = [](uint64_t seed) { return reduce_examples(seed); };
+  d.examples = [needs_elements](uint64_t seed) {
+    std::vector<OpExample> ex = reduce_examples(seed);
+    if (needs_elements) {
+      using V = std::vector<int64_t>;
+      ex.push_back({"initial, empty axis", {NDArray::zeros({3, 0})}, {{"axes", V{1}}, {"initial", -INFINITY}}, {}, false});
+      ex.push_back({"initial inside the range", {rand_array({4, 5}, -2, 2, seed)}, {{"axes", V{1}}, {"initial", 0.5}}});
+    }
+    return ex;
+  };
   register_op(std::move(d));
 }
 
@@ -99,7 +125,9 @@ Tensor extreme_grad(const GradContext& c) {
   const Tensor& x = c.inputs[0];
   Tensor yk = keep(c.outputs[0], x, c.attrs), dyk = keep(c.dout(0), x, c.attrs);
   Tensor mask = cast(x == yk, x.dtype());
-  return mask * dyk / sum(mask, c.attrs.ints("axes"), true);  // ties share the gradient
+  Tensor count = sum(mask, c.attrs.ints("axes"), true);
+  // Ties share the gradient; none of it when the initial value won (count 0).
+  return mask * dyk / where(count > 0.0, count, 1.0);
 }
 
 const bool registered = [] {
@@ -124,10 +152,18 @@ const bool registered = [] {
                for (double x : v) s += x;
                return v.empty() ? std::nan("") : s / double(v.size());
              });
-  def_reduce("max", num, [](const GradContext& c) { return std::vector<Tensor>{extreme_grad(c)}; },
-             [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); });
-  def_reduce("min", num, [](const GradContext& c) { return std::vector<Tensor>{extreme_grad(c)}; },
-             [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
+  // NaN wins, as in the kernels.
+  auto extreme = [](bool is_max) {
+    return [is_max](const std::vector<double>& v) {
+      double r = v[0];
+      for (double x : v) r = std::isnan(r) || std::isnan(x) ? NAN : is_max ? std::max(r, x) : std::min(r, x);
+      return r;
+    };
+  };
+  def_reduce("max", num, [](const GradContext& c) { return std::vector<Tensor>{extreme_grad(c)}; }, extreme(true),
+             true);
+  def_reduce("min", num, [](const GradContext& c) { return std::vector<Tensor>{extreme_grad(c)}; }, extreme(false),
+             true);
 
   for (bool is_max : {true, false}) {
     OpDef d;
@@ -135,10 +171,16 @@ const bool registered = [] {
     d.min_inputs = d.max_inputs = 1;
     d.infer = [](const InferContext& c) {
       c.check(c.in[0].dtype != boolean, "dtype bool not supported");
-      if (!c.attrs.has("axis")) return std::vector<TensorType>{{int64, {}}};
       int64_t nd = int64_t(c.in[0].shape.size());
+      if (!c.attrs.has("axis")) {
+        std::vector<int64_t> all(static_cast<size_t>(nd));
+        for (int64_t i = 0; i < nd; ++i) all[size_t(i)] = i;
+        check_not_empty(c, all);
+        return std::vector<TensorType>{{int64, {}}};
+      }
       int64_t ax = c.attrs.i("axis");
       c.check(ax >= -nd && ax < nd, "axis ", ax, " out of range for a ", nd, "-d tensor");
+      check_not_empty(c, {ax < 0 ? ax + nd : ax});
       return std::vector<TensorType>{{int64, reduced_shape(c.in[0].shape, {ax < 0 ? ax + nd : ax}, false)}};
     };
     d.reference = [is_max](std::span<const NDArray> in, const Attrs& a) {
@@ -153,10 +195,10 @@ const bool registered = [] {
         idx.insert(idx.begin() + ax, 0);
         int64_t best = 0;
         double bv = x.at(idx);
-        for (int64_t i = 1; i < x.shape()[size_t(ax)]; ++i) {
+        for (int64_t i = 1; i < x.shape()[size_t(ax)] && bv == bv; ++i) {  // the first NaN wins, as in PyTorch
           idx[size_t(ax)] = i;
           double v = x.at(idx);
-          if (is_max ? v > bv : v < bv) bv = v, best = i;
+          if (v != v || (is_max ? v > bv : v < bv)) bv = v, best = i;
         }
         set_at(out, o, double(best));
       });
@@ -176,6 +218,7 @@ const bool registered = [] {
     d.shape_only_inputs = {1};
     d.infer = [](const InferContext& c) {
       const Shape &g = c.in[0].shape, &to = c.in[1].shape;
+      c.check(c.in[0].dtype != boolean, "dtype bool not supported");  // sums of bools: cast first
       bool ok = to.size() <= g.size();
       for (size_t i = 0; ok && i < to.size(); ++i) {
         int64_t a = to[i], b = g[g.size() - to.size() + i];
@@ -255,10 +298,18 @@ Tensor size(const Tensor& x, const std::vector<int64_t>& axes, DType dtype) {
   return G(x).add1("size", {x}, {{"axes", axes}, {"dtype", dtype}});
 }
 
+Tensor detail::stable_max(const Tensor& x, const std::vector<int64_t>& axes) {
+  // The shift that keeps exp from overflowing: -inf over an empty axis (no
+  // error), and it carries no gradient (the true gradient, softmax, comes
+  // through the sum).
+  return stop_gradient(G(x).add1("max", {x}, {{"axes", axes}, {"keepdims", true}, {"initial", -INFINITY}}));
+}
+
 Tensor composite::logsumexp(const Tensor& x, const std::vector<int64_t>& axes, bool keepdims) {
-  // The max is subtracted first so exp never overflows; it carries no
-  // gradient (the true gradient, softmax, comes through the sum).
-  Tensor m = stop_gradient(max(x, axes, true));
+  // As PyTorch: an infinite max shifts by 0, so a +inf gives +inf and an
+  // all -inf (or empty) axis gives -inf instead of inf - inf = NaN.
+  Tensor m = detail::stable_max(x, axes);
+  m = where(abs(m) != INFINITY, m, 0.0);
   Tensor r = log(sum(exp(x - m), axes, true)) + m;
   if (keepdims) return r;
   std::vector<int64_t> ax = axes;

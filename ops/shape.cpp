@@ -22,6 +22,8 @@ Graph& G(const Tensor& t) { return t.graph(); }
 
 std::vector<Slice> slices_of(const Attrs& a) {
   const V &st = a.ints("starts"), &sp = a.ints("stops"), &sk = a.ints("steps");
+  LOOM_CHECK(st.size() == sp.size() && sp.size() == sk.size(), "slice: starts ", attr_str(st), ", stops ",
+             attr_str(sp), " and steps ", attr_str(sk), " must have the same length");
   std::vector<Slice> r;
   for (size_t i = 0; i < st.size(); ++i) r.push_back({st[i], sp[i], sk[i]});
   return r;
@@ -31,6 +33,14 @@ Attrs slice_attrs(const std::vector<Slice>& s) {
   V st, sp, sk;
   for (const Slice& x : s) st.push_back(x.start), sp.push_back(x.stop), sk.push_back(x.step);
   return {{"starts", st}, {"stops", sp}, {"steps", sk}};
+}
+
+/// Same rank and equal dims where both are known.
+bool fits(const Shape& a, const Shape& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] >= 0 && b[i] >= 0 && a[i] != b[i]) return false;
+  return true;
 }
 
 /// Shape after slicing; dynamic dims stay dynamic.
@@ -272,7 +282,12 @@ const bool registered = [] {
     d.name = "slice_grad";
     d.min_inputs = d.max_inputs = 2;
     d.shape_only_inputs = {1};
-    d.infer = [](const InferContext& c) { return std::vector<TensorType>{{c.in[0].dtype, c.in[1].shape}}; };
+    d.infer = [](const InferContext& c) {
+      // dy must have the shape of the slice it is the gradient of.
+      const Shape want = sliced_shape(c, c.in[1].shape, slices_of(c.attrs));
+      c.check(fits(c.in[0].shape, want), "gradient ", S(c.in[0].shape), " does not match the slice's shape ", S(want));
+      return std::vector<TensorType>{{c.in[0].dtype, c.in[1].shape}};
+    };
     d.grad = [](const GradContext& c) {
       return std::vector<Tensor>{G(c.inputs[0]).add1("slice", {c.dout(0)}, c.attrs), Tensor()};
     };
@@ -310,7 +325,7 @@ const bool registered = [] {
           if (d != ax)
             c.check(s[size_t(d)] == s0[size_t(d)] || s[size_t(d)] < 0 || s0[size_t(d)] < 0, "input ", k, " has shape ",
                     S(s), ", incompatible with ", S(s0), " outside axis ", ax);
-        out[size_t(ax)] = (out[size_t(ax)] < 0 || s[size_t(ax)] < 0) ? -1 : out[size_t(ax)] + s[size_t(ax)];
+        out[size_t(ax)] = (out[size_t(ax)] < 0 || s[size_t(ax)] < 0) ? -1 : c.add(out[size_t(ax)], s[size_t(ax)]);
       }
       return std::vector<TensorType>{{c.in[0].dtype, out}};
     };
@@ -362,14 +377,20 @@ const bool registered = [] {
       if (ax < 0) ax += nd;
       V sizes;
       if (c.in.size() > 1)
-        for (size_t k = 1; k < c.in.size(); ++k) sizes.push_back(c.in[k].shape[size_t(ax)]);
+        for (size_t k = 1; k < c.in.size(); ++k) {
+          c.check(c.in[k].shape.size() == s.size(), "input ", k, " has shape ", S(c.in[k].shape), ", expected rank ",
+                  s.size());
+          sizes.push_back(c.in[k].shape[size_t(ax)]);
+        }
       else
         sizes = c.attrs.ints("sizes");
+      if (c.in.size() == 1)
+        for (int64_t z : sizes) c.check(z >= 0, "sizes ", attr_str(sizes), " must be >= 0");
       int64_t total = 0;
       bool dynamic = s[size_t(ax)] < 0;
       for (int64_t z : sizes) {
         if (z < 0) dynamic = true;
-        total += z;
+        else c.check(!__builtin_add_overflow(total, z, &total), "sizes ", attr_str(sizes), " overflow");
       }
       c.check(dynamic || total == s[size_t(ax)], "sizes ", attr_str(sizes), " do not add up to dim ", ax, " of ", S(s));
       std::vector<TensorType> out;
@@ -439,7 +460,7 @@ const bool registered = [] {
               s.size(), " axes");
       for (size_t i = 0; i < p.size() / 2; ++i) {
         c.check(p[2 * i] >= 0 && p[2 * i + 1] >= 0, "negative padding ", attr_str(p));
-        if (s[i] >= 0) s[i] += p[2 * i] + p[2 * i + 1];
+        if (s[i] >= 0) s[i] = c.add(s[i], c.add(p[2 * i], p[2 * i + 1]));
       }
       return std::vector<TensorType>{{c.in[0].dtype, s}};
     };
@@ -474,8 +495,10 @@ const bool registered = [] {
       Shape s = c.in[0].shape;
       int64_t k = c.attrs.i("dilation");
       c.check(k >= 0, "dilation must be >= 0, got ", k);
-      for (int64_t a : detail::normalize_axes(c.attrs.ints("axes"), int64_t(s.size()), c))
-        if (s[size_t(a)] >= 0) s[size_t(a)] *= k + 1;
+      const V& axes = c.attrs.ints("axes");  // only those given: no axes, no dilation (as the kernels)
+      if (!axes.empty())
+        for (int64_t a : detail::normalize_axes(axes, int64_t(s.size()), c))
+          if (s[size_t(a)] >= 0) s[size_t(a)] = c.mul(s[size_t(a)], c.add(k, 1));
       return std::vector<TensorType>{{c.in[0].dtype, s}};
     };
     d.grad = [](const GradContext& c) {
@@ -542,7 +565,18 @@ const bool registered = [] {
     d.name = "gather_grad";
     d.min_inputs = d.max_inputs = 3;
     d.shape_only_inputs = {2};
-    d.infer = [](const InferContext& c) { return std::vector<TensorType>{{c.in[0].dtype, c.in[2].shape}}; };
+    d.infer = [](const InferContext& c) {
+      // dy must have gather's output shape for these indices and this table.
+      const Shape& like = c.in[2].shape;
+      c.check(is_floating(c.in[0].dtype), "gradient must be floating, got ", dtype_name(c.in[0].dtype));
+      c.check(c.in[1].dtype == int32 || c.in[1].dtype == int64, "indices must be int32 or int64, got ",
+              dtype_name(c.in[1].dtype));
+      c.check(!like.empty(), "table must have at least 1 dim, got ", S(like));
+      Shape want = c.in[1].shape;
+      want.insert(want.end(), like.begin() + 1, like.end());
+      c.check(fits(c.in[0].shape, want), "gradient ", S(c.in[0].shape), " does not match gather's output ", S(want));
+      return std::vector<TensorType>{{c.in[0].dtype, like}};
+    };
     d.grad = [](const GradContext& c) { return std::vector<Tensor>{gather(c.dout(0), c.inputs[1]), Tensor(), Tensor()}; };
     d.reference = [](std::span<const NDArray> in, const Attrs&) {
       const NDArray &dy = in[0], &idx = in[1];

@@ -27,6 +27,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/file.hpp"
 #include "core/philox.hpp"
 #include "frontend/loom.hpp"
 #include "samples/peers.hpp"
@@ -317,16 +318,7 @@ double fit_exponent(const std::vector<std::pair<double, double>>& pts) {
   return (n * sxy - sx * sy) / (n * sxx - sx * sx);
 }
 
-void write_atomically(const fs::path& path, const std::string& text) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp);
-    if (!f) fail("bench_sched: cannot write '", tmp.string(), "'");
-    f << text;
-  }
-  fs::rename(tmp, path);
-}
+void write_atomically(const fs::path& path, const std::string& text) { io::write_file_atomically(path.string(), text); }
 
 }  // namespace
 

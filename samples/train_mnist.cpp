@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -124,7 +125,16 @@ int run(const Args& a) {
     if (!a.load.empty()) {  // resume: weights, optimizer state and the epoch count
       checkpoint::load_training(s, *model, a.load);
       it = meta.find("epoch");
-      if (it != meta.end()) first_epoch = std::stoll(it->second) + 1;
+      if (it != meta.end()) {
+        // Untrusted text: an integer in range, or the file is refused.
+        int64_t done = -1;
+        const char *b = it->second.data(), *e = b + it->second.size();
+        const auto r = std::from_chars(b, e, done);
+        if (r.ec != std::errc() || r.ptr != e || done < 0 || done > (int64_t(1) << 40))
+          fail("'", a.load, "': its epoch metadata '", it->second, "' is not an epoch count");
+        first_epoch = done + 1;
+      }
+      if (a.epochs > (int64_t(1) << 40) - first_epoch) fail("--epochs ", a.epochs, " is too large");
       info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
     } else {  // weights only (from loom or PyTorch); the optimizer starts afresh
       checkpoint::load(s, *model, a.load_weights);
@@ -164,6 +174,7 @@ int run(const Args& a) {
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     bar.clear();
+    if (images == 0) fail("epoch ", e, " had no batches (is --batch larger than the training set?)");
     if (!std::isfinite(total_loss))
       fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
     test_acc = evaluate();

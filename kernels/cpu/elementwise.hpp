@@ -48,6 +48,7 @@ inline float scale_pow2(float y, int32_t n) {
 inline float fast_exp(float x) {
   constexpr float kHi = 88.72283f, kLo = -87.33654f;
   float xc = x < kLo ? kLo : (x > kHi ? kHi : x);
+  xc = x != x ? 0.0f : xc;  // NaN: the result is x; converting NaN to int below would be undefined
   float t = xc * 1.44269504088896341f;
   int32_t n = int32_t(t + (t >= 0 ? 0.5f : -0.5f));
   float fn = float(n);

@@ -46,7 +46,10 @@ struct MeanOp : SumOp {
 template <bool IsMax>
 struct ExtremeOp {
   template <class T> using A = T;
+  // The identity: -inf for a float max (so max([-inf]) is -inf), lowest() for an integer one.
   template <class T> static T init() {
+    if constexpr (std::is_floating_point_v<T>)
+      return IsMax ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
     return IsMax ? std::numeric_limits<T>::lowest() : std::numeric_limits<T>::max();
   }
   template <class T> static void add(T& a, T x) {
@@ -132,28 +135,34 @@ std::vector<int64_t> offsets(const Groups& g, bool want_reduced, bool skip_last)
   return out;
 }
 
+/// `init` starts every accumulator: the op's identity, or a max/min's "initial" value.
 template <class Op, class T>
-void reduce_typed(const NDArray& in_any, const NDArray& out, const std::vector<bool>& mask) {
+void reduce_typed(const NDArray& in_any, const NDArray& out, const std::vector<bool>& mask,
+                  typename Op::template A<T> init = Op::template init<T>()) {
   using A = typename Op::template A<T>;
   NDArray in = in_any.compact();
   const T* x = static_cast<const T*>(in.raw());
   T* y = static_cast<T*>(out.raw());
   const int64_t n_out = out.numel();
-  const int64_t n_red = n_out ? in.numel() / n_out : 0;
   if (n_out == 0) return;
+  const int64_t n_red = in.numel() / n_out;
+  if (n_red == 0) {  // empty reduced axes: every output is the empty reduction (sum 0, mean NaN, initial)
+    for (int64_t o = 0; o < n_out; ++o) y[o] = Op::template finish<T>(init, 0);
+    return;
+  }
   Groups g = make_groups(in.shape(), mask);
   bool any_kept = false;
   for (bool r : g.reduced) any_kept |= !r;
 
   if (!any_kept) {  // everything reduced: deterministic chunked parallel reduction
     const int64_t n = in.numel(), chunk = 1 << 16;
-    std::vector<A> part(size_t((n + chunk - 1) / chunk), Op::template init<T>());
+    std::vector<A> part(size_t((n + chunk - 1) / chunk), init);
     parallel_chunks(n, chunk, [&](int64_t c, int64_t lo, int64_t hi) {
-      A a = Op::template init<T>();
+      A a = init;
       Op::template run<T>(a, x + lo, hi - lo);
       part[size_t(c)] = a;
     });
-    A a = Op::template init<T>();
+    A a = init;
     for (const A& p : part) Op::template merge<T>(a, p);
     y[0] = Op::template finish<T>(a, n);
     return;
@@ -173,7 +182,7 @@ void reduce_typed(const NDArray& in_any, const NDArray& out, const std::vector<b
     if (chunks == 1) {
       parallel_for(n_out, std::max<int64_t>(1, kGrain / std::max<int64_t>(n_red, 1)), [&](int64_t lo, int64_t hi) {
         for (int64_t o = lo; o < hi; ++o) {
-          A a = Op::template init<T>();
+          A a = init;
           for (int64_t r : red_off) Op::template run<T>(a, x + kept_off[size_t(o)] + r, inner);
           y[o] = Op::template finish<T>(a, n_red);
         }
@@ -184,14 +193,14 @@ void reduce_typed(const NDArray& in_any, const NDArray& out, const std::vector<b
     parallel_for(n_out * chunks, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t t = lo; t < hi; ++t) {
         int64_t o = t / chunks, c = t % chunks;
-        A a = Op::template init<T>();
+        A a = init;
         for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r)
           Op::template run<T>(a, x + kept_off[size_t(o)] + red_off[size_t(r)], inner);
         part[size_t(t)] = a;
       }
     });
     for (int64_t o = 0; o < n_out; ++o) {
-      A a = Op::template init<T>();
+      A a = init;
       for (int64_t c = 0; c < chunks; ++c) Op::template merge<T>(a, part[size_t(o * chunks + c)]);
       y[o] = Op::template finish<T>(a, n_red);
     }
@@ -216,7 +225,7 @@ void reduce_typed(const NDArray& in_any, const NDArray& out, const std::vector<b
       int64_t ob = task / col_blocks, c0 = (task % col_blocks) * col_block;
       int64_t c1 = std::min(inner, c0 + col_block);
       A* acc = part.data() + t * width;
-      std::fill(acc, acc + width, Op::template init<T>());
+      std::fill(acc, acc + width, init);
       int64_t base = kept_off[size_t(ob * inner)];
       for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r) {
         const T* p = x + base + red_off[size_t(r)] + c0;
@@ -243,10 +252,24 @@ std::vector<bool> axes_mask(const NDArray& in, const Attrs& attrs) {
   return mask;
 }
 
+/// An "initial" attribute in T (floats to integers saturate; NaN gives 0, as casts do).
+template <class T>
+T initial_as(double v) {
+  if constexpr (std::is_integral_v<T>) {
+    if (v != v) return T(0);
+    if (v <= double(std::numeric_limits<T>::lowest())) return std::numeric_limits<T>::lowest();
+    if (v >= double(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+  }
+  return T(v);
+}
+
 template <class Op, class... Ts>
 void reduce_kernel(const KernelCall& c) {
-  dispatch_among(TypeList<Ts...>{}, c.out[0].dtype(),
-                 [&]<class T>() { reduce_typed<Op, T>(c.in[0], c.out[0], axes_mask(c.in[0], c.attrs)); });
+  dispatch_among(TypeList<Ts...>{}, c.out[0].dtype(), [&]<class T>() {
+    typename Op::template A<T> init = Op::template init<T>();
+    if (const AttrValue* v = c.attrs.find("initial")) init = initial_as<T>(std::get<double>(*v));
+    reduce_typed<Op, T>(c.in[0], c.out[0], axes_mask(c.in[0], c.attrs), init);
+  });
 }
 
 // sum_to: out has the shape of the second input; reduce the dims broadcasting added.
@@ -270,6 +293,7 @@ void arg_kernel(const KernelCall& c) {
     int64_t outer = 1, n = in.numel(), inner = 1;
     if (c.attrs.has("axis")) {
       int64_t ax = c.attrs.i("axis");
+      if (ax < 0) ax += in.ndim();  // as the CUDA kernel (issue 15 normalizes every axis when nodes are built)
       n = in.shape()[size_t(ax)];
       for (int64_t d = 0; d < ax; ++d) outer *= in.shape()[size_t(d)];
       for (int64_t d = ax + 1; d < in.ndim(); ++d) inner *= in.shape()[size_t(d)];

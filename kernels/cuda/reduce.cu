@@ -72,15 +72,16 @@ struct SumOp {
   }
 };
 
-// Starts from lowest()/max() like the CPU kernel, so an all -inf max gives
-// lowest() on both devices.
+// Starts from `initial`: the identity like the CPU kernel (-inf for a float
+// max, lowest() for an integer one) or the node's "initial" attribute.
 template <class T>
 struct ExtremeOp {
   using In = T;
   using Out = T;
   using Acc = T;
   bool is_max;
-  __device__ T init() const { return is_max ? std::numeric_limits<T>::lowest() : std::numeric_limits<T>::max(); }
+  T initial;
+  __device__ T init() const { return initial; }
   __device__ void add(T& a, T x, int64_t) const { merge(a, x); }
   __device__ void merge(T& a, const T& x) const {
     if (is_max ? (x > a || x != x) : (x < a || x != x)) a = x;  // NaN propagates
@@ -316,7 +317,10 @@ template <bool IsMax>
 void extreme_kernel(const KernelCall& c) {
   use_device(c.ctx.device);
   dispatch_among(NumericTypes{}, c.out[0].dtype(), [&]<class T>() {
-    run_reduce(c, c.in[0], c.out[0], axes_mask(c.in[0], c.attrs), ExtremeOp<T>{IsMax});
+    T initial = IsMax ? std::numeric_limits<T>::lowest() : std::numeric_limits<T>::max();
+    if constexpr (std::is_floating_point_v<T>) initial = IsMax ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+    if (const AttrValue* v = c.attrs.find("initial")) initial = convert<T>(std::get<double>(*v));
+    run_reduce(c, c.in[0], c.out[0], axes_mask(c.in[0], c.attrs), ExtremeOp<T>{IsMax, initial});
   });
 }
 

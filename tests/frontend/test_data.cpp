@@ -143,7 +143,7 @@ TEST_SUITE("frontend/data") {
     for (size_t i = 20; i < 60; ++i) bad[i] ^= 0x5A;
     std::string e = err("bad.gz", bad);
     CHECK((contains(e, "corrupt gzip") || contains(e, "IDX")));
-    CHECK(contains(err("huge", {0, 0, 8, 3, 0x7F, 0, 0, 0, 0x7F, 0, 0, 0, 0x7F, 0, 0, 0}), "too many elements"));
+    CHECK(contains(err("huge", {0, 0, 8, 3, 0x7F, 0, 0, 0, 0x7F, 0, 0, 0, 0x7F, 0, 0, 0}), "more than 2^63 elements"));
     CHECK(contains(error_of([&] { data::read_idx(dir / "missing"); }), "cannot open"));
     CHECK(contains(error_of([&] { data::read_idx(dir.path.string()); }), "not a regular file"));
   }
