@@ -77,6 +77,9 @@ std::vector<Tensor> Graph::add(std::string_view op_name, const std::vector<Tenso
     LOOM_CHECK(t.valid() && &t.graph() == this, op.name, " '", full, "': control input from another graph");
     node->control.push_back(t.node_id());
   }
+  std::vector<size_t> ranks;
+  for (const TensorType& t : in_types) ranks.push_back(t.shape.size());
+  attrs = check_attrs(op.attrs, op.name, full, ranks, std::move(attrs));
   InferContext ctx{op.name, full, in_types, attrs};
   node->outputs = op.infer(ctx);
   node->id = size();
@@ -102,12 +105,12 @@ Tensor Graph::add1(std::string_view op, const std::vector<Tensor>& inputs, Attrs
 Tensor Graph::placeholder(const std::string& name, const Shape& shape, DType dtype) {
   LOOM_CHECK(!name.empty(), "placeholder: a name is required");
   LOOM_CHECK(!by_name_.count(prefix() + name), "placeholder '", prefix() + name, "': name already used");
-  return add1("placeholder", {}, {{"shape", shape}, {"dtype", dtype}}, name);
+  return add1(core_op::placeholder.name(), {}, {{"shape", shape}, {"dtype", dtype}}, name);
 }
 
 Tensor Graph::constant(const NDArray& value, const std::string& name) {
   LOOM_CHECK(value.defined(), "constant: undefined NDArray");
-  return add1("constant", {}, {{"value", value.to(Device::cpu()).compact()}}, name);
+  return add1(core_op::constant.name(), {}, {{"value", value.to(Device::cpu()).compact()}}, name);
 }
 
 Tensor Graph::scalar(double value, DType dtype) { return constant(NDArray::scalar(value, dtype)); }
@@ -118,7 +121,7 @@ Tensor Graph::variable(const std::string& name, const Shape& shape, Initializer 
   LOOM_CHECK(!by_name_.count(full), "variable '", full, "': name already used");
   LOOM_CHECK(is_static(shape), "variable '", full, "': shape ", shape_str(shape), " must be fully known");
   LOOM_CHECK(bool(init), "variable '", full, "': an initializer is required");
-  Tensor t = add1("variable", {}, {{"shape", shape}, {"dtype", dtype}}, name);
+  Tensor t = add1(core_op::variable.name(), {}, {{"shape", shape}, {"dtype", dtype}}, name);
   nodes_.back()->init = std::move(init);
   return t;
 }
@@ -131,7 +134,7 @@ Tensor Graph::find(const std::string& name) const {
 std::vector<Tensor> Graph::variables() const {
   std::vector<Tensor> out;
   for (const auto& n : nodes_)
-    if (n->op->name == "variable") out.emplace_back(const_cast<Graph*>(this), n->id, 0);
+    if (n->op == core_op::variable) out.emplace_back(const_cast<Graph*>(this), n->id, 0);
   return out;
 }
 

@@ -64,14 +64,25 @@ using ChunkFn = void (*)(DType in, void* out, const void* const* args, int64_t n
 /// counts in the lower bound and no kernel allocates while it runs.
 using WorkspaceFn = size_t (*)(const WorkspaceQuery&);
 
+/// What a device's fused element-wise kernel (op "fused") can run: the
+/// fusion pass forms only programs of ops it supports, within its limits, so
+/// every device fuses by the same rules.
+struct FusionCaps {
+  int max_instrs = 0, max_leaves = 0, max_outputs = 0;
+  /// Whether instructions of element-wise op `op` can run inside the kernel.
+  bool (*supports)(std::string_view op) = nullptr;
+};
+
 struct KernelInfo {
   KernelFn fn = nullptr;
   /// The planner hands this kernel compact inputs (copying views first).
   bool compact_inputs = false;
   PrepareFn prepare = nullptr;
-  /// Set for element-wise kernels the planner may fuse into one loop.
+  /// The inner loop of an element-wise CPU kernel (its fused-kernel instruction).
   ChunkFn chunk = nullptr;
   WorkspaceFn workspace = nullptr;
+  /// Set on a device's "fused" kernel: what programs it runs.
+  const FusionCaps* fusion = nullptr;
 };
 
 /// The workspace `k` needs for a call with these shapes (0 without a WorkspaceFn).

@@ -46,6 +46,9 @@ struct SessionOptions {
   /// on them, so a run that fails (e.g. check_numerics) leaves variables as
   /// they were. Off: updates run as early as possible (less memory).
   bool atomic_updates = true;
+  /// Optional plan passes to switch off by name (core/passes/passes.hpp):
+  /// cse, fold, fusion, assign_in_place, inplace. Results stay identical.
+  std::vector<std::string> disable_passes = {};
 };
 
 /// Feeds for one run: placeholder and value.
@@ -63,6 +66,7 @@ struct PlanStats {
   std::string memory_strategy;
   std::vector<std::pair<std::string, size_t>> strategy_arenas;  // each strategy tried
   int host_copies = 0;           // nodes run on the host (no kernel on the device; inputs and outputs copied)
+  std::vector<std::pair<std::string, double>> pass_ms;  // each pass the plan compiler ran, with its time
 };
 
 struct NodeTime {

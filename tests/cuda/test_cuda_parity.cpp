@@ -52,6 +52,7 @@ const bool host_only_registered = [] {
   OpDef d;
   d.name = kHostOnly;
   d.min_inputs = d.max_inputs = 1;
+  d.attrs = AttrSchema::none();
   d.infer = [](const InferContext& c) { return std::vector<TensorType>{c.in[0]}; };
   d.reference = [](std::span<const NDArray> in, const Attrs&) {
     NDArray out = NDArray::empty(in[0].shape(), in[0].dtype());
