@@ -49,6 +49,7 @@ void cse(Compilation& c) {
   for (size_t v = 0; v < value_to.size(); ++v) value_to[v] = int(v);
   for (size_t n = 0; n < node_to.size(); ++n) node_to[n] = int(n);
   std::unordered_multimap<size_t, int> seen;
+  seen.reserve(p.nodes.size());
   std::unordered_map<std::string, int> constants;
   auto merge = [&](PNode& n, int into) {
     const PNode& m = p.nodes[size_t(into)];

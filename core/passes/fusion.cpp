@@ -17,12 +17,16 @@
 // 2. A group absorbs a producing group whose value others read too; that
 //    value becomes an extra output (Adam-like updates become one pass over
 //    memory). Allowed only when no other path leads from the producer group to
-//    the consumer group: a search on the graph of groups, which only visits
-//    groups before the consumer (ids are topological) and gives up, assuming
-//    a path, after kSearchBudget groups.
+//    the consumer group. That holds at once when every other reader of the
+//    producer group comes after the consumer (ids are topological); else a
+//    search on the graph of groups decides, which only visits groups before
+//    the consumer and gives up, assuming a path, after kSearchBudget groups
+//    (or at once when the producer is more than kSearchWindow nodes back).
+//    A producer group is tried once per consumer group.
 
 #include <algorithm>
-#include <functional>
+#include <map>
+#include <span>
 
 #include "core/fused_program.hpp"
 #include "core/passes/passes.hpp"
@@ -31,12 +35,21 @@ namespace loom {
 
 namespace {
 
-constexpr int kSearchBudget = 256;
+constexpr int kSearchBudget = 32;
+constexpr int kSearchWindow = 128;
+
+/// An instruction under construction (fused::Instr without its op's name).
+struct Instr {
+  const OpDef* op;
+  bool to_bool;
+  int64_t arg[3] = {fused::kNoArg, fused::kNoArg, fused::kNoArg};
+  int arity() const { return arg[0] == fused::kNoArg ? 0 : arg[1] == fused::kNoArg ? 1 : arg[2] == fused::kNoArg ? 2 : 3; }
+};
 
 /// A fused program under construction, rooted at its last node.
 struct Group {
   std::vector<int> leaves;                       // input value ids
-  std::vector<fused::Instr> instrs;              // dependency order; the last is the root
+  std::vector<Instr> instrs;                     // dependency order; the last is the root
   std::vector<std::pair<int, int64_t>> computed;  // values computed inside: (value id, instruction)
   std::vector<int> members;                      // absorbed nodes (not the root)
 
@@ -56,7 +69,7 @@ struct Group {
   /// Appends q's instructions; returns the new index of q's root.
   int64_t inline_group(const Group& q) {
     const int64_t base = int64_t(instrs.size());
-    for (fused::Instr in : q.instrs) {
+    for (Instr in : q.instrs) {
       for (int j = 0; j < in.arity(); ++j)
         in.arg[j] = in.arg[j] < 0 ? in.arg[j] - base : ref(q.leaves[size_t(in.arg[j])]);
       instrs.push_back(in);
@@ -65,98 +78,122 @@ struct Group {
     members.insert(members.end(), q.members.begin(), q.members.end());
     return int64_t(instrs.size()) - 1;
   }
-  void internalize_leaves();
-  void sort_with_root_last(size_t root);
 };
 
-/// Leaves now computed inside become references to their instruction.
-void Group::internalize_leaves() {
-  for (size_t r = 0; r < leaves.size();) {
-    const int64_t ci = computed_at(leaves[r]);
-    if (ci < 0) {
-      ++r;
-      continue;
-    }
-    for (fused::Instr& in : instrs)
-      for (int j = 0; j < in.arity(); ++j) {
-        if (in.arg[j] < 0) continue;
-        if (in.arg[j] == int64_t(r)) in.arg[j] = fused::result_of(ci);
-        else if (in.arg[j] > int64_t(r)) --in.arg[j];
-      }
-    leaves.erase(leaves.begin() + int64_t(r));
+/// The group `q` (a producer group whose root q_root yields value q_out)
+/// merged into consumer group g: q's instructions first, then g's, whose
+/// reads of q's values become instruction references.
+Group merge_producer(const Group& g, const Group& q, int q_out, int q_root) {
+  Group m;
+  m.instrs = q.instrs;
+  m.leaves = q.leaves;
+  m.computed = q.computed;
+  m.computed.push_back({q_out, int64_t(q.instrs.size()) - 1});
+  const int64_t shift = int64_t(q.instrs.size());
+  std::vector<int64_t> leaf_ref(g.leaves.size());
+  for (size_t r = 0; r < g.leaves.size(); ++r) leaf_ref[r] = m.ref(g.leaves[r]);
+  for (Instr in : g.instrs) {
+    for (int j = 0; j < in.arity(); ++j) in.arg[j] = in.arg[j] < 0 ? in.arg[j] - shift : leaf_ref[size_t(in.arg[j])];
+    m.instrs.push_back(in);
   }
+  for (auto [v, ci] : g.computed) m.computed.push_back({v, ci + shift});
+  m.members = g.members;
+  m.members.insert(m.members.end(), q.members.begin(), q.members.end());
+  m.members.push_back(q_root);
+  return m;
 }
 
-/// Puts the instructions back in dependency order with `root` last.
-void Group::sort_with_root_last(size_t root) {
-  const size_t n = instrs.size();
-  std::vector<int64_t> pos(n, -1);
-  std::vector<size_t> order;
-  std::function<void(size_t)> visit = [&](size_t i) {
-    if (pos[i] >= 0) return;
-    pos[i] = -2;  // in progress
-    for (int j = 0; j < instrs[i].arity(); ++j)
-      if (instrs[i].arg[j] < 0) {
-        const size_t d = size_t(fused::instr_of(instrs[i].arg[j]));
-        LOOM_ASSERT(pos[d] != -2, "cycle in a fused program");
-        visit(d);
-      }
-    pos[i] = int64_t(order.size());
-    if (i != root) order.push_back(i);
+/// Leaves of merge_producer(g, q, q_out, ...) without building it.
+size_t merged_leaves(const Group& g, const Group& q, int q_out) {
+  size_t n = q.leaves.size();
+  for (int v : g.leaves)
+    n += v != q_out && q.computed_at(v) < 0 && std::find(q.leaves.begin(), q.leaves.end(), v) == q.leaves.end();
+  return n;
+}
+
+/// Lists per index in two flat arrays (consumers of each value).
+struct Lists {
+  std::vector<int> start, items;
+  std::span<const int> operator[](size_t i) const { return {items.data() + start[i], items.data() + start[i + 1]}; }
+};
+
+/// The alive nodes reading each value (each reader once).
+Lists readers_of_values(const Plan& p) {
+  Lists l;
+  l.start.assign(p.values.size() + 1, 0);
+  auto each = [&](auto&& f) {
+    for (size_t i = 0; i < p.nodes.size(); ++i) {
+      const PNode& n = p.nodes[i];
+      if (!n.alive) continue;
+      for (size_t k = 0; k < n.in.size(); ++k)
+        if (std::find(n.in.begin(), n.in.begin() + int64_t(k), n.in[k]) == n.in.begin() + int64_t(k)) f(n.in[k], int(i));
+    }
   };
-  for (size_t i = 0; i < n; ++i)
-    if (i != root) visit(i);
-  visit(root);
-  order.push_back(root);
-  std::vector<int64_t> final_pos(n);
-  for (size_t k = 0; k < n; ++k) final_pos[order[k]] = int64_t(k);
-  std::vector<fused::Instr> sorted;
-  for (size_t i : order) sorted.push_back(instrs[i]);
-  for (fused::Instr& in : sorted)
-    for (int j = 0; j < in.arity(); ++j)
-      if (in.arg[j] < 0) in.arg[j] = fused::result_of(final_pos[size_t(fused::instr_of(in.arg[j]))]);
-  instrs = std::move(sorted);
-  for (auto& cv : computed) cv.second = final_pos[size_t(cv.second)];
+  each([&](int v, int) { ++l.start[size_t(v) + 1]; });
+  for (size_t v = 0; v < p.values.size(); ++v) l.start[v + 1] += l.start[v];
+  l.items.resize(size_t(l.start.back()));
+  std::vector<int> fill(l.start.begin(), l.start.end() - 1);
+  each([&](int v, int i) { l.items[size_t(fill[size_t(v)]++)] = i; });
+  return l;
 }
 
 struct Fuser {
   Plan& p;
   const FusionCaps& caps;
-  std::vector<std::vector<int>> consumers;  // per value: the nodes reading it
+  Lists consumers;                          // per value: the nodes reading it
   std::vector<std::vector<int>> after_of;   // per node: nodes that must run after it
   std::vector<char> ordered, fetched;
   std::vector<std::unique_ptr<Group>> group;  // per root node
   std::vector<int> rep;                       // node -> the root of its group (path-halving union-find)
   std::vector<int> mark;                      // visited / member marks, by epoch
   int epoch = 0;
+  std::vector<int> shape_class;               // per node: output 0's shape, interned (-1: none)
+  std::vector<char> bool_out;                 // per node: output 0 is bool
+  // Copies of what hot loops read, small and contiguous (PNode and PValue are large).
+  std::vector<int> producer;                  // per value: its producer node
+  std::vector<int> out_begin, out_end;        // per node: its outputs (consecutive value ids until emit)
+  const KernelInfo *kernel32 = nullptr, *kernel64 = nullptr;  // the fused kernel by dtype
 
   Fuser(Plan& plan, const FusionCaps& c);
   int find(int x) {
     while (rep[size_t(x)] != x) x = rep[size_t(x)] = rep[size_t(rep[size_t(x)])];
     return x;
   }
-  const Shape& shape(int id) const { return p.values[size_t(p.nodes[size_t(id)].out[0])].type.shape; }
-  bool is_bool(int id) const { return p.values[size_t(p.nodes[size_t(id)].out[0])].type.dtype == boolean; }
+  bool same_shape(int a, int b) const { return shape_class[size_t(a)] == shape_class[size_t(b)]; }
+  bool is_bool(int id) const { return bool_out[size_t(id)]; }
   bool fusable(int id) const;
-  int outputs_needed(int root, const Group& g);
+  int outputs_needed(int root, const Group& g, const Group* also = nullptr, int also_root = -1, int also_out = -1);
   bool fits(int root, const Group& g, size_t pending_leaves);
   void absorb(int root, int member);
   void start_group(int id);
+  template <class F>
+  void for_each_successor(int x, F&& f);
   bool other_path(int a, int b);
   void absorb_shared(int id);
   void emit(int id);
 };
 
 Fuser::Fuser(Plan& plan, const FusionCaps& c)
-    : p(plan), caps(c), consumers(plan.values.size()), after_of(plan.nodes.size()), ordered(plan.nodes.size(), 0),
-      fetched(plan.values.size(), 0), group(plan.nodes.size()), rep(plan.nodes.size()), mark(plan.nodes.size(), 0) {
+    : p(plan), caps(c), consumers(readers_of_values(plan)), after_of(plan.nodes.size()), ordered(plan.nodes.size(), 0),
+      fetched(plan.values.size(), 0), group(plan.nodes.size()), rep(plan.nodes.size()), mark(plan.nodes.size(), 0),
+      shape_class(plan.nodes.size(), -1), bool_out(plan.nodes.size(), 0), producer(plan.values.size()),
+      out_begin(plan.nodes.size(), 0), out_end(plan.nodes.size(), 0) {
+  for (size_t v = 0; v < p.values.size(); ++v) producer[v] = p.values[v].producer;
+  kernel32 = find_kernel(core_op::fused.name(), p.device.kind, float32);
+  kernel64 = find_kernel(core_op::fused.name(), p.device.kind, float64);
+  std::map<Shape, int> shapes;
   for (size_t i = 0; i < p.nodes.size(); ++i) {
     rep[i] = int(i);
     const PNode& n = p.nodes[i];
     if (!n.alive) continue;
-    for (int v : n.in)
-      if (consumers[size_t(v)].empty() || consumers[size_t(v)].back() != int(i)) consumers[size_t(v)].push_back(int(i));
     for (int a : n.after) ordered[size_t(a)] = 1, after_of[size_t(a)].push_back(int(i));
+    if (n.out.empty()) continue;
+    out_begin[i] = n.out[0];
+    out_end[i] = n.out[0] + int(n.out.size());
+    LOOM_ASSERT(n.out.back() == out_end[i] - 1, "outputs of a node are not consecutive values");
+    const TensorType& t = p.values[size_t(n.out[0])].type;
+    shape_class[i] = shapes.try_emplace(t.shape, int(shapes.size())).first->second;
+    bool_out[i] = t.dtype == boolean;
   }
   for (int v : p.fetch_values) fetched[size_t(v)] = 1;
 }
@@ -172,17 +209,27 @@ bool Fuser::fusable(int id) const {
   return out == boolean ? is_floating(in) : is_floating(out);
 }
 
-/// Outputs of the group if emitted now: its root and the computed values
-/// fetched or read by a node outside it.
-int Fuser::outputs_needed(int root, const Group& g) {
+/// Outputs of the group if emitted now (merged with the producer group `also`,
+/// rooted at also_root with value also_out, when given): its root and the
+/// computed values fetched or read by a node outside it.
+int Fuser::outputs_needed(int root, const Group& g, const Group* also, int also_root, int also_out) {
   ++epoch;
   mark[size_t(root)] = epoch;
   for (int m : g.members) mark[size_t(m)] = epoch;
+  if (also) {
+    mark[size_t(also_root)] = epoch;
+    for (int m : also->members) mark[size_t(m)] = epoch;
+  }
   int outs = 1;
-  for (auto [v, ci] : g.computed) {
+  auto count = [&](int v) {
     bool outside = fetched[size_t(v)];
     for (int c : consumers[size_t(v)]) outside |= mark[size_t(c)] != epoch;
     outs += outside;
+  };
+  for (auto [v, ci] : g.computed) count(v);
+  if (also) {
+    for (auto [v, ci] : also->computed) count(v);
+    count(also_out);
   }
   return outs;
 }
@@ -203,12 +250,21 @@ void Fuser::absorb(int root, int member) {
 void Fuser::start_group(int id) {
   const PNode& n = p.nodes[size_t(id)];
   auto g = std::make_unique<Group>();
-  fused::Instr self{n.op->name, is_bool(id)};
+  Instr self{n.op, is_bool(id)};
   for (size_t k = 0; k < n.in.size(); ++k) {
-    const int v = n.in[k], pid = p.values[size_t(v)].producer;
+    const int v = n.in[k], pid = producer[size_t(v)];
     const Group* q = group[size_t(pid)].get();
     // A bool root has no fused kernel, so it absorbs nothing.
-    if (q && !is_bool(id) && consumers[size_t(v)].size() == 1 && !fetched[size_t(v)] && shape(pid) == shape(id)) {
+    if (q && !is_bool(id) && consumers[size_t(v)].size() == 1 && !fetched[size_t(v)] && same_shape(pid, id)) {
+      if (int(g->instrs.size() + q->instrs.size()) + 1 <= caps.max_instrs &&
+          int(g->leaves.size() + q->leaves.size() + n.in.size() - k - 1) <= caps.max_leaves) {
+        const int64_t root = g->inline_group(*q);  // surely within the limits (no new outputs)
+        g->computed.push_back({v, root});
+        g->members.push_back(pid);
+        absorb(id, pid);
+        self.arg[k] = fused::result_of(root);
+        continue;
+      }
       Group trial = *g;
       const int64_t root = trial.inline_group(*q);
       trial.computed.push_back({v, root});
@@ -228,33 +284,41 @@ void Fuser::start_group(int id) {
   group[size_t(id)] = std::move(g);
 }
 
+/// Calls f(root) for each group reading a value of group x (or ordered after it).
+template <class F>
+void Fuser::for_each_successor(int x, F&& f) {
+  const Group* g = group[size_t(x)].get();
+  for (int v = out_begin[size_t(x)]; v < out_end[size_t(x)]; ++v)
+    for (int c : consumers[size_t(v)]) f(find(c));
+  if (!g) {
+    for (int c : after_of[size_t(x)]) f(find(c));  // members of groups are never ordered
+    return;
+  }
+  for (auto [v, ci] : g->computed)
+    for (int c : consumers[size_t(v)]) f(find(c));
+}
+
 /// Is there a path from group a to group b other than a's direct edges to b?
 bool Fuser::other_path(int a, int b) {
+  // Group roots after b cannot lead back to b (ids are topological).
+  bool all_after = true;
+  for_each_successor(a, [&](int x) { all_after &= x == a || x == b || x > b; });
+  if (all_after) return false;
+  if (b - a > kSearchWindow) return true;  // far apart: assume a path
   std::vector<int> stack;
-  auto push_successors = [&](int x) {
-    const Group* g = group[size_t(x)].get();
-    for (int v : p.nodes[size_t(x)].out)
-      for (int c : consumers[size_t(v)]) stack.push_back(find(c));
-    if (!g) {
-      for (int c : after_of[size_t(x)]) stack.push_back(find(c));
-      return;
-    }
-    for (auto [v, ci] : g->computed)
-      for (int c : consumers[size_t(v)]) stack.push_back(find(c));
-  };
+  for_each_successor(a, [&](int x) {
+    if (x != b) stack.push_back(x);
+  });
   ++epoch;
-  push_successors(a);
-  std::erase(stack, b);
   int visited = 0;
   while (!stack.empty()) {
     const int x = stack.back();
     stack.pop_back();
     if (x == b) return true;
-    // Group roots after b cannot lead back to b (ids are topological).
     if (x == a || x > b || mark[size_t(x)] == epoch) continue;
     mark[size_t(x)] = epoch;
     if (++visited > kSearchBudget) return true;  // too far to tell: assume the worst
-    push_successors(x);
+    for_each_successor(x, [&](int y) { stack.push_back(y); });
   }
   return false;
 }
@@ -263,19 +327,18 @@ bool Fuser::other_path(int a, int b) {
 void Fuser::absorb_shared(int id) {
   Group* g = group[size_t(id)].get();
   if (!g || is_bool(id) || !p.nodes[size_t(id)].alive) return;
+  std::vector<int> tried;
   for (size_t r = 0; r < g->leaves.size(); ++r) {
-    const int a = find(p.values[size_t(g->leaves[r])].producer);
+    const int a = find(producer[size_t(g->leaves[r])]);
     const Group* q = group[size_t(a)].get();
-    if (!q || a == id || shape(a) != shape(id) || other_path(a, id)) continue;
-    Group trial = *g;
-    const size_t root = trial.instrs.size() - 1;
-    trial.inline_group(*q);
-    trial.computed.push_back({p.nodes[size_t(a)].out[0], int64_t(trial.instrs.size()) - 1});
-    trial.members.push_back(a);
-    trial.internalize_leaves();
-    trial.sort_with_root_last(root);
-    if (!fits(id, trial, 0)) continue;
-    *g = std::move(trial);
+    if (!q || a == id || !same_shape(a, id) || std::find(tried.begin(), tried.end(), a) != tried.end()) continue;
+    tried.push_back(a);
+    const int a_out = out_begin[size_t(a)];
+    if (int(g->instrs.size() + q->instrs.size()) > caps.max_instrs ||
+        int(merged_leaves(*g, *q, a_out)) > caps.max_leaves || other_path(a, id) ||
+        outputs_needed(id, *g, q, a, a_out) > caps.max_outputs)
+      continue;
+    *g = merge_producer(*g, *q, a_out, a);
     absorb(id, a);
     r = size_t(-1);  // leaves changed: scan again
   }
@@ -287,10 +350,10 @@ void Fuser::emit(int id) {
   const Group* g = group[size_t(id)].get();
   if (!g || g->instrs.size() < 2 || !p.nodes[size_t(id)].alive) return;
   PNode& n = p.nodes[size_t(id)];
-  const KernelInfo* k = find_kernel(core_op::fused.name(), p.device.kind, p.values[size_t(n.out[0])].type.dtype);
+  const KernelInfo* k = p.values[size_t(n.out[0])].type.dtype == float64 ? kernel64 : kernel32;
   LOOM_ASSERT(k, "fused root without a fused kernel");
   fused::Program prog;
-  prog.instrs = g->instrs;
+  for (const Instr& in : g->instrs) prog.instrs.push_back({in.op->name, in.to_bool, {in.arg[0], in.arg[1], in.arg[2]}});
   ++epoch;
   mark[size_t(id)] = epoch;
   for (int m : g->members) mark[size_t(m)] = epoch;

@@ -16,9 +16,9 @@ namespace loom {
 
 namespace {
 
-/// Storages whose bytes [lo, hi) were last painted before, repainted as `storage`.
-std::vector<int> repaint(std::map<size_t, std::pair<size_t, int>>& paint, size_t lo, size_t hi, int storage) {
-  std::vector<int> prev;
+/// Storages whose bytes [lo, hi) were last painted before (into prev), repainted as `storage`.
+void repaint(std::map<size_t, std::pair<size_t, int>>& paint, size_t lo, size_t hi, int storage, std::vector<int>& prev) {
+  prev.clear();
   auto it = paint.upper_bound(lo);
   if (it != paint.begin()) --it;
   while (it != paint.end() && it->first < hi) {
@@ -33,7 +33,6 @@ std::vector<int> repaint(std::map<size_t, std::pair<size_t, int>>& paint, size_t
     if (seg.first > hi) paint[hi] = {seg.first, seg.second};
   }
   paint[lo] = {hi, storage};
-  return prev;
 }
 
 }  // namespace
@@ -49,10 +48,12 @@ void hazards(Compilation& c) {
                    [&](int a, int b) { return p.storages[size_t(a)].first < p.storages[size_t(b)].first; });
   auto pos = [&](int node) { return p.nodes[size_t(node)].pos; };
   std::map<size_t, std::pair<size_t, int>> paint;  // start -> (end, storage)
+  std::vector<int> prev;
   for (int s : placed) {
     const PStorage& s2 = p.storages[size_t(s)];
     const int w = pos(s2.writers.front());
-    for (int s1 : repaint(paint, s2.offset, s2.offset + s2.bytes, s)) {
+    repaint(paint, s2.offset, s2.offset + s2.bytes, s, prev);
+    for (int s1 : prev) {
       const PStorage& a = p.storages[size_t(s1)];
       int last_write = -1;
       for (int x : a.writers) last_write = std::max(last_write, pos(x));

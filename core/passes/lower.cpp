@@ -9,6 +9,8 @@
 //                have their own, everything else a fresh arena storage), and
 //                the kernel's workspace; Plan::fetch_values and the targets.
 
+#include <algorithm>
+
 #include "core/parallel.hpp"
 #include "core/passes/passes.hpp"
 
@@ -52,12 +54,17 @@ std::vector<TensorType> Lowering::output_types(const Node& gn, PNode& node, std:
     node.kind = NodeKind::source;
     return gn.outputs;
   }
+  node.kind = op.no_kernel ? NodeKind::noop : op.view ? NodeKind::view : NodeKind::kernel;
+  // Inputs as declared at build time (static shapes): so are the outputs.
+  bool as_declared = true;
+  for (size_t i = 0; i < gn.inputs.size() && as_declared; ++i)
+    as_declared = in_types[i] == c.graph.node(gn.inputs[i].node).outputs[size_t(gn.inputs[i].index)];
+  if (as_declared) return gn.outputs;
   InferContext ctx{op.name, gn.name, in_types, gn.attrs};
   std::vector<TensorType> outs = op.infer(ctx);
   for (size_t i = 0; i < outs.size(); ++i)
     LOOM_CHECK(shape_fits(gn.outputs[i].shape, outs[i].shape), op.name, " '", gn.name, "': output ", i,
                " resolves to ", shape_str(outs[i].shape), " but was declared ", shape_str(gn.outputs[i].shape));
-  node.kind = op.no_kernel ? NodeKind::noop : op.view ? NodeKind::view : NodeKind::kernel;
   return outs;
 }
 
@@ -155,7 +162,7 @@ void Lowering::place_outputs(const Node& gn, PNode& node) {
 
 /// Scratch memory the node's kernel asks for: an arena storage of its own.
 void Lowering::add_workspace(PNode& node) {
-  if (!node.kernel) return;
+  if (!node.kernel || !node.kernel->workspace) return;
   std::vector<Shape> in, out;
   for (int v : node.in) in.push_back(value(v).type.shape);
   for (int v : node.out) out.push_back(value(v).type.shape);
@@ -193,6 +200,10 @@ void Lowering::lower_node(const Node& gn) {
 
 void lower(Compilation& c) {
   Lowering l{c, c.plan, std::vector<int>(size_t(c.graph.size()), -1), std::vector<int>(size_t(c.graph.size()), -1)};
+  const size_t needed = size_t(std::count(c.needed.begin(), c.needed.end(), 1));
+  c.plan.nodes.reserve(needed + needed / 8);
+  c.plan.values.reserve(needed + needed / 8);
+  c.plan.storages.reserve(needed + needed / 8);
   for (int id = 0; id < c.graph.size(); ++id) {
     if (!c.needed[size_t(id)]) continue;
     ++c.plan.stats.graph_nodes;

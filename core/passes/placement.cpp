@@ -8,6 +8,12 @@
 //                of its last reader's wave: reusing it within the wave would
 //                add a hazard edge between two nodes that could otherwise run
 //                at the same time.
+//
+// greedy_by_time is O(n log n). greedy_by_size looks at every placed buffer
+// live at the same time as the one it places: O(pairs of overlapping
+// lifetimes), quadratic when many buffers live long (a DAG reading far back).
+// `best` counts those pairs first (O(n log n)) and skips greedy_by_size above
+// kSizePairBudget, so compile time stays near-linear on any graph.
 
 #include <algorithm>
 #include <map>
@@ -17,6 +23,27 @@
 namespace loom {
 
 namespace {
+
+constexpr int64_t kSizePairBudget = 4'000'000;
+
+/// Pairs of items whose lifetimes overlap (a Fenwick tree over last positions).
+int64_t overlapping_pairs(std::span<const Lifetime> items) {
+  int end = 1;
+  for (const Lifetime& it : items) end = std::max(end, it.last + 1);
+  std::vector<size_t> idx(items.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return items[a].first < items[b].first; });
+  std::vector<int64_t> tree(size_t(end) + 1, 0);  // count of seen items by last position
+  int64_t seen = 0, pairs = 0;
+  for (size_t i : idx) {
+    int64_t ended = 0;  // seen items with last < first
+    for (int x = items[i].first; x > 0; x -= x & -x) ended += tree[size_t(x)];
+    pairs += seen - ended;
+    for (int x = items[i].last + 1; x <= end; x += x & -x) ++tree[size_t(x)];
+    ++seen;
+  }
+  return pairs;
+}
 
 size_t place_naive(std::span<const Lifetime> items, std::vector<size_t>& off) {
   size_t top = 0;
@@ -196,7 +223,10 @@ void placement(Compilation& c) {
   }
   p.stats.lower_bound_bytes = lower_bound(items);
   std::vector<MemoryStrategy> tries{c.opt.memory};
-  if (c.opt.memory == MemoryStrategy::best) tries = {MemoryStrategy::greedy_by_time, MemoryStrategy::greedy_by_size};
+  if (c.opt.memory == MemoryStrategy::best) {
+    tries = {MemoryStrategy::greedy_by_time};
+    if (overlapping_pairs(items) <= kSizePairBudget) tries.push_back(MemoryStrategy::greedy_by_size);
+  }
   Placement best;
   best.arena = SIZE_MAX;
   for (MemoryStrategy s : tries) {

@@ -41,13 +41,16 @@ struct DepResolver {
   std::vector<int> deps_of(int id) {
     std::vector<int> r;
     const PNode& n = p.nodes[size_t(id)];
-    for (int v : n.in) append(r, ready_after(p.values[size_t(v)].producer));
-    for (int a : n.after) append(r, ready_after(a));
+    for (int v : n.in) add(r, p.values[size_t(v)].producer);
+    for (int a : n.after) add(r, a);
     std::sort(r.begin(), r.end());
     r.erase(std::unique(r.begin(), r.end()), r.end());
     return r;
   }
-  static void append(std::vector<int>& r, const std::vector<int>& xs) { r.insert(r.end(), xs.begin(), xs.end()); }
+  void add(std::vector<int>& r, int x) {
+    if (executable(p.nodes[size_t(x)])) r.push_back(x);
+    else for (int d : ready_after(x)) r.push_back(d);
+  }
 };
 
 /// Peak of live arena bytes if nodes ran in `order` (no in-place reuse).
@@ -120,15 +123,14 @@ void schedule(Compilation& c) {
     for (int d : preds[i]) succs[size_t(d)].push_back(int(i));
   }
   auto post = [&](int i) { return int(p.nodes[size_t(i)].post_commit); };
+  std::vector<int> program = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), 0, i}; });
   std::vector<int> level(N, 0);  // longest path from the inputs
-  for (int i : kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), 0, i}; }))
-    for (int d : preds[size_t(i)]) level[size_t(i)] = std::max(level[size_t(i)], level[size_t(d)] + 1);
-
   const bool parallel = c.opt.executor == Executor::parallel;
   if (parallel) {
+    for (int i : program)
+      for (int d : preds[size_t(i)]) level[size_t(i)] = std::max(level[size_t(i)], level[size_t(d)] + 1);
     p.order = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), level[size_t(i)], i}; });
   } else {
-    std::vector<int> program = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), 0, i}; });
     std::vector<int> greedy = memory_greedy(p, exec, preds, succs);
     p.order = peak_for(p, greedy) < peak_for(p, program) ? std::move(greedy) : std::move(program);
   }
