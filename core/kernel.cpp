@@ -94,7 +94,7 @@ std::shared_ptr<const void> prepare_on_host(const KernelCall& c) {
 }  // namespace
 
 const KernelInfo& host_fallback_kernel() {
-  static const KernelInfo k{&run_on_host, true, &prepare_on_host, nullptr};
+  static const KernelInfo k{&run_on_host, true, &prepare_on_host};
   return k;
 }
 

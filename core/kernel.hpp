@@ -56,9 +56,6 @@ using KernelFn = void (*)(const KernelCall&);
 /// Runs once when a plan binds the node (shapes, layouts and attributes are
 /// final); the result is handed to every call as KernelCall::state.
 using PrepareFn = std::shared_ptr<const void> (*)(const KernelCall&);
-/// An element-wise op's inner loop over n contiguous elements, for the fused
-/// element-wise kernel: args are 1-3 operand arrays of dtype `in`.
-using ChunkFn = void (*)(DType in, void* out, const void* const* args, int64_t n);
 /// Bytes of scratch memory a kernel needs per call (im2col buffers, cuDNN
 /// workspaces). Plans place it in their arena, live for that one step, so it
 /// counts in the lower bound and no kernel allocates while it runs.
@@ -78,8 +75,6 @@ struct KernelInfo {
   /// The planner hands this kernel compact inputs (copying views first).
   bool compact_inputs = false;
   PrepareFn prepare = nullptr;
-  /// The inner loop of an element-wise CPU kernel (its fused-kernel instruction).
-  ChunkFn chunk = nullptr;
   WorkspaceFn workspace = nullptr;
   /// Set on a device's "fused" kernel: what programs it runs.
   const FusionCaps* fusion = nullptr;

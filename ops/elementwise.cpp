@@ -2,6 +2,7 @@
 // comparisons, where, cast, identity/stop_gradient and fills.
 
 #include <cmath>
+#include <numbers>
 #include <sstream>
 
 #include "core/fused_program.hpp"
@@ -167,6 +168,39 @@ const bool registered = [] {
               return std::vector<Tensor>{where(c.inputs[0] > 0.0, c.dout(0), 0.0)};
             },
             unary_examples(-2, 2, true));
+
+  // erf, softplus and GELU (both of PyTorch's forms); their kernels come from
+  // kernels/elementwise_ops.hpp.
+  def_unary("erf", kFloat, [](double x) { return std::erf(x); },
+            [](const GradContext& c) {
+              const Tensor& x = c.inputs[0];
+              return std::vector<Tensor>{c.dout(0) * (2.0 / std::sqrt(std::numbers::pi)) * exp(-(x * x))};
+            },
+            unary_examples(-2, 2));
+  def_unary("softplus", kFloat, [](double x) { return x > 20 ? x : std::log1p(std::exp(x)); },
+            [](const GradContext& c) { return std::vector<Tensor>{c.dout(0) * sigmoid(c.inputs[0])}; },
+            [](uint64_t seed) {
+              auto ex = unary_examples(-3, 3)(seed);
+              ex.push_back({"large and small", {NDArray::from<double>({-40, -5, 0.25, 18, 25, 80})}, {}});
+              return ex;
+            });
+  def_unary("gelu", kFloat, [](double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); },
+            [](const GradContext& c) {
+              const Tensor& x = c.inputs[0];  // Phi(x) + x phi(x)
+              Tensor cdf = 0.5 * (1.0 + erf(x * (1 / std::sqrt(2.0))));
+              return std::vector<Tensor>{c.dout(0) * (cdf + x * exp(-0.5 * (x * x)) * (1 / std::sqrt(2 * std::numbers::pi)))};
+            },
+            unary_examples(-3, 3));
+  def_unary("gelu_tanh", kFloat,
+            [](double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (x + 0.044715 * x * x * x))); },
+            [](const GradContext& c) {
+              const Tensor& x = c.inputs[0];
+              const double k = std::sqrt(2 / std::numbers::pi);
+              Tensor t = tanh(k * (x + 0.044715 * (x * x * x)));
+              Tensor du = k * (1.0 + (3 * 0.044715) * (x * x));
+              return std::vector<Tensor>{c.dout(0) * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)};
+            },
+            unary_examples(-3, 3));
 
   def_binary("add", kNumeric, [](double a, double b) { return a + b; },
              [](const GradContext& c) { return std::vector<Tensor>{c.dout(0), c.dout(0)}; },
@@ -425,6 +459,13 @@ Tensor sign(const Tensor& x) { return G(x).add1("sign", {x}); }
 Tensor tanh(const Tensor& x) { return G(x).add1("tanh", {x}); }
 Tensor sigmoid(const Tensor& x) { return G(x).add1("sigmoid", {x}); }
 Tensor relu(const Tensor& x) { return G(x).add1("relu", {x}); }
+Tensor erf(const Tensor& x) { return G(x).add1("erf", {x}); }
+Tensor softplus(const Tensor& x) { return G(x).add1("softplus", {x}); }
+Tensor gelu(const Tensor& x, std::string_view approximate) {
+  LOOM_CHECK(approximate == "none" || approximate == "tanh", "gelu: approximate must be 'none' or 'tanh', got '",
+             approximate, "'");
+  return G(x).add1(approximate == "tanh" ? "gelu_tanh" : "gelu", {x});
+}
 Tensor add(const Tensor& a, const Tensor& b) { return G(a).add1("add", {a, b}); }
 Tensor sub(const Tensor& a, const Tensor& b) { return G(a).add1("sub", {a, b}); }
 Tensor mul(const Tensor& a, const Tensor& b) { return G(a).add1("mul", {a, b}); }

@@ -1,18 +1,21 @@
 // The fused element-wise kernel: runs a small program of element-wise ops
 // (built by the planner's fusion pass) over chunks of the output, so that a
 // chain like relu(x * w + b) makes one pass over memory instead of three.
-// Each instruction calls the same inner loop as the unfused kernel (its
-// KernelInfo::chunk), so fused and unfused results are bitwise identical.
+// Each instruction calls the same inner loop as the unfused kernel (chunk<Op>
+// of kernels/cpu/elementwise.hpp, generated from the shared list of
+// element-wise ops), so fused and unfused results are bitwise identical.
 //
 // The program's encoding is core/fused_program.hpp. Outputs are written at
 // the end of each chunk, after every input of that chunk was read, so an
 // output may overwrite an input in place.
 
+#include <array>
 #include <cstring>
 #include <sstream>
 
 #include "core/fused_program.hpp"
 #include "core/kernel.hpp"
+#include "kernels/cpu/elementwise.hpp"
 #include "kernels/cpu/loops.hpp"
 
 namespace loom::cpu {
@@ -41,6 +44,13 @@ struct Program {
   Shape shape;
 };
 
+template <class... Ops>
+constexpr std::array<ChunkFn, sizeof...(Ops)> chunk_table(ew::OpList<Ops...>) {
+  return {&chunk<Ops>...};
+}
+/// The inner loop of each op, by its index in the shared list.
+constexpr auto kChunks = chunk_table(ew::ElementwiseOps{});
+
 std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
   auto p = std::make_shared<Program>();
   const fused::Program prog = fused::decode(c.attrs, c.in.size());
@@ -53,9 +63,9 @@ std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
   for (const fused::Instr& ins : prog.instrs) {
     Instr in{};
     in.out = ins.to_bool ? boolean : value;
-    const KernelInfo* info = find_kernel(ins.op, DeviceKind::cpu, in.out);
-    LOOM_ASSERT(info && info->chunk, "fused: ", ins.op, " has no chunk function");
-    in.fn = info->chunk;
+    const int op = ew::op_index(ins.op);
+    LOOM_ASSERT(op >= 0, "fused: ", ins.op, " is not an element-wise op of the shared list");
+    in.fn = kChunks[size_t(op)];
     in.arity = ins.arity();
     for (int j = 0; j < 3; ++j) in.arg[j] = ins.arg[j];
     // The dtype the inner loop dispatches on: the value operands' (where: operand 1).
@@ -165,15 +175,9 @@ void fused_kernel(const KernelCall& c) {
   });
 }
 
-bool supports(std::string_view op) {
-  const KernelInfo* k = find_kernel(op, DeviceKind::cpu, float32);
-  return k && k->chunk;
-}
-const FusionCaps kCaps{32, 12, 4, &supports};
-
 const bool registered = [] {
   KernelInfo k{&fused_kernel, false, &prepare_fused};
-  k.fusion = &kCaps;
+  k.fusion = &ew::kFusedCaps;
   register_kernel("fused", DeviceKind::cpu, FloatTypes::dtypes(), k);
   return true;
 }();

@@ -512,6 +512,29 @@ TEST_SUITE("cuda/parity") {
     }
   }
 
+  TEST_CASE("CUDA plans fuse like CPU plans: same groups, same steps, same results" * doctest::skip(!has_gpu())) {
+    Graph g;
+    Tensor x = g.placeholder("x", {64, 33});
+    Tensor b = g.placeholder("b", {33});
+    Tensor y = relu(x * 2.0 + b);
+    Tensor z = where(y > 0.5, exp(-y), y * 0.25);
+    Tensor w = gelu(y, "tanh") * softplus(z) - transpose(gelu(transpose(x)) + erf(transpose(x)));
+    const std::vector<Tensor> fetches{y, z, w};
+    Feeds f{{x, test::rand({64, 33}, 1)}, {b, test::rand({33}, 2)}};
+    Session cpu(g), gpu(g, {.device = kGpu});
+    auto a = cpu.run(fetches, f), d = gpu.run(fetches, f);
+    const PlanStats pc = cpu.stats().last_plan, pg = gpu.stats().last_plan;
+    CHECK(pc.fused >= 8);
+    CHECK(pg.fused == pc.fused);
+    CHECK(pg.steps == pc.steps);
+    CHECK(pg.nodes_after_passes == pc.nodes_after_passes);
+    for (size_t i = 0; i < a.size(); ++i) CHECK(mismatch(a[i], d[i], 1e-5).empty());
+    // And the fused CUDA plan computes what the unfused one does, bit for bit.
+    Session plain(g, {.device = kGpu, .fusion = false});
+    auto u = plain.run(fetches, f);
+    for (size_t i = 0; i < a.size(); ++i) CHECK(identical(d[i], u[i]));
+  }
+
   TEST_CASE("an op without a CUDA kernel runs on the host inside a CUDA session" * doctest::skip(!has_gpu())) {
     Graph g;
     Tensor x = g.placeholder("x", {4, 6});
