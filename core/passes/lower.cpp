@@ -199,12 +199,12 @@ void Lowering::lower_node(const Node& gn) {
 }  // namespace
 
 void lower(Compilation& c) {
-  Lowering l{c, c.plan, std::vector<int>(size_t(c.graph.size()), -1), std::vector<int>(size_t(c.graph.size()), -1)};
+  Lowering l{c, c.plan, std::vector<int>(size_t(c.graph_size), -1), std::vector<int>(size_t(c.graph_size), -1)};
   const size_t needed = size_t(std::count(c.needed.begin(), c.needed.end(), 1));
   c.plan.nodes.reserve(needed + needed / 8);
   c.plan.values.reserve(needed + needed / 8);
   c.plan.storages.reserve(needed + needed / 8);
-  for (int id = 0; id < c.graph.size(); ++id) {
+  for (int id = 0; id < c.graph_size; ++id) {
     if (!c.needed[size_t(id)]) continue;
     ++c.plan.stats.graph_nodes;
     l.lower_node(c.graph.node(id));

@@ -35,11 +35,13 @@ struct Compilation {
   const SessionOptions& opt;
   Graph& graph;
   Plan& plan;
+  const int graph_size;      // nodes of the graph when compiling started (it may grow meanwhile)
   std::vector<char> needed;  // prune: graph nodes the run needs
   std::vector<int> feed_of;  // prune: graph node -> index into the run's feeds, or -1
   std::vector<int> targets;  // lower: plan nodes of the run's targets
 
-  Compilation(const CompileRequest& r, Plan& p) : req(r), opt(*r.options), graph(*r.graph), plan(p) {}
+  Compilation(const CompileRequest& r, Plan& p)
+      : req(r), opt(*r.options), graph(*r.graph), plan(p), graph_size(r.graph->size()) {}
 };
 
 struct Pass {

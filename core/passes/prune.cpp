@@ -18,17 +18,17 @@ bool shape_fits(const Shape& declared, const Shape& actual) {
   return true;
 }
 
-void check_tensor(const Graph& g, const Tensor& t, const char* what) {
+void check_tensor(const Compilation& c, const Tensor& t, const char* what) {
   LOOM_CHECK(t.valid(), "run: ", what, " is an empty Tensor handle");
-  LOOM_CHECK(&t.graph() == &g, "run: ", what, " '", t.name(), "' belongs to another graph than this session's");
-  LOOM_CHECK(t.node_id() >= 0 && t.node_id() < g.size(), "run: ", what, " refers to unknown node ", t.node_id());
+  LOOM_CHECK(&t.graph() == &c.graph, "run: ", what, " '", t.name(), "' belongs to another graph than this session's");
+  LOOM_CHECK(t.node_id() >= 0 && t.node_id() < c.graph_size, "run: ", what, " refers to unknown node ", t.node_id());
 }
 
 void check_feeds(Compilation& c) {
-  c.feed_of.assign(size_t(c.graph.size()), -1);
+  c.feed_of.assign(size_t(c.graph_size), -1);
   for (size_t i = 0; i < c.req.feeds->size(); ++i) {
     const auto& [t, a] = (*c.req.feeds)[i];
-    check_tensor(c.graph, t, "feed");
+    check_tensor(c, t, "feed");
     const Node& n = t.node();
     LOOM_CHECK(n.op == core_op::placeholder, "feed '", n.name, "': only placeholders can be fed (it is a ",
                n.op->name, ")");
@@ -47,13 +47,13 @@ void check_feeds(Compilation& c) {
 
 void prune(Compilation& c) {
   for (const Tensor& t : *c.req.fetches) {
-    check_tensor(c.graph, t, "fetch");
+    check_tensor(c, t, "fetch");
     LOOM_CHECK(t.index() >= 0 && size_t(t.index()) < t.node().outputs.size(), "run: fetch '", t.node().name,
                "' has no output ", t.index(), " (use it as a target)");
   }
-  for (const Tensor& t : *c.req.targets) check_tensor(c.graph, t, "target");
+  for (const Tensor& t : *c.req.targets) check_tensor(c, t, "target");
   check_feeds(c);
-  c.needed.assign(size_t(c.graph.size()), 0);
+  c.needed.assign(size_t(c.graph_size), 0);
   std::vector<int> stack;
   for (const Tensor& t : *c.req.fetches) stack.push_back(t.node_id());
   for (const Tensor& t : *c.req.targets) stack.push_back(t.node_id());

@@ -66,7 +66,7 @@ void binary_kernel(const KernelCall& c) {
 }
 
 const bool registered = [] {
-  ew::for_each_op(ew::ElementwiseOps{}, []<class Op>() {
+  ew::for_each_op(ew::ElementwiseOps{}, [&]<class Op>() {  // [&]: nvcc rejects a captureless template lambda
     if constexpr (Op::arity == 2) {
       const std::vector<DType> dtypes = Op::to_bool ? std::vector<DType>{boolean} : Op::types::dtypes();
       register_kernel(Op::name, DeviceKind::cuda, dtypes, {&binary_kernel<Op>});

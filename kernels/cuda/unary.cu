@@ -37,7 +37,7 @@ void unary_kernel(const KernelCall& c) {
 }
 
 const bool registered = [] {
-  ew::for_each_op(ew::ElementwiseOps{}, []<class Op>() {
+  ew::for_each_op(ew::ElementwiseOps{}, [&]<class Op>() {  // [&]: nvcc rejects a captureless template lambda
     if constexpr (Op::arity == 1) register_kernel(Op::name, DeviceKind::cuda, Op::types::dtypes(), {&unary_kernel<Op>});
   });
   return true;
