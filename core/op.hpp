@@ -96,6 +96,10 @@ struct OpDef {
   GradFn grad;         // empty: not differentiable
   ViewFn view;         // set for ops whose outputs can alias input 0
   bool elementwise = false;  // out[i] depends only on inputs at index i (fusable)
+  /// Output 0 accepts an element-wise epilogue: where the device's kernel runs
+  /// one (KernelInfo::runs_epilogue), the fusion pass folds element-wise
+  /// readers of output 0 into the node (matmul; convolutions can too).
+  bool epilogue = false;
   bool inplace = false;      // output 0 may overwrite an input that dies at this op
   bool stateful = false;     // never merged or folded (random, assign, sources)
   bool no_kernel = false;    // handled by the session itself (placeholder, constant, variable, no_op)

@@ -19,6 +19,7 @@ constexpr Pass kPasses[] = {
     {"fold", &fold, true},
     {"dce", &dce, false},
     {"fusion", &fusion, true},
+    {"epilogue", &epilogue, true},
     {"assign_in_place", &assign_in_place, true},
     {"order_updates", &order_updates, false},
     {"access", &access, false},
@@ -110,11 +111,18 @@ std::vector<int> topological_order(const Plan& p) {
     const PNode& node = p.nodes[i];
     if (!node.alive) continue;
     alive.push_back(int(i));
-    for (int v : node.in) preds[i].push_back(p.values[size_t(v)].producer);
+    for (size_t k = 0; k < node.in.size(); ++k)  // reads for the shape only wait for nothing
+      if (!is_shape_only(node, k)) preds[i].push_back(p.values[size_t(node.in[k])].producer);
     preds[i].insert(preds[i].end(), node.after.begin(), node.after.end());
     for (int d : preds[i]) succs[size_t(d)].push_back(int(i));
   }
   return kahn_order<int>(alive, preds, succs, [](int i) { return i; });
+}
+
+const OpDef* computing_op(const PNode& n, int v) {
+  for (const PEpilogueStep& s : n.epilogue)
+    if (std::find(s.out.begin(), s.out.end(), v) != s.out.end()) return s.op;
+  return n.op;
 }
 
 bool is_shape_only(const PNode& n, size_t i) {

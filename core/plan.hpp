@@ -46,6 +46,16 @@ struct PStorage {
 
 enum class NodeKind : uint8_t { kernel, view, feed, source, noop };
 
+/// An element-wise node the epilogue pass moved inside its producer's kernel.
+struct PEpilogueStep {
+  const OpDef* op = nullptr;
+  std::string name;
+  std::shared_ptr<const Attrs> attrs;
+  const KernelInfo* kernel = nullptr;
+  int graph_node = -1;
+  std::vector<int> in, out;  // value ids (the producer's inputs and outputs hold them too)
+};
+
 struct PNode {
   int graph_node = -1;  // -1: inserted by the planner (copies, the update barrier)
   const OpDef* op = nullptr;
@@ -61,7 +71,11 @@ struct PNode {
   int pos = -1;              // schedule position (executable nodes)
   int feed = -1;             // feed nodes: index into the run's feeds
   int workspace = -1;        // arena storage of the kernel's scratch memory (-1: none)
+  std::vector<PEpilogueStep> epilogue;  // run by this node's kernel on output 0's rows (epilogue pass)
 };
+
+/// The op that computes value v of node n: an epilogue step's, or n's own.
+const OpDef* computing_op(const PNode& n, int v);
 
 /// One executable step, bound to memory.
 struct Step {
@@ -78,6 +92,7 @@ struct Step {
   size_t workspace_bytes = 0;
   std::shared_ptr<void> staging;      // feeds to a device: pinned host memory the copy starts from
   size_t staging_bytes = 0;
+  std::shared_ptr<const Epilogue> epilogue;  // the node's epilogue, bound to this step's arrays
 };
 
 class Plan {

@@ -67,11 +67,13 @@ std::string Plan::dot() const {
     if (!n.alive) continue;
     const char* style = n.kind == NodeKind::view ? ", style=dashed" : n.kind == NodeKind::source ? ", style=rounded" : "";
     os << "  n" << i << " [label=\"" << dot_escape(n.name) << "\\n" << dot_escape(n.op ? n.op->name : "barrier");
+    for (const PEpilogueStep& e : n.epilogue) os << "+" << dot_escape(e.op->name);
     if (n.pos >= 0) os << " #" << n.pos;
     os << " (" << dot_escape(device.str()) << ")";
     for (int v : n.out) os << "\\n" << value_label(*this, v);
     os << "\"" << style << "];\n";
-    for (int v : n.in) os << "  n" << values[size_t(v)].producer << " -> n" << i << ";\n";
+    for (int v : n.in)  // (a value read for its shape only may come from a node fusion absorbed)
+      if (nodes[size_t(values[size_t(v)].producer)].alive) os << "  n" << values[size_t(v)].producer << " -> n" << i << ";\n";
     for (int a : n.after) os << "  n" << a << " -> n" << i << " [style=dotted];\n";
   }
   os << "}\n";

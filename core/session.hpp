@@ -47,7 +47,7 @@ struct SessionOptions {
   /// they were. Off: updates run as early as possible (less memory).
   bool atomic_updates = true;
   /// Optional plan passes to switch off by name (core/passes/passes.hpp):
-  /// cse, fold, fusion, assign_in_place, inplace. Results stay identical.
+  /// cse, fold, fusion, epilogue, assign_in_place, inplace. Results stay identical.
   std::vector<std::string> disable_passes = {};
 };
 
@@ -66,6 +66,7 @@ struct PlanStats {
   std::string memory_strategy;
   std::vector<std::pair<std::string, size_t>> strategy_arenas;  // each strategy tried
   int host_copies = 0;           // nodes run on the host (no kernel on the device; inputs and outputs copied)
+  int epilogues = 0;             // element-wise nodes run inside their producer's kernel (epilogue pass)
   std::vector<std::pair<std::string, double>> pass_ms;  // each pass the plan compiler ran, with its time
 };
 

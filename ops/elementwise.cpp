@@ -165,7 +165,9 @@ const bool registered = [] {
             unary_examples(-3, 3));
   def_unary("relu", kSigned, [](double x) { return x > 0 ? x : 0.0; },
             [](const GradContext& c) {
-              return std::vector<Tensor>{where(c.inputs[0] > 0.0, c.dout(0), 0.0)};
+              // y > 0 exactly where x > 0 (NaN and -0 included): reading the output lets the
+              // pre-activation die at relu (and a GEMM run bias and relu as one epilogue).
+              return std::vector<Tensor>{where(c.outputs[0] > 0.0, c.dout(0), 0.0)};
             },
             unary_examples(-2, 2, true));
 

@@ -117,7 +117,8 @@ struct Lists {
   std::span<const int> operator[](size_t i) const { return {items.data() + start[i], items.data() + start[i + 1]}; }
 };
 
-/// The alive nodes reading each value (each reader once).
+/// The alive nodes reading each value's data (each reader once; reads for the
+/// shape only do not count: a value only those read need not be an output).
 Lists readers_of_values(const Plan& p) {
   Lists l;
   l.start.assign(p.values.size() + 1, 0);
@@ -126,7 +127,8 @@ Lists readers_of_values(const Plan& p) {
       const PNode& n = p.nodes[i];
       if (!n.alive) continue;
       for (size_t k = 0; k < n.in.size(); ++k)
-        if (std::find(n.in.begin(), n.in.begin() + int64_t(k), n.in[k]) == n.in.begin() + int64_t(k)) f(n.in[k], int(i));
+        if (!is_shape_only(n, k) && std::find(n.in.begin(), n.in.begin() + int64_t(k), n.in[k]) == n.in.begin() + int64_t(k))
+          f(n.in[k], int(i));
     }
   };
   each([&](int v, int) { ++l.start[size_t(v) + 1]; });

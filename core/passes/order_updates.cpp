@@ -42,7 +42,8 @@ std::vector<Bits> updates_upstream(const Plan& p, const std::vector<int>& update
   };
   for (int i : topological_order(p)) {
     const PNode& n = p.nodes[size_t(i)];
-    for (int v : n.in) take(up[size_t(i)], p.values[size_t(v)].producer);
+    for (size_t k = 0; k < n.in.size(); ++k)
+      if (!is_shape_only(n, k)) take(up[size_t(i)], p.values[size_t(n.in[k])].producer);
     for (int a : n.after) take(up[size_t(i)], a);
   }
   return up;
@@ -87,12 +88,18 @@ void order_updates(Compilation& c) {
   for (size_t k = 0; k < updates.size(); ++k) {
     const int a = updates[k];
     PNode& an = p.nodes[size_t(a)];
-    const int s = p.values[size_t(an.out[0])].storage;
-    for (int r : readers[size_t(s)])
-      if (r != a && !has_bit(up[size_t(r)], k)) an.after.push_back(r);
-    auto it = last_update.find(s);
-    if (it != last_update.end()) an.after.push_back(it->second);
-    last_update[s] = a;
+    for (int v : an.out) {  // the variables it writes (an epilogue's output need not be the first)
+      const int s = p.values[size_t(v)].storage;
+      if (p.storages[size_t(s)].kind != StorageKind::variable) continue;
+      for (int r : readers[size_t(s)])
+        if (r != a && !has_bit(up[size_t(r)], k)) an.after.push_back(r);
+      // After the previous update of this variable, unless that one depends on this
+      // one (an assign anchoring a value this node computes): then it follows anyway.
+      auto it = last_update.find(s);
+      if (it != last_update.end() && it->second != a && !has_bit(up[size_t(it->second)], k))
+        an.after.push_back(it->second);
+      last_update[s] = a;
+    }
   }
   if (c.opt.atomic_updates) add_barrier(p);
 }

@@ -9,7 +9,8 @@
 //   cse*             equal nodes (op, attributes, inputs) and equal small constants merged
 //   fold*            kernel nodes whose inputs are all constants evaluated at compile time
 //   dce              nodes the fetches and targets no longer need marked dead
-//   fusion*          element-wise groups (and epilogues of ops that accept one) into fused nodes
+//   fusion*          element-wise groups into fused nodes
+//   epilogue*        element-wise readers of an output that accepts an epilogue run inside its kernel
 //   assign_in_place* producers of assigned values write the variable directly
 //   order_updates    variable reads before their updates; updates last (atomic updates)
 //   access           which steps write and read each storage
@@ -64,6 +65,7 @@ void cse(Compilation& c);
 void fold(Compilation& c);
 void dce(Compilation& c);
 void fusion(Compilation& c);
+void epilogue(Compilation& c);
 void assign_in_place(Compilation& c);
 void order_updates(Compilation& c);
 void access(Compilation& c);
@@ -94,7 +96,8 @@ size_t lower_bound(std::span<const Lifetime> items);
 // ---- shared by the passes
 
 /// The alive nodes in a topological order of their data and control edges
-/// (ties broken by node id). Fusion leaves node ids out of order.
+/// (ties broken by node id; reads for the shape only are no edges). Fusion
+/// leaves node ids out of order.
 std::vector<int> topological_order(const Plan& p);
 
 /// A topological order of `nodes` by Kahn's algorithm: among ready nodes, the

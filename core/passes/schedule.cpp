@@ -41,7 +41,8 @@ struct DepResolver {
   std::vector<int> deps_of(int id) {
     std::vector<int> r;
     const PNode& n = p.nodes[size_t(id)];
-    for (int v : n.in) add(r, p.values[size_t(v)].producer);
+    for (size_t k = 0; k < n.in.size(); ++k)  // a read for the shape only waits for nothing
+      if (!is_shape_only(n, k)) add(r, p.values[size_t(n.in[k])].producer);
     for (int a : n.after) add(r, a);
     std::sort(r.begin(), r.end());
     r.erase(std::unique(r.begin(), r.end()), r.end());

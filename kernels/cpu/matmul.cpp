@@ -4,6 +4,10 @@
 // blocks, each one GEMM call. The split depends on the shapes and the thread
 // count only, so a given session configuration is deterministic.
 //
+// An attached epilogue (the bias and activation after a GEMM, or Adam after a
+// weight gradient: core's epilogue pass) runs on each block of ~256 KiB of
+// output rows right after the block is computed, while it is in cache.
+//
 // Why oneDNN for float32: it picks its kernels from the CPU's instruction
 // sets at run time, while OpenBLAS 0.3.21 picks them by CPU model and falls
 // back to its slowest (Prescott, SSE3) on models it does not know, like this
@@ -58,8 +62,10 @@ void matmul_typed(const KernelCall& call) {
   if (!mb.ok) b = b.compact(), mb = mat_of(b, K, N);
   T* pc = static_cast<T*>(c.raw());
   if (c.numel() == 0) return;
+  const int64_t out_rows = c.shape()[0];
   if (K == 0) {
     std::fill(pc, pc + c.numel(), T(0));
+    run_epilogue(call, 0, out_rows);
     return;
   }
 
@@ -107,6 +113,9 @@ void matmul_typed(const KernelCall& call) {
   }
   const int64_t dim = split_rows ? m_all : N;
   const int64_t step = (dim + blocks - 1) / blocks;
+  // Rows of the GEMM are rows of the output (2-d): the epilogue follows each block of them.
+  const bool epilogue_rows = call.epilogue && split_rows && n_batches == 1 && c.ndim() == 2;
+  const int64_t epilogue_block = std::max<int64_t>(16, (int64_t(256) << 10) / std::max<int64_t>(1, N * int64_t(sizeof(T))));
   auto task = [&](int64_t t) {
     int64_t bi = t / blocks, blk = t % blocks;
     int64_t lo = blk * step, hi = std::min(dim, lo + step);
@@ -115,8 +124,11 @@ void matmul_typed(const KernelCall& call) {
     const T* B = pb + offb[size_t(bi)];
     T* C = pc + bi * M * N;
     if (split_rows) {
-      const T* Ab = A + lo * (ma.trans ? 1 : ma.ld);
-      gemm(Ab, ma, B, mb, C + lo * N, N, hi - lo, N, K);
+      for (int64_t r = lo; r < hi; r += epilogue_rows ? epilogue_block : hi - lo) {
+        const int64_t e = std::min(hi, r + (epilogue_rows ? epilogue_block : hi - lo));
+        gemm(A + r * (ma.trans ? 1 : ma.ld), ma, B, mb, C + r * N, N, e - r, N, K);
+        if (epilogue_rows) run_epilogue(call, r, e);
+      }
     } else {  // a block of columns, written in place through C's leading dimension
       const T* Bb = B + lo * (mb.trans ? mb.ld : 1);
       gemm(A, ma, Bb, mb, C + lo, N, m_all, hi - lo, K);
@@ -130,6 +142,7 @@ void matmul_typed(const KernelCall& call) {
       for (int64_t t = lo; t < hi; ++t) task(t);
     });
   }
+  if (!epilogue_rows) run_epilogue(call, 0, out_rows);  // blocks that are not rows: after the whole output
 }
 
 void matmul_kernel(const KernelCall& c) {
@@ -138,7 +151,9 @@ void matmul_kernel(const KernelCall& c) {
 
 const bool registered = [] {
   openblas_set_num_threads(1);
-  register_kernel("matmul", DeviceKind::cpu, FloatTypes::dtypes(), {&matmul_kernel});
+  KernelInfo k{&matmul_kernel};
+  k.runs_epilogue = true;
+  register_kernel("matmul", DeviceKind::cpu, FloatTypes::dtypes(), k);
   return true;
 }();
 

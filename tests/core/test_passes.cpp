@@ -118,12 +118,13 @@ TEST_SUITE("core/passes") {
     for (const Pass& p : plan_passes()) names.emplace_back(p.name);
     CHECK(names.front() == "prune");
     CHECK(names.back() == "bind");
-    CHECK(optional_passes() == std::vector<std::string>{"cse", "fold", "fusion", "assign_in_place", "inplace"});
+    CHECK(optional_passes() == std::vector<std::string>{"cse", "fold", "fusion", "epilogue", "assign_in_place", "inplace"});
     Graph g;
     Tensor x = g.placeholder("x", {3});
     Session bad(g, {.disable_passes = {"schedule"}});
     CHECK(contains(error_of([&] { bad.run({exp(x)}, {{x, rand({3}, 1)}}); }),
-                   "disable_passes: pass 'schedule' is required (optional passes: cse, fold, fusion, assign_in_place, inplace)"));
+                   "disable_passes: pass 'schedule' is required (optional passes: cse, fold, fusion, epilogue, "
+                   "assign_in_place, inplace)"));
     Session unknown(g, {.disable_passes = {"fusoin"}});
     CHECK(contains(error_of([&] { unknown.run({exp(x)}, {{x, rand({3}, 1)}}); }), "unknown pass 'fusoin'"));
     Session s(g, {.disable_passes = {"fusion"}});
@@ -225,6 +226,49 @@ TEST_SUITE("core/passes") {
     CHECK(s.plan.stats.fused == 120 - groups);
     Session fused(g), plain(g, {.fusion = false});
     CHECK(test::identical(fused.run1(h, f), plain.run1(h, f)));
+  }
+
+  TEST_CASE("epilogue: a GEMM runs its bias and activation, and the update after a weight gradient") {
+    Graph g;
+    Tensor x = g.placeholder("x", {96, 40});
+    Tensor w = g.variable("w", {40, 300}, test::init_normal(0.2));
+    Tensor b = g.variable("b", {300}, test::init_normal(0.1));
+    Tensor h = relu(matmul(x, w) + b);  // matmul + fused(add, relu)
+    Tensor loss = mean(h * h);
+    Tensor dw = gradients(loss, {w})[0];
+    Tensor step = assign_sub(w, dw * 0.01);  // dw's GEMM + mul + sub, written into w
+    Feeds f{{x, rand({96, 40}, 8)}};
+    for (Executor e : {Executor::serial, Executor::parallel}) {
+      Session on(g, {.threads = 2, .executor = e}), off(g, {.threads = 2, .executor = e, .disable_passes = {"epilogue"}});
+      for (int k = 0; k < 3; ++k) {
+        auto a = on.run({loss, h}, f, {step}), c = off.run({loss, h}, f, {step});
+        for (size_t i = 0; i < a.size(); ++i) CHECK(test::identical(a[i], c[i]));
+      }
+      CHECK(test::identical(on.get(w), off.get(w)));
+      CHECK(on.stats().last_plan.epilogues >= 2);  // fused bias+relu after x w; fused mul+sub after dw
+      CHECK(off.stats().last_plan.epilogues == 0);
+      CHECK(on.stats().last_plan.steps < off.stats().last_plan.steps);
+      test::verify_plan(on.plan_info({loss, h}, f, {step}));
+    }
+    // A fetched GEMM output, or one read twice, keeps its reader outside.
+    Graph k;
+    Tensor a = k.placeholder("a", {8, 8});
+    Tensor m = matmul(a, a);
+    Tensor twice = exp(m) + sigmoid(m);
+    Session s(k);
+    s.run({m, twice}, {{a, rand({8, 8}, 9)}});
+    CHECK(s.stats().last_plan.epilogues == 0);
+    Stepper st(k, {}, {exp(matmul(a, transpose(a))) * 2.0}, {{a, rand({8, 8}, 9)}});
+    st.run_through("epilogue");
+    int with = 0;
+    for (const PNode& n : st.plan.nodes)
+      if (n.alive && !n.epilogue.empty()) {
+        ++with;
+        CHECK(n.op->name == "matmul");
+        CHECK(n.epilogue[0].op->name == "fused");
+        CHECK(n.out.size() == 2);  // the GEMM's result and the epilogue's
+      }
+    CHECK(with == 1);
   }
 
   TEST_CASE("order_updates: readers of a variable run before its update; updates run last") {
