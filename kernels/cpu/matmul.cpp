@@ -5,7 +5,7 @@
 // count only, so a given session configuration is deterministic.
 //
 // An attached epilogue (the bias and activation after a GEMM, or Adam after a
-// weight gradient: core's epilogue pass) runs on each block of ~256 KiB of
+// weight gradient: core's epilogue pass) runs on each block of ~1 MiB of
 // output rows right after the block is computed, while it is in cache.
 //
 // Why oneDNN for float32: it picks its kernels from the CPU's instruction
@@ -115,7 +115,8 @@ void matmul_typed(const KernelCall& call) {
   const int64_t step = (dim + blocks - 1) / blocks;
   // Rows of the GEMM are rows of the output (2-d): the epilogue follows each block of them.
   const bool epilogue_rows = call.epilogue && split_rows && n_batches == 1 && c.ndim() == 2;
-  const int64_t epilogue_block = std::max<int64_t>(16, (int64_t(256) << 10) / std::max<int64_t>(1, N * int64_t(sizeof(T))));
+  // Blocks of ~1 MiB of output: smaller ones cost more in repacked GEMM operands than they save.
+  const int64_t epilogue_block = std::max<int64_t>(16, (int64_t(1) << 20) / std::max<int64_t>(1, N * int64_t(sizeof(T))));
   auto task = [&](int64_t t) {
     int64_t bi = t / blocks, blk = t % blocks;
     int64_t lo = blk * step, hi = std::min(dim, lo + step);
