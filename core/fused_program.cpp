@@ -1,6 +1,6 @@
 #include "core/fused_program.hpp"
 
-#include <sstream>
+#include <algorithm>
 
 namespace loom::fused {
 
@@ -19,8 +19,12 @@ Attrs encode(const Program& p) {
 
 Program decode(const Attrs& attrs, size_t leaves) {
   Program p;
-  std::stringstream ss(attrs.get<std::string>("ops"));
-  for (std::string op; std::getline(ss, op, ';');) p.instrs.push_back({op});
+  const std::string& ops = attrs.get<std::string>("ops");
+  for (size_t at = 0; at <= ops.size();) {
+    const size_t end = std::min(ops.find(';', at), ops.size());
+    p.instrs.push_back({ops.substr(at, end - at)});
+    at = end + 1;
+  }
   const auto& args = attrs.ints("args");
   const auto& bools = attrs.ints("bools");
   LOOM_ASSERT(!p.instrs.empty() && args.size() == 3 * p.instrs.size() && bools.size() == p.instrs.size(),

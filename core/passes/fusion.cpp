@@ -154,6 +154,7 @@ struct Fuser {
   // Copies of what hot loops read, small and contiguous (PNode and PValue are large).
   std::vector<int> producer;                  // per value: its producer node
   std::vector<int> out_begin, out_end;        // per node: its outputs (consecutive value ids until emit)
+  std::vector<int> stack, tried;              // scratch of other_path and absorb_shared
   const KernelInfo *kernel32 = nullptr, *kernel64 = nullptr;  // the fused kernel by dtype
 
   Fuser(Plan& plan, const FusionCaps& c);
@@ -307,7 +308,7 @@ bool Fuser::other_path(int a, int b) {
   for_each_successor(a, [&](int x) { all_after &= x == a || x == b || x > b; });
   if (all_after) return false;
   if (b - a > kSearchWindow) return true;  // far apart: assume a path
-  std::vector<int> stack;
+  stack.clear();
   for_each_successor(a, [&](int x) {
     if (x != b) stack.push_back(x);
   });
@@ -329,7 +330,7 @@ bool Fuser::other_path(int a, int b) {
 void Fuser::absorb_shared(int id) {
   Group* g = group[size_t(id)].get();
   if (!g || is_bool(id) || !p.nodes[size_t(id)].alive) return;
-  std::vector<int> tried;
+  tried.clear();
   for (size_t r = 0; r < g->leaves.size(); ++r) {
     const int a = find(producer[size_t(g->leaves[r])]);
     const Group* q = group[size_t(a)].get();

@@ -10,6 +10,7 @@
 //                the kernel's workspace; Plan::fetch_values and the targets.
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "core/parallel.hpp"
 #include "core/passes/passes.hpp"
@@ -23,8 +24,14 @@ struct Lowering {
   Plan& p;
   std::vector<int> value_of;  // graph node -> its first output's value id
   std::vector<int> node_of;   // graph node -> plan node
+  std::unordered_map<uint64_t, const KernelInfo*> kernels;  // (op, dtype) -> the device's kernel (a cache)
 
   const PValue& value(int v) const { return p.values[size_t(v)]; }
+  const KernelInfo* kernel_for(const OpDef& op, DType t) {
+    auto [it, fresh] = kernels.try_emplace(reinterpret_cast<uintptr_t>(&op) * 8 + uint64_t(t), nullptr);
+    if (fresh) it->second = find_kernel(op.name, p.device.kind, t);
+    return it->second;
+  }
 
   std::vector<TensorType> output_types(const Node& gn, PNode& node, std::span<const TensorType> in_types);
   int compact_copy(int v, const std::string& for_node);
@@ -97,7 +104,7 @@ void Lowering::choose_kernel(const Node& gn, PNode& node, const std::vector<Tens
     std::vector<Shape> shapes;
     for (const TensorType& t : outs) shapes.push_back(t.shape);
     if (op.view(value(node.in[0]).layout, gn.attrs, 0, shapes)) return;
-    if (!find_kernel(op.name, p.device.kind, outs[0].dtype)) {
+    if (!kernel_for(op, outs[0].dtype)) {
       node.in[0] = compact_copy(node.in[0], gn.name);
       return;
     }
@@ -105,7 +112,7 @@ void Lowering::choose_kernel(const Node& gn, PNode& node, const std::vector<Tens
   }
   if (node.kind != NodeKind::kernel) return;
   LOOM_CHECK(!outs.empty(), op.name, " '", gn.name, "': has no outputs");
-  node.kernel = find_kernel(op.name, p.device.kind, outs[0].dtype);
+  node.kernel = kernel_for(op, outs[0].dtype);
   if (!node.kernel && !p.device.is_cpu() && find_kernel(op.name, DeviceKind::cpu, outs[0].dtype)) {
     node.kernel = &host_fallback_kernel();  // runs on the host between two copies
     ++p.stats.host_copies;
@@ -199,7 +206,7 @@ void Lowering::lower_node(const Node& gn) {
 }  // namespace
 
 void lower(Compilation& c) {
-  Lowering l{c, c.plan, std::vector<int>(size_t(c.graph_size), -1), std::vector<int>(size_t(c.graph_size), -1)};
+  Lowering l{c, c.plan, std::vector<int>(size_t(c.graph_size), -1), std::vector<int>(size_t(c.graph_size), -1), {}};
   const size_t needed = size_t(std::count(c.needed.begin(), c.needed.end(), 1));
   c.plan.nodes.reserve(needed + needed / 8);
   c.plan.values.reserve(needed + needed / 8);
