@@ -35,6 +35,7 @@ base_deps() {
   need g++ make cmake pkg-config libtbb-dev libboost-program-options-dev doctest-dev libopenblas-dev zlib1g-dev \
     nlohmann-json3-dev
   need libonnx-dev libprotobuf-dev  # libloom_onnx (ONNX export); libloom itself does not use them
+  need libdnnl-dev  # oneDNN: CPU convolutions
 }
 
 # The benchmark peers, current PyTorch and JAX from PyPI, in a venv of their

@@ -8,7 +8,7 @@ namespace loom {
 Tensor reduce_to_shape_of(const Tensor& g, const Tensor& like) {
   Graph& G = g.graph();
   Tensor r = g;
-  if (!(g.shape() == like.shape() && is_static(g.shape()))) r = G.add1("sum_to", {g, like});
+  if (!(g.shape() == like.shape() && is_static(g.shape()))) r = G.add1(core_op::sum_to.name(), {g, like});
   if (r.dtype() != like.dtype()) r = G.add1("cast", {r}, {{"dtype", like.dtype()}});
   return r;
 }
@@ -61,7 +61,7 @@ std::vector<Tensor> gradients(const Tensor& y, const std::vector<Tensor>& xs, co
 
   auto guard = g.scope("gradients");
   std::map<std::pair<int, int>, std::vector<Tensor>> contrib;
-  contrib[{y.node_id(), y.index()}].push_back(dy.valid() ? dy : g.add1("full", {y}, {{"value", 1.0}}));
+  contrib[{y.node_id(), y.index()}].push_back(dy.valid() ? dy : g.add1(core_op::full.name(), {y}, {{"value", 1.0}}));
 
   for (int id = top; id >= lowest; --id) {
     if (!relevant(id)) continue;
@@ -97,7 +97,7 @@ std::vector<Tensor> gradients(const Tensor& y, const std::vector<Tensor>& xs, co
   for (const Tensor& x : xs) {
     auto it = contrib.find({x.node_id(), x.index()});
     if (it != contrib.end() && !it->second.empty()) result.push_back(sum_all(it->second));
-    else if (options.unreachable_as_zero) result.push_back(g.add1("full", {x}, {{"value", 0.0}}));
+    else if (options.unreachable_as_zero) result.push_back(g.add1(core_op::full.name(), {x}, {{"value", 0.0}}));
     else result.emplace_back();
   }
   return result;

@@ -129,7 +129,9 @@ std::vector<Tensor> Graph::add_impl(std::string_view op_name, const std::vector<
     LOOM_CHECK(t.valid() && &t.graph() == this, op.name, " '", full, "': control input from another graph");
     node->control.push_back(t.node_id());
   }
-  attrs = owned(std::move(attrs), op.name, full);
+  std::vector<size_t> ranks;
+  for (const TensorType& t : in_types) ranks.push_back(t.shape.size());
+  attrs = check_attrs(op.attrs, op.name, full, ranks, owned(std::move(attrs), op.name, full));
   InferContext ctx{op.name, full, in_types, attrs};
   node->outputs = op.infer(ctx);
   node->op = &op;
@@ -166,12 +168,12 @@ Tensor Graph::add1(std::string_view op, const std::vector<Tensor>& inputs, Attrs
 Tensor Graph::placeholder(const std::string& name, const Shape& shape, DType dtype) {
   LOOM_CHECK(!name.empty(), "placeholder: a name is required");
   LOOM_CHECK(!find(prefix() + name).valid(), "placeholder '", prefix() + name, "': name already used");
-  return add1("placeholder", {}, {{"shape", shape}, {"dtype", dtype}}, name);
+  return add1(core_op::placeholder.name(), {}, {{"shape", shape}, {"dtype", dtype}}, name);
 }
 
 Tensor Graph::constant(const NDArray& value, const std::string& name) {
   LOOM_CHECK(value.defined(), "constant: undefined NDArray");
-  return add1("constant", {}, {{"value", value}}, name);  // add() copies the array
+  return add1(core_op::constant.name(), {}, {{"value", value}}, name);  // add() copies the array
 }
 
 Tensor Graph::scalar(double value, DType dtype) { return constant(NDArray::scalar(value, dtype)); }
@@ -182,7 +184,7 @@ Tensor Graph::variable(const std::string& name, const Shape& shape, Initializer 
   LOOM_CHECK(!find(full).valid(), "variable '", full, "': name already used");
   LOOM_CHECK(is_static(shape), "variable '", full, "': shape ", shape_str(shape), " must be fully known");
   LOOM_CHECK(bool(init), "variable '", full, "': an initializer is required");
-  return add_impl("variable", {}, {{"shape", shape}, {"dtype", dtype}}, name, {}, std::move(init))[0];
+  return add_impl(core_op::variable.name(), {}, {{"shape", shape}, {"dtype", dtype}}, name, {}, std::move(init))[0];
 }
 
 Tensor Graph::find(const std::string& name) const {
@@ -194,7 +196,7 @@ Tensor Graph::find(const std::string& name) const {
 std::vector<Tensor> Graph::variables() const {
   std::vector<Tensor> out;
   for (int id = 0, n = size(); id < n; ++id)
-    if (slot(id)->op->name == "variable") out.emplace_back(const_cast<Graph*>(this), id, 0);
+    if (slot(id)->op == core_op::variable) out.emplace_back(const_cast<Graph*>(this), id, 0);
   return out;
 }
 

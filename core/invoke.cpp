@@ -2,7 +2,7 @@
 
 namespace loom {
 
-std::vector<NDArray> invoke(std::string_view op_name, const std::vector<NDArray>& inputs, const Attrs& attrs,
+std::vector<NDArray> invoke(std::string_view op_name, const std::vector<NDArray>& inputs, const Attrs& given,
                             const InvokeOptions& options) {
   const OpDef& op = find_op(op_name);
   LOOM_CHECK(!op.no_kernel, op.name, ": has no kernel (it is handled by the Session)");
@@ -16,6 +16,9 @@ std::vector<NDArray> invoke(std::string_view op_name, const std::vector<NDArray>
     LOOM_CHECK(a.device() == dev, op.name, ": inputs on different devices");
     types.push_back({a.dtype(), a.shape()});
   }
+  std::vector<size_t> ranks;
+  for (const NDArray& a : inputs) ranks.push_back(size_t(a.ndim()));
+  const Attrs attrs = check_attrs(op.attrs, op.name, op.name, ranks, given);
   InferContext ctx{op.name, op.name, types, attrs};
   std::vector<TensorType> outs = op.infer(ctx);
   std::vector<Shape> shapes;

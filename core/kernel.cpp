@@ -94,8 +94,31 @@ std::shared_ptr<const void> prepare_on_host(const KernelCall& c) {
 }  // namespace
 
 const KernelInfo& host_fallback_kernel() {
-  static const KernelInfo k{&run_on_host, true, &prepare_on_host, nullptr};
+  static const KernelInfo k{&run_on_host, true, &prepare_on_host};
   return k;
+}
+
+namespace {
+
+/// Rows [begin, end) of an operand of an epilogue whose output 0 has `rows`
+/// rows in dim 0 and rank `rank`; broadcast operands whole.
+NDArray rows_of(const NDArray& a, int64_t rank, int64_t rows, int64_t begin, int64_t end) {
+  if (a.ndim() != rank || a.shape()[0] != rows || rows == 1) return a;
+  return a.slice({Slice::range(begin, end)});
+}
+
+}  // namespace
+
+void run_epilogue(const KernelCall& c, int64_t begin, int64_t end) {
+  if (!c.epilogue || begin >= end) return;
+  const NDArray& head = c.out[0];
+  const int64_t rank = head.ndim(), rows = head.shape()[0];
+  for (const EpilogueStep& s : c.epilogue->steps) {
+    std::vector<NDArray> in, out;
+    for (int r : s.in) in.push_back(rows_of(r >= 0 ? c.in[size_t(r)] : c.out[size_t(-r - 1)], rank, rows, begin, end));
+    for (int r : s.out) out.push_back(rows_of(c.out[size_t(-r - 1)], rank, rows, begin, end));
+    s.fn(KernelCall{c.ctx, in, out, *s.attrs, s.op, s.node, s.key});
+  }
 }
 
 std::vector<KernelEntry> registered_kernels() {

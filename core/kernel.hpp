@@ -25,6 +25,8 @@ struct KernelContext {
   uint64_t run_counter = 0;   // advances every Session::run: random ops draw anew
 };
 
+struct Epilogue;
+
 /// One kernel invocation. Outputs are compact arrays (or, for ops flagged
 /// in-place, possibly the same storage as an input); inputs may be strided
 /// views unless the kernel asked for compact inputs.
@@ -40,7 +42,13 @@ struct KernelCall {
   /// Scratch memory for this call (KernelInfo::workspace bytes; null when none).
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  /// Element-wise nodes to run on the rows of output 0 as they are written
+  /// (kernels with KernelInfo::runs_epilogue; see run_epilogue). The call's
+  /// inputs and outputs then also hold the epilogue's.
+  const Epilogue* epilogue = nullptr;
 };
+
+
 
 /// What a kernel's scratch memory may depend on: the node's resolved shapes,
 /// its attributes and the threads its kernels run with.
@@ -53,25 +61,57 @@ struct WorkspaceQuery {
 };
 
 using KernelFn = void (*)(const KernelCall&);
+
+/// Element-wise nodes the fusion pass attached to a node whose op accepts an
+/// epilogue (OpDef::epilogue): its kernel runs them on each block of rows of
+/// its output 0 right after writing the block, while it is in cache (a GEMM's
+/// bias and activation, or the optimizer update reading a weight gradient).
+struct EpilogueStep {
+  KernelFn fn = nullptr;
+  const Attrs* attrs = nullptr;
+  std::string_view op, node;
+  uint64_t key = 0;
+  /// Operands as references into the call: r >= 0 is the call's input r,
+  /// r < 0 its output -r-1 (outputs are read and written by blocks of rows).
+  std::vector<int> in, out;
+};
+struct Epilogue {
+  std::vector<EpilogueStep> steps;  // in order: a step may read an earlier one's outputs
+};
+
+/// Runs the call's epilogue (if any) on rows [begin, end) of dim 0 of its
+/// output 0, which the kernel has written. Operands of the output's shape are
+/// passed as those rows; broadcast ones whole. Blocks may run in any order
+/// and in parallel (element-wise steps only read their own rows).
+void run_epilogue(const KernelCall& c, int64_t begin, int64_t end);
 /// Runs once when a plan binds the node (shapes, layouts and attributes are
 /// final); the result is handed to every call as KernelCall::state.
 using PrepareFn = std::shared_ptr<const void> (*)(const KernelCall&);
-/// An element-wise op's inner loop over n contiguous elements, for the fused
-/// element-wise kernel: args are 1-3 operand arrays of dtype `in`.
-using ChunkFn = void (*)(DType in, void* out, const void* const* args, int64_t n);
 /// Bytes of scratch memory a kernel needs per call (im2col buffers, cuDNN
 /// workspaces). Plans place it in their arena, live for that one step, so it
 /// counts in the lower bound and no kernel allocates while it runs.
 using WorkspaceFn = size_t (*)(const WorkspaceQuery&);
+
+/// What a device's fused element-wise kernel (op "fused") can run: the
+/// fusion pass forms only programs of ops it supports, within its limits, so
+/// every device fuses by the same rules.
+struct FusionCaps {
+  int max_instrs = 0, max_leaves = 0, max_outputs = 0;
+  /// Whether instructions of element-wise op `op` can run inside the kernel.
+  bool (*supports)(std::string_view op) = nullptr;
+};
 
 struct KernelInfo {
   KernelFn fn = nullptr;
   /// The planner hands this kernel compact inputs (copying views first).
   bool compact_inputs = false;
   PrepareFn prepare = nullptr;
-  /// Set for element-wise kernels the planner may fuse into one loop.
-  ChunkFn chunk = nullptr;
   WorkspaceFn workspace = nullptr;
+  /// Set on a device's "fused" kernel: what programs it runs.
+  const FusionCaps* fusion = nullptr;
+  /// The kernel calls run_epilogue on every block of output 0 it writes, so
+  /// the fusion pass may attach an epilogue (OpDef::epilogue) on this device.
+  bool runs_epilogue = false;
 };
 
 /// The workspace `k` needs for a call with these shapes (0 without a WorkspaceFn).

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/kernel.hpp"
+#include "core/op.hpp"
 
 namespace loom {
 
@@ -296,11 +297,11 @@ void copy_into(const NDArray& dst, const NDArray& src) {
              shape_str(dst.shape()));
   LOOM_CHECK(dst.device() == src.device(), "copy: ", src.device().str(), " to ", dst.device().str(),
              " (use NDArray::to)");
-  const KernelInfo* k = find_kernel("copy", dst.device().kind, dst.dtype());
+  const KernelInfo* k = find_kernel(core_op::copy.name(), dst.device().kind, dst.dtype());
   LOOM_CHECK(k, "copy: no kernel for ", dtype_name(dst.dtype()), " on ", dst.device().str());
   KernelContext ctx{dst.device()};
   Attrs none;
-  KernelCall call{ctx, std::span(&src, 1), std::span(&dst, 1), none, "copy", "copy"};
+  KernelCall call{ctx, std::span(&src, 1), std::span(&dst, 1), none, core_op::copy.name(), "copy"};
   k->fn(call);
   if (!dst.device().is_cpu()) device_backend(dst.device()).synchronize(nullptr);
 }

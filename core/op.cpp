@@ -72,10 +72,20 @@ std::vector<const OpDef*> registered_ops() {
   return out;
 }
 
+const OpDef& OpHandle::def() const {
+  const OpDef* d = def_.load(std::memory_order_acquire);
+  if (!d) {
+    d = try_find_op(name_);
+    LOOM_ASSERT(d, "core op '", name_, "' is not registered");
+    def_.store(d, std::memory_order_release);
+  }
+  return *d;
+}
+
 Tensor GradContext::dout(size_t i) const {
   if (douts[i].valid()) return douts[i];
   const Tensor& y = outputs[i];
-  return y.graph().add1("full", {y}, {{"value", 0.0}});
+  return y.graph().add1(core_op::full.name(), {y}, {{"value", 0.0}});
 }
 
 }  // namespace loom

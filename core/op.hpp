@@ -5,6 +5,7 @@
 /// flags, and the oracle used to check its kernels (a plain reference
 /// implementation and example invocations).
 
+#include <atomic>
 #include <functional>
 #include <span>
 #include <string>
@@ -99,10 +100,17 @@ struct OpDef {
   std::string name;
   int min_inputs = 0;
   int max_inputs = 0;  // -1: any number
+  /// The attributes nodes of this op take, checked (and their axes resolved)
+  /// by Graph::add and invoke before inference runs.
+  AttrSchema attrs;
   InferFn infer;
   GradFn grad;         // empty: not differentiable
   ViewFn view;         // set for ops whose outputs can alias input 0
   bool elementwise = false;  // out[i] depends only on inputs at index i (fusable)
+  /// Output 0 accepts an element-wise epilogue: where the device's kernel runs
+  /// one (KernelInfo::runs_epilogue), the fusion pass folds element-wise
+  /// readers of output 0 into the node (matmul; convolutions can too).
+  bool epilogue = false;
   bool inplace = false;      // output 0 may overwrite an input that dies at this op
   bool stateful = false;     // never merged or folded (random, assign, sources)
   bool no_kernel = false;    // handled by the session itself (placeholder, constant, variable, no_op)
@@ -112,6 +120,33 @@ struct OpDef {
   ExamplesFn examples;
   std::string doc;
 };
+
+/// A typed handle to an op the core itself treats specially (sources, the
+/// planner's copies and fused programs, ...), resolved by name once: core
+/// compares `node.op == core_op::placeholder`, never op names.
+class OpHandle {
+ public:
+  explicit constexpr OpHandle(std::string_view name) : name_(name) {}
+  OpHandle(const OpHandle&) = delete;
+  const OpDef& def() const;
+  std::string_view name() const { return name_; }
+  friend bool operator==(const OpDef* d, const OpHandle& h) { return d && d == &h.def(); }
+
+ private:
+  std::string_view name_;
+  mutable std::atomic<const OpDef*> def_{nullptr};
+};
+
+namespace core_op {
+inline const OpHandle placeholder{"placeholder"};  // fed per run
+inline const OpHandle constant{"constant"};        // attribute "value"
+inline const OpHandle variable{"variable"};        // session state
+inline const OpHandle no_op{"no_op"};              // control only
+inline const OpHandle copy{"copy"};                // a compact copy (the planner inserts these)
+inline const OpHandle fused{"fused"};              // an element-wise program (the fusion pass makes these)
+inline const OpHandle full{"full"};                // zeros and ones of gradients
+inline const OpHandle sum_to{"sum_to"};            // broadcast gradients reduced to their input's shape
+}  // namespace core_op
 
 /// Registers an op (at static-initialization time, from ops/).
 void register_op(OpDef def);

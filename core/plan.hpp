@@ -1,13 +1,15 @@
 #pragma once
-// A compiled plan (internal to core: the Session builds and runs it).
+// The plan IR (internal to core: the Session compiles and runs plans).
 //
-// Nodes are in a topological order. Values are node outputs with concrete
-// types and a layout inside a storage: an arena slot, a variable's buffer or
-// a constant. View nodes only compute layouts; sources (constants,
-// variables) have no step; kernel, feed and no-op nodes are executable and
-// get a schedule position.
+// compile_plan (core/plan.cpp) builds a Plan with the passes of core/passes/,
+// each a small function over this IR. Nodes refer to values (node outputs)
+// by id; a value has a concrete type and a layout inside a storage: an arena
+// slot, a variable's buffer or a constant. View nodes only compute layouts;
+// sources (constants, variables) have no step; kernel, feed and no-op nodes
+// are executable and get a schedule position.
 
 #include <climits>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,7 +22,7 @@ namespace loom {
 
 struct PValue {
   TensorType type;
-  int producer = -1;  // node index
+  int producer = -1;  // node id
   int storage = -1;
   Layout layout;      // element offsets relative to the storage's start
 };
@@ -30,21 +32,32 @@ enum class StorageKind : uint8_t { arena, variable, constant };
 struct PStorage {
   StorageKind kind = StorageKind::arena;
   size_t bytes = 0;           // arena: rounded up to kAlignment
-  size_t offset = 0;          // arena byte offset
-  int first = INT_MAX;        // schedule position of the first write
-  int last = -1;              // schedule position of the last read
+  size_t offset = 0;          // arena byte offset (placement)
+  int first = INT_MAX;        // schedule position of the first write (lifetimes)
+  int last = -1;              // schedule position of the last read (lifetimes)
   bool pinned = false;        // fetched: lives to the end of the run
   bool merged = false;        // folded into another storage by in-place reuse
   int var_node = -1;          // variables: graph node id
-  NDArray array;              // constants: the value; variables: bound at build
-  std::vector<int> writers;   // executable nodes writing it, in schedule order
-  std::vector<int> readers;   // executable nodes reading it
+  NDArray array;              // constants: the value on the plan's device; variables: bound at build
+  NDArray host;               // constants: the value on the host (constant folding reads it)
+  std::vector<int> writers;   // executable nodes writing it, in schedule order (access)
+  std::vector<int> readers;   // executable nodes reading it (access)
 };
 
 enum class NodeKind : uint8_t { kernel, view, feed, source, noop };
 
+/// An element-wise node the epilogue pass moved inside its producer's kernel.
+struct PEpilogueStep {
+  const OpDef* op = nullptr;
+  std::string name;
+  std::shared_ptr<const Attrs> attrs;
+  const KernelInfo* kernel = nullptr;
+  int graph_node = -1;
+  std::vector<int> in, out;  // value ids (the producer's inputs and outputs hold them too)
+};
+
 struct PNode {
-  int graph_node = -1;  // -1: inserted by the planner (copies, fused kernels, barrier)
+  int graph_node = -1;  // -1: inserted by the planner (copies, the update barrier)
   const OpDef* op = nullptr;
   std::string name;
   std::shared_ptr<const Attrs> attrs;
@@ -58,7 +71,11 @@ struct PNode {
   int pos = -1;              // schedule position (executable nodes)
   int feed = -1;             // feed nodes: index into the run's feeds
   int workspace = -1;        // arena storage of the kernel's scratch memory (-1: none)
+  std::vector<PEpilogueStep> epilogue;  // run by this node's kernel on output 0's rows (epilogue pass)
 };
+
+/// The op that computes value v of node n: an epilogue step's, or n's own.
+const OpDef* computing_op(const PNode& n, int v);
 
 /// One executable step, bound to memory.
 struct Step {
@@ -75,6 +92,7 @@ struct Step {
   size_t workspace_bytes = 0;
   std::shared_ptr<void> staging;      // feeds to a device: pinned host memory the copy starts from
   size_t staging_bytes = 0;
+  std::shared_ptr<const Epilogue> epilogue;  // the node's epilogue, bound to this step's arrays
 };
 
 class Plan {
@@ -92,11 +110,24 @@ class Plan {
   PlanStats stats;
   Device device;
 
+  int add_value(const TensorType& type, int producer);
+  /// A storage of `bytes` (arena storages are rounded up to kAlignment).
+  int add_storage(StorageKind kind, size_t bytes);
+  int add_node(PNode node);
+
   /// NDArray of a value bound to its storage.
   NDArray bind(int value) const;
   PlanInfo info() const;
+  /// Graphviz DOT of the plan (core/plan_dot.cpp).
   std::string dot() const;
 };
+
+/// Kernel, feed and no-op nodes that are alive run as steps.
+inline bool executable(const PNode& n) {
+  return n.alive && (n.kind == NodeKind::kernel || n.kind == NodeKind::feed || n.kind == NodeKind::noop);
+}
+/// Whether input i of n is read for its shape only (it does not extend liveness).
+bool is_shape_only(const PNode& n, size_t i);
 
 struct CompileRequest {
   Graph* graph;
@@ -108,10 +139,7 @@ struct CompileRequest {
   std::function<NDArray&(int node)> variable;
 };
 
+/// Runs the pipeline of core/passes/ (their list and order: core/passes/passes.hpp).
 std::unique_ptr<Plan> compile_plan(const CompileRequest& req);
-
-// Planning stages (core/schedule.cpp).
-void schedule_plan(Plan& p, const SessionOptions& o);
-void plan_memory(Plan& p, const SessionOptions& o);
 
 }  // namespace loom

@@ -391,7 +391,8 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
         copy_into(s.out[0], src.device() == options_.device ? src : src.to(options_.device));
       }
     } else if (s.fn) {
-      KernelCall call{ctx, s.in, s.out, *s.attrs, *s.op, *s.name, s.key, s.state.get(), s.workspace, s.workspace_bytes};
+      KernelCall call{ctx, s.in, s.out, *s.attrs, *s.op, *s.name, s.key, s.state.get(), s.workspace, s.workspace_bytes,
+                      s.epilogue.get()};
       s.fn(call);
     }
     if (check && s.check && on_device) dev.synchronize(impl_->stream);  // the check reads the outputs on the host

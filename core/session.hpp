@@ -49,6 +49,9 @@ struct SessionOptions {
   /// Compiled plans kept, one per run signature; the least recently used is
   /// dropped beyond this (stats().plans_evicted). 0: keep every plan.
   size_t max_cached_plans = 32;
+  /// Optional plan passes to switch off by name (core/passes/passes.hpp):
+  /// cse, fold, fusion, epilogue, assign_in_place, inplace. Results stay identical.
+  std::vector<std::string> disable_passes = {};
 };
 
 /// Feeds for one run: placeholder and value.
@@ -66,6 +69,8 @@ struct PlanStats {
   std::string memory_strategy;
   std::vector<std::pair<std::string, size_t>> strategy_arenas;  // each strategy tried
   int host_copies = 0;           // nodes run on the host (no kernel on the device; inputs and outputs copied)
+  int epilogues = 0;             // element-wise nodes run inside their producer's kernel (epilogue pass)
+  std::vector<std::pair<std::string, double>> pass_ms;  // each pass the plan compiler ran, with its time
 };
 
 struct NodeTime {

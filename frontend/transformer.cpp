@@ -9,19 +9,7 @@ namespace loom::nn {
 
 // ---------------------------------------------------------------- GELU
 
-// A composition of existing ops until the gelu op (issue 15's element-wise
-// scheme) lands; then this body becomes one call.
-Tensor gelu(const Tensor& x, bool tanh_approximation) {
-  if (tanh_approximation)  // PyTorch's approximate='tanh'
-    return 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
-  // x Phi(x) = x (1 + erf(x / sqrt(2))) / 2 with erf from Abramowitz & Stegun
-  // 7.1.26 (absolute error below 1.5e-7, under float32's resolution of 1).
-  Tensor z = abs(x) * 0.7071067811865476;
-  Tensor t = 1.0 / (1.0 + 0.3275911 * z);
-  Tensor poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  Tensor erf = sign(x) * (1.0 - poly * exp(-(z * z)));
-  return 0.5 * x * (1.0 + erf);
-}
+Tensor gelu(const Tensor& x, bool tanh_approximation) { return loom::gelu(x, tanh_approximation ? "tanh" : "none"); }
 
 // ---------------------------------------------------------------- MultiheadAttention
 
@@ -162,9 +150,9 @@ Tensor activate(const Tensor& x, Activation a) {
     case Activation::relu:
       return relu(x);
     case Activation::gelu:
-      return gelu(x);
+      return nn::gelu(x);
     case Activation::gelu_tanh:
-      return gelu(x, true);
+      return nn::gelu(x, true);
   }
   return x;
 }

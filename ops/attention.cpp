@@ -359,6 +359,8 @@ const bool registered = [] {
     d.name = "attention";
     d.min_inputs = 3;
     d.max_inputs = 5;
+    d.attrs = {attr::required("scale", AttrKind::real), attr::defaulted("causal", false),
+               attr::defaulted("dropout", 0.0), attr::defaulted("mask", false)};
     d.infer = [](const InferContext& c) {
       const Slots sl = slots_of(c.attrs, false);
       c.check(int(c.in.size()) == sl.count, "expected ", sl.count, " inputs (q, k, v", sl.mask >= 0 ? ", mask" : "",
@@ -389,6 +391,8 @@ const bool registered = [] {
     d.name = "attention_grad";
     d.min_inputs = 6;
     d.max_inputs = 9;
+    d.attrs = {attr::required("scale", AttrKind::real), attr::defaulted("causal", false),
+               attr::defaulted("dropout", 0.0), attr::defaulted("mask", false), attr::defaulted("dlse", false)};
     d.infer = [](const InferContext& c) {
       const Slots sl = slots_of(c.attrs, true);
       c.check(int(c.in.size()) == sl.count, "expected ", sl.count, " inputs, got ", c.in.size());
@@ -424,6 +428,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "random_key";
     d.min_inputs = d.max_inputs = 0;
+    d.attrs = AttrSchema::none();
     d.stateful = true;
     d.infer = [](const InferContext&) { return std::vector<TensorType>{{int64, {2}}}; };
     // No reference: a key is checked for reproducibility and for changing per run in tests/ops.

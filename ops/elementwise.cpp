@@ -2,9 +2,11 @@
 // comparisons, where, cast, identity/stop_gradient and fills.
 
 #include <cmath>
+#include <numbers>
 #include <sstream>
 
 #include "core/kernel.hpp"
+#include "core/fused_program.hpp"
 #include "ops/common.hpp"
 #include "ops/ops.hpp"
 
@@ -71,9 +73,9 @@ void check_fused_program(const InferContext& c, DType value) {
                 (bools[k] == 0 || bools[k] == 1),
             "instruction ", k, ": ", operands.size(), " operands for ", ops[k]);
     const DType out = bools[k] ? boolean : value;
-    const KernelInfo* kernel = find_kernel(op->name, DeviceKind::cpu, out);
-    c.check(kernel && kernel->chunk, "instruction ", k, ": ", ops[k], " has no fusable kernel giving ",
-            dtype_name(out));
+    const KernelInfo* fused = find_kernel("fused", DeviceKind::cpu, value);
+    c.check(fused && fused->fusion && fused->fusion->supports(op->name), "instruction ", k, ": ", ops[k],
+            " cannot run inside a fused kernel");
     c.check(op->infer(InferContext{op->name, c.node, operands, Attrs{}})[0].dtype == out, "instruction ", k, ": ",
             ops[k], " does not give ", dtype_name(out));
     result[k] = out;
@@ -152,6 +154,7 @@ void def_unary(const char* name, std::initializer_list<DType> dtypes, double (*r
   OpDef d;
   d.name = name;
   d.min_inputs = d.max_inputs = 1;
+  d.attrs = AttrSchema::none();
   d.infer = unary_infer(dtypes);
   d.grad = std::move(grad);
   d.elementwise = true;
@@ -166,6 +169,7 @@ void def_binary(const char* name, std::initializer_list<DType> dtypes, double (*
   OpDef d;
   d.name = name;
   d.min_inputs = d.max_inputs = 2;
+  d.attrs = AttrSchema::none();
   d.infer = binary_infer(dtypes, to_bool);
   d.grad = std::move(grad);
   d.elementwise = true;
@@ -208,9 +212,44 @@ const bool registered = [] {
             unary_examples(-3, 3));
   def_unary("relu", kSigned, [](double x) { return x > 0 ? x : 0.0; },
             [](const GradContext& c) {
-              return std::vector<Tensor>{where(c.inputs[0] > 0.0, c.dout(0), 0.0)};
+              // y > 0 exactly where x > 0 (NaN and -0 included): reading the output lets the
+              // pre-activation die at relu (and a GEMM run bias and relu as one epilogue).
+              return std::vector<Tensor>{where(c.outputs[0] > 0.0, c.dout(0), 0.0)};
             },
             unary_examples(-2, 2, true));
+
+  // erf, softplus and GELU (both of PyTorch's forms); their kernels come from
+  // kernels/elementwise_ops.hpp.
+  def_unary("erf", kFloat, [](double x) { return std::erf(x); },
+            [](const GradContext& c) {
+              const Tensor& x = c.inputs[0];
+              return std::vector<Tensor>{c.dout(0) * (2.0 / std::sqrt(std::numbers::pi)) * exp(-(x * x))};
+            },
+            unary_examples(-2, 2));
+  def_unary("softplus", kFloat, [](double x) { return x > 20 ? x : std::log1p(std::exp(x)); },
+            [](const GradContext& c) { return std::vector<Tensor>{c.dout(0) * sigmoid(c.inputs[0])}; },
+            [](uint64_t seed) {
+              auto ex = unary_examples(-3, 3)(seed);
+              ex.push_back({"large and small", {NDArray::from<double>({-40, -5, 0.25, 18, 25, 80})}, {}});
+              return ex;
+            });
+  def_unary("gelu", kFloat, [](double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); },
+            [](const GradContext& c) {
+              const Tensor& x = c.inputs[0];  // Phi(x) + x phi(x)
+              Tensor cdf = 0.5 * (1.0 + erf(x * (1 / std::sqrt(2.0))));
+              return std::vector<Tensor>{c.dout(0) * (cdf + x * exp(-0.5 * (x * x)) * (1 / std::sqrt(2 * std::numbers::pi)))};
+            },
+            unary_examples(-3, 3));
+  def_unary("gelu_tanh", kFloat,
+            [](double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (x + 0.044715 * x * x * x))); },
+            [](const GradContext& c) {
+              const Tensor& x = c.inputs[0];
+              const double k = std::sqrt(2 / std::numbers::pi);
+              Tensor t = tanh(k * (x + 0.044715 * (x * x * x)));
+              Tensor du = k * (1.0 + (3 * 0.044715) * (x * x));
+              return std::vector<Tensor>{c.dout(0) * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)};
+            },
+            unary_examples(-3, 3));
 
   def_binary("add", kNumeric, [](double a, double b) { return a + b; },
              [](const GradContext& c) { return std::vector<Tensor>{c.dout(0), c.dout(0)}; },
@@ -271,6 +310,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "where";
     d.min_inputs = d.max_inputs = 3;
+    d.attrs = AttrSchema::none();
     d.elementwise = true;
     d.infer = [](const InferContext& c) {
       c.check(c.in[0].dtype == boolean, "condition must be bool, got ", dtype_name(c.in[0].dtype));
@@ -302,6 +342,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "cast";
     d.min_inputs = d.max_inputs = 1;
+    d.attrs = {attr::required("dtype", AttrKind::dtype)};
     d.elementwise = true;
     d.infer = [](const InferContext& c) {
       return std::vector<TensorType>{{c.attrs.get<DType>("dtype"), c.in[0].shape}};
@@ -329,10 +370,28 @@ const bool registered = [] {
     };
     register_op(std::move(d));
   }
+  {
+    // copy: a compact copy of its input (the planner inserts these before
+    // kernels that need compact inputs, and for reshapes of strided views).
+    OpDef d;
+    d.name = "copy";
+    d.min_inputs = d.max_inputs = 1;
+    d.attrs = AttrSchema::none();
+    d.elementwise = true;
+    d.infer = [](const InferContext& c) { return like_input(c); };
+    d.grad = [](const GradContext& c) { return std::vector<Tensor>{c.dout(0)}; };
+    d.reference = [](std::span<const NDArray> in, const Attrs&) { return std::vector<NDArray>{in[0].clone()}; };
+    d.examples = [](uint64_t seed) {
+      return std::vector<OpExample>{{"matrix", {rand_array({2, 3}, -1, 1, seed)}, {}},
+                                    {"transposed", {rand_array({3, 4}, -1, 1, seed + 1).transpose()}, {}}};
+    };
+    register_op(std::move(d));
+  }
   for (const char* name : {"identity", "stop_gradient"}) {
     OpDef d;
     d.name = name;
     d.min_inputs = d.max_inputs = 1;
+    d.attrs = AttrSchema::none();
     d.infer = [](const InferContext& c) { return like_input(c); };
     d.view = [](const Layout& in, const Attrs&, size_t, std::span<const Shape>) { return std::optional<Layout>(in); };
     if (std::string(name) == "identity") d.grad = [](const GradContext& c) { return std::vector<Tensor>{c.dout(0)}; };
@@ -347,6 +406,8 @@ const bool registered = [] {
     d.name = "fused";
     d.min_inputs = 1;
     d.max_inputs = -1;
+    d.attrs = {attr::required("ops", AttrKind::string), attr::required("args", AttrKind::integers),
+               attr::required("bools", AttrKind::integers), attr::optional("outs", AttrKind::integers)};
     d.elementwise = true;
     d.inplace = true;
     d.infer = [](const InferContext& c) {
@@ -364,43 +425,39 @@ const bool registered = [] {
       return out;
     };
     d.reference = [](std::span<const NDArray> in, const Attrs& a) {
-      std::vector<std::string> ops;
-      std::stringstream ss(a.get<std::string>("ops"));
-      for (std::string op; std::getline(ss, op, ';');) ops.push_back(op);
-      const auto& args = a.ints("args");
+      const fused::Program p = fused::decode(a, in.size());
       std::vector<NDArray> results;
-      for (size_t k = 0; k < ops.size(); ++k) {
+      for (const fused::Instr& ins : p.instrs) {
         std::vector<NDArray> operands;
-        for (size_t j = 0; j < 3; ++j) {
-          int64_t r = args[3 * k + j];
-          if (r == -1000000) continue;
-          operands.push_back(r >= 0 ? in[size_t(r)] : results[size_t(-r - 1)]);
-        }
-        results.push_back(find_op(ops[k]).reference(operands, {})[0]);
+        for (int j = 0; j < ins.arity(); ++j)
+          operands.push_back(ins.arg[j] >= 0 ? in[size_t(ins.arg[j])] : results[size_t(fused::instr_of(ins.arg[j]))]);
+        results.push_back(find_op(ins.op).reference(operands, {})[0]);
       }
       Shape shape;
       for (const NDArray& x : in) shape = broadcast_shapes(shape, x.shape());
       std::vector<NDArray> out{results.back().broadcast_to(shape).clone()};
-      for (int64_t k : a.get_or<std::vector<int64_t>>("outs", {})) out.push_back(results[size_t(k)].broadcast_to(shape).clone());
+      for (int64_t k : p.outs) out.push_back(results[size_t(k)].broadcast_to(shape).clone());
       return out;
     };
     d.examples = [](uint64_t seed) {
-      // relu(x * w + b) and where(x > 0, exp(x), y) with a strided-broadcast leaf.
-      const int64_t none = -1000000;
-      std::vector<int64_t> no_bools = {0, 0, 0};
+      using fused::Instr;
+      const int64_t none = fused::kNoArg, r0 = fused::result_of(0), r1 = fused::result_of(1);
+      // relu(x * w + b) with a broadcast leaf.
+      fused::Program relu_affine{{Instr{"mul", false, {0, 1, none}}, Instr{"add", false, {r0, 2, none}},
+                                  Instr{"relu", false, {r1, none, none}}}, {}};
+      // where(x > 0, exp(x), y) with a bool instruction.
+      fused::Program select{{Instr{"gt", true, {0, 1, none}}, Instr{"exp", false, {0, none, none}},
+                             Instr{"where", false, {r0, r1, 1}}}, {}};
+      // Several outputs: m = x * x + y; mask = m > z; out = z - m (Adam-like), m and the mask as extra outputs.
+      fused::Program outputs{{Instr{"mul", false, {0, 0, none}}, Instr{"add", false, {r0, 1, none}},
+                              Instr{"gt", true, {r1, 2, none}}, Instr{"sub", false, {2, r1, none}}}, {1, 2}};
       return std::vector<OpExample>{
           {"relu(x*w+b)", {rand_array({3, 4}, -1, 1, seed), rand_array({3, 4}, -1, 1, seed + 1), rand_array({4}, -1, 1, seed + 2)},
-           {{"ops", std::string("mul;add;relu")}, {"args", std::vector<int64_t>{0, 1, none, -1, 2, none, -2, none, none}}, {"bools", no_bools}},
-           {}, false},
+           fused::encode(relu_affine), {}, false},
           {"where(x>0, exp(x), y)", {rand_array({2, 5}, -1, 1, seed + 3), rand_array({2, 1}, -1, 1, seed + 4)},
-           {{"ops", std::string("gt;exp;where")}, {"args", std::vector<int64_t>{0, 1, none, 0, none, none, -1, -2, 1}},
-            {"bools", std::vector<int64_t>{1, 0, 0}}},
-           {}, false},
-          // Several outputs: m = 0.9 m + g; p = p - m (Adam-like), with m and the mask as extra outputs.
+           fused::encode(select), {}, false},
           {"outputs m, mask and p", {rand_array({3, 4}, -1, 1, seed + 5), rand_array({3, 4}, -1, 1, seed + 6), rand_array({3, 4}, -1, 1, seed + 7)},
-           {{"ops", std::string("mul;add;gt;sub")}, {"args", std::vector<int64_t>{0, 0, none, -1, 1, none, -2, 2, none, 2, -2, none}},
-            {"bools", std::vector<int64_t>{0, 0, 1, 0}}, {"outs", std::vector<int64_t>{1, 2}}},
-           {}, false}};
+           fused::encode(outputs), {}, false}};
     };
     register_op(std::move(d));
   }
@@ -410,6 +467,8 @@ const bool registered = [] {
     d.name = "full";
     d.min_inputs = 0;
     d.max_inputs = 1;
+    d.attrs = {attr::optional("shape", AttrKind::integers), attr::required("value", AttrKind::real),
+               attr::optional("dtype", AttrKind::dtype)};
     d.shape_only_inputs = {0};
     d.infer = [](const InferContext& c) {
       DType t = c.attrs.get_or<DType>("dtype", c.in.empty() ? float32 : c.in[0].dtype);
@@ -451,6 +510,13 @@ Tensor sign(const Tensor& x) { return G(x).add1("sign", {x}); }
 Tensor tanh(const Tensor& x) { return G(x).add1("tanh", {x}); }
 Tensor sigmoid(const Tensor& x) { return G(x).add1("sigmoid", {x}); }
 Tensor relu(const Tensor& x) { return G(x).add1("relu", {x}); }
+Tensor erf(const Tensor& x) { return G(x).add1("erf", {x}); }
+Tensor softplus(const Tensor& x) { return G(x).add1("softplus", {x}); }
+Tensor gelu(const Tensor& x, std::string_view approximate) {
+  LOOM_CHECK(approximate == "none" || approximate == "tanh", "gelu: approximate must be 'none' or 'tanh', got '",
+             approximate, "'");
+  return G(x).add1(approximate == "tanh" ? "gelu_tanh" : "gelu", {x});
+}
 Tensor add(const Tensor& a, const Tensor& b) { return G(a).add1("add", {a, b}); }
 Tensor sub(const Tensor& a, const Tensor& b) { return G(a).add1("sub", {a, b}); }
 Tensor mul(const Tensor& a, const Tensor& b) { return G(a).add1("mul", {a, b}); }

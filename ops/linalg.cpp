@@ -15,6 +15,8 @@ const bool registered = [] {
   OpDef d;
   d.name = "matmul";
   d.min_inputs = d.max_inputs = 2;
+  d.attrs = AttrSchema::none();
+  d.epilogue = true;  // its CPU kernel runs element-wise readers of its output on each block of rows
   d.infer = [](const InferContext& c) {
     const Shape &a = c.in[0].shape, &b = c.in[1].shape;
     c.check(c.in[0].dtype == c.in[1].dtype, "dtypes differ: ", dtype_name(c.in[0].dtype), " vs ",

@@ -5,6 +5,7 @@
 /// takes the tensor's dtype, tensors of different dtypes need an explicit cast.
 
 #include <optional>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -79,6 +80,14 @@ Tensor operator<(const Tensor& a, double b);
 Tensor operator<=(const Tensor& a, double b);
 Tensor operator>(const Tensor& a, double b);
 Tensor operator>=(const Tensor& a, double b);
+
+// ---- activations from the shared element-wise list (ops/elementwise.cpp)
+Tensor erf(const Tensor& x);
+/// log(1 + e^x), and x itself above 20 (PyTorch's softplus, beta 1, threshold 20).
+Tensor softplus(const Tensor& x);
+/// x Phi(x) (approximate "none": Phi by erf) or PyTorch's approximate="tanh"
+/// form 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+Tensor gelu(const Tensor& x, std::string_view approximate = "none");
 
 // ---- reductions (ops/reduce.cpp). Empty axes = all axes.
 Tensor sum(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);

@@ -15,6 +15,7 @@ namespace {
 const bool registered = [] {
   OpDef d;
   d.name = "adam_update";
+  d.attrs = {attr::required("beta1", AttrKind::real), attr::required("beta2", AttrKind::real)};
   d.min_inputs = d.max_inputs = 7;  // p, m, v, g, step_size, eps_hat, decay
   d.elementwise = true;             // element i of each output reads element i of p, m, v, g
   d.inplace = true;                 // outputs may overwrite p, m, v (their variables)

@@ -17,6 +17,8 @@ const bool registered = [] {
     d.name = name;
     d.min_inputs = 0;
     d.max_inputs = 1;
+    d.attrs = {attr::optional("shape", AttrKind::integers), attr::required("a", AttrKind::real),
+               attr::required("b", AttrKind::real), attr::optional("dtype", AttrKind::dtype)};
     d.shape_only_inputs = {0};
     d.stateful = true;
     d.infer = [](const InferContext& c) {

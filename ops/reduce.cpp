@@ -90,6 +90,9 @@ void def_reduce(const char* name, std::initializer_list<DType> dtypes, GradFn gr
   OpDef d;
   d.name = name;
   d.min_inputs = d.max_inputs = 1;
+  d.attrs = needs_elements ? AttrSchema{attr::axes(), attr::defaulted("keepdims", false),
+                                        attr::optional("initial", AttrKind::real)}
+                           : AttrSchema{attr::axes(), attr::defaulted("keepdims", false)};
   std::vector<DType> ok(dtypes);
   d.infer = [ok, needs_elements](const InferContext& c) {
     c.check(std::find(ok.begin(), ok.end(), c.in[0].dtype) != ok.end(), "dtype ", dtype_name(c.in[0].dtype),
@@ -169,6 +172,7 @@ const bool registered = [] {
     OpDef d;
     d.name = is_max ? "argmax" : "argmin";
     d.min_inputs = d.max_inputs = 1;
+    d.attrs = {attr::optional("axis", AttrKind::axis)};  // absent: over all elements
     d.infer = [](const InferContext& c) {
       c.check(c.in[0].dtype != boolean, "dtype bool not supported");
       int64_t nd = int64_t(c.in[0].shape.size());
@@ -215,6 +219,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "sum_to";
     d.min_inputs = d.max_inputs = 2;
+    d.attrs = AttrSchema::none();
     d.shape_only_inputs = {1};
     d.infer = [](const InferContext& c) {
       const Shape &g = c.in[0].shape, &to = c.in[1].shape;
@@ -254,6 +259,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "size";
     d.min_inputs = d.max_inputs = 1;
+    d.attrs = {attr::axes(), attr::defaulted("dtype", float32)};
     d.shape_only_inputs = {0};
     d.infer = [](const InferContext& c) {
       normalize_axes(c.attrs.ints("axes"), int64_t(c.in[0].shape.size()), c);

@@ -29,6 +29,9 @@ std::vector<Slice> slices_of(const Attrs& a) {
   return r;
 }
 
+const AttrSchema kSliceAttrs = {attr::required("starts", AttrKind::integers), attr::required("stops", AttrKind::integers),
+                                attr::required("steps", AttrKind::integers)};
+
 Attrs slice_attrs(const std::vector<Slice>& s) {
   V st, sp, sk;
   for (const Slice& x : s) st.push_back(x.start), sp.push_back(x.stop), sk.push_back(x.step);
@@ -73,6 +76,7 @@ NDArray ref_copy_view(const NDArray& v) {
 const bool registered = [] {
   {
     OpDef d = view_op("reshape", 1);
+    d.attrs = {attr::required("shape", AttrKind::integers)};
     d.infer = [](const InferContext& c) {
       Shape to = c.attrs.ints("shape");
       const Shape& from = c.in[0].shape;
@@ -99,6 +103,7 @@ const bool registered = [] {
   }
   {
     OpDef d = view_op("reshape_like", 2);
+    d.attrs = AttrSchema::none();
     d.shape_only_inputs = {1};
     d.infer = [](const InferContext& c) {
       const Shape &a = c.in[0].shape, &b = c.in[1].shape;
@@ -118,6 +123,7 @@ const bool registered = [] {
   }
   {
     OpDef d = view_op("permute", 1);
+    d.attrs = {attr::axes()};
     d.infer = [](const InferContext& c) {
       Layout l;
       try {
@@ -159,6 +165,7 @@ const bool registered = [] {
   }
   for (bool like : {false, true}) {
     OpDef d = view_op(like ? "broadcast_like" : "broadcast_to", like ? 2 : 1);
+    d.attrs = like ? AttrSchema::none() : AttrSchema{attr::required("shape", AttrKind::integers)};
     if (like) d.shape_only_inputs = {1};
     d.infer = [like](const InferContext& c) {
       Shape to = like ? c.in[1].shape : Shape(c.attrs.ints("shape"));
@@ -196,6 +203,9 @@ const bool registered = [] {
   }
   for (bool expand : {true, false}) {
     OpDef d = view_op(expand ? "expand_dims" : "squeeze", 1);
+    AttrSpec axes = attr::axes();
+    axes.inserted = expand;  // expand_dims: positions in the output
+    d.attrs = {axes};
     d.infer = [expand](const InferContext& c) {
       Shape s = c.in[0].shape;
       V axes = c.attrs.ints("axes");
@@ -233,6 +243,7 @@ const bool registered = [] {
   }
   {
     OpDef d = view_op("slice", 1);
+    d.attrs = kSliceAttrs;
     d.infer = [](const InferContext& c) {
       return std::vector<TensorType>{{c.in[0].dtype, sliced_shape(c, c.in[0].shape, slices_of(c.attrs))}};
     };
@@ -281,6 +292,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "slice_grad";
     d.min_inputs = d.max_inputs = 2;
+    d.attrs = kSliceAttrs;
     d.shape_only_inputs = {1};
     d.infer = [](const InferContext& c) {
       // dy must have the shape of the slice it is the gradient of.
@@ -309,6 +321,7 @@ const bool registered = [] {
     d.name = "concat";
     d.min_inputs = 1;
     d.max_inputs = -1;
+    d.attrs = {attr::axis()};
     d.infer = [](const InferContext& c) {
       const Shape& s0 = c.in[0].shape;
       int64_t nd = int64_t(s0.size());
@@ -368,6 +381,7 @@ const bool registered = [] {
     d.name = "split";
     d.min_inputs = 1;
     d.max_inputs = -1;
+    d.attrs = {attr::axis(), attr::optional("sizes", AttrKind::integers)};  // no sizes: inputs 1.. give them
     for (int i = 1; i < 64; ++i) d.shape_only_inputs.push_back(i);
     d.infer = [](const InferContext& c) {
       const Shape& s = c.in[0].shape;
@@ -453,6 +467,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "pad";
     d.min_inputs = d.max_inputs = 1;
+    d.attrs = {attr::required("pads", AttrKind::integers), attr::defaulted("value", 0.0)};
     d.infer = [](const InferContext& c) {
       const V& p = c.attrs.ints("pads");
       Shape s = c.in[0].shape;
@@ -491,6 +506,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "dilate";
     d.min_inputs = d.max_inputs = 1;
+    d.attrs = {attr::axes(), attr::required("dilation", AttrKind::integer)};
     d.infer = [](const InferContext& c) {
       Shape s = c.in[0].shape;
       int64_t k = c.attrs.i("dilation");
@@ -528,6 +544,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "gather";
     d.min_inputs = d.max_inputs = 2;
+    d.attrs = AttrSchema::none();
     d.infer = [](const InferContext& c) {
       c.check(!c.in[0].shape.empty(), "table must have at least 1 dim, got ", S(c.in[0].shape));
       c.check(c.in[1].dtype == int32 || c.in[1].dtype == int64, "indices must be int32 or int64, got ",
@@ -564,6 +581,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "gather_grad";
     d.min_inputs = d.max_inputs = 3;
+    d.attrs = AttrSchema::none();
     d.shape_only_inputs = {2};
     d.infer = [](const InferContext& c) {
       // dy must have gather's output shape for these indices and this table.
@@ -599,6 +617,7 @@ const bool registered = [] {
   {
     OpDef d;
     d.name = "one_hot";
+    d.attrs = {attr::required("depth", AttrKind::integer), attr::required("dtype", AttrKind::dtype)};
     d.min_inputs = d.max_inputs = 1;
     d.infer = [](const InferContext& c) {
       c.check(c.in[0].dtype == int32 || c.in[0].dtype == int64 || c.in[0].dtype == uint8,

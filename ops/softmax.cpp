@@ -199,6 +199,7 @@ void def_softmax(const char* name, bool log) {
   OpDef d;
   d.name = name;
   d.min_inputs = d.max_inputs = 1;
+  d.attrs = {attr::axis()};
   d.infer = [](const InferContext& c) {
     check_floating(c, 0);
     axis_attr(c);
@@ -225,6 +226,7 @@ void def_softmax_grad(const char* name, bool log) {
   OpDef d;
   d.name = name;
   d.min_inputs = d.max_inputs = 2;
+  d.attrs = {attr::axis()};
   d.infer = [](const InferContext& c) {
     check_floating(c, 0);
     c.check(c.in[0].dtype == c.in[1].dtype, "dtypes differ: ", dtype_name(c.in[0].dtype), " vs ",
@@ -262,6 +264,7 @@ const bool registered = [] {
   OpDef d;
   d.name = "logsumexp";
   d.min_inputs = d.max_inputs = 1;
+  d.attrs = {attr::axes(), attr::defaulted("keepdims", false)};
   d.infer = [](const InferContext& c) {
     check_floating(c, 0);
     const auto axes = lse_axes(c);

@@ -11,6 +11,7 @@ namespace {
 OpDef source(const char* name) {
   OpDef d;
   d.name = name;
+  d.attrs = {attr::required("shape", AttrKind::integers), attr::required("dtype", AttrKind::dtype)};
   d.no_kernel = true;
   d.stateful = true;
   d.infer = [](const InferContext& c) {
@@ -25,6 +26,7 @@ const bool registered = [] {
   {
     OpDef d;
     d.name = "constant";
+    d.attrs = {attr::required("value", AttrKind::array)};
     d.no_kernel = true;
     d.infer = [](const InferContext& c) {
       const NDArray& v = c.attrs.get<NDArray>("value");
@@ -35,6 +37,7 @@ const bool registered = [] {
   {
     OpDef d;
     d.name = "assign";
+    d.attrs = AttrSchema::none();
     d.min_inputs = d.max_inputs = 2;
     d.stateful = true;
     d.writes_input = 0;
@@ -60,6 +63,7 @@ const bool registered = [] {
   {
     OpDef d;
     d.name = "no_op";
+    d.attrs = AttrSchema::none();
     d.no_kernel = true;
     d.max_inputs = -1;
     d.infer = [](const InferContext&) { return std::vector<TensorType>{}; };

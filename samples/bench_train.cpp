@@ -1,6 +1,6 @@
-// bench_train: loom against PyTorch, training the same model on the same
-// Fashion-MNIST data with the same batch size and optimizer, epochs
-// alternating between the two so that both see the same machine conditions.
+// bench_train: loom against PyTorch and JAX, training the same model on the
+// same Fashion-MNIST data with the same batch size and optimizer, epochs
+// alternating between them so that all see the same machine conditions.
 //
 //   bench_train                         # mlp and mlpresnet, 3 epochs each
 //   bench_train --model mlp --epochs 5 --torch-threads 1,2
@@ -10,13 +10,17 @@
 // alive between epochs; it is first timed on a few steps at each thread count
 // of --torch-threads and the fastest count is used for the epochs. Reported:
 // seconds per epoch (training only, evaluation excluded) for each, and the
-// ratio loom / PyTorch of the median epoch times.
+// ratio loom / PyTorch of the median epoch times. The JAX peer
+// (samples/bench_train_jax.py: the training step as one jax.jit function, as
+// XLA compiles it) runs beside them, its thread count (XLA's default, or one)
+// picked the same way, with the ratio loom / JAX.
 
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cmath>
@@ -24,6 +28,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -63,7 +68,7 @@ Config config_for(const std::string& model, int64_t batch_override) {
 /// A child process speaking a line protocol on its stdin/stdout.
 class Peer {
  public:
-  explicit Peer(const std::vector<std::string>& args) {
+  explicit Peer(const std::vector<std::string>& args, std::string name = "PyTorch") : name_(std::move(name)) {
     int in[2], out[2];
     LOOM_CHECK(::pipe(in) == 0 && ::pipe(out) == 0, "bench_train: pipe failed");
     posix_spawn_file_actions_t fa;
@@ -86,7 +91,7 @@ class Peer {
     to_ = ::fdopen(in[1], "w");
     from_ = ::fdopen(out[0], "r");
     std::string hello = read_line();
-    LOOM_CHECK(hello.find("\"ready\"") != std::string::npos, "bench_train: unexpected greeting from PyTorch: ", hello);
+    LOOM_CHECK(hello.find("\"ready\"") != std::string::npos, "bench_train: unexpected greeting from ", name_, ": ", hello);
   }
   Peer(const Peer&) = delete;
   ~Peer() {
@@ -111,9 +116,10 @@ class Peer {
     ssize_t n = ::getline(&buf, &cap, from_);
     std::string s = n > 0 ? std::string(buf, size_t(n)) : std::string();
     std::free(buf);
-    LOOM_CHECK(n > 0, "bench_train: the PyTorch process ended early (its error is above; run it through ./build.sh bench-train, which installs PyTorch)");
+    LOOM_CHECK(n > 0, "bench_train: the ", name_, " process ended early (its error is above; run it through ./build.sh bench-train, which installs PyTorch and JAX)");
     return s;
   }
+  std::string name_;
   pid_t pid_ = -1;
   FILE* to_ = nullptr;
   FILE* from_ = nullptr;
@@ -185,16 +191,17 @@ class Loom {
   int64_t epoch_ = 0;
 };
 
-std::string find_script(const std::string& given) {
+std::string find_script(const std::string& given, const std::string& name = "bench_train_torch.py",
+                        const char* option = "--script") {
   if (!given.empty()) return given;
   namespace fs = std::filesystem;
-  std::vector<fs::path> candidates{"samples/bench_train_torch.py"};
+  std::vector<fs::path> candidates{"samples/" + name};
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) candidates.push_back(exe.parent_path() / "../../../samples/bench_train_torch.py");
+  if (!ec) candidates.push_back(exe.parent_path() / ("../../../samples/" + name));
   for (const fs::path& p : candidates)
     if (fs::exists(p)) return fs::weakly_canonical(p).string();
-  fail("bench_train: cannot find samples/bench_train_torch.py (run from the repository root or pass --script)");
+  fail("bench_train: cannot find samples/", name, " (run from the repository root or pass ", option, ")");
 }
 
 struct Options {
@@ -204,7 +211,32 @@ struct Options {
   int threads = 0;
   uint64_t seed = 0;
   bool json = false;
+  // The JAX peer (samples/bench_train_jax.py); thread count 0 is XLA's default (all cores).
+  std::string jax_threads = "0,1", jax_script;
+  bool no_jax = false;
 };
+
+/// Starts a peer at each thread count, times `calibrate` steps, and returns
+/// the fastest one running (the only one when a single count is given).
+std::unique_ptr<Peer> fastest_peer(const std::string& what, const std::string& model, const std::vector<int>& counts,
+                                   int64_t calibrate, bool quiet,
+                                   const std::function<std::vector<std::string>(int)>& args, int* chosen) {
+  LOOM_CHECK(!counts.empty(), "bench_train: no thread counts for ", what);
+  *chosen = counts[0];
+  if (counts.size() > 1) {
+    double best = INFINITY;
+    for (int t : counts) {
+      Peer p(args(t), what);
+      p.request("steps 10");  // warm-up
+      const double s = json_number(p.request("steps " + std::to_string(calibrate)), "seconds");
+      if (!quiet)
+        std::printf("%s: %s %d thread%s: %.1f ms/step\n", model.c_str(), what.c_str(), t, t == 1 ? "" : "s",
+                    1e3 * s / double(calibrate));
+      if (s < best) best = s, *chosen = t;
+    }
+  }
+  return std::make_unique<Peer>(args(*chosen), what);
+}
 
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -263,11 +295,24 @@ int run(const Options& o) {
       }
     }
     torch = std::make_unique<Peer>(peer_args(best_t));
+    // The JAX peer takes the same arguments (its script, its own thread counts).
+    int jax_t = 0;
+    std::unique_ptr<Peer> jax;
+    if (!o.no_jax && Device::parse(o.device).is_cpu()) {  // the JAX peer runs on the CPU only
+      const std::string jax_script = find_script(o.jax_script, "bench_train_jax.py", "--jax-script");
+      std::vector<int> jcounts;
+      for (const std::string& t : split(o.jax_threads)) jcounts.push_back(std::stoi(t));
+      jax = fastest_peer("JAX", model, jcounts, o.calibrate, o.json, [&](int t) {
+        std::vector<std::string> a = peer_args(t);
+        a[1] = jax_script;
+        return a;
+      }, &jax_t);
+    }
     Loom loom(c, train, test, o.threads, o.seed, Device::parse(o.device));
     if (!o.json)
       std::printf("%s: batch %lld, Adam lr %g wd %g; loom %d threads, PyTorch %d thread%s\n", model.c_str(),
                   (long long)c.batch, c.lr, c.wd, loom.threads(), best_t, best_t > 1 ? "s" : "");
-    std::vector<double> ls, ts;
+    std::vector<double> ls, ts, js;
     for (int64_t e = 1; e <= o.epochs; ++e) {
       auto [lsec, lacc] = loom.epoch();
       std::string r = torch->request("epoch");
@@ -288,6 +333,17 @@ int run(const Options& o) {
       else
         std::printf("  epoch %lld  loom %.2f s (test acc %.4f)  PyTorch %.2f s (test acc %.4f)  ratio %.2f\n",
                     (long long)e, lsec, lacc, tsec, tacc, lsec / tsec);
+      if (jax) {
+        const std::string jr = jax->request("epoch");
+        const double jsec = json_number(jr, "seconds"), jacc = json_number(jr, "test_acc");
+        js.push_back(jsec);
+        if (o.json)
+          std::printf("{\"model\": \"%s\", \"epoch\": %lld, \"jax_seconds\": %.4f, \"ratio_jax\": %.4f, "
+                      "\"jax_test_acc\": %.4f, \"jax_threads\": %d}\n",
+                      model.c_str(), (long long)e, jsec, lsec / jsec, jacc, jax_t);
+        else
+          std::printf("            JAX %.2f s (test acc %.4f)  ratio loom/JAX %.2f\n", jsec, jacc, lsec / jsec);
+      }
       std::fflush(stdout);
     }
     const double lm = median(ls), tm = median(ts);
@@ -299,8 +355,17 @@ int run(const Options& o) {
                                .dump()
                                .c_str());
     else
-      std::printf("%s: median s/epoch  loom %.2f  PyTorch %.2f  ratio loom/PyTorch %.2f\n\n", model.c_str(), lm, tm,
-                  lm / tm);
+      std::printf("%s: median s/epoch  loom %.2f  PyTorch %.2f  ratio loom/PyTorch %.2f\n%s", model.c_str(), lm, tm,
+                  lm / tm, js.empty() ? "\n" : "");
+    if (!js.empty()) {
+      const double jm = median(js);
+      if (o.json)
+        std::printf("{\"model\": \"%s\", \"jax_median_seconds\": %.4f, \"ratio_jax\": %.4f, \"jax_threads\": %d}\n",
+                    model.c_str(), jm, lm / jm, jax_t);
+      else
+        std::printf("%s: median s/epoch  loom %.2f  JAX %.2f (%d thread%s)  ratio loom/JAX %.2f\n\n", model.c_str(), lm,
+                    jm, jax_t, jax_t == 1 ? "" : "s", lm / jm);
+    }
     std::fflush(stdout);
   }
   return 0;
@@ -328,7 +393,11 @@ int main(int argc, char** argv) {
     ("data", po::value(&o.data)->default_value(o.data), "directory with the Fashion-MNIST IDX files")
     ("seed", po::value(&o.seed)->default_value(o.seed), "seed for both")
     ("device", po::value(&o.device)->default_value(o.device), "cpu or cuda[:i], for both")
-    ("json", po::bool_switch(&o.json), "one JSON object per epoch and per model");
+    ("json", po::bool_switch(&o.json), "one JSON object per epoch and per model")
+    ("jax-threads", po::value(&o.jax_threads)->default_value(o.jax_threads),
+     "JAX thread counts to try (0: XLA's default, all cores); the fastest is used")
+    ("jax-script", po::value(&o.jax_script), "path of bench_train_jax.py (default: found from the repository)")
+    ("no-jax", po::bool_switch(&o.no_jax), "skip the JAX peer");
   // clang-format on
   try {
     po::variables_map vm;

@@ -14,7 +14,6 @@ Needs Debian's python3-torch and python3-numpy (call /usr/bin/python3).
 """
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -25,38 +24,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fashion_mnist import load_numpy
 from torch_models import mlp, mlpresnet
-
-MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel mean and standard deviation (as loom's trainer)
-
-
-def read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise SystemExit(f"{path}: not a ubyte IDX file")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(dims)):
-        raise SystemExit(f"{path}: truncated IDX file")
-    return arr.reshape(dims)
 
 
 def load(directory, split):
-    prefix = "train" if split == "train" else "t10k"
-
-    def find(base):
-        for name in (base + ".gz", base):
-            p = os.path.join(directory, name)
-            if os.path.exists(p):
-                return p
-        raise SystemExit(f"no {base}[.gz] in {directory}")
-
-    x = read_idx(find(f"{prefix}-images-idx3-ubyte")).reshape(-1, 784).astype(np.float32)
-    y = read_idx(find(f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
-    x = (x / 255.0 - MEAN) / STD
+    x, y = load_numpy(directory, split)
     return torch.from_numpy(x), torch.from_numpy(y)
 
 

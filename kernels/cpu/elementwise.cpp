@@ -1,6 +1,7 @@
-// Element-wise CPU kernels: copy/cast, unary, binary with broadcasting,
-// comparisons, where and fill. Compact operands take a flat vectorizable loop;
-// anything else goes through the strided loop in loops.hpp.
+// Element-wise CPU kernels: copy/cast, fill, and the ops of the shared list
+// (kernels/elementwise_ops.hpp: unary, binary with broadcasting, comparisons,
+// where), registered from that list. Compact operands take a flat
+// vectorizable loop; anything else goes through the strided loop in loops.hpp.
 
 #include "kernels/cpu/elementwise.hpp"
 
@@ -92,24 +93,9 @@ void unary_typed(const KernelCall& c) {
               });
 }
 
-template <class Op, class... Ts>
-void unary_kernel(const KernelCall& c) {
-  dispatch_among(TypeList<Ts...>{}, c.out[0].dtype(), [&]<class T>() { unary_typed<Op, T>(c); });
-}
-
-// Inner loops for the fused kernel (fused.cpp): float operands only.
 template <class Op>
-void unary_chunk(DType in, void* out, const void* const* args, int64_t n) {
-  dispatch_among(FloatTypes{}, in, [&]<class T>() {
-    T* o = static_cast<T*>(out);
-    const T* a = static_cast<const T*>(args[0]);
-    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i]);
-  });
-}
-
-template <class Op, class... Ts>
-void reg_unary(const char* name, TypeList<Ts...> types) {
-  register_kernel(name, DeviceKind::cpu, types.dtypes(), {&unary_kernel<Op, Ts...>, false, nullptr, &unary_chunk<Op>});
+void unary_kernel(const KernelCall& c) {
+  dispatch_among(typename Op::types{}, c.out[0].dtype(), [&]<class T>() { unary_typed<Op, T>(c); });
 }
 
 // ---------------------------------------------------------------- binary
@@ -159,15 +145,6 @@ void binary_typed(const KernelCall& c) {
   }
 }
 
-// Integer division: a zero divisor is the user's error, and INT_MIN / -1 wraps.
-struct IntDiv {
-  template <class T>
-  static T f(T a, T b) {
-    if constexpr (std::is_signed_v<T>) return b == T(-1) ? wrap_sub(T(0), a) : T(a / b);
-    else return T(a / b);
-  }
-};
-
 template <class T>
 void check_no_zero(const KernelCall& c, const NDArray& b) {
   NDArray h = b.compact();
@@ -176,44 +153,19 @@ void check_no_zero(const KernelCall& c, const NDArray& b) {
     if (p[i] == T(0)) fail("div '", c.node, "': integer division by zero");
 }
 
-template <class Op, class... Ts>
+// An integer zero divisor is the user's error (Op::checks_divisor).
+template <class Op>
 void binary_kernel(const KernelCall& c) {
-  dispatch_among(TypeList<Ts...>{}, c.out[0].dtype(), [&]<class T>() {
-    if constexpr (std::is_same_v<Op, Div> && std::is_integral_v<T>) {
-      check_no_zero<T>(c, c.in[1]);
-      binary_typed<IntDiv, T, T>(c);
-    } else {
-      binary_typed<Op, T, T>(c);
-    }
+  dispatch_among(typename Op::types{}, c.out[0].dtype(), [&]<class T>() {
+    if constexpr (requires { Op::checks_divisor; } && std::is_integral_v<T>) check_no_zero<T>(c, c.in[1]);
+    binary_typed<Op, T, T>(c);
   });
-}
-
-template <class Op, class R>
-void binary_chunk(DType in, void* out, const void* const* args, int64_t n) {
-  dispatch_among(FloatTypes{}, in, [&]<class T>() {
-    using Out = std::conditional_t<std::is_same_v<R, bool>, bool, T>;
-    Out* o = static_cast<Out*>(out);
-    const T* a = static_cast<const T*>(args[0]);
-    const T* b = static_cast<const T*>(args[1]);
-    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i], b[i]);
-  });
-}
-
-template <class Op, class... Ts>
-void reg_binary(const char* name, TypeList<Ts...> types) {
-  register_kernel(name, DeviceKind::cpu, types.dtypes(),
-                  {&binary_kernel<Op, Ts...>, false, nullptr, &binary_chunk<Op, void>});
 }
 
 // Comparisons: registered under the output dtype (bool), dispatched on the inputs'.
 template <class Op>
 void compare_kernel(const KernelCall& c) {
   dispatch(c.in[0].dtype(), [&]<class T>() { binary_typed<Op, T, bool>(c); });
-}
-
-template <class Op>
-void reg_compare(const char* name) {
-  register_kernel(name, DeviceKind::cpu, {boolean}, {&compare_kernel<Op>, false, nullptr, &binary_chunk<Op, bool>});
 }
 
 // ---------------------------------------------------------------- where / fill
@@ -234,13 +186,6 @@ void where_typed(const KernelCall& c) {
 
 void where_kernel(const KernelCall& c) {
   dispatch(c.out[0].dtype(), [&]<class T>() { where_typed<T>(c); });
-}
-
-void where_chunk(DType in, void* out, const void* const* args, int64_t n) {
-  dispatch_among(FloatTypes{}, in, [&]<class T>() {
-    where_row(static_cast<T*>(out), static_cast<const uint8_t*>(args[0]), 1, static_cast<const T*>(args[1]), 1,
-              static_cast<const T*>(args[2]), 1, n);
-  });
 }
 
 // Fills out[0] with attribute "value" (inputs, if any, only give the shape).
@@ -264,34 +209,16 @@ const bool registered = [] {
   const auto all = AllTypes::dtypes();
   register_kernel("copy", DeviceKind::cpu, all, {&copy_kernel});
   register_kernel("cast", DeviceKind::cpu, all, {&copy_kernel});
-  register_kernel("where", DeviceKind::cpu, all, {&where_kernel, false, nullptr, &where_chunk});
+  register_kernel("where", DeviceKind::cpu, all, {&where_kernel});
   register_kernel("assign", DeviceKind::cpu, all, {&assign_kernel});
   register_kernel("full", DeviceKind::cpu, all, {&fill_kernel});
 
-  reg_unary<Neg>("neg", TypeList<float, double, int32_t, int64_t>{});
-  reg_unary<Abs>("abs", TypeList<float, double, int32_t, int64_t>{});
-  reg_unary<Sign>("sign", TypeList<float, double, int32_t, int64_t>{});
-  reg_unary<Relu>("relu", TypeList<float, double, int32_t, int64_t>{});
-  reg_unary<Exp>("exp", FloatTypes{});
-  reg_unary<Log>("log", FloatTypes{});
-  reg_unary<Sqrt>("sqrt", FloatTypes{});
-  reg_unary<Tanh>("tanh", FloatTypes{});
-  reg_unary<Sigmoid>("sigmoid", FloatTypes{});
-
-  reg_binary<Add>("add", NumericTypes{});
-  reg_binary<Sub>("sub", NumericTypes{});
-  reg_binary<Mul>("mul", NumericTypes{});
-  reg_binary<Div>("div", NumericTypes{});
-  reg_binary<Maximum>("maximum", NumericTypes{});
-  reg_binary<Minimum>("minimum", NumericTypes{});
-  reg_binary<Pow>("pow", FloatTypes{});
-
-  reg_compare<Eq>("eq");
-  reg_compare<Ne>("ne");
-  reg_compare<Lt>("lt");
-  reg_compare<Le>("le");
-  reg_compare<Gt>("gt");
-  reg_compare<Ge>("ge");
+  for_each_op(ElementwiseOps{}, []<class Op>() {
+    if constexpr (Op::arity == 3) return;  // where: above
+    else if constexpr (Op::to_bool) register_kernel(Op::name, DeviceKind::cpu, {boolean}, {&compare_kernel<Op>});
+    else if constexpr (Op::arity == 2) register_kernel(Op::name, DeviceKind::cpu, Op::types::dtypes(), {&binary_kernel<Op>});
+    else register_kernel(Op::name, DeviceKind::cpu, Op::types::dtypes(), {&unary_kernel<Op>});
+  });
   return true;
 }();
 

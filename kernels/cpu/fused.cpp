@@ -1,27 +1,26 @@
 // The fused element-wise kernel: runs a small program of element-wise ops
 // (built by the planner's fusion pass) over chunks of the output, so that a
 // chain like relu(x * w + b) makes one pass over memory instead of three.
-// Each instruction calls the same inner loop as the unfused kernel (its
-// KernelInfo::chunk), so fused and unfused results are bitwise identical.
+// Each instruction calls the same inner loop as the unfused kernel (chunk<Op>
+// of kernels/cpu/elementwise.hpp, generated from the shared list of
+// element-wise ops), so fused and unfused results are bitwise identical.
 //
-// Attributes: "ops" (op names separated by ';'), "args" (3 operand refs per
-// instruction: r >= 0 is input r, r < 0 is the result of instruction -r-1,
-// kNoArg is unused), "bools" (1 where an instruction yields bool, else it
-// yields the value dtype: that of the first floating input), "outs" (the
-// instructions whose results are outputs 1, 2, ...; output 0 is the last
-// instruction). Outputs are written at the end of each chunk, after every
-// input of that chunk was read, so an output may overwrite an input in place.
+// The program's encoding is core/fused_program.hpp. Outputs are written at
+// the end of each chunk, after every input of that chunk was read, so an
+// output may overwrite an input in place.
 
+#include <array>
 #include <cstring>
 #include <sstream>
 
+#include "core/fused_program.hpp"
 #include "core/kernel.hpp"
+#include "kernels/cpu/elementwise.hpp"
 #include "kernels/cpu/loops.hpp"
 
 namespace loom::cpu {
 namespace {
 
-constexpr int64_t kNoArg = -1000000;
 constexpr int64_t kChunk = 512;
 
 struct Instr {
@@ -45,34 +44,36 @@ struct Program {
   Shape shape;
 };
 
+template <class... Ops>
+constexpr std::array<ChunkFn, sizeof...(Ops)> chunk_table(ew::OpList<Ops...>) {
+  return {&chunk<Ops>...};
+}
+/// The inner loop of each op, by its index in the shared list.
+constexpr auto kChunks = chunk_table(ew::ElementwiseOps{});
+
 std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
   auto p = std::make_shared<Program>();
-  std::vector<std::string> ops;
-  std::stringstream ss(c.attrs.get<std::string>("ops"));
-  for (std::string op; std::getline(ss, op, ';');) ops.push_back(op);
-  const auto& args = c.attrs.ints("args");
-  const auto& bools = c.attrs.ints("bools");
-  LOOM_ASSERT(args.size() == 3 * ops.size() && bools.size() == ops.size(), "malformed fused program");
+  const fused::Program prog = fused::decode(c.attrs, c.in.size());
   DType value = boolean;
   for (const NDArray& a : c.in)
     if (value == boolean && is_floating(a.dtype())) value = a.dtype();
-  auto dtype_of_ref = [&](int64_t r) { return r >= 0 ? c.in[size_t(r)].dtype() : bools[size_t(-r - 1)] ? boolean : value; };
-  for (size_t k = 0; k < ops.size(); ++k) {
+  auto dtype_of_ref = [&](int64_t r) {
+    return r >= 0 ? c.in[size_t(r)].dtype() : prog.instrs[size_t(fused::instr_of(r))].to_bool ? boolean : value;
+  };
+  for (const fused::Instr& ins : prog.instrs) {
     Instr in{};
-    in.out = bools[k] ? boolean : value;
-    const KernelInfo* info = find_kernel(ops[k], DeviceKind::cpu, in.out);
-    LOOM_ASSERT(info && info->chunk, "fused: ", ops[k], " has no chunk function");
-    in.fn = info->chunk;
-    for (int j = 0; j < 3; ++j) {
-      in.arg[j] = args[3 * k + size_t(j)];
-      if (in.arg[j] != kNoArg) in.arity = j + 1;
-    }
+    in.out = ins.to_bool ? boolean : value;
+    const int op = ew::op_index(ins.op);
+    LOOM_ASSERT(op >= 0, "fused: ", ins.op, " is not an element-wise op of the shared list");
+    in.fn = kChunks[size_t(op)];
+    in.arity = ins.arity();
+    for (int j = 0; j < 3; ++j) in.arg[j] = ins.arg[j];
     // The dtype the inner loop dispatches on: the value operands' (where: operand 1).
     in.in = dtype_of_ref(in.arg[in.arity == 3 ? 1 : 0]);
     p->instrs.push_back(in);
   }
-  p->outputs.push_back(ops.size() - 1);
-  for (int64_t k : c.attrs.get_or<std::vector<int64_t>>("outs", {})) p->outputs.push_back(size_t(k));
+  p->outputs.push_back(prog.instrs.size() - 1);
+  for (int64_t k : prog.outs) p->outputs.push_back(size_t(k));
   LOOM_ASSERT(p->outputs.size() == c.out.size(), "fused: ", c.out.size(), " outputs for ", p->outputs.size());
   const NDArray& out = c.out[0];
   p->shape = out.shape();
@@ -175,7 +176,9 @@ void fused_kernel(const KernelCall& c) {
 }
 
 const bool registered = [] {
-  register_kernel("fused", DeviceKind::cpu, FloatTypes::dtypes(), {&fused_kernel, false, &prepare_fused});
+  KernelInfo k{&fused_kernel, false, &prepare_fused};
+  k.fusion = &ew::kFusedCaps;
+  register_kernel("fused", DeviceKind::cpu, FloatTypes::dtypes(), k);
   return true;
 }();
 

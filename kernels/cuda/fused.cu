@@ -1,63 +1,45 @@
 // The fused element-wise kernel on CUDA: one pass over the output evaluating
-// a small program of element-wise ops (attributes as in kernels/cpu/fused.cpp:
-// "ops", "args", "bools", "outs"). Each thread walks the program for its
-// element with intermediate values in the value dtype, calling the same scalar
-// functions as the unfused kernels (math.cuh), so fused and unfused results
-// are bitwise the same. Leaves may be strided and broadcast (one launch_loop
+// a small program of element-wise ops (encoded as core/fused_program.hpp
+// says). Each thread walks the program for its element with intermediate
+// values in the value dtype, calling the same functors as the unfused kernels
+// (kernels/elementwise_ops.hpp, by their index in the shared list), so fused
+// and unfused results are bitwise the same. Leaves may be strided and broadcast (one launch_loop
 // operand each); outputs are compact and written after the element's inputs
 // were read, so an output may overwrite an input in place. Programs larger
 // than the kernel's fixed-size description run unfused, op by op, through
 // the registered CUDA kernels.
 
 #include <memory>
-#include <sstream>
 
+#include "core/fused_program.hpp"
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/math.cuh"
+#include "kernels/elementwise_ops.hpp"
 
 namespace loom::cuda {
 namespace {
 
-constexpr int64_t kNoArg = -1000000;
-constexpr int kMaxInstrs = 32;
-constexpr int kMaxLeaves = 12;
-constexpr int kMaxOutputs = 4;
+// The limits the fusion pass keeps to (ew::kFusedCaps), as array sizes.
+constexpr int kMaxInstrs = ew::kFusedMaxInstrs;
+constexpr int kMaxLeaves = ew::kFusedMaxLeaves;
+constexpr int kMaxOutputs = ew::kFusedMaxOutputs;
 
 struct Program {
-  std::vector<std::string> ops;
-  std::vector<Fn> fns;
-  std::vector<std::array<int64_t, 3>> args;
-  std::vector<bool> to_bool;
+  fused::Program prog;
+  std::vector<int> ops;         // each instruction's index in ew::ElementwiseOps
   std::vector<size_t> outputs;  // instruction of each output
   DType value = float32;
 };
 
-int arity(Fn f) { return f <= Fn::sigmoid ? 1 : f == Fn::where ? 3 : 2; }
-
 std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
   auto p = std::make_shared<Program>();
-  std::stringstream ss(c.attrs.get<std::string>("ops"));
-  for (std::string op; std::getline(ss, op, ';');) p->ops.push_back(op);
-  const auto& args = c.attrs.ints("args");
-  const auto& bools = c.attrs.ints("bools");
-  LOOM_ASSERT(!p->ops.empty() && args.size() == 3 * p->ops.size() && bools.size() == p->ops.size(),
-              "malformed fused program");
-  for (size_t k = 0; k < p->ops.size(); ++k) {
-    Fn f;
-    LOOM_ASSERT(fn_of(p->ops[k], &f), "fused: '", p->ops[k], "' is not an element-wise op the CUDA kernel knows");
-    p->fns.push_back(f);
-    p->args.push_back({args[3 * k], args[3 * k + 1], args[3 * k + 2]});
-    for (int j = 0; j < arity(f); ++j) {
-      const int64_t r = args[3 * k + size_t(j)];
-      LOOM_ASSERT(r != kNoArg && (r >= 0 ? r < int64_t(c.in.size()) : -r - 1 < int64_t(k)), "fused: bad operand ", r);
-    }
-    p->to_bool.push_back(bools[k] != 0);
+  p->prog = fused::decode(c.attrs, c.in.size());
+  for (const fused::Instr& in : p->prog.instrs) {
+    const int op = ew::op_index(in.op);
+    LOOM_ASSERT(op >= 0 && ew::op_arity(op) == in.arity(), "fused: '", in.op, "' is not an element-wise op of the shared list");
+    p->ops.push_back(op);
   }
-  p->outputs.push_back(p->ops.size() - 1);
-  for (int64_t k : c.attrs.get_or<std::vector<int64_t>>("outs", {})) {
-    LOOM_ASSERT(k >= 0 && k < int64_t(p->ops.size()), "fused: bad output instruction ", k);
-    p->outputs.push_back(size_t(k));
-  }
+  p->outputs.push_back(p->prog.instrs.size() - 1);
+  for (int64_t k : p->prog.outs) p->outputs.push_back(size_t(k));
   LOOM_ASSERT(p->outputs.size() == c.out.size(), "fused: ", c.out.size(), " outputs for ", p->outputs.size());
   p->value = boolean;
   for (const NDArray& a : c.in)
@@ -69,13 +51,15 @@ std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
 
 struct DeviceProgram {
   int n = 0;
-  Fn fn[kMaxInstrs];
-  int8_t arg[kMaxInstrs][3];  // leaf r >= 0, instruction k as -(k + 1)
+  int8_t op[kMaxInstrs];  // index in ew::ElementwiseOps
+  int8_t arg[kMaxInstrs][3];  // leaf r >= 0, instruction k as -(k + 1), kUnused
   uint8_t leaf_bool[kMaxLeaves];
   int n_out = 0;
   int8_t out_instr[kMaxOutputs];
   uint8_t out_bool[kMaxOutputs];
 };
+
+constexpr int8_t kUnused = -128;
 
 template <class T>
 struct FusedF {
@@ -91,19 +75,12 @@ struct FusedF {
   __device__ void operator()(const int64_t (&off)[kMaxLeaves + 1]) const {
     T val[kMaxInstrs];  // comparisons keep 0/1 in T: only where's condition reads them
     for (int k = 0; k < prog.n; ++k) {
-      const Fn f = prog.fn[k];
-      T x[3];
-      const int m = f <= Fn::sigmoid ? 1 : f == Fn::where ? 3 : 2;
-      for (int j = 0; j < m; ++j) {
+      T x[3] = {T(0), T(0), T(0)};
+      for (int j = 0; j < 3; ++j) {
         const int r = prog.arg[k][j];
-        x[j] = r >= 0 ? load(r, off) : val[-r - 1];
+        if (r != kUnused) x[j] = r >= 0 ? load(r, off) : val[-r - 1];
       }
-      T v;
-      if (f <= Fn::sigmoid) v = apply_unary(f, x[0]);
-      else if (f <= Fn::pow) v = apply_binary(f, x[0], x[1]);
-      else if (f <= Fn::ge) v = T(apply_compare(f, x[0], x[1]));
-      else v = x[0] != T(0) ? x[1] : x[2];
-      val[k] = v;
+      val[k] = ew::apply<T>(prog.op[k], x);
     }
     for (int j = 0; j < prog.n_out; ++j) {
       const T v = val[prog.out_instr[j]];
@@ -118,20 +95,20 @@ struct FusedF {
 void run_unfused(const KernelCall& c, const Program& p) {
   std::vector<NDArray> vals;
   cudaStream_t s = stream_of(c);
-  for (size_t k = 0; k < p.ops.size(); ++k) {
+  for (const fused::Instr& in : p.prog.instrs) {
     std::vector<NDArray> ins;
     Shape shape;
-    for (int j = 0; j < arity(p.fns[k]); ++j) {
-      const int64_t r = p.args[k][size_t(j)];
-      ins.push_back(r >= 0 ? c.in[size_t(r)] : vals[size_t(-r - 1)]);
+    for (int j = 0; j < in.arity(); ++j) {
+      const int64_t r = in.arg[j];
+      ins.push_back(r >= 0 ? c.in[size_t(r)] : vals[size_t(fused::instr_of(r))]);
       shape = broadcast_shapes(shape, ins.back().shape());
     }
-    const DType t = p.to_bool[k] ? boolean : p.value;
+    const DType t = in.to_bool ? boolean : p.value;
     NDArray out = NDArray::empty(shape, t, c.ctx.device);
-    const KernelInfo* info = find_kernel(p.ops[k], DeviceKind::cuda, t);
-    LOOM_ASSERT(info, "fused: no CUDA kernel for ", p.ops[k]);
+    const KernelInfo* info = find_kernel(in.op, DeviceKind::cuda, t);
+    LOOM_ASSERT(info, "fused: no CUDA kernel for ", in.op);
     Attrs none;
-    KernelCall call{c.ctx, ins, std::span<const NDArray>(&out, 1), none, p.ops[k], c.node, c.node_key};
+    KernelCall call{c.ctx, ins, std::span<const NDArray>(&out, 1), none, in.op, c.node, c.node_key};
     info->fn(call);
     vals.push_back(out);
   }
@@ -154,10 +131,10 @@ void fused_kernel(const KernelCall& c) {
   DeviceProgram dp;
   dp.n = int(p->ops.size());
   for (int k = 0; k < dp.n; ++k) {
-    dp.fn[k] = p->fns[size_t(k)];
+    dp.op[k] = int8_t(p->ops[size_t(k)]);
     for (int j = 0; j < 3; ++j) {
-      const int64_t r = p->args[size_t(k)][size_t(j)];
-      dp.arg[k][j] = int8_t(r == kNoArg ? 0 : r);
+      const int64_t r = p->prog.instrs[size_t(k)].arg[j];
+      dp.arg[k][j] = r == fused::kNoArg ? kUnused : int8_t(r);
     }
   }
   for (size_t r = 0; r < size_t(kMaxLeaves); ++r) dp.leaf_bool[r] = r < c.in.size() && c.in[r].dtype() == boolean;
@@ -190,7 +167,9 @@ void fused_kernel(const KernelCall& c) {
 }
 
 const bool registered = [] {
-  register_kernel("fused", DeviceKind::cuda, FloatTypes::dtypes(), {&fused_kernel, false, &prepare_fused});
+  KernelInfo k{&fused_kernel, false, &prepare_fused};
+  k.fusion = &ew::kFusedCaps;
+  register_kernel("fused", DeviceKind::cuda, FloatTypes::dtypes(), k);
   return true;
 }();
 

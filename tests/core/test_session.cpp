@@ -322,7 +322,7 @@ TEST_SUITE("core/session/parallel") {
       if (n.size() > 3 && n[0] == 'b' && n[2] == '/') branch[i] = n[1], depth[i] = seen[n[1]]++;
     }
     CHECK(seen.size() == 4);
-    for (auto [b, count] : seen) CHECK(count == 5);  // matmul, tanh, matmul, relu, sum
+    for (auto [b, count] : seen) CHECK(count == 3);  // matmul+tanh, matmul+relu (epilogues), sum
     for (size_t i = 0; i < p.steps.size(); ++i)
       for (int d : p.steps[i].deps)
         if (branch[i] && branch[size_t(d)] && branch[size_t(d)] != branch[i]) {

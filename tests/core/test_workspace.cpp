@@ -34,6 +34,7 @@ const bool registered = [] {
   OpDef d;
   d.name = kScratchOp;
   d.min_inputs = d.max_inputs = 1;
+  d.attrs = AttrSchema::none();
   d.infer = [](const InferContext& c) { return std::vector<TensorType>{c.in[0]}; };
   d.reference = [](std::span<const NDArray> in, const Attrs&) {
     NDArray x = in[0].compact(), y = NDArray::empty(x.shape(), x.dtype());

@@ -52,6 +52,7 @@ const bool host_only_registered = [] {
   OpDef d;
   d.name = kHostOnly;
   d.min_inputs = d.max_inputs = 1;
+  d.attrs = AttrSchema::none();
   d.infer = [](const InferContext& c) { return std::vector<TensorType>{c.in[0]}; };
   d.reference = [](std::span<const NDArray> in, const Attrs&) {
     NDArray out = NDArray::empty(in[0].shape(), in[0].dtype());
@@ -509,6 +510,29 @@ TEST_SUITE("cuda/parity") {
       REQUIRE(gpu.size() == 3);
       for (size_t i = 0; i < 3; ++i) CHECK(mismatch(cpu[i], gpu[i], 1e-12).empty());
     }
+  }
+
+  TEST_CASE("CUDA plans fuse like CPU plans: same groups, same steps, same results" * doctest::skip(!has_gpu())) {
+    Graph g;
+    Tensor x = g.placeholder("x", {64, 33});
+    Tensor b = g.placeholder("b", {33});
+    Tensor y = relu(x * 2.0 + b);
+    Tensor z = where(y > 0.5, exp(-y), y * 0.25);
+    Tensor w = gelu(y, "tanh") * softplus(z) - transpose(gelu(transpose(x)) + erf(transpose(x)));
+    const std::vector<Tensor> fetches{y, z, w};
+    Feeds f{{x, test::rand({64, 33}, 1)}, {b, test::rand({33}, 2)}};
+    Session cpu(g), gpu(g, {.device = kGpu});
+    auto a = cpu.run(fetches, f), d = gpu.run(fetches, f);
+    const PlanStats pc = cpu.stats().last_plan, pg = gpu.stats().last_plan;
+    CHECK(pc.fused >= 8);
+    CHECK(pg.fused == pc.fused);
+    CHECK(pg.steps == pc.steps);
+    CHECK(pg.nodes_after_passes == pc.nodes_after_passes);
+    for (size_t i = 0; i < a.size(); ++i) CHECK(mismatch(a[i], d[i], 1e-5).empty());
+    // And the fused CUDA plan computes what the unfused one does, bit for bit.
+    Session plain(g, {.device = kGpu, .fusion = false});
+    auto u = plain.run(fetches, f);
+    for (size_t i = 0; i < a.size(); ++i) CHECK(identical(d[i], u[i]));
   }
 
   TEST_CASE("an op without a CUDA kernel runs on the host inside a CUDA session" * doctest::skip(!has_gpu())) {

@@ -32,6 +32,52 @@ TEST_SUITE("ops/graph") {
     CHECK(parts[1].shape() == Shape{780, 10});
   }
 
+  TEST_CASE("attributes are checked against the op's schema when a node is added") {
+    Graph g;
+    Tensor x = g.placeholder("x", {3, 4});
+    // Missing, unknown and mistyped attributes name op, node and attribute.
+    CHECK(error_of([&] { g.add1("sum", {x}, {{"keepdims", true}}, "s"); }) == "sum 's': missing attribute 'axes' (axis list)");
+    CHECK(contains(error_of([&] { g.add1("sum", {x}, {{"axes", std::vector<int64_t>{0}}, {"keep", true}}, "s"); }),
+                   "sum 's': unknown attribute 'keep' (sum takes axes: axis list, keepdims: boolean = false)"));
+    CHECK(error_of([&] { g.add1("sum", {x}, {{"axes", std::vector<int64_t>{0}}, {"keepdims", int64_t(1)}}, "s"); }) ==
+          "sum 's': attribute 'keepdims' must be a boolean, got integer 1");
+    CHECK(error_of([&] { g.add1("cast", {x}, {{"dtype", std::string("int32")}}, "c"); }) ==
+          "cast 'c': attribute 'dtype' must be a dtype, got string int32");
+    CHECK(contains(error_of([&] { g.add1("full", {x}, {{"value", std::string("1")}}); }), "attribute 'value' must be a real"));
+    // An integer where a real is expected is converted; defaults are filled in.
+    Tensor f = g.add1("full", {x}, {{"value", int64_t(2)}});
+    CHECK(f.node().attrs.f("value") == 2.0);
+    CHECK(sum(x, {0}).node().attrs.b("keepdims") == false);
+    // Axes are resolved against the input's rank once, here: kernels see no negative axis.
+    CHECK(sum(x, {-1}).node().attrs.ints("axes") == std::vector<int64_t>{1});
+    CHECK(argmax(x, -1).node().attrs.i("axis") == 1);
+    CHECK(concat({x, x}, -2).node().attrs.i("axis") == 0);
+    CHECK(expand_dims(x, {-1}).shape() == Shape{3, 4, 1});
+    CHECK(expand_dims(x, {-1}).node().attrs.ints("axes") == std::vector<int64_t>{2});
+    CHECK(permute(x, {-1, 0}).node().attrs.ints("axes") == std::vector<int64_t>{1, 0});
+    CHECK(error_of([&] { argmax(x, 2); }) == "argmax 'argmax': axis 2 out of range for a 2-d tensor (attribute 'axis')");
+    CHECK(contains(error_of([&] { argmax(x, -3); }), "axis -3 out of range for a 2-d tensor"));
+    CHECK(contains(error_of([&] { sum(x, {1, -1}); }), "sum 'sum': repeated axis in [1,-1] (attribute 'axes')"));
+    // Every registered op declares its schema (an op without one fails the registry sweep).
+    for (const OpDef* op : registered_ops()) CHECK_MESSAGE(op->attrs.declared(), op->name);
+  }
+
+  TEST_CASE("argmax and argmin with negative axes match the positive axis (issue 14, item 2)") {
+    Graph g;
+    Tensor a = g.placeholder("a", {3, 4}), b = g.placeholder("b", {2, 3, 4});
+    NDArray av = rand({3, 4}, 3), bv = rand({2, 3, 4}, 4);
+    Session s(g);
+    Feeds f{{a, av}, {b, bv}};
+    auto r = s.run({argmax(a, -1), argmax(a, 1), argmin(b, -1), argmin(b, 2), argmax(b, -2), argmax(b, 1)}, f);
+    CHECK(test::identical(r[0], r[1]));
+    CHECK(test::identical(r[2], r[3]));
+    CHECK(test::identical(r[4], r[5]));
+    CHECK(r[0].shape() == Shape{3});
+    for (int64_t v : r[0].to_vector<int64_t>()) CHECK((v >= 0 && v < 4));
+    // Eager calls resolve axes the same way.
+    CHECK(test::identical(invoke("argmax", {bv}, {{"axis", int64_t(-1)}})[0], invoke("argmax", {bv}, {{"axis", int64_t(2)}})[0]));
+  }
+
   TEST_CASE("names and scopes") {
     Graph g;
     Tensor x = g.placeholder("x", {2, 3});

@@ -24,6 +24,8 @@ TEST_SUITE("ops/sweep") {
   TEST_CASE("every op has examples and a CPU kernel (or is a view)") {
     for (const OpDef* op : registered_ops()) {
       CAPTURE(op->name);
+      CHECK_MESSAGE(op->attrs.declared(), "op '", op->name, "' declares no attribute schema (OpDef::attrs; ",
+                    "AttrSchema::none() for an op without attributes)");
       if (kTestedElsewhere.count(op->name)) continue;
       CHECK_MESSAGE(bool(op->examples), "op '", op->name, "' has no examples: add them next to its definition");
       CHECK_MESSAGE(bool(op->infer), "op '", op->name, "' has no inference");

@@ -6,20 +6,25 @@
 #   kernels/cuda/emulation/run.sh [doctest args]      e.g. -tc='*matmul*'
 #
 # Environment: BUILD (default build/cuda-emulation), JOBS (default 2, for loom itself),
-# SANITIZE=address to run the emulated kernels under AddressSanitizer.
+# SANITIZE=address to run the emulated kernels under AddressSanitizer, LOOM (default
+# $BUILD/loom) to reuse an existing CPU-only build of loom with the same sanitizers
+# (CI uses build/asan).
 set -eu
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 here=$root/kernels/cuda/emulation
 build=${BUILD:-$root/build/cuda-emulation}
+loom=${LOOM:-$build/loom}
 jobs=${JOBS:-2}
 san=""
-[ -n "${SANITIZE:-}" ] && san="-fsanitize=$SANITIZE -fno-omit-frame-pointer"
+[ -n "${SANITIZE:-}" ] && san="-fsanitize=$SANITIZE -fno-omit-frame-pointer -fno-sanitize-recover=all"
 
-if [ ! -f "$build/loom/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build/loom" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF \
+if [ ! -f "$loom/CMakeCache.txt" ]; then
+  cmake -S "$root" -B "$loom" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF \
     -DLOOM_BUILD_TESTS=OFF -DLOOM_ONNX=OFF -DLOOM_SANITIZE="${SANITIZE:-}" >/dev/null
 fi
-cmake --build "$build/loom" -j "$jobs"
+cmake --build "$loom" -j "$jobs" --target loom
+loom=$(cd "$loom" && pwd)
+mkdir -p "$build"
 
 flags="-std=c++20 -O1 -g $san -DLOOM_CUDA_EMULATION -I$here/include -I$root"
 objs=""
@@ -34,5 +39,5 @@ for src in "$here/emu.cpp" "$root"/kernels/cuda/*.cu; do
 done
 # Emulated kernels first: their registrations must run before the tests ask for a GPU.
 g++ $flags -Wall -Wextra -Wno-unused-parameter $objs "$root/tests/main.cpp" "$root/tests/cuda/test_cuda_parity.cpp" \
-  -o "$build/loom_cuda_emulated_tests" -L"$build/loom" -lloom -ltbb -Wl,-rpath,"$build/loom"
+  -o "$build/loom_cuda_emulated_tests" -L"$loom" -lloom -ltbb -Wl,-rpath,"$loom"
 "$build/loom_cuda_emulated_tests" "$@"

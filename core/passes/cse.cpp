@@ -1,0 +1,82 @@
+// cse (common subexpressions)
+//   reads:       plan nodes in topological order (lower)
+//   establishes: a node computing what an earlier node computes (same op,
+//                kind, attributes and inputs, no control inputs, not
+//                stateful) is dead and its readers read the earlier node's
+//                outputs; graph constants of up to 64 elements with equal
+//                dtype, shape and bytes share one value (every `x * 2.0` makes
+//                one). Fetches and targets follow the merges.
+
+#include <algorithm>
+#include <string>
+#include <unordered_map>
+
+#include "core/passes/passes.hpp"
+
+namespace loom {
+
+namespace {
+
+bool mergeable(const PNode& n) {
+  return n.alive && (n.kind == NodeKind::kernel || n.kind == NodeKind::view) && n.op && !n.op->stateful &&
+         n.op->writes_input < 0 && n.after.empty();
+}
+
+size_t node_hash(const PNode& n) {
+  size_t h = std::hash<const void*>{}(n.op) ^ (n.attrs->hash() * 31u) ^ size_t(n.kind);
+  for (int v : n.in) h = h * 1000003u + size_t(v);
+  return h;
+}
+
+bool same(const PNode& a, const PNode& b) {
+  return a.op == b.op && a.kind == b.kind && a.in == b.in && (a.attrs == b.attrs || *a.attrs == *b.attrs);
+}
+
+/// The bytes of a small graph constant, with its dtype and shape, or "" when it is not one.
+std::string constant_key(const Plan& p, const PNode& n) {
+  if (n.op != core_op::constant || n.kind != NodeKind::source) return {};
+  const NDArray& a = p.storages[size_t(p.values[size_t(n.out[0])].storage)].host;
+  if (a.numel() > 64 || !a.is_compact()) return {};
+  return std::string(dtype_name(a.dtype())) + shape_str(a.shape()) +
+         std::string(static_cast<const char*>(a.raw()), a.nbytes());
+}
+
+}  // namespace
+
+void cse(Compilation& c) {
+  Plan& p = c.plan;
+  std::vector<int> value_to(p.values.size()), node_to(p.nodes.size());
+  for (size_t v = 0; v < value_to.size(); ++v) value_to[v] = int(v);
+  for (size_t n = 0; n < node_to.size(); ++n) node_to[n] = int(n);
+  std::unordered_multimap<size_t, int> seen;
+  seen.reserve(p.nodes.size());
+  std::unordered_map<std::string, int> constants;
+  auto merge = [&](PNode& n, int into) {
+    const PNode& m = p.nodes[size_t(into)];
+    for (size_t i = 0; i < n.out.size(); ++i) value_to[size_t(n.out[i])] = m.out[i];
+    node_to[size_t(&n - p.nodes.data())] = into;
+    n.alive = false;
+    ++p.stats.cse_merged;
+  };
+  for (size_t id = 0; id < p.nodes.size(); ++id) {
+    PNode& n = p.nodes[id];
+    if (!n.alive) continue;
+    for (int& v : n.in) v = value_to[size_t(v)];
+    for (int& a : n.after) a = node_to[size_t(a)];
+    if (std::string key = constant_key(p, n); !key.empty()) {
+      auto [it, fresh] = constants.try_emplace(std::move(key), int(id));
+      if (!fresh) merge(n, it->second);
+      continue;
+    }
+    if (!mergeable(n)) continue;
+    const size_t h = node_hash(n);
+    auto range = seen.equal_range(h);
+    auto it = std::find_if(range.first, range.second, [&](const auto& e) { return same(p.nodes[size_t(e.second)], n); });
+    if (it != range.second) merge(n, it->second);
+    else seen.emplace(h, int(id));
+  }
+  for (int& v : p.fetch_values) v = value_to[size_t(v)];
+  for (int& t : c.targets) t = node_to[size_t(t)];
+}
+
+}  // namespace loom

@@ -1,0 +1,114 @@
+#pragma once
+// The plan compiler's passes, in the order compile_plan runs them. Each is one
+// file in this folder that opens with what it reads and what it establishes;
+// each can be run alone on a Compilation (the tests do), and the optional ones
+// can be switched off (SessionOptions::disable_passes) with identical results.
+//
+//   prune            graph, fetches, targets, feeds -> the nodes the run needs; feeds checked
+//   lower            needed nodes -> plan nodes with concrete types, layouts, storages, kernels
+//   cse*             equal nodes (op, attributes, inputs) and equal small constants merged
+//   fold*            kernel nodes whose inputs are all constants evaluated at compile time
+//   dce              nodes the fetches and targets no longer need marked dead
+//   fusion*          element-wise groups into fused nodes
+//   epilogue*        element-wise readers of an output that accepts an epilogue run inside its kernel
+//   assign_in_place* producers of assigned values write the variable directly
+//   order_updates    variable reads before their updates; updates last (atomic updates)
+//   access           which steps write and read each storage
+//   schedule         a topological order (memory-greedy, or by waves for the parallel executor)
+//   lifetimes        first write and last read of each storage; the plan's statistics
+//   inplace*         element-wise outputs take over inputs that die at their node
+//   placement        arena offsets: a pure function of the lifetimes; the lower bound
+//   hazards          write-after-read edges between buffers sharing bytes; successor lists
+//   bind             the arena and one bound step per executable node
+//
+// (* optional)
+
+#include <span>
+#include <string_view>
+
+#include "core/plan.hpp"
+
+namespace loom {
+
+/// The state of one compilation, shared by the passes.
+struct Compilation {
+  const CompileRequest& req;
+  const SessionOptions& opt;
+  Graph& graph;
+  Plan& plan;
+  const int graph_size;      // nodes of the graph when compiling started (it may grow meanwhile)
+  std::vector<char> needed;  // prune: graph nodes the run needs
+  std::vector<int> feed_of;  // prune: graph node -> index into the run's feeds, or -1
+  std::vector<int> targets;  // lower: plan nodes of the run's targets
+
+  Compilation(const CompileRequest& r, Plan& p)
+      : req(r), opt(*r.options), graph(*r.graph), plan(p), graph_size(r.graph->size()) {}
+};
+
+struct Pass {
+  std::string_view name;
+  void (*run)(Compilation&);
+  bool optional;  // may be switched off; the results stay identical
+};
+
+/// The pipeline, in order.
+std::span<const Pass> plan_passes();
+/// Whether `pass` runs under options `o` (optional passes can be disabled by
+/// name in disable_passes, or by the older switches cse/constant_folding/fusion).
+bool pass_enabled(const Pass& pass, const SessionOptions& o);
+/// Throws loom::Error for a name in o.disable_passes that is no optional pass.
+void check_disabled_passes(const SessionOptions& o);
+
+void prune(Compilation& c);
+void lower(Compilation& c);
+void cse(Compilation& c);
+void fold(Compilation& c);
+void dce(Compilation& c);
+void fusion(Compilation& c);
+void epilogue(Compilation& c);
+void assign_in_place(Compilation& c);
+void order_updates(Compilation& c);
+void access(Compilation& c);
+void schedule(Compilation& c);
+void lifetimes(Compilation& c);
+void inplace(Compilation& c);
+void placement(Compilation& c);
+void hazards(Compilation& c);
+void bind(Compilation& c);
+
+// ---- placement as a pure function (core/passes/placement.cpp)
+
+/// A buffer to place: `bytes`, live over schedule positions [first, last].
+struct Lifetime {
+  size_t bytes = 0;
+  int first = 0, last = 0;
+};
+struct Placement {
+  std::vector<size_t> offsets;  // one per lifetime
+  size_t arena = 0;             // bytes spanned
+};
+/// Offsets such that buffers live at the same time never share bytes, by
+/// `strategy` (greedy_by_size, greedy_by_time or naive; not best).
+Placement place(std::span<const Lifetime> items, MemoryStrategy strategy);
+/// The most bytes live at once: no placement of these lifetimes is smaller.
+size_t lower_bound(std::span<const Lifetime> items);
+
+// ---- shared by the passes
+
+/// The alive nodes in a topological order of their data and control edges
+/// (ties broken by node id; reads for the shape only are no edges). Fusion
+/// leaves node ids out of order.
+std::vector<int> topological_order(const Plan& p);
+
+/// A topological order of `nodes` by Kahn's algorithm: among ready nodes, the
+/// smallest priority(i) first. priority may change as nodes are emitted: a
+/// popped node whose priority changed is queued again (lazy refresh), so it
+/// must only change for the better. on_emit(i) runs when i is emitted.
+template <class Key>
+std::vector<int> kahn_order(const std::vector<int>& nodes, const std::vector<std::vector<int>>& preds,
+                            const std::vector<std::vector<int>>& succs, const std::function<Key(int)>& priority,
+                            const std::function<void(int)>& on_emit = {});
+
+}  // namespace loom
+
+#include "core/passes/kahn.hpp"

@@ -1,0 +1,156 @@
+// schedule
+//   reads:       executable nodes, data edges (resolved through views and
+//                sources to the executable nodes behind them), PNode::after,
+//                post_commit, storage readers (access)
+//   establishes: Plan::order (a topological order of the executable nodes),
+//                PNode::pos, Plan::deps (data and control edges by position)
+//                and, for the parallel executor, Plan::wave_end. Post-commit
+//                nodes come last. Serial plans take the order with the lower
+//                peak of live bytes of two: graph order, and a memory-greedy
+//                order (the ready node that frees the most bytes net of what
+//                it allocates); parallel plans order by waves (longest path
+//                from the inputs), so that independent nodes run together.
+
+#include <algorithm>
+#include <tuple>
+
+#include "core/passes/passes.hpp"
+
+namespace loom {
+
+namespace {
+
+using Key = std::tuple<int, int64_t, int>;  // (post-commit, score, node id): smallest first
+
+/// Executable nodes each node waits for (views and sources resolved through).
+struct DepResolver {
+  const Plan& p;
+  std::vector<std::vector<int>> memo;
+  std::vector<char> done;
+  explicit DepResolver(const Plan& plan) : p(plan), memo(plan.nodes.size()), done(plan.nodes.size(), 0) {}
+
+  /// The executable nodes that must finish before `id`'s outputs are usable.
+  const std::vector<int>& ready_after(int id) {
+    if (done[size_t(id)]) return memo[size_t(id)];
+    std::vector<int> r;
+    if (executable(p.nodes[size_t(id)])) r.push_back(id);
+    else r = deps_of(id);
+    done[size_t(id)] = 1;
+    return memo[size_t(id)] = std::move(r);
+  }
+  std::vector<int> deps_of(int id) {
+    std::vector<int> r;
+    const PNode& n = p.nodes[size_t(id)];
+    for (size_t k = 0; k < n.in.size(); ++k)  // a read for the shape only waits for nothing
+      if (!is_shape_only(n, k)) add(r, p.values[size_t(n.in[k])].producer);
+    for (int a : n.after) add(r, a);
+    std::sort(r.begin(), r.end());
+    r.erase(std::unique(r.begin(), r.end()), r.end());
+    return r;
+  }
+  void add(std::vector<int>& r, int x) {
+    if (executable(p.nodes[size_t(x)])) r.push_back(x);
+    else for (int d : ready_after(x)) r.push_back(d);
+  }
+};
+
+/// Peak of live arena bytes if nodes ran in `order` (no in-place reuse).
+size_t peak_for(const Plan& p, const std::vector<int>& order) {
+  std::vector<int> pos(p.nodes.size(), -1);
+  for (size_t i = 0; i < order.size(); ++i) pos[size_t(order[i])] = int(i);
+  std::vector<int64_t> delta(order.size() + 2, 0);
+  for (const PStorage& s : p.storages) {
+    if (s.kind != StorageKind::arena || s.writers.empty()) continue;
+    int f = INT_MAX, l = -1;
+    for (int w : s.writers) f = std::min(f, pos[size_t(w)]), l = std::max(l, pos[size_t(w)]);
+    for (int r : s.readers) l = std::max(l, pos[size_t(r)]);
+    if (s.pinned) l = int(order.size());
+    delta[size_t(f)] += int64_t(s.bytes);
+    delta[size_t(l) + 1] -= int64_t(s.bytes);
+  }
+  int64_t cur = 0, peak = 0;
+  for (int64_t d : delta) peak = std::max(peak, cur += d);
+  return size_t(peak);
+}
+
+/// The distinct arena storages node n reads (not for their shape only).
+void read_storages(const Plan& p, const PNode& n, std::vector<int>& out) {
+  out.clear();
+  for (size_t k = 0; k < n.in.size(); ++k) {
+    if (is_shape_only(n, k)) continue;
+    const int s = p.values[size_t(n.in[k])].storage;
+    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+  }
+}
+
+/// Memory-greedy: the ready node with the smallest bytes allocated minus bytes freed.
+std::vector<int> memory_greedy(const Plan& p, const std::vector<int>& exec, const std::vector<std::vector<int>>& preds,
+                               const std::vector<std::vector<int>>& succs) {
+  std::vector<int> pending(p.storages.size(), 0), reads;
+  for (size_t s = 0; s < p.storages.size(); ++s) pending[s] = int(p.storages[s].readers.size());
+  auto score = [&](int i) {
+    const PNode& n = p.nodes[size_t(i)];
+    int64_t d = 0;
+    for (int v : n.out) {
+      const PStorage& s = p.storages[size_t(p.values[size_t(v)].storage)];
+      if (s.kind == StorageKind::arena) d += int64_t(s.bytes);
+    }
+    read_storages(p, n, reads);
+    for (int s : reads) {
+      const PStorage& st = p.storages[size_t(s)];
+      if (st.kind == StorageKind::arena && !st.pinned && pending[size_t(s)] == 1) d -= int64_t(st.bytes);
+    }
+    return Key{int(n.post_commit), d, i};
+  };
+  auto emitted = [&](int i) {
+    read_storages(p, p.nodes[size_t(i)], reads);
+    for (int s : reads) --pending[size_t(s)];
+  };
+  return kahn_order<Key>(exec, preds, succs, score, emitted);
+}
+
+}  // namespace
+
+void schedule(Compilation& c) {
+  Plan& p = c.plan;
+  const size_t N = p.nodes.size();
+  DepResolver res(p);
+  std::vector<std::vector<int>> preds(N), succs(N);
+  std::vector<int> exec;
+  for (size_t i = 0; i < N; ++i) {
+    if (!executable(p.nodes[i])) continue;
+    exec.push_back(int(i));
+    preds[i] = res.deps_of(int(i));
+    for (int d : preds[i]) succs[size_t(d)].push_back(int(i));
+  }
+  auto post = [&](int i) { return int(p.nodes[size_t(i)].post_commit); };
+  std::vector<int> program = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), 0, i}; });
+  std::vector<int> level(N, 0);  // longest path from the inputs
+  const bool parallel = c.opt.executor == Executor::parallel;
+  if (parallel) {
+    for (int i : program)
+      for (int d : preds[size_t(i)]) level[size_t(i)] = std::max(level[size_t(i)], level[size_t(d)] + 1);
+    p.order = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), level[size_t(i)], i}; });
+  } else {
+    std::vector<int> greedy = memory_greedy(p, exec, preds, succs);
+    p.order = peak_for(p, greedy) < peak_for(p, program) ? std::move(greedy) : std::move(program);
+  }
+  for (PNode& n : p.nodes) n.pos = -1;
+  for (size_t i = 0; i < p.order.size(); ++i) p.nodes[size_t(p.order[i])].pos = int(i);
+  // Waves: runs of positions with the same (post, level); the parallel executor runs each together.
+  p.wave_end.clear();
+  if (parallel) {
+    p.wave_end.resize(p.order.size());
+    for (size_t i = p.order.size(); i-- > 0;) {
+      const int a = p.order[i];
+      const bool same = i + 1 < p.order.size() && level[size_t(a)] == level[size_t(p.order[i + 1])] &&
+                        post(a) == post(p.order[i + 1]);
+      p.wave_end[i] = same ? p.wave_end[i + 1] : int(i);
+    }
+  }
+  p.deps.assign(p.order.size(), {});
+  for (size_t i = 0; i < p.order.size(); ++i)
+    for (int d : preds[size_t(p.order[i])]) p.deps[i].push_back(p.nodes[size_t(d)].pos);
+}
+
+}  // namespace loom

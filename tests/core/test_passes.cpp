@@ -1,0 +1,371 @@
+// The plan compiler's passes (core/passes/): each optional pass switched off
+// gives identical results and a plan the independent verifier accepts; each
+// pass run alone on a compilation establishes what its header says; the
+// placement is a pure function checked on random lifetimes; DOT export
+// escapes any name.
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+
+#include "core/passes/passes.hpp"
+#include "tests/core/graphs.hpp"
+
+using namespace loom;
+using test::contains;
+using test::error_of;
+using test::rand;
+
+namespace {
+
+/// A compilation run pass by pass, outside a Session (variables get zeros).
+struct Stepper {
+  Graph& g;
+  SessionOptions opt;
+  std::vector<Tensor> fetches, targets;
+  Feeds feeds;
+  std::map<int, NDArray> vars;
+  Plan plan;
+  CompileRequest req;
+  Compilation c;
+  size_t next = 0;
+
+  Stepper(Graph& graph, SessionOptions o, std::vector<Tensor> f, Feeds fd, std::vector<Tensor> t = {})
+      : g(graph), opt(std::move(o)), fetches(std::move(f)), targets(std::move(t)), feeds(std::move(fd)),
+        req{&g, &opt, &fetches, &feeds, &targets, [this](int n) -> NDArray& { return var(n); }}, c(req, plan) {
+    plan.device = opt.device;
+  }
+  NDArray& var(int n) {
+    auto it = vars.find(n);
+    if (it == vars.end()) {
+      const TensorType& t = g.node(n).outputs[0];
+      it = vars.emplace(n, NDArray::zeros(t.shape, t.dtype)).first;
+    }
+    return it->second;
+  }
+  /// Runs the enabled passes up to and including `last`.
+  void run_through(std::string_view last) {
+    for (; next < plan_passes().size(); ++next) {
+      const Pass& p = plan_passes()[next];
+      if (pass_enabled(p, opt)) p.run(c);
+      if (p.name == last) {
+        ++next;
+        return;
+      }
+    }
+    FAIL("no pass '", last, "'");
+  }
+  int alive_with_op(std::string_view op) const {
+    int n = 0;
+    for (const PNode& x : plan.nodes) n += x.alive && x.op && x.op->name == op;
+    return n;
+  }
+};
+
+std::vector<std::string> optional_passes() {
+  std::vector<std::string> r;
+  for (const Pass& p : plan_passes())
+    if (p.optional) r.emplace_back(p.name);
+  return r;
+}
+
+/// Overlapping bytes are never live at the same time.
+void check_placement(std::span<const Lifetime> items, const Placement& pl) {
+  for (size_t i = 0; i < items.size(); ++i) {
+    REQUIRE(pl.offsets[i] + items[i].bytes <= pl.arena);
+    for (size_t j = 0; j < i; ++j) {
+      const bool bytes = pl.offsets[i] < pl.offsets[j] + items[j].bytes && pl.offsets[j] < pl.offsets[i] + items[i].bytes;
+      const bool time = items[i].first <= items[j].last && items[j].first <= items[i].last;
+      REQUIRE_FALSE((bytes && time));
+    }
+  }
+}
+
+/// Minimal DOT check: quoted strings close, escapes are the documented ones,
+/// no raw control character inside them, braces balance outside them.
+bool valid_dot(const std::string& d) {
+  bool in_str = false;
+  int depth = 0;
+  for (size_t i = 0; i < d.size(); ++i) {
+    const char ch = d[i];
+    if (in_str) {
+      if (ch == '\\') {
+        if (i + 1 >= d.size()) return false;
+        ++i;
+      } else if (ch == '"') {
+        in_str = false;
+      } else if (static_cast<unsigned char>(ch) < 0x20) {
+        return false;
+      }
+    } else if (ch == '"') {
+      in_str = true;
+    } else if (ch == '{') {
+      ++depth;
+    } else if (ch == '}') {
+      if (--depth < 0) return false;
+    }
+  }
+  return !in_str && depth == 0;
+}
+
+}  // namespace
+
+TEST_SUITE("core/passes") {
+  TEST_CASE("the pipeline lists every pass once, required ones cannot be disabled") {
+    std::vector<std::string> names;
+    for (const Pass& p : plan_passes()) names.emplace_back(p.name);
+    CHECK(names.front() == "prune");
+    CHECK(names.back() == "bind");
+    CHECK(optional_passes() == std::vector<std::string>{"cse", "fold", "fusion", "epilogue", "assign_in_place", "inplace"});
+    Graph g;
+    Tensor x = g.placeholder("x", {3});
+    Session bad(g, {.disable_passes = {"schedule"}});
+    CHECK(contains(error_of([&] { bad.run({exp(x)}, {{x, rand({3}, 1)}}); }),
+                   "disable_passes: pass 'schedule' is required (optional passes: cse, fold, fusion, epilogue, "
+                   "assign_in_place, inplace)"));
+    Session unknown(g, {.disable_passes = {"fusoin"}});
+    CHECK(contains(error_of([&] { unknown.run({exp(x)}, {{x, rand({3}, 1)}}); }), "unknown pass 'fusoin'"));
+    Session s(g, {.disable_passes = {"fusion"}});
+    s.run({exp(x) * 2.0}, {{x, rand({3}, 1)}});
+    const auto& ran = s.stats().last_plan.pass_ms;
+    CHECK(std::none_of(ran.begin(), ran.end(), [](const auto& p) { return p.first == "fusion"; }));
+    CHECK(std::any_of(ran.begin(), ran.end(), [](const auto& p) { return p.first == "placement"; }));
+  }
+
+  TEST_CASE("every optional pass off, alone and all together: identical results, verified plans") {
+    std::vector<std::vector<std::string>> configs{{}};
+    for (const std::string& p : optional_passes()) configs.push_back({p});
+    configs.push_back(optional_passes());
+    Graph g;
+    test::MlpStep m = test::mlp_step(g, {20, 16, 16, 10}, 0.2);
+    Graph h;
+    auto d = test::random_dag(h, 7, 70);
+    for (Executor e : {Executor::serial, Executor::parallel}) {
+      std::vector<std::vector<NDArray>> dag_results, mlp_losses;
+      for (const auto& off : configs) {
+        CAPTURE(off.size() == 1 ? off[0] : std::to_string(off.size()) + " passes");
+        SessionOptions o{.threads = 2, .executor = e, .seed = 5, .disable_passes = off};
+        Session s(h, o);
+        test::verify_plan(s.plan_info(d.outputs, d.feeds));
+        dag_results.push_back(s.run(d.outputs, d.feeds));
+        Session t(g, o);
+        std::vector<NDArray> losses;
+        for (int step = 0; step < 3; ++step) {
+          Feeds f = test::mlp_feeds(m, 8, 20, uint64_t(step));
+          test::verify_plan(t.plan_info({m.loss}, f, {m.train}));
+          losses.push_back(t.run({m.loss}, f, {m.train})[0]);
+        }
+        for (const Tensor& p : m.params) losses.push_back(t.get(p));
+        mlp_losses.push_back(losses);
+      }
+      for (size_t k = 1; k < configs.size(); ++k) {
+        for (size_t i = 0; i < dag_results[0].size(); ++i) CHECK(test::identical(dag_results[0][i], dag_results[k][i]));
+        for (size_t i = 0; i < mlp_losses[0].size(); ++i) CHECK(test::identical(mlp_losses[0][i], mlp_losses[k][i]));
+      }
+    }
+  }
+
+  TEST_CASE("prune and lower: needed nodes only, concrete shapes, views alias their input") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 4});
+    Tensor unused = exp(x) * 3.0;
+    Tensor y = transpose(x * 2.0);
+    Stepper s(g, {}, {y}, {{x, rand({5, 4}, 1)}});
+    s.run_through("lower");
+    CHECK_FALSE(s.c.needed[size_t(unused.node_id())]);
+    CHECK(s.c.needed[size_t(y.node_id())]);
+    const PValue& out = s.plan.values[size_t(s.plan.fetch_values[0])];
+    CHECK(out.type.shape == Shape{4, 5});
+    const PNode& t = s.plan.nodes[size_t(out.producer)];
+    CHECK(t.kind == NodeKind::view);
+    CHECK(out.storage == s.plan.values[size_t(t.in[0])].storage);  // no memory of its own
+    for (const PNode& n : s.plan.nodes)
+      for (int v : n.in) CHECK(s.plan.values[size_t(v)].producer < int(&n - s.plan.nodes.data()));  // topological
+  }
+
+  TEST_CASE("cse merges equal nodes and small constants; fold evaluates constant subgraphs; dce drops the rest") {
+    Graph g;
+    Tensor x = g.placeholder("x", {3});
+    Tensor c = g.constant(NDArray::from<float>({1, 2, 3}));
+    Tensor y = exp(x) + exp(x) + (c * 2.0 + 1.0) + x * 2.0;
+    Stepper s(g, {}, {y}, {{x, rand({3}, 2)}});
+    s.run_through("lower");
+    CHECK(s.alive_with_op("exp") == 2);
+    s.run_through("cse");
+    CHECK(s.plan.stats.cse_merged >= 2);  // exp(x), and the constant 2.0 made twice
+    s.run_through("fold");
+    CHECK(s.plan.stats.folded == 2);  // c * 2, then + 1
+    s.run_through("dce");
+    CHECK(s.alive_with_op("exp") == 1);
+    CHECK(s.alive_with_op("mul") == 1);  // x * 2 only
+  }
+
+  TEST_CASE("fusion forms groups within the device's limits; a CPU and a CUDA plan fuse alike") {
+    Graph g;
+    Tensor x = g.placeholder("x", {8, 16});
+    Tensor b = g.placeholder("b", {16});
+    Tensor h = x;
+    for (int i = 0; i < 40; ++i) h = tanh(h * 0.5 + b);  // 120 element-wise ops in a chain
+    Feeds f{{x, rand({8, 16}, 3)}, {b, rand({16}, 4)}};
+    Stepper s(g, {}, {h}, f);
+    s.run_through("fusion");
+    const KernelInfo* k = find_kernel("fused", DeviceKind::cpu, float32);
+    REQUIRE(k);
+    REQUIRE(k->fusion);
+    int groups = 0;
+    for (const PNode& n : s.plan.nodes) {
+      if (!n.alive || n.op != core_op::fused) continue;
+      ++groups;
+      CHECK(int(n.in.size()) <= k->fusion->max_leaves);
+      CHECK(int(n.out.size()) <= k->fusion->max_outputs);
+      CHECK(int(n.attrs->ints("bools").size()) <= k->fusion->max_instrs);
+    }
+    CHECK(groups >= 4);  // 120 instructions need several groups of at most max_instrs
+    CHECK(s.plan.stats.fused == 120 - groups);
+    Session fused(g), plain(g, {.fusion = false});
+    CHECK(test::identical(fused.run1(h, f), plain.run1(h, f)));
+  }
+
+  TEST_CASE("epilogue: a GEMM runs its bias and activation, and the update after a weight gradient") {
+    Graph g;
+    Tensor x = g.placeholder("x", {96, 40});
+    Tensor w = g.variable("w", {40, 300}, test::init_normal(0.2));
+    Tensor b = g.variable("b", {300}, test::init_normal(0.1));
+    Tensor h = relu(matmul(x, w) + b);  // matmul + fused(add, relu)
+    Tensor loss = mean(h * h);
+    Tensor dw = gradients(loss, {w})[0];
+    Tensor step = assign_sub(w, dw * 0.01);  // dw's GEMM + mul + sub, written into w
+    Feeds f{{x, rand({96, 40}, 8)}};
+    for (Executor e : {Executor::serial, Executor::parallel}) {
+      Session on(g, {.threads = 2, .executor = e}), off(g, {.threads = 2, .executor = e, .disable_passes = {"epilogue"}});
+      for (int k = 0; k < 3; ++k) {
+        auto a = on.run({loss, h}, f, {step}), c = off.run({loss, h}, f, {step});
+        for (size_t i = 0; i < a.size(); ++i) CHECK(test::identical(a[i], c[i]));
+      }
+      CHECK(test::identical(on.get(w), off.get(w)));
+      CHECK(on.stats().last_plan.epilogues >= 2);  // fused bias+relu after x w; fused mul+sub after dw
+      CHECK(off.stats().last_plan.epilogues == 0);
+      CHECK(on.stats().last_plan.steps < off.stats().last_plan.steps);
+      test::verify_plan(on.plan_info({loss, h}, f, {step}));
+    }
+    // A fetched GEMM output, or one read twice, keeps its reader outside.
+    Graph k;
+    Tensor a = k.placeholder("a", {8, 8});
+    Tensor m = matmul(a, a);
+    Tensor twice = exp(m) + sigmoid(m);
+    Session s(k);
+    s.run({m, twice}, {{a, rand({8, 8}, 9)}});
+    CHECK(s.stats().last_plan.epilogues == 0);
+    Stepper st(k, {}, {exp(matmul(a, transpose(a))) * 2.0}, {{a, rand({8, 8}, 9)}});
+    st.run_through("epilogue");
+    int with = 0;
+    for (const PNode& n : st.plan.nodes)
+      if (n.alive && !n.epilogue.empty()) {
+        ++with;
+        CHECK(n.op->name == "matmul");
+        CHECK(n.epilogue[0].op->name == "fused");
+        CHECK(n.out.size() == 2);  // the GEMM's result and the epilogue's
+      }
+    CHECK(with == 1);
+  }
+
+  TEST_CASE("order_updates: readers of a variable run before its update; updates run last") {
+    Graph g;
+    Tensor v = g.variable("v", {4}, [](const NDArray& a, uint64_t) { a.fill(1); });
+    Tensor x = g.placeholder("x", {4});
+    Tensor read = v * x;
+    Tensor upd = assign(v, v + x);
+    Tensor after = upd * 2.0;
+    Stepper s(g, {}, {read, after}, {{x, rand({4}, 5)}});
+    s.run_through("order_updates");
+    int barrier = -1;
+    for (size_t i = 0; i < s.plan.nodes.size(); ++i)
+      if (s.plan.nodes[i].name == "barrier/updates") barrier = int(i);
+    REQUIRE(barrier >= 0);
+    for (const PNode& n : s.plan.nodes) {
+      if (!n.alive || !n.writes_var) continue;
+      CHECK(n.post_commit);
+      CHECK(std::count(n.after.begin(), n.after.end(), barrier) == 1);
+    }
+    s.run_through("schedule");
+    const PNode& r = s.plan.nodes[size_t(s.plan.values[size_t(s.plan.fetch_values[0])].producer)];
+    for (const PNode& n : s.plan.nodes)
+      if (n.alive && n.writes_var && n.pos >= 0) CHECK(r.pos < n.pos);
+    Session sess(g);
+    auto out = sess.run({read, after}, {{x, NDArray::from<float>({1, 2, 3, 4})}});
+    CHECK(out[0].to_vector<float>() == std::vector<float>{1, 2, 3, 4});
+    CHECK(out[1].to_vector<float>() == std::vector<float>{4, 6, 8, 10});
+  }
+
+  TEST_CASE("schedule: a topological order; the parallel one by waves") {
+    Graph g;
+    auto d = test::random_dag(g, 11, 60);
+    for (Executor e : {Executor::serial, Executor::parallel}) {
+      Stepper s(g, {.executor = e}, d.outputs, d.feeds);
+      s.run_through("schedule");
+      std::vector<int> pos_of(s.plan.nodes.size(), -1);
+      for (size_t i = 0; i < s.plan.order.size(); ++i) pos_of[size_t(s.plan.order[i])] = int(i);
+      for (size_t i = 0; i < s.plan.order.size(); ++i)
+        for (int dpos : s.plan.deps[i]) CHECK(dpos < int(i));
+      if (e == Executor::parallel) {
+        REQUIRE(s.plan.wave_end.size() == s.plan.order.size());
+        for (size_t i = 0; i < s.plan.order.size(); ++i)  // no dependency inside a wave
+          for (int dpos : s.plan.deps[i]) CHECK(s.plan.wave_end[size_t(dpos)] < int(i));
+      }
+    }
+  }
+
+  TEST_CASE("lifetimes and inplace: an element-wise output takes over a dying input") {
+    Graph g;
+    Tensor x = g.placeholder("x", {64});
+    Tensor y = exp(x * 3.0) + 1.0;  // with fusion off: mul, exp, add, each can reuse its input's buffer
+    Stepper s(g, {.fusion = false}, {sum(y)}, {{x, rand({64}, 6)}});
+    s.run_through("lifetimes");
+    for (const PStorage& st : s.plan.storages)
+      if (st.kind == StorageKind::arena && !st.writers.empty()) CHECK(st.first <= st.last);
+    s.run_through("inplace");
+    int merged = 0;
+    for (const PStorage& st : s.plan.storages) merged += st.merged;
+    CHECK(merged == 3);  // mul over the fed x, exp over mul's buffer, add over exp's
+  }
+
+  TEST_CASE("placement is a pure function of lifetimes: no live overlap, never below the lower bound") {
+    std::mt19937_64 rng(3);
+    for (int trial = 0; trial < 30; ++trial) {
+      std::vector<Lifetime> items(size_t(1 + rng() % 200));
+      for (Lifetime& it : items) {
+        it.first = int(rng() % 100);
+        it.last = it.first + int(rng() % (rng() % 4 ? 5 : 60));
+        it.bytes = 64 * (1 + rng() % 32);
+      }
+      const size_t low = lower_bound(items);
+      for (MemoryStrategy st : {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_time, MemoryStrategy::naive}) {
+        CAPTURE(strategy_name(st));
+        Placement p = place(items, st);
+        check_placement(items, p);
+        CHECK(p.arena >= low);
+        CHECK(place(items, st).offsets == p.offsets);  // a function of its input only
+      }
+    }
+    CHECK(place({}, MemoryStrategy::greedy_by_size).arena == 0);
+  }
+
+  TEST_CASE("DOT export escapes quotes, backslashes, tabs, newlines and bytes that are not UTF-8") {
+    Graph g;
+    Tensor x = g.placeholder("in \"x\"\t\\", {2});
+    Tensor y = g.add1("exp", {x}, {}, "a\nb\x01 \xff\xfe é");
+    Session s(g);
+    s.run({y}, {{x, rand({2}, 7)}});
+    auto dir = std::filesystem::temp_directory_path();
+    std::string path = (dir / "loom_test_escape.dot").string();
+    s.export_dot(path);
+    std::ifstream f(path);
+    std::string d((std::istreambuf_iterator<char>(f)), {});
+    std::filesystem::remove(path);
+    CHECK(valid_dot(d));
+    CHECK(contains(d, "in \\\"x\\\"\\\\x09\\\\"));
+    CHECK(contains(d, "a\\\\x0ab\\\\x01 \\\\xff\\\\xfe é"));
+  }
+}
