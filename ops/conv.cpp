@@ -53,6 +53,8 @@ TensorType conv_output(const InferContext& c, const TensorType& x, const TensorT
   c.check(w.shape.size() == 4, "expected a 4-D weight [Cout, C/groups, KH, KW], got ", S(w.shape));
   c.check(is_static(w.shape), "the weight shape ", S(w.shape), " must be known");
   const int64_t C = x.shape[1], K = w.shape[0], KH = w.shape[2], KW = w.shape[3];
+  c.check(C < 0 || C % a.groups == 0, "input channels ", C, " (input ", S(x.shape), ") are not divisible by groups ",
+          a.groups);
   c.check(K > 0 && w.shape[1] > 0 && KH > 0 && KW > 0, "weight ", S(w.shape), " has an empty dim");
   c.check(K % a.groups == 0, "output channels ", K, " (weight ", S(w.shape), ") are not divisible by groups ",
           a.groups);

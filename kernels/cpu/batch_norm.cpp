@@ -4,7 +4,7 @@
 // value) so one pass suffices without the cancellation of a plain sum of
 // squares; the element-wise passes run in parallel over the (n, c) runs.
 //
-//   forward:  1 pass for mean and var, 1 pass y = relu?(x * scale + shift)
+//   forward:  1 pass for mean and var, 1 pass y = relu?((x - mean) * scale + bias)
 //   backward: 1 pass for sum(g) and sum(g * x), 1 pass for dx
 // where g is dy masked by the ReLU (recomputed from x, as the forward did).
 
@@ -44,18 +44,20 @@ void for_runs(const Layout3& l, F&& f) {
   });
 }
 
-/// The per-channel affine map y = x * scale + shift (before the ReLU), from
+/// The per-channel map y = (x - mean) * scale + bias (before the ReLU), from
 /// the statistics as stored in T, so forward and backward agree on the mask.
+/// Centering first keeps precision when the mean is large against the spread
+/// (x * scale + shift would cancel two large terms).
 template <class T>
 struct Affine {
-  T scale, shift;
+  T mean, scale, bias;
   double invstd;
+  T operator()(T x) const { return (x - mean) * scale + bias; }
 };
 template <class T>
 Affine<T> affine(T mean, T var, T w, T b, double eps) {
   const double invstd = 1.0 / std::sqrt(double(var) + eps);
-  const double scale = double(w) * invstd;
-  return {T(scale), T(double(b) - double(mean) * scale), invstd};
+  return {mean, T(double(w) * invstd), b, invstd};
 }
 
 template <class T>
@@ -98,9 +100,9 @@ void forward(const KernelCall& c) {
     const T* p = x + off;
     T* q = y + off;
     if (relu)
-      for (int64_t i = 0; i < l.inner; ++i) q[i] = std::max(p[i] * a.scale + a.shift, T(0));
+      for (int64_t i = 0; i < l.inner; ++i) q[i] = std::max(a(p[i]), T(0));
     else
-      for (int64_t i = 0; i < l.inner; ++i) q[i] = p[i] * a.scale + a.shift;
+      for (int64_t i = 0; i < l.inner; ++i) q[i] = a(p[i]);
   });
 }
 
@@ -118,7 +120,7 @@ void backward(const KernelCall& c) {
   T* db = static_cast<T*>(c.out[2].raw());
   const double eps = c.attrs.f("eps");
   const bool relu = c.attrs.get_or("relu", false);
-  // Per channel: dx = k * g + k2 * x + k0, from db = sum(g) and dw = sum(g * xhat).
+  // Per channel: dx = k * g + k2 * (x - mean) + k0, from db = sum(g) and dw = sum(g * xhat).
   struct Coef {
     Affine<T> a;
     T k, k2, k0;
@@ -132,7 +134,7 @@ void backward(const KernelCall& c) {
       const T *p = x + off, *d = dy + off;
       double a1 = 0, a2 = 0;
       for (int64_t i = 0; i < l.inner; ++i) {
-        const T g = relu && !(p[i] * a.scale + a.shift > T(0)) ? T(0) : d[i];
+        const T g = relu && !(a(p[i]) > T(0)) ? T(0) : d[i];
         a1 += double(g);
         a2 += double(g) * (double(p[i]) - double(mean[ch]));
       }
@@ -143,7 +145,7 @@ void backward(const KernelCall& c) {
     dw[ch] = T(dweight);
     // dx = w*invstd * (g - db/M - xhat * dw/M), xhat = (x - mean) * invstd
     const double k = double(w[ch]) * a.invstd, k2 = -k * dweight / M * a.invstd;
-    coef[size_t(ch)] = {a, T(k), T(k2), T(-k * dbias / M - k2 * double(mean[ch]))};
+    coef[size_t(ch)] = {a, T(k), T(k2), T(-k * dbias / M)};
   });
   if (l.M() == 0) return;
   for_runs(l, [&](int64_t, int64_t ch, int64_t off) {
@@ -152,11 +154,11 @@ void backward(const KernelCall& c) {
     T* o = dx + off;
     if (relu)
       for (int64_t i = 0; i < l.inner; ++i) {
-        const T g = p[i] * q.a.scale + q.a.shift > T(0) ? d[i] : T(0);
-        o[i] = q.k * g + q.k2 * p[i] + q.k0;
+        const T g = q.a(p[i]) > T(0) ? d[i] : T(0);
+        o[i] = q.k * g + q.k2 * (p[i] - q.a.mean) + q.k0;
       }
     else
-      for (int64_t i = 0; i < l.inner; ++i) o[i] = q.k * d[i] + q.k2 * p[i] + q.k0;
+      for (int64_t i = 0; i < l.inner; ++i) o[i] = q.k * d[i] + q.k2 * (p[i] - q.a.mean) + q.k0;
   });
 }
 
