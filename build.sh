@@ -31,6 +31,7 @@ need() {  # need <debian packages...>: installs the missing ones
 base_deps() {
   need g++ make cmake pkg-config libtbb-dev libboost-program-options-dev doctest-dev libopenblas-dev zlib1g-dev \
     nlohmann-json3-dev
+  need libdnnl-dev  # oneDNN: CPU convolutions
 }
 
 # The benchmark peers, current PyTorch and JAX from PyPI, in a venv of their

@@ -2,7 +2,8 @@
 // adaptive_avg_pool2d, each with gradient ops of its own.
 //
 // Max pooling's gradient scatters dy to the position of each window's
-// maximum (the first one on ties, NaN wins, as PyTorch): max_pool2d_grad(x, dy).
+// maximum (the first one on ties; a NaN wins, the last of several, as
+// PyTorch's CPU kernel): max_pool2d_grad(x, dy).
 // It is linear in dy; its gradient gathers from those same positions,
 // max_pool2d_pick(x, g), whose gradient is max_pool2d_grad again, so the
 // family is closed under differentiation. Average pooling is linear: its
@@ -127,7 +128,8 @@ Shape pooled_shape(const Shape& x, const Attrs& at, bool adaptive) {
   return {x[0], x[1], (x[2] + a.pt + a.pb - a.kh) / a.sh + 1, (x[3] + a.pl + a.pr - a.kw) / a.sw + 1};
 }
 
-/// Flat index (into x) of the window's maximum: the first, or the first NaN.
+/// Flat index (into x) of the window's maximum, by PyTorch's rule: the first
+/// largest value, unless a NaN comes (the last NaN then).
 int64_t argmax_in(const NDArray& x, int64_t n, int64_t c, Span hs, Span ws) {
   const Shape& s = x.shape();
   int64_t best = -1;
@@ -135,7 +137,7 @@ int64_t argmax_in(const NDArray& x, int64_t n, int64_t c, Span hs, Span ws) {
   for (int64_t h = hs.lo; h < hs.hi; ++h)
     for (int64_t w = ws.lo; w < ws.hi; ++w) {
       const double v = x.at({n, c, h, w});
-      if (best < 0 || v > bv || (std::isnan(v) && !std::isnan(bv))) best = ((n * s[1] + c) * s[2] + h) * s[3] + w, bv = v;
+      if (best < 0 || v > bv || std::isnan(v)) best = ((n * s[1] + c) * s[2] + h) * s[3] + w, bv = v;
     }
   return best;
 }

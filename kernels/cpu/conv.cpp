@@ -22,6 +22,7 @@
 #include "core/kernel.hpp"
 #include "core/parallel.hpp"
 #include "kernels/conv_geometry.hpp"
+#include "kernels/cpu/conv_onednn.hpp"
 
 namespace loom::cpu {
 namespace {
@@ -59,7 +60,7 @@ struct Lowering {
   size_t bytes(size_t itemsize) const { return size_t(wbuf + tasks * (col + tmp) + partial) * itemsize; }
 };
 
-enum class Pass { forward, backward_data, backward_filter };
+using onednn::Pass;
 
 /// Columns per chunk the GEMMs aim for: wide enough to run near peak, and a
 /// column matrix that stays in L2 for the usual channel counts.
@@ -347,38 +348,86 @@ void backward_filter(const KernelCall& c) {
         for (int64_t s : L.cols) dw[((k * Cg + ci) * g.R + r) * g.S + s] = *q++;
 }
 
-// ---------------------------------------------------------------- registration
+// ---------------------------------------------------------------- engines and registration
 
-size_t workspace_of(const WorkspaceQuery& q, const Geometry& g, Pass pass) {
-  return lower(g, pass, q.threads).bytes(dtype_size(q.dtype));
+/// The convolution geometry of a conv2d, conv2d_backward_data or conv2d_backward_filter node.
+Geometry geometry_of(Pass pass, std::span<const Shape> in, std::span<const Shape> out, const Attrs& a) {
+  switch (pass) {
+    case Pass::forward: return conv::geometry(in[0], in[1], out[0], a);
+    case Pass::backward_data: return conv::geometry(out[0], in[1], in[0], a);
+    case Pass::backward_filter: return conv::geometry(in[0], out[0], in[1], a);
+  }
+  return {};
 }
 
-void forward_kernel(const KernelCall& c) {
-  dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { forward<T>(c); });
+/// oneDNN's direct kernels for float32 wherever it has a JIT implementation,
+/// except where im2col measured faster (README, "Convolution kernels"):
+/// - the weight gradient of layers whose kernels have taps that only see
+///   padding, which im2col skips (ResNet9's 2x2 and 1x1 maps: 2-3x);
+/// - inputs of fewer than 4 channels (per group): oneDNN pads them to its
+///   16-channel blocks. Its direct kernel still wins the forward and weight
+///   gradient of strided first layers (ResNet9's 7x7 stride 4: 5x), not the
+///   stride-1 ones nor any input gradient (3-8x slower).
+/// float64, and shapes oneDNN has no JIT kernel for, use im2col.
+std::shared_ptr<const onednn::Conv> onednn_conv(Pass pass, std::span<const Shape> in, std::span<const Shape> out,
+                                                const Attrs& a, DType dtype, int threads, bool build) {
+  if (dtype != float32) return nullptr;
+  const Geometry g = geometry_of(pass, in, out, a);
+  if (pass == Pass::backward_filter && !lower(g, pass, 1).all_taps) return nullptr;
+  if (g.Cg() < 4 && (pass == Pass::backward_data || (g.sh == 1 && g.sw == 1))) return nullptr;
+  return onednn::make(g, pass, pass == Pass::forward && in.size() > 2, a.get_or("relu", false), threads, build);
 }
-void backward_data_kernel(const KernelCall& c) {
-  dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { backward_data<T>(c); });
+
+template <Pass P>
+size_t workspace(const WorkspaceQuery& q) {
+  if (auto c = onednn_conv(P, q.in, q.out, q.attrs, q.dtype, q.threads, false)) return onednn::workspace_bytes(*c);
+  return lower(geometry_of(P, q.in, q.out, q.attrs), P, q.threads).bytes(dtype_size(q.dtype));
 }
-void backward_filter_kernel(const KernelCall& c) {
-  dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { backward_filter<T>(c); });
+
+std::vector<Shape> shapes_of(std::span<const NDArray> a) {
+  std::vector<Shape> s;
+  for (const NDArray& x : a) s.push_back(x.shape());
+  return s;
+}
+
+/// Builds the oneDNN primitives once per plan (null: im2col). Plans bind the
+/// node's workspace first: the task count is the largest whose workspace fits
+/// it. Eager calls (invoke, constant folding) prepare before they allocate the
+/// workspace, for the calling arena's thread count: that count, then.
+template <Pass P>
+std::shared_ptr<const void> prepare(const KernelCall& c) {
+  const std::vector<Shape> in = shapes_of(c.in), out = shapes_of(c.out);
+  const bool planned = c.workspace != nullptr;
+  for (int t = current_threads(); t >= 1; --t) {
+    auto sized = onednn_conv(P, in, out, c.attrs, c.out[0].dtype(), t, false);
+    if (!sized) return nullptr;
+    if (!planned || onednn::workspace_bytes(*sized) <= c.workspace_bytes)
+      return onednn_conv(P, in, out, c.attrs, c.out[0].dtype(), t, true);
+  }
+  return nullptr;
+}
+
+template <Pass P>
+void kernel(const KernelCall& c) {
+  if (c.state) return onednn::run(*static_cast<const onednn::Conv*>(c.state), c);
+  dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() {
+    if constexpr (P == Pass::forward) forward<T>(c);
+    else if constexpr (P == Pass::backward_data) backward_data<T>(c);
+    else backward_filter<T>(c);
+  });
+}
+
+template <Pass P>
+void register_pass(const char* op) {
+  KernelInfo k{&kernel<P>, true, &prepare<P>};
+  k.workspace = &workspace<P>;
+  register_kernel(op, DeviceKind::cpu, FloatTypes::dtypes(), k);
 }
 
 const bool registered = [] {
-  KernelInfo fwd{&forward_kernel, true};
-  fwd.workspace = [](const WorkspaceQuery& q) {
-    return workspace_of(q, conv::geometry(q.in[0], q.in[1], q.out[0], q.attrs), Pass::forward);
-  };
-  register_kernel("conv2d", DeviceKind::cpu, FloatTypes::dtypes(), fwd);
-  KernelInfo bwd_data{&backward_data_kernel, true};
-  bwd_data.workspace = [](const WorkspaceQuery& q) {
-    return workspace_of(q, conv::geometry(q.out[0], q.in[1], q.in[0], q.attrs), Pass::backward_data);
-  };
-  register_kernel("conv2d_backward_data", DeviceKind::cpu, FloatTypes::dtypes(), bwd_data);
-  KernelInfo bwd_filter{&backward_filter_kernel, true};
-  bwd_filter.workspace = [](const WorkspaceQuery& q) {
-    return workspace_of(q, conv::geometry(q.in[0], q.out[0], q.in[1], q.attrs), Pass::backward_filter);
-  };
-  register_kernel("conv2d_backward_filter", DeviceKind::cpu, FloatTypes::dtypes(), bwd_filter);
+  register_pass<Pass::forward>("conv2d");
+  register_pass<Pass::backward_data>("conv2d_backward_data");
+  register_pass<Pass::backward_filter>("conv2d_backward_filter");
   return true;
 }();
 

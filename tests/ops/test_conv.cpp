@@ -192,16 +192,29 @@ TEST_SUITE("ops/conv") {
       check_against_reference("max_pool2d", {x}, {{"kernel", std::vector<int64_t>{3, 3}}, {"stride", std::vector<int64_t>{2, 2}},
                                                    {"padding", std::vector<int64_t>{1, 1, 1, 1}}}, threads);
       check_against_reference("adaptive_avg_pool2d", {x}, {{"output_size", std::vector<int64_t>{4, 6}}}, threads);
+      // 2x2 stride 2 (a fast path) on odd sizes: the last row and column belong to no window.
+      const Attrs two{{"kernel", std::vector<int64_t>{2, 2}}, {"stride", std::vector<int64_t>{2, 2}},
+                      {"padding", std::vector<int64_t>{0, 0, 0, 0}}};
+      NDArray g = test::rand({3, 4, 8, 7}, 22, float64), h = test::rand(x.shape(), 23, float64);
+      for (DType t : {float32, float64}) {
+        check_against_reference("max_pool2d", {x}, two, threads, t);
+        check_against_reference("max_pool2d_grad", {x, g}, two, threads, t);
+        check_against_reference("max_pool2d_pick", {x, h}, two, threads, t);
+      }
     }
-    // Ties go to the first maximum; NaN wins (as PyTorch).
-    NDArray t = NDArray::from<float>({1, 3, 3, 2, 0, NAN, 5, 5}, {1, 2, 2, 2});
+    // Ties go to the first maximum; a NaN wins, the last of several (as PyTorch's CPU kernel).
+    NDArray t = NDArray::from<float>({1, 3, 3, 2, 0, NAN, NAN, 5}, {1, 2, 2, 2});
     Attrs a{{"kernel", std::vector<int64_t>{2, 2}}, {"stride", std::vector<int64_t>{2, 2}},
             {"padding", std::vector<int64_t>{0, 0, 0, 0}}};
     NDArray y = invoke("max_pool2d", {t}, a)[0];
     CHECK(y.data<float>()[0] == 3);
     CHECK(std::isnan(y.data<float>()[1]));
     NDArray dx = invoke("max_pool2d_grad", {t, NDArray::from<float>({1, 1}, {1, 2, 1, 1})}, a)[0];
-    CHECK(dx.to_vector<float>() == std::vector<float>{0, 1, 0, 0, 0, 1, 0, 0});
+    CHECK(dx.to_vector<float>() == std::vector<float>{0, 1, 0, 0, 0, 0, 1, 0});
+    Attrs overlapping = a;
+    overlapping.set("stride", std::vector<int64_t>{1, 1});  // the general path, same rule
+    NDArray dg = invoke("max_pool2d_grad", {t, NDArray::from<float>({1, 1}, {1, 2, 1, 1})}, overlapping)[0];
+    CHECK(dg.to_vector<float>() == std::vector<float>{0, 1, 0, 0, 0, 0, 1, 0});
     // count_include_pad: a 2x2 window over one real value and three padded zeros.
     NDArray ones = NDArray::full({1, 1, 2, 2}, 1.0);
     Attrs p{{"kernel", std::vector<int64_t>{2, 2}}, {"stride", std::vector<int64_t>{2, 2}},
