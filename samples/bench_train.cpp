@@ -52,8 +52,8 @@ Config config_for(const std::string& model, int64_t batch_override) {
   Config c{model};
   if (model == "mlpresnet")
     c.batch = 100, c.hidden = 100, c.wd = 1e-3;
-  else if (model != "mlp" && model != "softmax")
-    fail("unknown model '", model, "' (softmax, mlp, mlpresnet)");
+  else if (model != "mlp" && model != "softmax" && model != "cnn" && model != "resnet9")
+    fail("unknown model '", model, "' (softmax, mlp, mlpresnet, cnn, resnet9)");
   if (batch_override > 0) c.batch = batch_override;
   return c;
 }
@@ -137,11 +137,18 @@ class Loom {
       : train_(train, {.batch_size = c.batch, .shuffle = true, .seed = seed}),
         test_(test, {.batch_size = 1000}),
         test_size_(test->size()) {
-    train_.transform(0, data::transforms::normalize(kMean, kStd));
-    test_.transform(0, data::transforms::normalize(kMean, kStd));
-    x_ = g_.placeholder("x", {-1, 28, 28});
+    const bool conv = c.model == "cnn" || c.model == "resnet9";
+    for (data::DataLoader* l : {&train_, &test_}) {
+      if (conv) l->transform(0, data::transforms::reshape({1, 28, 28}));  // [B, C, H, W]
+      l->transform(0, data::transforms::normalize(kMean, kStd));
+    }
+    x_ = conv ? g_.placeholder("x", {-1, 1, 28, 28}) : g_.placeholder("x", {-1, 28, 28});
     y_ = g_.placeholder("y", {-1}, int64);
-    if (c.model == "softmax")
+    if (c.model == "cnn")
+      model_ = std::make_unique<nn::CNN>();
+    else if (c.model == "resnet9")
+      model_ = std::make_unique<nn::ResNet9>();
+    else if (c.model == "softmax")
       model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, 10));
     else if (c.model == "mlp")
       model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, c.hidden), nn::ReLU(),
@@ -182,16 +189,16 @@ class Loom {
   int64_t epoch_ = 0;
 };
 
-std::string find_script(const std::string& given) {
+std::string find_script(const std::string& given, const std::string& name = "bench_train_torch.py") {
   if (!given.empty()) return given;
   namespace fs = std::filesystem;
-  std::vector<fs::path> candidates{"samples/bench_train_torch.py"};
+  std::vector<fs::path> candidates{"samples/" + name, fs::path(LOOM_SAMPLES_DIR) / name};
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) candidates.push_back(exe.parent_path() / "../../../samples/bench_train_torch.py");
+  if (!ec) candidates.push_back(exe.parent_path() / "../../../samples" / name);
   for (const fs::path& p : candidates)
     if (fs::exists(p)) return fs::weakly_canonical(p).string();
-  fail("bench_train: cannot find samples/bench_train_torch.py (run from the repository root or pass --script)");
+  fail("bench_train: cannot find samples/", name, " (run from the repository root or pass --script)");
 }
 
 struct Options {
@@ -200,7 +207,7 @@ struct Options {
   int64_t epochs = 3, batch = 0, calibrate = 60;
   int threads = 0;
   uint64_t seed = 0;
-  bool json = false;
+  bool json = false, no_jax = false;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -260,16 +267,33 @@ int run(const Options& o) {
       }
     }
     torch = std::make_unique<Peer>(peer_args(best_t));
+    // JAX (jit, XLA's default threads) beside them for the convolutional models: samples/bench_cnn_jax.py.
+    std::unique_ptr<Peer> jax;
+    if ((c.model == "cnn" || c.model == "resnet9") && !o.no_jax && Device::parse(o.device).is_cpu())
+      jax = std::make_unique<Peer>(std::vector<std::string>{
+          o.python, find_script("", "bench_cnn_jax.py"), "--serve", "--model", c.model, "--batch", std::to_string(c.batch),
+          "--lr", std::to_string(c.lr), "--wd", std::to_string(c.wd), "--seed", std::to_string(o.seed), "--data", o.data});
     Loom loom(c, train, test, o.threads, o.seed, Device::parse(o.device));
     if (!o.json)
       std::printf("%s: batch %lld, Adam lr %g wd %g; loom %d threads, PyTorch %d thread%s\n", model.c_str(),
                   (long long)c.batch, c.lr, c.wd, loom.threads(), best_t, best_t > 1 ? "s" : "");
-    std::vector<double> ls, ts;
+    std::vector<double> ls, ts, js;
     for (int64_t e = 1; e <= o.epochs; ++e) {
       auto [lsec, lacc] = loom.epoch();
       std::string r = torch->request("epoch");
       double tsec = json_number(r, "seconds"), tacc = json_number(r, "test_acc");
       ls.push_back(lsec), ts.push_back(tsec);
+      if (jax) {  // its epochs drop the last partial batch: seconds for the full epoch at its rate
+        std::string jr = jax->request("epoch");
+        const double jsec = double(train->size()) / json_number(jr, "images_per_s"), jacc = json_number(jr, "test_acc");
+        js.push_back(jsec);
+        if (o.json)
+          std::printf("{\"model\": \"%s\", \"epoch\": %lld, \"jax_seconds\": %.4f, \"jax_test_acc\": %.4f}\n",
+                      model.c_str(), (long long)e, jsec, jacc);
+        else
+          std::printf("  epoch %lld  JAX %.2f s (test acc %.4f)  ratio loom/JAX %.2f\n", (long long)e, jsec, jacc,
+                      lsec / jsec);
+      }
       if (o.json)
         std::printf(
             "{\"model\": \"%s\", \"epoch\": %lld, \"loom_seconds\": %.4f, \"torch_seconds\": %.4f, "
@@ -282,6 +306,16 @@ int run(const Options& o) {
       std::fflush(stdout);
     }
     const double lm = median(ls), tm = median(ts);
+    if (!js.empty()) {
+      const double jm = median(js), n = double(train->size());
+      if (o.json)
+        std::printf("{\"model\": \"%s\", \"jax_median_seconds\": %.4f, \"loom_images_per_s\": %.1f, "
+                    "\"torch_images_per_s\": %.1f, \"jax_images_per_s\": %.1f}\n",
+                    model.c_str(), jm, n / lm, n / tm, n / jm);
+      else
+        std::printf("%s: median images/s  loom %.0f  PyTorch %.0f  JAX %.0f  loom / faster peer %.2f\n", model.c_str(),
+                    n / lm, n / tm, n / jm, std::min(tm, jm) / lm);
+    }
     if (o.json)
       std::printf(
           "{\"model\": \"%s\", \"loom_median_seconds\": %.4f, \"torch_median_seconds\": %.4f, \"ratio\": %.4f}\n",
@@ -304,7 +338,7 @@ int main(int argc, char** argv) {
   // clang-format off
   desc.add_options()
     ("help,h", "show this help")
-    ("model", po::value(&o.models)->default_value(o.models), "comma list of softmax, mlp, mlpresnet")
+    ("model", po::value(&o.models)->default_value(o.models), "comma list of softmax, mlp, mlpresnet, cnn, resnet9")
     ("epochs", po::value(&o.epochs)->default_value(o.epochs), "epochs per model (alternating loom and PyTorch)")
     ("batch", po::value(&o.batch)->default_value(o.batch), "batch size (0: 128, 100 for mlpresnet)")
     ("threads", po::value(&o.threads)->default_value(o.threads), "loom threads (0: all cores)")
@@ -316,6 +350,7 @@ int main(int argc, char** argv) {
     ("data", po::value(&o.data)->default_value(o.data), "directory with the Fashion-MNIST IDX files")
     ("seed", po::value(&o.seed)->default_value(o.seed), "seed for both")
     ("device", po::value(&o.device)->default_value(o.device), "cpu or cuda[:i], for both")
+    ("no-jax", po::bool_switch(&o.no_jax), "without the JAX peer (cnn, resnet9: samples/bench_cnn_jax.py)")
     ("json", po::bool_switch(&o.json), "one JSON object per epoch and per model");
   // clang-format on
   try {
