@@ -18,17 +18,16 @@ std::string ints_str(const std::vector<int64_t>& v) {
 }
 
 loom::Pool2dOptions pool_options(std::vector<int64_t> kernel, const Pool2dOptions& o, const char* what) {
-  LOOM_CHECK((kernel.size() == 1 || kernel.size() == 2) && std::all_of(kernel.begin(), kernel.end(), [](int64_t k) {
-               return k > 0;
-             }),
+  LOOM_CHECK((kernel.size() == 1 || kernel.size() == 2) &&
+                 std::all_of(kernel.begin(), kernel.end(), [](int64_t k) { return k > 0; }),
              what, ": kernel needs 1 or 2 positive values, got ", attr_str(kernel));
   return {std::move(kernel), o.stride, o.padding, o.count_include_pad};
 }
 
 void check_image(const std::string& where, const Tensor& x, int64_t channels, DType dtype) {
   const Shape& s = x.shape();
-  LOOM_CHECK(s.size() == 4 && (s[1] == channels || s[1] < 0), where, ": expected input [N, ", channels,
-             ", H, W], got ", S(s), s.size() == 3 ? " (a single image needs a batch dim)" : "");
+  LOOM_CHECK(s.size() == 4 && (s[1] == channels || s[1] < 0), where, ": expected input [N, ", channels, ", H, W], got ",
+             S(s), s.size() == 3 ? " (a single image needs a batch dim)" : "");
   LOOM_CHECK(x.dtype() == dtype, where, ": expected ", dtype_name(dtype), " input, got ", dtype_name(x.dtype()));
 }
 
@@ -39,8 +38,7 @@ void check_image(const std::string& where, const Tensor& x, int64_t channels, DT
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel, Conv2dOptions options)
     : in_(in_channels), out_(out_channels), kernel_(std::move(kernel)), options_(std::move(options)) {
   LOOM_CHECK(in_ > 0 && out_ > 0, "Conv2d: channels must be positive, got (", in_, ", ", out_, ")");
-  LOOM_CHECK(kernel_.size() == 1 || kernel_.size() == 2, "Conv2d: kernel needs 1 or 2 values, got ",
-             attr_str(kernel_));
+  LOOM_CHECK(kernel_.size() == 1 || kernel_.size() == 2, "Conv2d: kernel needs 1 or 2 values, got ", attr_str(kernel_));
   if (kernel_.size() == 1) kernel_.push_back(kernel_[0]);
   LOOM_CHECK(kernel_[0] > 0 && kernel_[1] > 0, "Conv2d: kernel sizes must be positive, got ", attr_str(kernel_));
   LOOM_CHECK(options_.groups > 0 && in_ % options_.groups == 0 && out_ % options_.groups == 0, "Conv2d: groups ",

@@ -154,7 +154,7 @@ class ConvBN : public Sequential {
 };
 
 struct CNNOptions {
-  int64_t channels = 1;     ///< 1 for Fashion-MNIST, 3 for CIFAR-10
+  int64_t channels = 1;  ///< 1 for Fashion-MNIST, 3 for CIFAR-10
   int64_t classes = 10;
   int64_t image_size = 28;  ///< 28 or 32 (any multiple of 4)
 };

@@ -19,13 +19,14 @@ struct Geometry {
   int64_t OH = 0, OW = 0;              // output
   int64_t sh = 1, sw = 1, pt = 0, pb = 0, pl = 0, pr = 0, dh = 1, dw = 1, groups = 1;
 
-  int64_t Cg() const { return C / groups; }  // input channels per group
-  int64_t Kg() const { return K / groups; }  // output channels per group
-  int64_t P() const { return OH * OW; }      // output positions per image
-  int64_t HW() const { return H * W; }
+  // constexpr: the CUDA kernels call these on the device too (--expt-relaxed-constexpr).
+  constexpr int64_t Cg() const { return C / groups; }  // input channels per group
+  constexpr int64_t Kg() const { return K / groups; }  // output channels per group
+  constexpr int64_t P() const { return OH * OW; }      // output positions per image
+  constexpr int64_t HW() const { return H * W; }
   /// Input row of output row oh and kernel row r (may be outside [0, H)).
-  int64_t in_row(int64_t oh, int64_t r) const { return oh * sh - pt + r * dh; }
-  int64_t in_col(int64_t ow, int64_t s) const { return ow * sw - pl + s * dw; }
+  constexpr int64_t in_row(int64_t oh, int64_t r) const { return oh * sh - pt + r * dh; }
+  constexpr int64_t in_col(int64_t ow, int64_t s) const { return ow * sw - pl + s * dw; }
 };
 
 /// x [N, C, H, W], w [K, C/groups, R, S], y [N, K, OH, OW].
@@ -61,29 +62,34 @@ struct Window {
   int64_t lo, hi, count;
 };
 
-/// Windows of kernel k, stride s and padding (before, after) along an axis of
-/// `in` elements giving `out` outputs; `count` is the window clipped to the
-/// padded input (count_include_pad) or to the input.
-inline std::vector<Window> pool_windows(int64_t in, int64_t out, int64_t k, int64_t s, int64_t pad_lo,
-                                        int64_t pad_hi, bool include_pad) {
-  std::vector<Window> w(static_cast<size_t>(out));
-  for (int64_t o = 0; o < out; ++o) {
-    int64_t lo = o * s - pad_lo, hi = std::min(lo + k, in + pad_hi);
-    const int64_t padded = hi - lo;
-    lo = std::max<int64_t>(lo, 0);
-    hi = std::min(hi, in);
-    w[size_t(o)] = {lo, hi, include_pad ? padded : hi - lo};
-  }
+/// Window o of kernel k, stride s and padding (before, after) along an axis of
+/// `in` elements; `count` is the window clipped to the padded input
+/// (count_include_pad) or to the input. constexpr: CUDA kernels use it too.
+constexpr Window pool_window(int64_t o, int64_t in, int64_t k, int64_t s, int64_t pad_lo, int64_t pad_hi,
+                             bool include_pad) {
+  int64_t lo = o * s - pad_lo, hi = lo + k < in + pad_hi ? lo + k : in + pad_hi;
+  const int64_t padded = hi - lo;
+  lo = lo > 0 ? lo : 0;
+  hi = hi < in ? hi : in;
+  return {lo, hi, include_pad ? padded : hi - lo};
+}
+
+/// PyTorch's adaptive window o of `out` over `in`: [floor(o*in/out), ceil((o+1)*in/out)).
+constexpr Window adaptive_window(int64_t o, int64_t in, int64_t out) {
+  const int64_t lo = o * in / out, hi = ((o + 1) * in + out - 1) / out;
+  return {lo, hi, hi - lo};
+}
+
+inline std::vector<Window> pool_windows(int64_t in, int64_t out, int64_t k, int64_t s, int64_t pad_lo, int64_t pad_hi,
+                                        bool include_pad) {
+  std::vector<Window> w;
+  for (int64_t o = 0; o < out; ++o) w.push_back(pool_window(o, in, k, s, pad_lo, pad_hi, include_pad));
   return w;
 }
 
-/// PyTorch's adaptive windows: [floor(o*in/out), ceil((o+1)*in/out)).
 inline std::vector<Window> adaptive_windows(int64_t in, int64_t out) {
-  std::vector<Window> w(static_cast<size_t>(out));
-  for (int64_t o = 0; o < out; ++o) {
-    const int64_t lo = o * in / out, hi = ((o + 1) * in + out - 1) / out;
-    w[size_t(o)] = {lo, hi, hi - lo};
-  }
+  std::vector<Window> w;
+  for (int64_t o = 0; o < out; ++o) w.push_back(adaptive_window(o, in, out));
   return w;
 }
 

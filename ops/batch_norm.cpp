@@ -89,7 +89,8 @@ void for_each_element(const Shape& s, F&& f) {
 std::vector<NDArray> ref_forward(std::span<const NDArray> in, const Attrs& a) {
   NDArray x = host64(in[0]), w = host64(in[1]), b = host64(in[2]);
   const Stats st = stats_of(x.shape());
-  NDArray mean = NDArray::zeros({st.C}, float64), var = NDArray::zeros({st.C}, float64), y = NDArray::empty(x.shape(), float64);
+  NDArray mean = NDArray::zeros({st.C}, float64), var = NDArray::zeros({st.C}, float64),
+          y = NDArray::empty(x.shape(), float64);
   double *px = x.data<double>(), *pm = mean.data<double>(), *pv = var.data<double>(), *py = y.data<double>();
   // The mean as x0 + mean(x - x0): exact enough when the mean is large against the spread.
   for_each_element(x.shape(), [&](int64_t i, int64_t c) { pm[c] += (px[i] - px[c * st.inner]) / double(st.M); });
@@ -110,7 +111,8 @@ std::vector<NDArray> ref_backward(std::span<const NDArray> in, const Attrs& a) {
   const double eps = a.f("eps");
   const double *px = x.data<double>(), *pdy = dy.data<double>(), *pw = w.data<double>(), *pb = b.data<double>(),
                *pm = mean.data<double>(), *pv = var.data<double>();
-  NDArray dx = NDArray::empty(x.shape(), float64), dw = NDArray::zeros({st.C}, float64), db = NDArray::zeros({st.C}, float64);
+  NDArray dx = NDArray::empty(x.shape(), float64), dw = NDArray::zeros({st.C}, float64),
+          db = NDArray::zeros({st.C}, float64);
   double *pdx = dx.data<double>(), *pdw = dw.data<double>(), *pdb = db.data<double>();
   auto xhat = [&](int64_t i, int64_t c) { return (px[i] - pm[c]) / std::sqrt(pv[c] + eps); };
   auto g = [&](int64_t i, int64_t c) {
@@ -147,15 +149,16 @@ const bool registered = [] {
       const Tensor &mean = c.outputs[1], &var = c.outputs[2];
       const int64_t r = x.ndim();
       std::vector<Tensor> g{Tensor(), Tensor(), Tensor()};
-      if (c.douts[0].valid())
-        g = x.graph().add("batch_norm_grad", {x, c.douts[0], w, b, mean, var}, c.attrs);
+      if (c.douts[0].valid()) g = x.graph().add("batch_norm_grad", {x, c.douts[0], w, b, mean, var}, c.attrs);
       // Gradients reaching the statistics themselves (rare: a loss on them, or a second-order term).
-      const Tensor m = size(x, stat_axes(r), x.dtype());
       Tensor extra;
-      if (c.douts[1].valid()) extra = broadcast_like(per_channel(c.douts[1] / m, r), x);
-      if (c.douts[2].valid()) {
-        Tensor t = (x - per_channel(mean, r)) * per_channel(c.douts[2] * 2.0 / m, r);
-        extra = extra.valid() ? extra + t : t;
+      if (c.douts[1].valid() || c.douts[2].valid()) {
+        const Tensor m = size(x, stat_axes(r), x.dtype());
+        if (c.douts[1].valid()) extra = broadcast_like(per_channel(c.douts[1] / m, r), x);
+        if (c.douts[2].valid()) {
+          Tensor t = (x - per_channel(mean, r)) * per_channel(c.douts[2] * 2.0 / m, r);
+          extra = extra.valid() ? extra + t : t;
+        }
       }
       if (extra.valid()) g[0] = g[0].valid() ? g[0] + extra : extra;
       return g;
@@ -164,9 +167,10 @@ const bool registered = [] {
     d.examples = [](uint64_t seed) {
       auto ex = [&](const char* label, Shape s, bool relu) {
         const int64_t C = s[1];
-        return OpExample{label,
-                         {rand_array(s, -2, 2, seed++), rand_array({C}, 0.5, 1.5, seed++), rand_array({C}, -0.5, 0.5, seed++)},
-                         {{"eps", 1e-5}, {"relu", relu}}};
+        return OpExample{
+            label,
+            {rand_array(s, -2, 2, seed++), rand_array({C}, 0.5, 1.5, seed++), rand_array({C}, -0.5, 0.5, seed++)},
+            {{"eps", 1e-5}, {"relu", relu}}};
       };
       return std::vector<OpExample>{ex("4-D", {3, 2, 3, 4}, false), ex("4-D with relu", {2, 3, 3, 3}, true),
                                     ex("2-D", {6, 4}, false), ex("3-D, batch 1", {1, 3, 5}, false)};
@@ -207,11 +211,11 @@ const bool registered = [] {
     d.examples = [](uint64_t seed) {
       auto ex = [&](const char* label, Shape s, bool relu) {
         const int64_t C = s[1];
-        return OpExample{label,
-                         {rand_array(s, -2, 2, seed++), rand_array(s, -1, 1, seed++), rand_array({C}, 0.5, 1.5, seed++),
-                          rand_array({C}, -0.5, 0.5, seed++), rand_array({C}, -0.3, 0.3, seed++),
-                          rand_array({C}, 0.5, 1.5, seed++)},
-                         {{"eps", 1e-5}, {"relu", relu}}};
+        return OpExample{
+            label,
+            {rand_array(s, -2, 2, seed++), rand_array(s, -1, 1, seed++), rand_array({C}, 0.5, 1.5, seed++),
+             rand_array({C}, -0.5, 0.5, seed++), rand_array({C}, -0.3, 0.3, seed++), rand_array({C}, 0.5, 1.5, seed++)},
+            {{"eps", 1e-5}, {"relu", relu}}};
       };
       return std::vector<OpExample>{ex("4-D", {2, 3, 2, 3}, false), ex("4-D with relu", {3, 2, 2, 2}, true),
                                     ex("2-D", {5, 3}, false)};

@@ -62,9 +62,9 @@ TensorType conv_output(const InferContext& c, const TensorType& x, const TensorT
           " with groups ", a.groups, " expects ", w.shape[1] * a.groups);
   const int64_t H = x.shape[2], W = x.shape[3];
   const int64_t eh = a.dh * (KH - 1) + 1, ew = a.dw * (KW - 1) + 1;
-  c.check((H < 0 || H + a.pt + a.pb >= eh) && (W < 0 || W + a.pl + a.pr >= ew), "kernel ", KH, "x", KW,
-          " (dilation ", a.dh, "x", a.dw, ", extent ", eh, "x", ew, ") is larger than the padded input: input ",
-          S(x.shape), ", padding ", attr_str(c.attrs.ints("padding")));
+  c.check((H < 0 || H + a.pt + a.pb >= eh) && (W < 0 || W + a.pl + a.pr >= ew), "kernel ", KH, "x", KW, " (dilation ",
+          a.dh, "x", a.dw, ", extent ", eh, "x", ew, ") is larger than the padded input: input ", S(x.shape),
+          ", padding ", attr_str(c.attrs.ints("padding")));
   return {x.dtype, {x.shape[0], K, out_size(H, a.pt + a.pb, KH, a.dh, a.sh), out_size(W, a.pl + a.pr, KW, a.dw, a.sw)}};
 }
 
@@ -74,8 +74,8 @@ void check_dy(const InferContext& c, const TensorType& x, const TensorType& w, c
   c.check(dy.dtype == x.dtype, "gradient dtype ", dtype_name(dy.dtype), " differs from ", dtype_name(x.dtype));
   bool ok = dy.shape.size() == 4;
   for (size_t i = 0; ok && i < 4; ++i) ok = dy.shape[i] == y.shape[i] || dy.shape[i] < 0 || y.shape[i] < 0;
-  c.check(ok, "output gradient ", S(dy.shape), " does not match the conv output ", S(y.shape), " of input ",
-          S(x.shape), " and weight ", S(w.shape));
+  c.check(ok, "output gradient ", S(dy.shape), " does not match the conv output ", S(y.shape), " of input ", S(x.shape),
+          " and weight ", S(w.shape));
 }
 
 /// The geometry attributes alone (no epilogue), for the gradient ops.
@@ -97,8 +97,16 @@ struct Geo {
 Geo geo_of(const Shape& x, const Shape& w, const Attrs& at) {
   const V &st = at.ints("stride"), &pd = at.ints("padding"), &dl = at.ints("dilation");
   ConvAttrs a{st[0], st[1], pd[0], pd[1], pd[2], pd[3], dl[0], dl[1], at.i("groups")};
-  return {x[0], x[1], x[2], x[3], w[0], w[2], w[3], out_size(x[2], a.pt + a.pb, w[2], a.dh, a.sh),
-          out_size(x[3], a.pl + a.pr, w[3], a.dw, a.sw), a};
+  return {x[0],
+          x[1],
+          x[2],
+          x[3],
+          w[0],
+          w[2],
+          w[3],
+          out_size(x[2], a.pt + a.pb, w[2], a.dh, a.sh),
+          out_size(x[3], a.pl + a.pr, w[3], a.dw, a.sw),
+          a};
 }
 
 /// Calls f(x_index, w_index, y_index) (flat, compact NCHW / KCRS / NKHW) for
@@ -174,14 +182,17 @@ struct ConvCase {
   Attrs attrs;
 };
 std::vector<ConvCase> conv_cases() {
-  return {{"3x3 pad 1", {2, 3, 5, 6}, {4, 3, 3, 3}, conv_example_attrs({1, 1}, {1, 1, 1, 1}, {1, 1}, 1)},
-          {"stride 2, odd size, batch 1", {1, 2, 7, 7}, {3, 2, 3, 3}, conv_example_attrs({2, 2}, {0, 0, 0, 0}, {1, 1}, 1)},
-          {"5x5 pad 2 dilation 2", {1, 2, 9, 8}, {2, 2, 5, 5}, conv_example_attrs({1, 1}, {2, 2, 2, 2}, {2, 2}, 1)},
-          {"1x1 groups 2", {2, 4, 3, 5}, {6, 2, 1, 1}, conv_example_attrs({1, 1}, {0, 0, 0, 0}, {1, 1}, 2)},
-          {"7x7 stride 2 pad 3", {1, 1, 9, 9}, {2, 1, 7, 7}, conv_example_attrs({2, 2}, {3, 3, 3, 3}, {1, 1}, 1)},
-          {"asymmetric padding, stride 1x2, groups 2", {1, 4, 6, 5}, {2, 2, 3, 2},
-           conv_example_attrs({1, 2}, {0, 1, 2, 1}, {1, 1}, 2)},
-          {"kernel = padded input", {1, 1, 3, 3}, {1, 1, 5, 5}, conv_example_attrs({1, 1}, {1, 1, 1, 1}, {1, 1}, 1)}};
+  return {
+      {"3x3 pad 1", {2, 3, 5, 6}, {4, 3, 3, 3}, conv_example_attrs({1, 1}, {1, 1, 1, 1}, {1, 1}, 1)},
+      {"stride 2, odd size, batch 1", {1, 2, 7, 7}, {3, 2, 3, 3}, conv_example_attrs({2, 2}, {0, 0, 0, 0}, {1, 1}, 1)},
+      {"5x5 pad 2 dilation 2", {1, 2, 9, 8}, {2, 2, 5, 5}, conv_example_attrs({1, 1}, {2, 2, 2, 2}, {2, 2}, 1)},
+      {"1x1 groups 2", {2, 4, 3, 5}, {6, 2, 1, 1}, conv_example_attrs({1, 1}, {0, 0, 0, 0}, {1, 1}, 2)},
+      {"7x7 stride 2 pad 3", {1, 1, 9, 9}, {2, 1, 7, 7}, conv_example_attrs({2, 2}, {3, 3, 3, 3}, {1, 1}, 1)},
+      {"asymmetric padding, stride 1x2, groups 2",
+       {1, 4, 6, 5},
+       {2, 2, 3, 2},
+       conv_example_attrs({1, 2}, {0, 1, 2, 1}, {1, 1}, 2)},
+      {"kernel = padded input", {1, 1, 3, 3}, {1, 1, 5, 5}, conv_example_attrs({1, 1}, {1, 1, 1, 1}, {1, 1}, 1)}};
 }
 
 Shape conv_out_shape(const ConvCase& e) {

@@ -66,8 +66,8 @@ TensorType adaptive_output(const InferContext& c, const TensorType& x) {
   check_input(c, x);
   const V& o = c.attrs.ints("output_size");
   c.check(o.size() == 2 && o[0] > 0 && o[1] > 0, "output_size must be 2 positive values, got ", attr_str(o));
-  c.check((x.shape[2] < 0 || x.shape[2] >= o[0]) && (x.shape[3] < 0 || x.shape[3] >= o[1]), "output_size ",
-          attr_str(o), " is larger than the input ", S(x.shape));
+  c.check((x.shape[2] < 0 || x.shape[2] >= o[0]) && (x.shape[3] < 0 || x.shape[3] >= o[1]), "output_size ", attr_str(o),
+          " is larger than the input ", S(x.shape));
   return {x.dtype, {x.shape[0], x.shape[1], o[0], o[1]}};
 }
 
@@ -76,8 +76,8 @@ void check_pooled(const InferContext& c, const TensorType& x, const TensorType& 
   const TensorType y = adaptive ? adaptive_output(c, x) : pool_output(c, x);
   bool ok = g.dtype == x.dtype && g.shape.size() == 4;
   for (size_t i = 0; ok && i < 4; ++i) ok = g.shape[i] == y.shape[i] || g.shape[i] < 0 || y.shape[i] < 0;
-  c.check(ok, "gradient ", dtype_name(g.dtype), S(g.shape), " does not match the pooled output ",
-          dtype_name(y.dtype), S(y.shape), " of input ", S(x.shape));
+  c.check(ok, "gradient ", dtype_name(g.dtype), S(g.shape), " does not match the pooled output ", dtype_name(y.dtype),
+          S(y.shape), " of input ", S(x.shape));
 }
 
 // ---------------------------------------------------------------- reference
@@ -145,23 +145,25 @@ int64_t argmax_in(const NDArray& x, int64_t n, int64_t c, Span hs, Span ws) {
 std::vector<NDArray> ref_avg(std::span<const NDArray> in, const Attrs& at, bool adaptive) {
   const NDArray& x = in[0];
   NDArray y = NDArray::empty(pooled_shape(x.shape(), at, adaptive), x.dtype());
-  for_each_window(x.shape(), y.shape(), at, adaptive, [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
-    double acc = 0;
-    for (int64_t h = hs.lo; h < hs.hi; ++h)
-      for (int64_t w = ws.lo; w < ws.hi; ++w) acc += x.at({n, c, h, w});
-    detail::set_at(y, {n, c, oh, ow}, acc / double(hs.count * ws.count));
-  });
+  for_each_window(x.shape(), y.shape(), at, adaptive,
+                  [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
+                    double acc = 0;
+                    for (int64_t h = hs.lo; h < hs.hi; ++h)
+                      for (int64_t w = ws.lo; w < ws.hi; ++w) acc += x.at({n, c, h, w});
+                    detail::set_at(y, {n, c, oh, ow}, acc / double(hs.count * ws.count));
+                  });
   return {y};
 }
 
 std::vector<NDArray> ref_avg_grad(std::span<const NDArray> in, const Attrs& at, bool adaptive) {
   const NDArray &dy = in[0], &x = in[1];
   NDArray dx = NDArray::zeros(x.shape(), float64);
-  for_each_window(x.shape(), dy.shape(), at, adaptive, [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
-    const double g = dy.at({n, c, oh, ow}) / double(hs.count * ws.count);
-    for (int64_t h = hs.lo; h < hs.hi; ++h)
-      for (int64_t w = ws.lo; w < ws.hi; ++w) detail::set_at(dx, {n, c, h, w}, dx.at({n, c, h, w}) + g);
-  });
+  for_each_window(x.shape(), dy.shape(), at, adaptive,
+                  [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
+                    const double g = dy.at({n, c, oh, ow}) / double(hs.count * ws.count);
+                    for (int64_t h = hs.lo; h < hs.hi; ++h)
+                      for (int64_t w = ws.lo; w < ws.hi; ++w) detail::set_at(dx, {n, c, h, w}, dx.at({n, c, h, w}) + g);
+                  });
   return {dx.astype(dy.dtype())};
 }
 
@@ -176,7 +178,9 @@ NDArray distinct_values(const Shape& s, uint64_t seed) {
   return a;
 }
 
-Attrs pool_example(V kernel, V stride, V padding) { return {{"kernel", kernel}, {"stride", stride}, {"padding", padding}}; }
+Attrs pool_example(V kernel, V stride, V padding) {
+  return {{"kernel", kernel}, {"stride", stride}, {"padding", padding}};
+}
 
 struct PoolCase {
   const char* label;
@@ -204,9 +208,10 @@ const bool registered = [] {
       const NDArray& x = in[0];
       NDArray xc = x.compact(), y = NDArray::empty(pooled_shape(x.shape(), at, false), x.dtype());
       NDArray flat = xc.reshape({x.numel()});
-      for_each_window(x.shape(), y.shape(), at, false, [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
-        detail::set_at(y, {n, c, oh, ow}, flat.at({argmax_in(x, n, c, hs, ws)}));
-      });
+      for_each_window(x.shape(), y.shape(), at, false,
+                      [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
+                        detail::set_at(y, {n, c, oh, ow}, flat.at({argmax_in(x, n, c, hs, ws)}));
+                      });
       return std::vector<NDArray>{y};
     };
     d.examples = [](uint64_t seed) {
@@ -226,25 +231,28 @@ const bool registered = [] {
       return std::vector<TensorType>{c.in[0]};
     };
     d.grad = [](const GradContext& c) {
-      return std::vector<Tensor>{Tensor(), c.inputs[0].graph().add1("max_pool2d_pick", {c.inputs[0], c.dout(0)}, c.attrs)};
+      return std::vector<Tensor>{Tensor(),
+                                 c.inputs[0].graph().add1("max_pool2d_pick", {c.inputs[0], c.dout(0)}, c.attrs)};
     };
     d.reference = [](std::span<const NDArray> in, const Attrs& at) {
       const NDArray &x = in[0], &dy = in[1];
       NDArray dx = NDArray::zeros({x.numel()}, float64);
-      for_each_window(x.shape(), dy.shape(), at, false, [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
-        const int64_t i = argmax_in(x, n, c, hs, ws);
-        dx.data<double>()[i] += dy.at({n, c, oh, ow});
-      });
+      for_each_window(x.shape(), dy.shape(), at, false,
+                      [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
+                        const int64_t i = argmax_in(x, n, c, hs, ws);
+                        dx.data<double>()[i] += dy.at({n, c, oh, ow});
+                      });
       return std::vector<NDArray>{dx.reshape(x.shape()).astype(dy.dtype())};
     };
     d.examples = [](uint64_t seed) {
       std::vector<OpExample> ex;
-      for (const PoolCase& e : pool_cases())
+      for (const PoolCase& e : pool_cases()) {
         ex.push_back({e.label,
                       {distinct_values(e.x, seed), rand_array(pooled_shape(e.x, e.attrs, false), -1, 1, seed + 1)},
                       e.attrs,
-                      {1}}),
-            seed += 2;
+                      {1}});
+        seed += 2;
+      }
       return ex;
     };
     register_op(std::move(d));
@@ -260,20 +268,24 @@ const bool registered = [] {
       return std::vector<TensorType>{pool_output(c, c.in[0])};
     };
     d.grad = [](const GradContext& c) {
-      return std::vector<Tensor>{Tensor(), c.inputs[0].graph().add1("max_pool2d_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
+      return std::vector<Tensor>{Tensor(),
+                                 c.inputs[0].graph().add1("max_pool2d_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
     };
     d.reference = [](std::span<const NDArray> in, const Attrs& at) {
       const NDArray &x = in[0], g = in[1].compact().reshape({in[1].numel()});
       NDArray y = NDArray::empty(pooled_shape(x.shape(), at, false), x.dtype());
-      for_each_window(x.shape(), y.shape(), at, false, [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
-        detail::set_at(y, {n, c, oh, ow}, g.at({argmax_in(x, n, c, hs, ws)}));
-      });
+      for_each_window(x.shape(), y.shape(), at, false,
+                      [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
+                        detail::set_at(y, {n, c, oh, ow}, g.at({argmax_in(x, n, c, hs, ws)}));
+                      });
       return std::vector<NDArray>{y};
     };
     d.examples = [](uint64_t seed) {
       std::vector<OpExample> ex;
-      for (const PoolCase& e : pool_cases())
-        ex.push_back({e.label, {distinct_values(e.x, seed), rand_array(e.x, -1, 1, seed + 1)}, e.attrs, {1}}), seed += 2;
+      for (const PoolCase& e : pool_cases()) {
+        ex.push_back({e.label, {distinct_values(e.x, seed), rand_array(e.x, -1, 1, seed + 1)}, e.attrs, {1}});
+        seed += 2;
+      }
       return ex;
     };
     register_op(std::move(d));
@@ -282,7 +294,8 @@ const bool registered = [] {
     OpDef d;
     d.name = adaptive ? "adaptive_avg_pool2d" : "avg_pool2d";
     d.min_inputs = d.max_inputs = 1;
-    d.doc = adaptive ? "average over output_size windows covering [N, C, H, W]" : "average over windows of [N, C, H, W]";
+    d.doc =
+        adaptive ? "average over output_size windows covering [N, C, H, W]" : "average over windows of [N, C, H, W]";
     d.infer = [adaptive](const InferContext& c) {
       return std::vector<TensorType>{adaptive ? adaptive_output(c, c.in[0]) : pool_output(c, c.in[0])};
     };
@@ -295,7 +308,8 @@ const bool registered = [] {
       std::vector<OpExample> ex;
       if (adaptive) {
         ex.push_back({"global", {rand_array({2, 3, 5, 4}, -1, 1, seed)}, {{"output_size", V{1, 1}}}});
-        ex.push_back({"overlapping 5x7 to 3x4", {rand_array({1, 2, 5, 7}, -1, 1, seed + 1)}, {{"output_size", V{3, 4}}}});
+        ex.push_back(
+            {"overlapping 5x7 to 3x4", {rand_array({1, 2, 5, 7}, -1, 1, seed + 1)}, {{"output_size", V{3, 4}}}});
         ex.push_back({"identity", {rand_array({1, 1, 3, 2}, -1, 1, seed + 2)}, {{"output_size", V{3, 2}}}});
         return ex;
       }
@@ -327,7 +341,8 @@ const bool registered = [] {
     d.examples = [adaptive](uint64_t seed) {
       std::vector<OpExample> ex;
       auto add = [&](const std::string& label, const Shape& x, const Attrs& at) {
-        ex.push_back({label, {rand_array(pooled_shape(x, at, adaptive), -1, 1, seed), rand_array(x, -1, 1, seed + 1)}, at, {0}});
+        ex.push_back(
+            {label, {rand_array(pooled_shape(x, at, adaptive), -1, 1, seed), rand_array(x, -1, 1, seed + 1)}, at, {0}});
         seed += 2;
       };
       if (adaptive) {

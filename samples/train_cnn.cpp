@@ -2,11 +2,9 @@
 // small two-block CNN) on Fashion-MNIST or CIFAR-10 with loom's frontend and
 // prints the test accuracy after every epoch.
 //
-//   train_cnn                                          # resnet9 on Fashion-MNIST, Adam 1e-3 (cosine), batch 128, 5 epochs
-//   train_cnn --model cnn
-//   train_cnn --dataset cifar10 --data ~/cifar-10-batches-bin --augment
-//   train_cnn --json                                   # one JSON object per epoch
-//   train_cnn --save m.safetensors                     # checkpoint after every epoch
+//   train_cnn                                          # resnet9 on Fashion-MNIST, Adam 1e-3 (cosine), batch 128, 5
+//   epochs train_cnn --model cnn train_cnn --dataset cifar10 --data ~/cifar-10-batches-bin --augment train_cnn --json
+//   # one JSON object per epoch train_cnn --save m.safetensors                     # checkpoint after every epoch
 //   train_cnn --load m.safetensors --epochs 0          # evaluate a checkpoint
 //
 // One Session::run per step does forward, backward, the optimizer update and
@@ -35,14 +33,18 @@ using samples::Progress;
 
 namespace {
 
+// Defaults, measured on Fashion-MNIST over 5 epochs (README, "Convolutional
+// networks"): SGD with Nesterov momentum 0.9, lr 0.2 after 200 warmup steps,
+// cosine decay, weight decay 5e-4, batch 128 beat Adam (lr 1e-3, cosine) by
+// 1.3 points on resnet9 and 0.4 on cnn.
 struct Args {
-  std::string model = "resnet9", dataset = "fashion-mnist", data, opt = "adam", save, load, schedule = "cosine",
+  std::string model = "resnet9", dataset = "fashion-mnist", data, opt = "sgd", save, load, schedule = "cosine",
               device = "cpu";
-  int64_t epochs = 5, batch = 128, eval_batch = 500, warmup = 0;
-  double lr = 0, wd = 0, momentum = 0, clip = 0;
+  int64_t epochs = 5, batch = 128, eval_batch = 500, warmup = 200;
+  double lr = 0, wd = 0, momentum = 0.9, clip = 0;
   int threads = 0;
   uint64_t seed = 0;
-  bool json = false, profile = false, nesterov = false, augment = false;
+  bool json = false, profile = false, nesterov = true, augment = false;
 };
 
 /// A data set with its geometry and training-set statistics (pixels on [0, 1]).
@@ -54,11 +56,19 @@ struct DataSpec {
 
 DataSpec load_data(const Args& a) {
   if (a.dataset == "fashion-mnist")
-    return {data::load_mnist(a.data, data::Split::train), data::load_mnist(a.data, data::Split::test), 1, 28, {0.2860},
+    return {data::load_mnist(a.data, data::Split::train),
+            data::load_mnist(a.data, data::Split::test),
+            1,
+            28,
+            {0.2860},
             {0.3530}};
   if (a.dataset == "cifar10")
-    return {data::load_cifar10(a.data, data::Split::train), data::load_cifar10(a.data, data::Split::test), 3, 32,
-            {0.4914, 0.4822, 0.4465}, {0.2470, 0.2435, 0.2616}};
+    return {data::load_cifar10(a.data, data::Split::train),
+            data::load_cifar10(a.data, data::Split::test),
+            3,
+            32,
+            {0.4914, 0.4822, 0.4465},
+            {0.2470, 0.2435, 0.2616}};
   fail("unknown --dataset '", a.dataset, "' (fashion-mnist, cifar10)");
 }
 
@@ -147,7 +157,8 @@ int run(const Args& a) {
       auto it = meta.find(key);
       const std::string& want = std::string(key) == "model" ? a.model : a.dataset;
       if (it != meta.end() && it->second != want)
-        fail("'", a.load, "' holds a ", key, " '", it->second, "', not '", want, "' (use --", key, " ", it->second, ")");
+        fail("'", a.load, "' holds a ", key, " '", it->second, "', not '", want, "' (use --", key, " ", it->second,
+             ")");
     }
     checkpoint::load(s, a.load);
     auto it = meta.find("epoch");
@@ -185,12 +196,13 @@ int run(const Args& a) {
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     bar.clear();
-    if (!std::isfinite(total_loss)) fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
+    if (!std::isfinite(total_loss))
+      fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
     test_acc = evaluate();
     const double train_loss = total_loss / double(images), train_acc = total_right / double(images);
     if (a.json) {
-      nlohmann::json j{{"epoch", e},         {"train_loss", train_loss}, {"train_acc", train_acc}, {"test_acc", test_acc},
-                       {"seconds", seconds}, {"images_per_s", double(images) / seconds}};
+      nlohmann::json j{{"epoch", e},           {"train_loss", train_loss}, {"train_acc", train_acc},
+                       {"test_acc", test_acc}, {"seconds", seconds},       {"images_per_s", double(images) / seconds}};
       std::printf("%s\n", j.dump().c_str());
     } else {
       std::printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test acc %.4f  %.2f s  %.0f img/s\n", (long long)e,
@@ -227,14 +239,14 @@ int main(int argc, char** argv) {
                                  "for cifar10 the unpacked binary version, cifar-10-batches-bin)")
     ("epochs", po::value(&a.epochs)->default_value(a.epochs), "epochs to train (0: only evaluate, e.g. with --load)")
     ("batch", po::value(&a.batch)->default_value(a.batch), "batch size")
-    ("lr", po::value(&a.lr), "learning rate (default: 1e-3 for adam/adamw, 0.1 for sgd)")
+    ("lr", po::value(&a.lr), "learning rate (default: 0.2 for sgd, 1e-3 for adam/adamw)")
     ("opt", po::value(&a.opt)->default_value(a.opt), "sgd | adam | adamw")
-    ("wd", po::value(&a.wd)->default_value(a.wd), "weight decay (L2 for sgd/adam, decoupled for adamw)")
+    ("wd", po::value(&a.wd), "weight decay, L2 for sgd/adam, decoupled for adamw (default: 5e-4 for sgd, 0 otherwise)")
     ("momentum", po::value(&a.momentum)->default_value(a.momentum), "SGD momentum")
-    ("nesterov", po::bool_switch(&a.nesterov), "SGD with Nesterov momentum")
+    ("nesterov", po::value(&a.nesterov)->default_value(a.nesterov), "SGD with Nesterov momentum (true or false)")
     ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
     ("schedule", po::value(&a.schedule)->default_value(a.schedule), "learning-rate schedule over the run: cosine (decay to 0), step (halve every 2 epochs) or none")
-    ("warmup", po::value(&a.warmup)->default_value(a.warmup), "linear warmup steps")
+    ("warmup", po::value(&a.warmup)->default_value(a.warmup), "linear warmup steps (0: none)")
     ("augment", po::bool_switch(&a.augment), "random crops (padding size/8) and horizontal flips")
     ("threads", po::value(&a.threads)->default_value(a.threads), "threads (0: all cores)")
     ("device", po::value(&a.device)->default_value(a.device), "cpu, cuda or cuda:i (the whole graph runs there)")
@@ -254,10 +266,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     po::notify(vm);
-    if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.1 : 1e-3;
+    if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.2 : 1e-3;
+    if (!vm.count("wd")) a.wd = a.opt == "sgd" ? 5e-4 : 0.0;
     if (!vm.count("data")) {
       if (a.dataset != "fashion-mnist")
-        throw po::error("--dataset " + a.dataset + " needs --data DIR (CIFAR-10 cannot be downloaded here; see README)");
+        throw po::error("--dataset " + a.dataset +
+                        " needs --data DIR (CIFAR-10 cannot be downloaded here; see README)");
       a.data = data::kFashionMnistDir;
     }
     if (a.epochs < 0) throw po::error("--epochs must be >= 0");

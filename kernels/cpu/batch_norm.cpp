@@ -61,7 +61,8 @@ void for_rows(const Rows& r, F&& f) {
 // ---- the loops (one row of columns [lo, hi) at a time; cloned per instruction set)
 
 template <class T>
-LOOM_CLONES void sum_shifted(const T* __restrict x, const T* __restrict shift, T* __restrict s1, T* __restrict s2, int64_t lo, int64_t hi) {
+LOOM_CLONES void sum_shifted(const T* __restrict x, const T* __restrict shift, T* __restrict s1, T* __restrict s2,
+                             int64_t lo, int64_t hi) {
   for (int64_t j = lo; j < hi; ++j) {
     const T d = x[j] - shift[j];
     s1[j] += d;
@@ -70,10 +71,11 @@ LOOM_CLONES void sum_shifted(const T* __restrict x, const T* __restrict shift, T
 }
 
 template <bool Relu, class T>
-LOOM_CLONES void normalize(const T* __restrict x, T* __restrict y, const T* __restrict m, const T* __restrict s, const T* __restrict b, int64_t L) {
+LOOM_CLONES void normalize(const T* __restrict x, T* __restrict y, const T* __restrict m, const T* __restrict s,
+                           const T* __restrict b, int64_t L) {
   for (int64_t j = 0; j < L; ++j) {
     const T v = (x[j] - m[j]) * s[j] + b[j];
-    y[j] = Relu ? (v > T(0) ? v : T(0)) : v;
+    y[j] = Relu && v < T(0) ? T(0) : v;  // a NaN stays NaN (PyTorch's relu)
   }
 }
 
@@ -81,13 +83,15 @@ LOOM_CLONES void normalize(const T* __restrict x, T* __restrict y, const T* __re
 /// Written as a select, not a branch: the mask is data, so the loops vectorize.
 template <bool Relu, class T>
 inline T masked(T dy, T xc, T s, T b) {
-  if constexpr (Relu) return xc * s + b > T(0) ? dy : T(0);
-  else return dy;
+  if constexpr (Relu)
+    return xc * s + b > T(0) ? dy : T(0);
+  else
+    return dy;
 }
 
 template <bool Relu, class T>
-LOOM_CLONES void sum_grads(const T* __restrict x, const T* __restrict dy, const T* __restrict m, const T* __restrict s, const T* __restrict b, T* __restrict sg, T* __restrict sgx, int64_t lo,
-                           int64_t hi) {
+LOOM_CLONES void sum_grads(const T* __restrict x, const T* __restrict dy, const T* __restrict m, const T* __restrict s,
+                           const T* __restrict b, T* __restrict sg, T* __restrict sgx, int64_t lo, int64_t hi) {
   for (int64_t j = lo; j < hi; ++j) {
     const T xc = x[j] - m[j];
     const T g = masked<Relu>(dy[j], xc, s[j], b[j]);
@@ -97,8 +101,9 @@ LOOM_CLONES void sum_grads(const T* __restrict x, const T* __restrict dy, const 
 }
 
 template <bool Relu, class T>
-LOOM_CLONES void input_grad(const T* __restrict x, const T* __restrict dy, T* __restrict dx, const T* __restrict m, const T* __restrict s, const T* __restrict b, const T* __restrict k,
-                            const T* __restrict k2, const T* __restrict k0, int64_t L) {
+LOOM_CLONES void input_grad(const T* __restrict x, const T* __restrict dy, T* __restrict dx, const T* __restrict m,
+                            const T* __restrict s, const T* __restrict b, const T* __restrict k, const T* __restrict k2,
+                            const T* __restrict k0, int64_t L) {
   for (int64_t j = 0; j < L; ++j) {
     const T xc = x[j] - m[j];
     dx[j] = k[j] * masked<Relu>(dy[j], xc, s[j], b[j]) + k2[j] * xc + k0[j];
@@ -163,8 +168,10 @@ void forward(const KernelCall& c) {
     std::fill(be + j0, be + j1, bias[ch]);
   }
   for_rows(r, [&](int64_t n) {
-    if (relu) normalize<true>(x + n * L, y + n * L, me, se, be, L);
-    else normalize<false>(x + n * L, y + n * L, me, se, be, L);
+    if (relu)
+      normalize<true>(x + n * L, y + n * L, me, se, be, L);
+    else
+      normalize<false>(x + n * L, y + n * L, me, se, be, L);
   });
 }
 
@@ -200,8 +207,10 @@ void backward(const KernelCall& c) {
     std::fill(sg + lo, sg + hi, T(0));
     std::fill(sgx + lo, sgx + hi, T(0));
     for (int64_t n = 0; n < r.N; ++n) {
-      if (relu) sum_grads<true>(x + n * L, dy + n * L, me, se, be, sg, sgx, lo, hi);
-      else sum_grads<false>(x + n * L, dy + n * L, me, se, be, sg, sgx, lo, hi);
+      if (relu)
+        sum_grads<true>(x + n * L, dy + n * L, me, se, be, sg, sgx, lo, hi);
+      else
+        sum_grads<false>(x + n * L, dy + n * L, me, se, be, sg, sgx, lo, hi);
     }
   });
   // dx = w invstd (g - db/M - xhat dw/M) = k g + k2 (x - mean) + k0, per channel; the sums
@@ -221,22 +230,22 @@ void backward(const KernelCall& c) {
     std::fill(k0e + j0, k0e + j1, T(k0));
   }
   for_rows(r, [&](int64_t n) {
-    if (relu) input_grad<true>(x + n * L, dy + n * L, dx + n * L, me, se, be, ke, k2e, k0e, L);
-    else input_grad<false>(x + n * L, dy + n * L, dx + n * L, me, se, be, ke, k2e, k0e, L);
+    if (relu)
+      input_grad<true>(x + n * L, dy + n * L, dx + n * L, me, se, be, ke, k2e, k0e, L);
+    else
+      input_grad<false>(x + n * L, dy + n * L, dx + n * L, me, se, be, ke, k2e, k0e, L);
   });
 }
 
 const bool registered = [] {
-  KernelInfo fwd{[](const KernelCall& c) {
-                   dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { forward<T>(c); });
-                 },
-                 true};
+  KernelInfo fwd{
+      [](const KernelCall& c) { dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { forward<T>(c); }); },
+      true};
   fwd.workspace = &workspace;
   register_kernel("batch_norm", DeviceKind::cpu, FloatTypes::dtypes(), fwd);
-  KernelInfo bwd{[](const KernelCall& c) {
-                   dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { backward<T>(c); });
-                 },
-                 true};
+  KernelInfo bwd{
+      [](const KernelCall& c) { dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { backward<T>(c); }); },
+      true};
   bwd.workspace = &workspace;
   register_kernel("batch_norm_grad", DeviceKind::cpu, FloatTypes::dtypes(), bwd);
   return true;

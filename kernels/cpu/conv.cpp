@@ -34,8 +34,8 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
               1.0f, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
-          int64_t ldb, double beta, double* c, int64_t ldc) {
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb,
+          double beta, double* c, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
               1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
@@ -74,12 +74,13 @@ Lowering lower(const Geometry& g, Pass pass, int threads) {
   L.all_taps = int64_t(L.rows.size()) == g.R && int64_t(L.cols.size()) == g.S;
   L.kd = g.Cg() * int64_t(L.rows.size() * L.cols.size());
   const int64_t P = std::max<int64_t>(1, g.P());
-  L.nb = P >= kTargetColumns / 2 ? 1 : std::min((kTargetColumns + P - 1) / P, (g.N + threads - 1) / std::max(threads, 1));
+  L.nb =
+      P >= kTargetColumns / 2 ? 1 : std::min((kTargetColumns + P - 1) / P, (g.N + threads - 1) / std::max(threads, 1));
   L.nb = std::max<int64_t>(1, std::min(L.nb, g.N));
   L.chunks = g.N == 0 ? 0 : (g.N + L.nb - 1) / L.nb;
   L.tasks = std::max<int64_t>(1, std::min<int64_t>(L.chunks, threads));
-  L.direct = g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.pb == 0 && g.pr == 0 &&
-             L.nb == 1;
+  L.direct =
+      g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.pb == 0 && g.pr == 0 && L.nb == 1;
   const int64_t cols = L.nb * g.P();
   if (!L.all_taps && pass != Pass::backward_filter) L.wbuf = g.K * L.kd;
   if (!L.direct) L.col = L.kd * cols;
@@ -205,8 +206,8 @@ void for_chunks(const Lowering& L, F&& f) {
 template <class T>
 void epilogue(T* row, int64_t n, const T* bias, bool relu) {
   const T b = bias ? *bias : T(0);
-  if (relu)
-    for (int64_t i = 0; i < n; ++i) row[i] = std::max(row[i] + b, T(0));
+  if (relu)  // a NaN stays NaN (PyTorch's relu)
+    for (int64_t i = 0; i < n; ++i) row[i] = row[i] + b < T(0) ? T(0) : row[i] + b;
   else if (bias)
     for (int64_t i = 0; i < n; ++i) row[i] += b;
 }
@@ -228,7 +229,8 @@ void forward(const KernelCall& c) {
     const int64_t n0 = L.chunk_begin(ch), n1 = L.chunk_end(ch), ld = (n1 - n0) * P;
     for (int64_t gi = 0; gi < g.groups; ++gi) {
       const T* col = s.col;
-      if (L.direct) col = x + (n0 * g.C + gi * Cg) * P;
+      if (L.direct)
+        col = x + (n0 * g.C + gi * Cg) * P;
       else
         for (int64_t n = n0; n < n1; ++n) im2col(L, x + (n * g.C + gi * Cg) * g.HW(), s.col + (n - n0) * P, ld);
       const T* wg = wm + gi * Kg * L.kd;
@@ -313,7 +315,9 @@ void backward_filter(const KernelCall& c) {
   const T* dy = static_cast<const T*>(c.in[1].raw());
   const int64_t P = g.P(), Kg = g.Kg(), Cg = g.Cg(), slot = g.K * L.kd;
   // Task t accumulates into its own [K, kd] matrix: task 0 into dw itself when no tap is dropped.
-  auto acc_of = [&](int64_t t) { return L.all_taps ? (t == 0 ? dw : buf.partial + (t - 1) * slot) : buf.partial + t * slot; };
+  auto acc_of = [&](int64_t t) {
+    return L.all_taps ? (t == 0 ? dw : buf.partial + (t - 1) * slot) : buf.partial + t * slot;
+  };
   parallel_for(L.tasks, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       const Scratch<T>& s = buf.task[size_t(t)];
@@ -324,7 +328,8 @@ void backward_filter(const KernelCall& c) {
         const T beta = ch == c0 ? T(0) : T(1);
         for (int64_t gi = 0; gi < g.groups; ++gi) {
           const T* col = s.col;
-          if (L.direct) col = x + (n0 * g.C + gi * Cg) * P;
+          if (L.direct)
+            col = x + (n0 * g.C + gi * Cg) * P;
           else
             for (int64_t n = n0; n < n1; ++n) im2col(L, x + (n * g.C + gi * Cg) * g.HW(), s.col + (n - n0) * P, ld);
           const T* d = gather_dy(L, dy, n0, n1, gi, s.tmp);
@@ -353,9 +358,12 @@ void backward_filter(const KernelCall& c) {
 /// The convolution geometry of a conv2d, conv2d_backward_data or conv2d_backward_filter node.
 Geometry geometry_of(Pass pass, std::span<const Shape> in, std::span<const Shape> out, const Attrs& a) {
   switch (pass) {
-    case Pass::forward: return conv::geometry(in[0], in[1], out[0], a);
-    case Pass::backward_data: return conv::geometry(out[0], in[1], in[0], a);
-    case Pass::backward_filter: return conv::geometry(in[0], out[0], in[1], a);
+    case Pass::forward:
+      return conv::geometry(in[0], in[1], out[0], a);
+    case Pass::backward_data:
+      return conv::geometry(out[0], in[1], in[0], a);
+    case Pass::backward_filter:
+      return conv::geometry(in[0], out[0], in[1], a);
   }
   return {};
 }
@@ -411,9 +419,12 @@ template <Pass P>
 void kernel(const KernelCall& c) {
   if (c.state) return onednn::run(*static_cast<const onednn::Conv*>(c.state), c);
   dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() {
-    if constexpr (P == Pass::forward) forward<T>(c);
-    else if constexpr (P == Pass::backward_data) backward_data<T>(c);
-    else backward_filter<T>(c);
+    if constexpr (P == Pass::forward)
+      forward<T>(c);
+    else if constexpr (P == Pass::backward_data)
+      backward_data<T>(c);
+    else
+      backward_filter<T>(c);
   });
 }
 

@@ -65,7 +65,7 @@ struct Chunk {
   std::optional<dnnl::convolution_backward_weights::primitive_desc> filter;
   memory::desc scratch_desc;
   std::optional<dnnl::primitive> prim;
-  Reorder src, dst, weights;  // src/dst: x / y (or dx / dy); weights: w (or dw)
+  Reorder src, dst, weights;                 // src/dst: x / y (or dx / dy); weights: w (or dw)
   std::optional<dnnl::reorder> add_weights;  // backward filter: dw += reorder(inner)
   size_t scratch = 0;
   std::string impl;
@@ -152,13 +152,20 @@ void build(Conv& c, Chunk& ch) {
   auto make_reorder = [&](const memory::desc& from, const memory::desc& to) {
     return dnnl::reorder(dnnl::reorder::primitive_desc(e, from, e, to));
   };
-  if (ch.fwd) ch.prim = dnnl::convolution_forward(*ch.fwd);
-  else if (ch.data) ch.prim = dnnl::convolution_backward_data(*ch.data);
-  else ch.prim = dnnl::convolution_backward_weights(*ch.filter);
+  if (ch.fwd)
+    ch.prim = dnnl::convolution_forward(*ch.fwd);
+  else if (ch.data)
+    ch.prim = dnnl::convolution_backward_data(*ch.data);
+  else
+    ch.prim = dnnl::convolution_backward_weights(*ch.filter);
   // Forward reads src and writes dst; backward data reads dy (dst) and writes dx (src); backward filter reads both.
   const bool src_in = c.pass != Pass::backward_data, dst_in = c.pass != Pass::forward;
-  if (ch.src.needed()) (src_in ? ch.src.to_inner : ch.src.to_user) = make_reorder(src_in ? ch.src.user : ch.src.inner, src_in ? ch.src.inner : ch.src.user);
-  if (ch.dst.needed()) (dst_in ? ch.dst.to_inner : ch.dst.to_user) = make_reorder(dst_in ? ch.dst.user : ch.dst.inner, dst_in ? ch.dst.inner : ch.dst.user);
+  if (ch.src.needed())
+    (src_in ? ch.src.to_inner : ch.src.to_user) =
+        make_reorder(src_in ? ch.src.user : ch.src.inner, src_in ? ch.src.inner : ch.src.user);
+  if (ch.dst.needed())
+    (dst_in ? ch.dst.to_inner : ch.dst.to_user) =
+        make_reorder(dst_in ? ch.dst.user : ch.dst.inner, dst_in ? ch.dst.inner : ch.dst.user);
   if (ch.weights.needed()) {
     if (c.pass == Pass::backward_filter) {
       ch.weights.to_user = make_reorder(ch.weights.inner, ch.weights.user);
@@ -297,8 +304,9 @@ void run(const Conv& c, const KernelCall& call) {
       // The chunk's dw in oneDNN's layout, then written (first chunk) or added (the others) into the task's sum.
       float* direct = first_of_task ? sum : reinterpret_cast<float*>(p + k.weights.bytes());
       memory dw = k.weights.needed() ? memory(k.weights.inner, e, p) : memory(k.weights.user, e, direct);
-      k.prim->execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw},
-                          {DNNL_ARG_SCRATCHPAD, scratch}});
+      k.prim->execute(
+          s,
+          {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}, {DNNL_ARG_SCRATCHPAD, scratch}});
       if (k.weights.needed()) {
         copy(first_of_task ? *k.weights.to_user : *k.add_weights, s, dw, memory(k.weights.user, e, sum));
       } else if (!first_of_task) {

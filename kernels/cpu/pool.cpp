@@ -156,7 +156,8 @@ void max_pool(const KernelCall& c, bool picking) {
     const T* sp = src + i * p.H * p.W;
     T* yp = y + i * p.OH * p.OW;
     for (int64_t oh = 0; oh < p.OH; ++oh)
-      for (int64_t ow = 0; ow < p.OW; ++ow) yp[oh * p.OW + ow] = sp[argmax(xp, p.W, win.rows[size_t(oh)], win.cols[size_t(ow)])];
+      for (int64_t ow = 0; ow < p.OW; ++ow)
+        yp[oh * p.OW + ow] = sp[argmax(xp, p.W, win.rows[size_t(oh)], win.cols[size_t(ow)])];
   });
 }
 
@@ -186,7 +187,8 @@ void max_pool_grad(const KernelCall& c) {
     T* gp = dx + i * p.H * p.W;
     std::fill(gp, gp + p.H * p.W, T(0));
     for (int64_t oh = 0; oh < p.OH; ++oh)
-      for (int64_t ow = 0; ow < p.OW; ++ow) gp[argmax(xp, p.W, win.rows[size_t(oh)], win.cols[size_t(ow)])] += dp[oh * p.OW + ow];
+      for (int64_t ow = 0; ow < p.OW; ++ow)
+        gp[argmax(xp, p.W, win.rows[size_t(oh)], win.cols[size_t(ow)])] += dp[oh * p.OW + ow];
   });
 }
 
@@ -247,7 +249,9 @@ const bool registered = [] {
     dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool_grad<T>(c); });
   });
   for (const char* op : {"avg_pool2d", "adaptive_avg_pool2d"})
-    reg(op, [](const KernelCall& c) { dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { avg_pool<T>(c); }); });
+    reg(op, [](const KernelCall& c) {
+      dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { avg_pool<T>(c); });
+    });
   for (const char* op : {"avg_pool2d_grad", "adaptive_avg_pool2d_grad"})
     reg(op, [](const KernelCall& c) {
       dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { avg_pool_grad<T>(c); });

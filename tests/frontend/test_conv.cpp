@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "core/philox.hpp"
 #include "frontend/loom.hpp"
 #include "tests/util.hpp"
 
@@ -107,7 +108,10 @@ TEST_SUITE("frontend/conv") {
     bool folded = false;
     for (int id = 0; id < g.size(); ++id) folded |= g.node(id).name.find("folded_conv2d") != std::string::npos;
     CHECK(folded);
-    CHECK(contains(error_of([&] { nn::BatchNorm2d(3)(g.placeholder("x2", {4, 3, 5})); }), "expected input [N, 3, H, W]"));
+    CHECK(contains(error_of([&] {
+                     nn::BatchNorm2d(3)(g.placeholder("x2", {4, 3, 5}));
+                   }),
+                   "expected input [N, 3, H, W]"));
   }
 
   TEST_CASE("ConvBN fuses the ReLU; eval mode agrees with training-mode statistics once they are the running ones") {
@@ -139,17 +143,22 @@ TEST_SUITE("frontend/conv") {
   TEST_CASE("pooling modules and Flatten on 4-D") {
     Graph g;
     Tensor x = g.placeholder("x", {2, 3, 8, 6});
-    nn::Sequential net{nn::MaxPool2d(2), nn::AvgPool2d(3, {.stride = {1}, .padding = {1}}), nn::AdaptiveAvgPool2d({2, 1}),
-                       nn::Flatten()};
+    nn::Sequential net{nn::MaxPool2d(2), nn::AvgPool2d(3, {.stride = {1}, .padding = {1}}),
+                       nn::AdaptiveAvgPool2d({2, 1}), nn::Flatten()};
     Tensor y = net(x);
     CHECK(y.shape() == Shape{2, 6});
     NDArray xv = test::rand({2, 3, 8, 6}, 5);
     Session s(g);
     NDArray got = s.run({y}, {{x, xv}})[0];
-    NDArray want = invoke("max_pool2d", {xv}, {{"kernel", std::vector<int64_t>{2, 2}}, {"stride", std::vector<int64_t>{2, 2}},
-                                               {"padding", std::vector<int64_t>{0, 0, 0, 0}}})[0];
-    want = invoke("avg_pool2d", {want}, {{"kernel", std::vector<int64_t>{3, 3}}, {"stride", std::vector<int64_t>{1, 1}},
-                                         {"padding", std::vector<int64_t>{1, 1, 1, 1}}, {"count_include_pad", true}})[0];
+    NDArray want = invoke("max_pool2d", {xv},
+                          {{"kernel", std::vector<int64_t>{2, 2}},
+                           {"stride", std::vector<int64_t>{2, 2}},
+                           {"padding", std::vector<int64_t>{0, 0, 0, 0}}})[0];
+    want = invoke("avg_pool2d", {want},
+                  {{"kernel", std::vector<int64_t>{3, 3}},
+                   {"stride", std::vector<int64_t>{1, 1}},
+                   {"padding", std::vector<int64_t>{1, 1, 1, 1}},
+                   {"count_include_pad", true}})[0];
     want = invoke("adaptive_avg_pool2d", {want}, {{"output_size", std::vector<int64_t>{2, 1}}})[0];
     CHECK(test::allclose(got, want.reshape({2, 6})));
     CHECK(net.str() ==
@@ -253,10 +262,35 @@ TEST_SUITE("frontend/conv") {
     e = error_of([&] { data::load_cifar10(dir.path.string(), data::Split::test); });
     CHECK(contains(e, "test_batch.bin"));
     CHECK(contains(e, "record 2 has label 17"));
-    {
-      std::ofstream f(dir / "test_batch.bin", std::ios::binary | std::ios::trunc);
-    }
+    { std::ofstream f(dir / "test_batch.bin", std::ios::binary | std::ios::trunc); }
     CHECK(contains(error_of([&] { data::load_cifar10(dir.path.string(), data::Split::test); }), "test_batch.bin"));
+  }
+
+  TEST_CASE("CIFAR-10 reader on random and mutated files: an error naming the file, or the data, never a crash") {
+    test::TempDir dir;
+    const std::string path = dir / "data_batch_1.bin";
+    for (uint64_t trial = 0; trial < 200; ++trial) {
+      // Random sizes around whole records, random bytes (labels mostly out of range), or valid records with one byte flipped.
+      const double u = philox::uniform_f64(trial, 1, 0);
+      const size_t records = size_t(philox::uniform_f64(trial, 1, 1) * 3);
+      size_t size = records * 3073;
+      if (u < 0.5) size += size_t(philox::uniform_f64(trial, 1, 2) * 3073) % 3073;
+      std::string bytes(size, '\0');
+      for (size_t i = 0; i < size; ++i)
+        bytes[i] = u < 0.25 ? char(philox::uniform_f64(trial, 2, i) * 256) : char(i % 3073 == 0 ? i / 3073 % 10 : i % 251);
+      if (u >= 0.75 && size) bytes[size_t(philox::uniform_f64(trial, 1, 3) * double(size))] ^= char(0x5A);
+      {
+        std::ofstream f(path, std::ios::binary | std::ios::trunc);
+        f.write(bytes.data(), std::streamsize(bytes.size()));
+      }
+      try {
+        auto [x, y] = data::read_cifar10_batch(path);
+        CHECK(x.shape()[0] * 3073 == int64_t(size));
+        for (int64_t i = 0; i < y.numel(); ++i) CHECK(y.data<int64_t>()[i] < 10);
+      } catch (const Error& e) {
+        CHECK(contains(e.what(), path));
+      }
+    }
   }
 
   TEST_CASE("image transforms for any channel count") {

@@ -47,7 +47,9 @@ std::vector<Geometry> kernel_geometries() {
           {"3x3 on 1x1: only the centre tap lives", {20, 6, 1, 1}, {4, 6, 3, 3}, {.padding = {1}}},
           {"3x3 stride 2 on 2x2", {9, 4, 2, 2}, {5, 4, 3, 3}, {.stride = {2}, .padding = {1}}},
           {"7x7 stride 4 pad 3", {5, 2, 13, 11}, {3, 2, 7, 7}, {.stride = {4}, .padding = {3}}},
-          {"groups 3, dilation 2, asymmetric padding", {6, 6, 9, 10}, {9, 2, 3, 3},
+          {"groups 3, dilation 2, asymmetric padding",
+           {6, 6, 9, 10},
+           {9, 2, 3, 3},
            {.stride = {1, 2}, .padding = {2, 0, 1, 3}, .dilation = {2}, .groups = 3}},
           {"1x1 on a large map (one image per chunk)", {3, 4, 30, 31}, {6, 4, 1, 1}, {}},
           {"5x5 pad 2 on a large map", {2, 3, 25, 27}, {4, 3, 5, 5}, {.padding = {2}}}};
@@ -98,7 +100,8 @@ TEST_SUITE("ops/conv") {
     CHECK(contains(e, "weight must be [3]"));
     // The graph is still usable after the errors.
     Session s(g);
-    NDArray out = s.run({conv2d(x, w, {.padding = {1}})}, {{x, test::rand({2, 3, 5, 5}, 1)}, {w, test::rand({4, 3, 3, 3}, 2)}})[0];
+    NDArray out = s.run({conv2d(x, w, {.padding = {1}})},
+                        {{x, test::rand({2, 3, 5, 5}, 1)}, {w, test::rand({4, 3, 3, 3}, 2)}})[0];
     CHECK(out.shape() == Shape{2, 4, 5, 5});
   }
 
@@ -140,7 +143,10 @@ TEST_SUITE("ops/conv") {
   TEST_CASE("second-order gradients of conv2d through its gradient ops") {
     const std::vector<Geometry> cases = {
         {"3x3 pad 1", {2, 2, 4, 5}, {3, 2, 3, 3}, {.padding = {1}}},
-        {"stride 2, dilation 2, groups 2", {1, 4, 7, 6}, {2, 2, 3, 2}, {.stride = {2}, .padding = {1, 2}, .dilation = {2}, .groups = 2}},
+        {"stride 2, dilation 2, groups 2",
+         {1, 4, 7, 6},
+         {2, 2, 3, 2},
+         {.stride = {2}, .padding = {1, 2}, .dilation = {2}, .groups = 2}},
         {"5x5 on 1x1 input (dead taps)", {2, 2, 1, 1}, {2, 2, 5, 5}, {.padding = {2}}}};
     for (const Geometry& geo : cases) {
       CAPTURE(geo.label);
@@ -170,10 +176,21 @@ TEST_SUITE("ops/conv") {
     // Distinct values a safe distance apart: the maxima do not move under the numeric step.
     NDArray x = NDArray::empty({2, 2, 5, 4}, float64);
     for (int64_t i = 0; i < x.numel(); ++i) x.data<double>()[i] = double((i * 37) % 80) / 40.0 - 1.0;
-    check("max_pool2d 3x3 stride 2 pad 1", [](const Tensor& t) { return max_pool2d(t, {.kernel = {3}, .stride = {2}, .padding = {1}}); }, x);
-    check("avg_pool2d 2x2, padding not counted",
-          [](const Tensor& t) { return avg_pool2d(t, {.kernel = {2}, .stride = {1}, .padding = {1}, .count_include_pad = false}); }, x);
-    check("adaptive_avg_pool2d 3x2", [](const Tensor& t) { return adaptive_avg_pool2d(t, {3, 2}); }, x);
+    check(
+        "max_pool2d 3x3 stride 2 pad 1",
+        [](const Tensor& t) { return max_pool2d(t, {.kernel = {3}, .stride = {2}, .padding = {1}}); }, x);
+    check(
+        "avg_pool2d 2x2, padding not counted",
+        [](const Tensor& t) {
+          return avg_pool2d(t, {.kernel = {2}, .stride = {1}, .padding = {1}, .count_include_pad = false});
+        },
+        x);
+    check(
+        "adaptive_avg_pool2d 3x2",
+        [](const Tensor& t) {
+          return adaptive_avg_pool2d(t, {3, 2});
+        },
+        x);
     auto bn = [](bool relu) {
       return [relu](const Tensor& t) {
         Graph& g = t.graph();
@@ -189,11 +206,15 @@ TEST_SUITE("ops/conv") {
   TEST_CASE("pooling kernels on larger maps and PyTorch's conventions") {
     NDArray x = test::rand({3, 4, 17, 15}, 21, float64);
     for (int threads : {1, 2}) {
-      check_against_reference("max_pool2d", {x}, {{"kernel", std::vector<int64_t>{3, 3}}, {"stride", std::vector<int64_t>{2, 2}},
-                                                   {"padding", std::vector<int64_t>{1, 1, 1, 1}}}, threads);
+      check_against_reference("max_pool2d", {x},
+                              {{"kernel", std::vector<int64_t>{3, 3}},
+                               {"stride", std::vector<int64_t>{2, 2}},
+                               {"padding", std::vector<int64_t>{1, 1, 1, 1}}},
+                              threads);
       check_against_reference("adaptive_avg_pool2d", {x}, {{"output_size", std::vector<int64_t>{4, 6}}}, threads);
       // 2x2 stride 2 (a fast path) on odd sizes: the last row and column belong to no window.
-      const Attrs two{{"kernel", std::vector<int64_t>{2, 2}}, {"stride", std::vector<int64_t>{2, 2}},
+      const Attrs two{{"kernel", std::vector<int64_t>{2, 2}},
+                      {"stride", std::vector<int64_t>{2, 2}},
                       {"padding", std::vector<int64_t>{0, 0, 0, 0}}};
       NDArray g = test::rand({3, 4, 8, 7}, 22, float64), h = test::rand(x.shape(), 23, float64);
       for (DType t : {float32, float64}) {
@@ -204,7 +225,8 @@ TEST_SUITE("ops/conv") {
     }
     // Ties go to the first maximum; a NaN wins, the last of several (as PyTorch's CPU kernel).
     NDArray t = NDArray::from<float>({1, 3, 3, 2, 0, NAN, NAN, 5}, {1, 2, 2, 2});
-    Attrs a{{"kernel", std::vector<int64_t>{2, 2}}, {"stride", std::vector<int64_t>{2, 2}},
+    Attrs a{{"kernel", std::vector<int64_t>{2, 2}},
+            {"stride", std::vector<int64_t>{2, 2}},
             {"padding", std::vector<int64_t>{0, 0, 0, 0}}};
     NDArray y = invoke("max_pool2d", {t}, a)[0];
     CHECK(y.data<float>()[0] == 3);
@@ -217,7 +239,8 @@ TEST_SUITE("ops/conv") {
     CHECK(dg.to_vector<float>() == std::vector<float>{0, 1, 0, 0, 0, 0, 1, 0});
     // count_include_pad: a 2x2 window over one real value and three padded zeros.
     NDArray ones = NDArray::full({1, 1, 2, 2}, 1.0);
-    Attrs p{{"kernel", std::vector<int64_t>{2, 2}}, {"stride", std::vector<int64_t>{2, 2}},
+    Attrs p{{"kernel", std::vector<int64_t>{2, 2}},
+            {"stride", std::vector<int64_t>{2, 2}},
             {"padding", std::vector<int64_t>{1, 1, 1, 1}}};
     CHECK(invoke("avg_pool2d", {ones}, p)[0].data<float>()[0] == doctest::Approx(0.25));
     p.set("count_include_pad", false);
@@ -259,7 +282,8 @@ TEST_SUITE("ops/conv") {
       std::vector<NDArray> out = s.run({loss, grads[0], grads[1]}, {{x, xv}});
       const PlanStats st = s.stats().last_plan;
       CHECK(st.arena_bytes >= st.lower_bound_bytes);
-      if (first.empty()) first = out;
+      if (first.empty())
+        first = out;
       else
         for (size_t i = 0; i < out.size(); ++i) CHECK(test::identical(out[i], first[i]));
     }
