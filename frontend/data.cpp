@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -490,5 +491,90 @@ bool DataLoader::Epoch::advance() {
   ++next_;
   return true;
 }
+
+
+// ---------------------------------------------------------------- CIFAR-10
+
+namespace {
+constexpr int64_t kCifarPixels = 3 * 32 * 32, kCifarRecord = 1 + kCifarPixels;
+}  // namespace
+
+std::pair<NDArray, NDArray> read_cifar10_batch(const std::string& path) {
+  struct stat st {};
+  LOOM_CHECK(::stat(path.c_str(), &st) == 0, "CIFAR-10: cannot open '", path,
+             "' (expected the binary version: data_batch_1.bin .. data_batch_5.bin and test_batch.bin)");
+  std::vector<uint8_t> bytes = io::read_file(path);
+  LOOM_CHECK(!bytes.empty() && bytes.size() % size_t(kCifarRecord) == 0, "CIFAR-10: '", path, "' has ", bytes.size(),
+             " bytes, not a whole number of ", kCifarRecord, "-byte records (1 label byte + 3072 pixel bytes)",
+             io::is_gzip(bytes) ? "; it is gzip-compressed: unpack the .tar.gz first" : "");
+  const int64_t n = int64_t(bytes.size()) / kCifarRecord;
+  NDArray images = NDArray::empty({n, 3, 32, 32}, uint8), labels = NDArray::empty({n}, int64);
+  uint8_t* img = images.data<uint8_t>();
+  int64_t* lab = labels.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* rec = bytes.data() + size_t(i * kCifarRecord);
+    LOOM_CHECK(rec[0] < 10, "CIFAR-10: '", path, "': record ", i, " has label ", int(rec[0]),
+               ", not a class in [0, 10) (is this the CIFAR-100 or the Python version?)");
+    lab[i] = rec[0];
+    std::memcpy(img + i * kCifarPixels, rec + 1, size_t(kCifarPixels));
+  }
+  return {images, labels};
+}
+
+std::shared_ptr<TensorDataset> load_cifar10(const std::string& dir, Split split) {
+  std::vector<std::string> files;
+  if (split == Split::train)
+    for (int i = 1; i <= 5; ++i) files.push_back(dir + "/data_batch_" + std::to_string(i) + ".bin");
+  else
+    files.push_back(dir + "/test_batch.bin");
+  std::vector<std::pair<NDArray, NDArray>> parts;
+  int64_t total = 0;
+  for (const std::string& f : files) {
+    parts.push_back(read_cifar10_batch(f));
+    total += parts.back().first.shape()[0];
+  }
+  NDArray images = NDArray::empty({total, 3, 32, 32}, uint8), labels = NDArray::empty({total}, int64);
+  int64_t at = 0;
+  for (const auto& [x, y] : parts) {
+    const int64_t n = x.shape()[0];
+    std::memcpy(images.data<uint8_t>() + at * kCifarPixels, x.raw(), x.nbytes());
+    std::memcpy(labels.data<int64_t>() + at, y.raw(), y.nbytes());
+    at += n;
+  }
+  return std::make_shared<TensorDataset>(std::vector<NDArray>{images, labels});
+}
+
+namespace transforms {
+
+Transform normalize_channels(std::vector<double> mean, std::vector<double> stddev, double scale) {
+  LOOM_CHECK(!mean.empty() && mean.size() == stddev.size(), "transforms::normalize_channels: ", mean.size(),
+             " means for ", stddev.size(), " standard deviations");
+  for (size_t c = 0; c < mean.size(); ++c)
+    LOOM_CHECK(std::isfinite(mean[c]) && std::isfinite(stddev[c]) && stddev[c] > 0 && std::isfinite(scale),
+               "transforms::normalize_channels: need finite values and stddev > 0, got mean ", mean[c], ", stddev ",
+               stddev[c], " for channel ", c);
+  return [mean, stddev, scale](const NDArray& batch, const BatchInfo&) {
+    const int64_t C = int64_t(mean.size());
+    LOOM_CHECK(batch.ndim() >= 2 && batch.shape()[1] == C, "normalize_channels: expected [B, ", C,
+               ", ...] for ", C, " channel statistics, got ", S(batch.shape()));
+    NDArray in = batch.compact();
+    NDArray out = NDArray::empty(in.shape(), float32);
+    int64_t inner = 1;
+    for (int64_t d = 2; d < in.ndim(); ++d) inner *= in.shape()[size_t(d)];
+    float* o = out.data<float>();
+    dispatch(in.dtype(), [&]<class T>() {
+      const T* s = in.data<T>();
+      for (int64_t b = 0; b < in.shape()[0]; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+          const float a = float(scale / stddev[size_t(c)]), k = float(-mean[size_t(c)] / stddev[size_t(c)]);
+          const int64_t off = (b * C + c) * inner;
+          for (int64_t i = 0; i < inner; ++i) o[off + i] = float(s[off + i]) * a + k;
+        }
+    });
+    return out;
+  };
+}
+
+}  // namespace transforms
 
 }  // namespace loom::data

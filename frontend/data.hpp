@@ -220,4 +220,25 @@ class DataLoader::Epoch {
   std::thread thread_;
 };
 
+
+// ---------------------------------------------------------------- CIFAR-10
+
+/// CIFAR-10, binary version (https://www.cs.toronto.edu/~kriz/cifar.html,
+/// "cifar-10-binary.tar.gz", unpacked): `dir` holds data_batch_1.bin ..
+/// data_batch_5.bin (train, 50,000 images) and test_batch.bin (test, 10,000),
+/// each a sequence of records of 1 label byte and 3,072 pixel bytes (red,
+/// green, blue planes of 32 x 32, row-major). Returns images [N, 3, 32, 32]
+/// uint8 and labels [N] int64 in [0, 10). A missing file, a size that is not
+/// a whole number of records, or a label outside [0, 10) throws loom::Error
+/// naming the file (and the record).
+std::shared_ptr<TensorDataset> load_cifar10(const std::string& dir, Split split);
+
+/// Reads one CIFAR-10 binary file: images [N, 3, 32, 32] uint8, labels [N] int64.
+std::pair<NDArray, NDArray> read_cifar10_batch(const std::string& path);
+
+namespace transforms {
+/// To float32, per channel c of [B, C, ...]: (x * scale - mean[c]) / stddev[c].
+Transform normalize_channels(std::vector<double> mean, std::vector<double> stddev, double scale = 1.0 / 255.0);
+}  // namespace transforms
+
 }  // namespace loom::data

@@ -19,6 +19,7 @@
 #include "core/ndarray.hpp"
 #include "core/session.hpp"
 #include "frontend/checkpoint.hpp"
+#include "frontend/conv.hpp"
 #include "frontend/data.hpp"
 #include "frontend/init.hpp"
 #include "frontend/nn.hpp"

@@ -220,4 +220,47 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                    const AttentionOptions& options = {});
 }  // namespace composite
 
+// ---- convolution, pooling and batch normalization (ops/conv.cpp, ops/pool.cpp, ops/batch_norm.cpp)
+// Layouts are PyTorch's: input [N, C, H, W], conv weight [Cout, C / groups, KH, KW].
+
+struct Conv2dOptions {
+  std::vector<int64_t> stride = {1};    ///< 1 value (both axes) or 2 (h, w)
+  std::vector<int64_t> padding = {0};   ///< zeros added: 1 value, 2 (h, w) or 4 (top, bottom, left, right)
+  std::vector<int64_t> dilation = {1};  ///< 1 or 2 values
+  int64_t groups = 1;                   ///< C and Cout must both be divisible by it
+};
+/// 2-D cross-correlation (PyTorch's conv2d): [N, C, H, W] * [Cout, C/groups, KH, KW] -> [N, Cout, OH, OW].
+Tensor conv2d(const Tensor& x, const Tensor& w, const Conv2dOptions& options = {});
+/// conv2d with a fused epilogue: relu?(conv2d(x, w) + bias); bias [Cout] may be an invalid Tensor (none).
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& options, bool relu = false);
+/// The gradient ops of conv2d (for users writing their own rules): dx of shape x_like
+/// from dy and w, and dw of shape w_like from x and dy.
+Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Tensor& x_like, const Conv2dOptions& options = {});
+Tensor conv2d_backward_filter(const Tensor& x, const Tensor& dy, const Tensor& w_like,
+                              const Conv2dOptions& options = {});
+/// The node attributes of a conv2d with these options (normalized to 2 strides, 4 paddings, 2 dilations).
+Attrs conv2d_attrs(const Conv2dOptions& options);
+
+struct Pool2dOptions {
+  std::vector<int64_t> kernel = {2};   ///< 1 or 2 values
+  std::vector<int64_t> stride = {};    ///< empty: the kernel size (PyTorch's default)
+  std::vector<int64_t> padding = {0};  ///< 1, 2 or 4 values, at most half the kernel
+  bool count_include_pad = true;       ///< avg_pool2d: padded zeros count in the divisor (PyTorch's default)
+};
+/// Maximum over each window of [N, C, H, W] (padding never wins).
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options = {});
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options = {});
+/// Average over output_size (1 or 2 values) windows covering the input, as PyTorch's; {1} is global pooling.
+Tensor adaptive_avg_pool2d(const Tensor& x, const std::vector<int64_t>& output_size = {1});
+
+struct BatchNormOutputs {
+  Tensor y;     ///< normalized (and affine-transformed, and ReLU'd when asked)
+  Tensor mean;  ///< [C] batch mean
+  Tensor var;   ///< [C] biased batch variance
+};
+/// Normalizes x [N, C, ...] per channel with its batch statistics:
+/// y = relu?((x - mean) / sqrt(var + eps) * weight + bias). One fused op; its gradient is another.
+BatchNormOutputs batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5,
+                            bool relu = false);
+
 }  // namespace loom

@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
 #include <thread>
@@ -21,6 +23,8 @@
 
 #include "core/kernel.hpp"
 #include "core/philox.hpp"
+#include "ops/ops.hpp"
+#include "samples/peers.hpp"
 
 namespace po = boost::program_options;
 using namespace loom;
@@ -112,34 +116,7 @@ void linear_layouts(tbb::task_arena& arena, int reps) {
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  int threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  int reps = 7;
-  int64_t mb = 64;
-  po::options_description desc("bench_kernels: CPU kernel throughput vs OpenBLAS and memcpy");
-  desc.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(threads),
-                                                  "threads for loom and OpenBLAS")(
-      "reps", po::value(&reps)->default_value(reps), "timed repetitions (median reported)")(
-      "mb", po::value(&mb)->default_value(mb), "MiB per operand for the bandwidth tests");
-  po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_kernels: %s\n", e.what());
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::printf("%s", (std::ostringstream() << desc).str().c_str());
-    return 0;
-  }
-  tbb::task_arena arena(threads);
-  // libloom chose OpenBLAS's kernels for this CPU when it loaded (kernels/cpu/openblas.hpp).
-  std::printf("bench_kernels: %d threads, median of %d runs, OpenBLAS kernels: %s\n\n", threads, reps,
-              openblas_get_corename());
-
+void matmul_rows(tbb::task_arena& arena, int threads, int reps) {
   std::printf("matmul float32     loom GFLOP/s   OpenBLAS GFLOP/s   loom/BLAS\n");
   for (int64_t n : {256, 512, 1024, 2048}) {
     NDArray a = filled({n, n}, 1), b = filled({n, n}, 2), c = NDArray::empty({n, n});
@@ -156,8 +133,9 @@ int main(int argc, char** argv) {
     std::printf("  %4lld^3         %10.1f   %16.1f   %9.2f\n", (long long)n, flops / tl / 1e9, flops / tb / 1e9, tb / tl);
   }
 
-  linear_layouts(arena, reps);
+}
 
+void bandwidth_rows(tbb::task_arena& arena, int threads, int reps, int64_t mb) {
   const int64_t n = mb * (1 << 20) / 4;
   NDArray x = filled({n}, 3), y = filled({n}, 4), z = NDArray::empty({n});
   std::vector<char> src(size_t(n) * 4), dst(size_t(n) * 4);
@@ -195,5 +173,137 @@ int main(int argc, char** argv) {
   row("sum, axis 1 of [n/1024,1024]", kernel("sum", {m}, NDArray::empty({n / 1024}), {{"axes", V{1}}, {"keepdims", false}}), b4);
   row("sum, axis 0 of [n/1024,1024]", kernel("sum", {m}, NDArray::empty({1024}), {{"axes", V{0}}, {"keepdims", false}}), b4);
   row("max, all axes", kernel("max", {x}, NDArray::empty({}), {{"axes", V{}}, {"keepdims", false}}), b4);
+}
+
+// ---------------------------------------------------------------- convolution
+
+/// A conv layer at batch 128 (square input and kernel, symmetric padding).
+struct ConvShape {
+  std::string name;
+  int64_t c, h, k, r, stride, pad;
+  int64_t out() const { return (h + 2 * pad - r) / stride + 1; }
+  double flops() const { return 2.0 * 128 * double(k * c * r * r) * double(out() * out()); }
+};
+
+std::vector<ConvShape> conv_shapes() {
+  return {{"cnn conv1", 1, 28, 32, 3, 1, 1},       {"cnn conv2", 32, 14, 64, 3, 1, 1},
+          {"resnet9 conv1", 1, 28, 16, 7, 4, 3},   {"resnet9 conv2", 16, 7, 32, 3, 2, 1},
+          {"resnet9 res1", 32, 4, 32, 3, 1, 1},    {"resnet9 conv3", 32, 4, 64, 3, 2, 1},
+          {"resnet9 conv4", 64, 2, 128, 3, 2, 1},  {"resnet9 res2", 128, 1, 128, 3, 1, 1}};
+}
+
+/// The registered CPU kernel of a conv op on preallocated arrays, with its
+/// workspace and prepared state, as a plan binds it.
+struct ConvRun {
+  KernelRun run;
+  std::shared_ptr<Buffer> workspace;
+  std::shared_ptr<const void> state;
+  KernelCall call(const KernelContext& ctx) const {
+    KernelCall c{ctx, run.in, run.out, run.attrs, run.op, run.op, 0, state.get()};
+    if (workspace) c.workspace = workspace->data(), c.workspace_bytes = workspace->bytes();
+    return c;
+  }
+  void operator()() const {
+    KernelContext ctx{};
+    run.k->fn(call(ctx));
+  }
+};
+
+ConvRun conv_run(const std::string& op, std::vector<NDArray> in, NDArray out, const Attrs& attrs) {
+  ConvRun r{kernel(op, std::move(in), std::move(out), attrs), nullptr, nullptr};
+  KernelContext ctx{};
+  r.workspace = allocate_workspace(*r.run.k, r.call(ctx));  // sized for the calling arena's threads
+  if (r.run.k->prepare) r.state = r.run.k->prepare(r.call(ctx));
+  return r;
+}
+
+/// PyTorch's median seconds per (shape, pass), from samples/bench_conv_torch.py.
+std::map<std::pair<std::string, std::string>, double> torch_conv_seconds(const std::string& python, int threads,
+                                                                          int reps) {
+  nlohmann::json shapes = nlohmann::json::array();
+  for (const ConvShape& s : conv_shapes())
+    shapes.push_back({{"name", s.name}, {"n", 128}, {"c", s.c}, {"h", s.h}, {"w", s.h}, {"k", s.k}, {"r", s.r},
+                      {"s", s.r}, {"stride", s.stride}, {"pad", s.pad}});
+  std::string cmd = python + " " + std::string(LOOM_SAMPLES_DIR) + "/bench_conv_torch.py --threads " +
+                    std::to_string(threads) + " --reps " + std::to_string(reps) + " --shapes '" + shapes.dump() + "'";
+  std::map<std::pair<std::string, std::string>, double> out;
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (!f) return out;
+  char line[4096];
+  while (std::fgets(line, sizeof line, f)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("seconds")) out[{j["name"], j["pass"]}] = j["seconds"].get<double>();
+  }
+  ::pclose(f);
+  return out;
+}
+
+void conv_rows(tbb::task_arena& arena, int threads, int reps, const std::string& python) {
+  std::printf("\nconv2d float32, batch 128    (GFLOP/s; FLOPs as 2*N*K*C*R*S*OH*OW, also where padding makes taps idle;\n"
+              "  PyTorch: the faster of 1 and %d threads per row)\n", threads);
+  std::printf("  %-16s %-16s %10s %10s %10s\n", "layer", "pass", "loom", "PyTorch", "loom/PT");
+  std::map<std::pair<std::string, std::string>, double> torch;
+  for (int t : threads > 1 ? std::vector<int>{1, threads} : std::vector<int>{1})
+    for (const auto& [key, sec] : python.empty() ? decltype(torch){} : torch_conv_seconds(python, t, reps))
+      torch[key] = torch.count(key) ? std::min(torch[key], sec) : sec;
+  for (const ConvShape& s : conv_shapes()) {
+    const int64_t o = s.out();
+    NDArray x = filled({128, s.c, s.h, s.h}, 5), w = filled({s.k, s.c, s.r, s.r}, 6), dy = filled({128, s.k, o, o}, 7);
+    const Attrs a = conv2d_attrs({.stride = {s.stride}, .padding = {s.pad}});
+    arena.execute([&] {
+      const std::pair<const char*, ConvRun> passes[] = {
+          {"forward", conv_run("conv2d", {x, w}, NDArray::empty(dy.shape()), a)},
+          {"backward_data", conv_run("conv2d_backward_data", {dy, w, x}, NDArray::empty(x.shape()), a)},
+          {"backward_filter", conv_run("conv2d_backward_filter", {x, dy, w}, NDArray::empty(w.shape()), a)}};
+      for (const auto& [pass, run] : passes) {
+        const double tl = median_seconds(reps, [&] { run(); });
+        auto it = torch.find({s.name, pass});
+        const double tt = it == torch.end() ? NAN : it->second;
+        std::printf("  %-16s %-16s %10.1f %10.1f %10.2f\n", s.name.c_str(), pass, s.flops() / tl / 1e9,
+                    s.flops() / tt / 1e9, tt / tl);
+      }
+    });
+  }
+  if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  int reps = 7;
+  int64_t mb = 64;
+  std::string sections = "matmul,linear,bandwidth,conv", python = samples::peer_python();
+  bool no_torch = false;
+  po::options_description desc("bench_kernels: CPU kernel throughput vs OpenBLAS and memcpy");
+  desc.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(threads),
+                                                  "threads for loom and OpenBLAS")(
+      "reps", po::value(&reps)->default_value(reps), "timed repetitions (median reported)")(
+      "mb", po::value(&mb)->default_value(mb), "MiB per operand for the bandwidth tests")(
+      "sections", po::value(&sections)->default_value(sections), "comma list of matmul, linear, bandwidth, conv")(
+      "python", po::value(&python)->default_value(python), "Python with PyTorch (the conv rows' peer)")(
+      "no-torch", po::bool_switch(&no_torch), "conv rows without PyTorch's");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_kernels: %s\n", e.what());
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::printf("%s", (std::ostringstream() << desc).str().c_str());
+    return 0;
+  }
+  tbb::task_arena arena(threads);
+  // libloom chose OpenBLAS's kernels for this CPU when it loaded (kernels/cpu/openblas.hpp).
+  std::printf("bench_kernels: %d threads, median of %d runs, OpenBLAS kernels: %s\n\n", threads, reps,
+              openblas_get_corename());
+
+  auto section = [&](const std::string& name) { return ("," + sections + ",").find("," + name + ",") != std::string::npos; };
+  if (section("matmul")) matmul_rows(arena, threads, reps);
+  if (section("linear")) linear_layouts(arena, reps);
+  if (section("bandwidth")) bandwidth_rows(arena, threads, reps, mb);
+  if (section("conv")) conv_rows(arena, threads, reps, no_torch ? "" : python);
   return 0;
 }

@@ -7,6 +7,7 @@
 //   mlp        MLP training step (784-512-10, Adam), built with the frontend
 //   mlpresnet  MLPResNet training step (784, hidden 100, 3 blocks, Adam)
 //   transformer  one nn::TransformerLayer (pre-norm), forward + backward
+//   resnet9    the course's ResNet9 training step (1x28x28 images, batch 128, Adam)
 // Side by side, samples/bench_sched_torch.py runs the chain and the MLP step
 // in PyTorch eager in the same invocation, and the table shows loom/PyTorch.
 
@@ -168,6 +169,19 @@ Family mlpresnet(int64_t batch = 100) {
   return f;
 }
 
+Family resnet9(int64_t batch = 128) {
+  Family f = make_family("resnet9", "resnet9-1x28x28", 28);
+  Graph& g = *f.g;
+  Tensor x = g.placeholder("x", {-1, 1, 28, 28}), y = g.placeholder("y", {-1}, int64);
+  auto model = std::make_shared<nn::ResNet9>();
+  Tensor loss = nn::cross_entropy((*model)(x), y);
+  optim::Adam opt(*model, {.lr = 1e-3});
+  f.targets = {opt.minimize(loss)};
+  f.fetches = {loss};
+  f.feeds = {{x, uniform({batch, 1, 28, 28}, 9)}, {y, labels(batch, 10)}};
+  return f;
+}
+
 // One pre-norm nn::TransformerLayer on [B, T, d]: fused attention with `heads`
 // heads, a feed-forward block of width 4d, residuals and LayerNorms; loss =
 // mean(y^2); gradients w.r.t. all its parameters.
@@ -326,7 +340,7 @@ void write_atomically(const fs::path& path, const std::string& text) { io::write
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string families_arg = "chain,wide,random,mlp,mlpresnet,transformer";
+  std::string families_arg = "chain,wide,random,mlp,mlpresnet,transformer,resnet9";
   std::vector<int64_t> chain_sizes{1000, 10000, 100000}, wide_sizes{2, 4, 8, 16}, random_sizes{1000, 10000, 100000};
   std::vector<int> threads;
   double min_seconds = 0.3;
@@ -369,7 +383,8 @@ int main(int argc, char** argv) {
     for (std::string f; std::getline(ss, f, ',');) fams.insert(f);
   }
   for (const std::string& f : fams)
-    if (f != "chain" && f != "wide" && f != "random" && f != "mlp" && f != "mlpresnet" && f != "transformer") {
+    if (f != "chain" && f != "wide" && f != "random" && f != "mlp" && f != "mlpresnet" && f != "transformer" &&
+        f != "resnet9") {
       std::cerr << "bench_sched: unknown family '" << f << "'\n";
       return 2;
     }
@@ -389,13 +404,15 @@ int main(int argc, char** argv) {
     if (fams.count("mlp")) run(mlp());
     if (fams.count("mlpresnet")) run(mlpresnet());
     if (fams.count("transformer")) run(transformer());
+    if (fams.count("resnet9")) run(resnet9());
   } catch (const Error& e) {
     std::cerr << "bench_sched: " << e.what() << "\n";
     return 1;
   }
 
   std::map<std::string, double> torch;
-  if (!vm.count("no-torch") && (fams.count("chain") || fams.count("mlp") || fams.count("mlpresnet"))) {
+  if (!vm.count("no-torch") &&
+      (fams.count("chain") || fams.count("mlp") || fams.count("mlpresnet") || fams.count("resnet9"))) {
     fs::path script = fs::path(argv[0]).parent_path() / "bench_sched_torch.py";
     if (!fs::exists(script)) script = fs::path(LOOM_SAMPLES_DIR) / "bench_sched_torch.py";
     if (!json) std::fprintf(stderr, "  measuring PyTorch eager (%s) ...\n", script.c_str());
@@ -504,7 +521,7 @@ int main(int argc, char** argv) {
           double l = us(r.serial_s) / r.steps, t = torch[key];
           std::printf("  %-20s loom %8.3f us/node   PyTorch %8.3f us/op   loom/PyTorch %.4f (%.0fx less overhead)\n",
                       r.label.c_str(), l, t, l / t, t / l);
-        } else if (r.family == "mlp" || r.family == "mlpresnet") {
+        } else if (r.family == "mlp" || r.family == "mlpresnet" || r.family == "resnet9") {
           std::string key = "torch." + r.family + ".ms_per_step";
           if (!torch.count(key)) continue;
           double best = r.serial_s;

@@ -5,6 +5,7 @@
                                y + 0.5 and y * 1.0001 on 4 floats), per op
   torch.mlp.ms_per_step        MLP 784-512-10 training step, Adam, batch 128
   torch.mlpresnet.ms_per_step  MLPResNet(784, 100, 3 blocks) step, Adam wd 1e-3, batch 100
+  torch.resnet9.ms_per_step    ResNet9 step on 1x28x28 images, Adam, batch 128
 
 PyTorch runs with one thread (its fastest setting on a 2-core machine for
 these sizes). Needs Debian's python3-torch: call /usr/bin/python3.
@@ -17,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from torch_models import mlp, mlpresnet
+from torch_models import mlp, mlpresnet, resnet9
 
 
 def timed(fn, min_seconds, min_reps=5):
@@ -46,9 +47,9 @@ def chain(n):
     return run
 
 
-def train_step(model, batch, wd):
+def train_step(model, batch, wd, shape=(784,)):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=wd)
-    x = torch.randn(batch, 784)
+    x = torch.randn(batch, *shape)
     y = torch.randint(0, 10, (batch,))
 
     def run():
@@ -72,6 +73,8 @@ def main():
         print(f"torch.chain.{n}.us_per_op {timed(chain(n), a.min_seconds) / n * 1e6:.6g}", flush=True)
     print(f"torch.mlp.ms_per_step {timed(train_step(mlp(), 128, 0.0), a.min_seconds) * 1e3:.6g}", flush=True)
     print(f"torch.mlpresnet.ms_per_step {timed(train_step(mlpresnet(), 100, 1e-3), a.min_seconds) * 1e3:.6g}",
+          flush=True)
+    print(f"torch.resnet9.ms_per_step {timed(train_step(resnet9(), 128, 0.0, (1, 28, 28)), a.min_seconds) * 1e3:.6g}",
           flush=True)
 
 

@@ -59,8 +59,8 @@ Config config_for(const std::string& model, int64_t batch_override) {
   Config c{model};
   if (model == "mlpresnet")
     c.batch = 100, c.hidden = 100, c.wd = 1e-3;
-  else if (model != "mlp" && model != "softmax")
-    fail("unknown model '", model, "' (softmax, mlp, mlpresnet)");
+  else if (model != "mlp" && model != "softmax" && model != "cnn" && model != "resnet9")
+    fail("unknown model '", model, "' (softmax, mlp, mlpresnet, cnn, resnet9)");
   if (batch_override > 0) c.batch = batch_override;
   return c;
 }
@@ -146,11 +146,18 @@ class Loom {
       : train_(train, {.batch_size = c.batch, .shuffle = true, .seed = seed}),
         test_(test, {.batch_size = 1000}),
         test_size_(test->size()) {
-    train_.transform(0, data::transforms::normalize(kMean, kStd));
-    test_.transform(0, data::transforms::normalize(kMean, kStd));
-    x_ = g_.placeholder("x", {-1, 28, 28});
+    const bool conv = c.model == "cnn" || c.model == "resnet9";
+    for (data::DataLoader* l : {&train_, &test_}) {
+      if (conv) l->transform(0, data::transforms::reshape({1, 28, 28}));  // [B, C, H, W]
+      l->transform(0, data::transforms::normalize(kMean, kStd));
+    }
+    x_ = conv ? g_.placeholder("x", {-1, 1, 28, 28}) : g_.placeholder("x", {-1, 28, 28});
     y_ = g_.placeholder("y", {-1}, int64);
-    if (c.model == "softmax")
+    if (c.model == "cnn")
+      model_ = std::make_unique<nn::CNN>();
+    else if (c.model == "resnet9")
+      model_ = std::make_unique<nn::ResNet9>();
+    else if (c.model == "softmax")
       model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, 10));
     else if (c.model == "mlp")
       model_ = std::make_unique<nn::Sequential>(nn::Flatten(), nn::Linear(784, c.hidden), nn::ReLU(),
@@ -195,7 +202,7 @@ std::string find_script(const std::string& given, const std::string& name = "ben
                         const char* option = "--script") {
   if (!given.empty()) return given;
   namespace fs = std::filesystem;
-  std::vector<fs::path> candidates{"samples/" + name};
+  std::vector<fs::path> candidates{"samples/" + name, fs::path(LOOM_SAMPLES_DIR) / name};
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) candidates.push_back(exe.parent_path() / ("../../../samples/" + name));
@@ -299,7 +306,10 @@ int run(const Options& o) {
     int jax_t = 0;
     std::unique_ptr<Peer> jax;
     if (!o.no_jax && Device::parse(o.device).is_cpu()) {  // the JAX peer runs on the CPU only
-      const std::string jax_script = find_script(o.jax_script, "bench_train_jax.py", "--jax-script");
+      // The step as one jax.jit function: the MLPs in bench_train_jax.py, the CNNs in bench_cnn_jax.py.
+      const bool conv = c.model == "cnn" || c.model == "resnet9";
+      const std::string jax_script =
+          find_script(conv ? "" : o.jax_script, conv ? "bench_cnn_jax.py" : "bench_train_jax.py", "--jax-script");
       std::vector<int> jcounts;
       for (const std::string& t : split(o.jax_threads)) jcounts.push_back(std::stoi(t));
       jax = fastest_peer("JAX", model, jcounts, o.calibrate, o.json, [&](int t) {
@@ -381,7 +391,7 @@ int main(int argc, char** argv) {
   // clang-format off
   desc.add_options()
     ("help,h", "show this help")
-    ("model", po::value(&o.models)->default_value(o.models), "comma list of softmax, mlp, mlpresnet")
+    ("model", po::value(&o.models)->default_value(o.models), "comma list of softmax, mlp, mlpresnet, cnn, resnet9")
     ("epochs", po::value(&o.epochs)->default_value(o.epochs), "epochs per model (alternating loom and PyTorch)")
     ("batch", po::value(&o.batch)->default_value(o.batch), "batch size (0: 128, 100 for mlpresnet)")
     ("threads", po::value(&o.threads)->default_value(o.threads), "loom threads (0: all cores)")

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """PyTorch peer of loom's train_mnist, for samples/bench_train.
 
-Trains the same models (softmax, mlp 784-512-10, the course's MLPResNet) on
+Trains the same models (softmax, mlp 784-512-10, the course's MLPResNet, and
+the convolutional cnn and resnet9 of samples/torch_models.py) on
 the same Fashion-MNIST files with the same batch size, optimizer, learning
 rate and input normalization, and prints one JSON object per epoch.
 
@@ -25,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fashion_mnist import load_numpy
-from torch_models import mlp, mlpresnet
+from torch_models import cnn, mlp, mlpresnet, resnet9
 
 
 def load(directory, split):
@@ -40,12 +41,19 @@ def make_model(name, hidden):
         return mlp(hidden=hidden)
     if name == "mlpresnet":
         return mlpresnet(hidden=hidden)
+    if name == "cnn":
+        return cnn()
+    if name == "resnet9":
+        return resnet9()
     raise SystemExit(f"unknown model {name}")
+
+
+CONV_MODELS = ("cnn", "resnet9")  # take images [N, 1, 28, 28]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="mlp", choices=["softmax", "mlp", "mlpresnet"])
+    ap.add_argument("--model", default="mlp", choices=["softmax", "mlp", "mlpresnet", "cnn", "resnet9"])
     ap.add_argument("--hidden", type=int, default=0, help="hidden width (default: 512 mlp, 100 mlpresnet)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=128)
@@ -66,6 +74,8 @@ def main():
     hidden = a.hidden or (100 if a.model == "mlpresnet" else 512)
     xtr, ytr = load(a.data, "train")
     xte, yte = load(a.data, "test")
+    if a.model in CONV_MODELS:
+        xtr, xte = xtr.view(-1, 1, 28, 28), xte.view(-1, 1, 28, 28)
     xtr, ytr, xte, yte = xtr.to(dev), ytr.to(dev), xte.to(dev), yte.to(dev)
     model = make_model(a.model, hidden).to(dev)
     if a.opt == "adam":
@@ -108,7 +118,8 @@ def main():
         seconds = time.perf_counter() - t0
         model.eval()
         with torch.no_grad():
-            test_acc = (model(xte).argmax(1) == yte).float().mean().item()
+            test_acc = sum((model(xte[i:i + 1000]).argmax(1) == yte[i:i + 1000]).sum().item()
+                           for i in range(0, len(yte), 1000)) / len(yte)
         return {"epoch": e, "train_loss": total_loss / n, "train_acc": correct / n, "test_acc": test_acc,
                 "seconds": seconds, "images_per_s": n / seconds, "threads": a.threads}
 

@@ -39,3 +39,27 @@ def mnist(model="mlp", hidden=None):
     if model == "mlpresnet":
         return nn.Sequential(nn.Flatten(), mlpresnet(hidden=hidden or 100))
     raise ValueError(f"unknown model {model!r} (softmax, mlp, mlpresnet)")
+
+
+# ---- convolutional networks (loom's samples/train_cnn, nn::cnn and nn::ResNet9)
+
+def conv_bn(cin, cout, k, stride):
+    """Conv (padding k // 2, no bias: BatchNorm's mean subtraction cancels one) -> BatchNorm2d -> ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU())
+
+
+def cnn(channels=1, classes=10, size=28):
+    """Two conv blocks and an MLP head; size 28 (Fashion-MNIST) or 32 (CIFAR-10)."""
+    side = size // 4
+    return nn.Sequential(conv_bn(channels, 32, 3, 1), nn.MaxPool2d(2), conv_bn(32, 64, 3, 1), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, classes))
+
+
+def resnet9(channels=1, classes=10):
+    """The course's ResNet9 (hw4), for 28x28 or 32x32 inputs."""
+    return nn.Sequential(conv_bn(channels, 16, 7, 4), conv_bn(16, 32, 3, 2),
+                         Residual(nn.Sequential(conv_bn(32, 32, 3, 1), conv_bn(32, 32, 3, 1))),
+                         conv_bn(32, 64, 3, 2), conv_bn(64, 128, 3, 2),
+                         Residual(nn.Sequential(conv_bn(128, 128, 3, 1), conv_bn(128, 128, 3, 1))),
+                         nn.Flatten(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, classes))

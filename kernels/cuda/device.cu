@@ -55,6 +55,7 @@ class CudaBackend final : public DeviceBackend {
   void destroy_stream(void* s) noexcept override {
     select();
     release_blas_handles(static_cast<cudaStream_t>(s));
+    release_dnn_handles(static_cast<cudaStream_t>(s));
     cudaStreamDestroy(static_cast<cudaStream_t>(s));
   }
   void* allocate_host(size_t bytes) override {

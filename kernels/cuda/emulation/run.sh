@@ -28,7 +28,7 @@ mkdir -p "$build"
 
 flags="-std=c++20 -O1 -g $san -DLOOM_CUDA_EMULATION -I$here/include -I$root"
 objs=""
-for src in "$here/emu.cpp" "$root"/kernels/cuda/*.cu; do
+for src in "$here"/*.cpp "$root"/kernels/cuda/*.cu; do
   obj=$build/$(basename "$src").o
   objs="$objs $obj"
   stale=$(find "$root/kernels/cuda" "$root/core" -newer "$obj" \( -name '*.cuh' -o -name '*.hpp' -o -name '*.h' \) 2>/dev/null | head -1)

@@ -1,0 +1,206 @@
+// Convolutional modules and the CNN / ResNet9 models.
+
+#include "frontend/conv.hpp"
+
+#include <cmath>
+#include <sstream>
+
+namespace loom::nn {
+
+namespace {
+
+std::string ints_str(const std::vector<int64_t>& v) {
+  std::ostringstream os;
+  if (v.size() != 1) os << "(";
+  for (size_t i = 0; i < v.size(); ++i) os << (i ? ", " : "") << v[i];
+  if (v.size() != 1) os << ")";
+  return os.str();
+}
+
+loom::Pool2dOptions pool_options(std::vector<int64_t> kernel, const Pool2dOptions& o, const char* what) {
+  LOOM_CHECK((kernel.size() == 1 || kernel.size() == 2) &&
+                 std::all_of(kernel.begin(), kernel.end(), [](int64_t k) { return k > 0; }),
+             what, ": kernel needs 1 or 2 positive values, got ", attr_str(kernel));
+  return {std::move(kernel), o.stride, o.padding, o.count_include_pad};
+}
+
+void check_image(const std::string& where, const Tensor& x, int64_t channels, DType dtype) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() == 4 && (s[1] == channels || s[1] < 0), where, ": expected input [N, ", channels, ", H, W], got ",
+             S(s), s.size() == 3 ? " (a single image needs a batch dim)" : "");
+  LOOM_CHECK(x.dtype() == dtype, where, ": expected ", dtype_name(dtype), " input, got ", dtype_name(x.dtype()));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Conv2d
+
+Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel, Conv2dOptions options)
+    : in_(in_channels), out_(out_channels), kernel_(std::move(kernel)), options_(std::move(options)) {
+  LOOM_CHECK(in_ > 0 && out_ > 0, "Conv2d: channels must be positive, got (", in_, ", ", out_, ")");
+  LOOM_CHECK(kernel_.size() == 1 || kernel_.size() == 2, "Conv2d: kernel needs 1 or 2 values, got ", attr_str(kernel_));
+  if (kernel_.size() == 1) kernel_.push_back(kernel_[0]);
+  LOOM_CHECK(kernel_[0] > 0 && kernel_[1] > 0, "Conv2d: kernel sizes must be positive, got ", attr_str(kernel_));
+  LOOM_CHECK(options_.groups > 0 && in_ % options_.groups == 0 && out_ % options_.groups == 0, "Conv2d: groups ",
+             options_.groups, " must divide both in_channels ", in_, " and out_channels ", out_);
+  LOOM_CHECK(is_floating(options_.dtype), "Conv2d: dtype must be floating, got ", dtype_name(options_.dtype));
+  conv2d_attrs({options_.stride, options_.padding, options_.dilation, options_.groups});  // validates the counts
+  const double bound = 1.0 / std::sqrt(double(in_ / options_.groups * kernel_[0] * kernel_[1]));
+  if (!options_.weight_init) options_.weight_init = init::uniform(-bound, bound);
+  if (!options_.bias_init) options_.bias_init = init::uniform(-bound, bound);
+}
+
+std::string Conv2d::describe() const {
+  std::ostringstream os;
+  os << "Conv2d(" << in_ << ", " << out_ << ", kernel=" << ints_str(kernel_) << ", stride=" << ints_str(options_.stride)
+     << ", padding=" << ints_str(options_.padding);
+  if (options_.dilation != std::vector<int64_t>{1}) os << ", dilation=" << ints_str(options_.dilation);
+  if (options_.groups != 1) os << ", groups=" << options_.groups;
+  os << (options_.bias ? ", bias)" : ", no bias)");
+  return os.str();
+}
+
+Tensor Conv2d::forward(const Tensor& x) {
+  check_image(where(x), x, in_, options_.dtype);
+  weight_ = parameter(x, "weight", {out_, in_ / options_.groups, kernel_[0], kernel_[1]}, options_.weight_init,
+                      options_.dtype);
+  if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
+  return loom::conv2d(x, weight_, bias_, {options_.stride, options_.padding, options_.dilation, options_.groups});
+}
+
+// ---------------------------------------------------------------- BatchNorm2d
+
+BatchNorm2d::BatchNorm2d(int64_t features, NormOptions options) : features_(features), options_(options) {
+  LOOM_CHECK(features > 0, "BatchNorm2d: features must be positive, got ", features);
+  LOOM_CHECK(options.eps > 0, "BatchNorm2d: eps must be positive, got ", options.eps);
+  LOOM_CHECK(options.momentum >= 0 && options.momentum <= 1, "BatchNorm2d: momentum must be in [0, 1], got ",
+             options.momentum);
+}
+
+std::string BatchNorm2d::describe() const {
+  std::ostringstream os;
+  os << "BatchNorm2d(" << features_ << ", eps=" << options_.eps << ", momentum=" << options_.momentum
+     << (options_.affine ? ", affine" : "") << (relu_ ? ", fused relu)" : ")");
+  return os.str();
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  check_image(where(x), x, features_, x.dtype());
+  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  const Shape& s = x.shape();
+  if (training() && is_static(s))
+    LOOM_CHECK(s[0] * s[2] * s[3] > 1, where(x), ": training needs more than one value per channel, got input ", S(s));
+  const DType dt = x.dtype();
+  Graph& g = x.graph();
+  running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
+  running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
+  Tensor w = options_.affine ? parameter(x, "weight", {features_}, init::ones(), dt) : full(g, {features_}, 1.0, dt);
+  Tensor b = options_.affine ? parameter(x, "bias", {features_}, init::zeros(), dt) : full(g, {features_}, 0.0, dt);
+  if (training()) {
+    BatchNormOutputs r = batch_norm(x, w, b, options_.eps, relu_);
+    // Running statistics as PyTorch's: the unbiased variance, momentum-weighted.
+    Tensor n = size(x, {0, 2, 3}, dt);
+    Tensor unbiased = r.var * (n / maximum(n - 1.0, scalar_like(n, 1.0)));
+    const double m = options_.momentum;
+    add_update(assign(running_mean_, running_mean_ * (1.0 - m) + r.mean * m));
+    add_update(assign(running_var_, running_var_ * (1.0 - m) + unbiased * m));
+    return r.y;
+  }
+  const Tensor scale = w * pow(running_var_ + options_.eps, -0.5);
+  const Tensor shift = b - running_mean_ * scale;
+  const Node& n = x.node();
+  if (n.op->name == "conv2d" && x.index() == 0 && !n.attrs.get_or("relu", false)) return folded(x, scale, shift);
+  Tensor y = x * reshape(scale, {features_, 1, 1}) + reshape(shift, {features_, 1, 1});
+  return relu_ ? relu(y) : y;
+}
+
+Tensor BatchNorm2d::folded(const Tensor& x, const Tensor& scale, const Tensor& shift) const {
+  // bn(conv(x, w) + b) = conv(x, w * scale) + (b * scale + shift): one conv with a fused bias (and ReLU).
+  const Node& n = x.node();
+  Graph& g = x.graph();
+  auto input = [&](size_t i) { return Tensor(&g, n.inputs[i].node, n.inputs[i].index); };
+  Tensor w = input(1) * reshape(scale, {features_, 1, 1, 1});
+  Tensor b = n.inputs.size() > 2 ? input(2) * scale + shift : shift;
+  Attrs a = n.attrs;
+  a.set("relu", relu_);
+  return g.add1("conv2d", {input(0), w, b}, std::move(a), "folded_conv2d");
+}
+
+// ---------------------------------------------------------------- pooling
+
+MaxPool2d::MaxPool2d(std::vector<int64_t> kernel, Pool2dOptions options)
+    : options_(pool_options(std::move(kernel), options, "MaxPool2d")) {}
+
+std::string MaxPool2d::describe() const {
+  return "MaxPool2d(kernel=" + ints_str(options_.kernel) +
+         (options_.stride.empty() ? "" : ", stride=" + ints_str(options_.stride)) +
+         ", padding=" + ints_str(options_.padding) + ")";
+}
+
+Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, options_); }
+
+AvgPool2d::AvgPool2d(std::vector<int64_t> kernel, Pool2dOptions options)
+    : options_(pool_options(std::move(kernel), options, "AvgPool2d")) {}
+
+std::string AvgPool2d::describe() const {
+  return "AvgPool2d(kernel=" + ints_str(options_.kernel) +
+         (options_.stride.empty() ? "" : ", stride=" + ints_str(options_.stride)) +
+         ", padding=" + ints_str(options_.padding) + (options_.count_include_pad ? ")" : ", count_include_pad=false)");
+}
+
+Tensor AvgPool2d::forward(const Tensor& x) { return avg_pool2d(x, options_); }
+
+AdaptiveAvgPool2d::AdaptiveAvgPool2d(std::vector<int64_t> output_size) : output_size_(std::move(output_size)) {
+  LOOM_CHECK((output_size_.size() == 1 || output_size_.size() == 2) &&
+                 std::all_of(output_size_.begin(), output_size_.end(), [](int64_t v) { return v > 0; }),
+             "AdaptiveAvgPool2d: output_size needs 1 or 2 positive values, got ", attr_str(output_size_));
+}
+
+std::string AdaptiveAvgPool2d::describe() const { return "AdaptiveAvgPool2d(" + ints_str(output_size_) + ")"; }
+
+Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return adaptive_avg_pool2d(x, output_size_); }
+
+// ---------------------------------------------------------------- blocks and models
+
+ConvBN::ConvBN(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride) {
+  push_back(Conv2d(in_channels, out_channels, kernel, {.stride = {stride}, .padding = {kernel / 2}, .bias = false}));
+  push_back(std::move(BatchNorm2d(out_channels).fuse_relu()));
+  push_back(ReLU());
+}
+
+Tensor ConvBN::forward(const Tensor& x) {
+  // The ReLU ("2") runs inside the batch norm (training) or the folded conv (eval).
+  return (*this)[1]((*this)[0](x));
+}
+
+CNN::CNN(CNNOptions o) {
+  LOOM_CHECK(o.channels > 0 && o.classes > 0 && o.image_size >= 4 && o.image_size % 4 == 0,
+             "CNN: need channels > 0, classes > 0 and an image size that is a multiple of 4, got ", o.channels, ", ",
+             o.classes, ", ", o.image_size);
+  const int64_t side = o.image_size / 4;
+  push_back(ConvBN(o.channels, 32, 3));
+  push_back(MaxPool2d(2));
+  push_back(ConvBN(32, 64, 3));
+  push_back(MaxPool2d(2));
+  push_back(Flatten());
+  push_back(Linear(64 * side * side, 128));
+  push_back(ReLU());
+  push_back(Linear(128, o.classes));
+}
+
+ResNet9::ResNet9(int64_t channels, int64_t classes) {
+  LOOM_CHECK(channels > 0 && classes > 0, "ResNet9: channels and classes must be positive, got ", channels, ", ",
+             classes);
+  push_back(ConvBN(channels, 16, 7, 4));
+  push_back(ConvBN(16, 32, 3, 2));
+  push_back(Residual(Sequential{ConvBN(32, 32, 3, 1), ConvBN(32, 32, 3, 1)}));
+  push_back(ConvBN(32, 64, 3, 2));
+  push_back(ConvBN(64, 128, 3, 2));
+  push_back(Residual(Sequential{ConvBN(128, 128, 3, 1), ConvBN(128, 128, 3, 1)}));
+  push_back(Flatten());
+  push_back(Linear(128, 128));
+  push_back(ReLU());
+  push_back(Linear(128, classes));
+}
+
+}  // namespace loom::nn

@@ -1,0 +1,181 @@
+#pragma once
+/// Convolutional modules and models (loom::nn), on the ops of ops/conv.cpp,
+/// ops/pool.cpp and ops/batch_norm.cpp. Layouts are PyTorch's: images
+/// [N, C, H, W], conv weights [out, in / groups, kh, kw].
+///
+///     nn::Sequential net{nn::Conv2d(3, 16, 3, {.padding = {1}}), nn::BatchNorm2d(16), nn::ReLU(),
+///                        nn::MaxPool2d(2), nn::Flatten(), nn::Linear(16 * 16 * 16, 10)};
+///     Tensor logits = net(g.placeholder("x", {-1, 3, 32, 32}));
+///
+/// Fusions happen in the modules, where the structure is known:
+/// - nn::ConvBN (Conv -> BatchNorm2d -> ReLU) normalizes and applies the ReLU
+///   in one op in training mode (batch_norm with relu), and its backward is
+///   one op too;
+/// - in eval mode a BatchNorm2d applied directly to a conv2d output folds
+///   itself into that convolution: weight * scale, and (bias - running_mean)
+///   * scale + shift as a fused bias (with ConvBN's ReLU as the conv's
+///   epilogue), computed in the graph from the current variables, so a
+///   ConvBN costs one conv pass at inference.
+
+#include <cstdint>
+#include <vector>
+
+#include "frontend/nn.hpp"
+
+namespace loom::nn {
+
+struct Conv2dOptions {
+  std::vector<int64_t> stride = {1};    ///< 1 value or 2 (h, w)
+  std::vector<int64_t> padding = {0};   ///< 1, 2 (h, w) or 4 (top, bottom, left, right)
+  std::vector<int64_t> dilation = {1};  ///< 1 or 2 values
+  int64_t groups = 1;
+  bool bias = true;
+  /// Default: PyTorch's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in / groups * kh * kw, for both.
+  Initializer weight_init = {};
+  Initializer bias_init = {};
+  DType dtype = float32;
+};
+
+/// 2-D convolution: [N, in, H, W] -> [N, out, OH, OW]; variables "weight"
+/// [out, in / groups, kh, kw] and "bias" [out].
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel, Conv2dOptions options = {});
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, Conv2dOptions options = {})
+      : Conv2d(in_channels, out_channels, std::vector<int64_t>{kernel}, std::move(options)) {}
+  std::string type_name() const override { return "Conv2d"; }
+  std::string describe() const override;
+  int64_t in_channels() const { return in_; }
+  int64_t out_channels() const { return out_; }
+  const Conv2dOptions& options() const { return options_; }
+  /// The variables (invalid before the first call; bias also without a bias).
+  Tensor weight() const { return weight_; }
+  Tensor bias() const { return bias_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t in_, out_;
+  std::vector<int64_t> kernel_;
+  Conv2dOptions options_;
+  Tensor weight_, bias_;
+};
+
+/// Batch normalization of [N, C, H, W] per channel, as PyTorch's BatchNorm2d:
+/// training mode normalizes with the batch's mean and biased variance over
+/// N, H, W and records updates of "running_mean" and "running_var" (unbiased
+/// variance, momentum as NormOptions) in updates(); eval mode uses the
+/// running statistics, folded into the preceding conv2d when there is one.
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t features, NormOptions options = {});
+  std::string type_name() const override { return "BatchNorm2d"; }
+  std::string describe() const override;
+  /// Applies a ReLU to the output inside the same op (what ConvBN uses).
+  BatchNorm2d& fuse_relu(bool on = true) {
+    relu_ = on;
+    return *this;
+  }
+  Tensor running_mean() const { return running_mean_; }
+  Tensor running_var() const { return running_var_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  Tensor folded(const Tensor& x, const Tensor& scale, const Tensor& shift) const;
+  int64_t features_;
+  NormOptions options_;
+  bool relu_ = false;
+  Tensor running_mean_, running_var_;
+};
+
+struct Pool2dOptions {
+  std::vector<int64_t> stride = {};    ///< empty: the kernel size
+  std::vector<int64_t> padding = {0};  ///< at most half the kernel
+  bool count_include_pad = true;       ///< AvgPool2d only
+};
+
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(std::vector<int64_t> kernel, Pool2dOptions options = {});
+  explicit MaxPool2d(int64_t kernel, Pool2dOptions options = {})
+      : MaxPool2d(std::vector<int64_t>{kernel}, std::move(options)) {}
+  std::string type_name() const override { return "MaxPool2d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  loom::Pool2dOptions options_;
+};
+
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(std::vector<int64_t> kernel, Pool2dOptions options = {});
+  explicit AvgPool2d(int64_t kernel, Pool2dOptions options = {})
+      : AvgPool2d(std::vector<int64_t>{kernel}, std::move(options)) {}
+  std::string type_name() const override { return "AvgPool2d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  loom::Pool2dOptions options_;
+};
+
+/// Average pooling to a fixed output size ({1} or {1, 1}: global average pooling).
+class AdaptiveAvgPool2d : public Module {
+ public:
+  explicit AdaptiveAvgPool2d(std::vector<int64_t> output_size = {1});
+  std::string type_name() const override { return "AdaptiveAvgPool2d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  std::vector<int64_t> output_size_;
+};
+
+/// Conv (padding kernel / 2, no bias: the batch norm's mean subtraction
+/// would cancel it) -> BatchNorm2d -> ReLU, children "0", "1", "2" as in a
+/// PyTorch nn.Sequential(conv, bn, relu). Fused as described above.
+class ConvBN : public Sequential {
+ public:
+  ConvBN(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1);
+  std::string type_name() const override { return "ConvBN"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+};
+
+struct CNNOptions {
+  int64_t channels = 1;  ///< 1 for Fashion-MNIST, 3 for CIFAR-10
+  int64_t classes = 10;
+  int64_t image_size = 28;  ///< 28 or 32 (any multiple of 4)
+};
+
+/// ConvBN(C -> 32, 3) -> MaxPool 2 -> ConvBN(32 -> 64, 3) -> MaxPool 2 ->
+/// Flatten -> Linear(64 * (size/4)^2 -> 128) -> ReLU -> Linear(128 -> classes).
+class CNN : public Sequential {
+ public:
+  explicit CNN(CNNOptions options = {});
+  std::string type_name() const override { return "CNN"; }
+};
+
+/// The course's ResNet9 (hw4): ConvBN(C -> 16, k7, s4) -> ConvBN(16 -> 32, k3, s2)
+/// -> Residual(ConvBN(32 -> 32) -> ConvBN(32 -> 32)) -> ConvBN(32 -> 64, s2) ->
+/// ConvBN(64 -> 128, s2) -> Residual(ConvBN(128 -> 128) -> ConvBN(128 -> 128)) ->
+/// Flatten -> Linear(128 -> 128) -> ReLU -> Linear(128 -> classes). 28x28 and
+/// 32x32 inputs both end at 128 x 1 x 1.
+class ResNet9 : public Sequential {
+ public:
+  explicit ResNet9(int64_t channels = 1, int64_t classes = 10);
+  std::string type_name() const override { return "ResNet9"; }
+};
+
+}  // namespace loom::nn

@@ -1,0 +1,80 @@
+// ONNX exporters of the convolution family (ops/conv.cpp, ops/pool.cpp,
+// ops/batch_norm.cpp). loom's padding is [top, bottom, left, right]; ONNX's
+// pads are [top, left, bottom, right] (begins, then ends).
+
+#include "frontend/onnx/exporter.hpp"
+
+namespace loom::onnx {
+namespace {
+
+std::vector<int64_t> onnx_pads(const std::vector<int64_t>& p) { return {p[0], p[2], p[1], p[3]}; }
+
+void conv2d(ExportContext& c) {
+  const Attrs& a = c.attrs();
+  std::vector<std::string> in{c.input(0), c.input(1)};
+  if (c.num_inputs() > 2) in.push_back(c.input(2));  // the bias
+  const bool relu = a.get_or<bool>("relu", false);
+  const std::string conv_out = relu ? c.temp("conv") : c.output(0);
+  auto& n = c.add("Conv", in, {conv_out});
+  const Shape& w = c.input_type(1).shape;
+  attr(n, "kernel_shape", std::vector<int64_t>{w[2], w[3]});
+  attr(n, "strides", a.ints("stride"));
+  attr(n, "pads", onnx_pads(a.ints("padding")));
+  attr(n, "dilations", a.ints("dilation"));
+  attr(n, "group", a.i("groups"));
+  if (relu) c.add("Relu", {conv_out}, {c.output(0)});
+}
+
+void window_pool(ExportContext& c, const char* onnx_op) {
+  const Attrs& a = c.attrs();
+  auto& n = c.add(onnx_op, {c.input(0)}, {c.output(0)});
+  attr(n, "kernel_shape", a.ints("kernel"));
+  attr(n, "strides", a.ints("stride"));
+  attr(n, "pads", onnx_pads(a.ints("padding")));
+  if (std::string(onnx_op) == "AveragePool") attr(n, "count_include_pad", int64_t(a.get_or<bool>("count_include_pad", true)));
+}
+
+/// The averaging matrix [out, in] of adaptive pooling along one axis: row i
+/// averages the window [floor(i*in/out), ceil((i+1)*in/out)).
+NDArray averaging(int64_t out, int64_t in, DType dt) {
+  NDArray m = NDArray::zeros({out, in}, float64);
+  for (int64_t i = 0; i < out; ++i) {
+    const int64_t lo = i * in / out, hi = ((i + 1) * in + out - 1) / out;
+    for (int64_t j = lo; j < hi; ++j) m.data<double>()[i * in + j] = 1.0 / double(hi - lo);
+  }
+  return m.astype(dt);
+}
+
+/// Global pooling for 1x1; otherwise exactly, for any sizes, as two MatMuls
+/// with averaging matrices: y = A_h x A_w^T (ONNX has no adaptive pooling).
+void adaptive_avg_pool2d(ExportContext& c) {
+  const std::vector<int64_t>& o = c.attrs().ints("output_size");
+  const TensorType& x = c.input_type(0);
+  if (o[0] == 1 && o[1] == 1) {
+    c.add("GlobalAveragePool", {c.input(0)}, {c.output(0)});
+    return;
+  }
+  if (x.shape[2] < 0 || x.shape[3] < 0)
+    c.fail("output_size [", o[0], ", ", o[1], "] other than [1, 1] needs a known input size, got ", shape_str(x.shape));
+  const std::string rows = c.temp("pooled_columns");
+  c.add("MatMul", {c.input(0), c.constant(averaging(o[1], x.shape[3], x.dtype).transpose().compact(), "avg_w")}, {rows});
+  c.add("MatMul", {c.constant(averaging(o[0], x.shape[2], x.dtype), "avg_h"), rows}, {c.output(0)});
+}
+
+const bool registered = [] {
+  register_exporter("conv2d", conv2d);
+  register_exporter("max_pool2d", [](ExportContext& c) { window_pool(c, "MaxPool"); });
+  register_exporter("avg_pool2d", [](ExportContext& c) { window_pool(c, "AveragePool"); });
+  register_exporter("adaptive_avg_pool2d", adaptive_avg_pool2d);
+  register_unexportable("batch_norm",
+                        "it normalizes with the batch's statistics (training mode: export the graph the model builds "
+                        "in eval mode, which uses the running statistics)");
+  const char* gradient = "it exists only in gradient graphs";
+  for (const char* op : {"conv2d_backward_data", "conv2d_backward_filter", "max_pool2d_grad", "max_pool2d_pick",
+                         "avg_pool2d_grad", "adaptive_avg_pool2d_grad", "batch_norm_grad"})
+    register_unexportable(op, gradient);
+  return true;
+}();
+
+}  // namespace
+}  // namespace loom::onnx

@@ -1,0 +1,324 @@
+// Convolutional modules, the CNN and ResNet9 models, the CIFAR-10 reader and
+// the image transforms for any channel count.
+
+#include <cmath>
+#include <fstream>
+
+#include "core/philox.hpp"
+#include "frontend/loom.hpp"
+#include "tests/util.hpp"
+
+using namespace loom;
+using test::contains;
+using test::error_of;
+
+namespace {
+
+/// Host float values of a fetched tensor.
+std::vector<double> values(const NDArray& a) { return a.to_vector<double>(); }
+
+/// Per-channel mean and biased variance of a host [N, C, H, W] array.
+std::pair<std::vector<double>, std::vector<double>> channel_stats(const NDArray& x) {
+  const Shape& s = x.shape();
+  const std::vector<double> v = values(x);
+  std::vector<double> mean(static_cast<size_t>(s[1])), var(static_cast<size_t>(s[1]));
+  const int64_t inner = s[2] * s[3], m = s[0] * inner;
+  for (int64_t i = 0; i < x.numel(); ++i) mean[size_t((i / inner) % s[1])] += v[size_t(i)] / double(m);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const size_t c = size_t((i / inner) % s[1]);
+    var[c] += (v[size_t(i)] - mean[c]) * (v[size_t(i)] - mean[c]) / double(m);
+  }
+  return {mean, var};
+}
+
+/// Writes `records` CIFAR-10 records: label i % 10, pixel p of record i = (i + p) % 256.
+void write_cifar(const std::string& path, int64_t records, int first_label = 0) {
+  std::ofstream f(path, std::ios::binary);
+  for (int64_t i = 0; i < records; ++i) {
+    f.put(char((first_label + i) % 10));
+    for (int64_t p = 0; p < 3072; ++p) f.put(char((i + p) % 256));
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("frontend/conv") {
+  TEST_CASE("Conv2d: PyTorch's layout, names and default initialization") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 6, 9, 9});
+    nn::Conv2d conv(6, 8, {3, 5}, {.stride = {2}, .padding = {1, 2}, .groups = 2});
+    Tensor y = conv(x);
+    CHECK(y.shape() == Shape{-1, 8, 5, 5});
+    auto named = conv.named_parameters();
+    REQUIRE(named.size() == 2);
+    CHECK(named[0].first == "weight");
+    CHECK(named[0].second.shape() == Shape{8, 3, 3, 5});
+    CHECK(named[1].first == "bias");
+    Session s(g, {.seed = 5});
+    // U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = 6/2 * 3 * 5 for weight and bias.
+    const double bound = 1.0 / std::sqrt(45.0);
+    for (const Tensor& p : conv.parameters()) {
+      std::vector<double> v = values(s.get(p));
+      double lo = *std::min_element(v.begin(), v.end()), hi = *std::max_element(v.begin(), v.end());
+      CHECK(lo >= -bound);
+      CHECK(hi <= bound);
+      if (v.size() > 100) CHECK(hi - lo > 1.5 * bound);
+    }
+    CHECK(conv.describe() == "Conv2d(6, 8, kernel=(3, 5), stride=2, padding=(1, 2), groups=2, bias)");
+    std::string e = error_of([&] { conv(g.placeholder("bad", {2, 5, 9, 9})); });
+    CHECK(contains(e, "Conv2d"));
+    CHECK(contains(e, "expected input [N, 6, H, W], got [2,5,9,9]"));
+    CHECK(contains(error_of([] { nn::Conv2d(6, 7, 3, {.groups = 2}); }), "must divide both"));
+  }
+
+  TEST_CASE("BatchNorm2d: batch statistics and PyTorch's running statistics; eval folds into the conv") {
+    Graph g;
+    Tensor x = g.placeholder("x", {4, 3, 5, 5});
+    nn::Sequential net{nn::Conv2d(3, 2, 3, {.padding = {1}}), nn::BatchNorm2d(2, {.momentum = 0.25})};
+    net.train();
+    Tensor conv_out = net[0](x);  // the same variables as inside net
+    Tensor y = net(x);
+    net.eval();
+    Tensor y_eval = net(x);
+    auto& bn = static_cast<nn::BatchNorm2d&>(net[1]);
+    Session s(g, {.seed = 2});
+    NDArray xv = test::rand({4, 3, 5, 5}, 3);
+    auto out = s.run({conv_out, y}, {{x, xv}}, net.updates());
+    auto [mean, var] = channel_stats(out[0]);
+    auto [ymean, yvar] = channel_stats(out[1]);
+    for (size_t c = 0; c < 2; ++c) {
+      CHECK(ymean[c] == doctest::Approx(0).epsilon(1e-5).scale(1));
+      CHECK(yvar[c] == doctest::Approx(var[c] / (var[c] + 1e-5)).epsilon(1e-4));
+    }
+    std::vector<double> rm = values(s.get(bn.running_mean())), rv = values(s.get(bn.running_var()));
+    const double n = 4 * 5 * 5;
+    for (size_t c = 0; c < 2; ++c) {
+      CHECK(rm[c] == doctest::Approx(0.25 * mean[c]).epsilon(1e-5));
+      CHECK(rv[c] == doctest::Approx(0.75 + 0.25 * var[c] * n / (n - 1)).epsilon(1e-5));
+    }
+    // Eval mode: (conv - running_mean) / sqrt(running_var + eps), here computed by the folded conv.
+    NDArray ye = s.run({y_eval}, {{x, xv}})[0];
+    std::vector<double> cv = values(out[0]), got = values(ye);
+    bool close = true;
+    for (int64_t i = 0; i < ye.numel(); ++i) {
+      const size_t c = size_t((i / 25) % 2);
+      close &= std::fabs(got[size_t(i)] - (cv[size_t(i)] - rm[c]) / std::sqrt(rv[c] + 1e-5)) < 1e-4;
+    }
+    CHECK(close);
+    bool folded = false;
+    for (int id = 0; id < g.size(); ++id) folded |= g.node(id).name.find("folded_conv2d") != std::string::npos;
+    CHECK(folded);
+    CHECK(contains(error_of([&] {
+                     nn::BatchNorm2d(3)(g.placeholder("x2", {4, 3, 5}));
+                   }),
+                   "expected input [N, 3, H, W]"));
+  }
+
+  TEST_CASE("ConvBN fuses the ReLU; eval mode agrees with training-mode statistics once they are the running ones") {
+    Graph g;
+    Tensor x = g.placeholder("x", {8, 2, 6, 6});
+    nn::ConvBN block(2, 4, 3, 2);
+    block.train();
+    Tensor y = block(x);
+    block.eval();
+    Tensor y_eval = block(x);
+    CHECK(y.shape() == Shape{8, 4, 3, 3});
+    auto names = block.named_parameters();
+    REQUIRE(names.size() == 3);
+    CHECK(names[0].first == "0/weight");
+    CHECK(names[1].first == "1/weight");
+    CHECK(block.named_buffers()[0].first == "1/running_mean");
+    Session s(g);
+    NDArray xv = test::rand({8, 2, 6, 6}, 4);
+    NDArray yt = s.run({y}, {{x, xv}})[0];
+    const std::vector<double> yv = values(yt);
+    CHECK(*std::min_element(yv.begin(), yv.end()) >= 0);
+    // Momentum 0.1 from (0, 1): after many identical steps the running statistics are the batch's.
+    for (int i = 0; i < 200; ++i) s.run({}, {{x, xv}}, block.updates());
+    NDArray ye = s.run({y_eval}, {{x, xv}})[0];
+    // Eval uses the unbiased variance: a relative difference of sqrt(n/(n-1)) ~ 0.3% at n = 8*3*3.
+    CHECK(test::allclose(ye, yt, 1e-2, 1e-3));
+  }
+
+  TEST_CASE("pooling modules and Flatten on 4-D") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 3, 8, 6});
+    nn::Sequential net{nn::MaxPool2d(2), nn::AvgPool2d(3, {.stride = {1}, .padding = {1}}),
+                       nn::AdaptiveAvgPool2d({2, 1}), nn::Flatten()};
+    Tensor y = net(x);
+    CHECK(y.shape() == Shape{2, 6});
+    NDArray xv = test::rand({2, 3, 8, 6}, 5);
+    Session s(g);
+    NDArray got = s.run({y}, {{x, xv}})[0];
+    NDArray want = invoke("max_pool2d", {xv},
+                          {{"kernel", std::vector<int64_t>{2, 2}},
+                           {"stride", std::vector<int64_t>{2, 2}},
+                           {"padding", std::vector<int64_t>{0, 0, 0, 0}}})[0];
+    want = invoke("avg_pool2d", {want},
+                  {{"kernel", std::vector<int64_t>{3, 3}},
+                   {"stride", std::vector<int64_t>{1, 1}},
+                   {"padding", std::vector<int64_t>{1, 1, 1, 1}},
+                   {"count_include_pad", true}})[0];
+    want = invoke("adaptive_avg_pool2d", {want}, {{"output_size", std::vector<int64_t>{2, 1}}})[0];
+    CHECK(test::allclose(got, want.reshape({2, 6})));
+    CHECK(net.str() ==
+          "Sequential\n  (0): MaxPool2d(kernel=2, padding=0)\n  (1): AvgPool2d(kernel=3, stride=1, padding=1)\n"
+          "  (2): AdaptiveAvgPool2d((2, 1))\n  (3): Flatten\n");
+  }
+
+  TEST_CASE("CNN and ResNet9: shapes, parameter counts and names as the PyTorch peers") {
+    struct Case {
+      std::shared_ptr<nn::Module> model;
+      int64_t channels, size, params;
+    };
+    // Counts from samples/torch_models.py (cnn(), resnet9(), cnn(3, size=32), resnet9(3)).
+    std::vector<Case> cases{{std::make_shared<nn::CNN>(), 1, 28, 421738},
+                            {std::make_shared<nn::ResNet9>(), 1, 28, 429818},
+                            {std::make_shared<nn::CNN>(nn::CNNOptions{.channels = 3, .image_size = 32}), 3, 32, 545194},
+                            {std::make_shared<nn::ResNet9>(3), 3, 32, 431386}};
+    for (Case& c : cases) {
+      CAPTURE(c.model->type_name());
+      CAPTURE(c.size);
+      Graph g;
+      Tensor x = g.placeholder("x", {-1, c.channels, c.size, c.size});
+      Tensor y = (*c.model)(x);
+      CHECK(y.shape() == Shape{-1, 10});
+      CHECK(c.model->num_parameters() == c.params);
+    }
+    auto names = cases[1].model->named_parameters();
+    CHECK(names[0].first == "0/0/weight");  // PyTorch: 0.0.weight
+    bool residual = false;
+    for (auto& [n, t] : names) residual |= n == "5/fn/1/0/weight";  // PyTorch: 5.fn.1.0.weight
+    CHECK(residual);
+    Graph g;
+    std::string e = error_of([&] { nn::ResNet9()(g.placeholder("x", {-1, 1, 64, 64})); });
+    CHECK(contains(e, "Linear"));
+  }
+
+  TEST_CASE("a small CNN learns a toy task (loss falls, accuracy rises)") {
+    // Vertical against horizontal stripes in noise.
+    const int64_t n = 64;
+    NDArray images = NDArray::empty({n, 1, 8, 8}), labels = NDArray::empty({n}, int64);
+    NDArray noise = test::rand({n, 1, 8, 8}, 6, float32, -0.5, 0.5);
+    for (int64_t i = 0; i < n; ++i) {
+      labels.data<int64_t>()[i] = i % 2;
+      for (int64_t p = 0; p < 64; ++p) {
+        const int64_t coord = i % 2 ? p % 8 : p / 8;
+        images.data<float>()[i * 64 + p] = float(coord % 2) + noise.data<float>()[i * 64 + p];
+      }
+    }
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 1, 8, 8});
+    Tensor y = g.placeholder("y", {-1}, int64);
+    nn::Sequential net{nn::ConvBN(1, 4, 3), nn::MaxPool2d(2), nn::Flatten(), nn::Linear(64, 2)};
+    net.train();
+    Tensor loss = nn::cross_entropy(net(x), y);
+    net.eval();
+    Tensor acc = nn::accuracy(net(x), y);
+    optim::Adam opt(net, {.lr = 0.05});
+    Tensor step = opt.minimize(loss);
+    Session s(g, {.seed = 1});
+    const double first = s.run({loss}, {{x, images}, {y, labels}})[0].item();
+    for (int i = 0; i < 40; ++i) s.run({}, {{x, images}, {y, labels}}, {step});
+    const double last = s.run({loss}, {{x, images}, {y, labels}})[0].item();
+    CHECK(last < 0.3 * first);
+    CHECK(s.run({acc}, {{x, images}, {y, labels}})[0].item() >= 0.95);
+  }
+
+  TEST_CASE("CIFAR-10: the binary format, read back; errors name the file") {
+    test::TempDir dir;
+    for (int i = 1; i <= 5; ++i) write_cifar(dir / ("data_batch_" + std::to_string(i) + ".bin"), 3, i);
+    write_cifar(dir / "test_batch.bin", 4);
+    auto train = data::load_cifar10(dir.path.string(), data::Split::train);
+    auto test_set = data::load_cifar10(dir.path.string(), data::Split::test);
+    CHECK(train->size() == 15);
+    CHECK(test_set->size() == 4);
+    CHECK(train->fields()[0].shape == Shape{3, 32, 32});
+    CHECK(train->fields()[0].dtype == uint8);
+    CHECK(train->fields()[1].dtype == int64);
+    const NDArray& img = train->array(0);
+    const NDArray& lab = train->array(1);
+    // Record 1 of data_batch_2 is example 4: label (2 + 1) % 10; red (0, 0) = byte 0, green (0, 0) = byte 1024,
+    // blue (31, 31) = byte 3071, each (record + byte) % 256.
+    CHECK(lab.data<int64_t>()[4] == 3);
+    CHECK(img.at({4, 0, 0, 0}) == 1);
+    CHECK(img.at({4, 1, 0, 0}) == double((1 + 1024) % 256));
+    CHECK(img.at({4, 2, 31, 31}) == double((1 + 3071) % 256));
+    CHECK(img.at({4, 0, 1, 0}) == double((1 + 32) % 256));
+
+    std::filesystem::remove(dir / "data_batch_4.bin");
+    std::string e = error_of([&] { data::load_cifar10(dir.path.string(), data::Split::train); });
+    CHECK(contains(e, "data_batch_4.bin"));
+    write_cifar(dir / "data_batch_4.bin", 2);
+    std::filesystem::resize_file(dir / "data_batch_4.bin", 3073 * 2 - 7);
+    e = error_of([&] { data::load_cifar10(dir.path.string(), data::Split::train); });
+    CHECK(contains(e, "data_batch_4.bin"));
+    CHECK(contains(e, "not a whole number of 3073-byte records"));
+    {
+      std::fstream f(dir / "test_batch.bin", std::ios::binary | std::ios::in | std::ios::out);
+      f.seekp(3073 * 2);
+      f.put(char(17));
+    }
+    e = error_of([&] { data::load_cifar10(dir.path.string(), data::Split::test); });
+    CHECK(contains(e, "test_batch.bin"));
+    CHECK(contains(e, "record 2 has label 17"));
+    { std::ofstream f(dir / "test_batch.bin", std::ios::binary | std::ios::trunc); }
+    CHECK(contains(error_of([&] { data::load_cifar10(dir.path.string(), data::Split::test); }), "test_batch.bin"));
+  }
+
+  TEST_CASE("CIFAR-10 reader on random and mutated files: an error naming the file, or the data, never a crash") {
+    test::TempDir dir;
+    const std::string path = dir / "data_batch_1.bin";
+    for (uint64_t trial = 0; trial < 200; ++trial) {
+      // Random sizes around whole records, random bytes (labels mostly out of range), or valid records with one byte flipped.
+      const double u = philox::uniform_f64(trial, 1, 0);
+      const size_t records = size_t(philox::uniform_f64(trial, 1, 1) * 3);
+      size_t size = records * 3073;
+      if (u < 0.5) size += size_t(philox::uniform_f64(trial, 1, 2) * 3073) % 3073;
+      std::string bytes(size, '\0');
+      for (size_t i = 0; i < size; ++i)
+        bytes[i] = u < 0.25 ? char(philox::uniform_f64(trial, 2, i) * 256) : char(i % 3073 == 0 ? i / 3073 % 10 : i % 251);
+      if (u >= 0.75 && size) bytes[size_t(philox::uniform_f64(trial, 1, 3) * double(size))] ^= char(0x5A);
+      {
+        std::ofstream f(path, std::ios::binary | std::ios::trunc);
+        f.write(bytes.data(), std::streamsize(bytes.size()));
+      }
+      try {
+        auto [x, y] = data::read_cifar10_batch(path);
+        CHECK(x.shape()[0] * 3073 == int64_t(size));
+        for (int64_t i = 0; i < y.numel(); ++i) CHECK(y.data<int64_t>()[i] < 10);
+      } catch (const Error& e) {
+        CHECK(contains(e.what(), path));
+      }
+    }
+  }
+
+  TEST_CASE("image transforms for any channel count") {
+    const int64_t B = 6, C = 3, H = 5, W = 4;
+    NDArray batch = NDArray::empty({B, C, H, W}, uint8);
+    for (int64_t i = 0; i < batch.numel(); ++i) batch.data<uint8_t>()[i] = uint8_t(1 + i % 250);
+    std::vector<int64_t> idx{0, 1, 2, 3, 4, 5};
+    data::BatchInfo info{3, idx, 77};
+    // Crops shift every channel of an example by the same offset, filling with zeros.
+    NDArray cropped = data::transforms::random_crop(2)(batch, info);
+    bool shifted_alike = true, some_zero = false;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const bool z0 = cropped.at({b, 0, h, w}) == 0;
+          some_zero |= z0;
+          for (int64_t c = 1; c < C; ++c) shifted_alike &= (cropped.at({b, c, h, w}) == 0) == z0;
+        }
+    CHECK(shifted_alike);
+    CHECK(some_zero);
+    NDArray flipped = data::transforms::random_flip_horizontal(1.0)(batch, info);
+    CHECK(flipped.at({2, 1, 3, 0}) == batch.at({2, 1, 3, W - 1}));
+    NDArray norm = data::transforms::normalize_channels({0.1, 0.2, 0.3}, {0.5, 1.0, 2.0})(batch, info);
+    CHECK(norm.dtype() == float32);
+    CHECK(norm.at({1, 2, 4, 3}) == doctest::Approx((batch.at({1, 2, 4, 3}) / 255.0 - 0.3) / 2.0));
+    CHECK(norm.at({5, 0, 0, 1}) == doctest::Approx((batch.at({5, 0, 0, 1}) / 255.0 - 0.1) / 0.5));
+    CHECK(contains(error_of([&] { data::transforms::normalize_channels({0.1}, {0.5})(batch, info); }),
+                   "expected [B, 1, ...]"));
+    CHECK(contains(error_of([] { data::transforms::normalize_channels({0.1, 0.2}, {0.5, 0.0}); }), "stddev > 0"));
+  }
+}
