@@ -8,6 +8,8 @@
 #   ./build.sh test-tsan      ThreadSanitizer build, parallel-executor suites
 #   ./build.sh bench-train    loom vs PyTorch training benchmark (peers in a venv)
 #   ./build.sh bench-sched    scheduling/memory benchmark, PyTorch side by side
+#   ./build.sh train-lm [args] build, then train an LSTM language model on the fortunes corpus
+#   ./build.sh bench-lm [args] loom vs PyTorch language-model training (peers in a venv)
 #   ./build.sh build          build only (Release)
 #   ./build.sh <program> ...  build, then run build/release/samples/<program>
 #
@@ -72,6 +74,7 @@ case "$cmd" in
   test)
     base_deps
     need dataset-fashion-mnist  # the data tests read the real files
+    need fortunes               # the text corpus tests too
     release
     build/release/tests/loom_tests "$@"
     ;;
@@ -111,6 +114,19 @@ case "$cmd" in
     peers
     release
     build/release/samples/bench_sched "$@"
+    ;;
+  train-lm)
+    base_deps
+    need fortunes
+    release
+    build/release/samples/train_lm "$@"
+    ;;
+  bench-lm)
+    base_deps
+    need fortunes
+    peers
+    release
+    build/release/samples/bench_lm "$@"
     ;;
   *)
     base_deps

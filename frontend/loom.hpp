@@ -24,3 +24,6 @@
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
 #include "ops/ops.hpp"
+// Sequence models and text corpora (issue 12).
+#include "frontend/rnn.hpp"
+#include "frontend/text.hpp"

@@ -137,6 +137,15 @@ class Module {
   void add_update(const Tensor& update);
   /// "<ModuleType> '<scope path>'" for error messages, e.g. "Linear '1'".
   std::string where(const Tensor& x) const;
+  /// Runs f() inside this module's graph scope, as operator() runs forward():
+  /// for modules whose calls take more than one tensor (nn::LSTM(x, state)).
+  template <class F>
+  auto in_scope(const Tensor& x, F&& f) {
+    LOOM_CHECK(x.valid(), type_name(), ": called on an empty Tensor handle");
+    if (name_.empty()) return f();
+    auto scope = x.graph().scope(name_);
+    return f();
+  }
 
  private:
   struct Var {

@@ -165,4 +165,15 @@ Tensor group(const std::vector<Tensor>& targets, const std::string& name = {});
 /// x, after all of `deps` have run.
 Tensor with_dependencies(const std::vector<Tensor>& deps, const Tensor& x);
 
+// ---- recurrent cells (ops/rnn.cpp); the modules are in frontend/rnn.hpp
+/// One fused LSTM step in PyTorch's gate order (i, f, g, o): pre = gates (+ gates2),
+/// c = sigmoid(f) * c_prev + sigmoid(i) * tanh(g), h = sigmoid(o) * tanh(c).
+/// c_prev [..., H], gates [..., 4H]. Returns {h, c, act}: act [..., 4H] holds the
+/// activated gates (kept for the gradient).
+std::vector<Tensor> lstm_cell(const Tensor& c_prev, const Tensor& gates, const Tensor& gates2 = {});
+/// The backward of lstm_cell written with element-wise ops: {dgates, dc_prev}
+/// (the oracle of lstm_cell_grad and the source of its own gradient).
+std::vector<Tensor> lstm_backward_composite(const Tensor& act, const Tensor& c_prev, const Tensor& c, const Tensor& dh,
+                                            const Tensor& dc);
+
 }  // namespace loom

@@ -12,10 +12,6 @@
 // seconds per epoch (training only, evaluation excluded) for each, and the
 // ratio loom / PyTorch of the median epoch times.
 
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -31,8 +27,6 @@
 
 #include "frontend/loom.hpp"
 #include "samples/peers.hpp"
-
-extern char** environ;
 
 namespace po = boost::program_options;
 using namespace loom;
@@ -58,75 +52,10 @@ Config config_for(const std::string& model, int64_t batch_override) {
   return c;
 }
 
-/// A child process speaking a line protocol on its stdin/stdout.
-class Peer {
- public:
-  explicit Peer(const std::vector<std::string>& args) {
-    int in[2], out[2];
-    LOOM_CHECK(::pipe(in) == 0 && ::pipe(out) == 0, "bench_train: pipe failed");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    for (int fd : {in[0], in[1], out[0], out[1]}) posix_spawn_file_actions_addclose(&fa, fd);
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(in[0]);
-    ::close(out[1]);
-    if (rc != 0) {
-      ::close(in[1]);
-      ::close(out[0]);
-      fail("bench_train: cannot start '", args[0], "': ", std::strerror(rc));
-    }
-    to_ = ::fdopen(in[1], "w");
-    from_ = ::fdopen(out[0], "r");
-    std::string hello = read_line();
-    LOOM_CHECK(hello.find("\"ready\"") != std::string::npos, "bench_train: unexpected greeting from PyTorch: ", hello);
-  }
-  Peer(const Peer&) = delete;
-  ~Peer() {
-    if (to_) {
-      std::fputs("quit\n", to_);
-      std::fclose(to_);
-    }
-    if (from_) std::fclose(from_);
-    int status = 0;
-    if (pid_ > 0) ::waitpid(pid_, &status, 0);
-  }
-  std::string request(const std::string& line) {
-    std::fputs((line + "\n").c_str(), to_);
-    std::fflush(to_);
-    return read_line();
-  }
-
- private:
-  std::string read_line() {
-    char* buf = nullptr;
-    size_t cap = 0;
-    ssize_t n = ::getline(&buf, &cap, from_);
-    std::string s = n > 0 ? std::string(buf, size_t(n)) : std::string();
-    std::free(buf);
-    LOOM_CHECK(n > 0, "bench_train: the PyTorch process ended early (its error is above; run it through ./build.sh bench-train, which installs PyTorch)");
-    return s;
-  }
-  pid_t pid_ = -1;
-  FILE* to_ = nullptr;
-  FILE* from_ = nullptr;
-};
-
 double json_number(const std::string& line, const std::string& key) {
   auto at = line.find("\"" + key + "\":");
   LOOM_CHECK(at != std::string::npos, "bench_train: no '", key, "' in PyTorch's answer: ", line);
   return std::strtod(line.c_str() + at + key.size() + 3, nullptr);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /// loom's side: the same training as train_mnist.
@@ -246,11 +175,11 @@ int run(const Options& o) {
     };
     // PyTorch's best thread count on this machine, from a short timed run of each.
     int best_t = tcounts[0];
-    std::unique_ptr<Peer> torch;
+    std::unique_ptr<samples::Peer> torch;
     if (tcounts.size() > 1) {
       double best = INFINITY;
       for (int t : tcounts) {
-        auto p = std::make_unique<Peer>(peer_args(t));
+        auto p = std::make_unique<samples::Peer>(peer_args(t), "PyTorch");
         p->request("steps 10");  // warm-up
         double s = json_number(p->request("steps " + std::to_string(o.calibrate)), "seconds");
         if (!o.json)
@@ -259,7 +188,7 @@ int run(const Options& o) {
         if (s < best) best = s, best_t = t;
       }
     }
-    torch = std::make_unique<Peer>(peer_args(best_t));
+    torch = std::make_unique<samples::Peer>(peer_args(best_t), "PyTorch");
     Loom loom(c, train, test, o.threads, o.seed, Device::parse(o.device));
     if (!o.json)
       std::printf("%s: batch %lld, Adam lr %g wd %g; loom %d threads, PyTorch %d thread%s\n", model.c_str(),
@@ -281,7 +210,7 @@ int run(const Options& o) {
                     (long long)e, lsec, lacc, tsec, tacc, lsec / tsec);
       std::fflush(stdout);
     }
-    const double lm = median(ls), tm = median(ts);
+    const double lm = samples::median(ls), tm = samples::median(ts);
     if (o.json)
       std::printf(
           "{\"model\": \"%s\", \"loom_median_seconds\": %.4f, \"torch_median_seconds\": %.4f, \"ratio\": %.4f}\n",
