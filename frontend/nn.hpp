@@ -385,8 +385,8 @@ class MLPResNet : public Sequential {
 // ---------------------------------------------------------------- losses and metrics
 
 /// Mean cross-entropy of softmax(logits) against integer class labels:
-/// logits [..., C], labels [...] (any integer dtype). Labels outside [0, C)
-/// contribute 0 to the picked log-probability.
+/// logits [..., C], labels [...] (any integer dtype). A label outside [0, C)
+/// raises loom::Error naming it when the graph runs.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 
 /// The loss as an object: `nn::SoftmaxLoss loss_fn; Tensor loss = loss_fn(logits, y);`.

@@ -18,8 +18,8 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
   LOOM_CHECK(is_integral(labels.dtype()) && labels.dtype() != boolean, "softmax_cross_entropy: labels '",
              labels.name(), "' must be integers, got ", dtype_name(labels.dtype()));
   LOOM_CHECK(l[1] > 0, "softmax_cross_entropy: the class dim of ", S(l), " must be known");
-  Tensor picked = sum(log_softmax(logits, 1) * one_hot(labels, l[1], logits.dtype()), {1});
-  return -mean(picked);
+  // One fused primitive (ops/loss.cpp): the composite took ten passes over the logits.
+  return mean(sparse_softmax_cross_entropy(logits, labels)[0]);
 }
 
 Tensor dropout(const Tensor& x, double p, bool training) {

@@ -6,6 +6,7 @@
 //   bench_lm --epochs 6 --torch-threads 1,2 --json
 //   bench_lm --model gru --data data/ptb
 //   bench_lm --jax                             # JAX (samples/lm_jax.py) as a third column
+//   bench_lm --quick 20                        # training speed only: 5 rounds of 20 steps each
 //
 // PyTorch runs samples/lm_torch.py (current PyTorch from the venv that
 // `./build.sh bench-lm` sets up), kept alive between epochs; it is first
@@ -35,7 +36,7 @@ namespace {
 struct Options : samples::LMConfig {
   std::string torch_threads = "1,2", python = samples::peer_python(), script, data, fortunes = data::kFortunesDir,
               corpus_dir;
-  int64_t epochs = 3, calibrate = 30, min_count = 3;
+  int64_t epochs = 3, calibrate = 30, min_count = 3, quick = 0;
   int jax_threads = 0;
   double anneal = 4.0;
   bool json = false, jax = false;
@@ -99,6 +100,27 @@ int run(const Options& o) {
   info << o.model << " " << o.layers << "x" << o.hidden << " (embed " << o.embed << ", vocabulary " << V << "), bptt "
        << o.bptt << ", batch " << o.batch << ", sgd lr " << o.lr << " clip " << o.clip << ", dropout " << o.dropout
        << "; loom " << s.options().threads << " threads, PyTorch " << best_t << "\n";
+
+  if (o.quick > 0) {
+    // Training speed only: rounds of --quick steps from the start of the data, alternating.
+    std::vector<double> lq, tq;
+    samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, 2);  // compile and warm up
+    request(torch, "steps 2");
+    for (int r = 0; r < 5; ++r) {
+      samples::EpochResult l = samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, o.quick);
+      json t = request(torch, "steps " + std::to_string(o.quick));
+      lq.push_back(double(l.tokens) / l.seconds);
+      tq.push_back(t["tokens"].get<double>() / t["seconds"].get<double>());
+      info << samples::fmt("round %.0f", r + 1) << samples::fmt(": loom %.0f tok/s", lq.back())
+           << samples::fmt(", PyTorch %.0f tok/s", tq.back()) << samples::fmt(", speedup %.2f\n", lq.back() / tq.back());
+    }
+    const double lm_med = samples::median(lq), t_med = samples::median(tq);
+    json summary{{"loom_median_tokens_per_s", lm_med}, {"torch_median_tokens_per_s", t_med}, {"speedup", lm_med / t_med},
+                 {"train_step_compile_ms", lm.compile_ms(LM::Mode::train, o.bptt)}};
+    if (o.json) std::cout << summary.dump() << std::endl;
+    else std::printf("median tokens/s  loom %.0f  PyTorch %.0f  speedup %.2f\n", lm_med, t_med, lm_med / t_med);
+    return 0;
+  }
 
   std::vector<double> lrates, trates, jrates;
   double best = INFINITY, lr_factor = 1.0, lvalid = 0, tvalid = 0, jvalid = NAN;
@@ -202,6 +224,7 @@ int main(int argc, char** argv) {
     ("threads", po::value(&o.threads)->default_value(o.threads), "loom threads (0: all cores)")
     ("torch-threads", po::value(&o.torch_threads)->default_value(o.torch_threads), "PyTorch thread counts to try; the fastest is used")
     ("calibrate", po::value(&o.calibrate)->default_value(o.calibrate), "steps timed per PyTorch thread count")
+    ("quick", po::value(&o.quick)->default_value(o.quick), "only time training speed: 5 alternating rounds of this many steps (no epochs)")
     ("carry", po::value(&o.carry)->default_value(o.carry), "loom's state across batches: variable or feed")
     ("composite-cell", po::bool_switch(&o.composite), "loom's LSTM with element-wise ops instead of lstm_cell")
     ("data", po::value(&o.data), "a PTB-format directory (default: the fortunes corpus)")

@@ -241,10 +241,13 @@ struct EpochResult {
 };
 
 /// One pass over `source` in bptt chunks: training when mode is train.
-inline EpochResult pass(LM& lm, LM::Mode mode, const NDArray& source, int64_t bptt, const std::string& what, Progress* bar) {
+/// At most `max_batches` batches when positive (timing runs).
+inline EpochResult pass(LM& lm, LM::Mode mode, const NDArray& source, int64_t bptt, const std::string& what, Progress* bar,
+                        int64_t max_batches = 0) {
   EpochResult r;
   lm.reset(mode);
-  const std::vector<int64_t> starts = data::batch_starts(source, bptt, what);
+  std::vector<int64_t> starts = data::batch_starts(source, bptt, what);
+  if (max_batches > 0 && int64_t(starts.size()) > max_batches) starts.resize(size_t(max_batches));
   auto t0 = Clock::now();
   double total = 0;
   int64_t done = 0;

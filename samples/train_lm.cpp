@@ -24,7 +24,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -45,7 +47,7 @@ using samples::LMConfig;
 
 struct Args : LMConfig {
   std::string data, fortunes = data::kFortunesDir, corpus_dir, save, load, prompt;
-  int64_t epochs = 6, min_count = 3, generate = 0, max_lines = 0;
+  int64_t epochs = 6, min_count = 3, generate = 0, max_lines = 0, max_batches = 0;
   double anneal = 4.0, temperature = 1.0;
   bool json = false;
 };
@@ -99,10 +101,12 @@ int run(const Args& a) {
   double best = INFINITY;
   const int64_t last = first_epoch + a.epochs - 1;
   for (int64_t e = first_epoch; e <= last; ++e) {
-    Progress bar(tty, e, last, int64_t(data::batch_starts(train, a.bptt).size()), {"ppl", "%.1f", "tok"});
-    samples::EpochResult tr = samples::pass(lm, LM::Mode::train, train, a.bptt, "train split", &bar);
+    int64_t batches = int64_t(data::batch_starts(train, a.bptt).size());
+    if (a.max_batches > 0) batches = std::min(batches, a.max_batches);
+    Progress bar(tty, e, last, batches, {"ppl", "%.1f", "tok"});
+    samples::EpochResult tr = samples::pass(lm, LM::Mode::train, train, a.bptt, "train split", &bar, a.max_batches);
     bar.clear();
-    samples::EpochResult va = samples::pass(lm, LM::Mode::eval, valid, a.bptt, "valid split", nullptr);
+    samples::EpochResult va = samples::pass(lm, LM::Mode::eval, valid, a.bptt, "valid split", nullptr, a.max_batches);
     const double train_ppl = std::exp(tr.loss), valid_ppl = std::exp(va.loss);
     const double lr = a.lr * lr_factor;
     if (a.json) {
@@ -126,7 +130,7 @@ int run(const Args& a) {
       checkpoint::save(s, a.save, saved,
                        {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(e)}, {"format", "loom"}});
   }
-  const double test_ppl = std::exp(samples::pass(lm, LM::Mode::eval, test, a.bptt, "test split", nullptr).loss);
+  const double test_ppl = std::exp(samples::pass(lm, LM::Mode::eval, test, a.bptt, "test split", nullptr, a.max_batches).loss);
   if (a.json)
     std::cout << json{{"test_ppl", test_ppl}}.dump() << std::endl;
   else
@@ -150,6 +154,14 @@ int run(const Args& a) {
       info << fmt("%8.1f ms ", t.total_us / 1e3) << fmt("%5.1f%%  ", 100 * t.total_us / total) << t.op << "  " << t.name
            << "\n";
     }
+    std::map<std::string, std::pair<double, int64_t>> by_op;
+    for (const NodeTime& t : st.node_times) by_op[t.op].first += t.total_us, by_op[t.op].second += t.calls;
+    std::vector<std::pair<std::string, std::pair<double, int64_t>>> ops(by_op.begin(), by_op.end());
+    std::sort(ops.begin(), ops.end(), [](const auto& x, const auto& y) { return x.second.first > y.second.first; });
+    info << "by op:\n";
+    for (const auto& [op, tc] : ops)
+      info << fmt("%8.1f ms ", tc.first / 1e3) << fmt("%5.1f%%  ", 100 * tc.first / total) << op << " ("
+           << tc.second << " calls)\n";
   }
   return 0;
 }
@@ -182,6 +194,7 @@ int main(int argc, char** argv) {
     ("corpus-dir", po::value(&a.corpus_dir), "where to write the fortunes corpus (default: ~/.cache/loom/fortunes-ptb)")
     ("min-count", po::value(&a.min_count)->default_value(a.min_count), "fortunes corpus: words seen fewer times in training become <unk>")
     ("max-lines", po::value(&a.max_lines)->default_value(a.max_lines), "read at most this many lines of each file (0: all)")
+    ("max-batches", po::value(&a.max_batches)->default_value(a.max_batches), "at most this many batches per epoch and evaluation (0: all; for quick trials)")
     ("threads", po::value(&a.threads)->default_value(a.threads), "threads (0: all cores)")
     ("device", po::value(&a.device)->default_value(a.device), "cpu, cuda or cuda:i (the whole graph runs there)")
     ("seed", po::value(&a.seed)->default_value(a.seed), "seed for initialization, dropout and sampling")
@@ -209,7 +222,7 @@ int main(int argc, char** argv) {
     if (a.layers <= 0 || a.embed <= 0 || a.hidden <= 0) throw po::error("--layers, --embed and --hidden must be positive");
     if (!(a.dropout >= 0 && a.dropout < 1)) throw po::error("--dropout must be in [0, 1)");
     if (!(a.temperature > 0)) throw po::error("--temperature must be > 0");
-    if (a.threads < 0 || a.generate < 0 || a.min_count < 1 || a.max_lines < 0)
+    if (a.threads < 0 || a.generate < 0 || a.min_count < 1 || a.max_lines < 0 || a.max_batches < 0)
       throw po::error("--threads, --generate and --max-lines must be >= 0, --min-count >= 1");
     if (a.carry != "variable" && a.carry != "feed") throw po::error("--carry must be variable or feed");
     nn::parse_cell_kind(a.model);
