@@ -27,11 +27,19 @@ struct StepSpec {
 
 Tensor activate(Activation a, const Tensor& x) { return a == Activation::relu ? relu(x) : tanh(x); }
 
-/// The bias added to the input projection: both biases, except for the GRU,
-/// whose b_hh stays on the hidden side (r multiplies W_hn h + b_hn).
+/// The bias added to the input projection: both biases; for the GRU all but
+/// b_hn, which stays on the hidden side (r multiplies W_hn h + b_hn).
 Tensor input_bias(CellKind kind, const Weights& w) {
   if (!w.b_ih.valid()) return {};
-  return kind == CellKind::gru ? w.b_ih : w.b_ih + w.b_hh;
+  if (kind != CellKind::gru) return w.b_ih + w.b_hh;
+  std::vector<Tensor> h = split(w.b_hh, 3, 0);
+  return w.b_ih + concat({h[0], h[1], zeros_like(h[2])}, 0);
+}
+
+/// The GRU's b_hn (invalid for other cells or without bias).
+Tensor hidden_bias(CellKind kind, const Weights& w) {
+  if (kind != CellKind::gru || !w.b_hh.valid()) return {};
+  return split(w.b_hh, 3, 0)[2];
 }
 
 /// x [rows, D] -> x W_ih^T + bias [rows, G*H]: one GEMM for all rows.
@@ -57,31 +65,30 @@ RNNState lstm_step(const StepSpec& s, const Tensor& gi, const Tensor& gh, const 
   return {sigmoid(q[3]) * tanh(c), c};
 }
 
-RNNState gru_step(const StepSpec& s, const Tensor& gi, const Tensor& gh, const Tensor& b_hh, const RNNState& prev) {
+RNNState gru_step(const Tensor& gi, const Tensor& gh, const Tensor& b_hn, const RNNState& prev) {
   std::vector<Tensor> i = split(gi, 3, -1);
-  // The hidden side: h W_hh^T + b_hh, or just b_hh from a zero state.
-  Tensor hid = gh.valid() ? (b_hh.valid() ? gh + b_hh : gh) : b_hh;
-  Tensor r, z, n;
-  if (hid.valid()) {
-    std::vector<Tensor> q = split(hid, 3, -1);
-    r = sigmoid(i[0] + q[0]), z = sigmoid(i[1] + q[1]), n = tanh(i[2] + r * q[2]);
-  } else {
-    z = sigmoid(i[1]), n = tanh(i[2]);
+  Tensor r, z, hn;  // hn = W_hn h + b_hn (invalid: zero)
+  if (gh.valid()) {
+    std::vector<Tensor> q = split(gh, 3, -1);
+    r = sigmoid(i[0] + q[0]), z = sigmoid(i[1] + q[1]), hn = b_hn.valid() ? q[2] + b_hn : q[2];
+  } else {  // from a zero state
+    r = sigmoid(i[0]), z = sigmoid(i[1]), hn = b_hn;
   }
-  Tensor h = (1.0 - z) * n;
-  if (prev.h.valid()) h = h + z * prev.h;
-  return {h, {}};
+  Tensor n = tanh(hn.valid() ? i[2] + r * hn : i[2]);
+  // h' = (1 - z) n + z h, in PyTorch's arrangement n + z (h - n) (the same rounding).
+  return {prev.h.valid() ? n + z * (prev.h - n) : n - z * n, {}};
 }
 
 /// One step: gi is the step's input projection [N, G*H] (biases included as
-/// input_bias says), w_hh_t the transposed hidden weight [H, G*H].
-RNNState cell_step(const StepSpec& s, const Tensor& gi, const RNNState& prev, const Tensor& w_hh_t, const Tensor& b_hh) {
+/// input_bias says), w_hh_t the transposed hidden weight [H, G*H], b_hn the
+/// GRU's hidden_bias.
+RNNState cell_step(const StepSpec& s, const Tensor& gi, const RNNState& prev, const Tensor& w_hh_t, const Tensor& b_hn) {
   Tensor gh = prev.h.valid() ? matmul(prev.h, w_hh_t) : Tensor();
   switch (s.kind) {
     case CellKind::lstm:
       return lstm_step(s, gi, gh, prev);
     case CellKind::gru:
-      return gru_step(s, gi, gh, b_hh, prev);
+      return gru_step(gi, gh, b_hn, prev);
     case CellKind::rnn:
       break;
   }
@@ -95,10 +102,10 @@ RNNResult run_layer(const StepSpec& s, const Tensor& x, const Weights& w, RNNSta
   Tensor gi_all = input_projection(s, reshape(x, {-1, D}), w);  // [T*N, G*H]
   // Step t's rows are a view of the one projection: split's gradient is one concat.
   std::vector<Tensor> gis = split(reshape(gi_all, {T, -1, GH}), T, 0);
-  Tensor w_hh_t = transpose(w.w_hh);
+  Tensor w_hh_t = transpose(w.w_hh), b_hn = hidden_bias(s.kind, w);
   std::vector<Tensor> hs;
   for (int64_t t = 0; t < T; ++t) {
-    state = cell_step(s, reshape(gis[size_t(t)], {-1, GH}), state, w_hh_t, w.b_hh);
+    state = cell_step(s, reshape(gis[size_t(t)], {-1, GH}), state, w_hh_t, b_hn);
     hs.push_back(state.h);
   }
   return {stack(hs, 0), state};
@@ -218,7 +225,7 @@ RNNState CellBase::step(const Tensor& x, const RNNState& state) {
   if (options_.bias) wt.b_ih = parameter(x, "bias_ih", {GH}, init, dt), wt.b_hh = parameter(x, "bias_hh", {GH}, init, dt);
   StepSpec s{kind_, options_.nonlinearity, options_.fused, H};
   // A cell's hidden GEMM runs even from a given zero state; only a missing h skips it.
-  return cell_step(s, input_projection(s, x, wt), state, transpose(wt.w_hh), wt.b_hh);
+  return cell_step(s, input_projection(s, x, wt), state, transpose(wt.w_hh), hidden_bias(kind_, wt));
 }
 
 RNNCell::RNNCell(int64_t input, int64_t hidden, CellOptions options) : CellBase(CellKind::rnn, input, hidden, options) {}

@@ -110,8 +110,11 @@ const bool registered = [] {
       return std::vector<TensorType>{c.in[0]};
     };
     d.grad = [](const GradContext& c) {
-      Tensor y = grad_composite(c.inputs[0], c.inputs[1], c.inputs[2]);
-      std::vector<Tensor> r = gradients(sum(y * c.dout(0)), {c.inputs[0], c.inputs[2]});
+      // The composite's vector-Jacobian product, over leaves that stop_gradient
+      // cuts from the graph: dloss itself depends on the forward (and on probs).
+      Tensor p = stop_gradient(c.inputs[0]), g = stop_gradient(c.inputs[2]);
+      Tensor y = grad_composite(p, c.inputs[1], g);
+      std::vector<Tensor> r = gradients(sum(y * stop_gradient(c.dout(0))), {p, g});
       return std::vector<Tensor>{r[0], Tensor(), r[1]};
     };
     d.reference = [](std::span<const NDArray> in, const Attrs&) {

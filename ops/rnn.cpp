@@ -127,14 +127,17 @@ std::vector<Tensor> lstm_cell_grad_rule(const GradContext& c) {
 }
 
 /// The gradient of lstm_cell_grad: the vector-Jacobian product of its
-/// composite form, built by gradients() over that form.
+/// composite form, built by gradients() over that form. The inputs enter as
+/// stop_gradient leaves: in the graph they depend on each other (dh on c_prev,
+/// through the forward), and only the composite's own dependence counts.
 std::vector<Tensor> lstm_cell_grad_grad(const GradContext& c) {
-  std::vector<Tensor> ins(c.inputs.begin(), c.inputs.end());
+  std::vector<Tensor> ins;
+  for (const Tensor& t : c.inputs) ins.push_back(stop_gradient(t));
   std::vector<Tensor> outs = lstm_backward_composite(ins[0], ins[1], ins[2], ins[3], ins[4]);
   Tensor s;
   for (size_t k = 0; k < outs.size(); ++k) {
     if (!c.douts[k].valid()) continue;
-    Tensor term = sum(outs[k] * c.douts[k]);
+    Tensor term = sum(outs[k] * stop_gradient(c.douts[k]));
     s = s.valid() ? s + term : term;
   }
   if (!s.valid()) return std::vector<Tensor>(ins.size());

@@ -13,6 +13,7 @@
 
 #include "frontend/optim.hpp"
 #include "frontend/rnn.hpp"
+#include "ops/check.hpp"
 
 using namespace loom;
 using loom::test::contains;
@@ -397,6 +398,23 @@ TEST_SUITE("frontend/rnn") {
       }
       check_numeric_gradients(g, loss, params, feeds);
     }
+  }
+
+  TEST_CASE("second derivatives through two fused LSTM steps") {
+    // The gradient of the second step's output with respect to the first
+    // step's inputs, squared, differentiated again (lstm_cell_grad's gradient).
+    NDArray c0 = rand({2, 3}, 1, float64), g1 = rand({2, 12}, 2, float64, -2, 2), g2 = rand({2, 12}, 3, float64, -2, 2);
+    CheckResult r = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          std::vector<Tensor> a = lstm_cell(in[0], in[1]);
+          Tensor w = in[0].graph().constant(rand({3, 12}, 4, float64));  // h feeds the next step's gates
+          std::vector<Tensor> b = lstm_cell(a[1], in[2], matmul(a[0], w));
+          Tensor y = sum(b[0] * b[0]) + sum(b[1]);
+          std::vector<Tensor> d = gradients(y, {in[0], in[1]});
+          return std::vector<Tensor>{d[0] * d[0], d[1] * d[1]};
+        },
+        {c0, g1, g2}, {0, 1, 2});
+    CHECK_MESSAGE(r.ok, r.detail);
   }
 
   TEST_CASE("the fused LSTM cell and the element-wise one agree, values and gradients") {
