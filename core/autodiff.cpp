@@ -13,7 +13,41 @@ Tensor reduce_to_shape_of(const Tensor& g, const Tensor& like) {
   return r;
 }
 
-static Tensor sum_all(const std::vector<Tensor>& ts) {
+/// x when t is transpose(x) of a 2-D x (a permute with axes {1, 0}), else invalid.
+static Tensor transposed_matrix(const Tensor& t) {
+  const Node& n = t.node();
+  if (n.op->name != "permute" || n.attrs.ints("axes") != std::vector<int64_t>{1, 0}) return {};
+  return Tensor(&t.graph(), n.inputs[0].node, n.inputs[0].index);
+}
+
+/// A weight used by many matmuls (an unrolled RNN's hidden weight, a tied
+/// embedding) gets gradient terms transpose(a_i) @ b_i of one shape. Their
+/// sum is one GEMM over the stacked rows, transpose(concat(a_i)) @ concat(b_i):
+/// one large GEMM instead of k small ones and k - 1 additions. Returns the
+/// terms left over, with the merged product appended.
+static std::vector<Tensor> merge_matmul_terms(const std::vector<Tensor>& ts) {
+  std::vector<Tensor> as, bs, rest;
+  for (const Tensor& t : ts) {
+    const Node& n = t.node();
+    Tensor a, b;
+    if (n.op->name == "matmul" && t.ndim() == 2) {
+      a = transposed_matrix(Tensor(&t.graph(), n.inputs[0].node, n.inputs[0].index));
+      b = Tensor(&t.graph(), n.inputs[1].node, n.inputs[1].index);
+    }
+    const bool fits = a.valid() && a.ndim() == 2 && b.ndim() == 2 &&
+                      (as.empty() || (a.shape()[1] == as[0].shape()[1] && b.shape()[1] == bs[0].shape()[1]));
+    if (fits) as.push_back(a), bs.push_back(b);
+    else rest.push_back(t);
+  }
+  if (as.size() < 3) return ts;
+  Graph& g = ts[0].graph();
+  Tensor at = g.add1("permute", {g.add1("concat", as, {{"axis", int64_t(0)}})}, {{"axes", std::vector<int64_t>{1, 0}}});
+  rest.push_back(g.add1("matmul", {at, g.add1("concat", bs, {{"axis", int64_t(0)}})}));
+  return rest;
+}
+
+static Tensor sum_all(const std::vector<Tensor>& terms) {
+  std::vector<Tensor> ts = terms.size() >= 3 ? merge_matmul_terms(terms) : terms;
   Tensor acc = ts[0];
   for (size_t i = 1; i < ts.size(); ++i) acc = acc.graph().add1("add", {acc, ts[i]});
   return acc;

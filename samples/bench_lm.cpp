@@ -103,22 +103,32 @@ int run(const Options& o) {
 
   if (o.quick > 0) {
     // Training speed only: rounds of --quick steps from the start of the data, alternating.
-    std::vector<double> lq, tq;
+    // Also per CPU-second (process time): on a loaded machine, with 1 thread each, the steadier measure.
+    std::vector<double> lq, tq, lc, tc;
     samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, 2);  // compile and warm up
     request(torch, "steps 2");
     for (int r = 0; r < 5; ++r) {
+      const double c0 = samples::cpu_seconds();
       samples::EpochResult l = samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, o.quick);
+      const double lcpu = samples::cpu_seconds() - c0;
       json t = request(torch, "steps " + std::to_string(o.quick));
-      lq.push_back(double(l.tokens) / l.seconds);
+      lq.push_back(double(l.tokens) / l.seconds), lc.push_back(double(l.tokens) / lcpu);
       tq.push_back(t["tokens"].get<double>() / t["seconds"].get<double>());
-      info << samples::fmt("round %.0f", r + 1) << samples::fmt(": loom %.0f tok/s", lq.back())
-           << samples::fmt(", PyTorch %.0f tok/s", tq.back()) << samples::fmt(", speedup %.2f\n", lq.back() / tq.back());
+      tc.push_back(t["tokens"].get<double>() / t["cpu_seconds"].get<double>());
+      info << "round " << r + 1 << samples::fmt(": loom %.0f tok/s", lq.back()) << samples::fmt(" (%.0f per cpu-s)", lc.back())
+           << samples::fmt(", PyTorch %.0f tok/s", tq.back()) << samples::fmt(" (%.0f per cpu-s)", tc.back())
+           << samples::fmt(", speedup %.2f\n", lq.back() / tq.back());
     }
     const double lm_med = samples::median(lq), t_med = samples::median(tq);
-    json summary{{"loom_median_tokens_per_s", lm_med}, {"torch_median_tokens_per_s", t_med}, {"speedup", lm_med / t_med},
+    const double lc_med = samples::median(lc), tc_med = samples::median(tc);
+    json summary{{"loom_median_tokens_per_s", lm_med},     {"torch_median_tokens_per_s", t_med},
+                 {"speedup", lm_med / t_med},               {"loom_median_tokens_per_cpu_s", lc_med},
+                 {"torch_median_tokens_per_cpu_s", tc_med}, {"cpu_speedup", lc_med / tc_med},
                  {"train_step_compile_ms", lm.compile_ms(LM::Mode::train, o.bptt)}};
     if (o.json) std::cout << summary.dump() << std::endl;
-    else std::printf("median tokens/s  loom %.0f  PyTorch %.0f  speedup %.2f\n", lm_med, t_med, lm_med / t_med);
+    else
+      std::printf("median tokens/s  loom %.0f  PyTorch %.0f  speedup %.2f; per cpu-second loom %.0f  PyTorch %.0f  ratio %.2f\n",
+                  lm_med, t_med, lm_med / t_med, lc_med, tc_med, lc_med / tc_med);
     return 0;
   }
 

@@ -94,6 +94,7 @@ class LM {
       optimizer_or_build();
       session_ = std::make_unique<Session>(
           g_, SessionOptions{.device = Device::parse(a_.device), .threads = a_.threads, .seed = a_.seed, .profile = a_.profile});
+      session_->initialize();  // now, so that the first plan's compile time is only compilation
     }
     return *session_;
   }
@@ -309,9 +310,9 @@ inline std::string prepare_corpus(const std::string& data, const std::string& fo
   if (!data.empty()) return data;
   if (corpus_dir.empty()) corpus_dir = default_corpus_dir();
   data::FortunesStats st = data::fortunes_to_ptb(fortunes, corpus_dir, {.min_count = min_count});
-  info << "corpus: " << st.files << " fortune files from " << fortunes << " -> " << corpus_dir << " (vocabulary "
-       << st.vocab << "; train " << st.train.tokens << ", valid " << st.valid.tokens << ", test " << st.test.tokens
-       << " tokens)\n";
+  info << "corpus: " << st.files << " fortune files from " << fortunes << " -> " << corpus_dir << " ("
+       << st.train.entries + st.valid.entries + st.test.entries << " fortunes, vocabulary " << st.vocab << "; train "
+       << st.train.tokens << ", valid " << st.valid.tokens << ", test " << st.test.tokens << " tokens)\n";
   return corpus_dir;
 }
 

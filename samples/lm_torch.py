@@ -142,7 +142,7 @@ def main():
         model.train()
         hidden = model.init_hidden(a.batch, dev)
         total, tokens, steps = 0.0, 0, 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, train.size(0) - 1, a.bptt):
             if count is not None and steps == count:
                 break
@@ -158,6 +158,7 @@ def main():
             total += loss.item() * targets.numel()
             tokens += targets.numel()
             steps += 1
+        state["cpu"] = time.process_time() - c0
         return total / tokens, tokens, time.perf_counter() - t0
 
     def evaluate(source):
@@ -195,7 +196,8 @@ def main():
             elif cmd.startswith("steps "):
                 n = int(cmd.split()[1])
                 _, tokens, seconds = train_batches(n)
-                print(json.dumps({"steps": n, "seconds": seconds, "tokens": tokens, "threads": a.threads}), flush=True)
+                print(json.dumps({"steps": n, "seconds": seconds, "cpu_seconds": state["cpu"], "tokens": tokens,
+                                  "threads": a.threads}), flush=True)
             elif cmd == "test":
                 print(json.dumps({"test_ppl": math.exp(evaluate(test))}), flush=True)
             elif cmd == "quit":

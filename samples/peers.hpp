@@ -4,6 +4,7 @@
 // default place; else python3 from PATH.
 
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,6 +95,13 @@ class Peer {
   FILE* to_ = nullptr;
   FILE* from_ = nullptr;
 };
+
+/// CPU seconds this process has used (user + system, all threads).
+inline double cpu_seconds() {
+  struct rusage u {};
+  ::getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 /// The median of v (v not empty).
 inline double median(std::vector<double> v) {

@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <algorithm>
 #include <iostream>
 #include <map>
@@ -149,7 +150,8 @@ int run(const Args& a) {
     double total = 0;
     for (const NodeTime& t : st.node_times) total += t.total_us;
     info << "profile: " << st.runs << " runs, " << st.plans_compiled << " plans; node times summed over all runs:\n";
-    for (size_t i = 0; i < st.node_times.size() && i < 25; ++i) {
+    const size_t shown = std::getenv("LOOM_PROFILE_ALL") ? st.node_times.size() : 25;
+    for (size_t i = 0; i < st.node_times.size() && i < shown; ++i) {
       const NodeTime& t = st.node_times[i];
       info << fmt("%8.1f ms ", t.total_us / 1e3) << fmt("%5.1f%%  ", 100 * t.total_us / total) << t.op << "  " << t.name
            << "\n";

@@ -514,6 +514,33 @@ TEST_SUITE("frontend/rnn") {
     CHECK(ops["split"] == 2);
   }
 
+  TEST_CASE("a weight used by many matmuls gets its gradient from one GEMM") {
+    // The hidden weight of an unrolled layer: the T - 1 per-step terms are merged.
+    Graph g;
+    nn::RNN rnn(3, 4);
+    Tensor x = g.placeholder("x", {6, 2, 3}, float32);
+    Tensor loss = weighted_sum(rnn(x), 1);
+    const int before = g.size();
+    Tensor dw = gradients(loss, {rnn.parameters()[1]})[0];  // weight_hh_l0
+    int matmuls = 0;
+    for (int i = before; i < g.size(); ++i) matmuls += g.node(i).op->name == "matmul";
+    Session s(g, {.threads = 1});
+    auto pi = s.plan_info({dw}, {{x, rand({6, 2, 3}, 1)}});
+    int planned = 0;
+    for (const auto& st : pi.steps) planned += st.op == "matmul";
+    CHECK(matmuls > 5);  // the per-step terms exist in the graph...
+    CHECK(planned == 5 + 5 + 1);  // ...but the plan runs 5 forward steps, 5 dh products and one merged dW
+    // The merged gradient against central differences: a weight in five products.
+    CheckResult r = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          Tensor y = matmul(in[0], in[1]);
+          for (int k = 0; k < 4; ++k) y = tanh(matmul(y, in[1]));
+          return std::vector<Tensor>{y};
+        },
+        {rand({3, 2}, 2, float64), rand({2, 2}, 3, float64)}, {0, 1});
+    CHECK_MESSAGE(r.ok, r.detail);
+  }
+
   TEST_CASE("errors name the module and what was expected") {
     Graph g;
     nn::LSTM lstm(4, 3, {.num_layers = 2});
