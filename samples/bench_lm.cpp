@@ -104,9 +104,10 @@ int run(const Options& o) {
   if (o.quick > 0) {
     // Training speed only: rounds of --quick steps from the start of the data, alternating.
     // Also per CPU-second (process time): on a loaded machine, with 1 thread each, the steadier measure.
-    std::vector<double> lq, tq, lc, tc;
+    std::vector<double> lq, tq, lc, tc, jq, jc;
     samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, 2);  // compile and warm up
     request(torch, "steps 2");
+    if (jax) request(*jax, "steps 2");
     for (int r = 0; r < 5; ++r) {
       const double c0 = samples::cpu_seconds();
       samples::EpochResult l = samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, o.quick);
@@ -116,8 +117,14 @@ int run(const Options& o) {
       tq.push_back(t["tokens"].get<double>() / t["seconds"].get<double>());
       tc.push_back(t["tokens"].get<double>() / t["cpu_seconds"].get<double>());
       info << "round " << r + 1 << samples::fmt(": loom %.0f tok/s", lq.back()) << samples::fmt(" (%.0f per cpu-s)", lc.back())
-           << samples::fmt(", PyTorch %.0f tok/s", tq.back()) << samples::fmt(" (%.0f per cpu-s)", tc.back())
-           << samples::fmt(", speedup %.2f\n", lq.back() / tq.back());
+           << samples::fmt(", PyTorch %.0f tok/s", tq.back()) << samples::fmt(" (%.0f per cpu-s)", tc.back());
+      if (jax) {
+        json j = request(*jax, "steps " + std::to_string(o.quick));
+        jq.push_back(j["tokens"].get<double>() / j["seconds"].get<double>());
+        jc.push_back(j["tokens"].get<double>() / j["cpu_seconds"].get<double>());
+        info << samples::fmt(", JAX %.0f tok/s", jq.back()) << samples::fmt(" (%.0f per cpu-s)", jc.back());
+      }
+      info << samples::fmt(", speedup %.2f\n", lq.back() / tq.back());
     }
     const double lm_med = samples::median(lq), t_med = samples::median(tq);
     const double lc_med = samples::median(lc), tc_med = samples::median(tc);
@@ -125,10 +132,15 @@ int run(const Options& o) {
                  {"speedup", lm_med / t_med},               {"loom_median_tokens_per_cpu_s", lc_med},
                  {"torch_median_tokens_per_cpu_s", tc_med}, {"cpu_speedup", lc_med / tc_med},
                  {"train_step_compile_ms", lm.compile_ms(LM::Mode::train, o.bptt)}};
+    if (jax) {
+      summary["jax_median_tokens_per_s"] = samples::median(jq);
+      summary["jax_median_tokens_per_cpu_s"] = samples::median(jc);
+    }
     if (o.json) std::cout << summary.dump() << std::endl;
     else
-      std::printf("median tokens/s  loom %.0f  PyTorch %.0f  speedup %.2f; per cpu-second loom %.0f  PyTorch %.0f  ratio %.2f\n",
-                  lm_med, t_med, lm_med / t_med, lc_med, tc_med, lc_med / tc_med);
+      std::printf("median tokens/s  loom %.0f  PyTorch %.0f  speedup %.2f; per cpu-second loom %.0f  PyTorch %.0f  ratio %.2f%s\n",
+                  lm_med, t_med, lm_med / t_med, lc_med, tc_med, lc_med / tc_med,
+                  jax ? samples::fmt("; JAX %.0f tok/s", samples::median(jq)).c_str() : "");
     return 0;
   }
 
@@ -235,6 +247,7 @@ int main(int argc, char** argv) {
     ("torch-threads", po::value(&o.torch_threads)->default_value(o.torch_threads), "PyTorch thread counts to try; the fastest is used")
     ("calibrate", po::value(&o.calibrate)->default_value(o.calibrate), "steps timed per PyTorch thread count")
     ("quick", po::value(&o.quick)->default_value(o.quick), "only time training speed: 5 alternating rounds of this many steps (no epochs)")
+    ("executor", po::value(&o.executor)->default_value(o.executor), "serial or parallel (TBB tasks: independent nodes, e.g. two layers' steps, run at once)")
     ("carry", po::value(&o.carry)->default_value(o.carry), "loom's state across batches: variable or feed")
     ("composite-cell", po::bool_switch(&o.composite), "loom's LSTM with element-wise ops instead of lstm_cell")
     ("data", po::value(&o.data), "a PTB-format directory (default: the fortunes corpus)")
@@ -259,6 +272,7 @@ int main(int argc, char** argv) {
     if (o.epochs <= 0 || o.calibrate <= 0 || o.threads < 0 || o.batch <= 0 || o.bptt <= 0)
       throw po::error("--epochs, --calibrate, --batch and --bptt must be positive, --threads >= 0");
     if (o.carry != "variable" && o.carry != "feed") throw po::error("--carry must be variable or feed");
+    if (o.executor != "serial" && o.executor != "parallel") throw po::error("--executor must be serial or parallel");
   } catch (const po::error& e) {
     std::cerr << "bench_lm: " << e.what() << "\n(see bench_lm --help)\n";
     return 2;

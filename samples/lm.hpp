@@ -21,7 +21,7 @@ namespace loom::samples {
 
 /// The settings of a training run (train_lm's options).
 struct LMConfig {
-  std::string model = "lstm", opt = "sgd", device = "cpu", carry = "variable";
+  std::string model = "lstm", opt = "sgd", device = "cpu", carry = "variable", executor = "serial";
   int64_t layers = 2, embed = 200, hidden = 200, bptt = 35, batch = 20, eval_batch = 10;
   double lr = 20.0, clip = 0.25, dropout = 0.2;
   int threads = 0;
@@ -93,7 +93,11 @@ class LM {
       // The optimizer's variables must exist before the first run initializes the graph.
       optimizer_or_build();
       session_ = std::make_unique<Session>(
-          g_, SessionOptions{.device = Device::parse(a_.device), .threads = a_.threads, .seed = a_.seed, .profile = a_.profile});
+          g_, SessionOptions{.device = Device::parse(a_.device),
+                             .threads = a_.threads,
+                             .executor = a_.executor == "parallel" ? Executor::parallel : Executor::serial,
+                             .seed = a_.seed,
+                             .profile = a_.profile});
       session_->initialize();  // now, so that the first plan's compile time is only compilation
     }
     return *session_;

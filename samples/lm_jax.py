@@ -162,7 +162,7 @@ def main():
     def run_train(count=None):
         h, c = zeros(a.batch)
         total, tokens, steps = 0.0, 0, 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, train.shape[0] - 1, a.bptt):
             if count is not None and steps == count:
                 break
@@ -173,6 +173,7 @@ def main():
             total += float(loss) * t.size
             tokens += t.size
             steps += 1
+        state["cpu"] = time.process_time() - c0
         return total / tokens, tokens, time.perf_counter() - t0
 
     def evaluate(source):
@@ -207,7 +208,8 @@ def main():
             elif cmd.startswith("steps "):
                 n = int(cmd.split()[1])
                 _, tokens, seconds = run_train(n)
-                print(json.dumps({"steps": n, "seconds": seconds, "tokens": tokens, "threads": a.threads}), flush=True)
+                print(json.dumps({"steps": n, "seconds": seconds, "cpu_seconds": state["cpu"], "tokens": tokens,
+                                  "threads": a.threads}), flush=True)
             elif cmd == "test":
                 print(json.dumps({"test_ppl": math.exp(evaluate(test))}), flush=True)
             elif cmd == "quit":

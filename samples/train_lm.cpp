@@ -205,6 +205,7 @@ int main(int argc, char** argv) {
     ("generate", po::value(&a.generate)->default_value(a.generate), "after training, sample this many words")
     ("prompt", po::value(&a.prompt), "text the sample continues")
     ("temperature", po::value(&a.temperature)->default_value(a.temperature), "sampling temperature (> 0; lower is more conservative)")
+    ("executor", po::value(&a.executor)->default_value(a.executor), "serial or parallel (TBB tasks: independent nodes, e.g. two layers' steps, run at once)")
     ("carry", po::value(&a.carry)->default_value(a.carry), "how the state crosses batches: variable (assigned in the graph) or feed (fetched and fed back)")
     ("composite-cell", po::bool_switch(&a.composite), "LSTM: element-wise ops instead of the fused lstm_cell op")
     ("json", po::bool_switch(&a.json), "print one JSON object per epoch (epoch, train_ppl, valid_ppl, seconds, tokens_per_s, lr)")
@@ -227,6 +228,7 @@ int main(int argc, char** argv) {
     if (a.threads < 0 || a.generate < 0 || a.min_count < 1 || a.max_lines < 0 || a.max_batches < 0)
       throw po::error("--threads, --generate and --max-lines must be >= 0, --min-count >= 1");
     if (a.carry != "variable" && a.carry != "feed") throw po::error("--carry must be variable or feed");
+    if (a.executor != "serial" && a.executor != "parallel") throw po::error("--executor must be serial or parallel");
     nn::parse_cell_kind(a.model);
   } catch (const std::exception& e) {
     std::cerr << "train_lm: " << e.what() << "\n(see train_lm --help)\n";
