@@ -79,12 +79,13 @@ LOOM_CLONES void normalize(const T* __restrict x, T* __restrict y, const T* __re
   }
 }
 
-/// dy where the ReLU let the forward value through (its input (x - m) * s + b > 0), else 0.
+/// dy, or 0 where the ReLU clamped the forward value (its input (x - m) * s + b <= 0): a NaN
+/// input lets dy through, as PyTorch's threshold_backward (y <= 0 ? 0 : dy) on relu's NaN.
 /// Written as a select, not a branch: the mask is data, so the loops vectorize.
 template <bool Relu, class T>
 inline T masked(T dy, T xc, T s, T b) {
   if constexpr (Relu)
-    return xc * s + b > T(0) ? dy : T(0);
+    return xc * s + b <= T(0) ? T(0) : dy;
   else
     return dy;
 }
@@ -140,12 +141,14 @@ void forward(const KernelCall& c) {
     return;
   }
   const int64_t L = r.L();
-  T *s1 = array<T>(c, r, 0), *s2 = array<T>(c, r, 1);
-  const T* shift = x;  // row 0
+  T *s1 = array<T>(c, r, 0), *s2 = array<T>(c, r, 1), *shift = array<T>(c, r, 5);
+  // Shift by row 0 where it is finite: an infinite shift would turn the column's sum into
+  // inf - inf = NaN, where PyTorch's plain sum gives the infinity.
+  for (int64_t j = 0; j < L; ++j) shift[j] = std::isfinite(x[j]) ? x[j] : T(0);
   for_columns(r, [&](int64_t lo, int64_t hi) {
     std::fill(s1 + lo, s1 + hi, T(0));
     std::fill(s2 + lo, s2 + hi, T(0));
-    for (int64_t n = 1; n < r.N; ++n) sum_shifted(x + n * L, shift, s1, s2, lo, hi);
+    for (int64_t n = 0; n < r.N; ++n) sum_shifted(x + n * L, shift, s1, s2, lo, hi);
   });
   // Per channel, in double: sum x = sum_j (s1 + N K_j); sum (x - mu)^2 = sum_j s2 + 2 (K_j - mu) s1 + N (K_j - mu)^2.
   const double M = double(r.N * r.inner), Nd = double(r.N);
