@@ -11,7 +11,7 @@
 //             1 pass: y = relu?((x - mean) * scale + bias)
 //   backward: 1 pass: per-column sums of g and g * (x - mean), g being dy
 //             masked by the ReLU (recomputed from x, as the forward did);
-//             1 pass: dx = k * g + k2 * (x - mean) + k0
+//             1 pass: dx = k * (g + k2 * (x - mean) + k0)
 //
 // Column sums run in parallel over column blocks (each block is summed by
 // one task, in row order: deterministic), the element-wise passes over rows.
@@ -107,7 +107,7 @@ LOOM_CLONES void input_grad(const T* __restrict x, const T* __restrict dy, T* __
                             const T* __restrict k0, int64_t L) {
   for (int64_t j = 0; j < L; ++j) {
     const T xc = x[j] - m[j];
-    dx[j] = k[j] * masked<Relu>(dy[j], xc, s[j], b[j]) + k2[j] * xc + k0[j];
+    dx[j] = k[j] * (masked<Relu>(dy[j], xc, s[j], b[j]) + k2[j] * xc + k0[j]);
   }
 }
 
@@ -216,8 +216,9 @@ void backward(const KernelCall& c) {
         sum_grads<false>(x + n * L, dy + n * L, me, se, be, sg, sgx, lo, hi);
     }
   });
-  // dx = w invstd (g - db/M - xhat dw/M) = k g + k2 (x - mean) + k0, per channel; the sums
-  // arrays are done with, so k, k2, k0 reuse them and the last array.
+  // dx = w invstd (g - db/M - xhat dw/M) = k (g + k2 (x - mean) + k0), per channel, with
+  // k = w invstd factored out as PyTorch does: an infinite weight gives dx = +-inf, not
+  // inf - inf = NaN. The sums arrays are done with, so k, k2, k0 reuse them and the last array.
   T *ke = sg, *k2e = sgx, *k0e = array<T>(c, r, 5);
   const double M = double(r.N * r.inner);
   for (int64_t ch = 0; ch < r.C; ++ch) {
@@ -227,7 +228,7 @@ void backward(const KernelCall& c) {
     const double invstd = invstd_of(var[ch], eps), dweight = dcent * invstd;
     db[ch] = T(dbias);
     dw[ch] = T(dweight);
-    const double k = double(w[ch]) * invstd, k2 = -k * dweight / M * invstd, k0 = -k * dbias / M;
+    const double k = double(w[ch]) * invstd, k2 = -dweight / M * invstd, k0 = -dbias / M;
     std::fill(ke + j0, ke + j1, T(k));
     std::fill(k2e + j0, k2e + j1, T(k2));
     std::fill(k0e + j0, k0e + j1, T(k0));

@@ -9,7 +9,7 @@
 //     double over the channel's values in a fixed order, a tree in shared
 //     memory (deterministic);
 //   element-wise: one thread per element, y = relu?((x - mean) * scale + b),
-//     or dx = k * g + k2 * (x - mean) + k0 from the gradient sums.
+//     or dx = k * (g + k2 * (x - mean) + k0) from the gradient sums.
 
 #include "kernels/cuda/common.cuh"
 
@@ -112,9 +112,10 @@ __global__ void input_grad_kernel(Layout l, const T* x, const T* dy, const T* w,
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = (i / l.inner) % l.C;
     const double invstd = 1.0 / sqrt(double(var[c]) + eps), M = double(l.M());
-    const double k = double(w[c]) * invstd, k2 = -k * double(dw[c]) / M * invstd, k0 = -k * double(db[c]) / M;
+    // w invstd factored out, as on the CPU: an infinite weight gives +-inf, not inf - inf.
+    const double k = double(w[c]) * invstd, k2 = -double(dw[c]) / M * invstd, k0 = -double(db[c]) / M;
     const T xc = x[i] - mean[c];
-    dx[i] = T(k) * masked(dy[i], xc, T(k), b[c], relu) + T(k2) * xc + T(k0);
+    dx[i] = T(k) * (masked(dy[i], xc, T(k), b[c], relu) + T(k2) * xc + T(k0));
   }
 }
 
