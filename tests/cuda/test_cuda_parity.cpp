@@ -232,7 +232,7 @@ TEST_SUITE("cuda/parity") {
     // NaN where the CPU has NaN, the same infinities: the finite shift of the statistics,
     // NaN kept by the variance, ReLU gradients through NaN, w * invstd factored out of dx.
     int checked = 0;
-    for (const char* name : {"batch_norm", "batch_norm_grad"}) {
+    for (std::string name : {"batch_norm", "batch_norm_grad"}) {
       const OpDef& op = find_op(name);
       for (const OpExample& ex : op.examples(37))
         for (size_t i = 0; i < ex.inputs.size(); ++i)
@@ -254,10 +254,10 @@ TEST_SUITE("cuda/parity") {
                 const double p = c.data<double>()[e], q = g.data<double>()[e];
                 CAPTURE(o);
                 CAPTURE(e);
-                if (std::isnan(p) || std::isinf(p) || std::isnan(q) || std::isinf(q))
-                  CHECK(((std::isnan(p) && std::isnan(q)) || p == q));
-                else
-                  CHECK(std::fabs(p - q) <= 1e-9 * std::max(1.0, std::fabs(p)));
+                const bool same = std::isnan(p) || std::isinf(p) || std::isnan(q) || std::isinf(q)
+                                      ? (std::isnan(p) && std::isnan(q)) || p == q
+                                      : std::fabs(p - q) <= 1e-9 * std::max(1.0, std::fabs(p));
+                CHECK_MESSAGE(same, "CPU ", p, " vs CUDA ", q);
               }
             }
             ++checked;
