@@ -59,7 +59,8 @@ std::vector<Tensor> composite_grad(const std::vector<Tensor>& in, double eps, bo
   const std::vector<int64_t> axes = stat_axes(r);
   const Tensor invstd = pow(var + eps, -0.5);
   const Tensor xhat = (x - per_channel(mean, r)) * per_channel(invstd, r);
-  const Tensor g = relu ? where(xhat * per_channel(w, r) + per_channel(b, r) > 0.0, dy, 0.0) : dy;
+  // Clamped pre-activations (<= 0) stop dy; a NaN one lets it through, as the kernels.
+  const Tensor g = relu ? where(xhat * per_channel(w, r) + per_channel(b, r) <= 0.0, zeros_like(dy), dy) : dy;
   const Tensor db = sum(g, axes), dw = sum(g * xhat, axes);
   const Tensor m = size(x, axes, x.dtype());
   const Tensor dx = per_channel(w * invstd, r) * (g - per_channel(db / m, r) - xhat * per_channel(dw / m, r));
@@ -92,9 +93,17 @@ std::vector<NDArray> ref_forward(std::span<const NDArray> in, const Attrs& a) {
   NDArray mean = NDArray::zeros({st.C}, float64), var = NDArray::zeros({st.C}, float64),
           y = NDArray::empty(x.shape(), float64);
   double *px = x.data<double>(), *pm = mean.data<double>(), *pv = var.data<double>(), *py = y.data<double>();
+  // No values: NaN statistics, as a mean over nothing (PyTorch's var_mean).
+  if (st.M == 0) {
+    for (int64_t c = 0; c < st.C; ++c) pm[c] = pv[c] = NAN;
+    const DType t = in[0].dtype();
+    return {y.astype(t), mean.astype(t), var.astype(t)};
+  }
   // The mean as x0 + mean(x - x0): exact enough when the mean is large against the spread.
-  for_each_element(x.shape(), [&](int64_t i, int64_t c) { pm[c] += (px[i] - px[c * st.inner]) / double(st.M); });
-  for (int64_t c = 0; c < st.C; ++c) pm[c] += px[c * st.inner];
+  // A non-finite x0 shifts by 0 instead: inf - inf would make the mean NaN, PyTorch's is inf.
+  auto shift = [&](int64_t c) { return std::isfinite(px[c * st.inner]) ? px[c * st.inner] : 0.0; };
+  for_each_element(x.shape(), [&](int64_t i, int64_t c) { pm[c] += (px[i] - shift(c)) / double(st.M); });
+  for (int64_t c = 0; c < st.C; ++c) pm[c] += shift(c);
   for_each_element(x.shape(), [&](int64_t i, int64_t c) { pv[c] += (px[i] - pm[c]) * (px[i] - pm[c]) / double(st.M); });
   for_each_element(x.shape(), [&](int64_t i, int64_t c) {
     double v = (px[i] - pm[c]) / std::sqrt(pv[c] + a.f("eps")) * w.data<double>()[c] + b.data<double>()[c];

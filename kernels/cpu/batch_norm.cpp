@@ -11,7 +11,7 @@
 //             1 pass: y = relu?((x - mean) * scale + bias)
 //   backward: 1 pass: per-column sums of g and g * (x - mean), g being dy
 //             masked by the ReLU (recomputed from x, as the forward did);
-//             1 pass: dx = k * g + k2 * (x - mean) + k0
+//             1 pass: dx = k * (g + k2 * (x - mean) + k0)
 //
 // Column sums run in parallel over column blocks (each block is summed by
 // one task, in row order: deterministic), the element-wise passes over rows.
@@ -79,12 +79,13 @@ LOOM_CLONES void normalize(const T* __restrict x, T* __restrict y, const T* __re
   }
 }
 
-/// dy where the ReLU let the forward value through (its input (x - m) * s + b > 0), else 0.
+/// dy, or 0 where the ReLU clamped the forward value (its input (x - m) * s + b <= 0): a NaN
+/// input lets dy through, as PyTorch's threshold_backward (y <= 0 ? 0 : dy) on relu's NaN.
 /// Written as a select, not a branch: the mask is data, so the loops vectorize.
 template <bool Relu, class T>
 inline T masked(T dy, T xc, T s, T b) {
   if constexpr (Relu)
-    return xc * s + b > T(0) ? dy : T(0);
+    return xc * s + b <= T(0) ? T(0) : dy;
   else
     return dy;
 }
@@ -106,7 +107,7 @@ LOOM_CLONES void input_grad(const T* __restrict x, const T* __restrict dy, T* __
                             const T* __restrict k0, int64_t L) {
   for (int64_t j = 0; j < L; ++j) {
     const T xc = x[j] - m[j];
-    dx[j] = k[j] * masked<Relu>(dy[j], xc, s[j], b[j]) + k2[j] * xc + k0[j];
+    dx[j] = k[j] * (masked<Relu>(dy[j], xc, s[j], b[j]) + k2[j] * xc + k0[j]);
   }
 }
 
@@ -140,12 +141,14 @@ void forward(const KernelCall& c) {
     return;
   }
   const int64_t L = r.L();
-  T *s1 = array<T>(c, r, 0), *s2 = array<T>(c, r, 1);
-  const T* shift = x;  // row 0
+  T *s1 = array<T>(c, r, 0), *s2 = array<T>(c, r, 1), *shift = array<T>(c, r, 5);
+  // Shift by row 0 where it is finite: an infinite shift would turn the column's sum into
+  // inf - inf = NaN, where PyTorch's plain sum gives the infinity.
+  for (int64_t j = 0; j < L; ++j) shift[j] = std::isfinite(x[j]) ? x[j] : T(0);
   for_columns(r, [&](int64_t lo, int64_t hi) {
     std::fill(s1 + lo, s1 + hi, T(0));
     std::fill(s2 + lo, s2 + hi, T(0));
-    for (int64_t n = 1; n < r.N; ++n) sum_shifted(x + n * L, shift, s1, s2, lo, hi);
+    for (int64_t n = 0; n < r.N; ++n) sum_shifted(x + n * L, shift, s1, s2, lo, hi);
   });
   // Per channel, in double: sum x = sum_j (s1 + N K_j); sum (x - mu)^2 = sum_j s2 + 2 (K_j - mu) s1 + N (K_j - mu)^2.
   const double M = double(r.N * r.inner), Nd = double(r.N);
@@ -213,8 +216,9 @@ void backward(const KernelCall& c) {
         sum_grads<false>(x + n * L, dy + n * L, me, se, be, sg, sgx, lo, hi);
     }
   });
-  // dx = w invstd (g - db/M - xhat dw/M) = k g + k2 (x - mean) + k0, per channel; the sums
-  // arrays are done with, so k, k2, k0 reuse them and the last array.
+  // dx = w invstd (g - db/M - xhat dw/M) = k (g + k2 (x - mean) + k0), per channel, with
+  // k = w invstd factored out as PyTorch does: an infinite weight gives dx = +-inf, not
+  // inf - inf = NaN. The sums arrays are done with, so k, k2, k0 reuse them and the last array.
   T *ke = sg, *k2e = sgx, *k0e = array<T>(c, r, 5);
   const double M = double(r.N * r.inner);
   for (int64_t ch = 0; ch < r.C; ++ch) {
@@ -224,7 +228,7 @@ void backward(const KernelCall& c) {
     const double invstd = invstd_of(var[ch], eps), dweight = dcent * invstd;
     db[ch] = T(dbias);
     dw[ch] = T(dweight);
-    const double k = double(w[ch]) * invstd, k2 = -k * dweight / M * invstd, k0 = -k * dbias / M;
+    const double k = double(w[ch]) * invstd, k2 = -dweight / M * invstd, k0 = -dbias / M;
     std::fill(ke + j0, ke + j1, T(k));
     std::fill(k2e + j0, k2e + j1, T(k2));
     std::fill(k0e + j0, k0e + j1, T(k0));

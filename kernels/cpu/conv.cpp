@@ -17,7 +17,10 @@
 
 #include <cblas.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/kernel.hpp"
 #include "core/parallel.hpp"
@@ -151,6 +154,38 @@ const T* weight_matrix(const Lowering& L, const T* w, T* buf) {
   return buf;
 }
 
+/// Whether p[0, n) holds no inf or NaN: a branch-free OR that vectorizes (a cheap
+/// first look before the per-channel scans below, which run only when it fails).
+template <class T>
+bool all_finite(const T* p, int64_t n) {
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= !(std::fabs(p[i]) <= std::numeric_limits<T>::max());
+  return !bad;
+}
+
+/// Output channels whose dropped taps (those that only ever read padding) hold a
+/// non-finite weight. Padding is zeros that are multiplied (the reference, PyTorch's
+/// im2col kernels): 0 * inf = NaN reaches every output of such a channel, though the
+/// lowering never multiplies those taps. Reads the dropped weights only.
+template <class T>
+std::vector<int64_t> channels_with_nonfinite_dropped_taps(const Lowering& L, const T* w) {
+  const Geometry& g = L.g;
+  std::vector<int64_t> taps, out;  // dropped taps as offsets r * S + s
+  for (int64_t r = 0; r < g.R; ++r)
+    for (int64_t s = 0; s < g.S; ++s)
+      if (!std::binary_search(L.rows.begin(), L.rows.end(), r) || !std::binary_search(L.cols.begin(), L.cols.end(), s))
+        taps.push_back(r * g.S + s);
+  const int64_t RS = g.R * g.S;
+  if (taps.empty() || all_finite(w, g.K * g.Cg() * RS)) return out;
+  for (int64_t k = 0; k < g.K; ++k) {
+    bool nonfinite = false;
+    for (int64_t c = 0; c < g.Cg(); ++c)
+      for (int64_t t : taps) nonfinite |= !std::isfinite(w[(k * g.Cg() + c) * RS + t]);
+    if (nonfinite) out.push_back(k);
+  }
+  return out;
+}
+
 /// Per-task scratch: the column matrix and the gathered-rows buffer.
 template <class T>
 struct Scratch {
@@ -249,6 +284,8 @@ void forward(const KernelCall& c) {
         }
     }
   });
+  for (int64_t k : channels_with_nonfinite_dropped_taps(L, static_cast<const T*>(c.in[1].raw())))
+    for (int64_t n = 0; n < g.N; ++n) std::fill_n(y + (n * g.K + k) * P, P, T(NAN));
 }
 
 /// dy rows of group gi for images [n0, n1) as one [Kg, (n1-n0)*P] matrix:
@@ -345,7 +382,15 @@ void backward_filter(const KernelCall& c) {
     for (int64_t i = 0; i < slot; ++i) sum[i] += p[i];
   }
   if (L.all_taps) return;
-  std::fill(dw, dw + wsize, T(0));
+  // Dropped taps only ever multiply padding zeros: 0, or NaN where dy holds a
+  // non-finite value (0 * inf), as the reference and PyTorch's im2col kernels.
+  const bool finite = all_finite(dy, g.N * g.K * P);
+  for (int64_t k = 0; k < g.K; ++k) {
+    bool nonfinite = false;
+    for (int64_t n = 0; n < g.N && !finite && !nonfinite; ++n) nonfinite = !all_finite(dy + (n * g.K + k) * P, P);
+    T* dwk = dw + k * Cg * g.R * g.S;
+    std::fill(dwk, dwk + Cg * g.R * g.S, nonfinite ? T(NAN) : T(0));
+  }
   const T* q = sum;
   for (int64_t k = 0; k < g.K; ++k)
     for (int64_t ci = 0; ci < Cg; ++ci)

@@ -9,7 +9,7 @@
 //     double over the channel's values in a fixed order, a tree in shared
 //     memory (deterministic);
 //   element-wise: one thread per element, y = relu?((x - mean) * scale + b),
-//     or dx = k * g + k2 * (x - mean) + k0 from the gradient sums.
+//     or dx = k * (g + k2 * (x - mean) + k0) from the gradient sums.
 
 #include "kernels/cuda/common.cuh"
 
@@ -53,7 +53,8 @@ __device__ __forceinline__ int64_t at(const Layout& l, int64_t c, int64_t j) {
 template <class T>
 __global__ void stats_kernel(Layout l, const T* x, T* mean, T* var) {
   for (int64_t c = blockIdx.x; c < l.C; c += gridDim.x) {
-    const double shift = double(x[at(l, c, 0)]);
+    // A finite shift: an infinite one would make the sum inf - inf = NaN (PyTorch's is inf).
+    const double x0 = double(x[at(l, c, 0)]), shift = x0 - x0 == 0.0 ? x0 : 0.0;  // x0 if finite
     double s1 = 0, s2 = 0;
     for (int64_t j = threadIdx.x; j < l.M(); j += blockDim.x) {
       const double d = double(x[at(l, c, j)]) - shift;
@@ -64,7 +65,7 @@ __global__ void stats_kernel(Layout l, const T* x, T* mean, T* var) {
       const double M = double(l.M()), m1 = s1 / M;
       mean[c] = T(shift + m1);
       const double v = s2 / M - m1 * m1;
-      var[c] = T(v > 0 ? v : 0);
+      var[c] = T(v < 0 ? 0 : v);  // rounding can go below 0; NaN stays NaN
     }
   }
 }
@@ -80,10 +81,11 @@ __global__ void normalize_kernel(Layout l, const T* x, const T* w, const T* b, c
   }
 }
 
-/// dy where the ReLU let the forward value through, recomputed from x as the forward did.
+/// dy, or 0 where the ReLU clamped the forward value (recomputed from x as the forward did);
+/// a NaN lets dy through, as PyTorch's threshold_backward and the CPU kernel.
 template <class T>
 __device__ __forceinline__ T masked(T dy, T xc, T scale, T b, bool relu) {
-  return relu && !(xc * scale + b > T(0)) ? T(0) : dy;
+  return relu && xc * scale + b <= T(0) ? T(0) : dy;
 }
 
 template <class T>
@@ -110,9 +112,10 @@ __global__ void input_grad_kernel(Layout l, const T* x, const T* dy, const T* w,
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = (i / l.inner) % l.C;
     const double invstd = 1.0 / sqrt(double(var[c]) + eps), M = double(l.M());
-    const double k = double(w[c]) * invstd, k2 = -k * double(dw[c]) / M * invstd, k0 = -k * double(db[c]) / M;
+    // w invstd factored out, as on the CPU: an infinite weight gives +-inf, not inf - inf.
+    const double k = double(w[c]) * invstd, k2 = -double(dw[c]) / M * invstd, k0 = -double(db[c]) / M;
     const T xc = x[i] - mean[c];
-    dx[i] = T(k) * masked(dy[i], xc, T(k), b[c], relu) + T(k2) * xc + T(k0);
+    dx[i] = T(k) * (masked(dy[i], xc, T(k), b[c], relu) + T(k2) * xc + T(k0));
   }
 }
 

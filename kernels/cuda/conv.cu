@@ -262,6 +262,8 @@ std::shared_ptr<const DnnPlan> plan_for(Device device, Pass pass, const Geometry
 // ---------------------------------------------------------------- own kernels
 
 /// Output element i: the sum over its window of every input channel of its group.
+/// Padding is zeros that are multiplied (0 * inf = NaN), as the reference and the CPU's
+/// im2col kernels (README, "Infinities and NaN").
 template <class T>
 __global__ void conv_forward_kernel(Geometry g, const T* x, const T* w, T* y, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -271,11 +273,11 @@ __global__ void conv_forward_kernel(Geometry g, const T* x, const T* w, T* y, in
     for (int64_t c = 0; c < g.Cg(); ++c)
       for (int64_t r = 0; r < g.R; ++r) {
         const int64_t ih = g.in_row(oh, r);
-        if (ih < 0 || ih >= g.H) continue;
         for (int64_t s = 0; s < g.S; ++s) {
           const int64_t iw = g.in_col(ow, s);
-          if (iw < 0 || iw >= g.W) continue;
-          acc += x[((b * g.C + c0 + c) * g.H + ih) * g.W + iw] * w[((k * g.Cg() + c) * g.R + r) * g.S + s];
+          const bool inside = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+          const T v = inside ? x[((b * g.C + c0 + c) * g.H + ih) * g.W + iw] : T(0);
+          acc += v * w[((k * g.Cg() + c) * g.R + r) * g.S + s];
         }
       }
     y[i] = acc;
@@ -309,7 +311,8 @@ __global__ void conv_backward_data_kernel(Geometry g, const T* dy, const T* w, T
   }
 }
 
-/// Weight element i: the sum over the batch and every output position.
+/// Weight element i: the sum over the batch and every output position (padding
+/// multiplied, as in the forward).
 template <class T>
 __global__ void conv_backward_filter_kernel(Geometry g, const T* x, const T* dy, T* dw, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -319,11 +322,11 @@ __global__ void conv_backward_filter_kernel(Geometry g, const T* x, const T* dy,
     for (int64_t b = 0; b < g.N; ++b)
       for (int64_t oh = 0; oh < g.OH; ++oh) {
         const int64_t ih = g.in_row(oh, r);
-        if (ih < 0 || ih >= g.H) continue;
         for (int64_t ow = 0; ow < g.OW; ++ow) {
           const int64_t iw = g.in_col(ow, s);
-          if (iw < 0 || iw >= g.W) continue;
-          acc += x[((b * g.C + c) * g.H + ih) * g.W + iw] * dy[((b * g.K + k) * g.OH + oh) * g.OW + ow];
+          const bool inside = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+          const T v = inside ? x[((b * g.C + c) * g.H + ih) * g.W + iw] : T(0);
+          acc += v * dy[((b * g.K + k) * g.OH + oh) * g.OW + ow];
         }
       }
     dw[i] = acc;

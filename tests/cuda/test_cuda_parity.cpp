@@ -228,6 +228,44 @@ TEST_SUITE("cuda/parity") {
     CHECK(checked > 200);
   }
 
+  TEST_CASE("batch norm keeps the CPU's inf/NaN conventions (README, Infinities and NaN)" * doctest::skip(!has_gpu())) {
+    // NaN where the CPU has NaN, the same infinities: the finite shift of the statistics,
+    // NaN kept by the variance, ReLU gradients through NaN, w * invstd factored out of dx.
+    int checked = 0;
+    for (std::string name : {"batch_norm", "batch_norm_grad"}) {
+      const OpDef& op = find_op(name);
+      for (const OpExample& ex : op.examples(37))
+        for (size_t i = 0; i < ex.inputs.size(); ++i)
+          for (double v : {double(INFINITY), -double(INFINITY), double(NAN)}) {
+            std::vector<NDArray> ins;
+            for (const NDArray& a : ex.inputs) ins.push_back(a.astype(float64));
+            ins[i].data<double>()[ins[i].numel() / 2] = v;
+            CAPTURE(name);
+            CAPTURE(ex.label);
+            CAPTURE(i);
+            CAPTURE(v);
+            const std::vector<NDArray> cpu = run_eager(op, ins, ex.attrs, Device::cpu());
+            std::vector<NDArray> gins;
+            for (const NDArray& a : ins) gins.push_back(a.to(kGpu));
+            const std::vector<NDArray> gpu = run_eager(op, gins, ex.attrs, kGpu);
+            for (size_t o = 0; o < cpu.size(); ++o) {
+              const NDArray c = cpu[o].compact(), g = gpu[o].to(Device::cpu()).compact();
+              for (int64_t e = 0; e < c.numel(); ++e) {
+                const double p = c.data<double>()[e], q = g.data<double>()[e];
+                CAPTURE(o);
+                CAPTURE(e);
+                const bool same = std::isnan(p) || std::isinf(p) || std::isnan(q) || std::isinf(q)
+                                      ? (std::isnan(p) && std::isnan(q)) || p == q
+                                      : std::fabs(p - q) <= 1e-9 * std::max(1.0, std::fabs(p));
+                CHECK_MESSAGE(same, "CPU ", p, " vs CUDA ", q);
+              }
+            }
+            ++checked;
+          }
+    }
+    CHECK(checked > 50);
+  }
+
   TEST_CASE("gradient graphs run the same in CPU and CUDA sessions" * doctest::skip(!has_gpu())) {
     int checked = 0;
     for (const OpDef* op : registered_ops()) {

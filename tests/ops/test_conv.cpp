@@ -6,6 +6,8 @@
 
 #include <oneapi/tbb/task_arena.h>
 
+#include <cmath>
+
 #include "ops/check.hpp"
 #include "tests/core/graphs.hpp"
 
@@ -53,6 +55,22 @@ std::vector<Geometry> kernel_geometries() {
            {.stride = {1, 2}, .padding = {2, 0, 1, 3}, .dilation = {2}, .groups = 3}},
           {"1x1 on a large map (one image per chunk)", {3, 4, 30, 31}, {6, 4, 1, 1}, {}},
           {"5x5 pad 2 on a large map", {2, 3, 25, 27}, {4, 3, 5, 5}, {.padding = {2}}}};
+}
+
+/// True when a and b agree as the edge sweep compares: NaN where the other has NaN, equal
+/// infinities, finite values within 1e-9 (relative above 1).
+bool same_or_both_nonfinite(const NDArray& a, const NDArray& b) {
+  if (a.shape() != b.shape()) return false;
+  NDArray x = a.astype(float64).compact(), y = b.astype(float64).compact();
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double p = x.data<double>()[i], q = y.data<double>()[i];
+    if (std::isnan(p) || std::isnan(q) || std::isinf(p) || std::isinf(q)) {
+      if (!(std::isnan(p) && std::isnan(q)) && p != q) return false;
+    } else if (!(std::fabs(p - q) <= 1e-9 * std::max(1.0, std::fabs(q)))) {
+      return false;
+    }
+  }
+  return true;
 }
 
 Shape conv_out(const Geometry& g) {
@@ -138,6 +156,60 @@ TEST_SUITE("ops/conv") {
       check_against_reference("conv2d", {x, w}, a, 2, float32);
       check_against_reference("conv2d_backward_filter", {x, dy, w}, a, 2, float32);
     }
+  }
+
+  TEST_CASE("non-finite values on tap-skipping shapes: padding is multiplied, as the reference and PyTorch's float64") {
+    // The im2col lowering drops taps that only read padding; 0 * inf = NaN must still reach
+    // the outputs (forward: a non-finite weight on such a tap; weight gradient: a non-finite
+    // dy makes every dropped tap of its channel NaN). PyTorch 2.x float64 (slow_conv2d) agrees.
+    for (const Geometry& geo : kernel_geometries()) {
+      CAPTURE(geo.label);
+      const Attrs a = conv_attrs(geo.options);
+      const Shape y = conv_out(geo);
+      for (double v : {double(INFINITY), -double(INFINITY), double(NAN)}) {
+        CAPTURE(v);
+        NDArray x = test::rand(geo.x, 21, float64), w = test::rand(geo.w, 22, float64), dy = test::rand(y, 23, float64);
+        w.data<double>()[0] = v;  // tap (0, 0) of output channel 0: only padding on the 1x1 and 2x2 maps
+        dy.data<double>()[dy.numel() - 1] = v;
+        for (int threads : {1, 2}) {
+          CAPTURE(threads);
+          tbb::task_arena arena(threads);
+          auto run = [&](const char* op, std::vector<NDArray> in) {
+            NDArray got = arena.execute([&] { return invoke(op, in, a); })[0];
+            NDArray want = find_op(op).reference(in, a)[0];
+            CAPTURE(op);
+            CHECK_MESSAGE(same_or_both_nonfinite(got, want), got, " vs reference ", want);
+          };
+          run("conv2d", {x, w});
+          run("conv2d_backward_data", {dy, w, x});
+          run("conv2d_backward_filter", {x, dy, w});
+        }
+      }
+    }
+  }
+
+  TEST_CASE("non-finite values in float32: what every kernel path guarantees") {
+    // float32 runs oneDNN's direct kernels where they are faster; like PyTorch's float32
+    // (mkldnn) and cuDNN they skip padding, so a non-finite weight on a tap over padding may
+    // leave an output finite (README, "Infinities and NaN"). Every output that reads the
+    // value through the input itself is non-finite on every path, other channels are exact.
+    const Attrs a = conv_attrs({.padding = {1}});
+    NDArray x = test::rand({4, 8, 6, 6}, 41, float64), w = test::rand({8, 8, 3, 3}, 42, float64);
+    w.data<double>()[0] = NAN;  // w[0, 0, 0, 0]: reads x[., 0, oh - 1, ow - 1]
+    NDArray got = invoke("conv2d", {x.astype(float32), w.astype(float32)}, a)[0].astype(float64);
+    NDArray want = find_op("conv2d").reference(std::vector<NDArray>{x, w}, a)[0];
+    for (int64_t n = 0; n < 4; ++n)
+      for (int64_t k = 0; k < 8; ++k)
+        for (int64_t oh = 0; oh < 6; ++oh)
+          for (int64_t ow = 0; ow < 6; ++ow) {
+            const int64_t i = ((n * 8 + k) * 6 + oh) * 6 + ow;
+            const double g = got.data<double>()[i], r = want.data<double>()[i];
+            CAPTURE(i);
+            if (k != 0)
+              CHECK(g == doctest::Approx(r).epsilon(1e-4));
+            else if (oh > 0 && ow > 0)
+              CHECK(std::isnan(g));
+          }
   }
 
   TEST_CASE("second-order gradients of conv2d through its gradient ops") {

@@ -53,6 +53,9 @@ const std::set<std::string> kStructural = {"placeholder", "constant", "variable"
 /// Inputs where a non-finite value reaches outputs as the kernel's tiles decide: fused
 /// attention multiplies whole tiles of weights by v (0 * NaN = NaN) but skips tiles that
 /// are fully masked, as PyTorch's flash kernels do; its backward spreads through GEMMs too.
+/// Not listed: the conv family. Its float64 examples run the im2col kernels, which multiply
+/// padding as the reference does; float32's oneDNN path skips padding (as PyTorch's float32),
+/// which tests/ops/test_conv.cpp checks for what every path guarantees.
 bool tile_dependent(const std::string& op, size_t input) {
   return (op == "attention" && input == 2) || op == "attention_grad";
 }
