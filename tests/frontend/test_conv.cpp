@@ -140,6 +140,42 @@ TEST_SUITE("frontend/conv") {
     CHECK(test::allclose(ye, yt, 1e-2, 1e-3));
   }
 
+  TEST_CASE("eval plans of CNN and ResNet9: each ConvBN is one conv2d with the ReLU as its epilogue") {
+    struct Case {
+      std::shared_ptr<nn::Module> model;
+      int convs;
+    };
+    for (Case c : {Case{std::make_shared<nn::CNN>(), 2}, Case{std::make_shared<nn::ResNet9>(), 8}}) {
+      CAPTURE(c.model->type_name());
+      Graph g;
+      Tensor x = g.placeholder("x", {-1, 1, 28, 28});
+      c.model->eval();
+      Tensor y = (*c.model)(x);
+      Session s(g);
+      PlanInfo plan = s.plan_info({y}, {{x, NDArray::zeros({4, 1, 28, 28})}});
+      int convs = 0;
+      for (const PlanInfo::Step& st : plan.steps) {
+        CAPTURE(st.name);
+        if (st.op == "conv2d") {
+          ++convs;
+          CHECK(contains(st.name, "folded_conv2d"));
+        }
+        CHECK(st.op != "batch_norm");  // folded into the conv's weight and bias
+        CHECK(st.op != "relu");        // the conv's epilogue (or the Linear's GEMM's)
+      }
+      CHECK(convs == c.convs);
+      int folded = 0;
+      for (int id = 0; id < g.size(); ++id) {
+        const Node& n = g.node(id);
+        if (!contains(n.name, "folded_conv2d")) continue;
+        ++folded;
+        CHECK(n.inputs.size() == 3);  // the folded bias
+        CHECK(n.attrs.get_or("relu", false));
+      }
+      CHECK(folded == c.convs);
+    }
+  }
+
   TEST_CASE("pooling modules and Flatten on 4-D") {
     Graph g;
     Tensor x = g.placeholder("x", {2, 3, 8, 6});
