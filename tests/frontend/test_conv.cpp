@@ -306,14 +306,16 @@ TEST_SUITE("frontend/conv") {
     test::TempDir dir;
     const std::string path = dir / "data_batch_1.bin";
     for (uint64_t trial = 0; trial < 200; ++trial) {
-      // Random sizes around whole records, random bytes (labels mostly out of range), or valid records with one byte flipped.
+      // Random sizes around whole records, random bytes (labels mostly out of range), or valid records with one byte
+      // flipped.
       const double u = philox::uniform_f64(trial, 1, 0);
       const size_t records = size_t(philox::uniform_f64(trial, 1, 1) * 3);
       size_t size = records * 3073;
       if (u < 0.5) size += size_t(philox::uniform_f64(trial, 1, 2) * 3073) % 3073;
       std::string bytes(size, '\0');
       for (size_t i = 0; i < size; ++i)
-        bytes[i] = u < 0.25 ? char(philox::uniform_f64(trial, 2, i) * 256) : char(i % 3073 == 0 ? i / 3073 % 10 : i % 251);
+        bytes[i] =
+            u < 0.25 ? char(philox::uniform_f64(trial, 2, i) * 256) : char(i % 3073 == 0 ? i / 3073 % 10 : i % 251);
       if (u >= 0.75 && size) bytes[size_t(philox::uniform_f64(trial, 1, 3) * double(size))] ^= char(0x5A);
       {
         std::ofstream f(path, std::ios::binary | std::ios::trunc);
