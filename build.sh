@@ -9,6 +9,7 @@
 #   ./build.sh fuzz [s] [t..] libFuzzer (clang, ASan+UBSan): each target s seconds (60) on its seed corpus
 #   ./build.sh bench-train    loom vs PyTorch training benchmark (peers in a venv)
 #   ./build.sh bench-sched    scheduling/memory benchmark, PyTorch side by side
+#   ./build.sh train_cnn [args] build, then train ResNet9 (or --model cnn) on Fashion-MNIST or CIFAR-10
 #   ./build.sh train-lm [args] build, then train an LSTM language model on the fortunes corpus
 #   ./build.sh bench-lm [args] loom vs PyTorch language-model training (peers in a venv)
 #   ./build.sh build          build only (Release)
@@ -189,6 +190,12 @@ case "$cmd" in
     peers
     release
     build/release/samples/bench_lm "$@"
+    ;;
+  train_cnn)  # the CNN trainer: the default data set (Fashion-MNIST) comes from Debian
+    base_deps
+    need dataset-fashion-mnist
+    release
+    build/release/samples/train_cnn "$@"
     ;;
   *)
     base_deps

@@ -140,6 +140,42 @@ TEST_SUITE("frontend/conv") {
     CHECK(test::allclose(ye, yt, 1e-2, 1e-3));
   }
 
+  TEST_CASE("eval plans of CNN and ResNet9: each ConvBN is one conv2d with the ReLU as its epilogue") {
+    struct Case {
+      std::shared_ptr<nn::Module> model;
+      int convs;
+    };
+    for (Case c : {Case{std::make_shared<nn::CNN>(), 2}, Case{std::make_shared<nn::ResNet9>(), 8}}) {
+      CAPTURE(c.model->type_name());
+      Graph g;
+      Tensor x = g.placeholder("x", {-1, 1, 28, 28});
+      c.model->eval();
+      Tensor y = (*c.model)(x);
+      Session s(g);
+      PlanInfo plan = s.plan_info({y}, {{x, NDArray::zeros({4, 1, 28, 28})}});
+      int convs = 0;
+      for (const PlanInfo::Step& st : plan.steps) {
+        CAPTURE(st.name);
+        if (st.op == "conv2d") {
+          ++convs;
+          CHECK(contains(st.name, "folded_conv2d"));
+        }
+        CHECK(st.op != "batch_norm");  // folded into the conv's weight and bias
+        CHECK(st.op != "relu");        // the conv's epilogue (or the Linear's GEMM's)
+      }
+      CHECK(convs == c.convs);
+      int folded = 0;
+      for (int id = 0; id < g.size(); ++id) {
+        const Node& n = g.node(id);
+        if (!contains(n.name, "folded_conv2d")) continue;
+        ++folded;
+        CHECK(n.inputs.size() == 3);  // the folded bias
+        CHECK(n.attrs.get_or("relu", false));
+      }
+      CHECK(folded == c.convs);
+    }
+  }
+
   TEST_CASE("pooling modules and Flatten on 4-D") {
     Graph g;
     Tensor x = g.placeholder("x", {2, 3, 8, 6});
@@ -270,14 +306,16 @@ TEST_SUITE("frontend/conv") {
     test::TempDir dir;
     const std::string path = dir / "data_batch_1.bin";
     for (uint64_t trial = 0; trial < 200; ++trial) {
-      // Random sizes around whole records, random bytes (labels mostly out of range), or valid records with one byte flipped.
+      // Random sizes around whole records, random bytes (labels mostly out of range), or valid records with one byte
+      // flipped.
       const double u = philox::uniform_f64(trial, 1, 0);
       const size_t records = size_t(philox::uniform_f64(trial, 1, 1) * 3);
       size_t size = records * 3073;
       if (u < 0.5) size += size_t(philox::uniform_f64(trial, 1, 2) * 3073) % 3073;
       std::string bytes(size, '\0');
       for (size_t i = 0; i < size; ++i)
-        bytes[i] = u < 0.25 ? char(philox::uniform_f64(trial, 2, i) * 256) : char(i % 3073 == 0 ? i / 3073 % 10 : i % 251);
+        bytes[i] =
+            u < 0.25 ? char(philox::uniform_f64(trial, 2, i) * 256) : char(i % 3073 == 0 ? i / 3073 % 10 : i % 251);
       if (u >= 0.75 && size) bytes[size_t(philox::uniform_f64(trial, 1, 3) * double(size))] ^= char(0x5A);
       {
         std::ofstream f(path, std::ios::binary | std::ios::trunc);
