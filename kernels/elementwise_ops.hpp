@@ -199,7 +199,8 @@ struct Sign : Unary {
 struct Relu : Unary {
   static constexpr std::string_view name = "relu";
   using types = SignedTypes;
-  template <class T> LOOM_HD static T f(T x) { return x > T(0) ? x : T(0); }
+  // NaN stays NaN, as PyTorch's (x > 0 ? x : 0 would hide it as 0).
+  template <class T> LOOM_HD static T f(T x) { return x <= T(0) ? T(0) : x; }
 };
 struct Exp : Unary {
   static constexpr std::string_view name = "exp";

@@ -210,11 +210,13 @@ const bool registered = [] {
               return std::vector<Tensor>{c.dout(0) * y * (1.0 - y)};
             },
             unary_examples(-3, 3));
-  def_unary("relu", kSigned, [](double x) { return x > 0 ? x : 0.0; },
+  def_unary("relu", kSigned, [](double x) { return x <= 0 ? 0.0 : x; },
             [](const GradContext& c) {
-              // y > 0 exactly where x > 0 (NaN and -0 included): reading the output lets the
-              // pre-activation die at relu (and a GEMM run bias and relu as one epilogue).
-              return std::vector<Tensor>{where(c.outputs[0] > 0.0, c.dout(0), 0.0)};
+              // y <= 0 exactly where x <= 0 (-0 included; NaN passes dy, as PyTorch's
+              // threshold_backward): reading the output lets the pre-activation die at relu
+              // (and a GEMM run bias and relu as one epilogue).
+              const Tensor& dy = c.dout(0);
+              return std::vector<Tensor>{where(c.outputs[0] <= 0.0, zeros_like(dy), dy)};
             },
             unary_examples(-2, 2, true));
 
