@@ -29,7 +29,6 @@ ip -n $b addr add 10.77.0.2/24 dev loom_veth1
 for ns in $a $b; do ip -n $ns link set lo up; done
 ip -n $a link set loom_veth0 up
 ip -n $b link set loom_veth1 up
-ip netns exec $a ping -c1 -W2 10.77.0.2 >/dev/null
 
 # The launch agent: "agent <host> <command...>" runs the command in that host's namespace (ssh's role).
 cat >"$tmp/agent" <<AGENT
