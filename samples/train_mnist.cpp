@@ -44,7 +44,7 @@ constexpr double kMean = samples::kFashionMnistMean, kStd = samples::kFashionMni
 
 struct Args {
   std::string model = "mlp", opt = "adam", data = data::kFashionMnistDir, save, load, load_weights, trace,
-              schedule = "cosine", device = "cpu";
+              schedule = "cosine", device = "cpu", executor = "serial";
   int64_t epochs = 5, batch = 128, hidden = 0, eval_batch = 1000, warmup = 0;
   double lr = 0, wd = 0, momentum = 0, clip = 0;
   int threads = 0;
@@ -122,6 +122,7 @@ int run(const Args& a, samples::Distributed& dist) {
   samples::TraceRecorder trace(dist.root() ? a.trace : "");
   Session s(g, {.device = Device::parse(a.device),
                 .threads = a.threads,
+                .executor = a.executor == "parallel" ? Executor::parallel : Executor::serial,
                 .seed = a.seed,
                 .profile = a.profile || trace.enabled()});
   std::ostream& info = !dist.root() ? dist.out() : a.json ? std::cerr : std::cout;
@@ -284,6 +285,8 @@ int main(int argc, char** argv) {
     ("distributed", po::bool_switch(&a.distributed), "data parallel over MPI (start with mpirun -np R): each rank "
                                                      "trains on its --batch rows of every global batch of R x --batch; "
                                                      "rank 0 prints and saves")
+    ("executor", po::value(&a.executor)->default_value(a.executor), "serial | parallel (independent nodes at once: "
+                                                                  "gradient allreduces overlap the backward pass)")
     ("bucket-mb", po::value(&a.bucket_mb)->default_value(a.bucket_mb), "--distributed: MiB of gradients per allreduce");
   // clang-format on
   try {
@@ -301,6 +304,7 @@ int main(int argc, char** argv) {
     if (a.hidden <= 1) throw po::error("--hidden must be > 1");
     if (a.threads < 0) throw po::error("--threads must be >= 0");
     if (!a.load.empty() && !a.load_weights.empty()) throw po::error("--load and --load-weights exclude each other");
+    if (a.executor != "serial" && a.executor != "parallel") throw po::error("--executor must be serial or parallel");
     if (!(a.bucket_mb > 0 && a.bucket_mb < 1e6)) throw po::error("--bucket-mb must be in (0, 1e6)");
   } catch (const po::error& e) {
     std::cerr << "train_mnist: " << e.what() << "\n(see train_mnist --help)\n";

@@ -3,9 +3,26 @@
 // created at the first collective: rank 0 makes the unique id and the group's
 // host communicator (MPI, core/comm.hpp) broadcasts it. Built where the CUDA
 // toolkit has NCCL (LOOM_WITH_NCCL); elsewhere, and under the CUDA emulator,
-// collectives on a CUDA device run through the host fallback kernel (MPI).
+// they are registered as the host fallback kernel: through host memory and
+// the host communicator (MPI), ordered on the stream.
 
-#if defined(LOOM_WITH_NCCL) && !defined(LOOM_CUDA_EMULATION)
+#if !defined(LOOM_WITH_NCCL) || defined(LOOM_CUDA_EMULATION)
+
+#include "core/kernel.hpp"
+
+namespace loom::cuda {
+namespace {
+const bool registered = [] {
+  for (const char* op : {"allreduce", "reduce_to_root", "reduce_scatter"})
+    register_kernel(op, DeviceKind::cuda, {float32, float64, int32, int64}, host_fallback_kernel());
+  for (const char* op : {"broadcast", "allgather"})
+    register_kernel(op, DeviceKind::cuda, AllTypes::dtypes(), host_fallback_kernel());
+  return true;
+}();
+}  // namespace
+}  // namespace loom::cuda
+
+#else
 
 #include <nccl.h>
 
@@ -133,4 +150,4 @@ const bool registered = [] {
 }  // namespace
 }  // namespace loom::cuda
 
-#endif  // LOOM_WITH_NCCL && !LOOM_CUDA_EMULATION
+#endif  // LOOM_WITH_NCCL && !LOOM_CUDA_EMULATION: NCCL
