@@ -45,7 +45,10 @@ std::vector<float> values(const NDArray& a) { return a.astype(float32).to_vector
 
 }  // namespace
 
-TEST_CASE("collectives: identities in a group of one") {
+// Suites named *parallel* also run under ThreadSanitizer (./build.sh test-tsan).
+TEST_SUITE("collectives/parallel") {
+
+TEST_CASE("collectives: identities in a group of one, parallel executor") {
   REQUIRE(communicator()->size() == 1);
   Graph g;
   Tensor x = g.placeholder("x", {2, 3});
@@ -57,7 +60,7 @@ TEST_CASE("collectives: identities in a group of one") {
     CHECK(test::max_abs_diff(o, v) == 0);
 }
 
-TEST_CASE("collectives: kernels agree with the references in a group of two") {
+TEST_CASE("collectives: kernels agree with the references in a group of two, parallel executor") {
   Twin twin;
   Graph g;
   Tensor x = g.placeholder("x", {4, 3});
@@ -76,6 +79,8 @@ TEST_CASE("collectives: kernels agree with the references in a group of two") {
   }
   CHECK(out[6].to_vector<int64_t>() == std::vector<int64_t>{6, -8});
 }
+
+}  // TEST_SUITE("collectives/parallel")
 
 TEST_CASE("collectives: bad uses are errors naming the op") {
   Graph g;
