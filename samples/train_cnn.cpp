@@ -190,7 +190,7 @@ int run(const Args& a, samples::Distributed& dist) {
     s.run({}, {}, {sync_state});
   }
   if (!a.json)
-    info << (a.distributed ? std::to_string(R) + " ranks (" + communicator()->name() + "), " : "") << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.dataset << ", " << a.opt
+    info << (a.distributed ? std::to_string(R) + (R == 1 ? " rank (" : " ranks (") + communicator()->name() + "), " : "") << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.dataset << ", " << a.opt
          << " lr " << a.lr << (a.schedule != "none" ? " (" + a.schedule + ")" : "")
          << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << (R > 1 ? " per rank" : "") << (a.augment ? ", augmented" : "") << ", "
          << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())

@@ -159,7 +159,7 @@ int run(const Args& a, samples::Distributed& dist) {
     s.run({}, {}, {sync_state});
   }
   if (!a.json) {
-    if (a.distributed) info << R << " ranks (" << communicator()->name() << "), ";
+    if (a.distributed) info << R << (R == 1 ? " rank (" : " ranks (") << communicator()->name() << "), ";
     info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.opt << " lr " << a.lr
          << (a.schedule != "none" ? " (" + a.schedule + ")" : "") << (a.wd ? " wd " + fmt("%g", a.wd) : "")
          << ", batch " << a.batch << (R > 1 ? " per rank" : "") << ", " << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
