@@ -394,7 +394,8 @@ Batch DataLoader::assemble(int64_t epoch, std::span<const int64_t> indices) cons
 }
 
 std::span<const int64_t> DataLoader::rows(const std::vector<int64_t>& order, int64_t index) const {
-  const int64_t lo = index * options_.batch_size, hi = std::min<int64_t>(int64_t(order.size()), lo + options_.batch_size);
+  const int64_t lo = index * options_.batch_size,
+                hi = std::min<int64_t>(int64_t(order.size()), lo + options_.batch_size);
   const int64_t n = hi - lo, k = options_.shard, parts = options_.shards;  // n * parts < 2^63: both are sizes in memory
   const int64_t first = lo + k * n / parts, last = lo + (k + 1) * n / parts;
   return std::span<const int64_t>(order.data() + first, size_t(last - first));

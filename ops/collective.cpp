@@ -40,8 +40,7 @@ OpDef collective(const char* name, AttrSchema attrs) {
 }
 
 std::vector<OpExample> one_input_examples(uint64_t seed, Attrs attrs) {
-  return {{"matrix", {rand_array({3, 4}, -1, 1, seed)}, attrs},
-          {"vector", {rand_array({5}, -1, 1, seed + 1)}, attrs}};
+  return {{"matrix", {rand_array({3, 4}, -1, 1, seed)}, attrs}, {"vector", {rand_array({5}, -1, 1, seed + 1)}, attrs}};
 }
 
 void def_allreduce() {
@@ -71,12 +70,14 @@ void def_allreduce() {
     const double f = a.get<std::string>("reduction") == "mean" ? 1.0 : double(a.i("ranks"));
     std::vector<NDArray> out;
     for (const NDArray& x : in)
-      out.push_back(detail::ref_elementwise(std::span(&x, 1), x.dtype(), [f](const std::vector<double>& v) { return v[0] * f; }));
+      out.push_back(
+          detail::ref_elementwise(std::span(&x, 1), x.dtype(), [f](const std::vector<double>& v) { return v[0] * f; }));
     return out;
   };
   d.examples = [](uint64_t seed) {
     auto ex = one_input_examples(seed, {{"reduction", std::string("sum")}, {"ranks", int64_t(1)}});
-    ex.push_back({"mean of two", {rand_array({2, 3}, -1, 1, seed + 2), rand_array({4}, -1, 1, seed + 3)},
+    ex.push_back({"mean of two",
+                  {rand_array({2, 3}, -1, 1, seed + 2), rand_array({4}, -1, 1, seed + 3)},
                   {{"reduction", std::string("mean")}, {"ranks", int64_t(1)}}});
     return ex;
   };
@@ -138,8 +139,8 @@ void def_gather(const char* name, bool gather) {
       return std::vector<NDArray>{out};
     }
     const NDArray x = in[0].slice({{0, in[0].shape()[0] / r, 1}}).clone();
-    return std::vector<NDArray>{
-        detail::ref_elementwise(std::span(&x, 1), x.dtype(), [r](const std::vector<double>& v) { return v[0] * double(r); })};
+    return std::vector<NDArray>{detail::ref_elementwise(
+        std::span(&x, 1), x.dtype(), [r](const std::vector<double>& v) { return v[0] * double(r); })};
   };
   d.examples = [](uint64_t seed) { return one_input_examples(seed, {{"ranks", int64_t(1)}}); };
   d.doc = gather ? "every rank's tensor concatenated along axis 0 in rank order"

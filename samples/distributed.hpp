@@ -26,8 +26,9 @@ class Distributed {
 #ifdef LOOM_SAMPLES_MPI
     env_ = std::make_unique<loom::mpi::Environment>(argc, argv);
 #else
-    loom::fail("--distributed: this program was built without MPI (apt-get install libopenmpi-dev openmpi-bin, "
-               "then reconfigure)");
+    loom::fail(
+        "--distributed: this program was built without MPI (apt-get install libopenmpi-dev openmpi-bin, "
+        "then reconfigure)");
 #endif
   }
   int rank() const { return loom::dist::rank(); }

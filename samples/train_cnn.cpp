@@ -21,7 +21,6 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -136,8 +135,8 @@ int run(const Args& a, samples::Distributed& dist) {
   // With R ranks, rank r reads part r of every global batch of R * batch rows.
   const int R = dist.size();
   const DataSpec d = load_data(a);
-  data::DataLoader train(d.train,
-                         {.batch_size = a.batch * R, .shuffle = true, .seed = a.seed, .shard = dist.rank(), .shards = R});
+  data::DataLoader train(
+      d.train, {.batch_size = a.batch * R, .shuffle = true, .seed = a.seed, .shard = dist.rank(), .shards = R});
   add_transforms(train, d, a.augment);
   data::DataLoader test(d.test, {.batch_size = a.eval_batch * R, .shard = dist.rank(), .shards = R});
   add_transforms(test, d, false);
@@ -190,9 +189,12 @@ int run(const Args& a, samples::Distributed& dist) {
     s.run({}, {}, {sync_state});
   }
   if (!a.json)
-    info << (a.distributed ? std::to_string(R) + (R == 1 ? " rank (" : " ranks (") + communicator()->name() + "), " : "") << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.dataset << ", " << a.opt
+    info << (a.distributed ? std::to_string(R) + (R == 1 ? " rank (" : " ranks (") + communicator()->name() + "), "
+                           : "")
+         << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.dataset << ", " << a.opt
          << " lr " << a.lr << (a.schedule != "none" ? " (" + a.schedule + ")" : "")
-         << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << (R > 1 ? " per rank" : "") << (a.augment ? ", augmented" : "") << ", "
+         << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << (R > 1 ? " per rank" : "")
+         << (a.augment ? ", augmented" : "") << ", "
          << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
          << ", data " << a.data << "\n";
 

@@ -89,8 +89,8 @@ int run(const Args& a, samples::Distributed& dist) {
   const int R = dist.size();
   auto train_set = data::load_mnist(a.data, data::Split::train);
   auto test_set = data::load_mnist(a.data, data::Split::test);
-  data::DataLoader train(train_set,
-                         {.batch_size = a.batch * R, .shuffle = true, .seed = a.seed, .shard = dist.rank(), .shards = R});
+  data::DataLoader train(
+      train_set, {.batch_size = a.batch * R, .shuffle = true, .seed = a.seed, .shard = dist.rank(), .shards = R});
   train.transform(0, data::transforms::normalize(kMean, kStd));
   if (a.augment) {
     train.transform(0, data::transforms::random_flip_horizontal());
@@ -162,7 +162,8 @@ int run(const Args& a, samples::Distributed& dist) {
     if (a.distributed) info << R << (R == 1 ? " rank (" : " ranks (") << communicator()->name() << "), ";
     info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.opt << " lr " << a.lr
          << (a.schedule != "none" ? " (" + a.schedule + ")" : "") << (a.wd ? " wd " + fmt("%g", a.wd) : "")
-         << ", batch " << a.batch << (R > 1 ? " per rank" : "") << ", " << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
+         << ", batch " << a.batch << (R > 1 ? " per rank" : "") << ", "
+         << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
          << ", data " << a.data << "\n";
   }
 

@@ -69,9 +69,8 @@ class MpiCommunicator final : public Communicator {
   }
   void allgather(const void* in, void* out, size_t bytes) override {
     LOOM_CHECK(bytes <= INT_MAX, "MPI allgather: ", bytes, " bytes per rank is more than one message holds (2 GiB)");
-    run("allgather", [&](MPI_Request* r) {
-      return MPI_Iallgather(in, int(bytes), MPI_BYTE, out, int(bytes), MPI_BYTE, comm_, r);
-    });
+    run("allgather",
+        [&](MPI_Request* r) { return MPI_Iallgather(in, int(bytes), MPI_BYTE, out, int(bytes), MPI_BYTE, comm_, r); });
   }
   void barrier() override {
     run("barrier", [&](MPI_Request* r) { return MPI_Ibarrier(comm_, r); });

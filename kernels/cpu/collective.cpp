@@ -75,9 +75,7 @@ void reduce_to_root_kernel(const KernelCall& c) {
   if (g->rank() != c.attrs.i("root")) std::memset(c.out[0].raw(), 0, c.out[0].nbytes());
 }
 
-void allgather_kernel(const KernelCall& c) {
-  group_of(c)->allgather(c.in[0].raw(), c.out[0].raw(), c.in[0].nbytes());
-}
+void allgather_kernel(const KernelCall& c) { group_of(c)->allgather(c.in[0].raw(), c.out[0].raw(), c.in[0].nbytes()); }
 
 size_t reduce_scatter_workspace(const WorkspaceQuery& q) { return size_t(numel(q.in[0])) * dtype_size(q.dtype); }
 

@@ -131,8 +131,8 @@ void allgather_kernel(const KernelCall& c) {
 void reduce_scatter_kernel(const KernelCall& c) {
   use_device(c.ctx.device);
   const Group& g = group_of(c);
-  LOOM_NCCL_CHECK(ncclReduceScatter(c.in[0].raw(), c.out[0].raw(), size_t(c.out[0].numel()),
-                                    nccl_type(c.in[0].dtype()), ncclSum, g.comm, stream_of(c)));
+  LOOM_NCCL_CHECK(ncclReduceScatter(c.in[0].raw(), c.out[0].raw(), size_t(c.out[0].numel()), nccl_type(c.in[0].dtype()),
+                                    ncclSum, g.comm, stream_of(c)));
 }
 
 const bool registered = [] {

@@ -47,38 +47,39 @@ std::vector<float> values(const NDArray& a) { return a.astype(float32).to_vector
 
 // Suites named *parallel* also run under ThreadSanitizer (./build.sh test-tsan).
 TEST_SUITE("collectives/parallel") {
-
-TEST_CASE("collectives: identities in a group of one, parallel executor") {
-  REQUIRE(communicator()->size() == 1);
-  Graph g;
-  Tensor x = g.placeholder("x", {2, 3});
-  Tensor outs[] = {allreduce(x), allreduce(x, Reduction::mean), broadcast(x), reduce_to_root(x), allgather(x),
-                   reduce_scatter(x)};
-  Session s(g, {.executor = Executor::parallel});
-  NDArray v = test::rand({2, 3}, 1);
-  for (const NDArray& o : s.run(std::vector<Tensor>(std::begin(outs), std::end(outs)), {{x, v}}))
-    CHECK(test::max_abs_diff(o, v) == 0);
-}
-
-TEST_CASE("collectives: kernels agree with the references in a group of two, parallel executor") {
-  Twin twin;
-  Graph g;
-  Tensor x = g.placeholder("x", {4, 3});
-  Tensor y = g.placeholder("y", {2}, int64);
-  std::vector<Tensor> fetches = {allreduce(x), allreduce(x, Reduction::mean), broadcast(x, 1), reduce_to_root(x, 0),
-                                 allgather(x), reduce_scatter(x), allreduce(y)};
-  CHECK(fetches[4].shape() == Shape{8, 3});
-  CHECK(fetches[5].shape() == Shape{2, 3});
-  Session s(g, {.threads = 2, .executor = Executor::parallel});
-  NDArray xv = test::rand({4, 3}, 2), yv = NDArray::from<int64_t>({3, -4});
-  std::vector<NDArray> out = s.run(fetches, {{x, xv}, {y, yv}});
-  for (size_t i = 0; i + 1 < fetches.size(); ++i) {
-    const Node& n = fetches[i].node();
-    std::vector<NDArray> ref = n.op->reference(std::vector<NDArray>{xv}, n.attrs);
-    CHECK_MESSAGE(test::max_abs_diff(out[i], ref[0]) < 1e-6, n.op->name);
+  TEST_CASE("collectives: identities in a group of one, parallel executor") {
+    REQUIRE(communicator()->size() == 1);
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 3});
+    Tensor outs[] = {allreduce(x),     allreduce(x, Reduction::mean), broadcast(x), reduce_to_root(x), allgather(x),
+                     reduce_scatter(x)};
+    Session s(g, {.executor = Executor::parallel});
+    NDArray v = test::rand({2, 3}, 1);
+    for (const NDArray& o : s.run(std::vector<Tensor>(std::begin(outs), std::end(outs)), {{x, v}}))
+      CHECK(test::max_abs_diff(o, v) == 0);
   }
-  CHECK(out[6].to_vector<int64_t>() == std::vector<int64_t>{6, -8});
-}
+
+  TEST_CASE("collectives: kernels agree with the references in a group of two, parallel executor") {
+    Twin twin;
+    Graph g;
+    Tensor x = g.placeholder("x", {4, 3});
+    Tensor y = g.placeholder("y", {2}, int64);
+    std::vector<Tensor> fetches = {allreduce(x),    allreduce(x, Reduction::mean),
+                                   broadcast(x, 1), reduce_to_root(x, 0),
+                                   allgather(x),    reduce_scatter(x),
+                                   allreduce(y)};
+    CHECK(fetches[4].shape() == Shape{8, 3});
+    CHECK(fetches[5].shape() == Shape{2, 3});
+    Session s(g, {.threads = 2, .executor = Executor::parallel});
+    NDArray xv = test::rand({4, 3}, 2), yv = NDArray::from<int64_t>({3, -4});
+    std::vector<NDArray> out = s.run(fetches, {{x, xv}, {y, yv}});
+    for (size_t i = 0; i + 1 < fetches.size(); ++i) {
+      const Node& n = fetches[i].node();
+      std::vector<NDArray> ref = n.op->reference(std::vector<NDArray>{xv}, n.attrs);
+      CHECK_MESSAGE(test::max_abs_diff(out[i], ref[0]) < 1e-6, n.op->name);
+    }
+    CHECK(out[6].to_vector<int64_t>() == std::vector<int64_t>{6, -8});
+  }
 
 }  // TEST_SUITE("collectives/parallel")
 

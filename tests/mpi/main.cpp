@@ -16,9 +16,9 @@
 #include <string>
 
 #include "core/comm.hpp"
+#include "core/session.hpp"
 #include "frontend/mpi.hpp"
 #include "ops/ops.hpp"
-#include "core/session.hpp"
 
 namespace {
 

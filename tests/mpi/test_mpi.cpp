@@ -17,7 +17,6 @@ using namespace loom;
 
 namespace {
 
-
 int me() { return communicator()->rank(); }
 
 std::vector<float> values(const NDArray& a) { return a.astype(float32).to_vector<float>(); }
@@ -56,9 +55,9 @@ TEST_CASE("mpi: allreduce sum and mean, one tensor and a bucket") {
     Tensor count = allreduce(n);
     Session s(g, {.threads = 2, .executor = ex});
     const double r = me() + 1;  // rank r holds r + 1
-    auto out = s.run({sum, mean[0], mean[1], count}, {{a, NDArray::full({3}, r)},
-                                                      {b, NDArray::full({2, 2}, 10 * r)},
-                                                      {n, NDArray::full({2}, r, int64)}});
+    auto out =
+        s.run({sum, mean[0], mean[1], count},
+              {{a, NDArray::full({3}, r)}, {b, NDArray::full({2, 2}, 10 * r)}, {n, NDArray::full({2}, r, int64)}});
     const double total = R * (R + 1) / 2.0;
     for (float v : values(out[0])) CHECK(v == doctest::Approx(total));
     for (float v : values(out[1])) CHECK(v == doctest::Approx(total / R));
@@ -102,8 +101,8 @@ TEST_CASE("mpi: gradients of collectives are collectives") {
   Tensor db = gradients(sum(broadcast(x, 0) * c), {x})[0];
   Session s(g);
   const float cr = float(me() + 1);
-  auto out = s.run({dx, dg, db}, {{x, NDArray::full({3}, 1.0)}, {c, NDArray::full({3}, cr)},
-                                  {w, NDArray::arange(3 * R)}});
+  auto out =
+      s.run({dx, dg, db}, {{x, NDArray::full({3}, 1.0)}, {c, NDArray::full({3}, cr)}, {w, NDArray::arange(3 * R)}});
   const float total = float(R * (R + 1)) / 2;
   for (float v : values(out[0])) CHECK(v == total);
   std::vector<float> got = values(out[1]);
