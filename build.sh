@@ -9,13 +9,16 @@
 #   ./build.sh fuzz [s] [t..] libFuzzer (clang, ASan+UBSan): each target s seconds (60) on its seed corpus
 #   ./build.sh bench-train    loom vs PyTorch training benchmark (peers in a venv)
 #   ./build.sh bench-sched    scheduling/memory benchmark, PyTorch side by side
+#   ./build.sh train-lm [args] build, then train an LSTM language model on the fortunes corpus
+#   ./build.sh bench-lm [args] loom vs PyTorch language-model training (peers in a venv)
 #   ./build.sh build          build only (Release)
 #   ./build.sh consumer       install into build/stage, then build and run tests/consumer against it (CI)
 #   ./build.sh interop        loom <-> PyTorch checkpoints and ONNX export checked with onnxruntime (peers venv)
 #   ./build.sh test-mpi       build, then the 2-rank MPI suite, fault and train_mnist equivalence checks (tests/mpi/run.sh)
 #   ./build.sh <program> ...  build, then run build/release/samples/<program>
 #
-# Environment: LOOM_WERROR=ON (CI), LOOM_CUDA=AUTO|ON|OFF, JOBS=n, LOOM_VENV (the peers' venv, default build/venv).
+# Environment: LOOM_WERROR=ON (CI), LOOM_CUDA=AUTO|ON|OFF, JOBS=n, LOOM_VENV (the peers' venv, default build/venv),
+# OPENBLAS_CORETYPE (default: chosen from the CPU's flags, see blas_env).
 set -eu
 cd "$(dirname "$0")"
 
@@ -61,6 +64,22 @@ peers() {
   export LOOM_PYTHON
 }
 
+# Debian's OpenBLAS (0.3.21) predates some CPUs (Sapphire and Emerald Rapids)
+# and falls back to its generic "Prescott" kernels on them: GEMMs 3x slower.
+# Unless the user chose a core, name the nearest one it knows for what this
+# CPU has (the same kernels it picks on CPUs it does know).
+blas_env() {
+  [ -n "${OPENBLAS_CORETYPE:-}" ] && return 0
+  flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+  case "$flags" in
+    *avx512f*avx512dq*avx512bw*avx512vl*) OPENBLAS_CORETYPE=SkylakeX ;;
+    *avx2*) OPENBLAS_CORETYPE=Haswell ;;
+    *) return 0 ;;
+  esac
+  export OPENBLAS_CORETYPE
+}
+blas_env
+
 JOBS=${JOBS:-$(nproc)}
 
 configure_and_build() {  # configure_and_build <dir> [cmake args...]
@@ -84,6 +103,7 @@ case "$cmd" in
   test)
     base_deps
     need dataset-fashion-mnist  # the data tests read the real files
+    need fortunes               # the text corpus tests too
     release
     build/release/tests/loom_tests "$@"
     ;;
@@ -164,6 +184,19 @@ case "$cmd" in
     peers
     release
     build/release/samples/bench_sched "$@"
+    ;;
+  train-lm)
+    base_deps
+    need fortunes
+    release
+    build/release/samples/train_lm "$@"
+    ;;
+  bench-lm)
+    base_deps
+    need fortunes
+    peers
+    release
+    build/release/samples/bench_lm "$@"
     ;;
   *)
     base_deps

@@ -13,7 +13,65 @@ Tensor reduce_to_shape_of(const Tensor& g, const Tensor& like) {
   return r;
 }
 
-static Tensor sum_all(const std::vector<Tensor>& ts) {
+/// x when t is transpose(x) of a 2-D x (a permute with axes {1, 0}), else invalid.
+static Tensor transposed_matrix(const Tensor& t) {
+  const Node& n = t.node();
+  if (n.op->name != "permute" || n.attrs.ints("axes") != std::vector<int64_t>{1, 0}) return {};
+  return Tensor(&t.graph(), n.inputs[0].node, n.inputs[0].index);
+}
+
+/// For a term transpose(a) @ b (2-D) sets a and b; for transpose(transpose(a) @ b)
+/// (the form matmul's gradient takes for a transposed weight, nn::Linear's and
+/// the RNNs' W^T) also sets `outer`. Returns false for any other term.
+static bool matmul_term(const Tensor& t, Tensor& a, Tensor& b, bool& outer) {
+  Tensor m = t;
+  outer = false;
+  if (Tensor inner = transposed_matrix(t); inner.valid()) m = inner, outer = true;
+  const Node& n = m.node();
+  if (n.op->name != "matmul" || m.ndim() != 2) return false;
+  a = transposed_matrix(Tensor(&m.graph(), n.inputs[0].node, n.inputs[0].index));
+  b = Tensor(&m.graph(), n.inputs[1].node, n.inputs[1].index);
+  return a.valid() && a.ndim() == 2 && b.ndim() == 2;
+}
+
+/// A weight used by many matmuls (an unrolled RNN's hidden weight, a tied
+/// embedding) gets gradient terms transpose(a_i) @ b_i of one shape (or their
+/// transposes). Their sum is one GEMM over the stacked rows,
+/// transpose(concat(a_i)) @ concat(b_i): one large GEMM instead of k small
+/// ones and k - 1 additions. Returns the terms left over, with the merged
+/// products appended.
+static std::vector<Tensor> merge_matmul_terms(const std::vector<Tensor>& ts) {
+  struct Group {
+    std::vector<Tensor> terms, as, bs;
+  } groups[2];  // plain and transposed terms
+  std::vector<Tensor> rest;
+  for (const Tensor& t : ts) {
+    Tensor a, b;
+    bool outer = false;
+    const bool term = matmul_term(t, a, b, outer);
+    Group& g = groups[outer ? 1 : 0];
+    if (term && (g.as.empty() || (a.shape()[1] == g.as[0].shape()[1] && b.shape()[1] == g.bs[0].shape()[1])))
+      g.terms.push_back(t), g.as.push_back(a), g.bs.push_back(b);
+    else
+      rest.push_back(t);
+  }
+  Graph& graph = ts[0].graph();
+  auto transpose2 = [&](const Tensor& x) { return graph.add1("permute", {x}, {{"axes", std::vector<int64_t>{1, 0}}}); };
+  for (int outer : {0, 1}) {
+    const Group& g = groups[outer];
+    if (g.terms.size() < 3) {  // too few to pay for the concats
+      rest.insert(rest.end(), g.terms.begin(), g.terms.end());
+      continue;
+    }
+    Tensor at = transpose2(graph.add1("concat", g.as, {{"axis", int64_t(0)}}));
+    Tensor m = graph.add1("matmul", {at, graph.add1("concat", g.bs, {{"axis", int64_t(0)}})});
+    rest.push_back(outer ? transpose2(m) : m);
+  }
+  return rest;
+}
+
+static Tensor sum_all(const std::vector<Tensor>& terms) {
+  std::vector<Tensor> ts = terms.size() >= 3 ? merge_matmul_terms(terms) : terms;
   Tensor acc = ts[0];
   for (size_t i = 1; i < ts.size(); ++i) acc = acc.graph().add1("add", {acc, ts[i]});
   return acc;

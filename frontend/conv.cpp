@@ -94,6 +94,8 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   Graph& g = x.graph();
   running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
   running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
+  // PyTorch's third buffer, so that state dicts match key for key.
+  Tensor batches = buffer(x, "num_batches_tracked", {}, init::zeros(), int64);
   Tensor w = options_.affine ? parameter(x, "weight", {features_}, init::ones(), dt) : full(g, {features_}, 1.0, dt);
   Tensor b = options_.affine ? parameter(x, "bias", {features_}, init::zeros(), dt) : full(g, {features_}, 0.0, dt);
   if (training()) {
@@ -104,6 +106,7 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
     const double m = options_.momentum;
     add_update(assign(running_mean_, running_mean_ * (1.0 - m) + r.mean * m));
     add_update(assign(running_var_, running_var_ * (1.0 - m) + unbiased * m));
+    add_update(assign_add(batches, scalar_like(batches, 1)));
     return r.y;
   }
   const Tensor scale = w * pow(running_var_ + options_.eps, -0.5);

@@ -25,6 +25,9 @@
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
 #include "ops/ops.hpp"
+// Sequence models and text corpora (issue 12).
+#include "frontend/rnn.hpp"
+#include "frontend/text.hpp"
 // Attention and Transformer modules (issue 13).
 #include "frontend/transformer.hpp"
 // Data parallelism (issue 18): collectives' process group, DataParallel (MPI itself: frontend/mpi.hpp, libloom_mpi).

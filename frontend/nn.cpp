@@ -199,6 +199,27 @@ Lambda::Lambda(std::function<Tensor(const Tensor&)> fn, std::string name) : fn_(
   LOOM_CHECK(bool(fn_), "Lambda: empty function");
 }
 
+// ---------------------------------------------------------------- activations
+
+Tensor activate(Activation a, const Tensor& x) {
+  switch (a) {
+    case Activation::relu:
+      return relu(x);
+    case Activation::tanh:
+      return tanh(x);
+    case Activation::gelu:
+      return gelu(x);
+    case Activation::gelu_tanh:
+      return gelu(x, "tanh");
+  }
+  return x;
+}
+
+const char* activation_name(Activation a) {
+  constexpr const char* kNames[] = {"relu", "tanh", "gelu", "gelu_tanh"};
+  return kNames[static_cast<int>(a)];
+}
+
 // ---------------------------------------------------------------- layers
 
 Linear::Linear(int64_t in_features, int64_t out_features, LinearOptions options)

@@ -142,6 +142,15 @@ class Module {
   void add_update(const Tensor& update);
   /// "<ModuleType> '<scope path>'" for error messages, e.g. "Linear '1'".
   std::string where(const Tensor& x) const;
+  /// Runs f() inside this module's graph scope, as operator() runs forward():
+  /// for modules whose calls take more than one tensor (nn::LSTM(x, state)).
+  template <class F>
+  auto in_scope(const Tensor& x, F&& f) {
+    LOOM_CHECK(x.valid(), type_name(), ": called on an empty Tensor handle");
+    if (name_.empty()) return f();
+    auto scope = x.graph().scope(name_);
+    return f();
+  }
 
  private:
   struct Var {
@@ -175,6 +184,13 @@ std::shared_ptr<Module> share(M&& m) {
 inline std::shared_ptr<Module> share(std::shared_ptr<Module> m) { return m; }
 
 // ---------------------------------------------------------------- layers
+
+/// The element-wise activations modules take as an option (RNN's nonlinearity:
+/// tanh or relu, as PyTorch's; TransformerLayer's: relu, gelu or gelu_tanh).
+enum class Activation { relu, tanh, gelu, gelu_tanh };
+Tensor activate(Activation a, const Tensor& x);
+/// PyTorch's name of the activation ("relu", "tanh", "gelu", "gelu_tanh").
+const char* activation_name(Activation a);
 
 struct LinearOptions {
   bool bias = true;
@@ -396,8 +412,8 @@ class MLPResNet : public Sequential {
 // ---------------------------------------------------------------- losses and metrics
 
 /// Mean cross-entropy of softmax(logits) against integer class labels:
-/// logits [..., C], labels [...] (any integer dtype). Labels outside [0, C)
-/// contribute 0 to the picked log-probability.
+/// logits [..., C], labels [...] (any integer dtype). A label outside [0, C)
+/// raises loom::Error naming it when the graph runs.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 
 /// The loss as an object: `nn::SoftmaxLoss loss_fn; Tensor loss = loss_fn(logits, y);`.

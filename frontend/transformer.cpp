@@ -145,21 +145,6 @@ void check_layer(int64_t d_model, int64_t heads, const TransformerOptions& o) {
   LOOM_CHECK(o.dropout >= 0 && o.dropout < 1, "TransformerLayer: dropout must be in [0, 1), got ", o.dropout);
 }
 
-Tensor activate(const Tensor& x, Activation a) {
-  switch (a) {
-    case Activation::relu:
-      return relu(x);
-    case Activation::gelu:
-      return nn::gelu(x);
-    case Activation::gelu_tanh:
-      return nn::gelu(x, true);
-  }
-  return x;
-}
-
-const char* activation_name(Activation a) {
-  return a == Activation::relu ? "relu" : a == Activation::gelu ? "gelu" : "gelu_tanh";
-}
 
 }  // namespace
 
@@ -187,7 +172,7 @@ Tensor TransformerLayer::operator()(const Tensor& x, const Tensor& mask) {
 }
 
 Tensor TransformerLayer::feed_forward(const Tensor& x) {
-  Tensor h = dropout(activate(linear1_(x), options_.activation), options_.dropout, training());
+  Tensor h = dropout(activate(options_.activation, linear1_(x)), options_.dropout, training());
   return dropout(linear2_(h), options_.dropout, training());
 }
 

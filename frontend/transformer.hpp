@@ -83,8 +83,6 @@ class MultiheadAttention : public Module {
   Tensor key_, value_, mask_;
 };
 
-enum class Activation { relu, gelu, gelu_tanh };
-
 struct TransformerOptions {
   /// Width of the feed-forward block (PyTorch's dim_feedforward).
   int64_t ffn = 2048;

@@ -263,6 +263,22 @@ struct BatchNormOutputs {
 BatchNormOutputs batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5,
                             bool relu = false);
 
+// ---- recurrent cells (ops/rnn.cpp); the modules are in frontend/rnn.hpp
+/// One fused LSTM step in PyTorch's gate order (i, f, g, o): pre = gates (+ gates2),
+/// c = sigmoid(f) * c_prev + sigmoid(i) * tanh(g), h = sigmoid(o) * tanh(c).
+/// c_prev [..., H], gates [..., 4H]. Returns {h, c, act}: act [..., 4H] holds the
+/// activated gates (kept for the gradient).
+std::vector<Tensor> lstm_cell(const Tensor& c_prev, const Tensor& gates, const Tensor& gates2 = {});
+/// Per-row softmax cross-entropy of logits [N, C] against integer labels [N]
+/// (ops/loss.cpp): {loss [N], lse [N]} with lse = logsumexp of the row and
+/// loss = lse - logits[label]. One pass over the logits forward and backward;
+/// softmax_cross_entropy is its mean. A label outside [0, C) raises loom::Error.
+std::vector<Tensor> sparse_softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
+/// The backward of lstm_cell written with element-wise ops: {dgates, dc_prev}
+/// (the oracle of lstm_cell_grad and the source of its own gradient).
+std::vector<Tensor> lstm_backward_composite(const Tensor& act, const Tensor& c_prev, const Tensor& c, const Tensor& dh,
+                                            const Tensor& dc);
+
 // ---- collectives (ops/collective.cpp): data parallelism over the process group
 // of core/comm.hpp (libloom_mpi's MPI group, NCCL on CUDA). Every rank must
 // build the same graph after the group is set; a plan runs its collective nodes

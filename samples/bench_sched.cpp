@@ -8,6 +8,10 @@
 //   mlpresnet  MLPResNet training step (784, hidden 100, 3 blocks, Adam)
 //   transformer  one nn::TransformerLayer (pre-norm), forward + backward
 //   resnet9    the course's ResNet9 training step (1x28x28 images, batch 128, Adam)
+//   lstm       word-level LSTM language-model training step (2 layers, embed and
+//              hidden 200, bptt 35, batch 20, vocabulary 10000, SGD, clipping):
+//              the unrolled graph train_lm runs; layer 2's step t and layer 1's
+//              step t + 1 are independent (the wavefront the parallel executor can use)
 // Side by side, samples/bench_sched_torch.py runs the chain and the MLP step
 // in PyTorch eager in the same invocation, and the table shows loom/PyTorch.
 
@@ -199,6 +203,30 @@ Family transformer(int64_t B = 8, int64_t T = 64, int64_t d = 128, int64_t heads
   return f;
 }
 
+// The training step of samples/train_lm (SGD lr 20, clip 0.25, dropout 0.2,
+// the state carried in variables) on random token ids.
+Family lstm_lm(int64_t T = 35, int64_t B = 20, int64_t vocab = 10000, int64_t layers = 2, int64_t hidden = 200) {
+  Family f = make_family("lstm", "lstm-lm-T" + std::to_string(T), T);
+  Graph& g = *f.g;
+  Tensor ids = g.placeholder("ids", {T, B}, int64), target = g.placeholder("target", {T * B}, int64);
+  auto model = std::make_shared<nn::LanguageModel>(vocab, nn::LanguageModelOptions{.embed = hidden, .hidden = hidden,
+                                                                                   .layers = layers, .dropout = 0.2});
+  Tensor h = g.variable("state/h", {layers, B, hidden}, init::zeros());
+  Tensor c = g.variable("state/c", {layers, B, hidden}, init::zeros());
+  auto [logits, st] = (*model)(ids, {h, c});
+  Tensor loss = nn::cross_entropy(reshape(logits, {T * B, vocab}), target);
+  optim::SGD opt(*model, {.lr = 20.0, .clip_norm = 0.25});
+  f.targets = {opt.minimize(loss), assign(h, st.h), assign(c, st.c)};
+  f.fetches = {loss};
+  NDArray x = NDArray::empty({T, B}, int64), y = NDArray::empty({T * B}, int64);
+  for (int64_t i = 0; i < T * B; ++i) {
+    x.data<int64_t>()[i] = int64_t(philox::uniform_f64(11, 0, uint64_t(i)) * double(vocab));
+    y.data<int64_t>()[i] = int64_t(philox::uniform_f64(12, 0, uint64_t(i)) * double(vocab));
+  }
+  f.feeds = {{ids, x}, {target, y}};
+  return f;
+}
+
 // ---------------------------------------------------------------- measurement
 
 double median(std::vector<double> v) {
@@ -340,7 +368,7 @@ void write_atomically(const fs::path& path, const std::string& text) { io::write
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string families_arg = "chain,wide,random,mlp,mlpresnet,transformer,resnet9";
+  std::string families_arg = "chain,wide,random,mlp,mlpresnet,transformer,resnet9,lstm";
   std::vector<int64_t> chain_sizes{1000, 10000, 100000}, wide_sizes{2, 4, 8, 16}, random_sizes{1000, 10000, 100000};
   std::vector<int> threads;
   double min_seconds = 0.3;
@@ -384,7 +412,7 @@ int main(int argc, char** argv) {
   }
   for (const std::string& f : fams)
     if (f != "chain" && f != "wide" && f != "random" && f != "mlp" && f != "mlpresnet" && f != "transformer" &&
-        f != "resnet9") {
+        f != "resnet9" && f != "lstm") {
       std::cerr << "bench_sched: unknown family '" << f << "'\n";
       return 2;
     }
@@ -405,6 +433,7 @@ int main(int argc, char** argv) {
     if (fams.count("mlpresnet")) run(mlpresnet());
     if (fams.count("transformer")) run(transformer());
     if (fams.count("resnet9")) run(resnet9());
+    if (fams.count("lstm")) run(lstm_lm());
   } catch (const Error& e) {
     std::cerr << "bench_sched: " << e.what() << "\n";
     return 1;

@@ -15,10 +15,6 @@
 // XLA compiles it) runs beside them, its thread count (XLA's default, or one)
 // picked the same way, with the ratio loom / JAX.
 
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <boost/program_options.hpp>
@@ -38,8 +34,6 @@
 
 #include "frontend/loom.hpp"
 #include "samples/peers.hpp"
-
-extern char** environ;
 
 namespace po = boost::program_options;
 using namespace loom;
@@ -65,77 +59,13 @@ Config config_for(const std::string& model, int64_t batch_override) {
   return c;
 }
 
-/// A child process speaking a line protocol on its stdin/stdout.
-class Peer {
- public:
-  explicit Peer(const std::vector<std::string>& args, std::string name = "PyTorch") : name_(std::move(name)) {
-    int in[2], out[2];
-    LOOM_CHECK(::pipe(in) == 0 && ::pipe(out) == 0, "bench_train: pipe failed");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    for (int fd : {in[0], in[1], out[0], out[1]}) posix_spawn_file_actions_addclose(&fa, fd);
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(in[0]);
-    ::close(out[1]);
-    if (rc != 0) {
-      ::close(in[1]);
-      ::close(out[0]);
-      fail("bench_train: cannot start '", args[0], "': ", std::strerror(rc));
-    }
-    to_ = ::fdopen(in[1], "w");
-    from_ = ::fdopen(out[0], "r");
-    std::string hello = read_line();
-    LOOM_CHECK(hello.find("\"ready\"") != std::string::npos, "bench_train: unexpected greeting from ", name_, ": ", hello);
-  }
-  Peer(const Peer&) = delete;
-  ~Peer() {
-    if (to_) {
-      std::fputs("quit\n", to_);
-      std::fclose(to_);
-    }
-    if (from_) std::fclose(from_);
-    int status = 0;
-    if (pid_ > 0) ::waitpid(pid_, &status, 0);
-  }
-  std::string request(const std::string& line) {
-    std::fputs((line + "\n").c_str(), to_);
-    std::fflush(to_);
-    return read_line();
-  }
-
- private:
-  std::string read_line() {
-    char* buf = nullptr;
-    size_t cap = 0;
-    ssize_t n = ::getline(&buf, &cap, from_);
-    std::string s = n > 0 ? std::string(buf, size_t(n)) : std::string();
-    std::free(buf);
-    LOOM_CHECK(n > 0, "bench_train: the ", name_, " process ended early (its error is above; run it through ./build.sh bench-train, which installs PyTorch and JAX)");
-    return s;
-  }
-  std::string name_;
-  pid_t pid_ = -1;
-  FILE* to_ = nullptr;
-  FILE* from_ = nullptr;
-};
-
+using samples::median;
+using samples::Peer;
 double json_number(const std::string& line, const std::string& key) {
   nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   LOOM_CHECK(j.is_object() && j.contains(key) && (j[key].is_number() || j[key].is_null()), "bench_train: no '", key,
              "' in PyTorch's answer: ", line);
   return j[key].is_null() ? NAN : j[key].get<double>();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /// loom's side: the same training as train_mnist.
@@ -288,11 +218,11 @@ int run(const Options& o) {
     };
     // PyTorch's best thread count on this machine, from a short timed run of each.
     int best_t = tcounts[0];
-    std::unique_ptr<Peer> torch;
+    std::unique_ptr<samples::Peer> torch;
     if (tcounts.size() > 1) {
       double best = INFINITY;
       for (int t : tcounts) {
-        auto p = std::make_unique<Peer>(peer_args(t));
+        auto p = std::make_unique<samples::Peer>(peer_args(t), "PyTorch");
         p->request("steps 10");  // warm-up
         double s = json_number(p->request("steps " + std::to_string(o.calibrate)), "seconds");
         if (!o.json)
@@ -301,7 +231,7 @@ int run(const Options& o) {
         if (s < best) best = s, best_t = t;
       }
     }
-    torch = std::make_unique<Peer>(peer_args(best_t));
+    torch = std::make_unique<Peer>(peer_args(best_t), "PyTorch");
     // The JAX peer takes the same arguments (its script, its own thread counts).
     int jax_t = 0;
     std::unique_ptr<Peer> jax;
@@ -356,7 +286,7 @@ int run(const Options& o) {
       }
       std::fflush(stdout);
     }
-    const double lm = median(ls), tm = median(ts);
+    const double lm = samples::median(ls), tm = samples::median(ts);
     if (o.json)
       std::printf("%s\n", nlohmann::json{{"model", model},
                                          {"loom_median_seconds", lm},

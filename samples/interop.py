@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """loom <-> PyTorch <-> ONNX interoperability check (./build.sh interop).
 
-For each model of train_mnist (--models):
-  1. loom trains it (train_mnist --save) and loom_export writes model.onnx and
+For each model (--models: train_mnist's softmax, mlp, mlpresnet; train_cnn's
+cnn and resnet9 on Fashion-MNIST):
+  1. loom trains it (train_mnist or train_cnn --save) and loom_export writes model.onnx and
      loom's logits on the Fashion-MNIST test set (the inputs as loom feeds them);
   2. PyTorch loads loom's checkpoint as a state_dict (strict) into the same
-     architecture (samples/torch_models.py: mnist) and must reach loom's test
+     architecture (samples/torch_models.py: mnist, cnn, resnet9) and must reach loom's test
      accuracy exactly;
   3. onnx.checker (full check) accepts model.onnx, and onnxruntime's logits
      match loom's to 1e-5 with the same accuracy;
   4. the reverse: PyTorch trains the model, saves its state_dict with
-     safetensors, and loom loads it (train_mnist --load-weights) and must
+     safetensors, and loom loads it (the trainer's --load-weights) and must
      reach PyTorch's test accuracy exactly.
 Then every exportable op's examples (loom_export --op-examples) run in
 onnxruntime against loom's outputs.
@@ -34,7 +35,17 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_models import mnist  # noqa: E402
+from torch_models import cnn, mnist, resnet9  # noqa: E402
+
+CONV_MODELS = {"cnn": cnn, "resnet9": resnet9}  # train_cnn's, on Fashion-MNIST [N, 1, 28, 28]
+
+
+def trainer(name):
+    return "train_cnn" if name in CONV_MODELS else "train_mnist"
+
+
+def torch_model(name):
+    return CONV_MODELS[name]() if name in CONV_MODELS else mnist(name)
 
 MEAN, STD = 0.2860, 0.3530  # train_mnist's normalization
 LOGIT_TOL = 1e-5
@@ -76,13 +87,15 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * data[3]).reshape(dims)
 
 
-def train_torch(model, data_dir, epochs, seed):
+def train_torch(model, data_dir, epochs, seed, shape=None):
     """Adam 1e-3, batch 128, train_mnist's normalization: a PyTorch-trained model."""
     find = lambda base: next(p for p in (os.path.join(data_dir, base + ".gz"), os.path.join(data_dir, base))
                              if os.path.exists(p))
     x = (read_idx(find("train-images-idx3-ubyte")).astype(np.float32) / 255.0 - MEAN) / STD
     y = read_idx(find("train-labels-idx1-ubyte")).astype(np.int64)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
+    if shape is not None:
+        x = x.view(-1, *shape)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
@@ -108,7 +121,7 @@ def check_model(a, name, report):
     bin_dir, work = a.build, a.work
     ckpt = os.path.join(work, f"loom_{name}.safetensors")
     print(f"\n{name}: loom -> PyTorch, ONNX", flush=True)
-    out = run([os.path.join(bin_dir, "train_mnist"), "--model", name, "--epochs", str(a.epochs), "--data", a.data,
+    out = run([os.path.join(bin_dir, trainer(name)), "--model", name, "--epochs", str(a.epochs), "--data", a.data,
                "--save", ckpt, "--json", "--seed", str(a.seed)])
     loom_acc_trainer = last_json(out)["test_acc"]
     onnx_path = os.path.join(work, f"loom_{name}.onnx")
@@ -117,9 +130,9 @@ def check_model(a, name, report):
     x, y, loom = t["x"], t["y"], t["logits"]
     loom_acc = accuracy(loom, y)
     report.check(f"{name}: loom's logits give its trainer's accuracy", abs(loom_acc - loom_acc_trainer) < 5e-7,
-                 f"{loom_acc:.4f} vs train_mnist {loom_acc_trainer:.4f}")
+                 f"{loom_acc:.4f} vs {trainer(name)} {loom_acc_trainer:.4f}")
 
-    model = mnist(name)
+    model = torch_model(name)
     model.load_state_dict(load_file(ckpt), strict=True)
     tl = torch_logits(model, x)
     report.check(f"{name}: PyTorch with loom's checkpoint, same test accuracy", accuracy(tl, y) == loom_acc,
@@ -135,12 +148,12 @@ def check_model(a, name, report):
     print(f"\n{name}: PyTorch -> loom", flush=True)
     started = time.time()
     torch.set_num_threads(a.torch_threads)
-    trained = train_torch(mnist(name), a.data, a.epochs, a.seed)
+    trained = train_torch(torch_model(name), a.data, a.epochs, a.seed, (1, 28, 28) if name in CONV_MODELS else None)
     tpath = os.path.join(work, f"torch_{name}.safetensors")
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, tpath, metadata={"format": "pt"})
     tacc = accuracy(torch_logits(trained, x), y)
     print(f"  PyTorch trained {name} in {time.time() - started:.1f} s: test accuracy {tacc:.4f}", flush=True)
-    out = run([os.path.join(bin_dir, "train_mnist"), "--model", name, "--load-weights", tpath, "--epochs", "0",
+    out = run([os.path.join(bin_dir, trainer(name)), "--model", name, "--load-weights", tpath, "--epochs", "0",
                "--data", a.data, "--json"])
     lacc = last_json(out)["test_acc"]
     report.check(f"{name}: loom with PyTorch's state_dict (--load-weights), same test accuracy", lacc == tacc,
@@ -173,10 +186,10 @@ def check_op_examples(a, report):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", default="build/release/samples", help="directory of train_mnist and loom_export")
+    ap.add_argument("--build", default="build/release/samples", help="directory of the trainers and loom_export")
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--work", default="build/interop", help="where checkpoints and models are written")
-    ap.add_argument("--models", default="mlp,mlpresnet")
+    ap.add_argument("--models", default="mlp,mlpresnet,cnn,resnet9")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--torch-threads", type=int, default=2)

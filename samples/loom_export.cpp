@@ -33,14 +33,19 @@ struct Args {
 /// and loom's logits, into <output>.test.safetensors ("x", "y", "logits"): what
 /// samples/interop.py compares onnxruntime's and PyTorch's outputs against.
 void write_test_logits(const Args& a, Session& s, const Tensor& x, const Tensor& logits) {
+  const Shape& in = x.shape();  // [-1, 28, 28] (train_mnist) or [-1, 1, 28, 28] (train_cnn)
+  LOOM_CHECK(numel(Shape(in.begin() + 1, in.end())) == 28 * 28, "loom_export: --test-data is Fashion-MNIST, 28 x 28 "
+             "images; this model takes ", S(in));
   auto test = data::load_mnist(a.test_data, data::Split::test);
   data::DataLoader loader(test, {.batch_size = 1000});
   loader.transform(0, data::transforms::normalize(samples::kFashionMnistMean, samples::kFashionMnistStd));
   std::vector<NDArray> xs, ys, outs;
   for (const data::Batch& b : loader.epoch(0)) {
-    xs.push_back(b[0]);
+    Shape shape = in;
+    shape[0] = b[0].shape()[0];
+    xs.push_back(b[0].reshape(shape));
     ys.push_back(b[1]);
-    outs.push_back(s.run({logits}, {{x, b[0]}})[0]);
+    outs.push_back(s.run({logits}, {{x, xs.back()}})[0]);
   }
   auto join = [](const std::vector<NDArray>& parts) {
     Shape shape = parts[0].shape();

@@ -41,6 +41,15 @@ inline int64_t param_int(const ModelParams& p, const std::string& key, int64_t f
   }
 }
 
+/// Channels and image side of params["dataset"] (train_cnn's; Fashion-MNIST when absent).
+inline std::pair<int64_t, int64_t> image_geometry(const ModelParams& p) {
+  auto it = p.find("dataset");
+  const std::string dataset = it == p.end() || it->second.empty() ? "fashion-mnist" : it->second;
+  if (dataset == "fashion-mnist") return {1, 28};
+  if (dataset == "cifar10") return {3, 32};
+  fail("unknown dataset '", dataset, "' (fashion-mnist, cifar10)");
+}
+
 /// Every sample model, by name.
 inline const std::map<std::string, ModelFactory>& sample_models() {
   static const std::map<std::string, ModelFactory> models = {
@@ -64,6 +73,21 @@ inline const std::map<std::string, ModelFactory>& sample_models() {
           return SampleModel{
               std::make_unique<nn::Sequential>(nn::Flatten(), nn::MLPResNet(784, {.hidden = param_int(p, "hidden", 100)})),
               {-1, 28, 28}};
+        }}},
+      // train_cnn: images [N, C, S, S] (Fashion-MNIST 1 x 28 x 28, CIFAR-10 3 x 32 x 32), 10 classes.
+      {"cnn",
+       {"CNN: ConvBN(C, 32), MaxPool, ConvBN(32, 64), MaxPool, Linear(64 S^2 / 16, 128), ReLU, Linear(128, 10) "
+        "(train_cnn; dataset = fashion-mnist | cifar10)",
+        [](const ModelParams& p) {
+          const auto [c, size] = image_geometry(p);
+          return SampleModel{std::make_unique<nn::CNN>(nn::CNNOptions{.channels = c, .image_size = size}),
+                             {-1, c, size, size}};
+        }}},
+      {"resnet9",
+       {"the course's ResNet9 (train_cnn; dataset = fashion-mnist | cifar10)",
+        [](const ModelParams& p) {
+          const auto [c, size] = image_geometry(p);
+          return SampleModel{std::make_unique<nn::ResNet9>(c), {-1, c, size, size}};
         }}},
   };
   return models;

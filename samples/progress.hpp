@@ -36,23 +36,32 @@ inline int terminal_width() {
   return w.ws_col;
 }
 
+/// What a progress line shows besides loss and bar: the metric after the
+/// loss ("acc 0.8512") and the unit counted for the rate ("img/s").
+struct ProgressLabels {
+  const char* metric = "acc";
+  const char* metric_format = "%.4f";
+  const char* unit = "img";
+};
+
 /// A one-line progress bar redrawn in place (terminals only): epoch, bar,
-/// done/total, loss, accuracy, images/s and the time left. The line always
+/// done/total, loss, a metric (accuracy, perplexity), items/s and the time left. The line always
 /// fits the terminal's current width, so it never wraps (a wrapped line could
 /// not be redrawn and would leave stale lines behind).
 class Progress {
  public:
-  Progress(bool enabled, int64_t epoch, int64_t epochs, int64_t total)
-      : on_(enabled), epoch_(epoch), epochs_(epochs), total_(total), start_(Clock::now()) {}
-  void update(int64_t done, int64_t images, double loss, double acc) {
+  Progress(bool enabled, int64_t epoch, int64_t epochs, int64_t total, ProgressLabels labels = {})
+      : on_(enabled), epoch_(epoch), epochs_(epochs), total_(total), labels_(labels), start_(Clock::now()) {}
+  /// `items` counted since the start (images, tokens) give the rate.
+  void update(int64_t done, int64_t items, double loss, double metric) {
     if (!on_) return;
     auto now = Clock::now();
     if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
     last_ = now;
     double s = std::chrono::duration<double>(now - start_).count();
-    double rate = s > 0 ? double(images) / s : 0;
+    double rate = s > 0 ? double(items) / s : 0;
     double eta = done > 0 ? s * double(total_ - done) / double(done) : NAN;
-    std::string line = render(terminal_width(), done, loss, acc, rate, eta);
+    std::string line = render(terminal_width(), done, loss, metric, rate, eta);
     std::fprintf(stdout, "\r\033[2K%s", line.c_str());
     std::fflush(stdout);
   }
@@ -63,11 +72,12 @@ class Progress {
   /// The line for a terminal of `width` columns (0: unknown, 80 assumed),
   /// at most width - 1 characters: the bar shrinks first, then the fields
   /// at the end are dropped.
-  std::string render(int width, int64_t done, double loss, double acc, double rate, double eta) const {
+  std::string render(int width, int64_t done, double loss, double metric, double rate, double eta) const {
     const int limit = (width > 0 ? width : 80) - 1;
     const std::string head = "epoch " + std::to_string(epoch_) + "/" + std::to_string(epochs_);
     std::vector<std::string> fields = {std::to_string(done) + "/" + std::to_string(total_), "loss " + fmt("%.4f", loss),
-                                       "acc " + fmt("%.4f", acc), fmt("%.0f img/s", rate), "ETA " + duration(eta)};
+                                       std::string(labels_.metric) + " " + fmt(labels_.metric_format, metric),
+                                       fmt("%.0f ", rate) + labels_.unit + "/s", "ETA " + duration(eta)};
     auto join = [&](size_t n, int bar) {
       std::string out = head;
       if (bar > 0) {
@@ -92,6 +102,7 @@ class Progress {
  private:
   bool on_;
   int64_t epoch_, epochs_, total_;
+  ProgressLabels labels_;
   Clock::time_point start_, last_{};
 };
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -26,6 +27,7 @@
 
 #include "frontend/loom.hpp"
 #include "samples/distributed.hpp"
+#include "samples/models.hpp"
 #include "samples/progress.hpp"
 
 namespace po = boost::program_options;
@@ -41,7 +43,7 @@ namespace {
 // cosine decay, weight decay 5e-4, batch 128 beat Adam (lr 1e-3, cosine) by
 // 1.3 points on resnet9 and 0.4 on cnn.
 struct Args {
-  std::string model = "resnet9", dataset = "fashion-mnist", data, opt = "sgd", save, load, schedule = "cosine",
+  std::string model = "resnet9", dataset = "fashion-mnist", data, opt = "sgd", save, load, load_weights, schedule = "cosine",
               device = "cpu";
   int64_t epochs = 5, batch = 128, eval_batch = 500, warmup = 200;
   double lr = 0, wd = 0, momentum = 0.9, clip = 0;
@@ -76,10 +78,10 @@ DataSpec load_data(const Args& a) {
   fail("unknown --dataset '", a.dataset, "' (fashion-mnist, cifar10)");
 }
 
-std::unique_ptr<nn::Module> make_model(const Args& a, const DataSpec& d) {
-  if (a.model == "cnn") return std::make_unique<nn::CNN>(nn::CNNOptions{.channels = d.channels, .image_size = d.size});
-  if (a.model == "resnet9") return std::make_unique<nn::ResNet9>(d.channels);
-  fail("unknown --model '", a.model, "' (cnn, resnet9)");
+/// The model train_cnn's --model names, from the table loom_export shares (samples/models.hpp).
+std::unique_ptr<nn::Module> make_model(const Args& a) {
+  LOOM_CHECK(a.model == "cnn" || a.model == "resnet9", "unknown --model '", a.model, "' (cnn, resnet9)");
+  return samples::make_sample_model({{"model", a.model}, {"dataset", a.dataset}}).module;
 }
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch) {
@@ -145,7 +147,7 @@ int run(const Args& a, samples::Distributed& dist) {
   Graph g;
   Tensor x = g.placeholder("x", {-1, d.channels, d.size, d.size});
   Tensor y = g.placeholder("y", {-1}, int64);
-  std::unique_ptr<nn::Module> model = make_model(a, d);
+  std::unique_ptr<nn::Module> model = make_model(a);
   model->train();
   Tensor logits = (*model)(x);
   Tensor loss = nn::cross_entropy(logits, y);
@@ -170,19 +172,32 @@ int run(const Args& a, samples::Distributed& dist) {
   std::ostream& info = !dist.root() ? dist.out() : a.json ? std::cerr : std::cout;
   int64_t first_epoch = 1;
   // Rank 0 reads a checkpoint (the others need not see the file), then sends its state to every rank.
-  if (!a.load.empty() && dist.root()) {
-    checkpoint::Metadata meta = checkpoint::read_metadata(a.load);
+  if (dist.root() && (!a.load.empty() || !a.load_weights.empty())) {
+    // The model and data set first (clearer than the tensors that differ), then the file(s).
+    const std::string& path = a.load.empty() ? a.load_weights : a.load;
+    checkpoint::Metadata meta = checkpoint::read_metadata(path);
     for (const char* key : {"model", "dataset"}) {
       auto it = meta.find(key);
       const std::string& want = std::string(key) == "model" ? a.model : a.dataset;
       if (it != meta.end() && it->second != want)
-        fail("'", a.load, "' holds a ", key, " '", it->second, "', not '", want, "' (use --", key, " ", it->second,
-             ")");
+        fail("'", path, "' holds a ", key, " '", it->second, "', not '", want, "' (use --", key, " ", it->second, ")");
     }
-    checkpoint::load(s, a.load);
-    auto it = meta.find("epoch");
-    if (it != meta.end()) first_epoch = std::stoll(it->second) + 1;
-    info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
+    if (!a.load.empty()) {  // resume: weights, running statistics, optimizer state and the epoch count
+      checkpoint::load_training(s, *model, a.load);
+      auto it = meta.find("epoch");
+      if (it != meta.end()) {
+        int64_t done = -1;  // untrusted text: an integer in range, or the file is refused
+        const char *b = it->second.data(), *e = b + it->second.size();
+        const auto r = std::from_chars(b, e, done);
+        if (r.ec != std::errc() || r.ptr != e || done < 0 || done > (int64_t(1) << 40))
+          fail("'", a.load, "': its epoch metadata '", it->second, "' is not an epoch count");
+        first_epoch = done + 1;
+      }
+      info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
+    } else {  // a state_dict (loom's or PyTorch's); the optimizer starts afresh
+      checkpoint::load(s, *model, a.load_weights);
+      info << "loaded the weights of " << a.load_weights << "\n";
+    }
   }
   if (a.distributed) {
     communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
@@ -238,15 +253,16 @@ int run(const Args& a, samples::Distributed& dist) {
     }
     std::fflush(stdout);
     if (!a.save.empty() && dist.root())
-      checkpoint::save(s, a.save, {},
-                       {{"model", a.model}, {"dataset", a.dataset}, {"epoch", std::to_string(e)}, {"format", "loom"}});
+      checkpoint::save_training(s, *model, a.save,
+                                {{"model", a.model}, {"dataset", a.dataset}, {"epoch", std::to_string(e)}});
   }
   if (a.epochs == 0) {
     test_acc = evaluate();
     if (a.json && dist.root()) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
   }
   if (!a.json && dist.root()) std::printf("test accuracy %.4f\n", test_acc);
-  if (!a.save.empty() && !a.json && dist.root()) info << "saved " << a.save << "\n";
+  if (!a.save.empty() && !a.json && dist.root())
+    info << "saved " << a.save << " (the model's state_dict) and " << checkpoint::optimizer_path(a.save) << "\n";
   if (a.profile && dist.root()) print_profile(s, info);
   return 0;
 }
@@ -279,7 +295,9 @@ int main(int argc, char** argv) {
     ("threads", po::value(&a.threads)->default_value(a.threads), "threads (0: all cores)")
     ("device", po::value(&a.device)->default_value(a.device), "cpu, cuda or cuda:i (the whole graph runs there)")
     ("save", po::value(&a.save), "save a checkpoint (safetensors) after every epoch")
-    ("load", po::value(&a.load), "resume from a checkpoint (parameters, running statistics, optimizer state)")
+    ("load", po::value(&a.load), "resume from a checkpoint of --save (weights, running statistics, optimizer state, epoch)")
+    ("load-weights", po::value(&a.load_weights), "start from the weights in this file (a state_dict saved by loom "
+     "or by PyTorch's safetensors for samples/torch_models.py's model); the optimizer starts afresh")
     ("seed", po::value(&a.seed)->default_value(a.seed), "seed for initialization, shuffling and augmentation")
     ("eval-batch", po::value(&a.eval_batch)->default_value(a.eval_batch), "batch size for evaluation")
     ("json", po::bool_switch(&a.json), "print one JSON object per epoch (epoch, train_loss, train_acc, test_acc, "
@@ -307,6 +325,7 @@ int main(int argc, char** argv) {
                         " needs --data DIR (CIFAR-10 cannot be downloaded here; see README)");
       a.data = data::kFashionMnistDir;
     }
+    if (!a.load.empty() && !a.load_weights.empty()) throw po::error("--load and --load-weights exclude each other");
     if (a.epochs < 0) throw po::error("--epochs must be >= 0");
     if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
     if (a.threads < 0) throw po::error("--threads must be >= 0");

@@ -5,7 +5,9 @@
 //                stateful) is dead and its readers read the earlier node's
 //                outputs; graph constants of up to 64 elements with equal
 //                dtype, shape and bytes share one value (every `x * 2.0` makes
-//                one). Fetches and targets follow the merges.
+//                one). Fetches and targets follow the merges, and so do the
+//                storages views alias (lower gave a view its input's storage:
+//                a view of a merged value must alias the surviving one).
 
 #include <algorithm>
 #include <string>
@@ -51,9 +53,19 @@ void cse(Compilation& c) {
   std::unordered_multimap<size_t, int> seen;
   seen.reserve(p.nodes.size());
   std::unordered_map<std::string, int> constants;
+  std::vector<int> storage_to(p.storages.size());
+  for (size_t k = 0; k < storage_to.size(); ++k) storage_to[k] = int(k);
+  auto storage_of = [&](int s) {
+    while (storage_to[size_t(s)] != s) s = storage_to[size_t(s)];
+    return s;
+  };
   auto merge = [&](PNode& n, int into) {
     const PNode& m = p.nodes[size_t(into)];
-    for (size_t i = 0; i < n.out.size(); ++i) value_to[size_t(n.out[i])] = m.out[i];
+    for (size_t i = 0; i < n.out.size(); ++i) {
+      value_to[size_t(n.out[i])] = m.out[i];
+      const int dead = storage_of(p.values[size_t(n.out[i])].storage), kept = storage_of(p.values[size_t(m.out[i])].storage);
+      if (dead != kept) storage_to[size_t(dead)] = kept;
+    }
     node_to[size_t(&n - p.nodes.data())] = into;
     n.alive = false;
     ++p.stats.cse_merged;
@@ -75,6 +87,8 @@ void cse(Compilation& c) {
     if (it != range.second) merge(n, it->second);
     else seen.emplace(h, int(id));
   }
+  for (PValue& v : p.values)
+    if (v.storage >= 0) v.storage = storage_of(v.storage);
   for (int& v : p.fetch_values) v = value_to[size_t(v)];
   for (int& t : c.targets) t = node_to[size_t(t)];
 }

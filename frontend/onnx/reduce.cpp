@@ -31,11 +31,18 @@ void reduce_sum(ExportContext& c, const std::string& x, DType dtype, const std::
   if (dtype == uint8) attr(c.add("Cast", {result}, {out}), "to", int64_t(onnx_type(uint8)));
 }
 
-Exporter reduce_with_attribute(const char* onnx_op) {
-  return [onnx_op](ExportContext& c) {
-    auto& n = c.add(onnx_op, {c.input(0)}, {c.output(0)});
+/// `onnx_op` over the node's axes; max and min with NumPy's `initial` take
+/// one more element, `combine` (Max, Min) of the result and that value (an
+/// empty axis then gives `initial`: ONNX reduces nothing to the identity).
+Exporter reduce_with_attribute(const char* onnx_op, const char* combine = nullptr) {
+  return [onnx_op, combine](ExportContext& c) {
+    const bool initial = combine && c.attrs().has("initial");
+    const std::string reduced = initial ? c.temp("reduced") : c.output(0);
+    auto& n = c.add(onnx_op, {c.input(0)}, {reduced});
     if (!c.attrs().ints("axes").empty()) attr(n, "axes", c.attrs().ints("axes"));
     attr(n, "keepdims", int64_t(c.attrs().get_or<bool>("keepdims", false)));
+    if (initial)
+      c.add(combine, {reduced, c.scalar(c.attrs().f("initial"), c.input_type(0).dtype, "initial")}, {c.output(0)});
   };
 }
 
@@ -62,8 +69,8 @@ const bool registered = [] {
                c.output(0));
   });
   register_exporter("mean", reduce_with_attribute("ReduceMean"));
-  register_exporter("max", reduce_with_attribute("ReduceMax"));
-  register_exporter("min", reduce_with_attribute("ReduceMin"));
+  register_exporter("max", reduce_with_attribute("ReduceMax", "Max"));
+  register_exporter("min", reduce_with_attribute("ReduceMin", "Min"));
   register_exporter("argmax", arg("ArgMax"));
   register_exporter("argmin", arg("ArgMin"));
 

@@ -36,9 +36,10 @@ LOOM_CPU_CLONES void row(Kind kind, const T* a, const T* b, T* out, int64_t n) {
       return;
     }
     case Kind::log_softmax: {
+      // (x - m) - log s, as PyTorch: x - (m + log s) would round x - m at the magnitude of m.
       const T m = sd::max(a, n);
-      const T c = m + std::log(sd::sum_exp<T>(a, m, nullptr, n));
-      for (int64_t j = 0; j < n; ++j) out[j] = a[j] - c;
+      const T l = std::log(sd::sum_exp<T>(a, m, nullptr, n));
+      for (int64_t j = 0; j < n; ++j) out[j] = (a[j] - m) - l;
       return;
     }
     case Kind::logsumexp: {
@@ -103,9 +104,9 @@ LOOM_CPU_CLONES void cols(Kind kind, const T* a, const T* b, T* out, int64_t n, 
         for (int64_t c = 0; c < w; ++c) out[j * stride + c] *= s[c];
       return;
     case Kind::log_softmax:
-      for (int64_t c = 0; c < w; ++c) m[c] += std::log(s[c]);
+      for (int64_t c = 0; c < w; ++c) s[c] = std::log(s[c]);
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t c = 0; c < w; ++c) out[j * stride + c] = a[j * stride + c] - m[c];
+        for (int64_t c = 0; c < w; ++c) out[j * stride + c] = (a[j * stride + c] - m[c]) - s[c];
       return;
     case Kind::softmax_grad:
       for (int64_t j = 0; j < n; ++j)

@@ -177,6 +177,18 @@ TEST_SUITE("ops/softmax") {
     CHECK(r[2].to_vector<float>()[5] == 0.0f);
   }
 
+  TEST_CASE("log_softmax of large logits keeps float32's precision (x - max first, as PyTorch)") {
+    // x - (max + log s) rounds at the magnitude of the max (ulp(1002) = 6e-5).
+    Graph g;
+    const std::vector<float> row{1000, 1001, 1002, -1000};
+    for (int64_t axis : {1, 0}) {  // contiguous rows, and strided columns
+      NDArray x = NDArray::from<float>(row).reshape(axis == 1 ? Shape{1, 4} : Shape{4, 1});
+      auto got = Session(g).run1(log_softmax(g.constant(x), axis)).to_vector<float>();
+      const double lse = 1002 + std::log(std::exp(-2.0) + std::exp(-1.0) + 1.0);
+      for (size_t j = 0; j < row.size(); ++j) CHECK(std::fabs(got[j] - (row[j] - lse)) <= 1e-6 * std::max(1.0, std::fabs(row[j] - lse)));
+    }
+  }
+
   TEST_CASE("the vectorized exp is exact to float32 up to its overflow") {
     // log_softmax_grad(y, g) = g - exp(y) sum(g): exp of a large y, in float32 rows long enough to vectorize.
     NDArray y = NDArray::full({1, 40}, 0.0f), g = NDArray::full({1, 40}, 0.0f);

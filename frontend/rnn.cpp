@@ -1,0 +1,385 @@
+// Sequence models: Embedding, recurrent cells, multi-layer RNN/LSTM/GRU
+// unrolled in the static graph, and the word-level language model.
+
+#include "frontend/rnn.hpp"
+
+#include <cmath>
+#include <sstream>
+
+namespace loom::nn {
+
+namespace {
+
+int64_t gate_count(CellKind k) { return k == CellKind::lstm ? 4 : k == CellKind::gru ? 3 : 1; }
+
+/// One layer's (or one cell's) variables in PyTorch's layout.
+struct Weights {
+  Tensor w_ih, w_hh, b_ih, b_hh;  // biases invalid without bias
+};
+
+/// What a step needs besides its inputs.
+struct StepSpec {
+  CellKind kind;
+  Activation act;
+  bool fused;
+  int64_t hidden;
+};
+
+
+/// The bias added to the input projection: both biases; for the GRU all but
+/// b_hn, which stays on the hidden side (r multiplies W_hn h + b_hn).
+Tensor input_bias(CellKind kind, const Weights& w) {
+  if (!w.b_ih.valid()) return {};
+  if (kind != CellKind::gru) return w.b_ih + w.b_hh;
+  std::vector<Tensor> h = split(w.b_hh, 3, 0);
+  return w.b_ih + concat({h[0], h[1], zeros_like(h[2])}, 0);
+}
+
+/// The GRU's b_hn (invalid for other cells or without bias).
+Tensor hidden_bias(CellKind kind, const Weights& w) {
+  if (kind != CellKind::gru || !w.b_hh.valid()) return {};
+  return split(w.b_hh, 3, 0)[2];
+}
+
+/// x [rows, D] -> x W_ih^T + bias [rows, G*H]: one GEMM for all rows.
+Tensor input_projection(const StepSpec& s, const Tensor& x, const Weights& w) {
+  Tensor y = matmul(x, transpose(w.w_ih));
+  Tensor b = input_bias(s.kind, w);
+  return b.valid() ? y + b : y;
+}
+
+/// Zeros shaped like the first H columns of gi (rows may be dynamic).
+Tensor zero_state(const Tensor& gi, int64_t H) { return zeros_like(slice(gi, {{}, {0, H, 1}})); }
+
+RNNState lstm_step(const StepSpec& s, const Tensor& gi, const Tensor& gh, const RNNState& prev) {
+  const int64_t H = s.hidden;
+  Tensor c_prev = prev.c.valid() ? prev.c : zero_state(gi, H);
+  if (s.fused) {
+    std::vector<Tensor> r = lstm_cell(c_prev, gi, gh);
+    return {r[0], r[1]};
+  }
+  Tensor pre = gh.valid() ? gi + gh : gi;
+  std::vector<Tensor> q = split(pre, 4, -1);
+  Tensor c = sigmoid(q[1]) * c_prev + sigmoid(q[0]) * tanh(q[2]);
+  return {sigmoid(q[3]) * tanh(c), c};
+}
+
+RNNState gru_step(const Tensor& gi, const Tensor& gh, const Tensor& b_hn, const RNNState& prev) {
+  std::vector<Tensor> i = split(gi, 3, -1);
+  Tensor r, z, hn;  // hn = W_hn h + b_hn (invalid: zero)
+  if (gh.valid()) {
+    std::vector<Tensor> q = split(gh, 3, -1);
+    r = sigmoid(i[0] + q[0]), z = sigmoid(i[1] + q[1]), hn = b_hn.valid() ? q[2] + b_hn : q[2];
+  } else {  // from a zero state
+    r = sigmoid(i[0]), z = sigmoid(i[1]), hn = b_hn;
+  }
+  Tensor n = tanh(hn.valid() ? i[2] + r * hn : i[2]);
+  // h' = (1 - z) n + z h, in PyTorch's arrangement n + z (h - n) (the same rounding).
+  return {prev.h.valid() ? n + z * (prev.h - n) : n - z * n, {}};
+}
+
+/// One step: gi is the step's input projection [N, G*H] (biases included as
+/// input_bias says), w_hh_t the transposed hidden weight [H, G*H], b_hn the
+/// GRU's hidden_bias.
+RNNState cell_step(const StepSpec& s, const Tensor& gi, const RNNState& prev, const Tensor& w_hh_t, const Tensor& b_hn) {
+  Tensor gh = prev.h.valid() ? matmul(prev.h, w_hh_t) : Tensor();
+  switch (s.kind) {
+    case CellKind::lstm:
+      return lstm_step(s, gi, gh, prev);
+    case CellKind::gru:
+      return gru_step(gi, gh, b_hn, prev);
+    case CellKind::rnn:
+      break;
+  }
+  return {activate(s.act, gh.valid() ? gi + gh : gi), {}};
+}
+
+/// One layer over the whole sequence x [T, N, D]: the output [T, N, H] and
+/// the final state.
+RNNResult run_layer(const StepSpec& s, const Tensor& x, const Weights& w, RNNState state) {
+  const int64_t T = x.shape()[0], D = x.shape()[2], GH = gate_count(s.kind) * s.hidden;
+  Tensor gi_all = input_projection(s, reshape(x, {-1, D}), w);  // [T*N, G*H]
+  // Step t's rows are a view of the one projection: split's gradient is one concat.
+  std::vector<Tensor> gis = split(reshape(gi_all, {T, -1, GH}), T, 0);
+  Tensor w_hh_t = transpose(w.w_hh), b_hn = hidden_bias(s.kind, w);
+  std::vector<Tensor> hs;
+  for (int64_t t = 0; t < T; ++t) {
+    state = cell_step(s, reshape(gis[size_t(t)], {-1, GH}), state, w_hh_t, b_hn);
+    hs.push_back(state.h);
+  }
+  return {stack(hs, 0), state};
+}
+
+
+void check_sizes(const char* what, int64_t input, int64_t hidden) {
+  LOOM_CHECK(input > 0 && hidden > 0, what, ": input_size and hidden_size must be positive, got ", input, " and ",
+             hidden);
+}
+
+void check_nonlinearity(const char* what, Activation a) {
+  LOOM_CHECK(a == Activation::tanh || a == Activation::relu, what, ": nonlinearity must be tanh or relu, got ",
+             activation_name(a));
+}
+
+/// PyTorch's initialization of every recurrent weight and bias.
+Initializer recurrent_init(int64_t hidden) {
+  const double b = 1.0 / std::sqrt(double(hidden));
+  return init::uniform(-b, b);
+}
+
+/// "x [N, D]" checks shared by the cells.
+void check_step_input(const std::string& where, const Tensor& x, int64_t D, DType dtype) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() == 2 && (s[1] == D || s[1] < 0), where, ": expected input [N, ", D, "], got ", S(s));
+  LOOM_CHECK(x.dtype() == dtype, where, ": expected ", dtype_name(dtype), " input, got ", dtype_name(x.dtype()));
+}
+
+void check_state(const std::string& where, const char* what, const Tensor& t, const Shape& want, DType dtype) {
+  if (!t.valid()) return;
+  const Shape& s = t.shape();
+  bool ok = s.size() == want.size() && t.dtype() == dtype;
+  for (size_t i = 0; ok && i < s.size(); ++i) ok = s[i] == want[i] || s[i] < 0 || want[i] < 0;
+  LOOM_CHECK(ok, where, ": ", what, " must be ", dtype_name(dtype), S(want), ", got '", t.name(), "' ",
+             dtype_name(t.dtype()), S(s));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Embedding
+
+Embedding::Embedding(int64_t num, int64_t dim, EmbeddingOptions options) : num_(num), dim_(dim), options_(std::move(options)) {
+  LOOM_CHECK(num_ > 0 && dim_ > 0, "Embedding: num_embeddings and embedding_dim must be positive, got (", num_, ", ",
+             dim_, ")");
+  LOOM_CHECK(is_floating(options_.dtype), "Embedding: dtype must be floating, got ", dtype_name(options_.dtype));
+  if (options_.padding_idx) {
+    int64_t p = *options_.padding_idx;
+    LOOM_CHECK(p >= -num_ && p < num_, "Embedding: padding_idx ", p, " out of range for ", num_, " embeddings");
+    options_.padding_idx = p < 0 ? p + num_ : p;
+  }
+  Initializer base = options_.init ? options_.init : init::normal(0.0, 1.0);
+  if (options_.padding_idx) {
+    const int64_t p = *options_.padding_idx;
+    options_.init = [base, p](const NDArray& v, uint64_t seed) {
+      base(v, seed);
+      v.slice({{p, p + 1, 1}}).fill(0.0);
+    };
+  } else {
+    options_.init = base;
+  }
+}
+
+std::string Embedding::describe() const {
+  std::ostringstream os;
+  os << "Embedding(" << num_ << ", " << dim_;
+  if (options_.padding_idx) os << ", padding_idx=" << *options_.padding_idx;
+  os << ")";
+  return os.str();
+}
+
+Tensor Embedding::forward(const Tensor& ids) {
+  LOOM_CHECK(ids.dtype() == int32 || ids.dtype() == int64, where(ids), ": ids '", ids.name(),
+             "' must be int32 or int64, got ", dtype_name(ids.dtype()));
+  weight_ = parameter(ids, "weight", {num_, dim_}, options_.init, options_.dtype);
+  Tensor y = gather(weight_, ids);
+  if (!options_.padding_idx) return y;
+  // The padding row's value passes through; its gradient does not.
+  Tensor pad = expand_dims(ids == scalar_like(ids, double(*options_.padding_idx)), {-1});
+  return loom::where(pad, stop_gradient(y), y);
+}
+
+// ---------------------------------------------------------------- cells
+
+std::string cell_kind_name(CellKind kind) {
+  return kind == CellKind::lstm ? "lstm" : kind == CellKind::gru ? "gru" : "rnn";
+}
+
+CellKind parse_cell_kind(const std::string& name) {
+  if (name == "rnn") return CellKind::rnn;
+  if (name == "lstm") return CellKind::lstm;
+  if (name == "gru") return CellKind::gru;
+  fail("unknown recurrent cell '", name, "' (rnn, lstm, gru)");
+}
+
+CellBase::CellBase(CellKind kind, int64_t input, int64_t hidden, CellOptions options)
+    : kind_(kind), input_(input), hidden_(hidden), options_(options) {
+  const char* what = kind == CellKind::lstm ? "LSTMCell" : kind == CellKind::gru ? "GRUCell" : "RNNCell";
+  check_sizes(what, input, hidden);
+  check_nonlinearity(what, options_.nonlinearity);
+  LOOM_CHECK(is_floating(options_.dtype), "cell: dtype must be floating, got ", dtype_name(options_.dtype));
+}
+
+std::string CellBase::describe() const {
+  std::ostringstream os;
+  os << type_name() << "(" << input_ << ", " << hidden_;
+  if (kind_ == CellKind::rnn) os << ", " << activation_name(options_.nonlinearity);
+  if (!options_.bias) os << ", no bias";
+  os << ")";
+  return os.str();
+}
+
+RNNState CellBase::step(const Tensor& x, const RNNState& state) {
+  const std::string w = where(x);
+  check_step_input(w, x, input_, options_.dtype);
+  const int64_t H = hidden_, GH = gate_count(kind_) * H;
+  const Shape hs{x.shape()[0], H};
+  check_state(w, "h", state.h, hs, options_.dtype);
+  check_state(w, "c", state.c, hs, options_.dtype);
+  const DType dt = options_.dtype;
+  Initializer init = recurrent_init(H);
+  Weights wt{parameter(x, "weight_ih", {GH, input_}, init, dt), parameter(x, "weight_hh", {GH, H}, init, dt), {}, {}};
+  if (options_.bias) wt.b_ih = parameter(x, "bias_ih", {GH}, init, dt), wt.b_hh = parameter(x, "bias_hh", {GH}, init, dt);
+  StepSpec s{kind_, options_.nonlinearity, options_.fused, H};
+  // A cell's hidden GEMM runs even from a given zero state; only a missing h skips it.
+  return cell_step(s, input_projection(s, x, wt), state, transpose(wt.w_hh), hidden_bias(kind_, wt));
+}
+
+RNNCell::RNNCell(int64_t input, int64_t hidden, CellOptions options) : CellBase(CellKind::rnn, input, hidden, options) {}
+Tensor RNNCell::operator()(const Tensor& x, const Tensor& h) {
+  return in_scope(x, [&] { return step(x, {h, {}}).h; });
+}
+
+LSTMCell::LSTMCell(int64_t input, int64_t hidden, CellOptions options)
+    : CellBase(CellKind::lstm, input, hidden, options) {}
+RNNState LSTMCell::operator()(const Tensor& x, const RNNState& state) {
+  return in_scope(x, [&] { return step(x, state); });
+}
+
+GRUCell::GRUCell(int64_t input, int64_t hidden, CellOptions options) : CellBase(CellKind::gru, input, hidden, options) {}
+Tensor GRUCell::operator()(const Tensor& x, const Tensor& h) {
+  return in_scope(x, [&] { return step(x, {h, {}}).h; });
+}
+
+// ---------------------------------------------------------------- RNN, LSTM, GRU
+
+RNNBase::RNNBase(CellKind kind, int64_t input, int64_t hidden, RNNOptions options)
+    : kind_(kind), input_(input), hidden_(hidden), options_(options) {
+  const char* what = kind == CellKind::lstm ? "LSTM" : kind == CellKind::gru ? "GRU" : "RNN";
+  check_sizes(what, input, hidden);
+  check_nonlinearity(what, options_.nonlinearity);
+  LOOM_CHECK(options_.num_layers > 0, what, ": num_layers must be positive, got ", options_.num_layers);
+  LOOM_CHECK(options_.dropout >= 0 && options_.dropout < 1, what, ": dropout must be in [0, 1), got ",
+             options_.dropout);
+  LOOM_CHECK(is_floating(options_.dtype), what, ": dtype must be floating, got ", dtype_name(options_.dtype));
+}
+
+std::string RNNBase::describe() const {
+  std::ostringstream os;
+  os << type_name() << "(" << input_ << ", " << hidden_ << ", num_layers=" << options_.num_layers;
+  if (kind_ == CellKind::rnn) os << ", " << activation_name(options_.nonlinearity);
+  if (!options_.bias) os << ", no bias";
+  if (options_.batch_first) os << ", batch_first";
+  if (options_.dropout > 0) os << ", dropout=" << options_.dropout;
+  os << ")";
+  return os.str();
+}
+
+RNNResult RNNBase::operator()(const Tensor& x, const RNNState& state) {
+  return in_scope(x, [&] { return run(x, state); });
+}
+
+RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state) {
+  const std::string w = where(x_in);
+  const Shape& xs = x_in.shape();
+  LOOM_CHECK(xs.size() == 3, w, ": expected input ", options_.batch_first ? "[N, T, D]" : "[T, N, D]", ", got ",
+             S(xs));
+  LOOM_CHECK(x_in.dtype() == options_.dtype, w, ": expected ", dtype_name(options_.dtype), " input, got ",
+             dtype_name(x_in.dtype()));
+  Tensor x = options_.batch_first ? permute(x_in, {1, 0, 2}) : x_in;
+  const int64_t T = x.shape()[0], N = x.shape()[1], L = options_.num_layers, H = hidden_;
+  LOOM_CHECK(T > 0, w, ": the sequence length must be known and positive (the graph unrolls it), got input ", S(xs));
+  LOOM_CHECK(x.shape()[2] == input_ || x.shape()[2] < 0, w, ": expected input size ", input_, ", got ", S(xs));
+  check_state(w, "the initial h", init_state.h, {L, N, H}, options_.dtype);
+  check_state(w, "the initial c", init_state.c, {L, N, H}, options_.dtype);
+  LOOM_CHECK(kind_ == CellKind::lstm || !init_state.c.valid(), w, ": only an LSTM has a cell state c");
+  auto per_layer = [&](const Tensor& t) {
+    std::vector<Tensor> out(static_cast<size_t>(L));
+    if (!t.valid()) return out;
+    std::vector<Tensor> parts = split(t, L, 0);
+    for (int64_t l = 0; l < L; ++l) out[size_t(l)] = reshape(parts[size_t(l)], {-1, H});
+    return out;
+  };
+  std::vector<Tensor> h0 = per_layer(init_state.h), c0 = per_layer(init_state.c);
+
+  const int64_t G = gate_count(kind_);
+  const DType dt = options_.dtype;
+  Initializer init = recurrent_init(H);
+  StepSpec spec{kind_, options_.nonlinearity, options_.fused, H};
+  std::vector<Tensor> hn, cn;
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string k = "_l" + std::to_string(l);
+    const int64_t in = l == 0 ? input_ : H;
+    Weights wt{parameter(x, "weight_ih" + k, {G * H, in}, init, dt), parameter(x, "weight_hh" + k, {G * H, H}, init, dt),
+               {}, {}};
+    if (options_.bias)
+      wt.b_ih = parameter(x, "bias_ih" + k, {G * H}, init, dt), wt.b_hh = parameter(x, "bias_hh" + k, {G * H}, init, dt);
+    RNNResult r = run_layer(spec, x, wt, {h0[size_t(l)], c0[size_t(l)]});
+    x = r.output;
+    if (l + 1 < L && training() && options_.dropout > 0) x = dropout(x, options_.dropout);
+    hn.push_back(r.state.h);
+    if (kind_ == CellKind::lstm) cn.push_back(r.state.c);
+  }
+  RNNResult out{options_.batch_first ? permute(x, {1, 0, 2}) : x, {stack(hn, 0), {}}};
+  if (kind_ == CellKind::lstm) out.state.c = stack(cn, 0);
+  return out;
+}
+
+RNN::RNN(int64_t input, int64_t hidden, RNNOptions options) : RNNBase(CellKind::rnn, input, hidden, options) {}
+LSTM::LSTM(int64_t input, int64_t hidden, RNNOptions options) : RNNBase(CellKind::lstm, input, hidden, options) {}
+GRU::GRU(int64_t input, int64_t hidden, RNNOptions options) : RNNBase(CellKind::gru, input, hidden, options) {}
+
+// ---------------------------------------------------------------- LanguageModel
+
+namespace {
+
+std::shared_ptr<RNNBase> make_rnn(const LanguageModelOptions& o) {
+  RNNOptions r{.num_layers = o.layers, .nonlinearity = o.nonlinearity, .dropout = o.dropout, .fused = o.fused};
+  switch (o.cell) {
+    case CellKind::lstm:
+      return std::make_shared<LSTM>(o.embed, o.hidden, r);
+    case CellKind::gru:
+      return std::make_shared<GRU>(o.embed, o.hidden, r);
+    case CellKind::rnn:
+      break;
+  }
+  return std::make_shared<RNN>(o.embed, o.hidden, r);
+}
+
+LanguageModelOptions checked(int64_t vocab, LanguageModelOptions o) {
+  LOOM_CHECK(vocab > 0, "LanguageModel: the vocabulary must not be empty");
+  LOOM_CHECK(o.embed > 0 && o.hidden > 0 && o.layers > 0, "LanguageModel: embed, hidden and layers must be positive");
+  LOOM_CHECK(o.dropout >= 0 && o.dropout < 1, "LanguageModel: dropout must be in [0, 1), got ", o.dropout);
+  return o;
+}
+
+}  // namespace
+
+LanguageModel::LanguageModel(int64_t vocab, LanguageModelOptions options)
+    : vocab_(vocab),
+      options_(checked(vocab, options)),
+      encoder_(register_module("encoder", Embedding(vocab, options.embed, {.init = init::uniform(-0.1, 0.1)}))),
+      rnn_(static_cast<RNNBase&>(register_module("rnn", make_rnn(options)))),
+      decoder_(register_module(
+          "decoder", Linear(options.hidden, vocab, {.weight_init = init::uniform(-0.1, 0.1), .bias_init = init::zeros()}))) {}
+
+std::string LanguageModel::describe() const {
+  std::ostringstream os;
+  os << "LanguageModel(vocab=" << vocab_ << ", " << cell_kind_name(options_.cell) << ", dropout=" << options_.dropout
+     << ")";
+  return os.str();
+}
+
+RNNResult LanguageModel::operator()(const Tensor& ids, const RNNState& state) {
+  return in_scope(ids, [&] { return run(ids, state); });
+}
+
+RNNResult LanguageModel::run(const Tensor& ids, const RNNState& state) {
+  LOOM_CHECK(ids.ndim() == 2, where(ids), ": expected ids [T, N], got ", S(ids.shape()));
+  const bool drop = training() && options_.dropout > 0;
+  Tensor e = encoder_(ids);
+  if (drop) e = dropout(e, options_.dropout);
+  RNNResult r = rnn_(e, state);
+  Tensor y = drop ? dropout(r.output, options_.dropout) : r.output;
+  return {decoder_(y), r.state};
+}
+
+}  // namespace loom::nn

@@ -1,0 +1,138 @@
+// Softmax cross-entropy kernels (ops/loss.cpp) on the GPU: the forward runs
+// one block per row (a shared-memory tree for the row's maximum, then for the
+// sum of exponentials: a fixed order, hence deterministic) and writes the
+// softmax; the gradient is element-wise over [N, C]. Labels are checked first, like gather's indices:
+// a bad one is reported with the CPU kernel's message.
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/math.cuh"
+
+namespace loom::cuda {
+namespace {
+
+constexpr int kRowThreads = 256;
+
+template <class T>
+__device__ __forceinline__ bool finite(T v) {
+  return v - v == T(0);  // false for NaN and infinities
+}
+
+// Combines one value per thread of the block (blockDim.x a power of two) into
+// thread 0's result, returned to every thread. max: NaN wins.
+template <class T, bool kMax>
+__device__ T block_combine(T v, T* sh) {
+  const unsigned t = threadIdx.x;
+  sh[t] = v;
+  __syncthreads();
+  for (unsigned w = blockDim.x / 2; w > 0; w /= 2) {
+    if (t < w) {
+      const T a = sh[t], b = sh[t + w];
+      sh[t] = kMax ? ((a != a || b != b) ? a + b : (b > a ? b : a)) : a + b;
+    }
+    __syncthreads();
+  }
+  v = sh[0];
+  __syncthreads();  // sh is reused next
+  return v;
+}
+
+template <class T, class I>
+__global__ void forward_kernel(const T* x, const I* y, T* loss, T* probs, int64_t N, int64_t C) {
+  T* sh = dynamic_shared<T>();
+  for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
+    const T* r = x + i * C;
+    T* p = probs + i * C;
+    T m = -T(INFINITY);
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+      const T v = r[j];
+      m = (v != v || m != m) ? v + m : (v > m ? v : m);
+    }
+    m = block_combine<T, true>(m, sh);
+    T s = T(0);
+    if (finite(m))
+      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+        const T e = d_exp(r[j] - m);
+        p[j] = e;
+        s += e;
+      }
+    s = block_combine<T, false>(s, sh);
+    // Each thread rescales the elements it wrote itself: no barrier needed.
+    const T inv = finite(m) ? T(1) / s : T(NAN);
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) p[j] = finite(m) ? p[j] * inv : inv;
+    if (threadIdx.x == 0) {
+      const int64_t label = int64_t(y[i]);
+      const T lse = finite(m) ? m + d_log(s) : m;
+      loss[i] = label >= 0 && label < C ? lse - r[label] : lse;  // a bad label fails the call afterwards
+    }
+  }
+}
+
+template <class T, class I>
+__global__ void grad_kernel(const T* p, const I* y, const T* dloss, T* out, int64_t N, int64_t C) {
+  const int64_t total = N * C;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / C, j = e - i * C;
+    out[e] = (p[e] - (int64_t(y[i]) == j ? T(1) : T(0))) * dloss[i];
+  }
+}
+
+template <class I>
+__global__ void check_labels_kernel(const I* y, int64_t n, int64_t C, unsigned long long* first_bad) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t v = int64_t(y[i]);
+    if (v < 0 || v >= C) atomicMin(first_bad, (unsigned long long)i);
+  }
+}
+
+/// Throws the CPU kernel's message when a label is outside [0, C) (waits for the stream).
+template <class I>
+void check_labels(const KernelCall& c, const NDArray& y, int64_t C) {
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  cudaStream_t s = stream_of(c);
+  ErrorSlot slot(s);
+  launch(check_labels_kernel<I>, grid_for(n), kThreads, 0, s, c.op, static_cast<const I*>(y.raw()), n, C, slot.ptr());
+  const int64_t pos = slot.read();
+  if (pos >= 0)
+    fail(c.op, " '", c.node, "': label ", int64_t(read_element<I>(y.raw(), pos, s)), " out of range [0, ", C, ")");
+}
+
+void forward(const KernelCall& c) {
+  use_device(c.ctx.device);
+  const NDArray &x = c.in[0], &y = c.in[1];
+  const int64_t N = x.shape()[0], C = x.shape()[1];
+  dispatch_among(FloatTypes{}, x.dtype(), [&]<class T>() {
+    dispatch_among(TypeList<int32_t, int64_t, uint8_t>{}, y.dtype(), [&]<class I>() {
+      check_labels<I>(c, y, C);
+      if (N == 0) return;
+      const unsigned grid = unsigned(std::min<int64_t>(N, 65536));
+      launch(forward_kernel<T, I>, grid, kRowThreads, kRowThreads * sizeof(T), stream_of(c), c.op,
+             static_cast<const T*>(x.raw()), static_cast<const I*>(y.raw()), static_cast<T*>(c.out[0].raw()),
+             static_cast<T*>(c.out[1].raw()), N, C);
+    });
+  });
+}
+
+void backward(const KernelCall& c) {
+  use_device(c.ctx.device);
+  const NDArray &x = c.in[0], &y = c.in[1];
+  const int64_t N = x.shape()[0], C = x.shape()[1];
+  dispatch_among(FloatTypes{}, x.dtype(), [&]<class T>() {
+    dispatch_among(TypeList<int32_t, int64_t, uint8_t>{}, y.dtype(), [&]<class I>() {
+      check_labels<I>(c, y, C);
+      if (N * C == 0) return;
+      auto in = [&](size_t k) { return static_cast<const T*>(c.in[k].raw()); };
+      launch(grad_kernel<T, I>, grid_for(N * C), kThreads, 0, stream_of(c), c.op, in(0),
+             static_cast<const I*>(y.raw()), in(2), static_cast<T*>(c.out[0].raw()), N, C);
+    });
+  });
+}
+
+const bool registered = [] {
+  register_kernel("sparse_softmax_cross_entropy", DeviceKind::cuda, FloatTypes::dtypes(), {&forward, true});
+  register_kernel("sparse_softmax_cross_entropy_grad", DeviceKind::cuda, FloatTypes::dtypes(), {&backward, true});
+  return true;
+}();
+
+}  // namespace
+}  // namespace loom::cuda

@@ -1,0 +1,244 @@
+// train_lm: trains a word-level language model (RNN, LSTM or GRU) with
+// truncated back-propagation through time and reports perplexity.
+//
+//   train_lm                                  # 2-layer LSTM 200/200 on the fortunes corpus, 6 epochs
+//   train_lm --model gru --epochs 2 --json    # one JSON object per epoch
+//   train_lm --data data/ptb                  # a PTB-format directory (train.txt, valid.txt, test.txt)
+//   train_lm --save lm.safetensors --generate 50 --prompt "the meaning of life"
+//   train_lm --load lm.safetensors --epochs 0 --generate 50 --temperature 0.8
+//
+// Without --data the corpus is made from Debian's fortunes package
+// (data::fortunes_to_ptb: lower-cased, punctuation split off, words seen fewer
+// than --min-count times in training -> <unk>, 90/5/5 split by fortune).
+//
+// Each training step is one Session::run over a graph unrolled --bptt steps:
+// forward, backward, clipping, the SGD (or Adam) update and the carry of the
+// final recurrent state into variables that the next step starts from (no
+// gradient flows into the previous batch). The batches of an epoch follow
+// the course's get_batch: the last one may be shorter, and gets a graph of its
+// own length (the variables are shared).
+
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <algorithm>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "frontend/loom.hpp"
+#include "samples/lm.hpp"
+#include "samples/progress.hpp"
+
+namespace po = boost::program_options;
+using namespace loom;
+using json = nlohmann::json;
+using samples::fmt;
+using samples::Progress;
+
+namespace {
+
+using samples::LM;
+using samples::LMConfig;
+
+struct Args : LMConfig {
+  std::string data, fortunes = data::kFortunesDir, corpus_dir, save, load, prompt;
+  int64_t epochs = 6, min_count = 3, generate = 0, max_lines = 0, max_batches = 0;
+  double anneal = 4.0, temperature = 1.0;
+  bool json = false;
+};
+
+int run(const Args& a) {
+  // ---- data
+  std::ostream& info = a.json ? std::cerr : std::cout;
+  const std::string dir = samples::prepare_corpus(a.data, a.fortunes, a.corpus_dir, a.min_count, info);
+  data::Corpus corpus(dir, {.max_lines = a.max_lines});
+  const int64_t V = corpus.dictionary.size();
+  const NDArray train = data::batchify(corpus.train, a.batch);
+  const NDArray valid = data::batchify(corpus.valid, a.eval_batch);
+  const NDArray test = data::batchify(corpus.test, a.eval_batch);
+  // Fails now, with the split named, when bptt does not fit.
+  data::batch_starts(train, a.bptt, "train split");
+  data::batch_starts(valid, a.bptt, "valid split");
+  data::batch_starts(test, a.bptt, "test split");
+
+  LM lm(a, V);
+  Session& s = lm.session();
+  int64_t first_epoch = 1;
+  double lr_factor = 1.0;
+  const std::vector<Tensor> saved = lm.checkpoint_variables();
+  if (!a.load.empty()) {
+    checkpoint::Metadata meta = checkpoint::read_metadata(a.load);
+    auto check = [&](const char* key, const std::string& want, const char* option) {
+      auto it = meta.find(key);
+      if (it != meta.end() && it->second != want)
+        fail("'", a.load, "' holds a model with ", key, " ", it->second, ", not ", want, " (", option, ")");
+    };
+    check("model", a.model, "--model");
+    check("vocab", std::to_string(V), "the same --data/--min-count as when it was saved");
+    // Weights PyTorch trained (samples/lm_torch.py --save-loom) come without loom's optimizer state.
+    auto format = meta.find("format");
+    if (format != meta.end() && format->second == "torch")
+      checkpoint::load(s, a.load, lm.model().variables());
+    else
+      checkpoint::load(s, a.load, saved);
+    auto it = meta.find("epoch");
+    if (it != meta.end()) first_epoch = std::stoll(it->second) + 1;
+    lr_factor = s.get(lm.lr_factor()).item();
+    info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
+  }
+  if (!a.json)
+    info << "model " << a.model << " " << a.layers << "x" << a.hidden << " (embed " << a.embed << ", "
+         << lm.model().num_parameters() << " parameters, vocabulary " << V << "), " << a.opt << " lr " << a.lr
+         << ", clip " << a.clip << ", dropout " << a.dropout << ", bptt " << a.bptt << ", batch " << a.batch << ", "
+         << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str()) << "\n";
+
+  const bool tty = !a.json && ::isatty(STDOUT_FILENO);
+  double best = INFINITY;
+  const int64_t last = first_epoch + a.epochs - 1;
+  for (int64_t e = first_epoch; e <= last; ++e) {
+    int64_t batches = int64_t(data::batch_starts(train, a.bptt).size());
+    if (a.max_batches > 0) batches = std::min(batches, a.max_batches);
+    Progress bar(tty, e, last, batches, {"ppl", "%.1f", "tok"});
+    samples::EpochResult tr = samples::pass(lm, LM::Mode::train, train, a.bptt, "train split", &bar, a.max_batches);
+    bar.clear();
+    samples::EpochResult va = samples::pass(lm, LM::Mode::eval, valid, a.bptt, "valid split", nullptr, a.max_batches);
+    const double train_ppl = std::exp(tr.loss), valid_ppl = std::exp(va.loss);
+    const double lr = a.lr * lr_factor;
+    if (a.json) {
+      std::cout << json{{"epoch", e},          {"train_ppl", train_ppl},  {"valid_ppl", valid_ppl},
+                        {"seconds", tr.seconds}, {"tokens_per_s", double(tr.tokens) / tr.seconds}, {"lr", lr}}
+                       .dump()
+                << std::endl;
+    } else {
+      std::printf("epoch %lld/%lld  train ppl %.2f  valid ppl %.2f  lr %g  %.1f s  %.0f tok/s\n", (long long)e,
+                  (long long)last, train_ppl, valid_ppl, lr, tr.seconds, double(tr.tokens) / tr.seconds);
+      std::fflush(stdout);
+    }
+    // PyTorch's word_language_model: divide the rate when validation stops improving.
+    if (va.loss < best) {
+      best = va.loss;
+    } else if (a.anneal > 1) {
+      lr_factor /= a.anneal;
+      s.set(lm.lr_factor(), NDArray::scalar(lr_factor));
+    }
+    if (!a.save.empty())
+      checkpoint::save(s, a.save, saved,
+                       {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(e)}, {"format", "loom"}});
+  }
+  const double test_ppl = std::exp(samples::pass(lm, LM::Mode::eval, test, a.bptt, "test split", nullptr, a.max_batches).loss);
+  if (a.json)
+    std::cout << json{{"test_ppl", test_ppl}}.dump() << std::endl;
+  else
+    std::printf("test perplexity %.2f\n", test_ppl);
+  if (!a.save.empty() && !a.json) info << "saved " << a.save << "\n";
+
+  if (a.generate > 0) {
+    std::string text = samples::generate(lm, corpus.dictionary, a.prompt, a.generate, a.temperature, a.seed);
+    if (a.json)
+      std::cout << json{{"generated", text}}.dump() << std::endl;
+    else
+      std::cout << "--- " << a.generate << " words sampled at temperature " << a.temperature << ":\n" << text << "\n";
+  }
+  if (a.profile) {
+    SessionStats st = s.stats();
+    double total = 0;
+    for (const NodeTime& t : st.node_times) total += t.total_us;
+    info << "profile: " << st.runs << " runs, " << st.plans_compiled << " plans; node times summed over all runs:\n";
+    const size_t shown = std::getenv("LOOM_PROFILE_ALL") ? st.node_times.size() : 25;
+    for (size_t i = 0; i < st.node_times.size() && i < shown; ++i) {
+      const NodeTime& t = st.node_times[i];
+      info << fmt("%8.1f ms ", t.total_us / 1e3) << fmt("%5.1f%%  ", 100 * t.total_us / total) << t.op << "  " << t.name
+           << "\n";
+    }
+    std::map<std::string, std::pair<double, int64_t>> by_op;
+    for (const NodeTime& t : st.node_times) by_op[t.op].first += t.total_us, by_op[t.op].second += t.calls;
+    std::vector<std::pair<std::string, std::pair<double, int64_t>>> ops(by_op.begin(), by_op.end());
+    std::sort(ops.begin(), ops.end(), [](const auto& x, const auto& y) { return x.second.first > y.second.first; });
+    info << "by op:\n";
+    for (const auto& [op, tc] : ops)
+      info << fmt("%8.1f ms ", tc.first / 1e3) << fmt("%5.1f%%  ", 100 * tc.first / total) << op << " ("
+           << tc.second << " calls)\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  po::options_description desc(
+      "train_lm: train a word-level language model (RNN, LSTM, GRU) with loom\n\n"
+      "Usage: train_lm [options]\n\nOptions");
+  // clang-format off
+  desc.add_options()
+    ("help,h", "show this help")
+    ("model", po::value(&a.model)->default_value(a.model), "rnn | lstm | gru")
+    ("layers", po::value(&a.layers)->default_value(a.layers), "recurrent layers")
+    ("embed", po::value(&a.embed)->default_value(a.embed), "embedding size")
+    ("hidden", po::value(&a.hidden)->default_value(a.hidden), "hidden size")
+    ("bptt", po::value(&a.bptt)->default_value(a.bptt), "sequence length (steps unrolled in the graph)")
+    ("batch", po::value(&a.batch)->default_value(a.batch), "training batch size (columns of the text)")
+    ("eval-batch", po::value(&a.eval_batch)->default_value(a.eval_batch), "batch size for validation and test")
+    ("epochs", po::value(&a.epochs)->default_value(a.epochs), "epochs to train (0: only evaluate or generate, e.g. with --load)")
+    ("lr", po::value(&a.lr), "learning rate (default: 20 for sgd, 1e-3 for adam)")
+    ("opt", po::value(&a.opt)->default_value(a.opt), "sgd | adam")
+    ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
+    ("dropout", po::value(&a.dropout)->default_value(a.dropout), "dropout on embeddings, between layers and on the output")
+    ("anneal", po::value(&a.anneal)->default_value(a.anneal), "divide the learning rate by this when validation perplexity does not improve (1: never)")
+    ("data", po::value(&a.data), "a PTB-format directory (train.txt, valid.txt, test.txt); default: the fortunes corpus")
+    ("fortunes", po::value(&a.fortunes)->default_value(a.fortunes), "where Debian's fortunes package put its files")
+    ("corpus-dir", po::value(&a.corpus_dir), "where to write the fortunes corpus (default: ~/.cache/loom/fortunes-ptb)")
+    ("min-count", po::value(&a.min_count)->default_value(a.min_count), "fortunes corpus: words seen fewer times in training become <unk>")
+    ("max-lines", po::value(&a.max_lines)->default_value(a.max_lines), "read at most this many lines of each file (0: all)")
+    ("max-batches", po::value(&a.max_batches)->default_value(a.max_batches), "at most this many batches per epoch and evaluation (0: all; for quick trials)")
+    ("threads", po::value(&a.threads)->default_value(a.threads), "threads (0: all cores)")
+    ("device", po::value(&a.device)->default_value(a.device), "cpu, cuda or cuda:i (the whole graph runs there)")
+    ("seed", po::value(&a.seed)->default_value(a.seed), "seed for initialization, dropout and sampling")
+    ("save", po::value(&a.save), "save a checkpoint (safetensors) after every epoch")
+    ("load", po::value(&a.load), "resume from a checkpoint (model, optimizer state, learning rate)")
+    ("generate", po::value(&a.generate)->default_value(a.generate), "after training, sample this many words")
+    ("prompt", po::value(&a.prompt), "text the sample continues")
+    ("temperature", po::value(&a.temperature)->default_value(a.temperature), "sampling temperature (> 0; lower is more conservative)")
+    ("executor", po::value(&a.executor)->default_value(a.executor), "serial or parallel (TBB tasks: independent nodes, e.g. two layers' steps, run at once)")
+    ("carry", po::value(&a.carry)->default_value(a.carry), "how the state crosses batches: variable (assigned in the graph) or feed (fetched and fed back)")
+    ("composite-cell", po::bool_switch(&a.composite), "LSTM: element-wise ops instead of the fused lstm_cell op")
+    ("json", po::bool_switch(&a.json), "print one JSON object per epoch (epoch, train_ppl, valid_ppl, seconds, tokens_per_s, lr)")
+    ("profile", po::bool_switch(&a.profile), "print the most expensive graph nodes at the end");
+  // clang-format on
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    if (!vm.count("lr")) a.lr = a.opt == "adam" ? 1e-3 : 20.0;
+    if (a.epochs < 0) throw po::error("--epochs must be >= 0");
+    if (a.batch <= 0 || a.eval_batch <= 0 || a.bptt <= 0) throw po::error("--batch, --eval-batch and --bptt must be positive");
+    if (a.layers <= 0 || a.embed <= 0 || a.hidden <= 0) throw po::error("--layers, --embed and --hidden must be positive");
+    if (!(a.dropout >= 0 && a.dropout < 1)) throw po::error("--dropout must be in [0, 1)");
+    if (!(a.temperature > 0)) throw po::error("--temperature must be > 0");
+    if (a.threads < 0 || a.generate < 0 || a.min_count < 1 || a.max_lines < 0 || a.max_batches < 0)
+      throw po::error("--threads, --generate and --max-lines must be >= 0, --min-count >= 1");
+    if (a.carry != "variable" && a.carry != "feed") throw po::error("--carry must be variable or feed");
+    if (a.executor != "serial" && a.executor != "parallel") throw po::error("--executor must be serial or parallel");
+    nn::parse_cell_kind(a.model);
+  } catch (const std::exception& e) {
+    std::cerr << "train_lm: " << e.what() << "\n(see train_lm --help)\n";
+    return 2;
+  }
+  try {
+    return run(a);
+  } catch (const std::exception& e) {
+    std::cout.flush();
+    std::cerr << "train_lm: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,639 @@
+// Sequence models: parameter names and shapes (PyTorch's), outputs against a
+// plain host recurrence, float64 numeric gradients through unrolled steps
+// (inputs, initial states and every weight), truncated BPTT with the state
+// in variables, Embedding (scatter-add gradient, padding_idx, bad ids), the
+// language model, and the errors users see.
+
+#include <cmath>
+#include <functional>
+#include <map>
+
+// util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
+#include "tests/util.hpp"
+
+#include "frontend/optim.hpp"
+#include "frontend/rnn.hpp"
+#include "ops/check.hpp"
+
+using namespace loom;
+using loom::test::contains;
+using loom::test::error_of;
+using loom::test::rand;
+
+namespace {
+
+// ---------------------------------------------------------------- host reference recurrence
+
+double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+struct HostLayer {
+  std::vector<double> wih, whh, bih, bhh;  // PyTorch layout, row-major
+  int64_t G = 1, H = 0, D = 0;
+};
+
+std::vector<double> values(const NDArray& a) { return a.astype(float64).compact().to_vector<double>(); }
+
+/// W v for W [rows, cols] row-major.
+std::vector<double> matvec(const std::vector<double>& w, const double* v, int64_t rows, int64_t cols) {
+  std::vector<double> out(size_t(rows), 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[size_t(r)] += w[size_t(r * cols + c)] * v[c];
+  return out;
+}
+
+/// One step for one batch row: h, c updated in place.
+void host_step(nn::CellKind kind, nn::Activation act, const HostLayer& L, const double* x, std::vector<double>& h,
+               std::vector<double>& c) {
+  const int64_t H = L.H, GH = L.G * H;
+  std::vector<double> gi = matvec(L.wih, x, GH, L.D), gh = matvec(L.whh, h.data(), GH, H);
+  for (int64_t k = 0; k < GH; ++k) {
+    gi[size_t(k)] += L.bih.empty() ? 0.0 : L.bih[size_t(k)];
+    gh[size_t(k)] += L.bhh.empty() ? 0.0 : L.bhh[size_t(k)];
+  }
+  for (int64_t j = 0; j < H; ++j) {
+    auto J = size_t(j), uH = size_t(H);
+    if (kind == nn::CellKind::rnn) {
+      double p = gi[J] + gh[J];
+      h[J] = act == nn::Activation::relu ? std::max(0.0, p) : std::tanh(p);
+    } else if (kind == nn::CellKind::lstm) {
+      double i = sigm(gi[J] + gh[J]), f = sigm(gi[uH + J] + gh[uH + J]);
+      double g = std::tanh(gi[2 * uH + J] + gh[2 * uH + J]), o = sigm(gi[3 * uH + J] + gh[3 * uH + J]);
+      c[J] = f * c[J] + i * g;
+      h[J] = o * std::tanh(c[J]);
+    }
+  }
+  if (kind == nn::CellKind::gru) {
+    std::vector<double> hn(h.size());
+    for (int64_t j = 0; j < H; ++j) {
+      auto J = size_t(j), uH = size_t(H);
+      double r = sigm(gi[J] + gh[J]), z = sigm(gi[uH + J] + gh[uH + J]);
+      double n = std::tanh(gi[2 * uH + J] + r * gh[2 * uH + J]);
+      hn[J] = (1 - z) * n + z * h[J];
+    }
+    h = hn;
+  }
+}
+
+struct HostResult {
+  std::vector<double> out;  // [T, N, H]
+  std::vector<double> hn, cn;  // [L, N, H]
+};
+
+/// The multi-layer recurrence on the host: x [T, N, D], h0/c0 [L, N, H] (empty: zeros).
+HostResult host_rnn(nn::CellKind kind, nn::Activation act, const std::vector<HostLayer>& layers,
+                    const std::vector<double>& x, int64_t T, int64_t N, const std::vector<double>& h0,
+                    const std::vector<double>& c0) {
+  const int64_t H = layers[0].H;
+  std::vector<double> in = x;
+  HostResult r;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const int64_t D = layers[l].D;
+    std::vector<double> out(size_t(T * N * H));
+    for (int64_t n = 0; n < N; ++n) {
+      std::vector<double> h(size_t(H), 0.0), c(size_t(H), 0.0);
+      for (int64_t j = 0; j < H; ++j) {
+        size_t at = size_t((int64_t(l) * N + n) * H + j);
+        if (!h0.empty()) h[size_t(j)] = h0[at];
+        if (!c0.empty()) c[size_t(j)] = c0[at];
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        host_step(kind, act, layers[l], &in[size_t((t * N + n) * D)], h, c);
+        std::copy(h.begin(), h.end(), out.begin() + (t * N + n) * H);
+      }
+      r.hn.insert(r.hn.end(), h.begin(), h.end());
+      r.cn.insert(r.cn.end(), c.begin(), c.end());
+    }
+    in = out;
+  }
+  // hn/cn were appended layer by layer, row by row: [L, N, H].
+  r.out = in;
+  return r;
+}
+
+/// Layer `suffix` ("_l0", ...; "" for a cell) of module m, read from the session.
+HostLayer host_layer(Session& s, const nn::Module& m, const std::string& suffix, int64_t G, int64_t H, int64_t D) {
+  std::map<std::string, Tensor> p;
+  for (auto& [n, t] : m.named_parameters()) p[n] = t;
+  HostLayer h;
+  h.G = G, h.H = H, h.D = D;
+  h.wih = values(s.get(p.at("weight_ih" + suffix)));
+  h.whh = values(s.get(p.at("weight_hh" + suffix)));
+  if (p.count("bias_ih" + suffix))
+    h.bih = values(s.get(p.at("bias_ih" + suffix))), h.bhh = values(s.get(p.at("bias_hh" + suffix)));
+  return h;
+}
+
+std::vector<HostLayer> host_layers(Session& s, const nn::Module& m, int64_t L, int64_t G, int64_t H, int64_t D) {
+  std::vector<HostLayer> out;
+  for (int64_t l = 0; l < L; ++l) out.push_back(host_layer(s, m, "_l" + std::to_string(l), G, H, l == 0 ? D : H));
+  return out;
+}
+
+double max_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+int64_t gates(nn::CellKind k) { return k == nn::CellKind::lstm ? 4 : k == nn::CellKind::gru ? 3 : 1; }
+
+std::unique_ptr<nn::RNNBase> make_rnn(nn::CellKind kind, int64_t D, int64_t H, nn::RNNOptions o) {
+  if (kind == nn::CellKind::lstm) return std::make_unique<nn::LSTM>(D, H, o);
+  if (kind == nn::CellKind::gru) return std::make_unique<nn::GRU>(D, H, o);
+  return std::make_unique<nn::RNN>(D, H, o);
+}
+
+// ---------------------------------------------------------------- numeric gradients
+
+/// Compares gradients() of `loss` with central differences (float64) for
+/// every element of every variable in `vars` and every placeholder in `feeds`.
+void check_numeric_gradients(Graph& g, const Tensor& loss, const std::vector<Tensor>& vars, Feeds feeds,
+                             double tol = 1e-6) {
+  std::vector<Tensor> wrt = vars;
+  for (auto& [t, v] : feeds) wrt.push_back(t);
+  std::vector<Tensor> grads = gradients(loss, wrt);
+  Session s(g, {.threads = 1, .seed = 5});
+  std::vector<NDArray> sym = s.run(grads, feeds);
+  auto eval = [&] { return s.run({loss}, feeds)[0].item(); };
+  const double h = 1e-6;
+  for (size_t k = 0; k < wrt.size(); ++k) {
+    CAPTURE(wrt[k].name());
+    const bool is_var = k < vars.size();
+    NDArray v = is_var ? s.get(wrt[k]) : feeds[k - vars.size()].second;
+    REQUIRE(v.dtype() == float64);
+    double* p = v.data<double>();
+    double worst = 0;
+    for (int64_t i = 0; i < v.numel(); ++i) {
+      const double old = p[i];
+      auto at = [&](double value) {
+        p[i] = value;
+        if (is_var) s.set(wrt[k], v);
+        return eval();
+      };
+      const double numeric = (at(old + h) - at(old - h)) / (2 * h);
+      at(old);
+      const double symbolic = sym[k].data<double>()[i];
+      worst = std::max(worst, std::fabs(numeric - symbolic) / std::max(1.0, std::fabs(numeric)));
+    }
+    CHECK(worst < tol);
+  }
+}
+
+/// sum(y * w) with fixed weights, so every output element matters differently.
+Tensor weighted_sum(const Tensor& y, uint64_t seed) {
+  NDArray w = rand(y.shape(), seed, y.dtype(), 0.5, 1.5);
+  return sum(y * y.graph().constant(w));
+}
+
+}  // namespace
+
+TEST_SUITE("frontend/rnn") {
+  TEST_CASE("parameter names and shapes follow PyTorch's state_dict") {
+    Graph g;
+    nn::LSTM lstm(10, 20, {.num_layers = 2});
+    Tensor x = g.placeholder("x", {5, -1, 10});
+    Tensor y = lstm(x);
+    CHECK(y.shape() == Shape{5, -1, 20});
+    std::vector<std::pair<std::string, Shape>> want = {
+        {"weight_ih_l0", {80, 10}}, {"weight_hh_l0", {80, 20}}, {"bias_ih_l0", {80}}, {"bias_hh_l0", {80}},
+        {"weight_ih_l1", {80, 20}}, {"weight_hh_l1", {80, 20}}, {"bias_ih_l1", {80}}, {"bias_hh_l1", {80}}};
+    auto named = lstm.named_parameters();
+    REQUIRE(named.size() == want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      CHECK(named[i].first == want[i].first);
+      CHECK(named[i].second.shape() == want[i].second);
+    }
+    nn::GRU gru(4, 6, {.bias = false});
+    Tensor x4 = g.placeholder("x4", {3, 2, 4});
+    {
+      auto s = g.scope("gru");
+      gru(x4);
+    }
+    CHECK(gru.named_parameters().size() == 2);
+    CHECK(gru.named_parameters()[0].second.name() == "gru/weight_ih_l0");
+    CHECK(gru.named_parameters()[0].second.shape() == Shape{18, 4});
+    nn::LSTMCell cell(4, 3);
+    Tensor x2 = g.placeholder("x2", {2, 4});
+    {
+      auto s = g.scope("cell");
+      cell(x2);
+    }
+    CHECK(cell.named_parameters()[0].first == "weight_ih");
+    CHECK(cell.named_parameters()[1].second.shape() == Shape{12, 3});
+    // PyTorch's initialization: U(-1/sqrt(H), 1/sqrt(H)) everywhere.
+    Session s(g, {.threads = 1});
+    double bound = 1.0 / std::sqrt(20.0), largest = 0;
+    for (const Tensor& p : lstm.parameters())
+      for (double v : values(s.get(p))) largest = std::max(largest, std::fabs(v));
+    CHECK(largest <= bound);
+    CHECK(largest > 0.9 * bound);
+  }
+
+  TEST_CASE("outputs and final states match a plain recurrence (every kind, layers, initial states)") {
+    struct Case {
+      nn::CellKind kind;
+      nn::Activation act;
+      bool fused, bias, with_state;
+    };
+    for (Case c : {Case{nn::CellKind::rnn, nn::Activation::tanh, true, true, true},
+                   Case{nn::CellKind::rnn, nn::Activation::relu, true, false, false},
+                   Case{nn::CellKind::lstm, nn::Activation::tanh, true, true, true},
+                   Case{nn::CellKind::lstm, nn::Activation::tanh, false, true, true},
+                   Case{nn::CellKind::lstm, nn::Activation::tanh, true, false, false},
+                   Case{nn::CellKind::gru, nn::Activation::tanh, true, true, true},
+                   Case{nn::CellKind::gru, nn::Activation::tanh, true, true, false},
+                   Case{nn::CellKind::gru, nn::Activation::tanh, true, false, false}}) {
+      CAPTURE(nn::cell_kind_name(c.kind));
+      CAPTURE(c.fused);
+      CAPTURE(c.bias);
+      CAPTURE(c.with_state);
+      const int64_t T = 4, N = 3, D = 5, H = 6, L = 2;
+      Graph g;
+      auto rnn = make_rnn(c.kind, D, H, {.num_layers = L, .nonlinearity = c.act, .bias = c.bias, .fused = c.fused});
+      Tensor x = g.placeholder("x", {T, -1, D});
+      Tensor h0 = g.placeholder("h0", {L, -1, H}), c0 = g.placeholder("c0", {L, -1, H});
+      nn::RNNState init;
+      if (c.with_state) init = {h0, c.kind == nn::CellKind::lstm ? c0 : Tensor()};
+      auto [y, st] = (*rnn)(x, init);
+      Session s(g, {.threads = 2, .seed = 11});
+      NDArray xv = rand({T, N, D}, 1), hv = rand({L, N, H}, 2), cv = rand({L, N, H}, 3);
+      Feeds feeds{{x, xv}};
+      if (c.with_state) feeds.push_back({h0, hv});
+      if (c.with_state && c.kind == nn::CellKind::lstm) feeds.push_back({c0, cv});
+      std::vector<Tensor> fetch{y, st.h};
+      if (st.c.valid()) fetch.push_back(st.c);
+      auto out = s.run(fetch, feeds);
+      auto layers = host_layers(s, *rnn, L, gates(c.kind), H, D);
+      HostResult want = host_rnn(c.kind, c.act, layers, values(xv), T, N, c.with_state ? values(hv) : std::vector<double>{},
+                                 c.with_state && c.kind == nn::CellKind::lstm ? values(cv) : std::vector<double>{});
+      CHECK(max_diff(values(out[0]), want.out) < 2e-5);
+      CHECK(max_diff(values(out[1]), want.hn) < 2e-5);
+      if (c.kind == nn::CellKind::lstm) CHECK(max_diff(values(out[2]), want.cn) < 2e-5);
+      CHECK_FALSE(st.c.valid() != (c.kind == nn::CellKind::lstm));
+    }
+  }
+
+  TEST_CASE("batch_first transposes input and output, not the states") {
+    Graph g;
+    nn::GRU a(3, 4, {.num_layers = 1}), b(3, 4, {.batch_first = true});
+    Tensor x = g.placeholder("x", {5, 2, 3}), xb = g.placeholder("xb", {2, 5, 3});
+    {
+      auto s = g.scope("a");
+      a(x);
+    }
+    nn::RNNResult rb;
+    {
+      auto s = g.scope("b");
+      rb = b(xb, {});
+    }
+    auto ra = a(x, {});
+    CHECK(rb.output.shape() == Shape{2, 5, 4});
+    CHECK(rb.state.h.shape() == Shape{1, 2, 4});
+    Session s(g, {.threads = 1});
+    for (size_t i = 0; i < a.parameters().size(); ++i) s.set(b.parameters()[i], s.get(a.parameters()[i]));
+    NDArray xv = rand({5, 2, 3}, 4);
+    auto out = s.run({ra.output, rb.output, ra.state.h, rb.state.h}, {{x, xv}, {xb, xv.permute({1, 0, 2}).compact()}});
+    CHECK(test::allclose(out[1], out[0].permute({1, 0, 2}).compact(), 1e-6, 1e-6));
+    CHECK(test::allclose(out[3], out[2], 1e-6, 1e-6));
+  }
+
+  TEST_CASE("cells: one step from a given state or from zeros matches the host step") {
+    Graph g;
+    nn::LSTMCell lc(3, 4);
+    nn::GRUCell gc(3, 4);
+    nn::RNNCell rc(3, 4, {.nonlinearity = nn::Activation::relu});
+    Tensor x = g.placeholder("x", {2, 3}), h = g.placeholder("h", {2, 4}), c = g.placeholder("c", {2, 4});
+    nn::RNNState ls;
+    Tensor gh, rh, lh0;
+    {
+      auto s = g.scope("l");
+      ls = lc(x, {h, c});
+      lh0 = lc(x);  // from zeros
+    }
+    {
+      auto s = g.scope("g");
+      gh = gc(x, h);
+    }
+    {
+      auto s = g.scope("r");
+      rh = rc(x, h);
+    }
+    Session s(g, {.threads = 1, .seed = 2});
+    NDArray xv = rand({2, 3}, 5), hv = rand({2, 4}, 6), cv = rand({2, 4}, 7);
+    auto out = s.run({ls.h, ls.c, gh, rh, lh0}, {{x, xv}, {h, hv}, {c, cv}});
+    // want(cell, kind, from zeros?, c instead of h?) on the host.
+    auto want = [&](const nn::Module& m, nn::CellKind k, nn::Activation a, bool zero, bool cell_state) {
+      HostLayer W = host_layer(s, m, "", gates(k), 4, 3);
+      std::vector<double> r, xs = values(xv), hs = values(hv), cs = values(cv);
+      for (int64_t n = 0; n < 2; ++n) {
+        std::vector<double> hh(4, 0.0), cc(4, 0.0);
+        if (!zero) hh.assign(hs.begin() + n * 4, hs.begin() + n * 4 + 4), cc.assign(cs.begin() + n * 4, cs.begin() + n * 4 + 4);
+        host_step(k, a, W, &xs[size_t(n * 3)], hh, cc);
+        const std::vector<double>& v = cell_state ? cc : hh;
+        r.insert(r.end(), v.begin(), v.end());
+      }
+      return r;
+    };
+    const auto tanh_ = nn::Activation::tanh;
+    CHECK(max_diff(values(out[0]), want(lc, nn::CellKind::lstm, tanh_, false, false)) < 2e-6);
+    CHECK(max_diff(values(out[1]), want(lc, nn::CellKind::lstm, tanh_, false, true)) < 2e-6);
+    CHECK(max_diff(values(out[2]), want(gc, nn::CellKind::gru, tanh_, false, false)) < 2e-6);
+    CHECK(max_diff(values(out[3]), want(rc, nn::CellKind::rnn, nn::Activation::relu, false, false)) < 2e-6);
+    CHECK(max_diff(values(out[4]), want(lc, nn::CellKind::lstm, tanh_, true, false)) < 2e-6);
+  }
+
+  TEST_CASE("float64 numeric gradients through unrolled steps: inputs, states, every weight") {
+    struct Case {
+      nn::CellKind kind;
+      nn::Activation act;
+      bool fused;
+    };
+    for (Case c : {Case{nn::CellKind::rnn, nn::Activation::tanh, true}, Case{nn::CellKind::rnn, nn::Activation::relu, true},
+                   Case{nn::CellKind::lstm, nn::Activation::tanh, true}, Case{nn::CellKind::lstm, nn::Activation::tanh, false},
+                   Case{nn::CellKind::gru, nn::Activation::tanh, true}}) {
+      CAPTURE(nn::cell_kind_name(c.kind));
+      CAPTURE(c.fused);
+      const int64_t T = 3, N = 2, D = 3, H = 2, L = 2;
+      Graph g;
+      auto rnn = make_rnn(c.kind, D, H, {.num_layers = L, .nonlinearity = c.act, .fused = c.fused, .dtype = float64});
+      Tensor x = g.placeholder("x", {T, N, D}, float64);
+      Tensor h0 = g.placeholder("h0", {L, N, H}, float64), c0 = g.placeholder("c0", {L, N, H}, float64);
+      const bool lstm = c.kind == nn::CellKind::lstm;
+      auto [y, st] = (*rnn)(x, {h0, lstm ? c0 : Tensor()});
+      Tensor loss = weighted_sum(y, 1) + weighted_sum(st.h, 2);
+      if (lstm) loss = loss + weighted_sum(st.c, 3);
+      // relu's kink: inputs away from where pre-activations cross zero are not guaranteed, so a wider step is fine.
+      Feeds feeds{{x, rand({T, N, D}, 4, float64)}, {h0, rand({L, N, H}, 5, float64)}};
+      if (lstm) feeds.push_back({c0, rand({L, N, H}, 6, float64)});
+      check_numeric_gradients(g, loss, rnn->parameters(), feeds);
+    }
+  }
+
+  TEST_CASE("cells: numeric gradients of one step (LSTMCell fused and not, GRUCell, RNNCell)") {
+    for (int which = 0; which < 4; ++which) {
+      CAPTURE(which);
+      Graph g;
+      Tensor x = g.placeholder("x", {2, 3}, float64), h = g.placeholder("h", {2, 4}, float64),
+             c = g.placeholder("c", {2, 4}, float64);
+      Tensor loss;
+      std::vector<Tensor> params;
+      Feeds feeds{{x, rand({2, 3}, 1, float64)}, {h, rand({2, 4}, 2, float64)}};
+      if (which < 2) {
+        nn::LSTMCell cell(3, 4, {.fused = which == 0, .dtype = float64});
+        // Two steps: the second starts from the first's state.
+        nn::RNNState s1 = cell(x, {h, c});
+        nn::RNNState s2 = cell(x, s1);
+        loss = weighted_sum(s2.h, 1) + weighted_sum(s2.c, 2);
+        params = cell.parameters();
+        feeds.push_back({c, rand({2, 4}, 3, float64)});
+      } else if (which == 2) {
+        nn::GRUCell cell(3, 4, {.dtype = float64});
+        loss = weighted_sum(cell(x, cell(x, h)), 1);
+        params = cell.parameters();
+      } else {
+        nn::RNNCell cell(3, 4, {.dtype = float64});
+        loss = weighted_sum(cell(x, cell(x, h)), 1);
+        params = cell.parameters();
+      }
+      check_numeric_gradients(g, loss, params, feeds);
+    }
+  }
+
+  TEST_CASE("second derivatives through two fused LSTM steps") {
+    // The gradient of the second step's output with respect to the first
+    // step's inputs, squared, differentiated again (lstm_cell_grad's gradient).
+    NDArray c0 = rand({2, 3}, 1, float64), g1 = rand({2, 12}, 2, float64, -2, 2), g2 = rand({2, 12}, 3, float64, -2, 2);
+    CheckResult r = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          std::vector<Tensor> a = lstm_cell(in[0], in[1]);
+          Tensor w = in[0].graph().constant(rand({3, 12}, 4, float64));  // h feeds the next step's gates
+          std::vector<Tensor> b = lstm_cell(a[1], in[2], matmul(a[0], w));
+          Tensor y = sum(b[0] * b[0]) + sum(b[1]);
+          std::vector<Tensor> d = gradients(y, {in[0], in[1]});
+          return std::vector<Tensor>{d[0] * d[0], d[1] * d[1]};
+        },
+        {c0, g1, g2}, {0, 1, 2});
+    CHECK_MESSAGE(r.ok, r.detail);
+  }
+
+  TEST_CASE("the fused LSTM cell and the element-wise one agree, values and gradients") {
+    Graph g;
+    nn::LSTM a(4, 5, {.num_layers = 2, .fused = true}), b(4, 5, {.num_layers = 2, .fused = false});
+    Tensor x = g.placeholder("x", {6, 3, 4});
+    nn::RNNResult ra, rb;
+    {
+      auto s = g.scope("a");
+      ra = a(x, {});
+    }
+    {
+      auto s = g.scope("b");
+      rb = b(x, {});
+    }
+    Tensor la = weighted_sum(ra.output, 1) + weighted_sum(ra.state.c, 2);
+    Tensor lb = weighted_sum(rb.output, 1) + weighted_sum(rb.state.c, 2);
+    auto ga = gradients(la, a.parameters()), gb = gradients(lb, b.parameters());
+    Session s(g, {.threads = 2});
+    for (size_t i = 0; i < a.parameters().size(); ++i) s.set(b.parameters()[i], s.get(a.parameters()[i]));
+    NDArray xv = rand({6, 3, 4}, 9);
+    std::vector<Tensor> fetch{ra.output, rb.output};
+    fetch.insert(fetch.end(), ga.begin(), ga.end());
+    fetch.insert(fetch.end(), gb.begin(), gb.end());
+    auto out = s.run(fetch, {{x, xv}});
+    CHECK(test::allclose(out[0], out[1], 1e-5, 1e-6));
+    for (size_t i = 0; i < ga.size(); ++i) CHECK(test::allclose(out[2 + i], out[2 + ga.size() + i], 1e-4, 1e-6));
+  }
+
+  TEST_CASE("truncated BPTT: the state lives in variables, assigned each step; no gradient reaches the last batch") {
+    const int64_t T = 3, N = 2, D = 3, H = 4, L = 2;
+    Graph g;
+    nn::LSTM lstm(D, H, {.num_layers = L});
+    Tensor x = g.placeholder("x", {T, N, D});
+    Tensor hv = g.variable("state/h", {L, N, H}, init::zeros()), cv = g.variable("state/c", {L, N, H}, init::zeros());
+    auto [y, st] = lstm(x, {hv, cv});
+    Tensor loss = weighted_sum(y, 1);
+    Tensor carry = group({assign(hv, st.h), assign(cv, st.c)});
+    // The reference: the same model fed the state through placeholders.
+    Tensor hp = g.placeholder("hp", {L, N, H}), cp = g.placeholder("cp", {L, N, H});
+    auto ref = lstm(x, {hp, cp});
+    Tensor ref_loss = weighted_sum(ref.output, 1);
+    auto grad_var = gradients(loss, lstm.parameters());
+    auto grad_ref = gradients(ref_loss, lstm.parameters());
+    Session s(g, {.threads = 2});
+    NDArray x1 = rand({T, N, D}, 1), x2 = rand({T, N, D}, 2);
+    auto first = s.run({st.h, st.c}, {{x, x1}}, {carry});
+    CHECK(test::identical(s.get(hv), first[0]));
+    CHECK(test::identical(s.get(cv), first[1]));
+    // Batch 2 from the carried state equals the placeholder model fed that state.
+    std::vector<Tensor> fetch{y};
+    fetch.insert(fetch.end(), grad_var.begin(), grad_var.end());
+    auto second = s.run(fetch, {{x, x2}}, {carry});
+    std::vector<Tensor> rfetch{ref.output};
+    rfetch.insert(rfetch.end(), grad_ref.begin(), grad_ref.end());
+    auto want = s.run(rfetch, {{x, x2}, {hp, first[0]}, {cp, first[1]}});
+    // Same values, and the same gradients as with the state fed as a constant:
+    // nothing flows back into the batch that produced the state.
+    for (size_t i = 0; i < second.size(); ++i) CHECK(test::allclose(second[i], want[i], 1e-6, 1e-7));
+  }
+
+  TEST_CASE("dropout between layers only in training; eval is deterministic") {
+    Graph g;
+    nn::GRU gru(3, 3, {.num_layers = 3, .dropout = 0.5});
+    Tensor x = g.placeholder("x", {4, 2, 3});
+    gru.train();
+    Tensor yt = gru(x);
+    gru.eval();
+    Tensor ye = gru(x);
+    nn::GRU plain(3, 3, {.num_layers = 3});
+    Tensor yp;
+    {
+      auto sc = g.scope("plain");
+      yp = plain(x);
+    }
+    Session s(g, {.threads = 1, .seed = 3});
+    for (size_t i = 0; i < gru.parameters().size(); ++i) s.set(plain.parameters()[i], s.get(gru.parameters()[i]));
+    NDArray xv = rand({4, 2, 3}, 1);
+    auto out = s.run({yt, ye, yp}, {{x, xv}});
+    CHECK(test::identical(out[1], out[2]));
+    CHECK_FALSE(test::allclose(out[0], out[1]));
+    int drops = 0;
+    for (int i = 0; i < g.size(); ++i) drops += g.node(i).op->name == "random_uniform";
+    CHECK(drops == 2);  // after layers 0 and 1, in the training build only
+  }
+
+  TEST_CASE("the graph stays lean: one input GEMM per layer, one GEMM and one cell op per step") {
+    Graph g;
+    nn::LSTM lstm(8, 8, {.num_layers = 2});
+    Tensor x = g.placeholder("x", {7, 4, 8});
+    const int before = g.size();
+    lstm(x);
+    std::map<std::string, int> ops;
+    for (int i = before; i < g.size(); ++i) ++ops[g.node(i).op->name];
+    CHECK(ops["lstm_cell"] == 14);
+    CHECK(ops["matmul"] == 2 + 2 * 6);  // the first step starts from zeros: no hidden GEMM
+    CHECK(ops["split"] == 2);
+  }
+
+  TEST_CASE("a weight used by many matmuls gets its gradient from one GEMM") {
+    // The hidden weight of an unrolled layer: the T - 1 per-step terms are merged.
+    Graph g;
+    nn::RNN rnn(3, 4);
+    Tensor x = g.placeholder("x", {6, 2, 3}, float32);
+    Tensor loss = weighted_sum(rnn(x), 1);
+    const int before = g.size();
+    Tensor dw = gradients(loss, {rnn.parameters()[1]})[0];  // weight_hh_l0
+    int matmuls = 0;
+    for (int i = before; i < g.size(); ++i) matmuls += g.node(i).op->name == "matmul";
+    Session s(g, {.threads = 1});
+    auto pi = s.plan_info({dw}, {{x, rand({6, 2, 3}, 1)}});
+    int planned = 0;
+    for (const auto& st : pi.steps) planned += st.op == "matmul";
+    CHECK(matmuls > 5);  // the per-step terms exist in the graph...
+    CHECK(planned == 5 + 5 + 1);  // ...but the plan runs 5 forward steps, 5 dh products and one merged dW
+    // The merged gradient against central differences: a weight in five products.
+    CheckResult r = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          Tensor y = matmul(in[0], in[1]);
+          for (int k = 0; k < 4; ++k) y = tanh(matmul(y, in[1]));
+          return std::vector<Tensor>{y};
+        },
+        {rand({3, 2}, 2, float64), rand({2, 2}, 3, float64)}, {0, 1});
+    CHECK_MESSAGE(r.ok, r.detail);
+  }
+
+  TEST_CASE("errors name the module and what was expected") {
+    Graph g;
+    nn::LSTM lstm(4, 3, {.num_layers = 2});
+    Tensor dyn = g.placeholder("dyn", {-1, 2, 4});
+    CHECK(contains(error_of([&] { lstm(dyn); }), "the sequence length must be known"));
+    Tensor bad = g.placeholder("bad", {5, 2, 6});
+    CHECK(contains(error_of([&] { lstm(bad); }), "expected input size 4"));
+    Tensor two = g.placeholder("two", {5, 4});
+    CHECK(contains(error_of([&] { lstm(two); }), "expected input [T, N, D], got [5,4]"));
+    Tensor x = g.placeholder("x", {5, 2, 4}), h = g.placeholder("h", {1, 2, 3});
+    std::string e = error_of([&] { lstm(x, {h, {}}); });
+    CHECK(contains(e, "LSTM"));
+    CHECK(contains(e, "the initial h must be float32[2,2,3], got 'h' float32[1,2,3]"));
+    nn::GRU gru(4, 3);
+    CHECK(contains(error_of([&] { gru(x, {{}, h}); }), "only an LSTM has a cell state"));
+    CHECK(contains(error_of([] { nn::LSTM(0, 3); }), "must be positive"));
+    CHECK(contains(error_of([] { nn::RNN(3, 3, {.dropout = 1.0}); }), "dropout must be in [0, 1)"));
+    CHECK(contains(error_of([] { nn::parse_cell_kind("transformer"); }), "unknown recurrent cell 'transformer'"));
+  }
+
+  TEST_CASE("Embedding: rows by id, scatter-add gradient, padding_idx, bad ids") {
+    Graph g;
+    nn::Embedding emb(5, 3, {.padding_idx = 1});
+    Tensor ids = g.placeholder("ids", {2, 3}, int64);
+    Tensor y = emb(ids);
+    CHECK(y.shape() == Shape{2, 3, 3});
+    Tensor loss = weighted_sum(y, 1);
+    Tensor dw = gradients(loss, {emb.weight()})[0];
+    bool scatter = false, dense = false;
+    for (int i = 0; i < g.size(); ++i) {
+      scatter |= g.node(i).op->name == "gather_grad";
+      dense |= g.node(i).op->name == "one_hot";
+    }
+    CHECK(scatter);
+    CHECK_FALSE(dense);
+    Session s(g, {.threads = 2, .seed = 4});
+    NDArray w = s.get(emb.weight());
+    for (double v : values(w.slice({{1, 2, 1}}))) CHECK(v == 0.0);  // the padding row starts as zeros
+    w = rand({5, 3}, 8);
+    s.set(emb.weight(), w);
+    NDArray idv = NDArray::from<int64_t>({4, 1, 4, 0, 1, 2}, {2, 3});
+    auto out = s.run({y, dw}, {{ids, idv}});
+    std::vector<double> wv = values(w), yv = values(out[0]), gv = values(out[1]);
+    NDArray weights = rand({2, 3, 3}, 1, float64, 0.5, 1.5);
+    std::vector<double> dy = values(weights), want(15, 0.0);
+    const int64_t id[6] = {4, 1, 4, 0, 1, 2};
+    for (int k = 0; k < 6; ++k)
+      for (int j = 0; j < 3; ++j) {
+        CHECK(yv[size_t(k * 3 + j)] == doctest::Approx(wv[size_t(id[k] * 3 + j)]));  // padding rows pass through
+        if (id[k] != 1) want[size_t(id[k] * 3 + j)] += dy[size_t(k * 3 + j)];
+      }
+    CHECK(max_diff(gv, want) < 1e-5);
+    // An id out of range: loom::Error naming the op and the id; the session stays usable.
+    std::string e = error_of([&] { s.run({y}, {{ids, NDArray::from<int64_t>({0, 1, 7, 0, 1, 2}, {2, 3})}}); });
+    CHECK(contains(e, "gather"));
+    CHECK(contains(e, "index 7 out of range [0, 5)"));
+    CHECK(contains(error_of([&] { s.run({y}, {{ids, NDArray::from<int64_t>({0, -2, 1, 0, 1, 2}, {2, 3})}}); }),
+                   "index -2 out of range"));
+    CHECK(test::allclose(s.run1(y, {{ids, idv}}), out[0]));
+    Tensor fl = g.placeholder("fl", {2});
+    CHECK(contains(error_of([&] { emb(fl); }), "must be int32 or int64, got float32"));
+    CHECK(contains(error_of([] { nn::Embedding(5, 3, {.padding_idx = 5}); }), "padding_idx 5 out of range"));
+  }
+
+  TEST_CASE("LanguageModel: logits [T, N, vocab]; a few SGD steps fit a repeating text") {
+    const int64_t V = 7, T = 5, N = 2;
+    Graph g;
+    nn::LanguageModel lm(V, {.embed = 8, .hidden = 16, .layers = 2, .dropout = 0.0});
+    Tensor ids = g.placeholder("ids", {T, N}, int64), target = g.placeholder("target", {T * N}, int64);
+    auto [logits, st] = lm(ids, {});
+    CHECK(logits.shape() == Shape{T, N, V});
+    CHECK(st.h.shape() == Shape{2, N, 16});
+    std::vector<std::string> names;
+    for (auto& [n, t] : lm.named_parameters()) names.push_back(n);
+    CHECK(names.front() == "encoder/weight");
+    CHECK(names[1] == "rnn/weight_ih_l0");
+    CHECK(names.back() == "decoder/bias");
+    Tensor loss = nn::cross_entropy(reshape(logits, {T * N, V}), target);
+    optim::Adam opt(lm, {.lr = 0.01});
+    Tensor step = opt.minimize(loss);
+    Session s(g, {.threads = 2, .seed = 1});
+    // The sequence 0 1 2 3 4 5 6 0 1 ... in two columns.
+    std::vector<int64_t> seq;
+    for (int i = 0; i < 60; ++i) seq.push_back(i % V);
+    NDArray data = NDArray::from<int64_t>(std::vector<int64_t>(seq.begin(), seq.begin() + T * N), {T, N});
+    NDArray next = NDArray::from<int64_t>(std::vector<int64_t>(seq.begin() + N, seq.begin() + N + T * N), {T * N});
+    double first = 0, last = 0;
+    for (int it = 0; it < 150; ++it) {
+      double l = s.run({loss}, {{ids, data}, {target, next}}, {step})[0].item();
+      if (it == 0) first = l;
+      last = l;
+    }
+    CHECK(first > 1.5);
+    CHECK(last < 0.1);
+  }
+}
