@@ -15,6 +15,7 @@
 #   ./build.sh build          build only (Release)
 #   ./build.sh consumer       install into build/stage, then build and run tests/consumer against it (CI)
 #   ./build.sh interop        loom <-> PyTorch checkpoints and ONNX export checked with onnxruntime (peers venv)
+#   ./build.sh test-mpi       build, then the 2-rank MPI suite, fault and train_mnist equivalence checks (tests/mpi/run.sh)
 #   ./build.sh <program> ...  build, then run build/release/samples/<program>
 #
 # Environment: LOOM_WERROR=ON (CI), LOOM_CUDA=AUTO|ON|OFF, JOBS=n, LOOM_VENV (the peers' venv, default build/venv),
@@ -40,6 +41,7 @@ base_deps() {
     nlohmann-json3-dev
   need libonnx-dev libprotobuf-dev  # libloom_onnx (ONNX export); libloom itself does not use them
   need libdnnl-dev  # oneDNN: CPU convolutions
+  need libopenmpi-dev openmpi-bin  # libloom_mpi (data parallelism); libloom itself does not use them
 }
 
 # The benchmark peers, current PyTorch and JAX from PyPI, in a venv of their
@@ -170,6 +172,12 @@ case "$cmd" in
     peers
     release
     "$LOOM_PYTHON" samples/interop.py --build build/release/samples "$@"
+    ;;
+  test-mpi)
+    base_deps
+    need dataset-fashion-mnist
+    release
+    tests/mpi/run.sh build/release "$@"
     ;;
   bench-sched)
     base_deps

@@ -115,6 +115,9 @@ struct OpDef {
   bool stateful = false;     // never merged or folded (random, assign, sources)
   bool no_kernel = false;    // handled by the session itself (placeholder, constant, variable, no_op)
   int writes_input = -1;     // the variable input this op updates in place (assign)
+  /// Meets its counterparts on the other ranks (core/comm.hpp): plans run such
+  /// nodes one at a time in schedule order, the same on every rank.
+  bool collective = false;
   std::vector<int> shape_only_inputs;  // inputs read for their shape only: they do not extend liveness
   ReferenceFn reference;
   ExamplesFn examples;

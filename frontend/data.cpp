@@ -338,6 +338,8 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions opt
   LOOM_CHECK(dataset_ != nullptr, "DataLoader: null dataset");
   LOOM_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got ", options_.batch_size);
   LOOM_CHECK(options_.prefetch >= 0, "DataLoader: prefetch must be >= 0, got ", options_.prefetch);
+  LOOM_CHECK(options_.shards >= 1 && options_.shard >= 0 && options_.shard < options_.shards, "DataLoader: shard ",
+             options_.shard, " of ", options_.shards, " is not a part of the batch");
   fields_ = dataset_->fields();
   LOOM_CHECK(!fields_.empty(), "DataLoader: the dataset has no fields");
   for (const TensorType& t : fields_)
@@ -391,11 +393,18 @@ Batch DataLoader::assemble(int64_t epoch, std::span<const int64_t> indices) cons
   return batch;
 }
 
+std::span<const int64_t> DataLoader::rows(const std::vector<int64_t>& order, int64_t index) const {
+  const int64_t lo = index * options_.batch_size,
+                hi = std::min<int64_t>(int64_t(order.size()), lo + options_.batch_size);
+  const int64_t n = hi - lo, k = options_.shard, parts = options_.shards;  // n * parts < 2^63: both are sizes in memory
+  const int64_t first = lo + k * n / parts, last = lo + (k + 1) * n / parts;
+  return std::span<const int64_t>(order.data() + first, size_t(last - first));
+}
+
 Batch DataLoader::batch(int64_t epoch, int64_t index) const {
   LOOM_CHECK(index >= 0 && index < size(), "DataLoader::batch: index ", index, " out of range [0, ", size(), ")");
   std::vector<int64_t> ord = order(epoch);
-  const int64_t lo = index * options_.batch_size, hi = std::min<int64_t>(int64_t(ord.size()), lo + options_.batch_size);
-  return assemble(epoch, std::span<const int64_t>(ord.data() + lo, size_t(hi - lo)));
+  return assemble(epoch, rows(ord, index));
 }
 
 DataLoader::Epoch DataLoader::epoch(int64_t e) const { return Epoch(this, e); }
@@ -432,7 +441,6 @@ void DataLoader::Epoch::stop() {
 }
 
 void DataLoader::Epoch::produce(Shared* s) {
-  const int64_t bs = s->loader->options_.batch_size, n = int64_t(s->order.size());
   for (int64_t b = 0; b < s->batches; ++b) {
     {
       std::unique_lock lock(s->mu);
@@ -441,8 +449,7 @@ void DataLoader::Epoch::produce(Shared* s) {
     }
     Batch batch;
     try {
-      const int64_t lo = b * bs, hi = std::min(n, lo + bs);
-      batch = s->loader->assemble(s->epoch, std::span<const int64_t>(s->order.data() + lo, size_t(hi - lo)));
+      batch = s->loader->assemble(s->epoch, s->loader->rows(s->order, b));
     } catch (...) {
       std::lock_guard lock(s->mu);
       s->error = std::current_exception();
@@ -472,9 +479,7 @@ bool DataLoader::Epoch::advance() {
     return false;
   }
   if (s.depth == 0) {
-    const int64_t bs = s.loader->options_.batch_size, n = int64_t(s.order.size());
-    const int64_t lo = next_ * bs, hi = std::min(n, lo + bs);
-    current_ = s.loader->assemble(s.epoch, std::span<const int64_t>(s.order.data() + lo, size_t(hi - lo)));
+    current_ = s.loader->assemble(s.epoch, s.loader->rows(s.order, next_));
   } else {
     std::unique_lock lock(s.mu);
     s.cv.wait(lock, [&] { return !s.ready.empty() || s.error; });

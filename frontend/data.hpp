@@ -128,6 +128,13 @@ struct LoaderOptions {
   /// Assemble the next batches on a background thread while the current one
   /// is used (this many batches ahead; 0: assemble on demand).
   int prefetch = 2;
+  /// Data parallelism: every batch of batch_size rows (drawn as above) is cut
+  /// into `shards` contiguous parts, rows [k*n/shards, (k+1)*n/shards) of a
+  /// batch of n, and this loader yields part `shard`. Rank r of R with
+  /// {.batch_size = R*B, .shard = r, .shards = R} reads its B rows of the
+  /// global batches a single process with batch R*B reads.
+  int shard = 0;
+  int shards = 1;
 };
 
 class DataLoader {
@@ -153,6 +160,8 @@ class DataLoader {
 
  private:
   Batch assemble(int64_t epoch, std::span<const int64_t> indices) const;
+  /// The dataset indices of this loader's rows of batch `index` (its shard).
+  std::span<const int64_t> rows(const std::vector<int64_t>& order, int64_t index) const;
   std::shared_ptr<const Dataset> dataset_;
   LoaderOptions options_;
   std::vector<TensorType> fields_;

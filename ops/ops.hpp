@@ -279,4 +279,23 @@ std::vector<Tensor> sparse_softmax_cross_entropy(const Tensor& logits, const Ten
 std::vector<Tensor> lstm_backward_composite(const Tensor& act, const Tensor& c_prev, const Tensor& c, const Tensor& dh,
                                             const Tensor& dc);
 
+// ---- collectives (ops/collective.cpp): data parallelism over the process group
+// of core/comm.hpp (libloom_mpi's MPI group, NCCL on CUDA). Every rank must
+// build the same graph after the group is set; a plan runs its collective nodes
+// one at a time in schedule order. In a group of one they are identities.
+
+enum class Reduction { sum, mean };
+/// The sum (or mean) over ranks of x, on every rank. Gradient: the same allreduce of dy.
+Tensor allreduce(const Tensor& x, Reduction reduction = Reduction::sum);
+/// Several tensors of one dtype reduced as one message (one node; a gradient bucket).
+std::vector<Tensor> allreduce(const std::vector<Tensor>& xs, Reduction reduction = Reduction::sum);
+/// Rank root's x on every rank. Gradient: reduce_to_root(dy, root).
+Tensor broadcast(const Tensor& x, int root = 0);
+/// The sum over ranks of x on rank root, zeros elsewhere. Gradient: broadcast(dy, root).
+Tensor reduce_to_root(const Tensor& x, int root = 0);
+/// Every rank's x concatenated along axis 0 in rank order ([R*n, ...]). Gradient: reduce_scatter(dy).
+Tensor allgather(const Tensor& x);
+/// Rows [rank*n, (rank+1)*n) of the sum over ranks of x [R*n, ...]. Gradient: allgather(dy).
+Tensor reduce_scatter(const Tensor& x);
+
 }  // namespace loom

@@ -10,6 +10,8 @@
 //   train_cnn --save m.safetensors      # checkpoint after every epoch
 //   train_cnn --load m.safetensors --epochs 0   # evaluate a checkpoint
 //
+//   mpirun -np 2 train_cnn --distributed --batch 64   # data parallel (BatchNorm: per-rank batch statistics)
+//
 // One Session::run per step does forward, backward, the optimizer update and
 // the batch norms' running statistics; the DataLoader assembles (and
 // augments) the next batch on a background thread meanwhile.
@@ -27,6 +29,7 @@
 #include <string>
 
 #include "frontend/loom.hpp"
+#include "samples/distributed.hpp"
 #include "samples/models.hpp"
 #include "samples/progress.hpp"
 
@@ -49,7 +52,8 @@ struct Args {
   double lr = 0, wd = 0, momentum = 0.9, clip = 0;
   int threads = 0;
   uint64_t seed = 0;
-  bool json = false, profile = false, nesterov = true, augment = false;
+  bool json = false, profile = false, nesterov = true, augment = false, distributed = false;
+  double bucket_mb = 4;
 };
 
 /// A data set with its geometry and training-set statistics (pixels on [0, 1]).
@@ -132,11 +136,14 @@ void print_profile(const Session& s, std::ostream& out) {
   }
 }
 
-int run(const Args& a) {
+int run(const Args& a, samples::Distributed& dist) {
+  // With R ranks, rank r reads part r of every global batch of R * batch rows.
+  const int R = dist.size();
   const DataSpec d = load_data(a);
-  data::DataLoader train(d.train, {.batch_size = a.batch, .shuffle = true, .seed = a.seed});
+  data::DataLoader train(
+      d.train, {.batch_size = a.batch * R, .shuffle = true, .seed = a.seed, .shard = dist.rank(), .shards = R});
   add_transforms(train, d, a.augment);
-  data::DataLoader test(d.test, {.batch_size = a.eval_batch});
+  data::DataLoader test(d.test, {.batch_size = a.eval_batch * R, .shard = dist.rank(), .shards = R});
   add_transforms(test, d, false);
 
   // The model built twice over shared variables: training mode for the step, eval mode for testing.
@@ -151,12 +158,24 @@ int run(const Args& a) {
   model->eval();
   Tensor eval_correct = nn::correct((*model)(x), y);
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(a, *model, train.size());
-  Tensor step = opt->minimize(loss);
+  // Distributed: gradients all-reduced in buckets, loss and counts reported over all ranks. BatchNorm
+  // normalizes with each rank's own batch statistics (as PyTorch's DDP without SyncBatchNorm); the
+  // running statistics are averaged over the ranks before every evaluation and checkpoint.
+  dist::DataParallel dp(*opt, {.bucket_bytes = size_t(a.bucket_mb * double(1 << 20))});
+  Tensor step = a.distributed ? dp.minimize(loss, x) : opt->minimize(loss);
+  Tensor report_loss = a.distributed ? dp.global_mean(loss, x) : loss;
+  Tensor report_correct = a.distributed ? dist::global_sum(correct) : correct;
+  Tensor report_eval = a.distributed ? dist::global_sum(eval_correct) : eval_correct;
+  Tensor sync_state = a.distributed ? dp.broadcast_target(model.get()) : Tensor();
+  std::vector<Tensor> buffers;
+  for (const auto& [name, b] : model->named_buffers()) buffers.push_back(b);
+  Tensor average_buffers = a.distributed && !buffers.empty() ? dist::average_target(buffers) : Tensor();
 
   Session s(g, {.device = Device::parse(a.device), .threads = a.threads, .seed = a.seed, .profile = a.profile});
-  std::ostream& info = a.json ? std::cerr : std::cout;
+  std::ostream& info = !dist.root() ? dist.out() : a.json ? std::cerr : std::cout;
   int64_t first_epoch = 1;
-  if (!a.load.empty() || !a.load_weights.empty()) {
+  // Rank 0 reads a checkpoint (the others need not see the file), then sends its state to every rank.
+  if (dist.root() && (!a.load.empty() || !a.load_weights.empty())) {
     // The model and data set first (clearer than the tensors that differ), then the file(s).
     const std::string& path = a.load.empty() ? a.load_weights : a.load;
     checkpoint::Metadata meta = checkpoint::read_metadata(path);
@@ -183,20 +202,28 @@ int run(const Args& a) {
       info << "loaded the weights of " << a.load_weights << "\n";
     }
   }
+  if (a.distributed) {
+    communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
+    s.run({}, {}, {sync_state});
+  }
   if (!a.json)
-    info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.dataset << ", " << a.opt
+    info << (a.distributed ? std::to_string(R) + (R == 1 ? " rank (" : " ranks (") + communicator()->name() + "), "
+                           : "")
+         << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.dataset << ", " << a.opt
          << " lr " << a.lr << (a.schedule != "none" ? " (" + a.schedule + ")" : "")
-         << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << (a.augment ? ", augmented" : "") << ", "
+         << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << (R > 1 ? " per rank" : "")
+         << (a.augment ? ", augmented" : "") << ", "
          << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
          << ", data " << a.data << "\n";
 
   auto evaluate = [&] {
+    if (average_buffers.valid()) s.run({}, {}, {average_buffers});
     double right = 0;
-    for (const data::Batch& b : test.epoch(0)) right += s.run({eval_correct}, {{x, b[0]}, {y, b[1]}})[0].item();
+    for (const data::Batch& b : test.epoch(0)) right += s.run({report_eval}, {{x, b[0]}, {y, b[1]}})[0].item();
     return right / double(d.test->size());
   };
 
-  const bool tty = !a.json && ::isatty(STDOUT_FILENO);
+  const bool tty = !a.json && dist.root() && ::isatty(STDOUT_FILENO);
   double test_acc = NAN;
   const int64_t last = first_epoch + a.epochs - 1;
   for (int64_t e = first_epoch; e <= last; ++e) {
@@ -205,8 +232,8 @@ int run(const Args& a) {
     int64_t images = 0, done = 0;
     auto t0 = Clock::now();
     for (const data::Batch& b : train.epoch(e - 1)) {
-      std::vector<NDArray> out = s.run({loss, correct}, {{x, b[0]}, {y, b[1]}}, {step});
-      const int64_t n = b[0].shape()[0];
+      std::vector<NDArray> out = s.run({report_loss, report_correct}, {{x, b[0]}, {y, b[1]}}, {step});
+      const int64_t n = std::min(a.batch * R, d.train->size() - images);  // rows of the global batch
       total_loss += out[0].item() * double(n);
       total_right += out[1].item();
       images += n;
@@ -218,7 +245,8 @@ int run(const Args& a) {
       fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
     test_acc = evaluate();
     const double train_loss = total_loss / double(images), train_acc = total_right / double(images);
-    if (a.json) {
+    if (!dist.root()) {
+    } else if (a.json) {
       nlohmann::json j{{"epoch", e},           {"train_loss", train_loss}, {"train_acc", train_acc},
                        {"test_acc", test_acc}, {"seconds", seconds},       {"images_per_s", double(images) / seconds}};
       std::printf("%s\n", j.dump().c_str());
@@ -227,18 +255,18 @@ int run(const Args& a) {
                   (long long)last, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
     }
     std::fflush(stdout);
-    if (!a.save.empty())
+    if (!a.save.empty() && dist.root())
       checkpoint::save_training(s, *model, a.save,
                                 {{"model", a.model}, {"dataset", a.dataset}, {"epoch", std::to_string(e)}});
   }
   if (a.epochs == 0) {
     test_acc = evaluate();
-    if (a.json) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
+    if (a.json && dist.root()) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
   }
-  if (!a.json) std::printf("test accuracy %.4f\n", test_acc);
-  if (!a.save.empty() && !a.json)
+  if (!a.json && dist.root()) std::printf("test accuracy %.4f\n", test_acc);
+  if (!a.save.empty() && !a.json && dist.root())
     info << "saved " << a.save << " (the model's state_dict) and " << checkpoint::optimizer_path(a.save) << "\n";
-  if (a.profile) print_profile(s, info);
+  if (a.profile && dist.root()) print_profile(s, info);
   return 0;
 }
 
@@ -277,7 +305,12 @@ int main(int argc, char** argv) {
     ("eval-batch", po::value(&a.eval_batch)->default_value(a.eval_batch), "batch size for evaluation")
     ("json", po::bool_switch(&a.json), "print one JSON object per epoch (epoch, train_loss, train_acc, test_acc, "
                                        "seconds, images_per_s)")
-    ("profile", po::bool_switch(&a.profile), "print the most expensive graph nodes at the end");
+    ("profile", po::bool_switch(&a.profile), "print the most expensive graph nodes at the end")
+    ("distributed", po::bool_switch(&a.distributed), "data parallel over MPI (start with mpirun -np R): each rank "
+                                                     "trains on its --batch rows of every global batch of R x --batch "
+                                                     "(BatchNorm: per-rank batch statistics, running statistics "
+                                                     "averaged over ranks); rank 0 prints and saves")
+    ("bucket-mb", po::value(&a.bucket_mb)->default_value(a.bucket_mb), "--distributed: MiB of gradients per allreduce");
   // clang-format on
   try {
     po::variables_map vm;
@@ -299,13 +332,18 @@ int main(int argc, char** argv) {
     if (a.epochs < 0) throw po::error("--epochs must be >= 0");
     if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
     if (a.threads < 0) throw po::error("--threads must be >= 0");
+    if (!(a.bucket_mb > 0 && a.bucket_mb < 1e6)) throw po::error("--bucket-mb must be in (0, 1e6)");
   } catch (const po::error& e) {
     std::cerr << "train_cnn: " << e.what() << "\n(see train_cnn --help)\n";
     return 2;
   }
+  std::unique_ptr<samples::Distributed> dist;
   try {
-    return run(a);
+    dist = std::make_unique<samples::Distributed>(a.distributed, argc, argv);
+    if (a.batch > (int64_t(1) << 40) / dist->size()) throw po::error("--batch is too large");
+    return run(a, *dist);
   } catch (const std::exception& e) {
+    if (dist) return dist->fail("train_cnn", e.what());
     std::cout.flush();
     std::cerr << "train_cnn: error: " << e.what() << "\n";
     return 1;

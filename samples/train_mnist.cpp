@@ -8,6 +8,7 @@
 //   train_mnist --load m.safetensors --epochs 0   # evaluate a checkpoint
 //   train_mnist --load-weights torch.safetensors  # start from weights PyTorch saved
 //   train_mnist --trace trace.json                # Chrome trace of a few steps
+//   mpirun -np 2 train_mnist --distributed --batch 64   # data parallel: 2 ranks x 64 = the run of --batch 128
 //
 // One Session::run per step does forward, backward and the optimizer update;
 // the DataLoader assembles the next batch on a background thread meanwhile.
@@ -26,6 +27,7 @@
 #include <string>
 
 #include "frontend/loom.hpp"
+#include "samples/distributed.hpp"
 #include "samples/models.hpp"
 #include "samples/progress.hpp"
 #include "samples/trace.hpp"
@@ -42,12 +44,13 @@ constexpr double kMean = samples::kFashionMnistMean, kStd = samples::kFashionMni
 
 struct Args {
   std::string model = "mlp", opt = "adam", data = data::kFashionMnistDir, save, load, load_weights, trace,
-              schedule = "cosine", device = "cpu";
+              schedule = "cosine", device = "cpu", executor = "serial";
   int64_t epochs = 5, batch = 128, hidden = 0, eval_batch = 1000, warmup = 0;
   double lr = 0, wd = 0, momentum = 0, clip = 0;
   int threads = 0;
   uint64_t seed = 0;
-  bool json = false, profile = false, nesterov = false, augment = false;
+  bool json = false, profile = false, nesterov = false, augment = false, distributed = false;
+  double bucket_mb = 1;
 };
 
 /// What the checkpoints' metadata records about the model (loom_export rebuilds it from this).
@@ -81,17 +84,19 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module
   fail("unknown --opt '", a.opt, "' (sgd, adam, adamw)");
 }
 
-int run(const Args& a) {
-  // ---- data
+int run(const Args& a, samples::Distributed& dist) {
+  // ---- data: with R ranks, rank r reads part r of every global batch of R * batch rows
+  const int R = dist.size();
   auto train_set = data::load_mnist(a.data, data::Split::train);
   auto test_set = data::load_mnist(a.data, data::Split::test);
-  data::DataLoader train(train_set, {.batch_size = a.batch, .shuffle = true, .seed = a.seed});
+  data::DataLoader train(
+      train_set, {.batch_size = a.batch * R, .shuffle = true, .seed = a.seed, .shard = dist.rank(), .shards = R});
   train.transform(0, data::transforms::normalize(kMean, kStd));
   if (a.augment) {
     train.transform(0, data::transforms::random_flip_horizontal());
     train.transform(0, data::transforms::random_crop(2));
   }
-  data::DataLoader test(test_set, {.batch_size = a.eval_batch});
+  data::DataLoader test(test_set, {.batch_size = a.eval_batch * R, .shard = dist.rank(), .shards = R});
   test.transform(0, data::transforms::normalize(kMean, kStd));
 
   // ---- graph: the model built twice (training and evaluation) over shared variables
@@ -106,16 +111,24 @@ int run(const Args& a) {
   model->eval();
   Tensor eval_correct = nn::correct((*model)(x), y);
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(a, *model, train.size());
-  Tensor step = opt->minimize(loss);
+  // Distributed: gradients all-reduced in buckets, and the loss and counts reported over all ranks.
+  dist::DataParallel dp(*opt, {.bucket_bytes = size_t(a.bucket_mb * double(1 << 20))});
+  Tensor step = a.distributed ? dp.minimize(loss, x) : opt->minimize(loss);
+  Tensor report_loss = a.distributed ? dp.global_mean(loss, x) : loss;
+  Tensor report_correct = a.distributed ? dist::global_sum(correct) : correct;
+  Tensor report_eval = a.distributed ? dist::global_sum(eval_correct) : eval_correct;
+  Tensor sync_state = a.distributed ? dp.broadcast_target(model.get()) : Tensor();
 
-  samples::TraceRecorder trace(a.trace);
+  samples::TraceRecorder trace(dist.root() ? a.trace : "");
   Session s(g, {.device = Device::parse(a.device),
                 .threads = a.threads,
+                .executor = a.executor == "parallel" ? Executor::parallel : Executor::serial,
                 .seed = a.seed,
                 .profile = a.profile || trace.enabled()});
-  std::ostream& info = a.json ? std::cerr : std::cout;
+  std::ostream& info = !dist.root() ? dist.out() : a.json ? std::cerr : std::cout;
   int64_t first_epoch = 1;
-  if (!a.load.empty() || !a.load_weights.empty()) {
+  // Rank 0 reads a checkpoint (the others need not see the file), then sends its state to every rank.
+  if (dist.root() && (!a.load.empty() || !a.load_weights.empty())) {
     // The model kind first (a clearer message than the variables that differ), then the file(s).
     const std::string& path = a.load.empty() ? a.load_weights : a.load;
     checkpoint::Metadata meta = checkpoint::read_metadata(path);
@@ -141,20 +154,26 @@ int run(const Args& a) {
       info << "loaded the weights of " << a.load_weights << "\n";
     }
   }
+  if (a.distributed) {
+    communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
+    s.run({}, {}, {sync_state});
+  }
   if (!a.json) {
+    if (a.distributed) info << R << (R == 1 ? " rank (" : " ranks (") << communicator()->name() << "), ";
     info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.opt << " lr " << a.lr
          << (a.schedule != "none" ? " (" + a.schedule + ")" : "") << (a.wd ? " wd " + fmt("%g", a.wd) : "")
-         << ", batch " << a.batch << ", " << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
+         << ", batch " << a.batch << (R > 1 ? " per rank" : "") << ", "
+         << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
          << ", data " << a.data << "\n";
   }
 
   auto evaluate = [&] {
     double right = 0;
-    for (const data::Batch& b : test.epoch(0)) right += s.run({eval_correct}, {{x, b[0]}, {y, b[1]}})[0].item();
+    for (const data::Batch& b : test.epoch(0)) right += s.run({report_eval}, {{x, b[0]}, {y, b[1]}})[0].item();
     return right / double(test_set->size());
   };
 
-  const bool tty = !a.json && ::isatty(STDOUT_FILENO);
+  const bool tty = !a.json && dist.root() && ::isatty(STDOUT_FILENO);
   double test_acc = NAN;
   const int64_t last = first_epoch + a.epochs - 1;
   for (int64_t e = first_epoch; e <= last; ++e) {
@@ -164,9 +183,10 @@ int run(const Args& a) {
     auto t0 = Clock::now();
     for (const data::Batch& b : train.epoch(e - 1)) {
       const bool traced = trace.before_run();
-      std::vector<NDArray> out = s.run({loss, correct}, {{x, b[0]}, {y, b[1]}}, {step});
+      std::vector<NDArray> out = s.run({report_loss, report_correct}, {{x, b[0]}, {y, b[1]}}, {step});
       if (traced) trace.after_run(s);
-      const int64_t n = b[0].shape()[0];
+      // Rows of the global batch (this rank holds part of them).
+      const int64_t n = std::min(a.batch * R, train_set->size() - images);
       total_loss += out[0].item() * double(n);
       total_right += out[1].item();
       images += n;
@@ -179,7 +199,8 @@ int run(const Args& a) {
       fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
     test_acc = evaluate();
     const double train_loss = total_loss / double(images), train_acc = total_right / double(images);
-    if (a.json) {  // one object per line; a non-finite number is null
+    if (!dist.root()) {
+    } else if (a.json) {  // one object per line; a non-finite number is null
       nlohmann::json line = {{"epoch", e},           {"train_loss", train_loss}, {"train_acc", train_acc},
                              {"test_acc", test_acc}, {"seconds", seconds},       {"images_per_s", double(images) / seconds}};
       std::printf("%s\n", line.dump().c_str());
@@ -189,7 +210,7 @@ int run(const Args& a) {
                   (long long)last, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
       std::fflush(stdout);
     }
-    if (!a.save.empty()) {
+    if (!a.save.empty() && dist.root()) {
       checkpoint::Metadata meta = model_params(a);
       meta["epoch"] = std::to_string(e);
       checkpoint::save_training(s, *model, a.save, meta);
@@ -197,10 +218,10 @@ int run(const Args& a) {
   }
   if (a.epochs == 0) {
     test_acc = evaluate();
-    if (a.json) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
+    if (a.json && dist.root()) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
   }
-  if (!a.json) std::printf("test accuracy %.4f\n", test_acc);
-  if (!a.save.empty() && !a.json)
+  if (!a.json && dist.root()) std::printf("test accuracy %.4f\n", test_acc);
+  if (!a.save.empty() && !a.json && dist.root())
     info << "saved " << a.save << " (the model's state_dict) and " << checkpoint::optimizer_path(a.save)
          << " (optimizer state)\n";
   if (trace.enabled()) {
@@ -211,7 +232,7 @@ int run(const Args& a) {
       info << "--trace: fewer than 2 training steps ran; no trace written\n";
   }
 
-  if (a.profile) {
+  if (a.profile && dist.root()) {
     SessionStats st = s.stats();
     double total = 0;
     for (const NodeTime& t : st.node_times) total += t.total_us;
@@ -261,7 +282,13 @@ int main(int argc, char** argv) {
     ("eval-batch", po::value(&a.eval_batch)->default_value(a.eval_batch), "batch size for evaluation")
     ("json", po::bool_switch(&a.json), "print one JSON object per epoch (epoch, train_loss, train_acc, test_acc, "
                                        "seconds, images_per_s)")
-    ("profile", po::bool_switch(&a.profile), "print the most expensive graph nodes at the end");
+    ("profile", po::bool_switch(&a.profile), "print the most expensive graph nodes at the end")
+    ("distributed", po::bool_switch(&a.distributed), "data parallel over MPI (start with mpirun -np R): each rank "
+                                                     "trains on its --batch rows of every global batch of R x --batch; "
+                                                     "rank 0 prints and saves")
+    ("executor", po::value(&a.executor)->default_value(a.executor), "serial | parallel (independent nodes at once: "
+                                                                  "gradient allreduces overlap the backward pass)")
+    ("bucket-mb", po::value(&a.bucket_mb)->default_value(a.bucket_mb), "--distributed: MiB of gradients per allreduce");
   // clang-format on
   try {
     po::variables_map vm;
@@ -278,13 +305,19 @@ int main(int argc, char** argv) {
     if (a.hidden <= 1) throw po::error("--hidden must be > 1");
     if (a.threads < 0) throw po::error("--threads must be >= 0");
     if (!a.load.empty() && !a.load_weights.empty()) throw po::error("--load and --load-weights exclude each other");
+    if (a.executor != "serial" && a.executor != "parallel") throw po::error("--executor must be serial or parallel");
+    if (!(a.bucket_mb > 0 && a.bucket_mb < 1e6)) throw po::error("--bucket-mb must be in (0, 1e6)");
   } catch (const po::error& e) {
     std::cerr << "train_mnist: " << e.what() << "\n(see train_mnist --help)\n";
     return 2;
   }
+  std::unique_ptr<samples::Distributed> dist;
   try {
-    return run(a);
+    dist = std::make_unique<samples::Distributed>(a.distributed, argc, argv);
+    if (a.batch > (int64_t(1) << 40) / dist->size()) throw po::error("--batch is too large");
+    return run(a, *dist);
   } catch (const std::exception& e) {
+    if (dist) return dist->fail("train_mnist", e.what());
     std::cout.flush();
     std::cerr << "train_mnist: error: " << e.what() << "\n";
     return 1;

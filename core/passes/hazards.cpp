@@ -5,7 +5,9 @@
 //                that buffer's last writer and the readers of its last
 //                contents (earlier accesses already happen-before its last
 //                write), so the parallel executor never races on shared
-//                memory; then Plan::deps sorted and unique, and Plan::succ.
+//                memory; collective nodes run one after another in schedule
+//                order (every rank issues them in one order, whatever thread
+//                runs them); then Plan::deps sorted and unique, and Plan::succ.
 
 #include <algorithm>
 #include <map>
@@ -61,6 +63,12 @@ void hazards(Compilation& c) {
       for (int r : a.readers)
         if (pos(r) > last_write) p.deps[size_t(w)].push_back(pos(r));
     }
+  }
+  int last_collective = -1;
+  for (size_t i = 0; i < p.order.size(); ++i) {
+    if (!p.nodes[size_t(p.order[i])].op || !p.nodes[size_t(p.order[i])].op->collective) continue;
+    if (last_collective >= 0) p.deps[i].push_back(last_collective);
+    last_collective = int(i);
   }
   p.succ.assign(p.order.size(), {});
   for (size_t i = 0; i < p.deps.size(); ++i) {
