@@ -108,7 +108,7 @@ struct RematPlan {
 std::vector<int> remat_candidates(const Compilation& c);
 /// The arena and added cost of recomputing `nodes` in c's scheduled plan.
 RematPlan remat_evaluate(const Compilation& c, std::vector<int> nodes);
-/// Every subset of the candidates (at most 20): the cheapest plan within
+/// Every subset of the candidates before the peak (at most 20): the cheapest plan within
 /// `budget`, else the one with the smallest arena. The tests' oracle.
 RematPlan remat_exact(const Compilation& c, size_t budget);
 /// One strategy (chen, greedy, or automatic: the cheaper that fits) for `budget`.

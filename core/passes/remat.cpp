@@ -67,7 +67,7 @@ struct Base {
   explicit Base(const Compilation& comp);
   bool recomputable(int id) const;
   /// Where readers switch to the copy when the node must not be live at `peak`:
-  /// the first reader at or after it (or past the last: only copies read it).
+  /// steps and copies from there on read the copy.
   int split_at(int id, int peak) const;
 };
 
@@ -108,11 +108,7 @@ bool Base::recomputable(int id) const {
   return true;
 }
 
-int Base::split_at(int id, int peak) const {
-  const auto& r = readers[size_t(id)];
-  auto it = std::lower_bound(r.begin(), r.end(), peak);
-  return it != r.end() ? *it : r.back() + 1;
-}
+int Base::split_at(int id, int peak) const { return std::max(peak, p.nodes[size_t(id)].pos + 1); }
 
 /// The scheduled plan with a set of nodes recomputed.
 struct Rewrite {
@@ -399,25 +395,35 @@ Trial prune(const Base& b, Trial t, size_t budget) {
   return t;
 }
 
-/// At the peak, recompute the candidate live across it with the fewest FLOPs per byte; repeat.
+/// At the peak, of the few candidates live across it with the fewest FLOPs per
+/// byte, recompute the one that lowers the arena most per FLOP (the first, when
+/// none lowers it yet); repeat until the plan fits, then prune.
 Trial greedy(const Base& b, size_t budget) {
+  constexpr size_t kLookahead = 6;
   Trial t = evaluate(b, {}), best = t;
   std::vector<char> chosen(b.p.nodes.size(), 0);
+  std::vector<std::pair<double, int>> eligible;
   for (size_t step = 0; step < b.cands.size() && !fits(t, budget); ++step) {
-    int pick = -1;
-    double score = 0;
-    for (int id : b.cands) {
-      if (chosen[size_t(id)] || !t.live_at_peak[size_t(id)] || b.p.nodes[size_t(id)].pos >= t.peak_base ||
-          !b.bytes[size_t(id)])
-        continue;
-      const double s = b.flops[size_t(id)] / double(b.bytes[size_t(id)]);
-      if (pick < 0 || s < score) pick = id, score = s;
+    eligible.clear();
+    for (int id : b.cands)
+      if (!chosen[size_t(id)] && t.live_at_peak[size_t(id)] && b.p.nodes[size_t(id)].pos < t.peak_base &&
+          b.bytes[size_t(id)])
+        eligible.push_back({b.flops[size_t(id)] / double(b.bytes[size_t(id)]), id});
+    if (eligible.empty()) break;
+    std::sort(eligible.begin(), eligible.end());
+    eligible.resize(std::min(eligible.size(), kLookahead));
+    Trial next;
+    double rate = 0;
+    for (auto [score, id] : eligible) {
+      Set set = t.set;
+      set.push_back({id, b.split_at(id, t.peak_base)});
+      Trial u = evaluate(b, std::move(set));
+      const double gain = u.arena < t.arena ? double(t.arena - u.arena) / (u.flops - t.flops + 1) : 0;
+      if (next.set.empty() || gain > rate) next = std::move(u), rate = gain, chosen[size_t(id)] = 1;
     }
-    if (pick < 0) break;
-    chosen[size_t(pick)] = 1;
-    Set set = t.set;
-    set.push_back({pick, b.split_at(pick, t.peak_base)});
-    t = evaluate(b, std::move(set));
+    for (auto [score, id] : eligible) chosen[size_t(id)] = 0;
+    for (const auto& [id, split] : next.set) chosen[size_t(id)] = 1;
+    t = std::move(next);
     if (better(t, best, budget)) best = t;
   }
   best = prune(b, std::move(best), budget);
@@ -430,6 +436,7 @@ Trial chen(const Base& b, const Trial& base, int k) {
   std::vector<int> acts;
   for (int id : b.cands)
     if (base.live_at_peak[size_t(id)] && b.p.nodes[size_t(id)].pos < base.peak_base) acts.push_back(id);
+
   if (acts.empty() || k <= 0) return base;
   const size_t per = (acts.size() + size_t(k) - 1) / size_t(k);
   std::vector<char> kept(b.p.nodes.size(), 0);
@@ -507,13 +514,16 @@ RematPlan remat_evaluate(const Compilation& c, std::vector<int> nodes) {
 
 RematPlan remat_exact(const Compilation& c, size_t budget) {
   Base b(c);
-  LOOM_CHECK(b.cands.size() <= 20, "remat_exact: ", b.cands.size(), " candidates (at most 20)");
   const Trial base = evaluate(b, {});
+  std::vector<int> before;  // only nodes before the peak can leave it
+  for (int id : b.cands)
+    if (b.p.nodes[size_t(id)].pos < base.peak_base) before.push_back(id);
+  LOOM_CHECK(before.size() <= 20, "remat_exact: ", before.size(), " candidates (at most 20)");
   Trial best = base;
-  for (uint32_t mask = 1; mask < (1u << b.cands.size()); ++mask) {
+  for (uint32_t mask = 1; mask < (1u << before.size()); ++mask) {
     Set set;
-    for (size_t i = 0; i < b.cands.size(); ++i)
-      if (mask >> i & 1) set.push_back({b.cands[i], b.split_at(b.cands[i], base.peak_base)});
+    for (size_t i = 0; i < before.size(); ++i)
+      if (mask >> i & 1) set.push_back({before[i], b.split_at(before[i], base.peak_base)});
     Trial t = evaluate(b, std::move(set));
     if (better(t, best, budget)) best = std::move(t);
   }
