@@ -45,10 +45,11 @@ int main(int argc, char** argv) {
       return 1;
     }
     PlanStats p = s.stats().last_plan;
-    std::printf("arena %zu bytes (budget %zu, %zu without remat), strategy %s, %d nodes recomputed, +%.1f%% FLOPs; "
-                "compiled in %.1f ms (%.1f ms without a budget)\n",
-                p.arena_bytes, budget, p.arena_without_remat, p.remat_strategy.c_str(), p.recomputed,
-                100 * p.recompute_flops / p.plan_flops, p.compile_ms, plain.stats().last_plan.compile_ms);
+    std::printf(
+        "arena %zu bytes (budget %zu, %zu without remat), strategy %s, %d nodes recomputed, +%.1f%% FLOPs; "
+        "compiled in %.1f ms (%.1f ms without a budget)\n",
+        p.arena_bytes, budget, p.arena_without_remat, p.remat_strategy.c_str(), p.recomputed,
+        100 * p.recompute_flops / p.plan_flops, p.compile_ms, plain.stats().last_plan.compile_ms);
   }
   // As the README shows it (a budget in bytes):
   (void)[&] {
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
     // p.arena_without_remat, p.remat_strategy ("chen" or "greedy"), p.recomputed (nodes),
     // p.recompute_flops / p.plan_flops (the work added)
     return p.arena_bytes;
-  }();
+  }
+  ();
   return 0;
 }

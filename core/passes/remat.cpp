@@ -40,7 +40,8 @@ double node_flops(const Plan& p, const PNode& n) {
   for (int v : n.in) in.push_back(p.values[size_t(v)].type);
   for (int v : n.out) out.push_back(p.values[size_t(v)].type);
   double f = 0;
-  if (n.op && n.op->flops) f = n.op->flops(in, out, *n.attrs);
+  if (n.op && n.op->flops)
+    f = n.op->flops(in, out, *n.attrs);
   else
     for (const auto* list : {&in, &out})
       for (const TensorType& t : *list) f += elements(t);
@@ -60,9 +61,9 @@ struct Base {
   const Plan& p;
   std::vector<std::vector<int>> readers;  // per node: positions of the steps reading its outputs, sorted
   std::vector<double> flops;
-  std::vector<size_t> bytes;              // arena bytes of the node's outputs
-  std::vector<int> var_write;             // per node: the first later position writing a variable it reads
-  std::vector<int> cands;                 // recomputable nodes by position
+  std::vector<size_t> bytes;   // arena bytes of the node's outputs
+  std::vector<int> var_write;  // per node: the first later position writing a variable it reads
+  std::vector<int> cands;      // recomputable nodes by position
 
   explicit Base(const Compilation& comp);
   bool recomputable(int id) const;
@@ -72,7 +73,11 @@ struct Base {
 };
 
 Base::Base(const Compilation& comp)
-    : c(comp), p(comp.plan), readers(p.nodes.size()), flops(p.nodes.size(), 0), bytes(p.nodes.size(), 0),
+    : c(comp),
+      p(comp.plan),
+      readers(p.nodes.size()),
+      flops(p.nodes.size(), 0),
+      bytes(p.nodes.size(), 0),
       var_write(p.nodes.size(), INT_MAX) {
   for (size_t i = 0; i < p.nodes.size(); ++i) {
     const PNode& n = p.nodes[i];
@@ -116,11 +121,11 @@ struct Rewrite {
   const Compilation& c;
   Plan p;
   std::vector<char> in_set;
-  std::vector<int> split;              // per node in the set: readers at or after it read the copy
-  std::vector<int> at;                 // per node: position its copy goes before (-1: no copy)
-  std::vector<int> copy_of;            // per node: its copy's id (-1: none)
+  std::vector<int> split;                 // per node in the set: readers at or after it read the copy
+  std::vector<int> at;                    // per node: position its copy goes before (-1: no copy)
+  std::vector<int> copy_of;               // per node: its copy's id (-1: none)
   std::vector<std::vector<int>> out_map;  // per node with a copy: its outputs' copies
-  std::map<int, int> view_copy;        // view node -> its copy
+  std::map<int, int> view_copy;           // view node -> its copy
 
   Rewrite(const Base& base, const std::vector<std::pair<int, int>>& set);
   void place_copies(const std::vector<int>& nodes);
@@ -132,15 +137,22 @@ struct Rewrite {
 };
 
 Rewrite::Rewrite(const Base& base, const std::vector<std::pair<int, int>>& set)
-    : b(base), c(base.c), p(base.p), in_set(p.nodes.size(), 0), split(p.nodes.size(), INT_MAX),
-      at(p.nodes.size(), -1), copy_of(p.nodes.size(), -1), out_map(p.nodes.size()) {
+    : b(base),
+      c(base.c),
+      p(base.p),
+      in_set(p.nodes.size(), 0),
+      split(p.nodes.size(), INT_MAX),
+      at(p.nodes.size(), -1),
+      copy_of(p.nodes.size(), -1),
+      out_map(p.nodes.size()) {
   std::vector<int> nodes;
   for (auto [id, t] : set) in_set[size_t(id)] = 1, split[size_t(id)] = t, nodes.push_back(id);
   place_copies(nodes);
   std::vector<int> by_pos;
   for (int id : nodes)
     if (at[size_t(id)] >= 0) by_pos.push_back(id);
-  std::sort(by_pos.begin(), by_pos.end(), [&](int a, int c) { return b.p.nodes[size_t(a)].pos < b.p.nodes[size_t(c)].pos; });
+  std::sort(by_pos.begin(), by_pos.end(),
+            [&](int a, int c) { return b.p.nodes[size_t(a)].pos < b.p.nodes[size_t(c)].pos; });
   for (int id : by_pos) copy_node(id);
   // Late readers read the copies.
   for (int id : b.p.order)
@@ -158,7 +170,8 @@ Rewrite::Rewrite(const Base& base, const std::vector<std::pair<int, int>>& set)
 /// variables would change before they run are left out.
 void Rewrite::place_copies(const std::vector<int>& nodes) {
   std::vector<int> desc(nodes);
-  std::sort(desc.begin(), desc.end(), [&](int a, int c) { return b.p.nodes[size_t(a)].pos > b.p.nodes[size_t(c)].pos; });
+  std::sort(desc.begin(), desc.end(),
+            [&](int a, int c) { return b.p.nodes[size_t(a)].pos > b.p.nodes[size_t(c)].pos; });
   for (bool changed = true; changed;) {
     changed = false;
     std::fill(at.begin(), at.end(), -1);
@@ -290,7 +303,8 @@ void Rewrite::finish() {
   std::vector<int> order, wave;  // wave: the base position whose wave each step joins
   size_t k = 0;
   for (size_t pos = 0; pos < b.p.order.size(); ++pos) {
-    for (; k < inserted.size() && inserted[k].first.first == int(pos); ++k) order.push_back(inserted[k].second), wave.push_back(int(pos));
+    for (; k < inserted.size() && inserted[k].first.first == int(pos); ++k)
+      order.push_back(inserted[k].second), wave.push_back(int(pos));
     if (p.nodes[size_t(b.p.order[pos])].alive) order.push_back(b.p.order[pos]), wave.push_back(int(pos));
   }
   recomputed = int(inserted.size());
@@ -383,7 +397,8 @@ bool better(const Trial& a, const Trial& b, size_t budget) {  // fits cheaper, e
 Trial prune(const Base& b, Trial t, size_t budget) {
   if (!fits(t, budget)) return t;
   Set order = t.set;
-  std::sort(order.begin(), order.end(), [&](const auto& x, const auto& y) { return b.flops[size_t(x.first)] > b.flops[size_t(y.first)]; });
+  std::sort(order.begin(), order.end(),
+            [&](const auto& x, const auto& y) { return b.flops[size_t(x.first)] > b.flops[size_t(y.first)]; });
   int tries = 0;
   for (const auto& e : order) {
     if (++tries > 64) break;
@@ -398,9 +413,9 @@ Trial prune(const Base& b, Trial t, size_t budget) {
 /// At the peak, of the few candidates live across it with the fewest FLOPs per
 /// byte, recompute the one that lowers the arena most per FLOP (the first, when
 /// none lowers it yet); repeat until the plan fits, then prune.
-Trial greedy(const Base& b, size_t budget) {
+Trial greedy(const Base& b, const Trial& base, size_t budget) {
   constexpr size_t kLookahead = 6;
-  Trial t = evaluate(b, {}), best = t;
+  Trial t = base, best = base;
   std::vector<char> chosen(b.p.nodes.size(), 0);
   std::vector<std::pair<double, int>> eligible;
   for (size_t step = 0; step < b.cands.size() && !fits(t, budget); ++step) {
@@ -456,10 +471,14 @@ int activations(const Base& b, const Trial& base) {
   return n;
 }
 
+int sqrt_segments(const Base& b, const Trial& base) {
+  return std::max(1, int(std::lround(std::sqrt(double(activations(b, base))))));
+}
+
 /// Chen's rule for a budget: sqrt(n) segments, or of the segment counts that fit, the cheapest.
 Trial chen_sweep(const Base& b, const Trial& base, size_t budget) {
   const int n = activations(b, base);
-  Trial best = chen(b, base, std::max(1, int(std::lround(std::sqrt(double(n))))));
+  Trial best = chen(b, base, sqrt_segments(b, base));
   for (int k = 1; k <= n; k = std::max(k + 1, k * 5 / 4)) {
     Trial t = chen(b, base, k);
     if (better(t, best, budget)) best = std::move(t);
@@ -476,28 +495,28 @@ RematPlan to_plan(Trial t, std::string strategy) {
   return r;
 }
 
-Trial search(const Base& b, size_t budget, Remat strategy, std::string& name) {
-  const Trial base = evaluate(b, {});
-  if (fits(base, budget)) return name = "", base;
-  if (strategy == Remat::chen) {
-    name = "chen";
-    return chen(b, base, std::max(1, int(std::lround(std::sqrt(double(activations(b, base)))))));
-  }
-  if (strategy == Remat::greedy) return name = "greedy", greedy(b, budget);
-  Trial c = chen_sweep(b, base, budget), g = greedy(b, budget);
-  const bool greedy_wins = better(g, c, budget);
-  name = greedy_wins ? "greedy" : "chen";
-  return greedy_wins ? g : c;
+/// What `strategy` finds for `budget` from `base` (nothing recomputed), and its name.
+std::pair<Trial, std::string> search(const Base& b, const Trial& base, size_t budget, Remat strategy) {
+  if (fits(base, budget)) return {base, ""};
+  if (strategy == Remat::chen) return {chen(b, base, sqrt_segments(b, base)), "chen"};
+  if (strategy == Remat::greedy) return {greedy(b, base, budget), "greedy"};
+  Trial c = chen_sweep(b, base, budget), g = greedy(b, base, budget);
+  if (better(g, c, budget)) return {std::move(g), "greedy"};
+  return {std::move(c), "chen"};
 }
 
 }  // namespace
 
 std::string_view remat_name(Remat r) {
   switch (r) {
-    case Remat::off: return "off";
-    case Remat::automatic: return "auto";
-    case Remat::chen: return "chen";
-    case Remat::greedy: return "greedy";
+    case Remat::off:
+      return "off";
+    case Remat::automatic:
+      return "auto";
+    case Remat::chen:
+      return "chen";
+    case Remat::greedy:
+      return "greedy";
   }
   return "?";
 }
@@ -532,8 +551,7 @@ RematPlan remat_exact(const Compilation& c, size_t budget) {
 
 RematPlan remat_search(const Compilation& c, size_t budget, Remat strategy) {
   Base b(c);
-  std::string name;
-  Trial t = search(b, budget, strategy, name);
+  auto [t, name] = search(b, evaluate(b, {}), budget, strategy);
   return to_plan(std::move(t), name);
 }
 
@@ -541,7 +559,6 @@ void remat(Compilation& c) {
   const size_t budget = c.opt.memory_budget;
   if (!budget) return;
   Base b(c);
-  std::string name;
   const Trial base = evaluate(b, {});
   PlanStats& st = c.plan.stats;
   st.arena_without_remat = base.arena;
@@ -549,10 +566,10 @@ void remat(Compilation& c) {
   if (fits(base, budget)) return;
   LOOM_CHECK(c.opt.remat != Remat::off, "the plan's arena of ", base.arena, " bytes exceeds memory_budget (", budget,
              " bytes); set remat = Remat::automatic to recompute activations instead of keeping them");
-  Trial t = search(b, budget, c.opt.remat, name);
+  auto [t, name] = search(b, base, budget, c.opt.remat);
   LOOM_CHECK(fits(t, budget), "memory_budget of ", budget, " bytes cannot be met: the smallest arena reached by ",
-             remat_name(c.opt.remat), " recomputation is ", std::min(t.arena, base.arena), " bytes (",
-             base.arena, " without)");
+             remat_name(c.opt.remat), " recomputation is ", std::min(t.arena, base.arena), " bytes (", base.arena,
+             " without)");
   Rewrite rw(b, t.set);
   c.plan = std::move(rw.p);
   st.remat_strategy = name;

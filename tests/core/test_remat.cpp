@@ -102,8 +102,15 @@ struct Scheduled {
   std::map<int, NDArray> vars;
 
   Scheduled(Graph& g, const Case& k, SessionOptions o)
-      : opt(std::move(o)), fetches(k.fetches), targets(k.targets), feeds(k.feeds),
-        req{&g, &opt, &fetches, &feeds, &targets,
+      : opt(std::move(o)),
+        fetches(k.fetches),
+        targets(k.targets),
+        feeds(k.feeds),
+        req{&g,
+            &opt,
+            &fetches,
+            &feeds,
+            &targets,
             [this, &g](int n) -> NDArray& {
               auto it = vars.find(n);
               if (it == vars.end())
@@ -173,7 +180,8 @@ TEST_SUITE("remat") {
     CHECK(flops[Remat::automatic] <= std::min(flops[Remat::chen], flops[Remat::greedy]));
     // Chen's sqrt(n) segments on 16 layers keep about 2 sqrt(16) of 16 activations: near half.
     PlanStats st;
-    check_identical(want, run_steps(g, k, {.threads = 1, .memory_budget = full * 11 / 20, .remat = Remat::automatic}, 1, &st));
+    check_identical(
+        want, run_steps(g, k, {.threads = 1, .memory_budget = full * 11 / 20, .remat = Remat::automatic}, 1, &st));
     CHECK(st.arena_bytes <= full * 11 / 20);
   }
 
@@ -221,7 +229,8 @@ TEST_SUITE("remat") {
     Session s(g, {.threads = 1, .seed = 4, .memory_budget = full * 9 / 10, .remat = Remat::automatic});
     PlanInfo info = s.plan_info(k.fetches, k.feeds);
     test::verify_plan(info);
-    CHECK(std::any_of(info.steps.begin(), info.steps.end(), [](const auto& st) { return contains(st.name, "/recompute"); }));
+    CHECK(std::any_of(info.steps.begin(), info.steps.end(),
+                      [](const auto& st) { return contains(st.name, "/recompute"); }));
     Session plain(g, {.threads = 1, .seed = 4});
     for (int run = 0; run < 3; ++run) check_identical(plain.run(k.fetches, k.feeds), s.run(k.fetches, k.feeds));
   }
