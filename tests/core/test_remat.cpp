@@ -218,6 +218,17 @@ TEST_SUITE("remat") {
     }
   }
 
+  TEST_CASE("ResNet9: convolutions and batch norm recomputed give the same bits") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 1, 28, 28}), y = g.placeholder("y", {-1}, int64);
+    nn::ResNet9 model;
+    Tensor loss = nn::cross_entropy(model(x), y);
+    Case k{{loss}, {}, {{x, rand({64, 1, 28, 28}, 8)}, {y, NDArray::zeros({64}, int64)}}};
+    for (const Tensor& t : gradients(loss, model.parameters())) k.fetches.push_back(t);
+    CHECK(sweep(g, k, {.threads = 2, .seed = 17}, {0.9}, 1) > 0);
+    CHECK(sweep(g, k, {.threads = 2, .executor = Executor::parallel, .seed = 17}, {0.9}, 1) > 0);
+  }
+
   TEST_CASE("recomputed nodes are in the plan: named, verified, random ops drawing the same numbers") {
     Graph g;
     Tensor x = g.placeholder("x", {64, 64});
