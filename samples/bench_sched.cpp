@@ -8,10 +8,11 @@
 //   mlpresnet  MLPResNet training step (784, hidden 100, 3 blocks, Adam)
 //   transformer  one nn::TransformerLayer (pre-norm), forward + backward
 //   resnet9    the course's ResNet9 training step (1x28x28 images, batch 128, Adam)
-// --memory-sweep: arena and step time of mlpresnet, transformer and resnet9 under
-// memory budgets (rematerialization), next to PyTorch with torch.utils.checkpoint.
 // Side by side, samples/bench_sched_torch.py runs the chain and the MLP step
 // in PyTorch eager in the same invocation, and the table shows loom/PyTorch.
+//
+// --memory-sweep: arena and step time of mlpresnet, transformer and resnet9 under
+// memory budgets (rematerialization), next to PyTorch with torch.utils.checkpoint.
 
 #include <algorithm>
 #include <boost/program_options.hpp>
