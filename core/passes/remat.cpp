@@ -394,14 +394,14 @@ bool better(const Trial& a, const Trial& b, size_t budget) {  // fits cheaper, e
 }
 
 /// Drops nodes from a fitting set, costliest first, while it still fits.
-Trial prune(const Base& b, Trial t, size_t budget) {
+Trial prune(const Base& b, Trial t, size_t budget, size_t max_evals) {
   if (!fits(t, budget)) return t;
   Set order = t.set;
   std::sort(order.begin(), order.end(),
             [&](const auto& x, const auto& y) { return b.flops[size_t(x.first)] > b.flops[size_t(y.first)]; });
-  int tries = 0;
+  size_t tries = 0;
   for (const auto& e : order) {
-    if (++tries > 64) break;
+    if (++tries > std::min<size_t>(64, max_evals)) break;
     Set fewer = t.set;
     std::erase(fewer, e);
     Trial u = evaluate(b, fewer);
@@ -414,11 +414,13 @@ Trial prune(const Base& b, Trial t, size_t budget) {
 /// byte, recompute the one that lowers the arena most per FLOP (the first, when
 /// none lowers it yet); repeat until the plan fits, then prune.
 Trial greedy(const Base& b, const Trial& base, size_t budget) {
-  constexpr size_t kLookahead = 6;
+  // Each measurement re-plans a copy of the plan (linear in its size): their
+  // number is bounded so that a budgeted compile stays near-linear.
+  const size_t max_evals = std::max<size_t>(60, 400000 / std::max<size_t>(b.p.nodes.size(), 1));
   Trial t = base, best = base;
   std::vector<char> chosen(b.p.nodes.size(), 0);
   std::vector<std::pair<double, int>> eligible;
-  for (size_t step = 0; step < b.cands.size() && !fits(t, budget); ++step) {
+  for (size_t evals = 0; evals < max_evals && !fits(t, budget);) {
     eligible.clear();
     for (int id : b.cands)
       if (!chosen[size_t(id)] && t.live_at_peak[size_t(id)] && b.p.nodes[size_t(id)].pos < t.peak_base &&
@@ -426,23 +428,22 @@ Trial greedy(const Base& b, const Trial& base, size_t budget) {
         eligible.push_back({b.flops[size_t(id)] / double(b.bytes[size_t(id)]), id});
     if (eligible.empty()) break;
     std::sort(eligible.begin(), eligible.end());
-    eligible.resize(std::min(eligible.size(), kLookahead));
+    eligible.resize(std::min<size_t>(eligible.size(), 6));
     Trial next;
     double rate = 0;
     for (auto [score, id] : eligible) {
       Set set = t.set;
       set.push_back({id, b.split_at(id, t.peak_base)});
       Trial u = evaluate(b, std::move(set));
+      ++evals;
       const double gain = u.arena < t.arena ? double(t.arena - u.arena) / (u.flops - t.flops + 1) : 0;
-      if (next.set.empty() || gain > rate) next = std::move(u), rate = gain, chosen[size_t(id)] = 1;
+      if (next.set.empty() || gain > rate) next = std::move(u), rate = gain;
     }
-    for (auto [score, id] : eligible) chosen[size_t(id)] = 0;
     for (const auto& [id, split] : next.set) chosen[size_t(id)] = 1;
     t = std::move(next);
     if (better(t, best, budget)) best = t;
   }
-  best = prune(b, std::move(best), budget);
-  return best;
+  return prune(b, std::move(best), budget, max_evals / 4);
 }
 
 /// Chen et al.: the activations live across the peak, in k segments; each keeps
