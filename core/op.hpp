@@ -95,6 +95,8 @@ struct OpExample {
   double grad_tolerance = 1e-5;  // scaled error allowed
 };
 using ExamplesFn = std::function<std::vector<OpExample>(uint64_t seed)>;
+/// Floating-point operations of one node (the remat pass's cost model).
+using FlopsFn = std::function<double(std::span<const TensorType> in, std::span<const TensorType> out, const Attrs&)>;
 
 struct OpDef {
   std::string name;
@@ -121,6 +123,8 @@ struct OpDef {
   std::vector<int> shape_only_inputs;  // inputs read for their shape only: they do not extend liveness
   ReferenceFn reference;
   ExamplesFn examples;
+  /// Cost for rematerialization; empty: one operation per element read or written.
+  FlopsFn flops;
   std::string doc;
 };
 

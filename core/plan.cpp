@@ -24,6 +24,7 @@ constexpr Pass kPasses[] = {
     {"order_updates", &order_updates, false},
     {"access", &access, false},
     {"schedule", &schedule, false},
+    {"remat", &remat, true},
     {"lifetimes", &lifetimes, false},
     {"inplace", &inplace, true},
     {"placement", &placement, false},

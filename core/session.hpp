@@ -26,6 +26,14 @@ enum class Executor { serial, parallel };
 enum class MemoryStrategy { best, greedy_by_size, greedy_by_time, naive };
 std::string_view strategy_name(MemoryStrategy s);
 
+/// Rematerialization (core/passes/remat.cpp): when the plan's arena exceeds
+/// SessionOptions::memory_budget, forward nodes are recomputed in the backward
+/// pass instead of keeping their outputs live. `automatic` ("auto") tries
+/// every strategy and keeps the cheapest plan that fits; `chen` (Chen et al.
+/// 2016's sqrt(n) segments) and `greedy` (cost per byte at the peak) run one.
+enum class Remat { off, automatic, chen, greedy };
+std::string_view remat_name(Remat r);
+
 struct SessionOptions {
   Device device = Device::cpu();
   /// Threads for kernels and the parallel executor; 0 = all hardware threads.
@@ -52,6 +60,11 @@ struct SessionOptions {
   /// Optional plan passes to switch off by name (core/passes/passes.hpp):
   /// cse, fold, fusion, epilogue, assign_in_place, inplace. Results stay identical.
   std::vector<std::string> disable_passes = {};
+  /// Bytes the plan's arena may take (0: no limit). Over it, a plan is
+  /// recomputed under `remat`, or compiling it fails (loom::Error naming the
+  /// smallest arena reached). Results are bit-identical with and without.
+  size_t memory_budget = 0;
+  Remat remat = Remat::off;
 };
 
 /// Feeds for one run: placeholder and value.
@@ -71,6 +84,13 @@ struct PlanStats {
   int host_copies = 0;           // nodes run on the host (no kernel on the device; inputs and outputs copied)
   int epilogues = 0;             // element-wise nodes run inside their producer's kernel (epilogue pass)
   std::vector<std::pair<std::string, double>> pass_ms;  // each pass the plan compiler ran, with its time
+  // Rematerialization (remat pass): the arena without it, the strategy kept
+  // ("" when nothing is recomputed), nodes recomputed and their cost in FLOPs
+  // over the plan's total.
+  size_t arena_without_remat = 0;
+  std::string remat_strategy;
+  int recomputed = 0;
+  double recompute_flops = 0, plan_flops = 0;
 };
 
 struct NodeTime {

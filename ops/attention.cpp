@@ -384,6 +384,10 @@ const bool registered = [] {
     d.reference = ref_attention;
     d.examples = attention_examples;
     d.doc = "softmax(q k^T scale + mask) v, fused (tiles, online softmax); outputs out and the rows' logsumexp";
+    // remat cost: Q K^T and P V, 2 FLOPs per multiply-add each
+    d.flops = [](std::span<const TensorType> in, std::span<const TensorType>, const Attrs&) {
+      return 4.0 * double(numel(in[0].shape)) * double(in[1].shape[in[1].shape.size() - 2]);
+    };
     register_op(std::move(d));
   }
   {

@@ -247,6 +247,11 @@ const bool registered = [] {
                     relu});
       return ex;
     };
+    // remat cost: 2 FLOPs per multiply-add, Cin/groups * KH * KW of them per output element
+    d.flops = [](std::span<const TensorType> in, std::span<const TensorType> out, const Attrs&) {
+      const Shape& w = in[1].shape;
+      return 2.0 * double(numel(out[0].shape)) * double(numel(w) / std::max<int64_t>(w[0], 1));
+    };
     register_op(std::move(d));
   }
   {
@@ -278,6 +283,11 @@ const bool registered = [] {
                       {0, 1}});
       return ex;
     };
+    // remat cost: 2 FLOPs per multiply-add, Cin/groups * KH * KW of them per output element
+    d.flops = [](std::span<const TensorType> in, std::span<const TensorType> out, const Attrs&) {
+      const Shape& w = in[1].shape;
+      return 2.0 * double(numel(in[0].shape)) * double(numel(w) / std::max<int64_t>(w[0], 1));
+    };
     register_op(std::move(d));
   }
   {
@@ -308,6 +318,11 @@ const bool registered = [] {
                       e.attrs,
                       {0, 1}});
       return ex;
+    };
+    // remat cost: 2 FLOPs per multiply-add, Cin/groups * KH * KW of them per output element
+    d.flops = [](std::span<const TensorType> in, std::span<const TensorType> out, const Attrs&) {
+      const Shape& w = in[2].shape;
+      return 2.0 * double(numel(in[1].shape)) * double(numel(w) / std::max<int64_t>(w[0], 1));
     };
     register_op(std::move(d));
   }

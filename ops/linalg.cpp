@@ -89,6 +89,10 @@ const bool registered = [] {
                                   {"broadcast weight", {x({2, 2, 3, 4}), x({4, 3})}, {}},
                                   {"broadcast batch", {x({3, 4}), x({2, 4, 2})}, {}}};
   };
+  // remat cost: 2 FLOPs per multiply-add, K of them per output element
+  d.flops = [](std::span<const TensorType> in, std::span<const TensorType> out, const Attrs&) {
+    return 2.0 * double(numel(out[0].shape)) * double(in[0].shape.back());
+  };
   register_op(std::move(d));
   return true;
 }();

@@ -14,6 +14,9 @@
 //              step t + 1 are independent (the wavefront the parallel executor can use)
 // Side by side, samples/bench_sched_torch.py runs the chain and the MLP step
 // in PyTorch eager in the same invocation, and the table shows loom/PyTorch.
+//
+// --memory-sweep: arena and step time of mlpresnet, transformer and resnet9 under
+// memory budgets (rematerialization), next to PyTorch with torch.utils.checkpoint.
 
 #include <algorithm>
 #include <boost/program_options.hpp>
@@ -365,6 +368,211 @@ double fit_exponent(const std::vector<std::pair<double, double>>& pts) {
 
 void write_atomically(const fs::path& path, const std::string& text) { io::write_file_atomically(path.string(), text); }
 
+
+// ---------------------------------------------------------------- memory sweep (--memory-sweep)
+// Budgets from the arena without recomputation down to the smallest the remat
+// pass reaches: arena and step time per budget, next to Chen's rule alone and
+// to PyTorch with torch.utils.checkpoint on every block.
+
+struct SweepPoint {
+  std::string family;
+  double budget_fraction = 0;
+  size_t arena = 0;
+  double step_us = 0;
+  std::string strategy;  // auto's choice ("none": nothing recomputed), or "chen-sqrt" for Chen's rule alone
+  int recomputed = 0;
+  double recompute_flops = 0, plan_flops = 0;
+};
+
+/// One plan under `budget` (0: none) timed; false when the budget cannot be met.
+bool sweep_point(Family& f, size_t budget, Remat remat, double min_seconds, int min_reps, SweepPoint& pt) {
+  Session s(*f.g, {.threads = 1, .fusion = f.fusion, .memory_budget = budget, .remat = remat});
+  s.initialize();
+  try {
+    s.plan_info(f.fetches, f.feeds, f.targets);
+  } catch (const Error& e) {
+    if (std::string(e.what()).find("cannot be met") == std::string::npos) throw;
+    return false;
+  }
+  const double sec = time_runs(s, f, min_seconds, min_reps);
+  const PlanStats p = s.stats().last_plan;
+  pt.family = f.name;
+  pt.arena = p.arena_bytes;
+  pt.step_us = sec * 1e6;
+  pt.strategy = p.remat_strategy.empty() ? "none" : p.remat_strategy;
+  pt.recomputed = p.recomputed;
+  pt.recompute_flops = p.recompute_flops;
+  pt.plan_flops = p.plan_flops;
+  return true;
+}
+
+/// The sweep of one family: `fractions` of the full arena, then bisection
+/// towards the smallest budget met; Chen's rule alone as the last point.
+std::vector<SweepPoint> memory_sweep(Family& f, const std::vector<double>& fractions, double min_seconds,
+                                     int min_reps) {
+  std::vector<SweepPoint> pts;
+  SweepPoint full;
+  sweep_point(f, 0, Remat::off, min_seconds, min_reps, full);
+  full.budget_fraction = 1;
+  pts.push_back(full);
+  double ok = 1, bad = 0;
+  for (double fr : fractions) {
+    if (fr >= 1) continue;
+    std::fprintf(stderr, "    %s: budget %.3f of %s\n", f.label.c_str(), fr, fmt_bytes(full.arena).c_str());
+    SweepPoint pt;
+    if (!sweep_point(f, size_t(fr * double(full.arena)), Remat::automatic, min_seconds, min_reps, pt)) {
+      bad = fr;
+      break;
+    }
+    pt.budget_fraction = fr;
+    pts.push_back(pt);
+    ok = fr;
+  }
+  for (int i = 0; i < 4 && bad > 0; ++i) {  // towards the smallest budget met
+    const double mid = (ok + bad) / 2;
+    SweepPoint pt;
+    if (!sweep_point(f, size_t(mid * double(full.arena)), Remat::automatic, min_seconds, min_reps, pt)) {
+      bad = mid;
+      continue;
+    }
+    pt.budget_fraction = mid;
+    pts.push_back(pt);
+    ok = mid;
+  }
+  SweepPoint chen;  // Chen's rule alone: sqrt(n) segments, whatever the budget
+  if (sweep_point(f, full.arena - 1, Remat::chen, min_seconds, min_reps, chen)) {
+    chen.budget_fraction = double(chen.arena) / double(full.arena);
+    chen.strategy = "chen-sqrt";
+    pts.push_back(chen);
+  }
+  return pts;
+}
+
+/// Step time of the sweep's point with the smallest arena at most `bytes` (NAN if none).
+double step_within(const std::vector<SweepPoint>& pts, const std::string& family, double bytes, size_t* arena) {
+  double best = NAN;
+  for (const SweepPoint& p : pts)
+    if (p.family == family && p.strategy != "chen-sqrt" && double(p.arena) <= bytes && !(p.step_us >= best))
+      best = p.step_us, *arena = p.arena;
+  return best;
+}
+
+int run_memory_sweep(const std::set<std::string>& fams, const std::vector<double>& fractions, double min_seconds,
+                     int min_reps, bool json, bool torch_side, const std::string& plot_dir, const char* argv0) {
+  std::vector<SweepPoint> pts;
+  for (std::string name : {"mlpresnet", "transformer", "resnet9"}) {
+    if (!fams.count(name)) continue;
+    Family f = name == "mlpresnet" ? mlpresnet() : name == "transformer" ? transformer() : resnet9();
+    std::fprintf(stderr, "  memory sweep of %s ...\n", f.label.c_str());
+    for (SweepPoint& p : memory_sweep(f, fractions, min_seconds, min_reps)) pts.push_back(std::move(p));
+  }
+  std::map<std::string, double> torch;
+  if (torch_side) {
+    fs::path script = fs::path(argv0).parent_path() / "bench_sched_torch.py";
+    if (!fs::exists(script)) script = fs::path(LOOM_SAMPLES_DIR) / "bench_sched_torch.py";
+    std::ostringstream cmd;
+    cmd << samples::peer_python() << " '" << script.string() << "' --min-seconds " << min_seconds << " --checkpoint";
+    for (const std::string& fam : fams) cmd << ' ' << fam;
+    cmd << " 2>&1";
+    std::fprintf(stderr, "  measuring PyTorch with torch.utils.checkpoint ...\n");
+    if (FILE* p = popen(cmd.str().c_str(), "r")) {
+      char line[512];
+      while (std::fgets(line, sizeof line, p)) {
+        std::istringstream is(line);
+        std::string key;
+        double v;
+        if (is >> key >> v && key.rfind("torch.", 0) == 0) torch[key] = v;
+        else std::fprintf(stderr, "bench_sched_torch: %s", line);
+      }
+      pclose(p);
+    }
+  }
+  if (json) {
+    nlohmann::json doc = {{"points", nlohmann::json::array()}, {"torch", torch}};
+    for (const SweepPoint& p : pts)
+      doc["points"].push_back({{"family", p.family}, {"budget_fraction", p.budget_fraction}, {"arena", p.arena},
+                               {"step_us", p.step_us}, {"strategy", p.strategy}, {"recomputed", p.recomputed},
+                               {"recompute_flops", p.recompute_flops}, {"plan_flops", p.plan_flops}});
+    std::printf("%s\n", doc.dump(2).c_str());
+  } else {
+    std::printf("\nmemory sweep: serial executor, 1 thread; step times are medians; remat = auto unless noted\n\n");
+    std::printf("%-12s %8s %10s %8s %10s %8s %10s %9s %s\n", "family", "budget", "arena", "arena/0", "step us",
+                "x step0", "recomputed", "+flops", "strategy");
+    std::map<std::string, SweepPoint> full;
+    for (const SweepPoint& p : pts)
+      if (!full.count(p.family)) full[p.family] = p;
+    for (const SweepPoint& p : pts) {
+      const SweepPoint& z = full[p.family];
+      std::printf("%-12s %8.3f %10s %8.3f %10.1f %8.3f %10d %8.1f%% %s\n", p.family.c_str(), p.budget_fraction,
+                  fmt_bytes(p.arena).c_str(), double(p.arena) / double(z.arena), p.step_us, p.step_us / z.step_us,
+                  p.recomputed, p.plan_flops > 0 ? 100 * p.recompute_flops / p.plan_flops : 0.0, p.strategy.c_str());
+    }
+    std::printf("\n  arena/0, x step0: over the plan without recomputation; +flops: FLOPs recomputed over the plan's.\n");
+    std::printf("\ngoal: at 1/3 of the arena, step <= 1.25x the step without recomputation\n");
+    for (const auto& [fam, z] : full) {
+      size_t arena = 0;
+      const double t = step_within(pts, fam, double(z.arena) / 3, &arena);
+      if (std::isnan(t)) std::printf("  %-12s 1/3 of the arena not reached\n", fam.c_str());
+      else std::printf("  %-12s arena %s (%.3f): %.3fx\n", fam.c_str(), fmt_bytes(arena).c_str(),
+                       double(arena) / double(z.arena), t / z.step_us);
+    }
+    if (!torch.empty()) {
+      std::printf("\nside by side with PyTorch (torch.utils.checkpoint on every block; memory: peak heap bytes of a\n"
+                  "step, above the bytes in use before it; loom: the arena, at the same fraction of its own)\n");
+      for (const auto& [fam, z] : full) {
+        const std::string k = "torch." + fam;
+        if (!torch.count(k + ".ckpt.ms_per_step")) continue;
+        const double frac = torch[k + ".ckpt.peak_bytes"] / std::max(1.0, torch[k + ".peak_bytes"]);
+        const double tt = torch[k + ".ckpt.ms_per_step"] * 1e3;
+        size_t arena = 0;
+        const double lt = step_within(pts, fam, frac * double(z.arena), &arena);
+        std::printf("  %-12s PyTorch: %.0f us, %.2fx its own, memory %.3f of its own; loom at <= %.3f: %s",
+                    fam.c_str(), tt, tt / (torch[k + ".ms_per_step"] * 1e3), frac, frac,
+                    std::isnan(lt) ? "not reached\n" : "");
+        if (!std::isnan(lt))
+          std::printf("%.0f us, %.2fx its own; loom/PyTorch %.3f\n", lt, lt / z.step_us, lt / tt);
+      }
+    }
+  }
+  if (!plot_dir.empty()) {
+    const fs::path dir(plot_dir);
+    fs::create_directories(dir);
+    std::ostringstream csv, gp;
+    csv << "family,budget_fraction,arena,arena_fraction,step_us,step_ratio,strategy\n";
+    std::map<std::string, SweepPoint> full;
+    for (const SweepPoint& p : pts)
+      if (!full.count(p.family)) full[p.family] = p;
+    for (const SweepPoint& p : pts)
+      csv << p.family << ',' << p.budget_fraction << ',' << p.arena << ','
+          << double(p.arena) / double(full[p.family].arena) << ',' << p.step_us << ','
+          << p.step_us / full[p.family].step_us << ',' << p.strategy << "\n";
+    write_atomically(dir / "memory_sweep.csv", csv.str());
+    gp << "set datafile separator ','\nset terminal pngcairo size 900,560 noenhanced\nset key top right\nset grid\n"
+       << "set output 'memory_sweep.png'\nset title 'step time against arena (remat = auto; Chen: sqrt(n) rule alone)'\n"
+       << "set xlabel 'arena / arena without recomputation'\nset ylabel 'step time / step without recomputation'\n"
+       << "set xrange [0:1.05]\nset yrange [0.8:*]\n"
+       << "plot for [f in 'mlpresnet transformer resnet9'] 'memory_sweep.csv' every ::1 using "
+       << "(strcol(1) eq f && strcol(7) ne 'chen-sqrt' ? $4 : 1/0):6 with linespoints title f, "
+       << "for [f in 'mlpresnet transformer resnet9'] 'memory_sweep.csv' every ::1 using "
+       << "(strcol(1) eq f && strcol(7) eq 'chen-sqrt' ? $4 : 1/0):6 with points pointsize 2 title f.' (Chen)'";
+    for (const auto& [fam, z] : full) {
+      const std::string k = "torch." + fam;
+      if (!torch.count(k + ".ckpt.ms_per_step")) continue;
+      gp << ", '+' using (" << torch[k + ".ckpt.peak_bytes"] / std::max(1.0, torch[k + ".peak_bytes"]) << "):("
+         << torch[k + ".ckpt.ms_per_step"] / torch[k + ".ms_per_step"] << ") every ::0::0 with points pointsize 2 title '"
+         << fam << " (PyTorch checkpoint)'";
+    }
+    gp << "\n";
+    write_atomically(dir / "memory_sweep.gp", gp.str());
+    const std::string cmd = "cd '" + dir.string() + "' && gnuplot memory_sweep.gp";
+    if (std::system(cmd.c_str()) != 0)
+      std::fprintf(stderr, "bench_sched: gnuplot failed (install gnuplot-nox); memory_sweep.csv is in %s\n", dir.c_str());
+    else if (!json)
+      std::printf("\nplot written to %s/memory_sweep.png\n", dir.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -375,6 +583,7 @@ int main(int argc, char** argv) {
   int min_reps = 5;
   uint64_t seed = 1;
   std::string csv_dir, plot_dir;
+  std::vector<double> fractions{0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 1.0 / 3, 0.3, 0.25, 0.2, 0.15, 0.1};
   po::options_description desc("bench_sched: executors, memory plans and plan compile time on graph families");
   desc.add_options()("help,h", "show this help")(
       "families", po::value(&families_arg)->default_value(families_arg), "comma list of families to run")(
@@ -386,7 +595,10 @@ int main(int argc, char** argv) {
       "seed", po::value(&seed)->default_value(seed), "seed of the random DAGs")(
       "json", "print one JSON document instead of the table")("csv", po::value(&csv_dir), "write CSV files into DIR")(
       "plot", po::value(&plot_dir), "write CSV files and PNG plots (gnuplot) into DIR")(
-      "no-torch", "skip the PyTorch side-by-side runs");
+      "no-torch", "skip the PyTorch side-by-side runs")(
+      "memory-sweep", "rematerialization: arena and step time for budgets from the full arena down to the smallest "
+                      "reachable (families mlpresnet, transformer, resnet9)")(
+      "fractions", po::value(&fractions)->multitoken(), "memory sweep: budget fractions (default 0.9 0.8 ... 0.1)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -416,6 +628,16 @@ int main(int argc, char** argv) {
       std::cerr << "bench_sched: unknown family '" << f << "'\n";
       return 2;
     }
+
+  if (vm.count("memory-sweep")) {
+    if (vm["families"].defaulted()) fams = {"mlpresnet", "transformer", "resnet9"};
+    try {
+      return run_memory_sweep(fams, fractions, min_seconds, min_reps, json, !vm.count("no-torch"), plot_dir, argv[0]);
+    } catch (const Error& e) {
+      std::cerr << "bench_sched: " << e.what() << "\n";
+      return 1;
+    }
+  }
 
   std::vector<Result> results;
   auto run = [&](Family f) {

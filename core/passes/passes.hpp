@@ -15,6 +15,7 @@
 //   order_updates    variable reads before their updates; updates last (atomic updates)
 //   access           which steps write and read each storage
 //   schedule         a topological order (memory-greedy, or by waves for the parallel executor)
+//   remat*           over SessionOptions::memory_budget: forward nodes recomputed before their late readers
 //   lifetimes        first write and last read of each storage; the plan's statistics
 //   inplace*         element-wise outputs take over inputs that die at their node
 //   placement        arena offsets: a pure function of the lifetimes; the lower bound
@@ -70,6 +71,7 @@ void assign_in_place(Compilation& c);
 void order_updates(Compilation& c);
 void access(Compilation& c);
 void schedule(Compilation& c);
+void remat(Compilation& c);
 void lifetimes(Compilation& c);
 void inplace(Compilation& c);
 void placement(Compilation& c);
@@ -93,7 +95,30 @@ Placement place(std::span<const Lifetime> items, MemoryStrategy strategy);
 /// The most bytes live at once: no placement of these lifetimes is smaller.
 size_t lower_bound(std::span<const Lifetime> items);
 
+// ---- rematerialization (core/passes/remat.cpp)
+
+/// A set of nodes to recompute and what it gives.
+struct RematPlan {
+  std::vector<int> nodes;  // plan node ids recomputed
+  size_t arena = 0;        // the arena of the plan with them recomputed
+  double flops = 0;        // operations added to a run
+  std::string strategy;
+};
+/// The nodes that may be recomputed in the scheduled plan of `c` (after schedule).
+std::vector<int> remat_candidates(const Compilation& c);
+/// The arena and added cost of recomputing `nodes` in c's scheduled plan.
+RematPlan remat_evaluate(const Compilation& c, std::vector<int> nodes);
+/// Every subset of the candidates before the peak (at most 20): the cheapest plan within
+/// `budget`, else the one with the smallest arena. The tests' oracle.
+RematPlan remat_exact(const Compilation& c, size_t budget);
+/// One strategy (chen, greedy, or automatic: the cheaper that fits) for `budget`.
+RematPlan remat_search(const Compilation& c, size_t budget, Remat strategy);
+
 // ---- shared by the passes
+
+/// Sets Plan::order, PNode::pos and Plan::deps (data and control edges) for
+/// an order of the executable nodes.
+void set_order(Plan& p, std::vector<int> order);
 
 /// The alive nodes in a topological order of their data and control edges
 /// (ties broken by node id; reads for the shape only are no edges). Fusion

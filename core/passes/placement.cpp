@@ -235,6 +235,7 @@ void placement(Compilation& c) {
     if (r.arena < best.arena) best = std::move(r), p.stats.memory_strategy = std::string(strategy_name(s));
   }
   p.stats.arena_bytes = best.arena;
+  if (!p.stats.arena_without_remat) p.stats.arena_without_remat = best.arena;  // the remat pass sets it first
   for (size_t i = 0; i < items.size(); ++i) p.storages[size_t(storage_of[i])].offset = best.offsets[i];
 }
 

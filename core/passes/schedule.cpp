@@ -135,8 +135,7 @@ void schedule(Compilation& c) {
     std::vector<int> greedy = memory_greedy(p, exec, preds, succs);
     p.order = peak_for(p, greedy) < peak_for(p, program) ? std::move(greedy) : std::move(program);
   }
-  for (PNode& n : p.nodes) n.pos = -1;
-  for (size_t i = 0; i < p.order.size(); ++i) p.nodes[size_t(p.order[i])].pos = int(i);
+  set_order(p, std::move(p.order));
   // Waves: runs of positions with the same (post, level); the parallel executor runs each together.
   p.wave_end.clear();
   if (parallel) {
@@ -148,9 +147,16 @@ void schedule(Compilation& c) {
       p.wave_end[i] = same ? p.wave_end[i + 1] : int(i);
     }
   }
+}
+
+void set_order(Plan& p, std::vector<int> order) {
+  DepResolver res(p);
+  p.order = std::move(order);
+  for (PNode& n : p.nodes) n.pos = -1;
+  for (size_t i = 0; i < p.order.size(); ++i) p.nodes[size_t(p.order[i])].pos = int(i);
   p.deps.assign(p.order.size(), {});
   for (size_t i = 0; i < p.order.size(); ++i)
-    for (int d : preds[size_t(p.order[i])]) p.deps[i].push_back(p.nodes[size_t(d)].pos);
+    for (int d : res.deps_of(p.order[i])) p.deps[i].push_back(p.nodes[size_t(d)].pos);
 }
 
 }  // namespace loom

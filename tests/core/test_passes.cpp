@@ -118,13 +118,14 @@ TEST_SUITE("core/passes") {
     for (const Pass& p : plan_passes()) names.emplace_back(p.name);
     CHECK(names.front() == "prune");
     CHECK(names.back() == "bind");
-    CHECK(optional_passes() == std::vector<std::string>{"cse", "fold", "fusion", "epilogue", "assign_in_place", "inplace"});
+    CHECK(optional_passes() == std::vector<std::string>{"cse", "fold", "fusion", "epilogue", "assign_in_place", "remat",
+                                                       "inplace"});
     Graph g;
     Tensor x = g.placeholder("x", {3});
     Session bad(g, {.disable_passes = {"schedule"}});
     CHECK(contains(error_of([&] { bad.run({exp(x)}, {{x, rand({3}, 1)}}); }),
                    "disable_passes: pass 'schedule' is required (optional passes: cse, fold, fusion, epilogue, "
-                   "assign_in_place, inplace)"));
+                   "assign_in_place, remat, inplace)"));
     Session unknown(g, {.disable_passes = {"fusoin"}});
     CHECK(contains(error_of([&] { unknown.run({exp(x)}, {{x, rand({3}, 1)}}); }), "unknown pass 'fusoin'"));
     Session s(g, {.disable_passes = {"fusion"}});
