@@ -19,10 +19,10 @@ positions), with --opt adam as train_lm's default for it.
   ... --save-loom lm.safetensors   after training, write the weights under
                   loom's names and layouts (train_lm --load reads them).
 
-The state_dict maps onto loom's variables name for name (loom_state_dict):
-'.' becomes '/' and the decoder's weight is transposed (loom's Linear keeps
-[in, out]); the recurrent weights (weight_ih_l0 [4H, D], ...) and the
-embedding are stored as they are.
+The state_dict maps onto loom's variables name for name (loom_state_dict,
+loom's checkpoints use PyTorch's names), every tensor stored as it is (loom's Linear keeps
+PyTorch's [out, in] layout, the recurrent weights weight_ih_l0 [4H, D], ...,
+and the attention's in_proj_weight [3d, d] too).
 """
 
 import argparse
@@ -113,9 +113,7 @@ def loom_state_dict(model):
     out = {}
     for name, p in model.state_dict().items():
         a = p.detach().cpu().numpy()
-        if name == "decoder.weight":
-            a = a.T  # loom's Linear weight is [in, out]
-        out[name.replace(".", "/")] = np.ascontiguousarray(a)
+        out[name] = np.ascontiguousarray(a)
     return out
 
 

@@ -137,7 +137,7 @@ int run(const Args& a) {
     }
     if (!a.save.empty())
       checkpoint::save(s, a.save, saved,
-                       {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(e)}, {"format", "loom"}});
+                       {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(e)}, {"trainer", "train_lm"}});
   }
   const double test_ppl = std::exp(samples::pass(lm, LM::Mode::eval, test, a.bptt, "test split", nullptr, a.max_batches).loss);
   if (a.json)
