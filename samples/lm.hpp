@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -434,6 +435,7 @@ inline EpochResult pass(LM& lm, LM::Mode mode, const NDArray& source, int64_t bp
 struct Generated {
   std::string text;
   double seconds = 0;  // sampling and feeding back the words, after the prompt was read
+  double cpu_seconds = 0;  // the process's CPU time for that (all threads): steadier on a busy machine
   double prompt_seconds = 0;
 };
 
@@ -458,6 +460,7 @@ inline Generated generate(LM& lm, const data::Dictionary& dict, const std::strin
   auto t0 = Clock::now();
   for (int64_t id : ids) logits = lm.next_logits(id);
   auto t1 = Clock::now();
+  const std::clock_t c1 = std::clock();
   std::mt19937_64 rng(seed + 1);
   for (int64_t k = 0; k < count; ++k) {
     // softmax(logits / T), sampled.
@@ -472,7 +475,8 @@ inline Generated generate(LM& lm, const data::Dictionary& dict, const std::strin
     logits = lm.next_logits(id);  // each sampled word is fed back: one run per word
   }
   const auto t2 = Clock::now();
-  return {text, std::chrono::duration<double>(t2 - t1).count(), std::chrono::duration<double>(t1 - t0).count()};
+  return {text, std::chrono::duration<double>(t2 - t1).count(), double(std::clock() - c1) / CLOCKS_PER_SEC,
+          std::chrono::duration<double>(t1 - t0).count()};
 }
 
 /// The PTB directory to read: `data` when given, else the fortunes in

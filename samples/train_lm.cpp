@@ -151,7 +151,8 @@ int run(const Args& a) {
     const double rate = double(a.generate) / gen.seconds;
     if (a.json)
       std::cout << json{{"generated", gen.text}, {"generate_tokens", a.generate}, {"generate_seconds", gen.seconds},
-                        {"generate_tokens_per_s", rate}, {"prompt_seconds", gen.prompt_seconds}}
+                        {"generate_tokens_per_s", rate}, {"generate_tokens_per_cpu_s", double(a.generate) / gen.cpu_seconds},
+                        {"prompt_seconds", gen.prompt_seconds}}
                        .dump()
                 << std::endl;
     else
