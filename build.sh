@@ -186,13 +186,13 @@ case "$cmd" in
     release
     build/release/samples/bench_sched "$@"
     ;;
-  train-lm)
+  train-lm | train_lm)
     base_deps
     need fortunes
     release
     build/release/samples/train_lm "$@"
     ;;
-  bench-lm)
+  bench-lm | bench_lm)
     base_deps
     need fortunes
     peers

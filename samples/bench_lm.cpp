@@ -7,6 +7,7 @@
 //   bench_lm --model gru --data data/ptb
 //   bench_lm --jax                             # JAX (samples/lm_jax.py) as a third column
 //   bench_lm --quick 20                        # training speed only: 5 rounds of 20 steps each
+//   bench_lm --model transformer --quick 5     # d_model 256, 4 heads, 4 layers, seq 128, batch 32, Adam
 //
 // PyTorch runs samples/lm_torch.py (current PyTorch from the venv that
 // `./build.sh bench-lm` sets up), kept alive between epochs; it is first
@@ -36,7 +37,7 @@ namespace {
 struct Options : samples::LMConfig {
   std::string torch_threads = "1,2", python = samples::peer_python(), script, data, fortunes = data::kFortunesDir,
               corpus_dir;
-  int64_t epochs = 3, calibrate = 30, min_count = 3, quick = 0;
+  int64_t epochs = 3, calibrate = 30, min_count = 3, quick = 0, seq_len = 0;
   int jax_threads = 0;
   double anneal = 4.0;
   bool json = false, jax = false;
@@ -75,7 +76,9 @@ int run(const Options& o) {
                                     std::to_string(o.batch), "--eval-batch", std::to_string(o.eval_batch), "--lr",
                                     std::to_string(o.lr), "--clip", std::to_string(o.clip), "--dropout",
                                     std::to_string(o.dropout), "--anneal", std::to_string(o.anneal), "--threads",
-                                    std::to_string(t), "--seed", std::to_string(o.seed)};
+                                    std::to_string(t), "--seed", std::to_string(o.seed), "--opt", o.opt, "--heads",
+                                    std::to_string(o.heads), "--d-model", std::to_string(o.d_model), "--ffn",
+                                    std::to_string(o.ffn)};
   };
   // PyTorch's best thread count on this machine, from a short timed run of each.
   const std::vector<int> counts = parse_counts(o.torch_threads);
@@ -97,9 +100,13 @@ int run(const Options& o) {
   if (o.jax) jax = std::make_unique<samples::Peer>(peer_args(jax_threads, samples::find_script("", "lm_jax.py")), "JAX");
   LM lm(o, V);
   Session& s = lm.session();
-  info << o.model << " " << o.layers << "x" << o.hidden << " (embed " << o.embed << ", vocabulary " << V << "), bptt "
-       << o.bptt << ", batch " << o.batch << ", sgd lr " << o.lr << " clip " << o.clip << ", dropout " << o.dropout
-       << "; loom " << s.options().threads << " threads, PyTorch " << best_t << "\n";
+  if (lm.transformer())
+    info << "transformer " << o.layers << " layers, d_model " << o.d_model << ", " << o.heads << " heads, ffn " << o.ffn
+         << " (vocabulary " << V << "), seq-len ";
+  else
+    info << o.model << " " << o.layers << "x" << o.hidden << " (embed " << o.embed << ", vocabulary " << V << "), bptt ";
+  info << o.bptt << ", batch " << o.batch << ", " << o.opt << " lr " << o.lr << " clip " << o.clip << ", dropout "
+       << o.dropout << "; loom " << s.options().threads << " threads, PyTorch " << best_t << "\n";
 
   if (o.quick > 0) {
     // Training speed only: rounds of --quick steps from the start of the data, alternating.
@@ -231,15 +238,20 @@ int main(int argc, char** argv) {
   // clang-format off
   desc.add_options()
     ("help,h", "show this help")
-    ("model", po::value(&o.model)->default_value(o.model), "rnn | lstm | gru")
-    ("layers", po::value(&o.layers)->default_value(o.layers), "recurrent layers")
+    ("model", po::value(&o.model)->default_value(o.model), "rnn | lstm | gru | transformer")
+    ("layers", po::value(&o.layers)->default_value(o.layers), "recurrent or Transformer layers (transformer default: 4)")
+    ("heads", po::value(&o.heads)->default_value(o.heads), "transformer: attention heads")
+    ("d-model", po::value(&o.d_model)->default_value(o.d_model), "transformer: model width")
+    ("ffn", po::value(&o.ffn)->default_value(o.ffn), "transformer: feed-forward width")
+    ("seq-len", po::value(&o.seq_len), "transformer: sequence length (the --bptt; default 128)")
+    ("opt", po::value(&o.opt), "sgd | adam (default: sgd; adam for the transformer)")
     ("embed", po::value(&o.embed)->default_value(o.embed), "embedding size")
     ("hidden", po::value(&o.hidden)->default_value(o.hidden), "hidden size")
     ("bptt", po::value(&o.bptt)->default_value(o.bptt), "sequence length")
-    ("batch", po::value(&o.batch)->default_value(o.batch), "training batch size")
+    ("batch", po::value(&o.batch)->default_value(o.batch), "training batch size (transformer default: 32)")
     ("eval-batch", po::value(&o.eval_batch)->default_value(o.eval_batch), "batch size for validation and test")
     ("epochs", po::value(&o.epochs)->default_value(o.epochs), "epochs (alternating loom and PyTorch)")
-    ("lr", po::value(&o.lr)->default_value(o.lr), "SGD learning rate")
+    ("lr", po::value(&o.lr), "learning rate (default: 20 for sgd, 1e-3 for adam)")
     ("clip", po::value(&o.clip)->default_value(o.clip), "gradient clipping (global norm)")
     ("dropout", po::value(&o.dropout)->default_value(o.dropout), "dropout")
     ("anneal", po::value(&o.anneal)->default_value(o.anneal), "divide the rate by this when validation does not improve")
@@ -269,6 +281,18 @@ int main(int argc, char** argv) {
       return 0;
     }
     po::notify(vm);
+    auto given = [&](const char* name) { return vm.count(name) && !vm[name].defaulted(); };
+    if (o.model == "transformer") {
+      if (!given("layers")) o.layers = 4;
+      if (given("seq-len")) o.bptt = o.seq_len;
+      else if (!given("bptt")) o.bptt = 128;
+      if (!given("batch")) o.batch = 32;
+      if (!given("opt")) o.opt = "adam";
+      if (o.heads <= 0 || o.d_model <= 0 || o.ffn <= 0 || o.d_model % o.heads)
+        throw po::error("--heads, --d-model and --ffn must be positive, and --heads must divide --d-model");
+    }
+    if (o.opt != "sgd" && o.opt != "adam") throw po::error("--opt must be sgd or adam");
+    if (!given("lr")) o.lr = o.opt == "adam" ? 1e-3 : 20.0;
     if (o.epochs <= 0 || o.calibrate <= 0 || o.threads < 0 || o.batch <= 0 || o.bptt <= 0)
       throw po::error("--epochs, --calibrate, --batch and --bptt must be positive, --threads >= 0");
     if (o.carry != "variable" && o.carry != "feed") throw po::error("--carry must be variable or feed");

@@ -8,6 +8,8 @@ step does forward, backward, global-norm clipping and the SGD update, like
 loom's one Session::run. Same corpus reader, batchify/get_batch, state carried
 across batches (no gradient into the previous batch) and reset each epoch,
 learning-rate annealing and initialization scheme as lm_torch.py.
+--model transformer: lm_torch.py's TransformerModel (pre-norm, causal,
+learned positions, dropout on the attention weights too), with Adam.
 
   python samples/lm_jax.py --data ~/.cache/loom/fortunes-ptb --epochs 1 --threads 1
   ... --serve     the line protocol of lm_torch.py ("epoch", "steps N", "test", "quit")
@@ -24,7 +26,11 @@ import time
 def parse():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--model", default="lstm", choices=["rnn", "lstm", "gru"])
+    ap.add_argument("--model", default="lstm", choices=["rnn", "lstm", "gru", "transformer"])
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--ffn", type=int, default=1024)
+    ap.add_argument("--opt", default="sgd", choices=["sgd", "adam"])
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--embed", type=int, default=200)
     ap.add_argument("--hidden", type=int, default=200)
@@ -59,7 +65,52 @@ from lm_corpus import Corpus  # noqa: E402  (the same reader as lm_torch.py)
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
+def init_transformer(key, vocab):
+    d, f, L = a.d_model, a.ffn, a.layers
+    keys = iter(jax.random.split(key, 3 + 6 * L))
+    u = lambda k, shape, b: jax.random.uniform(k, shape, jnp.float32, -b, b)  # noqa: E731
+    ones, zeros = (lambda n: jnp.ones((n,), jnp.float32)), (lambda n: jnp.zeros((n,), jnp.float32))  # noqa: E731
+    p = {"encoder": u(next(keys), (vocab, d), 0.1), "pos": jax.random.normal(next(keys), (a.bptt, d), jnp.float32),
+         "decoder_w": u(next(keys), (d, vocab), 0.1), "decoder_b": zeros(vocab), "norm_w": ones(d), "norm_b": zeros(d),
+         "layers": []}
+    for _ in range(L):
+        p["layers"].append({
+            "in_w": u(next(keys), (3 * d, d), math.sqrt(6 / (4 * d))), "in_b": zeros(3 * d),
+            "out_w": u(next(keys), (d, d), 1 / math.sqrt(d)), "out_b": zeros(d),
+            "w1": u(next(keys), (f, d), 1 / math.sqrt(d)), "b1": u(next(keys), (f,), 1 / math.sqrt(d)),
+            "w2": u(next(keys), (d, f), 1 / math.sqrt(f)), "b2": u(next(keys), (d,), 1 / math.sqrt(f)),
+            "n1w": ones(d), "n1b": zeros(d), "n2w": ones(d), "n2b": zeros(d)})
+    return p
+
+
+def layer_norm(x, w, b):
+    mu = jnp.mean(x, -1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mu), -1, keepdims=True)
+    return (x - mu) / jnp.sqrt(var + 1e-5) * w + b
+
+
+def transformer_forward(p, x, key, train):
+    T, B = x.shape
+    d, H = a.d_model, a.heads
+    keys = iter(jax.random.split(key, 1 + 4 * a.layers))
+    y = dropout(next(keys), p["encoder"][x.T] * math.sqrt(d) + p["pos"][:T], train)  # [B, T, d]
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    for w in p["layers"]:
+        qkv = layer_norm(y, w["n1w"], w["n1b"]) @ w["in_w"].T + w["in_b"]
+        q, k, v = (z.reshape(B, T, H, d // H) for z in jnp.split(qkv, 3, axis=-1))
+        s = jnp.einsum("bthd,bshd->bhts", q, k) / math.sqrt(d // H)
+        att = dropout(next(keys), jax.nn.softmax(jnp.where(causal, s, -jnp.inf), axis=-1), train)
+        o = jnp.einsum("bhts,bshd->bthd", att, v).reshape(B, T, d) @ w["out_w"].T + w["out_b"]
+        y = y + dropout(next(keys), o, train)
+        h = dropout(next(keys), jax.nn.relu(layer_norm(y, w["n2w"], w["n2b"]) @ w["w1"].T + w["b1"]), train)
+        y = y + dropout(next(keys), h @ w["w2"].T + w["b2"], train)
+    y = layer_norm(y, p["norm_w"], p["norm_b"]).transpose(1, 0, 2)  # [T, B, d]
+    return y @ p["decoder_w"] + p["decoder_b"]
+
+
 def init_params(key, vocab):
+    if a.model == "transformer":
+        return init_transformer(key, vocab)
     G, H = GATES[a.model], a.hidden
     keys = iter(jax.random.split(key, 3 + 4 * a.layers))
     u = lambda k, shape, b: jax.random.uniform(k, shape, jnp.float32, -b, b)  # noqa: E731
@@ -106,6 +157,8 @@ def dropout(key, x, train):
 
 
 def forward(params, x, h0, c0, key, train):
+    if a.model == "transformer":
+        return transformer_forward(params, x, key, train), h0, c0
     keys = jax.random.split(key, a.layers + 2)
     y = dropout(keys[0], params["encoder"][x], train)
     hs, cs = [], []
@@ -127,13 +180,22 @@ def loss_fn(params, x, t, h0, c0, key, train):
 
 
 @jax.jit
-def train_step(params, x, t, h0, c0, key, lr):
+def train_step(params, opt, x, t, h0, c0, key, lr):
     (loss, (h, c)), g = jax.value_and_grad(loss_fn, has_aux=True)(params, x, t, h0, c0, key, True)
     leaves = jax.tree_util.tree_leaves(g)
     norm = jnp.sqrt(sum(jnp.sum(x * x) for x in leaves))
     scale = jnp.minimum(1.0, a.clip / (norm + 1e-6)) if a.clip > 0 else 1.0
-    params = jax.tree_util.tree_map(lambda p, d: p - lr * scale * d, params, g)
-    return params, loss, h, c
+    g = jax.tree_util.tree_map(lambda d: scale * d, g)
+    if a.opt == "sgd":
+        return jax.tree_util.tree_map(lambda p, d: p - lr * d, params, g), opt, loss, h, c
+    # PyTorch's Adam (betas 0.9, 0.999, eps 1e-8)
+    m, v, n = opt
+    n = n + 1
+    m = jax.tree_util.tree_map(lambda m, d: 0.9 * m + 0.1 * d, m, g)
+    v = jax.tree_util.tree_map(lambda v, d: 0.999 * v + 0.001 * d * d, v, g)
+    c1, c2 = 1 - 0.9 ** n, 1 - 0.999 ** n
+    params = jax.tree_util.tree_map(lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + 1e-8), params, m, v)
+    return params, (m, v, n), loss, h, c
 
 
 @jax.jit
@@ -153,7 +215,10 @@ def main():
     train, valid, test = batchify(corpus.train, a.batch), batchify(corpus.valid, a.eval_batch), batchify(corpus.test, a.eval_batch)
     key = jax.random.PRNGKey(a.seed)
     key, k0 = jax.random.split(key)
-    state = {"params": init_params(k0, vocab), "key": key, "lr": a.lr, "best": math.inf, "epoch": 0}
+    params = init_params(k0, vocab)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    state = {"params": params, "opt": (zero, zero, jnp.zeros((), jnp.float32)), "key": key, "lr": a.lr,
+             "best": math.inf, "epoch": 0}
 
     def zeros(b):
         z = jnp.zeros((a.layers, b, a.hidden), jnp.float32)
@@ -169,7 +234,8 @@ def main():
             n = min(a.bptt, train.shape[0] - 1 - i)
             x, t = train[i:i + n], train[i + 1:i + 1 + n].reshape(-1)
             state["key"], k = jax.random.split(state["key"])
-            state["params"], loss, h, c = train_step(state["params"], x, t, h, c, k, state["lr"])
+            state["params"], state["opt"], loss, h, c = train_step(state["params"], state["opt"], x, t, h, c, k,
+                                                                   state["lr"])
             total += float(loss) * t.size
             tokens += t.size
             steps += 1

@@ -8,7 +8,9 @@ get_batch, the hidden state carried (detached) across batches and reset every
 epoch, SGD with gradient clipping, the learning rate divided by --anneal when
 validation perplexity does not improve, and initialization as in PyTorch's
 example (encoder and decoder weights U(-0.1, 0.1), decoder bias zero, the
-recurrent layers' own defaults).
+recurrent layers' own defaults). --model transformer trains loom's
+Transformer LM as nn.TransformerEncoder (pre-norm, causal mask, learned
+positions), with --opt adam as train_lm's default for it.
 
   python samples/lm_torch.py --data ~/.cache/loom/fortunes-ptb --epochs 2 --threads 1
   ... --serve     read commands from stdin: "epoch" trains one epoch and prints
@@ -17,10 +19,10 @@ recurrent layers' own defaults).
   ... --save-loom lm.safetensors   after training, write the weights under
                   loom's names and layouts (train_lm --load reads them).
 
-The state_dict maps onto loom's variables name for name (loom_state_dict):
-'.' becomes '/' and the decoder's weight is transposed (loom's Linear keeps
-[in, out]); the recurrent weights (weight_ih_l0 [4H, D], ...) and the
-embedding are stored as they are.
+The state_dict maps onto loom's variables name for name (loom_state_dict,
+loom's checkpoints use PyTorch's names), every tensor stored as it is (loom's Linear keeps
+PyTorch's [out, in] layout, the recurrent weights weight_ih_l0 [4H, D], ...,
+and the attention's in_proj_weight [3d, d] too).
 """
 
 import argparse
@@ -72,7 +74,37 @@ class RNNModel(nn.Module):
         return (h, h.clone()) if self.kind == "lstm" else h
 
 
+class TransformerModel(nn.Module):
+    """loom's samples::TransformerLM: embedding * sqrt(d) + learned positions, dropout, a pre-norm causal
+    nn.TransformerEncoder with a final LayerNorm, Linear decoder; sequence-first ids [T, N]."""
+
+    def __init__(self, ntoken, d, heads, ffn, nlayers, seq_len, dropout):
+        super().__init__()
+        self.encoder = nn.Embedding(ntoken, d)
+        self.pos = nn.Embedding(seq_len, d)  # N(0, 1), as loom's PositionalEmbedding
+        layer = nn.TransformerEncoderLayer(d, heads, ffn, dropout, batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, nlayers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
+        self.decoder = nn.Linear(d, ntoken)
+        self.drop = nn.Dropout(dropout)
+        self.kind, self.d = "transformer", d
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+
+    def forward(self, x, hidden=None):
+        t = x.size(0)
+        e = self.encoder(x.t()) * math.sqrt(self.d) + self.pos.weight[:t]
+        mask = nn.Transformer.generate_square_subsequent_mask(t, device=x.device)
+        h = self.transformer(self.drop(e), mask=mask, is_causal=True)
+        return self.decoder(h.transpose(0, 1)), None
+
+    def init_hidden(self, bsz, device):
+        return None
+
+
 def detach(h):
+    if h is None:
+        return None
     return tuple(x.detach() for x in h) if isinstance(h, tuple) else h.detach()
 
 
@@ -81,9 +113,7 @@ def loom_state_dict(model):
     out = {}
     for name, p in model.state_dict().items():
         a = p.detach().cpu().numpy()
-        if name == "decoder.weight":
-            a = a.T  # loom's Linear weight is [in, out]
-        out[name.replace(".", "/")] = np.ascontiguousarray(a)
+        out[name] = np.ascontiguousarray(a)
     return out
 
 
@@ -107,7 +137,11 @@ def write_safetensors(path, tensors, metadata):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="PTB-format directory")
-    ap.add_argument("--model", default="lstm", choices=["rnn", "lstm", "gru"])
+    ap.add_argument("--model", default="lstm", choices=["rnn", "lstm", "gru", "transformer"])
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--ffn", type=int, default=1024)
+    ap.add_argument("--opt", default="sgd", choices=["sgd", "adam"])
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--embed", type=int, default=200)
     ap.add_argument("--hidden", type=int, default=200)
@@ -134,8 +168,11 @@ def main():
     train = batchify(corpus.train, a.batch).to(dev)
     valid = batchify(corpus.valid, a.eval_batch).to(dev)
     test = batchify(corpus.test, a.eval_batch).to(dev)
-    model = RNNModel(a.model, vocab, a.embed, a.hidden, a.layers, a.dropout).to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=a.lr)
+    if a.model == "transformer":
+        model = TransformerModel(vocab, a.d_model, a.heads, a.ffn, a.layers, a.bptt, a.dropout).to(dev)
+    else:
+        model = RNNModel(a.model, vocab, a.embed, a.hidden, a.layers, a.dropout).to(dev)
+    opt = (torch.optim.Adam if a.opt == "adam" else torch.optim.SGD)(model.parameters(), lr=a.lr)
     state = {"lr": a.lr, "best": math.inf, "epoch": 0}
 
     def train_batches(count=None):

@@ -1,7 +1,9 @@
-// train_lm: trains a word-level language model (RNN, LSTM or GRU) with
-// truncated back-propagation through time and reports perplexity.
+// train_lm: trains a word-level language model (RNN, LSTM, GRU with
+// truncated back-propagation through time, or a causal Transformer) and
+// reports perplexity.
 //
 //   train_lm                                  # 2-layer LSTM 200/200 on the fortunes corpus, 6 epochs
+//   train_lm --model transformer              # 4 layers, d_model 256, 4 heads, seq 128, batch 32, Adam
 //   train_lm --model gru --epochs 2 --json    # one JSON object per epoch
 //   train_lm --data data/ptb                  # a PTB-format directory (train.txt, valid.txt, test.txt)
 //   train_lm --save lm.safetensors --generate 50 --prompt "the meaning of life"
@@ -48,7 +50,7 @@ using samples::LMConfig;
 
 struct Args : LMConfig {
   std::string data, fortunes = data::kFortunesDir, corpus_dir, save, load, prompt;
-  int64_t epochs = 6, min_count = 3, generate = 0, max_lines = 0, max_batches = 0;
+  int64_t epochs = 6, min_count = 3, generate = 0, max_lines = 0, max_batches = 0, seq_len = 0;
   double anneal = 4.0, temperature = 1.0;
   bool json = false;
 };
@@ -92,11 +94,17 @@ int run(const Args& a) {
     lr_factor = s.get(lm.lr_factor()).item();
     info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
   }
-  if (!a.json)
-    info << "model " << a.model << " " << a.layers << "x" << a.hidden << " (embed " << a.embed << ", "
-         << lm.model().num_parameters() << " parameters, vocabulary " << V << "), " << a.opt << " lr " << a.lr
-         << ", clip " << a.clip << ", dropout " << a.dropout << ", bptt " << a.bptt << ", batch " << a.batch << ", "
+  if (!a.json) {
+    if (lm.transformer())
+      info << "model transformer " << a.layers << " layers, d_model " << a.d_model << ", " << a.heads << " heads, ffn "
+           << a.ffn << " (";
+    else
+      info << "model " << a.model << " " << a.layers << "x" << a.hidden << " (embed " << a.embed << ", ";
+    info << lm.model().num_parameters() << " parameters, vocabulary " << V << "), " << a.opt << " lr " << a.lr
+         << ", clip " << a.clip << ", dropout " << a.dropout << (lm.transformer() ? ", seq-len " : ", bptt ") << a.bptt
+         << ", batch " << a.batch << ", "
          << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str()) << "\n";
+  }
 
   const bool tty = !a.json && ::isatty(STDOUT_FILENO);
   double best = INFINITY;
@@ -129,7 +137,7 @@ int run(const Args& a) {
     }
     if (!a.save.empty())
       checkpoint::save(s, a.save, saved,
-                       {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(e)}, {"format", "loom"}});
+                       {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(e)}, {"trainer", "train_lm"}});
   }
   const double test_ppl = std::exp(samples::pass(lm, LM::Mode::eval, test, a.bptt, "test split", nullptr, a.max_batches).loss);
   if (a.json)
@@ -139,11 +147,19 @@ int run(const Args& a) {
   if (!a.save.empty() && !a.json) info << "saved " << a.save << "\n";
 
   if (a.generate > 0) {
-    std::string text = samples::generate(lm, corpus.dictionary, a.prompt, a.generate, a.temperature, a.seed);
+    samples::Generated gen = samples::generate(lm, corpus.dictionary, a.prompt, a.generate, a.temperature, a.seed);
+    const double rate = double(a.generate) / gen.seconds;
     if (a.json)
-      std::cout << json{{"generated", text}}.dump() << std::endl;
+      std::cout << json{{"generated", gen.text}, {"generate_tokens", a.generate}, {"generate_seconds", gen.seconds},
+                        {"generate_tokens_per_s", rate}, {"generate_tokens_per_cpu_s", double(a.generate) / gen.cpu_seconds},
+                        {"prompt_seconds", gen.prompt_seconds}}
+                       .dump()
+                << std::endl;
     else
-      std::cout << "--- " << a.generate << " words sampled at temperature " << a.temperature << ":\n" << text << "\n";
+      std::cout << "--- " << a.generate << " words sampled at temperature " << a.temperature
+                << samples::fmt(" (%.1f tokens/s", rate)
+                << (lm.transformer() ? ", KV cache" : ", recurrent state") << "):\n"
+                << gen.text << "\n";
   }
   if (a.profile) {
     SessionStats st = s.stats();
@@ -173,21 +189,25 @@ int run(const Args& a) {
 int main(int argc, char** argv) {
   Args a;
   po::options_description desc(
-      "train_lm: train a word-level language model (RNN, LSTM, GRU) with loom\n\n"
+      "train_lm: train a word-level language model (RNN, LSTM, GRU, Transformer) with loom\n\n"
       "Usage: train_lm [options]\n\nOptions");
   // clang-format off
   desc.add_options()
     ("help,h", "show this help")
-    ("model", po::value(&a.model)->default_value(a.model), "rnn | lstm | gru")
-    ("layers", po::value(&a.layers)->default_value(a.layers), "recurrent layers")
+    ("model", po::value(&a.model)->default_value(a.model), "rnn | lstm | gru | transformer")
+    ("layers", po::value(&a.layers)->default_value(a.layers), "recurrent or Transformer layers (transformer default: 4)")
+    ("heads", po::value(&a.heads)->default_value(a.heads), "transformer: attention heads (must divide --d-model)")
+    ("d-model", po::value(&a.d_model)->default_value(a.d_model), "transformer: model width")
+    ("ffn", po::value(&a.ffn)->default_value(a.ffn), "transformer: feed-forward width")
+    ("seq-len", po::value(&a.seq_len), "transformer: sequence length, the positional table's size (the --bptt; default 128)")
     ("embed", po::value(&a.embed)->default_value(a.embed), "embedding size")
     ("hidden", po::value(&a.hidden)->default_value(a.hidden), "hidden size")
     ("bptt", po::value(&a.bptt)->default_value(a.bptt), "sequence length (steps unrolled in the graph)")
-    ("batch", po::value(&a.batch)->default_value(a.batch), "training batch size (columns of the text)")
+    ("batch", po::value(&a.batch)->default_value(a.batch), "training batch size (columns of the text; transformer default: 32)")
     ("eval-batch", po::value(&a.eval_batch)->default_value(a.eval_batch), "batch size for validation and test")
     ("epochs", po::value(&a.epochs)->default_value(a.epochs), "epochs to train (0: only evaluate or generate, e.g. with --load)")
     ("lr", po::value(&a.lr), "learning rate (default: 20 for sgd, 1e-3 for adam)")
-    ("opt", po::value(&a.opt)->default_value(a.opt), "sgd | adam")
+    ("opt", po::value(&a.opt), "sgd | adam (default: sgd; adam for the transformer)")
     ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
     ("dropout", po::value(&a.dropout)->default_value(a.dropout), "dropout on embeddings, between layers and on the output")
     ("anneal", po::value(&a.anneal)->default_value(a.anneal), "divide the learning rate by this when validation perplexity does not improve (1: never)")
@@ -202,7 +222,7 @@ int main(int argc, char** argv) {
     ("seed", po::value(&a.seed)->default_value(a.seed), "seed for initialization, dropout and sampling")
     ("save", po::value(&a.save), "save a checkpoint (safetensors) after every epoch")
     ("load", po::value(&a.load), "resume from a checkpoint (model, optimizer state, learning rate)")
-    ("generate", po::value(&a.generate)->default_value(a.generate), "after training, sample this many words")
+    ("generate", po::value(&a.generate)->default_value(a.generate), "after training, sample this many words (one run per word: the recurrent state, or the transformer's KV cache)")
     ("prompt", po::value(&a.prompt), "text the sample continues")
     ("temperature", po::value(&a.temperature)->default_value(a.temperature), "sampling temperature (> 0; lower is more conservative)")
     ("executor", po::value(&a.executor)->default_value(a.executor), "serial or parallel (TBB tasks: independent nodes, e.g. two layers' steps, run at once)")
@@ -219,6 +239,19 @@ int main(int argc, char** argv) {
       return 0;
     }
     po::notify(vm);
+    auto given = [&](const char* name) { return vm.count(name) && !vm[name].defaulted(); };
+    if (a.model == "transformer") {
+      if (!given("layers")) a.layers = 4;
+      if (given("seq-len")) a.bptt = a.seq_len;
+      else if (!given("bptt")) a.bptt = 128;
+      if (!given("batch")) a.batch = 32;
+      if (!given("opt")) a.opt = "adam";
+      if (a.heads <= 0 || a.d_model <= 0 || a.ffn <= 0 || a.d_model % a.heads)
+        throw po::error("--heads, --d-model and --ffn must be positive, and --heads must divide --d-model");
+    } else {
+      if (given("seq-len")) throw po::error("--seq-len is the transformer's; recurrent models take --bptt");
+      nn::parse_cell_kind(a.model);
+    }
     if (!vm.count("lr")) a.lr = a.opt == "adam" ? 1e-3 : 20.0;
     if (a.epochs < 0) throw po::error("--epochs must be >= 0");
     if (a.batch <= 0 || a.eval_batch <= 0 || a.bptt <= 0) throw po::error("--batch, --eval-batch and --bptt must be positive");
@@ -229,7 +262,6 @@ int main(int argc, char** argv) {
       throw po::error("--threads, --generate and --max-lines must be >= 0, --min-count >= 1");
     if (a.carry != "variable" && a.carry != "feed") throw po::error("--carry must be variable or feed");
     if (a.executor != "serial" && a.executor != "parallel") throw po::error("--executor must be serial or parallel");
-    nn::parse_cell_kind(a.model);
   } catch (const std::exception& e) {
     std::cerr << "train_lm: " << e.what() << "\n(see train_lm --help)\n";
     return 2;
