@@ -28,7 +28,11 @@ struct AdamArgs {
 // though the compiler cannot prove the arrays apart.
 template <class T>
 inline __attribute__((always_inline)) void adam_range(const AdamArgs<T>& a, int64_t lo, int64_t hi) {
+#if defined(__clang__)
+#pragma clang loop vectorize(assume_safety)
+#else
 #pragma GCC ivdep
+#endif
   for (int64_t i = lo; i < hi; ++i) {
     const T gi = a.g[i];
     const T mi = a.m[i] * a.b1 + gi * a.c1;
