@@ -10,6 +10,11 @@
 namespace loom::cpu {
 namespace {
 
+/// memcpy of n bytes; nothing for n = 0, where an empty tensor's pointer may be null.
+void copy_bytes(void* dst, const void* src, size_t n) {
+  if (n) std::memcpy(dst, src, n);
+}
+
 /// The group the node runs in, checked against the size its graph was built for.
 std::shared_ptr<Communicator> group_of(const KernelCall& c) {
   std::shared_ptr<Communicator> g = communicator();
@@ -40,13 +45,13 @@ void allreduce_kernel(const KernelCall& c) {
   auto g = group_of(c);
   const DType t = c.out[0].dtype();
   if (c.in.size() == 1) {
-    if (c.out[0].raw() != c.in[0].raw()) std::memcpy(c.out[0].raw(), c.in[0].raw(), c.in[0].nbytes());
+    if (c.out[0].raw() != c.in[0].raw()) copy_bytes(c.out[0].raw(), c.in[0].raw(), c.in[0].nbytes());
     g->allreduce_sum(c.out[0].raw(), size_t(c.out[0].numel()), t);
   } else {
     char* w = static_cast<char*>(c.workspace);
     size_t off = 0, count = 0;
     for (const NDArray& x : c.in) {
-      std::memcpy(w + off, x.raw(), x.nbytes());
+      copy_bytes(w + off, x.raw(), x.nbytes());
       off += x.nbytes();
       count += size_t(x.numel());
     }
@@ -54,7 +59,7 @@ void allreduce_kernel(const KernelCall& c) {
     g->allreduce_sum(w, count, t);
     off = 0;
     for (const NDArray& y : c.out) {
-      std::memcpy(y.raw(), w + off, y.nbytes());
+      copy_bytes(y.raw(), w + off, y.nbytes());
       off += y.nbytes();
     }
   }
@@ -64,13 +69,13 @@ void allreduce_kernel(const KernelCall& c) {
 
 void broadcast_kernel(const KernelCall& c) {
   auto g = group_of(c);
-  if (c.out[0].raw() != c.in[0].raw()) std::memcpy(c.out[0].raw(), c.in[0].raw(), c.in[0].nbytes());
+  if (c.out[0].raw() != c.in[0].raw()) copy_bytes(c.out[0].raw(), c.in[0].raw(), c.in[0].nbytes());
   g->broadcast(c.out[0].raw(), c.out[0].nbytes(), int(c.attrs.i("root")));
 }
 
 void reduce_to_root_kernel(const KernelCall& c) {
   auto g = group_of(c);
-  if (c.out[0].raw() != c.in[0].raw()) std::memcpy(c.out[0].raw(), c.in[0].raw(), c.in[0].nbytes());
+  if (c.out[0].raw() != c.in[0].raw()) copy_bytes(c.out[0].raw(), c.in[0].raw(), c.in[0].nbytes());
   g->allreduce_sum(c.out[0].raw(), size_t(c.out[0].numel()), c.out[0].dtype());
   if (g->rank() != c.attrs.i("root")) std::memset(c.out[0].raw(), 0, c.out[0].nbytes());
 }
@@ -83,9 +88,9 @@ size_t reduce_scatter_workspace(const WorkspaceQuery& q) { return size_t(numel(q
 void reduce_scatter_kernel(const KernelCall& c) {
   auto g = group_of(c);
   LOOM_ASSERT(c.workspace_bytes >= c.in[0].nbytes(), "reduce_scatter workspace too small");
-  std::memcpy(c.workspace, c.in[0].raw(), c.in[0].nbytes());
+  copy_bytes(c.workspace, c.in[0].raw(), c.in[0].nbytes());
   g->allreduce_sum(c.workspace, size_t(c.in[0].numel()), c.in[0].dtype());
-  std::memcpy(c.out[0].raw(), static_cast<char*>(c.workspace) + size_t(g->rank()) * c.out[0].nbytes(),
+  copy_bytes(c.out[0].raw(), static_cast<char*>(c.workspace) + size_t(g->rank()) * c.out[0].nbytes(),
               c.out[0].nbytes());
 }
 
