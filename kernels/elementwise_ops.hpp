@@ -199,8 +199,9 @@ struct Sign : Unary {
 struct Relu : Unary {
   static constexpr std::string_view name = "relu";
   using types = SignedTypes;
-  // NaN stays NaN, as PyTorch's (x > 0 ? x : 0 would hide it as 0).
-  template <class T> LOOM_HD static T f(T x) { return x <= T(0) ? T(0) : x; }
+  // NaN stays NaN, as PyTorch's. The NaN test is explicit: with -fno-trapping-math GCC may
+  // lower a plain select to maxsd, which returns 0 for NaN (seen at -O1, the sanitizer builds).
+  template <class T> LOOM_HD static T f(T x) { return x > T(0) || x != x ? x : T(0); }
 };
 struct Exp : Unary {
   static constexpr std::string_view name = "exp";
