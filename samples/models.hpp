@@ -4,6 +4,7 @@
 // ("model", "hidden", ...), as the trainer that wrote it built it. A trainer
 // with models of its own adds them to the table in sample_models().
 
+#include <charconv>
 #include <functional>
 #include <map>
 #include <memory>
@@ -39,6 +40,19 @@ inline int64_t param_int(const ModelParams& p, const std::string& key, int64_t f
   } catch (const std::exception&) {
     fail("model parameter ", key, " = '", it->second, "' is not an integer");
   }
+}
+
+/// The epochs a training checkpoint at `path` records as done (0 without the
+/// key). Untrusted text: an integer in [0, 2^40], or the file is refused.
+inline int64_t epochs_done(const ModelParams& meta, const std::string& path) {
+  auto it = meta.find("epoch");
+  if (it == meta.end()) return 0;
+  int64_t done = -1;
+  const char *b = it->second.data(), *e = b + it->second.size();
+  const auto r = std::from_chars(b, e, done);
+  if (r.ec != std::errc() || r.ptr != e || done < 0 || done > (int64_t(1) << 40))
+    fail("'", path, "': its epoch metadata '", it->second, "' is not an epoch count");
+  return done;
 }
 
 /// Channels and image side of params["dataset"] (train_cnn's; Fashion-MNIST when absent).

@@ -187,15 +187,7 @@ int run(const Args& a, samples::Distributed& dist) {
     }
     if (!a.load.empty()) {  // resume: weights, running statistics, optimizer state and the epoch count
       checkpoint::load_training(s, *model, a.load);
-      auto it = meta.find("epoch");
-      if (it != meta.end()) {
-        int64_t done = -1;  // untrusted text: an integer in range, or the file is refused
-        const char *b = it->second.data(), *e = b + it->second.size();
-        const auto r = std::from_chars(b, e, done);
-        if (r.ec != std::errc() || r.ptr != e || done < 0 || done > (int64_t(1) << 40))
-          fail("'", a.load, "': its epoch metadata '", it->second, "' is not an epoch count");
-        first_epoch = done + 1;
-      }
+      first_epoch = samples::epochs_done(meta, a.load) + 1;
       info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
     } else {  // a state_dict (loom's or PyTorch's); the optimizer starts afresh
       checkpoint::load(s, *model, a.load_weights);

@@ -137,16 +137,7 @@ int run(const Args& a, samples::Distributed& dist) {
       fail("'", path, "' holds a '", it->second, "' model, not '", a.model, "' (use --model ", it->second, ")");
     if (!a.load.empty()) {  // resume: weights, optimizer state and the epoch count
       checkpoint::load_training(s, *model, a.load);
-      it = meta.find("epoch");
-      if (it != meta.end()) {
-        // Untrusted text: an integer in range, or the file is refused.
-        int64_t done = -1;
-        const char *b = it->second.data(), *e = b + it->second.size();
-        const auto r = std::from_chars(b, e, done);
-        if (r.ec != std::errc() || r.ptr != e || done < 0 || done > (int64_t(1) << 40))
-          fail("'", a.load, "': its epoch metadata '", it->second, "' is not an epoch count");
-        first_epoch = done + 1;
-      }
+      first_epoch = samples::epochs_done(meta, a.load) + 1;
       if (a.epochs > (int64_t(1) << 40) - first_epoch) fail("--epochs ", a.epochs, " is too large");
       info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
     } else {  // weights only (from loom or PyTorch); the optimizer starts afresh
