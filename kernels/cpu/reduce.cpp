@@ -15,12 +15,15 @@
 
 #include "core/kernel.hpp"
 #include "kernels/cpu/loops.hpp"
+#include "kernels/cpu/simd.hpp"
 
 namespace loom::cpu {
 namespace {
 
+// Integer sums accumulate in uint64_t: they wrap as PyTorch's do (a signed
+// overflow would be undefined), and the result is taken modulo the type.
 template <class T>
-using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
+using Acc = std::conditional_t<std::is_floating_point_v<T>, double, uint64_t>;
 
 struct SumOp {
   template <class T> using A = Acc<T>;
@@ -135,13 +138,118 @@ std::vector<int64_t> offsets(const Groups& g, bool want_reduced, bool skip_last)
   return out;
 }
 
-/// `init` starts every accumulator: the op's identity, or a max/min's "initial" value.
+/// a = op(a, p[0, n)) and acc[j] = op(acc[j], p[j]): the reductions' inner
+/// loops, compiled for each instruction set (kernels/cpu/simd.hpp).
+template <class Op, class T, class A>
+LOOM_CPU_CLONES void fold_run(A& a, const T* p, int64_t n) {
+  Op::template run<T>(a, p, n);
+}
+template <class Op, class T, class A>
+LOOM_CPU_CLONES void fold_columns(A* acc, const T* p, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) Op::template add<T>(acc[j], p[j]);
+}
+
+// With few outputs, the reduced rows are also split into fixed chunks whose
+// partial results are merged in chunk order (deterministic for any thread count).
+constexpr int64_t kChunkElems = 1 << 16, kManyTasks = 64;
+
+/// One reduction of a compact input x into y. `init` starts every
+/// accumulator: the op's identity, or a max/min's "initial" value.
+template <class Op, class T>
+struct Reduction {
+  using A = typename Op::template A<T>;
+  const T* x;
+  T* y;
+  int64_t n_out, n_red;
+  A init;
+  Groups g;
+
+  /// Everything reduced: a chunked parallel reduction, merged in chunk order.
+  void all() const {
+    const int64_t n = n_red, chunk = kChunkElems;
+    std::vector<A> part(size_t((n + chunk - 1) / chunk), init);
+    parallel_chunks(n, chunk, [&](int64_t c, int64_t lo, int64_t hi) {
+      A a = init;
+      fold_run<Op>(a, x + lo, hi - lo);
+      part[size_t(c)] = a;
+    });
+    A a = init;
+    for (const A& p : part) Op::template merge<T>(a, p);
+    y[0] = Op::template finish<T>(a, n);
+  }
+
+  /// Innermost group reduced: contiguous runs of length `inner` per output.
+  void rows() const {
+    const std::vector<int64_t> kept_off = offsets(g, false, false);  // one per output, in output order
+    const int64_t inner = g.size.back();
+    const std::vector<int64_t> red_off = offsets(g, true, true);
+    const int64_t rows = int64_t(red_off.size());
+    const int64_t per_chunk = std::max<int64_t>(1, kChunkElems / inner);
+    const int64_t chunks = n_out >= kManyTasks ? 1 : (rows + per_chunk - 1) / per_chunk;
+    auto chunk_of = [&](int64_t o, int64_t c) {
+      A a = init;
+      for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r)
+        fold_run<Op>(a, x + kept_off[size_t(o)] + red_off[size_t(r)], inner);
+      return a;
+    };
+    if (chunks == 1) {
+      parallel_for(n_out, std::max<int64_t>(1, kGrain / std::max<int64_t>(n_red, 1)), [&](int64_t lo, int64_t hi) {
+        for (int64_t o = lo; o < hi; ++o) y[o] = Op::template finish<T>(chunk_of(o, 0), n_red);
+      });
+      return;
+    }
+    std::vector<A> part(size_t(n_out * chunks));
+    parallel_for(n_out * chunks, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t) part[size_t(t)] = chunk_of(t / chunks, t % chunks);
+    });
+    for (int64_t o = 0; o < n_out; ++o) {
+      A a = init;
+      for (int64_t c = 0; c < chunks; ++c) Op::template merge<T>(a, part[size_t(o * chunks + c)]);
+      y[o] = Op::template finish<T>(a, n_red);
+    }
+  }
+
+  /// Innermost group kept: accumulate contiguous rows of `inner` outputs, in
+  /// column blocks of at most 1024.
+  void columns() const {
+    const std::vector<int64_t> kept_off = offsets(g, false, false);
+    const int64_t inner = g.size.back(), outer = n_out / inner;
+    const std::vector<int64_t> red_off = offsets(g, true, false);
+    const int64_t rows = int64_t(red_off.size());
+    const int64_t col_block = 1024, col_blocks = (inner + col_block - 1) / col_block;
+    const int64_t width = std::min(inner, col_block), tasks = outer * col_blocks;
+    const int64_t per_chunk = std::max<int64_t>(1, kChunkElems / width);
+    const int64_t chunks = tasks >= kManyTasks ? 1 : (rows + per_chunk - 1) / per_chunk;
+    // part[(task * chunks + chunk) * width + j]: partial accumulators of one column block.
+    std::vector<A> part(size_t(tasks * chunks * width));
+    parallel_for(tasks * chunks, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t) {
+        const int64_t task = t / chunks, c = t % chunks;
+        const int64_t ob = task / col_blocks, c0 = (task % col_blocks) * col_block, c1 = std::min(inner, c0 + col_block);
+        A* acc = part.data() + t * width;
+        std::fill(acc, acc + width, init);
+        const int64_t base = kept_off[size_t(ob * inner)];
+        for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r) {
+          fold_columns<Op>(acc, x + base + red_off[size_t(r)] + c0, c1 - c0);
+        }
+      }
+    });
+    parallel_for(tasks, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t task = lo; task < hi; ++task) {
+        const int64_t ob = task / col_blocks, c0 = (task % col_blocks) * col_block, c1 = std::min(inner, c0 + col_block);
+        A* acc = part.data() + task * chunks * width;
+        for (int64_t c = 1; c < chunks; ++c)
+          for (int64_t j = 0; j < c1 - c0; ++j) Op::template merge<T>(acc[j], acc[c * width + j]);
+        for (int64_t j = 0; j < c1 - c0; ++j) y[ob * inner + c0 + j] = Op::template finish<T>(acc[j], n_red);
+      }
+    });
+  }
+};
+
 template <class Op, class T>
 void reduce_typed(const NDArray& in_any, const NDArray& out, const std::vector<bool>& mask,
                   typename Op::template A<T> init = Op::template init<T>()) {
-  using A = typename Op::template A<T>;
-  NDArray in = in_any.compact();
-  const T* x = static_cast<const T*>(in.raw());
+  const NDArray in = in_any.compact();
   T* y = static_cast<T*>(out.raw());
   const int64_t n_out = out.numel();
   if (n_out == 0) return;
@@ -150,99 +258,10 @@ void reduce_typed(const NDArray& in_any, const NDArray& out, const std::vector<b
     for (int64_t o = 0; o < n_out; ++o) y[o] = Op::template finish<T>(init, 0);
     return;
   }
-  Groups g = make_groups(in.shape(), mask);
-  bool any_kept = false;
-  for (bool r : g.reduced) any_kept |= !r;
-
-  if (!any_kept) {  // everything reduced: deterministic chunked parallel reduction
-    const int64_t n = in.numel(), chunk = 1 << 16;
-    std::vector<A> part(size_t((n + chunk - 1) / chunk), init);
-    parallel_chunks(n, chunk, [&](int64_t c, int64_t lo, int64_t hi) {
-      A a = init;
-      Op::template run<T>(a, x + lo, hi - lo);
-      part[size_t(c)] = a;
-    });
-    A a = init;
-    for (const A& p : part) Op::template merge<T>(a, p);
-    y[0] = Op::template finish<T>(a, n);
-    return;
-  }
-
-  std::vector<int64_t> kept_off = offsets(g, false, false);  // one per output, in output order
-  // With few outputs, the reduced rows are also split into fixed chunks whose
-  // partial results are merged in chunk order (deterministic for any thread count).
-  constexpr int64_t kChunkElems = 1 << 16, kManyTasks = 64;
-  if (g.reduced.back()) {
-    // Innermost group reduced: contiguous runs of length `inner` per output.
-    const int64_t inner = g.size.back();
-    std::vector<int64_t> red_off = offsets(g, true, true);
-    const int64_t rows = int64_t(red_off.size());
-    const int64_t per_chunk = std::max<int64_t>(1, kChunkElems / inner);
-    const int64_t chunks = n_out >= kManyTasks ? 1 : (rows + per_chunk - 1) / per_chunk;
-    if (chunks == 1) {
-      parallel_for(n_out, std::max<int64_t>(1, kGrain / std::max<int64_t>(n_red, 1)), [&](int64_t lo, int64_t hi) {
-        for (int64_t o = lo; o < hi; ++o) {
-          A a = init;
-          for (int64_t r : red_off) Op::template run<T>(a, x + kept_off[size_t(o)] + r, inner);
-          y[o] = Op::template finish<T>(a, n_red);
-        }
-      });
-      return;
-    }
-    std::vector<A> part(size_t(n_out * chunks));
-    parallel_for(n_out * chunks, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t t = lo; t < hi; ++t) {
-        int64_t o = t / chunks, c = t % chunks;
-        A a = init;
-        for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r)
-          Op::template run<T>(a, x + kept_off[size_t(o)] + red_off[size_t(r)], inner);
-        part[size_t(t)] = a;
-      }
-    });
-    for (int64_t o = 0; o < n_out; ++o) {
-      A a = init;
-      for (int64_t c = 0; c < chunks; ++c) Op::template merge<T>(a, part[size_t(o * chunks + c)]);
-      y[o] = Op::template finish<T>(a, n_red);
-    }
-    return;
-  }
-  // Innermost group kept: accumulate contiguous rows of `inner` outputs.
-  const int64_t inner = g.size.back();
-  const int64_t outer = n_out / inner;
-  std::vector<int64_t> red_off = offsets(g, true, false);
-  const int64_t rows = int64_t(red_off.size());
-  const int64_t col_block = 1024;
-  const int64_t col_blocks = (inner + col_block - 1) / col_block;
-  const int64_t width = std::min(inner, col_block);
-  const int64_t tasks = outer * col_blocks;
-  const int64_t per_chunk = std::max<int64_t>(1, kChunkElems / width);
-  const int64_t chunks = tasks >= kManyTasks ? 1 : (rows + per_chunk - 1) / per_chunk;
-  // part[(task * chunks + chunk) * width + j]: partial accumulators of one column block.
-  std::vector<A> part(size_t(tasks * chunks * width));
-  parallel_for(tasks * chunks, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t t = lo; t < hi; ++t) {
-      int64_t task = t / chunks, c = t % chunks;
-      int64_t ob = task / col_blocks, c0 = (task % col_blocks) * col_block;
-      int64_t c1 = std::min(inner, c0 + col_block);
-      A* acc = part.data() + t * width;
-      std::fill(acc, acc + width, init);
-      int64_t base = kept_off[size_t(ob * inner)];
-      for (int64_t r = c * per_chunk; r < std::min(rows, (c + 1) * per_chunk); ++r) {
-        const T* p = x + base + red_off[size_t(r)] + c0;
-        for (int64_t j = 0; j < c1 - c0; ++j) Op::template add<T>(acc[j], p[j]);
-      }
-    }
-  });
-  parallel_for(tasks, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t task = lo; task < hi; ++task) {
-      int64_t ob = task / col_blocks, c0 = (task % col_blocks) * col_block;
-      int64_t c1 = std::min(inner, c0 + col_block);
-      A* acc = part.data() + task * chunks * width;
-      for (int64_t c = 1; c < chunks; ++c)
-        for (int64_t j = 0; j < c1 - c0; ++j) Op::template merge<T>(acc[j], acc[c * width + j]);
-      for (int64_t j = 0; j < c1 - c0; ++j) y[ob * inner + c0 + j] = Op::template finish<T>(acc[j], n_red);
-    }
-  });
+  const Reduction<Op, T> r{static_cast<const T*>(in.raw()), y, n_out, n_red, init, make_groups(in.shape(), mask)};
+  if (n_out == 1) r.all();
+  else if (r.g.reduced.back()) r.rows();
+  else r.columns();
 }
 
 std::vector<bool> axes_mask(const NDArray& in, const Attrs& attrs) {
@@ -252,9 +271,9 @@ std::vector<bool> axes_mask(const NDArray& in, const Attrs& attrs) {
   return mask;
 }
 
-/// An "initial" attribute in T (floats to integers saturate; NaN gives 0, as casts do).
+/// v in T as casts convert: to integers saturating, NaN to 0.
 template <class T>
-T initial_as(double v) {
+T saturate_cast(double v) {
   if constexpr (std::is_integral_v<T>) {
     if (v != v) return T(0);
     if (v <= double(std::numeric_limits<T>::lowest())) return std::numeric_limits<T>::lowest();
@@ -267,7 +286,7 @@ template <class Op, class... Ts>
 void reduce_kernel(const KernelCall& c) {
   dispatch_among(TypeList<Ts...>{}, c.out[0].dtype(), [&]<class T>() {
     typename Op::template A<T> init = Op::template init<T>();
-    if (const AttrValue* v = c.attrs.find("initial")) init = initial_as<T>(std::get<double>(*v));
+    if (const AttrValue* v = c.attrs.find("initial")) init = saturate_cast<T>(std::get<double>(*v));
     reduce_typed<Op, T>(c.in[0], c.out[0], axes_mask(c.in[0], c.attrs), init);
   });
 }
@@ -319,7 +338,7 @@ void size_kernel(const KernelCall& c) {
   double n = 1;
   for (size_t d = 0; d < mask.size(); ++d)
     if (mask[d]) n *= double(c.in[0].shape()[d]);
-  dispatch_among(NumericTypes{}, c.out[0].dtype(), [&]<class T>() { *static_cast<T*>(c.out[0].raw()) = T(n); });
+  dispatch_among(NumericTypes{}, c.out[0].dtype(), [&]<class T>() { *static_cast<T*>(c.out[0].raw()) = saturate_cast<T>(n); });
 }
 
 const bool registered = [] {

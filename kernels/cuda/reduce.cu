@@ -53,8 +53,9 @@ __device__ __forceinline__ int64_t offset_in(int n, const int64_t* size, const i
 
 // ---------------------------------------------------------------- the ops
 
+// Integer sums in uint64_t: they wrap, as the CPU's and PyTorch's do.
 template <class T>
-using SumAcc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
+using SumAcc = std::conditional_t<std::is_floating_point_v<T>, double, uint64_t>;
 
 template <class T>
 struct SumOp {

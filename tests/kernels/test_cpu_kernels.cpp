@@ -117,6 +117,19 @@ TEST_SUITE("kernels/cpu") {
     CHECK(contains(error_of([&] { invoke("div", {a, NDArray::from<int32_t>({1, 0, 1})}); }), "integer division by zero"));
   }
 
+  TEST_CASE("integer sums wrap as PyTorch's do; a count too large for its integer type saturates, as casts do") {
+    // Long enough for the vectorized loop and its tail, over one and over both axes.
+    std::vector<int64_t> v(19, INT64_MAX);
+    NDArray a = NDArray::from<int64_t>(v);
+    CHECK(invoke("sum", {a}, {{"axes", std::vector<int64_t>{}}})[0].to_vector<int64_t>() == std::vector<int64_t>{INT64_MAX - 18});  // 19 * MAX mod 2^64
+    NDArray b = NDArray::from<int32_t>({INT32_MAX, 1, INT32_MIN, -1}).reshape({2, 2});
+    CHECK(invoke("sum", {b}, {{"axes", std::vector<int64_t>{1}}})[0].to_vector<int32_t>() ==
+          std::vector<int32_t>{INT32_MIN, INT32_MAX});
+    NDArray big = NDArray::zeros({300}, float32);
+    CHECK(invoke("size", {big}, {{"axes", std::vector<int64_t>{}}, {"dtype", uint8}})[0].to_vector<uint8_t>() ==
+          std::vector<uint8_t>{255});
+  }
+
   TEST_CASE("reductions over single, multiple and all axes, keepdims, strided input") {
     NDArray x = rand({37, 1031, 3}, 16);
     using V = std::vector<int64_t>;
