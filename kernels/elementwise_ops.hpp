@@ -53,19 +53,18 @@ LOOM_HD T wrap_mul(T a, T b) {
 
 // ---------------------------------------------------------------- host float32 math (vectorizable)
 
-/// y * 2^n for n in [-252, 254], scaling in two normal steps (no overflow of the scale itself).
-inline float scale_pow2(float y, int32_t n) {
-  int32_t a = n >> 1, b = n - a;
-  return y * std::bit_cast<float>((a + 127) << 23) * std::bit_cast<float>((b + 127) << 23);
-}
+/// Host float32 math, forced inline: it must compile into each instruction-set
+/// clone of the loops that call it (kernels/cpu/simd.hpp) to vectorize there.
+#define LOOM_HOST_MATH inline __attribute__((always_inline))
 
-inline float fast_exp(float x) {
-  constexpr float kHi = 88.72283f, kLo = -87.33654f;
-  float xc = x < kLo ? kLo : (x > kHi ? kHi : x);
-  xc = x != x ? 0.0f : xc;  // NaN: the result is x; converting NaN to int below would be undefined
-  float t = xc * 1.44269504088896341f;
-  int32_t n = int32_t(t + (t >= 0 ? 0.5f : -0.5f));
-  float fn = float(n);
+/// exp(x), branch-free so that loops over it vectorize at any width: Cephes'
+/// polynomial, within 2 ulp of libm up to FLT_MAX; exp(-inf) = 0,
+/// exp(+inf) = inf, NaN stays NaN.
+LOOM_HOST_MATH float fast_exp(float x) {
+  constexpr float kHi = 88.72283f, kLo = -87.33654f;  // log(FLT_MAX), log(FLT_MIN)
+  float xc = x > kLo ? x : kLo;  // NaN compares false: clamped to kLo, so the int conversion below stays defined
+  xc = xc < kHi ? xc : kHi;
+  const float fn = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest
   float r = xc - fn * 0.693359375f;
   r = r - fn * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -75,13 +74,14 @@ inline float fast_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  float y = scale_pow2(p, n);
+  const int32_t n = int32_t(fn), a = n >> 1, b = n - a;  // 2^n in two normal factors: n reaches 128
+  float y = p * std::bit_cast<float>((a + 127) << 23) * std::bit_cast<float>((b + 127) << 23);
   y = x > kHi ? std::numeric_limits<float>::infinity() : y;
   y = x < kLo ? 0.0f : y;
   return x != x ? x : y;
 }
 
-inline float fast_log(float x) {
+LOOM_HOST_MATH float fast_log(float x) {
   // Denormals are scaled into the normal range first.
   bool tiny = x < std::numeric_limits<float>::min();
   float xs = tiny ? x * 8388608.0f : x;  // 2^23
@@ -111,7 +111,7 @@ inline float fast_log(float x) {
   return (x < 0.0f || x != x) ? std::numeric_limits<float>::quiet_NaN() : r;
 }
 
-inline float fast_tanh(float x) {
+LOOM_HOST_MATH float fast_tanh(float x) {
   float a = x < 0 ? -x : x;
   // Small |x|: odd polynomial (no cancellation); large: 1 - 2 / (e^{2|x|} + 1).
   float z = x * x;
@@ -139,11 +139,11 @@ LOOM_MATH_PAIR(log1p, log1pf, log1p)
 __device__ __forceinline__ float pow(float a, float b) { return ::powf(a, b); }
 __device__ __forceinline__ double pow(double a, double b) { return ::pow(a, b); }
 #else
-inline float exp(float x) { return fast_exp(x); }
+LOOM_HOST_MATH float exp(float x) { return fast_exp(x); }
 inline double exp(double x) { return std::exp(x); }
-inline float log(float x) { return fast_log(x); }
+LOOM_HOST_MATH float log(float x) { return fast_log(x); }
 inline double log(double x) { return std::log(x); }
-inline float tanh(float x) { return fast_tanh(x); }
+LOOM_HOST_MATH float tanh(float x) { return fast_tanh(x); }
 inline double tanh(double x) { return std::tanh(x); }
 template <class T> inline T sqrt(T x) { return std::sqrt(x); }
 template <class T> inline T erf(T x) { return std::erf(x); }

@@ -21,7 +21,7 @@
 
 #include "core/kernel.hpp"
 #include "core/parallel.hpp"
-#include "kernels/cpu/clones.hpp"
+#include "kernels/cpu/simd.hpp"
 
 namespace loom::cpu {
 namespace {
@@ -61,7 +61,7 @@ void for_rows(const Rows& r, F&& f) {
 // ---- the loops (one row of columns [lo, hi) at a time; cloned per instruction set)
 
 template <class T>
-LOOM_CLONES void sum_shifted(const T* __restrict x, const T* __restrict shift, T* __restrict s1, T* __restrict s2,
+LOOM_CPU_CLONES void sum_shifted(const T* __restrict x, const T* __restrict shift, T* __restrict s1, T* __restrict s2,
                              int64_t lo, int64_t hi) {
   for (int64_t j = lo; j < hi; ++j) {
     const T d = x[j] - shift[j];
@@ -71,7 +71,7 @@ LOOM_CLONES void sum_shifted(const T* __restrict x, const T* __restrict shift, T
 }
 
 template <bool Relu, class T>
-LOOM_CLONES void normalize(const T* __restrict x, T* __restrict y, const T* __restrict m, const T* __restrict s,
+LOOM_CPU_CLONES void normalize(const T* __restrict x, T* __restrict y, const T* __restrict m, const T* __restrict s,
                            const T* __restrict b, int64_t L) {
   for (int64_t j = 0; j < L; ++j) {
     const T v = (x[j] - m[j]) * s[j] + b[j];
@@ -91,7 +91,7 @@ inline T masked(T dy, T xc, T s, T b) {
 }
 
 template <bool Relu, class T>
-LOOM_CLONES void sum_grads(const T* __restrict x, const T* __restrict dy, const T* __restrict m, const T* __restrict s,
+LOOM_CPU_CLONES void sum_grads(const T* __restrict x, const T* __restrict dy, const T* __restrict m, const T* __restrict s,
                            const T* __restrict b, T* __restrict sg, T* __restrict sgx, int64_t lo, int64_t hi) {
   for (int64_t j = lo; j < hi; ++j) {
     const T xc = x[j] - m[j];
@@ -102,7 +102,7 @@ LOOM_CLONES void sum_grads(const T* __restrict x, const T* __restrict dy, const 
 }
 
 template <bool Relu, class T>
-LOOM_CLONES void input_grad(const T* __restrict x, const T* __restrict dy, T* __restrict dx, const T* __restrict m,
+LOOM_CPU_CLONES void input_grad(const T* __restrict x, const T* __restrict dy, T* __restrict dx, const T* __restrict m,
                             const T* __restrict s, const T* __restrict b, const T* __restrict k, const T* __restrict k2,
                             const T* __restrict k0, int64_t L) {
   for (int64_t j = 0; j < L; ++j) {

@@ -79,17 +79,13 @@ void unary_typed(const KernelCall& c) {
   T* po = mptr<T>(o);
   if (x.is_compact()) {
     const T* px = cptr<T>(x);
-    parallel_for(o.numel(), kGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) po[i] = Op::f(px[i]);
-    });
+    parallel_for(o.numel(), kGrain, [&](int64_t lo, int64_t hi) { map1<Op>(po + lo, px + lo, 1, hi - lo); });
     return;
   }
   auto L = make_loop<2>({&o.layout(), &x.layout()});
   run_loop<2>(L, {static_cast<char*>(o.raw()), static_cast<char*>(x.raw())}, {sizeof(T), sizeof(T)},
               [](const std::array<char*, 2>& p, const std::array<int64_t, 2>& s, int64_t m) {
-                T* d = reinterpret_cast<T*>(p[0]);
-                const T* a = reinterpret_cast<const T*>(p[1]);
-                for (int64_t i = 0; i < m; ++i) d[i] = Op::f(a[i * s[1]]);
+                map1<Op>(reinterpret_cast<T*>(p[0]), reinterpret_cast<const T*>(p[1]), s[1], m);
               });
 }
 
@@ -110,39 +106,20 @@ void binary_typed(const KernelCall& c) {
   const T* pa = cptr<T>(a);
   const T* pb = cptr<T>(b);
   const bool ca = a.is_compact() && a.numel() == n, cb = b.is_compact() && b.numel() == n;
-  if (ca && cb) {
+  if ((ca || a.numel() == 1) && (cb || b.numel() == 1)) {  // contiguous or scalar operands
+    const int64_t sa = ca ? 1 : 0, sb = cb ? 1 : 0;
     parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) po[i] = Op::f(pa[i], pb[i]);
+      map2<Op, T, R>(po + lo, pa + lo * sa, sa, pb + lo * sb, sb, hi - lo);
     });
-  } else if (ca && b.numel() == 1) {
-    const T y = *pb;
-    parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) po[i] = Op::f(pa[i], y);
-    });
-  } else if (cb && a.numel() == 1) {
-    const T x = *pa;
-    parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) po[i] = Op::f(x, pb[i]);
-    });
-  } else {
-    auto L = make_loop<3>({&o.layout(), &a.layout(), &b.layout()});
-    run_loop<3>(L, {static_cast<char*>(o.raw()), static_cast<char*>(a.raw()), static_cast<char*>(b.raw())},
-                {sizeof(R), sizeof(T), sizeof(T)},
-                [](const std::array<char*, 3>& p, const std::array<int64_t, 3>& s, int64_t m) {
-                  R* d = reinterpret_cast<R*>(p[0]);
-                  const T* x = reinterpret_cast<const T*>(p[1]);
-                  const T* y = reinterpret_cast<const T*>(p[2]);
-                  if (s[1] == 1 && s[2] == 0) {
-                    const T yv = *y;
-                    for (int64_t i = 0; i < m; ++i) d[i] = Op::f(x[i], yv);
-                  } else if (s[1] == 0 && s[2] == 1) {
-                    const T xv = *x;
-                    for (int64_t i = 0; i < m; ++i) d[i] = Op::f(xv, y[i]);
-                  } else {
-                    for (int64_t i = 0; i < m; ++i) d[i] = Op::f(x[i * s[1]], y[i * s[2]]);
-                  }
-                });
+    return;
   }
+  auto L = make_loop<3>({&o.layout(), &a.layout(), &b.layout()});
+  run_loop<3>(L, {static_cast<char*>(o.raw()), static_cast<char*>(a.raw()), static_cast<char*>(b.raw())},
+              {sizeof(R), sizeof(T), sizeof(T)},
+              [](const std::array<char*, 3>& p, const std::array<int64_t, 3>& s, int64_t m) {
+                map2<Op, T, R>(reinterpret_cast<R*>(p[0]), reinterpret_cast<const T*>(p[1]), s[1],
+                               reinterpret_cast<const T*>(p[2]), s[2], m);
+              });
 }
 
 template <class T>

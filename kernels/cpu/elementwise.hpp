@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/cpu/simd.hpp"
 #include "kernels/elementwise_ops.hpp"
 
 namespace loom {
@@ -49,10 +50,36 @@ void where_row(T* d, const uint8_t* q, int64_t sq, const T* x, int64_t sx, const
   }
 }
 
+/// The inner loops of element-wise op Op: o[i] = f(a[i * sa]) and
+/// o[i] = f(a[i * sa], b[i * sb]), with strides 0 (broadcast) and 1 as
+/// vectorizable special cases. Every CPU path of an element-wise op, fused or
+/// not, runs these, compiled for each instruction set (kernels/cpu/simd.hpp):
+/// fused and unfused results are bitwise the same on a given CPU.
+template <class Op, class T>
+LOOM_CPU_CLONES void map1(T* o, const T* a, int64_t sa, int64_t n) {
+  if (sa == 1)
+    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i]);
+  else
+    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i * sa]);
+}
+template <class Op, class T, class R>
+LOOM_CPU_CLONES void map2(R* o, const T* a, int64_t sa, const T* b, int64_t sb, int64_t n) {
+  if (sa == 1 && sb == 1) {
+    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i], b[i]);
+  } else if (sa == 1 && sb == 0) {
+    const T y = *b;
+    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i], y);
+  } else if (sa == 0 && sb == 1) {
+    const T x = *a;
+    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(x, b[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i * sa], b[i * sb]);
+  }
+}
+
 /// The inner loop of element-wise op Op over n contiguous elements (operand
-/// and result arrays): the unfused kernels' and the fused kernel's, so fused
-/// and unfused results are bitwise the same. `in` is the operands' dtype
-/// (where: of its value operands), float32 or float64.
+/// and result arrays), as the fused kernel calls it. `in` is the operands'
+/// dtype (where: of its value operands), float32 or float64.
 using ChunkFn = void (*)(DType in, void* out, const void* const* args, int64_t n);
 template <class Op>
 void chunk(DType in, void* out, const void* const* args, int64_t n) {
@@ -63,12 +90,9 @@ void chunk(DType in, void* out, const void* const* args, int64_t n) {
                 static_cast<const T*>(args[2]), 1, n);
     } else if constexpr (Op::arity == 2) {
       using R = std::conditional_t<Op::to_bool, bool, T>;
-      R* o = static_cast<R*>(out);
-      const T* b = static_cast<const T*>(args[1]);
-      for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i], b[i]);
+      map2<Op, T, R>(static_cast<R*>(out), a, 1, static_cast<const T*>(args[1]), 1, n);
     } else {
-      T* o = static_cast<T*>(out);
-      for (int64_t i = 0; i < n; ++i) o[i] = Op::f(a[i]);
+      map1<Op, T>(static_cast<T*>(out), a, 1, n);
     }
   });
 }

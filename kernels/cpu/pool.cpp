@@ -9,7 +9,7 @@
 #include "core/kernel.hpp"
 #include "core/parallel.hpp"
 #include "kernels/conv_geometry.hpp"
-#include "kernels/cpu/clones.hpp"
+#include "kernels/cpu/simd.hpp"
 
 namespace loom::cpu {
 namespace {
@@ -99,13 +99,13 @@ inline void grad_n(const T* __restrict x0, const T* __restrict x1, const T* __re
 }
 
 template <class T>
-LOOM_CLONES void pick_block(const T* __restrict x0, const T* __restrict x1, const T* __restrict s0,
+LOOM_CPU_CLONES void pick_block(const T* __restrict x0, const T* __restrict x1, const T* __restrict s0,
                             const T* __restrict s1, T* __restrict out) {
   pick_n<kBlock>(x0, x1, s0, s1, out, kBlock);
 }
 
 template <class T>
-LOOM_CLONES void grad_block(const T* __restrict x0, const T* __restrict x1, const T* __restrict dy, T* __restrict d0,
+LOOM_CPU_CLONES void grad_block(const T* __restrict x0, const T* __restrict x1, const T* __restrict dy, T* __restrict d0,
                             T* __restrict d1) {
   grad_n<kBlock>(x0, x1, dy, d0, d1, kBlock);
 }

@@ -1,7 +1,8 @@
 // The fused LSTM cell and its backward (ops/rnn.cpp): one pass over a step's
 // gates. Rows are independent; within a row the four gate blocks are read at
 // the same column, so the inner loop over columns vectorizes (the float32
-// sigmoid and tanh are the branch-free ones of the element-wise kernels).
+// sigmoid and tanh are the branch-free ones of the element-wise kernels),
+// compiled for each instruction set (kernels/cpu/simd.hpp).
 
 #include "core/kernel.hpp"
 #include "kernels/cpu/elementwise.hpp"
@@ -12,7 +13,7 @@ namespace {
 
 // Outputs never alias inputs (the op is not in-place): __restrict lets the loops vectorize.
 template <class T, bool kTwo>
-void cell_row(const T* __restrict g1, const T* __restrict g2, const T* __restrict cp, T* __restrict h, T* __restrict c,
+LOOM_CPU_CLONES void cell_row(const T* __restrict g1, const T* __restrict g2, const T* __restrict cp, T* __restrict h, T* __restrict c,
               T* __restrict act, int64_t H) {
   for (int64_t j = 0; j < H; ++j) {
     T pi = g1[j], pf = g1[H + j], pg = g1[2 * H + j], po = g1[3 * H + j];
@@ -49,7 +50,7 @@ void lstm_cell_kernel(const KernelCall& k) {
 }
 
 template <class T>
-void cell_grad_row(const T* __restrict act, const T* __restrict cp, const T* __restrict c, const T* __restrict dh,
+LOOM_CPU_CLONES void cell_grad_row(const T* __restrict act, const T* __restrict cp, const T* __restrict c, const T* __restrict dh,
                    const T* __restrict dc, T* __restrict dg, T* __restrict dcp, int64_t H) {
   for (int64_t j = 0; j < H; ++j) {
     const T i = act[j], f = act[H + j], g = act[2 * H + j], o = act[3 * H + j];

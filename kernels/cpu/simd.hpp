@@ -16,6 +16,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "kernels/elementwise_ops.hpp"
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define LOOM_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -32,30 +34,8 @@ namespace loom::cpu::simd {
 /// that the loop vectorizes (and the summation order depends on n only).
 inline constexpr int kLanes = 16;
 
-/// exp(x) for float32, branch-free so that loops over it vectorize at any
-/// width (kernels/cpu/elementwise.hpp's fast_exp does not at AVX2/AVX-512:
-/// its rounding and two-step scaling become branches there). Cephes
-/// polynomial, within 2 ulp of libm up to FLT_MAX; exp(-inf) = 0, exp(+inf) = inf, NaN stays NaN.
-LOOM_SIMD_INLINE float exp(float x) {
-  constexpr float kHi = 88.72283f, kLo = -87.33654f;  // log(FLT_MAX), log(FLT_MIN)
-  float xc = x < kLo ? kLo : x;
-  xc = xc > kHi ? kHi : xc;
-  const float fn = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest
-  float r = xc - fn * 0.693359375f;
-  r = r - fn * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t n = int32_t(fn), a = n >> 1, b = n - a;  // 2^n in two normal factors: n reaches 128
-  float y = p * std::bit_cast<float>((a + 127) << 23) * std::bit_cast<float>((b + 127) << 23);
-  y = x > kHi ? std::numeric_limits<float>::infinity() : y;
-  y = x < kLo ? 0.0f : y;
-  return x != x ? x : y;
-}
+/// exp(x) for float32: kernels/elementwise_ops.hpp's, branch-free.
+LOOM_SIMD_INLINE float exp(float x) { return ew::fast_exp(x); }
 /// float64 goes through libm (float64 is for checking, not for speed).
 LOOM_SIMD_INLINE double exp(double x) { return std::exp(x); }
 
