@@ -68,14 +68,15 @@ LOOM_HD double uniform_f64(uint64_t key, uint64_t run, uint64_t i) {
   return i % 2 ? to_unit_double(w.x[2], w.x[3]) : to_unit_double(w.x[0], w.x[1]);
 }
 
-/// Element i of a standard normal stream (Box-Muller on one block per pair).
-LOOM_HD double normal(uint64_t key, uint64_t run, uint64_t i) {
-  U4 w = words(key, run, i / 2);
+/// Element k (0 or 1) of the standard normal pair of block w (Box-Muller).
+LOOM_HD double normal(const U4& w, int k) {
   double u1 = 1.0 - to_unit_double(w.x[0], w.x[1]);  // (0, 1]: log is finite
   double u2 = to_unit_double(w.x[2], w.x[3]);
   double r = ::sqrt(-2.0 * ::log(u1));  // global names: loom::log(Tensor) must not hide them
   double a = 6.283185307179586 * u2;
-  return i % 2 ? r * ::sin(a) : r * ::cos(a);
+  return k ? r * ::sin(a) : r * ::cos(a);
 }
+/// Element i of a standard normal stream: one block per pair.
+LOOM_HD double normal(uint64_t key, uint64_t run, uint64_t i) { return normal(words(key, run, i / 2), int(i % 2)); }
 
 }  // namespace loom::philox

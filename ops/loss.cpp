@@ -136,6 +136,9 @@ const bool registered = [] {
       return std::vector<OpExample>{{"rows 3, classes 6",
                                      {rand_array({3, 6}, 0, 1, seed), NDArray::from<int64_t>({5, 0, 3}),
                                       rand_array({3}, -1, 1, seed + 1)},
+                                     {}},
+                                    {"wide rows", {rand_array({2, 37}, 0, 1, seed), NDArray::from<int32_t>({36, 0}),
+                                                   rand_array({2}, -1, 1, seed + 1)},
                                      {}}};
     };
     d.doc = "the gradient of sparse_softmax_cross_entropy: (softmax - one_hot(labels)) * dloss";

@@ -1,51 +1,46 @@
 // Softmax cross-entropy kernels (ops/loss.cpp): rows in parallel; a row is
 // read for its maximum, exponentiated once into the softmax output and
 // normalized there (it stays in cache meanwhile); the gradient is one
-// multiply per element. Maxima and sums use eight lanes so that the loops
-// vectorize without reassociation flags.
+// multiply per element. The row loops are kernels/cpu/simd.hpp's, cloned per
+// instruction set.
 
 #include <cmath>
 #include <limits>
 #include <type_traits>
 
 #include "core/kernel.hpp"
-#include "kernels/cpu/elementwise.hpp"
 #include "kernels/cpu/loops.hpp"
+#include "kernels/cpu/simd.hpp"
 
 namespace loom::cpu {
 namespace {
 
 /// Writes p = softmax(r) and returns log(sum exp(r)) = m + log(s), m the
 /// row's maximum, s = sum exp(r - m). A NaN anywhere gives NaN (through the
-/// sum, or through the scan when m is infinite). p may not alias r.
+/// sum, or through the scan when m is infinite). p may not alias r. Compiled
+/// for each instruction set (kernels/cpu/simd.hpp): the exponentials are most
+/// of a language model's loss.
 template <class T>
-T softmax_row(const T* __restrict r, T* __restrict p, int64_t C) {
-  // Eight running maxima (NaNs skipped): the lanes of a vector loop.
-  T mx[8];
-  for (T& v : mx) v = -std::numeric_limits<T>::infinity();
-  int64_t i = 0;
-  for (; i + 8 <= C; i += 8)
-    for (int k = 0; k < 8; ++k) mx[k] = r[i + k] > mx[k] ? r[i + k] : mx[k];
-  for (; i < C; ++i) mx[0] = r[i] > mx[0] ? r[i] : mx[0];
-  T m = mx[0];
-  for (T v : mx) m = v > m ? v : m;
-  if (!std::isfinite(m)) {  // +inf, or only -inf and NaN: no finite softmax
+LOOM_CPU_CLONES T softmax_row(const T* __restrict r, T* __restrict p, int64_t C) {
+  const T m = simd::max(r, C);  // NaNs skipped
+  if (!std::isfinite(m)) {      // +inf, or only -inf and NaN: no finite softmax
     T lse = m;
     for (int64_t j = 0; j < C; ++j)
       if (r[j] != r[j]) lse = r[j];
     for (int64_t j = 0; j < C; ++j) p[j] = std::numeric_limits<T>::quiet_NaN();
     return lse;
   }
-  for (int64_t j = 0; j < C; ++j) p[j] = Exp::f(T(r[j] - m));
-  T acc[8] = {};
-  int64_t j = 0;
-  for (; j + 8 <= C; j += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += p[j + k];
-  for (; j < C; ++j) acc[0] += p[j];
-  const T s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  const T s = simd::sum_exp(r, m, p, C);
   const T inv = T(1) / s;
   for (int64_t q = 0; q < C; ++q) p[q] *= inv;
-  return m + Log::f(s);
+  return m + std::log(s);
+}
+
+/// dx = p * g, except (p - 1) g at the label (not p g - g: inf - inf would be NaN for an infinite g).
+template <class T>
+LOOM_CPU_CLONES void grad_row(const T* __restrict p, T g, int64_t label, T* __restrict dx, int64_t C) {
+  for (int64_t j = 0; j < C; ++j) dx[j] = p[j] * g;
+  dx[label] = (p[label] - T(1)) * g;
 }
 
 template <class I>
@@ -89,14 +84,7 @@ void grad_kernel(const KernelCall& c) {
       const T* dloss = static_cast<const T*>(c.in[2].raw());
       T* out = static_cast<T*>(c.out[0].raw());
       parallel_for(N, row_grain(C), [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; ++i) {
-          const T g = dloss[i];
-          const T* __restrict src = pp + i * C;
-          T* __restrict dst = out + i * C;
-          for (int64_t j = 0; j < C; ++j) dst[j] = src[j] * g;
-          const int64_t y = int64_t(py[i]);
-          dst[y] = (src[y] - T(1)) * g;  // (p - 1) g, not p g - g: inf - inf would be NaN for an infinite g
-        }
+        for (int64_t i = lo; i < hi; ++i) grad_row(pp + i * C, dloss[i], int64_t(py[i]), out + i * C, C);
       });
     });
   });

@@ -9,6 +9,20 @@
 namespace loom::cpu {
 namespace {
 
+/// Fills p[0, n) from whole Philox blocks: element i is value(words of block
+/// i / E, i % E), E elements per block, as philox::uniform_f32 and the others
+/// define it; each block is computed once, not once per element.
+template <int E, class T, class Value>
+void fill_blocks(T* p, int64_t n, uint64_t key, uint64_t run, Value value) {
+  const int64_t blocks = (n + E - 1) / E;
+  parallel_for(blocks, 1024, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      const philox::U4 w = philox::words(key, run, uint64_t(b));
+      for (int k = 0; k < E && b * E + k < n; ++k) p[b * E + k] = value(w, k);
+    }
+  });
+}
+
 template <bool Normal>
 void random_kernel(const KernelCall& c) {
   const NDArray& o = c.out[0];
@@ -16,13 +30,15 @@ void random_kernel(const KernelCall& c) {
   const double a = c.attrs.f("a"), b = c.attrs.f("b");
   dispatch_among(FloatTypes{}, o.dtype(), [&]<class T>() {
     T* p = static_cast<T*>(o.raw());
-    parallel_for(o.numel(), 4096, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        if constexpr (Normal) p[i] = T(a + b * philox::normal(key, run, uint64_t(i)));
-        else if constexpr (std::is_same_v<T, float>) p[i] = T(a + (b - a) * double(philox::uniform_f32(key, run, uint64_t(i))));
-        else p[i] = T(a + (b - a) * philox::uniform_f64(key, run, uint64_t(i)));
-      }
-    });
+    if constexpr (Normal)
+      fill_blocks<2>(p, o.numel(), key, run, [&](const philox::U4& w, int k) { return T(a + b * philox::normal(w, k)); });
+    else if constexpr (std::is_same_v<T, float>)
+      fill_blocks<4>(p, o.numel(), key, run,
+                     [&](const philox::U4& w, int k) { return T(a + (b - a) * double(philox::to_unit_float(w.x[k]))); });
+    else
+      fill_blocks<2>(p, o.numel(), key, run, [&](const philox::U4& w, int k) {
+        return T(a + (b - a) * philox::to_unit_double(w.x[2 * k], w.x[2 * k + 1]));
+      });
   });
 }
 

@@ -2,6 +2,8 @@
 // symbolic gradients (fan-in, broadcasting, stop_gradient, higher order), and
 // the composite nn functions with numeric gradient checks.
 
+#include "core/invoke.hpp"
+#include "core/philox.hpp"
 #include "ops/check.hpp"
 #include "tests/util.hpp"
 
@@ -269,6 +271,29 @@ TEST_SUITE("ops/graph") {
 }
 
 TEST_SUITE("ops/random") {
+  TEST_CASE("element i of every random kernel is element i of its Philox stream (the CUDA kernels' numbers)") {
+    const InvokeOptions opt{.seed = 11, .run_counter = 5, .node_key = 7};
+    const uint64_t key = philox::mix_key(opt.seed, opt.node_key);
+    for (int64_t n : {1, 2, 3, 5, 4099}) {  // partial last blocks of 4 and of 2 elements
+      CAPTURE(n);
+      const Attrs uniform{{"shape", std::vector<int64_t>{n}}, {"a", -1.0}, {"b", 3.0}, {"dtype", float32}};
+      auto u32 = invoke("random_uniform", {}, uniform, opt)[0].to_vector<float>();
+      Attrs u64a = uniform;
+      u64a.set("dtype", float64);
+      auto u64 = invoke("random_uniform", {}, u64a, opt)[0].to_vector<double>();
+      Attrs normal = u64a;
+      normal.set("a", 2.0);
+      normal.set("b", 0.5);
+      auto nd = invoke("random_normal", {}, normal, opt)[0].to_vector<double>();
+      for (int64_t i = 0; i < n; ++i) {
+        const auto k = uint64_t(i);
+        REQUIRE(u32[size_t(i)] == float(-1.0 + 4.0 * double(philox::uniform_f32(key, opt.run_counter, k))));
+        REQUIRE(u64[size_t(i)] == -1.0 + 4.0 * philox::uniform_f64(key, opt.run_counter, k));
+        REQUIRE(nd[size_t(i)] == 2.0 + 0.5 * philox::normal(key, opt.run_counter, k));
+      }
+    }
+  }
+
   TEST_CASE("uniform and normal: statistics, seeds, runs and thread counts") {
     Graph g;
     Tensor u = random_uniform(g, {200000}, -1, 3);
