@@ -251,13 +251,16 @@ Tensor Linear::forward(const Tensor& x) {
   int dynamic = int(std::count_if(s.begin(), s.end() - 1, [](int64_t d) { return d < 0; }));
   if (s.size() > 2 && dynamic <= 1) {
     // [..., in] as one [rows, in] matrix: one GEMM, and a plain 2-D weight gradient.
+    // The bias is added before the reshape, so that it reads the GEMM's output
+    // itself and the plan's epilogue pass runs it on the GEMM's blocks.
     Shape out = s;
     out.back() = out_;
     for (int64_t& d : out) d = d < 0 ? -1 : d;
-    y = reshape(matmul(reshape(x, {-1, in_}), w), out);
-  } else {
-    y = matmul(x, w);
+    y = matmul(reshape(x, {-1, in_}), w);
+    if (options_.bias) y = y + bias_;
+    return reshape(y, out);
   }
+  y = matmul(x, w);
   if (options_.bias) y = y + bias_;
   return y;
 }
