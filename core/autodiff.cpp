@@ -77,8 +77,8 @@ static Tensor sum_all(const std::vector<Tensor>& terms) {
   return acc;
 }
 
-std::vector<Tensor> gradients(const Tensor& y, const std::vector<Tensor>& xs, const Tensor& dy,
-                              const GradientOptions& options) {
+namespace {
+void check_gradient_args(const Tensor& y, const std::vector<Tensor>& xs, const Tensor& dy) {
   LOOM_CHECK(y.valid(), "gradients: y is an empty Tensor handle");
   Graph& g = y.graph();
   LOOM_CHECK(is_floating(y.dtype()), "gradients: y '", y.name(), "' has dtype ", dtype_name(y.dtype()),
@@ -86,70 +86,85 @@ std::vector<Tensor> gradients(const Tensor& y, const std::vector<Tensor>& xs, co
   for (const Tensor& x : xs)
     LOOM_CHECK(x.valid() && &x.graph() == &g, "gradients: x ", x.valid() ? "'" + x.name() + "' " : "",
                "is not a tensor of y's graph");
-  if (dy.valid()) {
-    LOOM_CHECK(&dy.graph() == &g && dy.dtype() == y.dtype(), "gradients: dy '", dy.name(),
-               "' must be in y's graph with y's dtype ", dtype_name(y.dtype()));
-    bool fits = dy.ndim() == y.ndim();  // as PyTorch: dy has y's shape (unknown dims match any)
-    for (size_t i = 0; fits && i < y.shape().size(); ++i)
-      fits = dy.shape()[i] == y.shape()[i] || dy.shape()[i] < 0 || y.shape()[i] < 0;
-    LOOM_CHECK(fits, "gradients: dy '", dy.name(), "' has shape ", shape_str(dy.shape()), ", y '", y.name(),
-               "' has shape ", shape_str(y.shape()), "; they must be equal");
-  }
+  if (!dy.valid()) return;
+  LOOM_CHECK(&dy.graph() == &g && dy.dtype() == y.dtype(), "gradients: dy '", dy.name(),
+             "' must be in y's graph with y's dtype ", dtype_name(y.dtype()));
+  bool fits = dy.ndim() == y.ndim();  // as PyTorch: dy has y's shape (unknown dims match any)
+  for (size_t i = 0; fits && i < y.shape().size(); ++i)
+    fits = dy.shape()[i] == y.shape()[i] || dy.shape()[i] < 0 || y.shape()[i] < 0;
+  LOOM_CHECK(fits, "gradients: dy '", dy.name(), "' has shape ", shape_str(dy.shape()), ", y '", y.name(),
+             "' has shape ", shape_str(y.shape()), "; they must be equal");
+}
 
-  // Nodes on a path x -> y: reachable from some x (forward) and reaching y (backward).
-  const int top = y.node_id();
-  std::vector<char> from_x(size_t(top + 1), 0), to_y(size_t(top + 1), 0);
-  int lowest = top + 1;
-  for (const Tensor& x : xs)
-    if (x.node_id() <= top) from_x[size_t(x.node_id())] = 1, lowest = std::min(lowest, x.node_id());
-  for (int id = lowest; id <= top; ++id) {
-    if (from_x[size_t(id)]) continue;
-    for (const Edge& e : g.node(id).inputs)
-      if (e.node >= lowest && from_x[size_t(e.node)]) {
-        from_x[size_t(id)] = 1;
-        break;
-      }
+/// The nodes on a path x -> y: reachable from some x (forward) and reaching y (backward).
+struct OnPath {
+  int lowest, top;
+  std::vector<char> from_x, to_y;
+  OnPath(const Graph& g, const std::vector<Tensor>& xs, int y) : lowest(y + 1), top(y) {
+    from_x.assign(size_t(top + 1), 0);
+    to_y.assign(size_t(top + 1), 0);
+    for (const Tensor& x : xs)
+      if (x.node_id() <= top) from_x[size_t(x.node_id())] = 1, lowest = std::min(lowest, x.node_id());
+    for (int id = lowest; id <= top; ++id) {
+      if (from_x[size_t(id)]) continue;
+      for (const Edge& e : g.node(id).inputs)
+        if (e.node >= lowest && from_x[size_t(e.node)]) {
+          from_x[size_t(id)] = 1;
+          break;
+        }
+    }
+    to_y[size_t(top)] = 1;
+    for (int id = top; id >= lowest; --id) {
+      if (!to_y[size_t(id)]) continue;
+      for (const Edge& e : g.node(id).inputs) to_y[size_t(e.node)] = 1;
+    }
   }
-  to_y[size_t(top)] = 1;
-  for (int id = top; id >= lowest; --id) {
-    if (!to_y[size_t(id)]) continue;
-    for (const Edge& e : g.node(id).inputs) to_y[size_t(e.node)] = 1;
-  }
-  auto relevant = [&](int id) { return id >= lowest && id <= top && from_x[size_t(id)] && to_y[size_t(id)]; };
+  bool operator()(int id) const { return id >= lowest && id <= top && from_x[size_t(id)] && to_y[size_t(id)]; }
+};
 
+using Contributions = std::map<std::pair<int, int>, std::vector<Tensor>>;
+
+/// Node id's op gradient applied to the summed gradients of its outputs; each
+/// input's share goes into contrib.
+void backprop_node(Graph& g, int id, const OnPath& relevant, Contributions& contrib) {
+  const Node& n = g.node(id);
+  std::vector<Tensor> douts(n.outputs.size());
+  bool any = false;
+  for (size_t i = 0; i < n.outputs.size(); ++i) {
+    auto it = contrib.find({id, int(i)});
+    if (it == contrib.end()) continue;
+    douts[i] = sum_all(it->second);
+    it->second = {douts[i]};
+    any = true;
+  }
+  if (!any || !n.op->grad) return;
+  bool wanted = false;
+  for (const Edge& e : n.inputs) wanted |= relevant(e.node);
+  if (!wanted) return;
+  std::vector<Tensor> ins, outs;
+  for (const Edge& e : n.inputs) ins.emplace_back(&g, e.node, e.index);
+  for (size_t i = 0; i < n.outputs.size(); ++i) outs.emplace_back(&g, id, int(i));
+  GradContext ctx{n, ins, outs, douts, n.attrs};
+  std::vector<Tensor> gin = n.op->grad(ctx);
+  LOOM_ASSERT(gin.size() == ins.size(), "gradient of ", n.op->name, " returned ", gin.size(), " values for ",
+              ins.size(), " inputs");
+  for (size_t i = 0; i < ins.size(); ++i) {
+    if (!gin[i].valid() || !relevant(ins[i].node_id()) || !is_floating(ins[i].dtype())) continue;
+    contrib[{ins[i].node_id(), ins[i].index()}].push_back(reduce_to_shape_of(gin[i], ins[i]));
+  }
+}
+}  // namespace
+
+std::vector<Tensor> gradients(const Tensor& y, const std::vector<Tensor>& xs, const Tensor& dy,
+                              const GradientOptions& options) {
+  check_gradient_args(y, xs, dy);
+  Graph& g = y.graph();
+  const OnPath relevant(g, xs, y.node_id());
   auto guard = g.scope("gradients");
-  std::map<std::pair<int, int>, std::vector<Tensor>> contrib;
+  Contributions contrib;
   contrib[{y.node_id(), y.index()}].push_back(dy.valid() ? dy : g.add1(core_op::full.name(), {y}, {{"value", 1.0}}));
-
-  for (int id = top; id >= lowest; --id) {
-    if (!relevant(id)) continue;
-    const Node& n = g.node(id);
-    std::vector<Tensor> douts(n.outputs.size());
-    bool any = false;
-    for (size_t i = 0; i < n.outputs.size(); ++i) {
-      auto it = contrib.find({id, int(i)});
-      if (it != contrib.end()) {
-        douts[i] = sum_all(it->second);
-        it->second = {douts[i]};
-        any = true;
-      }
-    }
-    if (!any || !n.op->grad) continue;
-    bool wanted = false;
-    for (const Edge& e : n.inputs) wanted |= relevant(e.node);
-    if (!wanted) continue;
-    std::vector<Tensor> ins, outs;
-    for (const Edge& e : n.inputs) ins.emplace_back(&g, e.node, e.index);
-    for (size_t i = 0; i < n.outputs.size(); ++i) outs.emplace_back(&g, id, int(i));
-    GradContext ctx{n, ins, outs, douts, n.attrs};
-    std::vector<Tensor> gin = n.op->grad(ctx);
-    LOOM_ASSERT(gin.size() == ins.size(), "gradient of ", n.op->name, " returned ", gin.size(), " values for ",
-                ins.size(), " inputs");
-    for (size_t i = 0; i < ins.size(); ++i) {
-      if (!gin[i].valid() || !relevant(ins[i].node_id()) || !is_floating(ins[i].dtype())) continue;
-      contrib[{ins[i].node_id(), ins[i].index()}].push_back(reduce_to_shape_of(gin[i], ins[i]));
-    }
-  }
+  for (int id = relevant.top; id >= relevant.lowest; --id)
+    if (relevant(id)) backprop_node(g, id, relevant, contrib);
 
   std::vector<Tensor> result;
   for (const Tensor& x : xs) {

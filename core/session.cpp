@@ -204,6 +204,21 @@ struct Session::Impl {
   std::atomic<uint64_t> run_counter{0};
   void* stream = nullptr;
   explicit Impl(int threads) : arena(threads) {}
+  /// A profiled run's step times into the per-node totals, and its trace. Holds stats_mu.
+  void record_profile(const std::shared_ptr<Plan>& plan, const std::vector<double>& step_us,
+                      std::vector<TraceEvent> events) {
+    for (size_t i = 0; i < plan->steps.size(); ++i) {
+      const Step& s = plan->steps[i];
+      if (!s.fn && s.feed < 0) continue;
+      NodeTime& t = times[*s.name];
+      t.name = *s.name;
+      t.op = s.op ? *s.op : "feed";
+      ++t.calls;
+      t.total_us += step_us[i];
+    }
+    trace = std::move(events);
+    trace_plan = plan;
+  }
 };
 
 Session::Session(Graph& graph, SessionOptions options) : graph_(graph), options_(std::move(options)) {
@@ -351,6 +366,49 @@ PlanInfo Session::plan_info(const std::vector<Tensor>& fetches, const Feeds& fee
   return info;
 }
 
+namespace {
+/// A feed step: the fed array into the step's buffer. A host feed to a device
+/// goes through the step's pinned buffer, ordered on the session's stream
+/// (after the kernels still reading the old contents).
+void copy_feed(Step& s, const NDArray& src, const Device& device, DeviceBackend& dev, void* stream) {
+  if (!device.is_cpu() && src.device().is_cpu() && s.out[0].is_compact()) {
+    const NDArray h = src.compact();
+    const size_t n = h.nbytes();
+    if (s.staging_bytes < n) {
+      s.staging = std::shared_ptr<void>(dev.allocate_host(n), [&dev](void* q) { dev.deallocate_host(q); });
+      s.staging_bytes = n;
+    }
+    std::memcpy(s.staging.get(), h.raw(), n);
+    dev.copy_from_host(s.out[0].raw(), s.staging.get(), n, stream);
+    return;
+  }
+  if (!device.is_cpu()) dev.synchronize(stream);  // copy_into runs outside the session's stream
+  copy_into(s.out[0], src.device() == device ? src : src.to(device));
+}
+
+/// check_numerics: a step's floating outputs must be finite.
+void check_finite(const Step& s) {
+  for (size_t k = 0; k < s.out.size(); ++k)
+    if (is_floating(s.out[k].dtype()) && !all_finite(s.out[k]))
+      fail("check_numerics: node '", *s.name, "' (", *s.op, ") produced NaN or Inf in output ", k);
+}
+
+/// What a profiled run measured: each step's time and the trace events.
+struct RunProfile {
+  std::vector<double> step_us;
+  std::vector<TraceEvent> trace;
+  std::mutex mu;
+  Clock::time_point origin = Clock::now();
+  void record(size_t step, Clock::time_point t0) {
+    const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    step_us[step] = us;
+    std::lock_guard lock(mu);
+    trace.push_back({int(step), std::chrono::duration<double, std::micro>(t0 - origin).count(), us,
+                     tbb::this_task_arena::current_thread_index()});
+  }
+};
+}  // namespace
+
 std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feeds& feeds,
                                   const std::vector<Tensor>& targets) {
   Lease lease = acquire(fetches, feeds, targets);
@@ -362,52 +420,26 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
   Plan& plan = *lease.plan;
   KernelContext ctx{options_.device, impl_->stream, options_.seed, impl_->run_counter.fetch_add(1)};
   const bool profile = options_.profile, check = options_.check_numerics;
-  std::vector<double> step_us(profile ? plan.steps.size() : 0, 0.0);
-  std::vector<TraceEvent> trace;
-  std::mutex trace_mu;
-  const Clock::time_point trace_origin = Clock::now();
+  RunProfile prof;
+  if (profile) prof.step_us.assign(plan.steps.size(), 0.0);
   DeviceBackend& dev = device_backend(options_.device);
 
-  const bool on_device = !options_.device.is_cpu();
   auto exec = [&](size_t i) {
     Step& s = plan.steps[i];
     Clock::time_point t0;
     if (profile) t0 = Clock::now();
     if (s.feed >= 0) {
-      const NDArray& src = feeds[size_t(s.feed)].second;
-      if (on_device && src.device().is_cpu() && s.out[0].is_compact()) {
-        // Host feed to the device: through this step's pinned buffer, ordered on
-        // the session's stream (after the kernels still reading the old contents).
-        const NDArray h = src.compact();
-        const size_t n = h.nbytes();
-        if (s.staging_bytes < n) {
-          s.staging = std::shared_ptr<void>(dev.allocate_host(n), [&dev](void* q) { dev.deallocate_host(q); });
-          s.staging_bytes = n;
-        }
-        std::memcpy(s.staging.get(), h.raw(), n);
-        dev.copy_from_host(s.out[0].raw(), s.staging.get(), n, impl_->stream);
-      } else {
-        if (on_device) dev.synchronize(impl_->stream);  // copy_into runs outside the session's stream
-        copy_into(s.out[0], src.device() == options_.device ? src : src.to(options_.device));
-      }
+      copy_feed(s, feeds[size_t(s.feed)].second, options_.device, dev, impl_->stream);
     } else if (s.fn) {
       KernelCall call{ctx, s.in, s.out, *s.attrs, *s.op, *s.name, s.key, s.state.get(), s.workspace, s.workspace_bytes,
                       s.epilogue.get()};
       s.fn(call);
     }
-    if (check && s.check && on_device) dev.synchronize(impl_->stream);  // the check reads the outputs on the host
-    if (check && s.check)
-      for (size_t k = 0; k < s.out.size(); ++k)
-        if (is_floating(s.out[k].dtype()) && !all_finite(s.out[k]))
-          fail("check_numerics: node '", *s.name, "' (", *s.op, ") produced NaN or Inf in output ", k);
-    if (profile) {
-      auto t1 = Clock::now();
-      double us = std::chrono::duration<double, std::micro>(t1 - t0).count();
-      step_us[i] = us;
-      std::lock_guard lock(trace_mu);
-      trace.push_back({int(i), std::chrono::duration<double, std::micro>(t0 - trace_origin).count(), us,
-                       tbb::this_task_arena::current_thread_index()});
+    if (check && s.check) {
+      if (!options_.device.is_cpu()) dev.synchronize(impl_->stream);  // the check reads the outputs on the host
+      check_finite(s);
     }
+    if (profile) prof.record(i, t0);
   };
 
   // Runs that write variables run alone; the others share the variables.
@@ -429,19 +461,7 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
   if (writing.owns_lock()) writing.unlock();
 
   std::lock_guard lock(impl_->stats_mu);
-  if (profile) {
-    for (size_t i = 0; i < plan.steps.size(); ++i) {
-      const Step& s = plan.steps[i];
-      if (!s.fn && s.feed < 0) continue;
-      NodeTime& t = impl_->times[*s.name];
-      t.name = *s.name;
-      t.op = s.op ? *s.op : "feed";
-      ++t.calls;
-      t.total_us += step_us[i];
-    }
-    impl_->trace = std::move(trace);
-    impl_->trace_plan = lease.plan;
-  }
+  if (profile) impl_->record_profile(lease.plan, prof.step_us, std::move(prof.trace));
   impl_->last = lease.plan;
   ++impl_->stats.runs;
   return out;
