@@ -4,7 +4,7 @@
 #
 #   ./build.sh train [args]   build, then train an MLP on Fashion-MNIST
 #   ./build.sh test           build (Release) and run the whole test suite
-#   ./build.sh test-asan      AddressSanitizer + UBSan build, whole suite
+#   ./build.sh test-asan      AddressSanitizer + UBSan build (clang), whole suite
 #   ./build.sh test-tsan      ThreadSanitizer build, parallel-executor suites
 #   ./build.sh fuzz [s] [t..] libFuzzer (clang, ASan+UBSan): each target s seconds (60) on its seed corpus
 #   ./build.sh bench-train    loom vs PyTorch training benchmark (peers in a venv)
@@ -94,6 +94,19 @@ configure_and_build() {  # configure_and_build <dir> [cmake args...]
 
 release() { configure_and_build build/release -DCMAKE_BUILD_TYPE=Release; }
 
+# build/asan: clang with AddressSanitizer, UBSan (clang's, which also checks
+# float-to-int conversions) and libFuzzer's coverage, configured only. One
+# build serves test-asan, the fuzz targets and the CUDA emulator in CI.
+sanitized() {
+  base_deps
+  need clang libclang-rt-14-dev
+  if [ ! -f build/asan/CMakeCache.txt ]; then
+    CC=clang CXX=clang++ cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" \
+      -DLOOM_FUZZ=ON -DLOOM_SANITIZE=address,undefined -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF \
+      -DLOOM_WERROR="${LOOM_WERROR:-OFF}" >/dev/null
+  fi
+}
+
 cmd=${1:-test}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -109,9 +122,8 @@ case "$cmd" in
     build/release/tests/loom_tests "$@"
     ;;
   test-asan)
-    base_deps
-    configure_and_build build/asan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DLOOM_SANITIZE=address,undefined \
-      -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF
+    sanitized
+    cmake --build build/asan -j "$JOBS"
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/tests/loom_tests "$@"
     ;;
   test-tsan)
@@ -124,23 +136,17 @@ case "$cmd" in
   fuzz)
     # Fuzz targets of tests/fuzz: new inputs go to build/fuzz/corpus/<target>,
     # crashes to build/fuzz/crashes/. FUZZ_ARGS adds libFuzzer flags (-jobs=2, ...).
-    base_deps
-    need clang libclang-rt-14-dev
-    if [ ! -f build/fuzz/CMakeCache.txt ]; then
-      CC=clang CXX=clang++ cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g" \
-        -DLOOM_FUZZ=ON -DLOOM_SANITIZE=address,undefined -DLOOM_CUDA=OFF -DLOOM_BUILD_SAMPLES=OFF \
-        -DLOOM_WERROR="${LOOM_WERROR:-OFF}" >/dev/null
-    fi
+    sanitized
     seconds=${1:-60}
     [ $# -gt 0 ] && shift
     targets=${*:-idx safetensors graph}
-    for t in $targets; do cmake --build build/fuzz -j "$JOBS" --target "fuzz_$t"; done
+    for t in $targets; do cmake --build build/asan -j "$JOBS" --target "fuzz_$t"; done
     mkdir -p build/fuzz/crashes
     for t in $targets; do
       mkdir -p "build/fuzz/corpus/$t"
       echo "build.sh: fuzzing $t for $seconds s"
       ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        "build/fuzz/tests/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
+        "build/asan/tests/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
         -artifact_prefix="build/fuzz/crashes/$t-" ${FUZZ_ARGS:-} "build/fuzz/corpus/$t" "tests/fuzz/corpus/$t"
     done
     ;;

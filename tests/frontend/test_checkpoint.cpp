@@ -87,10 +87,10 @@ TEST_SUITE("frontend/checkpoint") {
     CHECK((8 + h.size()) % 8 == 0);
     auto back = checkpoint::read(p);
     CHECK(back.size() == ts.size());
-    for (auto& [name, a] : ts) {
-      INFO(name);
-      REQUIRE(back.count(name));
-      CHECK(test::identical(back[name], a));
+    for (const auto& t : ts) {
+      INFO(t.first);  // not a structured binding: clang 14 cannot capture one (INFO's lambda)
+      REQUIRE(back.count(t.first));
+      CHECK(test::identical(back[t.first], t.second));
     }
     auto meta = checkpoint::read_metadata(p);
     CHECK(meta["note"] == "line\nbreak");

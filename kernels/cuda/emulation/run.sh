@@ -5,7 +5,7 @@
 #
 #   kernels/cuda/emulation/run.sh [doctest args]      e.g. -tc='*matmul*'
 #
-# Environment: BUILD (default build/cuda-emulation), JOBS (default 2, for loom itself),
+# Environment: CXX (default g++; the compiler of LOOM's build), BUILD (default build/cuda-emulation), JOBS (default 2, for loom itself),
 # SANITIZE=address to run the emulated kernels under AddressSanitizer, LOOM (default
 # $BUILD/loom) to reuse an existing CPU-only build of loom with the same sanitizers
 # (CI uses build/asan).
@@ -34,10 +34,10 @@ for src in "$here"/*.cpp "$root"/kernels/cuda/*.cu; do
   stale=$(find "$root/kernels/cuda" "$root/core" -newer "$obj" \( -name '*.cuh' -o -name '*.hpp' -o -name '*.h' \) 2>/dev/null | head -1)
   if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$stale" ]; then
     echo "emulation: compiling $(basename "$src")"
-    g++ -x c++ $flags -c "$src" -o "$obj"
+    ${CXX:-g++} -x c++ $flags -c "$src" -o "$obj"
   fi
 done
 # Emulated kernels first: their registrations must run before the tests ask for a GPU.
-g++ $flags -Wall -Wextra -Wno-unused-parameter $objs "$root/tests/main.cpp" "$root/tests/cuda/test_cuda_parity.cpp" \
+${CXX:-g++} $flags -Wall -Wextra -Wno-unused-parameter $objs "$root/tests/main.cpp" "$root/tests/cuda/test_cuda_parity.cpp" \
   -o "$build/loom_cuda_emulated_tests" -L"$loom" -lloom -ltbb -Wl,-rpath,"$loom"
 "$build/loom_cuda_emulated_tests" "$@"
