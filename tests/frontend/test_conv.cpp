@@ -315,7 +315,7 @@ TEST_SUITE("frontend/conv") {
       std::string bytes(size, '\0');
       for (size_t i = 0; i < size; ++i)
         bytes[i] =
-            u < 0.25 ? char(philox::uniform_f64(trial, 2, i) * 256) : char(i % 3073 == 0 ? i / 3073 % 10 : i % 251);
+            u < 0.25 ? char(uint8_t(philox::uniform_f64(trial, 2, i) * 256)) : char(i % 3073 == 0 ? i / 3073 % 10 : i % 251);
       if (u >= 0.75 && size) bytes[size_t(philox::uniform_f64(trial, 1, 3) * double(size))] ^= char(0x5A);
       {
         std::ofstream f(path, std::ios::binary | std::ios::trunc);

@@ -50,8 +50,9 @@ TEST_SUITE("kernels/cpu") {
 
   TEST_CASE("matmul on odd, tiny and large shapes") {
     for (auto [m, k, n] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{72, 73, 74}, {1, 1, 1}, {512, 1024, 256}, {3, 0, 4}}) {
-      CAPTURE(m);
-      CAPTURE(k);
+      const int64_t rows = m, inner = k;  // CAPTURE's lambda cannot capture a structured binding in clang 14
+      CAPTURE(rows);
+      CAPTURE(inner);
       NDArray a = rand({m, k}, 1), b = rand({k, n}, 2);
       for (int threads : {1, 2}) {
         NDArray c = with_threads(threads, [&] { return invoke("matmul", {a, b})[0]; });

@@ -211,7 +211,10 @@ TEST_SUITE("ops/graph") {
         {"pow scalar", [](auto& x) { return pow(x[0], 3.0); }, {rand({4}, 12, float64, 0.5, 2)}},
         {"mean then broadcast", [](auto& x) { return x[0] - mean(x[0], {1}, true); }, {rand({3, 5}, 13, float64)}},
     };
-    for (auto& [name, fn, inputs] : cases) {
+    for (auto& c : cases) {  // not a structured binding: clang 14 cannot capture one in a lambda
+      const char* name = std::get<0>(c);
+      const Fn& fn = std::get<1>(c);
+      const std::vector<NDArray>& inputs = std::get<2>(c);
       CAPTURE(name);
       std::vector<int> wrt;
       for (size_t i = 0; i < inputs.size(); ++i) wrt.push_back(int(i));
