@@ -31,6 +31,7 @@
 #include "frontend/loom.hpp"
 #include "samples/distributed.hpp"
 #include "samples/models.hpp"
+#include "samples/profile.hpp"
 #include "samples/progress.hpp"
 
 namespace po = boost::program_options;
@@ -122,18 +123,6 @@ void add_transforms(data::DataLoader& loader, const DataSpec& d, bool augment) {
     loader.transform(0, data::transforms::random_flip_horizontal());
   }
   loader.transform(0, data::transforms::normalize_channels(d.mean, d.stddev));
-}
-
-void print_profile(const Session& s, std::ostream& out) {
-  SessionStats st = s.stats();
-  double total = 0;
-  for (const NodeTime& t : st.node_times) total += t.total_us;
-  out << "profile: " << st.runs << " runs; node times summed over all runs:\n";
-  for (size_t i = 0; i < st.node_times.size() && i < 25; ++i) {
-    const NodeTime& t = st.node_times[i];
-    out << fmt("%8.1f ms ", t.total_us / 1e3) << fmt("%5.1f%%  ", 100 * t.total_us / total) << t.op << "  " << t.name
-        << "\n";
-  }
 }
 
 int run(const Args& a, samples::Distributed& dist) {
@@ -258,7 +247,7 @@ int run(const Args& a, samples::Distributed& dist) {
   if (!a.json && dist.root()) std::printf("test accuracy %.4f\n", test_acc);
   if (!a.save.empty() && !a.json && dist.root())
     info << "saved " << a.save << " (the model's state_dict) and " << checkpoint::optimizer_path(a.save) << "\n";
-  if (a.profile && dist.root()) print_profile(s, info);
+  if (a.profile && dist.root()) samples::print_profile(s, info);
   return 0;
 }
 

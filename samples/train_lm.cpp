@@ -35,6 +35,7 @@
 
 #include "frontend/loom.hpp"
 #include "samples/lm.hpp"
+#include "samples/profile.hpp"
 #include "samples/progress.hpp"
 
 namespace po = boost::program_options;
@@ -55,6 +56,54 @@ struct Args : LMConfig {
   bool json = false;
 };
 
+/// Where a loaded checkpoint resumes: the epoch after its last, and its learning-rate factor.
+struct Resumed {
+  int64_t first_epoch = 1;
+  double lr_factor = 1.0;
+};
+
+/// --load: the checkpoint must hold this model and vocabulary. Weights PyTorch
+/// trained (samples/lm_torch.py --save-loom) come without loom's optimizer state.
+Resumed load_checkpoint(const Args& a, LM& lm, int64_t V, const std::vector<Tensor>& saved, std::ostream& info) {
+  Session& s = lm.session();
+  checkpoint::Metadata meta = checkpoint::read_metadata(a.load);
+  auto check = [&](const char* key, const std::string& want, const char* option) {
+    auto it = meta.find(key);
+    if (it != meta.end() && it->second != want)
+      fail("'", a.load, "' holds a model with ", key, " ", it->second, ", not ", want, " (", option, ")");
+  };
+  check("model", a.model, "--model");
+  check("vocab", std::to_string(V), "the same --data/--min-count as when it was saved");
+  auto format = meta.find("format");
+  if (format != meta.end() && format->second == "torch")
+    checkpoint::load(s, a.load, lm.model().variables());
+  else
+    checkpoint::load(s, a.load, saved);
+  Resumed r;
+  auto it = meta.find("epoch");
+  if (it != meta.end()) r.first_epoch = std::stoll(it->second) + 1;
+  r.lr_factor = s.get(lm.lr_factor()).item();
+  info << "loaded " << a.load << " (after epoch " << r.first_epoch - 1 << ")\n";
+  return r;
+}
+
+/// --generate N: samples N words and prints them (or their rate, with --json).
+void report_generation(const Args& a, LM& lm, const data::Dictionary& dictionary) {
+  samples::Generated gen = samples::generate(lm, dictionary, a.prompt, a.generate, a.temperature, a.seed);
+  const double rate = double(a.generate) / gen.seconds;
+  if (a.json)
+    std::cout << json{{"generated", gen.text}, {"generate_tokens", a.generate}, {"generate_seconds", gen.seconds},
+                      {"generate_tokens_per_s", rate}, {"generate_tokens_per_cpu_s", double(a.generate) / gen.cpu_seconds},
+                      {"prompt_seconds", gen.prompt_seconds}}
+                     .dump()
+              << std::endl;
+  else
+    std::cout << "--- " << a.generate << " words sampled at temperature " << a.temperature
+              << samples::fmt(" (%.1f tokens/s", rate) << (lm.transformer() ? ", KV cache" : ", recurrent state")
+              << "):\n"
+              << gen.text << "\n";
+}
+
 int run(const Args& a) {
   // ---- data
   std::ostream& info = a.json ? std::cerr : std::cout;
@@ -71,29 +120,10 @@ int run(const Args& a) {
 
   LM lm(a, V);
   Session& s = lm.session();
-  int64_t first_epoch = 1;
-  double lr_factor = 1.0;
   const std::vector<Tensor> saved = lm.checkpoint_variables();
-  if (!a.load.empty()) {
-    checkpoint::Metadata meta = checkpoint::read_metadata(a.load);
-    auto check = [&](const char* key, const std::string& want, const char* option) {
-      auto it = meta.find(key);
-      if (it != meta.end() && it->second != want)
-        fail("'", a.load, "' holds a model with ", key, " ", it->second, ", not ", want, " (", option, ")");
-    };
-    check("model", a.model, "--model");
-    check("vocab", std::to_string(V), "the same --data/--min-count as when it was saved");
-    // Weights PyTorch trained (samples/lm_torch.py --save-loom) come without loom's optimizer state.
-    auto format = meta.find("format");
-    if (format != meta.end() && format->second == "torch")
-      checkpoint::load(s, a.load, lm.model().variables());
-    else
-      checkpoint::load(s, a.load, saved);
-    auto it = meta.find("epoch");
-    if (it != meta.end()) first_epoch = std::stoll(it->second) + 1;
-    lr_factor = s.get(lm.lr_factor()).item();
-    info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
-  }
+  const Resumed resumed = a.load.empty() ? Resumed{} : load_checkpoint(a, lm, V, saved, info);
+  const int64_t first_epoch = resumed.first_epoch;
+  double lr_factor = resumed.lr_factor;
   if (!a.json) {
     if (lm.transformer())
       info << "model transformer " << a.layers << " layers, d_model " << a.d_model << ", " << a.heads << " heads, ffn "
@@ -146,41 +176,8 @@ int run(const Args& a) {
     std::printf("test perplexity %.2f\n", test_ppl);
   if (!a.save.empty() && !a.json) info << "saved " << a.save << "\n";
 
-  if (a.generate > 0) {
-    samples::Generated gen = samples::generate(lm, corpus.dictionary, a.prompt, a.generate, a.temperature, a.seed);
-    const double rate = double(a.generate) / gen.seconds;
-    if (a.json)
-      std::cout << json{{"generated", gen.text}, {"generate_tokens", a.generate}, {"generate_seconds", gen.seconds},
-                        {"generate_tokens_per_s", rate}, {"generate_tokens_per_cpu_s", double(a.generate) / gen.cpu_seconds},
-                        {"prompt_seconds", gen.prompt_seconds}}
-                       .dump()
-                << std::endl;
-    else
-      std::cout << "--- " << a.generate << " words sampled at temperature " << a.temperature
-                << samples::fmt(" (%.1f tokens/s", rate)
-                << (lm.transformer() ? ", KV cache" : ", recurrent state") << "):\n"
-                << gen.text << "\n";
-  }
-  if (a.profile) {
-    SessionStats st = s.stats();
-    double total = 0;
-    for (const NodeTime& t : st.node_times) total += t.total_us;
-    info << "profile: " << st.runs << " runs, " << st.plans_compiled << " plans; node times summed over all runs:\n";
-    const size_t shown = std::getenv("LOOM_PROFILE_ALL") ? st.node_times.size() : 25;
-    for (size_t i = 0; i < st.node_times.size() && i < shown; ++i) {
-      const NodeTime& t = st.node_times[i];
-      info << fmt("%8.1f ms ", t.total_us / 1e3) << fmt("%5.1f%%  ", 100 * t.total_us / total) << t.op << "  " << t.name
-           << "\n";
-    }
-    std::map<std::string, std::pair<double, int64_t>> by_op;
-    for (const NodeTime& t : st.node_times) by_op[t.op].first += t.total_us, by_op[t.op].second += t.calls;
-    std::vector<std::pair<std::string, std::pair<double, int64_t>>> ops(by_op.begin(), by_op.end());
-    std::sort(ops.begin(), ops.end(), [](const auto& x, const auto& y) { return x.second.first > y.second.first; });
-    info << "by op:\n";
-    for (const auto& [op, tc] : ops)
-      info << fmt("%8.1f ms ", tc.first / 1e3) << fmt("%5.1f%%  ", 100 * tc.first / total) << op << " ("
-           << tc.second << " calls)\n";
-  }
+  if (a.generate > 0) report_generation(a, lm, corpus.dictionary);
+  if (a.profile) samples::print_profile(s, info);
   return 0;
 }
 

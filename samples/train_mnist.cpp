@@ -29,6 +29,7 @@
 #include "frontend/loom.hpp"
 #include "samples/distributed.hpp"
 #include "samples/models.hpp"
+#include "samples/profile.hpp"
 #include "samples/progress.hpp"
 #include "samples/trace.hpp"
 
@@ -223,17 +224,7 @@ int run(const Args& a, samples::Distributed& dist) {
       info << "--trace: fewer than 2 training steps ran; no trace written\n";
   }
 
-  if (a.profile && dist.root()) {
-    SessionStats st = s.stats();
-    double total = 0;
-    for (const NodeTime& t : st.node_times) total += t.total_us;
-    info << "profile: " << st.runs << " runs; node times summed over all runs:\n";
-    for (size_t i = 0; i < st.node_times.size() && i < 20; ++i) {
-      const NodeTime& t = st.node_times[i];
-      info << fmt("%8.1f ms ", t.total_us / 1e3) << fmt("%5.1f%%  ", 100 * t.total_us / total) << t.op << "  " << t.name
-           << "\n";
-    }
-  }
+  if (a.profile && dist.root()) samples::print_profile(s, info);
   return 0;
 }
 
