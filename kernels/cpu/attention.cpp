@@ -87,13 +87,15 @@ Geometry geometry(const Attrs& a, std::span<const Shape> in, bool backward) {
   return g;
 }
 
+/// Operand a as a [batch..., rows, cols] array; a may have fewer dims and
+/// broadcast (a mask of shape [tk] or [], say).
 template <class T>
-Operand<T> operand(const NDArray& a, const Geometry& g) {
+Operand<T> operand(const NDArray& a, const Geometry& g, int64_t rows, int64_t cols) {
   Operand<T> o;
   o.base = static_cast<const T*>(a.raw());
   Shape full = g.batch;
-  full.push_back(a.shape()[a.shape().size() - 2]);
-  full.push_back(a.shape().back());
+  full.push_back(rows);
+  full.push_back(cols);
   std::vector<int64_t> st = broadcast_strides(a.layout(), full);  // masks broadcast
   o.bstride.assign(st.begin(), st.end() - 2);
   o.rs = st[st.size() - 2], o.cs = st.back();
@@ -368,11 +370,12 @@ Inputs<T> inputs_of(const KernelCall& c, bool backward) {
   for (const NDArray& a : c.in) shapes.push_back(a.shape());
   Inputs<T> in{geometry(c.attrs, shapes, backward), {}, {}, {}, {}, {}};
   const Geometry& g = in.g;
-  in.q = operand<T>(c.in[0], g), in.k = operand<T>(c.in[1], g), in.v = operand<T>(c.in[2], g);
+  in.q = operand<T>(c.in[0], g, g.tq, g.d), in.k = operand<T>(c.in[1], g, g.tk, g.d);
+  in.v = operand<T>(c.in[2], g, g.tk, g.dv);
   if (g.mask >= 0) {
     const NDArray& m = c.in[size_t(g.mask)];
-    if (m.dtype() == boolean) in.bmask = operand<bool>(m, g);
-    else in.fmask = operand<T>(m, g);
+    if (m.dtype() == boolean) in.bmask = operand<bool>(m, g, g.tq, g.tk);
+    else in.fmask = operand<T>(m, g, g.tq, g.tk);
   }
   if (g.rng >= 0) {
     const NDArray& key = c.in[size_t(g.rng)];  // any layout (a view may be reversed)
@@ -512,7 +515,7 @@ void backward(const KernelCall& c) {
   const Geometry& g = in.g;
   const Slot sl = slot_layout(g, sizeof(T));
   Grads<T> gr;
-  gr.out = operand<T>(c.in[3], g), gr.dout = operand<T>(c.in[5], g);
+  gr.out = operand<T>(c.in[3], g, g.tq, g.dv), gr.dout = operand<T>(c.in[5], g, g.tq, g.dv);
   auto vec = [&](const NDArray& a) {  // lse and dlse: [batch..., tq]
     Operand<T> o;
     o.base = static_cast<const T*>(a.raw());

@@ -20,12 +20,14 @@ namespace {
 struct Case {
   Shape q, k, v;
   bool causal = false;
-  int mask = 0;  // 0 none, 1 bool [Tq, Tk] with a fully masked row, 2 key padding [B, 1, 1, Tk] bool, 3 float [Tq, Tk]
+  int mask = 0;  // 0 none, 1 bool [Tq, Tk] with a fully masked row, 2 key padding [B, 1, 1, Tk] bool, 3 float [Tq, Tk],
+                // 4 float [Tk] (fewer dims than the scores)
 };
 
 NDArray make_mask(const Case& c, uint64_t seed) {
   const int64_t tq = c.q[c.q.size() - 2], tk = c.k[c.k.size() - 2];
   if (c.mask == 3) return test::rand({tq, tk}, seed, float64, -2, 2);
+  if (c.mask == 4) return test::rand({tk}, seed, float64, -2, 2);
   Shape s = c.mask == 1 ? Shape{tq, tk} : Shape{c.q[0], 1, 1, tk};
   NDArray m = NDArray::empty(s, boolean);
   NDArray r = test::rand(s, seed, float64, 0, 1);
@@ -71,6 +73,7 @@ TEST_SUITE("ops/attention") {
     cases.push_back({{2, 4, 70, 8}, {2, 4, 70, 8}, {2, 4, 70, 8}, false, 1});  // bool mask with an empty row
     cases.push_back({{2, 4, 70, 8}, {2, 4, 70, 8}, {2, 4, 70, 8}, true, 2});   // key padding and causal
     cases.push_back({{2, 2, 40, 8}, {2, 2, 150, 8}, {2, 2, 150, 8}, false, 3});  // additive float mask
+    cases.push_back({{2, 2, 40, 8}, {2, 2, 150, 8}, {2, 2, 150, 8}, true, 4});   // a 1-d mask over the keys
     cases.push_back({{9, 3}, {5, 3}, {5, 6}});                                  // no batch dims
     for (DType t : {float32, float64})
       for (const Case& c : cases) {
