@@ -12,11 +12,31 @@
 #include <string>
 
 #include "frontend/distributed.hpp"
+#include "frontend/nn.hpp"
+#include "frontend/optim.hpp"
 #ifdef LOOM_SAMPLES_MPI
 #include "frontend/mpi.hpp"
 #endif
 
 namespace loom::samples {
+
+/// A trainer's step and what it reports, on one process or data-parallel.
+/// Distributed: gradients all-reduced in buckets, the loss and the counts
+/// reported over all ranks, and `sync_state` sending rank 0's variables to
+/// every rank (a no-op tensor otherwise).
+struct TrainingGraph {
+  dist::DataParallel dp;
+  Tensor step, loss, correct, eval_correct, sync_state;
+  TrainingGraph(optim::Optimizer& opt, bool distributed, double bucket_mb, nn::Module& model, const Tensor& x,
+                const Tensor& local_loss, const Tensor& local_correct, const Tensor& local_eval_correct)
+      : dp(opt, {.bucket_bytes = size_t(bucket_mb * double(1 << 20))}) {
+    step = distributed ? dp.minimize(local_loss, x) : opt.minimize(local_loss);
+    loss = distributed ? dp.global_mean(local_loss, x) : local_loss;
+    correct = distributed ? dist::global_sum(local_correct) : local_correct;
+    eval_correct = distributed ? dist::global_sum(local_eval_correct) : local_eval_correct;
+    if (distributed) sync_state = dp.broadcast_target(&model);
+  }
+};
 
 class Distributed {
  public:

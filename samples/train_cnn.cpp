@@ -147,15 +147,9 @@ int run(const Args& a, samples::Distributed& dist) {
   model->eval();
   Tensor eval_correct = nn::correct((*model)(x), y);
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(a, *model, train.size());
-  // Distributed: gradients all-reduced in buckets, loss and counts reported over all ranks. BatchNorm
-  // normalizes with each rank's own batch statistics (as PyTorch's DDP without SyncBatchNorm); the
+  // Distributed: BatchNorm normalizes with each rank's own batch statistics (as PyTorch's DDP without SyncBatchNorm); the
   // running statistics are averaged over the ranks before every evaluation and checkpoint.
-  dist::DataParallel dp(*opt, {.bucket_bytes = size_t(a.bucket_mb * double(1 << 20))});
-  Tensor step = a.distributed ? dp.minimize(loss, x) : opt->minimize(loss);
-  Tensor report_loss = a.distributed ? dp.global_mean(loss, x) : loss;
-  Tensor report_correct = a.distributed ? dist::global_sum(correct) : correct;
-  Tensor report_eval = a.distributed ? dist::global_sum(eval_correct) : eval_correct;
-  Tensor sync_state = a.distributed ? dp.broadcast_target(model.get()) : Tensor();
+  samples::TrainingGraph train_graph(*opt, a.distributed, a.bucket_mb, *model, x, loss, correct, eval_correct);
   std::vector<Tensor> buffers;
   for (const auto& [name, b] : model->named_buffers()) buffers.push_back(b);
   Tensor average_buffers = a.distributed && !buffers.empty() ? dist::average_target(buffers) : Tensor();
@@ -185,7 +179,7 @@ int run(const Args& a, samples::Distributed& dist) {
   }
   if (a.distributed) {
     communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
-    s.run({}, {}, {sync_state});
+    s.run({}, {}, {train_graph.sync_state});
   }
   if (!a.json)
     info << (a.distributed ? std::to_string(R) + (R == 1 ? " rank (" : " ranks (") + communicator()->name() + "), "
@@ -200,7 +194,7 @@ int run(const Args& a, samples::Distributed& dist) {
   auto evaluate = [&] {
     if (average_buffers.valid()) s.run({}, {}, {average_buffers});
     double right = 0;
-    for (const data::Batch& b : test.epoch(0)) right += s.run({report_eval}, {{x, b[0]}, {y, b[1]}})[0].item();
+    for (const data::Batch& b : test.epoch(0)) right += s.run({train_graph.eval_correct}, {{x, b[0]}, {y, b[1]}})[0].item();
     return right / double(d.test->size());
   };
 
@@ -213,7 +207,7 @@ int run(const Args& a, samples::Distributed& dist) {
     int64_t images = 0, done = 0;
     auto t0 = Clock::now();
     for (const data::Batch& b : train.epoch(e - 1)) {
-      std::vector<NDArray> out = s.run({report_loss, report_correct}, {{x, b[0]}, {y, b[1]}}, {step});
+      std::vector<NDArray> out = s.run({train_graph.loss, train_graph.correct}, {{x, b[0]}, {y, b[1]}}, {train_graph.step});
       const int64_t n = std::min(a.batch * R, d.train->size() - images);  // rows of the global batch
       total_loss += out[0].item() * double(n);
       total_right += out[1].item();

@@ -112,13 +112,7 @@ int run(const Args& a, samples::Distributed& dist) {
   model->eval();
   Tensor eval_correct = nn::correct((*model)(x), y);
   std::unique_ptr<optim::Optimizer> opt = make_optimizer(a, *model, train.size());
-  // Distributed: gradients all-reduced in buckets, and the loss and counts reported over all ranks.
-  dist::DataParallel dp(*opt, {.bucket_bytes = size_t(a.bucket_mb * double(1 << 20))});
-  Tensor step = a.distributed ? dp.minimize(loss, x) : opt->minimize(loss);
-  Tensor report_loss = a.distributed ? dp.global_mean(loss, x) : loss;
-  Tensor report_correct = a.distributed ? dist::global_sum(correct) : correct;
-  Tensor report_eval = a.distributed ? dist::global_sum(eval_correct) : eval_correct;
-  Tensor sync_state = a.distributed ? dp.broadcast_target(model.get()) : Tensor();
+  samples::TrainingGraph train_graph(*opt, a.distributed, a.bucket_mb, *model, x, loss, correct, eval_correct);
 
   samples::TraceRecorder trace(dist.root() ? a.trace : "");
   Session s(g, {.device = Device::parse(a.device),
@@ -148,7 +142,7 @@ int run(const Args& a, samples::Distributed& dist) {
   }
   if (a.distributed) {
     communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
-    s.run({}, {}, {sync_state});
+    s.run({}, {}, {train_graph.sync_state});
   }
   if (!a.json) {
     if (a.distributed) info << R << (R == 1 ? " rank (" : " ranks (") << communicator()->name() << "), ";
@@ -161,7 +155,7 @@ int run(const Args& a, samples::Distributed& dist) {
 
   auto evaluate = [&] {
     double right = 0;
-    for (const data::Batch& b : test.epoch(0)) right += s.run({report_eval}, {{x, b[0]}, {y, b[1]}})[0].item();
+    for (const data::Batch& b : test.epoch(0)) right += s.run({train_graph.eval_correct}, {{x, b[0]}, {y, b[1]}})[0].item();
     return right / double(test_set->size());
   };
 
@@ -175,7 +169,7 @@ int run(const Args& a, samples::Distributed& dist) {
     auto t0 = Clock::now();
     for (const data::Batch& b : train.epoch(e - 1)) {
       const bool traced = trace.before_run();
-      std::vector<NDArray> out = s.run({report_loss, report_correct}, {{x, b[0]}, {y, b[1]}}, {step});
+      std::vector<NDArray> out = s.run({train_graph.loss, train_graph.correct}, {{x, b[0]}, {y, b[1]}}, {train_graph.step});
       if (traced) trace.after_run(s);
       // Rows of the global batch (this rank holds part of them).
       const int64_t n = std::min(a.batch * R, train_set->size() - images);
