@@ -37,9 +37,10 @@ ConvAttrs conv_attrs(const InferContext& c) {
   return {st[0], st[1], pd[0], pd[1], pd[2], pd[3], dl[0], dl[1], g};
 }
 
-/// Output size along one axis (-1 when the input size is dynamic).
-int64_t out_size(int64_t in, int64_t pad, int64_t k, int64_t dil, int64_t stride) {
-  return in < 0 ? -1 : (in + pad - dil * (k - 1) - 1) / stride + 1;
+/// Output size along one axis (-1 when the input size is dynamic), for the
+/// padded input's size and the dilated kernel's extent (checked: in_padded >= extent).
+int64_t out_size(int64_t in_padded, int64_t extent, int64_t stride) {
+  return in_padded < 0 ? -1 : (in_padded - extent) / stride + 1;
 }
 
 /// The output type of conv2d(x, w) with the node's attributes; every check a
@@ -58,14 +59,17 @@ TensorType conv_output(const InferContext& c, const TensorType& x, const TensorT
   c.check(K > 0 && w.shape[1] > 0 && KH > 0 && KW > 0, "weight ", S(w.shape), " has an empty dim");
   c.check(K % a.groups == 0, "output channels ", K, " (weight ", S(w.shape), ") are not divisible by groups ",
           a.groups);
-  c.check(C < 0 || C == w.shape[1] * a.groups, "input ", S(x.shape), " has ", C, " channels; weight ", S(w.shape),
-          " with groups ", a.groups, " expects ", w.shape[1] * a.groups);
-  const int64_t H = x.shape[2], W = x.shape[3];
-  const int64_t eh = a.dh * (KH - 1) + 1, ew = a.dw * (KW - 1) + 1;
-  c.check((H < 0 || H + a.pt + a.pb >= eh) && (W < 0 || W + a.pl + a.pr >= ew), "kernel ", KH, "x", KW, " (dilation ",
-          a.dh, "x", a.dw, ", extent ", eh, "x", ew, ") is larger than the padded input: input ", S(x.shape),
-          ", padding ", attr_str(c.attrs.ints("padding")));
-  return {x.dtype, {x.shape[0], K, out_size(H, a.pt + a.pb, KH, a.dh, a.sh), out_size(W, a.pl + a.pr, KW, a.dw, a.sw)}};
+  const int64_t expected_c = c.mul(w.shape[1], a.groups);
+  c.check(C < 0 || C == expected_c, "input ", S(x.shape), " has ", C, " channels; weight ", S(w.shape),
+          " with groups ", a.groups, " expects ", expected_c);
+  // Checked arithmetic: padding and dilation are the user's numbers.
+  const int64_t eh = c.add(c.mul(a.dh, KH - 1), 1), ew = c.add(c.mul(a.dw, KW - 1), 1);
+  const int64_t H = x.shape[2] < 0 ? -1 : c.add(x.shape[2], c.add(a.pt, a.pb));
+  const int64_t W = x.shape[3] < 0 ? -1 : c.add(x.shape[3], c.add(a.pl, a.pr));
+  c.check((H < 0 || H >= eh) && (W < 0 || W >= ew), "kernel ", KH, "x", KW, " (dilation ", a.dh, "x", a.dw,
+          ", extent ", eh, "x", ew, ") is larger than the padded input: input ", S(x.shape), ", padding ",
+          attr_str(c.attrs.ints("padding")));
+  return {x.dtype, {x.shape[0], K, out_size(H, eh, a.sh), out_size(W, ew, a.sw)}};
 }
 
 /// Checks that dy matches the output conv2d(x, w) would produce.
@@ -104,8 +108,8 @@ Geo geo_of(const Shape& x, const Shape& w, const Attrs& at) {
           w[0],
           w[2],
           w[3],
-          out_size(x[2], a.pt + a.pb, w[2], a.dh, a.sh),
-          out_size(x[3], a.pl + a.pr, w[3], a.dw, a.sw),
+          out_size(x[2] + a.pt + a.pb, a.dh * (w[2] - 1) + 1, a.sh),  // a node's shapes: checked when it was built
+          out_size(x[3] + a.pl + a.pr, a.dw * (w[3] - 1) + 1, a.sw),
           a};
 }
 

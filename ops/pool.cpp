@@ -52,14 +52,15 @@ TensorType pool_output(const InferContext& c, const TensorType& x) {
   c.check(s.size() == 2 && s[0] > 0 && s[1] > 0, "stride must be 2 positive values, got ", attr_str(s));
   c.check(p.size() == 4, "padding must be 4 values (top, bottom, left, right), got ", attr_str(p));
   const PoolAttrs a = pool_attrs(c.attrs);
-  c.check(a.pt >= 0 && a.pb >= 0 && a.pl >= 0 && a.pr >= 0 && 2 * std::max(a.pt, a.pb) <= a.kh &&
-              2 * std::max(a.pl, a.pr) <= a.kw,
+  // Written so that no attribute value overflows: each pad is at most k / 2, so k - pad_lo - pad_hi >= 0.
+  c.check(a.pt >= 0 && a.pb >= 0 && a.pl >= 0 && a.pr >= 0 && std::max(a.pt, a.pb) <= a.kh / 2 &&
+              std::max(a.pl, a.pr) <= a.kw / 2,
           "padding ", attr_str(p), " must be >= 0 and at most half the kernel ", attr_str(k));
-  const int64_t H = x.shape[2], W = x.shape[3];
-  c.check((H < 0 || H + a.pt + a.pb >= a.kh) && (W < 0 || W + a.pl + a.pr >= a.kw), "kernel ", attr_str(k),
+  const int64_t H = x.shape[2], W = x.shape[3], unpadded_h = a.kh - a.pt - a.pb, unpadded_w = a.kw - a.pl - a.pr;
+  c.check((H < 0 || H >= unpadded_h) && (W < 0 || W >= unpadded_w), "kernel ", attr_str(k),
           " is larger than the padded input ", S(x.shape), " (padding ", attr_str(p), ")");
-  auto out = [](int64_t in, int64_t pad, int64_t k, int64_t s) { return in < 0 ? -1 : (in + pad - k) / s + 1; };
-  return {x.dtype, {x.shape[0], x.shape[1], out(H, a.pt + a.pb, a.kh, a.sh), out(W, a.pl + a.pr, a.kw, a.sw)}};
+  auto out = [](int64_t in, int64_t unpadded, int64_t s) { return in < 0 ? -1 : (in - unpadded) / s + 1; };
+  return {x.dtype, {x.shape[0], x.shape[1], out(H, unpadded_h, a.sh), out(W, unpadded_w, a.sw)}};
 }
 
 TensorType adaptive_output(const InferContext& c, const TensorType& x) {

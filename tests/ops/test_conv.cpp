@@ -112,6 +112,16 @@ TEST_SUITE("ops/conv") {
     CHECK(contains(e, "at most half the kernel"));
     e = error_of([&] { max_pool2d(g.placeholder("small", {1, 1, 2, 2}), {.kernel = {3}}); });
     CHECK(contains(e, "larger than the padded input"));
+    // Attribute values whose arithmetic would overflow int64 are errors, not undefined behaviour.
+    constexpr int64_t kHuge = INT64_MAX;
+    e = error_of([&] { max_pool2d(x, {.kernel = {2}, .padding = {kHuge}}); });
+    CHECK(contains(e, "at most half the kernel"));
+    e = error_of([&] { conv2d(x, w, {.padding = {kHuge}}); });
+    CHECK(contains(e, "overflows"));
+    e = error_of([&] { conv2d(x, w, {.dilation = {kHuge}}); });
+    CHECK(contains(e, "overflows"));
+    e = error_of([&] { conv2d(x, g.placeholder("wgh", {4, 3, 3, 3}), {.groups = kHuge}); });
+    CHECK(contains(e, "conv2d '"));
     e = error_of([&] { adaptive_avg_pool2d(x, {7}); });
     CHECK(contains(e, "larger than the input"));
     e = error_of([&] { batch_norm(x, g.placeholder("bw", {4}), g.placeholder("bb", {3})); });
