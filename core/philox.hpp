@@ -59,13 +59,14 @@ LOOM_HD double to_unit_double(uint32_t hi, uint32_t lo) {
   return double(((uint64_t(hi) << 32) | lo) >> 11) * (1.0 / 9007199254740992.0);
 }
 
-/// Element i of a uniform [0,1) stream (float32: one word per element).
-LOOM_HD float uniform_f32(uint64_t key, uint64_t run, uint64_t i) {
-  return to_unit_float(words(key, run, i / 4).x[i % 4]);
-}
+/// Element k of block w's uniform [0,1) values: four float32 (one word each)
+/// or two float64 (two words each).
+LOOM_HD float uniform_f32(const U4& w, int k) { return to_unit_float(w.x[k]); }
+LOOM_HD double uniform_f64(const U4& w, int k) { return to_unit_double(w.x[2 * k], w.x[2 * k + 1]); }
+/// Element i of a uniform [0,1) stream.
+LOOM_HD float uniform_f32(uint64_t key, uint64_t run, uint64_t i) { return uniform_f32(words(key, run, i / 4), int(i % 4)); }
 LOOM_HD double uniform_f64(uint64_t key, uint64_t run, uint64_t i) {
-  U4 w = words(key, run, i / 2);
-  return i % 2 ? to_unit_double(w.x[2], w.x[3]) : to_unit_double(w.x[0], w.x[1]);
+  return uniform_f64(words(key, run, i / 2), int(i % 2));
 }
 
 /// Element k (0 or 1) of the standard normal pair of block w (Box-Muller).

@@ -34,11 +34,10 @@ void random_kernel(const KernelCall& c) {
       fill_blocks<2>(p, o.numel(), key, run, [&](const philox::U4& w, int k) { return T(a + b * philox::normal(w, k)); });
     else if constexpr (std::is_same_v<T, float>)
       fill_blocks<4>(p, o.numel(), key, run,
-                     [&](const philox::U4& w, int k) { return T(a + (b - a) * double(philox::to_unit_float(w.x[k]))); });
+                     [&](const philox::U4& w, int k) { return T(a + (b - a) * double(philox::uniform_f32(w, k))); });
     else
-      fill_blocks<2>(p, o.numel(), key, run, [&](const philox::U4& w, int k) {
-        return T(a + (b - a) * philox::to_unit_double(w.x[2 * k], w.x[2 * k + 1]));
-      });
+      fill_blocks<2>(p, o.numel(), key, run,
+                     [&](const philox::U4& w, int k) { return T(a + (b - a) * philox::uniform_f64(w, k)); });
   });
 }
 
