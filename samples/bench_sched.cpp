@@ -262,6 +262,7 @@ struct Result {
   int64_t size = 0;
   int graph_nodes = 0, steps = 0;
   double compile_ms = 0;
+  std::vector<std::pair<std::string, double>> pass_ms;  // the compile's passes (the last of the three)
   double serial_s = 0;                      // serial executor, 1 thread
   std::map<int, double> parallel_s;         // parallel executor by threads
   std::map<int, double> serial_threads_s;   // serial executor by threads (kernels parallel inside)
@@ -269,6 +270,20 @@ struct Result {
   size_t arena = 0, lower = 0, naive = 0;   // the session's default (best) strategy
   std::string best_strategy;
 };
+
+// Where the compile time of each family's largest graph goes, pass by pass.
+void print_pass_times(const std::vector<Result>& results) {
+  std::map<std::string, const Result*> largest;
+  for (const Result& r : results)
+    if (!largest.count(r.family) || largest[r.family]->graph_nodes < r.graph_nodes) largest[r.family] = &r;
+  std::printf("\nplan compile time by pass (ms), largest graph of each family\n");
+  for (const auto& [fam, r] : largest) {
+    std::printf("  %-22s", r->label.c_str());
+    for (const auto& [pass, ms] : r->pass_ms)
+      if (ms >= 0.05 * r->compile_ms) std::printf(" %s %.1f;", pass.c_str(), ms);
+    std::printf(" (passes under 5%% not shown)\n");
+  }
+}
 
 Result measure(Family& f, const std::vector<int>& threads, double min_seconds, int min_reps) {
   Result r;
@@ -284,6 +299,7 @@ Result measure(Family& f, const std::vector<int>& threads, double min_seconds, i
       c.initialize();
       c.run(f.fetches, f.feeds, f.targets);
       ms.push_back(c.stats().last_plan.compile_ms);
+      r.pass_ms = c.stats().last_plan.pass_ms;
     }
     Session s(*f.g, {.threads = 1, .fusion = f.fusion});
     s.initialize();
@@ -700,6 +716,7 @@ int main(int argc, char** argv) {
                                 {"graph_nodes", r.graph_nodes},
                                 {"steps", r.steps},
                                 {"compile_ms", r.compile_ms},
+                                {"pass_ms", r.pass_ms},
                                 {"serial_us", us(r.serial_s)},
                                 {"serial_us_per_node", us(r.serial_s) / std::max(r.steps, 1)},
                                 {"parallel_us", par},
@@ -763,6 +780,7 @@ int main(int argc, char** argv) {
       for (auto [n, ms] : family_pts[fam]) std::printf(" %.0f nodes %.1f ms;", n, ms);
       std::printf(" exponent %.2f\n", e);
     }
+    print_pass_times(results);
     if (!torch.empty()) {
       std::printf("\nside by side with PyTorch eager (%s)\n", "torch.set_num_threads(1)");
       for (const Result& r : results) {
