@@ -137,7 +137,7 @@ NDArray Plan::bind(int value) const {
   if (s.kind == StorageKind::arena) {
     Layout l = v.layout;
     l.offset += int64_t(s.offset / dtype_size(v.type.dtype));
-    return NDArray(arena, l, v.type.dtype);
+    return NDArray(arena, std::move(l), v.type.dtype);
   }
   return NDArray(s.array.buffer(), v.layout, v.type.dtype);
 }

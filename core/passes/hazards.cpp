@@ -41,17 +41,20 @@ void repaint(std::map<size_t, std::pair<size_t, int>>& paint, size_t lo, size_t 
 
 void hazards(Compilation& c) {
   Plan& p = c.plan;
-  std::vector<int> placed;
+  // Storages by first write (ties: by id), and positions by node: small
+  // arrays, where reading the large PStorage and PNode records misses cache.
+  std::vector<std::pair<int, int>> by_first;
   for (size_t i = 0; i < p.storages.size(); ++i) {
     const PStorage& s = p.storages[i];
-    if (s.kind == StorageKind::arena && !s.merged && !s.writers.empty()) placed.push_back(int(i));
+    if (s.kind == StorageKind::arena && !s.merged && !s.writers.empty()) by_first.push_back({s.first, int(i)});
   }
-  std::stable_sort(placed.begin(), placed.end(),
-                   [&](int a, int b) { return p.storages[size_t(a)].first < p.storages[size_t(b)].first; });
-  auto pos = [&](int node) { return p.nodes[size_t(node)].pos; };
+  std::sort(by_first.begin(), by_first.end());
+  std::vector<int> pos_of(p.nodes.size());
+  for (size_t i = 0; i < p.nodes.size(); ++i) pos_of[i] = p.nodes[i].pos;
+  auto pos = [&](int node) { return pos_of[size_t(node)]; };
   std::map<size_t, std::pair<size_t, int>> paint;  // start -> (end, storage)
   std::vector<int> prev;
-  for (int s : placed) {
+  for (auto [first, s] : by_first) {
     const PStorage& s2 = p.storages[size_t(s)];
     const int w = pos(s2.writers.front());
     repaint(paint, s2.offset, s2.offset + s2.bytes, s, prev);

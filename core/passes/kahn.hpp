@@ -9,10 +9,9 @@
 
 namespace loom {
 
-template <class Key>
+template <class Key, class Priority, class OnEmit>
 std::vector<int> kahn_order(const std::vector<int>& nodes, const std::vector<std::vector<int>>& preds,
-                            const std::vector<std::vector<int>>& succs, const std::function<Key(int)>& priority,
-                            const std::function<void(int)>& on_emit) {
+                            const std::vector<std::vector<int>>& succs, Priority&& priority, OnEmit&& on_emit) {
   std::vector<int> indeg(preds.size(), 0), out;
   out.reserve(nodes.size());
   using Item = std::pair<Key, int>;
@@ -30,7 +29,7 @@ std::vector<int> kahn_order(const std::vector<int>& nodes, const std::vector<std
       continue;
     }
     out.push_back(i);
-    if (on_emit) on_emit(i);
+    on_emit(i);
     for (int s : succs[size_t(i)])
       if (--indeg[size_t(s)] == 0) ready.push({priority(s), s});
   }

@@ -33,7 +33,7 @@ struct Lowering {
     return it->second;
   }
 
-  std::vector<TensorType> output_types(const Node& gn, PNode& node, std::span<const TensorType> in_types);
+  const std::vector<TensorType>& output_types(const Node& gn, PNode& node, std::vector<TensorType>& inferred);
   int compact_copy(int v, const std::string& for_node);
   void choose_kernel(const Node& gn, PNode& node, const std::vector<TensorType>& outs);
   void place_outputs(const Node& gn, PNode& node);
@@ -48,31 +48,35 @@ bool shape_fits(const Shape& declared, const Shape& actual) {
   return true;
 }
 
-/// Concrete output types and the node's kind.
-std::vector<TensorType> Lowering::output_types(const Node& gn, PNode& node, std::span<const TensorType> in_types) {
+/// Concrete output types and the node's kind: the declared ones when the
+/// inputs are as declared (static shapes; no copy), else inferred again from
+/// the inputs' types (into `inferred`).
+const std::vector<TensorType>& Lowering::output_types(const Node& gn, PNode& node, std::vector<TensorType>& inferred) {
   const OpDef& op = *gn.op;
   if (&op == core_op::placeholder) {
     node.kind = NodeKind::feed;
     node.feed = c.feed_of[size_t(gn.id)];
     const NDArray& a = (*c.req.feeds)[size_t(node.feed)].second;
-    return {{a.dtype(), a.shape()}};
+    inferred = {{a.dtype(), a.shape()}};
+    return inferred;
   }
   if (&op == core_op::constant || &op == core_op::variable) {
     node.kind = NodeKind::source;
     return gn.outputs;
   }
   node.kind = op.no_kernel ? NodeKind::noop : op.view ? NodeKind::view : NodeKind::kernel;
-  // Inputs as declared at build time (static shapes): so are the outputs.
   bool as_declared = true;
   for (size_t i = 0; i < gn.inputs.size() && as_declared; ++i)
-    as_declared = in_types[i] == c.graph.node(gn.inputs[i].node).outputs[size_t(gn.inputs[i].index)];
+    as_declared = value(node.in[i]).type == c.graph.node(gn.inputs[i].node).outputs[size_t(gn.inputs[i].index)];
   if (as_declared) return gn.outputs;
+  std::vector<TensorType> in_types;
+  for (int v : node.in) in_types.push_back(value(v).type);
   InferContext ctx{op.name, gn.name, in_types, gn.attrs};
-  std::vector<TensorType> outs = op.infer(ctx);
-  for (size_t i = 0; i < outs.size(); ++i)
-    LOOM_CHECK(shape_fits(gn.outputs[i].shape, outs[i].shape), op.name, " '", gn.name, "': output ", i,
-               " resolves to ", shape_str(outs[i].shape), " but was declared ", shape_str(gn.outputs[i].shape));
-  return outs;
+  inferred = op.infer(ctx);
+  for (size_t i = 0; i < inferred.size(); ++i)
+    LOOM_CHECK(shape_fits(gn.outputs[i].shape, inferred[i].shape), op.name, " '", gn.name, "': output ", i,
+               " resolves to ", shape_str(inferred[i].shape), " but was declared ", shape_str(gn.outputs[i].shape));
+  return inferred;
 }
 
 /// Inserts a node copying value v into a compact arena value; returns it.
@@ -142,7 +146,7 @@ void Lowering::place_outputs(const Node& gn, PNode& node) {
     p.storages[size_t(v.storage)].array = a;
     v.layout = Layout::compact(v.type.shape);
   } else if (node.kind == NodeKind::view) {
-    const PValue src = value(node.in[0]);
+    const PValue& src = value(node.in[0]);  // p.values does not grow here
     std::vector<Shape> shapes;
     for (int o : node.out) shapes.push_back(value(o).type.shape);
     for (size_t i = 0; i < node.out.size(); ++i) {
@@ -184,15 +188,15 @@ void Lowering::lower_node(const Node& gn) {
   node.op = gn.op;
   node.name = gn.name;
   node.attrs = std::shared_ptr<const Attrs>(std::shared_ptr<const Attrs>(), &gn.attrs);  // the graph outlives plans
-  std::vector<TensorType> in_types;
+  node.in.reserve(gn.inputs.size());
   for (const Edge& e : gn.inputs) {
     const int v = value_of[size_t(e.node)];
     LOOM_ASSERT(v >= 0, "input of ", gn.name, " has no value");
     node.in.push_back(v + e.index);
-    in_types.push_back(value(v + e.index).type);
   }
   for (int k : gn.control) node.after.push_back(node_of[size_t(k)]);
-  const std::vector<TensorType> outs = output_types(gn, node, in_types);
+  std::vector<TensorType> inferred;
+  const std::vector<TensorType>& outs = output_types(gn, node, inferred);
   choose_kernel(gn, node, outs);
   const int id = int(p.nodes.size());  // after the copies choose_kernel may insert
   for (const TensorType& t : outs) node.out.push_back(p.add_value(t, id));

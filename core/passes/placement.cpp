@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "core/passes/passes.hpp"
 
@@ -117,19 +118,17 @@ size_t place_by_size(std::span<const Lifetime> items, std::vector<size_t>& off) 
   return top;
 }
 
-/// Free blocks of an arena, by offset and by size, coalescing on release.
+/// Free blocks of an arena, by offset and by (size, offset), coalescing on
+/// release. Blocks of one size are many in uniform graphs: keyed by (size,
+/// offset), each is found in log time; best fit takes the lowest offset among
+/// equal sizes.
 struct FreeList {
-  std::map<size_t, size_t> by_off;       // offset -> size
-  std::multimap<size_t, size_t> by_size;  // size -> offset
+  std::map<size_t, size_t> by_off;                 // offset -> size
+  std::set<std::pair<size_t, size_t>> by_size;     // (size, offset)
   size_t used_top = 0;
 
   void erase(std::map<size_t, size_t>::iterator it) {
-    auto range = by_size.equal_range(it->second);
-    for (auto s = range.first; s != range.second; ++s)
-      if (s->second == it->first) {
-        by_size.erase(s);
-        break;
-      }
+    by_size.erase({it->second, it->first});
     by_off.erase(it);
   }
   void add(size_t o, size_t n) {
@@ -156,9 +155,9 @@ struct FreeList {
   }
   /// Best fit, else on top.
   size_t take(size_t bytes) {
-    auto fit = by_size.lower_bound(bytes);
+    auto fit = by_size.lower_bound({bytes, 0});
     if (fit == by_size.end()) return (used_top += bytes) - bytes;
-    const size_t o = fit->second, n = fit->first;
+    const auto [n, o] = *fit;
     by_size.erase(fit);
     by_off.erase(o);
     if (n > bytes) add(o + bytes, n - bytes);

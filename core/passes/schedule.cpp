@@ -12,6 +12,7 @@
 //                from the inputs), so that independent nodes run together.
 
 #include <algorithm>
+#include <span>
 #include <tuple>
 
 #include "core/passes/passes.hpp"
@@ -73,40 +74,68 @@ size_t peak_for(const Plan& p, const std::vector<int>& order) {
   return size_t(peak);
 }
 
-/// The distinct arena storages node n reads (not for their shape only).
-void read_storages(const Plan& p, const PNode& n, std::vector<int>& out) {
-  out.clear();
-  for (size_t k = 0; k < n.in.size(); ++k) {
-    if (is_shape_only(n, k)) continue;
-    const int s = p.values[size_t(n.in[k])].storage;
-    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+/// Per executable node, what running it does to live arena bytes: what it
+/// allocates, and the distinct freeable storages it reads (flat lists).
+struct NodeMemory {
+  std::vector<int64_t> alloc;
+  std::vector<int> start, reads;
+  std::span<const int> reads_of(int i) const { return {reads.data() + start[size_t(i)], reads.data() + start[size_t(i) + 1]}; }
+};
+
+NodeMemory node_memory(const Plan& p) {
+  NodeMemory m;
+  m.alloc.assign(p.nodes.size(), 0);
+  m.start.assign(p.nodes.size() + 1, 0);
+  for (size_t i = 0; i < p.nodes.size(); ++i) {
+    const PNode& n = p.nodes[i];
+    m.start[i] = int(m.reads.size());
+    if (!executable(n)) continue;
+    for (int v : n.out) {
+      const PStorage& st = p.storages[size_t(p.values[size_t(v)].storage)];
+      if (st.kind == StorageKind::arena) m.alloc[i] += int64_t(st.bytes);
+    }
+    const size_t first = m.reads.size();
+    for (size_t k = 0; k < n.in.size(); ++k) {
+      const int s = p.values[size_t(n.in[k])].storage;
+      const PStorage& st = p.storages[size_t(s)];
+      if (is_shape_only(n, k) || st.kind != StorageKind::arena || st.pinned) continue;
+      if (std::find(m.reads.begin() + int64_t(first), m.reads.end(), s) == m.reads.end()) m.reads.push_back(s);
+    }
   }
+  m.start.back() = int(m.reads.size());
+  return m;
 }
 
 /// Memory-greedy: the ready node with the smallest bytes allocated minus bytes freed.
 std::vector<int> memory_greedy(const Plan& p, const std::vector<int>& exec, const std::vector<std::vector<int>>& preds,
                                const std::vector<std::vector<int>>& succs) {
-  std::vector<int> pending(p.storages.size(), 0), reads;
+  const NodeMemory m = node_memory(p);
+  std::vector<int> pending(p.storages.size(), 0);
   for (size_t s = 0; s < p.storages.size(); ++s) pending[s] = int(p.storages[s].readers.size());
   auto score = [&](int i) {
-    const PNode& n = p.nodes[size_t(i)];
-    int64_t d = 0;
-    for (int v : n.out) {
-      const PStorage& s = p.storages[size_t(p.values[size_t(v)].storage)];
-      if (s.kind == StorageKind::arena) d += int64_t(s.bytes);
-    }
-    read_storages(p, n, reads);
-    for (int s : reads) {
-      const PStorage& st = p.storages[size_t(s)];
-      if (st.kind == StorageKind::arena && !st.pinned && pending[size_t(s)] == 1) d -= int64_t(st.bytes);
-    }
-    return Key{int(n.post_commit), d, i};
+    int64_t d = m.alloc[size_t(i)];
+    for (int s : m.reads_of(i))
+      if (pending[size_t(s)] == 1) d -= int64_t(p.storages[size_t(s)].bytes);
+    return Key{int(p.nodes[size_t(i)].post_commit), d, i};
   };
   auto emitted = [&](int i) {
-    read_storages(p, p.nodes[size_t(i)], reads);
-    for (int s : reads) --pending[size_t(s)];
+    for (int s : m.reads_of(i)) --pending[size_t(s)];
   };
   return kahn_order<Key>(exec, preds, succs, score, emitted);
+}
+
+/// Plan::order, PNode::pos and Plan::deps from an order and each node's
+/// executable predecessors.
+void set_order_from(Plan& p, std::vector<int> order, const std::vector<std::vector<int>>& preds) {
+  p.order = std::move(order);
+  for (PNode& n : p.nodes) n.pos = -1;
+  for (size_t i = 0; i < p.order.size(); ++i) p.nodes[size_t(p.order[i])].pos = int(i);
+  p.deps.assign(p.order.size(), {});
+  for (size_t i = 0; i < p.order.size(); ++i) {
+    const std::vector<int>& d = preds[size_t(p.order[i])];
+    p.deps[i].reserve(d.size());
+    for (int x : d) p.deps[i].push_back(p.nodes[size_t(x)].pos);
+  }
 }
 
 }  // namespace
@@ -135,7 +164,7 @@ void schedule(Compilation& c) {
     std::vector<int> greedy = memory_greedy(p, exec, preds, succs);
     p.order = peak_for(p, greedy) < peak_for(p, program) ? std::move(greedy) : std::move(program);
   }
-  set_order(p, std::move(p.order));
+  set_order_from(p, std::move(p.order), preds);
   // Waves: runs of positions with the same (post, level); the parallel executor runs each together.
   p.wave_end.clear();
   if (parallel) {
@@ -151,12 +180,9 @@ void schedule(Compilation& c) {
 
 void set_order(Plan& p, std::vector<int> order) {
   DepResolver res(p);
-  p.order = std::move(order);
-  for (PNode& n : p.nodes) n.pos = -1;
-  for (size_t i = 0; i < p.order.size(); ++i) p.nodes[size_t(p.order[i])].pos = int(i);
-  p.deps.assign(p.order.size(), {});
-  for (size_t i = 0; i < p.order.size(); ++i)
-    for (int d : res.deps_of(p.order[i])) p.deps[i].push_back(p.nodes[size_t(d)].pos);
+  std::vector<std::vector<int>> preds(p.nodes.size());
+  for (int i : order) preds[size_t(i)] = res.deps_of(i);
+  set_order_from(p, std::move(order), preds);
 }
 
 }  // namespace loom
