@@ -401,8 +401,14 @@ struct SweepPoint {
 };
 
 /// One plan under `budget` (0: none) timed; false when the budget cannot be met.
-bool sweep_point(Family& f, size_t budget, Remat remat, double min_seconds, int min_reps, SweepPoint& pt) {
-  Session s(*f.g, {.threads = 1, .fusion = f.fusion, .memory_budget = budget, .remat = remat});
+/// early_updates: variables updated as soon as their gradients exist (atomic_updates off) when recomputing.
+bool sweep_point(Family& f, size_t budget, Remat remat, double min_seconds, int min_reps, SweepPoint& pt,
+                 bool early_updates = false) {
+  Session s(*f.g, {.threads = 1,
+                   .fusion = f.fusion,
+                   .atomic_updates = !(early_updates && remat != Remat::off),
+                   .memory_budget = budget,
+                   .remat = remat});
   s.initialize();
   try {
     s.plan_info(f.fetches, f.feeds, f.targets);
@@ -424,19 +430,31 @@ bool sweep_point(Family& f, size_t budget, Remat remat, double min_seconds, int 
 
 /// The sweep of one family: `fractions` of the full arena, then bisection
 /// towards the smallest budget met; Chen's rule alone as the last point.
-std::vector<SweepPoint> memory_sweep(Family& f, const std::vector<double>& fractions, double min_seconds,
-                                     int min_reps) {
+/// What --memory-sweep measures and reports.
+struct SweepOptions {
+  std::vector<double> fractions;  // of the full arena
+  double min_seconds = 0.3;
+  int min_reps = 5;
+  bool early_updates = false;  // recomputing plans update variables early (atomic_updates off)
+  bool json = false, torch_side = true;
+  std::string plot_dir;
+};
+
+std::vector<SweepPoint> memory_sweep(Family& f, const SweepOptions& o) {
+  const double min_seconds = o.min_seconds;
+  const int min_reps = o.min_reps;
+  const bool early_updates = o.early_updates;
   std::vector<SweepPoint> pts;
   SweepPoint full;
   sweep_point(f, 0, Remat::off, min_seconds, min_reps, full);
   full.budget_fraction = 1;
   pts.push_back(full);
   double ok = 1, bad = 0;
-  for (double fr : fractions) {
+  for (double fr : o.fractions) {
     if (fr >= 1) continue;
     std::fprintf(stderr, "    %s: budget %.3f of %s\n", f.label.c_str(), fr, fmt_bytes(full.arena).c_str());
     SweepPoint pt;
-    if (!sweep_point(f, size_t(fr * double(full.arena)), Remat::automatic, min_seconds, min_reps, pt)) {
+    if (!sweep_point(f, size_t(fr * double(full.arena)), Remat::automatic, min_seconds, min_reps, pt, early_updates)) {
       bad = fr;
       break;
     }
@@ -447,7 +465,7 @@ std::vector<SweepPoint> memory_sweep(Family& f, const std::vector<double>& fract
   for (int i = 0; i < 4 && bad > 0; ++i) {  // towards the smallest budget met
     const double mid = (ok + bad) / 2;
     SweepPoint pt;
-    if (!sweep_point(f, size_t(mid * double(full.arena)), Remat::automatic, min_seconds, min_reps, pt)) {
+    if (!sweep_point(f, size_t(mid * double(full.arena)), Remat::automatic, min_seconds, min_reps, pt, early_updates)) {
       bad = mid;
       continue;
     }
@@ -456,7 +474,7 @@ std::vector<SweepPoint> memory_sweep(Family& f, const std::vector<double>& fract
     ok = mid;
   }
   SweepPoint chen;  // Chen's rule alone: sqrt(n) segments, whatever the budget
-  if (sweep_point(f, full.arena - 1, Remat::chen, min_seconds, min_reps, chen)) {
+  if (sweep_point(f, full.arena - 1, Remat::chen, min_seconds, min_reps, chen, early_updates)) {
     chen.budget_fraction = double(chen.arena) / double(full.arena);
     chen.strategy = "chen-sqrt";
     pts.push_back(chen);
@@ -473,21 +491,22 @@ double step_within(const std::vector<SweepPoint>& pts, const std::string& family
   return best;
 }
 
-int run_memory_sweep(const std::set<std::string>& fams, const std::vector<double>& fractions, double min_seconds,
-                     int min_reps, bool json, bool torch_side, const std::string& plot_dir, const char* argv0) {
+int run_memory_sweep(const std::set<std::string>& fams, const SweepOptions& o, const char* argv0) {
+  const bool json = o.json;
+  const std::string& plot_dir = o.plot_dir;
   std::vector<SweepPoint> pts;
   for (std::string name : {"mlpresnet", "transformer", "resnet9"}) {
     if (!fams.count(name)) continue;
     Family f = name == "mlpresnet" ? mlpresnet() : name == "transformer" ? transformer() : resnet9();
     std::fprintf(stderr, "  memory sweep of %s ...\n", f.label.c_str());
-    for (SweepPoint& p : memory_sweep(f, fractions, min_seconds, min_reps)) pts.push_back(std::move(p));
+    for (SweepPoint& p : memory_sweep(f, o)) pts.push_back(std::move(p));
   }
   std::map<std::string, double> torch;
-  if (torch_side) {
+  if (o.torch_side) {
     fs::path script = fs::path(argv0).parent_path() / "bench_sched_torch.py";
     if (!fs::exists(script)) script = fs::path(LOOM_SAMPLES_DIR) / "bench_sched_torch.py";
     std::ostringstream cmd;
-    cmd << samples::peer_python() << " '" << script.string() << "' --min-seconds " << min_seconds << " --checkpoint";
+    cmd << samples::peer_python() << " '" << script.string() << "' --min-seconds " << o.min_seconds << " --checkpoint";
     for (const std::string& fam : fams) cmd << ' ' << fam;
     cmd << " 2>&1";
     std::fprintf(stderr, "  measuring PyTorch with torch.utils.checkpoint ...\n");
@@ -504,14 +523,15 @@ int run_memory_sweep(const std::set<std::string>& fams, const std::vector<double
     }
   }
   if (json) {
-    nlohmann::json doc = {{"points", nlohmann::json::array()}, {"torch", torch}};
+    nlohmann::json doc = {{"points", nlohmann::json::array()}, {"torch", torch}, {"early_updates", o.early_updates}};
     for (const SweepPoint& p : pts)
       doc["points"].push_back({{"family", p.family}, {"budget_fraction", p.budget_fraction}, {"arena", p.arena},
                                {"step_us", p.step_us}, {"strategy", p.strategy}, {"recomputed", p.recomputed},
                                {"recompute_flops", p.recompute_flops}, {"plan_flops", p.plan_flops}});
     std::printf("%s\n", doc.dump(2).c_str());
   } else {
-    std::printf("\nmemory sweep: serial executor, 1 thread; step times are medians; remat = auto unless noted\n\n");
+    std::printf("\nmemory sweep: serial executor, 1 thread; step times are medians; remat = auto unless noted%s\n\n",
+                o.early_updates ? ";\nrecomputing plans update variables as soon as their gradients exist (atomic_updates off)" : "");
     std::printf("%-12s %8s %10s %8s %10s %8s %10s %9s %s\n", "family", "budget", "arena", "arena/0", "step us",
                 "x step0", "recomputed", "+flops", "strategy");
     std::map<std::string, SweepPoint> full;
@@ -614,7 +634,9 @@ int main(int argc, char** argv) {
       "no-torch", "skip the PyTorch side-by-side runs")(
       "memory-sweep", "rematerialization: arena and step time for budgets from the full arena down to the smallest "
                       "reachable (families mlpresnet, transformer, resnet9)")(
-      "fractions", po::value(&fractions)->multitoken(), "memory sweep: budget fractions (default 0.9 0.8 ... 0.1)");
+      "fractions", po::value(&fractions)->multitoken(), "memory sweep: budget fractions (default 0.9 0.8 ... 0.1)")(
+      "early-updates", "memory sweep: recomputing plans update each variable as soon as its gradient exists "
+                       "(SessionOptions::atomic_updates off), so gradients need not all be live at once");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -648,7 +670,9 @@ int main(int argc, char** argv) {
   if (vm.count("memory-sweep")) {
     if (vm["families"].defaulted()) fams = {"mlpresnet", "transformer", "resnet9"};
     try {
-      return run_memory_sweep(fams, fractions, min_seconds, min_reps, json, !vm.count("no-torch"), plot_dir, argv[0]);
+      const SweepOptions o{fractions, min_seconds, min_reps, vm.count("early-updates") > 0, json, !vm.count("no-torch"),
+                           plot_dir};
+      return run_memory_sweep(fams, o, argv[0]);
     } catch (const Error& e) {
       std::cerr << "bench_sched: " << e.what() << "\n";
       return 1;
