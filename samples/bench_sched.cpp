@@ -24,12 +24,12 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -343,14 +343,17 @@ Result measure(Family& f, const std::vector<int>& threads, double min_seconds, i
 
 // ---------------------------------------------------------------- PyTorch peer
 
-std::map<std::string, double> run_torch(const std::string& script, const std::vector<int64_t>& chain_sizes,
-                                        double min_seconds) {
+/// samples/bench_sched_torch.py: next to the binary, else in the source tree.
+fs::path torch_script(const char* argv0) {
+  fs::path script = fs::path(argv0).parent_path() / "bench_sched_torch.py";
+  if (!fs::exists(script)) script = fs::path(LOOM_SAMPLES_DIR) / "bench_sched_torch.py";
+  return script;
+}
+
+/// Runs the peer's command line: its "torch.<key> <value>" lines are the figures, its other lines go to stderr.
+std::map<std::string, double> read_torch_figures(const std::string& cmd) {
   std::map<std::string, double> out;
-  std::ostringstream cmd;
-  cmd << samples::peer_python() << " '" << script << "' --min-seconds " << min_seconds << " --chain";
-  for (int64_t n : chain_sizes) cmd << ' ' << n;
-  cmd << " 2>&1";
-  FILE* p = popen(cmd.str().c_str(), "r");
+  FILE* p = popen(cmd.c_str(), "r");
   if (!p) return out;
   char line[512];
   while (std::fgets(line, sizeof line, p)) {
@@ -364,6 +367,12 @@ std::map<std::string, double> run_torch(const std::string& script, const std::ve
   return out;
 }
 
+/// One figure of the peer; 0 when it did not report it.
+double torch_figure(const std::map<std::string, double>& torch, const std::string& key) {
+  auto it = torch.find(key);
+  return it == torch.end() ? 0 : it->second;
+}
+
 std::string fmt_bytes(size_t b) {
   char buf[32];
   if (b >= (1u << 20)) std::snprintf(buf, sizeof buf, "%.2fM", double(b) / double(1 << 20));
@@ -371,6 +380,11 @@ std::string fmt_bytes(size_t b) {
   else std::snprintf(buf, sizeof buf, "%zu", b);
   return buf;
 }
+
+double micros(double seconds) { return seconds * 1e6; }
+
+/// a / b, NAN when b is 0.
+double ratio(size_t a, size_t b) { return b ? double(a) / double(b) : NAN; }
 
 /// Least-squares slope of log(y) against log(x): the growth exponent.
 double fit_exponent(const std::vector<std::pair<double, double>>& pts) {
@@ -384,6 +398,11 @@ double fit_exponent(const std::vector<std::pair<double, double>>& pts) {
 
 void write_atomically(const fs::path& path, const std::string& text) { io::write_file_atomically(path.string(), text); }
 
+/// Runs gnuplot on `script` in `dir`; false when it failed (or is not installed).
+bool run_gnuplot(const fs::path& dir, const std::string& script) {
+  const std::string cmd = "cd '" + dir.string() + "' && gnuplot " + script;
+  return std::system(cmd.c_str()) == 0;
+}
 
 // ---------------------------------------------------------------- memory sweep (--memory-sweep)
 // Budgets from the arena without recomputation down to the smallest the remat
@@ -400,13 +419,21 @@ struct SweepPoint {
   double recompute_flops = 0, plan_flops = 0;
 };
 
+/// What --memory-sweep measures and reports.
+struct SweepOptions {
+  std::vector<double> fractions;  // of the full arena
+  double min_seconds = 0.3;
+  int min_reps = 5;
+  bool early_updates = false;  // recomputing plans update variables early (atomic_updates off)
+  bool json = false, torch_side = true;
+  std::string plot_dir;
+};
+
 /// One plan under `budget` (0: none) timed; false when the budget cannot be met.
-/// early_updates: variables updated as soon as their gradients exist (atomic_updates off) when recomputing.
-bool sweep_point(Family& f, size_t budget, Remat remat, double min_seconds, int min_reps, SweepPoint& pt,
-                 bool early_updates = false) {
+bool sweep_point(Family& f, size_t budget, Remat remat, const SweepOptions& o, SweepPoint& pt) {
   Session s(*f.g, {.threads = 1,
                    .fusion = f.fusion,
-                   .atomic_updates = !(early_updates && remat != Remat::off),
+                   .atomic_updates = !(o.early_updates && remat != Remat::off),
                    .memory_budget = budget,
                    .remat = remat});
   s.initialize();
@@ -416,7 +443,7 @@ bool sweep_point(Family& f, size_t budget, Remat remat, double min_seconds, int 
     if (std::string(e.what()).find("cannot be met") == std::string::npos) throw;
     return false;
   }
-  const double sec = time_runs(s, f, min_seconds, min_reps);
+  const double sec = time_runs(s, f, o.min_seconds, o.min_reps);
   const PlanStats p = s.stats().last_plan;
   pt.family = f.name;
   pt.arena = p.arena_bytes;
@@ -428,25 +455,13 @@ bool sweep_point(Family& f, size_t budget, Remat remat, double min_seconds, int 
   return true;
 }
 
+
 /// The sweep of one family: `fractions` of the full arena, then bisection
 /// towards the smallest budget met; Chen's rule alone as the last point.
-/// What --memory-sweep measures and reports.
-struct SweepOptions {
-  std::vector<double> fractions;  // of the full arena
-  double min_seconds = 0.3;
-  int min_reps = 5;
-  bool early_updates = false;  // recomputing plans update variables early (atomic_updates off)
-  bool json = false, torch_side = true;
-  std::string plot_dir;
-};
-
 std::vector<SweepPoint> memory_sweep(Family& f, const SweepOptions& o) {
-  const double min_seconds = o.min_seconds;
-  const int min_reps = o.min_reps;
-  const bool early_updates = o.early_updates;
   std::vector<SweepPoint> pts;
   SweepPoint full;
-  sweep_point(f, 0, Remat::off, min_seconds, min_reps, full);
+  sweep_point(f, 0, Remat::off, o, full);
   full.budget_fraction = 1;
   pts.push_back(full);
   double ok = 1, bad = 0;
@@ -454,7 +469,7 @@ std::vector<SweepPoint> memory_sweep(Family& f, const SweepOptions& o) {
     if (fr >= 1) continue;
     std::fprintf(stderr, "    %s: budget %.3f of %s\n", f.label.c_str(), fr, fmt_bytes(full.arena).c_str());
     SweepPoint pt;
-    if (!sweep_point(f, size_t(fr * double(full.arena)), Remat::automatic, min_seconds, min_reps, pt, early_updates)) {
+    if (!sweep_point(f, size_t(fr * double(full.arena)), Remat::automatic, o, pt)) {
       bad = fr;
       break;
     }
@@ -465,7 +480,7 @@ std::vector<SweepPoint> memory_sweep(Family& f, const SweepOptions& o) {
   for (int i = 0; i < 4 && bad > 0; ++i) {  // towards the smallest budget met
     const double mid = (ok + bad) / 2;
     SweepPoint pt;
-    if (!sweep_point(f, size_t(mid * double(full.arena)), Remat::automatic, min_seconds, min_reps, pt, early_updates)) {
+    if (!sweep_point(f, size_t(mid * double(full.arena)), Remat::automatic, o, pt)) {
       bad = mid;
       continue;
     }
@@ -474,12 +489,44 @@ std::vector<SweepPoint> memory_sweep(Family& f, const SweepOptions& o) {
     ok = mid;
   }
   SweepPoint chen;  // Chen's rule alone: sqrt(n) segments, whatever the budget
-  if (sweep_point(f, full.arena - 1, Remat::chen, min_seconds, min_reps, chen, early_updates)) {
+  if (sweep_point(f, full.arena - 1, Remat::chen, o, chen)) {
     chen.budget_fraction = double(chen.arena) / double(full.arena);
     chen.strategy = "chen-sqrt";
     pts.push_back(chen);
   }
   return pts;
+}
+
+/// The sweeps of the selected families the sweep knows, in a fixed order.
+std::vector<SweepPoint> measure_sweeps(const std::set<std::string>& fams, const SweepOptions& o) {
+  std::vector<SweepPoint> pts;
+  for (std::string name : {"mlpresnet", "transformer", "resnet9"}) {
+    if (!fams.count(name)) continue;
+    Family f = name == "mlpresnet" ? mlpresnet() : name == "transformer" ? transformer() : resnet9();
+    std::fprintf(stderr, "  memory sweep of %s ...\n", f.label.c_str());
+    for (SweepPoint& p : memory_sweep(f, o)) pts.push_back(std::move(p));
+  }
+  return pts;
+}
+
+/// PyTorch's step time and peak memory with torch.utils.checkpoint on every block, and without.
+std::map<std::string, double> run_torch_checkpoint(const std::set<std::string>& fams, const SweepOptions& o,
+                                                   const char* argv0) {
+  std::ostringstream cmd;
+  cmd << samples::peer_python() << " '" << torch_script(argv0).string() << "' --min-seconds " << o.min_seconds
+      << " --checkpoint";
+  for (const std::string& fam : fams) cmd << ' ' << fam;
+  cmd << " 2>&1";
+  std::fprintf(stderr, "  measuring PyTorch with torch.utils.checkpoint ...\n");
+  return read_torch_figures(cmd.str());
+}
+
+/// Each family's first point: its plan without recomputation, the one the others are compared with.
+std::map<std::string, SweepPoint> points_without_remat(const std::vector<SweepPoint>& pts) {
+  std::map<std::string, SweepPoint> full;
+  for (const SweepPoint& p : pts)
+    if (!full.count(p.family)) full[p.family] = p;
+  return full;
 }
 
 /// Step time of the sweep's point with the smallest arena at most `bytes` (NAN if none).
@@ -491,152 +538,199 @@ double step_within(const std::vector<SweepPoint>& pts, const std::string& family
   return best;
 }
 
-int run_memory_sweep(const std::set<std::string>& fams, const SweepOptions& o, const char* argv0) {
-  const bool json = o.json;
-  const std::string& plot_dir = o.plot_dir;
-  std::vector<SweepPoint> pts;
-  for (std::string name : {"mlpresnet", "transformer", "resnet9"}) {
-    if (!fams.count(name)) continue;
-    Family f = name == "mlpresnet" ? mlpresnet() : name == "transformer" ? transformer() : resnet9();
-    std::fprintf(stderr, "  memory sweep of %s ...\n", f.label.c_str());
-    for (SweepPoint& p : memory_sweep(f, o)) pts.push_back(std::move(p));
-  }
-  std::map<std::string, double> torch;
-  if (o.torch_side) {
-    fs::path script = fs::path(argv0).parent_path() / "bench_sched_torch.py";
-    if (!fs::exists(script)) script = fs::path(LOOM_SAMPLES_DIR) / "bench_sched_torch.py";
-    std::ostringstream cmd;
-    cmd << samples::peer_python() << " '" << script.string() << "' --min-seconds " << o.min_seconds << " --checkpoint";
-    for (const std::string& fam : fams) cmd << ' ' << fam;
-    cmd << " 2>&1";
-    std::fprintf(stderr, "  measuring PyTorch with torch.utils.checkpoint ...\n");
-    if (FILE* p = popen(cmd.str().c_str(), "r")) {
-      char line[512];
-      while (std::fgets(line, sizeof line, p)) {
-        std::istringstream is(line);
-        std::string key;
-        double v;
-        if (is >> key >> v && key.rfind("torch.", 0) == 0) torch[key] = v;
-        else std::fprintf(stderr, "bench_sched_torch: %s", line);
-      }
-      pclose(p);
-    }
-  }
-  if (json) {
-    nlohmann::json doc = {{"points", nlohmann::json::array()}, {"torch", torch}, {"early_updates", o.early_updates}};
-    for (const SweepPoint& p : pts)
-      doc["points"].push_back({{"family", p.family}, {"budget_fraction", p.budget_fraction}, {"arena", p.arena},
-                               {"step_us", p.step_us}, {"strategy", p.strategy}, {"recomputed", p.recomputed},
-                               {"recompute_flops", p.recompute_flops}, {"plan_flops", p.plan_flops}});
-    std::printf("%s\n", doc.dump(2).c_str());
-  } else {
-    std::printf("\nmemory sweep: serial executor, 1 thread; step times are medians; remat = auto unless noted%s\n\n",
-                o.early_updates ? ";\nrecomputing plans update variables as soon as their gradients exist (atomic_updates off)" : "");
-    std::printf("%-12s %8s %10s %8s %10s %8s %10s %9s %s\n", "family", "budget", "arena", "arena/0", "step us",
-                "x step0", "recomputed", "+flops", "strategy");
-    std::map<std::string, SweepPoint> full;
-    for (const SweepPoint& p : pts)
-      if (!full.count(p.family)) full[p.family] = p;
-    for (const SweepPoint& p : pts) {
-      const SweepPoint& z = full[p.family];
-      std::printf("%-12s %8.3f %10s %8.3f %10.1f %8.3f %10d %8.1f%% %s\n", p.family.c_str(), p.budget_fraction,
-                  fmt_bytes(p.arena).c_str(), double(p.arena) / double(z.arena), p.step_us, p.step_us / z.step_us,
-                  p.recomputed, p.plan_flops > 0 ? 100 * p.recompute_flops / p.plan_flops : 0.0, p.strategy.c_str());
-    }
-    std::printf("\n  arena/0, x step0: over the plan without recomputation; +flops: FLOPs recomputed over the plan's.\n");
-    std::printf("\ngoal: at 1/3 of the arena, step <= 1.25x the step without recomputation\n");
-    for (const auto& [fam, z] : full) {
-      size_t arena = 0;
-      const double t = step_within(pts, fam, double(z.arena) / 3, &arena);
-      if (std::isnan(t)) std::printf("  %-12s 1/3 of the arena not reached\n", fam.c_str());
-      else std::printf("  %-12s arena %s (%.3f): %.3fx\n", fam.c_str(), fmt_bytes(arena).c_str(),
-                       double(arena) / double(z.arena), t / z.step_us);
-    }
-    if (!torch.empty()) {
-      std::printf("\nside by side with PyTorch (torch.utils.checkpoint on every block; memory: peak heap bytes of a\n"
-                  "step, above the bytes in use before it; loom: the arena, at the same fraction of its own)\n");
-      for (const auto& [fam, z] : full) {
-        const std::string k = "torch." + fam;
-        if (!torch.count(k + ".ckpt.ms_per_step")) continue;
-        const double frac = torch[k + ".ckpt.peak_bytes"] / std::max(1.0, torch[k + ".peak_bytes"]);
-        const double tt = torch[k + ".ckpt.ms_per_step"] * 1e3;
-        size_t arena = 0;
-        const double lt = step_within(pts, fam, frac * double(z.arena), &arena);
-        std::printf("  %-12s PyTorch: %.0f us, %.2fx its own, memory %.3f of its own; loom at <= %.3f: %s",
-                    fam.c_str(), tt, tt / (torch[k + ".ms_per_step"] * 1e3), frac, frac,
-                    std::isnan(lt) ? "not reached\n" : "");
-        if (!std::isnan(lt))
-          std::printf("%.0f us, %.2fx its own; loom/PyTorch %.3f\n", lt, lt / z.step_us, lt / tt);
-      }
-    }
-  }
-  if (!plot_dir.empty()) {
-    const fs::path dir(plot_dir);
-    fs::create_directories(dir);
-    std::ostringstream csv, gp;
-    csv << "family,budget_fraction,arena,arena_fraction,step_us,step_ratio,strategy\n";
-    std::map<std::string, SweepPoint> full;
-    for (const SweepPoint& p : pts)
-      if (!full.count(p.family)) full[p.family] = p;
-    for (const SweepPoint& p : pts)
-      csv << p.family << ',' << p.budget_fraction << ',' << p.arena << ','
-          << double(p.arena) / double(full[p.family].arena) << ',' << p.step_us << ','
-          << p.step_us / full[p.family].step_us << ',' << p.strategy << "\n";
-    write_atomically(dir / "memory_sweep.csv", csv.str());
-    gp << "set datafile separator ','\nset terminal pngcairo size 900,560 noenhanced\nset key top right\nset grid\n"
-       << "set output 'memory_sweep.png'\nset title 'step time against arena (remat = auto; Chen: sqrt(n) rule alone)'\n"
-       << "set xlabel 'arena / arena without recomputation'\nset ylabel 'step time / step without recomputation'\n"
-       << "set xrange [0:1.05]\nset yrange [0.8:*]\n"
-       << "plot for [f in 'mlpresnet transformer resnet9'] 'memory_sweep.csv' every ::1 using "
-       << "(strcol(1) eq f && strcol(7) ne 'chen-sqrt' ? $4 : 1/0):6 with linespoints title f, "
-       << "for [f in 'mlpresnet transformer resnet9'] 'memory_sweep.csv' every ::1 using "
-       << "(strcol(1) eq f && strcol(7) eq 'chen-sqrt' ? $4 : 1/0):6 with points pointsize 2 title f.' (Chen)'";
-    for (const auto& [fam, z] : full) {
-      const std::string k = "torch." + fam;
-      if (!torch.count(k + ".ckpt.ms_per_step")) continue;
-      gp << ", '+' using (" << torch[k + ".ckpt.peak_bytes"] / std::max(1.0, torch[k + ".peak_bytes"]) << "):("
-         << torch[k + ".ckpt.ms_per_step"] / torch[k + ".ms_per_step"] << ") every ::0::0 with points pointsize 2 title '"
-         << fam << " (PyTorch checkpoint)'";
-    }
-    gp << "\n";
-    write_atomically(dir / "memory_sweep.gp", gp.str());
-    const std::string cmd = "cd '" + dir.string() + "' && gnuplot memory_sweep.gp";
-    if (std::system(cmd.c_str()) != 0)
-      std::fprintf(stderr, "bench_sched: gnuplot failed (install gnuplot-nox); memory_sweep.csv is in %s\n", dir.c_str());
-    else if (!json)
-      std::printf("\nplot written to %s/memory_sweep.png\n", dir.c_str());
-  }
-  return 0;
+void print_sweep_json(const std::vector<SweepPoint>& pts, const std::map<std::string, double>& torch,
+                      bool early_updates) {
+  nlohmann::json doc = {{"points", nlohmann::json::array()}, {"torch", torch}, {"early_updates", early_updates}};
+  for (const SweepPoint& p : pts)
+    doc["points"].push_back({{"family", p.family}, {"budget_fraction", p.budget_fraction}, {"arena", p.arena},
+                             {"step_us", p.step_us}, {"strategy", p.strategy}, {"recomputed", p.recomputed},
+                             {"recompute_flops", p.recompute_flops}, {"plan_flops", p.plan_flops}});
+  std::printf("%s\n", doc.dump(2).c_str());
 }
 
-}  // namespace
+void print_sweep_table(const std::vector<SweepPoint>& pts, const std::map<std::string, SweepPoint>& full,
+                       bool early_updates) {
+  std::printf("\nmemory sweep: serial executor, 1 thread; step times are medians; remat = auto unless noted%s\n\n",
+              early_updates
+                  ? ";\nrecomputing plans update variables as soon as their gradients exist (atomic_updates off)"
+                  : "");
+  std::printf("%-12s %8s %10s %8s %10s %8s %10s %9s %s\n", "family", "budget", "arena", "arena/0", "step us",
+              "x step0", "recomputed", "+flops", "strategy");
+  for (const SweepPoint& p : pts) {
+    const SweepPoint& z = full.at(p.family);
+    std::printf("%-12s %8.3f %10s %8.3f %10.1f %8.3f %10d %8.1f%% %s\n", p.family.c_str(), p.budget_fraction,
+                fmt_bytes(p.arena).c_str(), double(p.arena) / double(z.arena), p.step_us, p.step_us / z.step_us,
+                p.recomputed, p.plan_flops > 0 ? 100 * p.recompute_flops / p.plan_flops : 0.0, p.strategy.c_str());
+  }
+  std::printf("\n  arena/0, x step0: over the plan without recomputation; +flops: FLOPs recomputed over the plan's.\n");
+}
 
-int main(int argc, char** argv) {
+void print_sweep_goal(const std::vector<SweepPoint>& pts, const std::map<std::string, SweepPoint>& full) {
+  std::printf("\ngoal: at 1/3 of the arena, step <= 1.25x the step without recomputation\n");
+  for (const auto& [fam, z] : full) {
+    size_t arena = 0;
+    const double t = step_within(pts, fam, double(z.arena) / 3, &arena);
+    if (std::isnan(t)) std::printf("  %-12s 1/3 of the arena not reached\n", fam.c_str());
+    else std::printf("  %-12s arena %s (%.3f): %.3fx\n", fam.c_str(), fmt_bytes(arena).c_str(),
+                     double(arena) / double(z.arena), t / z.step_us);
+  }
+}
+
+/// PyTorch's fraction of its own peak memory with checkpointing, next to loom at the same fraction of its arena.
+void print_sweep_torch(const std::vector<SweepPoint>& pts, const std::map<std::string, SweepPoint>& full,
+                       const std::map<std::string, double>& torch) {
+  if (torch.empty()) return;
+  std::printf("\nside by side with PyTorch (torch.utils.checkpoint on every block; memory: peak heap bytes of a\n"
+              "step, above the bytes in use before it; loom: the arena, at the same fraction of its own)\n");
+  for (const auto& [fam, z] : full) {
+    const std::string k = "torch." + fam;
+    if (!torch.count(k + ".ckpt.ms_per_step")) continue;
+    auto figure = [&](const char* what) { return torch_figure(torch, k + what); };
+    const double frac = figure(".ckpt.peak_bytes") / std::max(1.0, figure(".peak_bytes"));
+    const double tt = figure(".ckpt.ms_per_step") * 1e3;
+    size_t arena = 0;
+    const double lt = step_within(pts, fam, frac * double(z.arena), &arena);
+    std::printf("  %-12s PyTorch: %.0f us, %.2fx its own, memory %.3f of its own; loom at <= %.3f: %s", fam.c_str(),
+                tt, tt / (figure(".ms_per_step") * 1e3), frac, frac, std::isnan(lt) ? "not reached\n" : "");
+    if (!std::isnan(lt)) std::printf("%.0f us, %.2fx its own; loom/PyTorch %.3f\n", lt, lt / z.step_us, lt / tt);
+  }
+}
+
+/// The gnuplot script of memory_sweep.png: step time against arena, each relative to the plan without recomputation.
+std::string sweep_plot_script(const std::map<std::string, SweepPoint>& full,
+                              const std::map<std::string, double>& torch) {
+  std::ostringstream gp;
+  gp << "set datafile separator ','\nset terminal pngcairo size 900,560 noenhanced\nset key top right\nset grid\n"
+     << "set output 'memory_sweep.png'\nset title 'step time against arena (remat = auto; Chen: sqrt(n) rule alone)'\n"
+     << "set xlabel 'arena / arena without recomputation'\nset ylabel 'step time / step without recomputation'\n"
+     << "set xrange [0:1.05]\nset yrange [0.8:*]\n"
+     << "plot for [f in 'mlpresnet transformer resnet9'] 'memory_sweep.csv' every ::1 using "
+     << "(strcol(1) eq f && strcol(7) ne 'chen-sqrt' ? $4 : 1/0):6 with linespoints title f, "
+     << "for [f in 'mlpresnet transformer resnet9'] 'memory_sweep.csv' every ::1 using "
+     << "(strcol(1) eq f && strcol(7) eq 'chen-sqrt' ? $4 : 1/0):6 with points pointsize 2 title f.' (Chen)'";
+  for (const auto& [fam, z] : full) {
+    const std::string k = "torch." + fam;
+    if (!torch.count(k + ".ckpt.ms_per_step")) continue;
+    auto figure = [&](const char* what) { return torch_figure(torch, k + what); };
+    gp << ", '+' using (" << figure(".ckpt.peak_bytes") / std::max(1.0, figure(".peak_bytes")) << "):("
+       << figure(".ckpt.ms_per_step") / figure(".ms_per_step") << ") every ::0::0 with points pointsize 2 title '"
+       << fam << " (PyTorch checkpoint)'";
+  }
+  gp << "\n";
+  return gp.str();
+}
+
+/// memory_sweep.csv, memory_sweep.gp and (gnuplot) memory_sweep.png in o.plot_dir.
+void write_sweep_plot(const std::vector<SweepPoint>& pts, const std::map<std::string, SweepPoint>& full,
+                      const std::map<std::string, double>& torch, const SweepOptions& o) {
+  const fs::path dir(o.plot_dir);
+  fs::create_directories(dir);
+  std::ostringstream csv;
+  csv << "family,budget_fraction,arena,arena_fraction,step_us,step_ratio,strategy\n";
+  for (const SweepPoint& p : pts)
+    csv << p.family << ',' << p.budget_fraction << ',' << p.arena << ','
+        << double(p.arena) / double(full.at(p.family).arena) << ',' << p.step_us << ','
+        << p.step_us / full.at(p.family).step_us << ',' << p.strategy << "\n";
+  write_atomically(dir / "memory_sweep.csv", csv.str());
+  write_atomically(dir / "memory_sweep.gp", sweep_plot_script(full, torch));
+  if (!run_gnuplot(dir, "memory_sweep.gp"))
+    std::fprintf(stderr, "bench_sched: gnuplot failed (install gnuplot-nox); memory_sweep.csv is in %s\n", dir.c_str());
+  else if (!o.json)
+    std::printf("\nplot written to %s/memory_sweep.png\n", dir.c_str());
+}
+
+void run_memory_sweep(const std::set<std::string>& fams, const SweepOptions& o, const char* argv0) {
+  const std::vector<SweepPoint> pts = measure_sweeps(fams, o);
+  const std::map<std::string, double> torch = o.torch_side ? run_torch_checkpoint(fams, o, argv0)
+                                                           : std::map<std::string, double>{};
+  const std::map<std::string, SweepPoint> full = points_without_remat(pts);
+  if (o.json) {
+    print_sweep_json(pts, torch, o.early_updates);
+  } else {
+    print_sweep_table(pts, full, o.early_updates);
+    print_sweep_goal(pts, full);
+    print_sweep_torch(pts, full, torch);
+  }
+  if (!o.plot_dir.empty()) write_sweep_plot(pts, full, torch, o);
+}
+
+// ---------------------------------------------------------------- command line
+
+/// What to measure and how to report it.
+struct Options {
   std::string families_arg = "chain,wide,random,mlp,mlpresnet,transformer,resnet9,lstm";
+  std::set<std::string> families;  // families_arg split at the commas
   std::vector<int64_t> chain_sizes{1000, 10000, 100000}, wide_sizes{2, 4, 8, 16}, random_sizes{1000, 10000, 100000};
-  std::vector<int> threads;
+  std::vector<int> threads;  // of the parallel executor; the main table shows the last
   double min_seconds = 0.3;
   int min_reps = 5;
   uint64_t seed = 1;
+  bool json = false, torch_side = true;
   std::string csv_dir, plot_dir;
+  bool memory_sweep = false, early_updates = false;
   std::vector<double> fractions{0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 1.0 / 3, 0.3, 0.25, 0.2, 0.15, 0.1};
+};
+
+SweepOptions sweep_options(const Options& o) {
+  return {o.fractions, o.min_seconds, o.min_reps, o.early_updates, o.json, o.torch_side, o.plot_dir};
+}
+
+int hardware_threads() { return int(std::max(1u, std::thread::hardware_concurrency())); }
+
+/// Each family's graphs, in the order the report shows them: each is handed to MeasureGraph as soon as it is built,
+/// so that one graph at a time is alive.
+using MeasureGraph = std::function<void(Family)>;
+struct FamilyGraphs {
+  std::string name;
+  std::function<void(const Options&, const MeasureGraph&)> build;
+};
+
+const std::vector<FamilyGraphs>& all_families() {
+  static const std::vector<FamilyGraphs> families = {
+      {"chain", [](const Options& o, const MeasureGraph& m) { for (int64_t n : o.chain_sizes) m(chain(n)); }},
+      {"wide", [](const Options& o, const MeasureGraph& m) { for (int64_t k : o.wide_sizes) m(wide(k)); }},
+      {"random",
+       [](const Options& o, const MeasureGraph& m) { for (int64_t n : o.random_sizes) m(random_dag(n, o.seed)); }},
+      {"mlp", [](const Options&, const MeasureGraph& m) { m(mlp()); }},
+      {"mlpresnet", [](const Options&, const MeasureGraph& m) { m(mlpresnet()); }},
+      {"transformer", [](const Options&, const MeasureGraph& m) { m(transformer()); }},
+      {"resnet9", [](const Options&, const MeasureGraph& m) { m(resnet9()); }},
+      {"lstm", [](const Options&, const MeasureGraph& m) { m(lstm_lm()); }},
+  };
+  return families;
+}
+
+bool known_family(const std::string& name) {
+  const auto& all = all_families();
+  return std::any_of(all.begin(), all.end(), [&](const FamilyGraphs& f) { return f.name == name; });
+}
+
+/// The options and their help text; the values land in `o`.
+po::options_description describe_options(Options& o) {
   po::options_description desc("bench_sched: executors, memory plans and plan compile time on graph families");
   desc.add_options()("help,h", "show this help")(
-      "families", po::value(&families_arg)->default_value(families_arg), "comma list of families to run")(
-      "chain", po::value(&chain_sizes)->multitoken(), "chain lengths (default 1000 10000 100000)")(
-      "wide", po::value(&wide_sizes)->multitoken(), "branch counts of the wide family (default 2 4 8 16)")(
-      "random", po::value(&random_sizes)->multitoken(), "op counts of random DAGs (default 1000 10000 100000)")(
-      "threads", po::value(&threads)->multitoken(), "thread counts for the parallel executor (default 1 2 [all])")(
-      "min-seconds", po::value(&min_seconds)->default_value(min_seconds, "0.3"), "time each configuration at least this long")(
-      "seed", po::value(&seed)->default_value(seed), "seed of the random DAGs")(
-      "json", "print one JSON document instead of the table")("csv", po::value(&csv_dir), "write CSV files into DIR")(
-      "plot", po::value(&plot_dir), "write CSV files and PNG plots (gnuplot) into DIR")(
+      "families", po::value(&o.families_arg)->default_value(o.families_arg), "comma list of families to run")(
+      "chain", po::value(&o.chain_sizes)->multitoken(), "chain lengths (default 1000 10000 100000)")(
+      "wide", po::value(&o.wide_sizes)->multitoken(), "branch counts of the wide family (default 2 4 8 16)")(
+      "random", po::value(&o.random_sizes)->multitoken(), "op counts of random DAGs (default 1000 10000 100000)")(
+      "threads", po::value(&o.threads)->multitoken(), "thread counts for the parallel executor (default 1 2 [all])")(
+      "min-seconds", po::value(&o.min_seconds)->default_value(o.min_seconds, "0.3"),
+      "time each configuration at least this long")(
+      "seed", po::value(&o.seed)->default_value(o.seed), "seed of the random DAGs")(
+      "json", "print one JSON document instead of the table")("csv", po::value(&o.csv_dir), "write CSV files into DIR")(
+      "plot", po::value(&o.plot_dir), "write CSV files and PNG plots (gnuplot) into DIR")(
       "no-torch", "skip the PyTorch side-by-side runs")(
       "memory-sweep", "rematerialization: arena and step time for budgets from the full arena down to the smallest "
                       "reachable (families mlpresnet, transformer, resnet9)")(
-      "fractions", po::value(&fractions)->multitoken(), "memory sweep: budget fractions (default 0.9 0.8 ... 0.1)")(
+      "fractions", po::value(&o.fractions)->multitoken(), "memory sweep: budget fractions (default 0.9 0.8 ... 0.1)")(
       "early-updates", "memory sweep: recomputing plans update each variable as soon as its gradient exists "
                        "(SessionOptions::atomic_updates off), so gradients need not all be live at once");
+  return desc;
+}
+
+/// Parses the command line into `o`; the exit code when the program ends here (help, a bad option or family).
+std::optional<int> parse_options(int argc, char** argv, Options& o) {
+  const po::options_description desc = describe_options(o);
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -649,255 +743,320 @@ int main(int argc, char** argv) {
     std::cout << desc;
     return 0;
   }
-  const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
-  if (threads.empty()) {
-    threads = {1, 2};
-    if (hw > 2) threads.push_back(hw);
+  if (o.threads.empty()) {
+    o.threads = {1, 2};
+    if (hardware_threads() > 2) o.threads.push_back(hardware_threads());
   }
-  const bool json = vm.count("json");
-  std::set<std::string> fams;
-  {
-    std::stringstream ss(families_arg);
-    for (std::string f; std::getline(ss, f, ',');) fams.insert(f);
-  }
-  for (const std::string& f : fams)
-    if (f != "chain" && f != "wide" && f != "random" && f != "mlp" && f != "mlpresnet" && f != "transformer" &&
-        f != "resnet9" && f != "lstm") {
+  o.json = vm.count("json");
+  o.torch_side = !vm.count("no-torch");
+  o.memory_sweep = vm.count("memory-sweep");
+  o.early_updates = vm.count("early-updates");
+  std::stringstream ss(o.families_arg);
+  for (std::string f; std::getline(ss, f, ',');) o.families.insert(f);
+  for (const std::string& f : o.families)
+    if (!known_family(f)) {
       std::cerr << "bench_sched: unknown family '" << f << "'\n";
       return 2;
     }
+  // The sweep's default: the families it knows.
+  if (o.memory_sweep && vm["families"].defaulted()) o.families = {"mlpresnet", "transformer", "resnet9"};
+  return std::nullopt;
+}
 
-  if (vm.count("memory-sweep")) {
-    if (vm["families"].defaulted()) fams = {"mlpresnet", "transformer", "resnet9"};
+// ---------------------------------------------------------------- measuring
+
+std::vector<Result> run_families(const Options& o) {
+  std::vector<Result> results;
+  const MeasureGraph measure_graph = [&](Family f) {
+    if (!o.json) std::fprintf(stderr, "  measuring %s ...\n", f.label.c_str());
+    results.push_back(measure(f, o.threads, o.min_seconds, o.min_reps));
+  };
+  for (const FamilyGraphs& f : all_families())
+    if (o.families.count(f.name)) f.build(o, measure_graph);
+  return results;
+}
+
+/// PyTorch eager on the chains and training steps samples/bench_sched_torch.py has peers for (none: empty).
+std::map<std::string, double> run_torch_eager(const Options& o, const char* argv0) {
+  const std::set<std::string>& f = o.families;
+  if (!o.torch_side || !(f.count("chain") || f.count("mlp") || f.count("mlpresnet") || f.count("resnet9"))) return {};
+  const fs::path script = torch_script(argv0);
+  if (!o.json) std::fprintf(stderr, "  measuring PyTorch eager (%s) ...\n", script.c_str());
+  std::ostringstream cmd;
+  cmd << samples::peer_python() << " '" << script.string() << "' --min-seconds " << o.min_seconds << " --chain";
+  if (f.count("chain"))
+    for (int64_t n : o.chain_sizes) cmd << ' ' << n;
+  cmd << " 2>&1";
+  return read_torch_figures(cmd.str());
+}
+
+/// How plan compile time grows with the graph.
+struct CompileGrowth {
+  double chain_exponent = NAN;                                           // over the chain sizes (NAN: under two)
+  std::map<std::string, std::vector<std::pair<double, double>>> points;  // per family: (nodes, ms)
+  std::map<std::string, double> exponents;                               // families measured at two sizes or more
+};
+
+CompileGrowth compile_growth(const std::vector<Result>& results) {
+  CompileGrowth g;
+  std::vector<std::pair<double, double>> chain_pts;
+  for (const Result& r : results)
+    if (r.family == "chain") chain_pts.push_back({double(r.graph_nodes), r.compile_ms});
+  if (chain_pts.size() >= 2) g.chain_exponent = fit_exponent(chain_pts);
+  for (const Result& r : results) g.points[r.family].push_back({double(r.graph_nodes), std::max(r.compile_ms, 1e-3)});
+  for (const auto& [fam, pts] : g.points)
+    if (pts.size() >= 2 && pts.front().first != pts.back().first) g.exponents[fam] = fit_exponent(pts);
+  return g;
+}
+
+// ---------------------------------------------------------------- report
+
+nlohmann::json result_json(const Result& r) {
+  nlohmann::json par = nlohmann::json::object(), ser = nlohmann::json::object(), strategies = nlohmann::json::array();
+  for (auto [t, sec] : r.parallel_s) par[std::to_string(t)] = micros(sec);
+  for (auto [t, sec] : r.serial_threads_s) ser[std::to_string(t)] = micros(sec);
+  for (const auto& m : r.memory)
+    strategies.push_back({{"strategy", m.strategy}, {"arena", m.arena}, {"lower_bound", m.lower}});
+  return {{"family", r.family},
+          {"label", r.label},
+          {"size", r.size},
+          {"graph_nodes", r.graph_nodes},
+          {"steps", r.steps},
+          {"compile_ms", r.compile_ms},
+          {"pass_ms", r.pass_ms},
+          {"serial_us", micros(r.serial_s)},
+          {"serial_us_per_node", micros(r.serial_s) / std::max(r.steps, 1)},
+          {"parallel_us", par},
+          {"serial_threads_us", ser},
+          {"arena", r.arena},
+          {"lower_bound", r.lower},
+          {"naive", r.naive},
+          {"strategy", r.best_strategy},
+          {"strategies", strategies}};
+}
+
+/// The report as one JSON document, through nlohmann-json: strings escaped, non-finite numbers (one chain size:
+/// no exponent) as null.
+void print_json(const std::vector<Result>& results, const std::vector<int>& threads, const CompileGrowth& growth,
+                const std::map<std::string, double>& torch) {
+  nlohmann::json doc = {{"threads", threads}, {"results", nlohmann::json::array()}};
+  for (const Result& r : results) doc["results"].push_back(result_json(r));
+  doc["compile_exponent"] = growth.chain_exponent;
+  doc["compile_exponents"] = growth.exponents;
+  doc["torch"] = torch;
+  std::printf("%s\n", doc.dump(2).c_str());
+}
+
+/// Per-node overhead, speedup at `tmax` threads and memory of the best strategy, one line per graph.
+void print_main_table(const std::vector<Result>& results, int tmax) {
+  std::printf("\nbench_sched: %d hardware threads; times are medians\n\n", hardware_threads());
+  std::printf("%-22s %7s %6s %10s %11s %9s %11s %8s %9s %9s %9s %8s %8s %s\n", "family", "nodes", "steps",
+              "compile ms", "serial us", "us/node", "par us", "speedup", "arena", "lower", "naive", "ar/low",
+              "ar/naive", "strategy");
+  for (const Result& r : results) {
+    double par = r.parallel_s.count(tmax) ? r.parallel_s.at(tmax) : NAN;
+    std::printf("%-22s %7d %6d %10.2f %11.1f %9.3f %11.1f %8.2f %9s %9s %9s %8.3f %8.3f %s\n", r.label.c_str(),
+                r.graph_nodes, r.steps, r.compile_ms, micros(r.serial_s), micros(r.serial_s) / std::max(r.steps, 1),
+                micros(par), r.serial_s / par, fmt_bytes(r.arena).c_str(), fmt_bytes(r.lower).c_str(),
+                fmt_bytes(r.naive).c_str(), ratio(r.arena, r.lower), ratio(r.arena, r.naive), r.best_strategy.c_str());
+  }
+  std::printf("\n  serial: serial executor, 1 thread; par: parallel executor, %d threads; speedup = serial / par.\n",
+              tmax);
+  std::printf("  arena: bytes of the plan's arena; lower: the most bytes live at once in its schedule; naive: every\n"
+              "  tensor its own buffer; chain runs with fusion off (one step per op).\n");
+}
+
+void print_parallel_table(const std::vector<Result>& results, const std::vector<int>& threads) {
+  std::printf("\nparallel executor by threads (us per run; speedup over the serial executor at 1 thread)\n");
+  std::printf("%-22s", "family");
+  for (int t : threads) std::printf(" %12s", ("par " + std::to_string(t) + "t").c_str());
+  for (int t : threads)
+    if (t > 1) std::printf(" %14s", ("serial " + std::to_string(t) + "t").c_str());
+  std::printf("\n");
+  for (const Result& r : results) {
+    std::printf("%-22s", r.label.c_str());
+    for (int t : threads) std::printf(" %7.1f %4.2fx", micros(r.parallel_s.at(t)), r.serial_s / r.parallel_s.at(t));
+    for (int t : threads)
+      if (t > 1) std::printf(" %9.1f %4.2fx", micros(r.serial_threads_s.at(t)), r.serial_s / r.serial_threads_s.at(t));
+    std::printf("\n");
+  }
+}
+
+void print_memory_table(const std::vector<Result>& results) {
+  const char* const strategies[] = {"greedy_by_size", "greedy_by_time", "naive", "parallel"};
+  std::printf("\nmemory strategies (arena / lower bound; parallel: the parallel executor's plan, arena / serial plan's "
+              "arena)\n");
+  std::printf("%-22s", "family");
+  for (const char* s : strategies) std::printf(" %16s", s);
+  std::printf("\n");
+  for (const Result& r : results) {
+    std::printf("%-22s", r.label.c_str());
+    for (const char* s : strategies) {
+      auto it = std::find_if(r.memory.begin(), r.memory.end(), [&](const MemoryRow& m) { return m.strategy == s; });
+      if (it == r.memory.end()) std::printf(" %16s", "(skipped)");
+      else if (it->strategy == "parallel")
+        std::printf(" %7.3f / %6.2f", ratio(it->arena, it->lower), ratio(it->arena, r.arena));
+      else std::printf(" %16.3f", ratio(it->arena, it->lower));
+    }
+    std::printf("\n");
+  }
+}
+
+void print_compile_growth(const CompileGrowth& growth) {
+  if (!growth.exponents.empty())
+    std::printf("\nplan compile time, growth exponent per family (1 = linear, 2 = quadratic)\n");
+  for (const auto& [fam, e] : growth.exponents) {
+    std::printf("  %-12s", fam.c_str());
+    for (auto [n, ms] : growth.points.at(fam)) std::printf(" %.0f nodes %.1f ms;", n, ms);
+    std::printf(" exponent %.2f\n", e);
+  }
+}
+
+/// loom next to PyTorch eager: per-node overhead on the chains, step time (loom's fastest executor) on the steps.
+void print_torch_side_by_side(const std::vector<Result>& results, const std::map<std::string, double>& torch) {
+  if (torch.empty()) return;
+  std::printf("\nside by side with PyTorch eager (%s)\n", "torch.set_num_threads(1)");
+  for (const Result& r : results) {
+    if (r.family == "chain") {
+      std::string key = "torch.chain." + std::to_string(r.size) + ".us_per_op";
+      if (!torch.count(key)) continue;
+      double l = micros(r.serial_s) / r.steps, t = torch.at(key);
+      std::printf("  %-20s loom %8.3f us/node   PyTorch %8.3f us/op   loom/PyTorch %.4f (%.0fx less overhead)\n",
+                  r.label.c_str(), l, t, l / t, t / l);
+    } else if (r.family == "mlp" || r.family == "mlpresnet" || r.family == "resnet9") {
+      std::string key = "torch." + r.family + ".ms_per_step";
+      if (!torch.count(key)) continue;
+      double best = r.serial_s;
+      for (auto [t, s] : r.parallel_s) best = std::min(best, s);
+      for (auto [t, s] : r.serial_threads_s) best = std::min(best, s);
+      double l = best * 1e3, t = torch.at(key);
+      std::printf("  %-20s loom %8.3f ms/step   PyTorch %8.3f ms/step  loom/PyTorch %.3f\n", r.label.c_str(), l, t,
+                  l / t);
+    }
+  }
+}
+
+void print_tables(const std::vector<Result>& results, const std::vector<int>& threads, const CompileGrowth& growth,
+                  const std::map<std::string, double>& torch) {
+  print_main_table(results, threads.back());
+  print_parallel_table(results, threads);
+  print_memory_table(results);
+  print_compile_growth(growth);
+  print_pass_times(results);
+  print_torch_side_by_side(results, torch);
+}
+
+// ---------------------------------------------------------------- CSV files and plots
+
+/// overhead.csv and compile.csv (chains only), speedup.csv, memory.csv and memory_plot.csv in `dir`.
+void write_csv_files(const fs::path& dir, const std::vector<Result>& results, const std::vector<int>& threads) {
+  std::ostringstream overhead, speedup, memory, memory_plot, compile;
+  memory_plot << "label,arena_over_lower,parallel_arena_over_lower\n";
+  overhead << "label,nodes,steps,serial_us_per_node";
+  for (int t : threads) overhead << ",parallel_" << t << "t_us_per_node";
+  overhead << "\n";
+  speedup << "label,threads,parallel_speedup,serial_threads_speedup\n";
+  memory << "label,strategy,arena,lower_bound,naive,arena_over_lower\n";
+  compile << "nodes,compile_ms\n";
+  for (const Result& r : results) {
+    if (r.family == "chain") {
+      overhead << r.label << ',' << r.graph_nodes << ',' << r.steps << ',' << micros(r.serial_s) / r.steps;
+      for (int t : threads) overhead << ',' << micros(r.parallel_s.at(t)) / r.steps;
+      overhead << "\n";
+      compile << r.graph_nodes << ',' << r.compile_ms << "\n";
+    }
+    for (int t : threads)
+      speedup << r.label << ',' << t << ',' << r.serial_s / r.parallel_s.at(t) << ','
+              << (t > 1 ? r.serial_s / r.serial_threads_s.at(t) : 1.0) << "\n";
+    memory << r.label << ",best," << r.arena << ',' << r.lower << ',' << r.naive << ',' << ratio(r.arena, r.lower)
+           << "\n";
+    auto par =
+        std::find_if(r.memory.begin(), r.memory.end(), [](const MemoryRow& m) { return m.strategy == "parallel"; });
+    memory_plot << r.label << ',' << ratio(r.arena, r.lower) << ','
+                << (par == r.memory.end() ? NAN : ratio(par->arena, par->lower)) << "\n";
+    for (const MemoryRow& m : r.memory)
+      memory << r.label << ',' << m.strategy << ',' << m.arena << ',' << m.lower << ',' << m.naive << ','
+             << ratio(m.arena, m.lower) << "\n";
+  }
+  write_atomically(dir / "overhead.csv", overhead.str());
+  write_atomically(dir / "speedup.csv", speedup.str());
+  write_atomically(dir / "memory.csv", memory.str());
+  write_atomically(dir / "memory_plot.csv", memory_plot.str());
+  write_atomically(dir / "compile.csv", compile.str());
+}
+
+/// The gnuplot script of the plots; overhead.png and compile.png only with `chains` (measured on that family).
+std::string plot_script(const std::vector<Result>& results, const std::vector<int>& threads, bool chains) {
+  std::ostringstream gp;
+  gp << "set datafile separator ','\nset terminal pngcairo size 900,560 noenhanced\nset key top left\nset grid\n";
+  if (chains) {
+    gp << "set output 'overhead.png'\nset title 'executor overhead per node (chain of tiny ops)'\n"
+       << "set logscale x\nset xlabel 'nodes'\nset ylabel 'us per node'\n"
+       << "plot 'overhead.csv' every ::1 using 2:4 with linespoints title 'serial'";
+    for (size_t i = 0; i < threads.size(); ++i)
+      gp << ", '' every ::1 using 2:" << 5 + i << " with linespoints title 'parallel " << threads[i] << "t'";
+    gp << "\nunset logscale x\n"
+       << "set output 'compile.png'\nset title 'plan compile time'\nset logscale xy\nset xlabel 'nodes'\n"
+       << "set ylabel 'ms'\nplot 'compile.csv' every ::1 using 1:2 with linespoints title 'compile'\n"
+       << "unset logscale xy\n";
+  }
+  gp << "set output 'speedup.png'\nset title 'parallel executor speedup over serial (1 thread)'\n"
+     << "set xlabel 'threads'\nset ylabel 'speedup'\nset xtics 1\n"
+     << "plot for [f in '";
+  std::set<std::string> labels;
+  for (const Result& r : results) labels.insert(r.label);
+  bool first = true;
+  for (const auto& l : labels) gp << (first ? "" : " ") << l, first = false;
+  gp << "'] 'speedup.csv' every ::1 using (strcol(1) eq f ? $2 : 1/0):3 with linespoints title f\n"
+     << "set output 'memory.png'\nset title 'arena / lower bound of its schedule'\nset style data histogram\n"
+     << "set style fill solid 0.6\nset boxwidth 0.8\nset xtics rotate by -30\nset yrange [0:*]\nset ylabel 'ratio'\n"
+     << "set xlabel ''\nset key below horizontal\n"
+     << "plot 'memory_plot.csv' every ::1 using 2:xtic(1) title 'serial plan (best strategy)', "
+     << "'' every ::1 using 3 title 'parallel plan'\n";
+  return gp.str();
+}
+
+/// plots.gp and (gnuplot) the PNG plots in `dir`, next to the CSV files they read.
+void write_plots(const fs::path& dir, const std::vector<Result>& results, const std::vector<int>& threads, bool json) {
+  const bool chains = std::any_of(results.begin(), results.end(), [](const Result& r) { return r.family == "chain"; });
+  write_atomically(dir / "plots.gp", plot_script(results, threads, chains));
+  if (!run_gnuplot(dir, "plots.gp"))
+    std::fprintf(stderr, "bench_sched: gnuplot failed (install gnuplot-nox); CSV files are in %s\n", dir.c_str());
+  else if (!json)
+    std::printf("\nplots written to %s (%sspeedup.png, memory.png)\n", dir.c_str(),
+                chains ? "overhead.png, compile.png, " : "");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  if (std::optional<int> exit_code = parse_options(argc, argv, o)) return *exit_code;
+  if (o.memory_sweep) {
     try {
-      const SweepOptions o{fractions, min_seconds, min_reps, vm.count("early-updates") > 0, json, !vm.count("no-torch"),
-                           plot_dir};
-      return run_memory_sweep(fams, o, argv[0]);
+      run_memory_sweep(o.families, sweep_options(o), argv[0]);
+      return 0;
     } catch (const Error& e) {
       std::cerr << "bench_sched: " << e.what() << "\n";
       return 1;
     }
   }
-
   std::vector<Result> results;
-  auto run = [&](Family f) {
-    if (!json) std::fprintf(stderr, "  measuring %s ...\n", f.label.c_str());
-    results.push_back(measure(f, threads, min_seconds, min_reps));
-  };
   try {
-    if (fams.count("chain"))
-      for (int64_t n : chain_sizes) run(chain(n));
-    if (fams.count("wide"))
-      for (int64_t k : wide_sizes) run(wide(k));
-    if (fams.count("random"))
-      for (int64_t n : random_sizes) run(random_dag(n, seed));
-    if (fams.count("mlp")) run(mlp());
-    if (fams.count("mlpresnet")) run(mlpresnet());
-    if (fams.count("transformer")) run(transformer());
-    if (fams.count("resnet9")) run(resnet9());
-    if (fams.count("lstm")) run(lstm_lm());
+    results = run_families(o);
   } catch (const Error& e) {
     std::cerr << "bench_sched: " << e.what() << "\n";
     return 1;
   }
-
-  std::map<std::string, double> torch;
-  if (!vm.count("no-torch") &&
-      (fams.count("chain") || fams.count("mlp") || fams.count("mlpresnet") || fams.count("resnet9"))) {
-    fs::path script = fs::path(argv[0]).parent_path() / "bench_sched_torch.py";
-    if (!fs::exists(script)) script = fs::path(LOOM_SAMPLES_DIR) / "bench_sched_torch.py";
-    if (!json) std::fprintf(stderr, "  measuring PyTorch eager (%s) ...\n", script.c_str());
-    torch = run_torch(script.string(), fams.count("chain") ? chain_sizes : std::vector<int64_t>{}, min_seconds);
-  }
-
-  // Compile-time growth over the chain sizes.
-  std::vector<std::pair<double, double>> compile_pts;
-  for (const Result& r : results)
-    if (r.family == "chain") compile_pts.push_back({double(r.graph_nodes), r.compile_ms});
-  double exponent = compile_pts.size() >= 2 ? fit_exponent(compile_pts) : NAN;
-  // The growth exponent of compile time for every family measured at two sizes or more.
-  std::map<std::string, std::vector<std::pair<double, double>>> family_pts;
-  for (const Result& r : results) family_pts[r.family].push_back({double(r.graph_nodes), std::max(r.compile_ms, 1e-3)});
-  std::map<std::string, double> exponents;
-  for (const auto& [fam, pts] : family_pts)
-    if (pts.size() >= 2 && pts.front().first != pts.back().first) exponents[fam] = fit_exponent(pts);
-
-  auto us = [](double s) { return s * 1e6; };
-  auto ratio = [](size_t a, size_t b) { return b ? double(a) / double(b) : NAN; };
-  const int tmax = threads.back();
-
-  if (json) {  // through nlohmann-json: strings escaped, non-finite numbers (one chain size: no exponent) as null
-    nlohmann::json doc = {{"threads", threads}, {"results", nlohmann::json::array()}};
-    for (const Result& r : results) {
-      nlohmann::json par = nlohmann::json::object(), ser = nlohmann::json::object(), strategies = nlohmann::json::array();
-      for (auto [t, sec] : r.parallel_s) par[std::to_string(t)] = us(sec);
-      for (auto [t, sec] : r.serial_threads_s) ser[std::to_string(t)] = us(sec);
-      for (const auto& m : r.memory)
-        strategies.push_back({{"strategy", m.strategy}, {"arena", m.arena}, {"lower_bound", m.lower}});
-      doc["results"].push_back({{"family", r.family},
-                                {"label", r.label},
-                                {"size", r.size},
-                                {"graph_nodes", r.graph_nodes},
-                                {"steps", r.steps},
-                                {"compile_ms", r.compile_ms},
-                                {"pass_ms", r.pass_ms},
-                                {"serial_us", us(r.serial_s)},
-                                {"serial_us_per_node", us(r.serial_s) / std::max(r.steps, 1)},
-                                {"parallel_us", par},
-                                {"serial_threads_us", ser},
-                                {"arena", r.arena},
-                                {"lower_bound", r.lower},
-                                {"naive", r.naive},
-                                {"strategy", r.best_strategy},
-                                {"strategies", strategies}});
-    }
-    doc["compile_exponent"] = exponent;
-    doc["compile_exponents"] = exponents;
-    doc["torch"] = torch;
-    std::printf("%s\n", doc.dump(2).c_str());
-  } else {
-    std::printf("\nbench_sched: %d hardware threads; times are medians\n\n", hw);
-    std::printf("%-22s %7s %6s %10s %11s %9s %11s %8s %9s %9s %9s %8s %8s %s\n", "family", "nodes", "steps",
-                "compile ms", "serial us", "us/node", "par us", "speedup", "arena", "lower", "naive", "ar/low",
-                "ar/naive", "strategy");
-    for (const Result& r : results) {
-      double par = r.parallel_s.count(tmax) ? r.parallel_s.at(tmax) : NAN;
-      std::printf("%-22s %7d %6d %10.2f %11.1f %9.3f %11.1f %8.2f %9s %9s %9s %8.3f %8.3f %s\n", r.label.c_str(),
-                  r.graph_nodes, r.steps, r.compile_ms, us(r.serial_s), us(r.serial_s) / std::max(r.steps, 1), us(par),
-                  r.serial_s / par, fmt_bytes(r.arena).c_str(), fmt_bytes(r.lower).c_str(), fmt_bytes(r.naive).c_str(),
-                  ratio(r.arena, r.lower), ratio(r.arena, r.naive), r.best_strategy.c_str());
-    }
-    std::printf("\n  serial: serial executor, 1 thread; par: parallel executor, %d threads; speedup = serial / par.\n", tmax);
-    std::printf("  arena: bytes of the plan's arena; lower: the most bytes live at once in its schedule; naive: every\n"
-                "  tensor its own buffer; chain runs with fusion off (one step per op).\n");
-
-    std::printf("\nparallel executor by threads (us per run; speedup over the serial executor at 1 thread)\n");
-    std::printf("%-22s", "family");
-    for (int t : threads) std::printf(" %12s", ("par " + std::to_string(t) + "t").c_str());
-    for (int t : threads)
-      if (t > 1) std::printf(" %14s", ("serial " + std::to_string(t) + "t").c_str());
-    std::printf("\n");
-    for (const Result& r : results) {
-      std::printf("%-22s", r.label.c_str());
-      for (int t : threads) std::printf(" %7.1f %4.2fx", us(r.parallel_s.at(t)), r.serial_s / r.parallel_s.at(t));
-      for (int t : threads)
-        if (t > 1) std::printf(" %9.1f %4.2fx", us(r.serial_threads_s.at(t)), r.serial_s / r.serial_threads_s.at(t));
-      std::printf("\n");
-    }
-
-    std::printf("\nmemory strategies (arena / lower bound; parallel: the parallel executor's plan, arena / serial plan's arena)\n%-22s", "family");
-    for (const char* s : {"greedy_by_size", "greedy_by_time", "naive", "parallel"}) std::printf(" %16s", s);
-    std::printf("\n");
-    for (const Result& r : results) {
-      std::printf("%-22s", r.label.c_str());
-      for (const char* s : {"greedy_by_size", "greedy_by_time", "naive", "parallel"}) {
-        auto it = std::find_if(r.memory.begin(), r.memory.end(), [&](const MemoryRow& m) { return m.strategy == s; });
-        if (it == r.memory.end()) std::printf(" %16s", "(skipped)");
-        else if (it->strategy == "parallel") std::printf(" %7.3f / %6.2f", ratio(it->arena, it->lower), ratio(it->arena, r.arena));
-        else std::printf(" %16.3f", ratio(it->arena, it->lower));
-      }
-      std::printf("\n");
-    }
-    if (!exponents.empty()) std::printf("\nplan compile time, growth exponent per family (1 = linear, 2 = quadratic)\n");
-    for (const auto& [fam, e] : exponents) {
-      std::printf("  %-12s", fam.c_str());
-      for (auto [n, ms] : family_pts[fam]) std::printf(" %.0f nodes %.1f ms;", n, ms);
-      std::printf(" exponent %.2f\n", e);
-    }
-    print_pass_times(results);
-    if (!torch.empty()) {
-      std::printf("\nside by side with PyTorch eager (%s)\n", "torch.set_num_threads(1)");
-      for (const Result& r : results) {
-        if (r.family == "chain") {
-          std::string key = "torch.chain." + std::to_string(r.size) + ".us_per_op";
-          if (!torch.count(key)) continue;
-          double l = us(r.serial_s) / r.steps, t = torch[key];
-          std::printf("  %-20s loom %8.3f us/node   PyTorch %8.3f us/op   loom/PyTorch %.4f (%.0fx less overhead)\n",
-                      r.label.c_str(), l, t, l / t, t / l);
-        } else if (r.family == "mlp" || r.family == "mlpresnet" || r.family == "resnet9") {
-          std::string key = "torch." + r.family + ".ms_per_step";
-          if (!torch.count(key)) continue;
-          double best = r.serial_s;
-          for (auto [t, s] : r.parallel_s) best = std::min(best, s);
-          for (auto [t, s] : r.serial_threads_s) best = std::min(best, s);
-          double l = best * 1e3, t = torch[key];
-          std::printf("  %-20s loom %8.3f ms/step   PyTorch %8.3f ms/step  loom/PyTorch %.3f\n", r.label.c_str(), l,
-                      t, l / t);
-        }
-      }
-    }
-  }
-
-  if (!csv_dir.empty() || !plot_dir.empty()) {
-    fs::path dir = plot_dir.empty() ? fs::path(csv_dir) : fs::path(plot_dir);
+  const std::map<std::string, double> torch = run_torch_eager(o, argv[0]);
+  const CompileGrowth growth = compile_growth(results);
+  if (o.json) print_json(results, o.threads, growth, torch);
+  else print_tables(results, o.threads, growth, torch);
+  if (!o.csv_dir.empty() || !o.plot_dir.empty()) {
+    const fs::path dir = o.plot_dir.empty() ? fs::path(o.csv_dir) : fs::path(o.plot_dir);
     fs::create_directories(dir);
-    std::ostringstream overhead, speedup, memory, memory_plot, compile;
-    memory_plot << "label,arena_over_lower,parallel_arena_over_lower\n";
-    overhead << "label,nodes,steps,serial_us_per_node";
-    for (int t : threads) overhead << ",parallel_" << t << "t_us_per_node";
-    overhead << "\n";
-    speedup << "label,threads,parallel_speedup,serial_threads_speedup\n";
-    memory << "label,strategy,arena,lower_bound,naive,arena_over_lower\n";
-    compile << "nodes,compile_ms\n";
-    for (const Result& r : results) {
-      if (r.family == "chain") {
-        overhead << r.label << ',' << r.graph_nodes << ',' << r.steps << ',' << us(r.serial_s) / r.steps;
-        for (int t : threads) overhead << ',' << us(r.parallel_s.at(t)) / r.steps;
-        overhead << "\n";
-        compile << r.graph_nodes << ',' << r.compile_ms << "\n";
-      }
-      for (int t : threads)
-        speedup << r.label << ',' << t << ',' << r.serial_s / r.parallel_s.at(t) << ','
-                << (t > 1 ? r.serial_s / r.serial_threads_s.at(t) : 1.0) << "\n";
-      memory << r.label << ",best," << r.arena << ',' << r.lower << ',' << r.naive << ',' << ratio(r.arena, r.lower) << "\n";
-      auto par = std::find_if(r.memory.begin(), r.memory.end(), [](const MemoryRow& m) { return m.strategy == "parallel"; });
-      memory_plot << r.label << ',' << ratio(r.arena, r.lower) << ','
-                  << (par == r.memory.end() ? NAN : ratio(par->arena, par->lower)) << "\n";
-      for (const MemoryRow& m : r.memory)
-        memory << r.label << ',' << m.strategy << ',' << m.arena << ',' << m.lower << ',' << m.naive << ','
-               << ratio(m.arena, m.lower) << "\n";
-    }
-    write_atomically(dir / "overhead.csv", overhead.str());
-    write_atomically(dir / "speedup.csv", speedup.str());
-    write_atomically(dir / "memory.csv", memory.str());
-    write_atomically(dir / "memory_plot.csv", memory_plot.str());
-    write_atomically(dir / "compile.csv", compile.str());
-    if (!plot_dir.empty()) {
-      std::ostringstream gp;
-      gp << "set datafile separator ','\nset terminal pngcairo size 900,560 noenhanced\nset key top left\nset grid\n";
-      const bool chains =
-          std::any_of(results.begin(), results.end(), [](const Result& r) { return r.family == "chain"; });
-      if (chains) {  // overhead and compile time are measured on the chain family
-        gp << "set output 'overhead.png'\nset title 'executor overhead per node (chain of tiny ops)'\n"
-           << "set logscale x\nset xlabel 'nodes'\nset ylabel 'us per node'\n"
-           << "plot 'overhead.csv' every ::1 using 2:4 with linespoints title 'serial'";
-        for (size_t i = 0; i < threads.size(); ++i)
-          gp << ", '' every ::1 using 2:" << 5 + i << " with linespoints title 'parallel " << threads[i] << "t'";
-        gp << "\nunset logscale x\n"
-           << "set output 'compile.png'\nset title 'plan compile time'\nset logscale xy\nset xlabel 'nodes'\n"
-           << "set ylabel 'ms'\nplot 'compile.csv' every ::1 using 1:2 with linespoints title 'compile'\n"
-           << "unset logscale xy\n";
-      }
-      gp << "set output 'speedup.png'\nset title 'parallel executor speedup over serial (1 thread)'\n"
-         << "set xlabel 'threads'\nset ylabel 'speedup'\nset xtics 1\n"
-         << "plot for [f in '";
-      std::set<std::string> labels;
-      for (const Result& r : results) labels.insert(r.label);
-      bool first = true;
-      for (const auto& l : labels) gp << (first ? "" : " ") << l, first = false;
-      gp << "'] 'speedup.csv' every ::1 using (strcol(1) eq f ? $2 : 1/0):3 with linespoints title f\n"
-         << "set output 'memory.png'\nset title 'arena / lower bound of its schedule'\nset style data histogram\n"
-         << "set style fill solid 0.6\nset boxwidth 0.8\nset xtics rotate by -30\nset yrange [0:*]\nset ylabel 'ratio'\n"
-         << "set xlabel ''\nset key below horizontal\n"
-         << "plot 'memory_plot.csv' every ::1 using 2:xtic(1) title 'serial plan (best strategy)', "
-         << "'' every ::1 using 3 title 'parallel plan'\n";
-      write_atomically(dir / "plots.gp", gp.str());
-      std::string cmd = "cd '" + dir.string() + "' && gnuplot plots.gp";
-      if (std::system(cmd.c_str()) != 0)
-        std::fprintf(stderr, "bench_sched: gnuplot failed (install gnuplot-nox); CSV files are in %s\n", dir.c_str());
-      else if (!json)
-        std::printf("\nplots written to %s (%sspeedup.png, memory.png)\n", dir.c_str(), chains ? "overhead.png, compile.png, " : "");
-    }
+    write_csv_files(dir, results, o.threads);
+    if (!o.plot_dir.empty()) write_plots(dir, results, o.threads, o.json);
   }
   return 0;
 }
