@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,6 +32,7 @@
 #include "samples/models.hpp"
 #include "samples/profile.hpp"
 #include "samples/progress.hpp"
+#include "samples/training.hpp"
 
 namespace po = boost::program_options;
 using namespace loom;
@@ -88,31 +88,6 @@ std::unique_ptr<nn::Module> make_model(const Args& a) {
   return samples::make_sample_model({{"model", a.model}, {"dataset", a.dataset}}).module;
 }
 
-std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch) {
-  optim::Schedule sched;
-  const int64_t total = std::max<int64_t>(1, a.epochs * steps_per_epoch);
-  if (a.schedule == "cosine")
-    sched = optim::schedule::cosine(total);
-  else if (a.schedule == "step")
-    sched = optim::schedule::step(std::max<int64_t>(1, steps_per_epoch * 2), 0.5);
-  else if (a.schedule != "none")
-    fail("unknown --schedule '", a.schedule, "' (none, cosine, step)");
-  if (a.warmup > 0) sched = optim::schedule::warmup(a.warmup, sched ? sched : optim::schedule::constant());
-  if (a.opt == "sgd")
-    return std::make_unique<optim::SGD>(model, optim::SGDOptions{.lr = a.lr,
-                                                                 .momentum = a.momentum,
-                                                                 .weight_decay = a.wd,
-                                                                 .nesterov = a.nesterov,
-                                                                 .clip_norm = a.clip,
-                                                                 .schedule = sched});
-  if (a.opt == "adam")
-    return std::make_unique<optim::Adam>(
-        model, optim::AdamOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
-  if (a.opt == "adamw")
-    return std::make_unique<optim::AdamW>(
-        model, optim::AdamWOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
-  fail("unknown --opt '", a.opt, "' (sgd, adam, adamw)");
-}
 
 /// Feeds images as [B, C, H, W] floats: Fashion-MNIST's [B, 28, 28] bytes gain a channel dim.
 void add_transforms(data::DataLoader& loader, const DataSpec& d, bool augment) {
@@ -125,90 +100,66 @@ void add_transforms(data::DataLoader& loader, const DataSpec& d, bool augment) {
   loader.transform(0, data::transforms::normalize_channels(d.mean, d.stddev));
 }
 
-int run(const Args& a, samples::Distributed& dist) {
-  // With R ranks, rank r reads part r of every global batch of R * batch rows.
-  const int R = dist.size();
-  const DataSpec d = load_data(a);
-  data::DataLoader train(
-      d.train, {.batch_size = a.batch * R, .shuffle = true, .seed = a.seed, .shard = dist.rank(), .shards = R});
-  add_transforms(train, d, a.augment);
-  data::DataLoader test(d.test, {.batch_size = a.eval_batch * R, .shard = dist.rank(), .shards = R});
-  add_transforms(test, d, false);
 
-  // The model built twice over shared variables: training mode for the step, eval mode for testing.
-  Graph g;
-  Tensor x = g.placeholder("x", {-1, d.channels, d.size, d.size});
-  Tensor y = g.placeholder("y", {-1}, int64);
-  std::unique_ptr<nn::Module> model = make_model(a);
-  model->train();
-  Tensor logits = (*model)(x);
-  Tensor loss = nn::cross_entropy(logits, y);
-  Tensor correct = nn::correct(logits, y);
-  model->eval();
-  Tensor eval_correct = nn::correct((*model)(x), y);
-  std::unique_ptr<optim::Optimizer> opt = make_optimizer(a, *model, train.size());
-  // Distributed: BatchNorm normalizes with each rank's own batch statistics (as PyTorch's DDP without SyncBatchNorm); the
-  // running statistics are averaged over the ranks before every evaluation and checkpoint.
-  samples::TrainingGraph train_graph(*opt, a.distributed, a.bucket_mb, *model, x, loss, correct, eval_correct);
-  std::vector<Tensor> buffers;
-  for (const auto& [name, b] : model->named_buffers()) buffers.push_back(b);
-  Tensor average_buffers = a.distributed && !buffers.empty() ? dist::average_target(buffers) : Tensor();
-
-  Session s(g, {.device = Device::parse(a.device), .threads = a.threads, .seed = a.seed, .profile = a.profile});
-  std::ostream& info = !dist.root() ? dist.out() : a.json ? std::cerr : std::cout;
-  int64_t first_epoch = 1;
-  // Rank 0 reads a checkpoint (the others need not see the file), then sends its state to every rank.
-  if (dist.root() && (!a.load.empty() || !a.load_weights.empty())) {
-    // The model and data set first (clearer than the tensors that differ), then the file(s).
-    const std::string& path = a.load.empty() ? a.load_weights : a.load;
-    checkpoint::Metadata meta = checkpoint::read_metadata(path);
-    for (const char* key : {"model", "dataset"}) {
-      auto it = meta.find(key);
-      const std::string& want = std::string(key) == "model" ? a.model : a.dataset;
-      if (it != meta.end() && it->second != want)
-        fail("'", path, "' holds a ", key, " '", it->second, "', not '", want, "' (use --", key, " ", it->second, ")");
-    }
-    if (!a.load.empty()) {  // resume: weights, running statistics, optimizer state and the epoch count
-      checkpoint::load_training(s, *model, a.load);
-      first_epoch = samples::epochs_done(meta, a.load) + 1;
-      info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
-    } else {  // a state_dict (loom's or PyTorch's); the optimizer starts afresh
-      checkpoint::load(s, *model, a.load_weights);
-      info << "loaded the weights of " << a.load_weights << "\n";
-    }
+/// One rank's training run: the data (with R ranks, rank r reads part r of every global batch of R * batch rows), the
+/// graph and its session. Rank 0 prints and saves.
+class Trainer {
+ public:
+  Trainer(const Args& a, samples::Distributed& dist)
+      : a_(a),
+        dist_(dist),
+        d_(load_data(a)),
+        train_(d_.train, {.batch_size = a.batch * dist.size(),
+                          .shuffle = true,
+                          .seed = a.seed,
+                          .shard = dist.rank(),
+                          .shards = dist.size()}),
+        test_(d_.test, {.batch_size = a.eval_batch * dist.size(), .shard = dist.rank(), .shards = dist.size()}),
+        info_(!dist.root() ? dist.out() : a.json ? std::cerr : std::cout),
+        tty_(!a.json && dist.root() && ::isatty(STDOUT_FILENO)) {
+    add_transforms(train_, d_, a.augment);
+    add_transforms(test_, d_, false);
+    build_graph();
+    const SessionOptions options{
+        .device = Device::parse(a.device), .threads = a.threads, .seed = a.seed, .profile = a.profile};
+    s_ = std::make_unique<Session>(g_, options);
   }
-  if (a.distributed) {
-    communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
-    s.run({}, {}, {train_graph.sync_state});
+
+  /// Rank 0 reads a checkpoint (the others need not see the file), then sends its state to every rank. Returns the
+  /// first epoch to train.
+  int64_t restore() {
+    int64_t first_epoch = 1;
+    if (dist_.root() && (!a_.load.empty() || !a_.load_weights.empty())) first_epoch = load_checkpoint();
+    if (a_.distributed) {
+      communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
+      s_->run({}, {}, {train_graph_->sync_state});
+    }
+    return first_epoch;
   }
-  if (!a.json)
-    info << (a.distributed ? std::to_string(R) + (R == 1 ? " rank (" : " ranks (") + communicator()->name() + "), "
-                           : "")
-         << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.dataset << ", " << a.opt
-         << " lr " << a.lr << (a.schedule != "none" ? " (" + a.schedule + ")" : "")
-         << (a.wd ? " wd " + fmt("%g", a.wd) : "") << ", batch " << a.batch << (R > 1 ? " per rank" : "")
-         << (a.augment ? ", augmented" : "") << ", "
-         << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
-         << ", data " << a.data << "\n";
 
-  auto evaluate = [&] {
-    if (average_buffers.valid()) s.run({}, {}, {average_buffers});
-    double right = 0;
-    for (const data::Batch& b : test.epoch(0)) right += s.run({train_graph.eval_correct}, {{x, b[0]}, {y, b[1]}})[0].item();
-    return right / double(d.test->size());
-  };
+  /// The line that says what is trained, how and where.
+  void print_setup() {
+    const int R = dist_.size();
+    info_ << (a_.distributed ? std::to_string(R) + (R == 1 ? " rank (" : " ranks (") + communicator()->name() + "), "
+                             : "")
+          << "model " << a_.model << " (" << model_->num_parameters() << " parameters), " << a_.dataset << ", "
+          << a_.opt << " lr " << a_.lr << (a_.schedule != "none" ? " (" + a_.schedule + ")" : "")
+          << (a_.wd ? " wd " + fmt("%g", a_.wd) : "") << ", batch " << a_.batch << (R > 1 ? " per rank" : "")
+          << (a_.augment ? ", augmented" : "") << ", "
+          << (a_.device == "cpu" ? std::to_string(s_->options().threads) + " threads" : s_->options().device.str())
+          << ", data " << a_.data << "\n";
+  }
 
-  const bool tty = !a.json && dist.root() && ::isatty(STDOUT_FILENO);
-  double test_acc = NAN;
-  const int64_t last = first_epoch + a.epochs - 1;
-  for (int64_t e = first_epoch; e <= last; ++e) {
-    Progress bar(tty, e, last, train.size());
+  /// One epoch of training steps (epoch e of those up to `last`), with a progress bar on a terminal.
+  samples::EpochResult train_epoch(int64_t e, int64_t last) {
+    Progress bar(tty_, e, last, train_.size());
     double total_loss = 0, total_right = 0;
     int64_t images = 0, done = 0;
     auto t0 = Clock::now();
-    for (const data::Batch& b : train.epoch(e - 1)) {
-      std::vector<NDArray> out = s.run({train_graph.loss, train_graph.correct}, {{x, b[0]}, {y, b[1]}}, {train_graph.step});
-      const int64_t n = std::min(a.batch * R, d.train->size() - images);  // rows of the global batch
+    for (const data::Batch& b : train_.epoch(e - 1)) {
+      std::vector<NDArray> out =
+          s_->run({train_graph_->loss, train_graph_->correct}, {{x_, b[0]}, {y_, b[1]}}, {train_graph_->step});
+      const int64_t n = std::min(a_.batch * dist_.size(), d_.train->size() - images);  // rows of the global batch
       total_loss += out[0].item() * double(n);
       total_right += out[1].item();
       images += n;
@@ -218,37 +169,116 @@ int run(const Args& a, samples::Distributed& dist) {
     bar.clear();
     if (!std::isfinite(total_loss))
       fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
-    test_acc = evaluate();
-    const double train_loss = total_loss / double(images), train_acc = total_right / double(images);
-    if (!dist.root()) {
-    } else if (a.json) {
-      nlohmann::json j{{"epoch", e},           {"train_loss", train_loss}, {"train_acc", train_acc},
-                       {"test_acc", test_acc}, {"seconds", seconds},       {"images_per_s", double(images) / seconds}};
-      std::printf("%s\n", j.dump().c_str());
-    } else {
-      std::printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test acc %.4f  %.2f s  %.0f img/s\n", (long long)e,
-                  (long long)last, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
+    return {total_loss / double(images), total_right / double(images), seconds, images};
+  }
+
+  /// Accuracy on the test set (all ranks' parts), with the running statistics averaged over the ranks first.
+  double evaluate() {
+    if (average_buffers_.valid()) s_->run({}, {}, {average_buffers_});
+    double right = 0;
+    for (const data::Batch& b : test_.epoch(0))
+      right += s_->run({train_graph_->eval_correct}, {{x_, b[0]}, {y_, b[1]}})[0].item();
+    return right / double(d_.test->size());
+  }
+
+  /// The model's state_dict and the optimizer state after epoch `e`.
+  void save(int64_t e) {
+    checkpoint::save_training(*s_, *model_, a_.save,
+                              {{"model", a_.model}, {"dataset", a_.dataset}, {"epoch", std::to_string(e)}});
+  }
+
+  /// After the last epoch: what was saved, and the profile.
+  void finish() {
+    if (!a_.save.empty() && !a_.json && dist_.root())
+      info_ << "saved " << a_.save << " (the model's state_dict) and " << checkpoint::optimizer_path(a_.save) << "\n";
+    if (a_.profile && dist_.root()) samples::print_profile(*s_, info_);
+  }
+
+ private:
+  /// The model built twice over shared variables: training mode for the step, eval mode for testing.
+  void build_graph() {
+    x_ = g_.placeholder("x", {-1, d_.channels, d_.size, d_.size});
+    y_ = g_.placeholder("y", {-1}, int64);
+    model_ = make_model(a_);
+    model_->train();
+    Tensor logits = (*model_)(x_);
+    Tensor loss = nn::cross_entropy(logits, y_);
+    Tensor correct = nn::correct(logits, y_);
+    model_->eval();
+    Tensor eval_correct = nn::correct((*model_)(x_), y_);
+    opt_ = samples::make_optimizer(a_, *model_, train_.size());
+    // Distributed: BatchNorm normalizes with each rank's own batch statistics (as PyTorch's DDP without
+    // SyncBatchNorm); the running statistics are averaged over the ranks before every evaluation and checkpoint.
+    train_graph_ = std::make_unique<samples::TrainingGraph>(*opt_, a_.distributed, a_.bucket_mb, *model_, x_, loss,
+                                                            correct, eval_correct);
+    std::vector<Tensor> buffers;
+    for (const auto& [name, b] : model_->named_buffers()) buffers.push_back(b);
+    if (a_.distributed && !buffers.empty()) average_buffers_ = dist::average_target(buffers);
+  }
+
+  /// --load (resume: weights, running statistics, optimizer state and the epoch count) or --load-weights (a
+  /// state_dict, loom's or PyTorch's; the optimizer starts afresh). Returns the first epoch to train.
+  int64_t load_checkpoint() {
+    // The model and data set first (clearer than the tensors that differ), then the file(s).
+    const std::string& path = a_.load.empty() ? a_.load_weights : a_.load;
+    checkpoint::Metadata meta = checkpoint::read_metadata(path);
+    for (const char* key : {"model", "dataset"}) {
+      auto it = meta.find(key);
+      const std::string& want = std::string(key) == "model" ? a_.model : a_.dataset;
+      if (it != meta.end() && it->second != want)
+        fail("'", path, "' holds a ", key, " '", it->second, "', not '", want, "' (use --", key, " ", it->second, ")");
     }
+    if (a_.load.empty()) {
+      checkpoint::load(*s_, *model_, a_.load_weights);
+      info_ << "loaded the weights of " << a_.load_weights << "\n";
+      return 1;
+    }
+    checkpoint::load_training(*s_, *model_, a_.load);
+    const int64_t first_epoch = samples::epochs_done(meta, a_.load) + 1;
+    info_ << "loaded " << a_.load << " (after epoch " << first_epoch - 1 << ")\n";
+    return first_epoch;
+  }
+
+  const Args& a_;
+  samples::Distributed& dist_;
+  const DataSpec d_;
+  data::DataLoader train_, test_;
+  Graph g_;
+  Tensor x_, y_;
+  std::unique_ptr<nn::Module> model_;
+  std::unique_ptr<optim::Optimizer> opt_;
+  std::unique_ptr<samples::TrainingGraph> train_graph_;  // refers to *opt_
+  Tensor average_buffers_;                               // valid when distributed and the model has buffers
+  std::unique_ptr<Session> s_;
+  std::ostream& info_;
+  const bool tty_;
+};
+
+
+int run(const Args& a, samples::Distributed& dist) {
+  Trainer trainer(a, dist);
+  const int64_t first_epoch = trainer.restore();
+  if (!a.json) trainer.print_setup();
+  double test_acc = NAN;
+  const int64_t last = first_epoch + a.epochs - 1;
+  for (int64_t e = first_epoch; e <= last; ++e) {
+    const samples::EpochResult r = trainer.train_epoch(e, last);
+    test_acc = trainer.evaluate();
+    if (dist.root()) samples::print_epoch(a.json, e, last, r, test_acc);
     std::fflush(stdout);
-    if (!a.save.empty() && dist.root())
-      checkpoint::save_training(s, *model, a.save,
-                                {{"model", a.model}, {"dataset", a.dataset}, {"epoch", std::to_string(e)}});
+    if (!a.save.empty() && dist.root()) trainer.save(e);
   }
   if (a.epochs == 0) {
-    test_acc = evaluate();
+    test_acc = trainer.evaluate();
     if (a.json && dist.root()) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
   }
   if (!a.json && dist.root()) std::printf("test accuracy %.4f\n", test_acc);
-  if (!a.save.empty() && !a.json && dist.root())
-    info << "saved " << a.save << " (the model's state_dict) and " << checkpoint::optimizer_path(a.save) << "\n";
-  if (a.profile && dist.root()) samples::print_profile(s, info);
+  trainer.finish();
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Args a;
+/// The command line's options, read into `a`.
+po::options_description describe_options(Args& a) {
   po::options_description desc(
       "train_cnn: train a convolutional network on Fashion-MNIST or CIFAR-10 with loom\n\n"
       "Usage: train_cnn [options]\n\nOptions");
@@ -287,6 +317,30 @@ int main(int argc, char** argv) {
                                                      "averaged over ranks); rank 0 prints and saves")
     ("bucket-mb", po::value(&a.bucket_mb)->default_value(a.bucket_mb), "--distributed: MiB of gradients per allreduce");
   // clang-format on
+  return desc;
+}
+
+/// The defaults that depend on other options, then the checks (a po::error: a usage error).
+void complete_args(const po::variables_map& vm, Args& a) {
+  if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.2 : 1e-3;
+  if (!vm.count("wd")) a.wd = a.opt == "sgd" ? 5e-4 : 0.0;
+  if (!vm.count("data")) {
+    if (a.dataset != "fashion-mnist")
+      throw po::error("--dataset " + a.dataset + " needs --data DIR (CIFAR-10 cannot be downloaded here; see README)");
+    a.data = data::kFashionMnistDir;
+  }
+  if (!a.load.empty() && !a.load_weights.empty()) throw po::error("--load and --load-weights exclude each other");
+  if (a.epochs < 0) throw po::error("--epochs must be >= 0");
+  if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
+  if (a.threads < 0) throw po::error("--threads must be >= 0");
+  if (!(a.bucket_mb > 0 && a.bucket_mb < 1e6)) throw po::error("--bucket-mb must be in (0, 1e6)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  const po::options_description desc = describe_options(a);
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -295,19 +349,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     po::notify(vm);
-    if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.2 : 1e-3;
-    if (!vm.count("wd")) a.wd = a.opt == "sgd" ? 5e-4 : 0.0;
-    if (!vm.count("data")) {
-      if (a.dataset != "fashion-mnist")
-        throw po::error("--dataset " + a.dataset +
-                        " needs --data DIR (CIFAR-10 cannot be downloaded here; see README)");
-      a.data = data::kFashionMnistDir;
-    }
-    if (!a.load.empty() && !a.load_weights.empty()) throw po::error("--load and --load-weights exclude each other");
-    if (a.epochs < 0) throw po::error("--epochs must be >= 0");
-    if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
-    if (a.threads < 0) throw po::error("--threads must be >= 0");
-    if (!(a.bucket_mb > 0 && a.bucket_mb < 1e6)) throw po::error("--bucket-mb must be in (0, 1e6)");
+    complete_args(vm, a);
   } catch (const po::error& e) {
     std::cerr << "train_cnn: " << e.what() << "\n(see train_cnn --help)\n";
     return 2;

@@ -104,72 +104,106 @@ void report_generation(const Args& a, LM& lm, const data::Dictionary& dictionary
               << gen.text << "\n";
 }
 
+/// The corpus in columns: --batch of them for training, --eval-batch for validation and test.
+struct Splits {
+  NDArray train, valid, test;
+};
+
+/// Fails now, with the split named, when bptt does not fit.
+Splits batchify_splits(const data::Corpus& corpus, const Args& a) {
+  Splits splits{data::batchify(corpus.train, a.batch), data::batchify(corpus.valid, a.eval_batch),
+                data::batchify(corpus.test, a.eval_batch)};
+  data::batch_starts(splits.train, a.bptt, "train split");
+  data::batch_starts(splits.valid, a.bptt, "valid split");
+  data::batch_starts(splits.test, a.bptt, "test split");
+  return splits;
+}
+
+/// The line that says what is trained, how and where.
+void print_setup(const Args& a, LM& lm, int64_t V, std::ostream& info) {
+  const Session& s = lm.session();
+  if (lm.transformer())
+    info << "model transformer " << a.layers << " layers, d_model " << a.d_model << ", " << a.heads << " heads, ffn "
+         << a.ffn << " (";
+  else
+    info << "model " << a.model << " " << a.layers << "x" << a.hidden << " (embed " << a.embed << ", ";
+  info << lm.model().num_parameters() << " parameters, vocabulary " << V << "), " << a.opt << " lr " << a.lr
+       << ", clip " << a.clip << ", dropout " << a.dropout << (lm.transformer() ? ", seq-len " : ", bptt ") << a.bptt
+       << ", batch " << a.batch << ", "
+       << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str()) << "\n";
+}
+
+/// An epoch's pass over the training split and the validation pass after it.
+struct EpochPasses {
+  samples::EpochResult train, valid;
+};
+
+/// Epoch e (of those up to `last`): training with a progress bar on a terminal, then validation.
+EpochPasses train_epoch(const Args& a, LM& lm, const Splits& splits, int64_t e, int64_t last) {
+  const bool tty = !a.json && ::isatty(STDOUT_FILENO);
+  int64_t batches = int64_t(data::batch_starts(splits.train, a.bptt).size());
+  if (a.max_batches > 0) batches = std::min(batches, a.max_batches);
+  Progress bar(tty, e, last, batches, {"ppl", "%.1f", "tok"});
+  EpochPasses r;
+  r.train = samples::pass(lm, LM::Mode::train, splits.train, a.bptt, "train split", &bar, a.max_batches);
+  bar.clear();
+  r.valid = samples::pass(lm, LM::Mode::eval, splits.valid, a.bptt, "valid split", nullptr, a.max_batches);
+  return r;
+}
+
+/// Epoch e's line (trained with learning rate `lr`): one JSON object or text.
+void print_epoch(const Args& a, int64_t e, int64_t last, const EpochPasses& r, double lr) {
+  const double train_ppl = std::exp(r.train.loss), valid_ppl = std::exp(r.valid.loss);
+  const double tokens_per_s = double(r.train.tokens) / r.train.seconds;
+  if (a.json) {
+    std::cout << json{{"epoch", e},
+                      {"train_ppl", train_ppl},
+                      {"valid_ppl", valid_ppl},
+                      {"seconds", r.train.seconds},
+                      {"tokens_per_s", tokens_per_s},
+                      {"lr", lr}}
+                     .dump()
+              << std::endl;
+  } else {
+    std::printf("epoch %lld/%lld  train ppl %.2f  valid ppl %.2f  lr %g  %.1f s  %.0f tok/s\n", (long long)e,
+                (long long)last, train_ppl, valid_ppl, lr, r.train.seconds, tokens_per_s);
+    std::fflush(stdout);
+  }
+}
+
 int run(const Args& a) {
-  // ---- data
   std::ostream& info = a.json ? std::cerr : std::cout;
   const std::string dir = samples::prepare_corpus(a.data, a.fortunes, a.corpus_dir, a.min_count, info);
   data::Corpus corpus(dir, {.max_lines = a.max_lines});
   const int64_t V = corpus.dictionary.size();
-  const NDArray train = data::batchify(corpus.train, a.batch);
-  const NDArray valid = data::batchify(corpus.valid, a.eval_batch);
-  const NDArray test = data::batchify(corpus.test, a.eval_batch);
-  // Fails now, with the split named, when bptt does not fit.
-  data::batch_starts(train, a.bptt, "train split");
-  data::batch_starts(valid, a.bptt, "valid split");
-  data::batch_starts(test, a.bptt, "test split");
+  const Splits splits = batchify_splits(corpus, a);
 
   LM lm(a, V);
   Session& s = lm.session();
   const std::vector<Tensor> saved = lm.checkpoint_variables();
   const Resumed resumed = a.load.empty() ? Resumed{} : load_checkpoint(a, lm, V, saved, info);
-  const int64_t first_epoch = resumed.first_epoch;
   double lr_factor = resumed.lr_factor;
-  if (!a.json) {
-    if (lm.transformer())
-      info << "model transformer " << a.layers << " layers, d_model " << a.d_model << ", " << a.heads << " heads, ffn "
-           << a.ffn << " (";
-    else
-      info << "model " << a.model << " " << a.layers << "x" << a.hidden << " (embed " << a.embed << ", ";
-    info << lm.model().num_parameters() << " parameters, vocabulary " << V << "), " << a.opt << " lr " << a.lr
-         << ", clip " << a.clip << ", dropout " << a.dropout << (lm.transformer() ? ", seq-len " : ", bptt ") << a.bptt
-         << ", batch " << a.batch << ", "
-         << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str()) << "\n";
-  }
+  if (!a.json) print_setup(a, lm, V, info);
 
-  const bool tty = !a.json && ::isatty(STDOUT_FILENO);
   double best = INFINITY;
-  const int64_t last = first_epoch + a.epochs - 1;
-  for (int64_t e = first_epoch; e <= last; ++e) {
-    int64_t batches = int64_t(data::batch_starts(train, a.bptt).size());
-    if (a.max_batches > 0) batches = std::min(batches, a.max_batches);
-    Progress bar(tty, e, last, batches, {"ppl", "%.1f", "tok"});
-    samples::EpochResult tr = samples::pass(lm, LM::Mode::train, train, a.bptt, "train split", &bar, a.max_batches);
-    bar.clear();
-    samples::EpochResult va = samples::pass(lm, LM::Mode::eval, valid, a.bptt, "valid split", nullptr, a.max_batches);
-    const double train_ppl = std::exp(tr.loss), valid_ppl = std::exp(va.loss);
-    const double lr = a.lr * lr_factor;
-    if (a.json) {
-      std::cout << json{{"epoch", e},          {"train_ppl", train_ppl},  {"valid_ppl", valid_ppl},
-                        {"seconds", tr.seconds}, {"tokens_per_s", double(tr.tokens) / tr.seconds}, {"lr", lr}}
-                       .dump()
-                << std::endl;
-    } else {
-      std::printf("epoch %lld/%lld  train ppl %.2f  valid ppl %.2f  lr %g  %.1f s  %.0f tok/s\n", (long long)e,
-                  (long long)last, train_ppl, valid_ppl, lr, tr.seconds, double(tr.tokens) / tr.seconds);
-      std::fflush(stdout);
-    }
+  const int64_t last = resumed.first_epoch + a.epochs - 1;
+  for (int64_t e = resumed.first_epoch; e <= last; ++e) {
+    const EpochPasses r = train_epoch(a, lm, splits, e, last);
+    print_epoch(a, e, last, r, a.lr * lr_factor);
     // PyTorch's word_language_model: divide the rate when validation stops improving.
-    if (va.loss < best) {
-      best = va.loss;
+    if (r.valid.loss < best) {
+      best = r.valid.loss;
     } else if (a.anneal > 1) {
       lr_factor /= a.anneal;
       s.set(lm.lr_factor(), NDArray::scalar(lr_factor));
     }
     if (!a.save.empty())
-      checkpoint::save(s, a.save, saved,
-                       {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(e)}, {"trainer", "train_lm"}});
+      checkpoint::save(
+          s, a.save, saved,
+          {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(e)}, {"trainer", "train_lm"}});
   }
-  const double test_ppl = std::exp(samples::pass(lm, LM::Mode::eval, test, a.bptt, "test split", nullptr, a.max_batches).loss);
+  const double test_ppl =
+      std::exp(samples::pass(lm, LM::Mode::eval, splits.test, a.bptt, "test split", nullptr, a.max_batches).loss);
   if (a.json)
     std::cout << json{{"test_ppl", test_ppl}}.dump() << std::endl;
   else
@@ -181,10 +215,8 @@ int run(const Args& a) {
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Args a;
+/// The command line's options, read into `a`.
+po::options_description describe_options(Args& a) {
   po::options_description desc(
       "train_lm: train a word-level language model (RNN, LSTM, GRU, Transformer) with loom\n\n"
       "Usage: train_lm [options]\n\nOptions");
@@ -228,6 +260,45 @@ int main(int argc, char** argv) {
     ("json", po::bool_switch(&a.json), "print one JSON object per epoch (epoch, train_ppl, valid_ppl, seconds, tokens_per_s, lr)")
     ("profile", po::bool_switch(&a.profile), "print the most expensive graph nodes at the end");
   // clang-format on
+  return desc;
+}
+
+/// The transformer's defaults and those that depend on other options, then the checks (an exception: a usage error).
+void complete_args(const po::variables_map& vm, Args& a) {
+  auto given = [&](const char* name) { return vm.count(name) && !vm[name].defaulted(); };
+  if (a.model == "transformer") {
+    if (!given("layers")) a.layers = 4;
+    if (given("seq-len"))
+      a.bptt = a.seq_len;
+    else if (!given("bptt"))
+      a.bptt = 128;
+    if (!given("batch")) a.batch = 32;
+    if (!given("opt")) a.opt = "adam";
+    if (a.heads <= 0 || a.d_model <= 0 || a.ffn <= 0 || a.d_model % a.heads)
+      throw po::error("--heads, --d-model and --ffn must be positive, and --heads must divide --d-model");
+  } else {
+    if (given("seq-len")) throw po::error("--seq-len is the transformer's; recurrent models take --bptt");
+    nn::parse_cell_kind(a.model);
+  }
+  if (!vm.count("lr")) a.lr = a.opt == "adam" ? 1e-3 : 20.0;
+  if (a.epochs < 0) throw po::error("--epochs must be >= 0");
+  if (a.batch <= 0 || a.eval_batch <= 0 || a.bptt <= 0)
+    throw po::error("--batch, --eval-batch and --bptt must be positive");
+  if (a.layers <= 0 || a.embed <= 0 || a.hidden <= 0)
+    throw po::error("--layers, --embed and --hidden must be positive");
+  if (!(a.dropout >= 0 && a.dropout < 1)) throw po::error("--dropout must be in [0, 1)");
+  if (!(a.temperature > 0)) throw po::error("--temperature must be > 0");
+  if (a.threads < 0 || a.generate < 0 || a.min_count < 1 || a.max_lines < 0 || a.max_batches < 0)
+    throw po::error("--threads, --generate and --max-lines must be >= 0, --min-count >= 1");
+  if (a.carry != "variable" && a.carry != "feed") throw po::error("--carry must be variable or feed");
+  if (a.executor != "serial" && a.executor != "parallel") throw po::error("--executor must be serial or parallel");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  const po::options_description desc = describe_options(a);
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -236,29 +307,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     po::notify(vm);
-    auto given = [&](const char* name) { return vm.count(name) && !vm[name].defaulted(); };
-    if (a.model == "transformer") {
-      if (!given("layers")) a.layers = 4;
-      if (given("seq-len")) a.bptt = a.seq_len;
-      else if (!given("bptt")) a.bptt = 128;
-      if (!given("batch")) a.batch = 32;
-      if (!given("opt")) a.opt = "adam";
-      if (a.heads <= 0 || a.d_model <= 0 || a.ffn <= 0 || a.d_model % a.heads)
-        throw po::error("--heads, --d-model and --ffn must be positive, and --heads must divide --d-model");
-    } else {
-      if (given("seq-len")) throw po::error("--seq-len is the transformer's; recurrent models take --bptt");
-      nn::parse_cell_kind(a.model);
-    }
-    if (!vm.count("lr")) a.lr = a.opt == "adam" ? 1e-3 : 20.0;
-    if (a.epochs < 0) throw po::error("--epochs must be >= 0");
-    if (a.batch <= 0 || a.eval_batch <= 0 || a.bptt <= 0) throw po::error("--batch, --eval-batch and --bptt must be positive");
-    if (a.layers <= 0 || a.embed <= 0 || a.hidden <= 0) throw po::error("--layers, --embed and --hidden must be positive");
-    if (!(a.dropout >= 0 && a.dropout < 1)) throw po::error("--dropout must be in [0, 1)");
-    if (!(a.temperature > 0)) throw po::error("--temperature must be > 0");
-    if (a.threads < 0 || a.generate < 0 || a.min_count < 1 || a.max_lines < 0 || a.max_batches < 0)
-      throw po::error("--threads, --generate and --max-lines must be >= 0, --min-count >= 1");
-    if (a.carry != "variable" && a.carry != "feed") throw po::error("--carry must be variable or feed");
-    if (a.executor != "serial" && a.executor != "parallel") throw po::error("--executor must be serial or parallel");
+    complete_args(vm, a);
   } catch (const std::exception& e) {
     std::cerr << "train_lm: " << e.what() << "\n(see train_lm --help)\n";
     return 2;

@@ -16,14 +16,12 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 
 #include "frontend/loom.hpp"
@@ -31,6 +29,7 @@
 #include "samples/models.hpp"
 #include "samples/profile.hpp"
 #include "samples/progress.hpp"
+#include "samples/training.hpp"
 #include "samples/trace.hpp"
 
 namespace po = boost::program_options;
@@ -59,120 +58,77 @@ samples::ModelParams model_params(const Args& a) {
   return {{"model", a.model}, {"hidden", a.model == "softmax" ? "" : std::to_string(a.hidden)}};
 }
 
-std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch) {
-  optim::Schedule sched;
-  const int64_t total = std::max<int64_t>(1, (a.epochs) * steps_per_epoch);
-  if (a.schedule == "cosine")
-    sched = optim::schedule::cosine(total);
-  else if (a.schedule == "step")
-    sched = optim::schedule::step(std::max<int64_t>(1, steps_per_epoch * 2), 0.5);
-  else if (a.schedule != "none")
-    fail("unknown --schedule '", a.schedule, "' (none, cosine, step)");
-  if (a.warmup > 0) sched = optim::schedule::warmup(a.warmup, sched ? sched : optim::schedule::constant());
-  if (a.opt == "sgd")
-    return std::make_unique<optim::SGD>(model, optim::SGDOptions{.lr = a.lr,
-                                                                 .momentum = a.momentum,
-                                                                 .weight_decay = a.wd,
-                                                                 .nesterov = a.nesterov,
-                                                                 .clip_norm = a.clip,
-                                                                 .schedule = sched});
-  if (a.opt == "adam")
-    return std::make_unique<optim::Adam>(
-        model, optim::AdamOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
-  if (a.opt == "adamw")
-    return std::make_unique<optim::AdamW>(
-        model, optim::AdamWOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
-  fail("unknown --opt '", a.opt, "' (sgd, adam, adamw)");
-}
 
-int run(const Args& a, samples::Distributed& dist) {
-  // ---- data: with R ranks, rank r reads part r of every global batch of R * batch rows
-  const int R = dist.size();
-  auto train_set = data::load_mnist(a.data, data::Split::train);
-  auto test_set = data::load_mnist(a.data, data::Split::test);
-  data::DataLoader train(
-      train_set, {.batch_size = a.batch * R, .shuffle = true, .seed = a.seed, .shard = dist.rank(), .shards = R});
-  train.transform(0, data::transforms::normalize(kMean, kStd));
-  if (a.augment) {
-    train.transform(0, data::transforms::random_flip_horizontal());
-    train.transform(0, data::transforms::random_crop(2));
-  }
-  data::DataLoader test(test_set, {.batch_size = a.eval_batch * R, .shard = dist.rank(), .shards = R});
-  test.transform(0, data::transforms::normalize(kMean, kStd));
 
-  // ---- graph: the model built twice (training and evaluation) over shared variables
-  Graph g;
-  Tensor x = g.placeholder("x", {-1, 28, 28});
-  Tensor y = g.placeholder("y", {-1}, int64);
-  std::unique_ptr<nn::Module> model = samples::make_sample_model(model_params(a)).module;
-  model->train();
-  Tensor logits = (*model)(x);
-  Tensor loss = nn::cross_entropy(logits, y);
-  Tensor correct = nn::correct(logits, y);
-  model->eval();
-  Tensor eval_correct = nn::correct((*model)(x), y);
-  std::unique_ptr<optim::Optimizer> opt = make_optimizer(a, *model, train.size());
-  samples::TrainingGraph train_graph(*opt, a.distributed, a.bucket_mb, *model, x, loss, correct, eval_correct);
-
-  samples::TraceRecorder trace(dist.root() ? a.trace : "");
-  Session s(g, {.device = Device::parse(a.device),
-                .threads = a.threads,
-                .executor = a.executor == "parallel" ? Executor::parallel : Executor::serial,
-                .seed = a.seed,
-                .profile = a.profile || trace.enabled()});
-  std::ostream& info = !dist.root() ? dist.out() : a.json ? std::cerr : std::cout;
-  int64_t first_epoch = 1;
-  // Rank 0 reads a checkpoint (the others need not see the file), then sends its state to every rank.
-  if (dist.root() && (!a.load.empty() || !a.load_weights.empty())) {
-    // The model kind first (a clearer message than the variables that differ), then the file(s).
-    const std::string& path = a.load.empty() ? a.load_weights : a.load;
-    checkpoint::Metadata meta = checkpoint::read_metadata(path);
-    auto it = meta.find("model");
-    if (it != meta.end() && it->second != a.model)
-      fail("'", path, "' holds a '", it->second, "' model, not '", a.model, "' (use --model ", it->second, ")");
-    if (!a.load.empty()) {  // resume: weights, optimizer state and the epoch count
-      checkpoint::load_training(s, *model, a.load);
-      first_epoch = samples::epochs_done(meta, a.load) + 1;
-      if (a.epochs > (int64_t(1) << 40) - first_epoch) fail("--epochs ", a.epochs, " is too large");
-      info << "loaded " << a.load << " (after epoch " << first_epoch - 1 << ")\n";
-    } else {  // weights only (from loom or PyTorch); the optimizer starts afresh
-      checkpoint::load(s, *model, a.load_weights);
-      info << "loaded the weights of " << a.load_weights << "\n";
+/// One rank's training run: the data (with R ranks, rank r reads part r of every global batch of R * batch rows), the
+/// graph and its session. Rank 0 prints and saves.
+class Trainer {
+ public:
+  Trainer(const Args& a, samples::Distributed& dist)
+      : a_(a),
+        dist_(dist),
+        train_set_(data::load_mnist(a.data, data::Split::train)),
+        test_set_(data::load_mnist(a.data, data::Split::test)),
+        train_(train_set_, {.batch_size = a.batch * dist.size(),
+                            .shuffle = true,
+                            .seed = a.seed,
+                            .shard = dist.rank(),
+                            .shards = dist.size()}),
+        test_(test_set_, {.batch_size = a.eval_batch * dist.size(), .shard = dist.rank(), .shards = dist.size()}),
+        trace_(dist.root() ? a.trace : ""),
+        info_(!dist.root() ? dist.out() : a.json ? std::cerr : std::cout),
+        tty_(!a.json && dist.root() && ::isatty(STDOUT_FILENO)) {
+    train_.transform(0, data::transforms::normalize(kMean, kStd));
+    if (a.augment) {
+      train_.transform(0, data::transforms::random_flip_horizontal());
+      train_.transform(0, data::transforms::random_crop(2));
     }
-  }
-  if (a.distributed) {
-    communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
-    s.run({}, {}, {train_graph.sync_state});
-  }
-  if (!a.json) {
-    if (a.distributed) info << R << (R == 1 ? " rank (" : " ranks (") << communicator()->name() << "), ";
-    info << "model " << a.model << " (" << model->num_parameters() << " parameters), " << a.opt << " lr " << a.lr
-         << (a.schedule != "none" ? " (" + a.schedule + ")" : "") << (a.wd ? " wd " + fmt("%g", a.wd) : "")
-         << ", batch " << a.batch << (R > 1 ? " per rank" : "") << ", "
-         << (a.device == "cpu" ? std::to_string(s.options().threads) + " threads" : s.options().device.str())
-         << ", data " << a.data << "\n";
+    test_.transform(0, data::transforms::normalize(kMean, kStd));
+    build_graph();
+    s_ = std::make_unique<Session>(
+        g_, SessionOptions{.device = Device::parse(a.device),
+                           .threads = a.threads,
+                           .executor = a.executor == "parallel" ? Executor::parallel : Executor::serial,
+                           .seed = a.seed,
+                           .profile = a.profile || trace_.enabled()});
   }
 
-  auto evaluate = [&] {
-    double right = 0;
-    for (const data::Batch& b : test.epoch(0)) right += s.run({train_graph.eval_correct}, {{x, b[0]}, {y, b[1]}})[0].item();
-    return right / double(test_set->size());
-  };
+  /// Rank 0 reads a checkpoint (the others need not see the file), then sends its state to every rank. Returns the
+  /// first epoch to train.
+  int64_t restore() {
+    int64_t first_epoch = 1;
+    if (dist_.root() && (!a_.load.empty() || !a_.load_weights.empty())) first_epoch = load_checkpoint();
+    if (a_.distributed) {
+      communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
+      s_->run({}, {}, {train_graph_->sync_state});
+    }
+    return first_epoch;
+  }
 
-  const bool tty = !a.json && dist.root() && ::isatty(STDOUT_FILENO);
-  double test_acc = NAN;
-  const int64_t last = first_epoch + a.epochs - 1;
-  for (int64_t e = first_epoch; e <= last; ++e) {
-    Progress bar(tty, e, last, train.size());
+  /// The line that says what is trained, how and where.
+  void print_setup() {
+    const int R = dist_.size();
+    if (a_.distributed) info_ << R << (R == 1 ? " rank (" : " ranks (") << communicator()->name() << "), ";
+    info_ << "model " << a_.model << " (" << model_->num_parameters() << " parameters), " << a_.opt << " lr " << a_.lr
+          << (a_.schedule != "none" ? " (" + a_.schedule + ")" : "") << (a_.wd ? " wd " + fmt("%g", a_.wd) : "")
+          << ", batch " << a_.batch << (R > 1 ? " per rank" : "") << ", "
+          << (a_.device == "cpu" ? std::to_string(s_->options().threads) + " threads" : s_->options().device.str())
+          << ", data " << a_.data << "\n";
+  }
+
+  /// One epoch of training steps (epoch e of those up to `last`), with a progress bar on a terminal.
+  samples::EpochResult train_epoch(int64_t e, int64_t last) {
+    Progress bar(tty_, e, last, train_.size());
     double total_loss = 0, total_right = 0;
     int64_t images = 0, done = 0;
     auto t0 = Clock::now();
-    for (const data::Batch& b : train.epoch(e - 1)) {
-      const bool traced = trace.before_run();
-      std::vector<NDArray> out = s.run({train_graph.loss, train_graph.correct}, {{x, b[0]}, {y, b[1]}}, {train_graph.step});
-      if (traced) trace.after_run(s);
+    for (const data::Batch& b : train_.epoch(e - 1)) {
+      const bool traced = trace_.before_run();
+      std::vector<NDArray> out =
+          s_->run({train_graph_->loss, train_graph_->correct}, {{x_, b[0]}, {y_, b[1]}}, {train_graph_->step});
+      if (traced) trace_.after_run(*s_);
       // Rows of the global batch (this rank holds part of them).
-      const int64_t n = std::min(a.batch * R, train_set->size() - images);
+      const int64_t n = std::min(a_.batch * dist_.size(), train_set_->size() - images);
       total_loss += out[0].item() * double(n);
       total_right += out[1].item();
       images += n;
@@ -183,49 +139,116 @@ int run(const Args& a, samples::Distributed& dist) {
     if (images == 0) fail("epoch ", e, " had no batches (is --batch larger than the training set?)");
     if (!std::isfinite(total_loss))
       fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
-    test_acc = evaluate();
-    const double train_loss = total_loss / double(images), train_acc = total_right / double(images);
-    if (!dist.root()) {
-    } else if (a.json) {  // one object per line; a non-finite number is null
-      nlohmann::json line = {{"epoch", e},           {"train_loss", train_loss}, {"train_acc", train_acc},
-                             {"test_acc", test_acc}, {"seconds", seconds},       {"images_per_s", double(images) / seconds}};
-      std::printf("%s\n", line.dump().c_str());
-      std::fflush(stdout);
-    } else {
-      std::printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test acc %.4f  %.2f s  %.0f img/s\n", (long long)e,
-                  (long long)last, train_loss, train_acc, test_acc, seconds, double(images) / seconds);
-      std::fflush(stdout);
+    return {total_loss / double(images), total_right / double(images), seconds, images};
+  }
+
+  /// Accuracy on the test set (all ranks' parts).
+  double evaluate() {
+    double right = 0;
+    for (const data::Batch& b : test_.epoch(0))
+      right += s_->run({train_graph_->eval_correct}, {{x_, b[0]}, {y_, b[1]}})[0].item();
+    return right / double(test_set_->size());
+  }
+
+  /// The model's state_dict and the optimizer state after epoch `e`.
+  void save(int64_t e) {
+    checkpoint::Metadata meta = model_params(a_);
+    meta["epoch"] = std::to_string(e);
+    checkpoint::save_training(*s_, *model_, a_.save, meta);
+  }
+
+  /// After the last epoch: what was saved, the trace and the profile.
+  void finish() {
+    if (!a_.save.empty() && !a_.json && dist_.root())
+      info_ << "saved " << a_.save << " (the model's state_dict) and " << checkpoint::optimizer_path(a_.save)
+            << " (optimizer state)\n";
+    if (trace_.enabled()) {
+      trace_.write();
+      if (trace_.done())
+        info_ << "wrote a trace of training steps 2-6 to " << a_.trace << " (open in ui.perfetto.dev)\n";
+      else
+        info_ << "--trace: fewer than 2 training steps ran; no trace written\n";
     }
-    if (!a.save.empty() && dist.root()) {
-      checkpoint::Metadata meta = model_params(a);
-      meta["epoch"] = std::to_string(e);
-      checkpoint::save_training(s, *model, a.save, meta);
+    if (a_.profile && dist_.root()) samples::print_profile(*s_, info_);
+  }
+
+ private:
+  /// The model built twice over shared variables: training mode for the step, eval mode for testing.
+  void build_graph() {
+    x_ = g_.placeholder("x", {-1, 28, 28});
+    y_ = g_.placeholder("y", {-1}, int64);
+    model_ = samples::make_sample_model(model_params(a_)).module;
+    model_->train();
+    Tensor logits = (*model_)(x_);
+    Tensor loss = nn::cross_entropy(logits, y_);
+    Tensor correct = nn::correct(logits, y_);
+    model_->eval();
+    Tensor eval_correct = nn::correct((*model_)(x_), y_);
+    opt_ = samples::make_optimizer(a_, *model_, train_.size());
+    train_graph_ = std::make_unique<samples::TrainingGraph>(*opt_, a_.distributed, a_.bucket_mb, *model_, x_, loss,
+                                                            correct, eval_correct);
+  }
+
+  /// --load (resume: weights, optimizer state and the epoch count) or --load-weights (from loom or PyTorch; the
+  /// optimizer starts afresh). Returns the first epoch to train.
+  int64_t load_checkpoint() {
+    // The model kind first (a clearer message than the variables that differ), then the file(s).
+    const std::string& path = a_.load.empty() ? a_.load_weights : a_.load;
+    checkpoint::Metadata meta = checkpoint::read_metadata(path);
+    auto it = meta.find("model");
+    if (it != meta.end() && it->second != a_.model)
+      fail("'", path, "' holds a '", it->second, "' model, not '", a_.model, "' (use --model ", it->second, ")");
+    if (a_.load.empty()) {
+      checkpoint::load(*s_, *model_, a_.load_weights);
+      info_ << "loaded the weights of " << a_.load_weights << "\n";
+      return 1;
     }
+    checkpoint::load_training(*s_, *model_, a_.load);
+    const int64_t first_epoch = samples::epochs_done(meta, a_.load) + 1;
+    if (a_.epochs > (int64_t(1) << 40) - first_epoch) fail("--epochs ", a_.epochs, " is too large");
+    info_ << "loaded " << a_.load << " (after epoch " << first_epoch - 1 << ")\n";
+    return first_epoch;
+  }
+
+  const Args& a_;
+  samples::Distributed& dist_;
+  std::shared_ptr<data::TensorDataset> train_set_, test_set_;
+  data::DataLoader train_, test_;
+  Graph g_;
+  Tensor x_, y_;
+  std::unique_ptr<nn::Module> model_;
+  std::unique_ptr<optim::Optimizer> opt_;
+  std::unique_ptr<samples::TrainingGraph> train_graph_;  // refers to *opt_
+  samples::TraceRecorder trace_;
+  std::unique_ptr<Session> s_;
+  std::ostream& info_;
+  const bool tty_;
+};
+
+
+int run(const Args& a, samples::Distributed& dist) {
+  Trainer trainer(a, dist);
+  const int64_t first_epoch = trainer.restore();
+  if (!a.json) trainer.print_setup();
+  double test_acc = NAN;
+  const int64_t last = first_epoch + a.epochs - 1;
+  for (int64_t e = first_epoch; e <= last; ++e) {
+    const samples::EpochResult r = trainer.train_epoch(e, last);
+    test_acc = trainer.evaluate();
+    if (dist.root()) samples::print_epoch(a.json, e, last, r, test_acc);
+    if (!a.save.empty() && dist.root()) trainer.save(e);
   }
   if (a.epochs == 0) {
-    test_acc = evaluate();
+    test_acc = trainer.evaluate();
     if (a.json && dist.root()) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
   }
   if (!a.json && dist.root()) std::printf("test accuracy %.4f\n", test_acc);
-  if (!a.save.empty() && !a.json && dist.root())
-    info << "saved " << a.save << " (the model's state_dict) and " << checkpoint::optimizer_path(a.save)
-         << " (optimizer state)\n";
-  if (trace.enabled()) {
-    trace.write();
-    if (trace.done())
-      info << "wrote a trace of training steps 2-6 to " << a.trace << " (open in ui.perfetto.dev)\n";
-    else
-      info << "--trace: fewer than 2 training steps ran; no trace written\n";
-  }
-
-  if (a.profile && dist.root()) samples::print_profile(s, info);
+  trainer.finish();
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Args a;
+/// The command line's options, read into `a`.
+po::options_description describe_options(Args& a) {
   po::options_description desc(
       "train_mnist: train a classifier on Fashion-MNIST with loom\n\n"
       "Usage: train_mnist [options]\n\nOptions");
@@ -266,6 +289,27 @@ int main(int argc, char** argv) {
                                                                   "gradient allreduces overlap the backward pass)")
     ("bucket-mb", po::value(&a.bucket_mb)->default_value(a.bucket_mb), "--distributed: MiB of gradients per allreduce");
   // clang-format on
+  return desc;
+}
+
+/// The defaults that depend on other options, then the checks (a po::error: a usage error).
+void complete_args(const po::variables_map& vm, Args& a) {
+  if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.1 : 1e-3;
+  if (!vm.count("hidden")) a.hidden = a.model == "mlpresnet" ? 100 : 512;
+  if (a.epochs < 0) throw po::error("--epochs must be >= 0");
+  if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
+  if (a.hidden <= 1) throw po::error("--hidden must be > 1");
+  if (a.threads < 0) throw po::error("--threads must be >= 0");
+  if (!a.load.empty() && !a.load_weights.empty()) throw po::error("--load and --load-weights exclude each other");
+  if (a.executor != "serial" && a.executor != "parallel") throw po::error("--executor must be serial or parallel");
+  if (!(a.bucket_mb > 0 && a.bucket_mb < 1e6)) throw po::error("--bucket-mb must be in (0, 1e6)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  const po::options_description desc = describe_options(a);
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -274,15 +318,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     po::notify(vm);
-    if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.1 : 1e-3;
-    if (!vm.count("hidden")) a.hidden = a.model == "mlpresnet" ? 100 : 512;
-    if (a.epochs < 0) throw po::error("--epochs must be >= 0");
-    if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
-    if (a.hidden <= 1) throw po::error("--hidden must be > 1");
-    if (a.threads < 0) throw po::error("--threads must be >= 0");
-    if (!a.load.empty() && !a.load_weights.empty()) throw po::error("--load and --load-weights exclude each other");
-    if (a.executor != "serial" && a.executor != "parallel") throw po::error("--executor must be serial or parallel");
-    if (!(a.bucket_mb > 0 && a.bucket_mb < 1e6)) throw po::error("--bucket-mb must be in (0, 1e6)");
+    complete_args(vm, a);
   } catch (const po::error& e) {
     std::cerr << "train_mnist: " << e.what() << "\n(see train_mnist --help)\n";
     return 2;

@@ -1,0 +1,65 @@
+#pragma once
+// What the image trainers (train_mnist, train_cnn) share: the optimizer their
+// options name, and the line each epoch reports.
+
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/error.hpp"
+#include "frontend/nn.hpp"
+#include "frontend/optim.hpp"
+
+namespace loom::samples {
+
+/// The optimizer of a trainer's options (opt, lr, momentum, nesterov, wd,
+/// clip, schedule, warmup, epochs) for `steps_per_epoch` steps an epoch.
+template <class Args>
+std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch) {
+  optim::Schedule sched;
+  const int64_t total = std::max<int64_t>(1, a.epochs * steps_per_epoch);
+  if (a.schedule == "cosine")
+    sched = optim::schedule::cosine(total);
+  else if (a.schedule == "step")
+    sched = optim::schedule::step(std::max<int64_t>(1, steps_per_epoch * 2), 0.5);
+  else if (a.schedule != "none")
+    fail("unknown --schedule '", a.schedule, "' (none, cosine, step)");
+  if (a.warmup > 0) sched = optim::schedule::warmup(a.warmup, sched ? sched : optim::schedule::constant());
+  if (a.opt == "sgd")
+    return std::make_unique<optim::SGD>(model, optim::SGDOptions{.lr = a.lr,
+                                                                 .momentum = a.momentum,
+                                                                 .weight_decay = a.wd,
+                                                                 .nesterov = a.nesterov,
+                                                                 .clip_norm = a.clip,
+                                                                 .schedule = sched});
+  if (a.opt == "adam")
+    return std::make_unique<optim::Adam>(
+        model, optim::AdamOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  if (a.opt == "adamw")
+    return std::make_unique<optim::AdamW>(
+        model, optim::AdamWOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  fail("unknown --opt '", a.opt, "' (sgd, adam, adamw)");
+}
+
+/// The mean loss and accuracy over an epoch's global batches, and how long it took.
+struct EpochResult {
+  double loss, accuracy, seconds;
+  int64_t images;
+};
+
+/// One epoch's line: a JSON object (epoch, train_loss, train_acc, test_acc, seconds, images_per_s) or text.
+inline void print_epoch(bool json, int64_t e, int64_t last, const EpochResult& r, double test_acc) {
+  const double images_per_s = double(r.images) / r.seconds;
+  if (json) {
+    nlohmann::json line = {{"epoch", e},           {"train_loss", r.loss}, {"train_acc", r.accuracy},
+                           {"test_acc", test_acc}, {"seconds", r.seconds}, {"images_per_s", images_per_s}};
+    std::printf("%s\n", line.dump().c_str());
+  } else {
+    std::printf("epoch %lld/%lld  train loss %.4f  train acc %.4f  test acc %.4f  %.2f s  %.0f img/s\n", (long long)e,
+                (long long)last, r.loss, r.accuracy, test_acc, r.seconds, images_per_s);
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace loom::samples
