@@ -5,7 +5,8 @@
 #
 #   kernels/cuda/emulation/run.sh [doctest args]      e.g. -tc='*matmul*'
 #
-# Environment: CXX (default g++; the compiler of LOOM's build), BUILD (default build/cuda-emulation), JOBS (default 2, for loom itself),
+# Environment: CXX (default g++; the compiler of LOOM's build), BUILD (default build/cuda-emulation), JOBS (default 2:
+# compile jobs, for loom and the emulated kernels),
 # SANITIZE=address to run the emulated kernels under AddressSanitizer, LOOM (default
 # $BUILD/loom) to reuse an existing CPU-only build of loom with the same sanitizers
 # (CI uses build/asan).
@@ -28,15 +29,19 @@ mkdir -p "$build"
 
 flags="-std=c++20 -O1 -g $san -DLOOM_CUDA_EMULATION -I$here/include -I$root"
 objs=""
+todo=""
 for src in "$here"/*.cpp "$root"/kernels/cuda/*.cu; do
   obj=$build/$(basename "$src").o
   objs="$objs $obj"
   stale=$(find "$root/kernels/cuda" "$root/core" -newer "$obj" \( -name '*.cuh' -o -name '*.hpp' -o -name '*.h' \) 2>/dev/null | head -1)
-  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$stale" ]; then
-    echo "emulation: compiling $(basename "$src")"
-    ${CXX:-g++} -x c++ $flags -c "$src" -o "$obj"
-  fi
+  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$stale" ]; then todo="$todo $src"; fi
 done
+# Stale objects compiled $jobs at a time (the sources are independent).
+if [ -n "$todo" ]; then
+  export CXX_EMU="${CXX:-g++}" FLAGS_EMU="$flags" BUILD_EMU="$build"
+  printf '%s\n' $todo | xargs -P "$jobs" -I{} sh -c \
+    'echo "emulation: compiling $(basename "{}")"; $CXX_EMU -x c++ $FLAGS_EMU -c "{}" -o "$BUILD_EMU/$(basename "{}").o"'
+fi
 # Emulated kernels first: their registrations must run before the tests ask for a GPU.
 ${CXX:-g++} $flags -Wall -Wextra -Wno-unused-parameter $objs "$root/tests/main.cpp" "$root/tests/cuda/test_cuda_parity.cpp" \
   -o "$build/loom_cuda_emulated_tests" -L"$loom" -lloom -ltbb -Wl,-rpath,"$loom"
