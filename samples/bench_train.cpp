@@ -16,7 +16,6 @@
 // picked the same way, with the ratio loom / JAX.
 
 #include <algorithm>
-#include <cmath>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cmath>
@@ -72,8 +71,8 @@ double json_number(const std::string& line, const std::string& key) {
 class Loom {
  public:
   Loom(const Config& c, std::shared_ptr<data::TensorDataset> train, std::shared_ptr<data::TensorDataset> test,
-       int threads, uint64_t seed, Device device)
-      : train_(train, {.batch_size = c.batch, .shuffle = true, .seed = seed}),
+       const SessionOptions& options)
+      : train_(train, {.batch_size = c.batch, .shuffle = true, .seed = options.seed}),
         test_(test, {.batch_size = 1000}),
         test_size_(test->size()) {
     const bool conv = c.model == "cnn" || c.model == "resnet9";
@@ -102,7 +101,7 @@ class Loom {
     eval_correct_ = nn::correct((*model_)(x_), y_);
     opt_ = std::make_unique<optim::Adam>(*model_, optim::AdamOptions{.lr = c.lr, .weight_decay = c.wd});
     step_ = opt_->minimize(loss_);
-    session_ = std::make_unique<Session>(g_, SessionOptions{.device = device, .threads = threads, .seed = seed});
+    session_ = std::make_unique<Session>(g_, options);
   }
   /// Trains one epoch; returns (seconds, test accuracy).
   std::pair<double, double> epoch() {
@@ -115,7 +114,23 @@ class Loom {
       right += session_->run({eval_correct_}, {{x_, b[0]}, {y_, b[1]}})[0].item();
     return {seconds, right / double(test_size_)};
   }
+  /// Seconds for `n` training steps after 10 of warm-up (the weights change: for calibration).
+  double time_steps(int64_t n) {
+    int64_t done = 0;
+    Clock::time_point t0, t1;
+    while (done < n + 10)
+      for (const data::Batch& b : train_.epoch(epoch_++)) {
+        if (done == 10) t0 = Clock::now();
+        session_->run({loss_, correct_}, {{x_, b[0]}, {y_, b[1]}}, {step_});
+        if (++done == n + 10) {
+          t1 = Clock::now();
+          break;
+        }
+      }
+    return std::chrono::duration<double>(t1 - t0).count();
+  }
   int threads() const { return session_->options().threads; }
+  Executor executor() const { return session_->options().executor; }
 
  private:
   data::DataLoader train_, test_;
@@ -143,7 +158,7 @@ std::string find_script(const std::string& given, const std::string& name = "ben
 
 struct Options {
   std::string models = "mlp,mlpresnet", torch_threads = "1,2", python = samples::peer_python(), script,
-              data = data::kFashionMnistDir, device = "cpu";
+              data = data::kFashionMnistDir, device = "cpu", executors = "serial,parallel";
   int64_t epochs = 3, batch = 0, calibrate = 60;
   int threads = 0;
   uint64_t seed = 0;
@@ -183,130 +198,166 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-int run(const Options& o) {
-  const std::string script = find_script(o.script);
-  auto train = data::load_mnist(o.data, data::Split::train);
-  auto test = data::load_mnist(o.data, data::Split::test);
-  std::vector<int> tcounts;
-  for (const std::string& t : split(o.torch_threads)) tcounts.push_back(std::stoi(t));
-  LOOM_CHECK(!tcounts.empty(), "bench_train: --torch-threads is empty");
+/// A comma list of thread counts (an option's value).
+std::vector<int> thread_counts(const std::string& list, const char* option) {
+  std::vector<int> out;
+  for (const std::string& t : split(list)) out.push_back(std::stoi(t));
+  LOOM_CHECK(!out.empty(), "bench_train: ", option, " is empty");
+  return out;
+}
 
-  for (const std::string& model : split(o.models)) {
-    Config c = config_for(model, o.batch);
-    auto peer_args = [&](int t) {
-      return std::vector<std::string>{o.python,
-                                      script,
-                                      "--serve",
-                                      "--model",
-                                      c.model,
-                                      "--batch",
-                                      std::to_string(c.batch),
-                                      "--lr",
-                                      std::to_string(c.lr),
-                                      "--wd",
-                                      std::to_string(c.wd),
-                                      "--hidden",
-                                      std::to_string(c.hidden),
-                                      "--threads",
-                                      std::to_string(t),
-                                      "--seed",
-                                      std::to_string(o.seed),
-                                      "--data",
-                                      o.data,
-                                      "--device",
-                                      Device::parse(o.device).kind == DeviceKind::cuda ? "cuda" : "cpu"};
-    };
-    // PyTorch's best thread count on this machine, from a short timed run of each.
-    int best_t = tcounts[0];
-    std::unique_ptr<samples::Peer> torch;
-    if (tcounts.size() > 1) {
-      double best = INFINITY;
-      for (int t : tcounts) {
-        auto p = std::make_unique<samples::Peer>(peer_args(t), "PyTorch");
-        p->request("steps 10");  // warm-up
-        double s = json_number(p->request("steps " + std::to_string(o.calibrate)), "seconds");
-        if (!o.json)
-          std::printf("%s: PyTorch %d thread%s: %.1f ms/step\n", model.c_str(), t, t > 1 ? "s" : "",
-                      1e3 * s / double(o.calibrate));
-        if (s < best) best = s, best_t = t;
-      }
-    }
-    torch = std::make_unique<Peer>(peer_args(best_t), "PyTorch");
-    // The JAX peer takes the same arguments (its script, its own thread counts).
-    int jax_t = 0;
-    std::unique_ptr<Peer> jax;
-    if (!o.no_jax && Device::parse(o.device).is_cpu()) {  // the JAX peer runs on the CPU only
-      // The step as one jax.jit function: the MLPs in bench_train_jax.py, the CNNs in bench_cnn_jax.py.
-      const bool conv = c.model == "cnn" || c.model == "resnet9";
-      const std::string jax_script =
-          find_script(conv ? "" : o.jax_script, conv ? "bench_cnn_jax.py" : "bench_train_jax.py", "--jax-script");
-      std::vector<int> jcounts;
-      for (const std::string& t : split(o.jax_threads)) jcounts.push_back(std::stoi(t));
-      jax = fastest_peer("JAX", model, jcounts, o.calibrate, o.json, [&](int t) {
-        std::vector<std::string> a = peer_args(t);
-        a[1] = jax_script;
-        return a;
-      }, &jax_t);
-    }
-    Loom loom(c, train, test, o.threads, o.seed, Device::parse(o.device));
+struct Datasets {
+  std::shared_ptr<data::TensorDataset> train, test;
+};
+
+/// The command line of a peer script (PyTorch's or JAX's) for one model at `threads` threads.
+std::vector<std::string> peer_args(const Options& o, const Config& c, const std::string& script, int threads) {
+  return {o.python,
+          script,
+          "--serve",
+          "--model",
+          c.model,
+          "--batch",
+          std::to_string(c.batch),
+          "--lr",
+          std::to_string(c.lr),
+          "--wd",
+          std::to_string(c.wd),
+          "--hidden",
+          std::to_string(c.hidden),
+          "--threads",
+          std::to_string(threads),
+          "--seed",
+          std::to_string(o.seed),
+          "--data",
+          o.data,
+          "--device",
+          Device::parse(o.device).kind == DeviceKind::cuda ? "cuda" : "cpu"};
+}
+
+struct Peers {
+  std::unique_ptr<Peer> torch, jax;  // jax: null without the JAX peer
+  int torch_threads = 0, jax_threads = 0;
+};
+
+/// PyTorch and JAX, each at its fastest thread count.
+Peers start_peers(const Options& o, const Config& c) {
+  Peers p;
+  const std::string script = find_script(o.script);
+  p.torch = fastest_peer(
+      "PyTorch", c.model, thread_counts(o.torch_threads, "--torch-threads"), o.calibrate, o.json,
+      [&](int t) { return peer_args(o, c, script, t); }, &p.torch_threads);
+  if (o.no_jax || !Device::parse(o.device).is_cpu()) return p;  // the JAX peer runs on the CPU only
+  // The step as one jax.jit function: the MLPs in bench_train_jax.py, the CNNs in bench_cnn_jax.py.
+  const bool conv = c.model == "cnn" || c.model == "resnet9";
+  const std::string jax_script =
+      find_script(conv ? "" : o.jax_script, conv ? "bench_cnn_jax.py" : "bench_train_jax.py", "--jax-script");
+  p.jax = fastest_peer(
+      "JAX", c.model, thread_counts(o.jax_threads, "--jax-threads"), o.calibrate, o.json,
+      [&](int t) { return peer_args(o, c, jax_script, t); }, &p.jax_threads);
+  return p;
+}
+
+/// loom's session options with the fastest of --executor's executors, each timed on `calibrate` steps of a fresh
+/// model (as the peers' thread counts are chosen).
+SessionOptions fastest_loom(const Options& o, const Config& c, const Datasets& d) {
+  SessionOptions s{.device = Device::parse(o.device), .threads = o.threads, .seed = o.seed};
+  double best = INFINITY;
+  for (const std::string& name : split(o.executors)) {
+    LOOM_CHECK(name == "serial" || name == "parallel", "bench_train: unknown executor '", name, "' (serial, parallel)");
+    SessionOptions trial = s;
+    trial.executor = name == "parallel" ? Executor::parallel : Executor::serial;
+    const double sec = Loom(c, d.train, d.test, trial).time_steps(o.calibrate);
     if (!o.json)
-      std::printf("%s: batch %lld, Adam lr %g wd %g; loom %d threads, PyTorch %d thread%s\n", model.c_str(),
-                  (long long)c.batch, c.lr, c.wd, loom.threads(), best_t, best_t > 1 ? "s" : "");
-    std::vector<double> ls, ts, js;
-    for (int64_t e = 1; e <= o.epochs; ++e) {
-      auto [lsec, lacc] = loom.epoch();
-      std::string r = torch->request("epoch");
-      double tsec = json_number(r, "seconds"), tacc = json_number(r, "test_acc");
-      ls.push_back(lsec), ts.push_back(tsec);
-      if (o.json)
-        std::printf("%s\n", nlohmann::json{{"model", model},
-                                           {"epoch", e},
-                                           {"loom_seconds", lsec},
-                                           {"torch_seconds", tsec},
-                                           {"ratio", lsec / tsec},
-                                           {"loom_test_acc", lacc},
-                                           {"torch_test_acc", tacc},
-                                           {"loom_threads", loom.threads()},
-                                           {"torch_threads", best_t}}
-                                 .dump()
-                                 .c_str());
-      else
-        std::printf("  epoch %lld  loom %.2f s (test acc %.4f)  PyTorch %.2f s (test acc %.4f)  ratio %.2f\n",
-                    (long long)e, lsec, lacc, tsec, tacc, lsec / tsec);
-      if (jax) {
-        const std::string jr = jax->request("epoch");
-        const double jsec = json_number(jr, "seconds"), jacc = json_number(jr, "test_acc");
-        js.push_back(jsec);
-        if (o.json)
-          std::printf("{\"model\": \"%s\", \"epoch\": %lld, \"jax_seconds\": %.4f, \"ratio_jax\": %.4f, "
-                      "\"jax_test_acc\": %.4f, \"jax_threads\": %d}\n",
-                      model.c_str(), (long long)e, jsec, lsec / jsec, jacc, jax_t);
-        else
-          std::printf("            JAX %.2f s (test acc %.4f)  ratio loom/JAX %.2f\n", jsec, jacc, lsec / jsec);
-      }
-      std::fflush(stdout);
-    }
-    const double lm = samples::median(ls), tm = samples::median(ts);
+      std::printf("%s: loom %s executor: %.1f ms/step\n", c.model.c_str(), name.c_str(),
+                  1e3 * sec / double(o.calibrate));
+    if (sec < best) best = sec, s.executor = trial.executor;
+  }
+  LOOM_CHECK(best < INFINITY, "bench_train: --executor is empty");
+  return s;
+}
+
+const char* executor_name(Executor e) { return e == Executor::parallel ? "parallel" : "serial"; }
+
+/// Seconds per epoch of each, side by side.
+struct Epochs {
+  std::vector<double> loom, torch, jax;
+};
+
+/// One epoch of each, alternating; prints the epoch's line(s).
+void run_epoch(const Options& o, const std::string& model, int64_t e, Loom& loom, Peers& peers, Epochs& t) {
+  auto [lsec, lacc] = loom.epoch();
+  const std::string r = peers.torch->request("epoch");
+  const double tsec = json_number(r, "seconds"), tacc = json_number(r, "test_acc");
+  t.loom.push_back(lsec), t.torch.push_back(tsec);
+  if (o.json)
+    std::printf("%s\n", nlohmann::json{{"model", model},
+                                       {"epoch", e},
+                                       {"loom_seconds", lsec},
+                                       {"torch_seconds", tsec},
+                                       {"ratio", lsec / tsec},
+                                       {"loom_test_acc", lacc},
+                                       {"torch_test_acc", tacc},
+                                       {"loom_threads", loom.threads()},
+                                       {"loom_executor", executor_name(loom.executor())},
+                                       {"torch_threads", peers.torch_threads}}
+                            .dump()
+                            .c_str());
+  else
+    std::printf("  epoch %lld  loom %.2f s (test acc %.4f)  PyTorch %.2f s (test acc %.4f)  ratio %.2f\n", (long long)e,
+                lsec, lacc, tsec, tacc, lsec / tsec);
+  if (peers.jax) {
+    const std::string jr = peers.jax->request("epoch");
+    const double jsec = json_number(jr, "seconds"), jacc = json_number(jr, "test_acc");
+    t.jax.push_back(jsec);
     if (o.json)
-      std::printf("%s\n", nlohmann::json{{"model", model},
-                                         {"loom_median_seconds", lm},
-                                         {"torch_median_seconds", tm},
-                                         {"ratio", lm / tm}}
-                               .dump()
-                               .c_str());
+      std::printf(
+          "{\"model\": \"%s\", \"epoch\": %lld, \"jax_seconds\": %.4f, \"ratio_jax\": %.4f, "
+          "\"jax_test_acc\": %.4f, \"jax_threads\": %d}\n",
+          model.c_str(), (long long)e, jsec, lsec / jsec, jacc, peers.jax_threads);
     else
-      std::printf("%s: median s/epoch  loom %.2f  PyTorch %.2f  ratio loom/PyTorch %.2f\n%s", model.c_str(), lm, tm,
-                  lm / tm, js.empty() ? "\n" : "");
-    if (!js.empty()) {
-      const double jm = median(js);
-      if (o.json)
-        std::printf("{\"model\": \"%s\", \"jax_median_seconds\": %.4f, \"ratio_jax\": %.4f, \"jax_threads\": %d}\n",
-                    model.c_str(), jm, lm / jm, jax_t);
-      else
-        std::printf("%s: median s/epoch  loom %.2f  JAX %.2f (%d thread%s)  ratio loom/JAX %.2f\n\n", model.c_str(), lm,
-                    jm, jax_t, jax_t == 1 ? "" : "s", lm / jm);
-    }
-    std::fflush(stdout);
+      std::printf("            JAX %.2f s (test acc %.4f)  ratio loom/JAX %.2f\n", jsec, jacc, lsec / jsec);
+  }
+  std::fflush(stdout);
+}
+
+/// The medians and their ratios.
+void report_medians(const Options& o, const std::string& model, const Epochs& t, int jax_threads) {
+  const double lm = median(t.loom), tm = median(t.torch);
+  if (o.json)
+    std::printf(
+        "%s\n",
+        nlohmann::json{{"model", model}, {"loom_median_seconds", lm}, {"torch_median_seconds", tm}, {"ratio", lm / tm}}
+            .dump()
+            .c_str());
+  else
+    std::printf("%s: median s/epoch  loom %.2f  PyTorch %.2f  ratio loom/PyTorch %.2f\n%s", model.c_str(), lm, tm,
+                lm / tm, t.jax.empty() ? "\n" : "");
+  if (!t.jax.empty()) {
+    const double jm = median(t.jax);
+    if (o.json)
+      std::printf("{\"model\": \"%s\", \"jax_median_seconds\": %.4f, \"ratio_jax\": %.4f, \"jax_threads\": %d}\n",
+                  model.c_str(), jm, lm / jm, jax_threads);
+    else
+      std::printf("%s: median s/epoch  loom %.2f  JAX %.2f (%d thread%s)  ratio loom/JAX %.2f\n\n", model.c_str(), lm,
+                  jm, jax_threads, jax_threads == 1 ? "" : "s", lm / jm);
+  }
+  std::fflush(stdout);
+}
+
+int run(const Options& o) {
+  const Datasets d{data::load_mnist(o.data, data::Split::train), data::load_mnist(o.data, data::Split::test)};
+  for (const std::string& model : split(o.models)) {
+    const Config c = config_for(model, o.batch);
+    Peers peers = start_peers(o, c);
+    Loom loom(c, d.train, d.test, fastest_loom(o, c, d));
+    if (!o.json)
+      std::printf("%s: batch %lld, Adam lr %g wd %g; loom %d threads (%s executor), PyTorch %d thread%s\n",
+                  model.c_str(), (long long)c.batch, c.lr, c.wd, loom.threads(), executor_name(loom.executor()),
+                  peers.torch_threads, peers.torch_threads > 1 ? "s" : "");
+    Epochs t;
+    for (int64_t e = 1; e <= o.epochs; ++e) run_epoch(o, model, e, loom, peers, t);
+    report_medians(o, model, t, peers.jax_threads);
   }
   return 0;
 }
@@ -325,9 +376,12 @@ int main(int argc, char** argv) {
     ("epochs", po::value(&o.epochs)->default_value(o.epochs), "epochs per model (alternating loom and PyTorch)")
     ("batch", po::value(&o.batch)->default_value(o.batch), "batch size (0: 128, 100 for mlpresnet)")
     ("threads", po::value(&o.threads)->default_value(o.threads), "loom threads (0: all cores)")
+    ("executor", po::value(&o.executors)->default_value(o.executors),
+     "loom executors to try (serial, parallel); the fastest is used")
     ("torch-threads", po::value(&o.torch_threads)->default_value(o.torch_threads),
      "PyTorch thread counts to try; the fastest is used")
-    ("calibrate", po::value(&o.calibrate)->default_value(o.calibrate), "steps timed per PyTorch thread count")
+    ("calibrate", po::value(&o.calibrate)->default_value(o.calibrate),
+     "steps timed per PyTorch or JAX thread count and per loom executor")
     ("python", po::value(&o.python)->default_value(o.python), "Python with torch and numpy")
     ("script", po::value(&o.script), "path of bench_train_torch.py (default: found from the repository)")
     ("data", po::value(&o.data)->default_value(o.data), "directory with the Fashion-MNIST IDX files")
