@@ -13,7 +13,9 @@
 // ratio loom / PyTorch of the median epoch times. The JAX peer
 // (samples/bench_train_jax.py: the training step as one jax.jit function, as
 // XLA compiles it) runs beside them, its thread count (XLA's default, or one)
-// picked the same way, with the ratio loom / JAX.
+// picked the same way, with the ratio loom / JAX; loom's executor (serial or
+// parallel) is picked the same way too. All three load the images normalized
+// once into float32, so a batch is a copy of rows on every side.
 
 #include <algorithm>
 #include <boost/program_options.hpp>
@@ -75,12 +77,7 @@ class Loom {
       : train_(train, {.batch_size = c.batch, .shuffle = true, .seed = options.seed}),
         test_(test, {.batch_size = 1000}),
         test_size_(test->size()) {
-    const bool conv = c.model == "cnn" || c.model == "resnet9";
-    for (data::DataLoader* l : {&train_, &test_}) {
-      if (conv) l->transform(0, data::transforms::reshape({1, 28, 28}));  // [B, C, H, W]
-      l->transform(0, data::transforms::normalize(kMean, kStd));
-    }
-    x_ = conv ? g_.placeholder("x", {-1, 1, 28, 28}) : g_.placeholder("x", {-1, 28, 28});
+    x_ = g_.placeholder("x", {-1, 1, 28, 28});
     y_ = g_.placeholder("y", {-1}, int64);
     if (c.model == "cnn")
       model_ = std::make_unique<nn::CNN>();
@@ -209,6 +206,15 @@ std::vector<int> thread_counts(const std::string& list, const char* option) {
 struct Datasets {
   std::shared_ptr<data::TensorDataset> train, test;
 };
+
+/// A split with its images normalized once into float32 [N, 1, 28, 28], as the peers' scripts load them (batches
+/// are then row copies, on every side).
+std::shared_ptr<data::TensorDataset> load_normalized(const std::string& dir, data::Split split) {
+  const auto raw = data::load_mnist(dir, split);
+  const NDArray x = data::transforms::normalize(kMean, kStd)(raw->array(0), data::BatchInfo{});
+  return std::make_shared<data::TensorDataset>(
+      std::vector<NDArray>{x.reshape({x.shape()[0], 1, 28, 28}), raw->array(1)});
+}
 
 /// The command line of a peer script (PyTorch's or JAX's) for one model at `threads` threads.
 std::vector<std::string> peer_args(const Options& o, const Config& c, const std::string& script, int threads) {
@@ -346,7 +352,7 @@ void report_medians(const Options& o, const std::string& model, const Epochs& t,
 }
 
 int run(const Options& o) {
-  const Datasets d{data::load_mnist(o.data, data::Split::train), data::load_mnist(o.data, data::Split::test)};
+  const Datasets d{load_normalized(o.data, data::Split::train), load_normalized(o.data, data::Split::test)};
   for (const std::string& model : split(o.models)) {
     const Config c = config_for(model, o.batch);
     Peers peers = start_peers(o, c);
