@@ -6,6 +6,7 @@
 
 #include "core/comm.hpp"
 #include "core/kernel.hpp"
+#include "kernels/collective_packing.hpp"
 
 namespace loom::cpu {
 namespace {
@@ -32,13 +33,6 @@ void scale(const NDArray& a, double f) {
     double* p = a.data<double>();
     for (int64_t i = 0; i < a.numel(); ++i) p[i] *= f;
   }
-}
-
-size_t allreduce_workspace(const WorkspaceQuery& q) {
-  if (q.in.size() < 2) return 0;
-  size_t bytes = 0;
-  for (const Shape& s : q.in) bytes += size_t(numel(s)) * dtype_size(q.dtype);
-  return bytes;
 }
 
 void allreduce_kernel(const KernelCall& c) {
@@ -97,7 +91,7 @@ void reduce_scatter_kernel(const KernelCall& c) {
 const bool registered = [] {
   const std::vector<DType> summable = {float32, float64, int32, int64};
   register_kernel("allreduce", DeviceKind::cpu, summable,
-                  {.fn = &allreduce_kernel, .compact_inputs = true, .workspace = &allreduce_workspace});
+                  {.fn = &allreduce_kernel, .compact_inputs = true, .workspace = &collective::packed_workspace});
   register_kernel("reduce_to_root", DeviceKind::cpu, summable, {.fn = &reduce_to_root_kernel, .compact_inputs = true});
   register_kernel("reduce_scatter", DeviceKind::cpu, summable,
                   {.fn = &reduce_scatter_kernel, .compact_inputs = true, .workspace = &reduce_scatter_workspace});

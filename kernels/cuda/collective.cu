@@ -31,6 +31,7 @@ const bool registered = [] {
 #include <mutex>
 
 #include "core/comm.hpp"
+#include "kernels/collective_packing.hpp"
 #include "kernels/cuda/common.cuh"
 
 namespace loom::cuda {
@@ -72,13 +73,6 @@ ncclDataType_t nccl_type(DType t) {
   if (t == int32) return ncclInt32;
   if (t == int64) return ncclInt64;
   fail("NCCL: cannot reduce ", dtype_name(t));
-}
-
-size_t allreduce_workspace(const WorkspaceQuery& q) {
-  if (q.in.size() < 2) return 0;
-  size_t bytes = 0;
-  for (const Shape& s : q.in) bytes += size_t(numel(s)) * dtype_size(q.dtype);
-  return bytes;
 }
 
 void allreduce_kernel(const KernelCall& c) {
@@ -138,7 +132,7 @@ void reduce_scatter_kernel(const KernelCall& c) {
 const bool registered = [] {
   const std::vector<DType> summable = {float32, float64, int32, int64};
   register_kernel("allreduce", DeviceKind::cuda, summable,
-                  {.fn = &allreduce_kernel, .compact_inputs = true, .workspace = &allreduce_workspace});
+                  {.fn = &allreduce_kernel, .compact_inputs = true, .workspace = &collective::packed_workspace});
   register_kernel("reduce_to_root", DeviceKind::cuda, summable, {.fn = &reduce_to_root_kernel, .compact_inputs = true});
   register_kernel("reduce_scatter", DeviceKind::cuda, summable, {.fn = &reduce_scatter_kernel, .compact_inputs = true});
   const std::vector<DType> all = AllTypes::dtypes();
