@@ -26,31 +26,34 @@ using Key = std::tuple<int, int64_t, int>;  // (post-commit, score, node id): sm
 /// Executable nodes each node waits for (views and sources resolved through).
 struct DepResolver {
   const Plan& p;
-  std::vector<std::vector<int>> memo;
+  std::vector<char> exec;               // per node: executable (flat copies: the node and value records are large)
+  std::vector<int> producer;            // per value: its producer node
+  std::vector<std::vector<int>> memo;  // per non-executable node: the executable nodes behind it
   std::vector<char> done;
-  explicit DepResolver(const Plan& plan) : p(plan), memo(plan.nodes.size()), done(plan.nodes.size(), 0) {}
+  explicit DepResolver(const Plan& plan)
+      : p(plan), exec(plan.nodes.size()), producer(plan.values.size()), memo(plan.nodes.size()),
+        done(plan.nodes.size(), 0) {
+    for (size_t i = 0; i < p.nodes.size(); ++i) exec[i] = executable(p.nodes[i]);
+    for (size_t v = 0; v < p.values.size(); ++v) producer[v] = p.values[v].producer;
+  }
 
-  /// The executable nodes that must finish before `id`'s outputs are usable.
+  /// The executable nodes that must finish before non-executable node `id`'s outputs are usable.
   const std::vector<int>& ready_after(int id) {
-    if (done[size_t(id)]) return memo[size_t(id)];
-    std::vector<int> r;
-    if (executable(p.nodes[size_t(id)])) r.push_back(id);
-    else r = deps_of(id);
-    done[size_t(id)] = 1;
-    return memo[size_t(id)] = std::move(r);
+    if (!done[size_t(id)]) memo[size_t(id)] = deps_of(id), done[size_t(id)] = 1;
+    return memo[size_t(id)];
   }
   std::vector<int> deps_of(int id) {
     std::vector<int> r;
     const PNode& n = p.nodes[size_t(id)];
     for (size_t k = 0; k < n.in.size(); ++k)  // a read for the shape only waits for nothing
-      if (!is_shape_only(n, k)) add(r, p.values[size_t(n.in[k])].producer);
+      if (!is_shape_only(n, k)) add(r, producer[size_t(n.in[k])]);
     for (int a : n.after) add(r, a);
     std::sort(r.begin(), r.end());
     r.erase(std::unique(r.begin(), r.end()), r.end());
     return r;
   }
   void add(std::vector<int>& r, int x) {
-    if (executable(p.nodes[size_t(x)])) r.push_back(x);
+    if (exec[size_t(x)]) r.push_back(x);
     else for (int d : ready_after(x)) r.push_back(d);
   }
 };
