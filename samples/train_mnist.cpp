@@ -225,26 +225,9 @@ class Trainer {
   const bool tty_;
 };
 
-
 int run(const Args& a, samples::Distributed& dist) {
   Trainer trainer(a, dist);
-  const int64_t first_epoch = trainer.restore();
-  if (!a.json) trainer.print_setup();
-  double test_acc = NAN;
-  const int64_t last = first_epoch + a.epochs - 1;
-  for (int64_t e = first_epoch; e <= last; ++e) {
-    const samples::EpochResult r = trainer.train_epoch(e, last);
-    test_acc = trainer.evaluate();
-    if (dist.root()) samples::print_epoch(a.json, e, last, r, test_acc);
-    if (!a.save.empty() && dist.root()) trainer.save(e);
-  }
-  if (a.epochs == 0) {
-    test_acc = trainer.evaluate();
-    if (a.json && dist.root()) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
-  }
-  if (!a.json && dist.root()) std::printf("test accuracy %.4f\n", test_acc);
-  trainer.finish();
-  return 0;
+  return samples::run_training(trainer, a, dist.root());
 }
 
 /// The command line's options, read into `a`.

@@ -1,7 +1,8 @@
 #pragma once
 // What the image trainers (train_mnist, train_cnn) share: the optimizer their
-// options name, and the line each epoch reports.
+// options name, the line each epoch reports, and the run's outline.
 
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -60,6 +61,31 @@ inline void print_epoch(bool json, int64_t e, int64_t last, const EpochResult& r
                 (long long)last, r.loss, r.accuracy, test_acc, r.seconds, images_per_s);
   }
   std::fflush(stdout);
+}
+
+/// A trainer's run: restore, then each epoch trained, evaluated, reported
+/// and saved (rank 0 reports and saves); --epochs 0 only evaluates. Trainer
+/// has restore() (the first epoch), print_setup(), train_epoch(e, last),
+/// evaluate(), save(e) and finish().
+template <class Trainer, class Args>
+int run_training(Trainer& trainer, const Args& a, bool root) {
+  const int64_t first_epoch = trainer.restore();
+  if (!a.json) trainer.print_setup();
+  double test_acc = NAN;
+  const int64_t last = first_epoch + a.epochs - 1;
+  for (int64_t e = first_epoch; e <= last; ++e) {
+    const EpochResult r = trainer.train_epoch(e, last);
+    test_acc = trainer.evaluate();
+    if (root) print_epoch(a.json, e, last, r, test_acc);
+    if (!a.save.empty() && root) trainer.save(e);
+  }
+  if (a.epochs == 0) {
+    test_acc = trainer.evaluate();
+    if (a.json && root) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
+  }
+  if (!a.json && root) std::printf("test accuracy %.4f\n", test_acc);
+  trainer.finish();
+  return 0;
 }
 
 }  // namespace loom::samples
