@@ -195,6 +195,20 @@ bool small_enough(const Graph& g) {
   return true;
 }
 
+/// Session options drawn from the input.
+SessionOptions session_options(Bytes& in) {
+  SessionOptions o{.threads = 1 + int(in.pick(2)),
+                   .executor = in.pick(2) ? Executor::parallel : Executor::serial,
+                   .check_numerics = in.pick(4) == 0,
+                   .cse = in.pick(3) != 0,
+                   .constant_folding = in.pick(3) != 0,
+                   .fusion = in.pick(3) != 0};
+  // Shapes fed at run time can be far larger than the declared ones small_enough checks (a pad of 2^31 on
+  // a dynamic dim): a plan over the budget is a loom::Error, where allocating it would exhaust the fuzzer.
+  o.memory_budget = size_t(256) << 20;
+  return o;
+}
+
 }  // namespace
 
 int graph(const uint8_t* data, size_t size) {
@@ -266,16 +280,7 @@ int graph(const uint8_t* data, size_t size) {
       for (const Tensor& d : gradients(sum(fetches[0]), floats)) fetches.push_back(d);
     });
   if (!small_enough(g)) return 0;
-  SessionOptions o{.threads = 1 + int(in.pick(2)),
-                   .executor = in.pick(2) ? Executor::parallel : Executor::serial,
-                   .check_numerics = in.pick(4) == 0,
-                   .cse = in.pick(3) != 0,
-                   .constant_folding = in.pick(3) != 0,
-                   .fusion = in.pick(3) != 0};
-  // Shapes fed at run time can be far larger than the declared ones checked above (a pad of 2^31 on a
-  // dynamic dim): a plan over the budget is a loom::Error, where allocating it would exhaust the fuzzer.
-  o.memory_budget = size_t(256) << 20;
-  Session s(g, o);
+  Session s(g, session_options(in));
   for (int run = 0; run < 2; ++run)
     survives("Session::run", [&] { s.run(fetches, feeds, run ? targets : std::vector<Tensor>{}); });
   return 0;
