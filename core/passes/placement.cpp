@@ -123,8 +123,8 @@ size_t place_by_size(std::span<const Lifetime> items, std::vector<size_t>& off) 
 /// offset), each is found in log time; best fit takes the lowest offset among
 /// equal sizes.
 struct FreeList {
-  std::map<size_t, size_t> by_off;                 // offset -> size
-  std::set<std::pair<size_t, size_t>> by_size;     // (size, offset)
+  std::map<size_t, size_t> by_off;              // offset -> size
+  std::set<std::pair<size_t, size_t>> by_size;  // (size, offset)
   size_t used_top = 0;
 
   void erase(std::map<size_t, size_t>::iterator it) {

@@ -26,12 +26,15 @@ using Key = std::tuple<int, int64_t, int>;  // (post-commit, score, node id): sm
 /// Executable nodes each node waits for (views and sources resolved through).
 struct DepResolver {
   const Plan& p;
-  std::vector<char> exec;               // per node: executable (flat copies: the node and value records are large)
-  std::vector<int> producer;            // per value: its producer node
+  std::vector<char> exec;              // per node: executable (flat copies: the node and value records are large)
+  std::vector<int> producer;           // per value: its producer node
   std::vector<std::vector<int>> memo;  // per non-executable node: the executable nodes behind it
   std::vector<char> done;
   explicit DepResolver(const Plan& plan)
-      : p(plan), exec(plan.nodes.size()), producer(plan.values.size()), memo(plan.nodes.size()),
+      : p(plan),
+        exec(plan.nodes.size()),
+        producer(plan.values.size()),
+        memo(plan.nodes.size()),
         done(plan.nodes.size(), 0) {
     for (size_t i = 0; i < p.nodes.size(); ++i) exec[i] = executable(p.nodes[i]);
     for (size_t v = 0; v < p.values.size(); ++v) producer[v] = p.values[v].producer;
@@ -82,7 +85,9 @@ size_t peak_for(const Plan& p, const std::vector<int>& order) {
 struct NodeMemory {
   std::vector<int64_t> alloc;
   std::vector<int> start, reads;
-  std::span<const int> reads_of(int i) const { return {reads.data() + start[size_t(i)], reads.data() + start[size_t(i) + 1]}; }
+  std::span<const int> reads_of(int i) const {
+    return {reads.data() + start[size_t(i)], reads.data() + start[size_t(i) + 1]};
+  }
 };
 
 NodeMemory node_memory(const Plan& p) {
