@@ -139,7 +139,7 @@ NDArray Plan::bind(int value) const {
     l.offset += int64_t(s.offset / dtype_size(v.type.dtype));
     return NDArray(arena, std::move(l), v.type.dtype);
   }
-  return NDArray(s.array.buffer(), v.layout, v.type.dtype);
+  return NDArray(s.source->array.buffer(), v.layout, v.type.dtype);
 }
 
 PlanInfo Plan::info() const {

@@ -29,6 +29,12 @@ struct PValue {
 
 enum class StorageKind : uint8_t { arena, variable, constant };
 
+/// The arrays behind a constant or variable storage.
+struct SourceArrays {
+  NDArray array;  // constants: the value on the plan's device; variables: bound at build
+  NDArray host;   // constants: the value on the host (constant folding reads it)
+};
+
 struct PStorage {
   StorageKind kind = StorageKind::arena;
   size_t bytes = 0;           // arena: rounded up to kAlignment
@@ -38,8 +44,7 @@ struct PStorage {
   bool pinned = false;        // fetched: lives to the end of the run
   bool merged = false;        // folded into another storage by in-place reuse
   int var_node = -1;          // variables: graph node id
-  NDArray array;              // constants: the value on the plan's device; variables: bound at build
-  NDArray host;               // constants: the value on the host (constant folding reads it)
+  std::shared_ptr<SourceArrays> source;  // constants and variables (kept apart: arena storages are most)
   std::vector<int> writers;   // executable nodes writing it, in schedule order (access)
   std::vector<int> readers;   // executable nodes reading it (access)
 };

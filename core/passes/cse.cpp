@@ -37,7 +37,7 @@ bool same(const PNode& a, const PNode& b) {
 /// The bytes of a small graph constant, with its dtype and shape, or "" when it is not one.
 std::string constant_key(const Plan& p, const PNode& n) {
   if (n.op != core_op::constant || n.kind != NodeKind::source) return {};
-  const NDArray& a = p.storages[size_t(p.values[size_t(n.out[0])].storage)].host;
+  const NDArray& a = p.storages[size_t(p.values[size_t(n.out[0])].storage)].source->host;
   if (a.numel() > 64 || !a.is_compact()) return {};
   return std::string(dtype_name(a.dtype())) + shape_str(a.shape()) +
          std::string(static_cast<const char*>(a.raw()), a.nbytes());

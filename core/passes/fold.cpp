@@ -28,7 +28,7 @@ bool constant_inputs(const Plan& p, const PNode& n, std::vector<NDArray>& ins) {
   for (size_t i = 0; i < n.in.size(); ++i) {
     const PValue& v = p.values[size_t(n.in[i])];
     const PStorage& s = p.storages[size_t(v.storage)];
-    if (s.kind == StorageKind::constant) ins.emplace_back(s.host.buffer(), v.layout, v.type.dtype);
+    if (s.kind == StorageKind::constant) ins.emplace_back(s.source->host.buffer(), v.layout, v.type.dtype);
     else if (is_shape_only(n, i)) ins.push_back(NDArray::empty(v.type.shape, v.type.dtype));
     else return false;
   }
@@ -62,8 +62,7 @@ bool try_fold(Compilation& c, PNode& n) {
     PStorage& s = p.storages[size_t(v.storage)];
     s.kind = StorageKind::constant;
     s.bytes = outs[i].nbytes();
-    s.host = outs[i];
-    s.array = outs[i].to(p.device);
+    s.source = std::make_shared<SourceArrays>(SourceArrays{outs[i].to(p.device), outs[i]});
   }
   return true;
 }

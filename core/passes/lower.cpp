@@ -135,15 +135,14 @@ void Lowering::place_outputs(const Node& gn, PNode& node) {
     PValue& v = p.values[size_t(node.out[0])];
     const NDArray& a = gn.attrs.get<NDArray>("value");
     v.storage = p.add_storage(StorageKind::constant, a.nbytes());
-    p.storages[size_t(v.storage)].host = a;
-    p.storages[size_t(v.storage)].array = a.to(p.device);
+    p.storages[size_t(v.storage)].source = std::make_shared<SourceArrays>(SourceArrays{a.to(p.device), a});
     v.layout = a.layout();
   } else if (&op == core_op::variable) {
     PValue& v = p.values[size_t(node.out[0])];
     NDArray& a = c.req.variable(gn.id);
     v.storage = p.add_storage(StorageKind::variable, a.nbytes());
     p.storages[size_t(v.storage)].var_node = gn.id;
-    p.storages[size_t(v.storage)].array = a;
+    p.storages[size_t(v.storage)].source = std::make_shared<SourceArrays>(SourceArrays{a, NDArray()});
     v.layout = Layout::compact(v.type.shape);
   } else if (node.kind == NodeKind::view) {
     const PValue& src = value(node.in[0]);  // p.values does not grow here
