@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/graph.hpp"
+#include "core/huge_pages.hpp"
 #include "core/kernel.hpp"
 #include "core/session.hpp"
 
@@ -102,15 +103,15 @@ struct Step {
 
 class Plan {
  public:
-  std::vector<PNode> nodes;
-  std::vector<PValue> values;
-  std::vector<PStorage> storages;
+  HugeVector<PNode> nodes;
+  HugeVector<PValue> values;
+  HugeVector<PStorage> storages;
   std::vector<int> order;                 // executable node ids by position
   std::vector<int> wave_end;              // parallel executor: per position, the last position of its wave
-  std::vector<std::vector<int>> deps;     // per position: positions that must finish first
-  std::vector<std::vector<int>> succ;     // per position: positions waiting on it
+  HugeVector<std::vector<int>> deps;      // per position: positions that must finish first
+  HugeVector<std::vector<int>> succ;      // per position: positions waiting on it
   std::vector<int> fetch_values;
-  std::vector<Step> steps;
+  HugeVector<Step> steps;
   std::shared_ptr<Buffer> arena;
   PlanStats stats;
   Device device;

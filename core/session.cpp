@@ -14,6 +14,7 @@
 #include <mutex>
 #include <set>
 #include <shared_mutex>
+#include <span>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -59,7 +60,7 @@ bool all_finite(const NDArray& a) {
 /// The parallel executor: a step runs when all its dependencies (data, control
 /// and the hazards of shared buffers) are done; the first error stops the
 /// run and is rethrown.
-void run_parallel(const std::vector<std::vector<int>>& deps, const std::vector<std::vector<int>>& succ, int threads,
+void run_parallel(std::span<const std::vector<int>> deps, std::span<const std::vector<int>> succ, int threads,
                   const std::function<void(size_t)>& exec) {
   const size_t n = deps.size();
   std::vector<std::atomic<int>> pending(n);
