@@ -30,8 +30,8 @@ void check_feeds(Compilation& c) {
     const auto& [t, a] = (*c.req.feeds)[i];
     check_tensor(c, t, "feed");
     const Node& n = t.node();
-    LOOM_CHECK(n.op == core_op::placeholder, "feed '", n.name, "': only placeholders can be fed (it is a ",
-               n.op->name, ")");
+    LOOM_CHECK(n.op == core_op::placeholder, "feed '", n.name, "': only placeholders can be fed (it is a ", n.op->name,
+               ")");
     LOOM_CHECK(c.feed_of[size_t(n.id)] < 0, "feed '", n.name, "': fed twice");
     LOOM_CHECK(a.defined(), "feed '", n.name, "': undefined NDArray");
     const TensorType& want = n.outputs[0];
@@ -53,15 +53,13 @@ void prune(Compilation& c) {
   }
   for (const Tensor& t : *c.req.targets) check_tensor(c, t, "target");
   check_feeds(c);
+  // Graph ids are a topological order (inputs exist before their users): one
+  // sweep from the last node back marks what the fetches and targets reach.
   c.needed.assign(size_t(c.graph_size), 0);
-  std::vector<int> stack;
-  for (const Tensor& t : *c.req.fetches) stack.push_back(t.node_id());
-  for (const Tensor& t : *c.req.targets) stack.push_back(t.node_id());
-  while (!stack.empty()) {
-    const int id = stack.back();
-    stack.pop_back();
-    if (c.needed[size_t(id)]) continue;
-    c.needed[size_t(id)] = 1;
+  for (const Tensor& t : *c.req.fetches) c.needed[size_t(t.node_id())] = 1;
+  for (const Tensor& t : *c.req.targets) c.needed[size_t(t.node_id())] = 1;
+  for (int id = c.graph_size - 1; id >= 0; --id) {
+    if (!c.needed[size_t(id)]) continue;
     const Node& n = c.graph.node(id);
     if (n.op == core_op::placeholder) {
       const TensorType& t = n.outputs[0];
@@ -69,8 +67,8 @@ void prune(Compilation& c) {
                  ") must be fed for this run");
       continue;
     }
-    for (const Edge& e : n.inputs) stack.push_back(e.node);
-    for (int k : n.control) stack.push_back(k);
+    for (const Edge& e : n.inputs) c.needed[size_t(e.node)] = 1;
+    for (int k : n.control) c.needed[size_t(k)] = 1;
   }
 }
 
