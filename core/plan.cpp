@@ -3,6 +3,8 @@
 
 #include "core/plan.hpp"
 
+#include <oneapi/tbb/parallel_invoke.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -28,7 +30,7 @@ constexpr Pass kPasses[] = {
     {"lifetimes", &lifetimes, false},
     {"inplace", &inplace, true},
     {"placement", &placement, false},
-    {"hazards", &hazards, false},
+    {"hazards", &hazards, false, true},  // writes deps and succ; bind writes the arena and steps
     {"bind", &bind, false},
 };
 
@@ -66,6 +68,17 @@ void check_disabled_passes(const SessionOptions& o) {
   }
 }
 
+namespace {
+
+/// Runs `pass` and records its time.
+void run_timed(const Pass& pass, Compilation& c, std::pair<std::string, double>& record) {
+  const auto t = std::chrono::steady_clock::now();
+  pass.run(c);
+  record = {std::string(pass.name), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count()};
+}
+
+}  // namespace
+
 std::unique_ptr<Plan> compile_plan(const CompileRequest& req) {
   using Clock = std::chrono::steady_clock;
   check_disabled_passes(*req.options);
@@ -73,12 +86,21 @@ std::unique_ptr<Plan> compile_plan(const CompileRequest& req) {
   auto plan = std::make_unique<Plan>();
   plan->device = req.options->device;
   Compilation c(req, *plan);
-  for (const Pass& pass : kPasses) {
-    if (!pass_enabled(pass, c.opt)) continue;
-    const auto t = Clock::now();
-    pass.run(c);
-    plan->stats.pass_ms.emplace_back(std::string(pass.name),
-                                     std::chrono::duration<double, std::milli>(Clock::now() - t).count());
+  std::vector<const Pass*> passes;
+  for (const Pass& pass : kPasses)
+    if (pass_enabled(pass, c.opt)) passes.push_back(&pass);
+  auto& times = plan->stats.pass_ms;
+  for (size_t i = 0; i < passes.size(); ++i) {
+    const size_t at = times.size();
+    if (passes[i]->overlaps_next && i + 1 < passes.size()) {
+      times.resize(at + 2);
+      tbb::parallel_invoke([&] { run_timed(*passes[i], c, times[at]); },
+                           [&] { run_timed(*passes[i + 1], c, times[at + 1]); });
+      ++i;
+    } else {
+      times.emplace_back();
+      run_timed(*passes[i], c, times[at]);
+    }
   }
   plan->stats.compile_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   return plan;

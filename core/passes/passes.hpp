@@ -50,6 +50,9 @@ struct Pass {
   std::string_view name;
   void (*run)(Compilation&);
   bool optional;  // may be switched off; the results stay identical
+  // Reads nothing the next pass writes and writes nothing it reads: the two
+  // run at once where the session has a second thread.
+  bool overlaps_next = false;
 };
 
 /// The pipeline, in order.
