@@ -168,6 +168,33 @@ TEST_SUITE("core/passes") {
     }
   }
 
+  TEST_CASE("passes that overlap (hazards, bind): the same plan on 1 and 2 threads, times in pipeline order") {
+    Graph h;
+    auto d = test::random_dag(h, 11, 300);
+    std::vector<PlanInfo> infos;
+    std::vector<std::vector<NDArray>> results;
+    for (int threads : {1, 2}) {
+      Session s(h, {.threads = threads, .executor = Executor::parallel});
+      infos.push_back(s.plan_info(d.outputs, d.feeds));
+      test::verify_plan(infos.back());
+      results.push_back(s.run(d.outputs, d.feeds));
+      std::vector<std::string> ran, listed;
+      for (const auto& [name, ms] : s.stats().last_plan.pass_ms) {
+        ran.push_back(name);
+        CHECK(ms >= 0);
+      }
+      for (const Pass& p : plan_passes()) listed.emplace_back(p.name);
+      CHECK(ran == listed);
+    }
+    REQUIRE(infos[0].steps.size() == infos[1].steps.size());
+    CHECK(infos[0].arena_bytes == infos[1].arena_bytes);
+    for (size_t i = 0; i < infos[0].steps.size(); ++i) {
+      CHECK(infos[0].steps[i].name == infos[1].steps[i].name);
+      CHECK(infos[0].steps[i].deps == infos[1].steps[i].deps);
+    }
+    for (size_t i = 0; i < results[0].size(); ++i) CHECK(test::identical(results[0][i], results[1][i]));
+  }
+
   TEST_CASE("prune and lower: needed nodes only, concrete shapes, views alias their input") {
     Graph g;
     Tensor x = g.placeholder("x", {-1, 4});
