@@ -72,11 +72,12 @@ void check_disabled_passes(const SessionOptions& o) {
 
 namespace {
 
-/// Runs `pass` and records its time.
-void run_timed(const Pass& pass, Compilation& c, std::pair<std::string, double>& record) {
+/// Runs `pass`; returns its name and time (recorded by the caller once the
+/// pass is done: a pass may replace the whole plan, its stats included).
+std::pair<std::string, double> run_timed(const Pass& pass, Compilation& c) {
   const auto t = std::chrono::steady_clock::now();
   pass.run(c);
-  record = {std::string(pass.name), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count()};
+  return {std::string(pass.name), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count()};
 }
 
 /// Runs a and b at once where the calling arena has a second thread; rethrows
@@ -120,16 +121,16 @@ std::unique_ptr<Plan> compile_plan(const CompileRequest& req) {
   std::vector<const Pass*> passes;
   for (const Pass& pass : kPasses)
     if (pass_enabled(pass, c.opt)) passes.push_back(&pass);
-  auto& times = plan->stats.pass_ms;
   for (size_t i = 0; i < passes.size(); ++i) {
-    const size_t at = times.size();
     if (passes[i]->overlaps_next && i + 1 < passes.size()) {
-      times.resize(at + 2);
-      run_both([&, i] { run_timed(*passes[i], c, times[at]); }, [&, i] { run_timed(*passes[i + 1], c, times[at + 1]); });
+      std::pair<std::string, double> first, second;
+      run_both([&, i] { first = run_timed(*passes[i], c); }, [&, i] { second = run_timed(*passes[i + 1], c); });
+      plan->stats.pass_ms.push_back(std::move(first));
+      plan->stats.pass_ms.push_back(std::move(second));
       ++i;
     } else {
-      times.emplace_back();
-      run_timed(*passes[i], c, times[at]);
+      auto record = run_timed(*passes[i], c);
+      plan->stats.pass_ms.push_back(std::move(record));
     }
   }
   plan->stats.compile_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
