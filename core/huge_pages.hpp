@@ -5,10 +5,9 @@
 /// at random. With 4 KiB pages a 100k-op plan (tens of MiB per array) misses
 /// the TLB on most of those accesses; on 2 MiB pages far fewer (the 100k-op
 /// random DAG of bench_sched compiles 2-8% faster, and up to 19% in one
-/// noisy run). Where the
-/// kernel's THP mode is "madvise" (Debian's default) memory only gets huge
-/// pages when asked for, which this allocator does for arrays of 2 MiB or
-/// more; smaller ones come from operator new.
+/// noisy run). Where the kernel's THP mode is "madvise" (Debian's default)
+/// memory only gets huge pages when asked for, which this allocator does for
+/// arrays of 2 MiB or more; smaller ones come from operator new.
 
 #include <cstddef>
 #include <vector>
