@@ -281,7 +281,7 @@ void complete_args(const po::variables_map& vm, Args& a) {
     nn::parse_cell_kind(a.model);
   }
   if (!vm.count("lr")) a.lr = a.opt == "adam" ? 1e-3 : 20.0;
-  if (a.epochs < 0) throw po::error("--epochs must be >= 0");
+  if (a.epochs < 0 || a.epochs > (int64_t(1) << 30)) throw po::error("--epochs must be in [0, 2^30]");
   if (a.batch <= 0 || a.eval_batch <= 0 || a.bptt <= 0)
     throw po::error("--batch, --eval-batch and --bptt must be positive");
   if (a.layers <= 0 || a.embed <= 0 || a.hidden <= 0)

@@ -203,8 +203,7 @@ class Trainer {
       return 1;
     }
     checkpoint::load_training(*s_, *model_, a_.load);
-    const int64_t first_epoch = samples::epochs_done(meta, a_.load) + 1;
-    if (a_.epochs > (int64_t(1) << 40) - first_epoch) fail("--epochs ", a_.epochs, " is too large");
+    const int64_t first_epoch = samples::first_epoch_after(meta, a_.load, a_.epochs);
     info_ << "loaded " << a_.load << " (after epoch " << first_epoch - 1 << ")\n";
     return first_epoch;
   }
@@ -278,7 +277,7 @@ po::options_description describe_options(Args& a) {
 void complete_args(const po::variables_map& vm, Args& a) {
   if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.1 : 1e-3;
   if (!vm.count("hidden")) a.hidden = a.model == "mlpresnet" ? 100 : 512;
-  if (a.epochs < 0) throw po::error("--epochs must be >= 0");
+  if (a.epochs < 0 || a.epochs > (int64_t(1) << 30)) throw po::error("--epochs must be in [0, 2^30]");
   if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
   if (a.hidden <= 1) throw po::error("--hidden must be > 1");
   if (a.threads < 0) throw po::error("--threads must be >= 0");
@@ -290,30 +289,5 @@ void complete_args(const po::variables_map& vm, Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args a;
-  const po::options_description desc = describe_options(a);
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-    complete_args(vm, a);
-  } catch (const po::error& e) {
-    std::cerr << "train_mnist: " << e.what() << "\n(see train_mnist --help)\n";
-    return 2;
-  }
-  std::unique_ptr<samples::Distributed> dist;
-  try {
-    dist = std::make_unique<samples::Distributed>(a.distributed, argc, argv);
-    if (a.batch > (int64_t(1) << 40) / dist->size()) throw po::error("--batch is too large");
-    return run(a, *dist);
-  } catch (const std::exception& e) {
-    if (dist) return dist->fail("train_mnist", e.what());
-    std::cout.flush();
-    std::cerr << "train_mnist: error: " << e.what() << "\n";
-    return 1;
-  }
+  return samples::trainer_main("train_mnist", argc, argv, &describe_options, &complete_args, &run);
 }

@@ -1,9 +1,12 @@
 #pragma once
-// What the image trainers (train_mnist, train_cnn) share: the optimizer their
-// options name, the line each epoch reports, and the run's outline.
+// What the image trainers (train_mnist, train_cnn) share: main's outline, the
+// optimizer their options name, the epoch a checkpoint resumes at, the line
+// each epoch reports, and the run's outline.
 
+#include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdio>
+#include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -11,6 +14,8 @@
 #include "core/error.hpp"
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
+#include "samples/distributed.hpp"
+#include "samples/models.hpp"
 
 namespace loom::samples {
 
@@ -41,6 +46,14 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module
     return std::make_unique<optim::AdamW>(
         model, optim::AdamWOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
   fail("unknown --opt '", a.opt, "' (sgd, adam, adamw)");
+}
+
+/// The first epoch to train when resuming from the checkpoint at `path`
+/// (metadata `meta`), checked so that `epochs` more still count in int64.
+inline int64_t first_epoch_after(const ModelParams& meta, const std::string& path, int64_t epochs) {
+  const int64_t first = epochs_done(meta, path) + 1;
+  if (epochs > (int64_t(1) << 40) - first) fail("--epochs ", epochs, " is too large");
+  return first;
 }
 
 /// The mean loss and accuracy over an epoch's global batches, and how long it took.
@@ -86,6 +99,44 @@ int run_training(Trainer& trainer, const Args& a, bool root) {
   if (!a.json && root) std::printf("test accuracy %.4f\n", test_acc);
   trainer.finish();
   return 0;
+}
+
+/// A trainer's main: the command line read into Args (`describe` declares the
+/// options; `complete` sets the defaults that depend on others and checks
+/// them: a usage error exits with 2), then `run` on this process's rank (an
+/// error exits with 1; distributed runs stop every rank).
+template <class Args>
+int trainer_main(const char* name, int argc, char** argv,
+                 boost::program_options::options_description (*describe)(Args&),
+                 void (*complete)(const boost::program_options::variables_map&, Args&),
+                 int (*run)(const Args&, Distributed&)) {
+  namespace po = boost::program_options;
+  Args a;
+  const po::options_description desc = describe(a);
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+    complete(vm, a);
+  } catch (const po::error& e) {
+    std::cerr << name << ": " << e.what() << "\n(see " << name << " --help)\n";
+    return 2;
+  }
+  std::unique_ptr<Distributed> dist;
+  try {
+    dist = std::make_unique<Distributed>(a.distributed, argc, argv);
+    if (a.batch > (int64_t(1) << 40) / dist->size()) throw po::error("--batch is too large");
+    return run(a, *dist);
+  } catch (const std::exception& e) {
+    if (dist) return dist->fail(name, e.what());
+    std::cout.flush();
+    std::cerr << name << ": error: " << e.what() << "\n";
+    return 1;
+  }
 }
 
 }  // namespace loom::samples
