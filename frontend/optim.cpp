@@ -45,7 +45,8 @@ Schedule step(int64_t step_size, double gamma) {
 
 Schedule function(std::function<double(int64_t)> factor, int64_t steps) {
   LOOM_CHECK(bool(factor), "schedule::function: empty function");
-  LOOM_CHECK(steps > 0, "schedule::function: steps must be positive, got ", steps);
+  LOOM_CHECK(steps > 0 && steps <= kMaxScheduleSteps, "schedule::function: steps must be in [1, ", kMaxScheduleSteps,
+             "] (a float per step in the graph), got ", steps);
   std::vector<float> table(size_t(steps), 0.0f);
   for (int64_t i = 0; i < steps; ++i) {
     double f = factor(i);
@@ -62,7 +63,8 @@ Schedule function(std::function<double(int64_t)> factor, int64_t steps) {
 }
 
 Schedule cosine(int64_t total_steps, double min_factor) {
-  LOOM_CHECK(total_steps > 0, "schedule::cosine: total_steps must be positive, got ", total_steps);
+  LOOM_CHECK(total_steps > 0 && total_steps < kMaxScheduleSteps, "schedule::cosine: total_steps must be in [1, ",
+             kMaxScheduleSteps - 1, "] (it is tabulated), got ", total_steps);
   LOOM_CHECK(std::isfinite(min_factor) && min_factor >= 0, "schedule::cosine: min_factor must be >= 0, got ",
              min_factor);
   return function(

@@ -43,8 +43,10 @@ Schedule cosine(int64_t total_steps, double min_factor = 0.0);
 /// after(0); then after(step - steps).
 Schedule warmup(int64_t steps, Schedule after = constant());
 /// Any host function of the step, tabulated for steps [0, steps); later steps
-/// use the last value.
+/// use the last value. The table is a float per step, held by the graph:
+/// at most kMaxScheduleSteps steps (1 GiB).
 Schedule function(std::function<double(int64_t)> factor, int64_t steps);
+inline constexpr int64_t kMaxScheduleSteps = int64_t(1) << 28;
 /// Evaluates a schedule at one step on the host (for printing and tests).
 double evaluate(const Schedule& schedule, int64_t step);
 }  // namespace schedule

@@ -219,6 +219,11 @@ TEST_SUITE("frontend/optim") {
     CHECK(evaluate(fn, 2) == doctest::Approx(1.0 / 3));
     CHECK(evaluate(fn, 10) == doctest::Approx(0.25));
     CHECK(contains(error_of([] { optim::schedule::step(0); }), "step_size must be positive"));
+    // Tabulated schedules refuse tables no run needs (a trainer's --epochs of 2^30 asked for 2 TB).
+    CHECK(contains(error_of([] { optim::schedule::cosine(int64_t(1) << 40); }),
+                   "schedule::cosine: total_steps must be in [1, 268435455] (it is tabulated), got 1099511627776"));
+    CHECK(contains(error_of([] { optim::schedule::function([](int64_t) { return 1.0; }, int64_t(1) << 29); }),
+                   "schedule::function: steps must be in [1, 268435456]"));
 
     // In an optimizer the rate of update k uses the factor at k (0-based).
     Problem pr(float32);
