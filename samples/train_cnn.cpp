@@ -312,6 +312,7 @@ void complete_args(const po::variables_map& vm, Args& a) {
   }
   if (!a.load.empty() && !a.load_weights.empty()) throw po::error("--load and --load-weights exclude each other");
   if (a.epochs < 0 || a.epochs > (int64_t(1) << 30)) throw po::error("--epochs must be in [0, 2^30]");
+  if (a.warmup < 0) throw po::error("--warmup must be >= 0");
   if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
   if (a.threads < 0) throw po::error("--threads must be >= 0");
   if (!(a.bucket_mb > 0 && a.bucket_mb < 1e6)) throw po::error("--bucket-mb must be in (0, 1e6)");

@@ -278,6 +278,7 @@ void complete_args(const po::variables_map& vm, Args& a) {
   if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.1 : 1e-3;
   if (!vm.count("hidden")) a.hidden = a.model == "mlpresnet" ? 100 : 512;
   if (a.epochs < 0 || a.epochs > (int64_t(1) << 30)) throw po::error("--epochs must be in [0, 2^30]");
+  if (a.warmup < 0) throw po::error("--warmup must be >= 0");
   if (a.batch <= 0 || a.eval_batch <= 0) throw po::error("--batch and --eval-batch must be positive");
   if (a.hidden <= 1) throw po::error("--hidden must be > 1");
   if (a.threads < 0) throw po::error("--threads must be >= 0");
