@@ -24,6 +24,7 @@
 #include <sstream>
 #include <thread>
 
+#include "samples/cli.hpp"
 #include "samples/lm.hpp"
 #include "samples/peers.hpp"
 
@@ -273,14 +274,8 @@ int main(int argc, char** argv) {
     ("jax-threads", po::value(&o.jax_threads)->default_value(o.jax_threads), "JAX's threads (0: all cores)")
     ("json", po::bool_switch(&o.json), "one JSON object per epoch and a summary");
   // clang-format on
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
+  // The defaults that depend on the model and on what was given, then the checks.
+  auto complete = [&](const po::variables_map& vm) {
     auto given = [&](const char* name) { return vm.count(name) && !vm[name].defaulted(); };
     if (o.model == "transformer") {
       if (!given("layers")) o.layers = 4;
@@ -297,16 +292,8 @@ int main(int argc, char** argv) {
       throw po::error("--epochs, --calibrate, --batch and --bptt must be positive, --threads >= 0");
     if (o.carry != "variable" && o.carry != "feed") throw po::error("--carry must be variable or feed");
     if (o.executor != "serial" && o.executor != "parallel") throw po::error("--executor must be serial or parallel");
-  } catch (const po::error& e) {
-    std::cerr << "bench_lm: " << e.what() << "\n(see bench_lm --help)\n";
-    return 2;
-  }
+  };
+  if (auto stop = samples::parse_command_line("bench_lm", argc, argv, desc, complete)) return *stop;
   std::signal(SIGPIPE, SIG_IGN);  // a PyTorch process that dies must not kill us mid-write
-  try {
-    return run(o);
-  } catch (const std::exception& e) {
-    std::cout.flush();
-    std::cerr << "bench_lm: error: " << e.what() << "\n";
-    return 1;
-  }
+  return samples::run_reporting_errors("bench_lm", [&] { return run(o); });
 }

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "frontend/loom.hpp"
+#include "samples/cli.hpp"
 #include "samples/peers.hpp"
 
 namespace po = boost::program_options;
@@ -399,27 +400,14 @@ int main(int argc, char** argv) {
     ("jax-script", po::value(&o.jax_script), "path of bench_train_jax.py (default: found from the repository)")
     ("no-jax", po::bool_switch(&o.no_jax), "skip the JAX peer");
   // clang-format on
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
+  auto check = [&](const po::variables_map&) {
     if (o.epochs <= 0 || o.calibrate <= 0 || o.threads < 0 || o.batch < 0)
       throw po::error("--epochs and --calibrate must be positive, --threads and --batch >= 0");
-  } catch (const po::error& e) {
-    std::cerr << "bench_train: " << e.what() << "\n(see bench_train --help)\n";
-    return 2;
-  }
+  };
+  if (auto stop = samples::parse_command_line("bench_train", argc, argv, desc, check)) return *stop;
   std::signal(SIGPIPE, SIG_IGN);  // a PyTorch process that dies must not kill us mid-write
-  try {
+  return samples::run_reporting_errors("bench_train", [&] {
     device_backend(Device::parse(o.device));  // an unknown or missing device fails before PyTorch starts
     return run(o);
-  } catch (const std::exception& e) {
-    std::cout.flush();
-    std::cerr << "bench_train: error: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

@@ -34,6 +34,7 @@
 #include <string>
 
 #include "frontend/loom.hpp"
+#include "samples/cli.hpp"
 #include "samples/lm.hpp"
 #include "samples/profile.hpp"
 #include "samples/progress.hpp"
@@ -299,24 +300,9 @@ void complete_args(const po::variables_map& vm, Args& a) {
 int main(int argc, char** argv) {
   Args a;
   const po::options_description desc = describe_options(a);
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-    complete_args(vm, a);
-  } catch (const std::exception& e) {
-    std::cerr << "train_lm: " << e.what() << "\n(see train_lm --help)\n";
-    return 2;
-  }
-  try {
-    return run(a);
-  } catch (const std::exception& e) {
-    std::cout.flush();
-    std::cerr << "train_lm: error: " << e.what() << "\n";
-    return 1;
-  }
+  if (auto stop = samples::parse_command_line("train_lm", argc, argv, desc, [&](const po::variables_map& vm) {
+        complete_args(vm, a);
+      }))
+    return *stop;
+  return samples::run_reporting_errors("train_lm", [&] { return run(a); });
 }

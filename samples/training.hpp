@@ -14,6 +14,7 @@
 #include "core/error.hpp"
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
+#include "samples/cli.hpp"
 #include "samples/distributed.hpp"
 #include "samples/models.hpp"
 
@@ -110,26 +111,14 @@ int trainer_main(const char* name, int argc, char** argv,
                  boost::program_options::options_description (*describe)(Args&),
                  void (*complete)(const boost::program_options::variables_map&, Args&),
                  int (*run)(const Args&, Distributed&)) {
-  namespace po = boost::program_options;
   Args a;
-  const po::options_description desc = describe(a);
-  try {
-    po::variables_map vm;
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-    complete(vm, a);
-  } catch (const po::error& e) {
-    std::cerr << name << ": " << e.what() << "\n(see " << name << " --help)\n";
-    return 2;
-  }
+  const boost::program_options::options_description desc = describe(a);
+  auto complete_a = [&](const boost::program_options::variables_map& vm) { complete(vm, a); };
+  if (auto stop = parse_command_line(name, argc, argv, desc, complete_a)) return *stop;
   std::unique_ptr<Distributed> dist;
   try {
     dist = std::make_unique<Distributed>(a.distributed, argc, argv);
-    if (a.batch > (int64_t(1) << 40) / dist->size()) throw po::error("--batch is too large");
+    if (a.batch > (int64_t(1) << 40) / dist->size()) fail("--batch is too large");
     return run(a, *dist);
   } catch (const std::exception& e) {
     if (dist) return dist->fail(name, e.what());
