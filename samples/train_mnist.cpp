@@ -92,16 +92,9 @@ class Trainer {
                            .profile = a.profile || trace_.enabled()});
   }
 
-  /// Rank 0 reads a checkpoint (the others need not see the file), then sends its state to every rank. Returns the
-  /// first epoch to train.
+  /// The first epoch to train, after --load or --load-weights on every rank.
   int64_t restore() {
-    int64_t first_epoch = 1;
-    if (dist_.root() && (!a_.load.empty() || !a_.load_weights.empty())) first_epoch = load_checkpoint();
-    if (a_.distributed) {
-      communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
-      s_->run({}, {}, {train_graph_->sync_state});
-    }
-    return first_epoch;
+    return samples::restore_on_every_rank(a_, dist_, *s_, *train_graph_, [&] { return load_checkpoint(); });
   }
 
   /// The line that says what is trained, how and where.
@@ -183,7 +176,7 @@ class Trainer {
     Tensor correct = nn::correct(logits, y_);
     model_->eval();
     Tensor eval_correct = nn::correct((*model_)(x_), y_);
-    opt_ = samples::make_optimizer(a_, *model_, train_.size());
+    opt_ = samples::make_optimizer(a_, *model_, train_.size(), samples::epochs_before(a_, dist_));
     train_graph_ = std::make_unique<samples::TrainingGraph>(*opt_, a_.distributed, a_.bucket_mb, *model_, x_, loss,
                                                             correct, eval_correct);
   }

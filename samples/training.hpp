@@ -21,11 +21,14 @@
 namespace loom::samples {
 
 /// The optimizer of a trainer's options (opt, lr, momentum, nesterov, wd,
-/// clip, schedule, warmup, epochs) for `steps_per_epoch` steps an epoch.
+/// clip, schedule, warmup, epochs) for `steps_per_epoch` steps an epoch. The
+/// schedule spans the whole run: the `epochs_before` a resumed checkpoint
+/// trained (its optimizer state counts their steps) and --epochs more.
 template <class Args>
-std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch) {
+std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch,
+                                                 int64_t epochs_before) {
   optim::Schedule sched;
-  const int64_t total = std::max<int64_t>(1, a.epochs * steps_per_epoch);
+  const int64_t total = std::max<int64_t>(1, (epochs_before + a.epochs) * steps_per_epoch);
   if (a.schedule == "cosine")
     sched = optim::schedule::cosine(total);
   else if (a.schedule == "step")
@@ -55,6 +58,31 @@ inline int64_t first_epoch_after(const ModelParams& meta, const std::string& pat
   const int64_t first = epochs_done(meta, path) + 1;
   if (epochs > (int64_t(1) << 40) - first) fail("--epochs ", epochs, " is too large");
   return first;
+}
+
+/// The epochs the --load checkpoint trained (0 without --load), on every rank:
+/// rank 0 reads them from the file's metadata (the others need not see it).
+template <class Args>
+int64_t epochs_before(const Args& a, const Distributed& dist) {
+  int64_t done = 0;
+  if (dist.root() && !a.load.empty()) done = epochs_done(checkpoint::read_metadata(a.load), a.load);
+  if (a.distributed) communicator()->broadcast(&done, sizeof done, 0);
+  return done;
+}
+
+/// Rank 0 reads the checkpoint the options name (the others need not see the
+/// file; `load_checkpoint` returns the first epoch to train), then sends that
+/// epoch and its state to every rank. Returns the first epoch to train.
+template <class Args, class LoadCheckpoint>
+int64_t restore_on_every_rank(const Args& a, const Distributed& dist, Session& s, const TrainingGraph& tg,
+                              LoadCheckpoint&& load_checkpoint) {
+  int64_t first_epoch = 1;
+  if (dist.root() && (!a.load.empty() || !a.load_weights.empty())) first_epoch = load_checkpoint();
+  if (a.distributed) {
+    communicator()->broadcast(&first_epoch, sizeof first_epoch, 0);
+    s.run({}, {}, {tg.sync_state});
+  }
+  return first_epoch;
 }
 
 /// The mean loss and accuracy over an epoch's global batches, and how long it took.

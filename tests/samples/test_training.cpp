@@ -1,0 +1,52 @@
+// What the image trainers share (samples/training.hpp): a resumed run's
+// learning-rate schedule spans the epochs the checkpoint trained and the new
+// ones (it once ended with the checkpoint's epochs, so a resumed run trained
+// at a cosine schedule's final rate, 0).
+
+#include <cmath>
+#include <numbers>
+
+#include "samples/training.hpp"
+#include "tests/util.hpp"
+
+using namespace loom;
+
+namespace {
+
+struct Args {
+  std::string opt = "sgd", schedule = "cosine";
+  double lr = 0.1, momentum = 0, wd = 0, clip = 0;
+  bool nesterov = false;
+  int64_t epochs = 1, warmup = 0;
+};
+
+/// The rate of each of `steps` updates of make_optimizer(a, ..., steps_per_epoch, epochs_before).
+std::vector<double> rates(const Args& a, int64_t steps_per_epoch, int64_t epochs_before, int steps) {
+  Graph g;
+  nn::Linear lin(2, 1);
+  Tensor x = g.placeholder("x", {1, 2});
+  Tensor loss = sum(lin(x));
+  auto opt = samples::make_optimizer(a, lin, steps_per_epoch, epochs_before);
+  Tensor step = opt->minimize(loss);
+  Session s(g, {.threads = 1});
+  s.initialize();
+  std::vector<double> r;
+  for (int i = 0; i < steps; ++i)
+    r.push_back(s.run({opt->learning_rate()}, {{x, NDArray::full({1, 2}, 1.0)}}, {step})[0].item());
+  return r;
+}
+
+}  // namespace
+
+TEST_SUITE("samples/training") {
+  TEST_CASE("a resumed run's cosine schedule spans the checkpoint's epochs and --epochs more") {
+    Args a;
+    // 3 epochs trained before, 1 more, 10 steps each: the schedule runs over 40 steps.
+    const std::vector<double> r = rates(a, 10, 3, 35);
+    for (int k : {0, 10, 30, 34})
+      CHECK(r[size_t(k)] == doctest::Approx(0.1 * 0.5 * (1 + std::cos(std::numbers::pi * k / 40.0))));
+    CHECK(r[30] > 0.01);  // a schedule over the new epoch alone would be 0 from step 10 on
+    // A fresh run: over its own --epochs.
+    CHECK(rates(a, 10, 0, 6)[5] == doctest::Approx(0.1 * 0.5 * (1 + std::cos(std::numbers::pi * 5 / 10.0))));
+  }
+}
