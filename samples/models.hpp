@@ -55,6 +55,14 @@ inline int64_t epochs_done(const ModelParams& meta, const std::string& path) {
   return done;
 }
 
+/// The first epoch to train when resuming from the checkpoint at `path`
+/// (metadata `meta`), checked so that `epochs` more still count in int64.
+inline int64_t first_epoch_after(const ModelParams& meta, const std::string& path, int64_t epochs) {
+  const int64_t first = epochs_done(meta, path) + 1;
+  if (epochs > (int64_t(1) << 40) - first) fail("--epochs ", epochs, " is too large");
+  return first;
+}
+
 /// Channels and image side of params["dataset"] (train_cnn's; Fashion-MNIST when absent).
 inline std::pair<int64_t, int64_t> image_geometry(const ModelParams& p) {
   auto it = p.find("dataset");

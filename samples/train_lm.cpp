@@ -36,6 +36,7 @@
 #include "frontend/loom.hpp"
 #include "samples/cli.hpp"
 #include "samples/lm.hpp"
+#include "samples/models.hpp"
 #include "samples/profile.hpp"
 #include "samples/progress.hpp"
 
@@ -81,8 +82,7 @@ Resumed load_checkpoint(const Args& a, LM& lm, int64_t V, const std::vector<Tens
   else
     checkpoint::load(s, a.load, saved);
   Resumed r;
-  auto it = meta.find("epoch");
-  if (it != meta.end()) r.first_epoch = std::stoll(it->second) + 1;
+  r.first_epoch = samples::first_epoch_after(meta, a.load, a.epochs);
   r.lr_factor = s.get(lm.lr_factor()).item();
   info << "loaded " << a.load << " (after epoch " << r.first_epoch - 1 << ")\n";
   return r;

@@ -1,6 +1,6 @@
 #pragma once
 // What the image trainers (train_mnist, train_cnn) share: main's outline, the
-// optimizer their options name, the epoch a checkpoint resumes at, the line
+// optimizer their options name, the checkpoint they resume from, the line
 // each epoch reports, and the run's outline.
 
 #include <boost/program_options.hpp>
@@ -50,14 +50,6 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module
     return std::make_unique<optim::AdamW>(
         model, optim::AdamWOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
   fail("unknown --opt '", a.opt, "' (sgd, adam, adamw)");
-}
-
-/// The first epoch to train when resuming from the checkpoint at `path`
-/// (metadata `meta`), checked so that `epochs` more still count in int64.
-inline int64_t first_epoch_after(const ModelParams& meta, const std::string& path, int64_t epochs) {
-  const int64_t first = epochs_done(meta, path) + 1;
-  if (epochs > (int64_t(1) << 40) - first) fail("--epochs ", epochs, " is too large");
-  return first;
 }
 
 /// The epochs the --load checkpoint trained (0 without --load), on every rank:
