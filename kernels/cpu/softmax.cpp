@@ -148,7 +148,9 @@ void run(Kind kind, const KernelCall& c) {
   const T* b = c.in.size() > 1 ? static_cast<const T*>(c.in[1].raw()) : nullptr;
   T* y = static_cast<T*>(c.out[0].raw());
   const bool reduce = kind == Kind::logsumexp;
-  if (outer * inner == 0) return;
+  // Nothing to write (a zero dim, reduced or not): return before looping over the other dims, whose product
+  // may be huge when one dim is 0.
+  if (c.out[0].numel() == 0) return;
   if (inner == 1) {
     parallel_for(outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t lo, int64_t hi) {
       for (int64_t o = lo; o < hi; ++o) row<T>(kind, a + o * n, b ? b + o * n : nullptr, y + (reduce ? o : o * n), n);
