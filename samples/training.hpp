@@ -135,17 +135,15 @@ int trainer_main(const char* name, int argc, char** argv,
   const boost::program_options::options_description desc = describe(a);
   auto complete_a = [&](const boost::program_options::variables_map& vm) { complete(vm, a); };
   if (auto stop = parse_command_line(name, argc, argv, desc, complete_a)) return *stop;
-  std::unique_ptr<Distributed> dist;
-  try {
-    dist = std::make_unique<Distributed>(a.distributed, argc, argv);
-    if (a.batch > (int64_t(1) << 40) / dist->size()) fail("--batch is too large");
-    return run(a, *dist);
-  } catch (const std::exception& e) {
-    if (dist) return dist->fail(name, e.what());
-    std::cout.flush();
-    std::cerr << name << ": error: " << e.what() << "\n";
-    return 1;
-  }
+  return run_reporting_errors(name, [&] {
+    Distributed dist(a.distributed, argc, argv);  // an error here has no group to stop yet
+    try {
+      if (a.batch > (int64_t(1) << 40) / dist.size()) fail("--batch is too large");
+      return run(a, dist);
+    } catch (const std::exception& e) {
+      return dist.fail(name, e.what());
+    }
+  });
 }
 
 }  // namespace loom::samples
