@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstring>
+#include <memory>
 #include <sstream>
 
 #include "core/fused_program.hpp"
@@ -99,17 +100,18 @@ void fused_kernel(const KernelCall& c) {
   }
   const int64_t n = c.out[0].numel();
   const size_t ni = p->instrs.size(), nl = p->leaves.size();
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const int64_t chunks = (n + kChunk - 1) / kChunk, chunk_len = std::min(kChunk, n);
   parallel_for(chunks, std::max<int64_t>(1, kGrain / kChunk), [&](int64_t lo, int64_t hi) {
-    // Scratch: one chunk per instruction and per leaf (8 bytes covers every dtype).
-    std::vector<double> scratch(size_t(kChunk) * (ni + nl));
-    auto slot = [&](size_t i) { return reinterpret_cast<char*>(scratch.data() + i * size_t(kChunk)); };
+    // Scratch: one chunk per instruction and per leaf (8 bytes covers every
+    // dtype), as long as the output when it is shorter (scalar programs).
+    auto scratch = std::make_unique_for_overwrite<double[]>(size_t(chunk_len) * (ni + nl));
+    auto slot = [&](size_t i) { return reinterpret_cast<char*>(scratch.get() + i * size_t(chunk_len)); };
     std::vector<const void*> leaf_ptr(nl);
     for (size_t r = 0; r < nl; ++r)
       if (p->leaves[r].mode == LeafMode::scalar) {  // broadcast once for the whole task
         const NDArray& a = c.in[r];
         size_t sz = a.itemsize();
-        for (int64_t i = 0; i < kChunk; ++i) std::memcpy(slot(ni + r) + size_t(i) * sz, a.raw(), sz);
+        for (int64_t i = 0; i < chunk_len; ++i) std::memcpy(slot(ni + r) + size_t(i) * sz, a.raw(), sz);
         leaf_ptr[r] = slot(ni + r);
       }
     for (int64_t ch = lo; ch < hi; ++ch) {
