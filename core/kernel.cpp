@@ -117,7 +117,7 @@ void run_epilogue(const KernelCall& c, int64_t begin, int64_t end) {
     std::vector<NDArray> in, out;
     for (int r : s.in) in.push_back(rows_of(r >= 0 ? c.in[size_t(r)] : c.out[size_t(-r - 1)], rank, rows, begin, end));
     for (int r : s.out) out.push_back(rows_of(c.out[size_t(-r - 1)], rank, rows, begin, end));
-    s.fn(KernelCall{c.ctx, in, out, *s.attrs, s.op, s.node, s.key});
+    s.fn(KernelCall{c.ctx, in, out, *s.attrs, s.op, s.node, s.key, s.state.get()});
   }
 }
 

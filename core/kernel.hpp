@@ -74,6 +74,9 @@ struct EpilogueStep {
   /// Operands as references into the call: r >= 0 is the call's input r,
   /// r < 0 its output -r-1 (outputs are read and written by blocks of rows).
   std::vector<int> in, out;
+  /// What the step's kernel's prepare() returned for the whole arrays (valid
+  /// for every block of rows: element-wise kernels decide per operand layout).
+  std::shared_ptr<const void> state;
 };
 struct Epilogue {
   std::vector<EpilogueStep> steps;  // in order: a step may read an earlier one's outputs

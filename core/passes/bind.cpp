@@ -14,18 +14,26 @@ namespace {
 
 uint64_t node_key(const PNode& n, int id) { return uint64_t(n.graph_node >= 0 ? n.graph_node : 0x7fffffff - id); }
 
-/// The node's epilogue with its operands as indices into the step's arrays.
-std::shared_ptr<const Epilogue> bind_epilogue(const PNode& n) {
+/// The node's epilogue with its operands as indices into the step's arrays,
+/// each step prepared once on the whole arrays (run_epilogue passes blocks of rows).
+std::shared_ptr<const Epilogue> bind_epilogue(const PNode& n, const Step& step, const KernelContext& kc) {
   auto e = std::make_shared<Epilogue>();
   auto ref = [&](int v) {
     auto o = std::find(n.out.begin(), n.out.end(), v);
     if (o != n.out.end()) return -int(o - n.out.begin()) - 1;
     return int(std::find(n.in.begin(), n.in.end(), v) - n.in.begin());
   };
+  auto array = [&](int r) -> const NDArray& { return r >= 0 ? step.in[size_t(r)] : step.out[size_t(-r - 1)]; };
   for (const PEpilogueStep& s : n.epilogue) {
-    EpilogueStep b{s.kernel->fn, s.attrs.get(), s.op->name, s.name, uint64_t(std::max(s.graph_node, 0)), {}, {}};
+    EpilogueStep b{s.kernel->fn, s.attrs.get(), s.op->name, s.name, uint64_t(std::max(s.graph_node, 0)), {}, {}, {}};
     for (int v : s.in) b.in.push_back(ref(v));
     for (int v : s.out) b.out.push_back(ref(v));
+    if (s.kernel->prepare) {
+      std::vector<NDArray> in, out;
+      for (int r : b.in) in.push_back(array(r));
+      for (int r : b.out) out.push_back(array(r));
+      b.state = s.kernel->prepare(KernelCall{kc, in, out, *b.attrs, b.op, b.node, b.key});
+    }
     e->steps.push_back(std::move(b));
   }
   return e;
@@ -47,9 +55,9 @@ Step bind_step(const Plan& p, const PNode& n, int id) {
     s.workspace_bytes = w.bytes;
   }
   for (int v : n.out) s.check |= is_floating(p.values[size_t(v)].type.dtype);
-  if (!n.epilogue.empty()) s.epilogue = bind_epilogue(n);
+  KernelContext kc{p.device};
+  if (!n.epilogue.empty()) s.epilogue = bind_epilogue(n, s, kc);
   if (n.kind == NodeKind::kernel && n.kernel->prepare) {
-    KernelContext kc{p.device};
     KernelCall call{kc, s.in, s.out, *s.attrs, *s.op, *s.name, s.key, nullptr, s.workspace, s.workspace_bytes,
                     s.epilogue.get()};
     s.state = n.kernel->prepare(call);

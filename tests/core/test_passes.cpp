@@ -329,6 +329,23 @@ TEST_SUITE("core/passes") {
     CHECK(with == 1);
   }
 
+  TEST_CASE("epilogue: blocks of rows share the state prepared once for the whole output") {
+    // 4000 x 300 floats: several ~1 MiB blocks of rows per task, of unequal sizes,
+    // with a broadcast row (b) and a broadcast column (c) among the leaves.
+    Graph g;
+    Tensor x = g.placeholder("x", {4000, 40});
+    Tensor c = g.placeholder("c", {4000, 1});
+    Tensor w = g.variable("w", {40, 300}, test::init_normal(0.2));
+    Tensor b = g.variable("b", {300}, test::init_normal(0.1));
+    Tensor h = relu(matmul(x, w) + b) * c;
+    Feeds f{{x, rand({4000, 40}, 3)}, {c, rand({4000, 1}, 4)}};
+    for (int threads : {1, 2}) {
+      Session on(g, {.threads = threads}), off(g, {.threads = threads, .disable_passes = {"epilogue"}});
+      CHECK(test::identical(on.run1(h, f), off.run1(h, f)));
+      CHECK(on.stats().last_plan.epilogues == 1);
+    }
+  }
+
   TEST_CASE("order_updates: readers of a variable run before its update; updates run last") {
     Graph g;
     Tensor v = g.variable("v", {4}, [](const NDArray& a, uint64_t) { a.fill(1); });
