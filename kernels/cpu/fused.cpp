@@ -91,6 +91,43 @@ std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
   return p;
 }
 
+/// Elements [e0, e0 + m) of the output's index space read from `a` through
+/// its broadcast strides into dst, with an odometer (idx: one per dim).
+void gather_strided(const NDArray& a, const std::vector<int64_t>& strides, const Shape& shape, int64_t e0, int64_t m,
+                    int64_t* idx, char* dst) {
+  const size_t nd = shape.size();
+  int64_t rem = e0, off = 0;
+  for (size_t d = nd; d-- > 0;) {
+    idx[d] = rem % shape[d];
+    rem /= shape[d];
+    off += idx[d] * strides[d];
+  }
+  const size_t sz = a.itemsize();
+  const char* src = static_cast<const char*>(a.raw());
+  // Runs along the innermost dim: stride 1 copies, stride 0 repeats one value.
+  const int64_t inner = shape[nd - 1], si = strides[nd - 1];
+  for (int64_t i = 0; i < m;) {
+    const int64_t run = std::min(m - i, inner - idx[nd - 1]);
+    char* d = dst + size_t(i) * sz;
+    const char* s0 = src + off * int64_t(sz);
+    if (si == 1) std::memcpy(d, s0, size_t(run) * sz);
+    else if (si == 0)
+      for (int64_t j = 0; j < run; ++j) std::memcpy(d + size_t(j) * sz, s0, sz);
+    else
+      for (int64_t j = 0; j < run; ++j) std::memcpy(d + size_t(j) * sz, s0 + j * si * int64_t(sz), sz);
+    i += run;
+    // Advance the odometer by `run` elements: the inner dim wraps, outer dims step.
+    off += run * si;
+    idx[nd - 1] += run;
+    for (size_t dd = nd - 1; dd > 0 && idx[dd] == shape[dd]; --dd) {
+      off -= strides[dd] * shape[dd];
+      idx[dd] = 0;
+      off += strides[dd - 1];
+      ++idx[dd - 1];
+    }
+  }
+}
+
 void fused_kernel(const KernelCall& c) {
   std::shared_ptr<const void> owned;
   const Program* p = static_cast<const Program*>(c.state);
@@ -107,6 +144,7 @@ void fused_kernel(const KernelCall& c) {
     auto scratch = std::make_unique_for_overwrite<double[]>(size_t(chunk_len) * (ni + nl));
     auto slot = [&](size_t i) { return reinterpret_cast<char*>(scratch.get() + i * size_t(chunk_len)); };
     std::vector<const void*> leaf_ptr(nl);
+    std::vector<int64_t> idx(p->shape.size());  // gather_strided's odometer
     for (size_t r = 0; r < nl; ++r)
       if (p->leaves[r].mode == LeafMode::scalar) {  // broadcast once for the whole task
         const NDArray& a = c.in[r];
@@ -122,41 +160,8 @@ void fused_kernel(const KernelCall& c) {
         if (leaf.mode == LeafMode::contiguous) {
           leaf_ptr[r] = static_cast<const char*>(a.raw()) + e0 * int64_t(a.itemsize());
         } else if (leaf.mode == LeafMode::strided) {
-          // Gather with an odometer over the output index space.
-          const size_t nd = p->shape.size();
-          std::vector<int64_t> idx(nd);
-          int64_t rem = e0, off = 0;
-          for (size_t d = nd; d-- > 0;) {
-            idx[d] = rem % p->shape[d];
-            rem /= p->shape[d];
-            off += idx[d] * leaf.strides[d];
-          }
-          const size_t sz = a.itemsize();
-          const char* src = static_cast<const char*>(a.raw());
-          char* dst = slot(ni + r);
-          // Runs along the innermost dim: stride 1 copies, stride 0 repeats one value.
-          const int64_t inner = p->shape[nd - 1], si = leaf.strides[nd - 1];
-          for (int64_t i = 0; i < m;) {
-            const int64_t run = std::min(m - i, inner - idx[nd - 1]);
-            char* d = dst + size_t(i) * sz;
-            const char* s0 = src + off * int64_t(sz);
-            if (si == 1) std::memcpy(d, s0, size_t(run) * sz);
-            else if (si == 0)
-              for (int64_t j = 0; j < run; ++j) std::memcpy(d + size_t(j) * sz, s0, sz);
-            else
-              for (int64_t j = 0; j < run; ++j) std::memcpy(d + size_t(j) * sz, s0 + j * si * int64_t(sz), sz);
-            i += run;
-            // Advance the odometer by `run` elements: the inner dim wraps, outer dims step.
-            off += run * si;
-            idx[nd - 1] += run;
-            for (size_t dd = nd - 1; dd > 0 && idx[dd] == p->shape[dd]; --dd) {
-              off -= leaf.strides[dd] * p->shape[dd];
-              idx[dd] = 0;
-              off += leaf.strides[dd - 1];
-              ++idx[dd - 1];
-            }
-          }
-          leaf_ptr[r] = dst;
+          gather_strided(a, leaf.strides, p->shape, e0, m, idx.data(), slot(ni + r));
+          leaf_ptr[r] = slot(ni + r);
         }
       }
       for (size_t k = 0; k < ni; ++k) {
