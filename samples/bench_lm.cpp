@@ -59,99 +59,99 @@ json request(samples::Peer& p, const std::string& cmd) {
   return j;
 }
 
-int run(const Options& o) {
-  std::ostream& info = o.json ? std::cerr : std::cout;
-  const std::string dir = samples::prepare_corpus(o.data, o.fortunes, o.corpus_dir, o.min_count, info);
-  const std::string script = samples::find_script(o.script, "lm_torch.py");
-  data::Corpus corpus(dir);
-  const int64_t V = corpus.dictionary.size();
-  const NDArray train = data::batchify(corpus.train, o.batch), valid = data::batchify(corpus.valid, o.eval_batch);
-  const NDArray test = data::batchify(corpus.test, o.eval_batch);
-  data::batch_starts(valid, o.bptt, "valid split");
-  data::batch_starts(test, o.bptt, "test split");
+/// The command line of a peer script at `threads` threads.
+std::vector<std::string> peer_args(const Options& o, const std::string& dir, int threads, const std::string& script) {
+  return {o.python, script, "--serve", "--data", dir, "--model", o.model, "--layers",
+          std::to_string(o.layers), "--embed", std::to_string(o.embed), "--hidden",
+          std::to_string(o.hidden), "--bptt", std::to_string(o.bptt), "--batch",
+          std::to_string(o.batch), "--eval-batch", std::to_string(o.eval_batch), "--lr",
+          std::to_string(o.lr), "--clip", std::to_string(o.clip), "--dropout",
+          std::to_string(o.dropout), "--anneal", std::to_string(o.anneal), "--threads",
+          std::to_string(threads), "--seed", std::to_string(o.seed), "--opt", o.opt, "--heads",
+          std::to_string(o.heads), "--d-model", std::to_string(o.d_model), "--ffn",
+          std::to_string(o.ffn)};
+}
 
-  auto peer_args = [&](int t, const std::string& script) {
-    return std::vector<std::string>{o.python, script, "--serve", "--data", dir, "--model", o.model, "--layers",
-                                    std::to_string(o.layers), "--embed", std::to_string(o.embed), "--hidden",
-                                    std::to_string(o.hidden), "--bptt", std::to_string(o.bptt), "--batch",
-                                    std::to_string(o.batch), "--eval-batch", std::to_string(o.eval_batch), "--lr",
-                                    std::to_string(o.lr), "--clip", std::to_string(o.clip), "--dropout",
-                                    std::to_string(o.dropout), "--anneal", std::to_string(o.anneal), "--threads",
-                                    std::to_string(t), "--seed", std::to_string(o.seed), "--opt", o.opt, "--heads",
-                                    std::to_string(o.heads), "--d-model", std::to_string(o.d_model), "--ffn",
-                                    std::to_string(o.ffn)};
-  };
-  // PyTorch's best thread count on this machine, from a short timed run of each.
+/// PyTorch's best thread count on this machine, from a short timed run of each.
+int fastest_torch_threads(const Options& o, const std::string& dir, const std::string& script, std::ostream& info) {
   const std::vector<int> counts = parse_counts(o.torch_threads);
   int best_t = counts[0];
-  if (counts.size() > 1) {
-    double best = INFINITY;
-    for (int t : counts) {
-      samples::Peer p(peer_args(t, script), "PyTorch");
-      request(p, "steps 5");  // warm-up
-      json r = request(p, "steps " + std::to_string(o.calibrate));
-      const double rate = r["tokens"].get<double>() / r["seconds"].get<double>();
-      info << "PyTorch " << t << " thread" << (t > 1 ? "s" : "") << ": " << samples::fmt("%.0f", rate) << " tokens/s\n";
-      if (1 / rate < best) best = 1 / rate, best_t = t;
-    }
+  if (counts.size() == 1) return best_t;
+  double best = INFINITY;
+  for (int t : counts) {
+    samples::Peer p(peer_args(o, dir, t, script), "PyTorch");
+    request(p, "steps 5");  // warm-up
+    json r = request(p, "steps " + std::to_string(o.calibrate));
+    const double rate = r["tokens"].get<double>() / r["seconds"].get<double>();
+    info << "PyTorch " << t << " thread" << (t > 1 ? "s" : "") << ": " << samples::fmt("%.0f", rate) << " tokens/s\n";
+    if (1 / rate < best) best = 1 / rate, best_t = t;
   }
-  samples::Peer torch(peer_args(best_t, script), "PyTorch");
-  const int jax_threads = o.jax_threads > 0 ? o.jax_threads : int(std::max(1u, std::thread::hardware_concurrency()));
-  std::unique_ptr<samples::Peer> jax;
-  if (o.jax) jax = std::make_unique<samples::Peer>(peer_args(jax_threads, samples::find_script("", "lm_jax.py")), "JAX");
-  LM lm(o, V);
-  Session& s = lm.session();
-  if (lm.transformer())
-    info << "transformer " << o.layers << " layers, d_model " << o.d_model << ", " << o.heads << " heads, ffn " << o.ffn
-         << " (vocabulary " << V << "), seq-len ";
-  else
-    info << o.model << " " << o.layers << "x" << o.hidden << " (embed " << o.embed << ", vocabulary " << V << "), bptt ";
-  info << o.bptt << ", batch " << o.batch << ", " << o.opt << " lr " << o.lr << " clip " << o.clip << ", dropout "
-       << o.dropout << "; loom " << s.options().threads << " threads, PyTorch " << best_t << "\n";
+  return best_t;
+}
 
-  if (o.quick > 0) {
-    // Training speed only: rounds of --quick steps from the start of the data, alternating.
-    // Also per CPU-second (process time): on a loaded machine, with 1 thread each, the steadier measure.
-    std::vector<double> lq, tq, lc, tc, jq, jc;
-    samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, 2);  // compile and warm up
-    request(torch, "steps 2");
-    if (jax) request(*jax, "steps 2");
-    for (int r = 0; r < 5; ++r) {
-      const double c0 = samples::cpu_seconds();
-      samples::EpochResult l = samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, o.quick);
-      const double lcpu = samples::cpu_seconds() - c0;
-      json t = request(torch, "steps " + std::to_string(o.quick));
-      lq.push_back(double(l.tokens) / l.seconds), lc.push_back(double(l.tokens) / lcpu);
-      tq.push_back(t["tokens"].get<double>() / t["seconds"].get<double>());
-      tc.push_back(t["tokens"].get<double>() / t["cpu_seconds"].get<double>());
-      info << "round " << r + 1 << samples::fmt(": loom %.0f tok/s", lq.back()) << samples::fmt(" (%.0f per cpu-s)", lc.back())
-           << samples::fmt(", PyTorch %.0f tok/s", tq.back()) << samples::fmt(" (%.0f per cpu-s)", tc.back());
-      if (jax) {
-        json j = request(*jax, "steps " + std::to_string(o.quick));
-        jq.push_back(j["tokens"].get<double>() / j["seconds"].get<double>());
-        jc.push_back(j["tokens"].get<double>() / j["cpu_seconds"].get<double>());
-        info << samples::fmt(", JAX %.0f tok/s", jq.back()) << samples::fmt(" (%.0f per cpu-s)", jc.back());
-      }
-      info << samples::fmt(", speedup %.2f\n", lq.back() / tq.back());
-    }
-    const double lm_med = samples::median(lq), t_med = samples::median(tq);
-    const double lc_med = samples::median(lc), tc_med = samples::median(tc);
-    json summary{{"loom_median_tokens_per_s", lm_med},     {"torch_median_tokens_per_s", t_med},
-                 {"speedup", lm_med / t_med},               {"loom_median_tokens_per_cpu_s", lc_med},
-                 {"torch_median_tokens_per_cpu_s", tc_med}, {"cpu_speedup", lc_med / tc_med},
-                 {"train_step_compile_ms", lm.compile_ms(LM::Mode::train, o.bptt)}};
+/// One benchmark: loom's model and the peers on the same batchified splits.
+struct Bench {
+  const Options& o;
+  std::ostream& info;
+  NDArray train, valid, test;
+  LM& lm;
+  samples::Peer& torch;
+  samples::Peer* jax;  // null without --jax
+  int torch_threads, jax_threads;
+
+  int quick();
+  int epochs();
+  void summarize(const std::vector<double>& lrates, const std::vector<double>& trates,
+                 const std::vector<double>& jrates, double lvalid, double tvalid, double jvalid);
+};
+
+/// --quick: training speed only, rounds of --quick steps from the start of
+/// the data, alternating. Also per CPU-second (process time): on a loaded
+/// machine, with 1 thread each, the steadier measure.
+int Bench::quick() {
+  std::vector<double> lq, tq, lc, tc, jq, jc;
+  samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, 2);  // compile and warm up
+  request(torch, "steps 2");
+  if (jax) request(*jax, "steps 2");
+  for (int r = 0; r < 5; ++r) {
+    const double c0 = samples::cpu_seconds();
+    samples::EpochResult l = samples::pass(lm, LM::Mode::train, train, o.bptt, "train split", nullptr, o.quick);
+    const double lcpu = samples::cpu_seconds() - c0;
+    json t = request(torch, "steps " + std::to_string(o.quick));
+    lq.push_back(double(l.tokens) / l.seconds), lc.push_back(double(l.tokens) / lcpu);
+    tq.push_back(t["tokens"].get<double>() / t["seconds"].get<double>());
+    tc.push_back(t["tokens"].get<double>() / t["cpu_seconds"].get<double>());
+    info << "round " << r + 1 << samples::fmt(": loom %.0f tok/s", lq.back()) << samples::fmt(" (%.0f per cpu-s)", lc.back())
+         << samples::fmt(", PyTorch %.0f tok/s", tq.back()) << samples::fmt(" (%.0f per cpu-s)", tc.back());
     if (jax) {
-      summary["jax_median_tokens_per_s"] = samples::median(jq);
-      summary["jax_median_tokens_per_cpu_s"] = samples::median(jc);
+      json j = request(*jax, "steps " + std::to_string(o.quick));
+      jq.push_back(j["tokens"].get<double>() / j["seconds"].get<double>());
+      jc.push_back(j["tokens"].get<double>() / j["cpu_seconds"].get<double>());
+      info << samples::fmt(", JAX %.0f tok/s", jq.back()) << samples::fmt(" (%.0f per cpu-s)", jc.back());
     }
-    if (o.json) std::cout << summary.dump() << std::endl;
-    else
-      std::printf("median tokens/s  loom %.0f  PyTorch %.0f  speedup %.2f; per cpu-second loom %.0f  PyTorch %.0f  ratio %.2f%s\n",
-                  lm_med, t_med, lm_med / t_med, lc_med, tc_med, lc_med / tc_med,
-                  jax ? samples::fmt("; JAX %.0f tok/s", samples::median(jq)).c_str() : "");
-    return 0;
+    info << samples::fmt(", speedup %.2f\n", lq.back() / tq.back());
   }
+  const double lm_med = samples::median(lq), t_med = samples::median(tq);
+  const double lc_med = samples::median(lc), tc_med = samples::median(tc);
+  json summary{{"loom_median_tokens_per_s", lm_med},     {"torch_median_tokens_per_s", t_med},
+               {"speedup", lm_med / t_med},               {"loom_median_tokens_per_cpu_s", lc_med},
+               {"torch_median_tokens_per_cpu_s", tc_med}, {"cpu_speedup", lc_med / tc_med},
+               {"train_step_compile_ms", lm.compile_ms(LM::Mode::train, o.bptt)}};
+  if (jax) {
+    summary["jax_median_tokens_per_s"] = samples::median(jq);
+    summary["jax_median_tokens_per_cpu_s"] = samples::median(jc);
+  }
+  if (o.json) std::cout << summary.dump() << std::endl;
+  else
+    std::printf("median tokens/s  loom %.0f  PyTorch %.0f  speedup %.2f; per cpu-second loom %.0f  PyTorch %.0f  ratio %.2f%s\n",
+                lm_med, t_med, lm_med / t_med, lc_med, tc_med, lc_med / tc_med,
+                jax ? samples::fmt("; JAX %.0f tok/s", samples::median(jq)).c_str() : "");
+  return 0;
+}
 
+/// --epochs full epochs on each side, alternating, with validation and annealing.
+int Bench::epochs() {
+  Session& s = lm.session();
   std::vector<double> lrates, trates, jrates;
   double best = INFINITY, lr_factor = 1.0, lvalid = 0, tvalid = 0, jvalid = NAN;
   for (int64_t e = 1; e <= o.epochs; ++e) {
@@ -192,6 +192,14 @@ int run(const Options& o) {
                   jax ? samples::fmt(" | JAX %.0f tok/s", jrates.back()).c_str() : "");
     std::fflush(stdout);
   }
+  summarize(lrates, trates, jrates, lvalid, tvalid, jvalid);
+  return 0;
+}
+
+/// After the last epoch: the test split and the medians.
+void Bench::summarize(const std::vector<double>& lrates, const std::vector<double>& trates,
+                      const std::vector<double>& jrates, double lvalid, double tvalid, double jvalid) {
+  Session& s = lm.session();
   const double ltest = std::exp(samples::pass(lm, LM::Mode::eval, test, o.bptt, "test split", nullptr).loss);
   const double ttest = request(torch, "test")["test_ppl"].get<double>();
   const double lm_med = samples::median(lrates), t_med = samples::median(trates);
@@ -205,7 +213,7 @@ int run(const Options& o) {
                {"loom_test_ppl", ltest},
                {"torch_test_ppl", ttest},
                {"loom_threads", s.options().threads},
-               {"torch_threads", best_t},
+               {"torch_threads", torch_threads},
                {"train_step_compile_ms", lm.compile_ms(LM::Mode::train, o.bptt)}};
   if (jax) {
     summary["jax_median_tokens_per_s"] = samples::median(jrates);
@@ -226,7 +234,35 @@ int run(const Options& o) {
     std::printf("loom's training step (T = %lld): plan compiled in %.1f ms\n", (long long)o.bptt,
                 lm.compile_ms(LM::Mode::train, o.bptt));
   }
-  return 0;
+}
+
+int run(const Options& o) {
+  std::ostream& info = o.json ? std::cerr : std::cout;
+  const std::string dir = samples::prepare_corpus(o.data, o.fortunes, o.corpus_dir, o.min_count, info);
+  const std::string script = samples::find_script(o.script, "lm_torch.py");
+  data::Corpus corpus(dir);
+  const int64_t V = corpus.dictionary.size();
+  const NDArray train = data::batchify(corpus.train, o.batch), valid = data::batchify(corpus.valid, o.eval_batch);
+  const NDArray test = data::batchify(corpus.test, o.eval_batch);
+  data::batch_starts(valid, o.bptt, "valid split");
+  data::batch_starts(test, o.bptt, "test split");
+
+  const int best_t = fastest_torch_threads(o, dir, script, info);
+  samples::Peer torch(peer_args(o, dir, best_t, script), "PyTorch");
+  const int jax_threads = o.jax_threads > 0 ? o.jax_threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  std::unique_ptr<samples::Peer> jax;
+  if (o.jax) jax = std::make_unique<samples::Peer>(peer_args(o, dir, jax_threads, samples::find_script("", "lm_jax.py")), "JAX");
+  LM lm(o, V);
+  if (lm.transformer())
+    info << "transformer " << o.layers << " layers, d_model " << o.d_model << ", " << o.heads << " heads, ffn " << o.ffn
+         << " (vocabulary " << V << "), seq-len ";
+  else
+    info << o.model << " " << o.layers << "x" << o.hidden << " (embed " << o.embed << ", vocabulary " << V << "), bptt ";
+  info << o.bptt << ", batch " << o.batch << ", " << o.opt << " lr " << o.lr << " clip " << o.clip << ", dropout "
+       << o.dropout << "; loom " << lm.session().options().threads << " threads, PyTorch " << best_t << "\n";
+
+  Bench b{o, info, train, valid, test, lm, torch, jax.get(), best_t, jax_threads};
+  return o.quick > 0 ? b.quick() : b.epochs();
 }
 
 }  // namespace
