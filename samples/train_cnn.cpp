@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -30,14 +29,11 @@
 #include "samples/distributed.hpp"
 #include "samples/models.hpp"
 #include "samples/profile.hpp"
-#include "samples/progress.hpp"
 #include "samples/training.hpp"
 
 namespace po = boost::program_options;
 using namespace loom;
-using Clock = std::chrono::steady_clock;
 using samples::fmt;
-using samples::Progress;
 
 namespace {
 
@@ -143,35 +139,12 @@ class Trainer {
   }
 
   /// One epoch of training steps (epoch e of those up to `last`), with a progress bar on a terminal.
-  samples::EpochResult train_epoch(int64_t e, int64_t last) {
-    Progress bar(tty_, e, last, train_.size());
-    double total_loss = 0, total_right = 0;
-    int64_t images = 0, done = 0;
-    auto t0 = Clock::now();
-    for (const data::Batch& b : train_.epoch(e - 1)) {
-      std::vector<NDArray> out =
-          s_->run({train_graph_->loss, train_graph_->correct}, {{x_, b[0]}, {y_, b[1]}}, {train_graph_->step});
-      const int64_t n = std::min(a_.batch * dist_.size(), d_.train->size() - images);  // rows of the global batch
-      total_loss += out[0].item() * double(n);
-      total_right += out[1].item();
-      images += n;
-      bar.update(++done, images, total_loss / double(images), total_right / double(images));
-    }
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    bar.clear();
-    if (images == 0) fail("epoch ", e, " had no batches (is the training set empty?)");
-    if (!std::isfinite(total_loss))
-      fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
-    return {total_loss / double(images), total_right / double(images), seconds, images};
-  }
+  samples::EpochResult train_epoch(int64_t e, int64_t last) { return samples::train_epoch(loop(), e, last); }
 
   /// Accuracy on the test set (all ranks' parts), with the running statistics averaged over the ranks first.
   double evaluate() {
     if (average_buffers_.valid()) s_->run({}, {}, {average_buffers_});
-    double right = 0;
-    for (const data::Batch& b : test_.epoch(0))
-      right += s_->run({train_graph_->eval_correct}, {{x_, b[0]}, {y_, b[1]}})[0].item();
-    return right / double(d_.test->size());
+    return samples::evaluate(loop());
   }
 
   /// The model's state_dict and the optimizer state after epoch `e`.
@@ -188,6 +161,8 @@ class Trainer {
   }
 
  private:
+  samples::ImageLoop loop() { return {*s_, *train_graph_, x_, y_, train_, test_, a_.batch * dist_.size(), tty_}; }
+
   /// The model built twice over shared variables: training mode for the step, eval mode for testing.
   void build_graph() {
     x_ = g_.placeholder("x", {-1, d_.channels, d_.size, d_.size});

@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -27,15 +26,12 @@
 #include "samples/distributed.hpp"
 #include "samples/models.hpp"
 #include "samples/profile.hpp"
-#include "samples/progress.hpp"
 #include "samples/training.hpp"
 #include "samples/trace.hpp"
 
 namespace po = boost::program_options;
 using namespace loom;
-using Clock = std::chrono::steady_clock;
 using samples::fmt;
-using samples::Progress;
 
 namespace {
 
@@ -109,38 +105,9 @@ class Trainer {
   }
 
   /// One epoch of training steps (epoch e of those up to `last`), with a progress bar on a terminal.
-  samples::EpochResult train_epoch(int64_t e, int64_t last) {
-    Progress bar(tty_, e, last, train_.size());
-    double total_loss = 0, total_right = 0;
-    int64_t images = 0, done = 0;
-    auto t0 = Clock::now();
-    for (const data::Batch& b : train_.epoch(e - 1)) {
-      const bool traced = trace_.before_run();
-      std::vector<NDArray> out =
-          s_->run({train_graph_->loss, train_graph_->correct}, {{x_, b[0]}, {y_, b[1]}}, {train_graph_->step});
-      if (traced) trace_.after_run(*s_);
-      // Rows of the global batch (this rank holds part of them).
-      const int64_t n = std::min(a_.batch * dist_.size(), train_set_->size() - images);
-      total_loss += out[0].item() * double(n);
-      total_right += out[1].item();
-      images += n;
-      bar.update(++done, images, total_loss / double(images), total_right / double(images));
-    }
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    bar.clear();
-    if (images == 0) fail("epoch ", e, " had no batches (is --batch larger than the training set?)");
-    if (!std::isfinite(total_loss))
-      fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
-    return {total_loss / double(images), total_right / double(images), seconds, images};
-  }
-
+  samples::EpochResult train_epoch(int64_t e, int64_t last) { return samples::train_epoch(loop(), e, last); }
   /// Accuracy on the test set (all ranks' parts).
-  double evaluate() {
-    double right = 0;
-    for (const data::Batch& b : test_.epoch(0))
-      right += s_->run({train_graph_->eval_correct}, {{x_, b[0]}, {y_, b[1]}})[0].item();
-    return right / double(test_set_->size());
-  }
+  double evaluate() { return samples::evaluate(loop()); }
 
   /// The model's state_dict and the optimizer state after epoch `e`.
   void save(int64_t e) {
@@ -165,6 +132,10 @@ class Trainer {
   }
 
  private:
+  samples::ImageLoop loop() {
+    return {*s_, *train_graph_, x_, y_, train_, test_, a_.batch * dist_.size(), tty_, &trace_};
+  }
+
   /// The model built twice over shared variables: training mode for the step, eval mode for testing.
   void build_graph() {
     x_ = g_.placeholder("x", {-1, 28, 28});

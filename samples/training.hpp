@@ -1,9 +1,11 @@
 #pragma once
 // What the image trainers (train_mnist, train_cnn) share: main's outline, the
-// optimizer their options name, the checkpoint they resume from, the line
-// each epoch reports, and the run's outline.
+// optimizer their options name, the checkpoint they resume from, the epoch
+// of training steps and the evaluation, the line each epoch reports, and the
+// run's outline.
 
 #include <boost/program_options.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -12,11 +14,14 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "frontend/data.hpp"
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
 #include "samples/cli.hpp"
 #include "samples/distributed.hpp"
 #include "samples/models.hpp"
+#include "samples/progress.hpp"
+#include "samples/trace.hpp"
 
 namespace loom::samples {
 
@@ -82,6 +87,52 @@ struct EpochResult {
   double loss, accuracy, seconds;
   int64_t images;
 };
+
+/// What an epoch of training steps and an evaluation run on. With R ranks,
+/// the loaders yield this rank's part of every global batch.
+struct ImageLoop {
+  Session& session;
+  const TrainingGraph& graph;
+  Tensor x, y;                 // the images' and labels' placeholders
+  data::DataLoader& train;
+  data::DataLoader& test;
+  int64_t global_batch;        // rows of a global batch (all ranks')
+  bool tty;                    // a progress bar on the terminal
+  TraceRecorder* trace = nullptr;  // --trace: records a few training steps
+};
+
+/// One epoch of training steps (epoch e of those up to `last`); the mean loss
+/// and accuracy are over the global batches.
+inline EpochResult train_epoch(const ImageLoop& l, int64_t e, int64_t last) {
+  Progress bar(l.tty, e, last, l.train.size());
+  const int64_t train_size = l.train.dataset().size();
+  double total_loss = 0, total_right = 0;
+  int64_t images = 0, done = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const data::Batch& b : l.train.epoch(e - 1)) {
+    const bool traced = l.trace && l.trace->before_run();
+    std::vector<NDArray> out = l.session.run({l.graph.loss, l.graph.correct}, {{l.x, b[0]}, {l.y, b[1]}}, {l.graph.step});
+    if (traced) l.trace->after_run(l.session);
+    const int64_t n = std::min(l.global_batch, train_size - images);  // rows of the global batch
+    total_loss += out[0].item() * double(n);
+    total_right += out[1].item();
+    images += n;
+    bar.update(++done, images, total_loss / double(images), total_right / double(images));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  bar.clear();
+  if (images == 0) fail("epoch ", e, " had no batches (is the training set empty?)");
+  if (!std::isfinite(total_loss)) fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
+  return {total_loss / double(images), total_right / double(images), seconds, images};
+}
+
+/// Accuracy on the test set (all ranks' parts).
+inline double evaluate(const ImageLoop& l) {
+  double right = 0;
+  for (const data::Batch& b : l.test.epoch(0))
+    right += l.session.run({l.graph.eval_correct}, {{l.x, b[0]}, {l.y, b[1]}})[0].item();
+  return right / double(l.test.dataset().size());
+}
 
 /// One epoch's line: a JSON object (epoch, train_loss, train_acc, test_acc, seconds, images_per_s) or text.
 inline void print_epoch(bool json, int64_t e, int64_t last, const EpochResult& r, double test_acc) {
