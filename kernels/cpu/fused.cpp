@@ -9,6 +9,7 @@
 // the end of each chunk, after every input of that chunk was read, so an
 // output may overwrite an input in place.
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <memory>
@@ -43,6 +44,7 @@ struct Program {
   std::vector<size_t> outputs;  // instruction of each output
   std::vector<Leaf> leaves;
   Shape shape;
+  bool root_direct = false;  // the last instruction writes output 0 itself (no copy from scratch)
 };
 
 template <class... Ops>
@@ -76,6 +78,10 @@ std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
   p->outputs.push_back(prog.instrs.size() - 1);
   for (int64_t k : prog.outs) p->outputs.push_back(size_t(k));
   LOOM_ASSERT(p->outputs.size() == c.out.size(), "fused: ", c.out.size(), " outputs for ", p->outputs.size());
+  // Safe also when output 0 took over an input's storage: the in-place pass
+  // gives it only inputs of the same layout, and every inner loop reads an
+  // element before it writes that element.
+  p->root_direct = std::count(p->outputs.begin(), p->outputs.end(), p->outputs[0]) == 1;
   const NDArray& out = c.out[0];
   p->shape = out.shape();
   for (const NDArray& a : c.in) {
@@ -171,9 +177,10 @@ void fused_kernel(const KernelCall& c) {
           int64_t r = in.arg[j];
           a[j] = r >= 0 ? leaf_ptr[size_t(r)] : static_cast<const void*>(slot(size_t(-r - 1)));
         }
-        in.fn(in.in, slot(k), a, m);
+        const bool direct = k + 1 == ni && p->root_direct;
+        in.fn(in.in, direct ? static_cast<char*>(c.out[0].raw()) + e0 * int64_t(c.out[0].itemsize()) : slot(k), a, m);
       }
-      for (size_t j = 0; j < p->outputs.size(); ++j) {
+      for (size_t j = p->root_direct ? 1 : 0; j < p->outputs.size(); ++j) {
         const NDArray& o = c.out[j];
         std::memcpy(static_cast<char*>(o.raw()) + e0 * int64_t(o.itemsize()), slot(p->outputs[j]),
                     size_t(m) * o.itemsize());
