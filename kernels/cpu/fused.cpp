@@ -5,9 +5,11 @@
 // of kernels/cpu/elementwise.hpp, generated from the shared list of
 // element-wise ops), so fused and unfused results are bitwise identical.
 //
-// The program's encoding is core/fused_program.hpp. Outputs are written at
-// the end of each chunk, after every input of that chunk was read, so an
-// output may overwrite an input in place.
+// The program's encoding is core/fused_program.hpp. Per chunk, the last
+// instruction writes output 0 directly and the other outputs are copied out
+// of scratch after every instruction ran. Output 0 may overwrite an input in
+// place: the in-place pass hands over only inputs of output 0's layout, and
+// every inner loop reads an element before it writes that element.
 
 #include <algorithm>
 #include <array>
@@ -78,9 +80,6 @@ std::shared_ptr<const void> prepare_fused(const KernelCall& c) {
   p->outputs.push_back(prog.instrs.size() - 1);
   for (int64_t k : prog.outs) p->outputs.push_back(size_t(k));
   LOOM_ASSERT(p->outputs.size() == c.out.size(), "fused: ", c.out.size(), " outputs for ", p->outputs.size());
-  // Safe also when output 0 took over an input's storage: the in-place pass
-  // gives it only inputs of the same layout, and every inner loop reads an
-  // element before it writes that element.
   p->root_direct = std::count(p->outputs.begin(), p->outputs.end(), p->outputs[0]) == 1;
   const NDArray& out = c.out[0];
   p->shape = out.shape();
