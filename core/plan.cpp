@@ -192,7 +192,20 @@ NDArray Plan::bind(int value) const {
     l.offset += int64_t(s.offset / dtype_size(v.type.dtype));
     return NDArray(arena, std::move(l), v.type.dtype);
   }
+  if (s.kind == StorageKind::feed) {  // the fed array may start anywhere in its buffer
+    Layout l = v.layout;
+    l.offset += s.source->array.layout().offset;
+    return NDArray(s.source->array.buffer(), std::move(l), v.type.dtype);
+  }
   return NDArray(s.source->array.buffer(), v.layout, v.type.dtype);
+}
+
+void Plan::bind_feeds(const Feeds& feeds) {
+  for (const FeedBinding& b : feed_bindings) {
+    const NDArray& a = feeds[size_t(b.feed)].second;
+    storages[size_t(b.storage)].source->array = a.device() == device ? a.compact() : a.to(device);
+    for (const FeedBinding::Reader& r : b.readers) steps[size_t(r.step)].in[size_t(r.slot)] = bind(r.value);
+  }
 }
 
 PlanInfo Plan::info() const {

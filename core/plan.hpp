@@ -28,11 +28,13 @@ struct PValue {
   Layout layout;      // element offsets relative to the storage's start
 };
 
-enum class StorageKind : uint8_t { arena, variable, constant };
+/// feed: a fed placeholder that CPU plans read in place from the caller's
+/// array (no copy, no arena bytes); Plan::bind_feeds points it at each run's.
+enum class StorageKind : uint8_t { arena, variable, constant, feed };
 
-/// The arrays behind a constant or variable storage.
+/// The arrays behind a constant, variable or feed storage.
 struct SourceArrays {
-  NDArray array;  // constants: the value on the plan's device; variables: bound at build
+  NDArray array;  // constants: the value on the plan's device; variables: bound at build; feeds: this run's
   NDArray host;   // constants: the value on the host (constant folding reads it)
 };
 
@@ -45,7 +47,7 @@ struct PStorage {
   bool pinned = false;        // fetched: lives to the end of the run
   bool merged = false;        // folded into another storage by in-place reuse
   int var_node = -1;          // variables: graph node id
-  std::shared_ptr<SourceArrays> source;  // constants and variables (kept apart: arena storages are most)
+  std::shared_ptr<SourceArrays> source;  // constants, variables, feeds (kept apart: arena storages are most)
   std::vector<int> writers;   // executable nodes writing it, in schedule order (access)
   std::vector<int> readers;   // executable nodes reading it (access)
 };
@@ -101,6 +103,16 @@ struct Step {
   std::shared_ptr<const Epilogue> epilogue;  // the node's epilogue, bound to this step's arrays
 };
 
+/// A feed read in place: its storage and the step inputs bound to it.
+struct FeedBinding {
+  int feed = -1;  // index into the run's feeds
+  int storage = -1;
+  struct Reader {
+    int step, slot, value;
+  };
+  std::vector<Reader> readers;
+};
+
 class Plan {
  public:
   HugeVector<PNode> nodes;
@@ -112,6 +124,7 @@ class Plan {
   HugeVector<std::vector<int>> succ;      // per position: positions waiting on it
   std::vector<int> fetch_values;
   HugeVector<Step> steps;
+  std::vector<FeedBinding> feed_bindings;  // bind
   std::shared_ptr<Buffer> arena;
   PlanStats stats;
   Device device;
@@ -123,6 +136,9 @@ class Plan {
 
   /// NDArray of a value bound to its storage.
   NDArray bind(int value) const;
+  /// Points the feeds read in place at this run's arrays (through a compact
+  /// copy where one is not compact or not on the plan's device).
+  void bind_feeds(const Feeds& feeds);
   PlanInfo info() const;
   /// Graphviz DOT of the plan (core/plan_dot.cpp).
   std::string dot() const;

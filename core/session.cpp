@@ -368,7 +368,8 @@ PlanInfo Session::plan_info(const std::vector<Tensor>& fetches, const Feeds& fee
 }
 
 namespace {
-/// A feed step: the fed array into the step's buffer. A host feed to a device
+/// A feed step of a device plan (CPU plans read feeds in place: Plan::bind_feeds):
+/// the fed array into the step's buffer. A host feed to a device
 /// goes through the step's pinned buffer, ordered on the session's stream
 /// (after the kernels still reading the old contents).
 void copy_feed(Step& s, const NDArray& src, const Device& device, DeviceBackend& dev, void* stream) {
@@ -419,6 +420,7 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
     ~Return() { s->release(l); }
   } give_back{this, lease};
   Plan& plan = *lease.plan;
+  plan.bind_feeds(feeds);
   KernelContext ctx{options_.device, impl_->stream, options_.seed, impl_->run_counter.fetch_add(1)};
   const bool profile = options_.profile, check = options_.check_numerics;
   RunProfile prof;

@@ -2,7 +2,9 @@
 //   reads:       the schedule, values and their storages' offsets, kernels
 //   establishes: the plan's arena (allocated once), one Step per position
 //                with its inputs and outputs bound to memory, its workspace,
-//                and the state its kernel's prepare() returns; the step count.
+//                and the state its kernel's prepare() returns; the step count;
+//                the step inputs that read feeds in place (feed_bindings;
+//                their feed steps copy nothing).
 
 #include <algorithm>
 
@@ -48,7 +50,9 @@ Step bind_step(const Plan& p, const PNode& n, int id) {
   s.name = &n.name;
   s.op = n.op ? &n.op->name : nullptr;
   s.key = node_key(n, id);
-  s.feed = n.feed;
+  const bool in_place = n.kind == NodeKind::feed && p.storages[size_t(p.values[size_t(n.out[0])].storage)].kind ==
+                                                        StorageKind::feed;
+  s.feed = in_place ? -1 : n.feed;
   if (n.workspace >= 0) {
     const PStorage& w = p.storages[size_t(n.workspace)];
     s.workspace = static_cast<char*>(p.arena->data()) + w.offset;
@@ -63,6 +67,26 @@ Step bind_step(const Plan& p, const PNode& n, int id) {
     s.state = n.kernel->prepare(call);
   }
   return s;
+}
+
+/// Which step inputs read each feed storage (directly or through views).
+void bind_feed_readers(Plan& p) {
+  p.feed_bindings.clear();
+  std::vector<int> binding(p.storages.size(), -1);
+  for (const PNode& n : p.nodes) {
+    if (n.kind != NodeKind::feed) continue;
+    const int st = p.values[size_t(n.out[0])].storage;
+    if (p.storages[size_t(st)].kind != StorageKind::feed) continue;
+    binding[size_t(st)] = int(p.feed_bindings.size());
+    p.feed_bindings.push_back({n.feed, st, {}});
+  }
+  for (size_t pos = 0; pos < p.order.size(); ++pos) {
+    const PNode& n = p.nodes[size_t(p.order[pos])];
+    for (size_t k = 0; k < n.in.size(); ++k) {
+      const int b = binding[size_t(p.values[size_t(n.in[k])].storage)];
+      if (b >= 0) p.feed_bindings[size_t(b)].readers.push_back({int(pos), int(k), n.in[k]});
+    }
+  }
 }
 
 }  // namespace
@@ -80,6 +104,7 @@ void bind(Compilation& c) {
     p.steps.push_back(bind_step(p, p.nodes[size_t(id)], id));
     p.stats.steps += p.steps.back().fn != nullptr;
   }
+  bind_feed_readers(p);
 }
 
 }  // namespace loom

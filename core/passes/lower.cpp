@@ -6,7 +6,8 @@
 //                its kind (kernel, view, feed, source, no-op), its kernel for
 //                the plan's device (or the host fallback), output layouts and
 //                storages (views alias their input, constants and variables
-//                have their own, everything else a fresh arena storage), and
+//                have their own, feeds of CPU plans a feed storage read in
+//                place, everything else a fresh arena storage), and
 //                the kernel's workspace; Plan::fetch_values and the targets.
 
 #include <algorithm>
@@ -161,6 +162,12 @@ void Lowering::place_outputs(const Node& gn, PNode& node) {
     p.values[size_t(node.out[0])].storage = target.storage;
     p.values[size_t(node.out[0])].layout = target.layout;
     node.writes_var = true;
+  } else if (node.kind == NodeKind::feed && p.device.is_cpu()) {  // read in place (Plan::bind_feeds)
+    PValue& v = p.values[size_t(node.out[0])];
+    const NDArray& a = (*c.req.feeds)[size_t(node.feed)].second;
+    v.storage = p.add_storage(StorageKind::feed, a.nbytes());
+    p.storages[size_t(v.storage)].source = std::make_shared<SourceArrays>(SourceArrays{a.to(p.device).compact(), {}});
+    v.layout = Layout::compact(v.type.shape);
   } else if (node.kind == NodeKind::kernel || node.kind == NodeKind::feed) {
     for (int o : node.out) {
       PValue& v = p.values[size_t(o)];

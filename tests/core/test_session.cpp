@@ -201,6 +201,50 @@ TEST_SUITE("core/session") {
     }
   }
 
+  TEST_CASE("CPU plans read feeds in place: no arena copy, the caller's array never written, any layout") {
+    Graph g;
+    Tensor x = g.placeholder("x", {64, 32});
+    Tensor y = relu(x) * 2.0 + 1.0;                 // x dies here: an arena input would be written over
+    Tensor r = reshape(x, {32, 64});                // a view of the feed, fetched
+    Tensor t = matmul(transpose(x), x) + sum(x);    // x read through a view, and again
+    // Each output from the fed values alone (a plain loop over a compact copy).
+    auto check_outputs = [&](const std::vector<NDArray>& out, const NDArray& fed) {
+      const std::vector<float> a = fed.compact().to_vector<float>();
+      double total = 0;
+      for (float v : a) total += v;
+      const std::vector<float> yv = out[0].to_vector<float>(), rv = out[1].to_vector<float>();
+      for (size_t i = 0; i < a.size(); ++i) {
+        CHECK(yv[i] == std::max(a[i], 0.0f) * 2.0f + 1.0f);
+        CHECK(rv[i] == a[i]);
+      }
+      for (int64_t i = 0; i < 32; ++i)
+        for (int64_t j = 0; j < 32; ++j) {
+          double dot = 0;
+          for (int64_t k = 0; k < 64; ++k) dot += double(a[size_t(k * 32 + i)]) * a[size_t(k * 32 + j)];
+          CHECK(out[2].at({i, j}) == doctest::Approx(dot + total).epsilon(1e-4));
+        }
+    };
+    const NDArray wide = rand({64, 40}, 3), tall = rand({65, 32}, 4), flipped = rand({32, 64}, 5);
+    const std::vector<NDArray> arrays{rand({64, 32}, 1), rand({64, 32}, 2),
+                                      wide.slice({Slice::all(), Slice::range(4, 36)}),  // strided rows: copied
+                                      tall.slice({Slice::range(1, 65)}),                // compact at an offset
+                                      flipped.transpose()};                              // not compact
+    for (bool fusion : {true, false})
+      for (Executor ex : {Executor::serial, Executor::parallel}) {
+        CAPTURE(fusion);
+        Session s(g, {.threads = 2, .executor = ex, .fusion = fusion});
+        for (const NDArray& a : arrays) {  // one plan, bound to each run's array
+          const NDArray before = a.clone();
+          check_outputs(s.run({y, r, t}, {{x, a}}), a);
+          CHECK(test::identical(a.compact(), before));
+        }
+        CHECK(s.stats().plans_compiled == 1);
+        const PlanInfo info = s.plan_info({y, r, t}, {{x, arrays[0]}});
+        for (const PlanInfo::Buffer& b : info.buffers)  // no arena buffer holds a copy of x
+          for (int w : b.writers) CHECK(info.steps[size_t(w)].op != "placeholder");
+      }
+  }
+
   TEST_CASE("run-time errors name the placeholder or node; the session stays usable") {
     Graph g;
     Tensor x = g.placeholder("x", {-1, 3});
