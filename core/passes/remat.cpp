@@ -11,8 +11,9 @@
 //                deps and wave_end cover the copies. The arena is measured
 //                by running lifetimes, inplace and placement on a scratch
 //                copy of the plan, so the budget is met exactly as the plan
-//                reports it. Throws loom::Error when no plan fits, with the
-//                smallest arena reached.
+//                reports it. A plan that does not fit is searched again with
+//                its copies as ordinary nodes (levels). Throws loom::Error
+//                when no plan fits, with the smallest arena reached.
 //
 // Strategies: Chen et al. 2016 (segments of the activations the backward
 // reads, one checkpoint kept per segment, the rest recomputed segment by
@@ -506,6 +507,27 @@ std::pair<Trial, std::string> search(const Base& b, const Trial& base, size_t bu
   return {std::move(c), "chen"};
 }
 
+/// The plan rewritten with `t`'s copies, searched again while it does not fit:
+/// there the copies are ordinary nodes, so one still live across the new peak
+/// can be recomputed in turn (a value computed a third time), as long as each
+/// level lowers the arena. Returns the last level's trial, with the FLOPs and
+/// copies of all levels.
+Trial deepen(const Compilation& c, const Base& b, Trial t, size_t budget, Plan& out) {
+  constexpr int kLevels = 4;
+  out = Rewrite(b, t.set).p;
+  for (int level = 2; level <= kLevels && !fits(t, budget); ++level) {
+    Compilation deeper(c.req, out);
+    deeper.targets = c.targets;  // node ids stay: rewrites only append nodes and drop unread ones
+    const Base next(deeper);
+    Trial u = search(next, evaluate(next, {}), budget, c.opt.remat).first;
+    if (u.arena >= t.arena) break;
+    u.flops += t.flops, u.recomputed += t.recomputed;
+    out = Rewrite(next, u.set).p;
+    t = std::move(u);
+  }
+  return t;
+}
+
 }  // namespace
 
 std::string_view remat_name(Remat r) {
@@ -567,12 +589,13 @@ void remat(Compilation& c) {
   if (fits(base, budget)) return;
   LOOM_CHECK(c.opt.remat != Remat::off, "the plan's arena of ", base.arena, " bytes exceeds memory_budget (", budget,
              " bytes); set remat = Remat::automatic to recompute activations instead of keeping them");
-  auto [t, name] = search(b, base, budget, c.opt.remat);
+  auto [first, name] = search(b, base, budget, c.opt.remat);
+  Plan plan;
+  const Trial t = first.set.empty() ? first : deepen(c, b, std::move(first), budget, plan);
   LOOM_CHECK(fits(t, budget), "memory_budget of ", budget, " bytes cannot be met: the smallest arena reached by ",
              remat_name(c.opt.remat), " recomputation is ", std::min(t.arena, base.arena), " bytes (", base.arena,
              " without)");
-  Rewrite rw(b, t.set);
-  c.plan = std::move(rw.p);
+  c.plan = std::move(plan);
   st.remat_strategy = name;
   st.recomputed = t.recomputed;
   st.recompute_flops = t.flops;

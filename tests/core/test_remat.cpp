@@ -229,6 +229,32 @@ TEST_SUITE("remat") {
     CHECK(sweep(g, k, {.threads = 2, .executor = Executor::parallel, .seed = 17}, {0.9}, 1) > 0);
   }
 
+  TEST_CASE("the rewritten plan searched again: budgets one search cannot reach, with the same bits") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 1, 28, 28}), y = g.placeholder("y", {-1}, int64);
+    nn::ResNet9 model;
+    Tensor loss = nn::cross_entropy(model(x), y);
+    optim::Adam opt(model, {.lr = 1e-3});
+    Case k{{loss}, {opt.minimize(loss)}, {{x, rand({32, 1, 28, 28}, 8)}, {y, NDArray::zeros({32}, int64)}}};
+    const SessionOptions o{.threads = 1, .seed = 17, .atomic_updates = false};
+    Scheduled sc(g, k, o);
+    const size_t one_search = remat_search(sc.c, 0, Remat::automatic).arena;  // the smallest one search reaches
+    SessionOptions r = o;
+    r.remat = Remat::automatic;
+    r.memory_budget = 1;  // out of reach: the error names the smallest arena the levels of search reach
+    const std::string err = error_of([&] { Session(g, r).run(k.fetches, k.feeds, k.targets); });
+    const size_t at = err.find("recomputation is ");
+    REQUIRE(at != std::string::npos);
+    r.memory_budget = std::stoull(err.substr(at + 17));
+    CHECK(r.memory_budget < one_search);
+    Session s(g, r);
+    s.initialize();
+    const PlanInfo info = s.plan_info(k.fetches, k.feeds, k.targets);
+    CHECK(info.arena_bytes <= r.memory_budget);
+    test::verify_plan(info);
+    check_identical(run_steps(g, k, o, 2), run_steps(g, k, r, 2));
+  }
+
   TEST_CASE("recomputed nodes are in the plan: named, verified, random ops drawing the same numbers") {
     Graph g;
     Tensor x = g.placeholder("x", {64, 64});
