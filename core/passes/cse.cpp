@@ -9,9 +9,9 @@
 //                storages views alias (lower gave a view its input's storage:
 //                a view of a merged value must alias the surviving one).
 
-#include <algorithm>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "core/passes/passes.hpp"
 
@@ -34,6 +34,39 @@ bool same(const PNode& a, const PNode& b) {
   return a.op == b.op && a.kind == b.kind && a.in == b.in && (a.attrs == b.attrs || *a.attrs == *b.attrs);
 }
 
+/// Nodes by hash, open addressing over a power-of-two table (linear probing):
+/// a multimap's allocation per entry and prime modulo were most of this pass.
+class NodeTable {
+ public:
+  explicit NodeTable(size_t nodes) {
+    size_t cap = 16;
+    while (cap < 2 * nodes) cap <<= 1;
+    slots_.assign(cap, {0, -1});
+  }
+  /// The first node recorded with hash h for which same(node) holds; else
+  /// records `id` under h and returns -1.
+  template <class Same>
+  int find_or_insert(size_t h, int id, Same&& same) {
+    const size_t mask = slots_.size() - 1;
+    for (size_t i = spread(h) & mask;; i = (i + 1) & mask) {
+      auto& [sh, sid] = slots_[i];
+      if (sid < 0) {
+        sh = h, sid = id;
+        return -1;
+      }
+      if (sh == h && same(sid)) return sid;
+    }
+  }
+
+ private:
+  static size_t spread(size_t h) {  // the low bits pick the slot: mix the high ones in
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+  }
+  std::vector<std::pair<size_t, int>> slots_;  // (hash, node id); id -1: empty
+};
+
 /// The bytes of a small graph constant, with its dtype and shape, or "" when it is not one.
 std::string constant_key(const Plan& p, const PNode& n) {
   if (n.op != core_op::constant || n.kind != NodeKind::source) return {};
@@ -50,8 +83,7 @@ void cse(Compilation& c) {
   std::vector<int> value_to(p.values.size()), node_to(p.nodes.size());
   for (size_t v = 0; v < value_to.size(); ++v) value_to[v] = int(v);
   for (size_t n = 0; n < node_to.size(); ++n) node_to[n] = int(n);
-  std::unordered_multimap<size_t, int> seen;
-  seen.reserve(p.nodes.size());
+  NodeTable seen(p.nodes.size());
   std::unordered_map<std::string, int> constants;
   std::vector<int> storage_to(p.storages.size());
   for (size_t k = 0; k < storage_to.size(); ++k) storage_to[k] = int(k);
@@ -81,11 +113,8 @@ void cse(Compilation& c) {
       continue;
     }
     if (!mergeable(n)) continue;
-    const size_t h = node_hash(n);
-    auto range = seen.equal_range(h);
-    auto it = std::find_if(range.first, range.second, [&](const auto& e) { return same(p.nodes[size_t(e.second)], n); });
-    if (it != range.second) merge(n, it->second);
-    else seen.emplace(h, int(id));
+    const int earlier = seen.find_or_insert(node_hash(n), int(id), [&](int e) { return same(p.nodes[size_t(e)], n); });
+    if (earlier >= 0) merge(n, earlier);
   }
   for (PValue& v : p.values)
     if (v.storage >= 0) v.storage = storage_of(v.storage);
