@@ -13,26 +13,42 @@ namespace loom {
 
 namespace {
 
+/// Flat state (no list per storage: this pass visits every value and read).
 struct Reuse {
   Plan& p;
-  std::vector<std::vector<int>> cur_readers;  // per storage: nodes that read its current contents so far
-  std::vector<std::vector<int>> values_in;    // per storage: the values it holds
+  std::vector<int> merged_into;  // per storage: the storage it was merged into, or itself
+  // Per storage, the nodes that read its current contents so far: a linked
+  // list through `reads` (head -1: none).
+  std::vector<int> head;
+  std::vector<std::pair<int, int>> reads;  // (node, next entry)
 
-  bool can_take(const PNode& n, size_t k, const PValue& out) const;
+  int storage_of(int v) {  // the storage value v lives in after the merges so far
+    int s = p.values[size_t(v)].storage;
+    while (merged_into[size_t(s)] != s) s = merged_into[size_t(s)] = merged_into[size_t(merged_into[size_t(s)])];
+    return s;
+  }
+  void read(int storage, int node) {
+    const int h = head[size_t(storage)];
+    if (h >= 0 && reads[size_t(h)].first == node) return;
+    reads.push_back({node, h});
+    head[size_t(storage)] = int(reads.size()) - 1;
+  }
+  bool can_take(const PNode& n, size_t k, int out_storage, const PValue& out);
   void merge(int id, int keep, int old);
 };
 
 /// Input k of n dies at n, is in the arena, and has out's shape, element size and whole storage.
-bool Reuse::can_take(const PNode& n, size_t k, const PValue& out) const {
+bool Reuse::can_take(const PNode& n, size_t k, int out_storage, const PValue& out) {
   const PValue& in = p.values[size_t(n.in[k])];
-  const PStorage& is = p.storages[size_t(in.storage)];
+  const int in_storage = storage_of(n.in[k]);
+  const PStorage& is = p.storages[size_t(in_storage)];
   if (is.kind != StorageKind::arena || is.pinned || is.merged || is.last != n.pos ||
-      is.bytes != p.storages[size_t(out.storage)].bytes || in.type.shape != out.type.shape ||
+      is.bytes != p.storages[size_t(out_storage)].bytes || in.type.shape != out.type.shape ||
       dtype_size(in.type.dtype) != dtype_size(out.type.dtype) || in.layout.offset != 0 || !in.layout.is_compact())
     return false;
   for (size_t j = 0; j < n.in.size(); ++j) {  // another input viewing the same storage differently
     const PValue& w = p.values[size_t(n.in[j])];
-    if (j != k && w.storage == in.storage &&
+    if (j != k && storage_of(n.in[j]) == in_storage &&
         !(w.layout.strides == in.layout.strides && w.layout.offset == 0 && w.type.shape == in.type.shape))
       return false;
   }
@@ -42,12 +58,10 @@ bool Reuse::can_take(const PNode& n, size_t k, const PValue& out) const {
 /// Node id writes its output (storage old) over storage keep.
 void Reuse::merge(int id, int keep, int old) {
   const int pos = p.nodes[size_t(id)].pos;
-  for (int r : cur_readers[size_t(keep)])  // readers of the old contents finish first
-    if (r != id) p.deps[size_t(pos)].push_back(p.nodes[size_t(r)].pos);
-  cur_readers[size_t(keep)].clear();
-  for (int v : values_in[size_t(old)]) p.values[size_t(v)].storage = keep;
-  values_in[size_t(keep)].insert(values_in[size_t(keep)].end(), values_in[size_t(old)].begin(), values_in[size_t(old)].end());
-  values_in[size_t(old)].clear();
+  for (int e = head[size_t(keep)]; e >= 0; e = reads[size_t(e)].second)  // readers of the old contents finish first
+    if (reads[size_t(e)].first != id) p.deps[size_t(pos)].push_back(p.nodes[size_t(reads[size_t(e)].first)].pos);
+  head[size_t(keep)] = -1;
+  merged_into[size_t(old)] = keep;
   PStorage &k = p.storages[size_t(keep)], &m = p.storages[size_t(old)];
   k.last = std::max(k.last, m.last);
   k.writers.insert(k.writers.end(), m.writers.begin(), m.writers.end());
@@ -62,26 +76,25 @@ void Reuse::merge(int id, int keep, int old) {
 void inplace(Compilation& c) {
   if (c.opt.memory == MemoryStrategy::naive) return;
   Plan& p = c.plan;
-  Reuse r{p, std::vector<std::vector<int>>(p.storages.size()), std::vector<std::vector<int>>(p.storages.size())};
-  for (size_t v = 0; v < p.values.size(); ++v)
-    if (p.values[v].storage >= 0) r.values_in[size_t(p.values[v].storage)].push_back(int(v));
+  Reuse r{p, std::vector<int>(p.storages.size()), std::vector<int>(p.storages.size(), -1), {}};
+  for (size_t s = 0; s < p.storages.size(); ++s) r.merged_into[s] = int(s);
   for (int id : p.order) {
     const PNode& n = p.nodes[size_t(id)];
-    for (size_t k = 0; k < n.in.size(); ++k) {
-      if (is_shape_only(n, k)) continue;
-      auto& cur = r.cur_readers[size_t(p.values[size_t(n.in[k])].storage)];
-      if (cur.empty() || cur.back() != id) cur.push_back(id);
-    }
+    for (size_t k = 0; k < n.in.size(); ++k)
+      if (!is_shape_only(n, k)) r.read(r.storage_of(n.in[k]), id);
     if (n.kind != NodeKind::kernel || !n.op || !n.op->inplace || n.out.size() != 1) continue;
     const PValue& out = p.values[size_t(n.out[0])];
-    const PStorage& os = p.storages[size_t(out.storage)];
+    const int out_storage = r.storage_of(n.out[0]);
+    const PStorage& os = p.storages[size_t(out_storage)];
     if (os.kind != StorageKind::arena || os.pinned) continue;
     for (size_t k = 0; k < n.in.size(); ++k)
-      if (r.can_take(n, k, out)) {
-        r.merge(id, p.values[size_t(n.in[k])].storage, out.storage);
+      if (r.can_take(n, k, out_storage, out)) {
+        r.merge(id, r.storage_of(n.in[k]), out_storage);
         break;
       }
   }
+  for (size_t v = 0; v < p.values.size(); ++v)
+    if (p.values[v].storage >= 0) p.values[v].storage = r.storage_of(int(v));
 }
 
 }  // namespace loom
