@@ -157,20 +157,30 @@ int Plan::add_node(PNode node) {
   return int(nodes.size()) - 1;
 }
 
+Adjacency Adjacency::transpose() const {
+  Adjacency t;
+  t.start.assign(size() + 1, 0);
+  for (int j : items) ++t.start[size_t(j) + 1];
+  for (size_t i = 0; i < size(); ++i) t.start[i + 1] += t.start[i];
+  t.items.resize(items.size());
+  std::vector<int> fill(t.start.begin(), t.start.end() - 1);
+  for (size_t i = 0; i < size(); ++i)
+    for (int j : (*this)[i]) t.items[size_t(fill[size_t(j)]++)] = int(i);
+  return t;
+}
+
 std::vector<int> topological_order(const Plan& p) {
-  const size_t n = p.nodes.size();
-  std::vector<std::vector<int>> preds(n), succs(n);
+  Adjacency preds;
   std::vector<int> alive;
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < p.nodes.size(); ++i, preds.close()) {
     const PNode& node = p.nodes[i];
     if (!node.alive) continue;
     alive.push_back(int(i));
     for (size_t k = 0; k < node.in.size(); ++k)  // reads for the shape only wait for nothing
-      if (!is_shape_only(node, k)) preds[i].push_back(p.values[size_t(node.in[k])].producer);
-    preds[i].insert(preds[i].end(), node.after.begin(), node.after.end());
-    for (int d : preds[i]) succs[size_t(d)].push_back(int(i));
+      if (!is_shape_only(node, k)) preds.items.push_back(p.values[size_t(node.in[k])].producer);
+    preds.items.insert(preds.items.end(), node.after.begin(), node.after.end());
   }
-  return kahn_order<int>(alive, preds, succs, [](int i) { return i; });
+  return kahn_order<int>(alive, preds, preds.transpose(), [](int i) { return i; });
 }
 
 const OpDef* computing_op(const PNode& n, int v) {

@@ -10,8 +10,8 @@
 namespace loom {
 
 template <class Key, class Priority, class OnEmit>
-std::vector<int> kahn_order(const std::vector<int>& nodes, const std::vector<std::vector<int>>& preds,
-                            const std::vector<std::vector<int>>& succs, Priority&& priority, OnEmit&& on_emit) {
+std::vector<int> kahn_order(const std::vector<int>& nodes, const Adjacency& preds, const Adjacency& succs,
+                            Priority&& priority, OnEmit&& on_emit) {
   std::vector<int> indeg(preds.size(), 0), out;
   out.reserve(nodes.size());
   using Item = std::pair<Key, int>;

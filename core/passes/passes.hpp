@@ -128,6 +128,20 @@ void set_order(Plan& p, std::vector<int> order);
 /// leaves node ids out of order.
 std::vector<int> topological_order(const Plan& p);
 
+/// Per node id, a list of node ids, in two flat arrays (no allocation per
+/// node: the planner builds these for every node of every plan).
+struct Adjacency {
+  std::vector<int> start{0}, items;
+  /// Ends the list of the next node id (its items were appended).
+  void close() { start.push_back(int(items.size())); }
+  size_t size() const { return start.size() - 1; }
+  std::span<const int> operator[](size_t i) const {
+    return {items.data() + start[i], items.data() + start[i + 1]};
+  }
+  /// The lists the other way round: j in t[i] for each i in (*this)[j].
+  Adjacency transpose() const;
+};
+
 /// A topological order of `nodes` by Kahn's algorithm: among ready nodes, the
 /// smallest priority(i) (a Key) first. priority may change as nodes are
 /// emitted: a popped node whose priority changed is queued again (lazy
@@ -138,8 +152,8 @@ struct NoEmit {
   void operator()(int) const {}
 };
 template <class Key, class Priority, class OnEmit = NoEmit>
-std::vector<int> kahn_order(const std::vector<int>& nodes, const std::vector<std::vector<int>>& preds,
-                            const std::vector<std::vector<int>>& succs, Priority&& priority, OnEmit&& on_emit = {});
+std::vector<int> kahn_order(const std::vector<int>& nodes, const Adjacency& preds, const Adjacency& succs,
+                            Priority&& priority, OnEmit&& on_emit = {});
 
 }  // namespace loom
 

@@ -42,18 +42,32 @@ struct DepResolver {
 
   /// The executable nodes that must finish before non-executable node `id`'s outputs are usable.
   const std::vector<int>& ready_after(int id) {
-    if (!done[size_t(id)]) memo[size_t(id)] = deps_of(id), done[size_t(id)] = 1;
+    if (!done[size_t(id)]) {
+      std::vector<int> r;
+      append_deps(id, r);
+      memo[size_t(id)] = std::move(r), done[size_t(id)] = 1;
+    }
     return memo[size_t(id)];
   }
-  std::vector<int> deps_of(int id) {
-    std::vector<int> r;
+  /// Appends node id's executable predecessors to r (sorted, each once).
+  void append_deps(int id, std::vector<int>& r) {
+    const size_t from = r.size();
     const PNode& n = p.nodes[size_t(id)];
     for (size_t k = 0; k < n.in.size(); ++k)  // a read for the shape only waits for nothing
       if (!is_shape_only(n, k)) add(r, producer[size_t(n.in[k])]);
     for (int a : n.after) add(r, a);
-    std::sort(r.begin(), r.end());
-    r.erase(std::unique(r.begin(), r.end()), r.end());
-    return r;
+    std::sort(r.begin() + int64_t(from), r.end());
+    r.erase(std::unique(r.begin() + int64_t(from), r.end()), r.end());
+  }
+  /// Every node's executable predecessors (executable nodes only; the others' lists are empty).
+  Adjacency preds(std::vector<int>* exec_nodes = nullptr) {
+    Adjacency a;
+    for (size_t i = 0; i < p.nodes.size(); ++i, a.close()) {
+      if (!exec[i]) continue;
+      if (exec_nodes) exec_nodes->push_back(int(i));
+      append_deps(int(i), a.items);
+    }
+    return a;
   }
   void add(std::vector<int>& r, int x) {
     if (exec[size_t(x)]) r.push_back(x);
@@ -115,8 +129,8 @@ NodeMemory node_memory(const Plan& p) {
 }
 
 /// Memory-greedy: the ready node with the smallest bytes allocated minus bytes freed.
-std::vector<int> memory_greedy(const Plan& p, const std::vector<int>& exec, const std::vector<std::vector<int>>& preds,
-                               const std::vector<std::vector<int>>& succs) {
+std::vector<int> memory_greedy(const Plan& p, const std::vector<int>& exec, const Adjacency& preds,
+                               const Adjacency& succs) {
   const NodeMemory m = node_memory(p);
   std::vector<int> pending(p.storages.size(), 0);
   for (size_t s = 0; s < p.storages.size(); ++s) pending[s] = int(p.storages[s].readers.size());
@@ -134,13 +148,13 @@ std::vector<int> memory_greedy(const Plan& p, const std::vector<int>& exec, cons
 
 /// Plan::order, PNode::pos and Plan::deps from an order and each node's
 /// executable predecessors.
-void set_order_from(Plan& p, std::vector<int> order, const std::vector<std::vector<int>>& preds) {
+void set_order_from(Plan& p, std::vector<int> order, const Adjacency& preds) {
   p.order = std::move(order);
   for (PNode& n : p.nodes) n.pos = -1;
   for (size_t i = 0; i < p.order.size(); ++i) p.nodes[size_t(p.order[i])].pos = int(i);
   p.deps.assign(p.order.size(), {});
   for (size_t i = 0; i < p.order.size(); ++i) {
-    const std::vector<int>& d = preds[size_t(p.order[i])];
+    const std::span<const int> d = preds[size_t(p.order[i])];
     p.deps[i].reserve(d.size());
     for (int x : d) p.deps[i].push_back(p.nodes[size_t(x)].pos);
   }
@@ -152,14 +166,8 @@ void schedule(Compilation& c) {
   Plan& p = c.plan;
   const size_t N = p.nodes.size();
   DepResolver res(p);
-  std::vector<std::vector<int>> preds(N), succs(N);
   std::vector<int> exec;
-  for (size_t i = 0; i < N; ++i) {
-    if (!executable(p.nodes[i])) continue;
-    exec.push_back(int(i));
-    preds[i] = res.deps_of(int(i));
-    for (int d : preds[i]) succs[size_t(d)].push_back(int(i));
-  }
+  const Adjacency preds = res.preds(&exec), succs = preds.transpose();
   auto post = [&](int i) { return int(p.nodes[size_t(i)].post_commit); };
   std::vector<int> program = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), 0, i}; });
   std::vector<int> level(N, 0);  // longest path from the inputs
@@ -188,9 +196,7 @@ void schedule(Compilation& c) {
 
 void set_order(Plan& p, std::vector<int> order) {
   DepResolver res(p);
-  std::vector<std::vector<int>> preds(p.nodes.size());
-  for (int i : order) preds[size_t(i)] = res.deps_of(i);
-  set_order_from(p, std::move(order), preds);
+  set_order_from(p, std::move(order), res.preds());
 }
 
 }  // namespace loom
