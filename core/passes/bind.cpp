@@ -80,6 +80,7 @@ void bind_feed_readers(Plan& p) {
     binding[size_t(st)] = int(p.feed_bindings.size());
     p.feed_bindings.push_back({n.feed, st, {}});
   }
+  if (p.feed_bindings.empty()) return;
   for (size_t pos = 0; pos < p.order.size(); ++pos) {
     const PNode& n = p.nodes[size_t(p.order[pos])];
     for (size_t k = 0; k < n.in.size(); ++k) {

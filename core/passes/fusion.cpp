@@ -53,6 +53,7 @@ struct Group {
   std::vector<std::pair<int, int64_t>> computed;  // values computed inside: (value id, instruction)
   std::vector<int> members;                      // absorbed nodes (not the root)
 
+  void clear() { leaves.clear(), instrs.clear(), computed.clear(), members.clear(); }
   int64_t computed_at(int v) const {
     for (auto [cv, ci] : computed)
       if (cv == v) return ci;
@@ -146,6 +147,7 @@ struct Fuser {
   std::vector<std::vector<int>> after_of;   // per node: nodes that must run after it
   std::vector<char> ordered, fetched;
   std::vector<std::unique_ptr<Group>> group;  // per root node
+  std::vector<std::unique_ptr<Group>> spare;  // groups absorbed, kept for new ones (no allocation per node)
   std::vector<int> rep;                       // node -> the root of its group (path-halving union-find)
   std::vector<int> mark;                      // visited / member marks, by epoch
   int epoch = 0;
@@ -246,13 +248,20 @@ void Fuser::absorb(int root, int member) {
   for (int m : group[size_t(member)]->members) rep[size_t(m)] = root;
   rep[size_t(member)] = root;
   p.nodes[size_t(member)].alive = false;
-  group[size_t(member)].reset();
+  spare.push_back(std::move(group[size_t(member)]));
 }
 
 /// Phase 1 at node id: a group of id and the producers only it reads.
 void Fuser::start_group(int id) {
   const PNode& n = p.nodes[size_t(id)];
-  auto g = std::make_unique<Group>();
+  std::unique_ptr<Group> g;
+  if (spare.empty()) {
+    g = std::make_unique<Group>();
+  } else {
+    g = std::move(spare.back());
+    spare.pop_back();
+    g->clear();
+  }
   Instr self{n.op, is_bool(id)};
   for (size_t k = 0; k < n.in.size(); ++k) {
     const int v = n.in[k], pid = producer[size_t(v)];
