@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "core/parallel.hpp"
 #include "core/passes/passes.hpp"
 
 namespace loom {
@@ -100,11 +101,17 @@ void bind(Compilation& c) {
     fail("allocating the plan's arena of ", p.stats.arena_bytes, " bytes on ", p.device.str(), ": ", e.what());
   }
   p.steps.clear();
+  p.steps.resize(p.order.size());
+  // Steps are independent (each reads the plan and writes its own): in
+  // parallel, with the hazards pass that runs beside this one.
+  parallel_for(int64_t(p.order.size()), 256, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const int id = p.order[size_t(i)];
+      p.steps[size_t(i)] = bind_step(p, p.nodes[size_t(id)], id);
+    }
+  });
   p.stats.steps = 0;
-  for (int id : p.order) {
-    p.steps.push_back(bind_step(p, p.nodes[size_t(id)], id));
-    p.stats.steps += p.steps.back().fn != nullptr;
-  }
+  for (const Step& s : p.steps) p.stats.steps += s.fn != nullptr;
   bind_feed_readers(p);
 }
 
