@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory_resource>
 #include <span>
 
 #include "core/fused_program.hpp"
@@ -46,12 +47,21 @@ struct Instr {
   int arity() const { return arg[0] == fused::kNoArg ? 0 : arg[1] == fused::kNoArg ? 1 : arg[2] == fused::kNoArg ? 2 : 3; }
 };
 
-/// A fused program under construction, rooted at its last node.
+/// A fused program under construction, rooted at its last node. Its lists
+/// come from the pass's monotonic memory (one per fusable node: allocating
+/// and freeing each was a fifth of the pass), given at construction.
 struct Group {
-  std::vector<int> leaves;                       // input value ids
-  std::vector<Instr> instrs;                     // dependency order; the last is the root
-  std::vector<std::pair<int, int64_t>> computed;  // values computed inside: (value id, instruction)
-  std::vector<int> members;                      // absorbed nodes (not the root)
+  std::pmr::vector<int> leaves;                       // input value ids
+  std::pmr::vector<Instr> instrs;                     // dependency order; the last is the root
+  std::pmr::vector<std::pair<int, int64_t>> computed;  // values computed inside: (value id, instruction)
+  std::pmr::vector<int> members;                      // absorbed nodes (not the root)
+
+  explicit Group(std::pmr::memory_resource* m) : leaves(m), instrs(m), computed(m), members(m) {}
+  Group(const Group& g, std::pmr::memory_resource* m)
+      : leaves(g.leaves, m), instrs(g.instrs, m), computed(g.computed, m), members(g.members, m) {}
+  Group(const Group&) = delete;  // a copy would take the default memory: say which
+  Group(Group&&) = default;
+  Group& operator=(Group&&) = default;
 
   void clear() { leaves.clear(), instrs.clear(), computed.clear(), members.clear(); }
   int64_t computed_at(int v) const {
@@ -85,10 +95,7 @@ struct Group {
 /// merged into consumer group g: q's instructions first, then g's, whose
 /// reads of q's values become instruction references.
 Group merge_producer(const Group& g, const Group& q, int q_out, int q_root) {
-  Group m;
-  m.instrs = q.instrs;
-  m.leaves = q.leaves;
-  m.computed = q.computed;
+  Group m(q, g.leaves.get_allocator().resource());
   m.computed.push_back({q_out, int64_t(q.instrs.size()) - 1});
   const int64_t shift = int64_t(q.instrs.size());
   std::vector<int64_t> leaf_ref(g.leaves.size());
@@ -146,8 +153,9 @@ struct Fuser {
   Lists consumers;                          // per value: the nodes reading it
   std::vector<std::vector<int>> after_of;   // per node: nodes that must run after it
   std::vector<char> ordered, fetched;
-  std::vector<std::unique_ptr<Group>> group;  // per root node
-  std::vector<std::unique_ptr<Group>> spare;  // groups absorbed, kept for new ones (no allocation per node)
+  std::pmr::monotonic_buffer_resource memory;  // the groups and their lists, freed at once with the pass
+  std::vector<Group*> group;                    // per root node (null: none)
+  std::vector<Group*> spare;                    // groups absorbed, reused for new ones
   std::vector<int> rep;                       // node -> the root of its group (path-halving union-find)
   std::vector<int> mark;                      // visited / member marks, by epoch
   int epoch = 0;
@@ -248,24 +256,25 @@ void Fuser::absorb(int root, int member) {
   for (int m : group[size_t(member)]->members) rep[size_t(m)] = root;
   rep[size_t(member)] = root;
   p.nodes[size_t(member)].alive = false;
-  spare.push_back(std::move(group[size_t(member)]));
+  spare.push_back(group[size_t(member)]);
+  group[size_t(member)] = nullptr;
 }
 
 /// Phase 1 at node id: a group of id and the producers only it reads.
 void Fuser::start_group(int id) {
   const PNode& n = p.nodes[size_t(id)];
-  std::unique_ptr<Group> g;
+  Group* g;
   if (spare.empty()) {
-    g = std::make_unique<Group>();
+    g = std::pmr::polymorphic_allocator<Group>(&memory).new_object<Group>(&memory);
   } else {
-    g = std::move(spare.back());
+    g = spare.back();
     spare.pop_back();
     g->clear();
   }
   Instr self{n.op, is_bool(id)};
   for (size_t k = 0; k < n.in.size(); ++k) {
     const int v = n.in[k], pid = producer[size_t(v)];
-    const Group* q = group[size_t(pid)].get();
+    const Group* q = group[size_t(pid)];
     // A bool root has no fused kernel, so it absorbs nothing.
     if (q && !is_bool(id) && consumers[size_t(v)].size() == 1 && !fetched[size_t(v)] && same_shape(pid, id)) {
       if (int(g->instrs.size() + q->instrs.size()) + 1 <= caps.max_instrs &&
@@ -277,7 +286,7 @@ void Fuser::start_group(int id) {
         self.arg[k] = fused::result_of(root);
         continue;
       }
-      Group trial = *g;
+      Group trial(*g, &memory);
       const int64_t root = trial.inline_group(*q);
       trial.computed.push_back({v, root});
       trial.members.push_back(pid);
@@ -293,13 +302,13 @@ void Fuser::start_group(int id) {
     self.arg[k] = g->ref(v);
   }
   g->instrs.push_back(self);
-  group[size_t(id)] = std::move(g);
+  group[size_t(id)] = g;
 }
 
 /// Calls f(root) for each group reading a value of group x (or ordered after it).
 template <class F>
 void Fuser::for_each_successor(int x, F&& f) {
-  const Group* g = group[size_t(x)].get();
+  const Group* g = group[size_t(x)];
   for (int v = out_begin[size_t(x)]; v < out_end[size_t(x)]; ++v)
     for (int c : consumers[size_t(v)]) f(find(c));
   if (!g) {
@@ -337,12 +346,12 @@ bool Fuser::other_path(int a, int b) {
 
 /// Phase 2 at root id: absorb producing groups whose values others read too.
 void Fuser::absorb_shared(int id) {
-  Group* g = group[size_t(id)].get();
+  Group* g = group[size_t(id)];
   if (!g || is_bool(id) || !p.nodes[size_t(id)].alive) return;
   tried.clear();
   for (size_t r = 0; r < g->leaves.size(); ++r) {
     const int a = find(producer[size_t(g->leaves[r])]);
-    const Group* q = group[size_t(a)].get();
+    const Group* q = group[size_t(a)];
     if (!q || a == id || !same_shape(a, id) || std::find(tried.begin(), tried.end(), a) != tried.end()) continue;
     tried.push_back(a);
     const int a_out = out_begin[size_t(a)];
@@ -359,7 +368,7 @@ void Fuser::absorb_shared(int id) {
 /// A group of two or more instructions becomes a fused node whose extra
 /// outputs are the computed values someone outside reads (or a fetch).
 void Fuser::emit(int id) {
-  const Group* g = group[size_t(id)].get();
+  const Group* g = group[size_t(id)];
   if (!g || g->instrs.size() < 2 || !p.nodes[size_t(id)].alive) return;
   PNode& n = p.nodes[size_t(id)];
   const KernelInfo* k = p.values[size_t(n.out[0])].type.dtype == float64 ? kernel64 : kernel32;
@@ -381,7 +390,7 @@ void Fuser::emit(int id) {
   n.op = &core_op::fused.def();
   n.attrs = std::make_shared<Attrs>(fused::encode(prog));
   n.kernel = k;
-  n.in = g->leaves;
+  n.in.assign(g->leaves.begin(), g->leaves.end());
   n.workspace = -1;
   p.stats.fused += int(g->instrs.size()) - 1;
 }
