@@ -60,7 +60,7 @@ std::vector<Tensor> composite_grad(const std::vector<Tensor>& in, double eps, bo
   const Tensor invstd = pow(var + eps, -0.5);
   const Tensor xhat = (x - per_channel(mean, r)) * per_channel(invstd, r);
   // Clamped pre-activations (<= 0) stop dy; a NaN one lets it through, as the kernels.
-  const Tensor g = relu ? where(xhat * per_channel(w, r) + per_channel(b, r) <= 0.0, zeros_like(dy), dy) : dy;
+  const Tensor g = relu ? where(xhat * per_channel(w, r) + per_channel(b, r) <= 0.0, 0.0, dy) : dy;
   const Tensor db = sum(g, axes), dw = sum(g * xhat, axes);
   const Tensor m = size(x, axes, x.dtype());
   const Tensor dx = per_channel(w * invstd, r) * (g - per_channel(db / m, r) - xhat * per_channel(dw / m, r));

@@ -231,7 +231,7 @@ const bool registered = [] {
       const Tensor &x = c.inputs[0], &w = c.inputs[1];
       Tensor dy = c.dout(0);
       // Only outputs the ReLU clamped (<= 0) stop dy; a NaN one lets it through (PyTorch's threshold_backward).
-      if (c.attrs.get_or("relu", false)) dy = where(c.outputs[0] <= 0.0, zeros_like(dy), dy);
+      if (c.attrs.get_or("relu", false)) dy = where(c.outputs[0] <= 0.0, 0.0, dy);
       const Attrs geo = geometry_of(c.attrs);
       std::vector<Tensor> r{x.graph().add1("conv2d_backward_data", {dy, w, x}, geo),
                             x.graph().add1("conv2d_backward_filter", {x, dy, w}, geo)};

@@ -214,9 +214,10 @@ const bool registered = [] {
             [](const GradContext& c) {
               // y <= 0 exactly where x <= 0 (-0 included; NaN passes dy, as PyTorch's
               // threshold_backward): reading the output lets the pre-activation die at relu
-              // (and a GEMM run bias and relu as one epilogue).
+              // (and a GEMM run bias and relu as one epilogue). A scalar zero, not a tensor
+              // of zeros: nothing to fill and keep (1 MB of a Transformer's backward).
               const Tensor& dy = c.dout(0);
-              return std::vector<Tensor>{where(c.outputs[0] <= 0.0, zeros_like(dy), dy)};
+              return std::vector<Tensor>{where(c.outputs[0] <= 0.0, 0.0, dy)};
             },
             unary_examples(-2, 2, true));
 
@@ -535,6 +536,7 @@ Tensor gt(const Tensor& a, const Tensor& b) { return G(a).add1("gt", {a, b}); }
 Tensor ge(const Tensor& a, const Tensor& b) { return G(a).add1("ge", {a, b}); }
 Tensor where(const Tensor& c, const Tensor& a, const Tensor& b) { return G(c).add1("where", {c, a, b}); }
 Tensor where(const Tensor& c, const Tensor& a, double b) { return where(c, a, scalar_like(a, b)); }
+Tensor where(const Tensor& c, double a, const Tensor& b) { return where(c, scalar_like(b, a), b); }
 Tensor cast(const Tensor& x, DType t) { return x.dtype() == t ? x : G(x).add1("cast", {x}, {{"dtype", t}}); }
 Tensor identity(const Tensor& x) { return G(x).add1("identity", {x}); }
 Tensor stop_gradient(const Tensor& x) { return G(x).add1("stop_gradient", {x}); }

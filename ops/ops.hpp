@@ -41,6 +41,7 @@ Tensor ge(const Tensor& a, const Tensor& b);
 /// cond ? a : b, element-wise with broadcasting; cond is bool.
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor where(const Tensor& cond, const Tensor& a, double b);
+Tensor where(const Tensor& cond, double a, const Tensor& b);
 Tensor cast(const Tensor& x, DType dtype);
 Tensor identity(const Tensor& x);
 /// x in the forward pass; blocks gradients.
