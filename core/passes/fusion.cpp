@@ -119,16 +119,10 @@ size_t merged_leaves(const Group& g, const Group& q, int q_out) {
   return n;
 }
 
-/// Lists per index in two flat arrays (consumers of each value).
-struct Lists {
-  std::vector<int> start, items;
-  std::span<const int> operator[](size_t i) const { return {items.data() + start[i], items.data() + start[i + 1]}; }
-};
-
 /// The alive nodes reading each value's data (each reader once; reads for the
 /// shape only do not count: a value only those read need not be an output).
-Lists readers_of_values(const Plan& p) {
-  Lists l;
+Adjacency readers_of_values(const Plan& p) {
+  Adjacency l;
   l.start.assign(p.values.size() + 1, 0);
   auto each = [&](auto&& f) {
     for (size_t i = 0; i < p.nodes.size(); ++i) {
@@ -150,7 +144,7 @@ Lists readers_of_values(const Plan& p) {
 struct Fuser {
   Plan& p;
   const FusionCaps& caps;
-  Lists consumers;                          // per value: the nodes reading it
+  Adjacency consumers;                      // per value: the nodes reading it
   std::vector<std::vector<int>> after_of;   // per node: nodes that must run after it
   std::vector<char> ordered, fetched;
   std::pmr::monotonic_buffer_resource memory;  // the groups and their lists, freed at once with the pass

@@ -128,8 +128,8 @@ void set_order(Plan& p, std::vector<int> order);
 /// leaves node ids out of order.
 std::vector<int> topological_order(const Plan& p);
 
-/// Per node id, a list of node ids, in two flat arrays (no allocation per
-/// node: the planner builds these for every node of every plan).
+/// Per index (a node or value id), a list of ids, in two flat arrays (no
+/// allocation per index: the planner builds these for every node of every plan).
 struct Adjacency {
   std::vector<int> start{0}, items;
   /// Ends the list of the next node id (its items were appended).
@@ -138,7 +138,8 @@ struct Adjacency {
   std::span<const int> operator[](size_t i) const {
     return {items.data() + start[i], items.data() + start[i + 1]};
   }
-  /// The lists the other way round: j in t[i] for each i in (*this)[j].
+  /// The lists the other way round: j in t[i] for each i in (*this)[j] (items
+  /// and indices are ids of one kind, as node -> nodes).
   Adjacency transpose() const;
 };
 
