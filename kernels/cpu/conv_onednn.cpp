@@ -204,7 +204,11 @@ std::shared_ptr<const Conv> make(const conv::Geometry& g, Pass pass, bool bias, 
   c->tasks = std::min<int64_t>(c->chunks, std::max(threads, 1));
   for (int64_t n : {c->nb, g.N - (c->chunks - 1) * c->nb}) {
     if (!c->kinds.empty() && n == c->kinds[0].n) break;
-    std::optional<Chunk> ch = describe(*c, n);
+    std::optional<Chunk> ch;
+    try {
+      ch = describe(*c, n);
+    } catch (const dnnl::error&) {  // geometry oneDNN rejects (e.g. a stride beyond its int range): im2col runs it
+    }
     if (!ch) return nullptr;
     c->kinds.push_back(std::move(*ch));
   }

@@ -54,7 +54,8 @@ std::vector<Geometry> kernel_geometries() {
            {9, 2, 3, 3},
            {.stride = {1, 2}, .padding = {2, 0, 1, 3}, .dilation = {2}, .groups = 3}},
           {"1x1 on a large map (one image per chunk)", {3, 4, 30, 31}, {6, 4, 1, 1}, {}},
-          {"5x5 pad 2 on a large map", {2, 3, 25, 27}, {4, 3, 5, 5}, {.padding = {2}}}};
+          {"5x5 pad 2 on a large map", {2, 3, 25, 27}, {4, 3, 5, 5}, {.padding = {2}}},
+          {"a stride beyond oneDNN's int range (im2col runs it)", {2, 3, 5, 6}, {4, 3, 3, 3}, {.stride = {int64_t(1) << 40, 2}}}};
 }
 
 /// True when a and b agree as the edge sweep compares: NaN where the other has NaN, equal
