@@ -45,6 +45,8 @@ std::shared_ptr<const Epilogue> bind_epilogue(const PNode& n, const Step& step, 
 Step bind_step(const Plan& p, const PNode& n, int id) {
   Step s;
   s.fn = n.kind == NodeKind::kernel ? n.kernel->fn : nullptr;
+  s.in.reserve(n.in.size());
+  s.out.reserve(n.out.size());
   for (int v : n.in) s.in.push_back(p.bind(v));
   for (int v : n.out) s.out.push_back(p.bind(v));
   s.attrs = n.attrs.get();

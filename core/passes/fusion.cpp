@@ -25,7 +25,7 @@
 //    A producer group is tried once per consumer group.
 
 #include <algorithm>
-#include <map>
+#include <unordered_map>
 #include <memory_resource>
 #include <span>
 
@@ -38,6 +38,14 @@ namespace {
 
 constexpr int kSearchBudget = 32;
 constexpr int kSearchWindow = 128;
+
+struct ShapeHash {
+  size_t operator()(const Shape& s) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t d : s) h = (h ^ uint64_t(d)) * 1099511628211ull;
+    return size_t(h);
+  }
+};
 
 /// An instruction under construction (fused::Instr without its op's name).
 struct Instr {
@@ -188,7 +196,7 @@ Fuser::Fuser(Plan& plan, const FusionCaps& c)
   for (size_t v = 0; v < p.values.size(); ++v) producer[v] = p.values[v].producer;
   kernel32 = find_kernel(core_op::fused.name(), p.device.kind, float32);
   kernel64 = find_kernel(core_op::fused.name(), p.device.kind, float64);
-  std::map<Shape, int> shapes;
+  std::unordered_map<Shape, int, ShapeHash> shapes;  // interned output shapes
   for (size_t i = 0; i < p.nodes.size(); ++i) {
     rep[i] = int(i);
     const PNode& n = p.nodes[i];
