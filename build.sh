@@ -139,7 +139,7 @@ case "$cmd" in
     sanitized
     seconds=${1:-60}
     [ $# -gt 0 ] && shift
-    targets=${*:-idx safetensors graph}
+    targets=${*:-idx safetensors cifar10 text graph}
     for t in $targets; do cmake --build build/asan -j "$JOBS" --target "fuzz_$t"; done
     mkdir -p build/fuzz/crashes
     for t in $targets; do

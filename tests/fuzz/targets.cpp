@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -15,12 +16,14 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 
 #include "core/autodiff.hpp"
 #include "core/philox.hpp"
 #include "core/session.hpp"
 #include "frontend/checkpoint.hpp"
 #include "frontend/data.hpp"
+#include "frontend/text.hpp"
 #include "ops/ops.hpp"
 
 namespace loom::fuzz {
@@ -106,6 +109,111 @@ int safetensors(const uint8_t* data, size_t size) {
   for (const auto& [name, t] : tensors)
     if (!back.count(name) || !same(t, back.at(name))) bug("tensor '" + name + "' does not round-trip");
   if (checkpoint::read_metadata(again) != meta) bug("metadata does not round-trip");
+  return 0;
+}
+
+int cifar10(const uint8_t* data, size_t size) {
+  const std::string path = put("input.bin", data, size);
+  std::pair<NDArray, NDArray> r;
+  if (!survives("read_cifar10_batch", [&] { r = data::read_cifar10_batch(path); })) return 0;
+  const auto& [images, labels] = r;
+  constexpr size_t kRecord = 1 + 3 * 32 * 32;
+  const int64_t n = labels.numel();
+  if (labels.dtype() != int64 || labels.ndim() != 1 || images.dtype() != uint8 || images.shape() != Shape{n, 3, 32, 32} ||
+      size_t(n) * kRecord != size)
+    bug("read_cifar10_batch: arrays of the wrong type or shape for " + std::to_string(size) + " bytes");
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* rec = data + size_t(i) * kRecord;
+    if (labels.data<int64_t>()[i] != rec[0] || labels.data<int64_t>()[i] >= 10 ||
+        std::memcmp(images.data<uint8_t>() + size_t(i) * (kRecord - 1), rec + 1, kRecord - 1) != 0)
+      bug("read_cifar10_batch: record " + std::to_string(i) + " does not match the file");
+  }
+  return 0;
+}
+
+namespace {
+
+/// A directory under scratch(), emptied.
+std::string fresh_dir(const char* name) {
+  const std::filesystem::path d = std::filesystem::path(scratch()) / name;
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
+}
+
+/// Every id names a word of the dictionary, and each word is a whitespace-free token.
+void check_ids(const data::Dictionary& d, const std::vector<int64_t>& ids, const char* what) {
+  for (int64_t id : ids) {
+    if (id < 0 || id >= d.size()) bug(std::string(what) + ": id out of the dictionary");
+    const std::string& w = d.word(id);
+    if (w.empty() || d.find(w) != id) bug(std::string(what) + ": dictionary word and id disagree");
+    for (char c : w)
+      if (c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\v' || c == '\f')
+        bug(std::string(what) + ": a word holds whitespace");
+  }
+}
+
+/// A small valid PTB corpus (its Corpus reads other files into its dictionary).
+const std::string& fixed_corpus() {
+  static const std::string dir = [] {
+    const std::string d = fresh_dir("fixed");
+    const std::string small = "a b\n";
+    for (const char* f : {"fixed/train.txt", "fixed/valid.txt", "fixed/test.txt"})
+      put(f, reinterpret_cast<const uint8_t*>(small.data()), small.size());
+    return d;
+  }();
+  return dir;
+}
+
+int64_t count_eos(const data::Dictionary& d, const std::vector<int64_t>& ids) {
+  const int64_t eos = d.find("<eos>");
+  return std::count(ids.begin(), ids.end(), eos);
+}
+
+}  // namespace
+
+int text(const uint8_t* data, size_t size) {
+  const std::string bytes(reinterpret_cast<const char*>(data), size);
+  // As the train split of a PTB corpus: every line ends in <eos>.
+  const std::string ptb = fresh_dir("ptb");
+  put("ptb/train.txt", data, size);
+  for (const char* f : {"valid.txt", "test.txt"}) std::filesystem::copy_file(fixed_corpus() + "/" + f, ptb + "/" + f);
+  std::unique_ptr<data::Corpus> corpus;
+  if (survives("Corpus", [&] { corpus = std::make_unique<data::Corpus>(ptb); })) {
+    check_ids(corpus->dictionary, corpus->train, "Corpus");
+    const int64_t lines = std::count(bytes.begin(), bytes.end(), '\n') + (!bytes.empty() && bytes.back() != '\n');
+    if (count_eos(corpus->dictionary, corpus->train) < lines) bug("Corpus: a line without its <eos>");
+  }
+  // As a fortune file: entries between "%" lines, tokenized; then the PTB
+  // corpus made from them reads back with the counts fortunes_to_ptb reported.
+  const std::string fortunes = fresh_dir("fortunes");
+  put("fortunes/input", data, size);
+  std::vector<std::vector<std::string>> entries;
+  if (!survives("read_fortunes", [&] { entries = data::read_fortunes(fortunes); })) return 0;
+  for (const auto& entry : entries)
+    for (const std::string& w : entry)
+      for (char c : w)
+        if (w.empty() || static_cast<unsigned char>(c) <= ' ' || (c >= 'A' && c <= 'Z'))
+          bug("read_fortunes: an empty, upper-case or whitespace-holding token");
+  const std::string out = fresh_dir("fortunes_ptb");
+  data::FortunesStats stats;
+  if (!survives("fortunes_to_ptb", [&] { stats = data::fortunes_to_ptb(fortunes, out); })) return 0;
+  if (stats.train.entries + stats.valid.entries + stats.test.entries != int64_t(entries.size()))
+    bug("fortunes_to_ptb: entries lost or added");
+  for (const auto& named : {std::pair{"train", &stats.train}, {"valid", &stats.valid}, {"test", &stats.test}}) {
+    const char* name = named.first;  // not a structured binding: clang 14's lambdas cannot capture one
+    const data::CorpusSplitStats* split = named.second;
+    data::Corpus c0(fixed_corpus());  // any corpus: tokenize() reads into its dictionary
+    std::vector<int64_t> ids;
+    const bool read = survives("Corpus::tokenize (fortunes)", [&] { ids = c0.tokenize(data::ptb_file(out, name)); });
+    if (!read) {
+      if (split->entries > 0) bug(std::string("fortunes_to_ptb: its ") + name + " split does not read back");
+      continue;
+    }
+    check_ids(c0.dictionary, ids, "Corpus (fortunes)");
+    if (int64_t(ids.size()) != split->tokens || count_eos(c0.dictionary, ids) != split->entries)
+      bug(std::string("fortunes_to_ptb: the ") + name + " split reads back with other token counts");
+  }
   return 0;
 }
 
