@@ -4,8 +4,12 @@
 //                storage of an input that dies at its node and covers that
 //                whole storage with the same layout (the output's storage is
 //                merged into it: PStorage::merged); the readers of the input
-//                run before the node (hazard edges in Plan::deps). Off with
-//                the naive memory strategy.
+//                run before the node (hazard edges in Plan::deps); likewise
+//                an element-wise epilogue step's output takes over a value
+//                its node computed that nothing else reads. Off with the
+//                naive memory strategy.
+
+#include <algorithm>
 
 #include "core/passes/passes.hpp"
 
@@ -34,7 +38,9 @@ struct Reuse {
     head[size_t(storage)] = int(reads.size()) - 1;
   }
   bool can_take(const PNode& n, size_t k, int out_storage, const PValue& out);
+  bool can_overwrite(const PNode& n, size_t step, int v, const PValue& out);
   void merge(int id, int keep, int old);
+  void epilogue_in_place(int id);
 };
 
 /// Input k of n dies at n, is in the arena, and has out's shape, element size and whole storage.
@@ -53,6 +59,42 @@ bool Reuse::can_take(const PNode& n, size_t k, int out_storage, const PValue& ou
       return false;
   }
   return true;
+}
+
+/// Epilogue step `step` of n may write `out` over value v: v is computed by n
+/// itself (its kernel's result or an earlier step's), no later step reads it,
+/// and nothing outside n does (its storage dies at n), with out's size and
+/// layout.
+bool Reuse::can_overwrite(const PNode& n, size_t step, int v, const PValue& out) {
+  if (std::find(n.out.begin(), n.out.end(), v) == n.out.end()) return false;
+  for (size_t later = step + 1; later < n.epilogue.size(); ++later)
+    if (std::ranges::find(n.epilogue[later].in, v) != n.epilogue[later].in.end()) return false;
+  const PValue& in = p.values[size_t(v)];
+  const PStorage& is = p.storages[size_t(storage_of(v))];
+  return is.kind == StorageKind::arena && !is.pinned && !is.merged && is.last == n.pos && is.readers.empty() &&
+         in.type.shape == out.type.shape && dtype_size(in.type.dtype) == dtype_size(out.type.dtype) &&
+         in.layout.offset == 0 && in.layout.is_compact() && out.layout.is_compact();
+}
+
+/// The epilogue's element-wise steps of node id write over values the node
+/// computed and no one else reads (a GEMM's result under its bias and ReLU):
+/// each step reads a block of rows before it writes the same rows.
+void Reuse::epilogue_in_place(int id) {
+  const PNode& n = p.nodes[size_t(id)];
+  for (size_t k = 0; k < n.epilogue.size(); ++k) {
+    const PEpilogueStep& s = n.epilogue[k];
+    if (!s.op->inplace || s.out.size() != 1) continue;
+    const PValue& out = p.values[size_t(s.out[0])];
+    const int out_storage = storage_of(s.out[0]);
+    const PStorage& os = p.storages[size_t(out_storage)];
+    if (os.kind != StorageKind::arena || os.pinned) continue;
+    for (int v : s.in)
+      if (storage_of(v) != out_storage && os.bytes == p.storages[size_t(storage_of(v))].bytes &&
+          can_overwrite(n, k, v, out)) {
+        merge(id, storage_of(v), out_storage);
+        break;
+      }
+  }
 }
 
 /// Node id writes its output (storage old) over storage keep.
@@ -82,6 +124,7 @@ void inplace(Compilation& c) {
     const PNode& n = p.nodes[size_t(id)];
     for (size_t k = 0; k < n.in.size(); ++k)
       if (!is_shape_only(n, k)) r.read(r.storage_of(n.in[k]), id);
+    if (n.kind == NodeKind::kernel && !n.epilogue.empty()) r.epilogue_in_place(id);
     if (n.kind != NodeKind::kernel || !n.op || !n.op->inplace || n.out.size() != 1) continue;
     const PValue& out = p.values[size_t(n.out[0])];
     const int out_storage = r.storage_of(n.out[0]);

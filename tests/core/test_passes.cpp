@@ -426,6 +426,34 @@ TEST_SUITE("core/passes") {
     }
   }
 
+  TEST_CASE("inplace: an epilogue writes over the GEMM result only it reads, in blocks of rows") {
+    // 3000 x 300 floats: several blocks of rows per task on 2 threads.
+    Graph g;
+    Tensor x = g.placeholder("x", {3000, 40});
+    Tensor w = g.variable("w", {40, 300}, test::init_normal(0.2));
+    Tensor b = g.variable("b", {300}, test::init_normal(0.1));
+    Tensor h = relu(matmul(x, w) + b);
+    Tensor y = sum(h * h);
+    Feeds f{{x, rand({3000, 40}, 12)}};
+    Stepper s(g, {}, {y}, f);
+    s.run_through("inplace");
+    int shared = 0;
+    for (const PNode& n : s.plan.nodes)
+      if (n.alive && !n.epilogue.empty()) {
+        REQUIRE(n.out.size() == 2);
+        shared += s.plan.values[size_t(n.out[0])].storage == s.plan.values[size_t(n.out[1])].storage;
+      }
+    CHECK(shared == 1);
+    for (int threads : {1, 2}) {
+      Session on(g, {.threads = threads}), off(g, {.threads = threads, .disable_passes = {"inplace"}});
+      CHECK(test::identical(on.run1(y, f), off.run1(y, f)));
+      const PlanInfo a = on.plan_info({y}, f), c = off.plan_info({y}, f);
+      test::verify_plan(a);
+      REQUIRE(a.arena_bytes < c.arena_bytes);
+      CHECK(double(c.arena_bytes - a.arena_bytes) >= 0.99 * 3000 * 300 * 4);  // one [3000, 300] buffer fewer
+    }
+  }
+
   TEST_CASE("placement is a pure function of lifetimes: no live overlap, never below the lower bound") {
     std::mt19937_64 rng(3);
     for (int trial = 0; trial < 30; ++trial) {
