@@ -25,9 +25,9 @@
 //    A producer group is tried once per consumer group.
 
 #include <algorithm>
-#include <unordered_map>
 #include <memory_resource>
 #include <span>
+#include <unordered_map>
 
 #include "core/fused_program.hpp"
 #include "core/passes/passes.hpp"
