@@ -108,7 +108,12 @@ void matmul_typed(const KernelCall& call) {
   int64_t blocks = 1;
   bool split_rows = true;
   if (threads > 1 && flops > 2e6 && n_batches < threads) {
-    split_rows = m_all >= N;
+    // Rows as soon as each task gets a fair share of them: an epilogue then follows each task's rows while they
+    // are in cache, where column blocks make it wait for the whole GEMM and pass over the output again (an MLP's
+    // weight gradient, [512, 784] with Adam after it: 8% faster steps in 12 of 12 alternating runs). Not only
+    // with an epilogue: row and column blocks can differ in the last bit, and a plan must give the same bits
+    // with the epilogue pass on and off.
+    split_rows = m_all >= N || m_all >= 128 * threads;
     int64_t dim = split_rows ? m_all : N;
     blocks = std::min<int64_t>(threads, std::max<int64_t>(1, dim / 16));
   }

@@ -344,6 +344,17 @@ TEST_SUITE("core/passes") {
       CHECK(test::identical(on.run1(h, f), off.run1(h, f)));
       CHECK(on.stats().last_plan.epilogues == 1);
     }
+    // Fewer rows than columns (a weight gradient's shape), enough for a block per task.
+    Graph wide;
+    Tensor a = wide.placeholder("a", {300, 64});
+    Tensor v = wide.variable("v", {64, 1200}, test::init_normal(0.2));
+    Tensor r = relu(matmul(a, v) - 0.1);
+    Feeds fa{{a, rand({300, 64}, 5)}};
+    for (int threads : {1, 2}) {
+      Session on(wide, {.threads = threads}), off(wide, {.threads = threads, .disable_passes = {"epilogue"}});
+      CHECK(test::identical(on.run1(r, fa), off.run1(r, fa)));
+      CHECK(on.stats().last_plan.epilogues == 1);
+    }
   }
 
   TEST_CASE("order_updates: readers of a variable run before its update; updates run last") {
