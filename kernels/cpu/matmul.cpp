@@ -49,6 +49,48 @@ void gemm(const double* a, Mat ma, const double* b, Mat mb, double* c, int64_t l
               int(n), int(k), 1.0, a, int(ma.ld), b, int(mb.ld), 0.0, c, int(ldc));
 }
 
+/// Element offsets of a and b (broadcast over the batch dims) for every output matrix.
+struct BatchOffsets {
+  std::vector<int64_t> a, b;
+};
+BatchOffsets batch_offsets(const NDArray& a, const NDArray& b, const Shape& batch) {
+  auto batch_strides = [&](const NDArray& x) {
+    Layout l{Shape(x.shape().begin(), x.shape().end() - 2), Strides(x.strides().begin(), x.strides().end() - 2), 0};
+    return broadcast_strides(l, batch);
+  };
+  const std::vector<int64_t> sa = batch_strides(a), sb = batch_strides(b);
+  const int64_t n = numel(batch);
+  BatchOffsets off{std::vector<int64_t>(size_t(n)), std::vector<int64_t>(size_t(n))};
+  std::vector<int64_t> idx(batch.size(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (size_t d = 0; d < batch.size(); ++d) off.a[size_t(i)] += idx[d] * sa[d], off.b[size_t(i)] += idx[d] * sb[d];
+    for (size_t d = batch.size(); d-- > 0;)
+      if (++idx[d] < batch[d]) break;
+      else idx[d] = 0;
+  }
+  return off;
+}
+
+/// How the GEMMs of a call split into tasks: whole batches when there are
+/// enough, else blocks of rows (or columns) of an [m, n] output; in parallel
+/// when there are threads and work enough.
+struct Split {
+  bool rows = true;
+  int64_t blocks = 1;
+  bool parallel = false;
+};
+Split split_of(int64_t m, int64_t n, int64_t k, int64_t batches, int threads) {
+  const bool parallel = threads > 1 && 2.0 * double(m) * double(n) * double(k) * double(batches) > 2e6;
+  if (!parallel || batches >= threads) return {true, 1, parallel};
+  // Rows as soon as each task gets a fair share of them: an epilogue then follows each task's rows while they
+  // are in cache, where column blocks make it wait for the whole GEMM and pass over the output again (an MLP's
+  // weight gradient, [512, 784] with Adam after it: 8% faster steps in 12 of 12 alternating runs). Not only
+  // with an epilogue: row and column blocks can differ in the last bit, and a plan must give the same bits
+  // with the epilogue pass on and off.
+  const bool rows = m >= n || m >= 128 * threads;
+  return {rows, std::min<int64_t>(threads, std::max<int64_t>(1, (rows ? m : n) / 16)), true};
+}
+
 template <class T>
 void matmul_typed(const KernelCall& call) {
   NDArray a = call.in[0], b = call.in[1];
@@ -70,53 +112,24 @@ void matmul_typed(const KernelCall& call) {
     return;
   }
 
-  // Batch offsets (broadcast) of a and b for every output matrix.
-  Shape batch(c.shape().begin(), c.shape().end() - 2);
+  const Shape batch(c.shape().begin(), c.shape().end() - 2);
+  const BatchOffsets off = batch_offsets(a, b, batch);
   const int64_t nbatch = numel(batch);
-  auto batch_strides = [&](const NDArray& x) {
-    Layout l{Shape(x.shape().begin(), x.shape().end() - 2), Strides(x.strides().begin(), x.strides().end() - 2), 0};
-    return broadcast_strides(l, batch);
-  };
-  std::vector<int64_t> sa = batch_strides(a), sb = batch_strides(b);
-  std::vector<int64_t> offa(static_cast<size_t>(nbatch)), offb(static_cast<size_t>(nbatch));
-  {
-    std::vector<int64_t> idx(batch.size(), 0);
-    for (int64_t i = 0; i < nbatch; ++i) {
-      int64_t oa = 0, ob = 0;
-      for (size_t d = 0; d < batch.size(); ++d) oa += idx[d] * sa[d], ob += idx[d] * sb[d];
-      offa[size_t(i)] = oa, offb[size_t(i)] = ob;
-      for (size_t d = batch.size(); d-- > 0;)
-        if (++idx[d] < batch[d]) break;
-        else idx[d] = 0;
-    }
-  }
   const T* pa = static_cast<const T*>(a.raw());
   const T* pb = static_cast<const T*>(b.raw());
 
   // b shared by every batch and a's batch rows stacked evenly: one tall GEMM.
   int64_t m_all = M, n_batches = nbatch;
   if (nbatch > 1 && !ma.trans) {
-    bool b_shared = std::all_of(sb.begin(), sb.end(), [](int64_t s) { return s == 0; });
+    bool b_shared = std::all_of(off.b.begin(), off.b.end(), [](int64_t o) { return o == 0; });
     bool a_stacked = true;
-    for (int64_t i = 1; i < nbatch && a_stacked; ++i) a_stacked = offa[size_t(i)] == i * M * ma.ld;
+    for (int64_t i = 1; i < nbatch && a_stacked; ++i) a_stacked = off.a[size_t(i)] == i * M * ma.ld;
     if (b_shared && a_stacked) m_all = M * nbatch, n_batches = 1;
   }
 
-  // Split work into tasks: whole batches when there are enough, else row (or column) blocks.
-  const int threads = current_threads();
-  const double flops = 2.0 * double(m_all) * double(N) * double(K) * double(n_batches);
-  int64_t blocks = 1;
-  bool split_rows = true;
-  if (threads > 1 && flops > 2e6 && n_batches < threads) {
-    // Rows as soon as each task gets a fair share of them: an epilogue then follows each task's rows while they
-    // are in cache, where column blocks make it wait for the whole GEMM and pass over the output again (an MLP's
-    // weight gradient, [512, 784] with Adam after it: 8% faster steps in 12 of 12 alternating runs). Not only
-    // with an epilogue: row and column blocks can differ in the last bit, and a plan must give the same bits
-    // with the epilogue pass on and off.
-    split_rows = m_all >= N || m_all >= 128 * threads;
-    int64_t dim = split_rows ? m_all : N;
-    blocks = std::min<int64_t>(threads, std::max<int64_t>(1, dim / 16));
-  }
+  const Split split = split_of(m_all, N, K, n_batches, current_threads());
+  const bool split_rows = split.rows;  // named copies, not structured bindings: clang 14's lambdas cannot capture those
+  const int64_t blocks = split.blocks;
   const int64_t dim = split_rows ? m_all : N;
   const int64_t step = (dim + blocks - 1) / blocks;
   // Rows of the GEMM are rows of the output (2-d): the epilogue follows each block of them.
@@ -127,8 +140,8 @@ void matmul_typed(const KernelCall& call) {
     int64_t bi = t / blocks, blk = t % blocks;
     int64_t lo = blk * step, hi = std::min(dim, lo + step);
     if (lo >= hi) return;
-    const T* A = pa + offa[size_t(bi)];
-    const T* B = pb + offb[size_t(bi)];
+    const T* A = pa + off.a[size_t(bi)];
+    const T* B = pb + off.b[size_t(bi)];
     T* C = pc + bi * M * N;
     if (split_rows) {
       for (int64_t r = lo; r < hi; r += epilogue_rows ? epilogue_block : hi - lo) {
@@ -142,7 +155,7 @@ void matmul_typed(const KernelCall& call) {
     }
   };
   const int64_t tasks = n_batches * blocks;
-  if (tasks == 1 || threads == 1 || flops <= 2e6) {
+  if (tasks == 1 || !split.parallel) {
     for (int64_t t = 0; t < tasks; ++t) task(t);
   } else {
     parallel_for(tasks, 1, [&](int64_t lo, int64_t hi) {
