@@ -235,28 +235,58 @@ size_t workspace_bytes(const Conv& c) {
 
 const char* implementation(const Conv& c) { return c.impl.c_str(); }
 
-void run(const Conv& c, const KernelCall& call) {
-  LOOM_CHECK(call.workspace_bytes >= workspace_bytes(c), call.op, " '", call.node, "': workspace of ",
-             call.workspace_bytes, " bytes, need ", workspace_bytes(c));
-  const conv::Geometry& g = c.g;
-  const dnnl::engine& e = cpu_engine();
-  char* ws = static_cast<char*>(call.workspace);
-  // Operands in NCHW / OIHW: x, w, y for the forward; dy, w, dx for backward data; x, dy, dw for backward filter.
+namespace {
+
+/// One call of a planned convolution: its operands in NCHW / OIHW (x, w, y for
+/// the forward; dy, w, dx for backward data; x, dy, dw for backward filter)
+/// and the workspace, split into the weights in the primitive's layout
+/// (shared) and one slice per task.
+struct Run {
+  const Conv& c;
+  const conv::Geometry& g;
+  const dnnl::engine& e;
+  char* ws;
   float *x = nullptr, *y = nullptr, *w = nullptr, *b = nullptr;
+  void* w_inner = nullptr;  // the weights in the primitive's layout (forward, backward data)
+  int64_t wsize;
+
+  Run(const Conv& conv, const KernelCall& call);
+  /// Task t's weight-gradient sum (user layout): task 0 sums into dw itself.
+  float* sum_of(int64_t t) const {
+    if (t == 0) return w;
+    return reinterpret_cast<float*>(ws + c.shared + size_t(t + 1) * c.per_task - align(size_t(wsize) * 4));
+  }
+  /// Memory for chunk operand `user` in the primitive's layout, taken from the task's slice at p (advanced)
+  /// and filled from `user` when `in`, or `user` itself where the layouts agree.
+  memory inner(const Reorder& r, float* user, bool in, char*& p, dnnl::stream& s) const {
+    memory u(r.user, e, user);
+    if (!r.needed()) return u;
+    memory m(r.inner, e, p);
+    p += r.bytes();
+    if (in) r.to_inner->execute(s, u, m);
+    return m;
+  }
+  void chunk(int64_t t, int64_t ch, bool first_of_task, dnnl::stream& s) const;
+  void forward(const Chunk& k, float* xc, float* yc, memory& scratch, char*& p, dnnl::stream& s) const;
+  void backward_data(const Chunk& k, float* xc, float* yc, memory& scratch, char*& p, dnnl::stream& s) const;
+  void backward_filter(const Chunk& k, float* xc, float* yc, memory& scratch, char*& p, float* sum, bool first,
+                       dnnl::stream& s) const;
+};
+
+Run::Run(const Conv& conv, const KernelCall& call)
+    : c(conv), g(conv.g), e(cpu_engine()), ws(static_cast<char*>(call.workspace)), wsize(g.K * g.Cg() * g.R * g.S) {
+  auto f = [](const NDArray& a) { return static_cast<float*>(a.raw()); };
   if (c.pass == Pass::forward) {
-    x = static_cast<float*>(call.in[0].raw()), w = static_cast<float*>(call.in[1].raw());
-    y = static_cast<float*>(call.out[0].raw());
-    if (c.bias) b = static_cast<float*>(call.in[2].raw());
+    x = f(call.in[0]), w = f(call.in[1]), y = f(call.out[0]);
+    if (c.bias) b = f(call.in[2]);
   } else if (c.pass == Pass::backward_data) {
-    y = static_cast<float*>(call.in[0].raw()), w = static_cast<float*>(call.in[1].raw());
-    x = static_cast<float*>(call.out[0].raw());
+    y = f(call.in[0]), w = f(call.in[1]), x = f(call.out[0]);
   } else {
-    x = static_cast<float*>(call.in[0].raw()), y = static_cast<float*>(call.in[1].raw());
-    w = static_cast<float*>(call.out[0].raw());
+    x = f(call.in[0]), y = f(call.in[1]), w = f(call.out[0]);
   }
   // The weights in the primitive's layout, once for every chunk.
   const Chunk& first = c.kinds[0];
-  void* w_inner = w;
+  w_inner = w;
   if (c.pass != Pass::backward_filter && first.weights.needed()) {
     single_threaded();
     dnnl::stream s(e);
@@ -264,74 +294,76 @@ void run(const Conv& c, const KernelCall& call) {
     first.weights.to_inner->execute(s, from, to);
     w_inner = ws;
   }
-  const int64_t wsize = g.K * g.Cg() * g.R * g.S;
-  auto sum_of = [&](int64_t t) {  // task t's weight-gradient sum (user layout)
-    if (t == 0) return w;
-    const char* base = ws + c.shared + size_t(t) * c.per_task;
-    return reinterpret_cast<float*>(const_cast<char*>(base) + c.per_task - align(size_t(wsize) * 4));
-  };
-  auto chunk = [&](int64_t t, int64_t ch, bool first_of_task, dnnl::stream& s) {
-    const Chunk& k = c.kind_of(ch);
-    const int64_t n0 = ch * c.nb;
-    char* p = ws + c.shared + size_t(t) * c.per_task;
-    auto inner = [&](const Reorder& r, float* user, bool in) {
-      memory u(r.user, e, user);
-      if (!r.needed()) return u;
-      memory m(r.inner, e, p);
-      p += r.bytes();
-      if (in) r.to_inner->execute(s, u, m);
-      return m;
-    };
-    float* xc = x + n0 * g.C * g.H * g.W;
-    float* yc = y + n0 * g.K * g.P();
-    memory scratch(k.scratch_desc, e, p);
-    p += k.scratch;
-    if (c.pass == Pass::forward) {
-      memory src = inner(k.src, xc, true), dst = inner(k.dst, yc, false);
-      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src},
-                                           {DNNL_ARG_WEIGHTS, memory(first.weights.inner, e, w_inner)},
-                                           {DNNL_ARG_DST, dst},
-                                           {DNNL_ARG_SCRATCHPAD, scratch}};
-      if (b) args[DNNL_ARG_BIAS] = memory(memory::desc({g.K}, DT::f32, Tag::x), e, b);
-      k.prim->execute(s, args);
-      if (k.dst.needed()) copy(*k.dst.to_user, s, dst, memory(k.dst.user, e, yc));
-    } else if (c.pass == Pass::backward_data) {
-      memory dy = inner(k.dst, yc, true), dx = inner(k.src, xc, false);
-      k.prim->execute(s, {{DNNL_ARG_DIFF_DST, dy},
-                          {DNNL_ARG_WEIGHTS, memory(first.weights.inner, e, w_inner)},
-                          {DNNL_ARG_DIFF_SRC, dx},
-                          {DNNL_ARG_SCRATCHPAD, scratch}});
-      if (k.src.needed()) copy(*k.src.to_user, s, dx, memory(k.src.user, e, xc));
-    } else {
-      memory src = inner(k.src, xc, true), dy = inner(k.dst, yc, true);
-      float* sum = sum_of(t);
-      // The chunk's dw in oneDNN's layout, then written (first chunk) or added (the others) into the task's sum.
-      float* direct = first_of_task ? sum : reinterpret_cast<float*>(p + k.weights.bytes());
-      memory dw = k.weights.needed() ? memory(k.weights.inner, e, p) : memory(k.weights.user, e, direct);
-      k.prim->execute(
-          s,
-          {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}, {DNNL_ARG_SCRATCHPAD, scratch}});
-      if (k.weights.needed()) {
-        copy(first_of_task ? *k.weights.to_user : *k.add_weights, s, dw, memory(k.weights.user, e, sum));
-      } else if (!first_of_task) {
-        s.wait();
-        for (int64_t i = 0; i < wsize; ++i) sum[i] += direct[i];
-      }
-    }
-  };
+}
+
+void Run::forward(const Chunk& k, float* xc, float* yc, memory& scratch, char*& p, dnnl::stream& s) const {
+  memory src = inner(k.src, xc, true, p, s), dst = inner(k.dst, yc, false, p, s);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src},
+                                       {DNNL_ARG_WEIGHTS, memory(c.kinds[0].weights.inner, e, w_inner)},
+                                       {DNNL_ARG_DST, dst},
+                                       {DNNL_ARG_SCRATCHPAD, scratch}};
+  if (b) args[DNNL_ARG_BIAS] = memory(memory::desc({g.K}, DT::f32, Tag::x), e, b);
+  k.prim->execute(s, args);
+  if (k.dst.needed()) copy(*k.dst.to_user, s, dst, memory(k.dst.user, e, yc));
+}
+
+void Run::backward_data(const Chunk& k, float* xc, float* yc, memory& scratch, char*& p, dnnl::stream& s) const {
+  memory dy = inner(k.dst, yc, true, p, s), dx = inner(k.src, xc, false, p, s);
+  k.prim->execute(s, {{DNNL_ARG_DIFF_DST, dy},
+                      {DNNL_ARG_WEIGHTS, memory(c.kinds[0].weights.inner, e, w_inner)},
+                      {DNNL_ARG_DIFF_SRC, dx},
+                      {DNNL_ARG_SCRATCHPAD, scratch}});
+  if (k.src.needed()) copy(*k.src.to_user, s, dx, memory(k.src.user, e, xc));
+}
+
+/// The chunk's dw in oneDNN's layout, then written (the task's first chunk) or added (the others) into `sum`.
+void Run::backward_filter(const Chunk& k, float* xc, float* yc, memory& scratch, char*& p, float* sum, bool first,
+                          dnnl::stream& s) const {
+  memory src = inner(k.src, xc, true, p, s), dy = inner(k.dst, yc, true, p, s);
+  float* direct = first ? sum : reinterpret_cast<float*>(p + k.weights.bytes());
+  memory dw = k.weights.needed() ? memory(k.weights.inner, e, p) : memory(k.weights.user, e, direct);
+  k.prim->execute(s,
+                  {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}, {DNNL_ARG_SCRATCHPAD, scratch}});
+  if (k.weights.needed()) {
+    copy(first ? *k.weights.to_user : *k.add_weights, s, dw, memory(k.weights.user, e, sum));
+  } else if (!first) {
+    s.wait();
+    for (int64_t i = 0; i < wsize; ++i) sum[i] += direct[i];
+  }
+}
+
+void Run::chunk(int64_t t, int64_t ch, bool first_of_task, dnnl::stream& s) const {
+  const Chunk& k = c.kind_of(ch);
+  const int64_t n0 = ch * c.nb;
+  char* p = ws + c.shared + size_t(t) * c.per_task;
+  float* xc = x + n0 * g.C * g.H * g.W;
+  float* yc = y + n0 * g.K * g.P();
+  memory scratch(k.scratch_desc, e, p);
+  p += k.scratch;
+  if (c.pass == Pass::forward) forward(k, xc, yc, scratch, p, s);
+  else if (c.pass == Pass::backward_data) backward_data(k, xc, yc, scratch, p, s);
+  else backward_filter(k, xc, yc, scratch, p, sum_of(t), first_of_task, s);
+}
+
+}  // namespace
+
+void run(const Conv& c, const KernelCall& call) {
+  LOOM_CHECK(call.workspace_bytes >= workspace_bytes(c), call.op, " '", call.node, "': workspace of ",
+             call.workspace_bytes, " bytes, need ", workspace_bytes(c));
+  const Run r(c, call);
   parallel_for(c.tasks, 1, [&](int64_t lo, int64_t hi) {
     single_threaded();
-    dnnl::stream s(e);
+    dnnl::stream s(r.e);
     for (int64_t t = lo; t < hi; ++t) {
       auto [c0, c1] = c.task_chunks(t);
-      for (int64_t ch = c0; ch < c1; ++ch) chunk(t, ch, ch == c0, s);
+      for (int64_t ch = c0; ch < c1; ++ch) r.chunk(t, ch, ch == c0, s);
     }
     s.wait();
   });
   if (c.pass != Pass::backward_filter) return;
   for (int64_t t = 1; t < c.tasks; ++t) {  // the tasks' sums, in task order
-    const float* part = sum_of(t);
-    for (int64_t i = 0; i < wsize; ++i) w[i] += part[i];
+    const float* part = r.sum_of(t);
+    for (int64_t i = 0; i < r.wsize; ++i) r.w[i] += part[i];
   }
 }
 
