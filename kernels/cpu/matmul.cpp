@@ -5,8 +5,11 @@
 // count only, so a given session configuration is deterministic.
 //
 // An attached epilogue (the bias and activation after a GEMM, or Adam after a
-// weight gradient: core's epilogue pass) runs on each block of ~1 MiB of
-// output rows right after the block is computed, while it is in cache.
+// weight gradient: core's epilogue pass) runs on each task's block of output
+// rows right after the task's GEMM, while the block is in cache. The GEMM
+// calls are the same with an epilogue and without: oneDNN's AVX2 sgemm can
+// round a row differently in a call with fewer rows, and a plan gives the
+// same bits with the epilogue pass on and off.
 //
 // Why oneDNN for float32: it picks its kernels from the CPU's instruction
 // sets at run time, while OpenBLAS 0.3.21 picks them by CPU model and falls
@@ -134,8 +137,6 @@ void matmul_typed(const KernelCall& call) {
   const int64_t step = (dim + blocks - 1) / blocks;
   // Rows of the GEMM are rows of the output (2-d): the epilogue follows each block of them.
   const bool epilogue_rows = call.epilogue && split_rows && n_batches == 1 && c.ndim() == 2;
-  // Blocks of ~1 MiB of output: smaller ones cost more in repacked GEMM operands than they save.
-  const int64_t epilogue_block = std::max<int64_t>(16, (int64_t(1) << 20) / std::max<int64_t>(1, N * int64_t(sizeof(T))));
   auto task = [&](int64_t t) {
     int64_t bi = t / blocks, blk = t % blocks;
     int64_t lo = blk * step, hi = std::min(dim, lo + step);
@@ -144,11 +145,8 @@ void matmul_typed(const KernelCall& call) {
     const T* B = pb + off.b[size_t(bi)];
     T* C = pc + bi * M * N;
     if (split_rows) {
-      for (int64_t r = lo; r < hi; r += epilogue_rows ? epilogue_block : hi - lo) {
-        const int64_t e = std::min(hi, r + (epilogue_rows ? epilogue_block : hi - lo));
-        gemm(A + r * (ma.trans ? 1 : ma.ld), ma, B, mb, C + r * N, N, e - r, N, K);
-        if (epilogue_rows) run_epilogue(call, r, e);
-      }
+      gemm(A + lo * (ma.trans ? 1 : ma.ld), ma, B, mb, C + lo * N, N, hi - lo, N, K);
+      if (epilogue_rows) run_epilogue(call, lo, hi);
     } else {  // a block of columns, written in place through C's leading dimension
       const T* Bb = B + lo * (mb.trans ? mb.ld : 1);
       gemm(A, ma, Bb, mb, C + lo, N, m_all, hi - lo, K);

@@ -146,7 +146,7 @@ TEST_SUITE("frontend/text") {
 
   TEST_CASE("the real fortunes corpus (when Debian's fortunes package is installed)") {
     if (!std::filesystem::exists(data::kFortunesDir)) {
-      MESSAGE("skipped: " << data::kFortunesDir << " not installed (apt-get install fortunes)");
+      MESSAGE("skipped: " << std::string(data::kFortunesDir) << " not installed (apt-get install fortunes)");
       return;
     }
     TempDir out;
