@@ -2,6 +2,8 @@
 //  - matmul GFLOP/s (float32, 256..2048) vs one direct OpenBLAS call using
 //    all threads;
 //  - nn::Linear's GEMMs with the weight in PyTorch's layout [out, in] vs [in, out];
+//  - a GEMM with bias and ReLU after it, run as the GEMM's epilogue vs as a
+//    fused node of its own (a session with the epilogue pass off);
 //  - element-wise add, unary exp and reductions in GB/s (bytes read +
 //    written) vs memcpy of the same bytes, at sizes far above the L2 cache.
 // Each figure is the median of --reps timed runs after a warm-up.
@@ -9,6 +11,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +26,7 @@
 
 #include "core/kernel.hpp"
 #include "core/philox.hpp"
+#include "frontend/loom.hpp"
 #include "ops/ops.hpp"
 #include "samples/peers.hpp"
 
@@ -113,6 +117,25 @@ void linear_layouts(tbb::task_arena& arena, int reps) {
       auto [ta, tb] = arena.execute([&] { return alternating_medians(4 * reps, c.pytorch, c.loom01); });
       std::printf("  %-22s %-28s %9.4f %9.4f %7.3f\n", label.c_str(), c.name, ta * 1e3, tb * 1e3, ta / tb);
     }
+  }
+}
+
+/// relu(x w + b) as a session runs it, with the bias and ReLU as the GEMM's
+/// epilogue and (epilogue pass off) as a fused node after the GEMM.
+void epilogue_rows(int threads, int reps) {
+  std::printf("\nrelu(x w + b), %d threads: ms (median, alternating), the epilogue pass on and off\n", threads);
+  std::printf("  %-20s %9s %9s %7s\n", "m x k x n", "on", "off", "on/off");
+  for (auto [m, k, n] : {std::array<int64_t, 3>{128, 784, 512}, {4000, 40, 300}, {4096, 256, 1024}, {2048, 256, 4096}}) {
+    Graph g;
+    Tensor x = g.placeholder("x", {m, k});
+    Tensor w = g.variable("w", {k, n}, init::normal(0, 0.05)), b = g.variable("b", {n}, init::normal(0, 0.05));
+    Tensor y = sum(relu(matmul(x, w) + b));
+    const Feeds feeds{{x, filled({m, k}, 8)}};
+    Session on(g, {.threads = threads}), off(g, {.threads = threads, .disable_passes = {"epilogue"}});
+    on.initialize(), off.initialize();
+    auto [t_on, t_off] = alternating_medians(4 * reps, [&] { on.run({y}, feeds); }, [&] { off.run({y}, feeds); });
+    const std::string label = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
+    std::printf("  %-20s %9.3f %9.3f %7.3f\n", label.c_str(), t_on * 1e3, t_off * 1e3, t_on / t_off);
   }
 }
 
@@ -273,14 +296,14 @@ int main(int argc, char** argv) {
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   int reps = 7;
   int64_t mb = 64;
-  std::string sections = "matmul,linear,bandwidth,conv", python = samples::peer_python();
+  std::string sections = "matmul,linear,epilogue,bandwidth,conv", python = samples::peer_python();
   bool no_torch = false;
   po::options_description desc("bench_kernels: CPU kernel throughput vs OpenBLAS and memcpy");
   desc.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(threads),
                                                   "threads for loom and OpenBLAS")(
       "reps", po::value(&reps)->default_value(reps), "timed repetitions (median reported)")(
       "mb", po::value(&mb)->default_value(mb), "MiB per operand for the bandwidth tests")(
-      "sections", po::value(&sections)->default_value(sections), "comma list of matmul, linear, bandwidth, conv")(
+      "sections", po::value(&sections)->default_value(sections), "comma list of matmul, linear, epilogue, bandwidth, conv")(
       "python", po::value(&python)->default_value(python), "Python with PyTorch (the conv rows' peer)")(
       "no-torch", po::bool_switch(&no_torch), "conv rows without PyTorch's");
   po::variables_map vm;
@@ -303,6 +326,7 @@ int main(int argc, char** argv) {
   auto section = [&](const std::string& name) { return ("," + sections + ",").find("," + name + ",") != std::string::npos; };
   if (section("matmul")) matmul_rows(arena, threads, reps);
   if (section("linear")) linear_layouts(arena, reps);
+  if (section("epilogue")) epilogue_rows(threads, reps);
   if (section("bandwidth")) bandwidth_rows(arena, threads, reps, mb);
   if (section("conv")) conv_rows(arena, threads, reps, no_torch ? "" : python);
   return 0;
