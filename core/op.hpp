@@ -113,7 +113,10 @@ struct OpDef {
   /// one (KernelInfo::runs_epilogue), the fusion pass folds element-wise
   /// readers of output 0 into the node (matmul; convolutions can too).
   bool epilogue = false;
-  bool inplace = false;      // output 0 may overwrite an input that dies at this op
+  /// Output 0 may overwrite an input of its shape that dies at this op: the
+  /// kernel reads element i of its inputs before it writes element i of
+  /// output 0 (element-wise ops; batch norm, whose statistics come first).
+  bool inplace = false;
   bool stateful = false;     // never merged or folded (random, assign, sources)
   bool no_kernel = false;    // handled by the session itself (placeholder, constant, variable, no_op)
   int writes_input = -1;     // the variable input this op updates in place (assign)

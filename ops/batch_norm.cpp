@@ -146,6 +146,7 @@ const bool registered = [] {
     d.attrs = {attr::required("eps", AttrKind::real), attr::defaulted("relu", false)};
     d.min_inputs = d.max_inputs = 3;  // x, weight, bias
     d.doc = "batch normalization per channel (axis 1) with batch statistics; outputs y, mean, biased var";
+    d.inplace = true;  // y may overwrite x: the statistics are computed before y's element-wise pass
     d.infer = [](const InferContext& c) {
       const TensorType& x = c.in[0];
       check_input(c, x);
@@ -193,6 +194,7 @@ const bool registered = [] {
     d.attrs = {attr::required("eps", AttrKind::real), attr::defaulted("relu", false)};
     d.min_inputs = d.max_inputs = 6;  // x, dy, weight, bias, mean, var
     d.doc = "gradients of batch_norm with respect to x, weight and bias";
+    d.inplace = true;  // dx may overwrite x or dy: the sums are computed before dx's element-wise pass
     d.infer = [](const InferContext& c) {
       const TensorType& x = c.in[0];
       check_input(c, x);

@@ -1,6 +1,6 @@
 // inplace (in-place reuse)
 //   reads:       the schedule, storage lifetimes and access lists, OpDef::inplace
-//   establishes: the output of an in-place-capable kernel takes over the
+//   establishes: output 0 of an in-place-capable kernel takes over the
 //                storage of an input that dies at its node and covers that
 //                whole storage with the same layout (the output's storage is
 //                merged into it: PStorage::merged); the readers of the input
@@ -125,7 +125,7 @@ void inplace(Compilation& c) {
     for (size_t k = 0; k < n.in.size(); ++k)
       if (!is_shape_only(n, k)) r.read(r.storage_of(n.in[k]), id);
     if (n.kind == NodeKind::kernel && !n.epilogue.empty()) r.epilogue_in_place(id);
-    if (n.kind != NodeKind::kernel || !n.op || !n.op->inplace || n.out.size() != 1) continue;
+    if (n.kind != NodeKind::kernel || !n.op || !n.op->inplace) continue;
     const PValue& out = p.values[size_t(n.out[0])];
     const int out_storage = r.storage_of(n.out[0]);
     const PStorage& os = p.storages[size_t(out_storage)];

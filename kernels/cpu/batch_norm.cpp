@@ -70,8 +70,9 @@ LOOM_CPU_CLONES void sum_shifted(const T* __restrict x, const T* __restrict shif
   }
 }
 
+// normalize and input_grad may write over x (and dy): OpDef::inplace; no __restrict there.
 template <bool Relu, class T>
-LOOM_CPU_CLONES void normalize(const T* __restrict x, T* __restrict y, const T* __restrict m, const T* __restrict s,
+LOOM_CPU_CLONES void normalize(const T* x, T* y, const T* __restrict m, const T* __restrict s,
                            const T* __restrict b, int64_t L) {
   for (int64_t j = 0; j < L; ++j) {
     const T v = (x[j] - m[j]) * s[j] + b[j];
@@ -102,7 +103,7 @@ LOOM_CPU_CLONES void sum_grads(const T* __restrict x, const T* __restrict dy, co
 }
 
 template <bool Relu, class T>
-LOOM_CPU_CLONES void input_grad(const T* __restrict x, const T* __restrict dy, T* __restrict dx, const T* __restrict m,
+LOOM_CPU_CLONES void input_grad(const T* x, const T* dy, T* dx, const T* __restrict m,
                             const T* __restrict s, const T* __restrict b, const T* __restrict k, const T* __restrict k2,
                             const T* __restrict k0, int64_t L) {
   for (int64_t j = 0; j < L; ++j) {
