@@ -122,6 +122,9 @@ RematPlan remat_search(const Compilation& c, size_t budget, Remat strategy);
 /// Sets Plan::order, PNode::pos and Plan::deps (data and control edges) for
 /// an order of the executable nodes.
 void set_order(Plan& p, std::vector<int> order);
+/// Improves a serial plan's order for memory: nodes that free bytes, with the
+/// producers only they read, move up to right after their other predecessors.
+void reorder_for_memory(Plan& p);
 
 /// The alive nodes in a topological order of their data and control edges
 /// (ties broken by node id; reads for the shape only are no edges). Fusion

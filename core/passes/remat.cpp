@@ -133,6 +133,7 @@ struct Rewrite {
   int resolve(int v, int pos);
   void copy_node(int id);
   void drop_unread();
+  void order_before_updates();
   void finish();
   int recomputed = 0;
 };
@@ -295,8 +296,24 @@ void Rewrite::drop_unread() {
     if (n.kind == NodeKind::noop) std::erase_if(n.after, [&](int a) { return !p.nodes[size_t(a)].alive; });
 }
 
+/// Updates of the variables a copy reads wait for it (control edges), so any
+/// order of the rewritten plan lets the copy see the values the original saw.
+void Rewrite::order_before_updates() {
+  for (size_t id = 0; id < copy_of.size(); ++id) {
+    const int cid = copy_of[id];
+    if (cid < 0 || !p.nodes[size_t(cid)].alive) continue;
+    for (int v : p.nodes[size_t(cid)].in) {
+      const PStorage& s = p.storages[size_t(p.values[size_t(v)].storage)];
+      if (s.kind != StorageKind::variable) continue;
+      for (int w : s.writers)
+        if (b.p.nodes[size_t(w)].pos > b.p.nodes[id].pos) p.nodes[size_t(w)].after.push_back(cid);
+    }
+  }
+}
+
 void Rewrite::finish() {
   drop_unread();
+  order_before_updates();
   std::vector<std::pair<std::pair<int, int>, int>> inserted;  // ((before position, base position), copy)
   for (size_t id = 0; id < copy_of.size(); ++id)
     if (copy_of[id] >= 0) inserted.push_back({{at[id], b.p.nodes[id].pos}, copy_of[id]});
@@ -312,7 +329,10 @@ void Rewrite::finish() {
   Compilation sc(c.req, p);
   access(sc);
   set_order(p, std::move(order));
-  if (b.p.wave_end.empty()) return;
+  if (b.p.wave_end.empty()) {  // serial: copies change what the order's best shape is
+    if (recomputed) reorder_for_memory(p);
+    return;
+  }
   // A step joins the wave of the base step it comes before; waves stay contiguous.
   p.wave_end.assign(p.order.size(), 0);
   for (size_t i = p.order.size(); i-- > 0;) {

@@ -94,6 +94,76 @@ size_t peak_for(const Plan& p, const std::vector<int>& order) {
   return size_t(peak);
 }
 
+/// Peak and sum over positions of live arena bytes if nodes ran in `order` (no in-place reuse).
+std::pair<size_t, double> profile_for(const Plan& p, const std::vector<int>& order) {
+  std::vector<int> pos(p.nodes.size(), -1);
+  for (size_t i = 0; i < order.size(); ++i) pos[size_t(order[i])] = int(i);
+  std::vector<int64_t> delta(order.size() + 2, 0);
+  for (const PStorage& s : p.storages) {
+    if (s.kind != StorageKind::arena || s.writers.empty()) continue;
+    int f = INT_MAX, l = -1;
+    for (int w : s.writers) f = std::min(f, pos[size_t(w)]), l = std::max(l, pos[size_t(w)]);
+    for (int r : s.readers) l = std::max(l, pos[size_t(r)]);
+    if (s.pinned) l = int(order.size());
+    delta[size_t(f)] += int64_t(s.bytes);
+    delta[size_t(l) + 1] -= int64_t(s.bytes);
+  }
+  int64_t cur = 0, peak = 0;
+  double sum = 0;
+  for (int64_t d : delta) peak = std::max(peak, cur += d), sum += double(cur);
+  return {size_t(peak), sum};
+}
+
+/// Moves a node, with the producers only it reads, to right after their other
+/// predecessors, where that lowers the live bytes of `order` (the peak, or at
+/// an equal peak their sum over positions). The memory greedy looks one node
+/// ahead: it runs a weight gradient (which allocates) late, and so the update
+/// that frees it, holding the activation the gradient reads all along.
+void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds, const Adjacency& succs) {
+  const size_t max_tries = std::max<size_t>(64, 4000000 / (p.nodes.size() + p.storages.size() + 1));
+  std::vector<int> pos(p.nodes.size(), -1), in_group(p.nodes.size(), 0);
+  auto best = profile_for(p, order);
+  size_t tries = 0;
+  for (int u : std::vector<int>(order)) {
+    if (tries >= max_tries) break;
+    for (size_t i = 0; i < order.size(); ++i) pos[size_t(order[i])] = int(i);
+    // u and the producers whose every consumer is in the group (or a no-op
+    // anchor: moving a node up never breaks an edge to a later node).
+    std::vector<int> group{u};
+    in_group[size_t(u)] = 1;
+    for (size_t k = 0; k < group.size(); ++k)
+      for (int d : preds[size_t(group[k])]) {
+        if (in_group[size_t(d)]) continue;
+        const std::span<const int> s = succs[size_t(d)];
+        if (std::all_of(s.begin(), s.end(),
+                        [&](int x) { return in_group[size_t(x)] || p.nodes[size_t(x)].kind == NodeKind::noop; }))
+          in_group[size_t(d)] = 1, group.push_back(d);
+      }
+    int anchor = -1, first = INT_MAX;  // the last outside predecessor; the group's first position
+    for (int g : group) {
+      first = std::min(first, pos[size_t(g)]);
+      for (int d : preds[size_t(g)])
+        if (!in_group[size_t(d)] && (anchor < 0 || pos[size_t(d)] > pos[size_t(anchor)])) anchor = d;
+    }
+    if ((anchor < 0 ? -1 : pos[size_t(anchor)]) + 1 < first) {
+      std::sort(group.begin(), group.end(), [&](int a, int b) { return pos[size_t(a)] < pos[size_t(b)]; });
+      std::vector<int> moved;
+      moved.reserve(order.size());
+      if (anchor < 0) moved.insert(moved.end(), group.begin(), group.end());
+      for (int x : order) {
+        if (in_group[size_t(x)]) continue;
+        moved.push_back(x);
+        if (x == anchor) moved.insert(moved.end(), group.begin(), group.end());
+      }
+      ++tries;
+      const auto now = profile_for(p, moved);
+      if (now.first < best.first || (now.first == best.first && now.second < best.second))
+        order = std::move(moved), best = now;
+    }
+    for (int g : group) in_group[size_t(g)] = 0;
+  }
+}
+
 /// Per executable node, what running it does to live arena bytes: what it
 /// allocates, and the distinct freeable storages it reads (flat lists).
 struct NodeMemory {
@@ -199,4 +269,13 @@ void set_order(Plan& p, std::vector<int> order) {
   set_order_from(p, std::move(order), res.preds());
 }
 
+void reorder_for_memory(Plan& p) {
+  DepResolver res(p);
+  const Adjacency preds = res.preds(), succs = preds.transpose();
+  std::vector<int> order = p.order;
+  hoist_groups(p, order, preds, succs);
+  set_order_from(p, std::move(order), preds);
+}
+
 }  // namespace loom
+
