@@ -329,10 +329,7 @@ void Rewrite::finish() {
   Compilation sc(c.req, p);
   access(sc);
   set_order(p, std::move(order));
-  if (b.p.wave_end.empty()) {  // serial: copies change what the order's best shape is
-    if (recomputed) reorder_for_memory(p);
-    return;
-  }
+  if (b.p.wave_end.empty()) return reorder_for_memory(p);  // serial: an order for the new lifetimes
   // A step joins the wave of the base step it comes before; waves stay contiguous.
   p.wave_end.assign(p.order.size(), 0);
   for (size_t i = p.order.size(); i-- > 0;) {
@@ -375,6 +372,16 @@ int peak_position(const Plan& p) {
   return at;
 }
 
+/// The arena of plan p (scheduled) as placement reports it; p gets lifetimes and merges.
+size_t arena_of(const Compilation& c, Plan& p) {
+  Compilation sc(c.req, p);
+  lifetimes(sc);
+  if (inplace_enabled(c.opt)) inplace(sc);
+  placement(sc);
+  return p.stats.arena_bytes;
+}
+
+/// The plan rewritten with `set` recomputed (and, when serial, reordered), measured.
 Trial evaluate(const Base& b, Set set) {
   Trial t;
   Rewrite rw(b, set);
@@ -385,11 +392,7 @@ Trial evaluate(const Base& b, Set set) {
     t.flops += b.flops[id] - (rw.p.nodes[id].alive ? 0 : b.flops[id]);
   }
   t.recomputed = rw.recomputed;
-  Compilation sc(b.c.req, rw.p);
-  lifetimes(sc);
-  if (inplace_enabled(b.c.opt)) inplace(sc);
-  placement(sc);
-  t.arena = rw.p.stats.arena_bytes;
+  t.arena = arena_of(b.c, rw.p);
   const int peak = peak_position(rw.p);
   t.peak_base = int(b.p.order.size());
   for (size_t i = size_t(peak); i < rw.p.order.size(); ++i)
@@ -602,19 +605,21 @@ void remat(Compilation& c) {
   const size_t budget = c.opt.memory_budget;
   if (!budget) return;
   Base b(c);
-  const Trial base = evaluate(b, {});
   PlanStats& st = c.plan.stats;
-  st.arena_without_remat = base.arena;
+  Plan as_is = c.plan;
+  const size_t without = st.arena_without_remat = arena_of(c, as_is);
   for (double f : b.flops) st.plan_flops += f;
-  if (fits(base, budget)) return;
-  LOOM_CHECK(c.opt.remat != Remat::off, "the plan's arena of ", base.arena, " bytes exceeds memory_budget (", budget,
+  if (without <= budget) return;
+  LOOM_CHECK(c.opt.remat != Remat::off, "the plan's arena of ", without, " bytes exceeds memory_budget (", budget,
              " bytes); set remat = Remat::automatic to recompute activations instead of keeping them");
+  // The searches start from the plan rewritten with nothing recomputed: a serial one reordered.
+  const Trial base = evaluate(b, {});
   auto [first, name] = search(b, base, budget, c.opt.remat);
   Plan plan;
-  const Trial t = first.set.empty() ? first : deepen(c, b, std::move(first), budget, plan);
+  const Trial t = deepen(c, b, std::move(first), budget, plan);
   LOOM_CHECK(fits(t, budget), "memory_budget of ", budget, " bytes cannot be met: the smallest arena reached by ",
-             remat_name(c.opt.remat), " recomputation is ", std::min(t.arena, base.arena), " bytes (", base.arena,
-             " without)");
+             remat_name(c.opt.remat), " recomputation is ", std::min({t.arena, base.arena, without}), " bytes (",
+             without, " without)");
   c.plan = std::move(plan);
   st.remat_strategy = name;
   st.recomputed = t.recomputed;
