@@ -415,6 +415,7 @@ struct SweepPoint {
   double budget_fraction = 0;
   size_t arena = 0;
   double step_us = 0;
+  double step_ratio = 1;  // over the plan without recomputation, timed run by run alternately with it
   std::string strategy;  // auto's choice ("none": nothing recomputed), or "chen-sqrt" for Chen's rule alone
   int recomputed = 0;
   double recompute_flops = 0, plan_flops = 0;
@@ -430,70 +431,95 @@ struct SweepOptions {
   std::string plot_dir;
 };
 
-/// One plan under `budget` (0: none) timed; false when the budget cannot be met.
-bool sweep_point(Family& f, size_t budget, Remat remat, const SweepOptions& o, SweepPoint& pt) {
-  Session s(*f.g, {.threads = 1,
-                   .fusion = f.fusion,
-                   .atomic_updates = !(o.early_updates && remat != Remat::off),
-                   .memory_budget = budget,
-                   .remat = remat});
-  s.initialize();
+/// The session of one plan under `budget` (0: none), compiled; null when the budget cannot be met.
+std::unique_ptr<Session> plan_session(Family& f, size_t budget, Remat remat, const SweepOptions& o) {
+  auto s = std::make_unique<Session>(*f.g, SessionOptions{.threads = 1,
+                                                          .fusion = f.fusion,
+                                                          .atomic_updates = !(o.early_updates && remat != Remat::off),
+                                                          .memory_budget = budget,
+                                                          .remat = remat});
+  s->initialize();
   try {
-    s.plan_info(f.fetches, f.feeds, f.targets);
+    s->plan_info(f.fetches, f.feeds, f.targets);
   } catch (const Error& e) {
     if (std::string(e.what()).find("cannot be met") == std::string::npos) throw;
-    return false;
+    return nullptr;
   }
-  const double sec = time_runs(s, f, o.min_seconds, o.min_reps);
+  return s;
+}
+
+/// Runs of `base` and `s` alternating (after one untimed run each), for ~min_seconds:
+/// the median seconds of s's runs and the median of the pairs' ratios s / base, so
+/// that both plans see the same load of a shared host.
+std::pair<double, double> time_against(Session& base, Session& s, const Family& f, double min_seconds,
+                                       int min_reps) {
+  auto once = [&](Session& x) {
+    auto t0 = std::chrono::steady_clock::now();
+    x.run(f.fetches, f.feeds, f.targets);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  once(base), once(s);
+  std::vector<double> t, ratio;
+  auto start = std::chrono::steady_clock::now();
+  while (int(t.size()) < min_reps ||
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 2 * min_seconds) {
+    const double b = once(base), x = once(s);
+    t.push_back(x), ratio.push_back(x / b);
+    if (t.size() >= 2000) break;
+  }
+  return {median(t), median(ratio)};
+}
+
+/// The point of plan `s`, timed against `base` (itself when null).
+SweepPoint sweep_point(Family& f, Session& s, Session* base, const SweepOptions& o) {
+  SweepPoint pt;
+  if (base) std::tie(pt.step_us, pt.step_ratio) = time_against(*base, s, f, o.min_seconds, o.min_reps);
+  else pt.step_us = time_runs(s, f, o.min_seconds, o.min_reps);
+  pt.step_us *= 1e6;
   const PlanStats p = s.stats().last_plan;
   pt.family = f.name;
   pt.arena = p.arena_bytes;
-  pt.step_us = sec * 1e6;
   pt.strategy = p.remat_strategy.empty() ? "none" : p.remat_strategy;
   pt.recomputed = p.recomputed;
   pt.recompute_flops = p.recompute_flops;
   pt.plan_flops = p.plan_flops;
-  return true;
+  return pt;
 }
-
 
 /// The sweep of one family: `fractions` of the full arena, then bisection
 /// towards the smallest budget met; Chen's rule alone as the last point.
 std::vector<SweepPoint> memory_sweep(Family& f, const SweepOptions& o) {
   std::vector<SweepPoint> pts;
-  SweepPoint full;
-  sweep_point(f, 0, Remat::off, o, full);
+  std::unique_ptr<Session> s0 = plan_session(f, 0, Remat::off, o);
+  SweepPoint full = sweep_point(f, *s0, nullptr, o);
   full.budget_fraction = 1;
   pts.push_back(full);
+  // A point per budget met, timed against the plan without recomputation.
+  auto point = [&](double fraction, size_t budget, Remat remat) {
+    std::unique_ptr<Session> s = plan_session(f, budget, remat, o);
+    if (!s) return false;
+    pts.push_back(sweep_point(f, *s, s0.get(), o));
+    pts.back().budget_fraction = fraction;
+    return true;
+  };
   double ok = 1, bad = 0;
   for (double fr : o.fractions) {
     if (fr >= 1) continue;
     std::fprintf(stderr, "    %s: budget %.3f of %s\n", f.label.c_str(), fr, fmt_bytes(full.arena).c_str());
-    SweepPoint pt;
-    if (!sweep_point(f, size_t(fr * double(full.arena)), Remat::automatic, o, pt)) {
+    if (!point(fr, size_t(fr * double(full.arena)), Remat::automatic)) {
       bad = fr;
       break;
     }
-    pt.budget_fraction = fr;
-    pts.push_back(pt);
     ok = fr;
   }
   for (int i = 0; i < 4 && bad > 0; ++i) {  // towards the smallest budget met
     const double mid = (ok + bad) / 2;
-    SweepPoint pt;
-    if (!sweep_point(f, size_t(mid * double(full.arena)), Remat::automatic, o, pt)) {
-      bad = mid;
-      continue;
-    }
-    pt.budget_fraction = mid;
-    pts.push_back(pt);
-    ok = mid;
+    if (point(mid, size_t(mid * double(full.arena)), Remat::automatic)) ok = mid;
+    else bad = mid;
   }
-  SweepPoint chen;  // Chen's rule alone: sqrt(n) segments, whatever the budget
-  if (sweep_point(f, full.arena - 1, Remat::chen, o, chen)) {
-    chen.budget_fraction = double(chen.arena) / double(full.arena);
-    chen.strategy = "chen-sqrt";
-    pts.push_back(chen);
+  if (point(0, full.arena - 1, Remat::chen)) {  // Chen's rule alone: sqrt(n) segments, whatever the budget
+    pts.back().budget_fraction = double(pts.back().arena) / double(full.arena);
+    pts.back().strategy = "chen-sqrt";
   }
   return pts;
 }
@@ -530,12 +556,13 @@ std::map<std::string, SweepPoint> points_without_remat(const std::vector<SweepPo
   return full;
 }
 
-/// Step time of the sweep's point with the smallest arena at most `bytes` (NAN if none).
-double step_within(const std::vector<SweepPoint>& pts, const std::string& family, double bytes, size_t* arena) {
-  double best = NAN;
+/// The sweep's fastest point with an arena of at most `bytes` (null if none).
+const SweepPoint* fastest_within(const std::vector<SweepPoint>& pts, const std::string& family, double bytes) {
+  const SweepPoint* best = nullptr;
   for (const SweepPoint& p : pts)
-    if (p.family == family && p.strategy != "chen-sqrt" && double(p.arena) <= bytes && !(p.step_us >= best))
-      best = p.step_us, *arena = p.arena;
+    if (p.family == family && p.strategy != "chen-sqrt" && double(p.arena) <= bytes &&
+        (!best || p.step_ratio < best->step_ratio))
+      best = &p;
   return best;
 }
 
@@ -544,14 +571,15 @@ void print_sweep_json(const std::vector<SweepPoint>& pts, const std::map<std::st
   nlohmann::json doc = {{"points", nlohmann::json::array()}, {"torch", torch}, {"early_updates", early_updates}};
   for (const SweepPoint& p : pts)
     doc["points"].push_back({{"family", p.family}, {"budget_fraction", p.budget_fraction}, {"arena", p.arena},
-                             {"step_us", p.step_us}, {"strategy", p.strategy}, {"recomputed", p.recomputed},
+                             {"step_us", p.step_us}, {"step_ratio", p.step_ratio}, {"strategy", p.strategy}, {"recomputed", p.recomputed},
                              {"recompute_flops", p.recompute_flops}, {"plan_flops", p.plan_flops}});
   std::printf("%s\n", doc.dump(2).c_str());
 }
 
 void print_sweep_table(const std::vector<SweepPoint>& pts, const std::map<std::string, SweepPoint>& full,
                        bool early_updates) {
-  std::printf("\nmemory sweep: serial executor, 1 thread; step times are medians; remat = auto unless noted%s\n\n",
+  std::printf("\nmemory sweep: serial executor, 1 thread; step times are medians; x step0: the median ratio of\n"
+              "runs alternating with the plan without recomputation; remat = auto unless noted%s\n\n",
               early_updates
                   ? ";\nrecomputing plans update variables as soon as their gradients exist (atomic_updates off)"
                   : "");
@@ -560,7 +588,7 @@ void print_sweep_table(const std::vector<SweepPoint>& pts, const std::map<std::s
   for (const SweepPoint& p : pts) {
     const SweepPoint& z = full.at(p.family);
     std::printf("%-12s %8.3f %10s %8.3f %10.1f %8.3f %10d %8.1f%% %s\n", p.family.c_str(), p.budget_fraction,
-                fmt_bytes(p.arena).c_str(), double(p.arena) / double(z.arena), p.step_us, p.step_us / z.step_us,
+                fmt_bytes(p.arena).c_str(), double(p.arena) / double(z.arena), p.step_us, p.step_ratio,
                 p.recomputed, p.plan_flops > 0 ? 100 * p.recompute_flops / p.plan_flops : 0.0, p.strategy.c_str());
   }
   std::printf("\n  arena/0, x step0: over the plan without recomputation; +flops: FLOPs recomputed over the plan's.\n");
@@ -569,11 +597,10 @@ void print_sweep_table(const std::vector<SweepPoint>& pts, const std::map<std::s
 void print_sweep_goal(const std::vector<SweepPoint>& pts, const std::map<std::string, SweepPoint>& full) {
   std::printf("\ngoal: at 1/3 of the arena, step <= 1.25x the step without recomputation\n");
   for (const auto& [fam, z] : full) {
-    size_t arena = 0;
-    const double t = step_within(pts, fam, double(z.arena) / 3, &arena);
-    if (std::isnan(t)) std::printf("  %-12s 1/3 of the arena not reached\n", fam.c_str());
-    else std::printf("  %-12s arena %s (%.3f): %.3fx\n", fam.c_str(), fmt_bytes(arena).c_str(),
-                     double(arena) / double(z.arena), t / z.step_us);
+    const SweepPoint* p = fastest_within(pts, fam, double(z.arena) / 3);
+    if (!p) std::printf("  %-12s 1/3 of the arena not reached\n", fam.c_str());
+    else std::printf("  %-12s arena %s (%.3f): %.3fx\n", fam.c_str(), fmt_bytes(p->arena).c_str(),
+                     double(p->arena) / double(z.arena), p->step_ratio);
   }
 }
 
@@ -589,11 +616,10 @@ void print_sweep_torch(const std::vector<SweepPoint>& pts, const std::map<std::s
     auto figure = [&](const char* what) { return torch_figure(torch, k + what); };
     const double frac = figure(".ckpt.peak_bytes") / std::max(1.0, figure(".peak_bytes"));
     const double tt = figure(".ckpt.ms_per_step") * 1e3;
-    size_t arena = 0;
-    const double lt = step_within(pts, fam, frac * double(z.arena), &arena);
+    const SweepPoint* p = fastest_within(pts, fam, frac * double(z.arena));
     std::printf("  %-12s PyTorch: %.0f us, %.2fx its own, memory %.3f of its own; loom at <= %.3f: %s", fam.c_str(),
-                tt, tt / (figure(".ms_per_step") * 1e3), frac, frac, std::isnan(lt) ? "not reached\n" : "");
-    if (!std::isnan(lt)) std::printf("%.0f us, %.2fx its own; loom/PyTorch %.3f\n", lt, lt / z.step_us, lt / tt);
+                tt, tt / (figure(".ms_per_step") * 1e3), frac, frac, p ? "" : "not reached\n");
+    if (p) std::printf("%.0f us, %.2fx its own; loom/PyTorch %.3f\n", p->step_us, p->step_ratio, p->step_us / tt);
   }
 }
 
@@ -631,7 +657,7 @@ void write_sweep_plot(const std::vector<SweepPoint>& pts, const std::map<std::st
   for (const SweepPoint& p : pts)
     csv << p.family << ',' << p.budget_fraction << ',' << p.arena << ','
         << double(p.arena) / double(full.at(p.family).arena) << ',' << p.step_us << ','
-        << p.step_us / full.at(p.family).step_us << ',' << p.strategy << "\n";
+        << p.step_ratio << ',' << p.strategy << "\n";
   write_atomically(dir / "memory_sweep.csv", csv.str());
   write_atomically(dir / "memory_sweep.gp", sweep_plot_script(full, torch));
   if (!run_gnuplot(dir, "memory_sweep.gp"))
