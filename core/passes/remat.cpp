@@ -7,8 +7,10 @@
 //                inserted into the schedule right before their first late
 //                reader; readers after the longest idle stretch of a value
 //                read the copy, so the original dies early (an original left
-//                without readers is dropped: it moved). Plan::order, pos,
-//                deps and wave_end cover the copies. The arena is measured
+//                without readers is dropped: it moved). Updates of variables
+//                a copy reads wait for it (PNode::after). Plan::order, pos,
+//                deps and wave_end cover the copies; a serial plan is then
+//                reordered for its new lifetimes (reorder_for_memory). The arena is measured
 //                by running lifetimes, inplace and placement on a scratch
 //                copy of the plan, so the budget is met exactly as the plan
 //                reports it. A plan that does not fit is searched again with

@@ -10,6 +10,9 @@
 //                order (the ready node that frees the most bytes net of what
 //                it allocates); parallel plans order by waves (longest path
 //                from the inputs), so that independent nodes run together.
+//                reorder_for_memory (for remat's rewritten serial plans)
+//                moves nodes that free bytes up, with the producers only
+//                they read, where that lowers the peak of live bytes.
 
 #include <algorithm>
 #include <span>
