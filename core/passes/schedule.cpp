@@ -123,13 +123,18 @@ std::pair<size_t, double> profile_for(const Plan& p, const std::vector<int>& ord
 /// ahead: it runs a weight gradient (which allocates) late, and so the update
 /// that frees it, holding the activation the gradient reads all along.
 void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds, const Adjacency& succs) {
-  const size_t max_tries = std::max<size_t>(64, 4000000 / (p.nodes.size() + p.storages.size() + 1));
+  // Each try measures the whole order: their number is bounded so that the
+  // rewrites a budgeted compile measures stay near-linear.
+  const size_t max_tries = std::max<size_t>(16, 400000 / (p.nodes.size() + p.storages.size() + 1));
   std::vector<int> pos(p.nodes.size(), -1), in_group(p.nodes.size(), 0);
+  auto index = [&] {
+    for (size_t i = 0; i < order.size(); ++i) pos[size_t(order[i])] = int(i);
+  };
+  index();
   auto best = profile_for(p, order);
   size_t tries = 0;
   for (int u : std::vector<int>(order)) {
     if (tries >= max_tries) break;
-    for (size_t i = 0; i < order.size(); ++i) pos[size_t(order[i])] = int(i);
     // u and the producers whose every consumer is in the group (or a no-op
     // anchor: moving a node up never breaks an edge to a later node).
     std::vector<int> group{u};
@@ -160,8 +165,12 @@ void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds
       }
       ++tries;
       const auto now = profile_for(p, moved);
-      if (now.first < best.first || (now.first == best.first && now.second < best.second))
+      if (now.first < best.first || (now.first == best.first && now.second < best.second)) {
         order = std::move(moved), best = now;
+        for (int g : group) in_group[size_t(g)] = 0;
+        index();
+        continue;
+      }
     }
     for (int g : group) in_group[size_t(g)] = 0;
   }
