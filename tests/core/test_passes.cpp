@@ -479,8 +479,11 @@ TEST_SUITE("core/passes") {
       std::vector<Tensor> grads = gradients(loss, {x, w, b});
       Feeds f{{x, rand({8, 3, 17, 19}, 21).astype(dt)}};
       // Forward only: y over h. With gradients: h lives on for the gradient, whose dx goes over h or dy.
-      for (auto [fetches, op] : {std::pair{std::vector<Tensor>{loss}, "batch_norm"},
-                                 std::pair{std::vector<Tensor>{loss, grads[0], grads[1], grads[2]}, "batch_norm_grad"}}) {
+      const std::pair<std::vector<Tensor>, std::string> cases[] = {
+          {{loss}, "batch_norm"}, {{loss, grads[0], grads[1], grads[2]}, "batch_norm_grad"}};
+      for (const auto& c : cases) {
+        const std::vector<Tensor>& fetches = c.first;
+        const std::string& op = c.second;
         CAPTURE(op);
         Stepper s(g, {}, fetches, f);
         s.run_through("inplace");
