@@ -78,25 +78,6 @@ struct DepResolver {
   }
 };
 
-/// Peak of live arena bytes if nodes ran in `order` (no in-place reuse).
-size_t peak_for(const Plan& p, const std::vector<int>& order) {
-  std::vector<int> pos(p.nodes.size(), -1);
-  for (size_t i = 0; i < order.size(); ++i) pos[size_t(order[i])] = int(i);
-  std::vector<int64_t> delta(order.size() + 2, 0);
-  for (const PStorage& s : p.storages) {
-    if (s.kind != StorageKind::arena || s.writers.empty()) continue;
-    int f = INT_MAX, l = -1;
-    for (int w : s.writers) f = std::min(f, pos[size_t(w)]), l = std::max(l, pos[size_t(w)]);
-    for (int r : s.readers) l = std::max(l, pos[size_t(r)]);
-    if (s.pinned) l = int(order.size());
-    delta[size_t(f)] += int64_t(s.bytes);
-    delta[size_t(l) + 1] -= int64_t(s.bytes);
-  }
-  int64_t cur = 0, peak = 0;
-  for (int64_t d : delta) peak = std::max(peak, cur += d);
-  return size_t(peak);
-}
-
 /// Peak and sum over positions of live arena bytes if nodes ran in `order` (no in-place reuse).
 std::pair<size_t, double> profile_for(const Plan& p, const std::vector<int>& order) {
   std::vector<int> pos(p.nodes.size(), -1);
@@ -260,7 +241,7 @@ void schedule(Compilation& c) {
     p.order = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), level[size_t(i)], i}; });
   } else {
     std::vector<int> greedy = memory_greedy(p, exec, preds, succs);
-    p.order = peak_for(p, greedy) < peak_for(p, program) ? std::move(greedy) : std::move(program);
+    p.order = profile_for(p, greedy).first < profile_for(p, program).first ? std::move(greedy) : std::move(program);
   }
   set_order_from(p, std::move(p.order), preds);
   // Waves: runs of positions with the same (post, level); the parallel executor runs each together.
