@@ -237,6 +237,13 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
+/// Seconds of one run of s.
+double run_seconds(Session& s, const Family& f) {
+  auto t0 = std::chrono::steady_clock::now();
+  s.run(f.fetches, f.feeds, f.targets);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 /// Median seconds per run (after one untimed run), repeating for ~min_seconds.
 double time_runs(Session& s, const Family& f, double min_seconds, int min_reps) {
   s.run(f.fetches, f.feeds, f.targets);
@@ -244,9 +251,7 @@ double time_runs(Session& s, const Family& f, double min_seconds, int min_reps) 
   auto start = std::chrono::steady_clock::now();
   while (int(t.size()) < min_reps ||
          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < min_seconds) {
-    auto t0 = std::chrono::steady_clock::now();
-    s.run(f.fetches, f.feeds, f.targets);
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    t.push_back(run_seconds(s, f));
     if (t.size() >= 2000) break;
   }
   return median(t);
@@ -453,17 +458,12 @@ std::unique_ptr<Session> plan_session(Family& f, size_t budget, Remat remat, con
 /// that both plans see the same load of a shared host.
 std::pair<double, double> time_against(Session& base, Session& s, const Family& f, double min_seconds,
                                        int min_reps) {
-  auto once = [&](Session& x) {
-    auto t0 = std::chrono::steady_clock::now();
-    x.run(f.fetches, f.feeds, f.targets);
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  };
-  once(base), once(s);
+  run_seconds(base, f), run_seconds(s, f);
   std::vector<double> t, ratio;
   auto start = std::chrono::steady_clock::now();
   while (int(t.size()) < min_reps ||
          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 2 * min_seconds) {
-    const double b = once(base), x = once(s);
+    const double b = run_seconds(base, f), x = run_seconds(s, f);
     t.push_back(x), ratio.push_back(x / b);
     if (t.size() >= 2000) break;
   }

@@ -10,10 +10,10 @@
 //                without readers is dropped: it moved). Updates of variables
 //                a copy reads wait for it (PNode::after). Plan::order, pos,
 //                deps and wave_end cover the copies; a serial plan is then
-//                reordered for its new lifetimes (reorder_for_memory). The arena is measured
-//                by running lifetimes, inplace and placement on a scratch
-//                copy of the plan, so the budget is met exactly as the plan
-//                reports it. A plan that does not fit is searched again with
+//                reordered for its new lifetimes (reorder_for_memory). The
+//                arena is measured by running lifetimes, inplace and
+//                placement on a scratch copy of the plan, so the budget is
+//                met exactly as the plan reports it. A plan that does not fit is searched again with
 //                its copies as ordinary nodes (levels). Throws loom::Error
 //                when no plan fits, with the smallest arena reached.
 //

@@ -271,4 +271,3 @@ void reorder_for_memory(Plan& p) {
 }
 
 }  // namespace loom
-
