@@ -62,7 +62,8 @@ struct SessionOptions {
   std::vector<std::string> disable_passes = {};
   /// Bytes the plan's arena may take (0: no limit). Over it, a plan is
   /// recomputed under `remat`, or compiling it fails (loom::Error naming the
-  /// smallest arena reached). Results are bit-identical with and without.
+  /// smallest arena reached, and the floor no recomputation goes below).
+  /// Results are bit-identical with and without.
   size_t memory_budget = 0;
   Remat remat = Remat::off;
 };
@@ -84,13 +85,16 @@ struct PlanStats {
   int host_copies = 0;           // nodes run on the host (no kernel on the device; inputs and outputs copied)
   int epilogues = 0;             // element-wise nodes run inside their producer's kernel (epilogue pass)
   std::vector<std::pair<std::string, double>> pass_ms;  // each pass the plan compiler ran, with its time
-  // Rematerialization (remat pass): the arena without it, the strategy kept
-  // ("" when nothing is recomputed), nodes recomputed and their cost in FLOPs
-  // over the plan's total.
+  // Rematerialization (remat pass, with a memory_budget): the arena without
+  // it, the strategy kept ("" when nothing is recomputed), nodes recomputed
+  // and their cost in FLOPs over the plan's total, and the floor under any
+  // recomputation.
   size_t arena_without_remat = 0;
   std::string remat_strategy;
   int recomputed = 0;
   double recompute_flops = 0, plan_flops = 0;
+  size_t remat_floor = 0;       // no recomputation goes below: the most one node needs at once
+  std::string remat_floor_at;  // that node ("node 'name' (op)") or "the fetched values"
 };
 
 struct NodeTime {

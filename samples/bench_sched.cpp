@@ -424,6 +424,8 @@ struct SweepPoint {
   std::string strategy;  // auto's choice ("none": nothing recomputed), or "chen-sqrt" for Chen's rule alone
   int recomputed = 0;
   double recompute_flops = 0, plan_flops = 0;
+  size_t floor = 0;      // no recomputation goes below (plans with a budget): what one node needs at once
+  std::string floor_at;  // that node
 };
 
 /// What --memory-sweep measures and reports.
@@ -483,6 +485,8 @@ SweepPoint sweep_point(Family& f, Session& s, Session* base, const SweepOptions&
   pt.recomputed = p.recomputed;
   pt.recompute_flops = p.recompute_flops;
   pt.plan_flops = p.plan_flops;
+  pt.floor = p.remat_floor;
+  pt.floor_at = p.remat_floor_at;
   return pt;
 }
 
@@ -572,7 +576,7 @@ void print_sweep_json(const std::vector<SweepPoint>& pts, const std::map<std::st
   for (const SweepPoint& p : pts)
     doc["points"].push_back({{"family", p.family}, {"budget_fraction", p.budget_fraction}, {"arena", p.arena},
                              {"step_us", p.step_us}, {"step_ratio", p.step_ratio}, {"strategy", p.strategy}, {"recomputed", p.recomputed},
-                             {"recompute_flops", p.recompute_flops}, {"plan_flops", p.plan_flops}});
+                             {"recompute_flops", p.recompute_flops}, {"plan_flops", p.plan_flops}, {"floor", p.floor}});
   std::printf("%s\n", doc.dump(2).c_str());
 }
 
@@ -601,6 +605,15 @@ void print_sweep_goal(const std::vector<SweepPoint>& pts, const std::map<std::st
     if (!p) std::printf("  %-12s 1/3 of the arena not reached\n", fam.c_str());
     else std::printf("  %-12s arena %s (%.3f): %.3fx\n", fam.c_str(), fmt_bytes(p->arena).c_str(),
                      double(p->arena) / double(z.arena), p->step_ratio);
+  }
+  std::printf("floor: no recomputation goes below what one node needs at once (its arena inputs, outputs and\n"
+              "workspace) with these kernels\n");
+  for (const auto& [fam, z] : full) {
+    const SweepPoint* f = nullptr;
+    for (const SweepPoint& p : pts)
+      if (p.family == fam && p.floor > 0 && (!f || p.floor > f->floor)) f = &p;
+    if (f) std::printf("  %-12s %s (%.3f): %s\n", fam.c_str(), fmt_bytes(f->floor).c_str(),
+                       double(f->floor) / double(z.arena), f->floor_at.c_str());
   }
 }
 

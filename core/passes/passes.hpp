@@ -116,6 +116,15 @@ RematPlan remat_evaluate(const Compilation& c, std::vector<int> nodes);
 RematPlan remat_exact(const Compilation& c, size_t budget);
 /// One strategy (chen, greedy, or automatic: the cheaper that fits) for `budget`.
 RematPlan remat_search(const Compilation& c, size_t budget, Remat strategy);
+/// A floor under every arena recomputation can reach with these kernels: the
+/// most bytes one node needs at once (its arena inputs, outputs and
+/// workspace, less an output it may write over an input), or the fetched
+/// values, all live at the end.
+struct RematFloor {
+  size_t bytes = 0;
+  std::string what;  // "node 'name' (op)" or "the fetched values"
+};
+RematFloor remat_floor(const Plan& p, const SessionOptions& o);
 
 // ---- shared by the passes
 

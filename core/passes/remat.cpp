@@ -553,7 +553,58 @@ Trial deepen(const Compilation& c, const Base& b, Trial t, size_t budget, Plan& 
   return t;
 }
 
+/// Bytes node n needs at once in any plan: the arena storages it reads and
+/// writes and its workspace, less (with in-place reuse) an output the inplace
+/// pass could put over an input of its size (output 0 of an in-place op; an
+/// in-place epilogue step's output over another of the node's outputs).
+size_t working_set(const Plan& p, const PNode& n, bool in_place) {
+  std::vector<int> seen;
+  size_t bytes = 0;
+  auto add = [&](int s) {
+    if (s < 0 || p.storages[size_t(s)].kind != StorageKind::arena || std::ranges::find(seen, s) != seen.end()) return;
+    seen.push_back(s);
+    bytes += p.storages[size_t(s)].bytes;
+  };
+  for (size_t k = 0; k < n.in.size(); ++k)
+    if (!is_shape_only(n, k)) add(p.values[size_t(n.in[k])].storage);
+  const size_t in_storages = seen.size();
+  for (int v : n.out) add(p.values[size_t(v)].storage);
+  const size_t out_storages = seen.size();
+  add(n.workspace);
+  auto storage_bytes = [&](int v) { return p.storages[size_t(p.values[size_t(v)].storage)].bytes; };
+  auto credit = [&](int out, auto first, auto last) {  // out may take over one of [first, last) of its size
+    const int so = p.values[size_t(out)].storage;
+    if (std::ranges::find(seen, so) - seen.begin() < int64_t(in_storages)) return;  // already counted as an input
+    if (std::any_of(first, last, [&](int s) { return s != so && p.storages[size_t(s)].bytes == storage_bytes(out); }))
+      bytes -= storage_bytes(out);
+  };
+  if (!in_place) return bytes;
+  if (n.op && n.op->inplace && !n.out.empty()) credit(n.out[0], seen.begin(), seen.begin() + int64_t(in_storages));
+  for (const PEpilogueStep& s : n.epilogue)
+    if (s.op->inplace && s.out.size() == 1) credit(s.out[0], seen.begin() + int64_t(in_storages), seen.begin() + int64_t(out_storages));
+  return bytes;
+}
+
 }  // namespace
+
+RematFloor remat_floor(const Plan& p, const SessionOptions& o) {
+  const bool in_place = inplace_enabled(o) && o.memory != MemoryStrategy::naive;
+  RematFloor f;
+  size_t pinned = 0;
+  for (const PStorage& s : p.storages)
+    if (s.kind == StorageKind::arena && s.pinned && !s.merged) pinned += s.bytes;
+  f.bytes = pinned;
+  f.what = "the fetched values";
+  for (int id : p.order) {
+    const PNode& n = p.nodes[size_t(id)];
+    if (n.kind != NodeKind::kernel) continue;
+    if (const size_t b = working_set(p, n, in_place); b > f.bytes) {
+      f.bytes = b;
+      f.what = "node '" + n.name + "'" + (n.op ? " (" + std::string(n.op->name) + ")" : "");
+    }
+  }
+  return f;
+}
 
 std::string_view remat_name(Remat r) {
   switch (r) {
@@ -611,6 +662,9 @@ void remat(Compilation& c) {
   Plan as_is = c.plan;
   const size_t without = st.arena_without_remat = arena_of(c, as_is);
   for (double f : b.flops) st.plan_flops += f;
+  const RematFloor floor = remat_floor(c.plan, c.opt);
+  st.remat_floor = floor.bytes;
+  st.remat_floor_at = floor.what;
   if (without <= budget) return;
   LOOM_CHECK(c.opt.remat != Remat::off, "the plan's arena of ", without, " bytes exceeds memory_budget (", budget,
              " bytes); set remat = Remat::automatic to recompute activations instead of keeping them");
@@ -621,7 +675,8 @@ void remat(Compilation& c) {
   const Trial t = deepen(c, b, std::move(first), budget, plan);
   LOOM_CHECK(fits(t, budget), "memory_budget of ", budget, " bytes cannot be met: the smallest arena reached by ",
              remat_name(c.opt.remat), " recomputation is ", std::min({t.arena, base.arena, without}), " bytes (",
-             without, " without)");
+             without, " without); no plan can go below ", st.remat_floor, " bytes, what ", st.remat_floor_at,
+             " needs at once");
   c.plan = std::move(plan);
   st.remat_strategy = name;
   st.recomputed = t.recomputed;

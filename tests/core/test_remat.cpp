@@ -55,6 +55,12 @@ std::vector<NDArray> run_steps(Graph& g, const Case& k, SessionOptions o, int st
   return out;
 }
 
+/// The number of bytes the error message gives right after `before` (0 when absent).
+size_t bytes_after(const std::string& err, const std::string& before) {
+  const size_t at = err.find(before);
+  return at == std::string::npos ? 0 : std::stoull(err.substr(at + before.size()));
+}
+
 void check_identical(const std::vector<NDArray>& a, const std::vector<NDArray>& b) {
   REQUIRE(a.size() == b.size());
   for (size_t i = 0; i < a.size(); ++i) {
@@ -77,12 +83,16 @@ int sweep(Graph& g, const Case& k, SessionOptions o, std::initializer_list<doubl
     PlanStats st;
     std::vector<NDArray> got;
     const std::string err = error_of([&] { got = run_steps(g, k, r, steps, &st); });
-    if (!err.empty()) {  // out of reach: the error says how far it got
+    if (!err.empty()) {  // out of reach: the error says how far it got, and the floor under it
       CHECK(contains(err, "cannot be met"));
-      CHECK(contains(err, "smallest arena reached"));
+      const size_t reached = bytes_after(err, "recomputation is "), floor = bytes_after(err, "no plan can go below ");
+      CHECK(floor > 0);
+      CHECK(floor <= reached);
       continue;
     }
     CHECK(st.arena_bytes <= r.memory_budget);
+    CHECK(st.remat_floor > 0);
+    CHECK(st.remat_floor <= st.arena_bytes);
     CHECK(st.arena_without_remat == full);
     recomputing += st.recomputed > 0;
     CHECK((st.recomputed > 0) == !st.remat_strategy.empty());
@@ -286,6 +296,36 @@ TEST_SUITE("remat") {
     CHECK(contains(error_of([&] { off.run(k.fetches, k.feeds); }), "set remat = Remat::automatic"));
     // The session stays usable: a run that fits works.
     CHECK(s.run({z * 2.0}, {{z, rand({2}, 1)}})[0].shape() == Shape{2});
+  }
+
+  TEST_CASE("the floor: what one node needs at once, less an output it may write over its input") {
+    // Element-wise ops in a row (fusion off) each write over their dying input, so the floor is the arena.
+    Graph g;
+    Tensor x = g.placeholder("x", {4096});
+    Tensor h = x;
+    for (int i = 0; i < 4; ++i) h = exp(h * 0.5);
+    Case k{{sum(h)}, {}, {{x, rand({4096}, 2)}}};
+    SessionOptions o{.threads = 1, .disable_passes = {"fusion"}, .memory_budget = 1, .remat = Remat::automatic};
+    const std::string err = error_of([&] { arena_of(g, k, o); });
+    o.memory_budget = 0;
+    const size_t arena = arena_of(g, k, o);
+    CHECK(bytes_after(err, "no plan can go below ") == arena);
+    // Without in-place reuse (pass off) each op holds its input and output: the floor is two vectors, the arena.
+    o.disable_passes.push_back("inplace");
+    const size_t apart = arena_of(g, k, o);
+    CHECK(apart >= 2 * 4096 * sizeof(float));
+    o.memory_budget = apart - 1;
+    CHECK(bytes_after(error_of([&] { arena_of(g, k, o); }), "no plan can go below ") == apart);
+    // One op whose output dwarfs the rest: the floor names it.
+    Graph g2;
+    Tensor v = g2.placeholder("v", {256});
+    Tensor e = exp(v);
+    Tensor outer = matmul(reshape(e, {256, 1}), reshape(e, {1, 256}));
+    Case k2{{sum(outer)}, {}, {{v, rand({256}, 3)}}};
+    const std::string err2 =
+        error_of([&] { arena_of(g2, k2, {.threads = 1, .memory_budget = 65536, .remat = Remat::automatic}); });
+    CHECK(bytes_after(err2, "no plan can go below ") >= (256 * 256 + 256) * sizeof(float));
+    CHECK(contains(err2, "(matmul) needs at once"));
   }
 
   TEST_CASE("the strategies against the exhaustive oracle on small graphs") {
