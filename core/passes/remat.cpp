@@ -538,7 +538,7 @@ std::pair<Trial, std::string> search(const Base& b, const Trial& base, size_t bu
 /// level lowers the arena. Returns the last level's trial, with the FLOPs and
 /// copies of all levels.
 Trial deepen(const Compilation& c, const Base& b, Trial t, size_t budget, Plan& out) {
-  constexpr int kLevels = 4;
+  constexpr int kLevels = 8;
   out = Rewrite(b, t.set).p;
   for (int level = 2; level <= kLevels && !fits(t, budget); ++level) {
     Compilation deeper(c.req, out);
