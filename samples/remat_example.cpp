@@ -47,9 +47,10 @@ int main(int argc, char** argv) {
     PlanStats p = s.stats().last_plan;
     std::printf(
         "arena %zu bytes (budget %zu, %zu without remat), strategy %s, %d nodes recomputed, +%.1f%% FLOPs; "
-        "compiled in %.1f ms (%.1f ms without a budget)\n",
+        "compiled in %.1f ms (%.1f ms without a budget); no budget under %zu bytes can be met (%s)\n",
         p.arena_bytes, budget, p.arena_without_remat, p.remat_strategy.c_str(), p.recomputed,
-        100 * p.recompute_flops / p.plan_flops, p.compile_ms, plain.stats().last_plan.compile_ms);
+        100 * p.recompute_flops / p.plan_flops, p.compile_ms, plain.stats().last_plan.compile_ms, p.remat_floor,
+        p.remat_floor_at.c_str());
   }
   // As the README shows it (a budget in bytes):
   (void)[&] {
@@ -57,7 +58,7 @@ int main(int argc, char** argv) {
     s.run({loss}, feeds, {train});
     PlanStats p = s.stats().last_plan;  // arena_bytes <= 64 MiB
     // p.arena_without_remat, p.remat_strategy ("chen" or "greedy"), p.recomputed (nodes),
-    // p.recompute_flops / p.plan_flops (the work added)
+    // p.recompute_flops / p.plan_flops (the work added), p.remat_floor (no budget below it can be met)
     return p.arena_bytes;
   }
   ();
