@@ -575,8 +575,9 @@ void print_sweep_json(const std::vector<SweepPoint>& pts, const std::map<std::st
   nlohmann::json doc = {{"points", nlohmann::json::array()}, {"torch", torch}, {"early_updates", early_updates}};
   for (const SweepPoint& p : pts)
     doc["points"].push_back({{"family", p.family}, {"budget_fraction", p.budget_fraction}, {"arena", p.arena},
-                             {"step_us", p.step_us}, {"step_ratio", p.step_ratio}, {"strategy", p.strategy}, {"recomputed", p.recomputed},
-                             {"recompute_flops", p.recompute_flops}, {"plan_flops", p.plan_flops}, {"floor", p.floor}});
+                             {"step_us", p.step_us}, {"step_ratio", p.step_ratio}, {"strategy", p.strategy},
+                             {"recomputed", p.recomputed}, {"recompute_flops", p.recompute_flops},
+                             {"plan_flops", p.plan_flops}, {"floor", p.floor}});
   std::printf("%s\n", doc.dump(2).c_str());
 }
 

@@ -581,7 +581,8 @@ size_t working_set(const Plan& p, const PNode& n, bool in_place) {
   if (!in_place) return bytes;
   if (n.op && n.op->inplace && !n.out.empty()) credit(n.out[0], seen.begin(), seen.begin() + int64_t(in_storages));
   for (const PEpilogueStep& s : n.epilogue)
-    if (s.op->inplace && s.out.size() == 1) credit(s.out[0], seen.begin() + int64_t(in_storages), seen.begin() + int64_t(out_storages));
+    if (s.op->inplace && s.out.size() == 1)
+      credit(s.out[0], seen.begin() + int64_t(in_storages), seen.begin() + int64_t(out_storages));
   return bytes;
 }
 
