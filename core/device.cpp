@@ -112,9 +112,15 @@ std::shared_ptr<Buffer> Buffer::allocate(Device d, size_t bytes) {
              ": more than the 2^48-byte limit of one array");
   size_t n = (std::max<size_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
   void* p = device_backend(d).allocate(n);
-  return std::shared_ptr<Buffer>(new Buffer(d, p, n));
+  return std::shared_ptr<Buffer>(new Buffer(d, p, n, true));
 }
 
-Buffer::~Buffer() { device_backend(device_).deallocate(data_, bytes_); }
+std::shared_ptr<Buffer> Buffer::borrow(Device d, void* p, size_t bytes) {
+  return std::shared_ptr<Buffer>(new Buffer(d, p, bytes, false));
+}
+
+Buffer::~Buffer() {
+  if (owned_) device_backend(device_).deallocate(data_, bytes_);
+}
 
 }  // namespace loom

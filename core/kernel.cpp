@@ -109,16 +109,34 @@ NDArray rows_of(const NDArray& a, int64_t rank, int64_t rows, int64_t begin, int
 
 }  // namespace
 
+namespace {
+
+void run_steps(const KernelCall& c, int64_t begin, int64_t end, const NDArray& head_rows) {
+  const NDArray& head = c.out[0];
+  const int64_t rank = head.ndim(), rows = head.shape()[0];
+  // Output 0 and the outputs written over it block by block (streamed: no memory of their own) are the block.
+  auto operand = [&](const NDArray& a, int r) {
+    return r == -1 || (r < 0 && !a.buffer()) ? head_rows : rows_of(a, rank, rows, begin, end);
+  };
+  for (const EpilogueStep& s : c.epilogue->steps) {
+    std::vector<NDArray> in, out;
+    for (int r : s.in) in.push_back(operand(r >= 0 ? c.in[size_t(r)] : c.out[size_t(-r - 1)], r));
+    for (int r : s.out) out.push_back(operand(c.out[size_t(-r - 1)], r));
+    s.fn(KernelCall{c.ctx, in, out, *s.attrs, s.op, s.node, s.key, s.state.get()});
+  }
+}
+
+}  // namespace
+
 void run_epilogue(const KernelCall& c, int64_t begin, int64_t end) {
   if (!c.epilogue || begin >= end) return;
   const NDArray& head = c.out[0];
-  const int64_t rank = head.ndim(), rows = head.shape()[0];
-  for (const EpilogueStep& s : c.epilogue->steps) {
-    std::vector<NDArray> in, out;
-    for (int r : s.in) in.push_back(rows_of(r >= 0 ? c.in[size_t(r)] : c.out[size_t(-r - 1)], rank, rows, begin, end));
-    for (int r : s.out) out.push_back(rows_of(c.out[size_t(-r - 1)], rank, rows, begin, end));
-    s.fn(KernelCall{c.ctx, in, out, *s.attrs, s.op, s.node, s.key, s.state.get()});
-  }
+  run_steps(c, begin, end, rows_of(head, head.ndim(), head.shape()[0], begin, end));
+}
+
+void run_epilogue(const KernelCall& c, int64_t begin, int64_t end, const NDArray& head_rows) {
+  if (!c.epilogue || begin >= end) return;
+  run_steps(c, begin, end, head_rows);
 }
 
 std::vector<KernelEntry> registered_kernels() {

@@ -87,6 +87,16 @@ struct Epilogue {
 /// passed as those rows; broadcast ones whole. Blocks may run in any order
 /// and in parallel (element-wise steps only read their own rows).
 void run_epilogue(const KernelCall& c, int64_t begin, int64_t end);
+/// The same for a streamed output 0 (see streamed()): `head_rows` holds the
+/// block's rows [begin, end), written where the kernel keeps them.
+void run_epilogue(const KernelCall& c, int64_t begin, int64_t end, const NDArray& head_rows);
+/// Whether the plan keeps output 0 of this call only block by block (the
+/// stream pass: nothing but the epilogue reads it, a weight gradient under its
+/// optimizer's update): output 0 then has a shape and no memory, and the
+/// kernel writes each block of rows into its workspace, runs the epilogue on
+/// it, and reuses the space for a later block. Epilogue outputs without memory
+/// (a weight-decayed gradient) are written over the block in place.
+inline bool streamed(const KernelCall& c) { return c.epilogue && !c.out.empty() && !c.out[0].buffer(); }
 /// Runs once when a plan binds the node (shapes, layouts and attributes are
 /// final); the result is handed to every call as KernelCall::state.
 using PrepareFn = std::shared_ptr<const void> (*)(const KernelCall&);
@@ -115,6 +125,10 @@ struct KernelInfo {
   /// The kernel calls run_epilogue on every block of output 0 it writes, so
   /// the fusion pass may attach an epilogue (OpDef::epilogue) on this device.
   bool runs_epilogue = false;
+  /// The workspace it needs to keep output 0 only block by block under its
+  /// epilogue (streamed()); 0 where it cannot for these shapes. Kernels with
+  /// one must compute the same blocks (the same bits) streamed or not.
+  WorkspaceFn streamed_workspace = nullptr;
 };
 
 /// The workspace `k` needs for a call with these shapes (0 without a WorkspaceFn).

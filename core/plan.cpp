@@ -25,6 +25,7 @@ constexpr Pass kPasses[] = {
     {"fusion", &fusion, true},
     {"epilogue", &epilogue, true},
     {"assign_in_place", &assign_in_place, true},
+    {"stream", &stream, true},
     {"order_updates", &order_updates, false},
     {"access", &access, false},
     {"schedule", &schedule, false},
@@ -202,6 +203,7 @@ NDArray Plan::bind(int value) const {
     l.offset += int64_t(s.offset / dtype_size(v.type.dtype));
     return NDArray(arena, std::move(l), v.type.dtype);
   }
+  if (s.kind == StorageKind::streamed) return NDArray(nullptr, v.layout, v.type.dtype);
   if (s.kind == StorageKind::feed) {  // the fed array may start anywhere in its buffer
     Layout l = v.layout;
     l.offset += s.source->array.layout().offset;

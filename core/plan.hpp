@@ -30,7 +30,9 @@ struct PValue {
 
 /// feed: a fed placeholder that CPU plans read in place from the caller's
 /// array (no copy, no arena bytes); Plan::bind_feeds points it at each run's.
-enum class StorageKind : uint8_t { arena, variable, constant, feed };
+/// streamed: an output its node's kernel keeps only block by block in its
+/// workspace (the stream pass): no memory of its own; bound with none.
+enum class StorageKind : uint8_t { arena, variable, constant, feed, streamed };
 
 /// The arrays behind a constant, variable or feed storage.
 struct SourceArrays {

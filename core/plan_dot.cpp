@@ -53,7 +53,11 @@ std::string value_label(const Plan& p, int v) {
   std::ostringstream l;
   l << dtype_name(val.type.dtype) << shape_str(val.type.shape);
   if (s.kind == StorageKind::arena) l << " @" << s.offset + size_t(val.layout.offset) * dtype_size(val.type.dtype);
-  else l << (s.kind == StorageKind::variable ? " var" : s.kind == StorageKind::feed ? " feed" : " const");
+  else
+    l << (s.kind == StorageKind::variable ? " var"
+          : s.kind == StorageKind::feed   ? " feed"
+          : s.kind == StorageKind::streamed ? " streamed"
+                                          : " const");
   return l.str();
 }
 

@@ -84,6 +84,7 @@ struct PlanStats {
   std::vector<std::pair<std::string, size_t>> strategy_arenas;  // each strategy tried
   int host_copies = 0;           // nodes run on the host (no kernel on the device; inputs and outputs copied)
   int epilogues = 0;             // element-wise nodes run inside their producer's kernel (epilogue pass)
+  int streamed = 0;              // outputs kept block by block under their epilogue (stream pass)
   std::vector<std::pair<std::string, double>> pass_ms;  // each pass the plan compiler ran, with its time
   // Rematerialization (remat pass, with a memory_budget): the arena without
   // it, the strategy kept ("" when nothing is recomputed), nodes recomputed

@@ -12,6 +12,7 @@
 //   fusion*          element-wise groups into fused nodes
 //   epilogue*        element-wise readers of an output that accepts an epilogue run inside its kernel
 //   assign_in_place* producers of assigned values write the variable directly
+//   stream*          an output only its epilogue reads, which writes variables, kept block by block
 //   order_updates    variable reads before their updates; updates last (atomic updates)
 //   access           which steps write and read each storage
 //   schedule         a topological order (memory-greedy, or by waves for the parallel executor)
@@ -71,6 +72,7 @@ void dce(Compilation& c);
 void fusion(Compilation& c);
 void epilogue(Compilation& c);
 void assign_in_place(Compilation& c);
+void stream(Compilation& c);
 void order_updates(Compilation& c);
 void access(Compilation& c);
 void schedule(Compilation& c);

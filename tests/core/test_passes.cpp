@@ -11,6 +11,7 @@
 #include <random>
 
 #include "core/passes/passes.hpp"
+#include "frontend/loom.hpp"
 #include "tests/core/graphs.hpp"
 
 using namespace loom;
@@ -118,14 +119,14 @@ TEST_SUITE("core/passes") {
     for (const Pass& p : plan_passes()) names.emplace_back(p.name);
     CHECK(names.front() == "prune");
     CHECK(names.back() == "bind");
-    CHECK(optional_passes() == std::vector<std::string>{"cse", "fold", "fusion", "epilogue", "assign_in_place", "remat",
-                                                       "inplace"});
+    CHECK(optional_passes() == std::vector<std::string>{"cse", "fold", "fusion", "epilogue", "assign_in_place", "stream",
+                                                       "remat", "inplace"});
     Graph g;
     Tensor x = g.placeholder("x", {3});
     Session bad(g, {.disable_passes = {"schedule"}});
     CHECK(contains(error_of([&] { bad.run({exp(x)}, {{x, rand({3}, 1)}}); }),
                    "disable_passes: pass 'schedule' is required (optional passes: cse, fold, fusion, epilogue, "
-                   "assign_in_place, remat, inplace)"));
+                   "assign_in_place, stream, remat, inplace)"));
     Session unknown(g, {.disable_passes = {"fusoin"}});
     CHECK(contains(error_of([&] { unknown.run({exp(x)}, {{x, rand({3}, 1)}}); }), "unknown pass 'fusoin'"));
     Session s(g, {.disable_passes = {"fusion"}});
@@ -357,6 +358,93 @@ TEST_SUITE("core/passes") {
       CHECK(test::identical(on.run1(r, fa), off.run1(r, fa)));
       CHECK(on.stats().last_plan.epilogues == 1);
     }
+  }
+
+  TEST_CASE("stream: a weight gradient under its update is kept block by block, with the same bits") {
+    // dw = x^T g is [784, 100] (313,600 bytes), larger than g [64, 100]: the
+    // GEMM goes by 5 blocks of 157 rows on any thread count; only its update
+    // reads dw, so the plan keeps a block per thread instead of dw.
+    Graph g;
+    Tensor x = g.placeholder("x", {64, 784});
+    Tensor w = g.variable("w", {784, 100}, test::init_normal(0.05));
+    Tensor h = relu(matmul(x, w));
+    Tensor loss = mean(h * h);
+    Tensor dw = gradients(loss, {w})[0];
+    Tensor step = assign_sub(w, dw * 0.01);
+    Feeds f{{x, rand({64, 784}, 21)}};
+    for (int threads : {1, 2})
+      for (Executor e : {Executor::serial, Executor::parallel}) {
+        CAPTURE(threads);
+        SessionOptions o{.threads = threads, .executor = e, .atomic_updates = false};
+        Session on(g, o);
+        o.disable_passes = {"stream"};
+        Session off(g, o);
+        for (int k = 0; k < 3; ++k) CHECK(test::identical(on.run1(loss, f), off.run1(loss, f)));
+        on.run({}, f, {step}), off.run({}, f, {step});
+        CHECK(test::identical(on.get(w), off.get(w)));
+        on.run({loss}, f, {step});
+        CHECK(on.stats().last_plan.streamed == 1);
+        off.run({loss}, f, {step});
+        CHECK(off.stats().last_plan.streamed == 0);
+        const PlanInfo a = on.plan_info({loss}, f, {step}), b = off.plan_info({loss}, f, {step});
+        test::verify_plan(a);
+        const size_t scratch = size_t(threads) * 157 * 100 * 4;
+        CHECK(a.arena_bytes + (784 * 100 * 4 - scratch) <= b.arena_bytes + 64);
+      }
+    // nn::Linear's weight [100, 784] under Adam with weight decay: the decayed
+    // gradient is written over the block, Adam reads it there.
+    Graph la;
+    Tensor xl = la.placeholder("x", {100, 784}), yl = la.placeholder("y", {100}, int64);
+    nn::Linear lin(784, 100);
+    Tensor loss_l = nn::cross_entropy(lin(xl), yl);
+    optim::Adam adam(lin, {.lr = 1e-3, .weight_decay = 1e-3});
+    Tensor train = adam.minimize(loss_l);
+    NDArray labels = NDArray::empty({100}, int64);
+    for (int64_t i = 0; i < 100; ++i) labels.data<int64_t>()[i] = i % 7;
+    Feeds fl{{xl, rand({100, 784}, 25)}, {yl, labels}};
+    std::vector<std::vector<NDArray>> weights;
+    for (const std::vector<std::string>& off : {std::vector<std::string>{}, {"stream"}}) {
+      Session sl(la, {.seed = 3, .atomic_updates = false, .disable_passes = off});
+      for (int k = 0; k < 3; ++k) sl.run({}, fl, {train});
+      CHECK(sl.stats().last_plan.streamed == (off.empty() ? 1 : 0));
+      weights.push_back({sl.get(lin.weight()), sl.get(lin.bias())});
+    }
+    for (size_t i = 0; i < weights[0].size(); ++i) CHECK(test::identical(weights[0][i], weights[1][i]));
+    // Fetched, the gradient is no update's alone: kept whole.
+    Session s(g, {.atomic_updates = false});
+    s.run({loss, dw}, f, {step});
+    CHECK(s.stats().last_plan.streamed == 0);
+    // A tall GEMM under bias and ReLU: its epilogue writes an activation, not a variable.
+    Graph k;
+    Tensor a = k.placeholder("a", {3000, 40});
+    Tensor v = k.variable("v", {40, 300}, test::init_normal(0.2));
+    Tensor r = relu(matmul(a, v) - 0.1);
+    Session t(k);
+    t.run1(r, {{a, rand({3000, 40}, 22)}});
+    CHECK(t.stats().last_plan.epilogues == 1);
+    CHECK(t.stats().last_plan.streamed == 0);
+  }
+
+  TEST_CASE("matmul: a large output by blocks of rows matches a reference product on any thread count") {
+    Graph g;
+    Tensor a = g.placeholder("a", {64, 784}), b = g.placeholder("b", {64, 100});
+    Tensor c = matmul(transpose(a), b);  // [784, 100]: 5 blocks of 157 rows
+    NDArray av = rand({64, 784}, 23), bv = rand({64, 100}, 24);
+    std::vector<NDArray> outs;
+    for (int threads : {1, 2}) {
+      Session s(g, {.threads = threads});
+      NDArray out = s.run1(c, {{a, av}, {b, bv}});
+      outs.push_back(out);
+      double worst = 0;
+      for (int64_t i = 0; i < 784; ++i)
+        for (int64_t j = 0; j < 100; ++j) {
+          double ref = 0;
+          for (int64_t k = 0; k < 64; ++k) ref += double(av.data<float>()[k * 784 + i]) * bv.data<float>()[k * 100 + j];
+          worst = std::max(worst, std::abs(ref - out.data<float>()[i * 100 + j]));
+        }
+      CHECK(worst < 1e-4);
+    }
+    CHECK(test::identical(outs[0], outs[1]));  // the shapes alone split it, not the threads
   }
 
   TEST_CASE("order_updates: readers of a variable run before its update; updates run last") {
