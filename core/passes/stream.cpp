@@ -50,7 +50,8 @@ std::vector<int> block_values(const Plan& p, const PNode& n, const std::vector<i
   auto own = [&](int v) {
     const PValue& val = p.values[size_t(v)];
     return !fetched[size_t(v)] && p.storages[size_t(val.storage)].kind == StorageKind::arena &&
-           users[size_t(val.storage)] == 1 && val.type == head.type && val.layout.is_compact() && val.layout.offset == 0;
+           users[size_t(val.storage)] == 1 && val.type == head.type && val.layout.is_compact() &&
+           val.layout.offset == 0;
   };
   if (!own(n.out[0])) return {};
   std::vector<int> block{n.out[0]};

@@ -106,7 +106,8 @@ int64_t block_rows(int64_t m, int64_t n, int64_t k, size_t elem) {
 
 Split split_of(int64_t m, int64_t n, int64_t k, int64_t batches, bool matrix, size_t elem, int threads) {
   const bool parallel = threads > 1 && 2.0 * double(m) * double(n) * double(k) * double(batches) > 2e6;
-  if (const int64_t rows = matrix && batches == 1 ? block_rows(m, n, k, elem) : 0) return {true, (m + rows - 1) / rows, parallel};
+  if (const int64_t rows = matrix && batches == 1 ? block_rows(m, n, k, elem) : 0)
+    return {true, (m + rows - 1) / rows, parallel};
   if (!parallel || batches >= threads) return {true, 1, parallel};
   // Rows as soon as each task gets a fair share of them: an epilogue then follows each task's rows while they
   // are in cache, where column blocks make it wait for the whole GEMM and pass over the output again (an MLP's

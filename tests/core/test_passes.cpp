@@ -119,8 +119,8 @@ TEST_SUITE("core/passes") {
     for (const Pass& p : plan_passes()) names.emplace_back(p.name);
     CHECK(names.front() == "prune");
     CHECK(names.back() == "bind");
-    CHECK(optional_passes() == std::vector<std::string>{"cse", "fold", "fusion", "epilogue", "assign_in_place", "stream",
-                                                       "remat", "inplace"});
+    CHECK(optional_passes() == std::vector<std::string>{"cse", "fold", "fusion", "epilogue", "assign_in_place",
+                                                       "stream", "remat", "inplace"});
     Graph g;
     Tensor x = g.placeholder("x", {3});
     Session bad(g, {.disable_passes = {"schedule"}});
