@@ -142,6 +142,8 @@ TEST_SUITE("core/passes") {
     configs.push_back(optional_passes());
     Graph g;
     test::MlpStep m = test::mlp_step(g, {20, 16, 16, 10}, 0.2);
+    Graph wide;  // its first weight gradient, [784, 100], is large enough to stream
+    test::MlpStep mw = test::mlp_step(wide, {784, 100, 10}, 0.2);
     Graph h;
     auto d = test::random_dag(h, 7, 70);
     for (Executor e : {Executor::serial, Executor::parallel}) {
@@ -160,6 +162,14 @@ TEST_SUITE("core/passes") {
           losses.push_back(t.run({m.loss}, f, {m.train})[0]);
         }
         for (const Tensor& p : m.params) losses.push_back(t.get(p));
+        Session tw(wide, o);
+        for (int step = 0; step < 2; ++step) {
+          Feeds f = test::mlp_feeds(mw, 8, 784, uint64_t(step));
+          test::verify_plan(tw.plan_info({mw.loss}, f, {mw.train}));
+          losses.push_back(tw.run({mw.loss}, f, {mw.train})[0]);
+        }
+        if (off.empty()) CHECK(tw.stats().last_plan.streamed == 1);
+        for (const Tensor& p : mw.params) losses.push_back(tw.get(p));
         mlp_losses.push_back(losses);
       }
       for (size_t k = 1; k < configs.size(); ++k) {
@@ -410,6 +420,22 @@ TEST_SUITE("core/passes") {
       weights.push_back({sl.get(lin.weight()), sl.get(lin.bias())});
     }
     for (size_t i = 0; i < weights[0].size(); ++i) CHECK(test::identical(weights[0][i], weights[1][i]));
+    // float64 (OpenBLAS's dgemm), the same way.
+    Graph gd;
+    Tensor xd = gd.placeholder("x", {64, 392}, float64);
+    Tensor wd = gd.variable("w", {392, 100}, test::init_normal(0.05), float64);
+    Tensor hd = relu(matmul(xd, wd));
+    Tensor loss_d = mean(hd * hd);
+    Tensor step_d = assign_sub(wd, gradients(loss_d, {wd})[0] * 0.01);
+    Feeds fd{{xd, rand({64, 392}, 26, float64)}};
+    std::vector<NDArray> ws;
+    for (const std::vector<std::string>& off : {std::vector<std::string>{}, {"stream"}}) {
+      Session sd(gd, {.threads = 2, .atomic_updates = false, .disable_passes = off});
+      for (int k = 0; k < 3; ++k) sd.run({loss_d}, fd, {step_d});
+      CHECK(sd.stats().last_plan.streamed == (off.empty() ? 1 : 0));
+      ws.push_back(sd.get(wd));
+    }
+    CHECK(test::identical(ws[0], ws[1]));
     // Fetched, the gradient is no update's alone: kept whole.
     Session s(g, {.atomic_updates = false});
     s.run({loss, dw}, f, {step});
