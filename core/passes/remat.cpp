@@ -439,10 +439,12 @@ Trial prune(const Base& b, Trial t, size_t budget, size_t max_evals) {
 /// At the peak, of the few candidates live across it with the fewest FLOPs per
 /// byte, recompute the one that lowers the arena most per FLOP (the first, when
 /// none lowers it yet); repeat until the plan fits, then prune.
+// Each measurement re-plans a copy of the plan (linear in its size): their
+// number is bounded so that a budgeted compile stays near-linear.
+size_t eval_limit(const Base& b) { return std::max<size_t>(60, 400000 / std::max<size_t>(b.p.nodes.size(), 1)); }
+
 Trial greedy(const Base& b, const Trial& base, size_t budget) {
-  // Each measurement re-plans a copy of the plan (linear in its size): their
-  // number is bounded so that a budgeted compile stays near-linear.
-  const size_t max_evals = std::max<size_t>(60, 400000 / std::max<size_t>(b.p.nodes.size(), 1));
+  const size_t max_evals = eval_limit(b);
   Trial t = base, best = base;
   std::vector<char> chosen(b.p.nodes.size(), 0);
   std::vector<std::pair<double, int>> eligible;
@@ -527,7 +529,7 @@ std::pair<Trial, std::string> search(const Base& b, const Trial& base, size_t bu
   if (fits(base, budget)) return {base, ""};
   if (strategy == Remat::chen) return {chen(b, base, sqrt_segments(b, base)), "chen"};
   if (strategy == Remat::greedy) return {greedy(b, base, budget), "greedy"};
-  Trial c = chen_sweep(b, base, budget), g = greedy(b, base, budget);
+  Trial c = prune(b, chen_sweep(b, base, budget), budget, eval_limit(b) / 4), g = greedy(b, base, budget);
   if (better(g, c, budget)) return {std::move(g), "greedy"};
   return {std::move(c), "chen"};
 }
