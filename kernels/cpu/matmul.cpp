@@ -139,6 +139,8 @@ void matmul_streamed(const KernelCall& call, const T* pa, Mat ma, const T* pb, M
   const int64_t blocks = split.blocks, step = (M + blocks - 1) / blocks;
   const int64_t slots = int64_t(call.workspace_bytes / (size_t(step * N) * sizeof(T)));
   LOOM_ASSERT(split.rows && blocks > 1 && slots >= 1, "matmul '", call.node, "': no workspace for a streamed output");
+  // One view of the workspace for the call: each block is an array over its slot.
+  const std::shared_ptr<Buffer> ws = Buffer::borrow(call.ctx.device, call.workspace, call.workspace_bytes);
   auto slot_task = [&](int64_t slot) {
     T* C = static_cast<T*>(call.workspace) + slot * step * N;
     for (int64_t blk = slot; blk < blocks; blk += slots) {
@@ -146,10 +148,9 @@ void matmul_streamed(const KernelCall& call, const T* pa, Mat ma, const T* pb, M
       if (lo >= hi) continue;
       if (K == 0) std::fill(C, C + (hi - lo) * N, T(0));
       else gemm(pa + lo * (ma.trans ? 1 : ma.ld), ma, pb, mb, C, N, hi - lo, N, K);
-      const Shape rows{hi - lo, N};
-      run_epilogue(call, lo, hi,
-                   NDArray(Buffer::borrow(call.ctx.device, C, size_t(numel(rows)) * sizeof(T)), Layout::compact(rows),
-                           call.out[0].dtype()));
+      Layout rows = Layout::compact({hi - lo, N});
+      rows.offset = slot * step * N;
+      run_epilogue(call, lo, hi, NDArray(ws, std::move(rows), call.out[0].dtype()));
     }
   };
   if (slots == 1) {
