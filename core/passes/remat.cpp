@@ -436,13 +436,14 @@ Trial prune(const Base& b, Trial t, size_t budget, size_t max_evals) {
   return t;
 }
 
+/// How many candidate sets a search may measure: each measurement re-plans a
+/// copy of the plan (linear in its size), so that a budgeted compile stays
+/// near-linear.
+size_t eval_limit(const Base& b) { return std::max<size_t>(60, 400000 / std::max<size_t>(b.p.nodes.size(), 1)); }
+
 /// At the peak, of the few candidates live across it with the fewest FLOPs per
 /// byte, recompute the one that lowers the arena most per FLOP (the first, when
 /// none lowers it yet); repeat until the plan fits, then prune.
-// Each measurement re-plans a copy of the plan (linear in its size): their
-// number is bounded so that a budgeted compile stays near-linear.
-size_t eval_limit(const Base& b) { return std::max<size_t>(60, 400000 / std::max<size_t>(b.p.nodes.size(), 1)); }
-
 Trial greedy(const Base& b, const Trial& base, size_t budget) {
   const size_t max_evals = eval_limit(b);
   Trial t = base, best = base;

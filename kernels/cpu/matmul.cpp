@@ -87,6 +87,8 @@ struct Split {
   bool rows = true;
   int64_t blocks = 1;
   bool parallel = false;
+  /// Rows (or columns) per block of `dim`; the last block may be shorter.
+  int64_t step(int64_t dim) const { return (dim + blocks - 1) / blocks; }
 };
 
 /// Rows per block of a large matrix output (a weight gradient) whose operand
@@ -125,9 +127,8 @@ size_t streamed_workspace(const WorkspaceQuery& q) {
   const size_t elem = dtype_size(q.dtype);
   const Split s = split_of(m, n, k, 1, true, elem, q.threads);
   if (s.blocks < 2) return 0;
-  const int64_t step = (m + s.blocks - 1) / s.blocks;
   const int64_t slots = s.parallel ? std::min<int64_t>(q.threads, s.blocks) : 1;
-  return size_t(slots * step * n) * elem;
+  return size_t(slots * s.step(m) * n) * elem;
 }
 
 /// Output 0 kept block by block (streamed()): each slot of the workspace takes
@@ -136,7 +137,7 @@ template <class T>
 void matmul_streamed(const KernelCall& call, const T* pa, Mat ma, const T* pb, Mat mb, int64_t M, int64_t N,
                      int64_t K) {
   const Split split = split_of(M, N, K, 1, true, sizeof(T), current_threads());
-  const int64_t blocks = split.blocks, step = (M + blocks - 1) / blocks;
+  const int64_t blocks = split.blocks, step = split.step(M);
   const int64_t slots = int64_t(call.workspace_bytes / (size_t(step * N) * sizeof(T)));
   LOOM_ASSERT(split.rows && blocks > 1 && slots >= 1, "matmul '", call.node, "': no workspace for a streamed output");
   // One view of the workspace for the call: each block is an array over its slot.
@@ -206,7 +207,7 @@ void matmul_typed(const KernelCall& call) {
   const bool split_rows = split.rows;  // named copies, not structured bindings: clang 14's lambdas cannot capture those
   const int64_t blocks = split.blocks;
   const int64_t dim = split_rows ? m_all : N;
-  const int64_t step = (dim + blocks - 1) / blocks;
+  const int64_t step = split.step(dim);
   // Rows of the GEMM are rows of the output (2-d): the epilogue follows each block of them.
   const bool epilogue_rows = call.epilogue && split_rows && n_batches == 1 && c.ndim() == 2;
   auto task = [&](int64_t t) {
