@@ -83,13 +83,17 @@ blas_env
 
 JOBS=${JOBS:-$(nproc)}
 
-configure_and_build() {  # configure_and_build <dir> [cmake args...]
+configure() {  # configure <dir> [cmake args...]: once per build directory
   dir=$1
   shift
   if [ ! -f "$dir/CMakeCache.txt" ]; then
     cmake -S . -B "$dir" -DLOOM_WERROR="${LOOM_WERROR:-OFF}" -DLOOM_CUDA="${LOOM_CUDA:-AUTO}" "$@" >/dev/null
   fi
-  cmake --build "$dir" -j "$JOBS"
+}
+
+configure_and_build() {  # configure_and_build <dir> [cmake args...]
+  configure "$@"
+  cmake --build "$1" -j "$JOBS"
 }
 
 release() { configure_and_build build/release -DCMAKE_BUILD_TYPE=Release; }
@@ -128,10 +132,12 @@ case "$cmd" in
     ;;
   test-tsan)
     base_deps
-    configure_and_build build/tsan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DLOOM_SANITIZE=thread -DLOOM_CUDA=OFF \
+    # Only the library and the test files with "*parallel*" suites (tests/CMakeLists.txt).
+    configure build/tsan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DLOOM_SANITIZE=thread -DLOOM_CUDA=OFF \
       -DLOOM_BUILD_SAMPLES=OFF
+    cmake --build build/tsan -j "$JOBS" --target loom_parallel_tests
     TSAN_OPTIONS="halt_on_error=1 suppressions=$(pwd)/tests/tsan.supp" \
-      build/tsan/tests/loom_tests -ts='*parallel*' "$@"
+      build/tsan/tests/loom_parallel_tests -ts='*parallel*' "$@"
     ;;
   fuzz)
     # Fuzz targets of tests/fuzz: new inputs go to build/fuzz/corpus/<target>,
@@ -140,15 +146,21 @@ case "$cmd" in
     seconds=${1:-60}
     [ $# -gt 0 ] && shift
     targets=${*:-idx safetensors cifar10 text graph}
-    for t in $targets; do cmake --build build/asan -j "$JOBS" --target "fuzz_$t"; done
-    mkdir -p build/fuzz/crashes
-    for t in $targets; do
+    cmake --build build/asan -j "$JOBS" $(for t in $targets; do printf ' --target fuzz_%s' "$t"; done)
+    mkdir -p build/fuzz/crashes build/fuzz/logs
+    echo "build.sh: fuzzing $targets for $seconds s each, $JOBS at a time"
+    # One target per core at a time; each one's log (build/fuzz/logs/) is shown when it ends, whole if it failed.
+    export seconds
+    printf '%s\n' $targets | xargs -P "$JOBS" -n 1 sh -c '
+      t=$1 log=build/fuzz/logs/$1.log
       mkdir -p "build/fuzz/corpus/$t"
-      echo "build.sh: fuzzing $t for $seconds s"
+      rc=0
       ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         "build/asan/tests/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
-        -artifact_prefix="build/fuzz/crashes/$t-" ${FUZZ_ARGS:-} "build/fuzz/corpus/$t" "tests/fuzz/corpus/$t"
-    done
+        -artifact_prefix="build/fuzz/crashes/$t-" ${FUZZ_ARGS:-} "build/fuzz/corpus/$t" "tests/fuzz/corpus/$t" \
+        >"$log" 2>&1 || rc=$?
+      echo "build.sh: fuzz_$t, $seconds s: exit status $rc"
+      if [ "$rc" = 0 ]; then grep -E "^(Done |stat::)" "$log"; else cat "$log"; exit 1; fi' sh
     ;;
   train)
     base_deps
