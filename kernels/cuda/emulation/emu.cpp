@@ -37,6 +37,13 @@ struct Grid {
   Fiber* current = nullptr;
   ucontext_t scheduler;
   const std::function<void()>* body = nullptr;
+
+  /// The first fiber from index i on that has not finished (null if none).
+  Fiber* live_from(size_t i) const {
+    for (; i < fibers.size(); ++i)
+      if (!fibers[i]->done) return fibers[i].get();
+    return nullptr;
+  }
 };
 
 thread_local Grid* grid = nullptr;  // the launch running on this host thread
@@ -53,7 +60,18 @@ dim3 block_idx() { return grid->block_idx; }
 dim3 block_dim() { return grid->block_dim; }
 dim3 grid_dim() { return grid->grid_dim; }
 void* shared_memory() { return grid->shared.data(); }
-void sync_threads() { swapcontext(&grid->current->ctx, &grid->scheduler); }
+// A barrier passes control straight to the block's next live thread (one
+// switch, not two through the scheduler); the round's last returns to it.
+void sync_threads() {
+  Fiber* self = grid->current;
+  Fiber* next = grid->live_from(self->tid + 1);
+  if (!next) {
+    swapcontext(&self->ctx, &grid->scheduler);
+    return;
+  }
+  grid->current = next;
+  swapcontext(&self->ctx, &next->ctx);
+}
 
 void run_grid(unsigned g, unsigned b, size_t shared_bytes, const std::function<void()>& body) {
   if (g == 0 || b == 0 || b > 1024) std::abort();  // a real launch would fail: the tests must see it
@@ -77,14 +95,14 @@ void run_grid(unsigned g, unsigned b, size_t shared_bytes, const std::function<v
       f.ctx.uc_link = &state.scheduler;
       makecontext(&f.ctx, fiber_main, 0);
     }
-    for (bool live = true; live;) {
-      live = false;
-      for (auto& f : state.fibers) {
-        if (f->done) continue;
-        state.current = f.get();
-        swapcontext(&state.scheduler, &f->ctx);
-        live |= !f->done;
-      }
+    // Rounds in thread order until all are done. Back here: the round ended
+    // at a barrier (a new round starts), or a thread finished (the round goes on).
+    for (size_t from = 0;;) {
+      Fiber* f = state.live_from(from);
+      if (!f && !(f = state.live_from(0))) break;
+      state.current = f;
+      swapcontext(&state.scheduler, &f->ctx);
+      from = state.current->done ? state.current->tid + 1 : state.fibers.size();
     }
   }
   grid = outer;
