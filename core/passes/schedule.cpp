@@ -78,25 +78,50 @@ struct DepResolver {
   }
 };
 
-/// Peak and sum over positions of live arena bytes if nodes ran in `order` (no in-place reuse).
-std::pair<size_t, double> profile_for(const Plan& p, const std::vector<int>& order) {
-  std::vector<int> pos(p.nodes.size(), -1);
-  for (size_t i = 0; i < order.size(); ++i) pos[size_t(order[i])] = int(i);
-  std::vector<int64_t> delta(order.size() + 2, 0);
-  for (const PStorage& s : p.storages) {
-    if (s.kind != StorageKind::arena || s.writers.empty()) continue;
-    int f = INT_MAX, l = -1;
-    for (int w : s.writers) f = std::min(f, pos[size_t(w)]), l = std::max(l, pos[size_t(w)]);
-    for (int r : s.readers) l = std::max(l, pos[size_t(r)]);
-    if (s.pinned) l = int(order.size());
-    delta[size_t(f)] += int64_t(s.bytes);
-    delta[size_t(l) + 1] -= int64_t(s.bytes);
+/// Peak and sum over positions of live arena bytes if nodes ran in a given
+/// order (no in-place reuse). Built once per plan: the arena storages flat
+/// (writers, then readers, per storage), so that the many orders hoist_groups
+/// tries are measured without walking the plan or allocating. The orders one
+/// profile measures hold the same nodes (positions of others are never reset).
+class MemoryProfile {
+ public:
+  explicit MemoryProfile(const Plan& p) : pos_(p.nodes.size(), -1) {
+    for (const PStorage& s : p.storages) {
+      if (s.kind != StorageKind::arena || s.writers.empty()) continue;
+      const int begin = int(nodes_.size());
+      nodes_.insert(nodes_.end(), s.writers.begin(), s.writers.end());
+      const int readers = int(nodes_.size());
+      nodes_.insert(nodes_.end(), s.readers.begin(), s.readers.end());
+      storages_.push_back({int64_t(s.bytes), begin, readers, int(nodes_.size()), s.pinned});
+    }
   }
-  int64_t cur = 0, peak = 0;
-  double sum = 0;
-  for (int64_t d : delta) peak = std::max(peak, cur += d), sum += double(cur);
-  return {size_t(peak), sum};
-}
+  std::pair<size_t, double> operator()(const std::vector<int>& order) {
+    for (size_t i = 0; i < order.size(); ++i) pos_[size_t(order[i])] = int(i);
+    delta_.assign(order.size() + 2, 0);
+    for (const Storage& s : storages_) {
+      int f = INT_MAX, l = -1;
+      for (int k = s.begin; k < s.readers; ++k) f = std::min(f, pos_[size_t(nodes_[size_t(k)])]);
+      for (int k = s.begin; k < s.end; ++k) l = std::max(l, pos_[size_t(nodes_[size_t(k)])]);
+      if (s.pinned) l = int(order.size());
+      delta_[size_t(f)] += s.bytes;
+      delta_[size_t(l) + 1] -= s.bytes;
+    }
+    int64_t cur = 0, peak = 0;
+    double sum = 0;
+    for (int64_t d : delta_) peak = std::max(peak, cur += d), sum += double(cur);
+    return {size_t(peak), sum};
+  }
+
+ private:
+  struct Storage {
+    int64_t bytes;
+    int begin, readers, end;  // nodes_[begin, readers): writers; [readers, end): readers
+    bool pinned;
+  };
+  std::vector<Storage> storages_;
+  std::vector<int> nodes_, pos_;
+  std::vector<int64_t> delta_;
+};
 
 /// Moves a node, with the producers only it reads, to right after their other
 /// predecessors, where that lowers the live bytes of `order` (the peak, or at
@@ -112,7 +137,8 @@ void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds
     for (size_t i = 0; i < order.size(); ++i) pos[size_t(order[i])] = int(i);
   };
   index();
-  auto best = profile_for(p, order);
+  MemoryProfile profile(p);
+  auto best = profile(order);
   size_t tries = 0;
   for (int u : std::vector<int>(order)) {
     if (tries >= max_tries) break;
@@ -145,7 +171,7 @@ void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds
         if (x == anchor) moved.insert(moved.end(), group.begin(), group.end());
       }
       ++tries;
-      const auto now = profile_for(p, moved);
+      const auto now = profile(moved);
       if (now.first < best.first || (now.first == best.first && now.second < best.second)) {
         order = std::move(moved), best = now;
         for (int g : group) in_group[size_t(g)] = 0;
@@ -241,7 +267,8 @@ void schedule(Compilation& c) {
     p.order = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), level[size_t(i)], i}; });
   } else {
     std::vector<int> greedy = memory_greedy(p, exec, preds, succs);
-    p.order = profile_for(p, greedy).first < profile_for(p, program).first ? std::move(greedy) : std::move(program);
+    MemoryProfile profile(p);
+    p.order = profile(greedy).first < profile(program).first ? std::move(greedy) : std::move(program);
   }
   set_order_from(p, std::move(p.order), preds);
   // Waves: runs of positions with the same (post, level); the parallel executor runs each together.
