@@ -128,7 +128,8 @@ case "$cmd" in
   test-asan)
     sanitized
     cmake --build build/asan -j "$JOBS"
-    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/tests/loom_tests "$@"
+    # One process per test case, $JOBS at a time (tests/run_parallel.sh): one thread would take 4 minutes.
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 JOBS="$JOBS" tests/run_parallel.sh build/asan/tests/loom_tests "$@"
     ;;
   test-tsan)
     base_deps

@@ -689,12 +689,11 @@ TEST_SUITE("core/passes") {
     Tensor y = g.add1("exp", {x}, {}, "a\nb\x01 \xff\xfe é");
     Session s(g);
     s.run({y}, {{x, rand({2}, 7)}});
-    auto dir = std::filesystem::temp_directory_path();
-    std::string path = (dir / "loom_test_escape.dot").string();
+    test::TempDir dir;
+    std::string path = dir / "escape.dot";
     s.export_dot(path);
     std::ifstream f(path);
     std::string d((std::istreambuf_iterator<char>(f)), {});
-    std::filesystem::remove(path);
     CHECK(valid_dot(d));
     CHECK(contains(d, "in \\\"x\\\"\\\\x09\\\\"));
     CHECK(contains(d, "a\\\\x0ab\\\\x01 \\\\xff\\\\xfe é"));

@@ -201,37 +201,38 @@ TEST_SUITE("remat") {
     CHECK(st.arena_bytes <= full * 11 / 20);
   }
 
-  TEST_CASE("models: MLP with SGD updates, MLPResNet with dropout and batch norm, a Transformer layer") {
-    {
-      Graph g;
-      test::MlpStep m = test::mlp_step(g, {20, 32, 32, 32, 32, 10}, 0.1);
-      Case k{{m.loss}, {m.train}, test::mlp_feeds(m, 512, 20, 5)};
-      // Updates as early as possible: each gradient dies at its update, activations dominate.
-      CHECK(sweep(g, k, {.threads = 2, .seed = 3, .atomic_updates = false}, {0.9, 0.85, 0.6}, 3) > 0);
-      // Atomic updates keep every gradient to the end: whatever fits is still checked.
-      sweep(g, k, {.threads = 2, .seed = 3}, {0.9, 0.6}, 2);
-    }
-    {
-      Graph g;
-      Tensor x = g.placeholder("x", {-1, 48}), y = g.placeholder("y", {-1}, int64);
-      nn::MLPResNet model(48, {.hidden = 64, .blocks = 3, .dropout = 0.2});
-      Tensor loss = nn::cross_entropy(model(x), y);
-      std::vector<Tensor> params = model.parameters();
-      Case k{{loss}, {}, {{x, rand({256, 48}, 4)}, {y, NDArray::zeros({256}, int64)}}};
-      for (const Tensor& t : gradients(loss, params)) k.fetches.push_back(t);
-      // Two steps: dropout draws new numbers per run, and the recomputed ones must match them.
-      CHECK(sweep(g, k, {.threads = 2, .seed = 11}, {0.7, 0.5}, 2) > 0);
-    }
-    {
-      Graph g;
-      Tensor x = g.placeholder("x", {8, 64, 32});
-      nn::TransformerLayer layer(32, 4, {.ffn = 64, .dropout = 0.1, .norm_first = true});
-      Tensor out = layer(x);
-      Tensor loss = mean(out * out);
-      Case k{{loss}, {}, {{x, rand({8, 64, 32}, 6)}}};
-      for (const Tensor& t : gradients(loss, layer.parameters())) k.fetches.push_back(t);
-      CHECK(sweep(g, k, {.threads = 2, .seed = 13}, {0.7, 0.5}, 2) > 0);
-    }
+  // One model per case: the sanitizer builds run cases in processes of their own, side by side.
+  TEST_CASE("models: an MLP with SGD updates, early or atomic") {
+    Graph g;
+    test::MlpStep m = test::mlp_step(g, {20, 32, 32, 32, 32, 10}, 0.1);
+    Case k{{m.loss}, {m.train}, test::mlp_feeds(m, 512, 20, 5)};
+    // Updates as early as possible: each gradient dies at its update, activations dominate.
+    CHECK(sweep(g, k, {.threads = 2, .seed = 3, .atomic_updates = false}, {0.9, 0.85, 0.6}, 3) > 0);
+    // Atomic updates keep every gradient to the end: whatever fits is still checked.
+    sweep(g, k, {.threads = 2, .seed = 3}, {0.9, 0.6}, 2);
+  }
+
+  TEST_CASE("models: an MLPResNet with dropout and batch norm") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 48}), y = g.placeholder("y", {-1}, int64);
+    nn::MLPResNet model(48, {.hidden = 64, .blocks = 3, .dropout = 0.2});
+    Tensor loss = nn::cross_entropy(model(x), y);
+    std::vector<Tensor> params = model.parameters();
+    Case k{{loss}, {}, {{x, rand({256, 48}, 4)}, {y, NDArray::zeros({256}, int64)}}};
+    for (const Tensor& t : gradients(loss, params)) k.fetches.push_back(t);
+    // Two steps: dropout draws new numbers per run, and the recomputed ones must match them.
+    CHECK(sweep(g, k, {.threads = 2, .seed = 11}, {0.7, 0.5}, 2) > 0);
+  }
+
+  TEST_CASE("models: a Transformer layer with dropout") {
+    Graph g;
+    Tensor x = g.placeholder("x", {8, 64, 32});
+    nn::TransformerLayer layer(32, 4, {.ffn = 64, .dropout = 0.1, .norm_first = true});
+    Tensor out = layer(x);
+    Tensor loss = mean(out * out);
+    Case k{{loss}, {}, {{x, rand({8, 64, 32}, 6)}}};
+    for (const Tensor& t : gradients(loss, layer.parameters())) k.fetches.push_back(t);
+    CHECK(sweep(g, k, {.threads = 2, .seed = 13}, {0.7, 0.5}, 2) > 0);
   }
 
   TEST_CASE("ResNet9: convolutions and batch norm recomputed give the same bits") {

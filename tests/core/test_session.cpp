@@ -304,8 +304,8 @@ TEST_SUITE("core/session") {
     CHECK(st.last_plan.graph_nodes > st.last_plan.steps);
     CHECK(!st.node_times.empty());
     CHECK(st.node_times.front().calls == 1);
-    auto dir = std::filesystem::temp_directory_path();
-    std::string trace = (dir / "loom_test_trace.json").string(), dot = (dir / "loom_test_plan.dot").string();
+    test::TempDir dir;
+    std::string trace = dir / "trace.json", dot = dir / "plan.dot";
     s.export_trace(trace);
     s.export_dot(dot);
     std::string t = read_file(trace), d = read_file(dot);
@@ -313,8 +313,6 @@ TEST_SUITE("core/session") {
     CHECK(contains(t, "layer0/matmul"));
     CHECK(contains(d, "digraph plan"));
     CHECK(contains(d, "float32[8,16] @"));  // shapes and arena offsets
-    std::filesystem::remove(trace);
-    std::filesystem::remove(dot);
     Session quiet(g);
     quiet.run({m.loss}, f);
     CHECK(contains(error_of([&] { quiet.export_trace(trace); }), "profile = true"));

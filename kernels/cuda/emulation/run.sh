@@ -45,4 +45,4 @@ fi
 # Emulated kernels first: their registrations must run before the tests ask for a GPU.
 ${CXX:-g++} $flags -Wall -Wextra -Wno-unused-parameter $objs "$root/tests/main.cpp" "$root/tests/cuda/test_cuda_parity.cpp" \
   -o "$build/loom_cuda_emulated_tests" -L"$loom" -lloom -ltbb -Wl,-rpath,"$loom"
-"$build/loom_cuda_emulated_tests" "$@"
+JOBS=$jobs "$root/tests/run_parallel.sh" "$build/loom_cuda_emulated_tests" "$@"  # one process per test case
