@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <functional>
+#include <initializer_list>
 #include <set>
 #include <string>
 
@@ -180,6 +181,50 @@ std::vector<NDArray> run_gradient_graph(const OpDef& op, const OpExample& ex, Se
   for (const Tensor& d : gradients(loss, targets)) fetches.push_back(d);
   Session s(g, options);
   return s.run(fetches, feeds);
+}
+
+/// Reductions of kernels/cuda/reduce.cu against the CPU's on inputs large enough to split, in 3 layouts.
+void check_large_reductions(std::initializer_list<DType> dtypes) {
+  using V = std::vector<int64_t>;
+  struct Case {
+    Shape shape;
+    V axes;
+    bool keepdims;
+  };
+  // Large enough that every path of kernels/cuda/reduce.cu splits its reductions over blocks or threads and
+  // merges partials (block per output: [30, 1000] whole, [3, 20001] rows, [30011]; thread per output:
+  // [9001, 3] columns), small enough for the emulator (each element is an emulated thread's work, under ASan).
+  const std::vector<Case> cases = {
+      {{30, 1000}, {}, false},      {{30, 1000}, {1}, false},    {{30, 1000}, {0}, true},
+      {{3, 20001}, {1}, false},     {{9001, 3}, {0}, false},     {{8, 50, 9, 7}, {1, 3}, true},
+      {{8, 50, 9, 7}, {0, 2}, false}, {{30011}, {}, false},      {{64, 1, 33}, {1}, false},
+      {{4, 6}, {-1}, true},
+  };
+  for (const Case& k : cases)
+    for (DType t : dtypes)
+      for (int layout = 0; layout < 3; ++layout) {
+        CAPTURE(shape_str(k.shape));
+        CAPTURE(attr_str(k.axes));
+        CAPTURE(dtype_name(t));
+        CAPTURE(layout);
+        const NDArray x = test::rand(k.shape, 11, t, t == uint8 ? 0 : -50, 50);
+        const NDArray gx = on_gpu(x, layout);
+        const Attrs attrs{{"axes", k.axes}, {"keepdims", k.keepdims}};
+        for (const char* op : {"sum", "mean", "max", "min"}) {
+          if (std::string(op) == "mean" && !is_floating(t)) continue;
+          CAPTURE(op);
+          const std::string m = mismatch(invoke(op, {x}, attrs)[0], invoke(op, {gx}, attrs)[0], 1e-12);
+          CHECK_MESSAGE(m.empty(), m);
+        }
+        if (k.axes.size() <= 1 && x.numel() > 0) {
+          Attrs arg;  // (a non-negative axis: the CPU kernel does not normalize negative ones)
+          if (!k.axes.empty()) arg.set("axis", k.axes[0] < 0 ? k.axes[0] + int64_t(k.shape.size()) : k.axes[0]);
+          for (const char* op : {"argmax", "argmin"}) {
+            CAPTURE(op);
+            CHECK(mismatch(invoke(op, {x}, arg)[0], invoke(op, {gx}, arg)[0], 0).empty());
+          }
+        }
+      }
 }
 
 }  // namespace
@@ -367,47 +412,15 @@ TEST_SUITE("cuda/parity") {
     CHECK(identical(ok.to(Device::cpu()), invoke("gather", {table, NDArray::from<int64_t>({4, 0})})[0]));
   }
 
-  TEST_CASE("reductions on large and strided inputs" * doctest::skip(!has_gpu())) {
+  // By dtype, two cases: under the emulator they take half a minute each, side by side in CI.
+  TEST_CASE("reductions on large and strided inputs: float32, float64" * doctest::skip(!has_gpu())) {
+    check_large_reductions({float32, float64});
+  }
+
+  TEST_CASE("reductions on large and strided inputs: int32, uint8; empty axes, ties and NaN" *
+            doctest::skip(!has_gpu())) {
     using V = std::vector<int64_t>;
-    struct Case {
-      Shape shape;
-      V axes;
-      bool keepdims;
-    };
-    // Large enough that every path of kernels/cuda/reduce.cu splits its reductions over blocks or threads and
-    // merges partials (block per output: [30, 1000] whole, [3, 20001] rows, [30011]; thread per output:
-    // [9001, 3] columns), small enough for the emulator (each element is an emulated thread's work, under ASan).
-    const std::vector<Case> cases = {
-        {{30, 1000}, {}, false},      {{30, 1000}, {1}, false},    {{30, 1000}, {0}, true},
-        {{3, 20001}, {1}, false},     {{9001, 3}, {0}, false},     {{8, 50, 9, 7}, {1, 3}, true},
-        {{8, 50, 9, 7}, {0, 2}, false}, {{30011}, {}, false},      {{64, 1, 33}, {1}, false},
-        {{4, 6}, {-1}, true},
-    };
-    for (const Case& k : cases)
-      for (DType t : {float32, float64, int32, uint8})
-        for (int layout = 0; layout < 3; ++layout) {
-          CAPTURE(shape_str(k.shape));
-          CAPTURE(attr_str(k.axes));
-          CAPTURE(dtype_name(t));
-          CAPTURE(layout);
-          const NDArray x = test::rand(k.shape, 11, t, t == uint8 ? 0 : -50, 50);
-          const NDArray gx = on_gpu(x, layout);
-          const Attrs attrs{{"axes", k.axes}, {"keepdims", k.keepdims}};
-          for (const char* op : {"sum", "mean", "max", "min"}) {
-            if (std::string(op) == "mean" && !is_floating(t)) continue;
-            CAPTURE(op);
-            const std::string m = mismatch(invoke(op, {x}, attrs)[0], invoke(op, {gx}, attrs)[0], 1e-12);
-            CHECK_MESSAGE(m.empty(), m);
-          }
-          if (k.axes.size() <= 1 && x.numel() > 0) {
-            Attrs arg;  // (a non-negative axis: the CPU kernel does not normalize negative ones)
-            if (!k.axes.empty()) arg.set("axis", k.axes[0] < 0 ? k.axes[0] + int64_t(k.shape.size()) : k.axes[0]);
-            for (const char* op : {"argmax", "argmin"}) {
-              CAPTURE(op);
-              CHECK(mismatch(invoke(op, {x}, arg)[0], invoke(op, {gx}, arg)[0], 0).empty());
-            }
-          }
-        }
+    check_large_reductions({int32, uint8});
     // An empty reduced axis: sums are 0, means NaN.
     for (Shape shape : {Shape{0, 5}, Shape{5, 0}}) {
       const Attrs attrs{{"axes", V{shape[0] == 0 ? 0 : 1}}, {"keepdims", false}};
