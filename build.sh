@@ -6,7 +6,7 @@
 #   ./build.sh test           build (Release) and run the whole test suite
 #   ./build.sh test-asan      AddressSanitizer + UBSan build (clang), whole suite
 #   ./build.sh test-tsan      ThreadSanitizer build, parallel-executor suites
-#   ./build.sh fuzz [s] [t..] libFuzzer (clang, ASan+UBSan): each target s seconds (60) on its seed corpus
+#   ./build.sh fuzz [s] [t..] libFuzzer (clang, ASan+UBSan): each target s seconds of a core (60) on its seed corpus
 #   ./build.sh bench-train    loom vs PyTorch training benchmark (peers in a venv)
 #   ./build.sh bench-sched    scheduling/memory benchmark, PyTorch side by side
 #   ./build.sh train_cnn [args] build, then train ResNet9 (or --model cnn) on Fashion-MNIST or CIFAR-10
@@ -149,10 +149,15 @@ case "$cmd" in
     targets=${*:-idx safetensors cifar10 text graph}
     cmake --build build/asan -j "$JOBS" $(for t in $targets; do printf ' --target fuzz_%s' "$t"; done)
     mkdir -p build/fuzz/crashes build/fuzz/logs
-    echo "build.sh: fuzzing $targets for $seconds s each, $JOBS at a time"
-    # One target per core at a time; each one's log (build/fuzz/logs/) is shown when it ends, whole if it failed.
-    export seconds
-    printf '%s\n' $targets | xargs -P "$JOBS" -n 1 sh -c '
+    # Every core busy to the end: with more targets than cores (JOBS > 1), all run at once for
+    # seconds x targets / JOBS, so that each still gets about `seconds` of one core (JOBS=1: one at a time).
+    # Each log (build/fuzz/logs/) is shown when its target ends, whole if it failed.
+    n=$(echo $targets | wc -w)
+    at_once=$JOBS wall=$seconds
+    if [ "$n" -gt "$JOBS" ] && [ "$JOBS" -gt 1 ]; then at_once=$n wall=$((seconds * n / JOBS)); fi
+    echo "build.sh: fuzzing $targets, each for about $seconds s of a core ($at_once at a time for $wall s, on $JOBS cores)"
+    export seconds=$wall
+    printf '%s\n' $targets | xargs -P "$at_once" -n 1 sh -c '
       t=$1 log=build/fuzz/logs/$1.log
       mkdir -p "build/fuzz/corpus/$t"
       rc=0
