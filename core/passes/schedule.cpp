@@ -15,8 +15,11 @@
 //                they read, where that lowers the peak of live bytes.
 
 #include <algorithm>
+#include <climits>
 #include <span>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "core/passes/passes.hpp"
 
@@ -78,67 +81,144 @@ struct DepResolver {
   }
 };
 
-/// Peak and sum over positions of live arena bytes if nodes ran in a given
-/// order (no in-place reuse). Built once per plan: the arena storages flat
-/// (writers, then readers, per storage), so that the many orders hoist_groups
-/// tries are measured without walking the plan or allocating. The orders one
-/// profile measures hold the same nodes (positions of others are never reset).
-class MemoryProfile {
- public:
-  explicit MemoryProfile(const Plan& p) : pos_(p.nodes.size(), -1) {
+/// A plan's arena storages, flat (writers, then readers, per storage), so that
+/// the many orders hoist_groups tries are measured without walking the plan
+/// or allocating.
+struct ArenaStorages {
+  struct Storage {
+    int64_t bytes;
+    int begin, readers, end;  // nodes[begin, readers): writers; [readers, end): readers
+    bool pinned;
+  };
+  std::vector<Storage> list;
+  std::vector<int> nodes;
+
+  explicit ArenaStorages(const Plan& p) {
     for (const PStorage& s : p.storages) {
       if (s.kind != StorageKind::arena || s.writers.empty()) continue;
-      const int begin = int(nodes_.size());
-      nodes_.insert(nodes_.end(), s.writers.begin(), s.writers.end());
-      const int readers = int(nodes_.size());
-      nodes_.insert(nodes_.end(), s.readers.begin(), s.readers.end());
-      storages_.push_back({int64_t(s.bytes), begin, readers, int(nodes_.size()), s.pinned});
+      const int begin = int(nodes.size());
+      nodes.insert(nodes.end(), s.writers.begin(), s.writers.end());
+      const int readers = int(nodes.size());
+      nodes.insert(nodes.end(), s.readers.begin(), s.readers.end());
+      list.push_back({int64_t(s.bytes), begin, readers, int(nodes.size()), s.pinned});
     }
   }
-  std::pair<size_t, double> operator()(const std::vector<int>& order) {
-    for (size_t i = 0; i < order.size(); ++i) pos_[size_t(order[i])] = int(i);
-    delta_.assign(order.size() + 2, 0);
-    for (const Storage& s : storages_) {
-      int f = INT_MAX, l = -1;
-      for (int k = s.begin; k < s.readers; ++k) f = std::min(f, pos_[size_t(nodes_[size_t(k)])]);
-      for (int k = s.begin; k < s.end; ++k) l = std::max(l, pos_[size_t(nodes_[size_t(k)])]);
-      if (s.pinned) l = int(order.size());
-      delta_[size_t(f)] += s.bytes;
-      delta_[size_t(l) + 1] -= s.bytes;
+  /// The positions where storage s is first written and last used (`end` if pinned);
+  /// position(node) gives each node's.
+  template <class Position>
+  std::pair<int, int> span(const Storage& s, int end, Position&& position) const {
+    int f = INT_MAX, l = -1;
+    for (int k = s.begin; k < s.readers; ++k) f = std::min(f, position(nodes[size_t(k)]));
+    for (int k = s.begin; k < s.end; ++k) l = std::max(l, position(nodes[size_t(k)]));
+    return {f, s.pinned ? end : l};
+  }
+};
+
+/// Peak and sum over positions of live arena bytes (no in-place reuse) of an
+/// order of a plan's executable nodes, kept up to date as hoist_groups moves
+/// groups of nodes up. A move changes positions only between its anchor and
+/// its last node, so a try measures that window and the storages its nodes
+/// touch, not the whole order (live bytes elsewhere stay as they are).
+class OrderProfile {
+ public:
+  using Measure = std::pair<int64_t, int64_t>;  // (peak, sum over positions)
+
+  OrderProfile(const Plan& p, const std::vector<int>& order)
+      : st_(p), pos_(p.nodes.size(), -1), new_pos_(p.nodes.size(), -1), seen_(st_.list.size(), 0) {
+    std::vector<int> count(p.nodes.size() + 1, 0);  // per node, the storages it writes or reads
+    for (size_t i = 0; i < st_.list.size(); ++i)
+      for (int k = st_.list[i].begin; k < st_.list[i].end; ++k) ++count[size_t(st_.nodes[size_t(k)]) + 1];
+    for (size_t n = 1; n < count.size(); ++n) count[n] += count[n - 1];
+    touch_start_ = count;
+    touch_.resize(size_t(count.back()));
+    for (size_t i = 0; i < st_.list.size(); ++i)
+      for (int k = st_.list[i].begin; k < st_.list[i].end; ++k) touch_[size_t(count[size_t(st_.nodes[size_t(k)])]++)] = int(i);
+    reset(order);
+  }
+
+  Measure current() const { return {peak_, prefix_sum_.back()}; }
+
+  /// Takes `order` as the current order.
+  void reset(const std::vector<int>& order) {
+    order_ = order;
+    const int end = int(order.size());
+    for (int i = 0; i < end; ++i) pos_[size_t(order[size_t(i)])] = i;
+    std::vector<int64_t> delta(size_t(end) + 2, 0);
+    ends_at_.assign(size_t(end) + 1, 0);
+    for (const ArenaStorages::Storage& s : st_.list) {
+      const auto [f, l] = st_.span(s, end, [&](int n) { return pos_[size_t(n)]; });
+      delta[size_t(f)] += s.bytes, delta[size_t(l) + 1] -= s.bytes, ends_at_[size_t(l)] += s.bytes;
     }
-    int64_t cur = 0, peak = 0;
-    double sum = 0;
-    for (int64_t d : delta_) peak = std::max(peak, cur += d), sum += double(cur);
-    return {size_t(peak), sum};
+    live_.assign(size_t(end) + 1, 0), prefix_max_ = live_, suffix_max_ = live_;
+    prefix_sum_.assign(size_t(end) + 2, 0);
+    int64_t cur = 0;
+    for (int i = 0; i <= end; ++i) {
+      live_[size_t(i)] = cur += delta[size_t(i)];
+      prefix_max_[size_t(i)] = std::max(i ? prefix_max_[size_t(i) - 1] : 0, cur);
+      prefix_sum_[size_t(i) + 1] = prefix_sum_[size_t(i)] + cur;
+    }
+    for (int i = end; i >= 0; --i) suffix_max_[size_t(i)] = std::max(i < end ? suffix_max_[size_t(i) + 1] : 0, live_[size_t(i)]);
+    peak_ = prefix_max_.back();
+  }
+
+  /// The measure if `group` (in order, all at positions in (a, m]) ran right
+  /// after position a (-1: first), the other nodes of (a, m] after it.
+  Measure try_move(const std::vector<int>& group, const std::vector<int>& in_group, int a, int m) {
+    int next = a + 1;
+    for (int g : group) new_pos_[size_t(g)] = next++;
+    for (int k = a + 1; k <= m; ++k)
+      if (!in_group[size_t(order_[size_t(k)])]) new_pos_[size_t(order_[size_t(k)])] = next++;
+    ++stamp_;
+    const int end = int(order_.size());
+    auto position = [&](int n) { return pos_[size_t(n)] > a && pos_[size_t(n)] <= m ? new_pos_[size_t(n)] : pos_[size_t(n)]; };
+    // Live bytes in the window: those of storages alive across it, plus what
+    // the storages its nodes touch (with their new first and last positions) add.
+    int64_t base = a >= 0 ? live_[size_t(a)] - ends_at_[size_t(a)] : 0;
+    window_.assign(size_t(m - a) + 1, 0);
+    for (int k = a + 1; k <= m; ++k)
+      for (int t = touch_start_[size_t(order_[size_t(k)])]; t < touch_start_[size_t(order_[size_t(k)]) + 1]; ++t) {
+        const int i = touch_[size_t(t)];
+        if (seen_[size_t(i)] == stamp_) continue;
+        seen_[size_t(i)] = stamp_;
+        const ArenaStorages::Storage& s = st_.list[size_t(i)];
+        const auto [f, l] = st_.span(s, end, position);
+        if (f <= a) base -= s.bytes;  // alive at a: counted in live_[a]
+        const int lo = std::max(f, a + 1), hi = std::min(l, m);
+        if (lo <= hi) window_[size_t(lo - a - 1)] += s.bytes, window_[size_t(hi - a)] -= s.bytes;
+      }
+    int64_t cur = base, peak = std::max(a >= 0 ? prefix_max_[size_t(a)] : 0, suffix_max_[size_t(m) + 1]), sum = 0;
+    for (int j = 0; j < m - a; ++j) peak = std::max(peak, cur += window_[size_t(j)]), sum += cur;
+    return {peak, prefix_sum_.back() - (prefix_sum_[size_t(m) + 1] - prefix_sum_[size_t(a) + 1]) + sum};
   }
 
  private:
-  struct Storage {
-    int64_t bytes;
-    int begin, readers, end;  // nodes_[begin, readers): writers; [readers, end): readers
-    bool pinned;
-  };
-  std::vector<Storage> storages_;
-  std::vector<int> nodes_, pos_;
-  std::vector<int64_t> delta_;
+  ArenaStorages st_;
+  std::vector<int> touch_start_, touch_;  // per node: the storages it writes or reads
+  std::vector<int> order_, pos_, new_pos_, seen_;
+  int stamp_ = 0;
+  std::vector<int64_t> live_, ends_at_, prefix_max_, suffix_max_, prefix_sum_, window_;
+  int64_t peak_ = 0;
 };
+
+/// Peak of live arena bytes of an order (no in-place reuse).
+size_t peak_of(const Plan& p, const std::vector<int>& order) { return size_t(OrderProfile(p, order).current().first); }
 
 /// Moves a node, with the producers only it reads, to right after their other
 /// predecessors, where that lowers the live bytes of `order` (the peak, or at
 /// an equal peak their sum over positions). The memory greedy looks one node
 /// ahead: it runs a weight gradient (which allocates) late, and so the update
-/// that frees it, holding the activation the gradient reads all along.
+/// that frees it, holding the activation the gradient read all along.
 void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds, const Adjacency& succs) {
-  // Each try measures the whole order: their number is bounded so that the
-  // rewrites a budgeted compile measures stay near-linear.
+  // The number of tries is bounded so that the rewrites a budgeted compile
+  // measures stay near-linear (each try once measured the whole order).
   const size_t max_tries = std::max<size_t>(16, 400000 / (p.nodes.size() + p.storages.size() + 1));
   std::vector<int> pos(p.nodes.size(), -1), in_group(p.nodes.size(), 0);
   auto index = [&] {
     for (size_t i = 0; i < order.size(); ++i) pos[size_t(order[i])] = int(i);
   };
   index();
-  MemoryProfile profile(p);
-  auto best = profile(order);
+  OrderProfile profile(p, order);
+  auto best = profile.current();
   size_t tries = 0;
   for (int u : std::vector<int>(order)) {
     if (tries >= max_tries) break;
@@ -154,27 +234,25 @@ void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds
                         [&](int x) { return in_group[size_t(x)] || p.nodes[size_t(x)].kind == NodeKind::noop; }))
           in_group[size_t(d)] = 1, group.push_back(d);
       }
-    int anchor = -1, first = INT_MAX;  // the last outside predecessor; the group's first position
+    int anchor = -1, first = INT_MAX, last = -1;  // the last outside predecessor; the group's positions
     for (int g : group) {
-      first = std::min(first, pos[size_t(g)]);
+      first = std::min(first, pos[size_t(g)]), last = std::max(last, pos[size_t(g)]);
       for (int d : preds[size_t(g)])
         if (!in_group[size_t(d)] && (anchor < 0 || pos[size_t(d)] > pos[size_t(anchor)])) anchor = d;
     }
-    if ((anchor < 0 ? -1 : pos[size_t(anchor)]) + 1 < first) {
-      std::sort(group.begin(), group.end(), [&](int a, int b) { return pos[size_t(a)] < pos[size_t(b)]; });
-      std::vector<int> moved;
-      moved.reserve(order.size());
-      if (anchor < 0) moved.insert(moved.end(), group.begin(), group.end());
-      for (int x : order) {
-        if (in_group[size_t(x)]) continue;
-        moved.push_back(x);
-        if (x == anchor) moved.insert(moved.end(), group.begin(), group.end());
-      }
+    const int a = anchor < 0 ? -1 : pos[size_t(anchor)];
+    if (a + 1 < first) {
+      std::sort(group.begin(), group.end(), [&](int x, int y) { return pos[size_t(x)] < pos[size_t(y)]; });
       ++tries;
-      const auto now = profile(moved);
-      if (now.first < best.first || (now.first == best.first && now.second < best.second)) {
+      const auto now = profile.try_move(group, in_group, a, last);
+      if (now < best) {
+        std::vector<int> moved(order.begin(), order.begin() + (a + 1));
+        moved.insert(moved.end(), group.begin(), group.end());
+        for (size_t k = size_t(a + 1); k < order.size(); ++k)
+          if (!in_group[size_t(order[k])]) moved.push_back(order[k]);
         order = std::move(moved), best = now;
         for (int g : group) in_group[size_t(g)] = 0;
+        profile.reset(order);
         index();
         continue;
       }
@@ -267,8 +345,7 @@ void schedule(Compilation& c) {
     p.order = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), level[size_t(i)], i}; });
   } else {
     std::vector<int> greedy = memory_greedy(p, exec, preds, succs);
-    MemoryProfile profile(p);
-    p.order = profile(greedy).first < profile(program).first ? std::move(greedy) : std::move(program);
+    p.order = peak_of(p, greedy) < peak_of(p, program) ? std::move(greedy) : std::move(program);
   }
   set_order_from(p, std::move(p.order), preds);
   // Waves: runs of positions with the same (post, level); the parallel executor runs each together.
