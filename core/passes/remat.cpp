@@ -67,6 +67,10 @@ struct Base {
   std::vector<size_t> bytes;   // arena bytes of the node's outputs
   std::vector<int> var_write;  // per node: the first later position writing a variable it reads
   std::vector<int> cands;      // recomputable nodes by position
+  // The plan each candidate is rewritten in: assigned over the last one's, so
+  // that its nodes' and storages' vectors keep their allocations (copying the
+  // plan afresh was a fifth of a budgeted compile, most of it malloc and free).
+  mutable Plan scratch;
 
   explicit Base(const Compilation& comp);
   bool recomputable(int id) const;
@@ -122,7 +126,7 @@ int Base::split_at(int id, int peak) const { return std::max(peak, p.nodes[size_
 struct Rewrite {
   const Base& b;
   const Compilation& c;
-  Plan p;
+  Plan& p;  // base.scratch, a copy of base.p to rewrite
   std::vector<char> in_set;
   std::vector<int> split;                 // per node in the set: readers at or after it read the copy
   std::vector<int> at;                    // per node: position its copy goes before (-1: no copy)
@@ -143,7 +147,7 @@ struct Rewrite {
 Rewrite::Rewrite(const Base& base, const std::vector<std::pair<int, int>>& set)
     : b(base),
       c(base.c),
-      p(base.p),
+      p(base.scratch = base.p),
       in_set(p.nodes.size(), 0),
       split(p.nodes.size(), INT_MAX),
       at(p.nodes.size(), -1),
