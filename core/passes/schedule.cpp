@@ -132,7 +132,8 @@ class OrderProfile {
     touch_start_ = count;
     touch_.resize(size_t(count.back()));
     for (size_t i = 0; i < st_.list.size(); ++i)
-      for (int k = st_.list[i].begin; k < st_.list[i].end; ++k) touch_[size_t(count[size_t(st_.nodes[size_t(k)])]++)] = int(i);
+      for (int k = st_.list[i].begin; k < st_.list[i].end; ++k)
+        touch_[size_t(count[size_t(st_.nodes[size_t(k)])]++)] = int(i);
     reset(order);
   }
 
@@ -157,7 +158,8 @@ class OrderProfile {
       prefix_max_[size_t(i)] = std::max(i ? prefix_max_[size_t(i) - 1] : 0, cur);
       prefix_sum_[size_t(i) + 1] = prefix_sum_[size_t(i)] + cur;
     }
-    for (int i = end; i >= 0; --i) suffix_max_[size_t(i)] = std::max(i < end ? suffix_max_[size_t(i) + 1] : 0, live_[size_t(i)]);
+    for (int i = end; i >= 0; --i)
+      suffix_max_[size_t(i)] = std::max(i < end ? suffix_max_[size_t(i) + 1] : 0, live_[size_t(i)]);
     peak_ = prefix_max_.back();
   }
 
@@ -170,7 +172,9 @@ class OrderProfile {
       if (!in_group[size_t(order_[size_t(k)])]) new_pos_[size_t(order_[size_t(k)])] = next++;
     ++stamp_;
     const int end = int(order_.size());
-    auto position = [&](int n) { return pos_[size_t(n)] > a && pos_[size_t(n)] <= m ? new_pos_[size_t(n)] : pos_[size_t(n)]; };
+    auto position = [&](int n) {
+      return pos_[size_t(n)] > a && pos_[size_t(n)] <= m ? new_pos_[size_t(n)] : pos_[size_t(n)];
+    };
     // Live bytes in the window: those of storages alive across it, plus what
     // the storages its nodes touch (with their new first and last positions) add.
     int64_t base = a >= 0 ? live_[size_t(a)] - ends_at_[size_t(a)] : 0;

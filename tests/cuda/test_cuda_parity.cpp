@@ -195,9 +195,9 @@ void check_large_reductions(std::initializer_list<DType> dtypes) {
   // merges partials (block per output: [30, 1000] whole, [3, 20001] rows, [30011]; thread per output:
   // [9001, 3] columns), small enough for the emulator (each element is an emulated thread's work, under ASan).
   const std::vector<Case> cases = {
-      {{30, 1000}, {}, false},      {{30, 1000}, {1}, false},    {{30, 1000}, {0}, true},
-      {{3, 20001}, {1}, false},     {{9001, 3}, {0}, false},     {{8, 50, 9, 7}, {1, 3}, true},
-      {{8, 50, 9, 7}, {0, 2}, false}, {{30011}, {}, false},      {{64, 1, 33}, {1}, false},
+      {{30, 1000}, {}, false},        {{30, 1000}, {1}, false}, {{30, 1000}, {0}, true},
+      {{3, 20001}, {1}, false},       {{9001, 3}, {0}, false},  {{8, 50, 9, 7}, {1, 3}, true},
+      {{8, 50, 9, 7}, {0, 2}, false}, {{30011}, {}, false},     {{64, 1, 33}, {1}, false},
       {{4, 6}, {-1}, true},
   };
   for (const Case& k : cases)
