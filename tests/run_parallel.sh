@@ -16,10 +16,17 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # The names between the two rules of --list-test-cases; in -tc a comma or a backslash is escaped.
-"$program" --list-test-cases "$@" | sed -n '/^====/,/^====/p' | sed '1d;$d' >"$tmp/names"
+# A program that cannot list its cases (it crashed at start-up) fails the run, never passes empty.
+if ! "$program" --list-test-cases "$@" >"$tmp/list" 2>&1; then
+  cat "$tmp/list"
+  echo "run_parallel: FAILED: $program --list-test-cases $*" >&2
+  exit 1
+fi
+sed -n '/^====/,/^====/p' "$tmp/list" | sed '1d;$d' >"$tmp/names"
 total=$(wc -l <"$tmp/names")
 all=$("$program" --count --no-skip "$@" | sed -n 's/.*passing the current filters: //p')
 echo "run_parallel: $total test cases of $(basename "$program"), $jobs at a time"
+touch "$tmp/case.none"  # (no case passes the filters: the sums below are 0)
 
 export PROGRAM_RP="$program" TMP_RP="$tmp"
 sed 's/[\\,]/\\&/g' "$tmp/names" | tr '\n' '\0' | xargs -0 -P "$jobs" -I{} sh -c '
