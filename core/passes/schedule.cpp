@@ -144,17 +144,17 @@ class OrderProfile {
     order_ = order;
     const int end = int(order.size());
     for (int i = 0; i < end; ++i) pos_[size_t(order[size_t(i)])] = i;
-    std::vector<int64_t> delta(size_t(end) + 2, 0);
+    delta_.assign(size_t(end) + 2, 0);
     ends_at_.assign(size_t(end) + 1, 0);
     for (const ArenaStorages::Storage& s : st_.list) {
       const auto [f, l] = st_.span(s, end, [&](int n) { return pos_[size_t(n)]; });
-      delta[size_t(f)] += s.bytes, delta[size_t(l) + 1] -= s.bytes, ends_at_[size_t(l)] += s.bytes;
+      delta_[size_t(f)] += s.bytes, delta_[size_t(l) + 1] -= s.bytes, ends_at_[size_t(l)] += s.bytes;
     }
     live_.assign(size_t(end) + 1, 0), prefix_max_ = live_, suffix_max_ = live_;
     prefix_sum_.assign(size_t(end) + 2, 0);
     int64_t cur = 0;
     for (int i = 0; i <= end; ++i) {
-      live_[size_t(i)] = cur += delta[size_t(i)];
+      live_[size_t(i)] = cur += delta_[size_t(i)];
       prefix_max_[size_t(i)] = std::max(i ? prefix_max_[size_t(i) - 1] : 0, cur);
       prefix_sum_[size_t(i) + 1] = prefix_sum_[size_t(i)] + cur;
     }
@@ -200,12 +200,9 @@ class OrderProfile {
   std::vector<int> touch_start_, touch_;  // per node: the storages it writes or reads
   std::vector<int> order_, pos_, new_pos_, seen_;
   int stamp_ = 0;
-  std::vector<int64_t> live_, ends_at_, prefix_max_, suffix_max_, prefix_sum_, window_;
+  std::vector<int64_t> delta_, live_, ends_at_, prefix_max_, suffix_max_, prefix_sum_, window_;
   int64_t peak_ = 0;
 };
-
-/// Peak of live arena bytes of an order (no in-place reuse).
-size_t peak_of(const Plan& p, const std::vector<int>& order) { return size_t(OrderProfile(p, order).current().first); }
 
 /// Moves a node, with the producers only it reads, to right after their other
 /// predecessors, where that lowers the live bytes of `order` (the peak, or at
@@ -349,7 +346,10 @@ void schedule(Compilation& c) {
     p.order = kahn_order<Key>(exec, preds, succs, [&](int i) { return Key{post(i), level[size_t(i)], i}; });
   } else {
     std::vector<int> greedy = memory_greedy(p, exec, preds, succs);
-    p.order = peak_of(p, greedy) < peak_of(p, program) ? std::move(greedy) : std::move(program);
+    OrderProfile profile(p, greedy);  // the lower peak of live bytes (no in-place reuse) of the two
+    const int64_t greedy_peak = profile.current().first;
+    profile.reset(program);
+    p.order = greedy_peak < profile.current().first ? std::move(greedy) : std::move(program);
   }
   set_order_from(p, std::move(p.order), preds);
   // Waves: runs of positions with the same (post, level); the parallel executor runs each together.
