@@ -13,6 +13,8 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <utility>
 
 namespace loom::io {
 
@@ -21,6 +23,9 @@ namespace {
 /// Closes a descriptor on every exit.
 struct Fd {
   int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
   ~Fd() {
     if (fd >= 0) ::close(fd);
   }
@@ -122,24 +127,51 @@ std::string temporary_name(const std::string& target, long pid, uint64_t n) {
   return target + ".tmp." + std::to_string(pid) + "." + std::to_string(n);
 }
 
-void write_file_atomically(const std::string& path, std::string_view bytes) {
+namespace {
+
+/// The regular file a write of `path` replaces (links followed), and whether it exists.
+std::pair<std::string, std::optional<struct stat>> write_target(const std::string& path) {
   LOOM_CHECK(!path.empty(), "write: empty file name");
-  const std::string target = resolve_links(path);
+  std::string target = resolve_links(path);
   struct stat st {};
-  const bool exists = ::stat(target.c_str(), &st) == 0;
-  LOOM_CHECK(!exists || S_ISREG(st.st_mode), "cannot write '", path, "': it is ", kind_of(st.st_mode),
+  if (::stat(target.c_str(), &st) != 0) return {std::move(target), std::nullopt};
+  LOOM_CHECK(S_ISREG(st.st_mode), "cannot write '", path, "': it is ", kind_of(st.st_mode),
              ", not a regular file; refusing to replace it");
-  remove_stale_temporaries(target);
+  return {std::move(target), st};
+}
+
+/// A new temporary beside `target`, opened for writing (its name in `tmp`).
+Fd create_temporary(const std::string& path, const std::string& target, const std::optional<struct stat>& st,
+                    std::string& tmp) {
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = temporary_name(target, long(::getpid()), counter++);
-  Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, exists ? st.st_mode & 07777 : 0644)};
-  LOOM_CHECK(f.fd >= 0, "cannot write '", path, "': cannot create '", tmp, "': ", std::strerror(errno));
+  tmp = temporary_name(target, long(::getpid()), counter++);
+  const int fd =
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st ? st->st_mode & 07777 : 0644);
+  LOOM_CHECK(fd >= 0, "cannot write '", path, "': cannot create '", tmp, "': ", std::strerror(errno));
+  return Fd{fd};
+}
+
+}  // namespace
+
+void check_writable(const std::string& path) {
+  const auto [target, st] = write_target(path);
+  std::string tmp;
+  create_temporary(path, target, st, tmp);
+  ::unlink(tmp.c_str());
+}
+
+void write_file_atomically(const std::string& path, std::string_view bytes) {
+  const auto [target, st] = write_target(path);
+  const bool exists = st.has_value();
+  remove_stale_temporaries(target);
+  std::string tmp;
+  Fd f = create_temporary(path, target, st, tmp);
   auto abandon = [&](const char* what) {
     const int e = errno;
     ::unlink(tmp.c_str());
     fail("cannot write '", path, "': ", what, ": ", std::strerror(e));
   };
-  if (exists) (void)::fchmod(f.fd, st.st_mode & 07777);  // keep the target's permissions (despite the umask)
+  if (exists) (void)::fchmod(f.fd, st->st_mode & 07777);  // keep the target's permissions (despite the umask)
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t w = ::write(f.fd, bytes.data() + done, bytes.size() - done);

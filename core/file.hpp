@@ -26,6 +26,12 @@ std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes = SIZE_
 /// removed, `path` is untouched, and loom::Error names the file.
 void write_file_atomically(const std::string& path, std::string_view bytes);
 
+/// Throws the loom::Error write_file_atomically(path, ...) would for a target
+/// that is not a regular file or a directory it cannot create files in (by
+/// creating and removing its temporary), so that a program can refuse a bad
+/// output path before hours of work rather than after.
+void check_writable(const std::string& path);
+
 /// The temporary-file name write_file_atomically uses for `target`.
 std::string temporary_name(const std::string& target, long pid, uint64_t n);
 

@@ -17,7 +17,9 @@ class TraceRecorder {
  public:
   /// Records runs first..first+count-1 (counted from 1) of a profiling session.
   TraceRecorder(std::string path, int64_t first = 2, int64_t count = 5)
-      : path_(std::move(path)), first_(first), last_(first + count - 1) {}
+      : path_(std::move(path)), first_(first), last_(first + count - 1) {
+    if (enabled()) io::check_writable(path_);  // refused now, not after the traced steps
+  }
   bool enabled() const { return !path_.empty(); }
   bool done() const { return written_; }
 

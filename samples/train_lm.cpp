@@ -33,6 +33,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "core/file.hpp"
 #include "frontend/loom.hpp"
 #include "samples/cli.hpp"
 #include "samples/lm.hpp"
@@ -179,6 +180,7 @@ int run(const Args& a) {
   const int64_t V = corpus.dictionary.size();
   const Splits splits = batchify_splits(corpus, a);
 
+  if (!a.save.empty()) io::check_writable(a.save);  // before the first epoch, not after it
   LM lm(a, V);
   Session& s = lm.session();
   const std::vector<Tensor> saved = lm.checkpoint_variables();

@@ -14,6 +14,8 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "core/file.hpp"
+#include "frontend/checkpoint.hpp"
 #include "frontend/data.hpp"
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
@@ -154,6 +156,10 @@ inline void print_epoch(bool json, int64_t e, int64_t last, const EpochResult& r
 /// evaluate(), save(e) and finish().
 template <class Trainer, class Args>
 int run_training(Trainer& trainer, const Args& a, bool root) {
+  if (!a.save.empty() && root) {  // refuse an unwritable --save before the first epoch, not after it
+    io::check_writable(a.save);
+    io::check_writable(checkpoint::optimizer_path(a.save));
+  }
   const int64_t first_epoch = trainer.restore();
   if (!a.json) trainer.print_setup();
   double test_acc = NAN;

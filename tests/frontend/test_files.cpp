@@ -89,6 +89,27 @@ TEST_SUITE("frontend/files") {
     CHECK(files == 0);  // no temporary left behind
   }
 
+  TEST_CASE("check_writable refuses what a save would refuse, before it, and leaves nothing behind") {
+    TempDir dir;
+    const std::string fifo = dir / "pipe", missing = dir / "no/such/dir/m.safetensors";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(contains(error_of([&] { io::check_writable(fifo); }), "'" + fifo + "': it is a FIFO"));
+    CHECK(contains(error_of([&] { io::check_writable(dir.path.string()); }), "a directory, not a regular file"));
+    const std::string err = error_of([&] { io::check_writable(missing); });
+    CHECK(contains(err, "cannot write '" + missing + "'"));
+    CHECK(contains(err, "No such file or directory"));
+    CHECK(contains(error_of([&] { io::check_writable(""); }), "empty file name"));
+    const std::string fresh = dir / "fresh.safetensors", kept = dir / "kept.safetensors";
+    write_bytes(kept, "a user's file");
+    CHECK(error_of([&] { io::check_writable(fresh); }).empty());
+    CHECK(error_of([&] { io::check_writable(kept); }).empty());
+    CHECK(read_all(kept) == "a user's file");
+    std::vector<std::string> names;
+    for (auto& e : fs::directory_iterator(dir.path)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    CHECK(names == std::vector<std::string>{"kept.safetensors", "pipe"});  // no probe left, nothing created
+  }
+
   TEST_CASE("a save through a symlink replaces the link's target and keeps the link") {
     TempDir dir;
     fs::create_directories(dir.path / "real");

@@ -14,7 +14,8 @@ using namespace loom;
 namespace {
 
 struct Args {
-  std::string opt = "sgd", schedule = "cosine";
+  std::string opt = "sgd", schedule = "cosine", save;
+  bool json = true;
   double lr = 0.1, momentum = 0, wd = 0, clip = 0;
   bool nesterov = false;
   int64_t epochs = 1, warmup = 0;
@@ -36,6 +37,20 @@ std::vector<double> rates(const Args& a, int64_t steps_per_epoch, int64_t epochs
   return r;
 }
 
+/// A trainer that only counts what run_training asks of it.
+struct CountingTrainer {
+  int trained = 0, saved = 0;
+  int64_t restore() { return 1; }
+  void print_setup() {}
+  samples::EpochResult train_epoch(int64_t, int64_t) {
+    ++trained;
+    return {.loss = 1, .accuracy = 0.5, .seconds = 1, .images = 1};
+  }
+  double evaluate() { return 0.5; }
+  void save(int64_t) { ++saved; }
+  void finish() {}
+};
+
 }  // namespace
 
 TEST_SUITE("samples/training") {
@@ -48,5 +63,18 @@ TEST_SUITE("samples/training") {
     CHECK(r[30] > 0.01);  // a schedule over the new epoch alone would be 0 from step 10 on
     // A fresh run: over its own --epochs.
     CHECK(rates(a, 10, 0, 6)[5] == doctest::Approx(0.1 * 0.5 * (1 + std::cos(std::numbers::pi * 5 / 10.0))));
+  }
+
+  TEST_CASE("an unwritable --save is refused before the first epoch, not after it") {
+    test::TempDir dir;
+    Args a;
+    a.epochs = 2;
+    a.save = (dir / "no/such/dir/model.safetensors");
+    CountingTrainer t;
+    CHECK(test::contains(test::error_of([&] { samples::run_training(t, a, true); }), "no/such/dir/model.safetensors"));
+    CHECK(t.trained + t.saved == 0);
+    a.save = dir / "model.safetensors";  // writable: trained and saved every epoch
+    samples::run_training(t, a, true);
+    CHECK(t.saved == 2);
   }
 }
