@@ -7,10 +7,10 @@ prints the test accuracy after every epoch. The options change one thing at a
 time: label smoothing, flips, shifts, padding or resizing the input, an EMA of
 the weights, flip test-time augmentation, more epochs.
 
-    <venv>/bin/python samples/cnn_recipes_torch.py --epochs 20
+    build/venv/bin/python samples/cnn_recipes_torch.py --epochs 20
 
-The venv is the one the bench commands create (README, "Benchmark against
-PyTorch"); PyTorch is never a dependency of loom or its tests.
+build/venv is the venv the bench commands create (./build.sh bench-train, or
+LOOM_VENV); PyTorch is never a dependency of loom or its tests.
 """
 import argparse
 import copy
