@@ -1,7 +1,8 @@
 // What the image trainers share (samples/training.hpp): a resumed run's
 // learning-rate schedule spans the epochs the checkpoint trained and the new
 // ones (it once ended with the checkpoint's epochs, so a resumed run trained
-// at a cosine schedule's final rate, 0).
+// at a cosine schedule's final rate, 0); an unwritable --save stops the run
+// before its first epoch.
 
 #include <cmath>
 #include <numbers>
@@ -69,7 +70,7 @@ TEST_SUITE("samples/training") {
     test::TempDir dir;
     Args a;
     a.epochs = 2;
-    a.save = (dir / "no/such/dir/model.safetensors");
+    a.save = dir / "no/such/dir/model.safetensors";
     CountingTrainer t;
     CHECK(test::contains(test::error_of([&] { samples::run_training(t, a, true); }), "no/such/dir/model.safetensors"));
     CHECK(t.trained + t.saved == 0);
