@@ -188,6 +188,11 @@ int run(const Args& a) {
   double lr_factor = resumed.lr_factor;
   if (!a.json) print_setup(a, lm, V, info);
 
+  auto save = [&](int64_t epoch) {
+    checkpoint::save(
+        s, a.save, saved,
+        {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(epoch)}, {"trainer", "train_lm"}});
+  };
   double best = INFINITY;
   const int64_t last = resumed.first_epoch + a.epochs - 1;
   for (int64_t e = resumed.first_epoch; e <= last; ++e) {
@@ -200,11 +205,9 @@ int run(const Args& a) {
       lr_factor /= a.anneal;
       s.set(lm.lr_factor(), NDArray::scalar(lr_factor));
     }
-    if (!a.save.empty())
-      checkpoint::save(
-          s, a.save, saved,
-          {{"model", a.model}, {"vocab", std::to_string(V)}, {"epoch", std::to_string(e)}, {"trainer", "train_lm"}});
+    if (!a.save.empty()) save(e);
   }
+  if (a.epochs == 0 && !a.save.empty()) save(last);  // what was loaded (or initialized)
   const double test_ppl =
       std::exp(samples::pass(lm, LM::Mode::eval, splits.test, a.bptt, "test split", nullptr, a.max_batches).loss);
   if (a.json)

@@ -151,7 +151,7 @@ inline void print_epoch(bool json, int64_t e, int64_t last, const EpochResult& r
 }
 
 /// A trainer's run: restore, then each epoch trained, evaluated, reported
-/// and saved (rank 0 reports and saves); --epochs 0 only evaluates. Trainer
+/// and saved (rank 0 reports and saves); --epochs 0 only evaluates (and saves). Trainer
 /// has restore() (the first epoch), print_setup(), train_epoch(e, last),
 /// evaluate(), save(e) and finish().
 template <class Trainer, class Args>
@@ -173,6 +173,7 @@ int run_training(Trainer& trainer, const Args& a, bool root) {
   if (a.epochs == 0) {
     test_acc = trainer.evaluate();
     if (a.json && root) std::printf("%s\n", nlohmann::json{{"test_acc", test_acc}}.dump().c_str());
+    if (!a.save.empty() && root) trainer.save(first_epoch - 1);  // what was loaded (or initialized) and evaluated
   }
   if (!a.json && root) std::printf("test accuracy %.4f\n", test_acc);
   trainer.finish();

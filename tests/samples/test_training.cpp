@@ -41,6 +41,7 @@ std::vector<double> rates(const Args& a, int64_t steps_per_epoch, int64_t epochs
 /// A trainer that only counts what run_training asks of it.
 struct CountingTrainer {
   int trained = 0, saved = 0;
+  int64_t saved_epoch = -1;
   int64_t restore() { return 1; }
   void print_setup() {}
   samples::EpochResult train_epoch(int64_t, int64_t) {
@@ -48,7 +49,7 @@ struct CountingTrainer {
     return {.loss = 1, .accuracy = 0.5, .seconds = 1, .images = 1};
   }
   double evaluate() { return 0.5; }
-  void save(int64_t) { ++saved; }
+  void save(int64_t e) { ++saved, saved_epoch = e; }
   void finish() {}
 };
 
@@ -77,5 +78,17 @@ TEST_SUITE("samples/training") {
     a.save = dir / "model.safetensors";  // writable: trained and saved every epoch
     samples::run_training(t, a, true);
     CHECK(t.saved == 2);
+  }
+
+  TEST_CASE("--epochs 0 with --save saves what it evaluated") {
+    test::TempDir dir;
+    Args a;
+    a.epochs = 0;
+    a.save = dir / "model.safetensors";
+    CountingTrainer t;
+    samples::run_training(t, a, true);
+    CHECK(t.trained == 0);
+    CHECK(t.saved == 1);
+    CHECK(t.saved_epoch == 0);  // no epoch trained: a resumed run starts at epoch 1
   }
 }
