@@ -66,6 +66,10 @@ void write_test_logits(const Args& a, Session& s, const Tensor& x, const Tensor&
 
 int export_model(const Args& a) {
   samples::ModelParams params = checkpoint::read_metadata(a.checkpoint);
+  LOOM_CHECK(!a.model.empty() || params.count("trainer") == 0 || params["trainer"] != "train_lm", "'", a.checkpoint,
+             "' is a train_lm checkpoint (model '", params["model"],
+             "'): loom_export rebuilds the image classifiers only; export a language model's graph from C++ with "
+             "onnx::export_graph (README, PyTorch and ONNX)");
   if (!a.model.empty()) params["model"] = a.model;
   if (a.hidden > 0) params["hidden"] = std::to_string(a.hidden);
   samples::SampleModel m = samples::make_sample_model(params);
