@@ -277,7 +277,7 @@ Tensor Flatten::forward(const Tensor& x) {
   return reshape(x, {s[0] < 0 ? -1 : s[0], rest});
 }
 
-Dropout::Dropout(double p) : p_(p) { LOOM_CHECK(p >= 0 && p < 1, "Dropout: p must be in [0, 1), got ", p); }
+Dropout::Dropout(double p) : p_(p) { LOOM_CHECK(p >= 0 && p <= 1, "Dropout: p must be in [0, 1], got ", p); }
 
 std::string Dropout::describe() const {
   std::ostringstream os;

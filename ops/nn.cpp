@@ -30,8 +30,9 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
 }
 
 Tensor dropout(const Tensor& x, double p, bool training) {
-  LOOM_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
+  LOOM_CHECK(p >= 0 && p <= 1, "dropout: p must be in [0, 1], got ", p);
   if (!training || p == 0) return x;
+  if (p == 1) return zeros_like(x);  // PyTorch's p = 1: all dropped (no 1/(1-p) to scale by)
   Tensor keep = random_uniform_like(x) >= p;
   return where(keep, x * (1.0 / (1.0 - p)), 0.0);
 }

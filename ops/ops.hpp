@@ -155,7 +155,7 @@ Tensor softmax(const Tensor& x, int64_t axis = -1);
 Tensor log_softmax(const Tensor& x, int64_t axis = -1);
 /// Mean over the batch of -log softmax(logits)[label]; logits [N, C], labels [N] int.
 Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
-/// Zeroes elements with probability p and scales the rest by 1/(1-p); x when !training.
+/// Zeroes elements with probability p (0 <= p <= 1) and scales the rest by 1/(1-p); x when !training.
 Tensor dropout(const Tensor& x, double p, bool training = true);
 
 // ---- optimizer updates (ops/optim.cpp)

@@ -137,7 +137,7 @@ TEST_SUITE("frontend/nn") {
     Tensor z = other.placeholder("z", {-1, 4});
     CHECK(contains(error_of([&] { lin(z); }), "built in another graph"));
     CHECK(contains(error_of([] { nn::Linear(0, 3); }), "features must be positive"));
-    CHECK(contains(error_of([] { nn::Dropout(1.0); }), "p must be in [0, 1)"));
+    CHECK(contains(error_of([] { nn::Dropout(1.01); }), "p must be in [0, 1], got 1.01"));
     Tensor xi = g.placeholder("xi", {-1, 4}, int32);
     CHECK(contains(error_of([&] { nn::Linear(4, 2)(xi); }), "expected float32 input, got int32"));
     nn::Flatten flat;

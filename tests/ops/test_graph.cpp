@@ -260,7 +260,20 @@ TEST_SUITE("ops/graph") {
     auto r2 = s.run({y}, {{x, xv}});
     CHECK_FALSE(test::identical(r[0], r2[0]));
     CHECK(dropout(x, 0.5, false).is(x));
-    CHECK(contains(error_of([&] { dropout(x, 1.0); }), "p must be in [0, 1)"));
+    CHECK(contains(error_of([&] { dropout(x, 1.5); }), "p must be in [0, 1], got 1.5"));
+    CHECK(contains(error_of([&] { dropout(x, -0.1); }), "p must be in [0, 1], got -0.1"));
+  }
+
+  TEST_CASE("dropout with p = 1 drops everything, as PyTorch's: zeros and a zero gradient, no NaN") {
+    Graph g;
+    Tensor x = g.placeholder("x", {64}, float64);
+    Tensor y = dropout(x, 1.0);
+    Tensor dx = gradients(sum(y * x), {x})[0];
+    Session s(g);
+    auto r = s.run({y, dx}, {{x, NDArray::full({64}, 3.0, float64)}});
+    for (double v : r[0].to_vector<double>()) CHECK(v == 0.0);
+    for (double v : r[1].to_vector<double>()) CHECK(v == 0.0);
+    CHECK(dropout(x, 1.0, false).is(x));
   }
 
   TEST_CASE("running a graph does not happen while building it") {
