@@ -22,7 +22,10 @@
 // segment; sqrt(n) segments, or the count that fits the budget cheapest) and
 // a greedy over the static schedule (at the current peak, recompute the value
 // idle across it with the least FLOPs per byte; then drop what is no longer
-// needed, costliest first). `automatic` keeps the cheaper plan that fits.
+// needed, costliest first). `automatic` keeps the cheaper plan that fits; its
+// first level also refines Chen's checkpoints (one activation kept or
+// recomputed at a time, each change measured) and searches the levels from
+// each of its first plans, keeping the best at the end.
 
 #include <algorithm>
 #include <cmath>
@@ -479,18 +482,18 @@ Trial greedy(const Base& b, const Trial& base, size_t budget) {
   return prune(b, std::move(best), budget, max_evals / 4);
 }
 
-/// Chen et al.: the activations live across the peak, in k segments; each keeps
-/// its last one and recomputes everything since the previous checkpoint.
-Trial chen(const Base& b, const Trial& base, int k) {
+/// The activations live across the peak of `base` (before it), by position.
+std::vector<int> peak_activations(const Base& b, const Trial& base) {
   std::vector<int> acts;
   for (int id : b.cands)
     if (base.live_at_peak[size_t(id)] && b.p.nodes[size_t(id)].pos < base.peak_base) acts.push_back(id);
+  return acts;
+}
 
-  if (acts.empty() || k <= 0) return base;
-  const size_t per = (acts.size() + size_t(k) - 1) / size_t(k);
-  std::vector<char> kept(b.p.nodes.size(), 0);
-  for (size_t i = per - 1; i < acts.size(); i += per) kept[size_t(acts[i])] = 1;
-  kept[size_t(acts.back())] = 1;
+/// Chen et al.: of the activations live across the peak, those not `kept` are
+/// recomputed, with everything since the first of them, from the kept ones.
+Trial chen_kept(const Base& b, const Trial& base, const std::vector<int>& acts, const std::vector<char>& kept) {
+  if (acts.empty()) return base;
   Set set;
   for (int id : b.cands)
     if (!kept[size_t(id)] && b.p.nodes[size_t(id)].pos < base.peak_base &&
@@ -499,23 +502,60 @@ Trial chen(const Base& b, const Trial& base, int k) {
   return evaluate(b, std::move(set));
 }
 
-int activations(const Base& b, const Trial& base) {
-  int n = 0;
-  for (int id : b.cands) n += base.live_at_peak[size_t(id)] && b.p.nodes[size_t(id)].pos < base.peak_base;
-  return n;
+/// Chen's k segments: each keeps its last activation.
+std::vector<char> segments(const Base& b, const std::vector<int>& acts, int k) {
+  std::vector<char> kept(b.p.nodes.size(), 0);
+  if (acts.empty() || k <= 0) return kept;
+  const size_t per = (acts.size() + size_t(k) - 1) / size_t(k);
+  for (size_t i = per - 1; i < acts.size(); i += per) kept[size_t(acts[i])] = 1;
+  kept[size_t(acts.back())] = 1;
+  return kept;
+}
+
+Trial chen(const Base& b, const Trial& base, int k) {
+  const std::vector<int> acts = peak_activations(b, base);
+  if (k <= 0) return base;
+  return chen_kept(b, base, acts, segments(b, acts, k));
 }
 
 int sqrt_segments(const Base& b, const Trial& base) {
-  return std::max(1, int(std::lround(std::sqrt(double(activations(b, base))))));
+  return std::max(1, int(std::lround(std::sqrt(double(peak_activations(b, base).size())))));
 }
 
-/// Chen's rule for a budget: sqrt(n) segments, or of the segment counts that fit, the cheapest.
-Trial chen_sweep(const Base& b, const Trial& base, size_t budget) {
-  const int n = activations(b, base);
-  Trial best = chen(b, base, sqrt_segments(b, base));
-  for (int k = 1; k <= n; k = std::max(k + 1, k * 5 / 4)) {
-    Trial t = chen(b, base, k);
-    if (better(t, best, budget)) best = std::move(t);
+/// Chen's rule for a budget: of the segment counts, the plan that fits
+/// cheapest (else the smallest); `kept` gets its checkpoints.
+Trial chen_sweep(const Base& b, const Trial& base, const std::vector<int>& acts, size_t budget,
+                 std::vector<char>& kept) {
+  kept = segments(b, acts, sqrt_segments(b, base));
+  Trial best = chen_kept(b, base, acts, kept);
+  for (int k = 1; k <= int(acts.size()); k = std::max(k + 1, k * 5 / 4)) {
+    std::vector<char> ks = segments(b, acts, k);
+    Trial t = chen_kept(b, base, acts, ks);
+    if (better(t, best, budget)) best = std::move(t), kept = std::move(ks);
+  }
+  return best;
+}
+
+/// Chen's plan `best` with its checkpoints moved one at a time (an activation
+/// kept or not) while that fits cheaper, or comes closer to fitting: uneven
+/// segments, measured rather than guessed from the bytes.
+Trial chen_refine(const Base& b, const Trial& base, const std::vector<int>& acts, std::vector<char> kept, Trial best,
+                  size_t budget) {
+  const size_t max_evals = eval_limit(b) / 2;
+  size_t evals = 0;
+  for (bool improved = true; improved && evals < max_evals;) {
+    improved = false;
+    for (int id : acts) {
+      if (evals++ >= max_evals) break;
+      kept[size_t(id)] ^= 1;
+      Trial t = chen_kept(b, base, acts, kept);
+      if (!better(t, best, budget)) {
+        kept[size_t(id)] ^= 1;  // moved back
+        continue;
+      }
+      best = std::move(t);
+      improved = true;
+    }
   }
   return best;
 }
@@ -529,14 +569,33 @@ RematPlan to_plan(Trial t, std::string strategy) {
   return r;
 }
 
-/// What `strategy` finds for `budget` from `base` (nothing recomputed), and its name.
-std::pair<Trial, std::string> search(const Base& b, const Trial& base, size_t budget, Remat strategy) {
-  if (fits(base, budget)) return {base, ""};
-  if (strategy == Remat::chen) return {chen(b, base, sqrt_segments(b, base)), "chen"};
-  if (strategy == Remat::greedy) return {greedy(b, base, budget), "greedy"};
-  Trial c = prune(b, chen_sweep(b, base, budget), budget, eval_limit(b) / 4), g = greedy(b, base, budget);
-  if (better(g, c, budget)) return {std::move(g), "greedy"};
-  return {std::move(c), "chen"};
+using Found = std::pair<Trial, std::string>;  // a plan and its strategy's name
+
+/// What `strategy` finds for `budget` from `base` (nothing recomputed): for
+/// auto, Chen's plan and the greedy's, each pruned, and with `refine` Chen's
+/// refined (where that changed it). Chen's comes first: it wins ties.
+std::vector<Found> candidates(const Base& b, const Trial& base, size_t budget, Remat strategy, bool refine) {
+  if (fits(base, budget)) return {{base, ""}};
+  if (strategy == Remat::chen) return {{chen(b, base, sqrt_segments(b, base)), "chen"}};
+  if (strategy == Remat::greedy) return {{greedy(b, base, budget), "greedy"}};
+  const size_t prune_evals = eval_limit(b) / 4;
+  const std::vector<int> acts = peak_activations(b, base);
+  std::vector<char> kept;
+  Trial c = chen_sweep(b, base, acts, budget, kept);
+  Trial r = refine ? chen_refine(b, base, acts, kept, c, budget) : Trial{};
+  const bool refined = refine && r.set != c.set;
+  std::vector<Found> found{{prune(b, std::move(c), budget, prune_evals), "chen"}, {greedy(b, base, budget), "greedy"}};
+  if (refined) found.push_back({prune(b, std::move(r), budget, prune_evals), "chen"});
+  return found;
+}
+
+/// The best of the candidates (Chen's not refined).
+Found search(const Base& b, const Trial& base, size_t budget, Remat strategy) {
+  std::vector<Found> found = candidates(b, base, budget, strategy, false);
+  size_t best = 0;
+  for (size_t i = 1; i < found.size(); ++i)
+    if (better(found[i].first, found[best].first, budget)) best = i;
+  return std::move(found[best]);
 }
 
 /// The plan rewritten with `t`'s copies, searched again while it does not fit:
@@ -677,10 +736,17 @@ void remat(Compilation& c) {
   LOOM_CHECK(c.opt.remat != Remat::off, "the plan's arena of ", without, " bytes exceeds memory_budget (", budget,
              " bytes); set remat = Remat::automatic to recompute activations instead of keeping them");
   // The searches start from the plan rewritten with nothing recomputed: a serial one reordered.
+  // Each first plan is searched again (levels) and the best at the end kept:
+  // the one that fits cheapest at the first level need not lead furthest.
   const Trial base = evaluate(b, {});
-  auto [first, name] = search(b, base, budget, c.opt.remat);
   Plan plan;
-  const Trial t = deepen(c, b, std::move(first), budget, plan);
+  Trial t;
+  std::string name;
+  for (auto& [first, strategy] : candidates(b, base, budget, c.opt.remat, true)) {
+    Plan p;
+    Trial u = deepen(c, b, std::move(first), budget, p);
+    if (t.arena == SIZE_MAX || better(u, t, budget)) t = std::move(u), plan = std::move(p), name = strategy;
+  }
   LOOM_CHECK(fits(t, budget), "memory_budget of ", budget, " bytes cannot be met: the smallest arena reached by ",
              remat_name(c.opt.remat), " recomputation is ", std::min({t.arena, base.arena, without}), " bytes (",
              without, " without); no plan can go below ", st.remat_floor, " bytes, what ", st.remat_floor_at,
