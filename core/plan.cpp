@@ -47,6 +47,8 @@ std::string_view strategy_name(MemoryStrategy s) {
     case MemoryStrategy::greedy_by_size: return "greedy_by_size";
     case MemoryStrategy::greedy_by_time: return "greedy_by_time";
     case MemoryStrategy::naive: return "naive";
+    case MemoryStrategy::greedy_by_area:
+      return "greedy_by_area";
   }
   return "?";
 }

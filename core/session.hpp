@@ -21,9 +21,11 @@ namespace loom {
 
 enum class Executor { serial, parallel };
 
-/// How the planner assigns arena offsets. `best` tries the others and keeps
-/// the smallest arena; `naive` gives every tensor its own bytes (a baseline).
-enum class MemoryStrategy { best, greedy_by_size, greedy_by_time, naive };
+/// How the planner assigns arena offsets. `best` tries the greedy ones and
+/// keeps the smallest arena; `naive` gives every tensor its own bytes (a
+/// baseline). greedy_by_area places the buffers with the most bytes times
+/// steps live first.
+enum class MemoryStrategy { best, greedy_by_size, greedy_by_time, naive, greedy_by_area };
 std::string_view strategy_name(MemoryStrategy s);
 
 /// Rematerialization (core/passes/remat.cpp): when the plan's arena exceeds

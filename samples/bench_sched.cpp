@@ -320,16 +320,17 @@ Result measure(Family& f, const std::vector<int>& threads, double min_seconds, i
     r.best_strategy = p.memory_strategy;
     r.serial_s = time_runs(s, f, min_seconds, min_reps);
   }
-  for (MemoryStrategy m : {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_time, MemoryStrategy::naive}) {
-    // greedy_by_size looks at every pair of overlapping lifetimes: reported as skipped on the
-    // largest plans, like the 'best' strategy skips it (the plan compiler's placement pass).
-    if (m == MemoryStrategy::greedy_by_size && r.steps > 20000) continue;
+  for (MemoryStrategy m : {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_area,
+                           MemoryStrategy::greedy_by_time, MemoryStrategy::naive}) {
+    // greedy_by_size and _by_area look at every pair of overlapping lifetimes: reported as skipped on
+    // the largest plans, like the 'best' strategy skips them (the plan compiler's placement pass).
+    if ((m == MemoryStrategy::greedy_by_size || m == MemoryStrategy::greedy_by_area) && r.steps > 20000) continue;
     Session s(*f.g, {.threads = 1, .memory = m, .fusion = f.fusion});
     s.initialize();
     s.plan_info(f.fetches, f.feeds, f.targets);
     s.run(f.fetches, f.feeds, f.targets);
     PlanStats p = s.stats().last_plan;
-    if (p.strategy_arenas.empty()) continue;  // greedy_by_size skips very large plans
+    if (p.strategy_arenas.empty()) continue;  // the greedy by size and area skip very large plans
     r.memory.push_back({std::string(strategy_name(m)), p.arena_bytes, p.lower_bound_bytes, p.naive_bytes});
   }
   for (int t : threads) {
@@ -924,7 +925,7 @@ void print_parallel_table(const std::vector<Result>& results, const std::vector<
 }
 
 void print_memory_table(const std::vector<Result>& results) {
-  const char* const strategies[] = {"greedy_by_size", "greedy_by_time", "naive", "parallel"};
+  const char* const strategies[] = {"greedy_by_size", "greedy_by_area", "greedy_by_time", "naive", "parallel"};
   std::printf("\nmemory strategies (arena / lower bound; parallel: the parallel executor's plan, arena / serial plan's "
               "arena)\n");
   std::printf("%-22s", "family");

@@ -95,7 +95,7 @@ struct Placement {
   size_t arena = 0;             // bytes spanned
 };
 /// Offsets such that buffers live at the same time never share bytes, by
-/// `strategy` (greedy_by_size, greedy_by_time or naive; not best).
+/// `strategy` (greedy_by_size, greedy_by_area, greedy_by_time or naive; not best).
 Placement place(std::span<const Lifetime> items, MemoryStrategy strategy);
 /// The most bytes live at once: no placement of these lifetimes is smaller.
 size_t lower_bound(std::span<const Lifetime> items);

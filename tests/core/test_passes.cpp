@@ -672,7 +672,8 @@ TEST_SUITE("core/passes") {
         it.bytes = 64 * (1 + rng() % 32);
       }
       const size_t low = lower_bound(items);
-      for (MemoryStrategy st : {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_time, MemoryStrategy::naive}) {
+      for (MemoryStrategy st : {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_area,
+                                MemoryStrategy::greedy_by_time, MemoryStrategy::naive}) {
         CAPTURE(strategy_name(st));
         Placement p = place(items, st);
         check_placement(items, p);
@@ -681,6 +682,19 @@ TEST_SUITE("core/passes") {
       }
     }
     CHECK(place({}, MemoryStrategy::greedy_by_size).arena == 0);
+  }
+
+  TEST_CASE("greedy_by_area: long-lived buffers placed first, where size first fragments the arena") {
+    // Size first puts the two 256-byte buffers at 0; the 192-byte ones, live
+    // across both, then go on top (640). By bytes times steps the long-lived
+    // 256-byte buffer and the 192-byte ones go first, and the short 256-byte
+    // one fits beside them: the lower bound.
+    const std::vector<Lifetime> items{{192, 0, 3}, {192, 1, 5}, {256, 0, 0}, {256, 5, 10}};
+    CHECK(lower_bound(items) == 448);
+    CHECK(place(items, MemoryStrategy::greedy_by_size).arena == 640);
+    const Placement area = place(items, MemoryStrategy::greedy_by_area);
+    check_placement(items, area);
+    CHECK(area.arena == 448);
   }
 
   TEST_CASE("DOT export escapes quotes, backslashes, tabs, newlines and bytes that are not UTF-8") {

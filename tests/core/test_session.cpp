@@ -118,7 +118,8 @@ TEST_SUITE("core/session") {
     CHECK(st.arena_bytes <= st.lower_bound_bytes * 1.10);
     CHECK(st.arena_bytes <= st.naive_bytes * 0.5);
     CHECK(st.steps > 10);
-    for (MemoryStrategy ms : {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_time, MemoryStrategy::naive}) {
+    for (MemoryStrategy ms : {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_area,
+                              MemoryStrategy::greedy_by_time, MemoryStrategy::naive}) {
       Session t(g, {.memory = ms});
       test::verify_plan(t.plan_info({m.loss}, f, {m.train}));
       t.run({m.loss}, f, {m.train});
