@@ -512,21 +512,21 @@ std::vector<char> segments(const Base& b, const std::vector<int>& acts, int k) {
   return kept;
 }
 
-Trial chen(const Base& b, const Trial& base, int k) {
-  const std::vector<int> acts = peak_activations(b, base);
-  if (k <= 0) return base;
-  return chen_kept(b, base, acts, segments(b, acts, k));
+int sqrt_segments(const std::vector<int>& acts) {
+  return std::max(1, int(std::lround(std::sqrt(double(acts.size())))));
 }
 
-int sqrt_segments(const Base& b, const Trial& base) {
-  return std::max(1, int(std::lround(std::sqrt(double(peak_activations(b, base).size())))));
+/// Chen's sqrt(n) rule.
+Trial chen_sqrt(const Base& b, const Trial& base) {
+  const std::vector<int> acts = peak_activations(b, base);
+  return chen_kept(b, base, acts, segments(b, acts, sqrt_segments(acts)));
 }
 
 /// Chen's rule for a budget: of the segment counts, the plan that fits
 /// cheapest (else the smallest); `kept` gets its checkpoints.
 Trial chen_sweep(const Base& b, const Trial& base, const std::vector<int>& acts, size_t budget,
                  std::vector<char>& kept) {
-  kept = segments(b, acts, sqrt_segments(b, base));
+  kept = segments(b, acts, sqrt_segments(acts));
   Trial best = chen_kept(b, base, acts, kept);
   for (int k = 1; k <= int(acts.size()); k = std::max(k + 1, k * 5 / 4)) {
     std::vector<char> ks = segments(b, acts, k);
@@ -576,7 +576,7 @@ using Found = std::pair<Trial, std::string>;  // a plan and its strategy's name
 /// refined (where that changed it). Chen's comes first: it wins ties.
 std::vector<Found> candidates(const Base& b, const Trial& base, size_t budget, Remat strategy, bool refine) {
   if (fits(base, budget)) return {{base, ""}};
-  if (strategy == Remat::chen) return {{chen(b, base, sqrt_segments(b, base)), "chen"}};
+  if (strategy == Remat::chen) return {{chen_sqrt(b, base), "chen"}};
   if (strategy == Remat::greedy) return {{greedy(b, base, budget), "greedy"}};
   const size_t prune_evals = eval_limit(b) / 4;
   const std::vector<int> acts = peak_activations(b, base);
