@@ -7,8 +7,10 @@
 // feature maps (a 4x4 map has P = 16) still give GEMMs wide enough to run
 // near peak; a chunk of one image writes straight into the output. Kernel taps
 // that only ever read padding are dropped from the lowering (a 3x3 kernel on
-// a 1x1 map keeps its centre: 9x fewer FLOPs). The bias + ReLU epilogue runs
-// on each output row while it is still in cache.
+// a 1x1 map keeps its centre: 9x fewer FLOPs); where the live taps of a
+// single output position read the whole image, the images are the column
+// matrix's rows as stored, with no copy and no scratch. The bias + ReLU
+// epilogue runs on each output row while it is still in cache.
 //
 // Scratch (column matrices, gathered weights, per-task partial weight
 // gradients) is the node's planned workspace: no allocation while running.
@@ -51,6 +53,10 @@ struct Lowering {
   std::vector<int64_t> rows, cols;  // live kernel rows and columns
   bool all_taps = true;             // no tap dropped: the weight is used as stored
   bool direct = false;              // 1x1, stride 1, no padding: x is its own column matrix
+  // One output position whose live taps read each pixel once (a 3x3 kernel on a
+  // 1x1 map, stride 2 on 2x2): the column matrix is x, one image per row, so
+  // the GEMMs read x, dy, y and dx as [images, channels] matrices, no scratch.
+  bool x_rows = false;
   int64_t kd = 0;                   // rows of the column matrix: Cg * live taps
   int64_t nb = 1, chunks = 1, tasks = 1;
   int64_t wbuf = 0, col = 0, tmp = 0, partial = 0;  // scratch sizes (elements)
@@ -84,11 +90,12 @@ Lowering lower(const Geometry& g, Pass pass, int threads) {
   L.tasks = std::max<int64_t>(1, std::min<int64_t>(L.chunks, threads));
   L.direct =
       g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.pb == 0 && g.pr == 0 && L.nb == 1;
+  L.x_rows = g.P() == 1 && int64_t(L.rows.size()) == g.H && int64_t(L.cols.size()) == g.W;
   const int64_t cols = L.nb * g.P();
   if (!L.all_taps && pass != Pass::backward_filter) L.wbuf = g.K * L.kd;
-  if (!L.direct) L.col = L.kd * cols;
-  if (L.nb > 1) L.tmp = g.Kg() * cols;
-  if (pass == Pass::backward_filter) L.partial = (L.all_taps ? L.tasks - 1 : L.tasks) * g.K * L.kd;
+  if (!L.direct && !L.x_rows) L.col = L.kd * cols;
+  if (L.nb > 1 && !L.x_rows) L.tmp = g.Kg() * cols;
+  if (pass == Pass::backward_filter) L.partial = (L.tasks - 1) * g.K * L.kd;  // task 0 accumulates in dw
   return L;
 }
 
@@ -263,12 +270,19 @@ void forward(const KernelCall& c) {
     const Scratch<T>& s = buf.task[size_t(t)];
     const int64_t n0 = L.chunk_begin(ch), n1 = L.chunk_end(ch), ld = (n1 - n0) * P;
     for (int64_t gi = 0; gi < g.groups; ++gi) {
+      const T* wg = wm + gi * Kg * L.kd;
+      if (L.x_rows) {  // y[n, group] = x[n, group] @ wg^T
+        T* out = y + n0 * g.K + gi * Kg;
+        gemm(false, true, n1 - n0, Kg, L.kd, x + (n0 * g.C + gi * Cg) * g.HW(), g.C * g.HW(), wg, L.kd, T(0), out, g.K);
+        for (int64_t n = 0; n < n1 - n0; ++n)
+          for (int64_t k = 0; k < Kg; ++k) epilogue(out + n * g.K + k, 1, bias ? bias + gi * Kg + k : nullptr, relu);
+        continue;
+      }
       const T* col = s.col;
       if (L.direct)
         col = x + (n0 * g.C + gi * Cg) * P;
       else
         for (int64_t n = n0; n < n1; ++n) im2col(L, x + (n * g.C + gi * Cg) * g.HW(), s.col + (n - n0) * P, ld);
-      const T* wg = wm + gi * Kg * L.kd;
       if (L.nb == 1) {
         T* out = y + (n0 * g.K + gi * Kg) * P;
         gemm(false, false, Kg, P, L.kd, wg, L.kd, col, ld, T(0), out, P);
@@ -318,8 +332,13 @@ void backward_data(const KernelCall& c) {
     const Scratch<T>& s = buf.task[size_t(t)];
     const int64_t n0 = L.chunk_begin(ch), n1 = L.chunk_end(ch), ld = (n1 - n0) * P;
     for (int64_t gi = 0; gi < g.groups; ++gi) {
-      const T* d = gather_dy(L, dy, n0, n1, gi, s.tmp);
       const T* wg = wm + gi * Kg * L.kd;
+      if (L.x_rows) {  // dx[n, group] = dy[n, group] @ wg: each pixel written once
+        gemm(false, false, n1 - n0, L.kd, Kg, dy + n0 * g.K + gi * Kg, g.K, wg, L.kd, T(0),
+             dx + (n0 * g.C + gi * Cg) * g.HW(), g.C * g.HW());
+        continue;
+      }
+      const T* d = gather_dy(L, dy, n0, n1, gi, s.tmp);
       if (L.direct) {  // dx[n, group] = wg^T @ dy[n, group]
         gemm(true, false, Cg, P, Kg, wg, L.kd, d, ld, T(0), dx + (n0 * g.C + gi * Cg) * P, P);
         continue;
@@ -336,6 +355,30 @@ void backward_data(const KernelCall& c) {
 
 // ---------------------------------------------------------------- backward filter
 
+/// Moves the [K, kd] weight gradient of the live taps, held in dw's first
+/// K * kd elements, to its place in dw [K, Cg, R, S], from the last element
+/// down: each goes to a position at or above its own, above every element not
+/// yet moved. Dropped taps only ever multiply padding zeros: they get 0, or NaN
+/// where dy holds a non-finite value (0 * inf), as the reference and PyTorch's
+/// im2col kernels.
+template <class T>
+void spread_live_taps(const Lowering& L, const T* dy, T* dw) {
+  const Geometry& g = L.g;
+  const int64_t P = g.P(), RS = g.R * g.S;
+  std::vector<char> live(size_t(RS), 0);
+  for (int64_t r : L.rows)
+    for (int64_t s : L.cols) live[size_t(r * g.S + s)] = 1;
+  const bool finite = all_finite(dy, g.N * g.K * P);
+  int64_t i = g.K * L.kd;  // elements not yet moved: [0, i)
+  for (int64_t k = g.K; k-- > 0;) {
+    bool nonfinite = false;
+    for (int64_t n = 0; n < g.N && !finite && !nonfinite; ++n) nonfinite = !all_finite(dy + (n * g.K + k) * P, P);
+    const T dropped = nonfinite ? T(NAN) : T(0);
+    for (int64_t block = (k + 1) * g.Cg(); block-- > k * g.Cg();)  // one (k, c): its R * S taps
+      for (int64_t tap = RS; tap-- > 0;) dw[block * RS + tap] = live[size_t(tap)] ? dw[--i] : dropped;
+  }
+}
+
 template <class T>
 void backward_filter(const KernelCall& c) {
   // in: x, dy, w (shape only); out: dw [K, Cg, R, S]
@@ -351,10 +394,9 @@ void backward_filter(const KernelCall& c) {
   const T* x = static_cast<const T*>(c.in[0].raw());
   const T* dy = static_cast<const T*>(c.in[1].raw());
   const int64_t P = g.P(), Kg = g.Kg(), Cg = g.Cg(), slot = g.K * L.kd;
-  // Task t accumulates into its own [K, kd] matrix: task 0 into dw itself when no tap is dropped.
-  auto acc_of = [&](int64_t t) {
-    return L.all_taps ? (t == 0 ? dw : buf.partial + (t - 1) * slot) : buf.partial + t * slot;
-  };
+  // Task t accumulates into its own [K, kd] matrix, task 0 into dw itself (its
+  // first K * kd elements when taps are dropped; spread_live_taps moves them).
+  auto acc_of = [&](int64_t t) { return t == 0 ? dw : buf.partial + (t - 1) * slot; };
   parallel_for(L.tasks, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       const Scratch<T>& s = buf.task[size_t(t)];
@@ -364,38 +406,29 @@ void backward_filter(const KernelCall& c) {
         const int64_t n0 = L.chunk_begin(ch), n1 = L.chunk_end(ch), ld = (n1 - n0) * P;
         const T beta = ch == c0 ? T(0) : T(1);
         for (int64_t gi = 0; gi < g.groups; ++gi) {
+          T* out = acc + gi * Kg * L.kd;
+          if (L.x_rows) {  // dw[group] = dy[., group]^T @ x[., group]
+            gemm(true, false, Kg, L.kd, n1 - n0, dy + n0 * g.K + gi * Kg, g.K, x + (n0 * g.C + gi * Cg) * g.HW(),
+                 g.C * g.HW(), beta, out, L.kd);
+            continue;
+          }
           const T* col = s.col;
           if (L.direct)
             col = x + (n0 * g.C + gi * Cg) * P;
           else
             for (int64_t n = n0; n < n1; ++n) im2col(L, x + (n * g.C + gi * Cg) * g.HW(), s.col + (n - n0) * P, ld);
           const T* d = gather_dy(L, dy, n0, n1, gi, s.tmp);
-          gemm(false, true, Kg, L.kd, ld, d, ld, col, ld, beta, acc + gi * Kg * L.kd, L.kd);
+          gemm(false, true, Kg, L.kd, ld, d, ld, col, ld, beta, out, L.kd);
         }
       }
     }
   });
-  // Sum the tasks' matrices in task order, then scatter live taps into dw.
-  T* sum = acc_of(0);
+  // Sum the tasks' matrices in task order.
   for (int64_t t = 1; t < L.tasks; ++t) {
     const T* p = acc_of(t);
-    for (int64_t i = 0; i < slot; ++i) sum[i] += p[i];
+    for (int64_t i = 0; i < slot; ++i) dw[i] += p[i];
   }
-  if (L.all_taps) return;
-  // Dropped taps only ever multiply padding zeros: 0, or NaN where dy holds a
-  // non-finite value (0 * inf), as the reference and PyTorch's im2col kernels.
-  const bool finite = all_finite(dy, g.N * g.K * P);
-  for (int64_t k = 0; k < g.K; ++k) {
-    bool nonfinite = false;
-    for (int64_t n = 0; n < g.N && !finite && !nonfinite; ++n) nonfinite = !all_finite(dy + (n * g.K + k) * P, P);
-    T* dwk = dw + k * Cg * g.R * g.S;
-    std::fill(dwk, dwk + Cg * g.R * g.S, nonfinite ? T(NAN) : T(0));
-  }
-  const T* q = sum;
-  for (int64_t k = 0; k < g.K; ++k)
-    for (int64_t ci = 0; ci < Cg; ++ci)
-      for (int64_t r : L.rows)
-        for (int64_t s : L.cols) dw[((k * Cg + ci) * g.R + r) * g.S + s] = *q++;
+  if (!L.all_taps) spread_live_taps(L, dy, dw);
 }
 
 // ---------------------------------------------------------------- engines and registration
@@ -417,6 +450,10 @@ Geometry geometry_of(Pass pass, std::span<const Shape> in, std::span<const Shape
 /// except where im2col measured faster (README, "Convolution kernels"):
 /// - the weight gradient of layers whose kernels have taps that only see
 ///   padding, which im2col skips (ResNet9's 2x2 and 1x1 maps: 2-3x);
+/// - every pass of layers with one output position whose taps read the
+///   whole image (x_rows: plain GEMMs over the images, no reorder; ResNet9's
+///   res2 forward 1.6x, its input gradient 2.5x, conv4's 3x, and a workspace
+///   of the gathered weights only, where oneDNN's held 720,896 bytes);
 /// - inputs of fewer than 4 channels (per group): oneDNN pads them to its
 ///   16-channel blocks. Its direct kernel still wins the forward and weight
 ///   gradient of strided first layers (ResNet9's 7x7 stride 4: 5x), not the
@@ -426,7 +463,8 @@ std::shared_ptr<const onednn::Conv> onednn_conv(Pass pass, std::span<const Shape
                                                 const Attrs& a, DType dtype, int threads, bool build) {
   if (dtype != float32) return nullptr;
   const Geometry g = geometry_of(pass, in, out, a);
-  if (pass == Pass::backward_filter && !lower(g, pass, 1).all_taps) return nullptr;
+  const Lowering L = lower(g, pass, 1);
+  if (L.x_rows || (pass == Pass::backward_filter && !L.all_taps)) return nullptr;
   if (g.Cg() < 4 && (pass == Pass::backward_data || (g.sh == 1 && g.sw == 1))) return nullptr;
   return onednn::make(g, pass, pass == Pass::forward && in.size() > 2, a.get_or("relu", false), threads, build);
 }

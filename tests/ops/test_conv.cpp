@@ -43,11 +43,15 @@ struct Geometry {
 };
 
 /// Batches large enough for several chunks per task, groups, dilation,
-/// feature maps where some kernel taps only see padding (1x1 and 2x2 maps).
+/// feature maps where some kernel taps only see padding (1x1 and 2x2 maps),
+/// one output position whose taps read the whole image (no lowering).
 std::vector<Geometry> kernel_geometries() {
   return {{"3x3 pad 1, many images per chunk", {37, 5, 6, 5}, {7, 5, 3, 3}, {.padding = {1}}},
           {"3x3 on 1x1: only the centre tap lives", {20, 6, 1, 1}, {4, 6, 3, 3}, {.padding = {1}}},
           {"3x3 stride 2 on 2x2", {9, 4, 2, 2}, {5, 4, 3, 3}, {.stride = {2}, .padding = {1}}},
+          {"3x3 on 1x1, groups 3", {11, 6, 1, 1}, {9, 2, 3, 3}, {.padding = {1}, .groups = 3}},
+          {"3x3 on 3x3 without padding: one position, every tap", {7, 3, 3, 3}, {4, 3, 3, 3}, {}},
+          {"3x3 on 1x1, 1100 images: several chunks per task", {1100, 3, 1, 1}, {5, 3, 3, 3}, {.padding = {1}}},
           {"7x7 stride 4 pad 3", {5, 2, 13, 11}, {3, 2, 7, 7}, {.stride = {4}, .padding = {3}}},
           {"groups 3, dilation 2, asymmetric padding",
            {6, 6, 9, 10},
@@ -55,7 +59,10 @@ std::vector<Geometry> kernel_geometries() {
            {.stride = {1, 2}, .padding = {2, 0, 1, 3}, .dilation = {2}, .groups = 3}},
           {"1x1 on a large map (one image per chunk)", {3, 4, 30, 31}, {6, 4, 1, 1}, {}},
           {"5x5 pad 2 on a large map", {2, 3, 25, 27}, {4, 3, 5, 5}, {.padding = {2}}},
-          {"a stride beyond oneDNN's int range (im2col runs it)", {2, 3, 5, 6}, {4, 3, 3, 3}, {.stride = {int64_t(1) << 40, 2}}}};
+          {"a stride beyond oneDNN's int range (im2col runs it)",
+           {2, 3, 5, 6},
+           {4, 3, 3, 3},
+           {.stride = {int64_t(1) << 40, 2}}}};
 }
 
 /// True when a and b agree as the edge sweep compares: NaN where the other has NaN, equal
@@ -165,6 +172,7 @@ TEST_SUITE("ops/conv") {
         check_against_reference("conv2d_backward_filter", {x, dy, w}, a, threads);
       }
       check_against_reference("conv2d", {x, w}, a, 2, float32);
+      check_against_reference("conv2d_backward_data", {dy, w, x}, a, 2, float32);
       check_against_reference("conv2d_backward_filter", {x, dy, w}, a, 2, float32);
     }
   }
