@@ -251,10 +251,8 @@ const bool registered = [] {
                     relu});
       return ex;
     };
-    // remat cost: 2 FLOPs per multiply-add, Cin/groups * KH * KW of them per output element
-    d.flops = [](std::span<const TensorType> in, std::span<const TensorType> out, const Attrs&) {
-      const Shape& w = in[1].shape;
-      return 2.0 * double(numel(out[0].shape)) * double(numel(w) / std::max<int64_t>(w[0], 1));
+    d.flops = [](std::span<const TensorType> in, std::span<const TensorType> out, const Attrs& a) {
+      return detail::conv_flops(in[0].shape, in[1].shape, out[0].shape, a);
     };
     register_op(std::move(d));
   }
@@ -287,10 +285,8 @@ const bool registered = [] {
                       {0, 1}});
       return ex;
     };
-    // remat cost: 2 FLOPs per multiply-add, Cin/groups * KH * KW of them per output element
-    d.flops = [](std::span<const TensorType> in, std::span<const TensorType> out, const Attrs&) {
-      const Shape& w = in[1].shape;
-      return 2.0 * double(numel(in[0].shape)) * double(numel(w) / std::max<int64_t>(w[0], 1));
+    d.flops = [](std::span<const TensorType> in, std::span<const TensorType>, const Attrs& a) {
+      return detail::conv_flops(in[2].shape, in[1].shape, in[0].shape, a);  // x (shape only), w, dy
     };
     register_op(std::move(d));
   }
@@ -323,10 +319,8 @@ const bool registered = [] {
                       {0, 1}});
       return ex;
     };
-    // remat cost: 2 FLOPs per multiply-add, Cin/groups * KH * KW of them per output element
-    d.flops = [](std::span<const TensorType> in, std::span<const TensorType> out, const Attrs&) {
-      const Shape& w = in[2].shape;
-      return 2.0 * double(numel(in[1].shape)) * double(numel(w) / std::max<int64_t>(w[0], 1));
+    d.flops = [](std::span<const TensorType> in, std::span<const TensorType>, const Attrs& a) {
+      return detail::conv_flops(in[0].shape, in[2].shape, in[1].shape, a);  // x, w (shape only), dy
     };
     register_op(std::move(d));
   }

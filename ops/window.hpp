@@ -7,6 +7,7 @@
 
 #include "core/attrs.hpp"
 #include "core/error.hpp"
+#include "core/shape.hpp"
 
 namespace loom::detail {
 
@@ -23,6 +24,29 @@ inline std::vector<int64_t> padding4(const std::vector<int64_t>& p, const char* 
   LOOM_CHECK(p.size() == 4, what, ": padding needs 1, 2 (h, w) or 4 (top, bottom, left, right) values, got ",
              attr_str(p));
   return p;
+}
+
+/// Kernel taps that read the input rather than padding, summed over the
+/// output positions of one axis (out positions, in elements, kernel k).
+inline double taps_on_input(int64_t out, int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dilation) {
+  double taps = 0;
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t r = 0; r < k; ++r) {
+      const int64_t i = o * stride - pad + r * dilation;
+      taps += i >= 0 && i < in;
+    }
+  return taps;
+}
+
+/// FLOPs of a convolution x [N, C, H, W] * w [K, C/groups, R, S] -> y [N, K, OH, OW]
+/// (normalized attributes), 2 per multiply-add of an input element: taps over
+/// padding multiply zeros, which the kernels skip (a 3x3 kernel on a 1x1 map
+/// does a ninth of the work of one on a large map).
+inline double conv_flops(const Shape& x, const Shape& w, const Shape& y, const Attrs& a) {
+  const std::vector<int64_t>&st = a.ints("stride"), &pd = a.ints("padding"), &dl = a.ints("dilation");
+  const double rows = taps_on_input(y[2], x[2], w[2], st[0], pd[0], dl[0]);
+  const double cols = taps_on_input(y[3], x[3], w[3], st[1], pd[2], dl[1]);
+  return 2.0 * double(y[0]) * double(w[0]) * double(w[1]) * rows * cols;
 }
 
 }  // namespace loom::detail

@@ -177,6 +177,32 @@ TEST_SUITE("ops/conv") {
     }
   }
 
+  TEST_CASE("the FLOPs of the conv family count multiply-adds of input elements, not of padding") {
+    for (const Geometry& geo : kernel_geometries()) {
+      CAPTURE(geo.label);
+      const Attrs a = conv_attrs(geo.options);
+      const Shape y = conv_out(geo);
+      const std::vector<int64_t>&st = a.ints("stride"), &pd = a.ints("padding"), &dl = a.ints("dilation");
+      double macs = 0;  // counted one output position and tap at a time
+      for (int64_t oh = 0; oh < y[2]; ++oh)
+        for (int64_t ow = 0; ow < y[3]; ++ow)
+          for (int64_t r = 0; r < geo.w[2]; ++r)
+            for (int64_t s = 0; s < geo.w[3]; ++s) {
+              const int64_t ih = oh * st[0] - pd[0] + r * dl[0], iw = ow * st[1] - pd[2] + s * dl[1];
+              macs += ih >= 0 && ih < geo.x[2] && iw >= 0 && iw < geo.x[3];
+            }
+      macs *= double(geo.x[0] * geo.w[0] * geo.w[1]);
+      auto flops = [&](const char* op, std::vector<Shape> in, Shape out) {
+        std::vector<TensorType> i, o{{float32, out}};
+        for (Shape& s : in) i.push_back({float32, s});
+        return find_op(op).flops(i, o, a);
+      };
+      CHECK(flops("conv2d", {geo.x, geo.w}, y) == 2 * macs);
+      CHECK(flops("conv2d_backward_data", {y, geo.w, geo.x}, geo.x) == 2 * macs);
+      CHECK(flops("conv2d_backward_filter", {geo.x, y, geo.w}, geo.w) == 2 * macs);
+    }
+  }
+
   TEST_CASE("non-finite values on tap-skipping shapes: padding is multiplied, as the reference and PyTorch's float64") {
     // The im2col lowering drops taps that only read padding; 0 * inf = NaN must still reach
     // the outputs (forward: a non-finite weight on such a tap; weight gradient: a non-finite
