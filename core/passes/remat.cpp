@@ -74,21 +74,23 @@ struct Base {
   // that its nodes' and storages' vectors keep their allocations (copying the
   // plan afresh was a fifth of a budgeted compile, most of it malloc and free).
   mutable Plan scratch;
+  double max_rate;  // candidates cost at most this many FLOPs per byte of output
 
-  explicit Base(const Compilation& comp);
+  explicit Base(const Compilation& comp, double max_flops_per_byte = INFINITY);
   bool recomputable(int id) const;
   /// Where readers switch to the copy when the node must not be live at `peak`:
   /// steps and copies from there on read the copy.
   int split_at(int id, int peak) const;
 };
 
-Base::Base(const Compilation& comp)
+Base::Base(const Compilation& comp, double max_flops_per_byte)
     : c(comp),
       p(comp.plan),
       readers(p.nodes.size()),
       flops(p.nodes.size(), 0),
       bytes(p.nodes.size(), 0),
-      var_write(p.nodes.size(), INT_MAX) {
+      var_write(p.nodes.size(), INT_MAX),
+      max_rate(max_flops_per_byte) {
   for (size_t i = 0; i < p.nodes.size(); ++i) {
     const PNode& n = p.nodes[i];
     flops[i] = node_flops(p, n);
@@ -114,7 +116,8 @@ Base::Base(const Compilation& comp)
 bool Base::recomputable(int id) const {
   const PNode& n = p.nodes[size_t(id)];
   if (!executable(n) || n.kind != NodeKind::kernel || !n.op || n.writes_var || n.post_commit ||
-      n.op->writes_input >= 0 || readers[size_t(id)].empty() || n.out.empty())
+      n.op->writes_input >= 0 || readers[size_t(id)].empty() || n.out.empty() ||
+      flops[size_t(id)] > max_rate * double(bytes[size_t(id)]))
     return false;
   for (int v : n.out) {
     const PStorage& s = p.storages[size_t(p.values[size_t(v)].storage)];
@@ -598,6 +601,17 @@ Found search(const Base& b, const Trial& base, size_t budget, Remat strategy) {
   return std::move(found[best]);
 }
 
+/// The FLOPs per byte of auto's second pool of candidates: half the costliest
+/// activation's (live across the peak of `base`). Chen's segments recompute
+/// everything after their checkpoint, a costly layer included (mlpresnet's
+/// first Linear, 196 FLOPs per byte of output, the others 25 at most); the
+/// searches from the pool without it keep that layer's output instead.
+double cheaper_rate(const Base& b, const Trial& base) {
+  double top = 0;
+  for (int id : peak_activations(b, base)) top = std::max(top, b.flops[size_t(id)] / double(b.bytes[size_t(id)]));
+  return top / 2;
+}
+
 /// The plan rewritten with `t`'s copies, searched again while it does not fit:
 /// there the copies are ordinary nodes, so one still live across the new peak
 /// can be recomputed in turn (a value computed a third time), as long as each
@@ -609,7 +623,7 @@ Trial deepen(const Compilation& c, const Base& b, Trial t, size_t budget, Plan& 
   for (int level = 2; level <= kLevels && !fits(t, budget); ++level) {
     Compilation deeper(c.req, out);
     deeper.targets = c.targets;  // node ids stay: rewrites only append nodes and drop unread ones
-    const Base next(deeper);
+    const Base next(deeper, b.max_rate);
     Trial u = search(next, evaluate(next, {}), budget, c.opt.remat).first;
     if (u.arena >= t.arena) break;
     u.flops += t.flops, u.recomputed += t.recomputed;
@@ -739,13 +753,19 @@ void remat(Compilation& c) {
   // Each first plan is searched again (levels) and the best at the end kept:
   // the one that fits cheapest at the first level need not lead furthest.
   const Trial base = evaluate(b, {});
+  // auto searches again from a pool without the costliest activations (cheaper_rate).
+  std::vector<double> rates{INFINITY};
+  if (c.opt.remat == Remat::automatic) rates.push_back(cheaper_rate(b, base));
   Plan plan;
   Trial t;
   std::string name;
-  for (auto& [first, strategy] : candidates(b, base, budget, c.opt.remat, true)) {
-    Plan p;
-    Trial u = deepen(c, b, std::move(first), budget, p);
-    if (t.arena == SIZE_MAX || better(u, t, budget)) t = std::move(u), plan = std::move(p), name = strategy;
+  for (double rate : rates) {
+    const Base pool(c, rate);
+    for (auto& [first, strategy] : candidates(pool, evaluate(pool, {}), budget, c.opt.remat, true)) {
+      Plan p;
+      Trial u = deepen(c, pool, std::move(first), budget, p);
+      if (t.arena == SIZE_MAX || better(u, t, budget)) t = std::move(u), plan = std::move(p), name = strategy;
+    }
   }
   LOOM_CHECK(fits(t, budget), "memory_budget of ", budget, " bytes cannot be met: the smallest arena reached by ",
              remat_name(c.opt.remat), " recomputation is ", std::min({t.arena, base.arena, without}), " bytes (",
