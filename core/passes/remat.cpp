@@ -25,7 +25,9 @@
 // needed, costliest first). `automatic` keeps the cheaper plan that fits; its
 // first level also refines Chen's checkpoints (one activation kept or
 // recomputed at a time, each change measured) and searches the levels from
-// each of its first plans, keeping the best at the end.
+// each of its first plans, keeping the best at the end; it searches once
+// more from the candidates without the costliest activations per byte
+// (cheaper_rate), whose recomputation Chen's segments otherwise take along.
 
 #include <algorithm>
 #include <cmath>
