@@ -40,8 +40,9 @@ inline double taps_on_input(int64_t out, int64_t in, int64_t k, int64_t stride, 
 
 /// FLOPs of a convolution x [N, C, H, W] * w [K, C/groups, R, S] -> y [N, K, OH, OW]
 /// (normalized attributes), 2 per multiply-add of an input element: taps over
-/// padding multiply zeros, which the kernels skip (a 3x3 kernel on a 1x1 map
-/// does a ninth of the work of one on a large map).
+/// padding multiply zeros. The kernels skip the taps that only ever read
+/// padding (a 3x3 kernel on a 1x1 map does a ninth of the work of one on a
+/// large map); im2col's few border products with padding are not counted.
 inline double conv_flops(const Shape& x, const Shape& w, const Shape& y, const Attrs& a) {
   const std::vector<int64_t>&st = a.ints("stride"), &pd = a.ints("padding"), &dl = a.ints("dilation");
   const double rows = taps_on_input(y[2], x[2], w[2], st[0], pd[0], dl[0]);
