@@ -144,6 +144,27 @@ struct Scheduled {
 
 /// x [8n, n] -> tanh layers (each a matmul with an [n, n] weight) -> sum: a
 /// chain whose backward reads every layer's activation (8x its weight).
+/// An MLPResNet training step (Adam, early updates) at `fraction` of its arena
+/// under remat = auto: checks that it fits and runs two steps bit-identical to
+/// the plan without recomputation (dropout redrawn by the copies); its stats.
+PlanStats mlpresnet_under_budget(int64_t in, nn::MLPResNetOptions options, int64_t batch, uint64_t seed,
+                                 double fraction) {
+  Graph g;
+  Tensor x = g.placeholder("x", {-1, in}), y = g.placeholder("y", {-1}, int64);
+  nn::MLPResNet model(in, options);
+  Tensor loss = nn::cross_entropy(model(x), y);
+  optim::Adam opt(model, {.lr = 1e-3});
+  Case k{{loss}, {opt.minimize(loss)}, {{x, rand({batch, in}, seed)}, {y, NDArray::zeros({batch}, int64)}}};
+  const SessionOptions o{.threads = 1, .seed = seed, .atomic_updates = false};
+  SessionOptions r = o;
+  r.remat = Remat::automatic;
+  r.memory_budget = size_t(double(arena_of(g, k, o)) * fraction);
+  PlanStats st;
+  check_identical(run_steps(g, k, o, 2), run_steps(g, k, r, 2, &st));
+  CHECK(st.arena_bytes <= r.memory_budget);
+  return st;
+}
+
 Case chain_case(Graph& g, int layers, int64_t n = 16) {
   Tensor x = g.placeholder("x", {8 * n, n});
   Tensor h = x;
@@ -276,20 +297,7 @@ TEST_SUITE("remat") {
     // Uniform segments led this model no lower than 0.512 of its arena; moving
     // checkpoints one at a time, and keeping apart the first plans the levels
     // start from, reach 0.425 (the arena is a function of shapes and threads).
-    Graph g;
-    Tensor x = g.placeholder("x", {-1, 48}), y = g.placeholder("y", {-1}, int64);
-    nn::MLPResNet model(48, {.hidden = 100, .blocks = 3, .dropout = 0.2});
-    Tensor loss = nn::cross_entropy(model(x), y);
-    optim::Adam opt(model, {.lr = 1e-3});
-    Case k{{loss}, {opt.minimize(loss)}, {{x, rand({100, 48}, 4)}, {y, NDArray::zeros({100}, int64)}}};
-    const SessionOptions o{.threads = 1, .seed = 11, .atomic_updates = false};
-    const size_t full = arena_of(g, k, o);
-    SessionOptions r = o;
-    r.remat = Remat::automatic;
-    r.memory_budget = size_t(double(full) * 0.46);
-    PlanStats st;
-    check_identical(run_steps(g, k, o, 2), run_steps(g, k, r, 2, &st));  // dropout redrawn by the copies
-    CHECK(st.arena_bytes <= r.memory_budget);
+    const PlanStats st = mlpresnet_under_budget(48, {.hidden = 100, .blocks = 3, .dropout = 0.2}, 100, 11, 0.46);
     CHECK(st.recomputed > 0);
   }
 
@@ -297,19 +305,7 @@ TEST_SUITE("remat") {
     // The first Linear (512 -> 32) costs 8x the FLOPs per byte of any other
     // activation; Chen's segments recomputed it along with the rest (38% more
     // FLOPs). auto also searches from the candidates without it.
-    Graph g;
-    Tensor x = g.placeholder("x", {-1, 512}), y = g.placeholder("y", {-1}, int64);
-    nn::MLPResNet model(512, {.hidden = 32, .blocks = 2, .dropout = 0.1});
-    Tensor loss = nn::cross_entropy(model(x), y);
-    optim::Adam opt(model, {.lr = 1e-3});
-    Case k{{loss}, {opt.minimize(loss)}, {{x, rand({128, 512}, 5)}, {y, NDArray::zeros({128}, int64)}}};
-    const SessionOptions o{.threads = 1, .seed = 12, .atomic_updates = false};
-    SessionOptions r = o;
-    r.remat = Remat::automatic;
-    r.memory_budget = size_t(double(arena_of(g, k, o)) * 0.6);
-    PlanStats st;
-    check_identical(run_steps(g, k, o, 2), run_steps(g, k, r, 2, &st));
-    CHECK(st.arena_bytes <= r.memory_budget);
+    const PlanStats st = mlpresnet_under_budget(512, {.hidden = 32, .blocks = 2, .dropout = 0.1}, 128, 12, 0.6);
     CHECK(st.recomputed > 0);
     CHECK(st.recompute_flops < 0.1 * st.plan_flops);
   }
