@@ -33,6 +33,7 @@
 #include "core/kernel.hpp"
 #include "core/philox.hpp"
 #include "kernels/cpu/loops.hpp"
+#include "kernels/cpu/random.hpp"
 #include "kernels/cpu/simd.hpp"
 
 namespace loom::cpu {
@@ -257,34 +258,6 @@ void mask_tile(T* s, int64_t si, int64_t sj, const Geometry& g, const Operand<T>
   if (g.causal)
     for (int64_t i = 0; i < nq; ++i)
       for (int64_t j = std::max<int64_t>(0, q0 + i + 1 - k0); j < nk; ++j) s[i * si + j * sj] = sd::kNegInf<T>;
-}
-
-/// Philox blocks first .. first + n of stream (key, run), four words each, into
-/// w: philox::words on eight blocks at once in 64-bit vector lanes (GCC
-/// vector extensions: the scalar form does not vectorize), the same bits as
-/// the scalar form and the CUDA kernels.
-LOOM_CPU_CLONES void philox_blocks(uint64_t key, uint64_t run, uint64_t first, int64_t n, uint32_t* w) {
-  typedef uint64_t U8 __attribute__((vector_size(64)));
-  const U8 low = U8{} + 0xFFFFFFFFull;
-  for (int64_t b0 = 0; b0 < n; b0 += 8) {
-    U8 c0, c1, c2, c3;
-    for (int l = 0; l < 8; ++l) {
-      const uint64_t idx = first + uint64_t(b0 + l);
-      c0[l] = idx & 0xFFFFFFFFull, c1[l] = idx >> 32, c2[l] = run & 0xFFFFFFFFull, c3[l] = run >> 32;
-    }
-    uint64_t k0 = key & 0xFFFFFFFFull, k1 = key >> 32;
-    for (int r = 0; r < 10; ++r) {
-      const U8 p0 = c0 * 0xD2511F53ull, p1 = c2 * 0xCD9E8D57ull;
-      const U8 n0 = (p1 >> 32) ^ c1 ^ k0, n2 = (p0 >> 32) ^ c3 ^ k1;
-      c1 = p1 & low, c3 = p0 & low, c0 = n0, c2 = n2;
-      k0 = (k0 + 0x9E3779B9u) & 0xFFFFFFFFull;
-      k1 = (k1 + 0xBB67AE85u) & 0xFFFFFFFFull;
-    }
-    for (int64_t l = 0; l < std::min<int64_t>(8, n - b0); ++l) {
-      uint32_t* o = w + 4 * (b0 + l);
-      o[0] = uint32_t(c0[l]), o[1] = uint32_t(c1[l]), o[2] = uint32_t(c2[l]), o[3] = uint32_t(c3[l]);
-    }
-  }
 }
 
 /// Uniform numbers of weights (i, k0 .. k0 + n) of batch b (philox::uniform_f32
