@@ -6,9 +6,12 @@
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
+#include <oneapi/tbb/task_group.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <exception>
+#include <thread>
 
 namespace loom {
 
@@ -40,6 +43,35 @@ void parallel_chunks(int64_t n, int64_t size, F&& f) {
   parallel_for(chunks, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t c = lo; c < hi; ++c) f(c, c * size, std::min(n, (c + 1) * size));
   });
+}
+
+/// Runs a and b at once where the calling arena has a second thread; rethrows
+/// an error of either once both are done.
+template <class A, class B>
+void run_both(A&& a, B&& b) {
+  std::exception_ptr error_a, error_b;
+  auto guarded = [](auto& f, std::exception_ptr& error) {
+    try {
+      f();
+    } catch (...) {
+      error = std::current_exception();
+    }
+  };
+#if !defined(__SANITIZE_THREAD__)
+  oneapi::tbb::task_group other;
+  other.run([&] { guarded(a, error_a); });
+  guarded(b, error_b);
+  other.wait();
+#else
+  // libtbb is not instrumented (see run_parallel in core/session.cpp): a
+  // std::thread, whose start and join TSan sees, so it checks that a and b
+  // share no writes.
+  std::thread other([&] { guarded(a, error_a); });
+  guarded(b, error_b);
+  other.join();
+#endif
+  if (error_a) std::rethrow_exception(error_a);
+  if (error_b) std::rethrow_exception(error_b);
 }
 
 }  // namespace loom

@@ -3,13 +3,10 @@
 
 #include "core/plan.hpp"
 
-#include <oneapi/tbb/task_group.h>
-
 #include <algorithm>
 #include <chrono>
-#include <exception>
-#include <thread>
 
+#include "core/parallel.hpp"
 #include "core/passes/passes.hpp"
 
 namespace loom {
@@ -81,35 +78,6 @@ std::pair<std::string, double> run_timed(const Pass& pass, Compilation& c) {
   const auto t = std::chrono::steady_clock::now();
   pass.run(c);
   return {std::string(pass.name), std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count()};
-}
-
-/// Runs a and b at once where the calling arena has a second thread; rethrows
-/// an error of either once both are done.
-template <class A, class B>
-void run_both(A&& a, B&& b) {
-  std::exception_ptr error_a, error_b;
-  auto guarded = [](auto& f, std::exception_ptr& error) {
-    try {
-      f();
-    } catch (...) {
-      error = std::current_exception();
-    }
-  };
-#if !defined(__SANITIZE_THREAD__)
-  tbb::task_group other;
-  other.run([&] { guarded(a, error_a); });
-  guarded(b, error_b);
-  other.wait();
-#else
-  // libtbb is not instrumented (see run_parallel in core/session.cpp): a
-  // std::thread, whose start and join TSan sees, so it checks that the two
-  // passes share no writes.
-  std::thread other([&] { guarded(a, error_a); });
-  guarded(b, error_b);
-  other.join();
-#endif
-  if (error_a) std::rethrow_exception(error_a);
-  if (error_b) std::rethrow_exception(error_b);
 }
 
 }  // namespace

@@ -30,9 +30,11 @@
 // (cheaper_rate), whose recomputation Chen's segments otherwise take along.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 
+#include "core/parallel.hpp"
 #include "core/passes/passes.hpp"
 
 namespace loom {
@@ -668,6 +670,25 @@ size_t working_set(const Plan& p, const PNode& n, bool in_place) {
   return bytes;
 }
 
+/// The best plan from one pool of candidates: each first plan the strategy
+/// finds, searched again (levels); the first of equals wins.
+struct Searched {
+  Trial t;
+  Plan plan;
+  std::string strategy;
+};
+
+Searched search_pool(const Compilation& c, const Base& pool, size_t budget) {
+  Searched best;
+  for (auto& [first, strategy] : candidates(pool, evaluate(pool, {}), budget, c.opt.remat, true)) {
+    Plan p;
+    Trial u = deepen(c, pool, std::move(first), budget, p);
+    if (best.t.arena == SIZE_MAX || better(u, best.t, budget))
+      best.t = std::move(u), best.plan = std::move(p), best.strategy = strategy;
+  }
+  return best;
+}
+
 }  // namespace
 
 RematFloor remat_floor(const Plan& p, const SessionOptions& o) {
@@ -755,20 +776,20 @@ void remat(Compilation& c) {
   // Each first plan is searched again (levels) and the best at the end kept:
   // the one that fits cheapest at the first level need not lead furthest.
   const Trial base = evaluate(b, {});
-  // auto searches again from a pool without the costliest activations (cheaper_rate).
-  std::vector<double> rates{INFINITY};
-  if (c.opt.remat == Remat::automatic) rates.push_back(cheaper_rate(b, base));
-  Plan plan;
-  Trial t;
-  std::string name;
-  for (double rate : rates) {
-    const Base pool(c, rate);
-    for (auto& [first, strategy] : candidates(pool, evaluate(pool, {}), budget, c.opt.remat, true)) {
-      Plan p;
-      Trial u = deepen(c, pool, std::move(first), budget, p);
-      if (t.arena == SIZE_MAX || better(u, t, budget)) t = std::move(u), plan = std::move(p), name = strategy;
-    }
+  // auto searches again from a pool without the costliest activations
+  // (cheaper_rate); the two pools are searched at once where the session has
+  // a second thread, and the first pool's plan wins ties, as in a serial run.
+  std::array<Searched, 2> pools;
+  if (c.opt.remat == Remat::automatic) {
+    const double rate = cheaper_rate(b, base);
+    run_both([&] { pools[1] = search_pool(c, Base(c, rate), budget); }, [&] { pools[0] = search_pool(c, b, budget); });
+  } else {
+    pools[0] = search_pool(c, b, budget);
   }
+  Searched& best = pools[1].t.arena != SIZE_MAX && better(pools[1].t, pools[0].t, budget) ? pools[1] : pools[0];
+  const Trial& t = best.t;
+  const std::string& name = best.strategy;
+  Plan& plan = best.plan;
   LOOM_CHECK(fits(t, budget), "memory_budget of ", budget, " bytes cannot be met: the smallest arena reached by ",
              remat_name(c.opt.remat), " recomputation is ", std::min({t.arena, base.arena, without}), " bytes (",
              without, " without); no plan can go below ", st.remat_floor, " bytes, what ", st.remat_floor_at,

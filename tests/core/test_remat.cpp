@@ -401,3 +401,29 @@ TEST_SUITE("remat") {
     }
   }
 }
+
+TEST_SUITE("remat/parallel") {
+  TEST_CASE("auto's two pools searched at once find the serial search's plan, with the same bits") {
+    // With a second thread the pools' searches run at once, reading one
+    // compilation (ThreadSanitizer runs this suite); the first pool still wins ties.
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 48}), y = g.placeholder("y", {-1}, int64);
+    nn::MLPResNet model(48, {.hidden = 64, .blocks = 2, .dropout = 0.2});
+    Tensor loss = nn::cross_entropy(model(x), y);
+    optim::Adam opt(model, {.lr = 1e-3});
+    Case k{{loss}, {opt.minimize(loss)}, {{x, rand({64, 48}, 5)}, {y, NDArray::zeros({64}, int64)}}};
+    SessionOptions o{.threads = 1, .seed = 5, .atomic_updates = false};
+    o.remat = Remat::automatic;
+    o.memory_budget = size_t(0.5 * double(arena_of(g, k, {.threads = 1, .seed = 5, .atomic_updates = false})));
+    PlanStats serial, both;
+    const std::vector<NDArray> want = run_steps(g, k, o, 2, &serial);
+    o.threads = 2;
+    const std::vector<NDArray> got = run_steps(g, k, o, 2, &both);
+    CHECK(serial.recomputed > 0);
+    CHECK(both.arena_bytes == serial.arena_bytes);
+    CHECK(both.remat_strategy == serial.remat_strategy);
+    CHECK(both.recomputed == serial.recomputed);
+    CHECK(both.recompute_flops == serial.recompute_flops);
+    check_identical(want, got);
+  }
+}
