@@ -99,6 +99,16 @@ struct Placement {
 Placement place(std::span<const Lifetime> items, MemoryStrategy strategy);
 /// The most bytes live at once: no placement of these lifetimes is smaller.
 size_t lower_bound(std::span<const Lifetime> items);
+/// MemoryStrategy::best: the smallest of greedy_by_time, greedy_by_size and
+/// greedy_by_area (the last two while the overlapping pairs are few enough)
+/// and, when that misses `budget` (bytes; 0: none) though the lower bound
+/// meets it, of four more greedy orders; each order's name and arena in `tried`.
+struct BestPlacement {
+  Placement placement;
+  std::string strategy;
+  std::vector<std::pair<std::string, size_t>> tried;
+};
+BestPlacement place_best(std::span<const Lifetime> items, size_t budget);
 
 // ---- rematerialization (core/passes/remat.cpp)
 

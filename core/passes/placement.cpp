@@ -4,7 +4,8 @@
 //                most bytes live at once), the strategy chosen. place() is a
 //                pure function from lifetimes to offsets; `best` tries
 //                greedy_by_time, greedy_by_size and greedy_by_area and keeps
-//                the smallest arena.
+//                the smallest arena, and where that misses memory_budget
+//                while the live bytes meet it, four more orders (place_best).
 //                For the parallel executor a buffer stays reserved to the end
 //                of its last reader's wave: reusing it within the wave would
 //                add a hazard edge between two nodes that could otherwise run
@@ -23,6 +24,8 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <string>
+#include <utility>
 
 #include "core/passes/passes.hpp"
 
@@ -192,6 +195,32 @@ size_t place_by_time(std::span<const Lifetime> items, std::vector<size_t>& off) 
   return top;
 }
 
+/// More orders for greedy placement, tried when a memory budget is at stake:
+/// the live bytes fit it and the three strategies' arenas do not. Many
+/// buffers have equal sizes (a network's layers), and which of them goes
+/// first decides the gaps; remat's search measures every candidate plan
+/// through this pass, so a near miss that one of these places within the
+/// budget is a plan that fits.
+using PlaceFn = size_t (*)(std::span<const Lifetime>, std::vector<size_t>&);
+const std::pair<std::string, PlaceFn> kCloseCallOrders[] = {
+    {"greedy_by_size_longest_first",
+     [](std::span<const Lifetime> items, std::vector<size_t>& off) {
+       return place_by(items, off, [](const Lifetime& it) { return std::pair{it.bytes, it.last - it.first}; });
+     }},
+    {"greedy_by_size_shortest_first",
+     [](std::span<const Lifetime> items, std::vector<size_t>& off) {
+       return place_by(items, off, [](const Lifetime& it) { return std::pair{it.bytes, it.first - it.last}; });
+     }},
+    {"greedy_by_length",
+     [](std::span<const Lifetime> items, std::vector<size_t>& off) {
+       return place_by(items, off, [](const Lifetime& it) { return std::pair{it.last - it.first, it.bytes}; });
+     }},
+    {"greedy_by_first_use",
+     [](std::span<const Lifetime> items, std::vector<size_t>& off) {
+       return place_by(items, off, [](const Lifetime& it) { return std::pair{-it.first, it.bytes}; });
+     }},
+};
+
 }  // namespace
 
 Placement place(std::span<const Lifetime> items, MemoryStrategy strategy) {
@@ -223,6 +252,27 @@ size_t lower_bound(std::span<const Lifetime> items) {
   return size_t(peak);
 }
 
+BestPlacement place_best(std::span<const Lifetime> items, size_t budget) {
+  BestPlacement best;
+  best.placement.arena = SIZE_MAX;
+  auto consider = [&](std::string name, Placement r) {
+    best.tried.emplace_back(name, r.arena);
+    if (r.arena < best.placement.arena) best.placement = std::move(r), best.strategy = std::move(name);
+  };
+  const bool pairs_allow = overlapping_pairs(items) <= kSizePairBudget;
+  std::vector<MemoryStrategy> tries{MemoryStrategy::greedy_by_time};
+  if (pairs_allow) tries.insert(tries.end(), {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_area});
+  for (MemoryStrategy s : tries) consider(std::string(strategy_name(s)), place(items, s));
+  if (budget && best.placement.arena > budget && pairs_allow && lower_bound(items) <= budget)
+    for (const auto& [name, place_with] : kCloseCallOrders) {
+      Placement r;
+      r.offsets.assign(items.size(), 0);
+      r.arena = place_with(items, r.offsets);
+      consider(name, std::move(r));
+    }
+  return best;
+}
+
 void placement(Compilation& c) {
   Plan& p = c.plan;
   const int end = int(p.order.size());
@@ -236,22 +286,19 @@ void placement(Compilation& c) {
     items.push_back({s.bytes, s.first, reserved_until(s.last)});
   }
   p.stats.lower_bound_bytes = lower_bound(items);
-  std::vector<MemoryStrategy> tries{c.opt.memory};
+  BestPlacement best;
   if (c.opt.memory == MemoryStrategy::best) {
-    tries = {MemoryStrategy::greedy_by_time};
-    if (overlapping_pairs(items) <= kSizePairBudget)
-      tries.insert(tries.end(), {MemoryStrategy::greedy_by_size, MemoryStrategy::greedy_by_area});
+    best = place_best(items, c.opt.memory_budget);
+  } else {
+    best.placement = place(items, c.opt.memory);
+    best.strategy = strategy_name(c.opt.memory);
+    best.tried = {{best.strategy, best.placement.arena}};
   }
-  Placement best;
-  best.arena = SIZE_MAX;
-  for (MemoryStrategy s : tries) {
-    Placement r = place(items, s);
-    p.stats.strategy_arenas.emplace_back(std::string(strategy_name(s)), r.arena);
-    if (r.arena < best.arena) best = std::move(r), p.stats.memory_strategy = std::string(strategy_name(s));
-  }
-  p.stats.arena_bytes = best.arena;
-  if (!p.stats.arena_without_remat) p.stats.arena_without_remat = best.arena;  // the remat pass sets it first
-  for (size_t i = 0; i < items.size(); ++i) p.storages[size_t(storage_of[i])].offset = best.offsets[i];
+  p.stats.memory_strategy = best.strategy;
+  p.stats.strategy_arenas = std::move(best.tried);
+  p.stats.arena_bytes = best.placement.arena;
+  if (!p.stats.arena_without_remat) p.stats.arena_without_remat = best.placement.arena;  // the remat pass sets it first
+  for (size_t i = 0; i < items.size(); ++i) p.storages[size_t(storage_of[i])].offset = best.placement.offsets[i];
 }
 
 }  // namespace loom

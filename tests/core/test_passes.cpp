@@ -680,6 +680,9 @@ TEST_SUITE("core/passes") {
         CHECK(p.arena >= low);
         CHECK(place(items, st).offsets == p.offsets);  // a function of its input only
       }
+      const BestPlacement within = place_best(items, low);  // under a budget: more orders, never a larger arena
+      check_placement(items, within.placement);
+      CHECK(within.placement.arena <= place_best(items, 0).placement.arena);
     }
     CHECK(place({}, MemoryStrategy::greedy_by_size).arena == 0);
   }
@@ -695,6 +698,28 @@ TEST_SUITE("core/passes") {
     const Placement area = place(items, MemoryStrategy::greedy_by_area);
     check_placement(items, area);
     CHECK(area.arena == 448);
+  }
+
+  TEST_CASE("under a budget its live bytes meet, best placement tries more orders: one fits where size first misses") {
+    // Size first puts both 256-byte buffers at 0 and the 192-byte one on top
+    // of the later; the 64-byte one, live beside each in turn, ends above both
+    // (512). Longest-lived first places the 64-byte one at 0 and the early
+    // 256-byte one on it, beside the others: the lower bound, 448.
+    const std::vector<Lifetime> items{{256, 5, 8}, {192, 3, 5}, {64, 0, 4}, {256, 1, 2}};
+    CHECK(lower_bound(items) == 448);
+    const BestPlacement plain = place_best(items, 0);
+    CHECK(plain.placement.arena == 512);
+    CHECK(plain.tried.size() == 3);
+    for (size_t budget : {448, 500}) {
+      CAPTURE(budget);
+      const BestPlacement within = place_best(items, budget);
+      check_placement(items, within.placement);
+      CHECK(within.placement.arena == 448);
+      CHECK(within.strategy == "greedy_by_length");
+      CHECK(within.tried.size() == 7);
+    }
+    CHECK(place_best(items, 512).tried.size() == 3);  // met already
+    CHECK(place_best(items, 400).tried.size() == 3);  // under the lower bound: no order meets it
   }
 
   TEST_CASE("DOT export escapes quotes, backslashes, tabs, newlines and bytes that are not UTF-8") {
