@@ -522,7 +522,9 @@ std::vector<SweepPoint> memory_sweep(Family& f, const SweepOptions& o) {
     if (point(mid, size_t(mid * double(full.arena)), Remat::automatic)) ok = mid;
     else bad = mid;
   }
-  if (point(0, full.arena - 1, Remat::chen)) {  // Chen's rule alone: sqrt(n) segments, whatever the budget
+  // Chen's rule alone: sqrt(n) segments, whatever the budget. Under the live bytes' peak, which no
+  // placement meets (one byte under the arena, placement's more orders may meet it without recomputing).
+  if (point(0, s0->stats().last_plan.lower_bound_bytes - 1, Remat::chen)) {
     pts.back().budget_fraction = double(pts.back().arena) / double(full.arena);
     pts.back().strategy = "chen-sqrt";
   }
