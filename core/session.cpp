@@ -442,7 +442,11 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
       if (!options_.device.is_cpu()) dev.synchronize(impl_->stream);  // the check reads the outputs on the host
       check_finite(s);
     }
-    if (profile) prof.record(i, t0);
+    if (profile) {
+      // A device's kernels run after their launch: wait for this one, so that its time is the node's.
+      if (!options_.device.is_cpu()) dev.synchronize(impl_->stream);
+      prof.record(i, t0);
+    }
   };
 
   // Runs that write variables run alone; the others share the variables.

@@ -11,7 +11,7 @@
 
 using namespace loom;
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   // Training data: y = 3 x0 - 2 x1 + 0.5 at the 256 points of a 16 x 16 grid.
   NDArray xs = NDArray::empty({256, 2}), ys = NDArray::empty({256, 1});
   for (int64_t i = 0; i < 256; ++i) {
@@ -37,4 +37,7 @@ int main(int argc, char** argv) {
   auto wv = s.get(w).to_vector<float>();
   std::printf("learned w = [%.3f, %.3f], b = %.3f (true: [3, -2], 0.5)\n", wv[0], wv[1], s.get(b).item());
   return 0;
+} catch (const std::exception& e) {  // a loom::Error says what went wrong (no GPU, say)
+  std::fprintf(stderr, "hello: %s\n", e.what());
+  return 1;
 }

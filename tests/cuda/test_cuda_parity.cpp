@@ -210,8 +210,8 @@ void check_large_reductions(std::initializer_list<DType> dtypes) {
         const NDArray x = test::rand(k.shape, 11, t, t == uint8 ? 0 : -50, 50);
         const NDArray gx = on_gpu(x, layout);
         const Attrs attrs{{"axes", k.axes}, {"keepdims", k.keepdims}};
-        for (const char* op : {"sum", "mean", "max", "min"}) {
-          if (std::string(op) == "mean" && !is_floating(t)) continue;
+        for (std::string op : {"sum", "mean", "max", "min"}) {
+          if (op == "mean" && !is_floating(t)) continue;
           CAPTURE(op);
           const std::string m = mismatch(invoke(op, {x}, attrs)[0], invoke(op, {gx}, attrs)[0], 1e-12);
           CHECK_MESSAGE(m.empty(), m);
@@ -219,7 +219,7 @@ void check_large_reductions(std::initializer_list<DType> dtypes) {
         if (k.axes.size() <= 1 && x.numel() > 0) {
           Attrs arg;  // (a non-negative axis: the CPU kernel does not normalize negative ones)
           if (!k.axes.empty()) arg.set("axis", k.axes[0] < 0 ? k.axes[0] + int64_t(k.shape.size()) : k.axes[0]);
-          for (const char* op : {"argmax", "argmin"}) {
+          for (std::string op : {"argmax", "argmin"}) {
             CAPTURE(op);
             CHECK(mismatch(invoke(op, {x}, arg)[0], invoke(op, {gx}, arg)[0], 0).empty());
           }
@@ -245,7 +245,8 @@ TEST_SUITE("cuda/parity") {
   TEST_CASE("every op's examples run the same on CPU and CUDA" * doctest::skip(!has_gpu())) {
     int checked = 0;
     for (const OpDef* op : registered_ops()) {
-      if (kNotFromExamples.count(op->name) || !op->examples) continue;
+      // Test-only ops have CPU kernels only, and eager calls do not fall back to the host (sessions do).
+      if (kNotFromExamples.count(op->name) || op->name.starts_with("test_") || !op->examples) continue;
       for (const OpExample& ex : op->examples(31)) {
         for (DType t : {float32, float64}) {
           CAPTURE(op->name);
@@ -338,7 +339,7 @@ TEST_SUITE("cuda/parity") {
   }
 
   TEST_CASE("Philox streams are the same on CPU and CUDA" * doctest::skip(!has_gpu())) {
-    for (const char* name : {"random_uniform", "random_normal"})
+    for (std::string name : {"random_uniform", "random_normal"})
       for (DType t : {float32, float64})
         for (uint64_t seed : {0ull, 12345ull})
           for (uint64_t run : {0ull, 7ull}) {
@@ -351,10 +352,12 @@ TEST_SUITE("cuda/parity") {
             InvokeOptions opt{.seed = seed, .run_counter = run, .node_key = 1000 + seed};
             NDArray cpu = run_eager(op, {}, attrs, Device::cpu(), opt)[0];
             NDArray gpu = run_eager(op, {}, attrs, kGpu, opt)[0].to(Device::cpu());
-            if (std::string(name) == "random_uniform") {
+            if (name == "random_uniform") {
               CHECK(identical(cpu, gpu));  // the same integer words and the same rounding
             } else {
-              // The device's log/sin/cos may differ from libm in the last ulp of the double.
+              // The device's log/sin/cos may differ from libm in the last ulp of the double: in float64 about
+              // 1 value in 10 differs that way on an H200 (the same stream, at most 4 ulp apart); rounded to
+              // float32 nearly all are the same bits.
               NDArray x = cpu.astype(float64), y = gpu.astype(float64);
               const double ulp = t == float32 ? 1.2e-7 : 4.5e-16;
               double worst = 0;
@@ -365,7 +368,7 @@ TEST_SUITE("cuda/parity") {
                 equal += p == q;
               }
               CHECK(worst <= 4 * ulp);
-              CHECK(equal >= x.numel() * 99 / 100);
+              if (t == float32) CHECK(equal >= x.numel() * 99 / 100);
             }
           }
   }
@@ -434,7 +437,7 @@ TEST_SUITE("cuda/parity") {
     }
     // Ties and NaN: the first extreme element, the first NaN.
     NDArray ties = NDArray::from<float>({1, 3, 3, -2, 3, NAN, 0, NAN}, {2, 4});
-    for (const char* op : {"argmax", "argmin"})
+    for (std::string op : {"argmax", "argmin"})
       for (Attrs a : {Attrs{}, Attrs{{"axis", int64_t(1)}}, Attrs{{"axis", int64_t(0)}}}) {
         CAPTURE(op);
         CHECK(identical(invoke(op, {ties}, a)[0], invoke(op, {ties.to(kGpu)}, a)[0].to(Device::cpu())));
