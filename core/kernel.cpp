@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <exception>
 #include <map>
 #include <mutex>
 
@@ -22,6 +23,49 @@ Registry& registry() {
   return r;
 }
 }  // namespace
+
+void DeferredChecks::add(std::function<void()> verify) {
+  std::lock_guard lock(mu_);
+  pending_.push_back(std::move(verify));
+}
+
+bool DeferredChecks::empty() const {
+  std::lock_guard lock(mu_);
+  return pending_.empty();
+}
+
+void DeferredChecks::verify() {
+  std::vector<std::function<void()>> due;
+  {
+    std::lock_guard lock(mu_);
+    due.swap(pending_);
+  }
+  std::exception_ptr first;
+  for (const auto& v : due) {
+    try {
+      v();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  {
+    std::lock_guard lock(mu_);  // slots are reused only when no check made meanwhile still holds one
+    if (pending_.empty() && slots_) slots_->reuse();
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+void DeferredChecks::clear() {
+  std::lock_guard lock(mu_);
+  pending_.clear();
+  if (slots_) slots_->reuse();
+}
+
+DeferredChecks::Slots& DeferredChecks::slots(const std::function<std::unique_ptr<Slots>()>& make) {
+  std::lock_guard lock(mu_);
+  if (!slots_) slots_ = make();
+  return *slots_;
+}
 
 void register_kernel(std::string_view op, DeviceKind device, const std::vector<DType>& dtypes,
                      KernelInfo info) {

@@ -5,7 +5,9 @@
 /// (a kernel registered for several dtypes dispatches internally).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -17,12 +19,42 @@
 
 namespace loom {
 
+/// Checks a device kernel leaves for later, so that it need not wait for its
+/// stream in mid-run (a GPU kernel's bad index is known on the device only).
+/// Session::run verifies them once it has waited for the device anyway:
+/// before the first step that writes a variable (a failed run leaves the
+/// variables unchanged) and at the end of the run. Eager calls have none:
+/// their kernels wait and check at once. Thread-safe.
+class DeferredChecks {
+ public:
+  /// What a backend keeps for the checks' results (device and pinned slots).
+  struct Slots {
+    virtual ~Slots() = default;
+    virtual void reuse() = 0;  // every check made so far is verified or dropped: its slot is free
+  };
+  /// `verify` reads what its kernel recorded and throws the op's error; it runs after the device finished.
+  void add(std::function<void()> verify);
+  bool empty() const;
+  /// Runs and removes the checks added so far (the caller waited for the device); throws the first failure.
+  void verify();
+  /// Drops the checks of a run that failed before verifying them.
+  void clear();
+  /// The backend's slots, made by `make` on first use.
+  Slots& slots(const std::function<std::unique_ptr<Slots>()>& make);
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::function<void()>> pending_;
+  std::unique_ptr<Slots> slots_;
+};
+
 /// What a kernel may know about the run it is part of.
 struct KernelContext {
   Device device = Device::cpu();
   void* stream = nullptr;     // the session's device stream (null on CPU)
   uint64_t seed = 0;          // session seed
   uint64_t run_counter = 0;   // advances every Session::run: random ops draw anew
+  DeferredChecks* checks = nullptr;  // a device session run's (null: check at once)
 };
 
 struct Epilogue;

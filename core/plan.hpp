@@ -97,6 +97,7 @@ struct Step {
   uint64_t key = 0;
   int feed = -1;
   bool check = false;  // check_numerics applies to its float outputs
+  bool writes_variable = false;       // deferred device checks are verified before it runs
   std::shared_ptr<const void> state;  // the kernel's prepare() result
   void* workspace = nullptr;          // the kernel's scratch memory in the arena
   size_t workspace_bytes = 0;
@@ -128,6 +129,7 @@ class Plan {
   HugeVector<Step> steps;
   std::vector<FeedBinding> feed_bindings;  // bind
   std::shared_ptr<Buffer> arena;
+  std::shared_ptr<DeferredChecks> checks;  // a device plan's, made by its first run (a plan runs one run at a time)
   PlanStats stats;
   Device device;
 

@@ -421,7 +421,13 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
   } give_back{this, lease};
   Plan& plan = *lease.plan;
   plan.bind_feeds(feeds);
-  KernelContext ctx{options_.device, impl_->stream, options_.seed, impl_->run_counter.fetch_add(1)};
+  DeferredChecks* checks = nullptr;
+  if (!options_.device.is_cpu()) {
+    if (!plan.checks) plan.checks = std::make_shared<DeferredChecks>();
+    checks = plan.checks.get();
+    checks->clear();  // a failed run's unverified checks
+  }
+  KernelContext ctx{options_.device, impl_->stream, options_.seed, impl_->run_counter.fetch_add(1), checks};
   const bool profile = options_.profile, check = options_.check_numerics;
   RunProfile prof;
   if (profile) prof.step_us.assign(plan.steps.size(), 0.0);
@@ -431,6 +437,10 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
     Step& s = plan.steps[i];
     Clock::time_point t0;
     if (profile) t0 = Clock::now();
+    if (checks && s.writes_variable && !checks->empty()) {  // a failed check must leave the variables as they were
+      dev.synchronize(impl_->stream);
+      checks->verify();
+    }
     if (s.feed >= 0) {
       copy_feed(s, feeds[size_t(s.feed)].second, options_.device, dev, impl_->stream);
     } else if (s.fn) {
@@ -462,6 +472,7 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
     run_parallel(plan.deps, plan.succ, options_.threads, exec);
   });
   dev.synchronize(impl_->stream);
+  if (checks) checks->verify();
   std::vector<NDArray> out;
   for (int v : plan.fetch_values) out.push_back(plan.bind(v).to(Device::cpu()).clone());
   if (reading.owns_lock()) reading.unlock();

@@ -62,6 +62,7 @@ Step bind_step(const Plan& p, const PNode& n, int id) {
     s.workspace_bytes = w.bytes;
   }
   for (int v : n.out) s.check |= is_floating(p.values[size_t(v)].type.dtype);
+  s.writes_variable = n.writes_var;
   KernelContext kc{p.device};
   if (!n.epilogue.empty()) s.epilogue = bind_epilogue(n, s, kc);
   if (n.kind == NodeKind::kernel && n.kernel->prepare) {

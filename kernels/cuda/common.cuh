@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -128,6 +129,47 @@ class ErrorSlot {
   Temp mem_;
   cudaStream_t stream_;
 };
+
+/// The first bad element a device check found: its position (~0: none) and value.
+struct BadElement {
+  unsigned long long pos;
+  long long value;
+};
+
+/// A device-side check of one call's operands (indices, labels). In a session
+/// run its result is copied to pinned memory behind the kernels and reported
+/// when the session next waits for the device (core's DeferredChecks), so the
+/// run need not stop here; kernels launched after it skip the bad elements.
+/// In an eager call it waits and reports at once.
+class DeviceCheck {
+ public:
+  explicit DeviceCheck(const KernelCall& c);
+  DeviceCheck(const DeviceCheck&) = delete;
+  DeviceCheck& operator=(const DeviceCheck&) = delete;
+  /// Where the check kernels atomicMin the positions of bad elements.
+  unsigned long long* pos() const { return &slot_->pos; }
+  /// Records base[pos] as the value, behind the check kernels (on the stream).
+  template <class I>
+  void record_value(const I* base);
+  /// Reports a found element through `report` (which throws the op's error), now or later.
+  void finish(std::function<void(const BadElement&)> report);
+
+ private:
+  const KernelCall& c_;
+  BadElement* slot_ = nullptr;  // device memory
+  BadElement* host_ = nullptr;  // deferred: the slot's pinned copy
+  Temp eager_;                  // eager: the slot's memory
+};
+
+template <class I>
+__global__ void record_value_kernel(BadElement* e, const I* base) {
+  if (e->pos != ~0ull) e->value = (long long)base[e->pos];
+}
+
+template <class I>
+void DeviceCheck::record_value(const I* base) {
+  launch(record_value_kernel<I>, 1, 1, 0, stream_of(c_), c_.op, slot_, base);
+}
 
 /// One element of device memory, copied to the host (waits for the stream).
 template <class T>

@@ -2,7 +2,7 @@
 // one block per row (a shared-memory tree for the row's maximum, then for the
 // sum of exponentials: a fixed order, hence deterministic) and writes the
 // softmax; the gradient is element-wise over [N, C]. Labels are checked first, like gather's indices:
-// a bad one is reported with the CPU kernel's message.
+// a bad one is reported with the CPU kernel's message (in a session when the run next waits for the GPU).
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/math.cuh"
@@ -84,17 +84,19 @@ __global__ void check_labels_kernel(const I* y, int64_t n, int64_t C, unsigned l
   }
 }
 
-/// Throws the CPU kernel's message when a label is outside [0, C) (waits for the stream).
+/// Fails the call with the CPU kernel's message when a label is outside [0, C), now or at the
+/// session's next synchronization (DeviceCheck); the kernels meanwhile treat such rows as label-less.
 template <class I>
 void check_labels(const KernelCall& c, const NDArray& y, int64_t C) {
   const int64_t n = y.numel();
   if (n == 0) return;
-  cudaStream_t s = stream_of(c);
-  ErrorSlot slot(s);
-  launch(check_labels_kernel<I>, grid_for(n), kThreads, 0, s, c.op, static_cast<const I*>(y.raw()), n, C, slot.ptr());
-  const int64_t pos = slot.read();
-  if (pos >= 0)
-    fail(c.op, " '", c.node, "': label ", int64_t(read_element<I>(y.raw(), pos, s)), " out of range [0, ", C, ")");
+  const I* labels = static_cast<const I*>(y.raw());
+  DeviceCheck check(c);
+  launch(check_labels_kernel<I>, grid_for(n), kThreads, 0, stream_of(c), c.op, labels, n, C, check.pos());
+  check.record_value(labels);
+  check.finish([op = std::string(c.op), node = std::string(c.node), C](const BadElement& e) {
+    fail(op, " '", node, "': label ", int64_t(e.value), " out of range [0, ", C, ")");
+  });
 }
 
 void forward(const KernelCall& c) {

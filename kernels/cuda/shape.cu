@@ -79,22 +79,19 @@ __global__ void check_index_kernel(const I* ix, int64_t n, int64_t limit, unsign
   }
 }
 
-/// Launches the check of n compact indices against [0, limit) into `slot`.
+/// Fails the call with the CPU kernel's message when one of n compact indices is outside [0, limit),
+/// now or at the session's next synchronization (DeviceCheck); the kernels meanwhile skip such indices.
 template <class I>
-void launch_index_check(const KernelCall& c, const NDArray& idx, int64_t limit, const ErrorSlot& slot) {
+void check_indices(const KernelCall& c, const NDArray& idx, int64_t limit) {
   const int64_t n = idx.numel();
   if (n == 0) return;
-  launch(check_index_kernel<I>, grid_for(n), kThreads, 0, stream_of(c), c.op, static_cast<const I*>(idx.raw()), n,
-         limit, slot.ptr());
-}
-
-/// Throws the CPU kernel's message if the check found a bad index (waits for the stream).
-template <class I>
-void report_bad_index(const KernelCall& c, const NDArray& idx, int64_t limit, const ErrorSlot& slot) {
-  const int64_t pos = slot.read();
-  if (pos < 0) return;
-  const I v = read_element<I>(idx.raw(), pos, stream_of(c));
-  fail(c.op, " '", c.node, "': index ", int64_t(v), " out of range [0, ", limit, ")");
+  const I* ix = static_cast<const I*>(idx.raw());
+  DeviceCheck check(c);
+  launch(check_index_kernel<I>, grid_for(n), kThreads, 0, stream_of(c), c.op, ix, n, limit, check.pos());
+  check.record_value(ix);
+  check.finish([op = std::string(c.op), node = std::string(c.node), limit](const BadElement& e) {
+    fail(op, " '", node, "': index ", int64_t(e.value), " out of range [0, ", limit, ")");
+  });
 }
 
 // ---------------------------------------------------------------- gather
@@ -117,24 +114,23 @@ void gather_kernel(const KernelCall& c) {
   const NDArray &t = c.in[0], &idx = c.in[1], &o = c.out[0];
   const int64_t rows = t.shape()[0], width = rows ? t.numel() / rows : 0, n = idx.numel();
   cudaStream_t s = stream_of(c);
-  ErrorSlot slot(s);
   dispatch_among(TypeList<int32_t, int64_t>{}, idx.dtype(), [&]<class I>() {
-    launch_index_check<I>(c, idx, rows, slot);
+    check_indices<I>(c, idx, rows);
     if (n * width > 0)
       dispatch_size(t.dtype(), [&]<class U>() {
         launch(gather_rows_kernel<U, I>, grid_for(n * width), kThreads, 0, s, c.op, static_cast<U*>(o.raw()),
                static_cast<const U*>(t.raw()), static_cast<const I*>(idx.raw()), n, width, rows);
       });
-    report_bad_index<I>(c, idx, rows, slot);
   });
 }
 
 // ---------------------------------------------------------------- gather_grad
 
+// Bad indices (the call fails later) get key `rows`: sorted last, summed nowhere.
 template <class I>
-__global__ void sort_input_kernel(const I* ix, int64_t n, uint32_t* keys, uint32_t* pos) {
+__global__ void sort_input_kernel(const I* ix, int64_t n, int64_t rows, uint32_t* keys, uint32_t* pos) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    keys[i] = uint32_t(ix[i]);
+    keys[i] = in_range(ix[i], rows) ? uint32_t(ix[i]) : uint32_t(rows);
     pos[i] = uint32_t(i);
   }
 }
@@ -143,12 +139,12 @@ __global__ void sort_input_kernel(const I* ix, int64_t n, uint32_t* keys, uint32
 // column j of dy over that run, in increasing position.
 template <class T>
 __global__ void segment_sum_kernel(T* out, const T* dy, const uint32_t* rows, const uint32_t* pos, int64_t n,
-                                   int64_t width) {
+                                   int64_t width, int64_t nrows) {
   const int64_t total = n * width;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t k = e / width, j = e - k * width;
     const uint32_t r = rows[k];
-    if (k > 0 && rows[k - 1] == r) continue;
+    if (r >= nrows || (k > 0 && rows[k - 1] == r)) continue;
     T acc = T(0);
     for (int64_t q = k; q < n && rows[q] == r; ++q) acc += dy[int64_t(pos[q]) * width + j];
     out[int64_t(r) * width + j] = acc;
@@ -162,13 +158,9 @@ void gather_grad_kernel(const KernelCall& c) {
   cudaStream_t s = stream_of(c);
   zero_array(o, s);
   dispatch_among(TypeList<int32_t, int64_t>{}, idx.dtype(), [&]<class I>() {
-    {
-      ErrorSlot slot(s);
-      launch_index_check<I>(c, idx, rows, slot);
-      report_bad_index<I>(c, idx, rows, slot);
-    }
+    check_indices<I>(c, idx, rows);
     if (n == 0 || width == 0) return;
-    if (rows > int64_t(UINT32_MAX) || n > int64_t(UINT32_MAX))
+    if (rows >= int64_t(UINT32_MAX) || n > int64_t(UINT32_MAX))
       fail("gather_grad '", c.node, "': ", rows, " rows or ", n, " indices exceed the 32-bit sort keys");
     // Sort (row, position) pairs by row; the radix sort is stable, so positions stay increasing within a row.
     Temp buf(size_t(4 * n) * sizeof(uint32_t), s);
@@ -176,16 +168,17 @@ void gather_grad_kernel(const KernelCall& c) {
     uint32_t* pos_in = keys_in + n;
     uint32_t* keys = keys_in + 2 * n;
     uint32_t* pos = keys_in + 3 * n;
-    launch(sort_input_kernel<I>, grid_for(n), kThreads, 0, s, c.op, static_cast<const I*>(idx.raw()), n, keys_in, pos_in);
+    launch(sort_input_kernel<I>, grid_for(n), kThreads, 0, s, c.op, static_cast<const I*>(idx.raw()), n, rows, keys_in,
+           pos_in);
     int bits = 1;
-    while (bits < 32 && (int64_t(1) << bits) < rows) ++bits;
+    while (bits < 32 && (int64_t(1) << bits) <= rows) ++bits;  // keys 0..rows
     size_t tmp_bytes = 0;
     LOOM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, tmp_bytes, keys_in, keys, pos_in, pos, n, 0, bits, s));
     Temp tmp(tmp_bytes, s);
     LOOM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(tmp.get(), tmp_bytes, keys_in, keys, pos_in, pos, n, 0, bits, s));
     dispatch_among(FloatTypes{}, o.dtype(), [&]<class T>() {
       launch(segment_sum_kernel<T>, grid_for(n * width), kThreads, 0, s, c.op, static_cast<T*>(o.raw()),
-             static_cast<const T*>(dy.raw()), keys, pos, n, width);
+             static_cast<const T*>(dy.raw()), keys, pos, n, width, rows);
     });
   });
 }
@@ -213,14 +206,12 @@ void one_hot_kernel_call(const KernelCall& c) {
   const int64_t depth = o.shape().back(), n = idx.numel();
   cudaStream_t s = stream_of(c);
   zero_array(o, s);
-  ErrorSlot slot(s);
   dispatch_among(TypeList<int32_t, int64_t, uint8_t>{}, idx.dtype(), [&]<class I>() {
-    launch_index_check<I>(c, idx, depth, slot);
+    check_indices<I>(c, idx, depth);
     if (n > 0) {
       launch(one_hot_kernel<I>, grid_for(n), kThreads, 0, s, c.op, o.raw(), static_cast<const I*>(idx.raw()), n, depth,
              int(o.itemsize()), element_bits(1.0, o.dtype()));
     }
-    report_bad_index<I>(c, idx, depth, slot);
   });
 }
 

@@ -606,6 +606,51 @@ TEST_SUITE("cuda/parity") {
     CHECK(b.shape() == Shape{6, 4});
   }
 
+  TEST_CASE("a session reports a bad index or label when the run next waits for the GPU, before any update" *
+            doctest::skip(!has_gpu())) {
+    // The GPU checks indices and labels behind its kernels (kernels/cuda/device_check.cu); the session
+    // verifies the checks before the run's first update, or at its end: the CPU session's error, and the
+    // variable as it was.
+    Graph g;
+    Tensor idx = g.placeholder("idx", {4}, int64);
+    Tensor lab = g.placeholder("labels", {4}, int64);
+    Tensor emb = g.variable("emb", {6, 3}, [](const NDArray& v, uint64_t) { v.fill(0.0); });
+    Tensor rows = gather(emb, idx);
+    Tensor loss = softmax_cross_entropy(rows, lab);
+    Tensor step = assign_sub(emb, gradients(loss, {emb})[0] * 0.5);
+    const NDArray e0 = test::rand({6, 3}, 8);
+    const NDArray good_idx = NDArray::from<int64_t>({0, 5, 2, 5}, {4}),
+                  good_lab = NDArray::from<int64_t>({1, 0, 2, 2}, {4});
+    const NDArray bad_idx = NDArray::from<int64_t>({0, 6, 2, -1}, {4}),
+                  bad_lab = NDArray::from<int64_t>({1, 0, 3, 2}, {4});
+    for (Executor e : {Executor::serial, Executor::parallel}) {
+      CAPTURE(int(e));
+      Session cpu(g, {.executor = e}), gpu(g, {.device = kGpu, .executor = e});
+      cpu.set(emb, e0);
+      gpu.set(emb, e0);
+      for (const auto& [i, l] :
+           {std::pair{bad_idx, good_lab}, std::pair{good_idx, bad_lab}, std::pair{bad_idx, bad_lab}}) {
+        const Feeds feeds = {{idx, i}, {lab, l}};
+        for (bool update : {true, false}) {
+          CAPTURE(update);
+          const std::vector<Tensor> targets = update ? std::vector<Tensor>{step} : std::vector<Tensor>{};
+          const std::string want = error_of([&] { cpu.run({loss}, feeds, targets); });
+          const std::string got = error_of([&] { gpu.run({loss}, feeds, targets); });
+          CHECK(!want.empty());
+          CHECK(got == want);
+          CHECK(identical(gpu.get(emb), e0));
+        }
+      }
+      // The session goes on: good steps match the CPU's.
+      for (int it = 0; it < 3; ++it) {
+        const Feeds feeds = {{idx, good_idx}, {lab, good_lab}};
+        const double lc = cpu.run({loss}, feeds, {step})[0].item(), lg = gpu.run({loss}, feeds, {step})[0].item();
+        CHECK(std::fabs(lc - lg) <= 1e-5 * std::max(1.0, std::fabs(lc)));
+      }
+      CHECK(mismatch(cpu.get(emb), gpu.get(emb), 1e-10).empty());
+    }
+  }
+
   TEST_CASE("a training step gives the same losses and weights on CPU and CUDA" * doctest::skip(!has_gpu())) {
     auto init = [](double scale) {
       return [scale](const NDArray& v, uint64_t seed) {
