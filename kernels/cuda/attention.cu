@@ -13,6 +13,9 @@
 //
 // Plain FMA loops over shared memory (no tensor cores): correct and simple;
 // B shrinks with the head dims to fit the tiles in 48 KiB of shared memory.
+// Tiles that a warp reads down a column (K and V for scores, V for dP) are
+// stored with an odd row stride (ld, ldv), so that the warp's rows fall in
+// different banks: with the head dim's stride all rows share one bank.
 // Every loop over tiles is grid-stride (the emulator shrinks grids).
 
 #include "core/philox.hpp"
@@ -42,6 +45,7 @@ struct Geo {
   int nbd = 0;
   int64_t bshape[kMaxBatchDims] = {};
   int64_t nb = 1, tq = 0, tk = 0, d = 0, dv = 0, B = 32;
+  int64_t ld = 1, ldv = 1;  // row strides of the shared Q, K (ld) and V, dO (ldv) tiles: d and dv made odd
   double scale = 1, p = 0;
   bool causal = false;
   int mask = 0;  // 0: none, 1: bool, 2: additive
@@ -72,10 +76,13 @@ __device__ __forceinline__ T at(const Operand& o, const Geo& g, int64_t b, int64
   return static_cast<const T*>(o.p)[g.offset(b, o.bs) + r * o.rs + c * o.cs];
 }
 
-/// Loads rows [r0, r0 + n) x cols of operand o (batch b) into s (row-major, n x cols).
+/// Loads rows [r0, r0 + n) x cols of operand o (batch b) into s (row-major, row stride ld).
 template <class T>
-__device__ void load(T* s, const Operand& o, const Geo& g, int64_t b, int64_t r0, int64_t n, int64_t cols) {
-  for (int64_t e = threadIdx.x; e < n * cols; e += blockDim.x) s[e] = at<T>(o, g, b, r0 + e / cols, e % cols);
+__device__ void load(T* s, const Operand& o, const Geo& g, int64_t b, int64_t r0, int64_t n, int64_t cols, int64_t ld) {
+  for (int64_t e = threadIdx.x; e < n * cols; e += blockDim.x) {
+    const int64_t r = e / cols, c = e - r * cols;
+    s[r * ld + c] = at<T>(o, g, b, r0 + r, c);
+  }
 }
 
 /// Score (i, j) of batch b from Q and K rows in shared memory, masked.
@@ -83,7 +90,7 @@ template <class T>
 __device__ T score(const Args& a, const T* qs, const T* ks, int64_t b, int64_t qi, int64_t kj, int64_t i, int64_t j) {
   const Geo& g = a.g;
   T s = 0;
-  for (int64_t d = 0; d < g.d; ++d) s += qs[i * g.d + d] * ks[j * g.d + d];
+  for (int64_t d = 0; d < g.d; ++d) s += qs[i * g.ld + d] * ks[j * g.ld + d];
   s *= T(g.scale);
   if (g.mask == 2) s += at<T>(a.m, g, b, qi, kj);
   if ((g.mask == 1 && !at<bool>(a.m, g, b, qi, kj)) || (g.causal && kj > qi)) s = -T(INFINITY);
@@ -106,7 +113,7 @@ __device__ __forceinline__ void read_key(Geo& g) {
 // ---------------------------------------------------------------- forward
 
 /// Shared memory of the forward for tile size B (elements of T).
-int64_t forward_elems(int64_t B, int64_t d, int64_t dv) { return 2 * B * d + 2 * B * dv + B * B + 3 * B; }
+int64_t forward_elems(int64_t B, const Geo& g) { return 2 * B * g.ld + B * g.ldv + B * g.dv + B * B + 3 * B; }
 
 template <class T>
 __global__ void forward_kernel(Args a, T* out, T* lse) {
@@ -114,19 +121,19 @@ __global__ void forward_kernel(Args a, T* out, T* lse) {
   const Geo& g = a.g;
   const int64_t B = g.B;
   T* qs = dynamic_shared<T>();
-  T *ks = qs + B * g.d, *vs = ks + B * g.d, *os = vs + B * g.dv, *ss = os + B * g.dv;
+  T *ks = qs + B * g.ld, *vs = ks + B * g.ld, *os = vs + B * g.ldv, *ss = os + B * g.dv;
   T *m = ss + B * B, *l = m + B, *corr = l + B;
   for (int64_t tile = blockIdx.x; tile < g.nb * g.q_tiles(); tile += gridDim.x) {
     const int64_t b = tile / g.q_tiles(), q0 = (tile % g.q_tiles()) * B, nq = lmin(B, g.tq - q0);
-    load(qs, a.q, g, b, q0, nq, g.d);
+    load(qs, a.q, g, b, q0, nq, g.d, g.ld);
     for (int64_t e = threadIdx.x; e < nq * g.dv; e += blockDim.x) os[e] = 0;
     for (int64_t i = threadIdx.x; i < nq; i += blockDim.x) m[i] = -T(INFINITY), l[i] = 0;
     const int64_t n_kt = g.causal ? (lmin(g.tk, q0 + nq) + B - 1) / B : g.k_tiles();
     for (int64_t kt = 0; kt < n_kt; ++kt) {
       const int64_t k0 = kt * B, nk = lmin(B, g.tk - k0);
       __syncthreads();  // the previous tile's K, V and P are consumed
-      load(ks, a.k, g, b, k0, nk, g.d);
-      load(vs, a.v, g, b, k0, nk, g.dv);
+      load(ks, a.k, g, b, k0, nk, g.d, g.ld);
+      load(vs, a.v, g, b, k0, nk, g.dv, g.ldv);
       __syncthreads();
       for (int64_t e = threadIdx.x; e < nq * nk; e += blockDim.x) {
         const int64_t i = e / nk, j = e % nk;
@@ -157,7 +164,7 @@ __global__ void forward_kernel(Args a, T* out, T* lse) {
       for (int64_t e = threadIdx.x; e < nq * g.dv; e += blockDim.x) {
         const int64_t i = e / g.dv, d = e % g.dv;
         T acc = os[e] * corr[i];
-        for (int64_t j = 0; j < nk; ++j) acc += ss[i * B + j] * vs[j * g.dv + d];
+        for (int64_t j = 0; j < nk; ++j) acc += ss[i * B + j] * vs[j * g.ldv + d];
         os[e] = acc;
       }
     }
@@ -175,7 +182,9 @@ __global__ void forward_kernel(Args a, T* out, T* lse) {
 // ---------------------------------------------------------------- backward
 
 /// Shared memory of either backward kernel (elements of T).
-int64_t backward_elems(int64_t B, int64_t d, int64_t dv) { return 3 * B * d + 3 * B * dv + 3 * B * B + 2 * B; }
+int64_t backward_elems(int64_t B, const Geo& g) {
+  return 2 * B * g.ld + 2 * B * g.ldv + B * g.d + B * g.dv + 3 * B * B + 2 * B;
+}
 
 /// Loads lse and D = dO . O - dlse of query rows [q0, q0 + nq).
 template <class T>
@@ -200,7 +209,7 @@ __device__ void tile_ds(const Args& a, int64_t b, int64_t q0, int64_t nq, int64_
     const T pr = lse[i] == -T(INFINITY) ? T(0) : ex(score<T>(a, qs, ks, b, q0 + i, k0 + j, i, j) - lse[i]);
     const T pk = pr * keep<T>(g, b, q0 + i, k0 + j);
     T dp = 0;
-    for (int64_t d = 0; d < g.dv; ++d) dp += dos[i * g.dv + d] * vs[j * g.dv + d];
+    for (int64_t d = 0; d < g.dv; ++d) dp += dos[i * g.ldv + d] * vs[j * g.ldv + d];
     p[i * B + j] = pr;
     pd[i * B + j] = pk;
     ds[i * B + j] = pk * dp - pr * D[i];
@@ -214,20 +223,20 @@ __global__ void dkdv_kernel(Args a, T* dk, T* dv) {
   const Geo& g = a.g;
   const int64_t B = g.B;
   T* ks = dynamic_shared<T>();
-  T *vs = ks + B * g.d, *dks = vs + B * g.dv, *dvs = dks + B * g.d, *qs = dvs + B * g.dv, *dos = qs + B * g.d;
-  T *p = dos + B * g.dv, *pd = p + B * B, *ds = pd + B * B, *lse = ds + B * B, *D = lse + B;
+  T *vs = ks + B * g.ld, *dks = vs + B * g.ldv, *dvs = dks + B * g.d, *qs = dvs + B * g.dv, *dos = qs + B * g.ld;
+  T *p = dos + B * g.ldv, *pd = p + B * B, *ds = pd + B * B, *lse = ds + B * B, *D = lse + B;
   for (int64_t tile = blockIdx.x; tile < g.nb * g.k_tiles(); tile += gridDim.x) {
     const int64_t b = tile / g.k_tiles(), k0 = (tile % g.k_tiles()) * B, nk = lmin(B, g.tk - k0);
-    load(ks, a.k, g, b, k0, nk, g.d);
-    load(vs, a.v, g, b, k0, nk, g.dv);
+    load(ks, a.k, g, b, k0, nk, g.d, g.ld);
+    load(vs, a.v, g, b, k0, nk, g.dv, g.ldv);
     for (int64_t e = threadIdx.x; e < nk * g.d; e += blockDim.x) dks[e] = 0;
     for (int64_t e = threadIdx.x; e < nk * g.dv; e += blockDim.x) dvs[e] = 0;
     const int64_t first = g.causal ? lmin(k0, g.tq) / B * B : 0;  // causal: earlier rows see none of these keys
     for (int64_t q0 = first; q0 < g.tq; q0 += B) {
       const int64_t nq = lmin(B, g.tq - q0);
       __syncthreads();
-      load(qs, a.q, g, b, q0, nq, g.d);
-      load(dos, a.dout, g, b, q0, nq, g.dv);
+      load(qs, a.q, g, b, q0, nq, g.d, g.ld);
+      load(dos, a.dout, g, b, q0, nq, g.dv, g.ldv);
       load_rows(a, b, q0, nq, lse, D);
       __syncthreads();
       tile_ds(a, b, q0, nq, k0, nk, qs, ks, vs, dos, lse, D, p, pd, ds);
@@ -235,13 +244,13 @@ __global__ void dkdv_kernel(Args a, T* dk, T* dv) {
       for (int64_t e = threadIdx.x; e < nk * g.dv; e += blockDim.x) {
         const int64_t j = e / g.dv, d = e % g.dv;
         T acc = 0;
-        for (int64_t i = 0; i < nq; ++i) acc += pd[i * B + j] * dos[i * g.dv + d];
+        for (int64_t i = 0; i < nq; ++i) acc += pd[i * B + j] * dos[i * g.ldv + d];
         dvs[e] += acc;
       }
       for (int64_t e = threadIdx.x; e < nk * g.d; e += blockDim.x) {
         const int64_t j = e / g.d, d = e % g.d;
         T acc = 0;
-        for (int64_t i = 0; i < nq; ++i) acc += ds[i * B + j] * qs[i * g.d + d];
+        for (int64_t i = 0; i < nq; ++i) acc += ds[i * B + j] * qs[i * g.ld + d];
         dks[e] += T(g.scale) * acc;
       }
     }
@@ -259,27 +268,27 @@ __global__ void dq_kernel(Args a, T* dq) {
   const Geo& g = a.g;
   const int64_t B = g.B;
   T* ks = dynamic_shared<T>();
-  T *vs = ks + B * g.d, *dqs = vs + B * g.dv, *qs = dqs + B * g.d, *dos = qs + B * g.d;
-  T *p = dos + B * g.dv, *pd = p + B * B, *ds = pd + B * B, *lse = ds + B * B, *D = lse + B;
+  T *vs = ks + B * g.ld, *dqs = vs + B * g.ldv, *qs = dqs + B * g.d, *dos = qs + B * g.ld;
+  T *p = dos + B * g.ldv, *pd = p + B * B, *ds = pd + B * B, *lse = ds + B * B, *D = lse + B;
   for (int64_t tile = blockIdx.x; tile < g.nb * g.q_tiles(); tile += gridDim.x) {
     const int64_t b = tile / g.q_tiles(), q0 = (tile % g.q_tiles()) * B, nq = lmin(B, g.tq - q0);
-    load(qs, a.q, g, b, q0, nq, g.d);
-    load(dos, a.dout, g, b, q0, nq, g.dv);
+    load(qs, a.q, g, b, q0, nq, g.d, g.ld);
+    load(dos, a.dout, g, b, q0, nq, g.dv, g.ldv);
     load_rows(a, b, q0, nq, lse, D);
     for (int64_t e = threadIdx.x; e < nq * g.d; e += blockDim.x) dqs[e] = 0;
     const int64_t n_kt = g.causal ? (lmin(g.tk, q0 + nq) + B - 1) / B : g.k_tiles();
     for (int64_t kt = 0; kt < n_kt; ++kt) {
       const int64_t k0 = kt * B, nk = lmin(B, g.tk - k0);
       __syncthreads();
-      load(ks, a.k, g, b, k0, nk, g.d);
-      load(vs, a.v, g, b, k0, nk, g.dv);
+      load(ks, a.k, g, b, k0, nk, g.d, g.ld);
+      load(vs, a.v, g, b, k0, nk, g.dv, g.ldv);
       __syncthreads();
       tile_ds(a, b, q0, nq, k0, nk, qs, ks, vs, dos, lse, D, p, pd, ds);
       __syncthreads();
       for (int64_t e = threadIdx.x; e < nq * g.d; e += blockDim.x) {
         const int64_t i = e / g.d, d = e % g.d;
         T acc = 0;
-        for (int64_t j = 0; j < nk; ++j) acc += ds[i * B + j] * ks[j * g.d + d];
+        for (int64_t j = 0; j < nk; ++j) acc += ds[i * B + j] * ks[j * g.ld + d];
         dqs[e] += T(g.scale) * acc;
       }
     }
@@ -317,6 +326,7 @@ Args args_of(const KernelCall& c, bool backward) {
   g.nbd = int(nd - 2);
   for (int i = 0; i < g.nbd; ++i) g.bshape[i] = q[size_t(i)], g.nb *= q[size_t(i)];
   g.tq = q[nd - 2], g.d = q[nd - 1], g.tk = c.in[1].shape()[nd - 2], g.dv = c.in[2].shape()[nd - 1];
+  g.ld = g.d | 1, g.ldv = g.dv | 1;
   g.scale = c.attrs.f("scale"), g.causal = c.attrs.get_or<bool>("causal", false);
   g.p = c.attrs.get_or<double>("dropout", 0.0);
   int slot = backward ? 6 : 3;
@@ -343,9 +353,9 @@ Args args_of(const KernelCall& c, bool backward) {
 }
 
 /// The largest tile size whose shared memory fits.
-int64_t tile_for(const KernelCall& c, int64_t (*elems)(int64_t, int64_t, int64_t), const Geo& g, size_t size) {
+int64_t tile_for(const KernelCall& c, int64_t (*elems)(int64_t, const Geo&), const Geo& g, size_t size) {
   for (int64_t B = 32; B >= 4; B /= 2)
-    if (size_t(elems(B, g.d, g.dv)) * size <= kSharedBytes) return B;
+    if (size_t(elems(B, g)) * size <= kSharedBytes) return B;
   fail(c.op, " '", c.node, "': head dims ", g.d, " and ", g.dv, " are too large for the CUDA attention kernel");
 }
 
@@ -355,7 +365,7 @@ void forward(const KernelCall& c) {
   a.g.B = tile_for(c, forward_elems, a.g, sizeof(T));
   const int64_t tiles = a.g.nb * a.g.q_tiles();
   if (tiles == 0) return;
-  const size_t smem = size_t(forward_elems(a.g.B, a.g.d, a.g.dv)) * sizeof(T);
+  const size_t smem = size_t(forward_elems(a.g.B, a.g)) * sizeof(T);
   launch(forward_kernel<T>, unsigned(lmin(tiles, 1 << 20)), kBlock, smem, stream_of(c), c.op, a,
          static_cast<T*>(c.out[0].raw()), static_cast<T*>(c.out[1].raw()));
 }
@@ -364,7 +374,7 @@ template <class T>
 void backward(const KernelCall& c) {
   Args a = args_of(c, true);
   a.g.B = tile_for(c, backward_elems, a.g, sizeof(T));
-  const size_t smem = size_t(backward_elems(a.g.B, a.g.d, a.g.dv)) * sizeof(T);
+  const size_t smem = size_t(backward_elems(a.g.B, a.g)) * sizeof(T);
   if (a.g.nb * a.g.k_tiles() > 0)
     launch(dkdv_kernel<T>, unsigned(lmin(a.g.nb * a.g.k_tiles(), 1 << 20)), kBlock, smem, stream_of(c), c.op, a,
            static_cast<T*>(c.out[1].raw()), static_cast<T*>(c.out[2].raw()));

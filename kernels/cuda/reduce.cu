@@ -274,8 +274,8 @@ void run_reduce(const KernelCall& c, const NDArray& in, const NDArray& out, cons
   const bool red_contig = p.nr > 0 && p.rstride[p.nr - 1] == 1;
   const bool per_thread = n_red <= 16 || (kept_contig && !red_contig);
   int64_t splits = 1;
-  if (per_thread) {
-    if (n_out < (1 << 17)) splits = std::max<int64_t>(1, std::min(ceil_div(1 << 17, n_out), n_red / 256));
+  if (per_thread) {  // about 2^17 threads (a GPU's worth), each summing at least 32 elements
+    if (n_out < (1 << 17)) splits = std::max<int64_t>(1, std::min(ceil_div(1 << 17, n_out), n_red / 32));
   } else {
     if (n_out < 1024) splits = std::max<int64_t>(1, std::min(ceil_div(2048, n_out), n_red / 4096));
   }

@@ -2,8 +2,11 @@
 // (strided copies into views of the output), gather, gather_grad, one_hot.
 //
 // Out-of-range indices are the user's error: a check kernel records the first
-// offending position on the device, the call reads it back (one stream
-// synchronization) and throws the CPU kernel's message.
+// offending position on the device and the CPU kernel's message is raised
+// from it (DeviceCheck: in a session when the run next waits for the GPU).
+//
+// concat of compact inputs is one launch (an LSTM's concatenates one input
+// per time step); other layouts copy each input into its slice of the output.
 //
 // gather_grad is deterministic without float atomics: the (row, position)
 // pairs are stably radix-sorted by row (CUB), then one thread per (row,
@@ -30,11 +33,63 @@ void slice_grad_kernel(const KernelCall& c) {
   copy_array(c.out[0].slice(slices_of(c.attrs)), c.in[0], stream_of(c));
 }
 
+constexpr int kConcatParts = 64;
+
+/// Compact inputs of a concat: part i fills [begin[i], begin[i + 1]) of each of the output's outer rows.
+struct ConcatParts {
+  const void* src[kConcatParts];
+  int64_t begin[kConcatParts + 1];
+};
+
+template <class U>
+__global__ void concat_compact_kernel(U* out, ConcatParts p, int parts, int64_t row, int64_t total) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t o = e / row, r = e - o * row;
+    int lo = 0, hi = parts - 1;  // the last part beginning at or before r
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (p.begin[mid] <= r)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    const int64_t width = p.begin[lo + 1] - p.begin[lo];
+    out[e] = static_cast<const U*>(p.src[lo])[o * width + (r - p.begin[lo])];
+  }
+}
+
+/// One launch for up to kConcatParts compact inputs into a compact output; false when they are not.
+bool concat_compact(const KernelCall& c, int64_t ax) {
+  const NDArray& o = c.out[0];
+  if (c.in.size() > size_t(kConcatParts) || !o.is_compact()) return false;
+  int64_t inner = 1;
+  for (int64_t d = ax + 1; d < o.ndim(); ++d) inner *= o.shape()[size_t(d)];
+  ConcatParts p{};
+  int parts = 0;
+  int64_t at = 0;
+  for (const NDArray& x : c.in) {
+    if (!x.is_compact()) return false;
+    const int64_t width = x.shape()[size_t(ax)] * inner;
+    if (width == 0) continue;
+    p.src[parts] = x.raw(), p.begin[parts++] = at;
+    at += width;
+  }
+  p.begin[parts] = at;
+  const int64_t total = o.numel();
+  if (total == 0 || parts == 0) return true;
+  dispatch_size(o.dtype(), [&]<class U>() {
+    launch(concat_compact_kernel<U>, grid_for(total), kThreads, 0, stream_of(c), c.op, static_cast<U*>(o.raw()), p,
+           parts, at, total);
+  });
+  return true;
+}
+
 void concat_kernel(const KernelCall& c) {
   use_device(c.ctx.device);
   const NDArray& o = c.out[0];
   int64_t ax = c.attrs.i("axis");
   if (ax < 0) ax += o.ndim();
+  if (concat_compact(c, ax)) return;
   int64_t off = 0;
   for (const NDArray& x : c.in) {
     std::vector<Slice> s(size_t(ax) + 1);
