@@ -171,6 +171,34 @@ void DeviceCheck::record_value(const I* base) {
   launch(record_value_kernel<I>, 1, 1, 0, stream_of(c_), c_.op, slot_, base);
 }
 
+template <class I>
+__device__ __forceinline__ bool in_range(I v, int64_t limit) {
+  if constexpr (std::is_signed_v<I>)
+    return v >= I(0) && int64_t(v) < limit;
+  else
+    return int64_t(v) < limit;
+}
+
+template <class I>
+__global__ void find_out_of_range_kernel(const I* v, int64_t n, int64_t limit, unsigned long long* first_bad) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    if (!in_range(v[i], limit)) atomicMin(first_bad, (unsigned long long)i);
+}
+
+/// Fails the call with the CPU kernel's message ("<op> '<node>': <noun> 7 out of range [0, 5)") when one of n
+/// compact values (indices, labels) is outside [0, limit): now, or at the session's next synchronization
+/// (DeviceCheck). Kernels launched after it must skip such values.
+template <class I>
+void check_in_range(const KernelCall& c, const I* values, int64_t n, int64_t limit, const char* noun) {
+  if (n == 0) return;
+  DeviceCheck check(c);
+  launch(find_out_of_range_kernel<I>, grid_for(n), kThreads, 0, stream_of(c), c.op, values, n, limit, check.pos());
+  check.record_value(values);
+  check.finish([op = std::string(c.op), node = std::string(c.node), limit, noun](const BadElement& e) {
+    fail(op, " '", node, "': ", noun, " ", int64_t(e.value), " out of range [0, ", limit, ")");
+  });
+}
+
 /// One element of device memory, copied to the host (waits for the stream).
 template <class T>
 T read_element(const void* base, int64_t index, cudaStream_t s) {

@@ -76,36 +76,13 @@ __global__ void grad_kernel(const T* p, const I* y, const T* dloss, T* out, int6
   }
 }
 
-template <class I>
-__global__ void check_labels_kernel(const I* y, int64_t n, int64_t C, unsigned long long* first_bad) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t v = int64_t(y[i]);
-    if (v < 0 || v >= C) atomicMin(first_bad, (unsigned long long)i);
-  }
-}
-
-/// Fails the call with the CPU kernel's message when a label is outside [0, C), now or at the
-/// session's next synchronization (DeviceCheck); the kernels meanwhile treat such rows as label-less.
-template <class I>
-void check_labels(const KernelCall& c, const NDArray& y, int64_t C) {
-  const int64_t n = y.numel();
-  if (n == 0) return;
-  const I* labels = static_cast<const I*>(y.raw());
-  DeviceCheck check(c);
-  launch(check_labels_kernel<I>, grid_for(n), kThreads, 0, stream_of(c), c.op, labels, n, C, check.pos());
-  check.record_value(labels);
-  check.finish([op = std::string(c.op), node = std::string(c.node), C](const BadElement& e) {
-    fail(op, " '", node, "': label ", int64_t(e.value), " out of range [0, ", C, ")");
-  });
-}
-
 void forward(const KernelCall& c) {
   use_device(c.ctx.device);
   const NDArray &x = c.in[0], &y = c.in[1];
   const int64_t N = x.shape()[0], C = x.shape()[1];
   dispatch_among(FloatTypes{}, x.dtype(), [&]<class T>() {
     dispatch_among(TypeList<int32_t, int64_t, uint8_t>{}, y.dtype(), [&]<class I>() {
-      check_labels<I>(c, y, C);
+      check_in_range(c, static_cast<const I*>(y.raw()), y.numel(), C, "label");
       if (N == 0) return;
       const unsigned grid = unsigned(std::min<int64_t>(N, 65536));
       launch(forward_kernel<T, I>, grid, kRowThreads, kRowThreads * sizeof(T), stream_of(c), c.op,
@@ -121,7 +98,7 @@ void backward(const KernelCall& c) {
   const int64_t N = x.shape()[0], C = x.shape()[1];
   dispatch_among(FloatTypes{}, x.dtype(), [&]<class T>() {
     dispatch_among(TypeList<int32_t, int64_t, uint8_t>{}, y.dtype(), [&]<class I>() {
-      check_labels<I>(c, y, C);
+      check_in_range(c, static_cast<const I*>(y.raw()), y.numel(), C, "label");
       if (N * C == 0) return;
       auto in = [&](size_t k) { return static_cast<const T*>(c.in[k].raw()); };
       launch(grad_kernel<T, I>, grid_for(N * C), kThreads, 0, stream_of(c), c.op, in(0),

@@ -119,36 +119,6 @@ void dilate_kernel(const KernelCall& c) {
   copy_array(o.slice(s), c.in[0], stream_of(c));
 }
 
-// ---------------------------------------------------------------- index checks
-
-template <class I>
-__device__ __forceinline__ bool in_range(I v, int64_t limit) {
-  if constexpr (std::is_signed_v<I>) return v >= I(0) && int64_t(v) < limit;
-  else return int64_t(v) < limit;
-}
-
-template <class I>
-__global__ void check_index_kernel(const I* ix, int64_t n, int64_t limit, unsigned long long* first_bad) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    if (!in_range(ix[i], limit)) atomicMin(first_bad, (unsigned long long)i);
-  }
-}
-
-/// Fails the call with the CPU kernel's message when one of n compact indices is outside [0, limit),
-/// now or at the session's next synchronization (DeviceCheck); the kernels meanwhile skip such indices.
-template <class I>
-void check_indices(const KernelCall& c, const NDArray& idx, int64_t limit) {
-  const int64_t n = idx.numel();
-  if (n == 0) return;
-  const I* ix = static_cast<const I*>(idx.raw());
-  DeviceCheck check(c);
-  launch(check_index_kernel<I>, grid_for(n), kThreads, 0, stream_of(c), c.op, ix, n, limit, check.pos());
-  check.record_value(ix);
-  check.finish([op = std::string(c.op), node = std::string(c.node), limit](const BadElement& e) {
-    fail(op, " '", node, "': index ", int64_t(e.value), " out of range [0, ", limit, ")");
-  });
-}
-
 // ---------------------------------------------------------------- gather
 
 // out[i, j] = table[ix[i], j] for rows of `width` elements moved as words U;
@@ -170,7 +140,7 @@ void gather_kernel(const KernelCall& c) {
   const int64_t rows = t.shape()[0], width = rows ? t.numel() / rows : 0, n = idx.numel();
   cudaStream_t s = stream_of(c);
   dispatch_among(TypeList<int32_t, int64_t>{}, idx.dtype(), [&]<class I>() {
-    check_indices<I>(c, idx, rows);
+    check_in_range(c, static_cast<const I*>(idx.raw()), idx.numel(), rows, "index");
     if (n * width > 0)
       dispatch_size(t.dtype(), [&]<class U>() {
         launch(gather_rows_kernel<U, I>, grid_for(n * width), kThreads, 0, s, c.op, static_cast<U*>(o.raw()),
@@ -213,7 +183,7 @@ void gather_grad_kernel(const KernelCall& c) {
   cudaStream_t s = stream_of(c);
   zero_array(o, s);
   dispatch_among(TypeList<int32_t, int64_t>{}, idx.dtype(), [&]<class I>() {
-    check_indices<I>(c, idx, rows);
+    check_in_range(c, static_cast<const I*>(idx.raw()), idx.numel(), rows, "index");
     if (n == 0 || width == 0) return;
     if (rows >= int64_t(UINT32_MAX) || n > int64_t(UINT32_MAX))
       fail("gather_grad '", c.node, "': ", rows, " rows or ", n, " indices exceed the 32-bit sort keys");
@@ -262,7 +232,7 @@ void one_hot_kernel_call(const KernelCall& c) {
   cudaStream_t s = stream_of(c);
   zero_array(o, s);
   dispatch_among(TypeList<int32_t, int64_t, uint8_t>{}, idx.dtype(), [&]<class I>() {
-    check_indices<I>(c, idx, depth);
+    check_in_range(c, static_cast<const I*>(idx.raw()), idx.numel(), depth, "index");
     if (n > 0) {
       launch(one_hot_kernel<I>, grid_for(n), kThreads, 0, s, c.op, o.raw(), static_cast<const I*>(idx.raw()), n, depth,
              int(o.itemsize()), element_bits(1.0, o.dtype()));
