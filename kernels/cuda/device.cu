@@ -1,6 +1,7 @@
 // The CUDA device backend: memory, copies and streams for Device::cuda(i).
 // Registered at load time, so core never includes a CUDA header.
 
+#include <cstdint>
 #include <mutex>
 #include <vector>
 
@@ -13,7 +14,7 @@ namespace {
 
 class CudaBackend final : public DeviceBackend {
  public:
-  explicit CudaBackend(int index) : index_(index) {}
+  explicit CudaBackend(int index) : index_(index) { keep_pool_memory(); }
   void* allocate(size_t bytes) override {
     select();
     void* p = nullptr;
@@ -67,6 +68,16 @@ class CudaBackend final : public DeviceBackend {
 
  private:
   void select() const { cudaSetDevice(index_); }
+  /// Kernels' stream-ordered temporaries (Temp) come from the device's default memory pool, which by
+  /// default gives its memory back to the driver at every synchronization, so that each run would map
+  /// it anew: keep it (as PyTorch's caching allocator does). Best effort.
+  void keep_pool_memory() const {
+    cudaMemPool_t pool = nullptr;
+    uint64_t keep = UINT64_MAX;
+    if (cudaDeviceGetDefaultMemPool(&pool, index_) != cudaSuccess ||
+        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess)
+      cudaGetLastError();  // (clear it: pools are an optimization)
+  }
   int index_;
 };
 
