@@ -321,6 +321,8 @@ int main(int argc, char** argv) {
       if (!given("opt")) o.opt = "adam";
       if (o.heads <= 0 || o.d_model <= 0 || o.ffn <= 0 || o.d_model % o.heads)
         throw po::error("--heads, --d-model and --ffn must be positive, and --heads must divide --d-model");
+    } else {
+      nn::parse_cell_kind(o.model);  // an unknown model fails here, before the corpus and the peers
     }
     if (o.opt != "sgd" && o.opt != "adam") throw po::error("--opt must be sgd or adam");
     if (!given("lr")) o.lr = o.opt == "adam" ? 1e-3 : 20.0;

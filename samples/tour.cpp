@@ -9,7 +9,7 @@
 
 using namespace loom;
 
-int main() {
+int main() try {
   Graph g;
   Tensor x = g.placeholder("x", {-1, 28, 28});
   Tensor y = g.placeholder("y", {-1}, int64);
@@ -44,4 +44,7 @@ int main() {
   onnx::export_graph(g, {x}, {logits}, "model.onnx", {.session = &s, .output_names = {"logits"}});
   std::printf("wrote model.safetensors and model.onnx\n");
   return 0;
+} catch (const std::exception& e) {  // a loom::Error names what went wrong (a missing data set, say)
+  std::fprintf(stderr, "tour: %s\n", e.what());
+  return 1;
 }
