@@ -48,10 +48,6 @@ void DeferredChecks::verify() {
       if (!first) first = std::current_exception();
     }
   }
-  {
-    std::lock_guard lock(mu_);  // slots are reused only when no check made meanwhile still holds one
-    if (pending_.empty() && slots_) slots_->reuse();
-  }
   if (first) std::rethrow_exception(first);
 }
 

@@ -30,14 +30,15 @@ class DeferredChecks {
   /// What a backend keeps for the checks' results (device and pinned slots).
   struct Slots {
     virtual ~Slots() = default;
-    virtual void reuse() = 0;  // every check made so far is verified or dropped: its slot is free
+    virtual void reuse() = 0;  // a new run starts: no slot is in use
   };
   /// `verify` reads what its kernel recorded and throws the op's error; it runs after the device finished.
   void add(std::function<void()> verify);
   bool empty() const;
   /// Runs and removes the checks added so far (the caller waited for the device); throws the first failure.
   void verify();
-  /// Drops the checks of a run that failed before verifying them.
+  /// Starts a run: drops the checks of a run that failed before verifying them, frees every slot. Slots are
+  /// reused only here, where no kernel of the plan can be between taking a slot and adding its check.
   void clear();
   /// The backend's slots, made by `make` on first use.
   Slots& slots(const std::function<std::unique_ptr<Slots>()>& make);

@@ -425,7 +425,7 @@ std::vector<NDArray> Session::run(const std::vector<Tensor>& fetches, const Feed
   if (!options_.device.is_cpu()) {
     if (!plan.checks) plan.checks = std::make_shared<DeferredChecks>();
     checks = plan.checks.get();
-    checks->clear();  // a failed run's unverified checks
+    checks->clear();  // a new run: a failed run's unverified checks go, and their slots are free
   }
   KernelContext ctx{options_.device, impl_->stream, options_.seed, impl_->run_counter.fetch_add(1), checks};
   const bool profile = options_.profile, check = options_.check_numerics;

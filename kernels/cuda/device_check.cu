@@ -1,7 +1,7 @@
 // DeviceCheck (common.cuh): a device check's result slot, reported at the
 // session's next synchronization, or at once in an eager call. A session's
 // slots come from a pool per plan (CheckSlots): device memory and its pinned
-// copy, allocated once in chunks and reused run after run.
+// copy, allocated in chunks as a run needs them and reused run after run.
 
 #include <mutex>
 #include <tuple>
