@@ -146,3 +146,62 @@ TEST_SUITE("core/session/parallel-runs") {
     CHECK(s.stats().plans_evicted > 0);
   }
 }
+
+// DeferredChecks (core/kernel.hpp): what device kernels leave for the session
+// to verify; the parallel executor's steps add to it concurrently.
+TEST_SUITE("core/deferred-checks/parallel") {
+  TEST_CASE("checks added from threads are each verified once; the first failure is thrown; slots reset per run") {
+    DeferredChecks checks;
+    std::atomic<int> ran{0};
+    in_threads(4, [&](int) {
+      for (int i = 0; i < 100; ++i) checks.add([&ran] { ++ran; });
+    });
+    CHECK(!checks.empty());
+    checks.verify();
+    CHECK(ran == 400);
+    CHECK(checks.empty());
+    checks.verify();
+    CHECK(ran == 400);
+
+    // Every check runs; the first added is the one thrown.
+    checks.add([&] { ++ran, fail("first"); });
+    checks.add([&] { ++ran, fail("second"); });
+    CHECK(test::error_of([&] { checks.verify(); }) == "first");
+    CHECK(ran == 402);
+    CHECK(checks.empty());
+
+    // Adds while another thread verifies: none lost, none run twice.
+    std::atomic<bool> done{false};
+    std::thread verifier([&] {
+      while (!done) checks.verify();
+    });
+    in_threads(3, [&](int) {
+      for (int i = 0; i < 200; ++i) checks.add([&ran] { ++ran; });
+    });
+    done = true;
+    verifier.join();
+    checks.verify();
+    CHECK(ran == 1002);
+
+    // clear (a run starts) drops unverified checks and frees the backend's slots; verify leaves them.
+    struct CountingSlots : DeferredChecks::Slots {
+      int* reused = nullptr;
+      void reuse() override { ++*reused; }
+    };
+    int reused = 0;
+    checks.slots([&] {
+      auto s = std::make_unique<CountingSlots>();
+      s->reused = &reused;
+      return s;
+    });
+    checks.add([&] { ++ran; });
+    checks.verify();
+    CHECK(reused == 0);
+    checks.add([&] { ++ran; });
+    checks.clear();
+    CHECK(checks.empty());
+    CHECK(reused == 1);
+    checks.verify();
+    CHECK(ran == 1003);
+  }
+}
