@@ -37,14 +37,13 @@ struct FindZeroF {
 
 template <class T>
 void check_no_zero(const KernelCall& c, const NDArray& b) {
-  cudaStream_t s = stream_of(c);
-  ErrorSlot slot(s);
+  DeviceCheck check(c, /*now=*/true);  // the division must not run with a zero divisor
   const Layout lb = b.layout();
   Loop<1> L = make_loop<1>(b.shape(), {&lb});
-  launch_loop<1>(L, s, "div (zero check)", [&](const std::array<int64_t, 1>& base) {
-    return FindZeroF<T>{static_cast<const T*>(b.raw()) + base[0], slot.ptr()};
+  launch_loop<1>(L, stream_of(c), "div (zero check)", [&](const std::array<int64_t, 1>& base) {
+    return FindZeroF<T>{static_cast<const T*>(b.raw()) + base[0], check.pos()};
   });
-  if (slot.read() >= 0) fail("div '", c.node, "': integer division by zero");
+  check.finish([&](const BadElement&) { fail("div '", c.node, "': integer division by zero"); });
 }
 
 /// Arithmetic (R = T) and comparisons (R = bool, dispatched on the operands' dtype).

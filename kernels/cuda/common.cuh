@@ -109,41 +109,21 @@ CompactView compact_on(const View& v, cudaStream_t s);
 /// Always a fresh compact copy (e.g. of a source overlapping its destination).
 CompactView copy_to_temp(const View& v, cudaStream_t s);
 
-/// The smallest linear position a kernel reported (UINT64_MAX: none), e.g.
-/// the first out-of-range index. read() waits for the stream.
-class ErrorSlot {
- public:
-  explicit ErrorSlot(cudaStream_t s) : mem_(sizeof(unsigned long long), s), stream_(s) {
-    LOOM_CUDA_CHECK(cudaMemsetAsync(mem_.get(), 0xFF, sizeof(unsigned long long), s));
-  }
-  unsigned long long* ptr() const { return mem_.get<unsigned long long>(); }
-  /// Position reported, or -1.
-  int64_t read() const {
-    unsigned long long h = 0;
-    LOOM_CUDA_CHECK(cudaMemcpyAsync(&h, ptr(), sizeof h, cudaMemcpyDeviceToHost, stream_));
-    LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return h == ~0ull ? -1 : int64_t(h);
-  }
-
- private:
-  Temp mem_;
-  cudaStream_t stream_;
-};
-
 /// The first bad element a device check found: its position (~0: none) and value.
 struct BadElement {
   unsigned long long pos;
   long long value;
 };
 
-/// A device-side check of one call's operands (indices, labels). In a session
-/// run its result is copied to pinned memory behind the kernels and reported
-/// when the session next waits for the device (core's DeferredChecks), so the
-/// run need not stop here; kernels launched after it skip the bad elements.
-/// In an eager call it waits and reports at once.
+/// A device-side check of one call's operands (indices, labels, divisors). In
+/// a session run its result is copied to pinned memory behind the kernels and
+/// reported when the session next waits for the device (core's
+/// DeferredChecks), so the run need not stop here; kernels launched after it
+/// skip the bad elements. In an eager call, or with `now` (a kernel that must
+/// not run on bad input), it waits and reports at once.
 class DeviceCheck {
  public:
-  explicit DeviceCheck(const KernelCall& c);
+  explicit DeviceCheck(const KernelCall& c, bool now = false);
   DeviceCheck(const DeviceCheck&) = delete;
   DeviceCheck& operator=(const DeviceCheck&) = delete;
   /// Where the check kernels atomicMin the positions of bad elements.
@@ -197,15 +177,6 @@ void check_in_range(const KernelCall& c, const I* values, int64_t n, int64_t lim
   check.finish([op = std::string(c.op), node = std::string(c.node), limit, noun](const BadElement& e) {
     fail(op, " '", node, "': ", noun, " ", int64_t(e.value), " out of range [0, ", limit, ")");
   });
-}
-
-/// One element of device memory, copied to the host (waits for the stream).
-template <class T>
-T read_element(const void* base, int64_t index, cudaStream_t s) {
-  T v{};
-  LOOM_CUDA_CHECK(cudaMemcpyAsync(&v, static_cast<const T*>(base) + index, sizeof(T), cudaMemcpyDeviceToHost, s));
-  LOOM_CUDA_CHECK(cudaStreamSynchronize(s));
-  return v;
 }
 
 // ---------------------------------------------------------------- strided loops

@@ -1,5 +1,5 @@
 // DeviceCheck (common.cuh): a device check's result slot, reported at the
-// session's next synchronization, or at once in an eager call. A session's
+// session's next synchronization, or at once (eager calls, or on request). A session's
 // slots come from a pool per plan (CheckSlots): device memory and its pinned
 // copy, allocated in chunks as a run needs them and reused run after run.
 
@@ -54,8 +54,8 @@ class CheckSlots final : public DeferredChecks::Slots {
 
 }  // namespace
 
-DeviceCheck::DeviceCheck(const KernelCall& c) : c_(c) {
-  if (c.ctx.checks) {
+DeviceCheck::DeviceCheck(const KernelCall& c, bool now) : c_(c) {
+  if (c.ctx.checks && !now) {
     auto& pool = static_cast<CheckSlots&>(c.ctx.checks->slots([] { return std::make_unique<CheckSlots>(); }));
     std::tie(slot_, host_) = pool.take();
   } else {
