@@ -96,7 +96,8 @@ std::map<std::string, double> run_peers(const std::vector<Shape>& shapes, bool c
   std::map<std::string, double> out;
   fs::path script = fs::path(LOOM_SAMPLES_DIR) / "bench_attention_torch.py";
   std::ostringstream cmd;
-  cmd << samples::peer_python() << " '" << script.string() << "' --min-seconds " << min_seconds << " --shapes '";
+  cmd << samples::peer_shell(samples::peer_python()) << " '" << script.string() << "' --min-seconds " << min_seconds
+      << " --shapes '";
   for (const Shape& s : shapes) cmd << s[0] << ',' << s[1] << ',' << s[2] << ',' << s[3] << ';';
   cmd << "'" << (causal ? " --causal" : "") << (jax ? "" : " --no-jax") << " 2>&1";
   FILE* p = popen(cmd.str().c_str(), "r");

@@ -247,8 +247,9 @@ std::map<std::pair<std::string, std::string>, double> torch_conv_seconds(const s
   for (const ConvShape& s : conv_shapes())
     shapes.push_back({{"name", s.name}, {"n", 128}, {"c", s.c}, {"h", s.h}, {"w", s.h}, {"k", s.k}, {"r", s.r},
                       {"s", s.r}, {"stride", s.stride}, {"pad", s.pad}});
-  std::string cmd = python + " " + std::string(LOOM_SAMPLES_DIR) + "/bench_conv_torch.py --threads " +
-                    std::to_string(threads) + " --reps " + std::to_string(reps) + " --shapes '" + shapes.dump() + "'";
+  std::string cmd = samples::peer_shell(python) + " " + std::string(LOOM_SAMPLES_DIR) +
+                    "/bench_conv_torch.py --threads " + std::to_string(threads) + " --reps " + std::to_string(reps) +
+                    " --shapes '" + shapes.dump() + "'";
   std::map<std::pair<std::string, std::string>, double> out;
   FILE* f = ::popen(cmd.c_str(), "r");
   if (!f) return out;

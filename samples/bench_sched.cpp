@@ -547,8 +547,8 @@ std::vector<SweepPoint> measure_sweeps(const std::set<std::string>& fams, const 
 std::map<std::string, double> run_torch_checkpoint(const std::set<std::string>& fams, const SweepOptions& o,
                                                    const char* argv0) {
   std::ostringstream cmd;
-  cmd << samples::peer_python() << " '" << torch_script(argv0).string() << "' --min-seconds " << o.min_seconds
-      << " --checkpoint";
+  cmd << samples::peer_shell(samples::peer_python()) << " '" << torch_script(argv0).string() << "' --min-seconds "
+      << o.min_seconds << " --checkpoint";
   for (const std::string& fam : fams) cmd << ' ' << fam;
   cmd << " 2>&1";
   std::fprintf(stderr, "  measuring PyTorch with torch.utils.checkpoint ...\n");
@@ -827,7 +827,8 @@ std::map<std::string, double> run_torch_eager(const Options& o, const char* argv
   const fs::path script = torch_script(argv0);
   if (!o.json) std::fprintf(stderr, "  measuring PyTorch eager (%s) ...\n", script.c_str());
   std::ostringstream cmd;
-  cmd << samples::peer_python() << " '" << script.string() << "' --min-seconds " << o.min_seconds << " --chain";
+  cmd << samples::peer_shell(samples::peer_python()) << " '" << script.string() << "' --min-seconds " << o.min_seconds
+      << " --chain";
   if (f.count("chain"))
     for (int64_t n : o.chain_sizes) cmd << ' ' << n;
   cmd << " 2>&1";

@@ -29,6 +29,20 @@ inline std::string peer_python() {
   return "python3";
 }
 
+/// The peers' environment: this process's without LD_LIBRARY_PATH. A user may
+/// set it for loom's CUDA libraries, but PyTorch would then load those (an
+/// older system cuDNN, say, which its LSTM refuses) instead of its wheel's.
+inline std::vector<char*> peer_environment() {
+  std::vector<char*> env;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "LD_LIBRARY_PATH=", 16) != 0) env.push_back(*e);
+  env.push_back(nullptr);
+  return env;
+}
+
+/// The shell words that start `python` as a peer (for popen), in the same environment.
+inline std::string peer_shell(const std::string& python) { return "env -u LD_LIBRARY_PATH '" + python + "'"; }
+
 /// A peer process (a PyTorch or JAX script run with --serve) speaking a line
 /// protocol: it greets with a JSON line holding "ready", then answers each
 /// command line with one JSON line; "quit" ends it. `who` names the peer in
@@ -46,7 +60,8 @@ class Peer {
     std::vector<char*> argv;
     for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
+    std::vector<char*> env = peer_environment();
+    int rc = posix_spawnp(&pid_, argv[0], &fa, nullptr, argv.data(), env.data());
     posix_spawn_file_actions_destroy(&fa);
     ::close(in[0]);
     ::close(out[1]);
