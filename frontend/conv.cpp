@@ -70,45 +70,15 @@ Tensor Conv2d::forward(const Tensor& x) {
 
 // ---------------------------------------------------------------- BatchNorm2d
 
-BatchNorm2d::BatchNorm2d(int64_t features, NormOptions options) : features_(features), options_(options) {
-  LOOM_CHECK(features > 0, "BatchNorm2d: features must be positive, got ", features);
-  LOOM_CHECK(options.eps > 0, "BatchNorm2d: eps must be positive, got ", options.eps);
-  LOOM_CHECK(options.momentum >= 0 && options.momentum <= 1, "BatchNorm2d: momentum must be in [0, 1], got ",
-             options.momentum);
-}
+BatchNorm2d::BatchNorm2d(int64_t features, NormOptions options) : BatchNorm("BatchNorm2d", features, options) {}
 
-std::string BatchNorm2d::describe() const {
-  std::ostringstream os;
-  os << "BatchNorm2d(" << features_ << ", eps=" << options_.eps << ", momentum=" << options_.momentum
-     << (options_.affine ? ", affine" : "") << (relu_ ? ", fused relu)" : ")");
-  return os.str();
-}
+std::string BatchNorm2d::describe() const { return describe_as("BatchNorm2d", relu_ ? ", fused relu" : ""); }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
   check_image(where(x), x, features_, x.dtype());
-  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
-  const Shape& s = x.shape();
-  if (training() && is_static(s))
-    LOOM_CHECK(s[0] * s[2] * s[3] > 1, where(x), ": training needs more than one value per channel, got input ", S(s));
-  const DType dt = x.dtype();
-  Graph& g = x.graph();
-  running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
-  running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
-  // PyTorch's third buffer, so that state dicts match key for key.
-  Tensor batches = buffer(x, "num_batches_tracked", {}, init::zeros(), int64);
-  Tensor w = options_.affine ? parameter(x, "weight", {features_}, init::ones(), dt) : full(g, {features_}, 1.0, dt);
-  Tensor b = options_.affine ? parameter(x, "bias", {features_}, init::zeros(), dt) : full(g, {features_}, 0.0, dt);
-  if (training()) {
-    BatchNormOutputs r = batch_norm(x, w, b, options_.eps, relu_);
-    // Running statistics as PyTorch's: the unbiased variance, momentum-weighted.
-    Tensor n = size(x, {0, 2, 3}, dt);
-    Tensor unbiased = r.var * (n / maximum(n - 1.0, scalar_like(n, 1.0)));
-    const double m = options_.momentum;
-    add_update(assign(running_mean_, running_mean_ * (1.0 - m) + r.mean * m));
-    add_update(assign(running_var_, running_var_ * (1.0 - m) + unbiased * m));
-    add_update(assign_add(batches, scalar_like(batches, 1)));
-    return r.y;
-  }
+  check_input(x);
+  if (training()) return batch_normalize(x, relu_);
+  auto [w, b] = scale_and_shift(x);
   const Tensor scale = w * pow(running_var_ + options_.eps, -0.5);
   const Tensor shift = b - running_mean_ * scale;
   const Node& n = x.node();

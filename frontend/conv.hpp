@@ -62,12 +62,10 @@ class Conv2d : public Module {
   Tensor weight_, bias_;
 };
 
-/// Batch normalization of [N, C, H, W] per channel, as PyTorch's BatchNorm2d:
-/// training mode normalizes with the batch's mean and biased variance over
-/// N, H, W and records updates of "running_mean" and "running_var" (unbiased
-/// variance, momentum as NormOptions) in updates(); eval mode uses the
-/// running statistics, folded into the preceding conv2d when there is one.
-class BatchNorm2d : public Module {
+/// Batch normalization of [N, C, H, W] per channel, as PyTorch's BatchNorm2d
+/// (see BatchNorm): eval mode uses the running statistics, folded into the
+/// preceding conv2d when there is one.
+class BatchNorm2d : public BatchNorm {
  public:
   explicit BatchNorm2d(int64_t features, NormOptions options = {});
   std::string type_name() const override { return "BatchNorm2d"; }
@@ -77,18 +75,13 @@ class BatchNorm2d : public Module {
     relu_ = on;
     return *this;
   }
-  Tensor running_mean() const { return running_mean_; }
-  Tensor running_var() const { return running_var_; }
 
  protected:
   Tensor forward(const Tensor& x) override;
 
  private:
   Tensor folded(const Tensor& x, const Tensor& scale, const Tensor& shift) const;
-  int64_t features_;
-  NormOptions options_;
   bool relu_ = false;
-  Tensor running_mean_, running_var_;
 };
 
 struct Pool2dOptions {

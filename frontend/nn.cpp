@@ -301,53 +301,65 @@ static std::string norm_describe(const char* type, int64_t features, const NormO
   return os.str();
 }
 
-BatchNorm1d::BatchNorm1d(int64_t features, NormOptions options) : features_(features), options_(options) {
-  check_norm_options("BatchNorm1d", features, options);
+BatchNorm::BatchNorm(const char* type, int64_t features, NormOptions options) : features_(features), options_(options) {
+  check_norm_options(type, features, options);
 }
 
-std::string BatchNorm1d::describe() const { return norm_describe("BatchNorm1d", features_, options_, true); }
+std::string BatchNorm::describe_as(const char* type, const char* extra) const {
+  std::string d = norm_describe(type, features_, options_, true);
+  return d.insert(d.size() - 1, extra);
+}
+
+void BatchNorm::check_input(const Tensor& x) const {
+  const Shape& s = x.shape();
+  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  if (!training() || !is_static(s)) return;
+  int64_t per_feature = s[0];
+  for (size_t i = 2; i < s.size(); ++i) per_feature *= s[i];
+  LOOM_CHECK(per_feature > 1, where(x), ": training needs more than one value per feature, got input ", S(s));
+}
+
+std::pair<Tensor, Tensor> BatchNorm::scale_and_shift(const Tensor& x) {
+  const DType dt = x.dtype();
+  running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
+  running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
+  // PyTorch's third buffer, so that state dicts match key for key.
+  batches_ = buffer(x, "num_batches_tracked", {}, init::zeros(), int64);
+  if (!options_.affine) return {full(x.graph(), {features_}, 1.0, dt), full(x.graph(), {features_}, 0.0, dt)};
+  return {parameter(x, "weight", {features_}, init::ones(), dt), parameter(x, "bias", {features_}, init::zeros(), dt)};
+}
+
+Tensor BatchNorm::batch_normalize(const Tensor& x, bool relu) {
+  auto [w, b] = scale_and_shift(x);
+  BatchNormOutputs r = batch_norm(x, w, b, options_.eps, relu);
+  std::vector<int64_t> axes{0};
+  for (int64_t i = 2; i < int64_t(x.shape().size()); ++i) axes.push_back(i);
+  // The running variance is the unbiased one (PyTorch's); a batch of one value
+  // per feature leaves a variance of 0 rather than dividing by zero.
+  Tensor n = size(x, axes, x.dtype());
+  Tensor unbiased = r.var * (n / maximum(n - 1.0, scalar_like(n, 1.0)));
+  const double m = options_.momentum;
+  add_update(assign(running_mean_, running_mean_ * (1.0 - m) + r.mean * m));
+  add_update(assign(running_var_, running_var_ * (1.0 - m) + unbiased * m));
+  add_update(assign_add(batches_, scalar_like(batches_, 1)));
+  return r.y;
+}
+
+BatchNorm1d::BatchNorm1d(int64_t features, NormOptions options) : BatchNorm("BatchNorm1d", features, options) {}
+
+std::string BatchNorm1d::describe() const { return describe_as("BatchNorm1d"); }
 
 Tensor BatchNorm1d::forward(const Tensor& x) {
   const Shape& s = x.shape();
   LOOM_CHECK((s.size() == 2 || s.size() == 3) && (s[1] == features_ || s[1] < 0), where(x), ": expected [N, ",
              features_, "] or [N, ", features_, ", L], got ", S(s));
-  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
-  if (training() && is_static(s))
-    LOOM_CHECK(s[0] * (s.size() == 3 ? s[2] : 1) > 1, where(x),
-               ": training needs more than one value per feature, got input ", S(s));
-  const DType dt = x.dtype();
-  running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
-  running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
-  // PyTorch's third buffer, so that state dicts match key for key.
-  Tensor batches = buffer(x, "num_batches_tracked", {}, init::zeros(), int64);
-  Tensor w, b;
-  if (options_.affine) {
-    w = parameter(x, "weight", {features_}, init::ones(), dt);
-    b = parameter(x, "bias", {features_}, init::zeros(), dt);
-  }
-  const bool three = s.size() == 3;
-  const std::vector<int64_t> axes = three ? std::vector<int64_t>{0, 2} : std::vector<int64_t>{0};
+  check_input(x);
+  if (training()) return batch_normalize(x);
+  auto [w, b] = scale_and_shift(x);
   // Per-feature vectors [C] broadcast as [C] against [N, C] and as [C, 1] against [N, C, L].
-  auto per_feature = [&](const Tensor& v) { return three ? reshape(v, {features_, 1}) : v; };
-  Tensor y;
-  if (training()) {
-    Tensor mu = mean(x, axes, true);
-    Tensor centered = x - mu;
-    Tensor var = mean(centered * centered, axes, true);
-    y = centered / sqrt(var + options_.eps);
-    // Running statistics (PyTorch: the unbiased variance). A batch of one value
-    // per feature leaves a variance of 0 rather than dividing by zero.
-    Tensor n = size(x, axes, dt);
-    Tensor unbiased = reshape(var, {features_}) * (n / maximum(n - 1.0, scalar_like(n, 1.0)));
-    const double m = options_.momentum;
-    add_update(assign(running_mean_, running_mean_ * (1.0 - m) + reshape(mu, {features_}) * m));
-    add_update(assign(running_var_, running_var_ * (1.0 - m) + unbiased * m));
-    add_update(assign_add(batches, scalar_like(batches, 1)));
-  } else {
-    y = (x - per_feature(running_mean_)) / sqrt(per_feature(running_var_) + options_.eps);
-  }
-  if (options_.affine) y = y * per_feature(w) + per_feature(b);
-  return y;
+  auto per_feature = [&](const Tensor& v) { return s.size() == 3 ? reshape(v, {features_, 1}) : v; };
+  Tensor y = (x - per_feature(running_mean_)) / sqrt(per_feature(running_var_) + options_.eps);
+  return options_.affine ? y * per_feature(w) + per_feature(b) : y;
 }
 
 LayerNorm::LayerNorm(int64_t features, NormOptions options) : LayerNorm(Shape{features}, options) {}

@@ -300,26 +300,44 @@ struct NormOptions {
   bool affine = true;
 };
 
-/// Batch normalization over the batch (and length) dims of [N, C] or [N, C, L]
-/// inputs, as PyTorch's BatchNorm1d. Training mode normalizes with the batch's
-/// mean and biased variance and records updates of "running_mean",
-/// "running_var" (with the unbiased variance) and "num_batches_tracked" (int64,
-/// as PyTorch's) in updates(); eval mode normalizes with the running statistics.
-class BatchNorm1d : public Module {
+/// What BatchNorm1d and BatchNorm2d share: the parameters "weight" and "bias"
+/// (with affine), the buffers "running_mean", "running_var" and
+/// "num_batches_tracked" (int64, as PyTorch's), and the training-mode pass:
+/// the fused batch_norm op over every dim but the channels (dim 1), with the
+/// batch's mean and biased variance, and updates of the running statistics
+/// (momentum-weighted, the unbiased variance) recorded in updates().
+class BatchNorm : public Module {
  public:
-  explicit BatchNorm1d(int64_t features, NormOptions options = {});
-  std::string type_name() const override { return "BatchNorm1d"; }
-  std::string describe() const override;
   Tensor running_mean() const { return running_mean_; }
   Tensor running_var() const { return running_var_; }
 
  protected:
-  Tensor forward(const Tensor& x) override;
+  BatchNorm(const char* type, int64_t features, NormOptions options);
+  /// Creates the variables on first use; returns {weight, bias} (constants 1 and 0 without affine).
+  std::pair<Tensor, Tensor> scale_and_shift(const Tensor& x);
+  /// Training mode: the normalized x (ReLU'd inside the op when asked), the updates recorded.
+  Tensor batch_normalize(const Tensor& x, bool relu = false);
+  /// Checks shared by both: a floating input whose dim 1 is `features`, more than one value per channel
+  /// in training.
+  void check_input(const Tensor& x) const;
+  std::string describe_as(const char* type, const char* extra = "") const;
 
- private:
   int64_t features_;
   NormOptions options_;
-  Tensor running_mean_, running_var_;
+  Tensor running_mean_, running_var_, batches_;
+};
+
+/// Batch normalization over the batch (and length) dims of [N, C] or [N, C, L]
+/// inputs, as PyTorch's BatchNorm1d (see BatchNorm); eval mode normalizes
+/// with the running statistics.
+class BatchNorm1d : public BatchNorm {
+ public:
+  explicit BatchNorm1d(int64_t features, NormOptions options = {});
+  std::string type_name() const override { return "BatchNorm1d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
 };
 
 /// Layer normalization over the last dims, as PyTorch's LayerNorm(normalized_shape):

@@ -243,6 +243,25 @@ TEST_SUITE("frontend/nn") {
             doctest::Approx((ad.at({1, c}) - rm.at({c})) / std::sqrt(rv.at({c}) + 1e-5)).epsilon(1e-4));
   }
 
+  TEST_CASE("BatchNorm1d without affine: no parameters, the batch statistics in training, the running ones in eval") {
+    Graph g;
+    nn::BatchNorm1d bn(2, {.affine = false});
+    Tensor x = g.placeholder("x", {4, 2});
+    Tensor yt = bn(x);
+    bn.eval();
+    Tensor ye = bn(x);
+    CHECK(bn.named_parameters().empty());
+    CHECK(bn.updates().size() == 3);
+    Session s(g, {.threads = 1});
+    const NDArray a = NDArray::from<float>({1, 10, 2, 20, 3, 30, 6, 60}, {4, 2});
+    const NDArray out = s.run1(yt, {{x, a}});
+    // Column 0: mean 3, biased variance 3.5; column 1 is ten times column 0, so normalizes the same.
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 2; ++c)
+        CHECK(out.at({r, c}) == doctest::Approx((a.at({r, 0}) - 3) / std::sqrt(3.5 + 1e-5)).epsilon(1e-5));
+    CHECK(s.run1(ye, {{x, a}}).at({3, 1}) == doctest::Approx(60 / std::sqrt(1 + 1e-5)).epsilon(1e-6));
+  }
+
   TEST_CASE("BatchNorm1d on [N, C, L] and its gradient against central differences") {
     Graph g;
     nn::BatchNorm1d bn(2);
