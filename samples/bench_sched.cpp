@@ -25,10 +25,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <iomanip>
 #include <iostream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <set>
@@ -427,6 +428,7 @@ struct SweepPoint {
   double recompute_flops = 0, plan_flops = 0;
   size_t floor = 0;      // no recomputation goes below (plans with a budget): what one node needs at once
   std::string floor_at;  // that node
+  std::string peak;      // --show-peak: where the plan's live bytes peak (describe_peak)
 };
 
 /// What --memory-sweep measures and reports.
@@ -435,9 +437,43 @@ struct SweepOptions {
   double min_seconds = 0.3;
   int min_reps = 5;
   bool early_updates = false;  // recomputing plans update variables early (atomic_updates off)
-  bool json = false, torch_side = true;
+  bool json = false, torch_side = true, show_peak = false;
   std::string plot_dir;
 };
+
+/// Where a plan's live bytes peak (--show-peak): the step, and the arena
+/// buffers live across it, largest first, each with its first writer and its
+/// last reader.
+std::string describe_peak(const PlanInfo& pi) {
+  const int n = int(pi.steps.size());
+  std::vector<size_t> live(size_t(n), 0);
+  for (const PlanInfo::Buffer& b : pi.buffers)
+    for (int i = std::max(b.first, 0); i <= std::min(b.last, n - 1); ++i) live[size_t(i)] += b.bytes;
+  if (n == 0) return {};
+  const int at = int(std::max_element(live.begin(), live.end()) - live.begin());
+  std::vector<const PlanInfo::Buffer*> there;
+  for (const PlanInfo::Buffer& b : pi.buffers)
+    if (b.first <= at && at <= b.last) there.push_back(&b);
+  std::sort(there.begin(), there.end(), [](auto* a, auto* b) { return a->bytes > b->bytes; });
+  auto step = [&](int i) { return pi.steps[size_t(i)].name + " (" + pi.steps[size_t(i)].op + ")"; };
+  std::ostringstream os;
+  os << "    " << live[size_t(at)] << " bytes live at step " << at << " of " << n << ", " << step(at) << "; arena "
+     << pi.arena_bytes << "\n";
+  size_t rest = 0, rest_count = 0;
+  for (const PlanInfo::Buffer* b : there) {
+    if (b->bytes * 100 < live[size_t(at)]) {
+      rest += b->bytes, ++rest_count;
+      continue;
+    }
+    os << "    " << std::setw(9) << b->bytes << "  steps " << b->first << "-" << b->last << ", written by "
+       << (b->writers.empty() ? std::string("?") : step(*std::min_element(b->writers.begin(), b->writers.end())))
+       << (b->readers.empty() ? std::string()
+                              : ", last read by " + step(*std::max_element(b->readers.begin(), b->readers.end())))
+       << "\n";
+  }
+  if (rest_count) os << "    " << std::setw(9) << rest << "  in " << rest_count << " smaller buffers\n";
+  return os.str();
+}
 
 /// The session of one plan under `budget` (0: none), compiled; null when the budget cannot be met.
 std::unique_ptr<Session> plan_session(Family& f, size_t budget, Remat remat, const SweepOptions& o) {
@@ -505,6 +541,7 @@ std::vector<SweepPoint> memory_sweep(Family& f, const SweepOptions& o) {
     if (!s) return false;
     pts.push_back(sweep_point(f, *s, s0.get(), o));
     pts.back().budget_fraction = fraction;
+    if (o.show_peak) pts.back().peak = describe_peak(s->plan_info(f.fetches, f.feeds, f.targets));
     return true;
   };
   double ok = 1, bad = 0;
@@ -621,6 +658,19 @@ void print_sweep_goal(const std::vector<SweepPoint>& pts, const std::map<std::st
   }
 }
 
+/// --show-peak: where each family's smallest recomputing plan (auto's) peaks.
+void print_sweep_peaks(const std::vector<SweepPoint>& pts, const std::map<std::string, SweepPoint>& full) {
+  for (const auto& [fam, z] : full) {
+    const SweepPoint* smallest = nullptr;
+    for (const SweepPoint& p : pts)
+      if (p.family == fam && !p.peak.empty() && p.strategy != "chen-sqrt" && (!smallest || p.arena < smallest->arena))
+        smallest = &p;
+    if (!smallest) continue;
+    std::printf("\npeak of %s's smallest plan (%.3f of the arena; buffers under 1%% of the live bytes summed):\n%s",
+                fam.c_str(), double(smallest->arena) / double(z.arena), smallest->peak.c_str());
+  }
+}
+
 /// PyTorch's fraction of its own peak memory with checkpointing, next to loom at the same fraction of its arena.
 void print_sweep_torch(const std::vector<SweepPoint>& pts, const std::map<std::string, SweepPoint>& full,
                        const std::map<std::string, double>& torch) {
@@ -693,6 +743,7 @@ void run_memory_sweep(const std::set<std::string>& fams, const SweepOptions& o, 
   } else {
     print_sweep_table(pts, full, o.early_updates);
     print_sweep_goal(pts, full);
+    print_sweep_peaks(pts, full);
     print_sweep_torch(pts, full, torch);
   }
   if (!o.plot_dir.empty()) write_sweep_plot(pts, full, torch, o);
@@ -711,12 +762,12 @@ struct Options {
   uint64_t seed = 1;
   bool json = false, torch_side = true;
   std::string csv_dir, plot_dir;
-  bool memory_sweep = false, early_updates = false;
+  bool memory_sweep = false, early_updates = false, show_peak = false;
   std::vector<double> fractions{0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 1.0 / 3, 0.3, 0.25, 0.2, 0.15, 0.1};
 };
 
 SweepOptions sweep_options(const Options& o) {
-  return {o.fractions, o.min_seconds, o.min_reps, o.early_updates, o.json, o.torch_side, o.plot_dir};
+  return {o.fractions, o.min_seconds, o.min_reps, o.early_updates, o.json, o.torch_side, o.show_peak, o.plot_dir};
 }
 
 int hardware_threads() { return int(std::max(1u, std::thread::hardware_concurrency())); }
@@ -752,23 +803,28 @@ bool known_family(const std::string& name) {
 /// The options and their help text; the values land in `o`.
 po::options_description describe_options(Options& o) {
   po::options_description desc("bench_sched: executors, memory plans and plan compile time on graph families");
-  desc.add_options()("help,h", "show this help")(
-      "families", po::value(&o.families_arg)->default_value(o.families_arg), "comma list of families to run")(
+  desc.add_options()("help,h", "show this help")("families", po::value(&o.families_arg)->default_value(o.families_arg),
+                                                 "comma list of families to run")(
       "chain", po::value(&o.chain_sizes)->multitoken(), "chain lengths (default 1000 10000 100000)")(
       "wide", po::value(&o.wide_sizes)->multitoken(), "branch counts of the wide family (default 2 4 8 16)")(
       "random", po::value(&o.random_sizes)->multitoken(), "op counts of random DAGs (default 1000 10000 100000)")(
       "threads", po::value(&o.threads)->multitoken(), "thread counts for the parallel executor (default 1 2 [all])")(
       "min-seconds", po::value(&o.min_seconds)->default_value(o.min_seconds, "0.3"),
-      "time each configuration at least this long")(
-      "seed", po::value(&o.seed)->default_value(o.seed), "seed of the random DAGs")(
+      "time each configuration at least this long")("seed", po::value(&o.seed)->default_value(o.seed),
+                                                    "seed of the random DAGs")(
       "json", "print one JSON document instead of the table")("csv", po::value(&o.csv_dir), "write CSV files into DIR")(
       "plot", po::value(&o.plot_dir), "write CSV files and PNG plots (gnuplot) into DIR")(
       "no-torch", "skip the PyTorch side-by-side runs")(
-      "memory-sweep", "rematerialization: arena and step time for budgets from the full arena down to the smallest "
-                      "reachable (families mlpresnet, transformer, resnet9)")(
+      "memory-sweep",
+      "rematerialization: arena and step time for budgets from the full arena down to the smallest "
+      "reachable (families mlpresnet, transformer, resnet9)")(
       "fractions", po::value(&o.fractions)->multitoken(), "memory sweep: budget fractions (default 0.9 0.8 ... 0.1)")(
-      "early-updates", "memory sweep: recomputing plans update each variable as soon as its gradient exists "
-                       "(SessionOptions::atomic_updates off), so gradients need not all be live at once");
+      "early-updates",
+      "memory sweep: recomputing plans update each variable as soon as its gradient exists "
+      "(SessionOptions::atomic_updates off), so gradients need not all be live at once")(
+      "show-peak",
+      "memory sweep: where each family's smallest recomputing plan peaks (the step and the buffers live "
+      "there)");
   return desc;
 }
 
@@ -795,6 +851,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& o) {
   o.torch_side = !vm.count("no-torch");
   o.memory_sweep = vm.count("memory-sweep");
   o.early_updates = vm.count("early-updates");
+  o.show_peak = vm.count("show-peak");
   std::stringstream ss(o.families_arg);
   for (std::string f; std::getline(ss, f, ',');) o.families.insert(f);
   for (const std::string& f : o.families)
