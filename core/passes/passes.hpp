@@ -145,7 +145,9 @@ RematFloor remat_floor(const Plan& p, const SessionOptions& o);
 void set_order(Plan& p, std::vector<int> order);
 /// Improves a serial plan's order for memory: nodes that free bytes, with the
 /// producers only they read, move up to right after their other predecessors.
-void reorder_for_memory(Plan& p);
+/// `both_ways`: also tries the nodes last to first (a move changes which later
+/// ones pay) and keeps the order with fewer live bytes.
+void reorder_for_memory(Plan& p, bool both_ways = false);
 
 /// The alive nodes in a topological order of their data and control edges
 /// (ties broken by node id; reads for the shape only are no edges). Fusion

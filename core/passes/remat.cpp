@@ -27,10 +27,11 @@
 // recomputed at a time, each change measured) and searches the levels from
 // each of its first plans, keeping the best at the end; it searches once
 // more from the candidates without the costliest activations per byte
-// (cheaper_rate), whose recomputation Chen's segments otherwise take along.
+// (cheaper_rate), whose recomputation Chen's segments otherwise take along,
+// and, for serial plans, both pools again with each candidate reordered both
+// ways (reorder_for_memory).
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <map>
 
@@ -79,22 +80,24 @@ struct Base {
   // plan afresh was a fifth of a budgeted compile, most of it malloc and free).
   mutable Plan scratch;
   double max_rate;  // candidates cost at most this many FLOPs per byte of output
+  bool both_ways;   // serial plans: reorder_for_memory tries the nodes in both directions
 
-  explicit Base(const Compilation& comp, double max_flops_per_byte = INFINITY);
+  explicit Base(const Compilation& comp, double max_flops_per_byte = INFINITY, bool reorder_both_ways = false);
   bool recomputable(int id) const;
   /// Where readers switch to the copy when the node must not be live at `peak`:
   /// steps and copies from there on read the copy.
   int split_at(int id, int peak) const;
 };
 
-Base::Base(const Compilation& comp, double max_flops_per_byte)
+Base::Base(const Compilation& comp, double max_flops_per_byte, bool reorder_both_ways)
     : c(comp),
       p(comp.plan),
       readers(p.nodes.size()),
       flops(p.nodes.size(), 0),
       bytes(p.nodes.size(), 0),
       var_write(p.nodes.size(), INT_MAX),
-      max_rate(max_flops_per_byte) {
+      max_rate(max_flops_per_byte),
+      both_ways(reorder_both_ways) {
   for (size_t i = 0; i < p.nodes.size(); ++i) {
     const PNode& n = p.nodes[i];
     flops[i] = node_flops(p, n);
@@ -345,7 +348,7 @@ void Rewrite::finish() {
   Compilation sc(c.req, p);
   access(sc);
   set_order(p, std::move(order));
-  if (b.p.wave_end.empty()) return reorder_for_memory(p);  // serial: an order for the new lifetimes
+  if (b.p.wave_end.empty()) return reorder_for_memory(p, b.both_ways);  // serial: an order for the new lifetimes
   // A step joins the wave of the base step it comes before; waves stay contiguous.
   p.wave_end.assign(p.order.size(), 0);
   for (size_t i = p.order.size(); i-- > 0;) {
@@ -627,7 +630,7 @@ Trial deepen(const Compilation& c, const Base& b, Trial t, size_t budget, Plan& 
   for (int level = 2; level <= kLevels && !fits(t, budget); ++level) {
     Compilation deeper(c.req, out);
     deeper.targets = c.targets;  // node ids stay: rewrites only append nodes and drop unread ones
-    const Base next(deeper, b.max_rate);
+    const Base next(deeper, b.max_rate, b.both_ways);
     Trial u = search(next, evaluate(next, {}), budget, c.opt.remat).first;
     if (u.arena >= t.arena) break;
     u.flops += t.flops, u.recomputed += t.recomputed;
@@ -777,16 +780,26 @@ void remat(Compilation& c) {
   // the one that fits cheapest at the first level need not lead furthest.
   const Trial base = evaluate(b, {});
   // auto searches again from a pool without the costliest activations
-  // (cheaper_rate); the two pools are searched at once where the session has
-  // a second thread, and the first pool's plan wins ties, as in a serial run.
-  std::array<Searched, 2> pools;
+  // (cheaper_rate), and both pools once more with serial plans reordered
+  // both ways (the searches are greedy: which order each candidate gets
+  // steers them, and neither way leads furthest on every model). Two searches
+  // run at once where the session has a second thread; earlier searches' plans
+  // win ties, as in a serial run.
+  std::vector<Searched> pools(1);
   if (c.opt.remat == Remat::automatic) {
     const double rate = cheaper_rate(b, base);
+    pools.resize(b.p.wave_end.empty() ? 4 : 2);
     run_both([&] { pools[1] = search_pool(c, Base(c, rate), budget); }, [&] { pools[0] = search_pool(c, b, budget); });
+    if (pools.size() == 4)
+      run_both([&] { pools[3] = search_pool(c, Base(c, rate, true), budget); },
+               [&] { pools[2] = search_pool(c, Base(c, INFINITY, true), budget); });
   } else {
     pools[0] = search_pool(c, b, budget);
   }
-  Searched& best = pools[1].t.arena != SIZE_MAX && better(pools[1].t, pools[0].t, budget) ? pools[1] : pools[0];
+  Searched* found = &pools[0];
+  for (Searched& s : pools)
+    if (s.t.arena != SIZE_MAX && better(s.t, found->t, budget)) found = &s;
+  Searched& best = *found;
   const Trial& t = best.t;
   const std::string& name = best.strategy;
   Plan& plan = best.plan;

@@ -208,8 +208,11 @@ class OrderProfile {
 /// predecessors, where that lowers the live bytes of `order` (the peak, or at
 /// an equal peak their sum over positions). The memory greedy looks one node
 /// ahead: it runs a weight gradient (which allocates) late, and so the update
-/// that frees it, holding the activation the gradient read all along.
-void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds, const Adjacency& succs) {
+/// that frees it, holding the activation the gradient read all along. Nodes
+/// are tried in schedule order, or last first (`backwards`); returns the
+/// measure of the order reached.
+OrderProfile::Measure hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds,
+                                   const Adjacency& succs, bool backwards) {
   // The number of tries is bounded so that the rewrites a budgeted compile
   // measures stay near-linear (each try once measured the whole order).
   const size_t max_tries = std::max<size_t>(16, 400000 / (p.nodes.size() + p.storages.size() + 1));
@@ -221,7 +224,9 @@ void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds
   OrderProfile profile(p, order);
   auto best = profile.current();
   size_t tries = 0;
-  for (int u : std::vector<int>(order)) {
+  std::vector<int> visit(order);
+  if (backwards) std::reverse(visit.begin(), visit.end());
+  for (int u : visit) {
     if (tries >= max_tries) break;
     // u and the producers whose every consumer is in the group (or a no-op
     // anchor: moving a node up never breaks an edge to a later node).
@@ -260,6 +265,7 @@ void hoist_groups(const Plan& p, std::vector<int>& order, const Adjacency& preds
     }
     for (int g : group) in_group[size_t(g)] = 0;
   }
+  return best;
 }
 
 /// Per executable node, what running it does to live arena bytes: what it
@@ -370,12 +376,16 @@ void set_order(Plan& p, std::vector<int> order) {
   set_order_from(p, std::move(order), res.preds());
 }
 
-void reorder_for_memory(Plan& p) {
+void reorder_for_memory(Plan& p, bool both_ways) {
   DepResolver res(p);
   const Adjacency preds = res.preds(), succs = preds.transpose();
-  std::vector<int> order = p.order;
-  hoist_groups(p, order, preds, succs);
-  set_order_from(p, std::move(order), preds);
+  std::vector<int> forward = p.order;
+  const auto f = hoist_groups(p, forward, preds, succs, false);
+  if (both_ways) {
+    std::vector<int> backward = p.order;
+    if (hoist_groups(p, backward, preds, succs, true) < f) forward = std::move(backward);
+  }
+  set_order_from(p, std::move(forward), preds);
 }
 
 }  // namespace loom

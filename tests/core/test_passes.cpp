@@ -626,7 +626,7 @@ TEST_SUITE("core/passes") {
           for (int i = st.first; i <= std::min<int>(st.last, int(p.order.size())); ++i) live[size_t(i)] += st.bytes;
       return *std::max_element(live.begin(), live.end());
     };
-    int lowered = 0;
+    int lowered = 0, lowered_more = 0;
     for (uint64_t seed = 1; seed <= 12; ++seed) {
       CAPTURE(seed);
       Graph g;
@@ -647,18 +647,24 @@ TEST_SUITE("core/passes") {
       Plan p = s.plan;
       set_order(p, order);
       const size_t before = peak_of(p, s.req);
-      Plan q = p;
+      Plan q = p, r = p;
       reorder_for_memory(q);
-      const size_t after = peak_of(q, s.req);
+      reorder_for_memory(r, true);  // also nodes tried last to first; the order with fewer live bytes kept
+      const size_t after = peak_of(q, s.req), both = peak_of(r, s.req);
       CHECK(after <= before);
+      CHECK(both <= after);
       lowered += after < before;
-      std::vector<int> sorted = q.order;
-      std::ranges::sort(sorted), std::ranges::sort(order);
-      CHECK(sorted == order);
-      for (size_t i = 0; i < q.order.size(); ++i)
-        for (int dpos : q.deps[i]) CHECK(dpos < int(i));
+      lowered_more += both < after;
+      std::ranges::sort(order);
+      for (const Plan* o : {&q, &r}) {
+        std::vector<int> sorted = o->order;
+        std::ranges::sort(sorted);
+        CHECK(sorted == order);
+        for (size_t i = 0; i < o->order.size(); ++i)
+          for (int dpos : o->deps[i]) CHECK(dpos < int(i));
+      }
     }
-    MESSAGE("peak lowered for ", lowered, " of 12 graphs");
+    MESSAGE("peak lowered for ", lowered, " of 12 graphs; both ways lower still for ", lowered_more);
     CHECK(lowered > 0);
   }
 
