@@ -435,9 +435,10 @@ TEST_SUITE("remat") {
 }
 
 TEST_SUITE("remat/parallel") {
-  TEST_CASE("auto's two pools searched at once find the serial search's plan, with the same bits") {
-    // With a second thread the pools' searches run at once, reading one
-    // compilation (ThreadSanitizer runs this suite); the first pool still wins ties.
+  TEST_CASE("auto's searches run two at a time find the serial search's plan, with the same bits") {
+    // With a second thread auto's searches (two pools, each also with plans
+    // reordered both ways) run two at a time, reading one compilation
+    // (ThreadSanitizer runs this suite); the earlier searches still win ties.
     Graph g;
     Tensor x = g.placeholder("x", {-1, 48}), y = g.placeholder("y", {-1}, int64);
     nn::MLPResNet model(48, {.hidden = 64, .blocks = 2, .dropout = 0.2});
