@@ -379,13 +379,13 @@ void set_order(Plan& p, std::vector<int> order) {
 void reorder_for_memory(Plan& p, bool both_ways) {
   DepResolver res(p);
   const Adjacency preds = res.preds(), succs = preds.transpose();
-  std::vector<int> forward = p.order;
-  const auto f = hoist_groups(p, forward, preds, succs, false);
+  std::vector<int> order = p.order;
+  const auto measure = hoist_groups(p, order, preds, succs, false);
   if (both_ways) {
     std::vector<int> backward = p.order;
-    if (hoist_groups(p, backward, preds, succs, true) < f) forward = std::move(backward);
+    if (hoist_groups(p, backward, preds, succs, true) < measure) order = std::move(backward);
   }
-  set_order_from(p, std::move(forward), preds);
+  set_order_from(p, std::move(order), preds);
 }
 
 }  // namespace loom
