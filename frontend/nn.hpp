@@ -317,8 +317,8 @@ class BatchNorm : public Module {
   std::pair<Tensor, Tensor> scale_and_shift(const Tensor& x);
   /// Training mode: the normalized x (ReLU'd inside the op when asked), the updates recorded.
   Tensor batch_normalize(const Tensor& x, bool relu = false);
-  /// Checks shared by both: a floating input whose dim 1 is `features`, more than one value per channel
-  /// in training.
+  /// Checks shared by both (each checks its own rank and dim 1): a floating input, and in training more
+  /// than one value per feature.
   void check_input(const Tensor& x) const;
   std::string describe_as(const char* type, const char* extra = "") const;
 

@@ -446,10 +446,10 @@ struct SweepOptions {
 /// last reader.
 std::string describe_peak(const PlanInfo& pi) {
   const int n = int(pi.steps.size());
+  if (n == 0) return {};
   std::vector<size_t> live(size_t(n), 0);
   for (const PlanInfo::Buffer& b : pi.buffers)
     for (int i = std::max(b.first, 0); i <= std::min(b.last, n - 1); ++i) live[size_t(i)] += b.bytes;
-  if (n == 0) return {};
   const int at = int(std::max_element(live.begin(), live.end()) - live.begin());
   std::vector<const PlanInfo::Buffer*> there;
   for (const PlanInfo::Buffer& b : pi.buffers)
