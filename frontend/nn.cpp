@@ -384,18 +384,12 @@ Tensor LayerNorm::forward(const Tensor& x) {
   const std::string dims = shape_str(shape_);
   LOOM_CHECK(ok, where(x), ": expected [..., ", dims.substr(1, dims.size() - 2), "], got ", S(s));
   LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
-  std::vector<int64_t> axes;
-  for (int64_t i = -int64_t(k); i < 0; ++i) axes.push_back(i);
-  Tensor mu = mean(x, axes, true);
-  Tensor centered = x - mu;
-  Tensor var = mean(centered * centered, axes, true);
-  Tensor y = centered / sqrt(var + options_.eps);
+  Tensor w, b;
   if (options_.affine) {
-    Tensor w = parameter(x, "weight", shape_, init::ones(), x.dtype());
-    Tensor b = parameter(x, "bias", shape_, init::zeros(), x.dtype());
-    y = y * w + b;
+    w = parameter(x, "weight", shape_, init::ones(), x.dtype());
+    b = parameter(x, "bias", shape_, init::zeros(), x.dtype());
   }
-  return y;
+  return layer_norm(x, w, b, int64_t(k), options_.eps).y;
 }
 
 // ---------------------------------------------------------------- MLPResNet

@@ -345,6 +345,7 @@ class BatchNorm1d : public BatchNorm {
 /// variance over the trailing dims equal to `normalized_shape` (one dim of
 /// size `features` for the int form); weight (ones) and bias (zeros) have
 /// that shape. Input [..., *normalized_shape], any number of leading dims.
+/// One fused layer_norm node (ops/layer_norm.cpp).
 class LayerNorm : public Module {
  public:
   explicit LayerNorm(int64_t features, NormOptions options = {});

@@ -264,6 +264,17 @@ struct BatchNormOutputs {
 BatchNormOutputs batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5,
                             bool relu = false);
 
+// ---- layer normalization (ops/layer_norm.cpp)
+struct LayerNormOutputs {
+  Tensor y;     ///< normalized (and affine-transformed when weight and bias are given)
+  Tensor mean;  ///< per row: x's shape without the last `dims` axes
+  Tensor rstd;  ///< per row: 1 / sqrt(biased variance + eps)
+};
+/// Normalizes x over its last `dims` axes: y = (x - mean) * rstd * weight + bias, weight and
+/// bias shaped as those axes (both, or neither for no affine). One fused op; its gradient is another.
+LayerNormOutputs layer_norm(const Tensor& x, const Tensor& weight = {}, const Tensor& bias = {}, int64_t dims = 1,
+                            double eps = 1e-5);
+
 // ---- recurrent cells (ops/rnn.cpp); the modules are in frontend/rnn.hpp
 /// One fused LSTM step in PyTorch's gate order (i, f, g, o): pre = gates (+ gates2),
 /// c = sigmoid(f) * c_prev + sigmoid(i) * tanh(g), h = sigmoid(o) * tanh(c).

@@ -109,16 +109,15 @@ class KVDecoder {
     mask_ = g.placeholder("kv/mask", {1, max_len_});
     Tensor x = gather(param("encoder/weight"), id_) * std::sqrt(double(d_)) + gather(param("pos/weight"), pos_);  // [1, d]
     std::vector<Tensor> writes;
-    auto layer_norm = [&](const Tensor& v, const std::string& p) {
-      Tensor c = v - mean(v, {-1}, true);
-      return c / sqrt(mean(c * c, {-1}, true) + 1e-5) * param(p + "/weight") + param(p + "/bias");
+    auto norm = [&](const Tensor& v, const std::string& p) {
+      return loom::layer_norm(v, param(p + "/weight"), param(p + "/bias"), 1, 1e-5).y;
     };
     auto linear = [&](const Tensor& v, const std::string& p) {
       return matmul(v, transpose(param(p + "/weight"))) + param(p + "/bias");
     };
     for (int64_t l = 0; l < a.layers; ++l) {
       const std::string p = "transformer/layers/" + std::to_string(l);
-      Tensor h = layer_norm(x, p + "/norm1");
+      Tensor h = norm(x, p + "/norm1");
       Tensor qkv = matmul(h, transpose(param(p + "/self_attn/in_proj_weight"))) + param(p + "/self_attn/in_proj_bias");
       std::vector<Tensor> parts = split(reshape(qkv, {3, heads_, 1, hd}), 3, 0);  // q, k, v [1, heads, 1, hd]
       const Tensor keep = 1.0 - slot_;
@@ -131,10 +130,10 @@ class KVDecoder {
       }
       Tensor y = scaled_dot_product_attention(reshape(parts[0], {heads_, 1, hd}), kv[0], kv[1], {.mask = mask_});
       x = x + linear(reshape(y, {1, d_}), p + "/self_attn/out_proj");  // [heads, 1, hd] -> [1, d]
-      Tensor f = linear(relu(linear(layer_norm(x, p + "/norm2"), p + "/linear1")), p + "/linear2");
+      Tensor f = linear(relu(linear(norm(x, p + "/norm2"), p + "/linear1")), p + "/linear2");
       x = x + f;
     }
-    logits_ = linear(layer_norm(x, "transformer/norm"), "decoder");
+    logits_ = linear(norm(x, "transformer/norm"), "decoder");
     update_ = group(writes);
   }
 

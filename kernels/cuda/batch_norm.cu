@@ -28,23 +28,6 @@ Layout layout_of(const Shape& s) {
   return {s[0], s[1], inner};
 }
 
-/// Sums a and b over the block into thread 0's registers (tree in shared memory).
-__device__ void block_sum2(double& a, double& b) {
-  double* sh = dynamic_shared<double>();
-  sh[threadIdx.x] = a;
-  sh[blockDim.x + threadIdx.x] = b;
-  __syncthreads();
-  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) {
-      sh[threadIdx.x] += sh[threadIdx.x + half];
-      sh[blockDim.x + threadIdx.x] += sh[blockDim.x + threadIdx.x + half];
-    }
-    __syncthreads();
-  }
-  a = sh[0], b = sh[blockDim.x];
-  __syncthreads();
-}
-
 /// Value j of channel c: element (j / inner, c, j % inner).
 __device__ __forceinline__ int64_t at(const Layout& l, int64_t c, int64_t j) {
   return ((j / l.inner) * l.C + c) * l.inner + j % l.inner;

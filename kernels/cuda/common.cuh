@@ -60,6 +60,24 @@ __device__ __forceinline__ T* dynamic_shared() {
 }
 #endif
 
+/// Sums a and b over the block into every thread's a and b: a tree in dynamic shared memory
+/// (2 * blockDim.x doubles; blockDim.x a power of 2), the same order on every run.
+__device__ inline void block_sum2(double& a, double& b) {
+  double* sh = dynamic_shared<double>();
+  sh[threadIdx.x] = a;
+  sh[blockDim.x + threadIdx.x] = b;
+  __syncthreads();
+  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      sh[threadIdx.x] += sh[threadIdx.x + half];
+      sh[blockDim.x + threadIdx.x] += sh[blockDim.x + threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  a = sh[0], b = sh[blockDim.x];
+  __syncthreads();
+}
+
 /// Device memory that lives for one kernel call, allocated and freed in
 /// stream order (no device-wide synchronization, unlike cudaMalloc/cudaFree).
 class Temp {

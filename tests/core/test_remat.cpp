@@ -253,7 +253,8 @@ TEST_SUITE("remat") {
     Tensor loss = mean(out * out);
     Case k{{loss}, {}, {{x, rand({8, 64, 32}, 6)}}};
     for (const Tensor& t : gradients(loss, layer.parameters())) k.fetches.push_back(t);
-    CHECK(sweep(g, k, {.threads = 2, .seed = 13}, {0.7, 0.5}, 2) > 0);
+    // 0.8 recomputes; 0.5 is under the floor (attention_grad's working set, ~0.69): the error.
+    CHECK(sweep(g, k, {.threads = 2, .seed = 13}, {0.8, 0.5}, 2) > 0);
   }
 
   TEST_CASE("ResNet9: convolutions and batch norm recomputed give the same bits") {

@@ -70,6 +70,58 @@ TEST_SUITE("frontend/transformer") {
     CHECK(contains(error_of([] { nn::LayerNorm(Shape{}); }), "at least one dim"));
   }
 
+  TEST_CASE("LayerNorm is one layer_norm step forward and one layer_norm_grad step backward") {
+    for (bool affine : {true, false}) {
+      CAPTURE(affine);
+      Graph g;
+      nn::LayerNorm ln(Shape{3, 10}, {.affine = affine});
+      Tensor x = g.placeholder("x", {-1, 3, 10}, float64);
+      Tensor y = ln(x);
+      NDArray w = test::rand({4, 3, 10}, 7, float64, -1, 1);
+      Tensor loss = sum(y * g.constant(w));
+      std::vector<Tensor> wrt{x};
+      for (const Tensor& p : ln.parameters()) wrt.push_back(p);
+      std::vector<Tensor> grads = gradients(loss, wrt);
+      // The same formula in ordinary ops, with the module's variables.
+      Tensor c = x - mean(x, {-2, -1}, true);
+      Tensor ref = c / sqrt(mean(c * c, {-2, -1}, true) + 1e-5);
+      if (affine) ref = ref * ln.parameters()[0] + ln.parameters()[1];
+      std::vector<Tensor> ref_grads = gradients(sum(ref * g.constant(w)), wrt);
+      Session s(g, {.threads = 2});
+      s.initialize();
+      if (affine) s.set(ln.parameters()[0], test::rand({3, 10}, 8, float64, 0.5, 1.5));
+      const Feeds feeds{{x, test::rand({4, 3, 10}, 9, float64, -3, 5)}};
+      std::vector<Tensor> fetch{y, ref};
+      for (size_t i = 0; i < grads.size(); ++i) fetch.insert(fetch.end(), {grads[i], ref_grads[i]});
+      std::vector<NDArray> out = s.run(fetch, feeds);
+      for (size_t i = 0; i < out.size(); i += 2) CHECK(test::allclose(out[i], out[i + 1], 1e-12, 1e-12));
+      int forward = 0, backward = 0;
+      for (const PlanInfo::Step& st : s.plan_info({y, grads[0]}, feeds).steps) {
+        forward += st.op == "layer_norm";
+        backward += st.op == "layer_norm_grad";
+        CHECK(st.op != "mean");
+      }
+      CHECK(forward == 1);
+      CHECK(backward == 1);
+    }
+  }
+
+  TEST_CASE("layer_norm: mistakes name the node and what was expected") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 3, 4});
+    Tensor w = g.placeholder("w", {4}), b = g.placeholder("b", {4});
+    CHECK(contains(error_of([&] { layer_norm(x, w, b, 2); }), "weight must be [3,4] for input [2,3,4], got [4]"));
+    CHECK(contains(error_of([&] { layer_norm(x, {}, {}, 4); }), "expected an input of rank >= 4 (dims), got [2,3,4]"));
+    CHECK(contains(error_of([&] { layer_norm(x, {}, {}, 0); }), "dims must be at least 1"));
+    CHECK(contains(error_of([&] { layer_norm(x, w, {}, 1); }), "give weight and bias together"));
+    CHECK(contains(error_of([&] { layer_norm(x, {}, {}, 1, 0.0); }), "eps must be positive"));
+    Tensor xi = g.placeholder("xi", {2, 4}, int32);
+    CHECK(contains(error_of([&] { layer_norm(xi); }), "layer_norm 'layer_norm"));
+    CHECK(contains(error_of([&] { layer_norm(xi); }), "dtype int32 not supported"));
+    Tensor w64 = g.placeholder("w64", {4}, float64);
+    CHECK(contains(error_of([&] { layer_norm(x, w64, b); }), "weight has dtype float64, expected float32"));
+  }
+
   TEST_CASE("MultiheadAttention: PyTorch's parameters, and the formula") {
     for (bool causal : {false, true}) {
       CAPTURE(causal);
