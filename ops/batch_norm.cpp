@@ -206,19 +206,10 @@ const bool registered = [] {
       return std::vector<TensorType>{x, v, v};
     };
     d.grad = [](const GradContext& c) {
-      // Fresh identity nodes: gradients() then walks the composite alone, not
-      // the forward graph that produced mean and var from x.
-      std::vector<Tensor> in;
-      for (const Tensor& t : c.inputs) in.push_back(identity(t));
-      std::vector<Tensor> out = composite_grad(in, c.attrs.f("eps"), c.attrs.get_or("relu", false));
-      Tensor loss;
-      for (size_t i = 0; i < out.size(); ++i) {
-        if (!c.douts[i].valid()) continue;
-        Tensor t = sum(out[i] * c.douts[i]);
-        loss = loss.valid() ? loss + t : t;
-      }
-      if (!loss.valid()) return std::vector<Tensor>(6);
-      return gradients(loss, in, {}, {.unreachable_as_zero = false});
+      const double eps = c.attrs.f("eps");
+      const bool relu = c.attrs.get_or("relu", false);
+      return detail::grad_through_composite(
+          c, [eps, relu](const std::vector<Tensor>& in) { return composite_grad(in, eps, relu); });
     };
     d.reference = ref_backward;
     d.examples = [](uint64_t seed) {

@@ -91,6 +91,14 @@ inline NDArray ref_elementwise(std::span<const NDArray> in, DType out_dtype,
 /// axis, no gradient (ops/reduce.cpp; used by logsumexp and log_softmax).
 Tensor stable_max(const Tensor& x, const std::vector<int64_t>& axes);
 
+/// The gradient of a fused gradient op (batch_norm_grad, layer_norm_grad) for second-order
+/// derivatives, through its definition in ordinary ops: `composite` builds the op's outputs
+/// from its inputs; returns the gradients of sum_i <output_i, dout_i> for every input. The
+/// inputs are fresh identity nodes there, so that a partial derivative does not follow the
+/// forward graph that computed one input from another (mean and var from x, say).
+std::vector<Tensor> grad_through_composite(
+    const GradContext& c, const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& composite);
+
 /// Normalized, sorted, unique axes from an "axes" attribute; empty = all axes.
 std::vector<int64_t> normalize_axes(const std::vector<int64_t>& axes, int64_t ndim, const InferContext& c);
 

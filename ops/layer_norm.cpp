@@ -199,19 +199,8 @@ std::vector<Tensor> grad_forward(const GradContext& c) {
 }
 
 std::vector<Tensor> grad_backward(const GradContext& c) {
-  // Fresh identity nodes: gradients() then walks the composite alone, not
-  // the forward graph that produced mean and rstd from x.
-  std::vector<Tensor> in;
-  for (const Tensor& t : c.inputs) in.push_back(identity(t));
-  std::vector<Tensor> out = composite_grad(in, dims_of(c.attrs));
-  Tensor loss;
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (!c.douts[i].valid()) continue;
-    Tensor t = sum(out[i] * c.douts[i]);
-    loss = loss.valid() ? loss + t : t;
-  }
-  if (!loss.valid()) return std::vector<Tensor>(c.inputs.size());
-  return gradients(loss, in, {}, {.unreachable_as_zero = false});
+  const int64_t k = dims_of(c.attrs);
+  return detail::grad_through_composite(c, [k](const std::vector<Tensor>& in) { return composite_grad(in, k); });
 }
 
 OpExample forward_example(const char* label, const Shape& s, int64_t k, bool affine, uint64_t& seed) {
