@@ -106,6 +106,19 @@ TEST_SUITE("frontend/transformer") {
     }
   }
 
+  TEST_CASE("layer_norm: an infinite value makes its row NaN; no values give NaN statistics (PyTorch's)") {
+    const Attrs a{{"dims", int64_t(1)}, {"eps", 1e-5}};
+    NDArray x = NDArray::from<float>({1, 2, INFINITY, 4, 1, 2, 3, 4}, {2, 4});
+    std::vector<NDArray> out = invoke("layer_norm", {x}, a);
+    CHECK(std::isinf(out[1].to_vector<double>()[0]));
+    for (int j = 0; j < 4; ++j) CHECK(std::isnan(out[0].to_vector<double>()[size_t(j)]));
+    for (int j = 4; j < 8; ++j) CHECK(std::isfinite(out[0].to_vector<double>()[size_t(j)]));  // the other row
+    std::vector<NDArray> empty = invoke("layer_norm", {NDArray::zeros({3, 0})}, a);
+    CHECK(empty[1].shape() == Shape{3});
+    for (double v : empty[1].to_vector<double>()) CHECK(std::isnan(v));
+    for (double v : empty[2].to_vector<double>()) CHECK(std::isnan(v));
+  }
+
   TEST_CASE("layer_norm: mistakes name the node and what was expected") {
     Graph g;
     Tensor x = g.placeholder("x", {2, 3, 4});
