@@ -297,12 +297,13 @@ static std::string norm_describe(const char* type, int64_t features, const NormO
   std::ostringstream os;
   os << type << "(" << features << ", eps=" << o.eps;
   if (momentum) os << ", momentum=" << o.momentum;
-  os << (o.affine ? ", affine)" : ")");
+  os << (o.affine ? ", affine" : "") << (o.affine && !o.bias ? ", no bias)" : ")");
   return os.str();
 }
 
 BatchNorm::BatchNorm(const char* type, int64_t features, NormOptions options) : features_(features), options_(options) {
   check_norm_options(type, features, options);
+  LOOM_CHECK(options.bias, type, ": has no bias option (PyTorch's neither); affine = false leaves out weight and bias");
 }
 
 std::string BatchNorm::describe_as(const char* type, const char* extra) const {
@@ -372,7 +373,8 @@ LayerNorm::LayerNorm(Shape normalized_shape, NormOptions options) : shape_(std::
 std::string LayerNorm::describe() const {
   if (shape_.size() == 1) return norm_describe(type_name().c_str(), shape_[0], options_, false);
   std::ostringstream os;
-  os << type_name() << "(" << S(shape_) << ", eps=" << options_.eps << (options_.affine ? ", affine)" : ")");
+  os << type_name() << "(" << S(shape_) << ", eps=" << options_.eps << (options_.affine ? ", affine" : "")
+     << (options_.affine && !options_.bias ? ", no bias)" : ")");
   return os.str();
 }
 
@@ -387,7 +389,7 @@ Tensor LayerNorm::forward(const Tensor& x) {
   Tensor w, b;
   if (options_.affine) {
     w = parameter(x, "weight", shape_, init::ones(), x.dtype());
-    b = parameter(x, "bias", shape_, init::zeros(), x.dtype());
+    if (options_.bias) b = parameter(x, "bias", shape_, init::zeros(), x.dtype());
   }
   return layer_norm(x, w, b, int64_t(k), options_.eps).y;
 }

@@ -298,6 +298,9 @@ struct NormOptions {
   double momentum = 0.1;
   /// Learnable per-feature scale ("weight", ones) and shift ("bias", zeros).
   bool affine = true;
+  /// LayerNorm with affine: false leaves out the shift (PyTorch's LayerNorm(bias=False)).
+  /// BatchNorm has no such option (PyTorch's neither).
+  bool bias = true;
 };
 
 /// What BatchNorm1d and BatchNorm2d share: the parameters "weight" and "bias"

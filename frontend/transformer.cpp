@@ -155,8 +155,8 @@ TransformerLayer::TransformerLayer(int64_t d_model, int64_t heads, TransformerOp
                             MultiheadAttention(d_model, heads, {.dropout = o.dropout, .causal = o.causal, .bias = o.bias}))),
       linear1_(register_module("linear1", Linear(d_model, o.ffn, {.bias = o.bias}))),
       linear2_(register_module("linear2", Linear(o.ffn, d_model, {.bias = o.bias}))),
-      norm1_(register_module("norm1", LayerNorm(d_model, {.eps = o.eps}))),
-      norm2_(register_module("norm2", LayerNorm(d_model, {.eps = o.eps}))) {}
+      norm1_(register_module("norm1", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}))),
+      norm2_(register_module("norm2", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}))) {}
 
 std::string TransformerLayer::describe() const {
   std::ostringstream os;
@@ -193,7 +193,8 @@ Transformer::Transformer(int64_t layers, int64_t d_model, int64_t heads, Transfo
     : layers_(register_module("layers", Sequential())) {
   LOOM_CHECK(layers >= 1, "Transformer: needs at least one layer, got ", layers);
   for (int64_t i = 0; i < layers; ++i) layers_.push_back(TransformerLayer(d_model, heads, o));
-  if (o.final_norm.value_or(o.norm_first)) norm_ = &register_module("norm", LayerNorm(d_model, {.eps = o.eps}));
+  if (o.final_norm.value_or(o.norm_first))
+    norm_ = &register_module("norm", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}));
 }
 
 Tensor Transformer::operator()(const Tensor& x, const Tensor& mask) {

@@ -92,6 +92,7 @@ struct TransformerOptions {
   /// Pre-norm: x + attn(norm1(x)), then x + ffn(norm2(x)). Post-norm (false,
   /// PyTorch's default): norm1(x + attn(x)), then norm2(x + ffn(x)).
   bool norm_first = false;
+  /// Biases of the projections, the feed-forward and the LayerNorms (PyTorch's bias).
   bool bias = true;
   double eps = 1e-5;
   /// Transformer (the stack) only: a LayerNorm after the last layer ("norm");

@@ -5,11 +5,12 @@
 // with the row statistics and the weight gradients as separate reductions;
 // the fused kernels read x (and dy) once or twice per row while it is in cache.
 //
-//   layer_norm(x[, weight, bias]) -> (y, mean, rstd)
+//   layer_norm(x[, weight[, bias]]) -> (y, mean, rstd)
 //       x [..., D1..Dk] (k = dims) is seen as rows of D = D1*..*Dk values;
 //       mean and rstd = 1 / sqrt(biased var + eps) have x's leading shape;
-//       y = (x - mean) * rstd (* weight + bias), weight and bias [D1..Dk].
+//       y = (x - mean) * rstd (* weight (+ bias)), weight and bias [D1..Dk].
 //   layer_norm_grad(x, dy, mean, rstd[, weight]) -> (dx[, dweight, dbias])
+//       (dbias, the column sums of dy, whether or not the forward had a bias)
 //
 // PyTorch's native_layer_norm has the same outputs. layer_norm_grad's own
 // gradient (for second-order derivatives) is derived from its composite
@@ -99,8 +100,8 @@ std::vector<NDArray> ref_forward(std::span<const NDArray> in, const Attrs& a) {
   const int64_t k = dims_of(a);
   NDArray x = host64(in[0]);
   const Rows r = rows_of(x.shape(), k);
-  const bool affine = in.size() == 3;
-  NDArray w = affine ? host64(in[1]) : NDArray(), b = affine ? host64(in[2]) : NDArray();
+  const bool affine = in.size() >= 2, shift = in.size() == 3;
+  NDArray w = affine ? host64(in[1]) : NDArray(), b = shift ? host64(in[2]) : NDArray();
   NDArray y = NDArray::empty(x.shape(), float64), mean = NDArray::empty(leading(x.shape(), k), float64),
           rstd = NDArray::empty(leading(x.shape(), k), float64);
   const double* px = x.data<double>();
@@ -114,7 +115,7 @@ std::vector<NDArray> ref_forward(std::span<const NDArray> in, const Attrs& a) {
     pr[i] = 1.0 / std::sqrt(sq / double(r.D) + a.f("eps"));
     for (int64_t j = 0; j < r.D; ++j) {
       const double v = (row[j] - pm[i]) * pr[i];
-      py[i * r.D + j] = affine ? v * w.data<double>()[j] + b.data<double>()[j] : v;
+      py[i * r.D + j] = affine ? v * w.data<double>()[j] + (shift ? b.data<double>()[j] : 0.0) : v;
     }
   }
   const DType t = in[0].dtype();
@@ -151,11 +152,8 @@ std::vector<TensorType> infer_forward(const InferContext& c) {
   const TensorType& x = c.in[0];
   check_input(c, x);
   const int64_t k = dims_of(c.attrs);
-  c.check(c.in.size() != 2, "takes x alone or x, weight and bias, got 2 inputs");
-  if (c.in.size() == 3) {
-    check_like(c, 1, x, trailing(x.shape, k), "weight");
-    check_like(c, 2, x, trailing(x.shape, k), "bias");
-  }
+  if (c.in.size() >= 2) check_like(c, 1, x, trailing(x.shape, k), "weight");
+  if (c.in.size() == 3) check_like(c, 2, x, trailing(x.shape, k), "bias");
   const TensorType row{x.dtype, leading(x.shape, k)};
   return {x, row, row};
 }
@@ -177,13 +175,12 @@ std::vector<Tensor> grad_forward(const GradContext& c) {
   const Tensor& x = c.inputs[0];
   const Tensor &mean = c.outputs[1], &rstd = c.outputs[2];
   const int64_t k = dims_of(c.attrs);
-  const bool affine = c.inputs.size() == 3;
   std::vector<Tensor> g(c.inputs.size());
   if (c.douts[0].valid()) {
     std::vector<Tensor> in{x, c.douts[0], mean, rstd};
-    if (affine) in.push_back(c.inputs[1]);
+    if (c.inputs.size() >= 2) in.push_back(c.inputs[1]);
     std::vector<Tensor> r = x.graph().add("layer_norm_grad", in, c.attrs);
-    for (size_t i = 0; i < r.size(); ++i) g[i] = r[i];
+    for (size_t i = 0; i < g.size(); ++i) g[i] = r[i];  // (dx, dweight, dbias: dbias unused without a bias)
   }
   // Gradients reaching the statistics themselves (rare: a loss on them, or a second-order term):
   // d mean / dx = 1/D, d rstd / dx = -rstd^3 (x - mean) / D.
@@ -203,12 +200,11 @@ std::vector<Tensor> grad_backward(const GradContext& c) {
   return detail::grad_through_composite(c, [k](const std::vector<Tensor>& in) { return composite_grad(in, k); });
 }
 
-OpExample forward_example(const char* label, const Shape& s, int64_t k, bool affine, uint64_t& seed) {
+/// With 0 params: x alone; 1: a weight; 2: a weight and a bias.
+OpExample forward_example(const char* label, const Shape& s, int64_t k, int params, uint64_t& seed) {
   std::vector<NDArray> in{rand_array(s, -2, 2, seed++)};
-  if (affine) {
-    in.push_back(rand_array(trailing(s, k), 0.5, 1.5, seed++));
-    in.push_back(rand_array(trailing(s, k), -0.5, 0.5, seed++));
-  }
+  if (params >= 1) in.push_back(rand_array(trailing(s, k), 0.5, 1.5, seed++));
+  if (params >= 2) in.push_back(rand_array(trailing(s, k), -0.5, 0.5, seed++));
   return OpExample{label, std::move(in), {{"dims", k}, {"eps", 1e-5}}};
 }
 
@@ -232,7 +228,7 @@ const bool registered = [] {
     OpDef d;
     d.name = "layer_norm";
     d.attrs = {attr::required("dims", AttrKind::integer), attr::required("eps", AttrKind::real)};
-    d.min_inputs = 1;  // x, or x, weight, bias
+    d.min_inputs = 1;  // x[, weight[, bias]]
     d.max_inputs = 3;
     d.doc = "layer normalization over the last `dims` axes; outputs y, mean, rstd (1 / sqrt(var + eps))";
     d.inplace = true;  // y may overwrite x: a row's statistics are computed before its y
@@ -240,11 +236,12 @@ const bool registered = [] {
     d.grad = grad_forward;
     d.reference = ref_forward;
     d.examples = [](uint64_t seed) {
-      return std::vector<OpExample>{forward_example("3-D, affine", {2, 3, 8}, 1, true, seed),
-                                    forward_example("2-D, no affine", {4, 5}, 1, false, seed),
-                                    forward_example("over 2 dims, affine", {3, 2, 3}, 2, true, seed),
-                                    forward_example("one row", {7}, 1, true, seed), wide(forward_example(
-                                        "rows wider than a GPU block", {70, 300}, 1, true, seed))};
+      return std::vector<OpExample>{forward_example("3-D, affine", {2, 3, 8}, 1, 2, seed),
+                                    forward_example("2-D, no affine", {4, 5}, 1, 0, seed),
+                                    forward_example("weight, no bias", {3, 6}, 1, 1, seed),
+                                    forward_example("over 2 dims, affine", {3, 2, 3}, 2, 2, seed),
+                                    forward_example("one row", {7}, 1, 2, seed),
+                                    wide(forward_example("rows wider than a GPU block", {70, 300}, 1, 2, seed))};
     };
     register_op(std::move(d));
   }
@@ -273,9 +270,10 @@ const bool registered = [] {
 }  // namespace
 
 LayerNormOutputs layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t dims, double eps) {
-  LOOM_CHECK(weight.valid() == bias.valid(), "layer_norm: give weight and bias together, or neither");
+  LOOM_CHECK(weight.valid() || !bias.valid(), "layer_norm: a bias needs a weight (give ones for none)");
   std::vector<Tensor> in{x};
-  if (weight.valid()) in.insert(in.end(), {weight, bias});
+  if (weight.valid()) in.push_back(weight);
+  if (bias.valid()) in.push_back(bias);
   std::vector<Tensor> r = x.graph().add("layer_norm", in, {{"dims", dims}, {"eps", eps}});
   return {r[0], r[1], r[2]};
 }

@@ -271,7 +271,8 @@ struct LayerNormOutputs {
   Tensor rstd;  ///< per row: 1 / sqrt(biased variance + eps)
 };
 /// Normalizes x over its last `dims` axes: y = (x - mean) * rstd * weight + bias, weight and
-/// bias shaped as those axes (both, or neither for no affine). One fused op; its gradient is another.
+/// bias shaped as those axes (either may be left out; a bias only with a weight). One fused op;
+/// its gradient is another.
 LayerNormOutputs layer_norm(const Tensor& x, const Tensor& weight = {}, const Tensor& bias = {}, int64_t dims = 1,
                             double eps = 1e-5);
 

@@ -20,8 +20,8 @@ void fused(ExportContext& c, const std::string& mean, const std::string& rstd) {
   const TensorType& x = c.input_type(0);
   const int64_t k = c.attrs().i("dims");
   std::vector<std::string> in{c.input(0)};
-  if (c.num_inputs() == 3) {
-    in.insert(in.end(), {c.input(1), c.input(2)});
+  if (c.num_inputs() >= 2) {
+    for (size_t i = 1; i < c.num_inputs(); ++i) in.push_back(c.input(i));
   } else {
     const Shape norm(x.shape.end() - k, x.shape.end());
     for (int64_t d : norm)
@@ -56,8 +56,12 @@ void composite(ExportContext& c, const std::string& mean, const std::string& rst
     c.add("Mul", {centered, rstd}, {c.output(0)});
     return;
   }
-  const std::string scaled = c.temp("scaled");
   c.add("Mul", {centered, rstd}, {xhat});
+  if (c.num_inputs() == 2) {
+    c.add("Mul", {xhat, c.input(1)}, {c.output(0)});
+    return;
+  }
+  const std::string scaled = c.temp("scaled");
   c.add("Mul", {xhat, c.input(1)}, {scaled});
   c.add("Add", {scaled, c.input(2)}, {c.output(0)});
 }

@@ -2,7 +2,7 @@
 //
 // x is seen as R rows of D values. Each row is handled while it is in cache:
 //   forward:  mean, then the sum of squared deviations (two passes: exact
-//             for rows far from 0), then y = (x - mean) * rstd (* w + b);
+//             for rows far from 0), then y = (x - mean) * rstd (* w (+ b));
 //   backward: sums of g = dy (* w) and g * xhat over the row, then
 //             dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
 // Row sums keep simd::kLanes partials (the loops vectorize; the order
@@ -74,8 +74,10 @@ LOOM_CPU_CLONES void forward_row(const T* x, T* y, const T* __restrict w, const 
   const T m = lane_sum(x, D) / T(D);  // NaN for D = 0, as PyTorch
   const T r = T(1.0 / std::sqrt(double(lane_sum_sq(x, m, D)) / double(D) + eps));
   mean = m, rstd = r;
-  if (w)
+  if (b)
     for (int64_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r * w[j] + b[j];
+  else if (w)
+    for (int64_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r * w[j];
   else
     for (int64_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r;
 }
@@ -110,7 +112,7 @@ template <class T>
 void forward(const KernelCall& c) {
   const Rows r = rows_of(c.in[0].shape(), c.attrs.i("dims"));
   const T* x = static_cast<const T*>(c.in[0].raw());
-  const T* w = c.in.size() == 3 ? static_cast<const T*>(c.in[1].raw()) : nullptr;
+  const T* w = c.in.size() >= 2 ? static_cast<const T*>(c.in[1].raw()) : nullptr;
   const T* b = c.in.size() == 3 ? static_cast<const T*>(c.in[2].raw()) : nullptr;
   T* y = static_cast<T*>(c.out[0].raw());
   T* mean = static_cast<T*>(c.out[1].raw());

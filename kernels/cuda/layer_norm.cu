@@ -3,7 +3,7 @@
 // x is seen as R rows of D values; one block per row (grid-stride over rows):
 //   forward:  the row's mean, then its sum of squared deviations (sums in
 //             double, block_sum2's fixed tree), then y = (x - mean) * rstd
-//             (* w + b);
+//             (* w (+ b));
 //   backward: the weight and bias gradients first (dx may overwrite x or
 //             dy): per-column sums over fixed chunks of rows into the node's
 //             planned workspace, then the chunks in order (deterministic);
@@ -52,8 +52,10 @@ __global__ void forward_kernel(Rows r, const T* x, const T* w, const T* b, doubl
     const T rs = T(1.0 / sqrt(sq / double(r.D) + eps));
     if (threadIdx.x == 0) mean[i] = m, rstd[i] = rs;
     T* out = y + i * r.D;
-    for (int64_t j = threadIdx.x; j < r.D; j += blockDim.x)
-      out[j] = w ? (row[j] - m) * rs * w[j] + b[j] : (row[j] - m) * rs;
+    for (int64_t j = threadIdx.x; j < r.D; j += blockDim.x) {
+      const T v = w ? (row[j] - m) * rs * w[j] : (row[j] - m) * rs;
+      out[j] = b ? v + b[j] : v;
+    }
   }
 }
 

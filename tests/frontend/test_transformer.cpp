@@ -68,15 +68,20 @@ TEST_SUITE("frontend/transformer") {
     CHECK(l1.type_name() == "LayerNorm1d");
     CHECK(l1.normalized_shape() == Shape{6});
     CHECK(contains(error_of([] { nn::LayerNorm(Shape{}); }), "at least one dim"));
+    CHECK(nn::LayerNorm(6, {.bias = false}).describe() == "LayerNorm(6, eps=1e-05, affine, no bias)");
+    CHECK(contains(error_of([] { nn::BatchNorm1d(6, {.bias = false}); }), "BatchNorm1d: has no bias option"));
   }
 
   TEST_CASE("LayerNorm is one layer_norm step forward and one layer_norm_grad step backward") {
-    for (bool affine : {true, false}) {
+    for (nn::NormOptions o : {nn::NormOptions{}, nn::NormOptions{.bias = false}, nn::NormOptions{.affine = false}}) {
+      const bool affine = o.affine;
       CAPTURE(affine);
+      CAPTURE(o.bias);
       Graph g;
-      nn::LayerNorm ln(Shape{3, 10}, {.affine = affine});
+      nn::LayerNorm ln(Shape{3, 10}, o);
       Tensor x = g.placeholder("x", {-1, 3, 10}, float64);
       Tensor y = ln(x);
+      CHECK(ln.parameters().size() == size_t(affine) * (o.bias ? 2 : 1));
       NDArray w = test::rand({4, 3, 10}, 7, float64, -1, 1);
       Tensor loss = sum(y * g.constant(w));
       std::vector<Tensor> wrt{x};
@@ -85,7 +90,8 @@ TEST_SUITE("frontend/transformer") {
       // The same formula in ordinary ops, with the module's variables.
       Tensor c = x - mean(x, {-2, -1}, true);
       Tensor ref = c / sqrt(mean(c * c, {-2, -1}, true) + 1e-5);
-      if (affine) ref = ref * ln.parameters()[0] + ln.parameters()[1];
+      if (affine) ref = ref * ln.parameters()[0];
+      if (affine && o.bias) ref = ref + ln.parameters()[1];
       std::vector<Tensor> ref_grads = gradients(sum(ref * g.constant(w)), wrt);
       Session s(g, {.threads = 2});
       s.initialize();
@@ -126,7 +132,7 @@ TEST_SUITE("frontend/transformer") {
     CHECK(contains(error_of([&] { layer_norm(x, w, b, 2); }), "weight must be [3,4] for input [2,3,4], got [4]"));
     CHECK(contains(error_of([&] { layer_norm(x, {}, {}, 4); }), "expected an input of rank >= 4 (dims), got [2,3,4]"));
     CHECK(contains(error_of([&] { layer_norm(x, {}, {}, 0); }), "dims must be at least 1"));
-    CHECK(contains(error_of([&] { layer_norm(x, w, {}, 1); }), "give weight and bias together"));
+    CHECK(contains(error_of([&] { layer_norm(x, {}, b, 1); }), "a bias needs a weight"));
     CHECK(contains(error_of([&] { layer_norm(x, {}, {}, 1, 0.0); }), "eps must be positive"));
     Tensor xi = g.placeholder("xi", {2, 4}, int32);
     CHECK(contains(error_of([&] { layer_norm(xi); }), "layer_norm 'layer_norm"));
@@ -219,6 +225,15 @@ TEST_SUITE("frontend/transformer") {
         auto r = s.run({y, want}, {{x, test::rand({2, 5, 16}, 3)}});
         CHECK(allclose(r[0], r[1], 1e-5, 1e-6));
       }
+  }
+
+  TEST_CASE("TransformerLayer without bias: no bias in the projections, the feed-forward or the norms (PyTorch's)") {
+    Graph g;
+    nn::TransformerLayer layer(16, 2, {.ffn = 32, .bias = false});
+    layer(g.placeholder("x", {2, 5, 16}));
+    CHECK(names_of(layer.named_parameters()) ==
+          std::vector<std::string>{"self_attn/in_proj_weight", "self_attn/out_proj/weight", "linear1/weight",
+                                   "linear2/weight", "norm1/weight", "norm2/weight"});
   }
 
   TEST_CASE("GELU matches x Phi(x) and the tanh form") {
