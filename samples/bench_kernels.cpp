@@ -5,7 +5,9 @@
 //  - a GEMM with bias and ReLU after it, run as the GEMM's epilogue vs as a
 //    fused node of its own (a session with the epilogue pass off);
 //  - element-wise add, unary exp and reductions in GB/s (bytes read +
-//    written) vs memcpy of the same bytes, at sizes far above the L2 cache.
+//    written) vs memcpy of the same bytes, at sizes far above the L2 cache;
+//  - conv2d and its gradients, and layer_norm forward and backward, next to
+//    PyTorch's same ops (samples/bench_conv_torch.py, bench_norm_torch.py).
 // Each figure is the median of --reps timed runs after a warm-up.
 
 #include <cblas.h>
@@ -215,9 +217,9 @@ std::vector<ConvShape> conv_shapes() {
           {"resnet9 conv4", 64, 2, 128, 3, 2, 1},  {"resnet9 res2", 128, 1, 128, 3, 1, 1}};
 }
 
-/// The registered CPU kernel of a conv op on preallocated arrays, with its
+/// The registered CPU kernel of an op on preallocated arrays, with its
 /// workspace and prepared state, as a plan binds it.
-struct ConvRun {
+struct BoundRun {
   KernelRun run;
   std::shared_ptr<Buffer> workspace;
   std::shared_ptr<const void> state;
@@ -232,8 +234,8 @@ struct ConvRun {
   }
 };
 
-ConvRun conv_run(const std::string& op, std::vector<NDArray> in, NDArray out, const Attrs& attrs) {
-  ConvRun r{kernel(op, std::move(in), std::move(out), attrs), nullptr, nullptr};
+BoundRun bound_run(const std::string& op, std::vector<NDArray> in, NDArray out, const Attrs& attrs) {
+  BoundRun r{kernel(op, std::move(in), std::move(out), attrs), nullptr, nullptr};
   KernelContext ctx{};
   r.workspace = allocate_workspace(*r.run.k, r.call(ctx));  // sized for the calling arena's threads
   if (r.run.k->prepare) r.state = r.run.k->prepare(r.call(ctx));
@@ -275,10 +277,10 @@ void conv_rows(tbb::task_arena& arena, int threads, int reps, const std::string&
     NDArray x = filled({128, s.c, s.h, s.h}, 5), w = filled({s.k, s.c, s.r, s.r}, 6), dy = filled({128, s.k, o, o}, 7);
     const Attrs a = conv2d_attrs({.stride = {s.stride}, .padding = {s.pad}});
     arena.execute([&] {
-      const std::pair<const char*, ConvRun> passes[] = {
-          {"forward", conv_run("conv2d", {x, w}, NDArray::empty(dy.shape()), a)},
-          {"backward_data", conv_run("conv2d_backward_data", {dy, w, x}, NDArray::empty(x.shape()), a)},
-          {"backward_filter", conv_run("conv2d_backward_filter", {x, dy, w}, NDArray::empty(w.shape()), a)}};
+      const std::pair<const char*, BoundRun> passes[] = {
+          {"forward", bound_run("conv2d", {x, w}, NDArray::empty(dy.shape()), a)},
+          {"backward_data", bound_run("conv2d_backward_data", {dy, w, x}, NDArray::empty(x.shape()), a)},
+          {"backward_filter", bound_run("conv2d_backward_filter", {x, dy, w}, NDArray::empty(w.shape()), a)}};
       for (const auto& [pass, run] : passes) {
         const double tl = median_seconds(reps, [&] { run(); });
         auto it = torch.find({s.name, pass});
@@ -291,22 +293,79 @@ void conv_rows(tbb::task_arena& arena, int threads, int reps, const std::string&
   if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());
 }
 
+// ---------------------------------------------------------------- layer norm
+
+/// PyTorch's median seconds per (rows x cols, pass) of native_layer_norm and its backward, from
+/// samples/bench_norm_torch.py (one JSON object per line).
+std::map<std::pair<std::string, std::string>, double> torch_norm_seconds(const std::string& python, int threads,
+                                                                          int reps, const std::string& shapes) {
+  std::string cmd = samples::peer_shell(python) + " " + std::string(LOOM_SAMPLES_DIR) + "/bench_norm_torch.py --threads " +
+                    std::to_string(threads) + " --reps " + std::to_string(reps) + " --shapes '" + shapes + "'";
+  std::map<std::pair<std::string, std::string>, double> out;
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (!f) return out;
+  char line[4096];
+  while (std::fgets(line, sizeof line, f)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("seconds")) out[{j["name"], j["pass"]}] = j["seconds"].get<double>();
+  }
+  ::pclose(f);
+  return out;
+}
+
+/// layer_norm forward and backward (with weight and bias) in GB/s of the arrays read and written,
+/// next to PyTorch's native_layer_norm and native_layer_norm_backward on the same rows.
+void norm_rows(tbb::task_arena& arena, int threads, int reps, const std::string& python) {
+  const std::vector<std::array<int64_t, 2>> shapes = {{512, 128}, {4096, 256}, {4096, 1024}, {16384, 64}};
+  nlohmann::json js = nlohmann::json::array();
+  for (auto [r, d] : shapes) js.push_back({{"name", std::to_string(r) + "x" + std::to_string(d)}, {"rows", r}, {"cols", d}});
+  const auto torch = python.empty() ? decltype(torch_norm_seconds("", 1, 1, "")){}
+                                    : torch_norm_seconds(python, threads, reps, js.dump());
+  std::printf("\nlayer_norm float32, %d threads   (GB/s of the arrays read and written: forward x, y; backward x, dy, dx)\n",
+              threads);
+  std::printf("  %-12s %-9s %10s %10s %10s %10s\n", "rows x cols", "pass", "loom us", "loom GB/s", "PyTorch us",
+              "loom/PT");
+  for (auto [r, d] : shapes) {
+    const std::string name = std::to_string(r) + "x" + std::to_string(d);
+    NDArray x = filled({r, d}, 5), w = filled({d}, 6), b = filled({d}, 7), dy = filled({r, d}, 8);
+    NDArray y = NDArray::empty({r, d}), mean = NDArray::empty({r}), rstd = NDArray::empty({r});
+    const Attrs a{{"dims", int64_t(1)}, {"eps", 1e-5}};
+    arena.execute([&] {
+      BoundRun fwd = bound_run("layer_norm", {x, w, b}, y, a);
+      fwd.run.out.insert(fwd.run.out.end(), {mean, rstd});
+      fwd();  // mean and rstd for the backward
+      BoundRun bwd = bound_run("layer_norm_grad", {x, dy, mean, rstd, w}, NDArray::empty({r, d}), a);
+      bwd.run.out.insert(bwd.run.out.end(), {NDArray::empty({d}), NDArray::empty({d})});
+      const std::pair<const char*, const BoundRun*> passes[] = {{"forward", &fwd}, {"backward", &bwd}};
+      for (const auto& [pass, run] : passes) {
+        const double tl = median_seconds(reps, [&] { (*run)(); });
+        const double bytes = double(r * d) * 4 * (std::string(pass) == "forward" ? 2 : 3);
+        auto it = torch.find({name, pass});
+        const double tt = it == torch.end() ? NAN : it->second;
+        std::printf("  %-12s %-9s %10.1f %10.1f %10.1f %10.2f\n", name.c_str(), pass, tl * 1e6, bytes / tl / 1e9,
+                    tt * 1e6, tl / tt);
+      }
+    });
+  }
+  if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   int reps = 7;
   int64_t mb = 64;
-  std::string sections = "matmul,linear,epilogue,bandwidth,conv", python = samples::peer_python();
+  std::string sections = "matmul,linear,epilogue,bandwidth,conv,norm", python = samples::peer_python();
   bool no_torch = false;
   po::options_description desc("bench_kernels: CPU kernel throughput vs OpenBLAS and memcpy");
   desc.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(threads),
                                                   "threads for loom and OpenBLAS")(
       "reps", po::value(&reps)->default_value(reps), "timed repetitions (median reported)")(
       "mb", po::value(&mb)->default_value(mb), "MiB per operand for the bandwidth tests")(
-      "sections", po::value(&sections)->default_value(sections), "comma list of matmul, linear, epilogue, bandwidth, conv")(
-      "python", po::value(&python)->default_value(python), "Python with PyTorch (the conv rows' peer)")(
-      "no-torch", po::bool_switch(&no_torch), "conv rows without PyTorch's");
+      "sections", po::value(&sections)->default_value(sections), "comma list of matmul, linear, epilogue, bandwidth, conv, norm")(
+      "python", po::value(&python)->default_value(python), "Python with PyTorch (the conv and norm rows' peer)")(
+      "no-torch", po::bool_switch(&no_torch), "conv and norm rows without PyTorch's");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -330,5 +389,6 @@ int main(int argc, char** argv) {
   if (section("epilogue")) epilogue_rows(threads, reps);
   if (section("bandwidth")) bandwidth_rows(arena, threads, reps, mb);
   if (section("conv")) conv_rows(arena, threads, reps, no_torch ? "" : python);
+  if (section("norm")) norm_rows(arena, threads, reps, no_torch ? "" : python);
   return 0;
 }

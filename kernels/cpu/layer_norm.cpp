@@ -82,30 +82,46 @@ LOOM_CPU_CLONES void forward_row(const T* x, T* y, const T* __restrict w, const 
     for (int64_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r;
 }
 
+/// g[j] = dy[j] (* w[j]): the gradient reaching the normalized value.
+template <bool Affine, class T>
+LOOM_SIMD_INLINE T grad_at(const T* dy, const T* w, int64_t j) {
+  if constexpr (Affine)
+    return dy[j] * w[j];
+  else
+    return dy[j];
+}
+
+/// sum_j g[j] * xhat[j] (Centered; xhat = (x - m) * r, per element as the reference, so that an
+/// infinite r gives NaN, not inf), or sum_j g[j]. One accumulator array per loop: with two in one
+/// loop GCC shuffled the lanes through the stack instead of keeping two vector registers.
+template <bool Affine, bool Centered, class T>
+LOOM_SIMD_INLINE T lane_sum_grad(const T* dy, const T* w, const T* x, T m, T r, int64_t n) {
+  auto term = [&](int64_t j) {
+    return Centered ? grad_at<Affine>(dy, w, j) * ((x[j] - m) * r) : grad_at<Affine>(dy, w, j);
+  };
+  T lane[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) lane[k] += term(j + k);
+  T s = simd::fold(lane);
+  for (; j < n; ++j) s += term(j);
+  return s;
+}
+
 /// One row's dx (which may overwrite x or dy); with weights, adds its dweight and dbias terms to pw, pb.
 template <bool Affine, class T>
 LOOM_CPU_CLONES void backward_row(const T* x, const T* dy, T* dx, const T* __restrict w, T* __restrict pw,
                                   T* __restrict pb, int64_t D, T m, T r) {
-  T lg[kLanes] = {}, lgx[kLanes] = {};
+  const T sg = lane_sum_grad<Affine, false>(dy, w, x, m, r, D);
+  const T sgx = lane_sum_grad<Affine, true>(dy, w, x, m, r, D);
   int64_t j = 0;
-  for (; j + kLanes <= D; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) {
-      const T g = Affine ? dy[j + k] * w[j + k] : dy[j + k];
-      lg[k] += g;
-      lgx[k] += g * ((x[j + k] - m) * r);
-    }
-  T sg = simd::fold(lg), sgx = simd::fold(lgx);
-  for (; j < D; ++j) {
-    const T g = Affine ? dy[j] * w[j] : dy[j];
-    sg += g, sgx += g * ((x[j] - m) * r);
-  }
   if constexpr (Affine)
     for (j = 0; j < D; ++j) {
       pw[j] += dy[j] * ((x[j] - m) * r);
       pb[j] += dy[j];
     }
   const T a = sg / T(D), c = sgx / T(D);
-  for (j = 0; j < D; ++j) dx[j] = r * ((Affine ? dy[j] * w[j] : dy[j]) - a - (x[j] - m) * r * c);
+  for (j = 0; j < D; ++j) dx[j] = r * (grad_at<Affine>(dy, w, j) - a - (x[j] - m) * r * c);
 }
 
 template <class T>
