@@ -242,17 +242,14 @@ BoundRun bound_run(const std::string& op, std::vector<NDArray> in, NDArray out, 
   return r;
 }
 
-/// PyTorch's median seconds per (shape, pass), from samples/bench_conv_torch.py.
-std::map<std::pair<std::string, std::string>, double> torch_conv_seconds(const std::string& python, int threads,
-                                                                          int reps) {
-  nlohmann::json shapes = nlohmann::json::array();
-  for (const ConvShape& s : conv_shapes())
-    shapes.push_back({{"name", s.name}, {"n", 128}, {"c", s.c}, {"h", s.h}, {"w", s.h}, {"k", s.k}, {"r", s.r},
-                      {"s", s.r}, {"stride", s.stride}, {"pad", s.pad}});
-  std::string cmd = samples::peer_shell(python) + " " + std::string(LOOM_SAMPLES_DIR) +
-                    "/bench_conv_torch.py --threads " + std::to_string(threads) + " --reps " + std::to_string(reps) +
-                    " --shapes '" + shapes.dump() + "'";
-  std::map<std::pair<std::string, std::string>, double> out;
+/// PyTorch's median seconds per (name, pass) from a peer script of samples/ that prints one JSON
+/// object per line ({"name", "pass", "seconds"}), given the shapes as JSON.
+using PeerSeconds = std::map<std::pair<std::string, std::string>, double>;
+PeerSeconds torch_seconds(const std::string& python, const std::string& script, int threads, int reps,
+                          const nlohmann::json& shapes) {
+  std::string cmd = samples::peer_shell(python) + " " + std::string(LOOM_SAMPLES_DIR) + "/" + script + " --threads " +
+                    std::to_string(threads) + " --reps " + std::to_string(reps) + " --shapes '" + shapes.dump() + "'";
+  PeerSeconds out;
   FILE* f = ::popen(cmd.c_str(), "r");
   if (!f) return out;
   char line[4096];
@@ -264,11 +261,20 @@ std::map<std::pair<std::string, std::string>, double> torch_conv_seconds(const s
   return out;
 }
 
+/// PyTorch's conv seconds per (shape, pass), from samples/bench_conv_torch.py.
+PeerSeconds torch_conv_seconds(const std::string& python, int threads, int reps) {
+  nlohmann::json shapes = nlohmann::json::array();
+  for (const ConvShape& s : conv_shapes())
+    shapes.push_back({{"name", s.name}, {"n", 128}, {"c", s.c}, {"h", s.h}, {"w", s.h}, {"k", s.k}, {"r", s.r},
+                      {"s", s.r}, {"stride", s.stride}, {"pad", s.pad}});
+  return torch_seconds(python, "bench_conv_torch.py", threads, reps, shapes);
+}
+
 void conv_rows(tbb::task_arena& arena, int threads, int reps, const std::string& python) {
   std::printf("\nconv2d float32, batch 128    (GFLOP/s; FLOPs as 2*N*K*C*R*S*OH*OW, also where padding makes taps idle;\n"
               "  PyTorch: the faster of 1 and %d threads per row)\n", threads);
   std::printf("  %-16s %-16s %10s %10s %10s\n", "layer", "pass", "loom", "PyTorch", "loom/PT");
-  std::map<std::pair<std::string, std::string>, double> torch;
+  PeerSeconds torch;
   for (int t : threads > 1 ? std::vector<int>{1, threads} : std::vector<int>{1})
     for (const auto& [key, sec] : python.empty() ? decltype(torch){} : torch_conv_seconds(python, t, reps))
       torch[key] = torch.count(key) ? std::min(torch[key], sec) : sec;
@@ -295,32 +301,14 @@ void conv_rows(tbb::task_arena& arena, int threads, int reps, const std::string&
 
 // ---------------------------------------------------------------- layer norm
 
-/// PyTorch's median seconds per (rows x cols, pass) of native_layer_norm and its backward, from
-/// samples/bench_norm_torch.py (one JSON object per line).
-std::map<std::pair<std::string, std::string>, double> torch_norm_seconds(const std::string& python, int threads,
-                                                                          int reps, const std::string& shapes) {
-  std::string cmd = samples::peer_shell(python) + " " + std::string(LOOM_SAMPLES_DIR) + "/bench_norm_torch.py --threads " +
-                    std::to_string(threads) + " --reps " + std::to_string(reps) + " --shapes '" + shapes + "'";
-  std::map<std::pair<std::string, std::string>, double> out;
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (!f) return out;
-  char line[4096];
-  while (std::fgets(line, sizeof line, f)) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_object() && j.contains("seconds")) out[{j["name"], j["pass"]}] = j["seconds"].get<double>();
-  }
-  ::pclose(f);
-  return out;
-}
-
 /// layer_norm forward and backward (with weight and bias) in GB/s of the arrays read and written,
 /// next to PyTorch's native_layer_norm and native_layer_norm_backward on the same rows.
 void norm_rows(tbb::task_arena& arena, int threads, int reps, const std::string& python) {
   const std::vector<std::array<int64_t, 2>> shapes = {{512, 128}, {4096, 256}, {4096, 1024}, {16384, 64}};
   nlohmann::json js = nlohmann::json::array();
   for (auto [r, d] : shapes) js.push_back({{"name", std::to_string(r) + "x" + std::to_string(d)}, {"rows", r}, {"cols", d}});
-  const auto torch = python.empty() ? decltype(torch_norm_seconds("", 1, 1, "")){}
-                                    : torch_norm_seconds(python, threads, reps, js.dump());
+  // PyTorch's native_layer_norm and its backward (samples/bench_norm_torch.py).
+  const PeerSeconds torch = python.empty() ? PeerSeconds{} : torch_seconds(python, "bench_norm_torch.py", threads, reps, js);
   std::printf("\nlayer_norm float32, %d threads   (GB/s of the arrays read and written: forward x, y; backward x, dy, dx)\n",
               threads);
   std::printf("  %-12s %-9s %10s %10s %10s %10s\n", "rows x cols", "pass", "loom us", "loom GB/s", "PyTorch us",

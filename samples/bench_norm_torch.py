@@ -9,20 +9,10 @@ median seconds.
 
 import argparse
 import json
-import time
 
 import torch
 
-
-def median_seconds(f, reps):
-    f()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
+from bench_conv_torch import median_seconds
 
 
 def main():
