@@ -6,8 +6,9 @@
 //    fused node of its own (a session with the epilogue pass off);
 //  - element-wise add, unary exp and reductions in GB/s (bytes read +
 //    written) vs memcpy of the same bytes, at sizes far above the L2 cache;
-//  - conv2d and its gradients, and layer_norm forward and backward, next to
-//    PyTorch's same ops (samples/bench_conv_torch.py, bench_norm_torch.py).
+//  - conv2d and its gradients, layer_norm and sparse_softmax_cross_entropy
+//    forward and backward, next to PyTorch's same ops
+//    (samples/bench_conv_torch.py, bench_norm_torch.py, bench_loss_torch.py).
 // Each figure is the median of --reps timed runs after a warm-up.
 
 #include <cblas.h>
@@ -338,22 +339,66 @@ void norm_rows(tbb::task_arena& arena, int threads, int reps, const std::string&
   if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());
 }
 
+// ---------------------------------------------------------------- cross-entropy
+
+/// sparse_softmax_cross_entropy forward and backward in GB/s of the [N, C] arrays read and written,
+/// next to PyTorch's cross_entropy as its eager kernels run it (log_softmax and nll_loss, and their
+/// backwards), on the same rows.
+void loss_rows(tbb::task_arena& arena, int threads, int reps, const std::string& python) {
+  // A language model's output (train_lm's LSTM and Transformer), an ImageNet-sized and an MNIST batch.
+  const std::vector<std::array<int64_t, 2>> shapes = {{700, 11235}, {4096, 11235}, {8192, 1000}, {128, 10}};
+  nlohmann::json js = nlohmann::json::array();
+  for (auto [n, c] : shapes)
+    js.push_back({{"name", std::to_string(n) + "x" + std::to_string(c)}, {"rows", n}, {"cols", c}});
+  const PeerSeconds torch =
+      python.empty() ? PeerSeconds{} : torch_seconds(python, "bench_loss_torch.py", threads, reps, js);
+  std::printf(
+      "\nsparse_softmax_cross_entropy float32, %d threads   (GB/s of the [N, C] arrays: forward reads the logits;\n"
+      "  backward reads them and writes dlogits)\n",
+      threads);
+  std::printf("  %-12s %-9s %10s %10s %10s %10s\n", "N x C", "pass", "loom us", "loom GB/s", "PyTorch us", "loom/PT");
+  for (auto [n, c] : shapes) {
+    const std::string name = std::to_string(n) + "x" + std::to_string(c);
+    NDArray x = filled({n, c}, 5), labels = NDArray::empty({n}, int64), dloss = filled({n}, 6);
+    for (int64_t i = 0; i < n; ++i) labels.data<int64_t>()[i] = (i * 7919) % c;
+    NDArray lse = NDArray::empty({n});
+    arena.execute([&] {
+      BoundRun fwd = bound_run("sparse_softmax_cross_entropy", {x, labels}, NDArray::empty({n}), {});
+      fwd.run.out.push_back(lse);
+      fwd();  // lse for the backward
+      BoundRun bwd =
+          bound_run("sparse_softmax_cross_entropy_grad", {x, labels, lse, dloss}, NDArray::empty({n, c}), {});
+      const std::pair<const char*, const BoundRun*> passes[] = {{"forward", &fwd}, {"backward", &bwd}};
+      for (const auto& [pass, run] : passes) {
+        const double tl = median_seconds(reps, [&] { (*run)(); });
+        const double bytes = double(n * c) * 4 * (std::string(pass) == "forward" ? 1 : 2);
+        auto it = torch.find({name, pass});
+        const double tt = it == torch.end() ? NAN : it->second;
+        std::printf("  %-12s %-9s %10.1f %10.1f %10.1f %10.2f\n", name.c_str(), pass, tl * 1e6, bytes / tl / 1e9,
+                    tt * 1e6, tl / tt);
+      }
+    });
+  }
+  if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   int reps = 7;
   int64_t mb = 64;
-  std::string sections = "matmul,linear,epilogue,bandwidth,conv,norm", python = samples::peer_python();
+  std::string sections = "matmul,linear,epilogue,bandwidth,conv,norm,loss", python = samples::peer_python();
   bool no_torch = false;
   po::options_description desc("bench_kernels: CPU kernel throughput vs OpenBLAS and memcpy");
   desc.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(threads),
-                                                  "threads for loom and OpenBLAS")(
+                                                 "threads for loom and OpenBLAS")(
       "reps", po::value(&reps)->default_value(reps), "timed repetitions (median reported)")(
       "mb", po::value(&mb)->default_value(mb), "MiB per operand for the bandwidth tests")(
-      "sections", po::value(&sections)->default_value(sections), "comma list of matmul, linear, epilogue, bandwidth, conv, norm")(
-      "python", po::value(&python)->default_value(python), "Python with PyTorch (the conv and norm rows' peer)")(
-      "no-torch", po::bool_switch(&no_torch), "conv and norm rows without PyTorch's");
+      "sections", po::value(&sections)->default_value(sections),
+      "comma list of matmul, linear, epilogue, bandwidth, conv, norm, loss")(
+      "python", po::value(&python)->default_value(python), "Python with PyTorch (the conv, norm and loss rows' peer)")(
+      "no-torch", po::bool_switch(&no_torch), "conv, norm and loss rows without PyTorch's");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -378,5 +423,6 @@ int main(int argc, char** argv) {
   if (section("bandwidth")) bandwidth_rows(arena, threads, reps, mb);
   if (section("conv")) conv_rows(arena, threads, reps, no_torch ? "" : python);
   if (section("norm")) norm_rows(arena, threads, reps, no_torch ? "" : python);
+  if (section("loss")) loss_rows(arena, threads, reps, no_torch ? "" : python);
   return 0;
 }

@@ -33,10 +33,12 @@ void lstm_cell(ExportContext& c) {
   attr(c.add("Concat", {si, sf, tg, so}, {c.output(2)}), "axis", int64_t(-1));
 }
 
-/// Outputs the per-row loss and the softmax of the logits.
+/// Outputs the per-row loss and the log of each row's sum of exponentials.
 void sparse_softmax_cross_entropy(ExportContext& c) {
   attr(c.add("SoftmaxCrossEntropyLoss", {c.input(0), c.input(1)}, {c.output(0)}), "reduction", std::string("none"));
-  attr(c.add("Softmax", {c.input(0)}, {c.output(1)}), "axis", int64_t(1));
+  auto& lse = c.add("ReduceLogSumExp", {c.input(0)}, {c.output(1)});
+  attr(lse, "axes", std::vector<int64_t>{1});
+  attr(lse, "keepdims", int64_t(0));
 }
 
 const bool registered = [] {

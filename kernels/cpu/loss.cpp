@@ -1,10 +1,13 @@
-// Softmax cross-entropy kernels (ops/loss.cpp): rows in parallel; a row is
-// read for its maximum, exponentiated once into the softmax output and
-// normalized there (it stays in cache meanwhile); the gradient is one
-// multiply per element. The row loops are kernels/cpu/simd.hpp's, cloned per
-// instruction set.
+// Softmax cross-entropy kernels (ops/loss.cpp): rows in parallel; the
+// forward reads a row for its maximum and again (from cache) for its sum of
+// exponentials, and writes only the loss and lse; the gradient recomputes
+// each exponential from the logits and lse. The row loops are
+// kernels/cpu/simd.hpp's, cloned per instruction set: the exponentials are
+// most of a language model's loss.
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -15,32 +18,62 @@
 namespace loom::cpu {
 namespace {
 
-/// Writes p = softmax(r) and returns log(sum exp(r)) = m + log(s), m the
-/// row's maximum, s = sum exp(r - m). A NaN anywhere gives NaN (through the
-/// sum, or through the scan when m is infinite). p may not alias r. Compiled
-/// for each instruction set (kernels/cpu/simd.hpp): the exponentials are most
-/// of a language model's loss.
+/// log(sum_j exp(r_j)) = m + log(s), m the row's maximum, s = sum exp(r - m).
+/// A NaN anywhere gives NaN (through the sum, or through the scan when m is
+/// infinite); +inf gives +inf, a row of -inf gives -inf. The row `next` (r
+/// itself for the last row) is prefetched while the exponentials are
+/// computed: without it the forward ran at the memory's speed, then at the
+/// exponentials'.
 template <class T>
-LOOM_CPU_CLONES T softmax_row(const T* __restrict r, T* __restrict p, int64_t C) {
+LOOM_CPU_CLONES T row_lse(const T* r, const T* next, int64_t C) {
   const T m = simd::max(r, C);  // NaNs skipped
-  if (!std::isfinite(m)) {      // +inf, or only -inf and NaN: no finite softmax
+  if (!std::isfinite(m)) {
     T lse = m;
     for (int64_t j = 0; j < C; ++j)
       if (r[j] != r[j]) lse = r[j];
-    for (int64_t j = 0; j < C; ++j) p[j] = std::numeric_limits<T>::quiet_NaN();
     return lse;
   }
-  const T s = simd::sum_exp(r, m, p, C);
-  const T inv = T(1) / s;
-  for (int64_t q = 0; q < C; ++q) p[q] *= inv;
-  return m + std::log(s);
+  return m + std::log(simd::sum_exp(r, m, static_cast<T*>(nullptr), C, next));
 }
 
-/// dx = p * g, except (p - 1) g at the label (not p g - g: inf - inf would be NaN for an infinite g).
+/// y = exp(x - lse) g, prefetching the n elements at `ahead` (what is read
+/// next) meanwhile.
 template <class T>
-LOOM_CPU_CLONES void grad_row(const T* __restrict p, T g, int64_t label, T* __restrict dx, int64_t C) {
-  for (int64_t j = 0; j < C; ++j) dx[j] = p[j] * g;
-  dx[label] = (p[label] - T(1)) * g;
+LOOM_SIMD_INLINE void exp_scaled(const T* __restrict x, T lse, T g, T* __restrict y, int64_t n, const T* ahead) {
+  constexpr int kLine = 64 / sizeof(T);
+  int64_t j = 0;
+  for (; j + kLine <= n; j += kLine) {
+    __builtin_prefetch(ahead + j);
+    for (int k = 0; k < kLine; ++k) y[j + k] = simd::exp(x[j + k] - lse) * g;
+  }
+  for (; j < n; ++j) y[j] = simd::exp(x[j] - lse) * g;
+}
+
+/// dx = exp(x - lse) g, except (p - 1) g at the label (not p g - g: inf - inf
+/// would be NaN for an infinite g). NaN throughout when lse is not finite (no
+/// softmax). dx may be x: the label's element is read first. `next` is the
+/// row read after this one (prefetched meanwhile), or x when there is none.
+template <class T>
+LOOM_CPU_CLONES void grad_row(const T* x, T lse, T g, int64_t label, T* dx, int64_t C, const T* next) {
+  if (!std::isfinite(lse)) {
+    for (int64_t j = 0; j < C; ++j) dx[j] = std::numeric_limits<T>::quiet_NaN();
+    return;
+  }
+  const T at_label = (simd::exp(x[label] - lse) - T(1)) * g;
+  if (dx == x) {
+    // In place, through a copy of each chunk: read-modify-write of the same
+    // lines ran 1.5x slower than reading one array and writing another.
+    constexpr int64_t kChunk = 2048;
+    T copy[kChunk];
+    for (int64_t j = 0; j < C; j += kChunk) {
+      const int64_t n = std::min(kChunk, C - j);
+      std::memcpy(copy, x + j, size_t(n) * sizeof(T));
+      exp_scaled(copy, lse, g, dx + j, n, j + 2 * kChunk <= C ? x + j + kChunk : next);
+    }
+  } else {
+    exp_scaled(x, lse, g, dx, C, next);
+  }
+  dx[label] = at_label;
 }
 
 template <class I>
@@ -62,11 +95,12 @@ void forward_kernel(const KernelCall& c) {
       const I* py = static_cast<const I*>(y.raw());
       for (int64_t i = 0; i < N; ++i) checked_label(c, py[i], C);
       T* loss = static_cast<T*>(c.out[0].raw());
-      T* probs = static_cast<T*>(c.out[1].raw());
+      T* lse = static_cast<T*>(c.out[1].raw());
       parallel_for(N, row_grain(C), [&](int64_t lo, int64_t hi) {
         for (int64_t i = lo; i < hi; ++i) {
           const T* r = px + i * C;
-          loss[i] = softmax_row(r, probs + i * C, C) - r[int64_t(py[i])];
+          lse[i] = row_lse(r, i + 1 < hi ? r + C : r, C);
+          loss[i] = lse[i] - r[int64_t(py[i])];
         }
       });
     });
@@ -74,17 +108,21 @@ void forward_kernel(const KernelCall& c) {
 }
 
 void grad_kernel(const KernelCall& c) {
-  const NDArray &p = c.in[0], &y = c.in[1];
-  const int64_t N = p.shape()[0], C = p.shape()[1];
-  dispatch_among(FloatTypes{}, p.dtype(), [&]<class T>() {
+  const NDArray &x = c.in[0], &y = c.in[1];
+  const int64_t N = x.shape()[0], C = x.shape()[1];
+  dispatch_among(FloatTypes{}, x.dtype(), [&]<class T>() {
     dispatch_among(TypeList<int32_t, int64_t, uint8_t>{}, y.dtype(), [&]<class I>() {
-      const T* pp = static_cast<const T*>(p.raw());
+      const T* px = static_cast<const T*>(x.raw());
       const I* py = static_cast<const I*>(y.raw());
       for (int64_t i = 0; i < N; ++i) checked_label(c, py[i], C);
-      const T* dloss = static_cast<const T*>(c.in[2].raw());
+      const T* lse = static_cast<const T*>(c.in[2].raw());
+      const T* dloss = static_cast<const T*>(c.in[3].raw());
       T* out = static_cast<T*>(c.out[0].raw());
       parallel_for(N, row_grain(C), [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; ++i) grad_row(pp + i * C, dloss[i], int64_t(py[i]), out + i * C, C);
+        for (int64_t i = lo; i < hi; ++i) {
+          const T* row = px + i * C;
+          grad_row(row, lse[i], dloss[i], int64_t(py[i]), out + i * C, C, i + 1 < hi ? row + C : row);
+        }
       });
     });
   });

@@ -1,7 +1,8 @@
 // Softmax cross-entropy kernels (ops/loss.cpp) on the GPU: the forward runs
 // one block per row (a shared-memory tree for the row's maximum, then for the
-// sum of exponentials: a fixed order, hence deterministic) and writes the
-// softmax; the gradient is element-wise over [N, C]. Labels are checked first, like gather's indices:
+// sum of exponentials: a fixed order, hence deterministic) and writes each
+// row's loss and lse; the gradient is element-wise over [N, C], recomputing
+// the softmax from the logits and lse (it may overwrite the logits). Labels are checked first, like gather's indices:
 // a bad one is reported with the CPU kernel's message (in a session when the run next waits for the GPU).
 
 #include "kernels/cuda/common.cuh"
@@ -37,11 +38,10 @@ __device__ T block_combine(T v, T* sh) {
 }
 
 template <class T, class I>
-__global__ void forward_kernel(const T* x, const I* y, T* loss, T* probs, int64_t N, int64_t C) {
+__global__ void forward_kernel(const T* x, const I* y, T* loss, T* lse_out, int64_t N, int64_t C) {
   T* sh = dynamic_shared<T>();
   for (int64_t i = blockIdx.x; i < N; i += gridDim.x) {
     const T* r = x + i * C;
-    T* p = probs + i * C;
     T m = -T(INFINITY);
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
       const T v = r[j];
@@ -50,29 +50,24 @@ __global__ void forward_kernel(const T* x, const I* y, T* loss, T* probs, int64_
     m = block_combine<T, true>(m, sh);
     T s = T(0);
     if (finite(m))
-      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
-        const T e = d_exp(r[j] - m);
-        p[j] = e;
-        s += e;
-      }
+      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s += d_exp(r[j] - m);
     s = block_combine<T, false>(s, sh);
-    // Each thread rescales the elements it wrote itself: no barrier needed.
-    const T inv = finite(m) ? T(1) / s : T(NAN);
-    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) p[j] = finite(m) ? p[j] * inv : inv;
     if (threadIdx.x == 0) {
       const int64_t label = int64_t(y[i]);
-      const T lse = finite(m) ? m + d_log(s) : m;
+      const T lse = finite(m) ? m + d_log(s) : m;  // m NaN (the combine keeps NaN), +inf or -inf
+      lse_out[i] = lse;
       loss[i] = label >= 0 && label < C ? lse - r[label] : lse;  // a bad label fails the call afterwards
     }
   }
 }
 
 template <class T, class I>
-__global__ void grad_kernel(const T* p, const I* y, const T* dloss, T* out, int64_t N, int64_t C) {
+__global__ void grad_kernel(const T* x, const I* y, const T* lse, const T* dloss, T* out, int64_t N, int64_t C) {
   const int64_t total = N * C;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / C, j = e - i * C;
-    out[e] = (p[e] - (int64_t(y[i]) == j ? T(1) : T(0))) * dloss[i];
+    const T p = finite(lse[i]) ? d_exp(x[e] - lse[i]) : T(NAN);  // no finite lse: no softmax
+    out[e] = (p - (int64_t(y[i]) == j ? T(1) : T(0))) * dloss[i];
   }
 }
 
@@ -101,8 +96,8 @@ void backward(const KernelCall& c) {
       check_in_range(c, static_cast<const I*>(y.raw()), y.numel(), C, "label");
       if (N * C == 0) return;
       auto in = [&](size_t k) { return static_cast<const T*>(c.in[k].raw()); };
-      launch(grad_kernel<T, I>, grid_for(N * C), kThreads, 0, stream_of(c), c.op, in(0),
-             static_cast<const I*>(y.raw()), in(2), static_cast<T*>(c.out[0].raw()), N, C);
+      launch(grad_kernel<T, I>, grid_for(N * C), kThreads, 0, stream_of(c), c.op, in(0), static_cast<const I*>(y.raw()),
+             in(2), in(3), static_cast<T*>(c.out[0].raw()), N, C);
     });
   });
 }

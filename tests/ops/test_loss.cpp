@@ -82,17 +82,50 @@ TEST_SUITE("ops/loss") {
     Tensor x = g.placeholder("x", {4, 3});
     Tensor y = g.placeholder("y", {4}, int64);
     auto r = sparse_softmax_cross_entropy(x, y);
+    Tensor dx = gradients(sum(r[0]), {x})[0];
     Session s(g, {.threads = 1});
     const float inf = INFINITY, nan = NAN;
     NDArray xv = NDArray::from<float>({0, -inf, 0, 1, 2, -inf, inf, 0, 0, nan, 0, 0}, {4, 3});
-    auto out = s.run({r[0], r[1]}, {{x, xv}, {y, NDArray::from<int64_t>({0, 1, 1, 1})}});
-    std::vector<float> loss = out[0].to_vector<float>(), p = out[1].to_vector<float>();
+    auto out = s.run({r[0], r[1], dx}, {{x, xv}, {y, NDArray::from<int64_t>({0, 1, 1, 1})}});
+    std::vector<float> loss = out[0].to_vector<float>(), lse = out[1].to_vector<float>(), d = out[2].to_vector<float>();
     CHECK(loss[0] == doctest::Approx(std::log(2.0)));  // softmax [1/2, 0, 1/2]
-    CHECK(p[1] == 0.0f);
+    CHECK(lse[0] == doctest::Approx(std::log(2.0)));
+    CHECK(d[0] == doctest::Approx(-0.5));
+    CHECK(d[1] == 0.0f);
+    CHECK(d[2] == doctest::Approx(0.5));
     CHECK(loss[1] == doctest::Approx(std::log(std::exp(1.0) + std::exp(2.0)) - 2.0));
+    CHECK(lse[1] == doctest::Approx(std::log(std::exp(1.0) + std::exp(2.0))));
     CHECK(std::isinf(loss[2]));  // the label's logit is finite, another is +inf
-    CHECK(std::isnan(p[6]));
+    CHECK((std::isinf(lse[2]) && lse[2] > 0));
+    CHECK(std::isnan(d[6]));  // no finite lse, no softmax (as PyTorch)
     CHECK(std::isnan(loss[3]));
+    CHECK(std::isnan(lse[3]));
+    CHECK(std::isnan(d[10]));
+  }
+
+  TEST_CASE("the training step keeps no softmax: one [N, C] buffer, the gradient written over the logits") {
+    // A language model's output layer: logits [N, C] from a GEMM, the loss,
+    // and the weight's gradient. The forward writes only [N] arrays and the
+    // backward overwrites the logits, so the arena holds one [N, C] array
+    // (a kept softmax would make two).
+    const int64_t N = 64, K = 8, C = 1000;
+    Graph g;
+    Tensor h = g.placeholder("h", {N, K});
+    Tensor y = g.placeholder("y", {N}, int64);
+    Tensor w = g.variable("w", {K, C}, init::normal(0, 0.1));
+    Tensor loss = nn::cross_entropy(matmul(h, w), y);
+    Tensor dw = gradients(loss, {w})[0];
+    Session s(g, {.threads = 1});
+    s.initialize();
+    std::vector<int64_t> labels(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) labels[size_t(i)] = (i * 37) % C;
+    const Feeds feeds{{h, rand({N, K}, 5)}, {y, NDArray::from<int64_t>(labels)}};
+    auto out = s.run({loss, dw}, feeds);
+    CHECK(std::isfinite(out[0].item()));
+    const size_t logits_bytes = size_t(N * C) * sizeof(float);
+    const PlanInfo info = s.plan_info({loss, dw}, feeds);
+    CHECK(info.arena_bytes >= logits_bytes);
+    CHECK(info.arena_bytes < logits_bytes + logits_bytes / 2);
   }
 
   TEST_CASE("second derivatives: the gradient op is differentiable") {
