@@ -27,13 +27,26 @@ def median_seconds(f, reps):
     return ts[len(ts) // 2]
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def peer_args(doc, shapes_help):
+    """The peers' command line (--threads, --reps, --shapes); sets PyTorch's thread count."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--shapes", required=True, help="JSON list of conv shapes (see the example)")
+    ap.add_argument("--shapes", required=True, help=shapes_help)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    return a
+
+
+def print_medians(shape_name, passes, reps):
+    """One JSON line per pass: {"name", "pass", "seconds"} (the median), without autograd."""
+    with torch.no_grad():
+        for name, f in passes.items():
+            print(json.dumps({"name": shape_name, "pass": name, "seconds": median_seconds(f, reps)}), flush=True)
+
+
+def main():
+    a = peer_args(__doc__, "JSON list of conv shapes (see the example)")
     for s in json.loads(a.shapes):
         x = torch.randn(s["n"], s["c"], s["h"], s["w"])
         w = torch.randn(s["k"], s["c"], s["r"], s["s"])
@@ -48,9 +61,7 @@ def main():
         passes = {"forward": lambda: F.conv2d(x, w, stride=stride, padding=pad),
                   "backward_data": backward([True, False, False]),
                   "backward_filter": backward([False, True, False])}
-        with torch.no_grad():
-            for name, f in passes.items():
-                print(json.dumps({"name": s["name"], "pass": name, "seconds": median_seconds(f, a.reps)}), flush=True)
+        print_medians(s["name"], passes, a.reps)
 
 
 if __name__ == "__main__":

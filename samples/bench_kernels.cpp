@@ -13,6 +13,8 @@
 
 #include <cblas.h>
 
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
 #include <algorithm>
 #include <array>
 #include <boost/program_options.hpp>
@@ -22,9 +24,8 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <oneapi/tbb/parallel_for.h>
-#include <oneapi/tbb/task_arena.h>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "core/kernel.hpp"
@@ -300,6 +301,21 @@ void conv_rows(tbb::task_arena& arena, int threads, int reps, const std::string&
   if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());
 }
 
+/// Times a forward and a backward kernel and prints a row for each: microseconds, GB/s of the given
+/// bytes, PyTorch's microseconds for (name, pass) and the ratio.
+void pass_rows(const std::string& name, const BoundRun& fwd, const BoundRun& bwd, double fwd_bytes, double bwd_bytes,
+               const PeerSeconds& torch, int reps) {
+  const std::tuple<const char*, const BoundRun*, double> passes[] = {{"forward", &fwd, fwd_bytes},
+                                                                     {"backward", &bwd, bwd_bytes}};
+  for (const auto& [pass, run, bytes] : passes) {
+    const double tl = median_seconds(reps, [&] { (*run)(); });
+    auto it = torch.find({name, pass});
+    const double tt = it == torch.end() ? NAN : it->second;
+    std::printf("  %-12s %-9s %10.1f %10.1f %10.1f %10.2f\n", name.c_str(), pass, tl * 1e6, bytes / tl / 1e9, tt * 1e6,
+                tl / tt);
+  }
+}
+
 // ---------------------------------------------------------------- layer norm
 
 /// layer_norm forward and backward (with weight and bias) in GB/s of the arrays read and written,
@@ -325,15 +341,7 @@ void norm_rows(tbb::task_arena& arena, int threads, int reps, const std::string&
       fwd();  // mean and rstd for the backward
       BoundRun bwd = bound_run("layer_norm_grad", {x, dy, mean, rstd, w}, NDArray::empty({r, d}), a);
       bwd.run.out.insert(bwd.run.out.end(), {NDArray::empty({d}), NDArray::empty({d})});
-      const std::pair<const char*, const BoundRun*> passes[] = {{"forward", &fwd}, {"backward", &bwd}};
-      for (const auto& [pass, run] : passes) {
-        const double tl = median_seconds(reps, [&] { (*run)(); });
-        const double bytes = double(r * d) * 4 * (std::string(pass) == "forward" ? 2 : 3);
-        auto it = torch.find({name, pass});
-        const double tt = it == torch.end() ? NAN : it->second;
-        std::printf("  %-12s %-9s %10.1f %10.1f %10.1f %10.2f\n", name.c_str(), pass, tl * 1e6, bytes / tl / 1e9,
-                    tt * 1e6, tl / tt);
-      }
+      pass_rows(name, fwd, bwd, double(r * d) * 4 * 2, double(r * d) * 4 * 3, torch, reps);
     });
   }
   if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());
@@ -368,15 +376,7 @@ void loss_rows(tbb::task_arena& arena, int threads, int reps, const std::string&
       fwd();  // lse for the backward
       BoundRun bwd =
           bound_run("sparse_softmax_cross_entropy_grad", {x, labels, lse, dloss}, NDArray::empty({n, c}), {});
-      const std::pair<const char*, const BoundRun*> passes[] = {{"forward", &fwd}, {"backward", &bwd}};
-      for (const auto& [pass, run] : passes) {
-        const double tl = median_seconds(reps, [&] { (*run)(); });
-        const double bytes = double(n * c) * 4 * (std::string(pass) == "forward" ? 1 : 2);
-        auto it = torch.find({name, pass});
-        const double tt = it == torch.end() ? NAN : it->second;
-        std::printf("  %-12s %-9s %10.1f %10.1f %10.1f %10.2f\n", name.c_str(), pass, tl * 1e6, bytes / tl / 1e9,
-                    tt * 1e6, tl / tt);
-      }
+      pass_rows(name, fwd, bwd, double(n * c) * 4, double(n * c) * 4 * 2, torch, reps);
     });
   }
   if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());

@@ -11,21 +11,15 @@ seconds.
   python samples/bench_loss_torch.py --threads 2 --reps 7 --shapes '[{"name": "700x11235", "rows": 700, "cols": 11235}]'
 """
 
-import argparse
 import json
 
 import torch
 
-from bench_conv_torch import median_seconds
+from bench_conv_torch import peer_args, print_medians
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--shapes", required=True, help="JSON list of {name, rows, cols}")
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    a = peer_args(__doc__, "JSON list of {name, rows, cols}")
     aten = torch.ops.aten
     none, ignore = 0, -100  # reduction "none"; ignore_index
     for s in json.loads(a.shapes):
@@ -44,9 +38,7 @@ def main():
             aten.nll_loss_backward.grad_input(dloss, logp, y, None, none, ignore, total, grad_input=g)
             aten._log_softmax_backward_data.out(g, logp, 1, torch.float32, out=dx)
 
-        with torch.no_grad():
-            for name, f in {"forward": forward, "backward": backward}.items():
-                print(json.dumps({"name": s["name"], "pass": name, "seconds": median_seconds(f, a.reps)}), flush=True)
+        print_medians(s["name"], {"forward": forward, "backward": backward}, a.reps)
 
 
 if __name__ == "__main__":
