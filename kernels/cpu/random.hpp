@@ -7,9 +7,8 @@
 namespace loom::cpu {
 
 /// Philox blocks first .. first + n of stream (key, run), four words each,
-/// into w[0, 4n): philox::words on eight blocks at once in 64-bit vector lanes
-/// (GCC vector extensions: the scalar form does not vectorize), the same bits
-/// as the scalar form and the CUDA kernels.
+/// into w[0, 4n): philox::words on 64 blocks at once (then eight, in 64-bit
+/// vector lanes), the same bits as the scalar form and the CUDA kernels.
 void philox_blocks(uint64_t key, uint64_t run, uint64_t first, int64_t n, uint32_t* w);
 
 }  // namespace loom::cpu

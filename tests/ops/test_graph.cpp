@@ -290,7 +290,8 @@ TEST_SUITE("ops/random") {
   TEST_CASE("element i of every random kernel is element i of its Philox stream (the CUDA kernels' numbers)") {
     const InvokeOptions opt{.seed = 11, .run_counter = 5, .node_key = 7};
     const uint64_t key = philox::mix_key(opt.seed, opt.node_key);
-    for (int64_t n : {1, 2, 3, 5, 4099, 70001}) {  // partial last blocks of 4 and of 2; chunks of 64 blocks
+    for (int64_t n :
+         {1, 2, 3, 5, 4099, 70001}) {  // partial last blocks of 4 and of 2; chunks of 256 blocks, 64 at a time
       CAPTURE(n);
       const Attrs uniform{{"shape", std::vector<int64_t>{n}}, {"a", -1.0}, {"b", 3.0}, {"dtype", float32}};
       auto u32 = invoke("random_uniform", {}, uniform, opt)[0].to_vector<float>();
