@@ -65,28 +65,28 @@ LOOM_SIMD_INLINE T fold(const T (&lane)[kLanes]) {
   return s;
 }
 
-/// sum_i exp(x[i] - m), storing each term in y when y is not null. With
-/// `ahead` (y null), the n elements there are prefetched meanwhile (the next
-/// row: its reads from memory then overlap these exponentials).
+/// sum_i exp(x[i] - m), storing each term in y when y is not null, and
+/// prefetching the n elements at `ahead` meanwhile: the next row, whose reads
+/// from memory then overlap these exponentials instead of following them (x
+/// itself when there is none).
 template <class T>
-LOOM_SIMD_INLINE T sum_exp(const T* x, T m, T* y, int64_t n, const T* ahead = nullptr) {
+LOOM_SIMD_INLINE T sum_exp(const T* x, T m, T* y, int64_t n, const T* ahead) {
   T lane[kLanes] = {};
   int64_t i = 0;
-  if (ahead) {
+  if (y) {
     for (; i + kLanes <= n; i += kLanes) {
-      __builtin_prefetch(ahead + i);  // one 64-byte line per 16 floats
-      for (int k = 0; k < kLanes; ++k) lane[k] += exp(x[i + k] - m);
-    }
-  } else if (y) {
-    for (; i + kLanes <= n; i += kLanes)
+      __builtin_prefetch(ahead + i);  // a 64-byte line per 16 floats
       for (int k = 0; k < kLanes; ++k) {
         const T e = exp(x[i + k] - m);
         y[i + k] = e;
         lane[k] += e;
       }
+    }
   } else {
-    for (; i + kLanes <= n; i += kLanes)
+    for (; i + kLanes <= n; i += kLanes) {
+      __builtin_prefetch(ahead + i);
       for (int k = 0; k < kLanes; ++k) lane[k] += exp(x[i + k] - m);
+    }
   }
   T s = fold(lane);
   for (; i < n; ++i) {

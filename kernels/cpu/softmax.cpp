@@ -25,27 +25,28 @@ enum class Kind { softmax, log_softmax, logsumexp, softmax_grad, log_softmax_gra
 // ---------------------------------------------------------------- one contiguous row
 
 // a: the input (x, or y for the grad ops), b: dy for the grad ops; out: the
-// row's n outputs, or one value for logsumexp.
+// row's n outputs, or one value for logsumexp; next: the row of a read next
+// (prefetched during the exponentials), or a.
 template <class T>
-LOOM_CPU_CLONES void row(Kind kind, const T* a, const T* b, T* out, int64_t n) {
+LOOM_CPU_CLONES void row(Kind kind, const T* a, const T* b, T* out, int64_t n, const T* next) {
   switch (kind) {
     case Kind::softmax: {
       const T m = sd::max(a, n);
-      const T inv = T(1) / sd::sum_exp(a, m, out, n);
+      const T inv = T(1) / sd::sum_exp(a, m, out, n, next);
       for (int64_t j = 0; j < n; ++j) out[j] *= inv;
       return;
     }
     case Kind::log_softmax: {
       // (x - m) - log s, as PyTorch: x - (m + log s) would round x - m at the magnitude of m.
       const T m = sd::max(a, n);
-      const T l = std::log(sd::sum_exp<T>(a, m, nullptr, n));
+      const T l = std::log(sd::sum_exp<T>(a, m, nullptr, n, next));
       for (int64_t j = 0; j < n; ++j) out[j] = (a[j] - m) - l;
       return;
     }
     case Kind::logsumexp: {
       T m = sd::max(a, n);
       m = std::isinf(m) ? T(0) : m;  // PyTorch: an infinite max is not subtracted
-      *out = m + std::log(sd::sum_exp<T>(a, m, nullptr, n));
+      *out = m + std::log(sd::sum_exp<T>(a, m, nullptr, n, next));
       return;
     }
     case Kind::softmax_grad: {
@@ -153,7 +154,10 @@ void run(Kind kind, const KernelCall& c) {
   if (c.out[0].numel() == 0) return;
   if (inner == 1) {
     parallel_for(outer, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)), [&](int64_t lo, int64_t hi) {
-      for (int64_t o = lo; o < hi; ++o) row<T>(kind, a + o * n, b ? b + o * n : nullptr, y + (reduce ? o : o * n), n);
+      for (int64_t o = lo; o < hi; ++o) {
+        const T* x = a + o * n;
+        row<T>(kind, x, b ? b + o * n : nullptr, y + (reduce ? o : o * n), n, o + 1 < hi ? x + n : x);
+      }
     });
     return;
   }
