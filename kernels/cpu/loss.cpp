@@ -61,8 +61,9 @@ LOOM_CPU_CLONES void grad_row(const T* x, T lse, T g, int64_t label, T* dx, int6
   }
   const T at_label = (simd::exp(x[label] - lse) - T(1)) * g;
   if (dx == x) {
-    // In place, through a copy of each chunk: read-modify-write of the same
-    // lines ran 1.5x slower than reading one array and writing another.
+    // In place, through a copy of each chunk: a read-modify-write of the
+    // same lines with this much arithmetic ran 1.6x slower than reading one
+    // array and writing another (184 MB, one thread).
     constexpr int64_t kChunk = 2048;
     T copy[kChunk];
     for (int64_t j = 0; j < C; j += kChunk) {

@@ -2,8 +2,9 @@
 // one block per row (a shared-memory tree for the row's maximum, then for the
 // sum of exponentials: a fixed order, hence deterministic) and writes each
 // row's loss and lse; the gradient is element-wise over [N, C], recomputing
-// the softmax from the logits and lse (it may overwrite the logits). Labels are checked first, like gather's indices:
-// a bad one is reported with the CPU kernel's message (in a session when the run next waits for the GPU).
+// the softmax from the logits and lse (it may overwrite the logits). Labels
+// are checked first, like gather's indices: a bad one is reported with the
+// CPU kernel's message (in a session when the run next waits for the GPU).
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/math.cuh"
