@@ -267,7 +267,8 @@ Tensor Linear::forward(const Tensor& x) {
 
 Tensor Flatten::forward(const Tensor& x) {
   const Shape& s = x.shape();
-  LOOM_CHECK(s.size() >= 1, where(x), ": expected [N, ...], got a scalar");
+  // PyTorch's Flatten (start_dim 1) refuses a 1-D input too: it has no dim 1.
+  LOOM_CHECK(s.size() >= 2, where(x), ": expected [N, d1, ...] (at least 2 dims), got ", S(s));
   int64_t rest = 1;
   for (size_t i = 1; i < s.size(); ++i) {
     LOOM_CHECK(s[i] >= 0, where(x), ": trailing dims of ", S(s), " must be known");
@@ -335,13 +336,14 @@ Tensor BatchNorm::batch_normalize(const Tensor& x, bool relu) {
   BatchNormOutputs r = batch_norm(x, w, b, options_.eps, relu);
   std::vector<int64_t> axes{0};
   for (int64_t i = 2; i < int64_t(x.shape().size()); ++i) axes.push_back(i);
-  // The running variance is the unbiased one (PyTorch's); a batch of one value
-  // per feature leaves a variance of 0 rather than dividing by zero.
+  // The running variance is the unbiased one (PyTorch's); batch_norm refuses a batch of one value per
+  // feature. An empty batch (NaN statistics) leaves the running statistics as they are, as PyTorch.
   Tensor n = size(x, axes, x.dtype());
   Tensor unbiased = r.var * (n / maximum(n - 1.0, scalar_like(n, 1.0)));
   const double m = options_.momentum;
-  add_update(assign(running_mean_, running_mean_ * (1.0 - m) + r.mean * m));
-  add_update(assign(running_var_, running_var_ * (1.0 - m) + unbiased * m));
+  Tensor some = n > 0.0;
+  add_update(assign(running_mean_, loom::where(some, running_mean_ * (1.0 - m) + r.mean * m, running_mean_)));
+  add_update(assign(running_var_, loom::where(some, running_var_ * (1.0 - m) + unbiased * m, running_var_)));
   add_update(assign_add(batches_, scalar_like(batches_, 1)));
   return r.y;
 }

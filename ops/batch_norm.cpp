@@ -150,6 +150,11 @@ const bool registered = [] {
     d.infer = [](const InferContext& c) {
       const TensorType& x = c.in[0];
       check_input(c, x);
+      // Batch statistics of one value normalize everything to the bias: PyTorch refuses that; none is
+      // allowed (the statistics are NaN, the output empty). Checked again on the fed shapes.
+      if (is_static(x.shape))
+        c.check(stats_of(x.shape).M != 1, "expected more than one value per channel (batch statistics), got input ",
+                S(x.shape));
       check_channels(c, x, 1, "weight");
       check_channels(c, x, 2, "bias");
       const TensorType v{x.dtype, {x.shape[1]}};

@@ -143,6 +143,8 @@ TEST_SUITE("frontend/nn") {
     nn::Flatten flat;
     Tensor dyn = g.placeholder("dyn", {2, -1, 3});
     CHECK(contains(error_of([&] { flat(dyn); }), "trailing dims of [2,?,3] must be known"));
+    CHECK(
+        contains(error_of([&] { flat(g.placeholder("v", {5})); }), "expected [N, d1, ...] (at least 2 dims), got [5]"));
   }
 
   TEST_CASE("Residual adds its input; shared modules are listed once") {
@@ -241,6 +243,20 @@ TEST_SUITE("frontend/nn") {
     for (int c = 0; c < 3; ++c)
       CHECK(oe.at({1, c}) ==
             doctest::Approx((ad.at({1, c}) - rm.at({c})) / std::sqrt(rv.at({c}) + 1e-5)).epsilon(1e-4));
+    // An empty batch (a shard's last batch, say): an empty output, the running statistics as they were and the
+    // batch counted, as PyTorch.
+    auto out0 = s.run({yt}, {{x, NDArray::zeros({0, 3})}}, bn.updates());
+    CHECK(out0[0].shape() == Shape{0, 3});
+    CHECK(s.get(bn.running_mean()).to_vector<float>() == rm.to_vector<float>());
+    CHECK(s.get(bn.running_var()).to_vector<float>() == rv.to_vector<float>());
+    CHECK(s.get(bn.state_dict().back().second).item() == 2);
+    // One value per feature on the fed shape (the batch dim is dynamic): refused, naming the node, and nothing
+    // changes; PyTorch: "Expected more than 1 value per channel when training".
+    const std::string e = error_of([&] { s.run({yt}, {{x, NDArray::full({1, 3}, 1.0)}}, bn.updates()); });
+    CHECK(contains(e, "batch_norm '"));
+    CHECK(contains(e, "expected more than one value per channel (batch statistics), got input [1,3]"));
+    CHECK(s.get(bn.running_var()).to_vector<float>() == rv.to_vector<float>());
+    CHECK(s.get(bn.state_dict().back().second).item() == 2);
   }
 
   TEST_CASE("BatchNorm1d without affine: no parameters, the batch statistics in training, the running ones in eval") {
