@@ -79,7 +79,7 @@ Tensor DataParallel::minimize(const Tensor& loss, const Tensor& batch) {
     auto scope = loss.graph().scope(name);
     // The average over ranks of (R * n_r / N) * grad_r is the gradient of the global mean.
     Tensor w = stop_gradient(cast(n * double(size()) / total, loss.dtype()));
-    grads = gradients(where(n > 0.0, loss * w, 0.0), opt_.parameters());
+    grads = gradients(where(n > 0.0, loss * w, 0.0), opt_.parameters(), {}, {.unreachable_as_zero = false});
   }
   return opt_.apply_gradients(allreduce_gradients(grads));
 }
@@ -106,8 +106,9 @@ std::vector<Tensor> DataParallel::allreduce_gradients(const std::vector<Tensor>&
   auto scope = params[0].graph().scope(opt_.name());
   for (size_t k = params.size(); k-- > 0;) {  // the backward pass makes the last layers' gradients first
     const Tensor& g = grads[k];
-    LOOM_CHECK(g.valid() && is_static(g.shape()), opt_.name(), ": DataParallel: the gradient of '", params[k].name(),
-               "' is missing or has a dynamic shape");
+    if (!g.valid()) continue;  // no gradient on any rank (the graphs are the same): nothing to reduce
+    LOOM_CHECK(is_static(g.shape()), opt_.name(), ": DataParallel: the gradient of '", params[k].name(),
+               "' has a dynamic shape");
     if (!bucket.empty() && grads[bucket[0]].dtype() != g.dtype()) flush();
     bucket.push_back(k);
     bytes += size_t(numel(g.shape())) * dtype_size(g.dtype());

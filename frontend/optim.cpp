@@ -101,14 +101,15 @@ double evaluate(const Schedule& schedule, int64_t step) {
 // ---------------------------------------------------------------- clipping
 
 Tensor global_norm(const std::vector<Tensor>& grads) {
-  LOOM_CHECK(!grads.empty(), "global_norm: no gradients");
   Tensor acc;
   for (const Tensor& g : grads) {
-    LOOM_CHECK(g.valid() && is_floating(g.dtype()), "global_norm: gradients must be valid floating tensors");
+    if (!g.valid()) continue;  // no gradient (PyTorch's None), as clip_grad_norm_ skips it
+    LOOM_CHECK(is_floating(g.dtype()), "global_norm: gradients must be floating tensors, got ", dtype_name(g.dtype()));
     Tensor s = sum(g * g);
     if (acc.valid()) s = as(s, acc);
     acc = acc.valid() ? acc + s : s;
   }
+  LOOM_CHECK(acc.valid(), "global_norm: no gradients");
   return sqrt(acc);
 }
 
@@ -118,7 +119,7 @@ std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double
   if (norm) *norm = n;
   Tensor coef = minimum(max_norm / (n + 1e-6), scalar_like(n, 1.0));
   std::vector<Tensor> out;
-  for (const Tensor& g : grads) out.push_back(g * as(coef, g));
+  for (const Tensor& g : grads) out.push_back(g.valid() ? g * as(coef, g) : g);
   return out;
 }
 
@@ -193,7 +194,7 @@ Tensor Optimizer::minimize(const Tensor& loss) {
   std::vector<Tensor> grads;
   {
     auto scope = graph_->scope(name_);
-    grads = gradients(loss, params_);
+    grads = gradients(loss, params_, {}, {.unreachable_as_zero = false});
   }
   return apply_gradients(grads);
 }
@@ -201,10 +202,13 @@ Tensor Optimizer::minimize(const Tensor& loss) {
 Tensor Optimizer::apply_gradients(const std::vector<Tensor>& grads_in) {
   LOOM_CHECK(grads_in.size() == params_.size(), name_, ".apply_gradients: ", grads_in.size(), " gradients for ",
              params_.size(), " parameters");
+  bool any = false;
   for (size_t i = 0; i < grads_in.size(); ++i) {
     const Tensor& g = grads_in[i];
-    LOOM_CHECK(g.valid() && &g.graph() == graph_, name_, ".apply_gradients: the gradient of '", params_[i].name(),
-               "' is missing or in another graph");
+    if (!g.valid()) continue;  // no gradient: the parameter and its state stay as they are
+    any = true;
+    LOOM_CHECK(&g.graph() == graph_, name_, ".apply_gradients: the gradient of '", params_[i].name(),
+               "' is in another graph");
     LOOM_CHECK(g.shape() == params_[i].shape() && g.dtype() == params_[i].dtype(), name_,
                ".apply_gradients: the gradient of '", params_[i].name(), "' is ", dtype_name(g.dtype()), S(g.shape()),
                ", expected ", dtype_name(params_[i].dtype()), S(params_[i].shape()));
@@ -213,8 +217,8 @@ Tensor Optimizer::apply_gradients(const std::vector<Tensor>& grads_in) {
   if (!step_.valid()) step_ = graph_->variable("step", {}, init::zeros(), int64);
 
   std::vector<Tensor> grads = grads_in;
-  norm_ = global_norm(grads);
-  if (common_.clip_norm > 0) grads = clip_by_global_norm(grads, common_.clip_norm);
+  norm_ = any ? global_norm(grads) : graph_->scalar(0.0, float32);
+  if (common_.clip_norm > 0 && any) grads = clip_by_global_norm(grads, common_.clip_norm);
 
   // The step's scalars: the index of this update and the scheduled rate.
   Tensor next = step_ + 1.0;
@@ -229,6 +233,7 @@ Tensor Optimizer::apply_gradients(const std::vector<Tensor>& grads_in) {
 
   std::vector<Tensor> ops;
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (!grads[i].valid()) continue;
     std::vector<Tensor> u = update({i, params_[i], grads[i], lr_, t});
     ops.insert(ops.end(), u.begin(), u.end());
   }

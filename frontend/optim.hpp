@@ -54,8 +54,9 @@ double evaluate(const Schedule& schedule, int64_t step);
 /// Scales grads by min(1, max_norm / (norm + 1e-6)) where norm is their
 /// global L2 norm (PyTorch's clip_grad_norm_). Returns the clipped gradients;
 /// `norm`, when given, receives the norm before clipping (a float scalar).
+/// Empty Tensors (parameters without a gradient) are left out and stay empty.
 std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double max_norm, Tensor* norm = nullptr);
-/// The global L2 norm of grads (a scalar of their dtype).
+/// The global L2 norm of grads (a scalar of their dtype), empty Tensors left out.
 Tensor global_norm(const std::vector<Tensor>& grads);
 
 /// Settings every optimizer has.
@@ -74,8 +75,11 @@ class Optimizer {
 
   /// Adds gradients of loss with respect to the parameters, the update and the
   /// step increment, plus the module's state updates; returns the target to run.
+  /// A parameter the loss does not depend on has no gradient (PyTorch's None):
+  /// it is not updated, weight decay and momentum included.
   Tensor minimize(const Tensor& loss);
-  /// Adds the update from given gradients (one per parameter, same shapes).
+  /// Adds the update from given gradients (one per parameter, same shapes; an
+  /// empty Tensor for a parameter without a gradient, which stays as it is).
   Tensor apply_gradients(const std::vector<Tensor>& grads);
 
   const std::vector<Tensor>& parameters() const { return params_; }

@@ -192,6 +192,42 @@ TEST_SUITE("frontend/optim") {
     CHECK(contains(error_of([&] { optim::clip_by_global_norm(grads, 0.0); }), "max_norm must be positive"));
   }
 
+  TEST_CASE("a parameter the loss does not depend on is not updated, decay and momentum included (PyTorch)") {
+    // PyTorch skips a parameter whose .grad is None; a zero gradient would still move it by weight decay.
+    for (int kind = 0; kind < 3; ++kind) {
+      CAPTURE(kind);
+      Problem pr(float32);
+      Tensor unused = pr.g.variable("unused", {3}, values({1.0, -2.0, 3.0}));
+      Tensor frozen = pr.g.variable("frozen", {4}, values({1.0, 1.0, 1.0, 1.0}));
+      Tensor loss = pr.loss + sum(stop_gradient(frozen) * pr.p);  // frozen reaches the loss, not its gradient
+      std::unique_ptr<optim::Optimizer> opt;
+      const std::vector<Tensor> params{pr.p, unused, frozen};
+      if (kind == 0)
+        opt = std::make_unique<optim::SGD>(
+            params, optim::SGDOptions{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.5, .clip_norm = 1.0});
+      if (kind == 1) opt = std::make_unique<optim::AdamW>(params, optim::AdamWOptions{.lr = 0.1, .weight_decay = 0.5});
+      if (kind == 2) opt = std::make_unique<optim::Adam>(params, optim::AdamOptions{.lr = 0.1, .weight_decay = 0.5});
+      Tensor step = opt->minimize(loss);
+      for (const Tensor& t : opt->state())  // no state for parameters that are never updated
+        CHECK((t.name().find("unused") == std::string::npos && t.name().find("frozen") == std::string::npos));
+      Session s(pr.g, {.threads = 1});
+      for (int i = 0; i < 3; ++i) s.run({}, {}, {step});
+      CHECK(s.get(unused).to_vector<float>() == std::vector<float>{1, -2, 3});
+      CHECK(s.get(frozen).to_vector<float>() == std::vector<float>{1, 1, 1, 1});
+      CHECK(s.get(pr.p).to_vector<float>() != std::vector<float>{0.5f, -1.5f, 2.0f, 0.25f});
+      CHECK(s.get(opt->step_count()).item() == 3);
+    }
+    // Given gradients: an empty Tensor is "no gradient"; with none at all only the step count moves.
+    Problem pr(float32);
+    optim::SGD sgd({pr.p}, {.lr = 0.1, .weight_decay = 0.5, .clip_norm = 1.0});
+    Tensor step = sgd.apply_gradients({Tensor()});
+    Session s(pr.g, {.threads = 1});
+    auto r = s.run({sgd.grad_norm()}, {}, {step});
+    CHECK(r[0].item() == 0.0);
+    CHECK(s.get(pr.p).to_vector<float>() == std::vector<float>{0.5f, -1.5f, 2.0f, 0.25f});
+    CHECK(s.get(sgd.step_count()).item() == 1);
+  }
+
   TEST_CASE("learning-rate schedules") {
     using optim::schedule::evaluate;
     auto st = optim::schedule::step(10, 0.5);
