@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <limits>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -50,21 +51,16 @@ bool parse_st_dtype(const std::string& s, DType& t) {
   return false;
 }
 
-void json_string(std::string& out, const std::string& s) {
-  out += '"';
-  for (unsigned char c : s) {
-    if (c == '"')
-      out += "\\\"";
-    else if (c == '\\')
-      out += "\\\\";
-    else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else
-      out += char(c);
+/// Appends s as a JSON string (nlohmann's escaping). A header must be JSON, so
+/// bytes that are not UTF-8 are refused: the file could not be read back.
+void json_string(std::string& out, const std::string& s, const std::string& path, const char* what) {
+  using nlohmann::json;
+  try {
+    out += json(s).dump();
+  } catch (const json::type_error&) {
+    fail("checkpoint '", path, "': ", what, " ", json(s).dump(-1, ' ', false, json::error_handler_t::replace),
+         " is not valid UTF-8 (a safetensors header is JSON)");
   }
-  out += '"';
 }
 
 /// One tensor entry of a parsed file.
@@ -305,9 +301,9 @@ void write(const std::string& path, const std::vector<std::pair<std::string, NDA
     bool f2 = true;
     for (auto& [k, v] : metadata) {
       if (!f2) header += ",";
-      json_string(header, k);
+      json_string(header, k, path, "metadata key");
       header += ":";
-      json_string(header, v);
+      json_string(header, v, path, "metadata value");
       f2 = false;
     }
     header += "}";
@@ -321,7 +317,7 @@ void write(const std::string& path, const std::vector<std::pair<std::string, NDA
     NDArray h = array.to(Device::cpu()).compact();
     if (!first) header += ",";
     first = false;
-    json_string(header, name);
+    json_string(header, name, path, "tensor name");
     header += ":{\"dtype\":\"";
     header += st_dtype(h.dtype());
     header += "\",\"shape\":[";
@@ -527,7 +523,10 @@ std::string optimizer_path(const std::string& path) {
 
 void save_training(Session& session, const nn::Module& model, const std::string& path, const Metadata& metadata) {
   Named model_vars = named_state(session, model, "checkpoint::save_training");
-  // The optimizer state first: a crash between the two writes leaves files whose metadata disagree.
+  // Both targets checked before either is written, so that a bad path leaves the old pair as it was; the
+  // optimizer state first: a crash between the two writes leaves files whose metadata disagree.
+  io::check_writable(optimizer_path(path));
+  io::check_writable(path);
   save_named(session, named_rest(session, model), optimizer_path(path), metadata);
   save_named(session, model_vars, path, metadata);
 }
@@ -541,15 +540,20 @@ Metadata load_training(Session& session, const nn::Module& model, const std::str
     return weights.metadata;
   }
   const std::string opt_path = optimizer_path(path);
-  LOOM_CHECK(std::filesystem::exists(opt_path), "checkpoint '", path, "': its optimizer state '", opt_path,
+  std::error_code ec;  // (a name too long for the file system is "does not exist", not a filesystem_error)
+  LOOM_CHECK(std::filesystem::exists(opt_path, ec), "checkpoint '", path, "': its optimizer state '", opt_path,
              "' does not exist; to start a new training run from these weights, load them alone "
              "(checkpoint::load(session, model, path), or --load-weights in the trainers)");
   File state = parse(opt_path);
-  for (const auto& [k, v] : weights.metadata) {
-    auto it = state.metadata.find(k);
-    LOOM_CHECK(it == state.metadata.end() || it->second == v, "checkpoint '", path, "' has ", k, " ", v, " but '",
-               opt_path, "' has ", k, " ", it->second, ": the two files come from different saves");
-  }
+  // save_training writes the same metadata into both files: a key in one only, or with another value, is a
+  // pair from different saves.
+  for (const auto& [a, a_path, b, b_path] : {std::tuple{&weights.metadata, &path, &state.metadata, &opt_path},
+                                             std::tuple{&state.metadata, &opt_path, &weights.metadata, &path}})
+    for (const auto& [k, v] : *a) {
+      auto it = b->find(k);
+      LOOM_CHECK(it != b->end() && it->second == v, "checkpoint '", *a_path, "' has ", k, " ", v, " but '", *b_path,
+                 "' has ", it == b->end() ? "none" : k + " " + it->second, ": the two files come from different saves");
+    }
   auto values = resolve(weights, path, model_vars, {});
   auto rest = resolve(state, opt_path, named_rest(session, model), {});
   values.insert(values.end(), rest.begin(), rest.end());

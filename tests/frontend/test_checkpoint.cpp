@@ -83,7 +83,7 @@ TEST_SUITE("frontend/checkpoint") {
     CHECK(contains(h, "\"f32\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"));
     CHECK(contains(h, "\"bool\":{\"dtype\":\"BOOL\",\"shape\":[2]"));
     CHECK(contains(h, "\"scalar\":{\"dtype\":\"F32\",\"shape\":[]"));
-    CHECK(contains(h, "\"__metadata__\":{\"format\":\"loom\",\"note\":\"line\\u000abreak\"}"));
+    CHECK(contains(h, "\"__metadata__\":{\"format\":\"loom\",\"note\":\"line\\nbreak\"}"));
     CHECK((8 + h.size()) % 8 == 0);
     auto back = checkpoint::read(p);
     CHECK(back.size() == ts.size());
@@ -222,6 +222,15 @@ TEST_SUITE("frontend/checkpoint") {
     CHECK(contains(e, "no/such/dir/c.safetensors"));
     // An invalid tensor list fails before touching the file.
     CHECK(contains(error_of([&] { checkpoint::write(p, {{"", NDArray::from<float>({1})}}); }), "invalid tensor name"));
+    // Names and metadata must be UTF-8 (the header is JSON): else no reader could open the file.
+    CHECK(contains(error_of([&] {
+                     checkpoint::write(p, {{"w\xff", NDArray::from<float>({1})}});
+                   }),
+                   "tensor name \"w\xef\xbf\xbd\" is not valid UTF-8"));
+    CHECK(contains(error_of([&] {
+                     checkpoint::write(p, {{"a", NDArray::from<float>({1})}}, {{"note", "caf\xe9"}});
+                   }),
+                   "metadata value"));
     CHECK(checkpoint::read(p)["a"].to_vector<float>() == std::vector<float>{1, 2});
     int files = 0;
     for (auto& entry : fs::directory_iterator(dir.path)) files += entry.is_regular_file();

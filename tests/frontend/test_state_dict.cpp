@@ -120,6 +120,37 @@ TEST_SUITE("frontend/state_dict") {
     // Without the optimizer file: a hint to load the weights alone.
     std::filesystem::remove(checkpoint::optimizer_path(p));
     CHECK(contains(error_of([&] { checkpoint::load_training(sc, c.model, p); }), "--load-weights"));
+    // A key in the optimizer file only is a mismatch too.
+    const std::string q = dir / "q.safetensors";
+    checkpoint::save_training(sc, c.model, q, {});
+    std::filesystem::copy_file(checkpoint::optimizer_path(dir / "other.safetensors"), checkpoint::optimizer_path(q),
+                               std::filesystem::copy_options::overwrite_existing);
+    e = error_of([&] { checkpoint::load_training(sc, c.model, q); });
+    CHECK(contains(e, "has epoch 4 but"));
+    CHECK(contains(e, "has none: the two files come from different saves"));
+    // A name whose optimizer file's name is too long for the file system: a loom::Error, not a filesystem_error.
+    const std::string longer = dir / std::string(240, 'm');
+    checkpoint::save(sc, c.model, longer);
+    CHECK(contains(error_of([&] { checkpoint::load_training(sc, c.model, longer); }), "does not exist"));
+  }
+
+  TEST_CASE("save_training checks both paths before writing either: a bad one leaves the old pair") {
+    TempDir dir;
+    Net a;
+    Session s(a.g, {.threads = 1, .seed = 1});
+    const std::string p = dir / "m.safetensors";
+    std::filesystem::create_directory(p);  // the model's path is a directory
+    std::string e = error_of([&] { checkpoint::save_training(s, a.model, p, {{"epoch", "1"}}); });
+    CHECK(contains(e, p));
+    CHECK_FALSE(std::filesystem::exists(checkpoint::optimizer_path(p)));
+    // With an old pair: the old optimizer file stays as it was.
+    const std::string r = dir / "r.safetensors";
+    checkpoint::save_training(s, a.model, r, {{"epoch", "1"}});
+    s.run({}, a.feeds(), {a.step});
+    std::filesystem::remove(r);
+    std::filesystem::create_directory(r);
+    CHECK_FALSE(error_of([&] { checkpoint::save_training(s, a.model, r, {{"epoch", "2"}}); }).empty());
+    CHECK(checkpoint::read_metadata(checkpoint::optimizer_path(r)).at("epoch") == "1");
   }
 
   TEST_CASE("two variables with one checkpoint name are refused") {
