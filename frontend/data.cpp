@@ -306,7 +306,9 @@ Transform random_flip_horizontal(double p) {
 }
 
 Transform random_crop(int64_t padding) {
-  LOOM_CHECK(padding >= 0, "transforms::random_crop: padding must be >= 0, got ", padding);
+  // (A shift beyond the image leaves it all zeros; the bound keeps 2 * padding + 1 from overflowing.)
+  LOOM_CHECK(padding >= 0 && padding <= (int64_t(1) << 40),
+             "transforms::random_crop: padding must be in [0, 2^40], got ", padding);
   return [padding](const NDArray& batch, const BatchInfo& info) {
     LOOM_CHECK(batch.ndim() >= 3, "random_crop: expected [B, ..., H, W], got ", S(batch.shape()));
     const int64_t nd = batch.ndim(), H = batch.shape()[size_t(nd - 2)], W = batch.shape()[size_t(nd - 1)];
@@ -355,13 +357,20 @@ DataLoader& DataLoader::transform(size_t field, Transform t) {
   return *this;
 }
 
+/// The dataset's size(), which a user's Dataset could get wrong.
+int64_t DataLoader::examples() const {
+  const int64_t n = dataset_->size();
+  LOOM_CHECK(n >= 0, "DataLoader: the dataset's size() is ", n, ", expected >= 0");
+  return n;
+}
+
 int64_t DataLoader::size() const {
-  const int64_t n = dataset_->size(), b = options_.batch_size;
+  const int64_t n = examples(), b = options_.batch_size;
   return options_.drop_last ? n / b : n / b + (n % b != 0);  // (n + b - 1) / b overflows for a huge b
 }
 
 std::vector<int64_t> DataLoader::order(int64_t epoch) const {
-  const int64_t n = dataset_->size();
+  const int64_t n = examples();
   std::vector<int64_t> idx(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) idx[size_t(i)] = i;
   if (!options_.shuffle) return idx;

@@ -159,6 +159,7 @@ class DataLoader {
   Epoch epoch(int64_t epoch) const;
 
  private:
+  int64_t examples() const;
   Batch assemble(int64_t epoch, std::span<const int64_t> indices) const;
   /// The dataset indices of this loader's rows of batch `index` (its shard).
   std::span<const int64_t> rows(const std::vector<int64_t>& order, int64_t index) const;

@@ -47,10 +47,12 @@ bool is_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r
 }  // namespace
 
 std::string ptb_file(const std::string& dir, const std::string& name) {
-  LOOM_CHECK(fs::is_directory(dir), "corpus directory '", dir, "' does not exist or is not a directory");
+  std::error_code ec;  // the error_code forms: a name too long is a loom::Error, not a filesystem_error
+  LOOM_CHECK(fs::is_directory(dir, ec), "corpus directory '", dir, "' does not exist or is not a directory",
+             ec ? " (" + ec.message() + ")" : "");
   for (const std::string& f : {name + ".txt", "ptb." + name + ".txt"}) {
     fs::path p = fs::path(dir) / f;
-    if (fs::exists(p)) return p.string();
+    if (fs::exists(p, ec)) return p.string();
   }
   fail("corpus file '", (fs::path(dir) / (name + ".txt")).string(), "' not found (nor ptb.", name, ".txt)");
 }
@@ -185,15 +187,19 @@ namespace {
 /// The fortune files of `dir`, sorted: regular files, no index (.dat), no
 /// .u8 link, nothing hidden.
 std::vector<std::string> fortune_files(const std::string& dir) {
-  LOOM_CHECK(fs::is_directory(dir), "fortunes directory '", dir,
+  std::error_code ec;
+  LOOM_CHECK(fs::is_directory(dir, ec), "fortunes directory '", dir,
              "' not found (install Debian's fortunes package: apt-get install fortunes)");
   std::vector<std::string> files;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+  for (fs::directory_iterator it(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const fs::directory_entry& e = *it;
     const std::string name = e.path().filename().string();
-    if (!e.is_regular_file() || e.is_symlink() || name.empty() || name[0] == '.') continue;
+    std::error_code kind;  // an entry that cannot be examined is not a fortune file
+    if (!e.is_regular_file(kind) || e.is_symlink(kind) || name.empty() || name[0] == '.') continue;
     if (name.ends_with(".dat") || name.ends_with(".u8")) continue;
     files.push_back(e.path().string());
   }
+  LOOM_CHECK(!ec, "fortunes directory '", dir, "': cannot list it: ", ec.message());
   std::sort(files.begin(), files.end());
   LOOM_CHECK(!files.empty(), "fortunes directory '", dir, "' holds no fortune files");
   return files;
@@ -264,7 +270,9 @@ FortunesStats fortunes_to_ptb(const std::string& src_dir, const std::string& out
     st.tokens += int64_t(entries[k].size()) + 1;
   }
   stats.vocab = int64_t(vocab.size()) + 1;  // and <eos>
-  fs::create_directories(out_dir);
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  LOOM_CHECK(!ec, "fortunes_to_ptb: cannot create the output directory '", out_dir, "': ", ec.message());
   const char* names[3] = {"train.txt", "valid.txt", "test.txt"};
   for (int s = 0; s < 3; ++s) io::write_file_atomically((fs::path(out_dir) / names[s]).string(), text[s]);
   return stats;

@@ -193,8 +193,11 @@ class Trainer {
     for (const char* key : {"model", "dataset"}) {
       auto it = meta.find(key);
       const std::string& want = std::string(key) == "model" ? a_.model : a_.dataset;
-      if (it != meta.end() && it->second != want)
-        fail("'", path, "' holds a ", key, " '", it->second, "', not '", want, "' (use --", key, " ", it->second, ")");
+      if (it == meta.end() || it->second == want) continue;
+      const bool ours =
+          it->second == "cnn" || it->second == "resnet9" || it->second == "fashion-mnist" || it->second == "cifar10";
+      fail("'", path, "' holds a ", key, " '", it->second, "', not '", want, "'",
+           ours ? " (use --" + std::string(key) + " " + it->second + ")" : std::string(" (saved by another trainer?)"));
     }
     if (a_.load.empty()) {
       checkpoint::load(*s_, *model_, a_.load_weights);

@@ -294,6 +294,7 @@ void complete_args(const po::variables_map& vm, Args& a) {
     throw po::error("--layers, --embed and --hidden must be positive");
   if (!(a.dropout >= 0 && a.dropout < 1)) throw po::error("--dropout must be in [0, 1)");
   if (!(a.temperature > 0)) throw po::error("--temperature must be > 0");
+  if (!(a.anneal >= 1 && a.anneal < 1e300)) throw po::error("--anneal must be >= 1 (1: never anneal)");
   if (a.threads < 0 || a.generate < 0 || a.min_count < 1 || a.max_lines < 0 || a.max_batches < 0)
     throw po::error("--threads, --generate and --max-lines must be >= 0, --min-count >= 1");
   if (a.carry != "variable" && a.carry != "feed") throw po::error("--carry must be variable or feed");

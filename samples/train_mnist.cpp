@@ -159,8 +159,11 @@ class Trainer {
     const std::string& path = a_.load.empty() ? a_.load_weights : a_.load;
     checkpoint::Metadata meta = checkpoint::read_metadata(path);
     auto it = meta.find("model");
-    if (it != meta.end() && it->second != a_.model)
-      fail("'", path, "' holds a '", it->second, "' model, not '", a_.model, "' (use --model ", it->second, ")");
+    if (it != meta.end() && it->second != a_.model) {
+      const bool ours = it->second == "softmax" || it->second == "mlp" || it->second == "mlpresnet";
+      fail("'", path, "' holds a '", it->second, "' model, not '", a_.model, "'",
+           ours ? " (use --model " + it->second + ")" : std::string(" (saved by another trainer?)"));
+    }
     if (a_.load.empty()) {
       checkpoint::load(*s_, *model_, a_.load_weights);
       info_ << "loaded the weights of " << a_.load_weights << "\n";

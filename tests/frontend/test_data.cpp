@@ -323,5 +323,20 @@ TEST_SUITE("frontend/data") {
     data::DataLoader l0(ds, {.batch_size = 40});
     l0.transform(0, data::transforms::random_crop(0));
     CHECK(test::identical(l0.batch(0, 0)[0], px));
+    CHECK(contains(error_of([] { data::transforms::random_crop(INT64_MAX); }), "padding must be in [0, 2^40]"));
+  }
+
+  TEST_CASE("DataLoader: a user's Dataset with a negative size() is an error naming it") {
+    struct Negative : data::Dataset {
+      int64_t size() const override { return -1; }
+      std::vector<TensorType> fields() const override { return {{float32, {2}}}; }
+      void fill(int64_t, const std::vector<NDArray>&, int64_t) const override {}
+    };
+    data::DataLoader l(std::make_shared<Negative>(), {.batch_size = 3});
+    const std::string e = error_of([&] {
+      for (const data::Batch& b : l.epoch(0)) (void)b;
+    });
+    CHECK(contains(e, "the dataset's size() is -1, expected >= 0"));
+    CHECK(contains(error_of([&] { (void)l.size(); }), "size() is -1"));
   }
 }

@@ -142,6 +142,11 @@ TEST_SUITE("frontend/text") {
     data::Corpus c(out.path.string());
     CHECK(int64_t(c.train.size()) == st.train.tokens);
     CHECK(contains(error_of([] { data::read_fortunes("/nonexistent"); }), "apt-get install fortunes"));
+    // File-system failures are loom::Errors naming the path (error_of fails on any other exception).
+    CHECK(contains(error_of([&] { data::fortunes_to_ptb(src.path.string(), src / "a/out"); }),
+                   "cannot create the output directory"));
+    CHECK(contains(error_of([] { data::Corpus c(std::string(300, 'd')); }), "does not exist or is not a directory"));
+    CHECK(contains(error_of([&] { data::ptb_file(src.path.string(), std::string(300, 'd')); }), "not found"));
   }
 
   TEST_CASE("the real fortunes corpus (when Debian's fortunes package is installed)") {
