@@ -29,12 +29,21 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string signature(const std::vector<Tensor>& fetches, const Feeds& feeds, const std::vector<Tensor>& targets) {
+/// The plan cache's key of a run. A handle of another graph (its node ids mean other nodes) or an undefined
+/// feed gets a key no compiled plan has, so the run compiles and prune's checks refuse it.
+std::string signature(const Graph& graph, const std::vector<Tensor>& fetches, const Feeds& feeds,
+                      const std::vector<Tensor>& targets) {
   std::ostringstream os;
-  for (const Tensor& t : fetches) os << 'f' << (t.valid() ? t.node_id() : -1) << ':' << t.index();
-  for (const Tensor& t : targets) os << 't' << (t.valid() ? t.node_id() : -1);
+  auto id = [&](const Tensor& t) { return t.valid() && &t.graph() == &graph ? t.node_id() : -1; };
+  for (const Tensor& t : fetches) os << 'f' << id(t) << ':' << t.index();
+  for (const Tensor& t : targets) os << 't' << id(t);
   for (const auto& [t, a] : feeds) {
-    os << 'p' << (t.valid() ? t.node_id() : -1) << dtype_name(a.dtype());
+    os << 'p' << id(t);
+    if (!a.defined()) {
+      os << '?';
+      continue;
+    }
+    os << dtype_name(a.dtype());
     for (int64_t d : a.shape()) os << ',' << d;
   }
   return os.str();
@@ -306,7 +315,7 @@ void Session::set(const Tensor& v, const NDArray& value) {
 Session::Lease Session::acquire(const std::vector<Tensor>& fetches, const Feeds& feeds,
                                 const std::vector<Tensor>& targets) {
   Lease lease;
-  lease.key = signature(fetches, feeds, targets);
+  lease.key = signature(graph_, fetches, feeds, targets);
   {
     std::lock_guard lock(impl_->cache_mu);
     auto it = impl_->plans.find(lease.key);

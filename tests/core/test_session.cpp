@@ -265,6 +265,24 @@ TEST_SUITE("core/session") {
     CHECK(contains(error_of([&] { s.run({Tensor(&g, 12345, 0)}); }), "unknown node 12345"));
     (void)i;
     CHECK(s.run1(y, {{x, NDArray::full({2, 3}, 1)}}).item() == 12);  // still usable
+    // Also once a plan of the same node ids is cached: another graph's handles (node ids that mean other
+    // nodes there) and an undefined feed are refused, never run with the cached plan.
+    Graph third;  // built like g: the same node ids
+    Tensor x2 = third.placeholder("x2", {-1, 3});
+    third.placeholder("i2", {2}, int64);
+    Tensor y2 = sum(x2 * 5.0);
+    REQUIRE(x2.node_id() == x.node_id());
+    REQUIRE(y2.node_id() == y.node_id());
+    CHECK(contains(error_of([&] {
+                     s.run({y2}, {{x, NDArray::full({2, 3}, 1)}});
+                   }),
+                   "fetch 'sum' belongs to another graph"));
+    CHECK(contains(error_of([&] {
+                     s.run({y}, {{x2, NDArray::full({2, 3}, 1)}});
+                   }),
+                   "feed 'x2' belongs to another graph"));
+    CHECK(error_of([&] { s.run({y}, {{x, NDArray()}}); }) == "feed 'x': undefined NDArray");
+    CHECK(s.run1(y, {{x, NDArray::full({2, 3}, 1)}}).item() == 12);
   }
 
   TEST_CASE("check_numerics names the first node producing NaN; a failed run changes no variable") {
