@@ -3,7 +3,8 @@
 //                write variables (writes_var), the variables' readers
 //   establishes: ordering edges (PNode::after): a reader of a variable runs
 //                before each update of it that it does not depend on; updates
-//                of one variable run in graph order. PNode::post_commit marks
+//                of one variable run in the order their dependencies give (two
+//                independent ones are a loom::Error). PNode::post_commit marks
 //                the updates and everything depending on one; with atomic
 //                updates a barrier node makes every update wait for all other
 //                work, so a failed run leaves variables unchanged. After this
@@ -84,7 +85,7 @@ void order_updates(Compilation& c) {
   const std::vector<Bits> up = updates_upstream(p, updates);
   if (c.opt.atomic_updates)
     for (size_t i = 0; i < p.nodes.size(); ++i) p.nodes[i].post_commit = p.nodes[i].alive && (!up[i].empty() || p.nodes[i].writes_var);
-  std::unordered_map<int, int> last_update;  // storage -> its previous update
+  std::unordered_map<int, size_t> last_update;  // storage -> its previous update (index into updates)
   for (size_t k = 0; k < updates.size(); ++k) {
     const int a = updates[k];
     PNode& an = p.nodes[size_t(a)];
@@ -96,9 +97,18 @@ void order_updates(Compilation& c) {
       // After the previous update of this variable, unless that one depends on this
       // one (an assign anchoring a value this node computes): then it follows anyway.
       auto it = last_update.find(s);
-      if (it != last_update.end() && it->second != a && !has_bit(up[size_t(it->second)], k))
-        an.after.push_back(it->second);
-      last_update[s] = a;
+      if (it != last_update.end() && updates[it->second] != a) {
+        const int b = updates[it->second];
+        // Two updates of which neither depends on the other have no order: each would have to read the
+        // variable before the other writes it.
+        LOOM_CHECK(has_bit(up[size_t(b)], k) || has_bit(up[size_t(a)], it->second), "run: variable '",
+                   c.graph.node(p.storages[size_t(s)].var_node).name, "' is updated twice (nodes '",
+                   p.nodes[size_t(b)].name, "' and '", an.name,
+                   "'), neither update depending on the other; combine "
+                   "them into one update, order them (with_dependencies), or run them separately");
+        if (!has_bit(up[size_t(b)], k)) an.after.push_back(b);
+      }
+      last_update[s] = k;
     }
   }
   if (c.opt.atomic_updates) add_barrier(p);

@@ -47,6 +47,29 @@ TEST_SUITE("core/session") {
     CHECK(contains(error_of([&] { s.set(v, NDArray::zeros({3})); }), "set 'v': expected float32[2], got float32[3]"));
   }
 
+  TEST_CASE("two updates of one variable in one run: ordered by a dependency, or refused naming both") {
+    for (bool atomic : {true, false})
+      for (int threads : {1, 2}) {
+        CAPTURE(atomic);
+        CAPTURE(threads);
+        Graph g;
+        Tensor v = g.variable("v", {2}, [](const NDArray& a, uint64_t) { a.assign(NDArray::from<float>({1, 2})); });
+        Tensor a1 = assign_add(v, ones_like(v)), a2 = assign_add(v, full_like(v, 10.0));
+        Tensor chained = assign_add(v, with_dependencies({a1}, full_like(v, 100.0)));
+        Tensor read = v * 1.0;
+        Session s(g, {.threads = threads, .atomic_updates = atomic});
+        const std::string e = error_of([&] { s.run({read}, {}, {a1, a2}); });
+        CHECK(contains(e, "run: variable 'v' is updated twice (nodes '"));
+        CHECK(contains(e,
+                       "neither update depending on the other; combine them into one update, order them "
+                       "(with_dependencies), or run them separately"));
+        CHECK(s.get(v).to_vector<float>() == std::vector<float>{1, 2});  // nothing ran; the session is usable
+        auto r = s.run({read}, {}, {a1, chained});
+        CHECK(r[0].to_vector<float>() == std::vector<float>{1, 2});  // readers see the value before the updates
+        CHECK(s.get(v).to_vector<float>() == std::vector<float>{102, 103});
+      }
+  }
+
   TEST_CASE("variables are initialized from the session seed and the name") {
     Graph g;
     Tensor a = g.variable("a", {4}, test::init_normal(1));
