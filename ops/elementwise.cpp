@@ -164,6 +164,14 @@ void def_unary(const char* name, std::initializer_list<DType> dtypes, double (*r
   register_op(std::move(d));
 }
 
+/// maximum's and minimum's gradient, PyTorch's: dy to the input that wins, half of it to each at a tie (and
+/// all of it to both where a NaN makes every comparison false).
+std::vector<Tensor> tie_split(const Tensor& a, const Tensor& b, const Tensor& dy, const Tensor& a_loses,
+                              const Tensor& b_loses) {
+  const Tensor share = where(a == b, dy * 0.5, dy);
+  return {where(a_loses, 0.0, share), where(b_loses, 0.0, share)};
+}
+
 void def_binary(const char* name, std::initializer_list<DType> dtypes, double (*ref)(double, double), GradFn grad,
                 ExamplesFn examples, bool to_bool = false) {
   OpDef d;
@@ -276,7 +284,10 @@ const bool registered = [] {
              [](const GradContext& c) {
                const Tensor &a = c.inputs[0], &b = c.inputs[1], &y = c.outputs[0];
                Tensor dy = c.dout(0);
-               return std::vector<Tensor>{dy * b * pow(a, b - 1.0), dy * y * log(a)};
+               // PyTorch's pow_backward: 0 for the base where the exponent is 0 (not 0 * a^-1, NaN at a = 0),
+               // and 0 for the exponent where the base is 0 and the exponent >= 0 (not y * log 0).
+               return std::vector<Tensor>{dy * where(b == 0.0, 0.0, b * pow(a, b - 1.0)),
+                                          dy * where(a == 0.0, where(b >= 0.0, 0.0, y * log(a)), y * log(a))};
              },
              binary_examples(0.5, 2, -2, 2));
   // NaN wins, as in PyTorch's maximum/minimum (and the kernels).
@@ -284,14 +295,14 @@ const bool registered = [] {
              [](const GradContext& c) {
                const Tensor &a = c.inputs[0], &b = c.inputs[1];
                Tensor dy = c.dout(0);
-               return std::vector<Tensor>{where(a >= b, dy, 0.0), where(a < b, dy, 0.0)};
+               return tie_split(a, b, dy, a<b, a> b);
              },
              binary_examples(-2, 2, -2, 2));
   def_binary("minimum", kNumeric, [](double a, double b) { return a != a || b != b ? NAN : std::min(a, b); },
              [](const GradContext& c) {
                const Tensor &a = c.inputs[0], &b = c.inputs[1];
                Tensor dy = c.dout(0);
-               return std::vector<Tensor>{where(a <= b, dy, 0.0), where(a > b, dy, 0.0)};
+               return tie_split(a, b, dy, a > b, a < b);
              },
              binary_examples(-2, 2, -2, 2));
 

@@ -199,6 +199,35 @@ TEST_SUITE("ops/edge") {
     CHECK(s.run1(max(x), {{x, v}}).item() == INFINITY);
   }
 
+  TEST_CASE("pow at a zero base or exponent and maximum/minimum at ties: PyTorch's gradients") {
+    // torch: a = [0, 0, 0, -1, 2] (requires_grad), b = [0, 2, 0.5, 0, 3]; (a ** b).sum().backward() gives
+    // a.grad [0, 0, inf, 0, 12], b.grad [0, 0, 0, nan, 8 ln 2]; torch.maximum/minimum split a tie's gradient.
+    Graph g;
+    Tensor a = g.placeholder("a", {5}, float64), b = g.placeholder("b", {5}, float64);
+    auto grads = gradients(sum(pow(a, b)), {a, b});
+    auto scalar_exponent = gradients(sum(pow(a, 0.0)), {a});
+    auto mx = gradients(sum(maximum(a, b)), {a, b}), mn = gradients(sum(minimum(a, b)), {a, b});
+    Session s(g);
+    const Feeds feeds{{a, NDArray::from<double>({0, 0, 0, -1, 2})}, {b, NDArray::from<double>({0, 2, 0.5, 0, 3})}};
+    auto r = s.run({grads[0], grads[1], scalar_exponent[0], mx[0], mx[1], mn[0], mn[1]}, feeds);
+    CHECK(r[0].to_vector<double>() == std::vector<double>{0, 0, inf, 0, 12});
+    auto db = r[1].to_vector<double>();
+    CHECK(std::vector<double>(db.begin(), db.begin() + 3) == std::vector<double>{0, 0, 0});
+    CHECK(std::isnan(db[3]));  // 1 * log(-1)
+    CHECK(db.back() == doctest::Approx(8 * std::log(2.0)));
+    CHECK(r[2].to_vector<double>() == std::vector<double>{0, 0, 0, 0, 0});
+    // a vs b: tie, a < b, a < b, a < b, a < b.
+    CHECK(r[3].to_vector<double>() == std::vector<double>{0.5, 0, 0, 0, 0});
+    CHECK(r[4].to_vector<double>() == std::vector<double>{0.5, 1, 1, 1, 1});
+    CHECK(r[5].to_vector<double>() == std::vector<double>{0.5, 1, 1, 1, 1});
+    CHECK(r[6].to_vector<double>() == std::vector<double>{0.5, 0, 0, 0, 0});
+    // A NaN makes every comparison false: PyTorch passes the whole gradient to both inputs.
+    auto n = s.run({mx[0], mx[1]},
+                   {{a, NDArray::from<double>({NAN, 1, 0, 0, 0})}, {b, NDArray::from<double>({1, 1, 0, 0, 0})}});
+    CHECK(n[0].to_vector<double>()[0] == 1);
+    CHECK(n[1].to_vector<double>()[0] == 1);
+  }
+
   TEST_CASE("reductions over an empty axis: sum 0, mean NaN, max/min/argmax a loom::Error naming the node") {
     Graph g;
     Tensor e = g.placeholder("e", {2, 0});
