@@ -126,7 +126,8 @@ std::vector<Tensor> Graph::add_impl(std::string_view op_name, const std::vector<
     node->inputs.push_back(t.edge());
   }
   for (const Tensor& t : control) {
-    LOOM_CHECK(t.valid() && &t.graph() == this, op.name, " '", full, "': control input from another graph");
+    LOOM_CHECK(t.valid(), op.name, " '", full, "': a control input is an empty Tensor handle");
+    LOOM_CHECK(&t.graph() == this, op.name, " '", full, "': control input '", t.name(), "' belongs to another graph");
     node->control.push_back(t.node_id());
   }
   std::vector<size_t> ranks;

@@ -56,7 +56,10 @@ TensorType pool_output(const InferContext& c, const TensorType& x) {
   c.check(a.pt >= 0 && a.pb >= 0 && a.pl >= 0 && a.pr >= 0 && std::max(a.pt, a.pb) <= a.kh / 2 &&
               std::max(a.pl, a.pr) <= a.kw / 2,
           "padding ", attr_str(p), " must be >= 0 and at most half the kernel ", attr_str(k));
+  // The window's area (an average's divisor) must not overflow; PyTorch refuses empty images.
+  c.check(a.kh <= (int64_t(1) << 31) && a.kw <= (int64_t(1) << 31), "kernel ", attr_str(k), " is larger than 2^31");
   const int64_t H = x.shape[2], W = x.shape[3], unpadded_h = a.kh - a.pt - a.pb, unpadded_w = a.kw - a.pl - a.pr;
+  c.check(H != 0 && W != 0, "expected a non-empty image, got input ", S(x.shape));
   c.check((H < 0 || H >= unpadded_h) && (W < 0 || W >= unpadded_w), "kernel ", attr_str(k),
           " is larger than the padded input ", S(x.shape), " (padding ", attr_str(p), ")");
   auto out = [](int64_t in, int64_t unpadded, int64_t s) { return in < 0 ? -1 : (in - unpadded) / s + 1; };

@@ -704,7 +704,11 @@ Tensor squeeze(const Tensor& x, const std::vector<int64_t>& axes) { return G(x).
 Tensor slice(const Tensor& x, const std::vector<Slice>& slices) { return G(x).add1("slice", {x}, slice_attrs(slices)); }
 Tensor flip(const Tensor& x, const std::vector<int64_t>& axes) {
   std::vector<Slice> s(size_t(x.ndim()));
-  for (int64_t a : axes) s[size_t(normalize_axis(a, x.ndim(), "flip"))].step = -1;
+  for (int64_t a : axes) {
+    Slice& axis = s[size_t(normalize_axis(a, x.ndim(), "flip"))];
+    LOOM_CHECK(axis.step != -1, "flip: axis ", a, " is given twice in ", S(axes), " (PyTorch: dims has duplicates)");
+    axis.step = -1;
+  }
   return slice(x, s);
 }
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
@@ -738,7 +742,8 @@ Tensor dilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilatio
   return G(x).add1("dilate", {x}, {{"axes", axes}, {"dilation", dilation}});
 }
 Tensor undilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilation) {
-  LOOM_CHECK(dilation >= 0, "undilate: dilation must be >= 0, got ", dilation);
+  // (The step is dilation + 1: INT64_MAX would wrap to a negative step.)
+  LOOM_CHECK(dilation >= 0 && dilation < INT64_MAX, "undilate: dilation must be in [0, 2^63 - 1), got ", dilation);
   std::vector<Slice> s(size_t(x.ndim()));
   for (int64_t a : axes) s[size_t(normalize_axis(a, x.ndim(), "undilate"))].step = dilation + 1;
   return slice(x, s);

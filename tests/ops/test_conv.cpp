@@ -130,6 +130,15 @@ TEST_SUITE("ops/conv") {
     CHECK(contains(e, "overflows"));
     e = error_of([&] { conv2d(x, g.placeholder("wgh", {4, 3, 3, 3}), {.groups = kHuge}); });
     CHECK(contains(e, "conv2d '"));
+    // A window whose area would overflow (an average's divisor), and an empty image (PyTorch refuses it; a
+    // padded window over nothing gave 0 or NaN).
+    e = error_of([&] {
+      avg_pool2d(g.placeholder("one", {1, 1, 1, 1}),
+                 {.kernel = {int64_t(1) << 32}, .stride = {1}, .padding = {int64_t(1) << 31}});
+    });
+    CHECK(contains(e, "is larger than 2^31"));
+    e = error_of([&] { max_pool2d(g.placeholder("empty", {1, 1, 0, 0}), {.kernel = {2}, .padding = {1}}); });
+    CHECK(contains(e, "expected a non-empty image, got input [1,1,0,0]"));
     e = error_of([&] { adaptive_avg_pool2d(x, {7}); });
     CHECK(contains(e, "larger than the input"));
     e = error_of([&] { batch_norm(x, g.placeholder("bw", {4}), g.placeholder("bb", {3})); });

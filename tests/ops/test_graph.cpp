@@ -121,6 +121,9 @@ TEST_SUITE("ops/graph") {
     CHECK(contains(error_of([&] { where(c, c, c); }), "condition must be bool"));
     CHECK(contains(error_of([&] { gather(c, c); }), "indices must be int32 or int64"));
     CHECK(contains(error_of([&] { concat({c, d}, 0); }), "incompatible"));
+    CHECK(contains(error_of([&] { flip(c, {0, -2}); }), "flip: axis -2 is given twice in [0,-2]"));
+    CHECK(contains(error_of([&] { undilate(c, {1}, INT64_MAX); }), "dilation must be in [0, 2^63 - 1)"));
+    CHECK(contains(error_of([&] { with_dependencies({Tensor()}, c); }), "a control input is an empty Tensor handle"));
     Graph other;
     Tensor o = other.placeholder("o", {3, 4});
     CHECK(contains(error_of([&] { c + o; }), "belongs to another graph"));
