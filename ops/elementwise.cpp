@@ -581,11 +581,20 @@ Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
 Tensor operator<=(const Tensor& a, const Tensor& b) { return le(a, b); }
 Tensor operator>(const Tensor& a, const Tensor& b) { return gt(a, b); }
 Tensor operator>=(const Tensor& a, const Tensor& b) { return ge(a, b); }
-Tensor operator==(const Tensor& a, double b) { return eq(a, scalar_like(a, b)); }
-Tensor operator!=(const Tensor& a, double b) { return ne(a, scalar_like(a, b)); }
-Tensor operator<(const Tensor& a, double b) { return lt(a, scalar_like(a, b)); }
-Tensor operator<=(const Tensor& a, double b) { return le(a, scalar_like(a, b)); }
-Tensor operator>(const Tensor& a, double b) { return gt(a, scalar_like(a, b)); }
-Tensor operator>=(const Tensor& a, double b) { return ge(a, scalar_like(a, b)); }
+namespace {
+/// A comparison of a with the scalar b: in a's dtype when b is one of its values, else in float64 (PyTorch
+/// promotes an integer tensor compared with 2.5; cast to the tensor's dtype, 2 == 2.5 would hold).
+Tensor compare(Tensor (*op)(const Tensor&, const Tensor&), const Tensor& a, double b) {
+  if (is_floating(a.dtype()) || NDArray::scalar(b, a.dtype()).item() == b) return op(a, scalar_like(a, b));
+  return op(cast(a, float64), G(a).scalar(b, float64));
+}
+}  // namespace
+
+Tensor operator==(const Tensor& a, double b) { return compare(eq, a, b); }
+Tensor operator!=(const Tensor& a, double b) { return compare(ne, a, b); }
+Tensor operator<(const Tensor& a, double b) { return compare(lt, a, b); }
+Tensor operator<=(const Tensor& a, double b) { return compare(le, a, b); }
+Tensor operator>(const Tensor& a, double b) { return compare(gt, a, b); }
+Tensor operator>=(const Tensor& a, double b) { return compare(ge, a, b); }
 
 }  // namespace loom

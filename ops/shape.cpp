@@ -729,7 +729,9 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 std::vector<Tensor> split(const Tensor& x, int64_t parts, int64_t axis) {
   int64_t ax = normalize_axis(axis, x.ndim(), "split");
   int64_t n = x.shape()[size_t(ax)];
-  LOOM_CHECK(parts > 0 && n >= 0 && n % parts == 0, "split '", x.name(), "': dim ", ax, " of ", S(x.shape()),
+  LOOM_CHECK(n >= 0, "split of '", x.name(), "' into ", parts, " parts: dim ", ax, " of ", S(x.shape()),
+             " is dynamic (the parts' sizes are fixed when the graph is built; pass them as sizes)");
+  LOOM_CHECK(parts > 0 && n % parts == 0, "split of '", x.name(), "': dim ", ax, " of ", S(x.shape()),
              " does not split into ", parts, " equal parts");
   return split(x, V(size_t(parts), n / parts), ax);
 }

@@ -137,6 +137,17 @@ TEST_SUITE("ops/graph") {
     Session s(g);
     NDArray out = s.run1(y, {{x, NDArray::from<double>({0, 1, 3})}});
     CHECK(out.to_vector<double>() == std::vector<double>{-1, 1.5, 5.75});
+    // Comparisons with a scalar the tensor's dtype cannot hold are made in float64, as PyTorch promotes them.
+    Tensor i = g.placeholder("i", {4}, int64);
+    auto r = s.run({i == 2.5, i<2.5, i >= 2.5, i != 2.5, i> 1e30, i == 2.0, i < NAN},
+                   {{i, NDArray::from<int64_t>({1, 2, 3, -5})}});
+    CHECK(r[0].to_vector<bool>() == std::vector<bool>{false, false, false, false});
+    CHECK(r[1].to_vector<bool>() == std::vector<bool>{true, true, false, true});
+    CHECK(r[2].to_vector<bool>() == std::vector<bool>{false, false, true, false});
+    CHECK(r[3].to_vector<bool>() == std::vector<bool>{true, true, true, true});
+    CHECK(r[4].to_vector<bool>() == std::vector<bool>{false, false, false, false});
+    CHECK(r[5].to_vector<bool>() == std::vector<bool>{false, true, false, false});
+    CHECK(r[6].to_vector<bool>() == std::vector<bool>{false, false, false, false});
   }
 
   TEST_CASE("logsumexp is stable on extreme values") {
