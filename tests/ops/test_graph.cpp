@@ -307,20 +307,27 @@ TEST_SUITE("ops/random") {
     for (int64_t n :
          {1, 2, 3, 5, 4099, 70001}) {  // partial last blocks of 4 and of 2; chunks of 256 blocks, 64 at a time
       CAPTURE(n);
-      const Attrs uniform{{"shape", std::vector<int64_t>{n}}, {"a", -1.0}, {"b", 3.0}, {"dtype", float32}};
+      // A range of 4.2, not a power of two: a fused multiply-add would round differently (the CUDA kernels
+      // multiply and add with __dmul_rn and __dadd_rn).
+      const Attrs uniform{{"shape", std::vector<int64_t>{n}}, {"a", -1.3}, {"b", 2.9}, {"dtype", float32}};
       auto u32 = invoke("random_uniform", {}, uniform, opt)[0].to_vector<float>();
       Attrs u64a = uniform;
       u64a.set("dtype", float64);
       auto u64 = invoke("random_uniform", {}, u64a, opt)[0].to_vector<double>();
       Attrs normal = u64a;
       normal.set("a", 2.0);
-      normal.set("b", 0.5);
+      normal.set("b", 0.7);
       auto nd = invoke("random_normal", {}, normal, opt)[0].to_vector<double>();
+      auto plus = [](double a, double b, double x) {
+        volatile double product = b * x;  // rounded on its own, never fused with the add
+        return a + product;
+      };
+      const double range = 2.9 - -1.3;
       for (int64_t i = 0; i < n; ++i) {
         const auto k = uint64_t(i);
-        REQUIRE(u32[size_t(i)] == float(-1.0 + 4.0 * double(philox::uniform_f32(key, opt.run_counter, k))));
-        REQUIRE(u64[size_t(i)] == -1.0 + 4.0 * philox::uniform_f64(key, opt.run_counter, k));
-        REQUIRE(nd[size_t(i)] == 2.0 + 0.5 * philox::normal(key, opt.run_counter, k));
+        REQUIRE(u32[size_t(i)] == float(plus(-1.3, range, double(philox::uniform_f32(key, opt.run_counter, k)))));
+        REQUIRE(u64[size_t(i)] == plus(-1.3, range, philox::uniform_f64(key, opt.run_counter, k)));
+        REQUIRE(nd[size_t(i)] == plus(2.0, 0.7, philox::normal(key, opt.run_counter, k)));
       }
     }
   }
