@@ -65,6 +65,7 @@ std::mutex& kinds_mutex() {
 }
 Kind* kind_slot(DeviceKind k) {
   static Kind kinds[2];
+  LOOM_CHECK(int(k) < 2, "device kind ", int(k), " is neither cpu nor cuda");
   return &kinds[int(k)];
 }
 

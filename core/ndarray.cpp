@@ -108,6 +108,7 @@ Layout layout_permute(const Layout& in, const std::vector<int64_t>& axes, const 
 Layout layout_broadcast(const Layout& in, const Shape& shape, const char* what) {
   size_t n = shape.size(), m = in.shape.size();
   if (m > n) fail(what, ": cannot broadcast ", shape_str(in.shape), " to ", shape_str(shape));
+  for (int64_t d : shape) LOOM_CHECK(d >= 0, what, ": cannot broadcast to ", shape_str(shape), " (dims must be known)");
   Layout out{shape, Strides(n, 0), in.offset};
   for (size_t i = 0; i < m; ++i) {
     size_t j = n - m + i;
@@ -153,10 +154,15 @@ Layout layout_slice(const Layout& in, const std::vector<Slice>& slices, const ch
 
 NDArray::NDArray(std::shared_ptr<Buffer> buf, Layout layout, DType dtype)
     : buf_(std::move(buf)), layout_(std::move(layout)), dtype_(dtype) {
-  LOOM_ASSERT(layout_.shape.size() == layout_.strides.size());
+  // A user's layout as well as loom's own views: errors, not assertions.
+  LOOM_CHECK(layout_.shape.size() == layout_.strides.size(), "NDArray: shape ", shape_str(layout_.shape), " and ",
+             layout_.strides.size(), " strides differ in rank");
+  for (int64_t d : layout_.shape)
+    LOOM_CHECK(d >= 0, "NDArray: shape ", shape_str(layout_.shape), " has a negative dim");
   if (buf_ && numel() > 0) {
     auto [lo, hi] = layout_.extent();
-    LOOM_ASSERT(lo >= 0 && size_t(hi) * dtype_size(dtype_) <= buf_->bytes(), "view outside its buffer");
+    LOOM_CHECK(lo >= 0 && size_t(hi) * dtype_size(dtype_) <= buf_->bytes(), "NDArray: a view of shape ",
+               shape_str(layout_.shape), " reaches outside its buffer of ", buf_->bytes(), " bytes");
   }
 }
 
@@ -245,7 +251,11 @@ NDArray NDArray::select(int64_t axis, int64_t i) const {
 
 NDArray NDArray::flip(const std::vector<int64_t>& axes) const {
   std::vector<Slice> s(static_cast<size_t>(ndim()));
-  for (int64_t a : axes) s[size_t(normalize_axis(a, ndim(), "flip"))].step = -1;
+  for (int64_t a : axes) {
+    Slice& axis = s[size_t(normalize_axis(a, ndim(), "flip"))];
+    LOOM_CHECK(axis.step != -1, "flip: axis ", a, " is given twice");
+    axis.step = -1;
+  }
   return slice(s);
 }
 
@@ -292,11 +302,35 @@ void NDArray::fill(double value) const {
   assign(one);  // converted as casts convert: to integers saturating, NaN to 0
 }
 
+namespace {
+/// The bytes [first, last) an array's elements occupy (strides may be negative or 0).
+std::pair<const char*, const char*> byte_extent(const NDArray& a) {
+  int64_t lo = 0, hi = 0;
+  for (size_t d = 0; d < a.shape().size(); ++d) {
+    const int64_t span = (a.shape()[d] - 1) * a.strides()[d];
+    (span < 0 ? lo : hi) += span;
+  }
+  const char* first = static_cast<const char*>(a.raw());
+  return {first + lo * int64_t(a.itemsize()), first + (hi + 1) * int64_t(a.itemsize())};
+}
+}  // namespace
+
 void copy_into(const NDArray& dst, const NDArray& src) {
   LOOM_CHECK(dst.shape() == src.shape(), "copy: shape ", shape_str(src.shape()), " does not match ",
              shape_str(dst.shape()));
   LOOM_CHECK(dst.device() == src.device(), "copy: ", src.device().str(), " to ", dst.device().str(),
              " (use NDArray::to)");
+  for (size_t d = 0; d < dst.shape().size(); ++d)
+    LOOM_CHECK(dst.strides()[d] != 0 || dst.shape()[d] <= 1, "copy: the destination ", shape_str(dst.shape()),
+               " is a broadcast view (stride 0 on axis ", d, "): its elements share memory");
+  if (dst.numel() == 0) return;
+  // A source overlapping the destination (a.assign(a.transpose()), shifted slices) is read before anything is
+  // written, as NumPy does.
+  if (dst.same_storage(src)) {
+    const auto [d0, d1] = byte_extent(dst);
+    const auto [s0, s1] = byte_extent(src);
+    if (d0 < s1 && s0 < d1) return copy_into(dst, src.clone());
+  }
   const KernelInfo* k = find_kernel(core_op::copy.name(), dst.device().kind, dst.dtype());
   LOOM_CHECK(k, "copy: no kernel for ", dtype_name(dst.dtype()), " on ", dst.device().str());
   KernelContext ctx{dst.device()};
@@ -325,6 +359,8 @@ double NDArray::at(const std::vector<int64_t>& index) const {
 
 std::string NDArray::str(int64_t max_per_axis) const {
   if (!defined()) return "NDArray(undefined)";
+  LOOM_CHECK(max_per_axis >= 2, "NDArray::str: max_per_axis must be >= 2 (the first and last shown), got ",
+             max_per_axis);
   NDArray h = to(Device::cpu());
   std::ostringstream os;
   std::vector<int64_t> idx(size_t(ndim()), 0);

@@ -232,7 +232,17 @@ struct Session::Impl {
 };
 
 Session::Session(Graph& graph, SessionOptions options) : graph_(graph), options_(std::move(options)) {
-  if (options_.threads <= 0) options_.threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  // (TBB's arena crashes on millions of threads.)
+  LOOM_CHECK(options_.threads >= 0 && options_.threads <= SessionOptions::kMaxThreads,
+             "Session: threads must be in [0, ", SessionOptions::kMaxThreads, "] (0: all hardware threads), got ",
+             options_.threads);
+  LOOM_CHECK(int(options_.executor) >= 0 && int(options_.executor) <= int(Executor::parallel), "Session: executor ",
+             int(options_.executor), " is not an Executor");
+  LOOM_CHECK(int(options_.memory) >= 0 && int(options_.memory) <= int(MemoryStrategy::greedy_by_area),
+             "Session: memory ", int(options_.memory), " is not a MemoryStrategy");
+  LOOM_CHECK(int(options_.remat) >= 0 && int(options_.remat) <= int(Remat::greedy), "Session: remat ",
+             int(options_.remat), " is not a Remat");
+  if (options_.threads == 0) options_.threads = int(std::max(1u, std::thread::hardware_concurrency()));
   device_backend(options_.device);  // fails early, naming the device, when it is not available
   impl_ = std::make_unique<Impl>(options_.threads);
   impl_->stream = device_backend(options_.device).create_stream();

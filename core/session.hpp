@@ -40,6 +40,7 @@ struct SessionOptions {
   Device device = Device::cpu();
   /// Threads for kernels and the parallel executor; 0 = all hardware threads.
   int threads = 0;
+  static constexpr int kMaxThreads = 4096;
   Executor executor = Executor::serial;
   MemoryStrategy memory = MemoryStrategy::best;
   uint64_t seed = 0;

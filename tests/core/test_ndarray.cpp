@@ -112,6 +112,22 @@ TEST_SUITE("core/ndarray") {
     NDArray b = NDArray::zeros({3}, int32);
     b.assign(NDArray::from<double>({1.7, -2.2, 3.0}));
     CHECK(b.to_vector<int32_t>() == std::vector<int32_t>{1, -2, 3});
+    // A source overlapping its destination is read before it is written (NumPy's result).
+    NDArray m = NDArray::arange(9).reshape({3, 3});
+    m.assign(m.transpose());
+    CHECK(m.to_vector<float>() == std::vector<float>{0, 3, 6, 1, 4, 7, 2, 5, 8});
+    NDArray r = NDArray::arange(6).reshape({2, 3});
+    r.slice({Slice::all(), Slice::range(1, 3)}).assign(r.slice({Slice::all(), Slice::range(0, 2)}));
+    CHECK(r.to_vector<float>() == std::vector<float>{0, 0, 1, 3, 3, 4});
+    NDArray f = NDArray::arange(5);
+    f.assign(f.flip({0}));
+    CHECK(f.to_vector<float>() == std::vector<float>{4, 3, 2, 1, 0});
+    // A broadcast destination would write one element many times.
+    NDArray row = NDArray::zeros({1, 3});
+    CHECK(test::contains(test::error_of([&] {
+                           row.broadcast_to({2, 3}).assign(NDArray::arange(6).reshape({2, 3}));
+                         }),
+                         "is a broadcast view (stride 0 on axis 0)"));
   }
 
   TEST_CASE("errors name the operation and shapes") {
@@ -122,6 +138,23 @@ TEST_SUITE("core/ndarray") {
     CHECK(test::contains(test::error_of([&] { a.data<double>(); }), "data<float64>() on a float32 array"));
     CHECK(test::contains(test::error_of([&] { a.select(1, 4); }), "out of range"));
     CHECK(test::contains(test::error_of([&] { a.item(); }), "12 elements"));
+    CHECK(test::contains(test::error_of([&] { a.broadcast_to({-1, 4}); }), "dims must be known"));
+    CHECK(test::contains(test::error_of([&] { a.flip({1, -1}); }), "flip: axis -1 is given twice"));
+    CHECK(test::contains(test::error_of([&] { (void)NDArray::arange(10).str(1); }), "max_per_axis must be >= 2"));
+    CHECK(test::contains(NDArray::arange(10).str(2), "0, ..., 9"));
+    // A layout of the user's: errors, not assertions.
+    CHECK(test::contains(test::error_of([&] {
+                           NDArray(a.buffer(), Layout{{3, 40}, {40, 1}, 0}, float32);
+                         }),
+                         "reaches outside its buffer"));
+    CHECK(test::contains(test::error_of([&] {
+                           NDArray(a.buffer(), Layout{{3, -4}, {4, 1}, 0}, float32);
+                         }),
+                         "has a negative dim"));
+    CHECK(test::contains(test::error_of([&] {
+                           NDArray(a.buffer(), Layout{{12}, {1, 1}, 0}, float32);
+                         }),
+                         "differ in rank"));
   }
 
   TEST_CASE("dtypes round-trip through casts") {

@@ -306,6 +306,13 @@ TEST_SUITE("core/session") {
                    "feed 'x2' belongs to another graph"));
     CHECK(error_of([&] { s.run({y}, {{x, NDArray()}}); }) == "feed 'x': undefined NDArray");
     CHECK(s.run1(y, {{x, NDArray::full({2, 3}, 1)}}).item() == 12);
+    // Options out of range (TBB's arena crashed on millions of threads).
+    CHECK(contains(error_of([&] { Session bad(g, {.threads = 1 << 24}); }), "threads must be in [0, 4096]"));
+    CHECK(contains(error_of([&] { Session bad(g, {.threads = -1}); }), "threads must be in [0, 4096]"));
+    CHECK(contains(error_of([&] { Session bad(g, {.memory = MemoryStrategy(42)}); }),
+                   "memory 42 is not a MemoryStrategy"));
+    CHECK(contains(error_of([&] { Session bad(g, {.remat = Remat(9)}); }), "remat 9 is not a Remat"));
+    CHECK(contains(error_of([&] { Session bad(g, {.device = Device{DeviceKind(9), 0}}); }), "device kind 9"));
   }
 
   TEST_CASE("check_numerics names the first node producing NaN; a failed run changes no variable") {
