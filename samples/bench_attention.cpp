@@ -122,7 +122,7 @@ std::string mib(size_t b) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   std::vector<int64_t> lengths{128, 512, 2048};
   int64_t heads = 4, dim = 64, tokens = 4096, batch = 0;
   int threads = 2;
@@ -148,6 +148,15 @@ int main(int argc, char** argv) {
   if (vm.count("help")) {
     std::printf("%s", (std::ostringstream() << desc).str().c_str());
     return 0;
+  }
+  bool positive = !lengths.empty();
+  for (int64_t t : lengths) positive = positive && t > 0;
+  if (!positive || heads < 1 || dim < 1 || tokens < 1 || batch < 0 || threads < 1 || threads > 4096 ||
+      !(min_seconds > 0 && min_seconds < 1e6)) {
+    std::fprintf(stderr,
+                 "bench_attention: --lengths, --heads, --dim and --tokens must be positive, --batch >= 0, "
+                 "--threads in [1, 4096], --min-seconds in (0, 10^6)\n");
+    return 2;
   }
   const bool causal = vm.count("causal") > 0, json = vm.count("json") > 0;
   openblas_set_num_threads(1);
@@ -206,4 +215,7 @@ int main(int argc, char** argv) {
   }
   if (json) std::printf("%s\n", doc.dump(2).c_str());
   return 0;
+} catch (const std::exception& e) {  // (a size too large for memory, say)
+  std::fprintf(stderr, "bench_attention: error: %s\n", e.what());
+  return 1;
 }

@@ -384,7 +384,7 @@ void loss_rows(tbb::task_arena& arena, int threads, int reps, const std::string&
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   int reps = 7;
   int64_t mb = 64;
@@ -411,6 +411,21 @@ int main(int argc, char** argv) {
     std::printf("%s", (std::ostringstream() << desc).str().c_str());
     return 0;
   }
+  const std::string known = ",matmul,linear,epilogue,bandwidth,conv,norm,loss,";
+  std::string usage;
+  if (threads < 1 || threads > 4096) usage = "--threads must be in [1, 4096]";
+  if (reps < 1 || reps > 1000000) usage = "--reps must be in [1, 10^6]";
+  if (mb < 1 || mb > (int64_t(1) << 20)) usage = "--mb must be in [1, 2^20]";
+  for (size_t a = 0, b; usage.empty() && a <= sections.size(); a = b + 1) {
+    b = std::min(sections.find(',', a), sections.size());
+    if (known.find("," + sections.substr(a, b - a) + ",") == std::string::npos)
+      usage = "unknown section '" + sections.substr(a, b - a) + "' in --sections (" +
+              known.substr(1, known.size() - 2) + ")";
+  }
+  if (!usage.empty()) {
+    std::fprintf(stderr, "bench_kernels: %s\n", usage.c_str());
+    return 2;
+  }
   tbb::task_arena arena(threads);
   // libloom chose OpenBLAS's kernels for this CPU when it loaded (kernels/cpu/openblas.hpp).
   std::printf("bench_kernels: %d threads, median of %d runs, OpenBLAS kernels: %s\n\n", threads, reps,
@@ -425,4 +440,7 @@ int main(int argc, char** argv) {
   if (section("norm")) norm_rows(arena, threads, reps, no_torch ? "" : python);
   if (section("loss")) loss_rows(arena, threads, reps, no_torch ? "" : python);
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_kernels: error: %s\n", e.what());
+  return 1;
 }

@@ -44,15 +44,6 @@ struct Options : samples::LMConfig {
   bool json = false, jax = false;
 };
 
-std::vector<int> parse_counts(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) out.push_back(std::stoi(item));
-  LOOM_CHECK(!out.empty(), "bench_lm: --torch-threads is empty");
-  return out;
-}
-
 json request(samples::Peer& p, const std::string& cmd) {
   json j = json::parse(p.request(cmd));
   LOOM_CHECK(!j.contains("error"), "bench_lm: a peer answered '", cmd, "' with ", j.dump());
@@ -74,7 +65,7 @@ std::vector<std::string> peer_args(const Options& o, const std::string& dir, int
 
 /// PyTorch's best thread count on this machine, from a short timed run of each.
 int fastest_torch_threads(const Options& o, const std::string& dir, const std::string& script, std::ostream& info) {
-  const std::vector<int> counts = parse_counts(o.torch_threads);
+  const std::vector<int> counts = samples::thread_counts(o.torch_threads, "--torch-threads");
   int best_t = counts[0];
   if (counts.size() == 1) return best_t;
   double best = INFINITY;
@@ -328,6 +319,13 @@ int main(int argc, char** argv) {
     if (!given("lr")) o.lr = o.opt == "adam" ? 1e-3 : 20.0;
     if (o.epochs <= 0 || o.calibrate <= 0 || o.threads < 0 || o.batch <= 0 || o.bptt <= 0)
       throw po::error("--epochs, --calibrate, --batch and --bptt must be positive, --threads >= 0");
+    if (o.quick < 0 || o.layers <= 0 || o.embed <= 0 || o.hidden <= 0)
+      throw po::error("--quick must be >= 0, --layers, --embed and --hidden positive");
+    if (!(o.dropout >= 0 && o.dropout < 1)) throw po::error("--dropout must be in [0, 1)");
+    if (!(o.lr >= 0 && o.lr < 1e6) || !(o.clip >= 0 && o.clip < 1e300))
+      throw po::error("--lr must be in [0, 10^6), --clip >= 0 (0: off)");
+    if (!(o.anneal >= 1 && o.anneal < 1e300)) throw po::error("--anneal must be >= 1 (1: never anneal)");
+    samples::thread_counts(o.torch_threads, "--torch-threads");
     if (o.carry != "variable" && o.carry != "feed") throw po::error("--carry must be variable or feed");
     if (o.executor != "serial" && o.executor != "parallel") throw po::error("--executor must be serial or parallel");
   };

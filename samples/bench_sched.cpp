@@ -861,6 +861,21 @@ std::optional<int> parse_options(int argc, char** argv, Options& o) {
     }
   // The sweep's default: the families it knows.
   if (o.memory_sweep && vm["families"].defaulted()) o.families = {"mlpresnet", "transformer", "resnet9"};
+  auto in = [](const auto& xs, double lo, double hi) {
+    for (auto x : xs)
+      if (!(x >= lo && x <= hi)) return false;
+    return true;
+  };
+  const char* usage = nullptr;
+  if (!in(o.chain_sizes, 1, 1e7) || !in(o.random_sizes, 1, 1e7)) usage = "--chain and --random must be in [1, 10^7]";
+  if (!in(o.wide_sizes, 1, 4096)) usage = "--wide must be in [1, 4096]";
+  if (!in(o.threads, 1, 4096)) usage = "--threads must be in [1, 4096]";
+  if (!in(std::vector{o.min_seconds}, 1e-6, 1e6)) usage = "--min-seconds must be in (0, 10^6]";
+  if (o.fractions.empty() || !in(o.fractions, 1e-6, 1.0)) usage = "--fractions must be in (0, 1]";
+  if (usage) {
+    std::cerr << "bench_sched: " << usage << "\n";
+    return 2;
+  }
   return std::nullopt;
 }
 

@@ -196,14 +196,6 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-/// A comma list of thread counts (an option's value).
-std::vector<int> thread_counts(const std::string& list, const char* option) {
-  std::vector<int> out;
-  for (const std::string& t : split(list)) out.push_back(std::stoi(t));
-  LOOM_CHECK(!out.empty(), "bench_train: ", option, " is empty");
-  return out;
-}
-
 struct Datasets {
   std::shared_ptr<data::TensorDataset> train, test;
 };
@@ -252,7 +244,7 @@ Peers start_peers(const Options& o, const Config& c) {
   Peers p;
   const std::string script = find_script(o.script);
   p.torch = fastest_peer(
-      "PyTorch", c.model, thread_counts(o.torch_threads, "--torch-threads"), o.calibrate, o.json,
+      "PyTorch", c.model, samples::thread_counts(o.torch_threads, "--torch-threads"), o.calibrate, o.json,
       [&](int t) { return peer_args(o, c, script, t); }, &p.torch_threads);
   if (o.no_jax || !Device::parse(o.device).is_cpu()) return p;  // the JAX peer runs on the CPU only
   // The step as one jax.jit function: the MLPs in bench_train_jax.py, the CNNs in bench_cnn_jax.py.
@@ -260,7 +252,7 @@ Peers start_peers(const Options& o, const Config& c) {
   const std::string jax_script =
       find_script(conv ? "" : o.jax_script, conv ? "bench_cnn_jax.py" : "bench_train_jax.py", "--jax-script");
   p.jax = fastest_peer(
-      "JAX", c.model, thread_counts(o.jax_threads, "--jax-threads"), o.calibrate, o.json,
+      "JAX", c.model, samples::thread_counts(o.jax_threads, "--jax-threads"), o.calibrate, o.json,
       [&](int t) { return peer_args(o, c, jax_script, t); }, &p.jax_threads);
   return p;
 }
@@ -403,6 +395,10 @@ int main(int argc, char** argv) {
   auto check = [&](const po::variables_map&) {
     if (o.epochs <= 0 || o.calibrate <= 0 || o.threads < 0 || o.batch < 0)
       throw po::error("--epochs and --calibrate must be positive, --threads and --batch >= 0");
+    if (split(o.models).empty()) throw po::error("--model is empty (softmax, mlp, mlpresnet, cnn, resnet9)");
+    for (const std::string& m : split(o.models)) config_for(m, 0);  // an unknown model, before the peers start
+    samples::thread_counts(o.torch_threads, "--torch-threads");
+    samples::thread_counts(o.jax_threads, "--jax-threads");
   };
   if (auto stop = samples::parse_command_line("bench_train", argc, argv, desc, check)) return *stop;
   std::signal(SIGPIPE, SIG_IGN);  // a PyTorch process that dies must not kill us mid-write

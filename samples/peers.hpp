@@ -125,6 +125,23 @@ inline double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/// A comma list of a peer's thread counts (an option's value, e.g. "1,2"), each in [0, 4096] (0: the peer's
+/// default, all cores).
+inline std::vector<int> thread_counts(const std::string& list, const char* option) {
+  std::vector<int> out;
+  for (size_t a = 0, b; a < list.size(); a = b + 1) {
+    b = std::min(list.find(',', a), list.size());
+    const std::string item = list.substr(a, b - a);
+    char* end = nullptr;
+    const long n = std::strtol(item.c_str(), &end, 10);
+    LOOM_CHECK(!item.empty() && *end == '\0' && n >= 0 && n <= 4096, option, ": '", item,
+               "' is not a thread count in [0, 4096]");
+    out.push_back(int(n));
+  }
+  LOOM_CHECK(!out.empty(), option, " is empty");
+  return out;
+}
+
 /// The path of a companion script: `given`, else samples/<name> found from
 /// the working directory or from the executable's place in the build tree.
 inline std::string find_script(const std::string& given, const std::string& name) {

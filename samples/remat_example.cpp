@@ -14,7 +14,14 @@
 using namespace loom;
 
 int main(int argc, char** argv) {
-  const double fraction = argc > 1 ? std::atof(argv[1]) : 0.6;
+  char* end = nullptr;
+  const double fraction = argc > 1 ? std::strtod(argv[1], &end) : 0.6;
+  if (argc > 2 || (argc > 1 && (*end != '\0' || !(fraction > 0 && fraction <= 1)))) {
+    std::fprintf(stderr,
+                 "usage: remat_example [budget as a fraction of the arena without recomputation, in (0, 1]; "
+                 "default 0.6]\n");
+    return 2;
+  }
   Graph g;
   Tensor x = g.placeholder("x", {-1, 64}), y = g.placeholder("y", {-1}, int64);
   nn::Sequential model;  // 12 hidden layers: activations dominate the arena

@@ -9,7 +9,13 @@
 
 using namespace loom;
 
-int main() try {
+int main(int argc, char**) try {
+  if (argc > 1) {  // no options: it writes model.safetensors and model.onnx into the working directory
+    std::fprintf(stderr,
+                 "usage: tour (trains an MLP on Fashion-MNIST, then writes model.safetensors and model.onnx "
+                 "here)\n");
+    return 2;
+  }
   Graph g;
   Tensor x = g.placeholder("x", {-1, 28, 28});
   Tensor y = g.placeholder("y", {-1}, int64);
