@@ -45,6 +45,9 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> k
              options_.groups, " must divide both in_channels ", in_, " and out_channels ", out_);
   LOOM_CHECK(is_floating(options_.dtype), "Conv2d: dtype must be floating, got ", dtype_name(options_.dtype));
   conv2d_attrs({options_.stride, options_.padding, options_.dilation, options_.groups});  // validates the counts
+  LOOM_CHECK(valid_shape({out_, in_ / options_.groups, kernel_[0], kernel_[1]}, dtype_size(options_.dtype)),
+             "Conv2d: a weight [", out_, ", ", in_ / options_.groups, ", ", kernel_[0], ", ", kernel_[1],
+             "] is too large");
   const double bound = 1.0 / std::sqrt(double(in_ / options_.groups * kernel_[0] * kernel_[1]));
   if (!options_.weight_init) options_.weight_init = init::uniform(-bound, bound);
   if (!options_.bias_init) options_.bias_init = init::uniform(-bound, bound);

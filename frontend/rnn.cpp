@@ -114,6 +114,9 @@ RNNResult run_layer(const StepSpec& s, const Tensor& x, const Weights& w, RNNSta
 void check_sizes(const char* what, int64_t input, int64_t hidden) {
   LOOM_CHECK(input > 0 && hidden > 0, what, ": input_size and hidden_size must be positive, got ", input, " and ",
              hidden);
+  // The weights [4 H, max(I, H)] (at most: an LSTM's, in float64) must be an array loom can hold.
+  LOOM_CHECK(valid_shape({4, hidden, std::max(input, hidden)}, 8), what, ": input_size ", input, " and hidden_size ",
+             hidden, " make weights too large");
 }
 
 void check_nonlinearity(const char* what, Activation a) {

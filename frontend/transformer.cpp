@@ -52,6 +52,10 @@ std::string MultiheadAttention::describe() const {
 }
 
 Tensor MultiheadAttention::operator()(const Tensor& query, const Tensor& key, const Tensor& value, const Tensor& mask) {
+  // An empty key or value would silently become the query (as in a self-attention call).
+  LOOM_CHECK(key.valid() && value.valid(), "MultiheadAttention: key and value must be given (",
+             key.valid() ? "" : "key", !key.valid() && !value.valid() ? " and " : "", value.valid() ? "" : "value",
+             " is an empty Tensor handle; pass the query itself for self-attention)");
   Stash k(key_, key), v(value_, value), m(mask_, mask);
   return Module::operator()(query);
 }

@@ -69,6 +69,7 @@ TEST_SUITE("frontend/conv") {
     CHECK(contains(e, "Conv2d"));
     CHECK(contains(e, "expected input [N, 6, H, W], got [2,5,9,9]"));
     CHECK(contains(error_of([] { nn::Conv2d(6, 7, 3, {.groups = 2}); }), "must divide both"));
+    CHECK(contains(error_of([] { nn::Conv2d(3, 4, int64_t(1) << 31); }), "Conv2d: a weight [4, 3, 2147483648, "));
   }
 
   TEST_CASE("BatchNorm2d: batch statistics and PyTorch's running statistics; eval folds into the conv") {

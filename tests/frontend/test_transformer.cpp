@@ -170,6 +170,9 @@ TEST_SUITE("frontend/transformer") {
     Session s(g);
     auto r = s.run({y, want}, {{x, test::rand({3, 5, 8}, 1)}, {mem, test::rand({3, 9, 8}, 2)}});
     CHECK(allclose(r[0], r[1], 1e-4, 1e-5));
+    // An empty key or value is an error, not the query in its place.
+    CHECK(contains(error_of([&] { mha(x, mem, Tensor()); }), "key and value must be given (value is an empty"));
+    CHECK(contains(error_of([&] { mha(x, Tensor(), Tensor()); }), "(key and value is an empty"));
   }
 
   TEST_CASE("PyTorch's initialization: xavier in_proj, zero biases, U(+-1/sqrt(d)) out_proj") {
