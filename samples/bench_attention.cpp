@@ -151,8 +151,8 @@ int main(int argc, char** argv) try {
   }
   bool positive = !lengths.empty();
   for (int64_t t : lengths) positive = positive && t > 0;
-  if (!positive || heads < 1 || dim < 1 || tokens < 1 || batch < 0 || threads < 1 || threads > 4096 ||
-      !(min_seconds > 0 && min_seconds < 1e6)) {
+  if (!positive || heads < 1 || dim < 1 || tokens < 1 || batch < 0 || threads < 1 ||
+      threads > SessionOptions::kMaxThreads || !(min_seconds > 0 && min_seconds < 1e6)) {
     std::fprintf(stderr,
                  "bench_attention: --lengths, --heads, --dim and --tokens must be positive, --batch >= 0, "
                  "--threads in [1, 4096], --min-seconds in (0, 10^6)\n");

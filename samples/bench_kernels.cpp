@@ -413,7 +413,7 @@ int main(int argc, char** argv) try {
   }
   const std::string known = ",matmul,linear,epilogue,bandwidth,conv,norm,loss,";
   std::string usage;
-  if (threads < 1 || threads > 4096) usage = "--threads must be in [1, 4096]";
+  if (threads < 1 || threads > SessionOptions::kMaxThreads) usage = "--threads must be in [1, 4096]";
   if (reps < 1 || reps > 1000000) usage = "--reps must be in [1, 10^6]";
   if (mb < 1 || mb > (int64_t(1) << 20)) usage = "--mb must be in [1, 2^20]";
   for (size_t a = 0, b; usage.empty() && a <= sections.size(); a = b + 1) {

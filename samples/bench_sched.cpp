@@ -869,7 +869,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& o) {
   const char* usage = nullptr;
   if (!in(o.chain_sizes, 1, 1e7) || !in(o.random_sizes, 1, 1e7)) usage = "--chain and --random must be in [1, 10^7]";
   if (!in(o.wide_sizes, 1, 4096)) usage = "--wide must be in [1, 4096]";
-  if (!in(o.threads, 1, 4096)) usage = "--threads must be in [1, 4096]";
+  if (!in(o.threads, 1, SessionOptions::kMaxThreads)) usage = "--threads must be in [1, 4096]";
   if (!in(std::vector{o.min_seconds}, 1e-6, 1e6)) usage = "--min-seconds must be in (0, 10^6]";
   if (o.fractions.empty() || !in(o.fractions, 1e-6, 1.0)) usage = "--fractions must be in (0, 1]";
   if (usage) {
