@@ -20,6 +20,16 @@ namespace loom::io {
 
 namespace {
 
+/// A system call, repeated while a signal interrupts it (a program's timer,
+/// a profiler: what libFuzzer's SIGALRM did to std::filesystem::copy_file).
+template <class Call>
+auto retry_interrupted(Call call) {
+  decltype(call()) r;
+  do r = call();
+  while (r < 0 && errno == EINTR);
+  return r;
+}
+
 /// Closes a descriptor on every exit.
 struct Fd {
   int fd = -1;
@@ -94,7 +104,7 @@ void remove_stale_temporaries(const std::string& target) {
 
 std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked before any read.
-  Fd f{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)};
+  Fd f{retry_interrupted([&] { return ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC); })};
   LOOM_CHECK(f.fd >= 0, "cannot open '", path, "': ", std::strerror(errno));
   struct stat st {};
   LOOM_CHECK(::fstat(f.fd, &st) == 0, "cannot read '", path, "': ", std::strerror(errno));
@@ -108,8 +118,9 @@ std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes) {
     uint8_t more[1 << 12];  // past the size fstat gave: the file may have grown since
     while (true) {
       const bool full = done == bytes.size();
-      const ssize_t n = full ? ::read(f.fd, more, sizeof more) : ::read(f.fd, bytes.data() + done, bytes.size() - done);
-      if (n < 0 && errno == EINTR) continue;
+      const ssize_t n = retry_interrupted([&] {
+        return full ? ::read(f.fd, more, sizeof more) : ::read(f.fd, bytes.data() + done, bytes.size() - done);
+      });
       LOOM_CHECK(n >= 0, "error reading '", path, "': ", std::strerror(errno));
       if (n == 0) break;
       if (full) {
@@ -145,8 +156,9 @@ Fd create_temporary(const std::string& path, const std::string& target, const st
                     std::string& tmp) {
   static std::atomic<uint64_t> counter{0};
   tmp = temporary_name(target, long(::getpid()), counter++);
-  const int fd =
-      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st ? st->st_mode & 07777 : 0644);
+  const int fd = retry_interrupted([&] {
+    return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st ? st->st_mode & 07777 : 0644);
+  });
   LOOM_CHECK(fd >= 0, "cannot write '", path, "': cannot create '", tmp, "': ", std::strerror(errno));
   return Fd{fd};
 }
@@ -174,12 +186,11 @@ void write_file_atomically(const std::string& path, std::string_view bytes) {
   if (exists) (void)::fchmod(f.fd, st->st_mode & 07777);  // keep the target's permissions (despite the umask)
   size_t done = 0;
   while (done < bytes.size()) {
-    const ssize_t w = ::write(f.fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
+    const ssize_t w = retry_interrupted([&] { return ::write(f.fd, bytes.data() + done, bytes.size() - done); });
     if (w <= 0) abandon("write failed");
     done += size_t(w);
   }
-  if (::fsync(f.fd) != 0) abandon("fsync failed");
+  if (retry_interrupted([&] { return ::fsync(f.fd); }) != 0) abandon("fsync failed");
   const int fd = f.fd;
   f.fd = -1;
   if (::close(fd) != 0) abandon("close failed");
