@@ -17,15 +17,11 @@ std::string Device::str() const {
 
 Device Device::parse(const std::string& s) {
   if (s == "cpu") return cpu();
-  if (s == "cuda" || s == "gpu") return cuda(0);
-  if (s.rfind("cuda:", 0) == 0) {
-    try {
-      size_t used = 0;
-      int i = std::stoi(s.substr(5), &used);
-      if (used == s.size() - 5 && i >= 0) return cuda(i);
-    } catch (const std::exception&) {
-    }
-  }
+  if (s == "cuda") return cuda(0);
+  // "cuda:N" with N only decimal digits (as PyTorch: no sign, no spaces) that fit an int.
+  const std::string n = s.rfind("cuda:", 0) == 0 ? s.substr(5) : "";
+  if (!n.empty() && n.size() <= 9 && n.find_first_not_of("0123456789") == std::string::npos)
+    return cuda(std::stoi(n));
   fail("unknown device '", s, "' (expected cpu, cuda or cuda:N)");
 }
 

@@ -14,7 +14,8 @@
 // holds an input element), and for avg_pool2d count_include_pad (PyTorch's
 // default true: padded positions count in the divisor);
 // adaptive_avg_pool2d: output_size [oh, ow], windows
-// [floor(i*H/oh), ceil((i+1)*H/oh)).
+// [floor(i*H/oh), ceil((i+1)*H/oh)) (overlapping; oh may exceed H, as PyTorch).
+// The builders take PyTorch's unbatched [C, H, W] too, as a batch of one.
 
 #include <cmath>
 #include <limits>
@@ -70,8 +71,8 @@ TensorType adaptive_output(const InferContext& c, const TensorType& x) {
   check_input(c, x);
   const V& o = c.attrs.ints("output_size");
   c.check(o.size() == 2 && o[0] > 0 && o[1] > 0, "output_size must be 2 positive values, got ", attr_str(o));
-  c.check((x.shape[2] < 0 || x.shape[2] >= o[0]) && (x.shape[3] < 0 || x.shape[3] >= o[1]), "output_size ", attr_str(o),
-          " is larger than the input ", S(x.shape));
+  // An output larger than the input is allowed (PyTorch: windows overlap); an empty image has no windows.
+  c.check(x.shape[2] != 0 && x.shape[3] != 0, "expected a non-empty image, got input ", S(x.shape));
   return {x.dtype, {x.shape[0], x.shape[1], o[0], o[1]}};
 }
 
@@ -325,6 +326,7 @@ const bool registered = [] {
         ex.push_back(
             {"overlapping 5x7 to 3x4", {rand_array({1, 2, 5, 7}, -1, 1, seed + 1)}, {{"output_size", V{3, 4}}}});
         ex.push_back({"identity", {rand_array({1, 1, 3, 2}, -1, 1, seed + 2)}, {{"output_size", V{3, 2}}}});
+        ex.push_back({"upsampling 2x3 to 5x4", {rand_array({1, 2, 2, 3}, -1, 1, seed + 3)}, {{"output_size", V{5, 4}}}});
         return ex;
       }
       for (const PoolCase& e : pool_cases()) {
@@ -366,6 +368,7 @@ const bool registered = [] {
       if (adaptive) {
         add("global", {2, 3, 5, 4}, {{"output_size", V{1, 1}}});
         add("overlapping 5x7 to 3x4", {1, 2, 5, 7}, {{"output_size", V{3, 4}}});
+        add("upsampling 2x3 to 5x4", {1, 2, 2, 3}, {{"output_size", V{5, 4}}});
         return ex;
       }
       for (const PoolCase& e : pool_cases()) {
@@ -391,18 +394,20 @@ Attrs pool_attrs_of(const Pool2dOptions& o, const char* what) {
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
-  return x.graph().add1("max_pool2d", {x}, pool_attrs_of(options, "max_pool2d"));
+  Attrs a = pool_attrs_of(options, "max_pool2d");
+  return detail::batch_of_one_if_unbatched(x, [&](const Tensor& b) { return b.graph().add1("max_pool2d", {b}, a); });
 }
 
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
   Attrs a = pool_attrs_of(options, "avg_pool2d");
   a.set("count_include_pad", options.count_include_pad);
-  return x.graph().add1("avg_pool2d", {x}, std::move(a));
+  return detail::batch_of_one_if_unbatched(x, [&](const Tensor& b) { return b.graph().add1("avg_pool2d", {b}, a); });
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, const std::vector<int64_t>& output_size) {
-  return x.graph().add1("adaptive_avg_pool2d", {x},
-                        {{"output_size", detail::pair_attr(output_size, "adaptive_avg_pool2d", "output_size")}});
+  const Attrs a{{"output_size", detail::pair_attr(output_size, "adaptive_avg_pool2d", "output_size")}};
+  return detail::batch_of_one_if_unbatched(x,
+                                           [&](const Tensor& b) { return b.graph().add1("adaptive_avg_pool2d", {b}, a); });
 }
 
 }  // namespace loom

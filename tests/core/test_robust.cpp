@@ -27,6 +27,16 @@ void check_user_error(const std::string& e, const std::string& part) {
 }  // namespace
 
 TEST_SUITE("core/robust") {
+  TEST_CASE("device names parse as PyTorch spells them, and nothing else") {
+    CHECK(Device::parse("cpu") == Device::cpu());
+    CHECK(Device::parse("cuda") == Device::cuda(0));
+    CHECK(Device::parse("cuda:0") == Device::cuda(0));
+    CHECK(Device::parse("cuda:12") == Device::cuda(12));
+    CHECK(Device::parse(Device::cuda(3).str()) == Device::cuda(3));
+    for (const char* bad : {"gpu", "cuda:", "cuda:+1", "cuda: 1", "cuda:-1", "cuda:1x", "cuda:99999999999", "CPU", ""})
+      check_user_error(error_of([&] { Device::parse(bad); }), "unknown device '" + std::string(bad) + "'");
+  }
+
   TEST_CASE("element and byte counts are checked for overflow") {
     check_user_error(error_of([] { NDArray::empty({int64_t(1) << 62}); }), "2^48 bytes");
     check_user_error(error_of([] { NDArray::empty({k40, k40}); }), "more than 2^63 elements");
