@@ -38,7 +38,7 @@ Schedule step(int64_t step_size, double gamma) {
   return [step_size, gamma](const Tensor& step) {
     // floor(step / step_size) in integers: exact for any step count.
     Tensor i = cast(step, int64);
-    Tensor k = maximum(i, scalar_like(i, 0.0)) / double(step_size);
+    Tensor k = trunc_divide(maximum(i, scalar_like(i, 0.0)), scalar_like(i, double(step_size)));
     return pow(scalar_like(step, gamma), cast(k, step.dtype()));
   };
 }
@@ -221,7 +221,7 @@ Tensor Optimizer::apply_gradients(const std::vector<Tensor>& grads_in) {
   if (common_.clip_norm > 0 && any) grads = clip_by_global_norm(grads, common_.clip_norm);
 
   // The step's scalars: the index of this update and the scheduled rate.
-  Tensor next = step_ + 1.0;
+  Tensor next = step_ + 1;
   Tensor t = cast(next, float32);
   lr_ = graph_->scalar(lr0_, float32);
   if (common_.schedule) {

@@ -2,6 +2,7 @@
 // comparisons, where, cast, identity/stop_gradient and fills.
 
 #include <cmath>
+#include <iomanip>
 #include <numbers>
 #include <sstream>
 
@@ -534,7 +535,16 @@ Tensor gelu(const Tensor& x, std::string_view approximate) {
 Tensor add(const Tensor& a, const Tensor& b) { return G(a).add1("add", {a, b}); }
 Tensor sub(const Tensor& a, const Tensor& b) { return G(a).add1("sub", {a, b}); }
 Tensor mul(const Tensor& a, const Tensor& b) { return G(a).add1("mul", {a, b}); }
-Tensor div(const Tensor& a, const Tensor& b) { return G(a).add1("div", {a, b}); }
+Tensor div(const Tensor& a, const Tensor& b) {
+  // True division, as PyTorch's: integers divide as float32 (the op itself truncates them, as ONNX's Div).
+  if (a.dtype() == b.dtype() && !is_floating(a.dtype())) return G(a).add1("div", {cast(a, float32), cast(b, float32)});
+  return G(a).add1("div", {a, b});
+}
+Tensor trunc_divide(const Tensor& a, const Tensor& b) {
+  LOOM_CHECK(!is_floating(a.dtype()) && a.dtype() != boolean, "trunc_divide: expected integer operands, got ",
+             dtype_name(a.dtype()), " (div divides floats)");
+  return G(a).add1("div", {a, b});
+}
 Tensor pow(const Tensor& a, const Tensor& b) { return G(a).add1("pow", {a, b}); }
 Tensor pow(const Tensor& a, double e) { return pow(a, scalar_like(a, e)); }
 Tensor maximum(const Tensor& a, const Tensor& b) { return G(a).add1("maximum", {a, b}); }
@@ -567,14 +577,48 @@ Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-Tensor operator+(const Tensor& a, double b) { return add(a, scalar_like(a, b)); }
-Tensor operator-(const Tensor& a, double b) { return sub(a, scalar_like(a, b)); }
-Tensor operator*(const Tensor& a, double b) { return mul(a, scalar_like(a, b)); }
-Tensor operator/(const Tensor& a, double b) { return div(a, scalar_like(a, b)); }
-Tensor operator+(double a, const Tensor& b) { return add(scalar_like(b, a), b); }
-Tensor operator-(double a, const Tensor& b) { return sub(scalar_like(b, a), b); }
-Tensor operator*(double a, const Tensor& b) { return mul(scalar_like(b, a), b); }
-Tensor operator/(double a, const Tensor& b) { return div(scalar_like(b, a), b); }
+namespace {
+/// The tensor `x` and scalar `s` of an arithmetic op, both in PyTorch's result dtype (see Scalar).
+std::pair<Tensor, Tensor> with_scalar(const Tensor& x, Scalar s, const char* op) {
+  const DType t = is_floating(x.dtype()) ? x.dtype() : !s.integral ? float32 : x.dtype() == boolean ? int64 : x.dtype();
+  if (!is_floating(t) && NDArray::scalar(s.value, t).item() != s.value)  // casts saturate: a changed value did not fit
+    fail(op, ": the integer ", std::setprecision(19), s.value, " does not fit the tensor's dtype ", dtype_name(t), " (cast the tensor)");
+  return {cast(x, t), G(x).scalar(s.value, t)};
+}
+}  // namespace
+
+Tensor operator+(const Tensor& a, Scalar b) {
+  auto [x, s] = with_scalar(a, b, "add");
+  return add(x, s);
+}
+Tensor operator-(const Tensor& a, Scalar b) {
+  auto [x, s] = with_scalar(a, b, "sub");
+  return sub(x, s);
+}
+Tensor operator*(const Tensor& a, Scalar b) {
+  auto [x, s] = with_scalar(a, b, "mul");
+  return mul(x, s);
+}
+Tensor operator/(const Tensor& a, Scalar b) {
+  auto [x, s] = with_scalar(a, b, "div");
+  return div(x, s);
+}
+Tensor operator+(Scalar a, const Tensor& b) {
+  auto [x, s] = with_scalar(b, a, "add");
+  return add(s, x);
+}
+Tensor operator-(Scalar a, const Tensor& b) {
+  auto [x, s] = with_scalar(b, a, "sub");
+  return sub(s, x);
+}
+Tensor operator*(Scalar a, const Tensor& b) {
+  auto [x, s] = with_scalar(b, a, "mul");
+  return mul(s, x);
+}
+Tensor operator/(Scalar a, const Tensor& b) {
+  auto [x, s] = with_scalar(b, a, "div");
+  return div(s, x);
+}
 Tensor operator==(const Tensor& a, const Tensor& b) { return eq(a, b); }
 Tensor operator!=(const Tensor& a, const Tensor& b) { return ne(a, b); }
 Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }

@@ -4,6 +4,7 @@
 /// Binary ops broadcast (numpy rules) and need equal dtypes: a scalar operand
 /// takes the tensor's dtype, tensors of different dtypes need an explicit cast.
 
+#include <concepts>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -27,7 +28,10 @@ Tensor relu(const Tensor& x);
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
+/// a / b, true division as PyTorch's (integer and bool operands give float32).
 Tensor div(const Tensor& a, const Tensor& b);
+/// a / b rounded toward zero, of integer dtypes (PyTorch's div with rounding_mode="trunc").
+Tensor trunc_divide(const Tensor& a, const Tensor& b);
 Tensor pow(const Tensor& a, const Tensor& b);
 Tensor pow(const Tensor& a, double exponent);
 Tensor maximum(const Tensor& a, const Tensor& b);
@@ -61,14 +65,27 @@ Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);
 Tensor operator*(const Tensor& a, const Tensor& b);
 Tensor operator/(const Tensor& a, const Tensor& b);
-Tensor operator+(const Tensor& a, double b);
-Tensor operator-(const Tensor& a, double b);
-Tensor operator*(const Tensor& a, double b);
-Tensor operator/(const Tensor& a, double b);
-Tensor operator+(double a, const Tensor& b);
-Tensor operator-(double a, const Tensor& b);
-Tensor operator*(double a, const Tensor& b);
-Tensor operator/(double a, const Tensor& b);
+/// A scalar operand of arithmetic, and whether it was written as an integer:
+/// its type decides the result's as in PyTorch. An integral scalar keeps the
+/// tensor's dtype (a bool tensor becomes int64) and must fit it; a floating
+/// one makes an integer or bool tensor float32 (int64 x + 2.5 is 3.5, not 3).
+struct Scalar {
+  double value;
+  bool integral;
+  template <std::integral I>
+  Scalar(I v) : value(double(v)), integral(true) {}  // NOLINT: implicit, as a literal
+  template <std::floating_point F>
+  Scalar(F v) : value(double(v)), integral(false) {}  // NOLINT: implicit, as a literal
+};
+Tensor operator+(const Tensor& a, Scalar b);
+Tensor operator-(const Tensor& a, Scalar b);
+Tensor operator*(const Tensor& a, Scalar b);
+/// `/` and div() divide truly, as PyTorch: integer and bool operands give float32.
+Tensor operator/(const Tensor& a, Scalar b);
+Tensor operator+(Scalar a, const Tensor& b);
+Tensor operator-(Scalar a, const Tensor& b);
+Tensor operator*(Scalar a, const Tensor& b);
+Tensor operator/(Scalar a, const Tensor& b);
 Tensor operator==(const Tensor& a, const Tensor& b);
 Tensor operator!=(const Tensor& a, const Tensor& b);
 Tensor operator<(const Tensor& a, const Tensor& b);

@@ -129,7 +129,7 @@ TEST_SUITE("ops/graph") {
     CHECK(contains(error_of([&] { c + o; }), "belongs to another graph"));
   }
 
-  TEST_CASE("scalars on either side take the tensor's dtype") {
+  TEST_CASE("floating scalars on either side take a floating tensor's dtype") {
     Graph g;
     Tensor x = g.placeholder("x", {3}, float64);
     Tensor y = 2.0 * x - 1.0 / (x + 1.0);
@@ -148,6 +148,37 @@ TEST_SUITE("ops/graph") {
     CHECK(r[4].to_vector<bool>() == std::vector<bool>{false, false, false, false});
     CHECK(r[5].to_vector<bool>() == std::vector<bool>{false, true, false, false});
     CHECK(r[6].to_vector<bool>() == std::vector<bool>{false, false, false, false});
+  }
+
+  TEST_CASE("arithmetic with a scalar types its result as PyTorch; / divides truly") {
+    Graph g;
+    Tensor i = g.placeholder("i", {3}, int64), b = g.placeholder("b", {3}, boolean);
+    Tensor x = g.placeholder("x", {3}, float64);
+    // An integral scalar keeps an integer tensor's dtype; a floating one makes it float32.
+    const std::vector<Tensor> ys{i + 2, 3 * i, i - 1, i + 2.5, 0.5 * i, i / 2, 7 / i, i / i, trunc_divide(i, i + 1),
+                                 b + 1, b * 0.5, x * 2, x / 4};
+    const std::vector<DType> types{int64, int64,   int64,   float32, float32, float32, float32,
+                                   float32, int64, int64, float32, float64, float64};
+    for (size_t k = 0; k < ys.size(); ++k) {
+      CAPTURE(k);
+      CHECK(ys[k].dtype() == types[k]);
+    }
+    Session s(g);
+    const auto r = s.run(ys, {{i, NDArray::from<int64_t>({1, 2, -3})},
+                              {b, NDArray::from<bool>({true, false, true})},
+                              {x, NDArray::from<double>({1, 2, 3})}});
+    CHECK(r[0].to_vector<int64_t>() == std::vector<int64_t>{3, 4, -1});
+    CHECK(r[3].to_vector<float>() == std::vector<float>{3.5f, 4.5f, -0.5f});
+    CHECK(r[5].to_vector<float>() == std::vector<float>{0.5f, 1, -1.5f});
+    CHECK(r[6].to_vector<float>() == std::vector<float>{7, 3.5f, -7.0f / 3});
+    CHECK(r[8].to_vector<int64_t>() == std::vector<int64_t>{0, 0, 1});  // -3 / -2 toward zero
+    CHECK(r[9].to_vector<int64_t>() == std::vector<int64_t>{2, 1, 2});
+    CHECK(r[12].to_vector<double>() == std::vector<double>{0.25, 0.5, 0.75});
+    // An integer the dtype cannot hold is refused (PyTorch: "cannot be converted ... without overflow").
+    Tensor small = g.placeholder("small", {2}, int32);
+    CHECK(error_of([&] { small + (int64_t(1) << 40); }) ==
+          "add: the integer 1099511627776 does not fit the tensor's dtype int32 (cast the tensor)");
+    CHECK(contains(error_of([&] { trunc_divide(x, x); }), "trunc_divide: expected integer operands, got float64"));
   }
 
   TEST_CASE("logsumexp is stable on extreme values") {
