@@ -49,7 +49,8 @@ TensorType conv_output(const InferContext& c, const TensorType& x, const TensorT
   const ConvAttrs a = conv_attrs(c);
   c.check(x.dtype == w.dtype, "input and weight dtypes differ: ", dtype_name(x.dtype), " vs ", dtype_name(w.dtype));
   c.check(is_floating(x.dtype), "dtype ", dtype_name(x.dtype), " not supported (float32, float64)");
-  c.check(x.shape.size() == 4, "expected a 4-D input [N, C, H, W], got ", S(x.shape));
+  c.check(x.shape.size() == 4, "expected a 4-D input [N, C, H, W], got ", S(x.shape),
+          x.shape.size() == 3 ? " (add a batch dim: a 3-D input to a 2-D conv)" : "");
   c.check(w.shape.size() == 4, "expected a 4-D weight [Cout, C/groups, KH, KW], got ", S(w.shape));
   c.check(is_static(w.shape), "the weight shape ", S(w.shape), " must be known");
   const int64_t C = x.shape[1], K = w.shape[0], KH = w.shape[2], KW = w.shape[3];
@@ -336,18 +337,15 @@ Attrs conv2d_attrs(const Conv2dOptions& o) {
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Conv2dOptions& options) {
-  const Attrs a = conv2d_attrs(options);
-  return detail::batch_of_one_if_unbatched(x, [&](const Tensor& b) { return b.graph().add1("conv2d", {b, w}, a); });
+  return x.graph().add1("conv2d", {x, w}, conv2d_attrs(options));
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& options, bool relu) {
   Attrs a = conv2d_attrs(options);
   if (relu) a.set("relu", true);
-  return detail::batch_of_one_if_unbatched(x, [&](const Tensor& b) {
-    std::vector<Tensor> in{b, w};
-    if (bias.valid()) in.push_back(bias);
-    return b.graph().add1("conv2d", in, a);
-  });
+  std::vector<Tensor> in{x, w};
+  if (bias.valid()) in.push_back(bias);
+  return x.graph().add1("conv2d", in, std::move(a));
 }
 
 Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Tensor& x_like, const Conv2dOptions& options) {

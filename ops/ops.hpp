@@ -265,8 +265,7 @@ struct Pool2dOptions {
   std::vector<int64_t> padding = {0};  ///< 1, 2 or 4 values, at most half the kernel
   bool count_include_pad = true;       ///< avg_pool2d: padded zeros count in the divisor (PyTorch's default)
 };
-/// Maximum over each window of [N, C, H, W] (padding never wins). The pooling and
-/// conv2d builders also take an unbatched [C, H, W] (as PyTorch), returning [C', OH, OW].
+/// Maximum over each window of [N, C, H, W] (padding never wins).
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options = {});
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options = {});
 /// Average over output_size (1 or 2 values) windows covering the input, as PyTorch's; {1} is global pooling.

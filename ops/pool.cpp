@@ -15,7 +15,6 @@
 // default true: padded positions count in the divisor);
 // adaptive_avg_pool2d: output_size [oh, ow], windows
 // [floor(i*H/oh), ceil((i+1)*H/oh)) (overlapping; oh may exceed H, as PyTorch).
-// The builders take PyTorch's unbatched [C, H, W] too, as a batch of one.
 
 #include <cmath>
 #include <limits>
@@ -42,7 +41,8 @@ PoolAttrs pool_attrs(const Attrs& a) {
 
 void check_input(const InferContext& c, const TensorType& x) {
   c.check(is_floating(x.dtype), "dtype ", dtype_name(x.dtype), " not supported (float32, float64)");
-  c.check(x.shape.size() == 4, "expected a 4-D input [N, C, H, W], got ", S(x.shape));
+  c.check(x.shape.size() == 4, "expected a 4-D input [N, C, H, W], got ", S(x.shape),
+          x.shape.size() == 3 ? " (add a batch dim: a 3-D input to a 2-D pooling)" : "");
 }
 
 /// Output type of a windowed pooling of x (max or average).
@@ -394,20 +394,18 @@ Attrs pool_attrs_of(const Pool2dOptions& o, const char* what) {
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options) {
-  Attrs a = pool_attrs_of(options, "max_pool2d");
-  return detail::batch_of_one_if_unbatched(x, [&](const Tensor& b) { return b.graph().add1("max_pool2d", {b}, a); });
+  return x.graph().add1("max_pool2d", {x}, pool_attrs_of(options, "max_pool2d"));
 }
 
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
   Attrs a = pool_attrs_of(options, "avg_pool2d");
   a.set("count_include_pad", options.count_include_pad);
-  return detail::batch_of_one_if_unbatched(x, [&](const Tensor& b) { return b.graph().add1("avg_pool2d", {b}, a); });
+  return x.graph().add1("avg_pool2d", {x}, std::move(a));
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, const std::vector<int64_t>& output_size) {
-  const Attrs a{{"output_size", detail::pair_attr(output_size, "adaptive_avg_pool2d", "output_size")}};
-  return detail::batch_of_one_if_unbatched(x,
-                                           [&](const Tensor& b) { return b.graph().add1("adaptive_avg_pool2d", {b}, a); });
+  return x.graph().add1("adaptive_avg_pool2d", {x},
+                        {{"output_size", detail::pair_attr(output_size, "adaptive_avg_pool2d", "output_size")}});
 }
 
 }  // namespace loom

@@ -8,7 +8,6 @@
 #include "core/attrs.hpp"
 #include "core/error.hpp"
 #include "core/shape.hpp"
-#include "ops/ops.hpp"
 
 namespace loom::detail {
 
@@ -25,14 +24,6 @@ inline std::vector<int64_t> padding4(const std::vector<int64_t>& p, const char* 
   LOOM_CHECK(p.size() == 4, what, ": padding needs 1, 2 (h, w) or 4 (top, bottom, left, right) values, got ",
              attr_str(p));
   return p;
-}
-
-/// PyTorch's unbatched input: a 3-D [C, H, W] runs through the 4-D op `f` as
-/// a batch of one, [1, C, H, W], whose batch axis the result drops again.
-template <class F>
-Tensor batch_of_one_if_unbatched(const Tensor& x, F&& f) {
-  if (x.ndim() != 3) return f(x);
-  return squeeze(f(expand_dims(x, {0})), {0});
 }
 
 /// Kernel taps that read the input rather than padding, summed over the

@@ -104,10 +104,12 @@ TEST_SUITE("ops/conv") {
     CHECK(contains(e, "output channels 3 (weight [3,3,3,3]) are not divisible by groups 2"));
     e = error_of([&] { conv2d(g.placeholder("x4", {2, 4, 5, 5}), g.placeholder("w4", {6, 1, 3, 3}), {.groups = 2}); });
     CHECK(contains(e, "has 4 channels; weight [6,1,3,3] with groups 2 expects 2"));
-    e = error_of([&] { conv2d(g.placeholder("x5", {1, 2, 3, 5, 5}), w); });
-    CHECK(contains(e, "expected a 4-D input [N, C, H, W], got [1,2,3,5,5]"));
-    e = error_of([&] { conv2d(g.placeholder("x3", {2, 5, 5}), w); });  // unbatched, as PyTorch: channels still checked
-    CHECK(contains(e, "has 2 channels"));
+    e = error_of([&] { conv2d(g.placeholder("x3", {3, 5, 5}), w); });
+    CHECK(contains(e, "expected a 4-D input [N, C, H, W], got [3,5,5]"));
+    CHECK(contains(e, "3-D input to a 2-D conv"));
+    e = error_of([&] { max_pool2d(g.placeholder("p3", {3, 5, 5})); });
+    CHECK(contains(e, "max_pool2d 'max_pool2d"));
+    CHECK(contains(e, "expected a 4-D input [N, C, H, W], got [3,5,5]"));
     e = error_of([&] { conv2d(x, g.placeholder("w2", {4, 27})); });
     CHECK(contains(e, "expected a 4-D weight"));
     e = error_of([&] { conv2d(x, w, {.stride = {0}}); });
@@ -382,32 +384,6 @@ TEST_SUITE("ops/conv") {
     check_against_reference("adaptive_avg_pool2d", {x}, {{"output_size", std::vector<int64_t>{40, 31}}}, 2);
     check_against_reference("adaptive_avg_pool2d_grad", {test::rand({3, 4, 40, 31}, 24, float64), x},
                             {{"output_size", std::vector<int64_t>{40, 31}}}, 2);
-  }
-
-  TEST_CASE("conv2d and the pooling builders take an unbatched [C, H, W], as PyTorch: a batch of one") {
-    Graph g;
-    Tensor x = g.placeholder("x", {3, 6, 5}, float64), w = g.constant(test::rand({4, 3, 3, 3}, 31, float64));
-    Tensor b = g.constant(test::rand({4}, 32, float64));
-    const std::vector<Tensor> unbatched{conv2d(x, w, {.padding = {1}}), conv2d(x, w, b, {}, true),
-                                        max_pool2d(x, {.kernel = {2}}), avg_pool2d(x, {.kernel = {3}, .padding = {1}}),
-                                        adaptive_avg_pool2d(x, {2, 7})};
-    Tensor x4 = g.placeholder("x4", {1, 3, 6, 5}, float64);
-    const std::vector<Tensor> batched{conv2d(x4, w, {.padding = {1}}), conv2d(x4, w, b, {}, true),
-                                      max_pool2d(x4, {.kernel = {2}}), avg_pool2d(x4, {.kernel = {3}, .padding = {1}}),
-                                      adaptive_avg_pool2d(x4, {2, 7})};
-    const NDArray v = test::rand({3, 6, 5}, 33, float64);
-    Session s(g);
-    const std::vector<NDArray> got = s.run(unbatched, {{x, v}}), want = s.run(batched, {{x4, v.reshape({1, 3, 6, 5})}});
-    for (size_t i = 0; i < got.size(); ++i) {
-      CAPTURE(i);
-      CHECK(got[i].shape() == Shape(want[i].shape().begin() + 1, want[i].shape().end()));
-      CHECK(got[i].to_vector<double>() == want[i].to_vector<double>());
-    }
-    // Gradients flow back to the unbatched input.
-    const NDArray dx = s.run({gradients(sum(unbatched[0]) + sum(unbatched[3]), {x})[0]}, {{x, v}})[0];
-    CHECK(dx.shape() == Shape{3, 6, 5});
-    // Other ranks still name what the op expects.
-    CHECK(contains(error_of([&] { max_pool2d(g.placeholder("x2", {6, 5})); }), "expected a 4-D input [N, C, H, W]"));
   }
 
   TEST_CASE("batch_norm kernels: statistics without cancellation, large channels") {
