@@ -131,6 +131,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& axes);
 /// Swaps the last two axes.
 Tensor transpose(const Tensor& x);
 Tensor transpose(const Tensor& x, int64_t a, int64_t b);
+/// -1 in `shape` keeps the input's dim there (PyTorch's expand), also a dynamic one.
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor broadcast_like(const Tensor& x, const Tensor& like);
 Tensor expand_dims(const Tensor& x, const std::vector<int64_t>& axes);

@@ -168,8 +168,17 @@ const bool registered = [] {
     d.attrs = like ? AttrSchema::none() : AttrSchema{attr::required("shape", AttrKind::integers)};
     if (like) d.shape_only_inputs = {1};
     d.infer = [like](const InferContext& c) {
-      Shape to = like ? c.in[1].shape : Shape(c.attrs.ints("shape"));
       const Shape& from = c.in[0].shape;
+      Shape to = like ? c.in[1].shape : Shape(c.attrs.ints("shape"));
+      if (!like) {  // -1 keeps the input's dim there, as PyTorch's expand
+        const size_t lead = to.size() - std::min(to.size(), from.size());
+        for (size_t i = 0; i < to.size(); ++i) {
+          c.check(to[i] >= -1, "shape ", S(to), ": a dim must be >= 0, or -1 to keep the input's");
+          c.check(to[i] != -1 || i >= lead, "shape ", S(to), ": -1 keeps an input dim, but dim ", i,
+                  " is a new leading one (input ", S(from), ")");
+          if (to[i] == -1) to[i] = from[i - lead];
+        }
+      }
       bool ok = from.size() <= to.size();
       for (size_t i = 0; ok && i < from.size(); ++i) {
         int64_t a = from[i], b = to[to.size() - from.size() + i];
@@ -188,6 +197,9 @@ const bool registered = [] {
     };
     d.reference = [like](std::span<const NDArray> in, const Attrs& a) {
       Shape to = like ? in[1].shape() : Shape(a.ints("shape"));
+      const size_t lead = to.size() - in[0].shape().size();
+      for (size_t i = lead; i < to.size(); ++i)
+        if (to[i] == -1) to[i] = in[0].shape()[i - lead];
       return std::vector<NDArray>{detail::ref_elementwise(std::span(in.data(), 1), in[0].dtype(),
                                                           [](const std::vector<double>& v) { return v[0]; })
                                       .broadcast_to(to)
@@ -197,7 +209,8 @@ const bool registered = [] {
       NDArray x = rand_array({3, 1}, -1, 1, seed);
       if (like) return std::vector<OpExample>{{"3x1 to 2x3x4", {x, rand_array({2, 3, 4}, 0, 1, seed)}, {}, {0}}};
       return std::vector<OpExample>{{"3x1 to 2x3x4", {x}, {{"shape", V{2, 3, 4}}}},
-                                    {"row", {rand_array({4}, -1, 1, seed)}, {{"shape", V{3, 4}}}}};
+                                    {"row", {rand_array({4}, -1, 1, seed)}, {{"shape", V{3, 4}}}},
+                                    {"-1 keeps a dim", {x}, {{"shape", V{2, -1, 4}}}}};
     };
     register_op(std::move(d));
   }

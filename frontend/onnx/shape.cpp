@@ -122,17 +122,10 @@ void one_hot(ExportContext& c) {
   attr(c.add("Cast", {hit}, {c.output(0)}), "to", int64_t(onnx_type(c.output_type(0).dtype)));
 }
 
-/// broadcast_to: Expand broadcasts both ways, so a dynamic target dim becomes 1 (the input's dim).
+/// broadcast_to: Expand broadcasts both ways, so a -1 (keep the input's dim) becomes 1.
 void broadcast_to(ExportContext& c) {
   Shape s = c.attrs().ints("shape");
-  const Shape& in = c.input_type(0).shape;
-  for (size_t d = 0; d < s.size(); ++d)
-    if (s[d] < 0) {
-      size_t from_end = s.size() - d;
-      if (from_end > in.size() || in[in.size() - from_end] == 1)
-        c.fail("broadcasting to a dynamic dim: use broadcast_like");
-      s[d] = 1;
-    }
+  for (int64_t& d : s) d = d == -1 ? 1 : d;
   c.add("Expand", {c.input(0), c.ints(s, "shape")}, {c.output(0)});
 }
 

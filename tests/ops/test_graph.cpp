@@ -181,6 +181,25 @@ TEST_SUITE("ops/graph") {
     CHECK(contains(error_of([&] { trunc_divide(x, x); }), "trunc_divide: expected integer operands, got float64"));
   }
 
+  TEST_CASE("broadcast_to: -1 keeps the input's dim, also a dynamic one, as PyTorch's expand") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 1, 3}, float64);
+    Tensor y = broadcast_to(x, {2, -1, 4, -1});
+    CHECK(y.shape() == Shape{2, -1, 4, 3});
+    Tensor dx = gradients(sum(y * y), {x})[0];
+    Session s(g);
+    const NDArray v = NDArray::from<double>({1, 2, 3, 4, 5, 6}, {2, 1, 3});
+    const auto r = s.run({y, dx}, {{x, v}});
+    CHECK(r[0].shape() == Shape{2, 2, 4, 3});
+    CHECK(r[0].to_vector<double>() == v.broadcast_to({2, 2, 4, 3}).clone().to_vector<double>());
+    CHECK(r[1].to_vector<double>() == std::vector<double>{16, 32, 48, 64, 80, 96});  // 2 x over 2 * 4 copies
+    CHECK(contains(error_of([&] {
+                     broadcast_to(x, {-1, -1, 1, 3});
+                   }),
+                   "-1 keeps an input dim, but dim 0 is a new leading one"));
+    CHECK(contains(error_of([&] { broadcast_to(x, {2, -2, 4, 3}); }), "a dim must be >= 0, or -1"));
+  }
+
   TEST_CASE("logsumexp is stable on extreme values") {
     Graph g;
     Tensor x = g.constant(NDArray::from<double>({1e10, 1e9, 1e8, -10, 1e-10, 1e9, 1e8, -10}, {2, 4}));
