@@ -578,47 +578,26 @@ Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
 namespace {
-/// The tensor `x` and scalar `s` of an arithmetic op, both in PyTorch's result dtype (see Scalar).
-std::pair<Tensor, Tensor> with_scalar(const Tensor& x, Scalar s, const char* op) {
+/// x op s (s op x when `scalar_first`), both in PyTorch's result dtype (see Scalar).
+Tensor with_scalar(Tensor (*op)(const Tensor&, const Tensor&), const char* name, const Tensor& x, Scalar s,
+                   bool scalar_first) {
   const DType t = is_floating(x.dtype()) ? x.dtype() : !s.integral ? float32 : x.dtype() == boolean ? int64 : x.dtype();
   if (!is_floating(t) && NDArray::scalar(s.value, t).item() != s.value)  // casts saturate: a changed value did not fit
-    fail(op, ": the integer ", std::setprecision(19), s.value, " does not fit the tensor's dtype ", dtype_name(t), " (cast the tensor)");
-  return {cast(x, t), G(x).scalar(s.value, t)};
+    fail(name, ": the integer ", std::setprecision(19), s.value, " does not fit the tensor's dtype ", dtype_name(t),
+         " (cast the tensor)");
+  const Tensor a = cast(x, t), b = G(x).scalar(s.value, t);
+  return scalar_first ? op(b, a) : op(a, b);
 }
 }  // namespace
 
-Tensor operator+(const Tensor& a, Scalar b) {
-  auto [x, s] = with_scalar(a, b, "add");
-  return add(x, s);
-}
-Tensor operator-(const Tensor& a, Scalar b) {
-  auto [x, s] = with_scalar(a, b, "sub");
-  return sub(x, s);
-}
-Tensor operator*(const Tensor& a, Scalar b) {
-  auto [x, s] = with_scalar(a, b, "mul");
-  return mul(x, s);
-}
-Tensor operator/(const Tensor& a, Scalar b) {
-  auto [x, s] = with_scalar(a, b, "div");
-  return div(x, s);
-}
-Tensor operator+(Scalar a, const Tensor& b) {
-  auto [x, s] = with_scalar(b, a, "add");
-  return add(s, x);
-}
-Tensor operator-(Scalar a, const Tensor& b) {
-  auto [x, s] = with_scalar(b, a, "sub");
-  return sub(s, x);
-}
-Tensor operator*(Scalar a, const Tensor& b) {
-  auto [x, s] = with_scalar(b, a, "mul");
-  return mul(s, x);
-}
-Tensor operator/(Scalar a, const Tensor& b) {
-  auto [x, s] = with_scalar(b, a, "div");
-  return div(s, x);
-}
+Tensor operator+(const Tensor& a, Scalar b) { return with_scalar(add, "add", a, b, false); }
+Tensor operator-(const Tensor& a, Scalar b) { return with_scalar(sub, "sub", a, b, false); }
+Tensor operator*(const Tensor& a, Scalar b) { return with_scalar(mul, "mul", a, b, false); }
+Tensor operator/(const Tensor& a, Scalar b) { return with_scalar(div, "div", a, b, false); }
+Tensor operator+(Scalar a, const Tensor& b) { return with_scalar(add, "add", b, a, true); }
+Tensor operator-(Scalar a, const Tensor& b) { return with_scalar(sub, "sub", b, a, true); }
+Tensor operator*(Scalar a, const Tensor& b) { return with_scalar(mul, "mul", b, a, true); }
+Tensor operator/(Scalar a, const Tensor& b) { return with_scalar(div, "div", b, a, true); }
 Tensor operator==(const Tensor& a, const Tensor& b) { return eq(a, b); }
 Tensor operator!=(const Tensor& a, const Tensor& b) { return ne(a, b); }
 Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
