@@ -448,10 +448,42 @@ static std::pair<Tensor, Tensor> as_rows(const Tensor& logits, const Tensor& lab
   return {reshape(logits, {-1, logits.shape().back()}), reshape(labels, {-1})};
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+static void check_cross_entropy_options(const Tensor& logits, const CrossEntropyOptions& o) {
+  const int64_t C = logits.shape().back();
+  LOOM_CHECK(o.label_smoothing >= 0 && o.label_smoothing <= 1, "cross_entropy: label_smoothing must be in [0, 1], got ",
+             o.label_smoothing);
+  LOOM_CHECK(int(o.reduction) >= 0 && int(o.reduction) <= 2, "cross_entropy: unknown reduction ", int(o.reduction));
+  if (!o.weight.valid()) return;
+  LOOM_CHECK(o.weight.shape() == Shape{C} && o.weight.dtype() == logits.dtype(), "cross_entropy: weight '",
+             o.weight.name(), "' must be ", dtype_name(logits.dtype()), "[", C, "] (one per class), got ",
+             dtype_name(o.weight.dtype()), S(o.weight.shape()));
+}
+
+/// PyTorch's formula: with row weights w_i = weight[y_i] (0 where ignored),
+/// (1 - eps) sum_i w_i nll_i + eps / C sum_i [y_i kept] sum_c weight_c (lse_i - z_ic),
+/// a mean dividing both sums by sum_i w_i.
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyOptions& o) {
   check_logits_labels("cross_entropy", logits, labels);
+  check_cross_entropy_options(logits, o);
   auto [l, y] = as_rows(logits, labels);
-  return softmax_cross_entropy(l, y);
+  const DType t = l.dtype();
+  // ignore_index matters only where the labels' dtype can hold it (not -100 in uint8).
+  const bool can_ignore = NDArray::scalar(double(o.ignore_index), y.dtype()).item() == double(o.ignore_index);
+  const Tensor kept_mask = can_ignore ? y != double(o.ignore_index) : Tensor();
+  const Tensor kept_labels = can_ignore ? where(kept_mask, y, scalar_like(y, 0.0)) : y;  // an ignored row reads class 0
+  const std::vector<Tensor> nll_lse = sparse_softmax_cross_entropy(l, kept_labels);
+  const Tensor kept = can_ignore ? cast(kept_mask, t) : ones_like(nll_lse[0]);
+  const Tensor row_weight = o.weight.valid() ? gather(o.weight, cast(kept_labels, int64)) * kept : kept;
+  Tensor loss = row_weight * nll_lse[0];
+  if (o.label_smoothing > 0) {
+    const Tensor lse = expand_dims(nll_lse[1], {1});
+    const Tensor per_class = o.weight.valid() ? (lse - l) * o.weight : lse - l;
+    const double eps = o.label_smoothing, C = double(l.shape().back());
+    loss = (1 - eps) * loss + (eps / C) * (sum(per_class, {1}) * kept);
+  }
+  if (o.reduction == Reduction::none) return reshape_like(loss, labels);
+  if (o.reduction == Reduction::sum) return sum(loss);
+  return sum(loss) / sum(row_weight);  // all rows ignored: 0 / 0, NaN, as PyTorch
 }
 
 Tensor correct(const Tensor& logits, const Tensor& labels) {

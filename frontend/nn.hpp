@@ -433,15 +433,34 @@ class MLPResNet : public Sequential {
 
 // ---------------------------------------------------------------- losses and metrics
 
-/// Mean cross-entropy of softmax(logits) against integer class labels:
-/// logits [..., C], labels [...] (any integer dtype). A label outside [0, C)
-/// raises loom::Error naming it when the graph runs.
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+/// How a loss reduces its values over the rows (PyTorch's `reduction`).
+enum class Reduction { mean, sum, none };
+
+/// PyTorch's cross_entropy options, with its defaults.
+struct CrossEntropyOptions {
+  Tensor weight = {};                     ///< [C] class weights, the logits' dtype; invalid: all 1
+  int64_t ignore_index = -100;            ///< rows with this label add nothing and do not count
+  Reduction reduction = Reduction::mean;  ///< mean: divided by the summed weights of the rows not ignored
+  double label_smoothing = 0.0;           ///< in [0, 1]: the share of the uniform distribution in the target
+};
+
+/// Cross-entropy of softmax(logits) against integer class labels, as
+/// PyTorch's F.cross_entropy: logits [..., C], labels [...] (any integer
+/// dtype); `none` gives one loss per label, shaped as the labels. A label
+/// outside [0, C) that is not ignore_index raises loom::Error naming it when
+/// the graph runs.
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyOptions& options = {});
 
 /// The loss as an object: `nn::SoftmaxLoss loss_fn; Tensor loss = loss_fn(logits, y);`.
 class SoftmaxLoss {
  public:
-  Tensor operator()(const Tensor& logits, const Tensor& labels) const { return cross_entropy(logits, labels); }
+  explicit SoftmaxLoss(CrossEntropyOptions options = {}) : options_(std::move(options)) {}
+  Tensor operator()(const Tensor& logits, const Tensor& labels) const {
+    return cross_entropy(logits, labels, options_);
+  }
+
+ private:
+  CrossEntropyOptions options_;
 };
 
 /// Number of rows whose argmax over the last dim equals the label (float32 scalar).

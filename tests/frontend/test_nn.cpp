@@ -8,6 +8,7 @@
 #include "tests/util.hpp"
 
 #include "frontend/nn.hpp"
+#include "ops/check.hpp"
 
 using namespace loom;
 using loom::test::contains;
@@ -392,5 +393,57 @@ TEST_SUITE("frontend/nn") {
     CHECK(contains(error_of([&] { nn::cross_entropy(logits, yf); }), "must be integers, got float32"));
     Tensor ybad = g.placeholder("ybad", {-1, 2}, int64);
     CHECK(contains(error_of([&] { nn::cross_entropy(logits, ybad); }), "need labels of shape [?]"));
+  }
+
+  TEST_CASE("cross_entropy's options as PyTorch's: weight, ignore_index, label_smoothing, reduction") {
+    Graph g;
+    Tensor z =
+        g.constant(NDArray::from<double>({1.0, 2.0, 0.5, 0.1, -1.0, 3.0, 2.0, 2.0, -2.0, 0.0, 0.3, 0.7}, {4, 3}));
+    Tensor y = g.constant(NDArray::from<int64_t>({1, -100, 0, 2}));  // -100: PyTorch's default ignore_index
+    Tensor w = g.constant(NDArray::from<double>({0.5, 2.0, 1.5}));
+    using nn::Reduction;
+    // Expected values: PyTorch 2's F.cross_entropy on the same float64 inputs.
+    const std::vector<std::pair<nn::CrossEntropyOptions, double>> cases{
+        {{}, 0.646644049723944},
+        {{.weight = w}, 0.6099548235931563},
+        {{.label_smoothing = 0.1}, 0.7310884941683884},
+        {{.weight = w, .label_smoothing = 0.2}, 0.7822926688193139},
+        {{.weight = w, .reduction = Reduction::sum, .label_smoothing = 0.2}, 3.1291706752772557}};
+    Session s(g);
+    for (const auto& [options, want] : cases)
+      CHECK(s.run1(nn::cross_entropy(z, y, options)).item() == doctest::Approx(want).epsilon(1e-12));
+    const NDArray none =
+        s.run1(nn::cross_entropy(z, y, {.weight = w, .reduction = Reduction::none, .label_smoothing = 0.2}));
+    CHECK(none.shape() == Shape{4});
+    const std::vector<double> want_none{1.0501550636681638, 0.0, 0.8681755476260635, 1.2108400639830283};
+    for (size_t i = 0; i < 4; ++i) CHECK(none.to_vector<double>()[i] == doctest::Approx(want_none[i]).epsilon(1e-12));
+    // Every row ignored: 0 / 0, as PyTorch; another ignore_index with smoothing.
+    CHECK(std::isnan(s.run1(nn::cross_entropy(z, g.constant(NDArray::full({4}, -100, int64)))).item()));
+    Tensor y0 = g.constant(NDArray::from<int64_t>({1, 2, 0, 0}));
+    CHECK(s.run1(nn::cross_entropy(z, y0, {.ignore_index = 0, .label_smoothing = 0.3})).item() ==
+          doctest::Approx(0.737571501534218).epsilon(1e-12));
+    // `none` keeps the labels' shape; a label out of range that is not ignored still fails, naming it.
+    Tensor z3 = reshape(z, {2, 2, 3}), y3 = reshape(y, {2, 2});
+    CHECK(s.run1(nn::cross_entropy(z3, y3, {.reduction = Reduction::none})).shape() == Shape{2, 2});
+    CHECK(contains(error_of([&] { s.run1(nn::cross_entropy(z, y, {.ignore_index = -1})); }),
+                   "label -100 out of range [0, 3)"));
+    CHECK(contains(error_of([&] { nn::cross_entropy(z, y, {.label_smoothing = 1.5}); }),
+                   "label_smoothing must be in [0, 1]"));
+    CHECK(contains(error_of([&] {
+                     nn::cross_entropy(z, y, {.weight = g.constant(NDArray::from<double>({1, 2}))});
+                   }),
+                   "weight 'constant"));
+    CHECK(contains(error_of([&] {
+                     nn::cross_entropy(z, y, {.weight = g.constant(NDArray::from<double>({1, 2}))});
+                   }),
+                   "must be float64[3] (one per class), got float64[2]"));
+    // Gradients with respect to the logits and the weights, against central differences.
+    CheckResult r = check_gradient_fn(
+        [&](const std::vector<Tensor>& in) {
+          Tensor labels = in[0].graph().constant(NDArray::from<int64_t>({1, -100, 0, 2}));
+          return std::vector<Tensor>{nn::cross_entropy(in[0], labels, {.weight = in[1], .label_smoothing = 0.25})};
+        },
+        {rand({4, 3}, 5, float64, -2, 2), rand({3}, 6, float64, 0.5, 2)}, {0, 1});
+    CHECK_MESSAGE(r.ok, r.detail);
   }
 }
