@@ -459,6 +459,39 @@ static void check_cross_entropy_options(const Tensor& logits, const CrossEntropy
              dtype_name(o.weight.dtype()), S(o.weight.shape()));
 }
 
+namespace {
+
+/// The label rows as the class-indexed losses use them (PyTorch's ignore_index and weight).
+struct LabelRows {
+  Tensor labels;     ///< an ignored row reads class 0
+  Tensor kept_mask;  ///< bool per row, false where ignored; invalid when no label can be ignored
+  Tensor weight;     ///< per row weight[label], 0 where ignored
+
+  /// loss, 0 on ignored rows (not a product: an ignored row's loss may be infinite).
+  Tensor zero_ignored(const Tensor& loss) const {
+    return kept_mask.valid() ? where(kept_mask, loss, scalar_like(loss, 0.0)) : loss;
+  }
+};
+
+LabelRows label_rows(const Tensor& y, const CrossEntropyOptions& o, DType t) {
+  LabelRows r;
+  // ignore_index matters only where the labels' dtype can hold it (not -100 in uint8).
+  if (NDArray::scalar(double(o.ignore_index), y.dtype()).item() == double(o.ignore_index))
+    r.kept_mask = y != double(o.ignore_index);
+  r.labels = r.kept_mask.valid() ? where(r.kept_mask, y, scalar_like(y, 0.0)) : y;
+  r.weight = r.zero_ignored(o.weight.valid() ? gather(o.weight, cast(r.labels, int64)) : full_like(y, 1.0, t));
+  return r;
+}
+
+/// Per-row losses reduced as asked; `none` shaped as the labels, `mean` over the rows' weights.
+Tensor reduce_rows(const Tensor& loss, const LabelRows& rows, Reduction r, const Tensor& labels) {
+  if (r == Reduction::none) return reshape_like(loss, labels);
+  if (r == Reduction::sum) return sum(loss);
+  return sum(loss) / sum(rows.weight);  // all rows ignored: 0 / 0, NaN, as PyTorch
+}
+
+}  // namespace
+
 /// PyTorch's formula: with row weights w_i = weight[y_i] (0 where ignored),
 /// (1 - eps) sum_i w_i nll_i + eps / C sum_i [y_i kept] sum_c weight_c (lse_i - z_ic),
 /// a mean dividing both sums by sum_i w_i.
@@ -466,24 +499,106 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntr
   check_logits_labels("cross_entropy", logits, labels);
   check_cross_entropy_options(logits, o);
   auto [l, y] = as_rows(logits, labels);
-  const DType t = l.dtype();
-  // ignore_index matters only where the labels' dtype can hold it (not -100 in uint8).
-  const bool can_ignore = NDArray::scalar(double(o.ignore_index), y.dtype()).item() == double(o.ignore_index);
-  const Tensor kept_mask = can_ignore ? y != double(o.ignore_index) : Tensor();
-  const Tensor kept_labels = can_ignore ? where(kept_mask, y, scalar_like(y, 0.0)) : y;  // an ignored row reads class 0
-  const std::vector<Tensor> nll_lse = sparse_softmax_cross_entropy(l, kept_labels);
-  const Tensor kept = can_ignore ? cast(kept_mask, t) : ones_like(nll_lse[0]);
-  const Tensor row_weight = o.weight.valid() ? gather(o.weight, cast(kept_labels, int64)) * kept : kept;
-  Tensor loss = row_weight * nll_lse[0];
+  const LabelRows rows = label_rows(y, o, l.dtype());
+  const std::vector<Tensor> nll_lse = sparse_softmax_cross_entropy(l, rows.labels);
+  Tensor loss = rows.weight * nll_lse[0];
   if (o.label_smoothing > 0) {
     const Tensor lse = expand_dims(nll_lse[1], {1});
     const Tensor per_class = o.weight.valid() ? (lse - l) * o.weight : lse - l;
     const double eps = o.label_smoothing, C = double(l.shape().back());
-    loss = (1 - eps) * loss + (eps / C) * (sum(per_class, {1}) * kept);
+    loss = (1 - eps) * loss + (eps / C) * sum(per_class, {1});
   }
-  if (o.reduction == Reduction::none) return reshape_like(loss, labels);
-  if (o.reduction == Reduction::sum) return sum(loss);
-  return sum(loss) / sum(row_weight);  // all rows ignored: 0 / 0, NaN, as PyTorch
+  return reduce_rows(rows.zero_ignored(loss), rows, o.reduction, labels);
+}
+
+Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const CrossEntropyOptions& o) {
+  check_logits_labels("nll_loss", log_probs, labels);
+  check_cross_entropy_options(log_probs, o);
+  LOOM_CHECK(o.label_smoothing == 0, "nll_loss: label_smoothing is cross_entropy's option, got ", o.label_smoothing);
+  auto [l, y] = as_rows(log_probs, labels);
+  const LabelRows rows = label_rows(y, o, l.dtype());
+  // -log_probs[i, y_i] (one_hot refuses a label outside [0, C), naming it).
+  // A select, not a product with the one-hot: 0 * -inf (a log-probability of 0) would be NaN.
+  const Tensor picked = sum(where(one_hot(rows.labels, l.shape().back(), boolean), l, scalar_like(l, 0.0)), {1});
+  return reduce_rows(rows.zero_ignored(-picked * rows.weight), rows, o.reduction, labels);
+}
+
+namespace {
+
+/// Input and target of an element-wise loss: same floating dtype, same shape (no silent broadcast).
+void check_pair(const char* what, const Tensor& input, const Tensor& target) {
+  LOOM_CHECK(input.valid() && target.valid(), what, ": empty Tensor handle");
+  LOOM_CHECK(is_floating(input.dtype()) && input.dtype() == target.dtype(), what, ": input '", input.name(),
+             "' and target '", target.name(), "' must share a floating dtype, got ", dtype_name(input.dtype()), " and ",
+             dtype_name(target.dtype()));
+  const Shape &a = input.shape(), &b = target.shape();
+  bool same = a.size() == b.size();
+  for (size_t i = 0; same && i < a.size(); ++i) same = a[i] == b[i] || a[i] < 0 || b[i] < 0;
+  LOOM_CHECK(same, what, ": input '", input.name(), "' ", S(a), " and target '", target.name(), "' ", S(b),
+             " differ in shape (broadcast one explicitly if that is meant)");
+}
+
+Tensor reduce_elements(const Tensor& loss, Reduction r) {
+  LOOM_CHECK(int(r) >= 0 && int(r) <= 2, "loss: unknown reduction ", int(r));
+  if (r == Reduction::none) return loss;
+  return r == Reduction::sum ? sum(loss) : mean(loss);
+}
+
+/// `w` (may be invalid: 1) as a factor of the element-wise loss, checked against `like`.
+Tensor weighted(const char* what, const Tensor& loss, const Tensor& w, const char* name) {
+  if (!w.valid()) return loss;
+  LOOM_CHECK(w.dtype() == loss.dtype(), what, ": ", name, " '", w.name(), "' must be ", dtype_name(loss.dtype()),
+             ", got ", dtype_name(w.dtype()));
+  return loss * w;  // broadcast as PyTorch's (the op names the shapes if they do not)
+}
+
+}  // namespace
+
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  check_pair("mse_loss", input, target);
+  const Tensor d = input - target;
+  return reduce_elements(d * d, reduction);
+}
+
+Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+  check_pair("l1_loss", input, target);
+  return reduce_elements(abs(input - target), reduction);
+}
+
+Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, double beta, Reduction reduction) {
+  check_pair("smooth_l1_loss", input, target);
+  LOOM_CHECK(beta >= 0 && std::isfinite(beta), "smooth_l1_loss: beta must be finite and >= 0, got ", beta);
+  if (beta == 0) return l1_loss(input, target, reduction);  // (0.5 d^2 / 0 would put NaN into the gradient)
+  const Tensor d = abs(input - target);
+  return reduce_elements(where(d < beta, (0.5 / beta) * (d * d), d - 0.5 * beta), reduction);
+}
+
+Tensor huber_loss(const Tensor& input, const Tensor& target, double delta, Reduction reduction) {
+  check_pair("huber_loss", input, target);
+  LOOM_CHECK(delta > 0 && std::isfinite(delta), "huber_loss: delta must be finite and > 0, got ", delta);
+  const Tensor d = abs(input - target);
+  return reduce_elements(where(d < delta, 0.5 * (d * d), delta * (d - 0.5 * delta)), reduction);
+}
+
+Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const BCEOptions& o) {
+  check_pair("binary_cross_entropy", probs, target);
+  LOOM_CHECK(!o.pos_weight.valid(), "binary_cross_entropy: pos_weight is binary_cross_entropy_with_logits' option");
+  // PyTorch clamps each log at -100, so that a probability of exactly 0 or 1 gives a finite loss.
+  const Tensor log_p = maximum(log(probs), scalar_like(probs, -100.0));
+  const Tensor log_q = maximum(log(1.0 - probs), scalar_like(probs, -100.0));
+  const Tensor loss = -(target * log_p + (1.0 - target) * log_q);
+  return reduce_elements(weighted("binary_cross_entropy", loss, o.weight, "weight"), o.reduction);
+}
+
+/// PyTorch's stable form: (1 - y) x + (1 + (pos_weight - 1) y) softplus(-x).
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, const BCEOptions& o) {
+  const char* what = "binary_cross_entropy_with_logits";
+  check_pair(what, logits, target);
+  const Tensor log_weight =
+      o.pos_weight.valid() ? 1.0 + weighted(what, target, o.pos_weight - 1.0, "pos_weight") : Tensor();
+  const Tensor soft = softplus(-logits);
+  const Tensor loss = (1.0 - target) * logits + (log_weight.valid() ? log_weight * soft : soft);
+  return reduce_elements(weighted(what, loss, o.weight, "weight"), o.reduction);
 }
 
 Tensor correct(const Tensor& logits, const Tensor& labels) {

@@ -451,6 +451,29 @@ struct CrossEntropyOptions {
 /// the graph runs.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyOptions& options = {});
 
+/// PyTorch's nll_loss: -log_probs[..., label] (log_probs [..., C], e.g. a
+/// log_softmax), with cross_entropy's weight, ignore_index and reduction.
+Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const CrossEntropyOptions& options = {});
+
+// Element-wise losses, as PyTorch's: input and target of one floating dtype and one shape.
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean);
+Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean);
+/// 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (beta 0: l1_loss).
+Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, double beta = 1.0,
+                      Reduction reduction = Reduction::mean);
+/// 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta).
+Tensor huber_loss(const Tensor& input, const Tensor& target, double delta = 1.0, Reduction reduction = Reduction::mean);
+
+struct BCEOptions {
+  Tensor weight = {};      ///< a factor of each element's loss, broadcast to it; invalid: 1
+  Tensor pos_weight = {};  ///< with_logits only: the positive term's weight, broadcast along the last dim
+  Reduction reduction = Reduction::mean;
+};
+/// -(y log p + (1 - y) log(1 - p)) of probabilities p, each log clamped at -100 as PyTorch's.
+Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const BCEOptions& options = {});
+/// binary_cross_entropy of sigmoid(logits), in PyTorch's stable form (no log of 0 for any logit).
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, const BCEOptions& options = {});
+
 /// The loss as an object: `nn::SoftmaxLoss loss_fn; Tensor loss = loss_fn(logits, y);`.
 class SoftmaxLoss {
  public:

@@ -395,6 +395,83 @@ TEST_SUITE("frontend/nn") {
     CHECK(contains(error_of([&] { nn::cross_entropy(logits, ybad); }), "need labels of shape [?]"));
   }
 
+  TEST_CASE("mse, l1, smooth_l1, huber, binary cross-entropy and nll losses against PyTorch's values") {
+    Graph g;
+    Tensor x = g.constant(NDArray::from<double>({0.3, -1.2, 2.5, 1.7, 0.0, -0.4}, {2, 3}));
+    Tensor t = g.constant(NDArray::from<double>({0.0, -1.0, 1.0, 2.0, 0.5, -0.2}, {2, 3}));
+    Tensor p =
+        g.constant(NDArray::from<double>({0.1, 0.9, 0.5, 0.0, 1.0, 0.25}, {2, 3}));  // exact 0 and 1: clamped logs
+    Tensor b = g.constant(NDArray::from<double>({0, 1, 1, 1, 1, 0}, {2, 3}));
+    Tensor w = g.constant(NDArray::from<double>({0.5, 2.0, 1.0})),
+           pw = g.constant(NDArray::from<double>({3.0, 0.5, 1.0}));
+    using nn::Reduction;
+    // Expected values: PyTorch 2's torch.nn.functional on the same float64 inputs.
+    const std::vector<std::pair<Tensor, double>> cases{
+        {nn::mse_loss(x, t), 0.45999999999999996},
+        {nn::mse_loss(x, t, Reduction::sum), 2.76},
+        {nn::l1_loss(x, t), 0.5},
+        {nn::smooth_l1_loss(x, t, 0.0), 0.5},
+        {nn::huber_loss(x, t, 1.5), 0.22999999999999998},
+        {nn::binary_cross_entropy(p, b), 16.86525838072123},
+        {nn::binary_cross_entropy(p, b, {.weight = w, .reduction = Reduction::sum}), 51.244230542156295},
+        {nn::binary_cross_entropy_with_logits(x, b), 0.6284126514075453},
+        {nn::binary_cross_entropy_with_logits(x, b, {.weight = w, .pos_weight = pw}), 0.5711985501506902},
+        {nn::nll_loss(log_softmax(x, 1), g.constant(NDArray::from<int64_t>({2, -100}))), 0.12709658280048583},
+        {nn::nll_loss(log_softmax(x, 1), g.constant(NDArray::from<int64_t>({2, 1})), {.weight = w}),
+         1.3532390463806048}};
+    Session s(g);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      CAPTURE(i);
+      CHECK(s.run1(cases[i].first).item() == doctest::Approx(cases[i].second).epsilon(1e-12));
+    }
+    const NDArray none = s.run1(nn::smooth_l1_loss(x, t, 0.8, Reduction::none));
+    CHECK(none.shape() == Shape{2, 3});
+    const std::vector<double> want{0.05625, 0.025, 1.1, 0.05625, 0.15625, 0.025};
+    for (size_t i = 0; i < want.size(); ++i)
+      CHECK(none.to_vector<double>()[i] == doctest::Approx(want[i]).epsilon(1e-12));
+    // Mistakes name the loss and what it expected.
+    CHECK(contains(error_of([&] { nn::mse_loss(x, reshape(t, {3, 2})); }), "mse_loss: input 'constant"));
+    CHECK(contains(error_of([&] { nn::mse_loss(x, reshape(t, {3, 2})); }), "[2,3] and target"));
+    CHECK(contains(error_of([&] { nn::l1_loss(x, cast(t, float32)); }),
+                   "must share a floating dtype, got float64 and float32"));
+    CHECK(contains(error_of([&] { nn::huber_loss(x, t, 0.0); }), "delta must be finite and > 0"));
+    CHECK(contains(error_of([&] { nn::binary_cross_entropy(p, b, {.pos_weight = pw}); }), "pos_weight"));
+    CHECK(contains(error_of([&] {
+                     nn::nll_loss(x, g.constant(NDArray::from<int64_t>({0, 1})), {.label_smoothing = 0.1});
+                   }),
+                   "label_smoothing is cross_entropy's option"));
+    CHECK(contains(error_of([&] { s.run1(nn::nll_loss(x, g.constant(NDArray::from<int64_t>({0, 3})))); }), "3"));
+    // An ignored row whose log-probability is -inf adds 0, not NaN.
+    Tensor lp = g.constant(NDArray::from<double>({-INFINITY, 0.0, -0.5, -1.0}, {2, 2}));
+    CHECK(s.run1(nn::nll_loss(lp, g.constant(NDArray::from<int64_t>({-100, 1})))).item() == 1.0);
+    CHECK(s.run1(nn::cross_entropy(lp, g.constant(NDArray::from<int64_t>({-100, 1})))).item() ==
+          doctest::Approx(std::log(std::exp(-0.5) + std::exp(-1.0)) + 1.0));
+  }
+
+  TEST_CASE("the element-wise losses' gradients against central differences") {
+    const NDArray x = rand({3, 4}, 11, float64, -2, 2), t = rand({3, 4}, 12, float64, -2, 2);
+    const NDArray p = rand({3, 4}, 13, float64, 0.05, 0.95), b = rand({3, 4}, 14, float64, 0, 1);
+    const NDArray w = rand({4}, 15, float64, 0.5, 2);
+    using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+    const std::vector<std::pair<const char*, Fn>> losses{
+        {"mse", [](const std::vector<Tensor>& in) { return nn::mse_loss(in[0], in[1]); }},
+        {"l1", [](const std::vector<Tensor>& in) { return nn::l1_loss(in[0], in[1], nn::Reduction::sum); }},
+        {"smooth_l1", [](const std::vector<Tensor>& in) { return nn::smooth_l1_loss(in[0], in[1], 0.7); }},
+        {"huber", [](const std::vector<Tensor>& in) { return nn::huber_loss(in[0], in[1], 0.6); }},
+        {"bce with logits",
+         [](const std::vector<Tensor>& in) {
+           return nn::binary_cross_entropy_with_logits(in[0], in[3], {.weight = in[4], .pos_weight = in[4]});
+         }},
+        {"bce",
+         [](const std::vector<Tensor>& in) { return nn::binary_cross_entropy(in[2], in[3], {.weight = in[4]}); }}};
+    for (const auto& [name, f] : losses) {
+      CAPTURE(name);
+      CheckResult r = check_gradient_fn([&](const std::vector<Tensor>& in) { return std::vector<Tensor>{f(in)}; },
+                                        {x, t, p, b, w}, {0, 1, 2, 3, 4});
+      CHECK_MESSAGE(r.ok, r.detail);
+    }
+  }
+
   TEST_CASE("cross_entropy's options as PyTorch's: weight, ignore_index, label_smoothing, reduction") {
     Graph g;
     Tensor z =
