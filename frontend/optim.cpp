@@ -214,6 +214,9 @@ Tensor Optimizer::apply_gradients(const std::vector<Tensor>& grads_in) {
                ", expected ", dtype_name(params_[i].dtype()), S(params_[i].shape()));
   }
   auto scope = graph_->scope(name_);
+  LOOM_CHECK(step_.valid() || !graph_->find(graph_->prefix() + "step").valid(), name_,
+             ": another optimizer of this graph already keeps its state under the name '", name_,
+             "' (two optimizers, as a GAN's): give each its own, e.g. {.name = \"", name_, "_2\"}");
   if (!step_.valid()) step_ = graph_->variable("step", {}, init::zeros(), int64);
 
   std::vector<Tensor> grads = grads_in;
