@@ -448,11 +448,15 @@ static std::pair<Tensor, Tensor> as_rows(const Tensor& logits, const Tensor& lab
   return {reshape(logits, {-1, logits.shape().back()}), reshape(labels, {-1})};
 }
 
+static void check_reduction(const char* what, Reduction r) {
+  LOOM_CHECK(int(r) >= 0 && int(r) <= 2, what, ": unknown reduction ", int(r), " (mean, sum or none)");
+}
+
 static void check_cross_entropy_options(const Tensor& logits, const CrossEntropyOptions& o) {
   const int64_t C = logits.shape().back();
   LOOM_CHECK(o.label_smoothing >= 0 && o.label_smoothing <= 1, "cross_entropy: label_smoothing must be in [0, 1], got ",
              o.label_smoothing);
-  LOOM_CHECK(int(o.reduction) >= 0 && int(o.reduction) <= 2, "cross_entropy: unknown reduction ", int(o.reduction));
+  check_reduction("cross_entropy", o.reduction);
   if (!o.weight.valid()) return;
   LOOM_CHECK(o.weight.shape() == Shape{C} && o.weight.dtype() == logits.dtype(), "cross_entropy: weight '",
              o.weight.name(), "' must be ", dtype_name(logits.dtype()), "[", C, "] (one per class), got ",
@@ -526,7 +530,8 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const CrossEntrop
 namespace {
 
 /// Input and target of an element-wise loss: same floating dtype, same shape (no silent broadcast).
-void check_pair(const char* what, const Tensor& input, const Tensor& target) {
+void check_pair(const char* what, const Tensor& input, const Tensor& target, Reduction r) {
+  check_reduction(what, r);
   LOOM_CHECK(input.valid() && target.valid(), what, ": empty Tensor handle");
   LOOM_CHECK(is_floating(input.dtype()) && input.dtype() == target.dtype(), what, ": input '", input.name(),
              "' and target '", target.name(), "' must share a floating dtype, got ", dtype_name(input.dtype()), " and ",
@@ -539,12 +544,17 @@ void check_pair(const char* what, const Tensor& input, const Tensor& target) {
 }
 
 Tensor reduce_elements(const Tensor& loss, Reduction r) {
-  LOOM_CHECK(int(r) >= 0 && int(r) <= 2, "loss: unknown reduction ", int(r));
   if (r == Reduction::none) return loss;
   return r == Reduction::sum ? sum(loss) : mean(loss);
 }
 
-/// `w` (may be invalid: 1) as a factor of the element-wise loss, checked against `like`.
+/// PyTorch's clamped log, max(log x, -100): finite at x = 0, its gradient too (log never sees the 0).
+Tensor clamped_log(const Tensor& x) {
+  const Tensor positive = x > 0.0, floor = scalar_like(x, -100.0);
+  return maximum(where(positive, log(where(positive, x, scalar_like(x, 1.0))), floor), floor);
+}
+
+/// `w` (may be invalid: 1) as a factor of the element-wise loss, of its dtype.
 Tensor weighted(const char* what, const Tensor& loss, const Tensor& w, const char* name) {
   if (!w.valid()) return loss;
   LOOM_CHECK(w.dtype() == loss.dtype(), what, ": ", name, " '", w.name(), "' must be ", dtype_name(loss.dtype()),
@@ -555,18 +565,18 @@ Tensor weighted(const char* what, const Tensor& loss, const Tensor& w, const cha
 }  // namespace
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
-  check_pair("mse_loss", input, target);
+  check_pair("mse_loss", input, target, reduction);
   const Tensor d = input - target;
   return reduce_elements(d * d, reduction);
 }
 
 Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
-  check_pair("l1_loss", input, target);
+  check_pair("l1_loss", input, target, reduction);
   return reduce_elements(abs(input - target), reduction);
 }
 
 Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, double beta, Reduction reduction) {
-  check_pair("smooth_l1_loss", input, target);
+  check_pair("smooth_l1_loss", input, target, reduction);
   LOOM_CHECK(beta >= 0 && std::isfinite(beta), "smooth_l1_loss: beta must be finite and >= 0, got ", beta);
   if (beta == 0) return l1_loss(input, target, reduction);  // (0.5 d^2 / 0 would put NaN into the gradient)
   const Tensor d = abs(input - target);
@@ -574,26 +584,24 @@ Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, double beta, Re
 }
 
 Tensor huber_loss(const Tensor& input, const Tensor& target, double delta, Reduction reduction) {
-  check_pair("huber_loss", input, target);
+  check_pair("huber_loss", input, target, reduction);
   LOOM_CHECK(delta > 0 && std::isfinite(delta), "huber_loss: delta must be finite and > 0, got ", delta);
   const Tensor d = abs(input - target);
   return reduce_elements(where(d < delta, 0.5 * (d * d), delta * (d - 0.5 * delta)), reduction);
 }
 
 Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const BCEOptions& o) {
-  check_pair("binary_cross_entropy", probs, target);
+  check_pair("binary_cross_entropy", probs, target, o.reduction);
   LOOM_CHECK(!o.pos_weight.valid(), "binary_cross_entropy: pos_weight is binary_cross_entropy_with_logits' option");
   // PyTorch clamps each log at -100, so that a probability of exactly 0 or 1 gives a finite loss.
-  const Tensor log_p = maximum(log(probs), scalar_like(probs, -100.0));
-  const Tensor log_q = maximum(log(1.0 - probs), scalar_like(probs, -100.0));
-  const Tensor loss = -(target * log_p + (1.0 - target) * log_q);
+  const Tensor loss = -(target * clamped_log(probs) + (1.0 - target) * clamped_log(1.0 - probs));
   return reduce_elements(weighted("binary_cross_entropy", loss, o.weight, "weight"), o.reduction);
 }
 
 /// PyTorch's stable form: (1 - y) x + (1 + (pos_weight - 1) y) softplus(-x).
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, const BCEOptions& o) {
   const char* what = "binary_cross_entropy_with_logits";
-  check_pair(what, logits, target);
+  check_pair(what, logits, target, o.reduction);
   const Tensor log_weight =
       o.pos_weight.valid() ? 1.0 + weighted(what, target, o.pos_weight - 1.0, "pos_weight") : Tensor();
   const Tensor soft = softplus(-logits);

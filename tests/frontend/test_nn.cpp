@@ -441,6 +441,10 @@ TEST_SUITE("frontend/nn") {
                    }),
                    "label_smoothing is cross_entropy's option"));
     CHECK(contains(error_of([&] { s.run1(nn::nll_loss(x, g.constant(NDArray::from<int64_t>({0, 3})))); }), "3"));
+    CHECK(contains(error_of([&] { nn::mse_loss(x, t, Reduction(7)); }), "mse_loss: unknown reduction 7"));
+    // Probabilities of exactly 0 and 1: a finite loss (the clamped logs) and a finite gradient.
+    const NDArray dp = s.run1(gradients(nn::binary_cross_entropy(p, b), {p})[0]);
+    for (double v : dp.to_vector<double>()) CHECK(std::isfinite(v));
     // An ignored row whose log-probability is -inf adds 0, not NaN.
     Tensor lp = g.constant(NDArray::from<double>({-INFINITY, 0.0, -0.5, -1.0}, {2, 2}));
     CHECK(s.run1(nn::nll_loss(lp, g.constant(NDArray::from<int64_t>({-100, 1})))).item() == 1.0);
