@@ -143,7 +143,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t axis = 0);
 Tensor stack(const std::vector<Tensor>& xs, int64_t axis = 0);
 /// Splits along `axis` into pieces of the given sizes.
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t axis = 0);
-/// Splits into `parts` equal pieces.
+/// Splits into `parts` equal pieces (a dynamic dim is checked when run).
 std::vector<Tensor> split(const Tensor& x, int64_t parts, int64_t axis);
 /// Pads with `value`: pads[i] = {before, after} for leading axis i.
 Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, double value = 0.0);

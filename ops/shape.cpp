@@ -18,6 +18,20 @@ using V = std::vector<int64_t>;
 
 namespace {
 
+constexpr int64_t kMaxSplitParts = 1 << 16;  // one output each: a bound on the node's size
+
+/// The sizes along the split axis of length `dim` (-1: known when run) that a
+/// split's `sizes` or `parts` attribute gives.
+V split_sizes(const Attrs& a, int64_t dim) {
+  if (!a.has("parts")) return a.ints("sizes");
+  const int64_t parts = a.i("parts");
+  return V(size_t(parts), dim < 0 ? -1 : dim / parts);
+}
+
+}  // namespace
+
+namespace {
+
 Graph& G(const Tensor& t) { return t.graph(); }
 
 std::vector<Slice> slices_of(const Attrs& a) {
@@ -394,7 +408,8 @@ const bool registered = [] {
     d.name = "split";
     d.min_inputs = 1;
     d.max_inputs = -1;
-    d.attrs = {attr::axis(), attr::optional("sizes", AttrKind::integers)};  // no sizes: inputs 1.. give them
+    // sizes, or `parts` equal ones (of a dim known only when run), or none: inputs 1.. give them.
+    d.attrs = {attr::axis(), attr::optional("sizes", AttrKind::integers), attr::optional("parts", AttrKind::integer)};
     for (int i = 1; i < 64; ++i) d.shape_only_inputs.push_back(i);
     d.infer = [](const InferContext& c) {
       const Shape& s = c.in[0].shape;
@@ -403,16 +418,22 @@ const bool registered = [] {
       c.check(nd > 0 && ax >= -nd && ax < nd, "axis ", ax, " out of range for ", S(s));
       if (ax < 0) ax += nd;
       V sizes;
-      if (c.in.size() > 1)
+      if (c.in.size() > 1) {
         for (size_t k = 1; k < c.in.size(); ++k) {
           c.check(c.in[k].shape.size() == s.size(), "input ", k, " has shape ", S(c.in[k].shape), ", expected rank ",
                   s.size());
           sizes.push_back(c.in[k].shape[size_t(ax)]);
         }
-      else
+      } else if (c.attrs.has("parts")) {
+        const int64_t parts = c.attrs.i("parts"), n = s[size_t(ax)];
+        c.check(parts > 0 && parts <= kMaxSplitParts, "parts must be in [1, ", kMaxSplitParts, "], got ", parts);
+        c.check(n < 0 || n % parts == 0, "dim ", ax, " of ", S(s), " does not split into ", parts, " equal parts");
+        sizes = split_sizes(c.attrs, n);
+      } else {
+        c.check(c.attrs.has("sizes"), "needs sizes, parts, or inputs giving the sizes");
         sizes = c.attrs.ints("sizes");
-      if (c.in.size() == 1)
         for (int64_t z : sizes) c.check(z >= 0, "sizes ", attr_str(sizes), " must be >= 0");
+      }
       int64_t total = 0;
       bool dynamic = s[size_t(ax)] < 0;
       for (int64_t z : sizes) {
@@ -452,7 +473,7 @@ const bool registered = [] {
       if (in.size() > 1)
         for (size_t k = 1; k < in.size(); ++k) sizes.push_back(in[k].shape()[size_t(ax)]);
       else
-        sizes = a.ints("sizes");
+        sizes = split_sizes(a, in[0].shape()[size_t(ax)]);
       std::vector<NDArray> out;
       int64_t off = 0;
       for (int64_t z : sizes) {
@@ -470,9 +491,13 @@ const bool registered = [] {
       return out;
     };
     d.examples = [](uint64_t seed) {
-      return std::vector<OpExample>{{"sizes 1,3", {rand_array({4, 2}, -1, 1, seed)}, {{"axis", int64_t(0)}, {"sizes", V{1, 3}}}},
-                                    {"like", {rand_array({2, 5}, -1, 1, seed), rand_array({2, 2}, 0, 1, seed), rand_array({2, 3}, 0, 1, seed)},
-                                     {{"axis", int64_t(1)}}, {0}}};
+      return std::vector<OpExample>{
+          {"sizes 1,3", {rand_array({4, 2}, -1, 1, seed)}, {{"axis", int64_t(0)}, {"sizes", V{1, 3}}}},
+          {"3 parts", {rand_array({2, 6}, -1, 1, seed)}, {{"axis", int64_t(1)}, {"parts", int64_t(3)}}},
+          {"like",
+           {rand_array({2, 5}, -1, 1, seed), rand_array({2, 2}, 0, 1, seed), rand_array({2, 3}, 0, 1, seed)},
+           {{"axis", int64_t(1)}},
+           {0}}};
     };
     register_op(std::move(d));
   }
@@ -740,13 +765,7 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   return G(x).add("split", {x}, {{"axis", axis}, {"sizes", sizes}});
 }
 std::vector<Tensor> split(const Tensor& x, int64_t parts, int64_t axis) {
-  int64_t ax = normalize_axis(axis, x.ndim(), "split");
-  int64_t n = x.shape()[size_t(ax)];
-  LOOM_CHECK(n >= 0, "split of '", x.name(), "' into ", parts, " parts: dim ", ax, " of ", S(x.shape()),
-             " is dynamic (the parts' sizes are fixed when the graph is built; pass them as sizes)");
-  LOOM_CHECK(parts > 0 && n % parts == 0, "split of '", x.name(), "': dim ", ax, " of ", S(x.shape()),
-             " does not split into ", parts, " equal parts");
-  return split(x, V(size_t(parts), n / parts), ax);
+  return G(x).add("split", {x}, {{"axis", axis}, {"parts", parts}});
 }
 Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, double value) {
   V p;

@@ -58,13 +58,17 @@ void split(ExportContext& c) {
   axis = axis < 0 ? axis + rank : axis;
   std::vector<int64_t> sizes;
   std::vector<std::string> outs;
+  bool known = true;
   for (size_t k = 0; k < c.num_outputs(); ++k) {
-    int64_t n = c.output_type(k).shape[size_t(axis)];
-    if (n < 0) c.fail("the split sizes must be known");
-    sizes.push_back(n);
+    known = known && c.output_type(k).shape[size_t(axis)] >= 0;
+    sizes.push_back(c.output_type(k).shape[size_t(axis)]);
     outs.push_back(c.output(k));
   }
-  attr(c.add("Split", {c.input(0), c.ints(sizes, "split")}, outs), "axis", axis);
+  if (!known && !c.attrs().has("parts")) c.fail("the split sizes must be known");
+  // Equal parts of a dim known only when run: ONNX's Split without sizes splits equally.
+  std::vector<std::string> in{c.input(0)};
+  if (known) in.push_back(c.ints(sizes, "split"));
+  attr(c.add("Split", in, outs), "axis", axis);
 }
 
 /// loom pads leading axes with {before, after} pairs; ONNX wants every axis' befores, then its afters.

@@ -200,6 +200,27 @@ TEST_SUITE("ops/graph") {
     CHECK(contains(error_of([&] { broadcast_to(x, {2, -2, 4, 3}); }), "a dim must be >= 0, or -1"));
   }
 
+  TEST_CASE("split into equal parts of a dynamic dim: sizes and divisibility checked when run") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 2}, float64);
+    std::vector<Tensor> halves = split(x, 2, 0);
+    REQUIRE(halves.size() == 2);
+    CHECK(halves[0].shape() == Shape{-1, 2});
+    Tensor dx = gradients(sum(halves[0]) + 3.0 * sum(halves[1]), {x})[0];
+    Session s(g);
+    const auto r = s.run({halves[0], halves[1], dx}, {{x, NDArray::from<double>({1, 2, 3, 4, 5, 6, 7, 8}, {4, 2})}});
+    CHECK(r[0].to_vector<double>() == std::vector<double>{1, 2, 3, 4});
+    CHECK(r[1].to_vector<double>() == std::vector<double>{5, 6, 7, 8});
+    CHECK(r[2].to_vector<double>() == std::vector<double>{1, 1, 1, 1, 3, 3, 3, 3});
+    CHECK(contains(error_of([&] {
+                     s.run({halves[0]}, {{x, NDArray::zeros({3, 2}, float64)}});
+                   }),
+                   "dim 0 of [3,2] does not split into 2 equal parts"));
+    CHECK(s.run({halves[1]}, {{x, NDArray::zeros({6, 2}, float64)}})[0].shape() == Shape{3, 2});  // usable after
+    CHECK(contains(error_of([&] { split(g.placeholder("y", {5}), 2, 0); }), "dim 0 of [5] does not split into 2"));
+    CHECK(contains(error_of([&] { split(x, 0, 0); }), "parts must be in [1, 65536], got 0"));
+  }
+
   TEST_CASE("logsumexp is stable on extreme values") {
     Graph g;
     Tensor x = g.constant(NDArray::from<double>({1e10, 1e9, 1e8, -10, 1e-10, 1e9, 1e8, -10}, {2, 4}));
