@@ -28,10 +28,6 @@ V split_sizes(const Attrs& a, int64_t dim) {
   return V(size_t(parts), dim < 0 ? -1 : dim / parts);
 }
 
-}  // namespace
-
-namespace {
-
 Graph& G(const Tensor& t) { return t.graph(); }
 
 std::vector<Slice> slices_of(const Attrs& a) {
