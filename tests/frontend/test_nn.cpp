@@ -468,7 +468,9 @@ TEST_SUITE("frontend/nn") {
          }},
         {"bce",
          [](const std::vector<Tensor>& in) { return nn::binary_cross_entropy(in[2], in[3], {.weight = in[4]}); }}};
-    for (const auto& [name, f] : losses) {
+    for (const auto& named : losses) {
+      const char* name = named.first;  // not a structured binding: clang 14's lambdas cannot capture one
+      const Fn& f = named.second;
       CAPTURE(name);
       CheckResult r = check_gradient_fn([&](const std::vector<Tensor>& in) { return std::vector<Tensor>{f(in)}; },
                                         {x, t, p, b, w}, {0, 1, 2, 3, 4});
