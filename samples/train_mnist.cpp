@@ -210,7 +210,7 @@ po::options_description describe_options(Args& a) {
     ("opt", po::value(&a.opt)->default_value(a.opt), "sgd | adam | adamw")
     ("wd", po::value(&a.wd)->default_value(a.wd), "weight decay (L2 for sgd/adam, decoupled for adamw)")
     ("momentum", po::value(&a.momentum)->default_value(a.momentum), "SGD momentum")
-    ("nesterov", po::bool_switch(&a.nesterov), "SGD with Nesterov momentum")
+    ("nesterov", po::value(&a.nesterov)->default_value(a.nesterov)->implicit_value(true), "SGD with Nesterov momentum (--nesterov, or --nesterov true|false)")
     ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
     ("schedule", po::value(&a.schedule)->default_value(a.schedule), "learning-rate schedule over the run: cosine (decay to 0), step (halve every 2 epochs) or none (constant)")
     ("warmup", po::value(&a.warmup)->default_value(a.warmup), "linear warmup steps")
