@@ -312,7 +312,8 @@ std::vector<OpExample> attention_grad_examples(uint64_t seed) {
 Tensor score_mask(const Tensor& s, const Tensor& mask, bool causal);
 
 /// attention_grad written with graph ops, [Tq, Tk] materialized: its
-/// gradients are attention_grad's second derivatives (no dropout).
+/// gradients are attention_grad's second derivatives (no dropout). Returns
+/// dq, dk, dv and the scores' gradient ds (a float mask's, before reduction).
 std::vector<Tensor> composite_attention_grad(const std::vector<Tensor>& in, const Attrs& a, const Slots& sl) {
   const Tensor &q = in[0], &k = in[1], &v = in[2], &out = in[3], &lse = in[4], &dout = in[5];
   const double scale = a.f("scale");
@@ -326,7 +327,14 @@ std::vector<Tensor> composite_attention_grad(const std::vector<Tensor>& in, cons
   if (sl.dlse >= 0) D = D - expand_dims(in[size_t(sl.dlse)], {-1});
   Tensor dv = matmul(transpose(p), dout);
   Tensor ds = p * (matmul(dout, transpose(v)) - D);
-  return {matmul(ds, k) * scale, matmul(transpose(ds), q) * scale, dv};
+  return {matmul(ds, k) * scale, matmul(transpose(ds), q) * scale, dv, ds};
+}
+
+/// A float mask's gradient: the scores' (a learned attention bias trains).
+/// Recomputed with [Tq, Tk] materialized, only when a gradient asks for it
+/// (the plan drops it otherwise); `ins` are attention_grad's inputs.
+Tensor float_mask_grad(const std::vector<Tensor>& ins, const Attrs& a) {
+  return composite_attention_grad(ins, a, slots_of(a, true))[3];
 }
 
 std::vector<Tensor> attention_grad_grad(const GradContext& c) {
@@ -378,7 +386,9 @@ const bool registered = [] {
       if (sl.mask >= 0) ins.push_back(c.inputs[size_t(sl.mask)]);
       if (sl.rng >= 0) ins.push_back(c.inputs[size_t(sl.rng)]);
       std::vector<Tensor> g = G(c.inputs[0]).add("attention_grad", ins, a);
-      g.resize(c.inputs.size());  // mask and key: no gradient
+      g.resize(c.inputs.size());  // a bool mask and the key: no gradient
+      if (sl.mask >= 0 && is_floating(c.inputs[size_t(sl.mask)].dtype()) && sl.rng < 0)
+        g[size_t(sl.mask)] = float_mask_grad(ins, a);
       return g;
     };
     d.reference = ref_attention;

@@ -556,8 +556,6 @@ Tensor le(const Tensor& a, const Tensor& b) { return G(a).add1("le", {a, b}); }
 Tensor gt(const Tensor& a, const Tensor& b) { return G(a).add1("gt", {a, b}); }
 Tensor ge(const Tensor& a, const Tensor& b) { return G(a).add1("ge", {a, b}); }
 Tensor where(const Tensor& c, const Tensor& a, const Tensor& b) { return G(c).add1("where", {c, a, b}); }
-Tensor where(const Tensor& c, const Tensor& a, double b) { return where(c, a, scalar_like(a, b)); }
-Tensor where(const Tensor& c, double a, const Tensor& b) { return where(c, scalar_like(b, a), b); }
 Tensor cast(const Tensor& x, DType t) { return x.dtype() == t ? x : G(x).add1("cast", {x}, {{"dtype", t}}); }
 Tensor identity(const Tensor& x) { return G(x).add1("identity", {x}); }
 Tensor stop_gradient(const Tensor& x) { return G(x).add1("stop_gradient", {x}); }
@@ -578,17 +576,31 @@ Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
 namespace {
-/// x op s (s op x when `scalar_first`), both in PyTorch's result dtype (see Scalar).
-Tensor with_scalar(Tensor (*op)(const Tensor&, const Tensor&), const char* name, const Tensor& x, Scalar s,
-                   bool scalar_first) {
+/// x and s, both in PyTorch's result dtype of an operation between them (see Scalar).
+std::pair<Tensor, Tensor> promoted(const char* name, const Tensor& x, Scalar s) {
   const DType t = is_floating(x.dtype()) ? x.dtype() : !s.integral ? float32 : x.dtype() == boolean ? int64 : x.dtype();
   if (!is_floating(t) && NDArray::scalar(s.value, t).item() != s.value)  // casts saturate: a changed value did not fit
     fail(name, ": the integer ", std::setprecision(19), s.value, " does not fit the tensor's dtype ", dtype_name(t),
          " (cast the tensor)");
-  const Tensor a = cast(x, t), b = G(x).scalar(s.value, t);
+  return {cast(x, t), G(x).scalar(s.value, t)};
+}
+
+/// x op s (s op x when `scalar_first`), both in PyTorch's result dtype.
+Tensor with_scalar(Tensor (*op)(const Tensor&, const Tensor&), const char* name, const Tensor& x, Scalar s,
+                   bool scalar_first) {
+  const auto [a, b] = promoted(name, x, s);
   return scalar_first ? op(b, a) : op(a, b);
 }
 }  // namespace
+
+Tensor where(const Tensor& c, const Tensor& a, Scalar b) {
+  const auto [x, s] = promoted("where", a, b);
+  return where(c, x, s);
+}
+Tensor where(const Tensor& c, Scalar a, const Tensor& b) {
+  const auto [x, s] = promoted("where", b, a);
+  return where(c, s, x);
+}
 
 Tensor operator+(const Tensor& a, Scalar b) { return with_scalar(add, "add", a, b, false); }
 Tensor operator-(const Tensor& a, Scalar b) { return with_scalar(sub, "sub", a, b, false); }

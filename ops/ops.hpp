@@ -44,8 +44,11 @@ Tensor gt(const Tensor& a, const Tensor& b);
 Tensor ge(const Tensor& a, const Tensor& b);
 /// cond ? a : b, element-wise with broadcasting; cond is bool.
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
-Tensor where(const Tensor& cond, const Tensor& a, double b);
-Tensor where(const Tensor& cond, double a, const Tensor& b);
+struct Scalar;
+/// With a scalar branch, the result's dtype is PyTorch's, as for arithmetic
+/// (see Scalar): where(c, int64 x, 2.5) is float32, not a truncated 2.
+Tensor where(const Tensor& cond, const Tensor& a, Scalar b);
+Tensor where(const Tensor& cond, Scalar a, const Tensor& b);
 Tensor cast(const Tensor& x, DType dtype);
 Tensor identity(const Tensor& x);
 /// x in the forward pass; blocks gradients.
@@ -116,6 +119,7 @@ Tensor min(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims
 Tensor argmax(const Tensor& x, int64_t axis);
 Tensor argmax(const Tensor& x);
 Tensor argmin(const Tensor& x, int64_t axis);
+Tensor argmin(const Tensor& x);
 /// log(sum(exp(x))) over axes, computed stably (max subtracted first).
 Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);
 /// Sums g over the dims broadcasting added, giving like's shape.
@@ -135,6 +139,8 @@ Tensor transpose(const Tensor& x, int64_t a, int64_t b);
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor broadcast_like(const Tensor& x, const Tensor& like);
 Tensor expand_dims(const Tensor& x, const std::vector<int64_t>& axes);
+/// Removes the given axes, each of size 1; with no axes, every axis of size 1
+/// (PyTorch's squeeze(): [1,3,1] -> [3]), which must then all be known.
 Tensor squeeze(const Tensor& x, const std::vector<int64_t>& axes);
 /// Python-style slicing: one Slice per leading axis (negative steps allowed).
 Tensor slice(const Tensor& x, const std::vector<Slice>& slices);
@@ -200,8 +206,10 @@ struct AttentionOptions {
   /// Query i attends keys j <= i (top-left aligned, as PyTorch's is_causal).
   bool causal = false;
   /// Optional mask broadcast to [..., Tq, Tk]: bool (true = attend, as PyTorch)
-  /// or of q's dtype (added to the scores). It gets no gradient. With `causal`
-  /// both apply.
+  /// or of q's dtype (added to the scores). With `causal` both apply. A float
+  /// mask gets the scores' gradient, as in PyTorch (a learned attention bias
+  /// trains), computed with [Tq, Tk] materialized and only where asked for;
+  /// with dropout it gets none (the fused op's dropout stream is not replayed).
   Tensor mask = {};
   /// Probability of zeroing an attention weight (after the softmax); the kept
   /// ones are scaled by 1 / (1 - dropout). Each run draws a new Philox stream

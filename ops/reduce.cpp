@@ -129,8 +129,9 @@ Tensor extreme_grad(const GradContext& c) {
   Tensor yk = keep(c.outputs[0], x, c.attrs), dyk = keep(c.dout(0), x, c.attrs);
   Tensor mask = cast(x == yk, x.dtype());
   Tensor count = sum(mask, c.attrs.ints("axes"), true);
-  // Ties share the gradient; none of it when the initial value won (count 0).
-  return mask * dyk / where(count > 0.0, count, 1.0);
+  // Ties share the gradient; none of it when the initial value won (count 0);
+  // a NaN maximum (no element equals it) gives NaN, as PyTorch.
+  return where(yk != yk, yk, mask * dyk / where(count > 0.0, count, 1.0));
 }
 
 const bool registered = [] {
@@ -292,13 +293,17 @@ Tensor reduce(const char* op, const Tensor& x, const std::vector<int64_t>& axes,
 
 }  // namespace
 
-Tensor sum(const Tensor& x, const std::vector<int64_t>& axes, bool keepdims) { return reduce("sum", x, axes, keepdims); }
+Tensor sum(const Tensor& x, const std::vector<int64_t>& axes, bool keepdims) {
+  // PyTorch sums integers and bools as int64: a uint8 mask counts past 255.
+  return reduce("sum", is_floating(x.dtype()) ? x : cast(x, int64), axes, keepdims);
+}
 Tensor mean(const Tensor& x, const std::vector<int64_t>& axes, bool keepdims) { return reduce("mean", x, axes, keepdims); }
 Tensor max(const Tensor& x, const std::vector<int64_t>& axes, bool keepdims) { return reduce("max", x, axes, keepdims); }
 Tensor min(const Tensor& x, const std::vector<int64_t>& axes, bool keepdims) { return reduce("min", x, axes, keepdims); }
 Tensor argmax(const Tensor& x, int64_t axis) { return G(x).add1("argmax", {x}, {{"axis", axis}}); }
 Tensor argmax(const Tensor& x) { return G(x).add1("argmax", {x}); }
 Tensor argmin(const Tensor& x, int64_t axis) { return G(x).add1("argmin", {x}, {{"axis", axis}}); }
+Tensor argmin(const Tensor& x) { return G(x).add1("argmin", {x}); }
 Tensor sum_to(const Tensor& g, const Tensor& like) { return G(g).add1("sum_to", {g, like}); }
 Tensor size(const Tensor& x, const std::vector<int64_t>& axes, DType dtype) {
   return G(x).add1("size", {x}, {{"axes", axes}, {"dtype", dtype}});

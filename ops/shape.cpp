@@ -714,7 +714,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& axes) {
   return G(x).add1("permute", {x}, {{"axes", axes}});
 }
 Tensor transpose(const Tensor& x) {
-  LOOM_CHECK(x.ndim() >= 2, "transpose '", x.name(), "': needs at least 2 dims, got ", S(x.shape()));
+  LOOM_CHECK(x.ndim() >= 2, "transpose of '", x.name(), "': needs at least 2 dims, got ", S(x.shape()));
   return transpose(x, -2, -1);
 }
 Tensor transpose(const Tensor& x, int64_t a, int64_t b) {
@@ -734,7 +734,17 @@ Tensor broadcast_like(const Tensor& x, const Tensor& like) {
 Tensor expand_dims(const Tensor& x, const std::vector<int64_t>& axes) {
   return G(x).add1("expand_dims", {x}, {{"axes", axes}});
 }
-Tensor squeeze(const Tensor& x, const std::vector<int64_t>& axes) { return G(x).add1("squeeze", {x}, {{"axes", axes}}); }
+Tensor squeeze(const Tensor& x, const std::vector<int64_t>& axes) {
+  if (!axes.empty()) return G(x).add1("squeeze", {x}, {{"axes", axes}});
+  std::vector<int64_t> ones;  // the op's empty axes would mean all of them
+  for (int64_t d = 0; d < x.ndim(); ++d) {
+    const int64_t n = x.shape()[size_t(d)];
+    LOOM_CHECK(n >= 0, "squeeze: dim ", d, " of ", S(x.shape()), " of '", x.name(),
+               "' is unknown until run, so whether it is 1 is too: name the axes to squeeze");
+    if (n == 1) ones.push_back(d);
+  }
+  return ones.empty() ? x : G(x).add1("squeeze", {x}, {{"axes", ones}});
+}
 Tensor slice(const Tensor& x, const std::vector<Slice>& slices) { return G(x).add1("slice", {x}, slice_attrs(slices)); }
 Tensor flip(const Tensor& x, const std::vector<int64_t>& axes) {
   std::vector<Slice> s(size_t(x.ndim()));
@@ -775,7 +785,11 @@ Tensor undilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilat
   // (The step is dilation + 1: INT64_MAX would wrap to a negative step.)
   LOOM_CHECK(dilation >= 0 && dilation < INT64_MAX, "undilate: dilation must be in [0, 2^63 - 1), got ", dilation);
   std::vector<Slice> s(size_t(x.ndim()));
-  for (int64_t a : axes) s[size_t(normalize_axis(a, x.ndim(), "undilate"))].step = dilation + 1;
+  for (int64_t a : axes) {
+    Slice& axis = s[size_t(normalize_axis(a, x.ndim(), "undilate"))];
+    LOOM_CHECK(axis.step == 1, "undilate: axis ", a, " is given twice in ", S(axes), " (as dilate refuses)");
+    axis.step = dilation + 1;
+  }
   return slice(x, s);
 }
 Tensor gather(const Tensor& table, const Tensor& indices) { return G(table).add1("gather", {table, indices}); }

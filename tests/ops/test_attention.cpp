@@ -125,6 +125,41 @@ TEST_SUITE("ops/attention") {
     }
   }
 
+  TEST_CASE("a float mask gets its gradient (a learned attention bias), as PyTorch's; numeric checks in float64") {
+    struct M {
+      Shape q, k, mask;
+      bool causal;
+    };
+    for (const M& c : std::vector<M>{{{1, 2, 4, 3}, {1, 2, 6, 3}, {4, 6}, false},  // broadcast over batch and heads
+                                     {{2, 5, 3}, {2, 5, 3}, {2, 5, 5}, true},
+                                     {{1, 2, 3, 2}, {1, 2, 7, 2}, {7}, false}}) {  // over the keys only
+      CAPTURE(shape_str(c.mask));
+      auto f = [&](const std::vector<Tensor>& x) {
+        return std::vector<Tensor>{scaled_dot_product_attention(x[0], x[1], x[2], {.causal = c.causal, .mask = x[3]})};
+      };
+      Shape v = c.k;
+      v.back() = 2;
+      CheckResult r = check_gradient_fn(f,
+                                        {test::rand(c.q, 1, float64), test::rand(c.k, 2, float64),
+                                         test::rand(v, 3, float64), test::rand(c.mask, 4, float64, -1, 1)},
+                                        {0, 1, 2, 3});
+      CHECK_MESSAGE(r.ok, r.detail);
+    }
+    // The fused op's mask gradient equals the composite's (whose is its primitives').
+    Graph g;
+    Tensor q = g.placeholder("q", {2, 2, 9, 4}, float64), bias = g.placeholder("bias", {9, 9}, float64);
+    Tensor f = scaled_dot_product_attention(q, q, q, {.mask = bias});
+    Tensor r = composite::scaled_dot_product_attention(q, q, q, {.mask = bias});
+    Tensor w = g.constant(test::rand(f.shape(), 7, float64));
+    Tensor gf = gradients(sum(f * w), {bias})[0], gr = gradients(sum(r * w), {bias})[0];
+    Session s(g);
+    const auto out =
+        s.run({gf, gr}, {{q, test::rand({2, 2, 9, 4}, 1, float64)}, {bias, test::rand({9, 9}, 2, float64)}});
+    CHECK(out[0].shape() == Shape{9, 9});
+    CHECK(allclose(out[0], out[1], 1e-10, 1e-10));
+    CHECK(test::max_abs_diff(out[0], NDArray::zeros({9, 9}, float64)) > 1e-3);  // not the zeros it was
+  }
+
   TEST_CASE("second derivatives of attention (gradients of gradients)") {
     auto f = [](const std::vector<Tensor>& x) {
       Tensor y = scaled_dot_product_attention(x[0], x[1], x[2], {.causal = true});

@@ -181,6 +181,64 @@ TEST_SUITE("ops/graph") {
     CHECK(contains(error_of([&] { trunc_divide(x, x); }), "trunc_divide: expected integer operands, got float64"));
   }
 
+  TEST_CASE("where with a scalar branch types its result as arithmetic does (PyTorch)") {
+    Graph g;
+    Tensor c = g.placeholder("c", {2}, boolean), i = g.placeholder("i", {2}, int64);
+    Tensor u = g.placeholder("u", {2}, uint8), x = g.placeholder("x", {2}, float32);
+    Tensor frac = where(c, i, 2.5), first = where(c, -1.5, u), same = where(c, i, 7), fx = where(c, x, 0);
+    CHECK(frac.dtype() == float32);
+    CHECK(first.dtype() == float32);
+    CHECK(same.dtype() == int64);
+    CHECK(fx.dtype() == float32);
+    Session s(g);
+    const auto r = s.run({frac, first, same}, {{c, NDArray::from<bool>({true, false})},
+                                               {i, NDArray::from<int64_t>({1, 2})},
+                                               {u, NDArray::from<uint8_t>({3, 4})}});
+    CHECK(r[0].to_vector<float>() == std::vector<float>{1, 2.5f});  // was 2: the 2.5 truncated
+    CHECK(r[1].to_vector<float>() == std::vector<float>{-1.5f, 4});
+    CHECK(r[2].to_vector<int64_t>() == std::vector<int64_t>{1, 7});
+    CHECK(error_of([&] { where(c, u, -1); }) ==
+          "where: the integer -1 does not fit the tensor's dtype uint8 (cast the tensor)");
+  }
+
+  TEST_CASE("sum of integers and bools is int64, as PyTorch: a uint8 or int32 sum does not wrap") {
+    Graph g;
+    Tensor u = g.constant(NDArray::from<uint8_t>({200, 200}));
+    Tensor i = g.constant(NDArray::from<int32_t>({2147483647, 1}));
+    Tensor b = g.constant(NDArray::from<bool>({true, false, true}));
+    const std::vector<Tensor> ys{sum(u), sum(i), sum(b)};
+    for (const Tensor& y : ys) CHECK(y.dtype() == int64);
+    Session s(g);
+    const auto r = s.run(ys);
+    CHECK(r[0].item() == 400);
+    CHECK(r[1].item() == 2147483648.0);
+    CHECK(r[2].item() == 2);
+  }
+
+  TEST_CASE("the gradient of max over a slice with a NaN is NaN, as PyTorch's amax") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 2}, float64);
+    Tensor dx = gradients(sum(max(x, {1})), {x})[0];
+    Session s(g);
+    const auto v = s.run({dx}, {{x, NDArray::from<double>({1, NAN, 3, 3}, {2, 2})}})[0].to_vector<double>();
+    CHECK(std::isnan(v[0]));
+    CHECK(std::isnan(v[1]));
+    CHECK(v[2] == 0.5);  // a tie shares the gradient
+    CHECK(v[3] == 0.5);
+  }
+
+  TEST_CASE("squeeze without axes drops the dims of size 1 (PyTorch's squeeze())") {
+    Graph g;
+    Tensor x = g.placeholder("x", {1, 3, 1}, float32), y = g.placeholder("y", {2, 3}, float32);
+    CHECK(squeeze(x, {}).shape() == Shape{3});
+    CHECK(squeeze(y, {}).is(y));
+    CHECK(contains(error_of([&] { squeeze(g.placeholder("z", {-1, 1}), {}); }), "dim 0 of [?,1] of 'z' is unknown"));
+    CHECK(contains(error_of([&] { squeeze(y, {0}); }), "axis 0 of [2,3] is not 1"));
+    CHECK(contains(error_of([&] { undilate(y, {1, -1}, 1); }), "undilate: axis -1 is given twice"));
+    Session s(g);
+    CHECK(s.run({argmin(y)}, {{y, NDArray::from<float>({3, 1, 2, 0, 5, 0}, {2, 3})}})[0].item() == 3);
+  }
+
   TEST_CASE("broadcast_to: -1 keeps the input's dim, also a dynamic one, as PyTorch's expand") {
     Graph g;
     Tensor x = g.placeholder("x", {-1, 1, 3}, float64);
