@@ -22,15 +22,34 @@ struct Stash {
   ~Stash() { slot = Tensor(); }
 };
 
-/// Checks x is [..., n] with at most one unknown dim before n.
+/// Checks x is [..., n].
 void check_features(const Tensor& x, int64_t n, const std::string& where, const char* what) {
   LOOM_CHECK(x.valid(), where, ": ", what, " is an empty Tensor handle");
   const Shape& s = x.shape();
   LOOM_CHECK(s.size() >= 2 && (s.back() == n || s.back() < 0), where, ": expected ", what, " [..., T, ", n, "], got ",
              S(s));
   LOOM_CHECK(is_floating(x.dtype()), where, ": expected a floating ", what, ", got ", dtype_name(x.dtype()));
-  LOOM_CHECK(std::count_if(s.begin(), s.end() - 1, [](int64_t d) { return d < 0; }) <= 1, where, ": ", what, " ",
-             S(s), " may have one unknown dim at most");
+}
+
+bool dims_match(int64_t a, int64_t b) { return a == b || a < 0 || b < 0; }
+
+/// Key and value: one length and the query's batch dims, as PyTorch requires.
+void check_key_value(const Shape& q, const Shape& k, const Shape& v, const std::string& where) {
+  bool ok = k.size() == q.size() && v.size() == q.size();
+  for (size_t i = 0; ok && i + 1 < q.size(); ++i)
+    ok = dims_match(k[i], v[i]) && (i + 2 == q.size() || (dims_match(q[i], k[i]) && dims_match(q[i], v[i])));
+  LOOM_CHECK(ok, where, ": key ", S(k), " and value ", S(v), " must be [..., Tk, d] with the query ", S(q),
+             "'s batch dims and one length Tk");
+}
+
+int64_t unknown_dims(const Shape& s) {
+  return std::count_if(s.begin(), s.end(), [](int64_t d) { return d < 0; });
+}
+
+/// s with every unknown dim as reshape's -1 (valid for one unknown dim at most).
+Shape for_reshape(Shape s) {
+  for (int64_t& d : s) d = d < 0 ? -1 : d;
+  return s;
 }
 
 }  // namespace
@@ -64,11 +83,10 @@ Tensor MultiheadAttention::project(const Tensor& x, const Tensor& w, const Tenso
   const Shape& s = x.shape();
   const int64_t in = w.shape()[1], out = w.shape()[0];
   Tensor y;
-  if (s.size() > 2) {  // [..., in] as one [rows, in] matrix: one GEMM
+  if (s.size() > 2 && unknown_dims(s) <= 1) {  // [..., in] as one [rows, in] matrix: one GEMM
     Shape o = s;
     o.back() = out;
-    for (int64_t& d : o) d = d < 0 ? -1 : d;
-    y = reshape(matmul(reshape(x, {-1, in}), transpose(w)), o);
+    y = reshape(matmul(reshape(x, {-1, in}), transpose(w)), for_reshape(o));
   } else {
     y = matmul(x, transpose(w));
   }
@@ -79,12 +97,18 @@ Tensor MultiheadAttention::split_heads(const Tensor& x) const {
   Shape s = x.shape();
   s.back() = heads_;
   s.push_back(d_ / heads_);
-  for (int64_t& d : s) d = d < 0 ? -1 : d;
   const int64_t r = int64_t(s.size());  // [..., T, H, hd] -> [..., H, T, hd]
   std::vector<int64_t> perm;
   for (int64_t i = 0; i < r - 3; ++i) perm.push_back(i);
   perm.insert(perm.end(), {r - 2, r - 3, r - 1});
-  return permute(reshape(x, s), perm);
+  if (unknown_dims(s) <= 1) return permute(reshape(x, for_reshape(s)), perm);
+  // Several unknown dims (batch and length): the shape comes from a view of x
+  // [..., T, H] broadcast to [..., T, H, hd], which reshape_like only reads.
+  std::vector<Slice> first_h(size_t(x.ndim()));
+  first_h.back() = Slice::range(0, heads_);
+  Shape to(size_t(r), -1);
+  to.back() = d_ / heads_;
+  return permute(reshape_like(x, broadcast_to(expand_dims(slice(x, first_h), {-1}), to)), perm);
 }
 
 Tensor MultiheadAttention::forward(const Tensor& x) {
@@ -93,6 +117,7 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
   check_features(x, d_, here, "query");
   check_features(key, d_, here, "key");
   check_features(value, d_, here, "value");
+  check_key_value(x.shape(), key.shape(), value.shape(), here);
   LOOM_CHECK(key.dtype() == x.dtype() && value.dtype() == x.dtype(), here, ": query, key and value dtypes differ");
   const DType dt = x.dtype();
   const double bound = 1.0 / std::sqrt(double(d_));
@@ -133,9 +158,10 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
   for (int64_t i = 0; i < r - 3; ++i) perm.push_back(i);
   perm.insert(perm.end(), {r - 2, r - 3, r - 1});
   Shape merged = x.shape();
-  for (int64_t& d : merged) d = d < 0 ? -1 : d;
   merged.back() = d_;
-  return project(reshape(permute(y, perm), merged), w_out, b_out);
+  Tensor heads = permute(y, perm);
+  return project(unknown_dims(merged) <= 1 ? reshape(heads, for_reshape(merged)) : reshape_like(heads, x), w_out,
+                 b_out);
 }
 
 // ---------------------------------------------------------------- TransformerLayer
@@ -155,10 +181,10 @@ void check_layer(int64_t d_model, int64_t heads, const TransformerOptions& o) {
 TransformerLayer::TransformerLayer(int64_t d_model, int64_t heads, TransformerOptions o)
     : d_((check_layer(d_model, heads, o), d_model)),
       options_(o),
-      attn_(register_module("self_attn",
-                            MultiheadAttention(d_model, heads, {.dropout = o.dropout, .causal = o.causal, .bias = o.bias}))),
-      linear1_(register_module("linear1", Linear(d_model, o.ffn, {.bias = o.bias}))),
-      linear2_(register_module("linear2", Linear(o.ffn, d_model, {.bias = o.bias}))),
+      attn_(register_module(
+          "self_attn", MultiheadAttention(d_model, heads, {.dropout = o.dropout, .causal = o.causal, .bias = o.bias}))),
+      linear1_(register_module("linear1", Linear(d_model, o.ffn, {.bias = o.bias, .dtype = o.dtype}))),
+      linear2_(register_module("linear2", Linear(o.ffn, d_model, {.bias = o.bias, .dtype = o.dtype}))),
       norm1_(register_module("norm1", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}))),
       norm2_(register_module("norm2", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}))) {}
 

@@ -95,6 +95,8 @@ struct TransformerOptions {
   /// Biases of the projections, the feed-forward and the LayerNorms (PyTorch's bias).
   bool bias = true;
   double eps = 1e-5;
+  /// The feed-forward Linears' dtype (attention and LayerNorm take the input's).
+  DType dtype = float32;
   /// Transformer (the stack) only: a LayerNorm after the last layer ("norm");
   /// default: with pre-norm layers only, as is usual.
   std::optional<bool> final_norm = {};

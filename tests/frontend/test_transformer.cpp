@@ -345,5 +345,46 @@ TEST_SUITE("frontend/transformer") {
     }
     CHECK(contains(error_of([&] { nn::MultiheadAttention(16, 2)(g.placeholder("y", {2, 5, 12})); }),
                    "expected query [..., T, 16], got [2,5,12]"));
+    // Key and value in the user's shapes, not the heads' (PyTorch: "key shape ... does not match value shape").
+    Tensor q = g.placeholder("q", {2, 5, 16}), k3 = g.placeholder("k3", {3, 6, 16});
+    Tensor k4 = g.placeholder("k4", {2, 4, 16}), v6 = g.placeholder("v6", {2, 6, 16});
+    CHECK(contains(error_of([&] { mha(q, k3, k3); }),
+                   "key [3,6,16] and value [3,6,16] must be [..., Tk, d] with the "
+                   "query [2,5,16]'s batch dims and one length Tk"));
+    CHECK(contains(error_of([&] { mha(q, k4, v6); }), "key [2,4,16] and value [2,6,16] must be"));
+  }
+
+  TEST_CASE("attention and Transformer layers take a batch and a length both unknown until run") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, -1, 8});
+    nn::TransformerLayer layer(8, 2, {.ffn = 12, .dropout = 0.0});
+    nn::MultiheadAttention mha(8, 2);
+    Tensor y = layer(x), a = mha(x);
+    CHECK(y.shape() == Shape{-1, -1, 8});
+    Tensor dx = gradients(sum(y * y) + sum(a), {x})[0];
+    // The same modules (the same variables) on known shapes are the reference.
+    Tensor xs = g.placeholder("xs", {2, 5, 8}), xt = g.placeholder("xt", {3, 2, 8});
+    Tensor ys = layer(xs), yt = layer(xt), as = mha(xs);
+    Session s(g, {.seed = 1});
+    const NDArray v = test::rand({2, 5, 8}, 5), w = test::rand({3, 2, 8}, 6);
+    const auto r = s.run({y, a, dx, ys, as}, {{x, v}, {xs, v}});
+    CHECK(r[2].shape() == Shape{2, 5, 8});
+    CHECK(allclose(r[0], r[3], 1e-6, 1e-6));
+    CHECK(allclose(r[1], r[4], 1e-6, 1e-6));
+    const auto r2 = s.run({y, yt}, {{x, w}, {xt, w}});
+    CHECK(allclose(r2[0], r2[1], 1e-6, 1e-6));
+  }
+
+  TEST_CASE("a float64 TransformerLayer: .dtype for its feed-forward, attention and norms follow the input") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 5, 8}, float64);
+    nn::Transformer model(2, 8, 2, {.ffn = 12, .dropout = 0.0, .dtype = float64});
+    Tensor y = model(x);
+    CHECK(y.dtype() == float64);
+    for (const auto& p : model.named_parameters()) {
+      CAPTURE(p.first);
+      CHECK(p.second.dtype() == float64);
+    }
+    CHECK(contains(error_of([&] { nn::TransformerLayer(8, 2)(x); }), "expected float32 input, got float64"));
   }
 }
