@@ -597,6 +597,12 @@ Tensor where(const Tensor& c, const Tensor& a, Scalar b) {
   const auto [x, s] = promoted("where", a, b);
   return where(c, x, s);
 }
+Tensor clamp(const Tensor& x, std::optional<Scalar> lo, std::optional<Scalar> hi) {
+  Tensor y = x;
+  if (lo) y = where(y < lo->value, *lo, y);
+  if (hi) y = where(y > hi->value, *hi, y);  // after lo: lo > hi gives hi, as torch.clamp
+  return y;
+}
 Tensor where(const Tensor& c, Scalar a, const Tensor& b) {
   const auto [x, s] = promoted("where", b, a);
   return where(c, s, x);

@@ -89,6 +89,10 @@ Tensor operator+(Scalar a, const Tensor& b);
 Tensor operator-(Scalar a, const Tensor& b);
 Tensor operator*(Scalar a, const Tensor& b);
 Tensor operator/(Scalar a, const Tensor& b);
+/// x limited to [lo, hi] (either bound optional), as torch.clamp: NaN stays
+/// NaN, lo > hi gives hi, the gradient is 1 inside the closed interval and 0
+/// outside; a floating bound makes an integer tensor float32.
+Tensor clamp(const Tensor& x, std::optional<Scalar> lo, std::optional<Scalar> hi = {});
 Tensor operator==(const Tensor& a, const Tensor& b);
 Tensor operator!=(const Tensor& a, const Tensor& b);
 Tensor operator<(const Tensor& a, const Tensor& b);
@@ -122,6 +126,11 @@ Tensor argmin(const Tensor& x, int64_t axis);
 Tensor argmin(const Tensor& x);
 /// log(sum(exp(x))) over axes, computed stably (max subtracted first).
 Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);
+/// Variance over axes (all when empty) dividing by max(0, N - correction), as
+/// torch.var: correction 1 (the default) is the unbiased estimate, 0 the
+/// population's. stddev (torch.std) is its square root. Floating tensors only.
+Tensor var(const Tensor& x, const std::vector<int64_t>& axes = {}, double correction = 1, bool keepdims = false);
+Tensor stddev(const Tensor& x, const std::vector<int64_t>& axes = {}, double correction = 1, bool keepdims = false);
 /// Sums g over the dims broadcasting added, giving like's shape.
 Tensor sum_to(const Tensor& g, const Tensor& like);
 /// Number of elements over `axes` of x (all when empty), as a scalar of `dtype`.

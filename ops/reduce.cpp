@@ -305,6 +305,16 @@ Tensor argmax(const Tensor& x) { return G(x).add1("argmax", {x}); }
 Tensor argmin(const Tensor& x, int64_t axis) { return G(x).add1("argmin", {x}, {{"axis", axis}}); }
 Tensor argmin(const Tensor& x) { return G(x).add1("argmin", {x}); }
 Tensor sum_to(const Tensor& g, const Tensor& like) { return G(g).add1("sum_to", {g, like}); }
+Tensor var(const Tensor& x, const std::vector<int64_t>& axes, double correction, bool keepdims) {
+  LOOM_CHECK(is_floating(x.dtype()), "var: expected a floating tensor, got ", dtype_name(x.dtype()));
+  LOOM_CHECK(std::isfinite(correction) && correction >= 0, "var: correction must be finite and >= 0, got ", correction);
+  const Tensor d = x - mean(x, axes, true);
+  const Tensor dof = maximum(size(x, axes, x.dtype()) - correction, scalar_like(x, 0.0));
+  return sum(d * d, axes, keepdims) / dof;
+}
+Tensor stddev(const Tensor& x, const std::vector<int64_t>& axes, double correction, bool keepdims) {
+  return sqrt(var(x, axes, correction, keepdims));
+}
 Tensor size(const Tensor& x, const std::vector<int64_t>& axes, DType dtype) {
   return G(x).add1("size", {x}, {{"axes", axes}, {"dtype", dtype}});
 }

@@ -227,6 +227,43 @@ TEST_SUITE("ops/graph") {
     CHECK(v[3] == 0.5);
   }
 
+  TEST_CASE("var, stddev and clamp as PyTorch's: values, gradients, edge cases") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 4}, float64);
+    Tensor i = g.placeholder("i", {3}, int64);
+    const std::vector<Tensor> ys{var(x),
+                                 var(x, {1}, 0),
+                                 stddev(x, {-1}, 1, true),
+                                 var(slice(x, {{}, Slice::range(0, 1)}), {1}),
+                                 clamp(x, -1.5, 2.0),
+                                 clamp(x, 3, 1),
+                                 clamp(i, {}, 1),
+                                 clamp(i, 0.5)};
+    CHECK(ys[2].shape() == Shape{2, 1});
+    CHECK(ys[6].dtype() == int64);
+    CHECK(ys[7].dtype() == float32);
+    Session s(g);
+    const auto r = s.run(
+        ys, {{x, NDArray::from<double>({1, 2, 3, 4, -2, NAN, 2, 5}, {2, 4})}, {i, NDArray::from<int64_t>({-1, 0, 3})}});
+    // torch.var(torch.tensor([1., 2, 3, 4])) = 1.6667, unbiased=False: 1.25
+    CHECK(std::isnan(r[0].item()));  // a NaN in x
+    CHECK(r[1].at({0}) == 1.25);
+    CHECK(r[2].at({0, 0}) == doctest::Approx(std::sqrt(5.0 / 3)).epsilon(1e-14));
+    CHECK(std::isnan(r[3].at({0})));  // one value, correction 1: 0 / 0, as torch.var
+    CHECK(r[4].to_vector<double>()[4] == -1.5);
+    CHECK(std::isnan(r[4].to_vector<double>()[5]));  // NaN stays NaN
+    CHECK(r[4].to_vector<double>()[7] == 2.0);
+    CHECK(r[5].to_vector<double>()[0] == 1.0);  // lo > hi: hi
+    CHECK(r[6].to_vector<int64_t>() == std::vector<int64_t>{-1, 0, 1});
+    CHECK(r[7].to_vector<float>() == std::vector<float>{0.5f, 0.5f, 3});
+    CHECK(contains(error_of([&] { var(i); }), "var: expected a floating tensor, got int64"));
+    auto f = [](const std::vector<Tensor>& in) {
+      return std::vector<Tensor>{var(in[0], {0}), stddev(in[0], {1}, 0), clamp(in[0], -0.5, 0.5)};
+    };
+    CheckResult c = check_gradient_fn(f, {test::rand({3, 5}, 11, float64, -1, 1)}, {0});
+    CHECK_MESSAGE(c.ok, c.detail);
+  }
+
   TEST_CASE("squeeze without axes drops the dims of size 1 (PyTorch's squeeze())") {
     Graph g;
     Tensor x = g.placeholder("x", {1, 3, 1}, float32), y = g.placeholder("y", {2, 3}, float32);
