@@ -597,6 +597,29 @@ Tensor where(const Tensor& c, const Tensor& a, Scalar b) {
   const auto [x, s] = promoted("where", a, b);
   return where(c, x, s);
 }
+namespace {
+void check_bool(const char* op, const Tensor& a) {
+  LOOM_CHECK(a.dtype() == boolean, op, ": expected bool operands, got ", dtype_name(a.dtype()), " '", a.name(),
+             "' (compare it, e.g. x != 0)");
+}
+}  // namespace
+
+Tensor logical_and(const Tensor& a, const Tensor& b) {
+  check_bool("logical_and", a), check_bool("logical_and", b);
+  return where(a, b, full_like(b, 0.0));  // b broadcast where a holds
+}
+Tensor logical_or(const Tensor& a, const Tensor& b) {
+  check_bool("logical_or", a), check_bool("logical_or", b);
+  return where(a, full_like(b, 1.0), b);
+}
+Tensor logical_not(const Tensor& a) {
+  check_bool("logical_not", a);
+  return eq(a, full_like(a, 0.0));
+}
+Tensor operator&(const Tensor& a, const Tensor& b) { return logical_and(a, b); }
+Tensor operator|(const Tensor& a, const Tensor& b) { return logical_or(a, b); }
+Tensor operator~(const Tensor& a) { return logical_not(a); }
+
 Tensor clamp(const Tensor& x, std::optional<Scalar> lo, std::optional<Scalar> hi) {
   Tensor y = x;
   if (lo) y = where(y < lo->value, *lo, y);

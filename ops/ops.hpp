@@ -105,6 +105,14 @@ Tensor operator<(const Tensor& a, double b);
 Tensor operator<=(const Tensor& a, double b);
 Tensor operator>(const Tensor& a, double b);
 Tensor operator>=(const Tensor& a, double b);
+/// Element-wise logic of bool tensors (torch.logical_and/or/not; & | ~ on
+/// bool tensors), broadcasting as the other binary ops.
+Tensor logical_and(const Tensor& a, const Tensor& b);
+Tensor logical_or(const Tensor& a, const Tensor& b);
+Tensor logical_not(const Tensor& a);
+Tensor operator&(const Tensor& a, const Tensor& b);
+Tensor operator|(const Tensor& a, const Tensor& b);
+Tensor operator~(const Tensor& a);
 
 // ---- activations from the shared element-wise list (ops/elementwise.cpp)
 Tensor erf(const Tensor& x);

@@ -264,6 +264,23 @@ TEST_SUITE("ops/graph") {
     CHECK_MESSAGE(c.ok, c.detail);
   }
 
+  TEST_CASE("logical and, or, not of bool tensors, broadcasting") {
+    Graph g;
+    Tensor a = g.placeholder("a", {2, 2}, boolean), b = g.placeholder("b", {2}, boolean);
+    Tensor i = g.placeholder("i", {2}, int64);
+    const std::vector<Tensor> ys{a & b, a | b, ~a, logical_and(b, a)};
+    CHECK(ys[0].shape() == Shape{2, 2});
+    CHECK(ys[3].shape() == Shape{2, 2});
+    Session s(g);
+    const auto r = s.run(ys, {{a, NDArray::from<bool>({true, true, false, false}, {2, 2})},
+                              {b, NDArray::from<bool>({true, false})}});
+    CHECK(r[0].to_vector<bool>() == std::vector<bool>{true, false, false, false});
+    CHECK(r[1].to_vector<bool>() == std::vector<bool>{true, true, true, false});
+    CHECK(r[2].to_vector<bool>() == std::vector<bool>{false, false, true, true});
+    CHECK(r[3].to_vector<bool>() == r[0].to_vector<bool>());
+    CHECK(contains(error_of([&] { a & i; }), "logical_and: expected bool operands, got int64 'i'"));
+  }
+
   TEST_CASE("squeeze without axes drops the dims of size 1 (PyTorch's squeeze())") {
     Graph g;
     Tensor x = g.placeholder("x", {1, 3, 1}, float32), y = g.placeholder("y", {2, 3}, float32);
