@@ -464,7 +464,7 @@ std::vector<std::pair<Tensor, NDArray>> resolve(const File& f, const std::string
       for (size_t i = 0; i < extra.size() && i < 8; ++i) list += (i ? ", '" : "'") + extra[i] + "'";
       if (extra.size() > 8) list += ", ... (" + std::to_string(extra.size()) + " in all)";
       fail("checkpoint '", path, "': the file has tensor", extra.size() > 1 ? "s " : " ", list,
-           " that match no variable of the graph");
+           extra.size() > 1 ? " that match" : " that matches", " no variable of the graph");
     }
   }
   return values;

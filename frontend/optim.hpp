@@ -27,8 +27,8 @@ class Module;
 namespace loom::optim {
 
 /// A learning-rate factor as a function of the step: given the 0-based index
-/// of the update being made (a float32 scalar tensor), returns the factor
-/// (float32 scalar) that multiplies the optimizer's base lr. Built into the graph.
+/// of the update being made (a float64 scalar tensor), returns the factor
+/// (a floating scalar) that multiplies the optimizer's base lr. Built into the graph.
 using Schedule = std::function<Tensor(const Tensor& step)>;
 
 namespace schedule {
@@ -85,7 +85,7 @@ class Optimizer {
   const std::vector<Tensor>& parameters() const { return params_; }
   /// Updates applied so far (an int64 scalar variable "<name>/step").
   Tensor step_count() const { return step_; }
-  /// The learning rate of the last built update (fetchable, float32 scalar).
+  /// The learning rate of the last built update (fetchable, float64 scalar).
   Tensor learning_rate() const { return lr_; }
   /// The global gradient norm of the last built update, before clipping (fetchable).
   Tensor grad_norm() const { return norm_; }
@@ -101,7 +101,7 @@ class Optimizer {
 
   /// Builds the update of parameter i and returns the assigns to run. lr is
   /// the scheduled learning rate and t the 1-based index of this update (both
-  /// float32 scalars of this step).
+  /// float64 scalars of this step, cast to the parameter's dtype where used).
   struct Context {
     size_t index;
     Tensor param, grad, lr, t;
@@ -122,7 +122,7 @@ class Optimizer {
 };
 
 struct SGDOptions {
-  double lr = 0.01;
+  double lr = 0.001;  // PyTorch 2's default
   double momentum = 0.0;
   double dampening = 0.0;
   double weight_decay = 0.0;

@@ -97,7 +97,7 @@ RNNState cell_step(const StepSpec& s, const Tensor& gi, const RNNState& prev, co
 /// One layer over the whole sequence x [T, N, D]: the output [T, N, H] and
 /// the final state.
 RNNResult run_layer(const StepSpec& s, const Tensor& x, const Weights& w, RNNState state) {
-  const int64_t T = x.shape()[0], D = x.shape()[2], GH = gate_count(s.kind) * s.hidden;
+  const int64_t T = x.shape()[0], D = w.w_ih.shape()[1], GH = gate_count(s.kind) * s.hidden;
   Tensor gi_all = input_projection(s, reshape(x, {-1, D}), w);  // [T*N, G*H]
   // Step t's rows are a view of the one projection: split's gradient is one concat.
   std::vector<Tensor> gis = split(reshape(gi_all, {T, -1, GH}), T, 0);
@@ -137,13 +137,38 @@ void check_step_input(const std::string& where, const Tensor& x, int64_t D, DTyp
   LOOM_CHECK(x.dtype() == dtype, where, ": expected ", dtype_name(dtype), " input, got ", dtype_name(x.dtype()));
 }
 
+/// Checks the state t against want ([L, N, H] or [N, H]): the layers and
+/// hidden size exactly, the batch N when both are known (else when run: see
+/// checked_shape).
 void check_state(const std::string& where, const char* what, const Tensor& t, const Shape& want, DType dtype) {
   if (!t.valid()) return;
   const Shape& s = t.shape();
   bool ok = s.size() == want.size() && t.dtype() == dtype;
-  for (size_t i = 0; ok && i < s.size(); ++i) ok = s[i] == want[i] || s[i] < 0 || want[i] < 0;
+  for (size_t i = 0; ok && i < s.size(); ++i) ok = s[i] == want[i] || ((s[i] < 0 || want[i] < 0) && i + 2 == s.size());
   LOOM_CHECK(ok, where, ": ", what, " must be ", dtype_name(dtype), S(want), ", got '", t.name(), "' ",
-             dtype_name(t.dtype()), S(s));
+             dtype_name(t.dtype()), S(s), s.size() == want.size() ? " (only its batch may be unknown)" : "");
+}
+
+/// A view of x shaped `want`: x's own dims where want has -1, the others
+/// broadcast from one element (x and want of one rank).
+Tensor view_shaped(const Tensor& x, const Shape& want) {
+  std::vector<Slice> s(size_t(x.ndim()));
+  for (size_t i = 0; i < want.size(); ++i)
+    if (want[i] >= 0) s[i] = Slice::range(0, 1);
+  return broadcast_to(slice(x, s), want);
+}
+
+/// t, checked when run to be shaped `want`, whose -1 are x's dims (x and
+/// want of one rank; the other dims known, so comparing sizes suffices): a
+/// state of another batch would otherwise broadcast silently. The check's
+/// node is named `name`, which its error shows.
+Tensor checked_shape(const Tensor& t, const Tensor& x, const Shape& want, const std::string& name) {
+  if (!t.valid()) return t;
+  Shape resolved = want;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (want[i] < 0) resolved[i] = x.shape()[i];
+  if (is_static(t.shape()) && t.shape() == resolved) return t;
+  return t.graph().add1("reshape_like", {t, view_shaped(x, want)}, {}, name);
 }
 
 }  // namespace
@@ -227,13 +252,17 @@ RNNState CellBase::step(const Tensor& x, const RNNState& state) {
   const Shape hs{x.shape()[0], H};
   check_state(w, "h", state.h, hs, options_.dtype);
   check_state(w, "c", state.c, hs, options_.dtype);
+  const RNNState checked{checked_shape(state.h, x, {-1, H}, type_name() + "_h_must_be_[N,H]"),
+                         checked_shape(state.c, x, {-1, H}, type_name() + "_c_must_be_[N,H]")};
+  const Tensor xc =
+      checked_shape(x, x, {-1, input_}, type_name() + "_input_must_be_[N," + std::to_string(input_) + "]");
   const DType dt = options_.dtype;
   Initializer init = recurrent_init(H);
   Weights wt{parameter(x, "weight_ih", {GH, input_}, init, dt), parameter(x, "weight_hh", {GH, H}, init, dt), {}, {}};
   if (options_.bias) wt.b_ih = parameter(x, "bias_ih", {GH}, init, dt), wt.b_hh = parameter(x, "bias_hh", {GH}, init, dt);
   StepSpec s{kind_, options_.nonlinearity, options_.fused, H};
   // A cell's hidden GEMM runs even from a given zero state; only a missing h skips it.
-  return cell_step(s, input_projection(s, x, wt), state, transpose(wt.w_hh), hidden_bias(kind_, wt));
+  return cell_step(s, input_projection(s, xc, wt), checked, transpose(wt.w_hh), hidden_bias(kind_, wt));
 }
 
 RNNCell::RNNCell(int64_t input, int64_t hidden, CellOptions options) : CellBase(CellKind::rnn, input, hidden, options) {}
@@ -294,6 +323,9 @@ RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state) {
   check_state(w, "the initial h", init_state.h, {L, N, H}, options_.dtype);
   check_state(w, "the initial c", init_state.c, {L, N, H}, options_.dtype);
   LOOM_CHECK(kind_ == CellKind::lstm || !init_state.c.valid(), w, ": only an LSTM has a cell state c");
+  x = checked_shape(x, x, {-1, -1, input_}, type_name() + "_input_must_be_[T,N," + std::to_string(input_) + "]");
+  const RNNState state0{checked_shape(init_state.h, x, {L, -1, H}, type_name() + "_initial_h_must_be_[L,N,H]"),
+                        checked_shape(init_state.c, x, {L, -1, H}, type_name() + "_initial_c_must_be_[L,N,H]")};
   auto per_layer = [&](const Tensor& t) {
     std::vector<Tensor> out(static_cast<size_t>(L));
     if (!t.valid()) return out;
@@ -301,7 +333,7 @@ RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state) {
     for (int64_t l = 0; l < L; ++l) out[size_t(l)] = reshape(parts[size_t(l)], {-1, H});
     return out;
   };
-  std::vector<Tensor> h0 = per_layer(init_state.h), c0 = per_layer(init_state.c);
+  std::vector<Tensor> h0 = per_layer(state0.h), c0 = per_layer(state0.c);
 
   const int64_t G = gate_count(kind_);
   const DType dt = options_.dtype;

@@ -31,6 +31,8 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
 
 Tensor dropout(const Tensor& x, double p, bool training) {
   LOOM_CHECK(p >= 0 && p <= 1, "dropout: p must be in [0, 1], got ", p);
+  LOOM_CHECK(is_floating(x.dtype()), "dropout: expected a floating tensor, got ", dtype_name(x.dtype()), " '", x.name(),
+             "' (PyTorch: result type Float can't be cast to the input's)");
   if (!training || p == 0) return x;
   if (p == 1) return zeros_like(x);  // PyTorch's p = 1: all dropped (no 1/(1-p) to scale by)
   Tensor keep = random_uniform_like(x) >= p;

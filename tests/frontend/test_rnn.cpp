@@ -563,6 +563,48 @@ TEST_SUITE("frontend/rnn") {
     CHECK(contains(error_of([] { nn::parse_cell_kind("transformer"); }), "unknown recurrent cell 'transformer'"));
   }
 
+  TEST_CASE("a state or input of the wrong size fed at run time is an error, not a broadcast (PyTorch)") {
+    Graph g;
+    nn::GRU gru(4, 3, {.num_layers = 2});
+    nn::LSTM lstm(4, 3);
+    nn::RNNCell cell(4, 3);
+    Tensor x = g.placeholder("x", {5, -1, 4}), h = g.placeholder("h0", {2, -1, 3}),
+           h1 = g.placeholder("h1", {1, -1, 3});
+    Tensor xc = g.placeholder("xc", {-1, 4}), hc = g.placeholder("hc", {-1, 3});
+    Tensor xd = g.placeholder("xd", {5, 2, -1});  // a feature size known only when run
+    auto in = [&](const char* scope, auto build) {
+      auto sc = g.scope(scope);
+      return build();
+    };
+    const auto gr = gru(x, {h, {}});  // the GRU at the root, called twice (shared variables)
+    Tensor yd = gru(xd);
+    const auto lr = in("lstm", [&] { return lstm(x, {h1, h1}); });
+    Tensor yc = in("cell", [&] { return cell(xc, hc); });
+    Session s(g, {.threads = 1});
+    auto feed = [](const Shape& shape) { return rand(shape, 1); };
+    // Right sizes run; the dynamic feature size too (it used to fail for any size).
+    CHECK(s.run({gr.output, gr.state.h}, {{x, feed({5, 3, 4})}, {h, feed({2, 3, 3})}})[1].shape() == Shape{2, 3, 3});
+    CHECK(s.run({yd}, {{xd, feed({5, 2, 4})}})[0].shape() == Shape{5, 2, 3});
+    CHECK(s.run({yc}, {{xc, feed({2, 4})}, {hc, feed({2, 3})}})[0].shape() == Shape{2, 3});
+    // A state of batch 1 for a batch of 3 was broadcast silently.
+    std::string e = error_of([&] { s.run({gr.output}, {{x, feed({5, 3, 4})}, {h, feed({2, 1, 3})}}); });
+    CHECK(contains(e, "GRU_initial_h_must_be_[L,N,H]"));
+    CHECK(contains(e, "[2,1,3] to [2,3,3]"));
+    CHECK(contains(error_of([&] {
+                     s.run({lr.output}, {{x, feed({5, 3, 4})}, {h1, feed({1, 2, 3})}});
+                   }),
+                   "lstm/LSTM_initial_h_must_be_[L,N,H]"));
+    CHECK(contains(error_of([&] {
+                     s.run({yc}, {{xc, feed({2, 4})}, {hc, feed({1, 3})}});
+                   }),
+                   "cell/RNNCell_h_must_be_[N,H]"));
+    CHECK(contains(error_of([&] { s.run({yd}, {{xd, feed({5, 2, 6})}}); }), "input_must_be_[T,N,4]"));
+    // The session stays usable.
+    CHECK(s.run({yc}, {{xc, feed({1, 4})}, {hc, feed({1, 3})}})[0].shape() == Shape{1, 3});
+    // Layers and hidden size must be known in a state (else a [N, L, H] state would pass as [L, N, H]).
+    CHECK(contains(error_of([&] { gru(x, {g.placeholder("hl", {-1, -1, 3}), {}}); }), "only its batch may be unknown"));
+  }
+
   TEST_CASE("Embedding: rows by id, scatter-add gradient, padding_idx, bad ids") {
     Graph g;
     nn::Embedding emb(5, 3, {.padding_idx = 1});

@@ -281,6 +281,12 @@ TEST_SUITE("ops/graph") {
     CHECK(contains(error_of([&] { a & i; }), "logical_and: expected bool operands, got int64 'i'"));
   }
 
+  TEST_CASE("dropout of an integer tensor is an error (it returned float32 silently)") {
+    Graph g;
+    CHECK(contains(error_of([&] { dropout(g.placeholder("ids", {8}, int64), 0.5); }),
+                   "dropout: expected a floating tensor, got int64 'ids'"));
+  }
+
   TEST_CASE("squeeze without axes drops the dims of size 1 (PyTorch's squeeze())") {
     Graph g;
     Tensor x = g.placeholder("x", {1, 3, 1}, float32), y = g.placeholder("y", {2, 3}, float32);
