@@ -70,9 +70,13 @@ Tensor Module::buffer(const Tensor& x, const std::string& name, const Shape& sha
   return variable(x, name, shape, init, dtype, false);
 }
 
-void Module::add_update(const Tensor& update) {
+void Module::add_update(const Tensor& update, const Tensor& replaces) {
   LOOM_CHECK(update.valid(), type_name(), ": add_update of an empty Tensor handle");
-  updates_.push_back(update);
+  auto earlier = std::find_if(updates_.begin(), updates_.end(), [&](const Tensor& u) { return u.is(replaces); });
+  if (replaces.valid() && earlier != updates_.end())
+    *earlier = update;
+  else
+    updates_.push_back(update);
 }
 
 void Module::collect(const std::string& prefix, bool trainable, std::vector<std::pair<std::string, Tensor>>& out,
@@ -342,9 +346,15 @@ Tensor BatchNorm::batch_normalize(const Tensor& x, bool relu) {
   Tensor unbiased = r.var * (n / maximum(n - 1.0, scalar_like(n, 1.0)));
   const double m = options_.momentum;
   Tensor some = n > 0.0;
-  add_update(assign(running_mean_, loom::where(some, running_mean_ * (1.0 - m) + r.mean * m, running_mean_)));
-  add_update(assign(running_var_, loom::where(some, running_var_ * (1.0 - m) + unbiased * m, running_var_)));
-  add_update(assign_add(batches_, scalar_like(batches_, 1)));
+  const bool again = update_.valid();  // an earlier call of this graph: update from its statistics
+  const Tensor mean = again ? next_mean_ : running_mean_, var = again ? next_var_ : running_var_;
+  next_mean_ = loom::where(some, mean * (1.0 - m) + r.mean * m, mean);
+  next_var_ = loom::where(some, var * (1.0 - m) + unbiased * m, var);
+  next_count_ = (again ? next_count_ : batches_) + 1;
+  const Tensor update =
+      group({assign(running_mean_, next_mean_), assign(running_var_, next_var_), assign(batches_, next_count_)});
+  add_update(update, update_);
+  update_ = update;
   return r.y;
 }
 

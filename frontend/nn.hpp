@@ -138,8 +138,9 @@ class Module {
   /// A non-trainable variable (running statistics), like parameter().
   Tensor buffer(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init,
                 DType dtype = float32);
-  /// Records an in-graph update (an assign) to run with each training step.
-  void add_update(const Tensor& update);
+  /// Records an in-graph update (an assign) to run with each training step;
+  /// with `replaces`, in the place of that earlier one.
+  void add_update(const Tensor& update, const Tensor& replaces = {});
   /// "<ModuleType> '<scope path>'" for error messages, e.g. "Linear '1'".
   std::string where(const Tensor& x) const;
   /// Runs f() inside this module's graph scope, as operator() runs forward():
@@ -328,6 +329,10 @@ class BatchNorm : public Module {
   int64_t features_;
   NormOptions options_;
   Tensor running_mean_, running_var_, batches_;
+  // After a training-mode call: the statistics it assigns and its update.
+  // A second call (a GAN's discriminator on real, then fake data) updates
+  // from these, as PyTorch's second call does, in one update.
+  Tensor next_mean_, next_var_, next_count_, update_;
 };
 
 /// Batch normalization over the batch (and length) dims of [N, C] or [N, C, L]

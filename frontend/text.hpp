@@ -58,7 +58,11 @@ class Corpus {
   Dictionary dictionary;
   std::vector<int64_t> train, valid, test;
   /// Adds the words of one PTB-format file to the dictionary and returns its
-  /// ids: each line's whitespace-separated words, then "<eos>".
+  /// ids: each line's whitespace-separated words, then "<eos>". Lines end at
+  /// '\n' (so "\r\n" too), words at ASCII whitespace: PTB's files and
+  /// fortunes read as Python's `line.split()` reads them; unlike Python, a
+  /// lone '\r' separates words without ending a line, and non-ASCII spaces
+  /// (U+00A0) do not separate words.
   std::vector<int64_t> tokenize(const std::string& path, int64_t max_lines = 0);
 };
 
