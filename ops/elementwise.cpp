@@ -597,6 +597,11 @@ Tensor where(const Tensor& c, const Tensor& a, Scalar b) {
   const auto [x, s] = promoted("where", a, b);
   return where(c, x, s);
 }
+Tensor where(const Tensor& c, Scalar a, const Tensor& b) {
+  const auto [x, s] = promoted("where", b, a);
+  return where(c, s, x);
+}
+
 namespace {
 void check_bool(const char* op, const Tensor& a) {
   LOOM_CHECK(a.dtype() == boolean, op, ": expected bool operands, got ", dtype_name(a.dtype()), " '", a.name(),
@@ -625,10 +630,6 @@ Tensor clamp(const Tensor& x, std::optional<Scalar> lo, std::optional<Scalar> hi
   if (lo) y = where(y < lo->value, *lo, y);
   if (hi) y = where(y > hi->value, *hi, y);  // after lo: lo > hi gives hi, as torch.clamp
   return y;
-}
-Tensor where(const Tensor& c, Scalar a, const Tensor& b) {
-  const auto [x, s] = promoted("where", b, a);
-  return where(c, s, x);
 }
 
 Tensor operator+(const Tensor& a, Scalar b) { return with_scalar(add, "add", a, b, false); }
