@@ -114,7 +114,8 @@ Tensor global_norm(const std::vector<Tensor>& grads) {
 }
 
 std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double max_norm, Tensor* norm) {
-  LOOM_CHECK(std::isfinite(max_norm) && max_norm > 0, "clip_by_global_norm: max_norm must be positive, got ", max_norm);
+  LOOM_CHECK(std::isfinite(max_norm) && max_norm >= 0, "clip_by_global_norm: max_norm must be finite and >= 0, got ",
+             max_norm);
   Tensor n = global_norm(grads);
   if (norm) *norm = n;
   Tensor coef = minimum(max_norm / (n + 1e-6), scalar_like(n, 1.0));
@@ -127,41 +128,57 @@ std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double
 
 Optimizer::~Optimizer() = default;
 
-Optimizer::Optimizer(std::vector<Tensor> params, std::vector<Tensor> updates, std::string name, double lr,
-                     Common common)
-    : name_(std::move(name)), lr0_(lr), common_(std::move(common)), extra_updates_(std::move(updates)) {
-  init(std::move(params));
+Parameters::Parameters(const nn::Module& module) : params(module.parameters()), updates(module.updates()) {
+  if (params.empty())
+    empty_message = module.type_name() +
+                    " has no parameters yet: modules create their variables when first called, so build the model "
+                    "(model(x)) before its optimizer";
 }
 
-Optimizer::Optimizer(const nn::Module& module, std::string name, double lr, Common common)
-    : name_(std::move(name)), lr0_(lr), common_(std::move(common)), extra_updates_(module.updates()) {
-  LOOM_CHECK(!module.parameters().empty(), name_, ": ", module.type_name(),
-             " has no parameters yet: modules create their variables when first called, so build the model "
-             "(model(x)) before its optimizer");
-  init(module.parameters());
-}
-
-void Optimizer::init(std::vector<Tensor> params) {
-  LOOM_CHECK(!name_.empty() && name_.find('/') == std::string::npos, "optimizer name '", name_,
+Optimizer::Optimizer(Parameters p, Common common)
+    : common_(std::move(common)), params_(std::move(p.params)), extra_updates_(std::move(p.updates)) {
+  const std::string& who = common_.name;
+  LOOM_CHECK(!who.empty() && who.find('/') == std::string::npos, "optimizer name '", who,
              "' must be non-empty and contain no '/'");
-  LOOM_CHECK(std::isfinite(lr0_) && lr0_ >= 0, name_, ": lr must be finite and >= 0, got ", lr0_);
-  LOOM_CHECK(common_.clip_norm >= 0 && std::isfinite(common_.clip_norm), name_, ": clip_norm must be >= 0, got ",
-             common_.clip_norm);
-  LOOM_CHECK(!params.empty(), name_, ": no parameters to optimize");
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Tensor& p = params[i];
-    LOOM_CHECK(p.valid(), name_, ": parameter ", i, " is an empty Tensor handle");
-    LOOM_CHECK(p.op() == "variable", name_, ": parameter '", p.name(), "' is not a variable (", p.op(), ")");
-    LOOM_CHECK(is_floating(p.dtype()), name_, ": parameter '", p.name(), "' has dtype ", dtype_name(p.dtype()),
+  LOOM_CHECK(!params_.empty(), who, ": ", p.empty_message.empty() ? "no parameters to optimize" : p.empty_message);
+  check_finite_nonneg(who, "lr", common_.lr);
+  check_finite_nonneg(who, "weight_decay", common_.weight_decay);
+  check_finite_nonneg(who, "clip_norm", common_.clip_norm);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& t = params_[i];
+    LOOM_CHECK(t.valid(), who, ": parameter ", i, " is an empty Tensor handle");
+    LOOM_CHECK(t.op() == "variable", who, ": parameter '", t.name(), "' is not a variable (", t.op(), ")");
+    LOOM_CHECK(is_floating(t.dtype()), who, ": parameter '", t.name(), "' has dtype ", dtype_name(t.dtype()),
                "; only floating variables can be trained");
-    if (!graph_) graph_ = &p.graph();
-    LOOM_CHECK(&p.graph() == graph_, name_, ": parameter '", p.name(), "' belongs to another graph");
-    for (size_t j = 0; j < i; ++j) LOOM_CHECK(!params[j].is(p), name_, ": parameter '", p.name(), "' is listed twice");
+    if (!graph_) graph_ = &t.graph();
+    LOOM_CHECK(&t.graph() == graph_, who, ": parameter '", t.name(), "' belongs to another graph");
+    for (size_t j = 0; j < i; ++j) LOOM_CHECK(!params_[j].is(t), who, ": parameter '", t.name(), "' is listed twice");
   }
   for (const Tensor& u : extra_updates_)
-    LOOM_CHECK(u.valid() && &u.graph() == graph_, name_, ": a state update belongs to another graph");
-  params_ = std::move(params);
+    LOOM_CHECK(u.valid() && &u.graph() == graph_, who, ": a state update belongs to another graph");
   slots_.resize(params_.size());
+  init_groups();
+}
+
+void Optimizer::init_groups() {
+  const std::string& who = common_.name;
+  group_of_.assign(params_.size(), 0);
+  for (size_t g = 0; g < common_.groups.size(); ++g) {
+    const ParamGroup& group = common_.groups[g];
+    LOOM_CHECK(!group.params.empty(), who, ": parameter group ", g, " is empty");
+    if (group.lr) check_finite_nonneg(who + " group " + std::to_string(g), "lr", *group.lr);
+    if (group.weight_decay)
+      check_finite_nonneg(who + " group " + std::to_string(g), "weight_decay", *group.weight_decay);
+    for (const Tensor& t : group.params) {
+      LOOM_CHECK(t.valid(), who, ": parameter group ", g, " holds an empty Tensor handle");
+      auto it = std::find_if(params_.begin(), params_.end(), [&](const Tensor& q) { return q.is(t); });
+      LOOM_CHECK(it != params_.end(), who, ": parameter group ", g, " lists '", t.name(),
+                 "', which is not among the parameters it trains");
+      size_t i = size_t(it - params_.begin());
+      LOOM_CHECK(group_of_[i] == 0, who, ": parameter '", t.name(), "' is in groups ", group_of_[i] - 1, " and ", g);
+      group_of_[i] = g + 1;
+    }
+  }
 }
 
 std::vector<Tensor> Optimizer::state() const {
@@ -172,51 +189,51 @@ std::vector<Tensor> Optimizer::state() const {
   return out;
 }
 
-Tensor Optimizer::slot(size_t index, const std::string& slot) {
+Tensor Optimizer::slot(size_t index, const std::string& slot, double initial) {
   LOOM_ASSERT(index < params_.size());
   for (const auto& [n, t] : slots_[index])
     if (n == slot) return t;
   const Tensor& p = params_[index];
-  Tensor t = graph_->variable(p.name() + "/" + slot, p.shape(), init::zeros(), p.dtype());
+  Tensor t = graph_->variable(p.name() + "/" + slot, p.shape(), init::constant(initial), p.dtype());
   slots_[index].emplace_back(slot, t);
   return t;
 }
 
 Tensor Optimizer::minimize(const Tensor& loss) {
-  LOOM_CHECK(loss.valid(), name_, ".minimize: the loss is an empty Tensor handle");
-  LOOM_CHECK(&loss.graph() == graph_, name_, ".minimize: the loss '", loss.name(),
+  LOOM_CHECK(loss.valid(), name(), ".minimize: the loss is an empty Tensor handle");
+  LOOM_CHECK(&loss.graph() == graph_, name(), ".minimize: the loss '", loss.name(),
              "' belongs to another graph than the parameters");
-  LOOM_CHECK(is_floating(loss.dtype()), name_, ".minimize: the loss '", loss.name(), "' must be floating, got ",
+  LOOM_CHECK(is_floating(loss.dtype()), name(), ".minimize: the loss '", loss.name(), "' must be floating, got ",
              dtype_name(loss.dtype()));
-  LOOM_CHECK(loss.shape().empty() || (is_static(loss.shape()) && numel(loss.shape()) == 1), name_,
+  LOOM_CHECK(loss.shape().empty() || (is_static(loss.shape()) && numel(loss.shape()) == 1), name(),
              ".minimize: the loss '", loss.name(), "' must be a scalar, got ", S(loss.shape()),
              " (reduce it with mean or sum)");
   std::vector<Tensor> grads;
   {
-    auto scope = graph_->scope(name_);
+    auto scope = graph_->scope(common_.name);
     grads = gradients(loss, params_, {}, {.unreachable_as_zero = false});
   }
   return apply_gradients(grads);
 }
 
 Tensor Optimizer::apply_gradients(const std::vector<Tensor>& grads_in) {
-  LOOM_CHECK(grads_in.size() == params_.size(), name_, ".apply_gradients: ", grads_in.size(), " gradients for ",
+  LOOM_CHECK(grads_in.size() == params_.size(), name(), ".apply_gradients: ", grads_in.size(), " gradients for ",
              params_.size(), " parameters");
   bool any = false;
   for (size_t i = 0; i < grads_in.size(); ++i) {
     const Tensor& g = grads_in[i];
     if (!g.valid()) continue;  // no gradient: the parameter and its state stay as they are
     any = true;
-    LOOM_CHECK(&g.graph() == graph_, name_, ".apply_gradients: the gradient of '", params_[i].name(),
+    LOOM_CHECK(&g.graph() == graph_, name(), ".apply_gradients: the gradient of '", params_[i].name(),
                "' is in another graph");
-    LOOM_CHECK(g.shape() == params_[i].shape() && g.dtype() == params_[i].dtype(), name_,
+    LOOM_CHECK(g.shape() == params_[i].shape() && g.dtype() == params_[i].dtype(), name(),
                ".apply_gradients: the gradient of '", params_[i].name(), "' is ", dtype_name(g.dtype()), S(g.shape()),
                ", expected ", dtype_name(params_[i].dtype()), S(params_[i].shape()));
   }
-  auto scope = graph_->scope(name_);
-  LOOM_CHECK(step_.valid() || !graph_->find(graph_->prefix() + "step").valid(), name_,
-             ": another optimizer of this graph already keeps its state under the name '", name_,
-             "' (two optimizers, as a GAN's): give each its own, e.g. {.name = \"", name_, "_2\"}");
+  auto scope = graph_->scope(common_.name);
+  LOOM_CHECK(step_.valid() || !graph_->find(graph_->prefix() + "step").valid(), name(),
+             ": another optimizer of this graph already keeps its state under the name '", name(),
+             "' (two optimizers, as a GAN's): give each its own, e.g. {.name = \"", common_.name, "_2\"}");
   if (!step_.valid()) step_ = graph_->variable("step", {}, init::zeros(), int64);
 
   std::vector<Tensor> grads = grads_in;
@@ -227,18 +244,25 @@ Tensor Optimizer::apply_gradients(const std::vector<Tensor>& grads_in) {
   // float64 as PyTorch's (Adam's 1 - 0.999^t lost 7e-6 of the step in float32).
   Tensor next = step_ + 1;
   Tensor t = cast(next, float64);
-  lr_ = graph_->scalar(lr0_, float64);
+  Tensor factor;
   if (common_.schedule) {
-    Tensor f = common_.schedule(cast(step_, float64));
-    LOOM_CHECK(f.valid() && f.shape().empty() && is_floating(f.dtype()), name_,
-               ": the schedule must return a floating scalar, got ", f.valid() ? S(f.shape()) : S({}));
-    lr_ = lr_ * as(f, lr_);
+    factor = common_.schedule(cast(step_, float64));
+    LOOM_CHECK(factor.valid() && factor.shape().empty() && is_floating(factor.dtype()), name(),
+               ": the schedule must return a floating scalar, got ", factor.valid() ? S(factor.shape()) : S({}));
+    factor = as(factor, t);
   }
+  auto scheduled = [&](double lr) { return factor.valid() ? factor * lr : graph_->scalar(lr, float64); };
+  lr_ = scheduled(common_.lr);
+  std::vector<Tensor> group_lr{lr_};
+  for (const ParamGroup& group : common_.groups) group_lr.push_back(group.lr ? scheduled(*group.lr) : lr_);
 
   std::vector<Tensor> ops;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!grads[i].valid()) continue;
-    std::vector<Tensor> u = update({i, params_[i], grads[i], lr_, t});
+    size_t k = group_of_[i];
+    const auto& wd = k ? common_.groups[k - 1].weight_decay : std::nullopt;
+    Tensor g = common_.maximize ? -grads[i] : grads[i];
+    std::vector<Tensor> u = update({i, params_[i], g, group_lr[k], t, wd.value_or(common_.weight_decay)});
     ops.insert(ops.end(), u.begin(), u.end());
   }
   ops.push_back(assign(step_, next));
@@ -248,20 +272,9 @@ Tensor Optimizer::apply_gradients(const std::vector<Tensor>& grads_in) {
 
 // ---------------------------------------------------------------- SGD
 
-SGD::SGD(std::vector<Tensor> params, SGDOptions o)
-    : Optimizer(std::move(params), {}, o.name, o.lr, {o.clip_norm, o.schedule}), o_(std::move(o)) {
+SGD::SGD(Parameters params, SGDOptions o) : Optimizer(std::move(params), Common::of(o)), o_(std::move(o)) {
   check_finite_nonneg(name(), "momentum", o_.momentum);
   check_finite_nonneg(name(), "dampening", o_.dampening);
-  check_finite_nonneg(name(), "weight_decay", o_.weight_decay);
-  LOOM_CHECK(!o_.nesterov || (o_.momentum > 0 && o_.dampening == 0), name(),
-             ": Nesterov momentum requires momentum > 0 and dampening 0");
-}
-
-SGD::SGD(const nn::Module& module, SGDOptions o)
-    : Optimizer(module, o.name, o.lr, {o.clip_norm, o.schedule}), o_(std::move(o)) {
-  check_finite_nonneg(name(), "momentum", o_.momentum);
-  check_finite_nonneg(name(), "dampening", o_.dampening);
-  check_finite_nonneg(name(), "weight_decay", o_.weight_decay);
   LOOM_CHECK(!o_.nesterov || (o_.momentum > 0 && o_.dampening == 0), name(),
              ": Nesterov momentum requires momentum > 0 and dampening 0");
 }
@@ -269,7 +282,7 @@ SGD::SGD(const nn::Module& module, SGDOptions o)
 std::vector<Tensor> SGD::update(const Context& c) {
   std::vector<Tensor> ops;
   Tensor g = c.grad;
-  if (o_.weight_decay != 0) g = g + c.param * o_.weight_decay;
+  if (c.weight_decay != 0) g = g + c.param * c.weight_decay;
   if (o_.momentum != 0) {
     Tensor buf = slot(c.index, "momentum");
     Tensor b = buf * o_.momentum + (o_.dampening != 0 ? g * (1.0 - o_.dampening) : g);
@@ -284,30 +297,18 @@ std::vector<Tensor> SGD::update(const Context& c) {
 
 // ---------------------------------------------------------------- Adam, AdamW
 
-static void check_adam(const std::string& who, const AdamOptions& o) {
-  LOOM_CHECK(o.beta1 >= 0 && o.beta1 < 1, who, ": beta1 must be in [0, 1), got ", o.beta1);
-  LOOM_CHECK(o.beta2 >= 0 && o.beta2 < 1, who, ": beta2 must be in [0, 1), got ", o.beta2);
-  LOOM_CHECK(std::isfinite(o.eps) && o.eps >= 0, who, ": eps must be >= 0, got ", o.eps);
-  check_finite_nonneg(who, "weight_decay", o.weight_decay);
-}
+Adam::Adam(Parameters params, AdamOptions o) : Adam(std::move(params), std::move(o), false) {}
 
-Adam::Adam(std::vector<Tensor> params, AdamOptions o) : Adam(std::move(params), std::move(o), false) {}
-Adam::Adam(const nn::Module& module, AdamOptions o) : Adam(module, std::move(o), false) {}
-
-Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled)
-    : Optimizer(std::move(params), {}, o.name, o.lr, {o.clip_norm, o.schedule}),
-      o_(std::move(o)),
-      decoupled_(decoupled) {
-  check_adam(name(), o_);
-}
-Adam::Adam(const nn::Module& module, AdamOptions o, bool decoupled)
-    : Optimizer(module, o.name, o.lr, {o.clip_norm, o.schedule}), o_(std::move(o)), decoupled_(decoupled) {
-  check_adam(name(), o_);
+Adam::Adam(Parameters params, AdamOptions o, bool decoupled)
+    : Optimizer(std::move(params), Common::of(o)), o_(std::move(o)), decoupled_(decoupled) {
+  LOOM_CHECK(o_.beta1 >= 0 && o_.beta1 < 1, name(), ": beta1 must be in [0, 1), got ", o_.beta1);
+  LOOM_CHECK(o_.beta2 >= 0 && o_.beta2 < 1, name(), ": beta2 must be in [0, 1), got ", o_.beta2);
+  check_finite_nonneg(name(), "eps", o_.eps);
 }
 
 std::vector<Tensor> Adam::update(const Context& c) {
   Tensor g = c.grad, p = c.param;
-  if (!decoupled_ && o_.weight_decay != 0) g = g + p * o_.weight_decay;
+  if (!decoupled_ && c.weight_decay != 0) g = g + p * c.weight_decay;
   Tensor m = slot(c.index, "m"), v = slot(c.index, "v");
   // p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), rearranged so the
   // per-element work is one sqrt, one add, one multiply and one divide:
@@ -317,13 +318,69 @@ std::vector<Tensor> Adam::update(const Context& c) {
   Tensor step_size = as(c.lr * sqrt_bc2 / bc1, p);
   Tensor eps_hat = as(sqrt_bc2 * o_.eps, p);
   Tensor decay = scalar_like(p, 1.0);
-  if (decoupled_ && o_.weight_decay != 0) decay = as(1.0 - c.lr * o_.weight_decay, p);
+  if (decoupled_ && c.weight_decay != 0) decay = as(1.0 - c.lr * c.weight_decay, p);
+  if (o_.amsgrad) {  // the denominator from the largest v so far
+    Tensor v_max = slot(c.index, "v_max");
+    Tensor m1 = m * o_.beta1 + g * (1.0 - o_.beta1);
+    Tensor v1 = v * o_.beta2 + g * g * (1.0 - o_.beta2);
+    Tensor v_max1 = maximum(v_max, v1);
+    Tensor p1 = p * decay - step_size * m1 / (sqrt(v_max1) + eps_hat);
+    return {assign(m, m1), assign(v, v1), assign(v_max, v_max1), assign(p, p1)};
+  }
   // One fused primitive (ops/optim.cpp) computes m1, v1 and the new p in a single pass.
   auto u = adam_update(p, m, v, g, step_size, eps_hat, decay, o_.beta1, o_.beta2);
   return {assign(m, u[1]), assign(v, u[2]), assign(p, u[0])};
 }
 
-AdamW::AdamW(std::vector<Tensor> params, AdamWOptions o) : Adam(std::move(params), o.adam(), true) {}
-AdamW::AdamW(const nn::Module& module, AdamWOptions o) : Adam(module, o.adam(), true) {}
+AdamW::AdamW(Parameters params, AdamWOptions o) : Adam(std::move(params), o.adam(), true) {}
+
+// ---------------------------------------------------------------- RMSprop
+
+RMSprop::RMSprop(Parameters params, RMSpropOptions o) : Optimizer(std::move(params), Common::of(o)), o_(std::move(o)) {
+  LOOM_CHECK(o_.alpha >= 0 && o_.alpha <= 1, name(), ": alpha must be in [0, 1], got ", o_.alpha);
+  check_finite_nonneg(name(), "eps", o_.eps);
+  check_finite_nonneg(name(), "momentum", o_.momentum);
+}
+
+std::vector<Tensor> RMSprop::update(const Context& c) {
+  std::vector<Tensor> ops;
+  Tensor g = c.grad, p = c.param;
+  if (c.weight_decay != 0) g = g + p * c.weight_decay;
+  Tensor square_avg = slot(c.index, "square_avg");
+  Tensor s = square_avg * o_.alpha + g * g * (1.0 - o_.alpha);
+  ops.push_back(assign(square_avg, s));
+  Tensor variance = s;
+  if (o_.centered) {
+    Tensor grad_avg = slot(c.index, "grad_avg");
+    Tensor a = grad_avg * o_.alpha + g * (1.0 - o_.alpha);
+    ops.push_back(assign(grad_avg, a));
+    variance = s - a * a;
+  }
+  Tensor step = g / (sqrt(variance) + o_.eps);
+  if (o_.momentum > 0) {
+    Tensor buf = slot(c.index, "momentum");
+    step = buf * o_.momentum + step;
+    ops.push_back(assign(buf, step));
+  }
+  ops.push_back(assign(p, p - as(c.lr, p) * step));
+  return ops;
+}
+
+// ---------------------------------------------------------------- Adagrad
+
+Adagrad::Adagrad(Parameters params, AdagradOptions o) : Optimizer(std::move(params), Common::of(o)), o_(std::move(o)) {
+  check_finite_nonneg(name(), "lr_decay", o_.lr_decay);
+  check_finite_nonneg(name(), "initial_accumulator_value", o_.initial_accumulator_value);
+  check_finite_nonneg(name(), "eps", o_.eps);
+}
+
+std::vector<Tensor> Adagrad::update(const Context& c) {
+  Tensor g = c.grad, p = c.param;
+  if (c.weight_decay != 0) g = g + p * c.weight_decay;
+  Tensor sum_sq = slot(c.index, "sum", o_.initial_accumulator_value);
+  Tensor s = sum_sq + g * g;
+  Tensor lr = c.lr / ((c.t - 1.0) * o_.lr_decay + 1.0);
+  return {assign(sum_sq, s), assign(p, p - as(lr, p) * g / (sqrt(s) + o_.eps))};
+}
 
 }  // namespace loom::optim

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,16 +57,50 @@ double evaluate(const Schedule& schedule, int64_t step);
 /// global L2 norm (PyTorch's clip_grad_norm_). Returns the clipped gradients;
 /// `norm`, when given, receives the norm before clipping (a float scalar).
 /// Empty Tensors (parameters without a gradient) are left out and stay empty.
+/// max_norm 0 zeroes the gradients, as PyTorch's.
 std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double max_norm, Tensor* norm = nullptr);
 /// The global L2 norm of grads (a scalar of their dtype), empty Tensors left out.
 Tensor global_norm(const std::vector<Tensor>& grads);
 
+/// The parameters an optimizer trains: a list of variables, or a module's
+/// (whose state updates, as BatchNorm's running statistics, then run with
+/// every step).
+struct Parameters {
+  Parameters(std::vector<Tensor> params) : params(std::move(params)) {}
+  Parameters(std::initializer_list<Tensor> params) : params(params) {}
+  Parameters(const nn::Module& module);
+  std::vector<Tensor> params, updates;
+  std::string empty_message;  // why there are no parameters, for the error
+};
+
+/// Parameters with their own learning rate or weight decay (PyTorch's
+/// param_groups): a field left unset takes the optimizer's option. The
+/// schedule scales every group's rate alike. Each listed parameter must be
+/// one the optimizer trains, in at most one group. E.g. no decay for biases:
+///
+///     optim::AdamW opt(model, {.groups = {{.params = biases, .weight_decay = 0.0}}});
+struct ParamGroup {
+  std::vector<Tensor> params = {};
+  std::optional<double> lr = std::nullopt;
+  std::optional<double> weight_decay = std::nullopt;
+};
+
 /// Settings every optimizer has.
 struct Common {
+  double lr = 0.0;
+  double weight_decay = 0.0;
   /// Gradients are clipped to this global norm first (0: no clipping).
   double clip_norm = 0.0;
   /// Learning-rate factor by step (empty: constant).
   Schedule schedule = {};
+  /// Ascends the objective instead (PyTorch's maximize: the gradient is negated).
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
+  std::string name;
+  template <class Options>
+  static Common of(const Options& o) {
+    return {o.lr, o.weight_decay, o.clip_norm, o.schedule, o.maximize, o.groups, o.name};
+  }
 };
 
 class Optimizer {
@@ -85,37 +121,37 @@ class Optimizer {
   const std::vector<Tensor>& parameters() const { return params_; }
   /// Updates applied so far (an int64 scalar variable "<name>/step").
   Tensor step_count() const { return step_; }
-  /// The learning rate of the last built update (fetchable, float64 scalar).
+  /// The learning rate of the last built update (fetchable, float64 scalar):
+  /// the options' lr times the schedule; a group's is its lr times the same factor.
   Tensor learning_rate() const { return lr_; }
   /// The global gradient norm of the last built update, before clipping (fetchable).
   Tensor grad_norm() const { return norm_; }
   /// Every state variable (the step count and the per-parameter slots).
   std::vector<Tensor> state() const;
-  const std::string& name() const { return name_; }
-  double base_lr() const { return lr0_; }
+  const std::string& name() const { return common_.name; }
+  double base_lr() const { return common_.lr; }
 
  protected:
-  /// params: trainable variables; updates: extra targets run with every step.
-  Optimizer(std::vector<Tensor> params, std::vector<Tensor> updates, std::string name, double lr, Common common);
-  Optimizer(const nn::Module& module, std::string name, double lr, Common common);
+  Optimizer(Parameters params, Common common);
 
   /// Builds the update of parameter i and returns the assigns to run. lr is
-  /// the scheduled learning rate and t the 1-based index of this update (both
-  /// float64 scalars of this step, cast to the parameter's dtype where used).
+  /// the scheduled learning rate of its group and t the 1-based index of this
+  /// update (both float64 scalars of this step, cast to the parameter's dtype
+  /// where used); grad is negated already under `maximize`.
   struct Context {
     size_t index;
     Tensor param, grad, lr, t;
+    double weight_decay;
   };
   virtual std::vector<Tensor> update(const Context& c) = 0;
-  /// A zero-initialized state variable of parameter i: "<name>/<param name>/<slot>".
-  Tensor slot(size_t index, const std::string& slot);
+  /// A state variable of parameter i, "<name>/<param name>/<slot>", filled with `initial`.
+  Tensor slot(size_t index, const std::string& slot, double initial = 0.0);
 
  private:
-  void init(std::vector<Tensor> params);
-  std::string name_;
-  double lr0_;
+  void init_groups();
   Common common_;
   std::vector<Tensor> params_, extra_updates_;
+  std::vector<size_t> group_of_;  // per parameter: 0 for the options, g + 1 for groups[g]
   std::vector<std::vector<std::pair<std::string, Tensor>>> slots_;
   Tensor step_, lr_, norm_;
   Graph* graph_ = nullptr;
@@ -130,6 +166,8 @@ struct SGDOptions {
   double clip_norm = 0.0;
   Schedule schedule = {};
   std::string name = "sgd";
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
 };
 
 /// PyTorch's SGD: g += wd * p; with momentum, b = g at the first step and
@@ -137,8 +175,7 @@ struct SGDOptions {
 /// (Nesterov) or g = b; p -= lr * g. State: "<name>/<param>/momentum".
 class SGD : public Optimizer {
  public:
-  explicit SGD(std::vector<Tensor> params, SGDOptions options = {});
-  explicit SGD(const nn::Module& module, SGDOptions options = {});
+  explicit SGD(Parameters params, SGDOptions options = {});
 
  protected:
   std::vector<Tensor> update(const Context& c) override;
@@ -156,6 +193,10 @@ struct AdamOptions {
   double clip_norm = 0.0;
   Schedule schedule = {};
   std::string name = "adam";
+  /// Divides by the largest second moment seen (AMSGrad), state ".../v_max".
+  bool amsgrad = false;
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
 };
 
 /// PyTorch's Adam (L2 weight decay: g += wd * p):
@@ -164,12 +205,10 @@ struct AdamOptions {
 /// State: "<name>/<param>/m" and ".../v".
 class Adam : public Optimizer {
  public:
-  explicit Adam(std::vector<Tensor> params, AdamOptions options = {});
-  explicit Adam(const nn::Module& module, AdamOptions options = {});
+  explicit Adam(Parameters params, AdamOptions options = {});
 
  protected:
-  Adam(std::vector<Tensor> params, AdamOptions options, bool decoupled);
-  Adam(const nn::Module& module, AdamOptions options, bool decoupled);
+  Adam(Parameters params, AdamOptions options, bool decoupled);
   std::vector<Tensor> update(const Context& c) override;
 
  private:
@@ -187,15 +226,74 @@ struct AdamWOptions {
   double clip_norm = 0.0;
   Schedule schedule = {};
   std::string name = "adamw";
-  AdamOptions adam() const { return {lr, beta1, beta2, eps, weight_decay, clip_norm, schedule, name}; }
+  bool amsgrad = false;
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
+  AdamOptions adam() const {
+    return {lr, beta1, beta2, eps, weight_decay, clip_norm, schedule, name, amsgrad, maximize, groups};
+  }
 };
 
 /// PyTorch's AdamW: decoupled weight decay p *= 1 - lr * wd, then the Adam
 /// update without L2.
 class AdamW : public Adam {
  public:
-  explicit AdamW(std::vector<Tensor> params, AdamWOptions options = {});
-  explicit AdamW(const nn::Module& module, AdamWOptions options = {});
+  explicit AdamW(Parameters params, AdamWOptions options = {});
+};
+
+struct RMSpropOptions {
+  double lr = 1e-2;
+  double alpha = 0.99;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double momentum = 0.0;
+  bool centered = false;
+  double clip_norm = 0.0;
+  Schedule schedule = {};
+  std::string name = "rmsprop";
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
+};
+
+/// PyTorch's RMSprop: g += wd * p; s = alpha s + (1 - alpha) g^2; centered:
+/// a = alpha a + (1 - alpha) g and d = sqrt(s - a^2) + eps, else d = sqrt(s) + eps;
+/// with momentum b = momentum b + g / d and p -= lr * b, else p -= lr * g / d.
+/// State: "<name>/<param>/square_avg", ".../grad_avg", ".../momentum".
+class RMSprop : public Optimizer {
+ public:
+  explicit RMSprop(Parameters params, RMSpropOptions options = {});
+
+ protected:
+  std::vector<Tensor> update(const Context& c) override;
+
+ private:
+  RMSpropOptions o_;
+};
+
+struct AdagradOptions {
+  double lr = 1e-2;
+  double lr_decay = 0.0;
+  double weight_decay = 0.0;
+  double initial_accumulator_value = 0.0;
+  double eps = 1e-10;
+  double clip_norm = 0.0;
+  Schedule schedule = {};
+  std::string name = "adagrad";
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
+};
+
+/// PyTorch's Adagrad: g += wd * p; s += g^2;
+/// p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps). State: "<name>/<param>/sum".
+class Adagrad : public Optimizer {
+ public:
+  explicit Adagrad(Parameters params, AdagradOptions options = {});
+
+ protected:
+  std::vector<Tensor> update(const Context& c) override;
+
+ private:
+  AdagradOptions o_;
 };
 
 }  // namespace loom::optim

@@ -244,9 +244,9 @@ po::options_description describe_options(Args& a) {
                                  "for cifar10 the unpacked binary version, cifar-10-batches-bin)")
     ("epochs", po::value(&a.epochs)->default_value(a.epochs), "epochs to train (0: only evaluate, e.g. with --load)")
     ("batch", po::value(&a.batch)->default_value(a.batch), "batch size")
-    ("lr", po::value(&a.lr), "learning rate (default: 0.2 for sgd, 1e-3 for adam/adamw)")
-    ("opt", po::value(&a.opt)->default_value(a.opt), "sgd | adam | adamw")
-    ("wd", po::value(&a.wd), "weight decay, L2 for sgd/adam, decoupled for adamw (default: 5e-4 for sgd, 0 otherwise)")
+    ("lr", po::value(&a.lr), "learning rate (default: 0.2 for sgd, 1e-2 for adagrad, 1e-3 for the others)")
+    ("opt", po::value(&a.opt)->default_value(a.opt), "sgd | adam | adamw | rmsprop | adagrad")
+    ("wd", po::value(&a.wd), "weight decay, decoupled for adamw, L2 for the others (default: 5e-4 for sgd, 0 otherwise)")
     ("momentum", po::value(&a.momentum)->default_value(a.momentum), "SGD momentum")
     ("nesterov", po::value(&a.nesterov)->default_value(a.nesterov)->implicit_value(true), "SGD with Nesterov momentum (--nesterov, or --nesterov true|false)")
     ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
@@ -275,7 +275,7 @@ po::options_description describe_options(Args& a) {
 
 /// The defaults that depend on other options, then the checks (a po::error: a usage error).
 void complete_args(const po::variables_map& vm, Args& a) {
-  if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.2 : 1e-3;
+  if (!vm.count("lr")) a.lr = samples::default_lr(a.opt, 0.2);
   if (!vm.count("wd")) a.wd = a.opt == "sgd" ? 5e-4 : 0.0;
   if (!vm.count("data")) {
     if (a.dataset != "fashion-mnist")

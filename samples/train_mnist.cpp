@@ -206,9 +206,9 @@ po::options_description describe_options(Args& a) {
     ("model", po::value(&a.model)->default_value(a.model), "softmax | mlp | mlpresnet")
     ("epochs", po::value(&a.epochs)->default_value(a.epochs), "epochs to train (0: only evaluate, e.g. with --load)")
     ("batch", po::value(&a.batch)->default_value(a.batch), "batch size")
-    ("lr", po::value(&a.lr), "learning rate (default: 1e-3 for adam/adamw, 0.1 for sgd)")
-    ("opt", po::value(&a.opt)->default_value(a.opt), "sgd | adam | adamw")
-    ("wd", po::value(&a.wd)->default_value(a.wd), "weight decay (L2 for sgd/adam, decoupled for adamw)")
+    ("lr", po::value(&a.lr), "learning rate (default: 0.1 for sgd, 1e-2 for adagrad, 1e-3 for the others)")
+    ("opt", po::value(&a.opt)->default_value(a.opt), "sgd | adam | adamw | rmsprop | adagrad")
+    ("wd", po::value(&a.wd)->default_value(a.wd), "weight decay (decoupled for adamw, L2 for the others)")
     ("momentum", po::value(&a.momentum)->default_value(a.momentum), "SGD momentum")
     ("nesterov", po::value(&a.nesterov)->default_value(a.nesterov)->implicit_value(true), "SGD with Nesterov momentum (--nesterov, or --nesterov true|false)")
     ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
@@ -242,7 +242,7 @@ po::options_description describe_options(Args& a) {
 
 /// The defaults that depend on other options, then the checks (a po::error: a usage error).
 void complete_args(const po::variables_map& vm, Args& a) {
-  if (!vm.count("lr")) a.lr = a.opt == "sgd" ? 0.1 : 1e-3;
+  if (!vm.count("lr")) a.lr = samples::default_lr(a.opt, 0.1);
   if (!vm.count("hidden")) a.hidden = a.model == "mlpresnet" ? 100 : 512;
   if (a.epochs < 0 || a.epochs > (int64_t(1) << 30)) throw po::error("--epochs must be in [0, 2^30]");
   if (a.warmup < 0) throw po::error("--warmup must be >= 0");

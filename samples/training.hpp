@@ -56,7 +56,18 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module
   if (a.opt == "adamw")
     return std::make_unique<optim::AdamW>(
         model, optim::AdamWOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
-  fail("unknown --opt '", a.opt, "' (sgd, adam, adamw)");
+  if (a.opt == "rmsprop")
+    return std::make_unique<optim::RMSprop>(
+        model, optim::RMSpropOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  if (a.opt == "adagrad")
+    return std::make_unique<optim::Adagrad>(
+        model, optim::AdagradOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  fail("unknown --opt '", a.opt, "' (sgd, adam, adamw, rmsprop, adagrad)");
+}
+
+/// The trainers' --lr when not given: `sgd_lr` for SGD, 1e-2 for Adagrad (PyTorch's), 1e-3 for the others.
+inline double default_lr(const std::string& opt, double sgd_lr) {
+  return opt == "sgd" ? sgd_lr : opt == "adagrad" ? 1e-2 : 1e-3;
 }
 
 /// The epochs the --load checkpoint trained (0 without --load), on every rank:

@@ -11,6 +11,7 @@
 #include "frontend/optim.hpp"
 
 using namespace loom;
+using loom::optim::Parameters;
 using loom::test::contains;
 using loom::test::error_of;
 
@@ -98,6 +99,49 @@ Update adam_ref(double lr, double b1, double b2, double eps, double wd, bool dec
       (*v)[i] = b2 * (*v)[i] + (1 - b2) * g * g;
       double mhat = (*m)[i] / (1 - std::pow(b1, t)), vhat = (*v)[i] / (1 - std::pow(b2, t));
       p[i] -= lr * mhat / (std::sqrt(vhat) + eps);
+    }
+  };
+}
+
+Update rmsprop_ref(double lr, double alpha, double eps, double wd, double momentum, bool centered) {
+  auto sq = std::make_shared<std::vector<double>>(4, 0.0), ga = std::make_shared<std::vector<double>>(4, 0.0),
+       buf = std::make_shared<std::vector<double>>(4, 0.0);
+  return [=](std::vector<double>& p, const std::vector<double>& g0, int) {
+    for (size_t i = 0; i < 4; ++i) {
+      double g = g0[i] + wd * p[i];
+      (*sq)[i] = alpha * (*sq)[i] + (1 - alpha) * g * g;
+      double var = (*sq)[i];
+      if (centered) {
+        (*ga)[i] = alpha * (*ga)[i] + (1 - alpha) * g;
+        var -= (*ga)[i] * (*ga)[i];
+      }
+      double step = g / (std::sqrt(var) + eps);
+      if (momentum > 0) step = (*buf)[i] = momentum * (*buf)[i] + step;
+      p[i] -= lr * step;
+    }
+  };
+}
+
+Update adagrad_ref(double lr, double lr_decay, double wd, double initial, double eps) {
+  auto sum = std::make_shared<std::vector<double>>(4, initial);
+  return [=](std::vector<double>& p, const std::vector<double>& g0, int t) {
+    for (size_t i = 0; i < 4; ++i) {
+      double g = g0[i] + wd * p[i];
+      (*sum)[i] += g * g;
+      p[i] -= lr / (1 + (t - 1) * lr_decay) * g / (std::sqrt((*sum)[i]) + eps);
+    }
+  };
+}
+
+Update amsgrad_ref(double lr, double b1, double b2, double eps) {
+  auto m = std::make_shared<std::vector<double>>(4, 0.0), v = std::make_shared<std::vector<double>>(4, 0.0),
+       vmax = std::make_shared<std::vector<double>>(4, 0.0);
+  return [=](std::vector<double>& p, const std::vector<double>& g, int t) {
+    for (size_t i = 0; i < 4; ++i) {
+      (*m)[i] = b1 * (*m)[i] + (1 - b1) * g[i];
+      (*v)[i] = b2 * (*v)[i] + (1 - b2) * g[i] * g[i];
+      (*vmax)[i] = std::max((*vmax)[i], (*v)[i]);
+      p[i] -= lr / (1 - std::pow(b1, t)) * (*m)[i] / (std::sqrt((*vmax)[i] / (1 - std::pow(b2, t))) + eps);
     }
   };
 }
@@ -195,7 +239,10 @@ TEST_SUITE("frontend/optim") {
     auto r = s2.run({opt.grad_norm()}, {}, {step});
     CHECK(r[0].item() == doctest::Approx(13.0));
     CHECK(s2.get(b).at({1}) == doctest::Approx(-12 * 1.3 / (13.0 + 1e-6)));
-    CHECK(contains(error_of([&] { optim::clip_by_global_norm(grads, 0.0); }), "max_norm must be positive"));
+    // max_norm 0 zeroes the gradients, as PyTorch's clip_grad_norm_; a negative one is refused.
+    Tensor zeroed = optim::clip_by_global_norm(grads, 0.0)[1];
+    CHECK(Session(g, {.threads = 1}).run({zeroed})[0].to_vector<float>() == std::vector<float>{0, 0});
+    CHECK(contains(error_of([&] { optim::clip_by_global_norm(grads, -1.0); }), "max_norm must be finite and >= 0"));
   }
 
   TEST_CASE("a parameter the loss does not depend on is not updated, decay and momentum included (PyTorch)") {
@@ -276,6 +323,126 @@ TEST_SUITE("frontend/optim") {
     for (int i = 0; i < 5; ++i) lrs.push_back(s.run({opt.learning_rate()}, {}, {step})[0].item());
     const std::vector<double> want{0.1, 0.1, 0.05, 0.05, 0.025};
     for (size_t i = 0; i < 5; ++i) CHECK(lrs[i] == doctest::Approx(want[i]));
+  }
+
+  TEST_CASE("RMSprop, Adagrad and AMSGrad match PyTorch's update") {
+    const double tol64 = 1e-13, tol32 = 1e-4;
+    for (DType dt : {float64, float32}) {
+      const double tol = dt == float64 ? tol64 : tol32;
+      for (auto o : std::vector<optim::RMSpropOptions>{
+               {.lr = 0.01},
+               {.lr = 0.01, .alpha = 0.9, .eps = 1e-6, .weight_decay = 0.1, .momentum = 0.5},
+               {.lr = 0.005, .weight_decay = 0.01, .momentum = 0.9, .centered = true},
+           }) {
+        Problem pr(dt);
+        optim::RMSprop opt({pr.p}, o);
+        check_close(run(pr, opt, 5),
+                    reference(5, rmsprop_ref(o.lr, o.alpha, o.eps, o.weight_decay, o.momentum, o.centered)), tol);
+      }
+      for (auto o : std::vector<optim::AdagradOptions>{
+               {.lr = 0.1},
+               {.lr = 0.1, .lr_decay = 0.5, .weight_decay = 0.1, .initial_accumulator_value = 0.2, .eps = 1e-6},
+           }) {
+        Problem pr(dt);
+        optim::Adagrad opt({pr.p}, o);
+        check_close(run(pr, opt, 5),
+                    reference(5, adagrad_ref(o.lr, o.lr_decay, o.weight_decay, o.initial_accumulator_value, o.eps)),
+                    tol);
+      }
+      {  // beta2 small so v falls and v_max holds the largest
+        Problem pr(dt);
+        optim::Adam opt({pr.p}, {.lr = 0.1, .beta2 = 0.5, .amsgrad = true});
+        check_close(run(pr, opt, 6), reference(6, amsgrad_ref(0.1, 0.9, 0.5, 1e-8)), tol);
+        std::vector<std::string> names;
+        for (const Tensor& t : opt.state()) names.push_back(t.name());
+        CHECK(names == std::vector<std::string>{"adam/step", "adam/p/m", "adam/p/v", "adam/p/v_max"});
+      }
+    }
+  }
+
+  TEST_CASE("maximize ascends: every optimizer takes the negated gradient (PyTorch's maximize)") {
+    // Maximizing -loss from the same start is minimizing loss: the same trajectory.
+    auto negated = [](DType dt) {
+      auto pr = std::make_unique<Problem>(dt);
+      pr->loss = -pr->loss;
+      return pr;
+    };
+    for (int kind = 0; kind < 5; ++kind) {
+      CAPTURE(kind);
+      auto make = [kind](Problem& pr, bool maximize) -> std::unique_ptr<optim::Optimizer> {
+        if (kind == 0)
+          return std::make_unique<optim::SGD>(
+              Parameters{pr.p},
+              optim::SGDOptions{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.1, .maximize = maximize});
+        if (kind == 1)
+          return std::make_unique<optim::Adam>(
+              Parameters{pr.p}, optim::AdamOptions{.lr = 0.1, .weight_decay = 0.1, .maximize = maximize});
+        if (kind == 2)
+          return std::make_unique<optim::AdamW>(Parameters{pr.p}, optim::AdamWOptions{.lr = 0.1, .maximize = maximize});
+        if (kind == 3)
+          return std::make_unique<optim::RMSprop>(
+              Parameters{pr.p},
+              optim::RMSpropOptions{.lr = 0.1, .weight_decay = 0.1, .centered = true, .maximize = maximize});
+        return std::make_unique<optim::Adagrad>(
+            Parameters{pr.p}, optim::AdagradOptions{.lr = 0.1, .weight_decay = 0.1, .maximize = maximize});
+      };
+      Problem down(float64);
+      auto neg = negated(float64);
+      auto a = make(down, false), b = make(*neg, true);
+      check_close(run(*neg, *b, 4), run(down, *a, 4), 1e-15);
+    }
+  }
+
+  TEST_CASE("parameter groups: their own lr and weight decay, the schedule scaling all") {
+    Graph g;
+    Tensor w = g.variable("w", {4}, values(kP0), float64), b = g.variable("b", {4}, values(kP0), float64);
+    Tensor a = g.constant(NDArray::from(kA)), c = g.constant(NDArray::from(kC));
+    Tensor loss = sum(w * w * a * 0.5 + c * w) + sum(b * b * a * 0.5 + c * b);
+    auto sched = optim::schedule::step(2, 0.5);
+    optim::SGD opt({w, b}, {.lr = 0.1,
+                            .weight_decay = 0.2,
+                            .schedule = sched,
+                            .groups = {{.params = {b}, .lr = 0.05, .weight_decay = 0.0}}});
+    Tensor step = opt.minimize(loss);
+    Session s(g, {.threads = 1});
+    std::vector<double> pw = kP0, pb = kP0;
+    for (int t = 0; t < 4; ++t) {
+      s.run({}, {}, {step});
+      double f = t < 2 ? 1.0 : 0.5;
+      for (size_t i = 0; i < 4; ++i) {
+        pw[i] -= 0.1 * f * (kA[i] * pw[i] + kC[i] + 0.2 * pw[i]);
+        pb[i] -= 0.05 * f * (kA[i] * pb[i] + kC[i]);
+      }
+      auto gw = s.get(w).to_vector<double>(), gb = s.get(b).to_vector<double>();
+      for (size_t i = 0; i < 4; ++i) {
+        CHECK(gw[i] == doctest::Approx(pw[i]).epsilon(1e-14));
+        CHECK(gb[i] == doctest::Approx(pb[i]).epsilon(1e-14));
+      }
+    }
+    // A group that sets only the decay keeps the options' lr (AdamW: decay 0 is plain Adam).
+    Graph g2;
+    Tensor p = g2.variable("p", {4}, values(kP0), float64);
+    Tensor l2 = sum(p * p * g2.constant(NDArray::from(kA)) * 0.5 + g2.constant(NDArray::from(kC)) * p);
+    optim::AdamW adamw({p}, {.lr = 0.02, .groups = {{.params = {p}, .weight_decay = 0.0}}});
+    Tensor st2 = adamw.minimize(l2);
+    Session s2(g2, {.threads = 1});
+    std::vector<std::vector<double>> got;
+    for (int t = 0; t < 3; ++t) {
+      s2.run({}, {}, {st2});
+      got.push_back(s2.get(p).to_vector<double>());
+    }
+    check_close(got, reference(3, adam_ref(0.02, 0.9, 0.999, 1e-8, 0.0, true)), 1e-13);
+
+    Tensor other = g.variable("other", {2}, values({1.0, 2.0}));
+    CHECK(contains(error_of([&] { optim::SGD bad({w}, {.groups = {{.params = {other}}}}); }),
+                   "sgd: parameter group 0 lists 'other', which is not among the parameters it trains"));
+    CHECK(contains(error_of([&] {
+                     optim::SGD bad({w, b}, {.groups = {{.params = {w}}, {.params = {w, b}}}});
+                   }),
+                   "parameter 'w' is in groups 0 and 1"));
+    CHECK(contains(error_of([&] { optim::SGD bad({w}, {.groups = {{.params = {w}, .lr = -1.0}}}); }),
+                   "sgd group 0: lr must be finite and >= 0, got -1"));
+    CHECK(contains(error_of([&] { optim::SGD bad({w}, {.groups = {{}}}); }), "parameter group 0 is empty"));
   }
 
   TEST_CASE("optimizer errors say what is wrong") {
