@@ -11,6 +11,17 @@ namespace loom::nn {
 
 Tensor gelu(const Tensor& x, bool tanh_approximation) { return loom::gelu(x, tanh_approximation ? "tanh" : "none"); }
 
+Tensor key_padding_mask(const Tensor& padding) {
+  LOOM_CHECK(padding.valid(), "key_padding_mask: the padding is an empty Tensor handle");
+  const size_t rank = padding.shape().size();
+  LOOM_CHECK((rank == 1 || rank == 2) && (padding.dtype() == boolean || is_floating(padding.dtype())),
+             "key_padding_mask: '", padding.name(),
+             "' must be bool (true = padding) or floating, [B, Tk] or [Tk]; got ", dtype_name(padding.dtype()),
+             S(padding.shape()));
+  Tensor mask = padding.dtype() == boolean ? logical_not(padding) : padding;  // the op's bool means "attend"
+  return rank == 2 ? expand_dims(mask, {1, 2}) : mask;
+}
+
 // ---------------------------------------------------------------- MultiheadAttention
 
 namespace {

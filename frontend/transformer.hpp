@@ -44,6 +44,13 @@ class GELU : public Module {
   bool tanh_;
 };
 
+/// The attention mask of PyTorch's key_padding_mask: `padding` [B, Tk] bool
+/// with true at the keys to ignore (a batch's padding), or float added to the
+/// scores, becomes [B, 1, 1, Tk] in the attention op's convention (true =
+/// attend), for any head count and query length: `mha(x, x, x, key_padding_mask(pad))`,
+/// `layer(x, key_padding_mask(pad))`. An unbatched [Tk] stays one dim.
+Tensor key_padding_mask(const Tensor& padding);
+
 struct MultiheadAttentionOptions {
   /// Dropout on the attention weights (training mode only).
   double dropout = 0.0;

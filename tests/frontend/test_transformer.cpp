@@ -4,6 +4,7 @@
 // module and the sizes.
 
 #include <cmath>
+#include <limits>
 
 #include "frontend/loom.hpp"
 #include "tests/util.hpp"
@@ -373,6 +374,44 @@ TEST_SUITE("frontend/transformer") {
     CHECK(allclose(r[1], r[4], 1e-6, 1e-6));
     const auto r2 = s.run({y, yt}, {{x, w}, {xt, w}});
     CHECK(allclose(r2[0], r2[1], 1e-6, 1e-6));
+  }
+
+  TEST_CASE("key_padding_mask: padded keys are as if absent, for attention and layers (PyTorch's key_padding_mask)") {
+    // Batch 0 is whole (6 tokens), batch 1 has 4 tokens and 2 of padding.
+    Graph g;
+    nn::MultiheadAttention mha(8, 2);
+    nn::TransformerLayer layer(8, 2, {.ffn = 12, .dropout = 0.0});
+    Tensor x = g.placeholder("x", {2, 6, 8}), pad = g.placeholder("pad", {2, 6}, boolean);
+    Tensor fpad = g.placeholder("fpad", {-1, 6});
+    Tensor y = mha(x, x, x, nn::key_padding_mask(pad)), yf = mha(x, x, x, nn::key_padding_mask(fpad));
+    Tensor z = layer(x, nn::key_padding_mask(pad));
+    CHECK(nn::key_padding_mask(pad).shape() == Shape{2, 1, 1, 6});
+    // The references: batch 0 unmasked; batch 1's queries over its 4 tokens only.
+    Tensor x0 = g.placeholder("x0", {1, 6, 8}), x1 = g.placeholder("x1", {1, 6, 8}),
+           k1 = g.placeholder("k1", {1, 4, 8});
+    Tensor y0 = mha(x0), y1 = mha(x1, k1, k1), z1 = layer(k1);
+    Session s(g, {.seed = 2});
+    const NDArray v = test::rand({2, 6, 8}, 7);
+    const NDArray p =
+        NDArray::from<bool>({false, false, false, false, false, false, false, false, false, false, true, true})
+            .reshape({2, 6});
+    const double inf = std::numeric_limits<double>::infinity();
+    const NDArray fp = NDArray::from<float>({0, 0, 0, 0, 0, 0, 0, 0, 0, 0, float(-inf), float(-inf)}).reshape({2, 6});
+    const NDArray b1 = v.select(0, 1).reshape({1, 6, 8}).clone();
+    const auto r = s.run({y, yf, z, y0, y1, z1}, {{x, v},
+                                                  {pad, p},
+                                                  {fpad, fp},
+                                                  {x0, v.select(0, 0).reshape({1, 6, 8}).clone()},
+                                                  {x1, b1},
+                                                  {k1, b1.slice({Slice::all(), Slice::range(0, 4)}).clone()}});
+    CHECK(allclose(r[0].select(0, 0), r[3].select(0, 0), 1e-5, 1e-6));
+    CHECK(allclose(r[0].select(0, 1), r[4].select(0, 0), 1e-5, 1e-6));
+    CHECK(allclose(r[1], r[0], 1e-5, 1e-6));  // a float mask of -inf is the same
+    // The layer's outputs at batch 1's 4 tokens are those of the layer on the 4 tokens alone.
+    CHECK(allclose(r[2].select(0, 1).slice({Slice::range(0, 4)}).clone(), r[5].select(0, 0), 1e-5, 1e-6));
+    CHECK(
+        contains(error_of([&] { nn::key_padding_mask(g.placeholder("lens", {2}, int64)); }),
+                 "key_padding_mask: 'lens' must be bool (true = padding) or floating, [B, Tk] or [Tk]; got int64[2]"));
   }
 
   TEST_CASE("a float64 TransformerLayer: .dtype for its feed-forward, attention and norms follow the input") {
