@@ -80,7 +80,7 @@ std::string BatchNorm2d::describe() const { return describe_as("BatchNorm2d", re
 Tensor BatchNorm2d::forward(const Tensor& x) {
   check_image(where(x), x, features_, x.dtype());
   check_input(x);
-  if (training()) return batch_normalize(x, relu_);
+  if (batch_statistics()) return batch_normalize(x, relu_);
   auto [w, b] = scale_and_shift(x);
   const Tensor scale = w * pow(running_var_ + options_.eps, -0.5);
   const Tensor shift = b - running_mean_ * scale;

@@ -295,14 +295,17 @@ Tensor Dropout::forward(const Tensor& x) { return dropout(x, p_, training()); }
 static void check_norm_options(const char* what, int64_t features, const NormOptions& o) {
   LOOM_CHECK(features > 0, what, ": features must be positive, got ", features);
   LOOM_CHECK(o.eps > 0, what, ": eps must be positive, got ", o.eps);
-  LOOM_CHECK(o.momentum >= 0 && o.momentum <= 1, what, ": momentum must be in [0, 1], got ", o.momentum);
+  if (o.momentum)
+    LOOM_CHECK(*o.momentum >= 0 && *o.momentum <= 1, what, ": momentum must be in [0, 1], got ", *o.momentum);
 }
 
 static std::string norm_describe(const char* type, int64_t features, const NormOptions& o, bool momentum) {
   std::ostringstream os;
   os << type << "(" << features << ", eps=" << o.eps;
-  if (momentum) os << ", momentum=" << o.momentum;
-  os << (o.affine ? ", affine" : "") << (o.affine && !o.bias ? ", no bias)" : ")");
+  if (momentum && o.momentum) os << ", momentum=" << *o.momentum;
+  if (momentum && !o.momentum) os << ", momentum=None";
+  os << (o.affine ? ", affine" : "") << (o.affine && !o.bias ? ", no bias" : "");
+  os << (momentum && !o.track_running_stats ? ", track_running_stats=False)" : ")");
   return os.str();
 }
 
@@ -319,7 +322,7 @@ std::string BatchNorm::describe_as(const char* type, const char* extra) const {
 void BatchNorm::check_input(const Tensor& x) const {
   const Shape& s = x.shape();
   LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
-  if (!training() || !is_static(s)) return;
+  if (!batch_statistics() || !is_static(s)) return;
   int64_t per_feature = s[0];
   for (size_t i = 2; i < s.size(); ++i) per_feature *= s[i];
   LOOM_CHECK(per_feature > 1, where(x), ": training needs more than one value per feature, got input ", S(s));
@@ -327,10 +330,12 @@ void BatchNorm::check_input(const Tensor& x) const {
 
 std::pair<Tensor, Tensor> BatchNorm::scale_and_shift(const Tensor& x) {
   const DType dt = x.dtype();
-  running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
-  running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
-  // PyTorch's third buffer, so that state dicts match key for key.
-  batches_ = buffer(x, "num_batches_tracked", {}, init::zeros(), int64);
+  if (options_.track_running_stats) {
+    running_mean_ = buffer(x, "running_mean", {features_}, init::zeros(), dt);
+    running_var_ = buffer(x, "running_var", {features_}, init::ones(), dt);
+    // PyTorch's third buffer, so that state dicts match key for key.
+    batches_ = buffer(x, "num_batches_tracked", {}, init::zeros(), int64);
+  }
   if (!options_.affine) return {full(x.graph(), {features_}, 1.0, dt), full(x.graph(), {features_}, 0.0, dt)};
   return {parameter(x, "weight", {features_}, init::ones(), dt), parameter(x, "bias", {features_}, init::zeros(), dt)};
 }
@@ -338,19 +343,25 @@ std::pair<Tensor, Tensor> BatchNorm::scale_and_shift(const Tensor& x) {
 Tensor BatchNorm::batch_normalize(const Tensor& x, bool relu) {
   auto [w, b] = scale_and_shift(x);
   BatchNormOutputs r = batch_norm(x, w, b, options_.eps, relu);
+  if (!options_.track_running_stats || !training()) return r.y;
   std::vector<int64_t> axes{0};
   for (int64_t i = 2; i < int64_t(x.shape().size()); ++i) axes.push_back(i);
   // The running variance is the unbiased one (PyTorch's); batch_norm refuses a batch of one value per
   // feature. An empty batch (NaN statistics) leaves the running statistics as they are, as PyTorch.
   Tensor n = size(x, axes, x.dtype());
   Tensor unbiased = r.var * (n / maximum(n - 1.0, scalar_like(n, 1.0)));
-  const double m = options_.momentum;
   Tensor some = n > 0.0;
   const bool again = update_.valid();  // an earlier call of this graph: update from its statistics
   const Tensor mean = again ? next_mean_ : running_mean_, var = again ? next_var_ : running_var_;
-  next_mean_ = loom::where(some, mean * (1.0 - m) + r.mean * m, mean);
-  next_var_ = loom::where(some, var * (1.0 - m) + unbiased * m, var);
   next_count_ = (again ? next_count_ : batches_) + 1;
+  // momentum=None: the cumulative average, 1 / (batches so far) (PyTorch's).
+  auto average = [&](const Tensor& running, const Tensor& batch) {
+    if (options_.momentum) return running * (1.0 - *options_.momentum) + batch * *options_.momentum;
+    const Tensor m = 1.0 / cast(next_count_, n.dtype());
+    return running * (1.0 - m) + batch * m;
+  };
+  next_mean_ = loom::where(some, average(mean, r.mean), mean);
+  next_var_ = loom::where(some, average(var, unbiased), var);
   const Tensor update =
       group({assign(running_mean_, next_mean_), assign(running_var_, next_var_), assign(batches_, next_count_)});
   add_update(update, update_);
@@ -367,7 +378,7 @@ Tensor BatchNorm1d::forward(const Tensor& x) {
   LOOM_CHECK((s.size() == 2 || s.size() == 3) && (s[1] == features_ || s[1] < 0), where(x), ": expected [N, ",
              features_, "] or [N, ", features_, ", L], got ", S(s));
   check_input(x);
-  if (training()) return batch_normalize(x);
+  if (batch_statistics()) return batch_normalize(x);
   auto [w, b] = scale_and_shift(x);
   // Per-feature vectors [C] broadcast as [C] against [N, C] and as [C, 1] against [N, C, L].
   auto per_feature = [&](const Tensor& v) { return s.size() == 3 ? reshape(v, {features_, 1}) : v; };

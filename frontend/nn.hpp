@@ -52,6 +52,7 @@
 #include <concepts>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -295,13 +296,17 @@ class Dropout : public Module {
 
 struct NormOptions {
   double eps = 1e-5;
-  /// BatchNorm: running = (1 - momentum) * running + momentum * batch statistic.
-  double momentum = 0.1;
+  /// BatchNorm: running = (1 - momentum) * running + momentum * batch statistic;
+  /// std::nullopt: the cumulative average of every batch's (PyTorch's momentum=None).
+  std::optional<double> momentum = 0.1;
   /// Learnable per-feature scale ("weight", ones) and shift ("bias", zeros).
   bool affine = true;
   /// LayerNorm with affine: false leaves out the shift (PyTorch's LayerNorm(bias=False)).
   /// BatchNorm has no such option (PyTorch's neither).
   bool bias = true;
+  /// BatchNorm: false keeps no running statistics (no buffers) and normalizes
+  /// with the batch's statistics in eval mode too (PyTorch's track_running_stats=False).
+  bool track_running_stats = true;
 };
 
 /// What BatchNorm1d and BatchNorm2d share: the parameters "weight" and "bias"
@@ -319,10 +324,13 @@ class BatchNorm : public Module {
   BatchNorm(const char* type, int64_t features, NormOptions options);
   /// Creates the variables on first use; returns {weight, bias} (constants 1 and 0 without affine).
   std::pair<Tensor, Tensor> scale_and_shift(const Tensor& x);
-  /// Training mode: the normalized x (ReLU'd inside the op when asked), the updates recorded.
+  /// Whether this call normalizes with the batch's statistics: in training, or always without running ones.
+  bool batch_statistics() const { return training() || !options_.track_running_stats; }
+  /// The normalized x with the batch's statistics (ReLU'd inside the op when asked); in training the
+  /// running statistics' updates are recorded.
   Tensor batch_normalize(const Tensor& x, bool relu = false);
-  /// Checks shared by both (each checks its own rank and dim 1): a floating input, and in training more
-  /// than one value per feature.
+  /// Checks shared by both (each checks its own rank and dim 1): a floating input, and with batch
+  /// statistics more than one value per feature.
   void check_input(const Tensor& x) const;
   std::string describe_as(const char* type, const char* extra = "") const;
 

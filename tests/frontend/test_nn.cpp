@@ -278,6 +278,44 @@ TEST_SUITE("frontend/nn") {
     CHECK(s.get(bn.named_buffers()[2].second).item() == 2);
   }
 
+  TEST_CASE("BatchNorm momentum=None averages every batch's statistics; track_running_stats=false keeps none") {
+    Graph g;
+    nn::BatchNorm1d bn(1, {.momentum = std::nullopt});
+    Tensor x = g.placeholder("x", {-1, 1});
+    Tensor y = bn(x);
+    CHECK(bn.describe() == "BatchNorm1d(1, eps=1e-05, momentum=None, affine)");
+    Session s(g, {.threads = 1});
+    // Batch means 2, 12, 5 and unbiased variances 2, 8, 18: the running ones are their plain averages (PyTorch's
+    // cumulative moving average; the first batch replaces the initial 0 and 1).
+    const std::vector<std::vector<float>> batches{{1, 3}, {10, 14}, {2, 8}};
+    for (const auto& b : batches) s.run({y}, {{x, NDArray::from(b).reshape({2, 1})}}, bn.updates());
+    CHECK(s.get(bn.running_mean()).item() == doctest::Approx((2.0 + 12.0 + 5.0) / 3).epsilon(1e-6));
+    CHECK(s.get(bn.running_var()).item() == doctest::Approx((2.0 + 8.0 + 18.0) / 3).epsilon(1e-6));
+
+    for (bool two_d : {false, true}) {
+      CAPTURE(two_d);
+      Graph h;
+      Tensor u = h.placeholder("u", two_d ? Shape{2, 2, 1, 1} : Shape{2, 2});
+      std::unique_ptr<nn::Module> m;
+      if (two_d)
+        m = std::make_unique<nn::BatchNorm2d>(2, nn::NormOptions{.track_running_stats = false});
+      else
+        m = std::make_unique<nn::BatchNorm1d>(2, nn::NormOptions{.track_running_stats = false});
+      m->eval();  // eval mode normalizes with the batch's statistics too
+      Tensor ye = (*m)(u);
+      CHECK(m->named_buffers().empty());
+      CHECK(m->updates().empty());
+      CHECK(names_of(m->state_dict()) == std::vector<std::string>{"weight", "bias"});
+      CHECK(contains(m->describe(), "track_running_stats=False"));
+      Session t(h, {.threads = 1});
+      const NDArray out = t.run1(ye, {{u, NDArray::from<float>({1, 10, 3, 30}).reshape(u.shape())}});
+      // Each feature's two values are its mean -+ its (biased) deviation, 1 and 10.
+      const double z0 = 1 / std::sqrt(1 + 1e-5), z1 = 10 / std::sqrt(100 + 1e-5);
+      const std::vector<double> want{-z0, -z1, z0, z1};
+      for (size_t i = 0; i < 4; ++i) CHECK(out.to_vector<float>()[i] == doctest::Approx(want[i]).epsilon(1e-6));
+    }
+  }
+
   TEST_CASE("BatchNorm1d without affine: no parameters, the batch statistics in training, the running ones in eval") {
     Graph g;
     nn::BatchNorm1d bn(2, {.affine = false});
