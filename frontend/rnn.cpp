@@ -133,7 +133,8 @@ Initializer recurrent_init(int64_t hidden) {
 /// "x [N, D]" checks shared by the cells.
 void check_step_input(const std::string& where, const Tensor& x, int64_t D, DType dtype) {
   const Shape& s = x.shape();
-  LOOM_CHECK(s.size() == 2 && (s[1] == D || s[1] < 0), where, ": expected input [N, ", D, "], got ", S(s));
+  LOOM_CHECK(s.size() == 2 && (s[1] == D || s[1] < 0), where, ": expected input [N, ", D, "] or unbatched [", D,
+             "], got ", S(s));
   LOOM_CHECK(x.dtype() == dtype, where, ": expected ", dtype_name(dtype), " input, got ", dtype_name(x.dtype()));
 }
 
@@ -147,6 +148,20 @@ void check_state(const std::string& where, const char* what, const Tensor& t, co
   for (size_t i = 0; ok && i < s.size(); ++i) ok = s[i] == want[i] || ((s[i] < 0 || want[i] < 0) && i + 2 == s.size());
   LOOM_CHECK(ok, where, ": ", what, " must be ", dtype_name(dtype), S(want), ", got '", t.name(), "' ",
              dtype_name(t.dtype()), S(s), s.size() == want.size() ? " (only its batch may be unknown)" : "");
+}
+
+/// PyTorch's unbatched call: a state without its batch axis gets one (of
+/// size 1) at `axis`, or loses it again (`add` false). An unbatched input
+/// takes unbatched states only (PyTorch's "hx should also be 2-D").
+RNNState batch_axis(const std::string& where, const RNNState& s, size_t unbatched_rank, int64_t axis, bool add) {
+  auto one = [&](const Tensor& t, const char* what) {
+    if (!t.valid()) return t;
+    if (!add) return squeeze(t, {axis});
+    LOOM_CHECK(t.shape().size() == unbatched_rank, where, ": an unbatched input takes an unbatched ", what, " (",
+               unbatched_rank, " dims), got '", t.name(), "' ", S(t.shape()));
+    return expand_dims(t, {axis});
+  };
+  return {one(s.h, "state h"), one(s.c, "state c")};
 }
 
 /// A view of x shaped `want`: x's own dims where want has -1, the others
@@ -247,6 +262,10 @@ std::string CellBase::describe() const {
 
 RNNState CellBase::step(const Tensor& x, const RNNState& state) {
   const std::string w = where(x);
+  if (x.shape().size() == 1) {  // unbatched [D] with states [H] (PyTorch's): a batch of one
+    const RNNState r = step(expand_dims(x, {0}), batch_axis(w, state, 1, 0, true));
+    return batch_axis(w, r, 1, 0, false);
+  }
   check_step_input(w, x, input_, options_.dtype);
   const int64_t H = hidden_, GH = gate_count(kind_) * H;
   const Shape hs{x.shape()[0], H};
@@ -312,8 +331,13 @@ RNNResult RNNBase::operator()(const Tensor& x, const RNNState& state) {
 RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state) {
   const std::string w = where(x_in);
   const Shape& xs = x_in.shape();
-  LOOM_CHECK(xs.size() == 3, w, ": expected input ", options_.batch_first ? "[N, T, D]" : "[T, N, D]", ", got ",
-             S(xs));
+  if (xs.size() == 2) {  // unbatched [T, D] with states [L, H] (PyTorch's; batch_first does not apply)
+    const int64_t axis = options_.batch_first ? 0 : 1;
+    RNNResult r = run(expand_dims(x_in, {axis}), batch_axis(w, init_state, 2, 1, true));
+    return {squeeze(r.output, {axis}), batch_axis(w, r.state, 2, 1, false)};
+  }
+  LOOM_CHECK(xs.size() == 3, w, ": expected input ", options_.batch_first ? "[N, T, D]" : "[T, N, D]",
+             " or unbatched [T, D], got ", S(xs));
   LOOM_CHECK(x_in.dtype() == options_.dtype, w, ": expected ", dtype_name(options_.dtype), " input, got ",
              dtype_name(x_in.dtype()));
   Tensor x = options_.batch_first ? permute(x_in, {1, 0, 2}) : x_in;

@@ -10,7 +10,8 @@
 ///
 /// Conventions are PyTorch's, so a PyTorch state_dict maps onto the
 /// variables name for name (with '.' -> '/' for the module path):
-/// - sequence-first input [T, N, D] (`.batch_first` for [N, T, D]);
+/// - sequence-first input [T, N, D] (`.batch_first` for [N, T, D]); unbatched
+///   [T, D] with states [L, H] (a cell's [D] and [H]) run as a batch of one;
 /// - gates in PyTorch's order: LSTM i, f, g, o; GRU r, z, n;
 /// - parameters weight_ih_l{k} [G*H, D_k], weight_hh_l{k} [G*H, H],
 ///   bias_ih_l{k} and bias_hh_l{k} [G*H] (G = 1, 4, 3 for RNN, LSTM, GRU; the

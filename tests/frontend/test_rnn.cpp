@@ -550,8 +550,8 @@ TEST_SUITE("frontend/rnn") {
     CHECK(contains(error_of([&] { lstm(dyn); }), "the sequence length must be known"));
     Tensor bad = g.placeholder("bad", {5, 2, 6});
     CHECK(contains(error_of([&] { lstm(bad); }), "expected input size 4"));
-    Tensor two = g.placeholder("two", {5, 4});
-    CHECK(contains(error_of([&] { lstm(two); }), "expected input [T, N, D], got [5,4]"));
+    Tensor four = g.placeholder("four", {5, 2, 4, 1});
+    CHECK(contains(error_of([&] { lstm(four); }), "expected input [T, N, D] or unbatched [T, D], got [5,2,4,1]"));
     Tensor x = g.placeholder("x", {5, 2, 4}), h = g.placeholder("h", {1, 2, 3});
     std::string e = error_of([&] { lstm(x, {h, {}}); });
     CHECK(contains(e, "LSTM"));
@@ -561,6 +561,56 @@ TEST_SUITE("frontend/rnn") {
     CHECK(contains(error_of([] { nn::LSTM(0, 3); }), "must be positive"));
     CHECK(contains(error_of([] { nn::RNN(3, 3, {.dropout = 1.0}); }), "dropout must be in [0, 1)"));
     CHECK(contains(error_of([] { nn::parse_cell_kind("transformer"); }), "unknown recurrent cell 'transformer'"));
+  }
+
+  TEST_CASE("unbatched input ([T, D], states [L, H]; a cell's [D] and [H]) runs as a batch of one (PyTorch's)") {
+    Graph g;
+    nn::LSTM lstm(4, 3, {.num_layers = 2});
+    nn::GRU gru(4, 3, {.batch_first = true});
+    nn::LSTMCell cell(4, 3);
+    Tensor x = g.placeholder("x", {5, 4}), h = g.placeholder("h", {2, 3}), c = g.placeholder("c", {2, 3});
+    Tensor xb = g.placeholder("xb", {5, 1, 4}), hb = g.placeholder("hb", {2, 1, 3}),
+           cb = g.placeholder("cb", {2, 1, 3});
+    Tensor x1 = g.placeholder("x1", {4}), h1 = g.placeholder("h1", {3}), c1 = g.placeholder("c1", {3});
+    const nn::RNNResult u = lstm(x, {h, c}), b = lstm(xb, {hb, cb});  // at the root; the others in scopes
+    CHECK(u.output.shape() == Shape{5, 3});
+    CHECK(u.state.h.shape() == Shape{2, 3});
+    CHECK(u.state.c.shape() == Shape{2, 3});
+    auto scope = g.scope("other");
+    Tensor gu = gru(x), gb = gru(reshape(xb, {1, 5, 4}));  // batch_first: the batch of one leads
+    CHECK(gu.shape() == Shape{5, 3});
+    auto cell_scope = g.scope("cell");
+    const nn::RNNState cu = cell(x1, {h1, c1}),
+                       cbat = cell(reshape(x1, {1, 4}), {reshape(h1, {1, 3}), reshape(c1, {1, 3})});
+    CHECK(cu.h.shape() == Shape{3});
+    Tensor dx = gradients(sum(u.output) + sum(u.state.c), {x})[0];
+    Tensor dxb = gradients(sum(b.output) + sum(b.state.c), {xb})[0];
+    CHECK(dx.shape() == Shape{5, 4});
+
+    Session s(g, {.seed = 4});
+    const NDArray xv = rand({5, 4}, 1), hv = rand({2, 3}, 2), cv = rand({2, 3}, 3);
+    const auto r = s.run(
+        {u.output, b.output, u.state.h, b.state.h, u.state.c, b.state.c, gu, gb, cu.h, cbat.h, cu.c, cbat.c, dx, dxb},
+        {{x, xv},
+         {h, hv},
+         {c, cv},
+         {xb, xv.reshape({5, 1, 4})},
+         {hb, hv.reshape({2, 1, 3})},
+         {cb, cv.reshape({2, 1, 3})},
+         {x1, xv.select(0, 2).clone()},
+         {h1, hv.select(0, 0).clone()},
+         {c1, cv.select(0, 0).clone()}});
+    for (size_t i = 0; i < r.size(); i += 2) {
+      CAPTURE(i);
+      CHECK(r[i].numel() == r[i + 1].numel());
+      CHECK(r[i].to_vector<float>() == r[i + 1].to_vector<float>());
+    }
+    // A batched state with an unbatched input is refused, as PyTorch's "hx should also be 2-D".
+    CHECK(contains(error_of([&] {
+                     lstm(x, {hb, {}});
+                   }),
+                   "an unbatched input takes an unbatched state h (2 dims), got 'hb' [2,1,3]"));
+    CHECK(contains(error_of([&] { cell(x1, {hb, {}}); }), "an unbatched input takes an unbatched state h (1 dims)"));
   }
 
   TEST_CASE("a state or input of the wrong size fed at run time is an error, not a broadcast (PyTorch)") {
