@@ -264,7 +264,9 @@ File parse(const std::string& path) {
   // The data must be covered exactly, without overlaps or holes.
   std::vector<const Entry*> sorted;
   for (const Entry& e : f.entries) sorted.push_back(&e);
-  std::sort(sorted.begin(), sorted.end(), [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
+  // By (begin, end): an empty tensor [x, x] goes before the one that starts at x.
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Entry* a, const Entry* b) { return std::pair(a->begin, a->end) < std::pair(b->begin, b->end); });
   size_t at = 0;
   for (const Entry* e : sorted) {
     LOOM_CHECK(e->begin == at, "'", path, "': tensor '", e->name, "' data starts at ", e->begin, ", expected ", at,

@@ -420,7 +420,7 @@ DataLoader::Epoch DataLoader::epoch(int64_t e) const { return Epoch(this, e); }
 
 DataLoader::Epoch::Epoch(const DataLoader* loader, int64_t epoch) : shared_(std::make_unique<Shared>()) {
   Shared& s = *shared_;
-  s.loader = loader;
+  s.loader = std::make_unique<const DataLoader>(*loader);
   s.epoch = epoch;
   s.order = loader->order(epoch);
   s.batches = loader->size();

@@ -156,6 +156,7 @@ class DataLoader {
 
   class Epoch;
   /// The batches of epoch `epoch`, for a range-for; prefetching starts now.
+  /// The epoch keeps its own copy of the loader (the dataset shared).
   Epoch epoch(int64_t epoch) const;
 
  private:
@@ -206,7 +207,9 @@ class DataLoader::Epoch {
 
  private:
   struct Shared {
-    const DataLoader* loader;
+    // A copy (the dataset shared): the epoch outlives a temporary loader, as in
+    // `for (auto& b : DataLoader(ds).epoch(0))`, and later transform() calls leave it as it started.
+    std::unique_ptr<const DataLoader> loader;
     int64_t epoch;
     std::vector<int64_t> order;
     int64_t batches = 0;

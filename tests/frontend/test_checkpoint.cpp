@@ -3,6 +3,7 @@
 // the variable, damaged files, and atomic writes.
 
 #include <unistd.h>
+#include <sstream>
 
 #include <atomic>
 #include <filesystem>
@@ -209,6 +210,32 @@ TEST_SUITE("frontend/checkpoint") {
                    "BOOL tensor 'b' holds byte 2"));
     CHECK(contains(error_of([&] { checkpoint::read(dir / "none"); }), "cannot open"));
     CHECK(contains(error_of([&] { checkpoint::read(dir.path.string()); }), "not a regular file"));
+  }
+
+  TEST_CASE("empty tensors sharing an offset with the next tensor load (safetensors' own files have them)") {
+    TempDir dir;
+    // A non-empty tensor listed before an empty one at the same offset; and 40 tensors, every other one empty
+    // (as safetensors.torch.save_file writes them), past the size where std::sort stops being an insertion sort.
+    std::string json = R"({"b":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},)"
+                       R"("a":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}})";
+    const std::string p = dir / "order";
+    write_bytes(p, with_header(json, 2));
+    auto t = checkpoint::read(p);
+    CHECK(t.at("a").shape() == Shape{0});
+    CHECK(t.at("b").shape() == Shape{2});
+    std::ostringstream many;
+    size_t at = 0;
+    for (int i = 0; i < 40; ++i) {
+      const size_t n = i % 2 ? 1 : 0;
+      many << (i ? "," : "{") << "\"t" << 100 + i << R"(":{"dtype":"U8","shape":[)" << n << R"(],"data_offsets":[)"
+           << at << "," << at + n << "]}";
+      at += n;
+    }
+    many << "}";
+    json = many.str();
+    const std::string q = dir / "many";
+    write_bytes(q, with_header(json, at));
+    CHECK(checkpoint::read(q).size() == 40);
   }
 
   TEST_CASE("writes are atomic: a failed write leaves the old file") {

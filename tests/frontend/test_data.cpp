@@ -204,6 +204,28 @@ TEST_SUITE("frontend/data") {
     CHECK(contains(error_of([&] { data::DataLoader(ds, {.batch_size = 0}); }), "batch_size must be positive"));
   }
 
+  TEST_CASE("DataLoader: a loop over a temporary loader's epoch (the loader dies before the body runs)") {
+    // C++20 destroys the temporary DataLoader, its dataset's only owner, before the first batch: the
+    // epoch runs on its own copy (under ASan a use after free here fails).
+    for (int prefetch : {0, 2}) {
+      CAPTURE(prefetch);
+      std::vector<int64_t> got;
+      for (const data::Batch& b : data::DataLoader(counting(10), {.batch_size = 3, .prefetch = prefetch}).epoch(0))
+        for (int64_t v : b[1].to_vector<int64_t>()) got.push_back(v);
+      CHECK(got == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+    }
+    // A transform added after the epoch started applies from the next epoch on.
+    data::DataLoader l(counting(4), {.batch_size = 4, .prefetch = 0});
+    auto e0 = l.epoch(0);
+    l.transform(1, [](const NDArray& a, const data::BatchInfo&) {
+      NDArray out = a.clone();
+      for (int64_t i = 0; i < out.numel(); ++i) out.data<int64_t>()[i] *= 2;
+      return out;
+    });
+    CHECK(labels_of(std::move(e0)) == std::vector<int64_t>{0, 1, 2, 3});
+    CHECK(labels_of(l.epoch(1)) == std::vector<int64_t>{0, 2, 4, 6});
+  }
+
   TEST_CASE("DataLoader: shuffling is a permutation, deterministic per (seed, epoch)") {
     auto ds = counting(100);
     data::LoaderOptions o{.batch_size = 16, .shuffle = true, .seed = 7};
