@@ -120,7 +120,12 @@ void Module::collect_state(const std::string& prefix, std::vector<std::pair<std:
   seen.push_back(this);
   for (bool trainable : {true, false})
     for (const Var& v : vars_)
-      if (v.trainable == trainable) out.emplace_back(prefix + v.name, v.tensor);
+      if (v.trainable == trainable) {
+        // PyTorch's key: a name with a module path of its own ("out_proj/weight") uses '.' too.
+        std::string key = prefix + v.name;
+        std::replace(key.begin(), key.end(), '/', '.');
+        out.emplace_back(std::move(key), v.tensor);
+      }
   for (const auto& [name, child] : children_) child->collect_state(prefix + name + ".", out, seen);
 }
 

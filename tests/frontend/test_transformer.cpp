@@ -152,6 +152,9 @@ TEST_SUITE("frontend/transformer") {
       CHECK(y.shape() == Shape{2, 7, 16});
       CHECK(names_of(mha.named_parameters()) ==
             std::vector<std::string>{"in_proj_weight", "in_proj_bias", "out_proj/weight", "out_proj/bias"});
+      // The state_dict has PyTorch's keys, '.' throughout (they had "out_proj/weight": no file matched).
+      CHECK(names_of(mha.state_dict()) ==
+            std::vector<std::string>{"in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"});
       CHECK(mha.named_parameters()[0].second.shape() == Shape{48, 16});
       CHECK(mha.named_parameters()[2].second.shape() == Shape{16, 16});
       Tensor want = reference_mha(x, x, mha, 4, causal);
@@ -207,6 +210,7 @@ TEST_SUITE("frontend/transformer") {
               std::vector<std::string>{"self_attn/in_proj_weight", "self_attn/in_proj_bias", "self_attn/out_proj/weight",
                                        "self_attn/out_proj/bias", "linear1/weight", "linear1/bias", "linear2/weight",
                                        "linear2/bias", "norm1/weight", "norm1/bias", "norm2/weight", "norm2/bias"});
+        CHECK(names_of(layer.state_dict())[3] == "self_attn.out_proj.bias");  // nn.TransformerEncoderLayer's key
         // The same layer written out with its own children (eval mode: no dropout).
         auto& attn = static_cast<nn::MultiheadAttention&>(*layer.children()[0].second);
         auto& l1 = *layer.children()[1].second;
