@@ -362,10 +362,19 @@ std::string NDArray::str(int64_t max_per_axis) const {
   LOOM_CHECK(max_per_axis >= 2, "NDArray::str: max_per_axis must be >= 2 (the first and last shown), got ",
              max_per_axis);
   NDArray h = to(Device::cpu());
+  // Integers print every digit (through a double, 123456789 printed as 1.23457e+08).
+  const bool integral = !is_floating(dtype_) && dtype_ != boolean;
+  const NDArray ints = integral ? h.astype(int64).compact() : NDArray();
   std::ostringstream os;
   std::vector<int64_t> idx(size_t(ndim()), 0);
   auto rec = [&](auto&& self, size_t axis) -> void {
     if (axis == idx.size()) {
+      if (integral) {
+        int64_t flat = 0;
+        for (size_t a = 0; a < idx.size(); ++a) flat = flat * h.shape()[a] + idx[a];
+        os << ints.data<int64_t>()[flat];
+        return;
+      }
       double v = h.at(idx);
       if (dtype_ == boolean) os << (v != 0 ? "true" : "false");
       else os << v;

@@ -245,6 +245,14 @@ void check_arguments(const Graph& graph, const std::vector<Tensor>& inputs, cons
   LOOM_CHECK(o.output_names.empty() || o.output_names.size() == outputs.size(), "ONNX export: ",
              o.output_names.size(), " output names for ", outputs.size(), " outputs");
   LOOM_CHECK(!o.session || &o.session->graph() == &graph, "ONNX export: the session runs another graph");
+  // Names given are used as they are (a renamed one would not be found by the caller's feeds and fetches).
+  std::set<std::string> given;
+  for (const auto* names : {&o.input_names, &o.output_names})
+    for (const std::string& n : *names) {
+      LOOM_CHECK(!n.empty(), "ONNX export: an empty input or output name");
+      LOOM_CHECK(given.insert(n).second, "ONNX export: the name '", n,
+                 "' is given twice (input_names and output_names must all differ)");
+    }
 }
 
 /// ONNX's checker, then shape inference in strict mode (which also checks the

@@ -142,6 +142,10 @@ TEST_SUITE("core/ndarray") {
     CHECK(test::contains(test::error_of([&] { a.flip({1, -1}); }), "flip: axis -1 is given twice"));
     CHECK(test::contains(test::error_of([&] { (void)NDArray::arange(10).str(1); }), "max_per_axis must be >= 2"));
     CHECK(test::contains(NDArray::arange(10).str(2), "0, ..., 9"));
+    // Integers print every digit, also from a strided view (as a double, 123456789 was 1.23457e+08).
+    CHECK(NDArray::from<int64_t>({123456789, 7, int64_t(1) << 60, -5}).reshape({2, 2}).transpose().str() ==
+          "[[123456789, 1152921504606846976],\n [7, -5]] (int64[2,2])");
+    CHECK(NDArray::from<int32_t>({2147483647}).str() == "[2147483647] (int32[1])");
     // A layout of the user's: errors, not assertions.
     CHECK(test::contains(test::error_of([&] {
                            NDArray(a.buffer(), Layout{{3, 40}, {40, 1}, 0}, float32);

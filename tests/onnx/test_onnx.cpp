@@ -178,6 +178,19 @@ TEST_SUITE("onnx") {
     // A function of its inputs alone needs no session; an input returned as is passes through Identity.
     ::onnx::ModelProto m = parse(loom::onnx::export_bytes(g, {x, y}, {x + y, x}, {.output_names = {"sum", "same"}}));
     CHECK(op_types(m) == std::vector<std::string>{"Add", "Identity"});
+    // Names given twice were renamed ('a', 'a_1'): the caller's feeds by name then failed in the runtime.
+    CHECK(contains(error_of([&] {
+                     loom::onnx::export_bytes(g, {x, y}, {x + y}, {.input_names = {"a", "a"}});
+                   }),
+                   "the name 'a' is given twice"));
+    CHECK(contains(error_of([&] {
+                     loom::onnx::export_bytes(g, {x, y}, {x + y}, {.input_names = {"a", "b"}, .output_names = {"b"}});
+                   }),
+                   "the name 'b' is given twice"));
+    CHECK(contains(error_of([&] {
+                     loom::onnx::export_bytes(g, {x, y}, {x + y}, {.output_names = {""}});
+                   }),
+                   "an empty input or output name"));
     test::TempDir dir;
     loom::onnx::export_graph(g, {x, y}, {x + y}, dir / "f.onnx");
     CHECK(std::filesystem::file_size(dir / "f.onnx") > 0);
