@@ -75,6 +75,67 @@ Schedule cosine(int64_t total_steps, double min_factor) {
       total_steps + 1);
 }
 
+Schedule exponential(double gamma) {
+  LOOM_CHECK(std::isfinite(gamma) && gamma > 0, "schedule::exponential: gamma must be positive, got ", gamma);
+  return [gamma](const Tensor& step) { return pow(scalar_like(step, gamma), maximum(step, scalar_like(step, 0.0))); };
+}
+
+Schedule multi_step(std::vector<int64_t> milestones, double gamma) {
+  LOOM_CHECK(std::isfinite(gamma) && gamma > 0, "schedule::multi_step: gamma must be positive, got ", gamma);
+  for (size_t i = 0; i < milestones.size(); ++i)
+    LOOM_CHECK(milestones[i] >= 0 && (i == 0 || milestones[i] > milestones[i - 1]),
+               "schedule::multi_step: milestones must be increasing and >= 0, got ", milestones[i], " at ", i);
+  return [milestones, gamma](const Tensor& step) {
+    Tensor passed = scalar_like(step, 0.0);
+    for (int64_t m : milestones) passed = passed + cast(step >= double(m), step.dtype());
+    return pow(scalar_like(step, gamma), passed);
+  };
+}
+
+Schedule linear(double start_factor, double end_factor, int64_t total_steps) {
+  LOOM_CHECK(std::isfinite(start_factor) && start_factor > 0 && start_factor <= 1,
+             "schedule::linear: start_factor must be in (0, 1], got ", start_factor);
+  LOOM_CHECK(std::isfinite(end_factor) && end_factor >= 0 && end_factor <= 1,
+             "schedule::linear: end_factor must be in [0, 1], got ", end_factor);
+  LOOM_CHECK(total_steps > 0, "schedule::linear: total_steps must be positive, got ", total_steps);
+  return [=](const Tensor& step) {
+    Tensor done = minimum(maximum(step, scalar_like(step, 0.0)), scalar_like(step, double(total_steps)));
+    return start_factor + (end_factor - start_factor) / double(total_steps) * done;
+  };
+}
+
+Schedule polynomial(int64_t total_steps, double power) {
+  LOOM_CHECK(total_steps > 0, "schedule::polynomial: total_steps must be positive, got ", total_steps);
+  LOOM_CHECK(std::isfinite(power) && power >= 0, "schedule::polynomial: power must be >= 0, got ", power);
+  return [=](const Tensor& step) {
+    Tensor done = minimum(maximum(step, scalar_like(step, 0.0)), scalar_like(step, double(total_steps)));
+    return pow(1.0 - done / double(total_steps), scalar_like(step, power));
+  };
+}
+
+Schedule one_cycle(int64_t total_steps, double pct_start, double div_factor, double final_div_factor) {
+  LOOM_CHECK(total_steps > 1 && total_steps <= kMaxScheduleSteps, "schedule::one_cycle: total_steps must be in [2, ",
+             kMaxScheduleSteps, "], got ", total_steps);
+  LOOM_CHECK(pct_start > 0 && pct_start < 1, "schedule::one_cycle: pct_start must be in (0, 1), got ", pct_start);
+  LOOM_CHECK(std::isfinite(div_factor) && div_factor > 0, "schedule::one_cycle: div_factor must be positive, got ",
+             div_factor);
+  LOOM_CHECK(std::isfinite(final_div_factor) && final_div_factor > 0,
+             "schedule::one_cycle: final_div_factor must be positive, got ", final_div_factor);
+  // PyTorch's phases: up until step pct_start * total - 1, down until total - 1; cosine in each.
+  const double up_end = pct_start * double(total_steps) - 1, down_end = double(total_steps - 1);
+  const double initial = 1.0 / div_factor, last = initial / final_div_factor;
+  auto anneal = [](double from, double to, double pct) {
+    return to + (from - to) / 2 * (std::cos(std::numbers::pi * pct) + 1);
+  };
+  return function(
+      [=](int64_t s) {
+        const double t = double(s);
+        if (t <= up_end) return anneal(initial, 1.0, up_end > 0 ? t / up_end : 1.0);
+        return anneal(1.0, last, (t - up_end) / (down_end - up_end));
+      },
+      total_steps);
+}
+
 Schedule warmup(int64_t steps, Schedule after) {
   LOOM_CHECK(steps > 0, "schedule::warmup: steps must be positive, got ", steps);
   if (!after) after = constant();

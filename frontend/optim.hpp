@@ -44,6 +44,20 @@ Schedule cosine(int64_t total_steps, double min_factor = 0.0);
 /// Linear warmup: (step + 1) / steps for the first `steps` updates, times
 /// after(0); then after(step - steps).
 Schedule warmup(int64_t steps, Schedule after = constant());
+/// gamma ^ step (PyTorch's ExponentialLR stepped every update).
+Schedule exponential(double gamma);
+/// gamma ^ (the number of milestones <= step) (PyTorch's MultiStepLR); milestones increasing.
+Schedule multi_step(std::vector<int64_t> milestones, double gamma = 0.1);
+/// From start_factor to end_factor linearly over total_steps, then end_factor (PyTorch's LinearLR).
+Schedule linear(double start_factor, double end_factor, int64_t total_steps);
+/// (1 - min(step, total_steps) / total_steps) ^ power (PyTorch's PolynomialLR).
+Schedule polynomial(int64_t total_steps, double power = 1.0);
+/// PyTorch's OneCycleLR (cosine annealing, two phases) with max_lr the
+/// optimizer's lr: from max_lr / div_factor up to max_lr over pct_start of
+/// total_steps, then down to max_lr / (div_factor * final_div_factor); later
+/// steps keep the last rate (PyTorch raises). Tabulated, as `function`.
+Schedule one_cycle(int64_t total_steps, double pct_start = 0.3, double div_factor = 25.0,
+                   double final_div_factor = 1e4);
 /// Any host function of the step, tabulated for steps [0, steps); later steps
 /// use the last value. The table is a float per step, held by the graph:
 /// at most kMaxScheduleSteps steps (1 GiB).

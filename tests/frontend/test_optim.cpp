@@ -314,6 +314,28 @@ TEST_SUITE("frontend/optim") {
     CHECK(contains(error_of([] { optim::schedule::function([](int64_t) { return 1.0; }, int64_t(1) << 29); }),
                    "schedule::function: steps must be in [1, 268435456]"));
 
+    // PyTorch's ExponentialLR, MultiStepLR, LinearLR, PolynomialLR and OneCycleLR stepped every update.
+    for (int64_t k = 0; k < 14; ++k) {
+      CAPTURE(k);
+      const double t = double(k);
+      CHECK(evaluate(optim::schedule::exponential(0.9), k) == doctest::Approx(std::pow(0.9, t)).epsilon(1e-14));
+      CHECK(evaluate(optim::schedule::multi_step({3, 7, 8}, 0.5), k) == std::pow(0.5, (k >= 3) + (k >= 7) + (k >= 8)));
+      CHECK(evaluate(optim::schedule::linear(0.25, 1.0, 6), k) ==
+            doctest::Approx(0.25 + 0.75 * std::min(t, 6.0) / 6).epsilon(1e-14));
+      CHECK(evaluate(optim::schedule::polynomial(6, 2.0), k) ==
+            doctest::Approx(std::pow(1 - std::min(t, 6.0) / 6, 2.0)).epsilon(1e-14));
+    }
+    // torch.optim.lr_scheduler.OneCycleLR(max_lr=1, total_steps=13, pct_start=0.25, div_factor=10,
+    // final_div_factor=100, cycle_momentum=False): lr at steps 0, 1, 2, 3, 8, 12.
+    auto oc = optim::schedule::one_cycle(13, 0.25, 10, 100);
+    const std::vector<std::pair<int64_t, double>> torch_one_cycle{
+        {0, 0.1},   {1, 0.47185832004988126}, {2, 0.9728616793536587}, {3, 0.985485437804313}, {8, 0.3615303767737319},
+        {12, 0.001}};
+    for (const auto& [k, lr] : torch_one_cycle) CHECK(evaluate(oc, k) == doctest::Approx(lr).epsilon(1e-13));
+    CHECK(evaluate(oc, 100) == doctest::Approx(0.001));  // past the end: the last rate (PyTorch raises)
+    CHECK(contains(error_of([] { optim::schedule::multi_step({5, 5}); }), "milestones must be increasing"));
+    CHECK(contains(error_of([] { optim::schedule::one_cycle(10, 1.0); }), "pct_start must be in (0, 1)"));
+
     // In an optimizer the rate of update k uses the factor at k (0-based).
     Problem pr(float32);
     optim::SGD opt({pr.p}, {.lr = 0.1, .schedule = optim::schedule::step(2, 0.5)});
