@@ -18,6 +18,7 @@
 #include "core/graph.hpp"
 #include "core/ndarray.hpp"
 #include "core/session.hpp"
+#include "frontend/activations.hpp"
 #include "frontend/checkpoint.hpp"
 #include "frontend/conv.hpp"
 #include "frontend/data.hpp"

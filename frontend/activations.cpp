@@ -1,0 +1,126 @@
+// PyTorch's activations as composites of the op library.
+
+#include "frontend/activations.hpp"
+
+#include <cmath>
+#include <sstream>
+
+#include "ops/ops.hpp"
+
+namespace loom::nn {
+
+namespace {
+
+void check_floating(const char* who, const Tensor& x) {
+  LOOM_CHECK(x.valid(), who, ": the input is an empty Tensor handle");
+  LOOM_CHECK(is_floating(x.dtype()), who, ": expected a floating input, got '", x.name(), "' ", dtype_name(x.dtype()));
+}
+
+void check_finite(const char* who, const char* what, double v) {
+  LOOM_CHECK(std::isfinite(v), who, ": ", what, " must be finite, got ", v);
+}
+
+template <class... Args>
+std::string text(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+
+}  // namespace
+
+Tensor leaky_relu(const Tensor& x, double negative_slope) {
+  check_floating("leaky_relu", x);
+  check_finite("leaky_relu", "negative_slope", negative_slope);
+  return where(x > 0.0, x, x * negative_slope);
+}
+
+Tensor elu(const Tensor& x, double alpha) {
+  check_floating("elu", x);
+  check_finite("elu", "alpha", alpha);
+  // exp of the non-positive part only: exp(x) of a large x would give inf * 0 = NaN in the unused branch's
+  // gradient. A where, not minimum: at 0 the gradient is alpha, as PyTorch's (minimum splits a tie).
+  const Tensor negative = where(x > 0.0, zeros_like(x), x);
+  return where(x > 0.0, x, (exp(negative) - 1.0) * alpha);
+}
+
+Tensor selu(const Tensor& x) {
+  constexpr double alpha = 1.6732632423543772848170429916717, scale = 1.0507009873554804934193349852946;
+  return elu(x, alpha) * scale;
+}
+
+Tensor silu(const Tensor& x) {
+  check_floating("silu", x);
+  return x * sigmoid(x);
+}
+
+Tensor mish(const Tensor& x) {
+  check_floating("mish", x);
+  return x * tanh(loom::softplus(x));
+}
+
+Tensor softplus(const Tensor& x, double beta, double threshold) {
+  check_floating("softplus", x);
+  LOOM_CHECK(std::isfinite(beta) && beta > 0, "softplus: beta must be positive, got ", beta);
+  check_finite("softplus", "threshold", threshold);
+  Tensor bx = x * beta;
+  // The op's own threshold is 20 (on beta x); where() applies the caller's.
+  return where(bx > threshold, x, loom::softplus(minimum(bx, scalar_like(bx, threshold))) / beta);
+}
+
+Tensor hardtanh(const Tensor& x, double min_val, double max_val) {
+  check_floating("hardtanh", x);
+  check_finite("hardtanh", "min_val", min_val);
+  check_finite("hardtanh", "max_val", max_val);
+  LOOM_CHECK(min_val <= max_val, "hardtanh: min_val (", min_val, ") must not exceed max_val (", max_val, ")");
+  // PyTorch's gradient is 1 strictly inside only (clamp's is 1 on the bounds too).
+  return where(logical_and(x > min_val, x < max_val), x, stop_gradient(clamp(x, min_val, max_val)));
+}
+
+Tensor relu6(const Tensor& x) { return hardtanh(x, 0.0, 6.0); }
+
+Tensor hardsigmoid(const Tensor& x) { return relu6(x + 3.0) / 6.0; }
+
+Tensor hardswish(const Tensor& x) {
+  check_floating("hardswish", x);
+  // PyTorch's gradient: 0 up to -3, x / 3 + 0.5 strictly between, 1 from 3 on.
+  return where(x <= -3.0, zeros_like(x), where(x >= 3.0, x, x * (x + 3.0) / 6.0));
+}
+
+Elementwise::Elementwise(std::string type, std::string description, std::function<Tensor(const Tensor&)> fn)
+    : type_(std::move(type)), description_(std::move(description)), fn_(std::move(fn)) {}
+
+LeakyReLU::LeakyReLU(double s)
+    : Elementwise("LeakyReLU", text("LeakyReLU(negative_slope=", s, ")"),
+                  [s](const Tensor& x) { return leaky_relu(x, s); }) {
+  check_finite("LeakyReLU", "negative_slope", s);
+}
+ELU::ELU(double a) : Elementwise("ELU", text("ELU(alpha=", a, ")"), [a](const Tensor& x) { return elu(x, a); }) {
+  check_finite("ELU", "alpha", a);
+}
+SELU::SELU() : Elementwise("SELU", "SELU", selu) {}
+SiLU::SiLU() : Elementwise("SiLU", "SiLU", silu) {}
+Mish::Mish() : Elementwise("Mish", "Mish", mish) {}
+Softplus::Softplus(double b, double t)
+    : Elementwise("Softplus", text("Softplus(beta=", b, ", threshold=", t, ")"),
+                  [b, t](const Tensor& x) { return softplus(x, b, t); }) {
+  LOOM_CHECK(std::isfinite(b) && b > 0, "Softplus: beta must be positive, got ", b);
+  check_finite("Softplus", "threshold", t);
+}
+Hardtanh::Hardtanh(double lo, double hi)
+    : Elementwise("Hardtanh", text("Hardtanh(min_val=", lo, ", max_val=", hi, ")"),
+                  [lo, hi](const Tensor& x) { return hardtanh(x, lo, hi); }) {
+  LOOM_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "Hardtanh: min_val (", lo,
+             ") must not exceed max_val (", hi, "), both finite");
+}
+ReLU6::ReLU6() : Elementwise("ReLU6", "ReLU6", relu6) {}
+Hardsigmoid::Hardsigmoid() : Elementwise("Hardsigmoid", "Hardsigmoid", hardsigmoid) {}
+Hardswish::Hardswish() : Elementwise("Hardswish", "Hardswish", hardswish) {}
+Softmax::Softmax(int64_t dim)
+    : Elementwise("Softmax", text("Softmax(dim=", dim, ")"), [dim](const Tensor& x) { return loom::softmax(x, dim); }) {
+}
+LogSoftmax::LogSoftmax(int64_t dim)
+    : Elementwise("LogSoftmax", text("LogSoftmax(dim=", dim, ")"),
+                  [dim](const Tensor& x) { return loom::log_softmax(x, dim); }) {}
+
+}  // namespace loom::nn

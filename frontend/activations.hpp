@@ -1,0 +1,89 @@
+#pragma once
+/// PyTorch's element-wise activations beyond ReLU, Tanh, Sigmoid and GELU, as
+/// functions and as modules (nn::LeakyReLU(0.2) is nn.LeakyReLU(0.2)).
+/// Composites of the op library, so they differentiate, fuse and export to
+/// ONNX as their parts; values and gradients are PyTorch's, also at the
+/// kinks (leaky_relu's slope at 0, hardtanh's 0 on its bounds).
+
+#include <functional>
+#include <string>
+
+#include "frontend/nn.hpp"
+
+namespace loom::nn {
+
+/// x for x > 0, negative_slope * x otherwise.
+Tensor leaky_relu(const Tensor& x, double negative_slope = 0.01);
+/// x for x > 0, alpha * (e^x - 1) otherwise.
+Tensor elu(const Tensor& x, double alpha = 1.0);
+/// scale * elu(x, alpha) with PyTorch's constants (self-normalizing networks).
+Tensor selu(const Tensor& x);
+/// x * sigmoid(x) (also called swish).
+Tensor silu(const Tensor& x);
+/// x * tanh(softplus(x)).
+Tensor mish(const Tensor& x);
+/// log(1 + e^(beta x)) / beta, and x where beta x > threshold.
+Tensor softplus(const Tensor& x, double beta, double threshold = 20.0);
+/// x clamped to [min_val, max_val]; the gradient is 1 strictly inside, 0 on the bounds and outside.
+Tensor hardtanh(const Tensor& x, double min_val = -1.0, double max_val = 1.0);
+/// hardtanh(x, 0, 6).
+Tensor relu6(const Tensor& x);
+/// relu6(x + 3) / 6.
+Tensor hardsigmoid(const Tensor& x);
+/// x * relu6(x + 3) / 6.
+Tensor hardswish(const Tensor& x);
+
+/// A module applying an element-wise function; the classes below are its PyTorch-named forms.
+class Elementwise : public Module {
+ public:
+  Elementwise(std::string type, std::string description, std::function<Tensor(const Tensor&)> fn);
+  std::string type_name() const override { return type_; }
+  std::string describe() const override { return description_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override { return fn_(x); }
+
+ private:
+  std::string type_, description_;
+  std::function<Tensor(const Tensor&)> fn_;
+};
+
+struct LeakyReLU : Elementwise {
+  explicit LeakyReLU(double negative_slope = 0.01);
+};
+struct ELU : Elementwise {
+  explicit ELU(double alpha = 1.0);
+};
+struct SELU : Elementwise {
+  SELU();
+};
+struct SiLU : Elementwise {
+  SiLU();
+};
+struct Mish : Elementwise {
+  Mish();
+};
+struct Softplus : Elementwise {
+  explicit Softplus(double beta = 1.0, double threshold = 20.0);
+};
+struct Hardtanh : Elementwise {
+  explicit Hardtanh(double min_val = -1.0, double max_val = 1.0);
+};
+struct ReLU6 : Elementwise {
+  ReLU6();
+};
+struct Hardsigmoid : Elementwise {
+  Hardsigmoid();
+};
+struct Hardswish : Elementwise {
+  Hardswish();
+};
+/// softmax / log_softmax over `dim` (PyTorch's nn.Softmax(dim), nn.LogSoftmax(dim)).
+struct Softmax : Elementwise {
+  explicit Softmax(int64_t dim);
+};
+struct LogSoftmax : Elementwise {
+  explicit LogSoftmax(int64_t dim);
+};
+
+}  // namespace loom::nn
