@@ -252,6 +252,84 @@ Tensor Transformer::forward(const Tensor& x) {
   return norm_ ? (*norm_)(y) : y;
 }
 
+// ---------------------------------------------------------------- TransformerDecoderLayer, TransformerDecoder
+
+TransformerDecoderLayer::TransformerDecoderLayer(int64_t d_model, int64_t heads, TransformerOptions o)
+    : d_((check_layer(d_model, heads, o), d_model)),
+      options_(o),
+      self_attn_(register_module(
+          "self_attn", MultiheadAttention(d_model, heads, {.dropout = o.dropout, .causal = o.causal, .bias = o.bias}))),
+      cross_attn_(register_module("multihead_attn",
+                                  MultiheadAttention(d_model, heads, {.dropout = o.dropout, .bias = o.bias}))),
+      linear1_(register_module("linear1", Linear(d_model, o.ffn, {.bias = o.bias, .dtype = o.dtype}))),
+      linear2_(register_module("linear2", Linear(o.ffn, d_model, {.bias = o.bias, .dtype = o.dtype}))),
+      norm1_(register_module("norm1", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}))),
+      norm2_(register_module("norm2", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}))),
+      norm3_(register_module("norm3", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}))) {}
+
+std::string TransformerDecoderLayer::describe() const {
+  std::ostringstream os;
+  os << "TransformerDecoderLayer(" << d_ << ", heads=" << self_attn_.heads() << ", ffn=" << options_.ffn
+     << ", dropout=" << options_.dropout << ", " << activation_name(options_.activation)
+     << (options_.norm_first ? ", pre-norm" : ", post-norm") << (options_.causal ? ", causal)" : ")");
+  return os.str();
+}
+
+Tensor TransformerDecoderLayer::operator()(const Tensor& tgt, const Tensor& memory, const Tensor& tgt_mask,
+                                           const Tensor& memory_mask) {
+  Stash m(memory_, memory), tm(tgt_mask_, tgt_mask), mm(memory_mask_, memory_mask);
+  return Module::operator()(tgt);
+}
+
+Tensor TransformerDecoderLayer::forward(const Tensor& x) {
+  const std::string here = where(x);
+  LOOM_CHECK(memory_.valid(), here, ": a decoder layer attends the encoder's output: call it as layer(tgt, memory)");
+  check_features(x, d_, here, "target");
+  check_features(memory_, d_, here, "memory");
+  const bool train = training();
+  auto self_block = [&](const Tensor& h) { return dropout(self_attn_(h, h, h, tgt_mask_), options_.dropout, train); };
+  auto cross_block = [&](const Tensor& h) {
+    return dropout(cross_attn_(h, memory_, memory_, memory_mask_), options_.dropout, train);
+  };
+  auto ff_block = [&](const Tensor& h) {
+    Tensor a = dropout(activate(options_.activation, linear1_(h)), options_.dropout, train);
+    return dropout(linear2_(a), options_.dropout, train);
+  };
+  if (options_.norm_first) {
+    Tensor y = x + self_block(norm1_(x));
+    y = y + cross_block(norm2_(y));
+    return y + ff_block(norm3_(y));
+  }
+  Tensor y = norm1_(x + self_block(x));
+  y = norm2_(y + cross_block(y));
+  return norm3_(y + ff_block(y));
+}
+
+TransformerDecoder::TransformerDecoder(int64_t layers, int64_t d_model, int64_t heads, TransformerOptions o)
+    : layers_(register_module("layers", Sequential())) {
+  LOOM_CHECK(layers >= 1, "TransformerDecoder: needs at least one layer, got ", layers);
+  for (int64_t i = 0; i < layers; ++i) layers_.push_back(TransformerDecoderLayer(d_model, heads, o));
+  if (o.final_norm.value_or(o.norm_first))
+    norm_ = &register_module("norm", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}));
+}
+
+Tensor TransformerDecoder::operator()(const Tensor& tgt, const Tensor& memory, const Tensor& tgt_mask,
+                                      const Tensor& memory_mask) {
+  Stash m(memory_, memory), tm(tgt_mask_, tgt_mask), mm(memory_mask_, memory_mask);
+  return Module::operator()(tgt);
+}
+
+Tensor TransformerDecoder::forward(const Tensor& x) {
+  LOOM_CHECK(memory_.valid(), where(x), ": a decoder attends the encoder's output: call it as decoder(tgt, memory)");
+  Tensor y = x;
+  {
+    auto scope = x.graph().scope("layers");  // the children of layers_, called with the memory and masks
+    for (const auto& [name, layer] : layers_.children())
+      y = static_cast<TransformerDecoderLayer&>(*layer)(y, memory_, tgt_mask_, memory_mask_);
+  }
+  return norm_ ? (*norm_)(y) : y;
+}
+
 // ---------------------------------------------------------------- PositionalEmbedding
 
 PositionalEmbedding::PositionalEmbedding(int64_t max_len, int64_t d_model) : max_len_(max_len), d_(d_model) {

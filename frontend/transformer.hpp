@@ -158,6 +158,57 @@ class Transformer : public Module {
   Tensor mask_;
 };
 
+/// One Transformer decoder layer (PyTorch's nn.TransformerDecoderLayer with
+/// batch_first=True): self-attention over the target ("self_attn", causal
+/// with `.causal`), attention over the encoder's output ("multihead_attn",
+/// never causal) and the feed-forward block, each with dropout on its output,
+/// a residual and a LayerNorm (norm1, norm2, norm3; pre- or post-norm).
+class TransformerDecoderLayer : public Module {
+ public:
+  TransformerDecoderLayer(int64_t d_model, int64_t heads, TransformerLayerOptions options = {});
+  std::string type_name() const override { return "TransformerDecoderLayer"; }
+  std::string describe() const override;
+
+  using Module::operator();
+  /// tgt [B, T, d] over memory [B, S, d] (the encoder's output) -> [B, T, d];
+  /// masks as MultiheadAttention's (tgt_mask on the self-attention, memory_mask on the other).
+  Tensor operator()(const Tensor& tgt, const Tensor& memory, const Tensor& tgt_mask = {},
+                    const Tensor& memory_mask = {});
+
+ protected:
+  /// Refused: a decoder layer needs the memory (the four-argument call).
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t d_;
+  TransformerLayerOptions options_;
+  MultiheadAttention &self_attn_, &cross_attn_;
+  Linear &linear1_, &linear2_;
+  LayerNorm &norm1_, &norm2_, &norm3_;
+  Tensor memory_, tgt_mask_, memory_mask_;
+};
+
+/// A stack of TransformerDecoderLayers (PyTorch's nn.TransformerDecoder),
+/// children "layers/0", ... and "norm" (by default with pre-norm layers).
+class TransformerDecoder : public Module {
+ public:
+  TransformerDecoder(int64_t layers, int64_t d_model, int64_t heads, TransformerOptions options = {});
+  std::string type_name() const override { return "TransformerDecoder"; }
+
+  using Module::operator();
+  Tensor operator()(const Tensor& tgt, const Tensor& memory, const Tensor& tgt_mask = {},
+                    const Tensor& memory_mask = {});
+  size_t size() const { return layers_.size(); }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  Sequential& layers_;
+  Module* norm_ = nullptr;
+  Tensor memory_, tgt_mask_, memory_mask_;
+};
+
 /// Learned positional embeddings: x [B, T, d] (or [T, d]) + weight[:T], with
 /// weight [max_len, d] ~ N(0, 1) (PyTorch's nn.Embedding default). T must be
 /// known and at most max_len.

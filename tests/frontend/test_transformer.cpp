@@ -276,6 +276,80 @@ TEST_SUITE("frontend/transformer") {
     CHECK(ya.data<float>()[8 * 16] != yb.data<float>()[8 * 16]);
   }
 
+  TEST_CASE("TransformerDecoderLayer and TransformerDecoder: PyTorch's names and formula, causal, memory masks") {
+    for (bool pre : {false, true}) {
+      CAPTURE(pre);
+      Graph g;
+      nn::TransformerDecoder dec(2, 8, 2, {.ffn = 16, .dropout = 0.0, .causal = true, .norm_first = pre});
+      Tensor t = g.placeholder("t", {2, 5, 8}), m = g.placeholder("m", {2, 7, 8});
+      Tensor pad = g.placeholder("pad", {2, 7}, boolean);
+      Tensor y = dec(t, m), ym = dec(t, m, {}, nn::key_padding_mask(pad));
+      CHECK(y.shape() == Shape{2, 5, 8});
+      const auto names = names_of(dec.state_dict());
+      CHECK(names.size() == 2 * 18 + (pre ? 2 : 0));  // nn.TransformerDecoder's keys, the final norm's with pre-norm
+      CHECK(names[4] == "layers.0.multihead_attn.in_proj_weight");
+      CHECK(names[17] == "layers.0.norm3.bias");
+      // Layer 0 written out with its children (eval has no dropout to differ): post- or pre-norm.
+      auto& layer = static_cast<nn::TransformerDecoderLayer&>(*dec.children()[0].second->children()[0].second);
+      auto child = [&](size_t i) -> nn::Module& { return *layer.children()[i].second; };
+      auto& sa = static_cast<nn::MultiheadAttention&>(child(0));
+      auto& ca = static_cast<nn::MultiheadAttention&>(child(1));
+      auto ff = [&](const Tensor& h) { return child(3)(relu(child(2)(h))); };
+      Tensor want;
+      {
+        auto scope = g.scope("layers");
+        auto scope0 = g.scope("0");
+        if (pre) {
+          Tensor h = t;
+          {
+            auto s1 = g.scope("self_attn");
+            Tensor n1 = child(4)(h);
+            h = h + sa(n1, n1, n1);
+          }
+          {
+            auto s2 = g.scope("multihead_attn");
+            h = h + ca(child(5)(h), m, m);
+          }
+          want = h + ff(child(6)(h));
+        } else {
+          Tensor h;
+          {
+            auto s1 = g.scope("self_attn");
+            h = child(4)(t + sa(t, t, t));
+          }
+          {
+            auto s2 = g.scope("multihead_attn");
+            h = child(5)(h + ca(h, m, m));
+          }
+          want = child(6)(h + ff(h));
+        }
+      }
+      Tensor got = layer(t, m);
+      Tensor dm = gradients(sum(y * y), {m})[0];
+      Session s(g, {.seed = 5});
+      const NDArray tv = test::rand({2, 5, 8}, 1), mv = test::rand({2, 7, 8}, 2);
+      NDArray pv = NDArray::zeros({2, 7}, boolean);
+      auto r = s.run({want, got, y, dm}, {{t, tv}, {m, mv}});
+      CHECK(allclose(r[0], r[1], 1e-5, 1e-6));
+      CHECK(r[3].shape() == Shape{2, 7, 8});  // the memory gets a gradient
+      // No padding in the memory mask is no mask.
+      CHECK(allclose(s.run1(ym, {{t, tv}, {m, mv}, {pad, pv}}), r[2], 1e-6, 1e-6));
+      // Causal self-attention: the output at position 1 ignores later targets; the memory is seen whole.
+      NDArray tb = tv.clone();
+      for (int64_t j = 3 * 8; j < 5 * 8; ++j) tb.data<float>()[j] += 1.0f + float(j % 3);
+      const NDArray yb = s.run1(y, {{t, tb}, {m, mv}});
+      for (int64_t j = 0; j < 2 * 8; ++j) CHECK(yb.data<float>()[j] == r[2].data<float>()[j]);
+    }
+    Graph g;
+    nn::TransformerDecoderLayer layer(8, 2, {.ffn = 8});
+    Tensor t = g.placeholder("t", {2, 5, 8});
+    CHECK(contains(error_of([&] { layer(t); }), "call it as layer(tgt, memory)"));
+    CHECK(contains(error_of([&] {
+                     layer(t, g.placeholder("m", {2, 7, 6}));
+                   }),
+                   "expected memory [..., T, 8], got [2,7,6]"));
+  }
+
   TEST_CASE("Transformer: names as nn.TransformerEncoder, masks per call, and it trains") {
     Graph g;
     nn::Transformer tf(2, 16, 2, {.ffn = 32, .dropout = 0.0, .norm_first = true});
