@@ -185,6 +185,14 @@ std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double
   return out;
 }
 
+std::vector<Tensor> clip_by_value(const std::vector<Tensor>& grads, double clip_value) {
+  LOOM_CHECK(std::isfinite(clip_value) && clip_value >= 0, "clip_by_value: clip_value must be finite and >= 0, got ",
+             clip_value);
+  std::vector<Tensor> out;
+  for (const Tensor& g : grads) out.push_back(g.valid() ? clamp(g, -clip_value, clip_value) : g);
+  return out;
+}
+
 // ---------------------------------------------------------------- Optimizer
 
 Optimizer::~Optimizer() = default;

@@ -73,6 +73,9 @@ double evaluate(const Schedule& schedule, int64_t step);
 /// Empty Tensors (parameters without a gradient) are left out and stay empty.
 /// max_norm 0 zeroes the gradients, as PyTorch's.
 std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double max_norm, Tensor* norm = nullptr);
+/// Clamps every gradient element to [-clip_value, clip_value] (PyTorch's
+/// clip_grad_value_); empty Tensors stay empty.
+std::vector<Tensor> clip_by_value(const std::vector<Tensor>& grads, double clip_value);
 /// The global L2 norm of grads (a scalar of their dtype), empty Tensors left out.
 Tensor global_norm(const std::vector<Tensor>& grads);
 

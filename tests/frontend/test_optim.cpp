@@ -239,6 +239,12 @@ TEST_SUITE("frontend/optim") {
     auto r = s2.run({opt.grad_norm()}, {}, {step});
     CHECK(r[0].item() == doctest::Approx(13.0));
     CHECK(s2.get(b).at({1}) == doctest::Approx(-12 * 1.3 / (13.0 + 1e-6)));
+    // clip_by_value clamps each element (PyTorch's clip_grad_value_).
+    auto by_value = optim::clip_by_value(grads, 3.5);
+    const auto v = Session(g, {.threads = 1}).run({by_value[0], by_value[1]});
+    CHECK(v[0].to_vector<float>() == std::vector<float>{3, 3.5});
+    CHECK(v[1].to_vector<float>() == std::vector<float>{0, 3.5});
+    CHECK(contains(error_of([&] { optim::clip_by_value(grads, -1.0); }), "clip_value must be finite and >= 0"));
     // max_norm 0 zeroes the gradients, as PyTorch's clip_grad_norm_; a negative one is refused.
     Tensor zeroed = optim::clip_by_global_norm(grads, 0.0)[1];
     CHECK(Session(g, {.threads = 1}).run({zeroed})[0].to_vector<float>() == std::vector<float>{0, 0});
