@@ -71,6 +71,86 @@ Tensor Conv2d::forward(const Tensor& x) {
   return loom::conv2d(x, weight_, bias_, {options_.stride, options_.padding, options_.dilation, options_.groups});
 }
 
+// ---------------------------------------------------------------- ConvTranspose2d
+
+namespace {
+
+/// A per-axis option of 1 or 2 values as 2.
+std::vector<int64_t> pair_of(const char* who, const char* what, const std::vector<int64_t>& v, int64_t least) {
+  LOOM_CHECK(v.size() == 1 || v.size() == 2, who, ": ", what, " needs 1 or 2 values, got ", attr_str(v));
+  std::vector<int64_t> p{v[0], v.back()};
+  LOOM_CHECK(p[0] >= least && p[1] >= least, who, ": ", what, " must be >= ", least, ", got ", attr_str(v));
+  return p;
+}
+
+}  // namespace
+
+Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvTranspose2dOptions& o) {
+  const char* who = "conv_transpose2d";
+  LOOM_CHECK(x.valid() && w.valid(), who, ": x and w must be given");
+  const Shape &xs = x.shape(), &ws = w.shape();
+  LOOM_CHECK(xs.size() == 4 && ws.size() == 4, who, ": expected x [N, C, H, W] and w [C, out / groups, kh, kw], got ",
+             S(xs), " and ", S(ws));
+  LOOM_CHECK(o.groups > 0, who, ": groups must be positive, got ", o.groups);
+  LOOM_CHECK(xs[1] < 0 || xs[1] == ws[0], who, ": x has ", xs[1], " channels, the weight ", S(ws), " takes ", ws[0]);
+  LOOM_CHECK(ws[0] % o.groups == 0, who, ": groups ", o.groups, " must divide the input channels ", ws[0]);
+  LOOM_CHECK(xs[2] >= 0 && xs[3] >= 0, who, ": the input's height and width must be known, got ", S(xs));
+  const auto stride = pair_of(who, "stride", o.stride, 1), padding = pair_of(who, "padding", o.padding, 0),
+             dilation = pair_of(who, "dilation", o.dilation, 1),
+             extra = pair_of(who, "output_padding", o.output_padding, 0);
+  Shape out{-1, ws[1] * o.groups, 0, 0};
+  for (size_t i = 0; i < 2; ++i) {
+    LOOM_CHECK(extra[i] < stride[i] || extra[i] < dilation[i], who, ": output_padding ", extra[i],
+               " must be smaller than the stride or the dilation (PyTorch's rule)");
+    out[2 + i] = (xs[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (ws[2 + i] - 1) + extra[i] + 1;
+    LOOM_CHECK(out[2 + i] > 0, who, ": the output of ", S(xs), " would be ", out[2 + i], " wide on axis ", 2 + i);
+  }
+  // conv2d_backward_data takes the output's shape from a tensor of it: a view of one of x's values, broadcast.
+  Tensor like = broadcast_to(slice(x, {Slice::all(), Slice::range(0, 1), Slice::range(0, 1), Slice::range(0, 1)}), out);
+  Tensor y = conv2d_backward_data(x, w, like, {o.stride, o.padding, o.dilation, o.groups});
+  if (!bias.valid()) return y;
+  LOOM_CHECK(bias.shape() == Shape{out[1]}, who, ": bias must be [", out[1], "], got ", S(bias.shape()));
+  return y + reshape(bias, {out[1], 1, 1});
+}
+
+ConvTranspose2d::ConvTranspose2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel,
+                                 ConvTranspose2dOptions options)
+    : in_(in_channels), out_(out_channels), kernel_(std::move(kernel)), options_(std::move(options)) {
+  LOOM_CHECK(in_ > 0 && out_ > 0, "ConvTranspose2d: channels must be positive, got (", in_, ", ", out_, ")");
+  kernel_ = pair_of("ConvTranspose2d", "kernel", kernel_, 1);
+  LOOM_CHECK(options_.groups > 0 && in_ % options_.groups == 0 && out_ % options_.groups == 0,
+             "ConvTranspose2d: groups ", options_.groups, " must divide both in_channels ", in_, " and out_channels ",
+             out_);
+  LOOM_CHECK(is_floating(options_.dtype), "ConvTranspose2d: dtype must be floating, got ", dtype_name(options_.dtype));
+  LOOM_CHECK(valid_shape({in_, out_ / options_.groups, kernel_[0], kernel_[1]}, dtype_size(options_.dtype)),
+             "ConvTranspose2d: a weight [", in_, ", ", out_ / options_.groups, ", ", kernel_[0], ", ", kernel_[1],
+             "] is too large");
+  // PyTorch's fan_in of this layout is weight.size(1) * kh * kw.
+  const double bound = 1.0 / std::sqrt(double(out_ / options_.groups * kernel_[0] * kernel_[1]));
+  if (!options_.weight_init) options_.weight_init = init::uniform(-bound, bound);
+  if (!options_.bias_init) options_.bias_init = init::uniform(-bound, bound);
+}
+
+std::string ConvTranspose2d::describe() const {
+  std::ostringstream os;
+  os << "ConvTranspose2d(" << in_ << ", " << out_ << ", kernel=" << ints_str(kernel_)
+     << ", stride=" << ints_str(options_.stride) << ", padding=" << ints_str(options_.padding);
+  if (options_.output_padding != std::vector<int64_t>{0})
+    os << ", output_padding=" << ints_str(options_.output_padding);
+  if (options_.dilation != std::vector<int64_t>{1}) os << ", dilation=" << ints_str(options_.dilation);
+  if (options_.groups != 1) os << ", groups=" << options_.groups;
+  os << (options_.bias ? ", bias)" : ", no bias)");
+  return os.str();
+}
+
+Tensor ConvTranspose2d::forward(const Tensor& x) {
+  check_image(where(x), x, in_, options_.dtype);
+  weight_ = parameter(x, "weight", {in_, out_ / options_.groups, kernel_[0], kernel_[1]}, options_.weight_init,
+                      options_.dtype);
+  if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
+  return conv_transpose2d(x, weight_, bias_, options_);
+}
+
 // ---------------------------------------------------------------- BatchNorm2d
 
 BatchNorm2d::BatchNorm2d(int64_t features, NormOptions options) : BatchNorm("BatchNorm2d", features, options) {}

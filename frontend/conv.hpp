@@ -62,6 +62,50 @@ class Conv2d : public Module {
   Tensor weight_, bias_;
 };
 
+struct ConvTranspose2dOptions {
+  std::vector<int64_t> stride = {1};          ///< 1 value or 2 (h, w)
+  std::vector<int64_t> padding = {0};         ///< 1 or 2 values, removed from both sides of the output
+  std::vector<int64_t> output_padding = {0};  ///< 1 or 2 values, added to one side; each below its stride or dilation
+  int64_t groups = 1;
+  std::vector<int64_t> dilation = {1};  ///< 1 or 2 values
+  bool bias = true;
+  /// Default: PyTorch's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = out / groups * kh * kw, for both.
+  Initializer weight_init = {};
+  Initializer bias_init = {};
+  DType dtype = float32;
+};
+
+/// The transposed convolution (PyTorch's F.conv_transpose2d): x [N, Cin, H, W]
+/// and w [Cin, Cout / groups, kh, kw] -> [N, Cout, OH, OW] with
+/// OH = (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1;
+/// bias [Cout] optional. It is conv2d's gradient op conv2d_backward_data, so
+/// its own gradients are convolutions; H and W must be known.
+Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& bias,
+                        const ConvTranspose2dOptions& options = {});
+
+/// PyTorch's ConvTranspose2d (a "deconvolution", as in DCGAN generators and
+/// U-Nets): variables "weight" [in, out / groups, kh, kw] and "bias" [out].
+class ConvTranspose2d : public Module {
+ public:
+  ConvTranspose2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel,
+                  ConvTranspose2dOptions options = {});
+  ConvTranspose2d(int64_t in_channels, int64_t out_channels, int64_t kernel, ConvTranspose2dOptions options = {})
+      : ConvTranspose2d(in_channels, out_channels, std::vector<int64_t>{kernel}, std::move(options)) {}
+  std::string type_name() const override { return "ConvTranspose2d"; }
+  std::string describe() const override;
+  Tensor weight() const { return weight_; }
+  Tensor bias() const { return bias_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t in_, out_;
+  std::vector<int64_t> kernel_;
+  ConvTranspose2dOptions options_;
+  Tensor weight_, bias_;
+};
+
 /// Batch normalization of [N, C, H, W] per channel, as PyTorch's BatchNorm2d
 /// (see BatchNorm): eval mode uses the running statistics, folded into the
 /// preceding conv2d when there is one.

@@ -25,6 +25,26 @@ void conv2d(ExportContext& c) {
   if (relu) c.add("Relu", {conv_out}, {c.output(0)});
 }
 
+/// conv2d's input gradient is ONNX's ConvTranspose (what nn::ConvTranspose2d
+/// builds); the output size, x_like's, becomes output_padding.
+void conv2d_backward_data(ExportContext& c) {
+  const Attrs& a = c.attrs();
+  const Shape &dy = c.input_type(0).shape, &w = c.input_type(1).shape, &x = c.input_type(2).shape;
+  if (dy[2] < 0 || dy[3] < 0 || x[2] < 0 || x[3] < 0)
+    c.fail("a transposed convolution needs known heights and widths, got ", shape_str(dy), " to ", shape_str(x));
+  const std::vector<int64_t>&s = a.ints("stride"), &p = a.ints("padding"), &d = a.ints("dilation");
+  std::vector<int64_t> extra(2);
+  for (size_t i = 0; i < 2; ++i)
+    extra[i] = x[2 + i] - ((dy[2 + i] - 1) * s[i] - p[2 * i] - p[2 * i + 1] + d[i] * (w[2 + i] - 1) + 1);
+  auto& n = c.add("ConvTranspose", {c.input(0), c.input(1)}, {c.output(0)});
+  attr(n, "kernel_shape", std::vector<int64_t>{w[2], w[3]});
+  attr(n, "strides", s);
+  attr(n, "pads", onnx_pads(p));
+  attr(n, "dilations", d);
+  attr(n, "group", a.i("groups"));
+  attr(n, "output_padding", extra);
+}
+
 void window_pool(ExportContext& c, const char* onnx_op) {
   const Attrs& a = c.attrs();
   auto& n = c.add(onnx_op, {c.input(0)}, {c.output(0)});
@@ -63,6 +83,7 @@ void adaptive_avg_pool2d(ExportContext& c) {
 
 const bool registered = [] {
   register_exporter("conv2d", conv2d);
+  register_exporter("conv2d_backward_data", conv2d_backward_data);
   register_exporter("max_pool2d", [](ExportContext& c) { window_pool(c, "MaxPool"); });
   register_exporter("avg_pool2d", [](ExportContext& c) { window_pool(c, "AveragePool"); });
   register_exporter("adaptive_avg_pool2d", adaptive_avg_pool2d);
@@ -70,8 +91,8 @@ const bool registered = [] {
                         "it normalizes with the batch's statistics (training mode: export the graph the model builds "
                         "in eval mode, which uses the running statistics)");
   const char* gradient = "it exists only in gradient graphs";
-  for (const char* op : {"conv2d_backward_data", "conv2d_backward_filter", "max_pool2d_grad", "max_pool2d_pick",
-                         "avg_pool2d_grad", "adaptive_avg_pool2d_grad", "batch_norm_grad"})
+  for (const char* op : {"conv2d_backward_filter", "max_pool2d_grad", "max_pool2d_pick", "avg_pool2d_grad",
+                         "adaptive_avg_pool2d_grad", "batch_norm_grad"})
     register_unexportable(op, gradient);
   return true;
 }();

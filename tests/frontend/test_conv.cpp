@@ -6,6 +6,7 @@
 
 #include "core/philox.hpp"
 #include "frontend/loom.hpp"
+#include "ops/check.hpp"
 #include "tests/util.hpp"
 
 using namespace loom;
@@ -70,6 +71,66 @@ TEST_SUITE("frontend/conv") {
     CHECK(contains(e, "expected input [N, 6, H, W], got [2,5,9,9]"));
     CHECK(contains(error_of([] { nn::Conv2d(6, 7, 3, {.groups = 2}); }), "must divide both"));
     CHECK(contains(error_of([] { nn::Conv2d(3, 4, int64_t(1) << 31); }), "Conv2d: a weight [4, 3, 2147483648, "));
+  }
+
+  TEST_CASE("ConvTranspose2d: conv2d's adjoint, PyTorch's output sizes, layout and initialization; gradients") {
+    struct Case {
+      Shape x, w;
+      nn::ConvTranspose2dOptions o;
+      Shape y;  // F.conv_transpose2d's output shape (PyTorch 2)
+    };
+    const std::vector<Case> cases{
+        {{2, 4, 5, 6}, {4, 3, 3, 3}, {}, {2, 3, 7, 8}},
+        {{2, 4, 5, 6}, {4, 3, 3, 2}, {.stride = {2}, .padding = {1}, .output_padding = {1}}, {2, 3, 10, 11}},
+        {{1, 6, 4, 3},
+         {6, 2, 3, 3},
+         {.stride = {2, 3}, .padding = {1, 0}, .output_padding = {0, 2}, .groups = 3, .dilation = {2, 1}},
+         {1, 6, 9, 11}},
+    };
+    for (const Case& c : cases) {
+      CAPTURE(c.y);
+      Graph g;
+      Tensor x = g.placeholder("x", {-1, c.x[1], c.x[2], c.x[3]}, float64);
+      Tensor w = g.placeholder("w", c.w, float64), u = g.placeholder("u", c.y, float64);
+      Tensor y = nn::conv_transpose2d(x, w, Tensor(), c.o);
+      CHECK(y.shape() == Shape{-1, c.y[1], c.y[2], c.y[3]});
+      // <conv_transpose2d(x, w), u> = <x, conv2d(u, w)>: the transposed convolution is conv2d's adjoint.
+      Tensor back = conv2d(u, w, {c.o.stride, c.o.padding, c.o.dilation, c.o.groups});
+      Session s(g, {.threads = 1});
+      const NDArray xv = test::rand(c.x, 1, float64), wv = test::rand(c.w, 2, float64),
+                    uv = test::rand(c.y, 3, float64);
+      auto r = s.run({sum(y * u), sum(x * back)}, {{x, xv}, {w, wv}, {u, uv}});
+      CHECK(r[0].item() == doctest::Approx(r[1].item()).epsilon(1e-12));
+      CheckResult gr = check_gradient_fn(
+          [&](const std::vector<Tensor>& in) {
+            return std::vector<Tensor>{nn::conv_transpose2d(in[0], in[1], in[2], c.o)};
+          },
+          {xv, wv, test::rand({c.y[1]}, 4, float64)}, {0, 1, 2});
+      CHECK_MESSAGE(gr.ok, gr.detail);
+    }
+    // The module: PyTorch's weight layout [in, out / groups, kh, kw], fan_in = out / groups * kh * kw.
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 8, 4, 4});
+    nn::ConvTranspose2d up(8, 6, 4, {.stride = {2}, .padding = {1}, .groups = 2});
+    Tensor y = up(x);
+    CHECK(y.shape() == Shape{-1, 6, 8, 8});  // DCGAN's doubling
+    CHECK(up.named_parameters()[0].second.shape() == Shape{8, 3, 4, 4});
+    CHECK(up.describe() == "ConvTranspose2d(8, 6, kernel=(4, 4), stride=2, padding=1, groups=2, bias)");
+    Session s(g, {.seed = 5});
+    const double bound = 1.0 / std::sqrt(3.0 * 16);
+    for (const Tensor& p : up.parameters()) {
+      std::vector<double> v = values(s.get(p));
+      CHECK(*std::min_element(v.begin(), v.end()) >= -bound);
+      CHECK(*std::max_element(v.begin(), v.end()) <= bound);
+    }
+    CHECK(contains(error_of([&] { up(g.placeholder("bad", {2, 5, 4, 4})); }), "expected input [N, 8, H, W]"));
+    auto scope = g.scope("other");
+    CHECK(contains(error_of([&] { nn::ConvTranspose2d(8, 4, 3, {.stride = {2}, .output_padding = {2}})(x); }),
+                   "output_padding 2 must be smaller than the stride or the dilation"));
+    CHECK(contains(error_of([&] {
+                     nn::conv_transpose2d(g.placeholder("d", {1, 8, -1, 4}), up.weight(), Tensor());
+                   }),
+                   "the input's height and width must be known"));
   }
 
   TEST_CASE("BatchNorm2d: batch statistics and PyTorch's running statistics; eval folds into the conv") {
