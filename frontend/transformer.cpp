@@ -90,6 +90,17 @@ Tensor MultiheadAttention::operator()(const Tensor& query, const Tensor& key, co
   return Module::operator()(query);
 }
 
+std::pair<Tensor, Tensor> MultiheadAttention::with_weights(const Tensor& query, const Tensor& key, const Tensor& value,
+                                                           const Tensor& mask, bool average) {
+  weights_average_ = average;
+  struct Reset {
+    MultiheadAttention& m;
+    ~Reset() { m.weights_average_.reset(), m.weights_ = Tensor(); }
+  } reset{*this};
+  Tensor y = (*this)(query, key, value, mask);
+  return {y, weights_};
+}
+
 Tensor MultiheadAttention::project(const Tensor& x, const Tensor& w, const Tensor& b) const {
   const Shape& s = x.shape();
   const int64_t in = w.shape()[1], out = w.shape()[0];
@@ -163,6 +174,10 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
   }
   Tensor y = scaled_dot_product_attention(
       q, k, v, {.causal = options_.causal, .mask = mask_, .dropout = training() ? options_.dropout : 0.0});
+  if (weights_average_) {
+    weights_ = attention_weights(q, k, {.causal = options_.causal, .mask = mask_});
+    if (*weights_average_) weights_ = mean(weights_, {-3});
+  }
   // [..., H, T, hd] -> [..., T, H, hd] -> [..., T, d]
   const int64_t r = y.ndim();
   std::vector<int64_t> perm;

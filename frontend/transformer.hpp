@@ -75,6 +75,11 @@ class MultiheadAttention : public Module {
   using Module::operator();
   /// Attention of `query` over `key`/`value` (pass the same tensor for self-attention) with an extra mask.
   Tensor operator()(const Tensor& query, const Tensor& key, const Tensor& value, const Tensor& mask = {});
+  /// The same and the attention weights (PyTorch's need_weights=True):
+  /// [..., Tq, Tk] averaged over the heads, or [..., heads, Tq, Tk] with
+  /// average false; before dropout (PyTorch's are after it in training mode).
+  std::pair<Tensor, Tensor> with_weights(const Tensor& query, const Tensor& key, const Tensor& value,
+                                         const Tensor& mask = {}, bool average = true);
 
  protected:
   Tensor forward(const Tensor& x) override;
@@ -86,8 +91,10 @@ class MultiheadAttention : public Module {
 
   int64_t d_, heads_;
   MultiheadAttentionOptions options_;
-  // The extra inputs of a four-argument call, while it runs.
+  // The extra inputs of a four-argument call, while it runs; with_weights' request and result.
   Tensor key_, value_, mask_;
+  std::optional<bool> weights_average_;
+  Tensor weights_;
 };
 
 struct TransformerOptions {

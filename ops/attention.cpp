@@ -501,10 +501,22 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   return G(q).add("attention", ins, std::move(a))[0];
 }
 
+Tensor attention_weights(const Tensor& q, const Tensor& k, const AttentionOptions& o) {
+  return composite::attention_probabilities(q, k, o, "attention_weights");
+}
+
 Tensor composite::scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                                const AttentionOptions& o) {
   const char* what = "composite::scaled_dot_product_attention";
   check_handles(q, k, v, what);
+  Tensor p = attention_probabilities(q, k, o, what);
+  if (o.dropout > 0) p = dropout(p, o.dropout);
+  return matmul(p, v);
+}
+
+Tensor composite::attention_probabilities(const Tensor& q, const Tensor& k, const AttentionOptions& o,
+                                          const char* what) {
+  check_handles(q, k, k, what);
   Tensor s = matmul(q, transpose(k)) * resolve_scale(q, o, what);
   Tensor add = score_mask(s, o.mask, o.causal);
   if (add.valid()) s = s + add;
@@ -514,9 +526,7 @@ Tensor composite::scaled_dot_product_attention(const Tensor& q, const Tensor& k,
   const double lowest = s.dtype() == float32 ? double(std::numeric_limits<float>::lowest())
                                              : std::numeric_limits<double>::lowest();
   Tensor live = stop_gradient(max(s, {-1}, true)) > lowest;
-  Tensor p = where(live, composite::softmax(where(live, s, 0.0), -1), 0.0);
-  if (o.dropout > 0) p = dropout(p, o.dropout);
-  return matmul(p, v);
+  return where(live, composite::softmax(where(live, s, 0.0), -1), 0.0);
 }
 
 }  // namespace loom

@@ -245,6 +245,11 @@ struct AttentionOptions {
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                    const AttentionOptions& options = {});
 
+/// The attention probabilities softmax(q k^T * scale + mask) [..., Tq, Tk]
+/// (causal and mask as above, dropout ignored; a row with every key masked
+/// is zeros), built from primitive ops: for inspecting what attends what.
+Tensor attention_weights(const Tensor& q, const Tensor& k, const AttentionOptions& options = {});
+
 /// int64 [2]: a Philox stream key derived from the session seed and this
 /// node, and the run counter; new numbers every run, identical on every
 /// device. Ops that draw random numbers in the forward and replay them in the
@@ -262,6 +267,8 @@ Tensor log_softmax(const Tensor& x, int64_t axis = -1);
 Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdims = false);
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                    const AttentionOptions& options = {});
+/// Its softmax (before dropout); `what` names the caller in errors.
+Tensor attention_probabilities(const Tensor& q, const Tensor& k, const AttentionOptions& options, const char* what);
 }  // namespace composite
 
 // ---- convolution, pooling and batch normalization (ops/conv.cpp, ops/pool.cpp, ops/batch_norm.cpp)

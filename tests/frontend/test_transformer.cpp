@@ -46,6 +46,23 @@ Tensor reference_mha(const Tensor& x, const Tensor& kv, const nn::MultiheadAtten
   return matmul(concat(outs, -1), transpose(wo)) + bo;
 }
 
+/// reference_mha's per-head softmax, stacked: [B, heads, Tq, Tk].
+Tensor reference_weights(const Tensor& x, const Tensor& kv, const nn::MultiheadAttention& m, int64_t heads) {
+  auto p = m.named_parameters();
+  Tensor w = p[0].second, b = p[1].second;
+  const int64_t d = x.shape().back(), hd = d / heads;
+  Tensor q = matmul(x, transpose(slice(w, {Slice::range(0, d)}))) + slice(b, {Slice::range(0, d)});
+  Tensor k = matmul(kv, transpose(slice(w, {Slice::range(d, 2 * d)}))) + slice(b, {Slice::range(d, 2 * d)});
+  std::vector<Tensor> per_head;
+  for (int64_t h = 0; h < heads; ++h) {
+    auto cols = [&](const Tensor& t) {
+      return slice(t, {Slice::all(), Slice::all(), Slice::range(h * hd, (h + 1) * hd)});
+    };
+    per_head.push_back(composite::softmax(matmul(cols(q), transpose(cols(k))) / std::sqrt(double(hd)), -1));
+  }
+  return stack(per_head, 1);
+}
+
 }  // namespace
 
 TEST_SUITE("frontend/transformer") {
@@ -177,6 +194,43 @@ TEST_SUITE("frontend/transformer") {
     // An empty key or value is an error, not the query in its place.
     CHECK(contains(error_of([&] { mha(x, mem, Tensor()); }), "key and value must be given (value is an empty"));
     CHECK(contains(error_of([&] { mha(x, Tensor(), Tensor()); }), "(key and value is an empty"));
+  }
+
+  TEST_CASE("MultiheadAttention::with_weights: PyTorch's need_weights, averaged over heads or per head") {
+    Graph g;
+    nn::MultiheadAttention mha(8, 2);
+    Tensor x = g.placeholder("x", {3, 5, 8}), mem = g.placeholder("mem", {3, 6, 8});
+    Tensor pad = g.placeholder("pad", {3, 6}, boolean);
+    auto [y, w] = mha.with_weights(x, mem, mem);
+    auto [ym, wm] = mha.with_weights(x, mem, mem, nn::key_padding_mask(pad), false);
+    Tensor plain = mha(x, mem, mem);
+    CHECK(w.shape() == Shape{3, 5, 6});
+    CHECK(wm.shape() == Shape{3, 2, 5, 6});
+    Tensor want = reference_weights(x, mem, mha, 2);
+    Session s(g, {.seed = 3});
+    s.set(mha.named_parameters()[1].second, test::rand({24}, 9));
+    NDArray pv = NDArray::zeros({3, 6}, boolean);
+    for (int64_t b = 0; b < 3; ++b) pv.data<bool>()[b * 6 + 5] = true;  // the last key of each is padding
+    auto r = s.run({y, w, plain, want, wm, mean(want, {1})},
+                   {{x, test::rand({3, 5, 8}, 1)}, {mem, test::rand({3, 6, 8}, 2)}, {pad, pv}});
+    CHECK(allclose(r[0], r[2], 0, 0));                                   // the output is the plain call's
+    CHECK(allclose(r[1], r[5], 1e-5, 1e-6));                             // the average of the heads' softmax
+    CHECK(!allclose(r[3].select(1, 0), r[3].select(1, 1), 1e-3, 1e-3));  // the heads differ
+    for (int64_t i = 0; i < 3 * 2 * 5; ++i) {
+      const float* row = r[4].data<float>() + i * 6;
+      CHECK(row[5] == 0.0f);  // the padded key gets no weight
+      double total = 0;
+      for (int j = 0; j < 6; ++j) total += row[j];
+      CHECK(total == doctest::Approx(1.0).epsilon(1e-6));
+    }
+    // A causal module's weights are zero above the diagonal.
+    auto scope = g.scope("causal");
+    nn::MultiheadAttention causal(8, 2, {.causal = true});
+    Tensor wc = causal.with_weights(x, x, x).second;
+    Session s2(g, {.seed = 4});
+    const NDArray c = s2.run1(wc, {{x, test::rand({3, 5, 8}, 1)}});
+    for (int64_t i = 0; i < 5; ++i)
+      for (int64_t j = i + 1; j < 5; ++j) CHECK(c.at({1, i, j}) == 0.0);
   }
 
   TEST_CASE("PyTorch's initialization: xavier in_proj, zero biases, U(+-1/sqrt(d)) out_proj") {
