@@ -151,6 +151,89 @@ Tensor ConvTranspose2d::forward(const Tensor& x) {
   return conv_transpose2d(x, weight_, bias_, options_);
 }
 
+// ---------------------------------------------------------------- GroupNorm, Upsample, Dropout2d
+
+GroupNorm::GroupNorm(int64_t groups, int64_t channels, double eps, bool affine)
+    : groups_(groups), channels_(channels), eps_(eps), affine_(affine) {
+  LOOM_CHECK(groups > 0 && channels > 0 && channels % groups == 0, "GroupNorm: groups ", groups,
+             " must be positive and divide channels ", channels);
+  LOOM_CHECK(std::isfinite(eps) && eps > 0, "GroupNorm: eps must be positive, got ", eps);
+}
+
+std::string GroupNorm::describe() const {
+  std::ostringstream os;
+  os << "GroupNorm(" << groups_ << ", " << channels_ << ", eps=" << eps_ << (affine_ ? ", affine)" : ")");
+  return os.str();
+}
+
+Tensor GroupNorm::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() >= 2 && (s[1] == channels_ || s[1] < 0), where(x), ": expected input [N, ", channels_,
+             ", ...], got ", S(s));
+  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  int64_t per_group = channels_ / groups_;
+  for (size_t i = 2; i < s.size(); ++i) {
+    LOOM_CHECK(s[i] >= 0, where(x), ": the dims after the channels must be known, got ", S(s));
+    per_group *= s[i];
+  }
+  // [N, G, C/G * spatial]: statistics per (sample, group).
+  const Tensor grouped = reshape(x, {-1, groups_, per_group});
+  const Tensor mu = mean(grouped, {2}, true);
+  const Tensor centered = grouped - mu;
+  const Tensor var = mean(centered * centered, {2}, true);
+  Tensor y = reshape_like(centered / sqrt(var + eps_), x);
+  if (!affine_) return y;
+  Shape per_channel(s.size() - 1, 1);  // [C, 1, ...] against [N, C, ...]
+  per_channel[0] = channels_;
+  const Tensor w = parameter(x, "weight", {channels_}, init::ones(), x.dtype());
+  const Tensor b = parameter(x, "bias", {channels_}, init::zeros(), x.dtype());
+  return y * reshape(w, per_channel) + reshape(b, per_channel);
+}
+
+Tensor upsample_nearest2d(const Tensor& x, std::vector<int64_t> scale) {
+  LOOM_CHECK(scale.size() == 1 || scale.size() == 2, "upsample_nearest2d: scale needs 1 or 2 values, got ",
+             attr_str(scale));
+  if (scale.size() == 1) scale.push_back(scale[0]);
+  LOOM_CHECK(scale[0] > 0 && scale[1] > 0, "upsample_nearest2d: scale factors must be positive, got ", attr_str(scale));
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() == 4, "upsample_nearest2d: expected [N, C, H, W], got ", S(s));
+  LOOM_CHECK(s[1] >= 0 && s[2] >= 0 && s[3] >= 0, "upsample_nearest2d: C, H and W must be known, got ", S(s));
+  LOOM_CHECK(valid_shape({s[1], s[2] * scale[0], s[3] * scale[1]}, dtype_size(x.dtype())),
+             "upsample_nearest2d: the output of ", S(s), " scaled by ", attr_str(scale), " is too large");
+  // [N, C, H, 1, W, 1] broadcast to [N, C, H, sh, W, sw]: row-major, that is each pixel repeated.
+  const Tensor spread =
+      broadcast_to(reshape(x, {-1, s[1], s[2], 1, s[3], 1}), {-1, s[1], s[2], scale[0], s[3], scale[1]});
+  return reshape(spread, {-1, s[1], s[2] * scale[0], s[3] * scale[1]});
+}
+
+Upsample::Upsample(std::vector<int64_t> scale_factor) : scale_(std::move(scale_factor)) {
+  LOOM_CHECK((scale_.size() == 1 || scale_.size() == 2) && scale_[0] > 0 && scale_.back() > 0,
+             "Upsample: scale_factor needs 1 or 2 positive integers, got ", attr_str(scale_));
+}
+
+std::string Upsample::describe() const { return "Upsample(scale_factor=" + ints_str(scale_) + ", mode=nearest)"; }
+
+Dropout2d::Dropout2d(double p) : p_(p) { LOOM_CHECK(p >= 0 && p <= 1, "Dropout2d: p must be in [0, 1], got ", p); }
+
+std::string Dropout2d::describe() const {
+  std::ostringstream os;
+  os << "Dropout2d(p=" << p_ << ")";
+  return os.str();
+}
+
+Tensor Dropout2d::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() == 4, where(x), ": expected input [N, C, H, W], got ", S(s));
+  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  if (!training() || p_ == 0) return x;
+  if (p_ == 1) return x * 0.0;
+  if (s[2] == 0 || s[3] == 0) return x;  // an empty image: nothing to drop
+  // One draw per (sample, channel), shaped by a view of each channel's first pixel, broadcast over the image.
+  const Tensor keep =
+      bernoulli_like(slice(x, {Slice::all(), Slice::all(), Slice::range(0, 1), Slice::range(0, 1)}), 1.0 - p_);
+  return x * (keep * (1.0 / (1.0 - p_)));
+}
+
 // ---------------------------------------------------------------- BatchNorm2d
 
 BatchNorm2d::BatchNorm2d(int64_t features, NormOptions options) : BatchNorm("BatchNorm2d", features, options) {}

@@ -128,6 +128,59 @@ class BatchNorm2d : public BatchNorm {
   bool relu_ = false;
 };
 
+/// Group normalization (PyTorch's GroupNorm): the C channels of [N, C, ...]
+/// in `groups` groups, each normalized over its channels and the spatial
+/// dims (biased variance), then a per-channel "weight" (ones) and "bias"
+/// (zeros) with affine. The same in training and eval (no running statistics).
+class GroupNorm : public Module {
+ public:
+  GroupNorm(int64_t groups, int64_t channels, double eps = 1e-5, bool affine = true);
+  std::string type_name() const override { return "GroupNorm"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t groups_, channels_;
+  double eps_;
+  bool affine_;
+};
+
+/// Nearest-neighbour upsampling of [N, C, H, W] by integer factors (PyTorch's
+/// Upsample(scale_factor, mode='nearest') and F.interpolate for them): each
+/// pixel repeated scale_h x scale_w times; a view broadcast, then one copy.
+Tensor upsample_nearest2d(const Tensor& x, std::vector<int64_t> scale);
+
+class Upsample : public Module {
+ public:
+  explicit Upsample(std::vector<int64_t> scale_factor);
+  explicit Upsample(int64_t scale_factor) : Upsample(std::vector<int64_t>{scale_factor}) {}
+  std::string type_name() const override { return "Upsample"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override { return upsample_nearest2d(x, scale_); }
+
+ private:
+  std::vector<int64_t> scale_;
+};
+
+/// Zeroes whole channels of [N, C, H, W] with probability p in training mode
+/// and scales the others by 1 / (1 - p) (PyTorch's Dropout2d); the identity in eval.
+class Dropout2d : public Module {
+ public:
+  explicit Dropout2d(double p = 0.5);
+  std::string type_name() const override { return "Dropout2d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  double p_;
+};
+
 struct Pool2dOptions {
   std::vector<int64_t> stride = {};    ///< empty: the kernel size
   std::vector<int64_t> padding = {0};  ///< at most half the kernel

@@ -133,6 +133,66 @@ TEST_SUITE("frontend/conv") {
                    "the input's height and width must be known"));
   }
 
+  TEST_CASE("GroupNorm, Upsample (nearest) and Dropout2d as PyTorch's") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 4, 2, 3}, float64);
+    nn::GroupNorm gn(2, 4);
+    Tensor y = gn(x);
+    CHECK(gn.describe() == "GroupNorm(2, 4, eps=1e-05, affine)");
+    CHECK(gn.state_dict().size() == 2);
+    CHECK(gn.state_dict()[0].first == "weight");
+    Tensor up = nn::Upsample(std::vector<int64_t>{2, 3})(x);
+    CHECK(up.shape() == Shape{-1, 4, 4, 9});
+    Session s(g, {.threads = 1});
+    const NDArray xv = test::rand({3, 4, 2, 3}, 7, float64);
+    const auto r = s.run({y, up}, {{x, xv}});
+    // Group k of sample n: channels 2k, 2k+1, normalized together (biased variance).
+    for (int64_t n = 0; n < 3; ++n)
+      for (int64_t k = 0; k < 2; ++k) {
+        std::vector<double> v;
+        for (int64_t c = 2 * k; c < 2 * k + 2; ++c)
+          for (int64_t i = 0; i < 6; ++i) v.push_back(xv.at({n, c, i / 3, i % 3}));
+        double mu = 0, var = 0;
+        for (double e : v) mu += e / 12;
+        for (double e : v) var += (e - mu) * (e - mu) / 12;
+        CHECK(r[0].at({n, 2 * k + 1, 1, 2}) == doctest::Approx((v[11] - mu) / std::sqrt(var + 1e-5)).epsilon(1e-12));
+      }
+    // Nearest: output (i, j) is input (i / 2, j / 3).
+    for (int64_t i = 0; i < 4; ++i)
+      for (int64_t j = 0; j < 9; ++j) CHECK(r[1].at({2, 3, i, j}) == xv.at({2, 3, i / 2, j / 3}));
+    CheckResult gr = check_gradient_fn(
+        [&](const std::vector<Tensor>& in) {
+          nn::GroupNorm fresh(2, 4);  // a module of check_gradient_fn's own graph
+          return std::vector<Tensor>{fresh(in[0]) * 1.5, nn::upsample_nearest2d(in[0], {2})};
+        },
+        {xv}, {0});
+    CHECK_MESSAGE(gr.ok, gr.detail);
+    CHECK(contains(error_of([] { nn::GroupNorm(3, 4); }), "groups 3 must be positive and divide channels 4"));
+    CHECK(contains(error_of([&] { nn::upsample_nearest2d(x, {0}); }), "scale factors must be positive"));
+
+    // Dropout2d: whole channels zeroed or scaled by 1 / (1 - p); the identity in eval.
+    Graph h;
+    Tensor z = h.placeholder("z", {8, 16, 3, 3});
+    nn::Dropout2d drop(0.25);
+    Tensor dz = drop(z);
+    drop.eval();
+    Tensor ez = drop(z);
+    Session t(h, {.seed = 3});
+    const NDArray ones = NDArray::full({8, 16, 3, 3}, 1.0);
+    const NDArray d = t.run1(dz, {{z, ones}});
+    int dropped = 0;
+    for (int64_t n = 0; n < 8; ++n)
+      for (int64_t c = 0; c < 16; ++c) {
+        const double first = d.at({n, c, 0, 0});
+        CHECK((first == 0.0 || first == doctest::Approx(1 / 0.75)));
+        for (int64_t i = 0; i < 9; ++i) CHECK(d.at({n, c, i / 3, i % 3}) == first);
+        dropped += first == 0.0;
+      }
+    CHECK(dropped > 8);  // about 32 of 128
+    CHECK(dropped < 64);
+    CHECK(t.run1(ez, {{z, ones}}).to_vector<float>() == ones.to_vector<float>());
+  }
+
   TEST_CASE("BatchNorm2d: batch statistics and PyTorch's running statistics; eval folds into the conv") {
     Graph g;
     Tensor x = g.placeholder("x", {4, 3, 5, 5});
