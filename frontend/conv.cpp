@@ -71,6 +71,102 @@ Tensor Conv2d::forward(const Tensor& x) {
   return loom::conv2d(x, weight_, bias_, {options_.stride, options_.padding, options_.dilation, options_.groups});
 }
 
+// ---------------------------------------------------------------- Conv1d and 1-D pooling
+
+namespace {
+
+/// [N, C, L] as [N, C, 1, L] (a view), after checking it is one.
+Tensor as_image(const std::string& where, const Tensor& x) {
+  LOOM_CHECK(x.valid(), where, ": the input is an empty Tensor handle");
+  LOOM_CHECK(x.shape().size() == 3, where, ": expected input [N, C, L], got ", S(x.shape()),
+             x.shape().size() == 2 ? " (a single sequence needs a batch dim)" : "");
+  return expand_dims(x, {2});
+}
+
+}  // namespace
+
+Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv1dOptions& o) {
+  LOOM_CHECK(w.valid(), "conv1d: the weight is an empty Tensor handle");
+  LOOM_CHECK(w.shape().size() == 3, "conv1d: expected a weight [out, in / groups, k], got ", S(w.shape()));
+  Tensor y = conv2d(as_image("conv1d", x), expand_dims(w, {2}), bias,
+                    {{1, o.stride}, {0, o.padding}, {1, o.dilation}, o.groups});
+  return squeeze(y, {2});
+}
+
+Conv1d::Conv1d(int64_t in_channels, int64_t out_channels, int64_t kernel, Conv1dOptions options)
+    : in_(in_channels), out_(out_channels), kernel_(kernel), options_(std::move(options)) {
+  LOOM_CHECK(in_ > 0 && out_ > 0 && kernel_ > 0, "Conv1d: channels and kernel must be positive, got (", in_, ", ", out_,
+             ", ", kernel_, ")");
+  LOOM_CHECK(options_.groups > 0 && in_ % options_.groups == 0 && out_ % options_.groups == 0, "Conv1d: groups ",
+             options_.groups, " must divide both in_channels ", in_, " and out_channels ", out_);
+  LOOM_CHECK(is_floating(options_.dtype), "Conv1d: dtype must be floating, got ", dtype_name(options_.dtype));
+  LOOM_CHECK(valid_shape({out_, in_ / options_.groups, kernel_}, dtype_size(options_.dtype)), "Conv1d: a weight [",
+             out_, ", ", in_ / options_.groups, ", ", kernel_, "] is too large");
+  const double bound = 1.0 / std::sqrt(double(in_ / options_.groups * kernel_));
+  if (!options_.weight_init) options_.weight_init = init::uniform(-bound, bound);
+  if (!options_.bias_init) options_.bias_init = init::uniform(-bound, bound);
+}
+
+std::string Conv1d::describe() const {
+  std::ostringstream os;
+  os << "Conv1d(" << in_ << ", " << out_ << ", kernel=" << kernel_ << ", stride=" << options_.stride
+     << ", padding=" << options_.padding;
+  if (options_.dilation != 1) os << ", dilation=" << options_.dilation;
+  if (options_.groups != 1) os << ", groups=" << options_.groups;
+  os << (options_.bias ? ", bias)" : ", no bias)");
+  return os.str();
+}
+
+Tensor Conv1d::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() == 3 && (s[1] == in_ || s[1] < 0), where(x), ": expected input [N, ", in_, ", L], got ", S(s),
+             s.size() == 2 ? " (a single sequence needs a batch dim)" : "");
+  LOOM_CHECK(x.dtype() == options_.dtype, where(x), ": expected ", dtype_name(options_.dtype), " input, got ",
+             dtype_name(x.dtype()));
+  weight_ = parameter(x, "weight", {out_, in_ / options_.groups, kernel_}, options_.weight_init, options_.dtype);
+  if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
+  return conv1d(x, weight_, bias_, options_);
+}
+
+namespace {
+
+loom::Pool2dOptions pool1d(int64_t kernel, int64_t stride, int64_t padding, const char* who) {
+  LOOM_CHECK(kernel > 0 && stride >= 0 && padding >= 0, who, ": kernel must be positive, stride and padding >= 0, got ",
+             kernel, ", ", stride, ", ", padding);
+  return {{1, kernel}, {1, stride ? stride : kernel}, {0, padding}};
+}
+
+std::string pool1d_describe(const char* type, int64_t kernel, int64_t stride, int64_t padding) {
+  std::ostringstream os;
+  os << type << "(kernel=" << kernel << ", stride=" << (stride ? stride : kernel) << ", padding=" << padding << ")";
+  return os.str();
+}
+
+}  // namespace
+
+MaxPool1d::MaxPool1d(int64_t kernel, int64_t stride, int64_t padding)
+    : kernel_(kernel), stride_(stride), padding_(padding) {
+  pool1d(kernel, stride, padding, "MaxPool1d");
+}
+std::string MaxPool1d::describe() const { return pool1d_describe("MaxPool1d", kernel_, stride_, padding_); }
+Tensor MaxPool1d::forward(const Tensor& x) {
+  return squeeze(max_pool2d(as_image(where(x), x), pool1d(kernel_, stride_, padding_, "MaxPool1d")), {2});
+}
+
+AvgPool1d::AvgPool1d(int64_t kernel, int64_t stride, int64_t padding, bool count_include_pad)
+    : kernel_(kernel), stride_(stride), padding_(padding), count_include_pad_(count_include_pad) {
+  pool1d(kernel, stride, padding, "AvgPool1d");
+}
+std::string AvgPool1d::describe() const {
+  std::string d = pool1d_describe("AvgPool1d", kernel_, stride_, padding_);
+  return count_include_pad_ ? d : d.insert(d.size() - 1, ", count_include_pad=false");
+}
+Tensor AvgPool1d::forward(const Tensor& x) {
+  loom::Pool2dOptions o = pool1d(kernel_, stride_, padding_, "AvgPool1d");
+  o.count_include_pad = count_include_pad_;
+  return squeeze(avg_pool2d(as_image(where(x), x), o), {2});
+}
+
 // ---------------------------------------------------------------- ConvTranspose2d
 
 namespace {

@@ -62,6 +62,40 @@ class Conv2d : public Module {
   Tensor weight_, bias_;
 };
 
+struct Conv1dOptions {
+  int64_t stride = 1;
+  int64_t padding = 0;  ///< zeros on both ends
+  int64_t dilation = 1;
+  int64_t groups = 1;
+  bool bias = true;
+  /// Default: PyTorch's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in / groups * k, for both.
+  Initializer weight_init = {};
+  Initializer bias_init = {};
+  DType dtype = float32;
+};
+
+/// 1-D convolution (PyTorch's F.conv1d): x [N, C, L], w [out, C / groups, k],
+/// bias [out] optional -> [N, out, OL]; conv2d on a height of 1 (views, no copy).
+Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv1dOptions& options = {});
+
+/// PyTorch's Conv1d: variables "weight" [out, in / groups, k] and "bias" [out].
+class Conv1d : public Module {
+ public:
+  Conv1d(int64_t in_channels, int64_t out_channels, int64_t kernel, Conv1dOptions options = {});
+  std::string type_name() const override { return "Conv1d"; }
+  std::string describe() const override;
+  Tensor weight() const { return weight_; }
+  Tensor bias() const { return bias_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t in_, out_, kernel_;
+  Conv1dOptions options_;
+  Tensor weight_, bias_;
+};
+
 struct ConvTranspose2dOptions {
   std::vector<int64_t> stride = {1};          ///< 1 value or 2 (h, w)
   std::vector<int64_t> padding = {0};         ///< 1 or 2 values, removed from both sides of the output
@@ -126,6 +160,36 @@ class BatchNorm2d : public BatchNorm {
  private:
   Tensor folded(const Tensor& x, const Tensor& scale, const Tensor& shift) const;
   bool relu_ = false;
+};
+
+/// Max and average pooling of [N, C, L] (PyTorch's MaxPool1d, AvgPool1d):
+/// kernel, stride (0: the kernel), padding (at most half the kernel); the 2-D
+/// ops on a height of 1.
+class MaxPool1d : public Module {
+ public:
+  explicit MaxPool1d(int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+  std::string type_name() const override { return "MaxPool1d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t kernel_, stride_, padding_;
+};
+
+class AvgPool1d : public Module {
+ public:
+  explicit AvgPool1d(int64_t kernel, int64_t stride = 0, int64_t padding = 0, bool count_include_pad = true);
+  std::string type_name() const override { return "AvgPool1d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t kernel_, stride_, padding_;
+  bool count_include_pad_;
 };
 
 /// Group normalization (PyTorch's GroupNorm): the C channels of [N, C, ...]

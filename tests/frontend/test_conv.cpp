@@ -133,6 +133,60 @@ TEST_SUITE("frontend/conv") {
                    "the input's height and width must be known"));
   }
 
+  TEST_CASE("Conv1d, MaxPool1d and AvgPool1d: PyTorch's layouts and formulas; gradients") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 6, 11}, float64);
+    nn::Conv1d conv(6, 4, 3, {.stride = 2, .padding = 2, .dilation = 2, .groups = 2, .dtype = float64});
+    Tensor y = conv(x);
+    CHECK(y.shape() == Shape{-1, 4, 6});  // F.conv1d's (11 + 4 - 4 - 1) / 2 + 1
+    CHECK(conv.weight().shape() == Shape{4, 3, 3});
+    CHECK(conv.describe() == "Conv1d(6, 4, kernel=3, stride=2, padding=2, dilation=2, groups=2, bias)");
+    Tensor m = nn::MaxPool1d(3, 2, 1)(x), a = nn::AvgPool1d(4, 0, 2, false)(x);
+    CHECK(m.shape() == Shape{-1, 6, 6});
+    CHECK(a.shape() == Shape{-1, 6, 3});
+    Session s(g, {.seed = 2});
+    const NDArray xv = test::rand({2, 6, 11}, 3, float64);
+    const auto r = s.run({y, m, a}, {{x, xv}});
+    // Output (n, o, t) by the definition: group o / 2 reads channels 3 (o / 2) .. + 2 at 2t - 2 + 2j.
+    const NDArray wv = s.get(conv.weight()), bv = s.get(conv.bias());
+    for (int64_t o = 0; o < 4; ++o)
+      for (int64_t t = 0; t < 6; ++t) {
+        double want = bv.at({o});
+        for (int64_t c = 0; c < 3; ++c)
+          for (int64_t j = 0; j < 3; ++j) {
+            const int64_t at = 2 * t - 2 + 2 * j;
+            if (at >= 0 && at < 11) want += wv.at({o, c, j}) * xv.at({1, 3 * (o / 2) + c, at});
+          }
+        CHECK(r[0].at({1, o, t}) == doctest::Approx(want).epsilon(1e-12));
+      }
+    // Pools: window [2t - 1, 2t + 2) for the max; [4t - 2, 4t + 2) clipped, averaged over the values inside.
+    for (int64_t t = 0; t < 6; ++t) {
+      double best = -INFINITY;
+      for (int64_t i = std::max<int64_t>(0, 2 * t - 1); i < std::min<int64_t>(11, 2 * t + 2); ++i)
+        best = std::max(best, xv.at({0, 5, i}));
+      CHECK(r[1].at({0, 5, t}) == best);
+    }
+    for (int64_t t = 0; t < 3; ++t) {
+      double total = 0, n = 0;
+      for (int64_t i = std::max<int64_t>(0, 4 * t - 2); i < std::min<int64_t>(11, 4 * t + 2); ++i)
+        total += xv.at({0, 1, i}), ++n;
+      CHECK(r[2].at({0, 1, t}) == doctest::Approx(total / n).epsilon(1e-12));
+    }
+    CheckResult gr = check_gradient_fn(
+        [&](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{nn::conv1d(in[0], in[1], in[2], {.stride = 2, .padding = 1, .groups = 2}),
+                                     nn::AvgPool1d(3, 1, 1)(in[0])};
+        },
+        {xv, test::rand({4, 3, 2}, 4, float64), test::rand({4}, 5, float64)}, {0, 1, 2});
+    CHECK_MESSAGE(gr.ok, gr.detail);
+    CHECK(contains(error_of([&] {
+                     conv(g.placeholder("one", {6, 11}, float64));
+                   }),
+                   "expected input [N, 6, L], got [6,11] (a single sequence needs a batch dim)"));
+    CHECK(contains(error_of([] { nn::Conv1d(6, 4, 3, {.groups = 4}); }), "must divide both"));
+    CHECK(contains(error_of([] { nn::MaxPool1d(0); }), "MaxPool1d: kernel must be positive"));
+  }
+
   TEST_CASE("GroupNorm, Upsample (nearest) and Dropout2d as PyTorch's") {
     Graph g;
     Tensor x = g.placeholder("x", {-1, 4, 2, 3}, float64);
