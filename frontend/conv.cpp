@@ -35,6 +35,22 @@ void check_image(const std::string& where, const Tensor& x, int64_t channels, DT
 
 // ---------------------------------------------------------------- Conv2d
 
+std::vector<int64_t> same_padding(std::vector<int64_t> kernel, std::vector<int64_t> dilation) {
+  LOOM_CHECK((kernel.size() == 1 || kernel.size() == 2) && (dilation.size() == 1 || dilation.size() == 2),
+             "same_padding: kernel and dilation need 1 or 2 values, got ", attr_str(kernel), " and ",
+             attr_str(dilation));
+  std::vector<int64_t> pad(4);
+  for (size_t i = 0; i < 2; ++i) {
+    const int64_t k = kernel[std::min(i, kernel.size() - 1)], d = dilation[std::min(i, dilation.size() - 1)];
+    LOOM_CHECK(k > 0 && d > 0 && k <= (int64_t(1) << 31) && d <= (int64_t(1) << 31),
+               "same_padding: kernel and dilation must be positive (and below 2^31), got ", k, " and ", d);
+    const int64_t total = d * (k - 1);
+    pad[2 * i] = total / 2;
+    pad[2 * i + 1] = total - total / 2;
+  }
+  return pad;
+}
+
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel, Conv2dOptions options)
     : in_(in_channels), out_(out_channels), kernel_(std::move(kernel)), options_(std::move(options)) {
   LOOM_CHECK(in_ > 0 && out_ > 0, "Conv2d: channels must be positive, got (", in_, ", ", out_, ")");

@@ -36,6 +36,12 @@ struct Conv2dOptions {
   DType dtype = float32;
 };
 
+/// The padding of PyTorch's padding="same" for a kernel (1 or 2 values) and
+/// dilation, as Conv2dOptions' 4 values (top, bottom, left, right): the output
+/// keeps the input's size at stride 1; an even total puts the extra row and
+/// column at the bottom and right, as PyTorch.
+std::vector<int64_t> same_padding(std::vector<int64_t> kernel, std::vector<int64_t> dilation = {1});
+
 /// 2-D convolution: [N, in, H, W] -> [N, out, OH, OW]; variables "weight"
 /// [out, in / groups, kh, kw] and "bias" [out].
 class Conv2d : public Module {

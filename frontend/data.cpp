@@ -518,7 +518,8 @@ std::pair<NDArray, NDArray> read_cifar10_batch(const std::string& path) {
   LOOM_CHECK(::stat(path.c_str(), &st) == 0, "CIFAR-10: cannot open '", path,
              "' (expected the binary version: data_batch_1.bin .. data_batch_5.bin and test_batch.bin)");
   std::vector<uint8_t> bytes = io::read_file(path);
-  LOOM_CHECK(!bytes.empty() && bytes.size() % size_t(kCifarRecord) == 0, "CIFAR-10: '", path, "' has ", bytes.size(),
+  LOOM_CHECK(!bytes.empty(), "CIFAR-10: '", path, "' is empty (no records)");
+  LOOM_CHECK(bytes.size() % size_t(kCifarRecord) == 0, "CIFAR-10: '", path, "' has ", bytes.size(),
              " bytes, not a whole number of ", kCifarRecord, "-byte records (1 label byte + 3072 pixel bytes)",
              io::is_gzip(bytes) ? "; it is gzip-compressed: unpack the .tar.gz first" : "");
   const int64_t n = int64_t(bytes.size()) / kCifarRecord;

@@ -70,6 +70,12 @@ TEST_SUITE("frontend/conv") {
     CHECK(contains(e, "Conv2d"));
     CHECK(contains(e, "expected input [N, 6, H, W], got [2,5,9,9]"));
     CHECK(contains(error_of([] { nn::Conv2d(6, 7, 3, {.groups = 2}); }), "must divide both"));
+    // padding="same": PyTorch puts the odd row and column at the bottom and right.
+    CHECK(nn::same_padding({4, 2}) == std::vector<int64_t>{1, 2, 0, 1});
+    CHECK(nn::same_padding({4, 3}, {2, 1}) == std::vector<int64_t>{3, 3, 1, 1});
+    nn::Conv2d same(6, 2, {4, 2}, {.padding = nn::same_padding({4, 2})});
+    auto scope = g.scope("same");
+    CHECK(same(x).shape() == Shape{-1, 2, 9, 9});
     CHECK(contains(error_of([] { nn::Conv2d(3, 4, int64_t(1) << 31); }), "Conv2d: a weight [4, 3, 2147483648, "));
   }
 
@@ -466,6 +472,9 @@ TEST_SUITE("frontend/conv") {
     e = error_of([&] { data::load_cifar10(dir.path.string(), data::Split::train); });
     CHECK(contains(e, "data_batch_4.bin"));
     CHECK(contains(e, "not a whole number of 3073-byte records"));
+    std::filesystem::resize_file(dir / "data_batch_4.bin", 0);
+    CHECK(contains(error_of([&] { data::load_cifar10(dir.path.string(), data::Split::train); }),
+                   "data_batch_4.bin' is empty (no records)"));
     {
       std::fstream f(dir / "test_batch.bin", std::ios::binary | std::ios::in | std::ios::out);
       f.seekp(3073 * 2);
