@@ -31,6 +31,28 @@ void check_image(const std::string& where, const Tensor& x, int64_t channels, DT
   LOOM_CHECK(x.dtype() == dtype, where, ": expected ", dtype_name(dtype), " input, got ", dtype_name(x.dtype()));
 }
 
+/// What Conv1d, Conv2d and ConvTranspose2d check, and PyTorch's default
+/// initialization, U(+-1/sqrt(fan_in)) for weight and bias with fan_in =
+/// weight.size(1) * kernel area. The weight is [out, in / groups, k...], or
+/// [in, out / groups, k...] when transposed.
+void configure_conv(const char* who, int64_t in, int64_t out, const std::vector<int64_t>& kernel, int64_t groups,
+                    bool transposed, DType dtype, Initializer& weight_init, Initializer& bias_init) {
+  LOOM_CHECK(in > 0 && out > 0, who, ": channels must be positive, got (", in, ", ", out, ")");
+  LOOM_CHECK(groups > 0 && in % groups == 0 && out % groups == 0, who, ": groups ", groups,
+             " must divide both in_channels ", in, " and out_channels ", out);
+  LOOM_CHECK(is_floating(dtype), who, ": dtype must be floating, got ", dtype_name(dtype));
+  Shape weight = transposed ? Shape{in, out / groups} : Shape{out, in / groups};
+  weight.insert(weight.end(), kernel.begin(), kernel.end());
+  std::ostringstream dims;
+  for (size_t i = 0; i < weight.size(); ++i) dims << (i ? ", " : "") << weight[i];
+  LOOM_CHECK(valid_shape(weight, dtype_size(dtype)), who, ": a weight [", dims.str(), "] is too large");
+  double fan_in = double(weight[1]);
+  for (int64_t k : kernel) fan_in *= double(k);
+  const double bound = 1.0 / std::sqrt(fan_in);
+  if (!weight_init) weight_init = init::uniform(-bound, bound);
+  if (!bias_init) bias_init = init::uniform(-bound, bound);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- Conv2d
@@ -53,20 +75,12 @@ std::vector<int64_t> same_padding(std::vector<int64_t> kernel, std::vector<int64
 
 Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel, Conv2dOptions options)
     : in_(in_channels), out_(out_channels), kernel_(std::move(kernel)), options_(std::move(options)) {
-  LOOM_CHECK(in_ > 0 && out_ > 0, "Conv2d: channels must be positive, got (", in_, ", ", out_, ")");
   LOOM_CHECK(kernel_.size() == 1 || kernel_.size() == 2, "Conv2d: kernel needs 1 or 2 values, got ", attr_str(kernel_));
   if (kernel_.size() == 1) kernel_.push_back(kernel_[0]);
   LOOM_CHECK(kernel_[0] > 0 && kernel_[1] > 0, "Conv2d: kernel sizes must be positive, got ", attr_str(kernel_));
-  LOOM_CHECK(options_.groups > 0 && in_ % options_.groups == 0 && out_ % options_.groups == 0, "Conv2d: groups ",
-             options_.groups, " must divide both in_channels ", in_, " and out_channels ", out_);
-  LOOM_CHECK(is_floating(options_.dtype), "Conv2d: dtype must be floating, got ", dtype_name(options_.dtype));
+  configure_conv("Conv2d", in_, out_, kernel_, options_.groups, false, options_.dtype, options_.weight_init,
+                 options_.bias_init);
   conv2d_attrs({options_.stride, options_.padding, options_.dilation, options_.groups});  // validates the counts
-  LOOM_CHECK(valid_shape({out_, in_ / options_.groups, kernel_[0], kernel_[1]}, dtype_size(options_.dtype)),
-             "Conv2d: a weight [", out_, ", ", in_ / options_.groups, ", ", kernel_[0], ", ", kernel_[1],
-             "] is too large");
-  const double bound = 1.0 / std::sqrt(double(in_ / options_.groups * kernel_[0] * kernel_[1]));
-  if (!options_.weight_init) options_.weight_init = init::uniform(-bound, bound);
-  if (!options_.bias_init) options_.bias_init = init::uniform(-bound, bound);
 }
 
 std::string Conv2d::describe() const {
@@ -111,16 +125,9 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv1d
 
 Conv1d::Conv1d(int64_t in_channels, int64_t out_channels, int64_t kernel, Conv1dOptions options)
     : in_(in_channels), out_(out_channels), kernel_(kernel), options_(std::move(options)) {
-  LOOM_CHECK(in_ > 0 && out_ > 0 && kernel_ > 0, "Conv1d: channels and kernel must be positive, got (", in_, ", ", out_,
-             ", ", kernel_, ")");
-  LOOM_CHECK(options_.groups > 0 && in_ % options_.groups == 0 && out_ % options_.groups == 0, "Conv1d: groups ",
-             options_.groups, " must divide both in_channels ", in_, " and out_channels ", out_);
-  LOOM_CHECK(is_floating(options_.dtype), "Conv1d: dtype must be floating, got ", dtype_name(options_.dtype));
-  LOOM_CHECK(valid_shape({out_, in_ / options_.groups, kernel_}, dtype_size(options_.dtype)), "Conv1d: a weight [",
-             out_, ", ", in_ / options_.groups, ", ", kernel_, "] is too large");
-  const double bound = 1.0 / std::sqrt(double(in_ / options_.groups * kernel_));
-  if (!options_.weight_init) options_.weight_init = init::uniform(-bound, bound);
-  if (!options_.bias_init) options_.bias_init = init::uniform(-bound, bound);
+  LOOM_CHECK(kernel_ > 0, "Conv1d: kernel must be positive, got ", kernel_);
+  configure_conv("Conv1d", in_, out_, {kernel_}, options_.groups, false, options_.dtype, options_.weight_init,
+                 options_.bias_init);
 }
 
 std::string Conv1d::describe() const {
@@ -228,19 +235,9 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& bias, co
 ConvTranspose2d::ConvTranspose2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel,
                                  ConvTranspose2dOptions options)
     : in_(in_channels), out_(out_channels), kernel_(std::move(kernel)), options_(std::move(options)) {
-  LOOM_CHECK(in_ > 0 && out_ > 0, "ConvTranspose2d: channels must be positive, got (", in_, ", ", out_, ")");
   kernel_ = pair_of("ConvTranspose2d", "kernel", kernel_, 1);
-  LOOM_CHECK(options_.groups > 0 && in_ % options_.groups == 0 && out_ % options_.groups == 0,
-             "ConvTranspose2d: groups ", options_.groups, " must divide both in_channels ", in_, " and out_channels ",
-             out_);
-  LOOM_CHECK(is_floating(options_.dtype), "ConvTranspose2d: dtype must be floating, got ", dtype_name(options_.dtype));
-  LOOM_CHECK(valid_shape({in_, out_ / options_.groups, kernel_[0], kernel_[1]}, dtype_size(options_.dtype)),
-             "ConvTranspose2d: a weight [", in_, ", ", out_ / options_.groups, ", ", kernel_[0], ", ", kernel_[1],
-             "] is too large");
-  // PyTorch's fan_in of this layout is weight.size(1) * kh * kw.
-  const double bound = 1.0 / std::sqrt(double(out_ / options_.groups * kernel_[0] * kernel_[1]));
-  if (!options_.weight_init) options_.weight_init = init::uniform(-bound, bound);
-  if (!options_.bias_init) options_.bias_init = init::uniform(-bound, bound);
+  configure_conv("ConvTranspose2d", in_, out_, kernel_, options_.groups, true, options_.dtype, options_.weight_init,
+                 options_.bias_init);
 }
 
 std::string ConvTranspose2d::describe() const {
