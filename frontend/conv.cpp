@@ -2,6 +2,7 @@
 
 #include "frontend/conv.hpp"
 
+#include <array>
 #include <cmath>
 #include <sstream>
 
@@ -297,6 +298,54 @@ Tensor GroupNorm::forward(const Tensor& x) {
   const Tensor w = parameter(x, "weight", {channels_}, init::ones(), x.dtype());
   const Tensor b = parameter(x, "bias", {channels_}, init::zeros(), x.dtype());
   return y * reshape(w, per_channel) + reshape(b, per_channel);
+}
+
+InstanceNorm2d::InstanceNorm2d(int64_t channels, double eps, bool affine)
+    : GroupNorm(channels, channels, eps, affine) {}
+
+std::string InstanceNorm2d::describe() const {
+  std::ostringstream os;
+  os << "InstanceNorm2d(" << channels_ << ", eps=" << eps_ << (affine_ ? ", affine)" : ")");
+  return os.str();
+}
+
+Tensor InstanceNorm2d::forward(const Tensor& x) {
+  LOOM_CHECK(x.shape().size() == 4, where(x), ": expected input [N, ", channels_, ", H, W], got ", S(x.shape()));
+  return GroupNorm::forward(x);
+}
+
+namespace {
+
+/// Checks x is [N, C, H, W] with C, H, W known and r positive; returns {C, H, W}.
+std::array<int64_t, 3> shuffle_dims(const char* who, const Tensor& x, int64_t r) {
+  LOOM_CHECK(r > 0 && r <= (int64_t(1) << 20), who, ": the factor must be in [1, 2^20], got ", r);
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() == 4 && s[1] >= 0 && s[2] >= 0 && s[3] >= 0, who,
+             ": expected [N, C, H, W] with C, H, W known, got ", S(s));
+  return {s[1], s[2], s[3]};
+}
+
+}  // namespace
+
+Tensor pixel_shuffle(const Tensor& x, int64_t r) {
+  const auto [c, h, w] = shuffle_dims("pixel_shuffle", x, r);
+  LOOM_CHECK(c % (r * r) == 0, "pixel_shuffle: the channels ", c, " must be divisible by the factor squared ", r * r);
+  const int64_t oc = c / (r * r);
+  // [N, C, r, r, H, W] -> [N, C, H, r, W, r]: output (y r + i, x r + j) is input channel c r^2 + i r + j at (y, x).
+  const Tensor t = permute(reshape(x, {-1, oc, r, r, h, w}), {0, 1, 4, 2, 5, 3});
+  return reshape(t, {-1, oc, h * r, w * r});
+}
+
+PixelShuffle::PixelShuffle(int64_t r)
+    : Lambda([r](const Tensor& x) { return pixel_shuffle(x, r); }, "PixelShuffle"), r_(r) {
+  LOOM_CHECK(r > 0 && r <= (int64_t(1) << 20), "PixelShuffle: the factor must be in [1, 2^20], got ", r);
+}
+
+Tensor pixel_unshuffle(const Tensor& x, int64_t r) {
+  const auto [c, h, w] = shuffle_dims("pixel_unshuffle", x, r);
+  LOOM_CHECK(h % r == 0 && w % r == 0, "pixel_unshuffle: height ", h, " and width ", w, " must be divisible by ", r);
+  const Tensor t = permute(reshape(x, {-1, c, h / r, r, w / r, r}), {0, 1, 3, 5, 2, 4});
+  return reshape(t, {-1, c * r * r, h / r, w / r});
 }
 
 Tensor upsample_nearest2d(const Tensor& x, std::vector<int64_t> scale) {

@@ -211,10 +211,33 @@ class GroupNorm : public Module {
  protected:
   Tensor forward(const Tensor& x) override;
 
- private:
   int64_t groups_, channels_;
   double eps_;
   bool affine_;
+};
+
+/// PyTorch's InstanceNorm2d (its defaults: no affine, no running statistics):
+/// each channel of each sample normalized over H and W, GroupNorm with one
+/// channel per group.
+class InstanceNorm2d : public GroupNorm {
+ public:
+  explicit InstanceNorm2d(int64_t channels, double eps = 1e-5, bool affine = false);
+  std::string type_name() const override { return "InstanceNorm2d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+};
+
+/// [N, C r^2, H, W] -> [N, C, H r, W r] (PyTorch's PixelShuffle, sub-pixel
+/// upsampling); pixel_unshuffle is its inverse. A reshape, a permute and a copy.
+Tensor pixel_shuffle(const Tensor& x, int64_t upscale_factor);
+Tensor pixel_unshuffle(const Tensor& x, int64_t downscale_factor);
+
+struct PixelShuffle : Lambda {
+  explicit PixelShuffle(int64_t upscale_factor);
+  std::string describe() const override { return "PixelShuffle(" + std::to_string(r_) + ")"; }
+  int64_t r_;
 };
 
 /// Nearest-neighbour upsampling of [N, C, H, W] by integer factors (PyTorch's

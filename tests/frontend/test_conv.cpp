@@ -193,6 +193,35 @@ TEST_SUITE("frontend/conv") {
     CHECK(contains(error_of([] { nn::MaxPool1d(0); }), "MaxPool1d: kernel must be positive"));
   }
 
+  TEST_CASE("InstanceNorm2d and PixelShuffle as PyTorch's") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 8, 3, 2}, float64);
+    nn::InstanceNorm2d inorm(8);
+    Tensor y = inorm(x);
+    CHECK(inorm.describe() == "InstanceNorm2d(8, eps=1e-05)");
+    CHECK(inorm.parameters().empty());  // PyTorch's default: no affine
+    Tensor up = nn::PixelShuffle(2)(x), back = nn::pixel_unshuffle(up, 2);
+    CHECK(up.shape() == Shape{-1, 2, 6, 4});
+    Session s(g, {.threads = 1});
+    const NDArray xv = test::rand({2, 8, 3, 2}, 5, float64);
+    const auto r = s.run({y, up, back}, {{x, xv}});
+    // Channel 5 of sample 1 over its 6 values.
+    double mu = 0, var = 0;
+    for (int64_t i = 0; i < 6; ++i) mu += xv.at({1, 5, i / 2, i % 2}) / 6;
+    for (int64_t i = 0; i < 6; ++i) var += std::pow(xv.at({1, 5, i / 2, i % 2}) - mu, 2) / 6;
+    CHECK(r[0].at({1, 5, 2, 1}) == doctest::Approx((xv.at({1, 5, 2, 1}) - mu) / std::sqrt(var + 1e-5)).epsilon(1e-12));
+    // PyTorch's layout: output (c, y r + i, x r + j) is input (c r^2 + i r + j, y, x).
+    for (int64_t c = 0; c < 2; ++c)
+      for (int64_t yy = 0; yy < 6; ++yy)
+        for (int64_t xx = 0; xx < 4; ++xx)
+          CHECK(r[1].at({1, c, yy, xx}) == xv.at({1, c * 4 + (yy % 2) * 2 + xx % 2, yy / 2, xx / 2}));
+    CHECK(test::allclose(r[2], xv, 0, 0));  // unshuffle inverts it
+    CHECK(contains(error_of([&] {
+                     nn::pixel_shuffle(g.placeholder("odd", {1, 6, 2, 2}), 2);
+                   }),
+                   "the channels 6 must be divisible by the factor squared 4"));
+  }
+
   TEST_CASE("GroupNorm, Upsample (nearest) and Dropout2d as PyTorch's") {
     Graph g;
     Tensor x = g.placeholder("x", {-1, 4, 2, 3}, float64);
