@@ -274,6 +274,7 @@ class Dropout2d : public Module {
   double p_;
 };
 
+/// Output sizes are rounded down (PyTorch's default; there is no ceil_mode yet).
 struct Pool2dOptions {
   std::vector<int64_t> stride = {};    ///< empty: the kernel size
   std::vector<int64_t> padding = {0};  ///< at most half the kernel
