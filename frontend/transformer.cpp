@@ -194,6 +194,20 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
 
 namespace {
 
+/// The feed-forward block both layers share: linear1 -> activation -> dropout -> linear2 -> dropout.
+Tensor feed_forward(Linear& linear1, Linear& linear2, const TransformerOptions& o, bool training, const Tensor& x) {
+  Tensor h = dropout(activate(o.activation, linear1(x)), o.dropout, training);
+  return dropout(linear2(h), o.dropout, training);
+}
+
+std::string describe_layer(const char* type, int64_t d_model, int64_t heads, const TransformerOptions& o) {
+  std::ostringstream os;
+  os << type << "(" << d_model << ", heads=" << heads << ", ffn=" << o.ffn << ", dropout=" << o.dropout << ", "
+     << activation_name(o.activation) << (o.norm_first ? ", pre-norm" : ", post-norm")
+     << (o.causal ? ", causal)" : ")");
+  return os.str();
+}
+
 void check_layer(int64_t d_model, int64_t heads, const TransformerOptions& o) {
   LOOM_CHECK(d_model > 0 && heads > 0 && o.ffn > 0, "TransformerLayer: d_model, heads and ffn must be positive, got ",
              d_model, ", ", heads, ", ", o.ffn);
@@ -215,11 +229,7 @@ TransformerLayer::TransformerLayer(int64_t d_model, int64_t heads, TransformerOp
       norm2_(register_module("norm2", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}))) {}
 
 std::string TransformerLayer::describe() const {
-  std::ostringstream os;
-  os << "TransformerLayer(" << d_ << ", heads=" << attn_.heads() << ", ffn=" << options_.ffn
-     << ", dropout=" << options_.dropout << ", " << activation_name(options_.activation)
-     << (options_.norm_first ? ", pre-norm" : ", post-norm") << (options_.causal ? ", causal)" : ")");
-  return os.str();
+  return describe_layer("TransformerLayer", d_, attn_.heads(), options_);
 }
 
 Tensor TransformerLayer::operator()(const Tensor& x, const Tensor& mask) {
@@ -227,20 +237,15 @@ Tensor TransformerLayer::operator()(const Tensor& x, const Tensor& mask) {
   return Module::operator()(x);
 }
 
-Tensor TransformerLayer::feed_forward(const Tensor& x) {
-  Tensor h = dropout(activate(options_.activation, linear1_(x)), options_.dropout, training());
-  return dropout(linear2_(h), options_.dropout, training());
-}
-
 Tensor TransformerLayer::forward(const Tensor& x) {
   check_features(x, d_, where(x), "input");
   auto attend = [&](const Tensor& h) { return dropout(attn_(h, h, h, mask_), options_.dropout, training()); };
   if (options_.norm_first) {
     Tensor y = x + attend(norm1_(x));
-    return y + feed_forward(norm2_(y));
+    return y + feed_forward(linear1_, linear2_, options_, training(), norm2_(y));
   }
   Tensor y = norm1_(x + attend(x));
-  return norm2_(y + feed_forward(y));
+  return norm2_(y + feed_forward(linear1_, linear2_, options_, training(), y));
 }
 
 // ---------------------------------------------------------------- Transformer
@@ -283,11 +288,7 @@ TransformerDecoderLayer::TransformerDecoderLayer(int64_t d_model, int64_t heads,
       norm3_(register_module("norm3", LayerNorm(d_model, {.eps = o.eps, .bias = o.bias}))) {}
 
 std::string TransformerDecoderLayer::describe() const {
-  std::ostringstream os;
-  os << "TransformerDecoderLayer(" << d_ << ", heads=" << self_attn_.heads() << ", ffn=" << options_.ffn
-     << ", dropout=" << options_.dropout << ", " << activation_name(options_.activation)
-     << (options_.norm_first ? ", pre-norm" : ", post-norm") << (options_.causal ? ", causal)" : ")");
-  return os.str();
+  return describe_layer("TransformerDecoderLayer", d_, self_attn_.heads(), options_);
 }
 
 Tensor TransformerDecoderLayer::operator()(const Tensor& tgt, const Tensor& memory, const Tensor& tgt_mask,
@@ -306,10 +307,7 @@ Tensor TransformerDecoderLayer::forward(const Tensor& x) {
   auto cross_block = [&](const Tensor& h) {
     return dropout(cross_attn_(h, memory_, memory_, memory_mask_), options_.dropout, train);
   };
-  auto ff_block = [&](const Tensor& h) {
-    Tensor a = dropout(activate(options_.activation, linear1_(h)), options_.dropout, train);
-    return dropout(linear2_(a), options_.dropout, train);
-  };
+  auto ff_block = [&](const Tensor& h) { return feed_forward(linear1_, linear2_, options_, train, h); };
   if (options_.norm_first) {
     Tensor y = x + self_block(norm1_(x));
     y = y + cross_block(norm2_(y));

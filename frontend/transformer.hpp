@@ -135,8 +135,6 @@ class TransformerLayer : public Module {
   Tensor forward(const Tensor& x) override;
 
  private:
-  Tensor feed_forward(const Tensor& x);
-
   int64_t d_;
   TransformerLayerOptions options_;
   MultiheadAttention& attn_;
