@@ -22,7 +22,7 @@ loom::Pool2dOptions pool_options(std::vector<int64_t> kernel, const Pool2dOption
   LOOM_CHECK((kernel.size() == 1 || kernel.size() == 2) &&
                  std::all_of(kernel.begin(), kernel.end(), [](int64_t k) { return k > 0; }),
              what, ": kernel needs 1 or 2 positive values, got ", attr_str(kernel));
-  return {std::move(kernel), o.stride, o.padding, o.count_include_pad};
+  return {std::move(kernel), o.stride, o.padding, o.count_include_pad, o.ceil_mode};
 }
 
 void check_image(const std::string& where, const Tensor& x, int64_t channels, DType dtype) {
@@ -154,41 +154,65 @@ Tensor Conv1d::forward(const Tensor& x) {
 
 namespace {
 
-loom::Pool2dOptions pool1d(int64_t kernel, int64_t stride, int64_t padding, const char* who) {
+loom::Pool2dOptions pool1d(int64_t kernel, int64_t stride, int64_t padding, bool ceil_mode, const char* who) {
   LOOM_CHECK(kernel > 0 && stride >= 0 && padding >= 0, who, ": kernel must be positive, stride and padding >= 0, got ",
              kernel, ", ", stride, ", ", padding);
-  return {{1, kernel}, {1, stride ? stride : kernel}, {0, padding}};
+  return {
+      .kernel = {1, kernel}, .stride = {1, stride ? stride : kernel}, .padding = {0, padding}, .ceil_mode = ceil_mode};
 }
 
-std::string pool1d_describe(const char* type, int64_t kernel, int64_t stride, int64_t padding) {
+std::string pool1d_describe(const char* type, int64_t kernel, int64_t stride, int64_t padding, bool ceil_mode) {
   std::ostringstream os;
-  os << type << "(kernel=" << kernel << ", stride=" << (stride ? stride : kernel) << ", padding=" << padding << ")";
+  os << type << "(kernel=" << kernel << ", stride=" << (stride ? stride : kernel) << ", padding=" << padding;
+  if (ceil_mode) os << ", ceil_mode=true";
+  os << ")";
   return os.str();
+}
+
+int64_t checked_output_size(const char* who, int64_t output_size) {
+  LOOM_CHECK(output_size > 0, who, ": output_size must be positive, got ", output_size);
+  return output_size;
 }
 
 }  // namespace
 
-MaxPool1d::MaxPool1d(int64_t kernel, int64_t stride, int64_t padding)
-    : kernel_(kernel), stride_(stride), padding_(padding) {
-  pool1d(kernel, stride, padding, "MaxPool1d");
+MaxPool1d::MaxPool1d(int64_t kernel, int64_t stride, int64_t padding, bool ceil_mode)
+    : kernel_(kernel), stride_(stride), padding_(padding), ceil_mode_(ceil_mode) {
+  pool1d(kernel, stride, padding, ceil_mode, "MaxPool1d");
 }
-std::string MaxPool1d::describe() const { return pool1d_describe("MaxPool1d", kernel_, stride_, padding_); }
+std::string MaxPool1d::describe() const { return pool1d_describe("MaxPool1d", kernel_, stride_, padding_, ceil_mode_); }
 Tensor MaxPool1d::forward(const Tensor& x) {
-  return squeeze(max_pool2d(as_image(where(x), x), pool1d(kernel_, stride_, padding_, "MaxPool1d")), {2});
+  return squeeze(max_pool2d(as_image(where(x), x), pool1d(kernel_, stride_, padding_, ceil_mode_, "MaxPool1d")), {2});
 }
 
-AvgPool1d::AvgPool1d(int64_t kernel, int64_t stride, int64_t padding, bool count_include_pad)
-    : kernel_(kernel), stride_(stride), padding_(padding), count_include_pad_(count_include_pad) {
-  pool1d(kernel, stride, padding, "AvgPool1d");
+AvgPool1d::AvgPool1d(int64_t kernel, int64_t stride, int64_t padding, bool count_include_pad, bool ceil_mode)
+    : kernel_(kernel),
+      stride_(stride),
+      padding_(padding),
+      count_include_pad_(count_include_pad),
+      ceil_mode_(ceil_mode) {
+  pool1d(kernel, stride, padding, ceil_mode, "AvgPool1d");
 }
 std::string AvgPool1d::describe() const {
-  std::string d = pool1d_describe("AvgPool1d", kernel_, stride_, padding_);
+  std::string d = pool1d_describe("AvgPool1d", kernel_, stride_, padding_, ceil_mode_);
   return count_include_pad_ ? d : d.insert(d.size() - 1, ", count_include_pad=false");
 }
 Tensor AvgPool1d::forward(const Tensor& x) {
-  loom::Pool2dOptions o = pool1d(kernel_, stride_, padding_, "AvgPool1d");
+  loom::Pool2dOptions o = pool1d(kernel_, stride_, padding_, ceil_mode_, "AvgPool1d");
   o.count_include_pad = count_include_pad_;
   return squeeze(avg_pool2d(as_image(where(x), x), o), {2});
+}
+
+AdaptiveAvgPool1d::AdaptiveAvgPool1d(int64_t output_size)
+    : output_size_(checked_output_size("AdaptiveAvgPool1d", output_size)) {}
+Tensor AdaptiveAvgPool1d::forward(const Tensor& x) {
+  return squeeze(adaptive_avg_pool2d(as_image(where(x), x), {1, output_size_}), {2});
+}
+
+AdaptiveMaxPool1d::AdaptiveMaxPool1d(int64_t output_size)
+    : output_size_(checked_output_size("AdaptiveMaxPool1d", output_size)) {}
+Tensor AdaptiveMaxPool1d::forward(const Tensor& x) {
+  return squeeze(adaptive_max_pool2d(as_image(where(x), x), {1, output_size_}), {2});
 }
 
 // ---------------------------------------------------------------- ConvTranspose2d
@@ -431,7 +455,7 @@ MaxPool2d::MaxPool2d(std::vector<int64_t> kernel, Pool2dOptions options)
 std::string MaxPool2d::describe() const {
   return "MaxPool2d(kernel=" + ints_str(options_.kernel) +
          (options_.stride.empty() ? "" : ", stride=" + ints_str(options_.stride)) +
-         ", padding=" + ints_str(options_.padding) + ")";
+         ", padding=" + ints_str(options_.padding) + (options_.ceil_mode ? ", ceil_mode=true)" : ")");
 }
 
 Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, options_); }
@@ -442,20 +466,36 @@ AvgPool2d::AvgPool2d(std::vector<int64_t> kernel, Pool2dOptions options)
 std::string AvgPool2d::describe() const {
   return "AvgPool2d(kernel=" + ints_str(options_.kernel) +
          (options_.stride.empty() ? "" : ", stride=" + ints_str(options_.stride)) +
-         ", padding=" + ints_str(options_.padding) + (options_.count_include_pad ? ")" : ", count_include_pad=false)");
+         ", padding=" + ints_str(options_.padding) + (options_.ceil_mode ? ", ceil_mode=true" : "") +
+         (options_.count_include_pad ? ")" : ", count_include_pad=false)");
 }
 
 Tensor AvgPool2d::forward(const Tensor& x) { return avg_pool2d(x, options_); }
 
-AdaptiveAvgPool2d::AdaptiveAvgPool2d(std::vector<int64_t> output_size) : output_size_(std::move(output_size)) {
-  LOOM_CHECK((output_size_.size() == 1 || output_size_.size() == 2) &&
-                 std::all_of(output_size_.begin(), output_size_.end(), [](int64_t v) { return v > 0; }),
-             "AdaptiveAvgPool2d: output_size needs 1 or 2 positive values, got ", attr_str(output_size_));
+namespace {
+
+std::vector<int64_t> adaptive_size(const char* who, std::vector<int64_t> output_size) {
+  LOOM_CHECK((output_size.size() == 1 || output_size.size() == 2) &&
+                 std::all_of(output_size.begin(), output_size.end(), [](int64_t v) { return v > 0; }),
+             who, ": output_size needs 1 or 2 positive values, got ", attr_str(output_size));
+  return output_size;
 }
+
+}  // namespace
+
+AdaptiveAvgPool2d::AdaptiveAvgPool2d(std::vector<int64_t> output_size)
+    : output_size_(adaptive_size("AdaptiveAvgPool2d", std::move(output_size))) {}
 
 std::string AdaptiveAvgPool2d::describe() const { return "AdaptiveAvgPool2d(" + ints_str(output_size_) + ")"; }
 
 Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return adaptive_avg_pool2d(x, output_size_); }
+
+AdaptiveMaxPool2d::AdaptiveMaxPool2d(std::vector<int64_t> output_size)
+    : output_size_(adaptive_size("AdaptiveMaxPool2d", std::move(output_size))) {}
+
+std::string AdaptiveMaxPool2d::describe() const { return "AdaptiveMaxPool2d(" + ints_str(output_size_) + ")"; }
+
+Tensor AdaptiveMaxPool2d::forward(const Tensor& x) { return adaptive_max_pool2d(x, output_size_); }
 
 // ---------------------------------------------------------------- blocks and models
 

@@ -169,11 +169,11 @@ class BatchNorm2d : public BatchNorm {
 };
 
 /// Max and average pooling of [N, C, L] (PyTorch's MaxPool1d, AvgPool1d):
-/// kernel, stride (0: the kernel), padding (at most half the kernel); the 2-D
-/// ops on a height of 1.
+/// kernel, stride (0: the kernel), padding (at most half the kernel),
+/// ceil_mode (see Pool2dOptions); the 2-D ops on a height of 1.
 class MaxPool1d : public Module {
  public:
-  explicit MaxPool1d(int64_t kernel, int64_t stride = 0, int64_t padding = 0);
+  explicit MaxPool1d(int64_t kernel, int64_t stride = 0, int64_t padding = 0, bool ceil_mode = false);
   std::string type_name() const override { return "MaxPool1d"; }
   std::string describe() const override;
 
@@ -182,11 +182,13 @@ class MaxPool1d : public Module {
 
  private:
   int64_t kernel_, stride_, padding_;
+  bool ceil_mode_;
 };
 
 class AvgPool1d : public Module {
  public:
-  explicit AvgPool1d(int64_t kernel, int64_t stride = 0, int64_t padding = 0, bool count_include_pad = true);
+  explicit AvgPool1d(int64_t kernel, int64_t stride = 0, int64_t padding = 0, bool count_include_pad = true,
+                     bool ceil_mode = false);
   std::string type_name() const override { return "AvgPool1d"; }
   std::string describe() const override;
 
@@ -195,7 +197,36 @@ class AvgPool1d : public Module {
 
  private:
   int64_t kernel_, stride_, padding_;
-  bool count_include_pad_;
+  bool count_include_pad_, ceil_mode_;
+};
+
+/// Pooling of [N, C, L] to `output_size` positions (PyTorch's
+/// AdaptiveAvgPool1d and AdaptiveMaxPool1d): windows [floor(i L / out),
+/// ceil((i + 1) L / out)).
+class AdaptiveAvgPool1d : public Module {
+ public:
+  explicit AdaptiveAvgPool1d(int64_t output_size);
+  std::string type_name() const override { return "AdaptiveAvgPool1d"; }
+  std::string describe() const override { return "AdaptiveAvgPool1d(" + std::to_string(output_size_) + ")"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t output_size_;
+};
+
+class AdaptiveMaxPool1d : public Module {
+ public:
+  explicit AdaptiveMaxPool1d(int64_t output_size);
+  std::string type_name() const override { return "AdaptiveMaxPool1d"; }
+  std::string describe() const override { return "AdaptiveMaxPool1d(" + std::to_string(output_size_) + ")"; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t output_size_;
 };
 
 /// Group normalization (PyTorch's GroupNorm): the C channels of [N, C, ...]
@@ -274,11 +305,14 @@ class Dropout2d : public Module {
   double p_;
 };
 
-/// Output sizes are rounded down (PyTorch's default; there is no ceil_mode yet).
 struct Pool2dOptions {
   std::vector<int64_t> stride = {};    ///< empty: the kernel size
   std::vector<int64_t> padding = {0};  ///< at most half the kernel
   bool count_include_pad = true;       ///< AvgPool2d only
+  /// Output sizes rounded up (PyTorch's ceil_mode): a last, partial window
+  /// covers the input's end (it starts inside the input or leading padding;
+  /// an average divides by its part inside the padded input). Default: down.
+  bool ceil_mode = false;
 };
 
 class MaxPool2d : public Module {
@@ -311,11 +345,27 @@ class AvgPool2d : public Module {
   loom::Pool2dOptions options_;
 };
 
-/// Average pooling to a fixed output size ({1} or {1, 1}: global average pooling).
+/// Average pooling to a fixed output size ({1} or {1, 1}: global average
+/// pooling); windows [floor(i H / out), ceil((i + 1) H / out)) per axis, as PyTorch.
 class AdaptiveAvgPool2d : public Module {
  public:
   explicit AdaptiveAvgPool2d(std::vector<int64_t> output_size = {1});
   std::string type_name() const override { return "AdaptiveAvgPool2d"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  std::vector<int64_t> output_size_;
+};
+
+/// Max pooling over the same windows (PyTorch's AdaptiveMaxPool2d without
+/// return_indices); its gradient goes to each window's first maximum.
+class AdaptiveMaxPool2d : public Module {
+ public:
+  explicit AdaptiveMaxPool2d(std::vector<int64_t> output_size = {1});
+  std::string type_name() const override { return "AdaptiveMaxPool2d"; }
   std::string describe() const override;
 
  protected:

@@ -94,7 +94,8 @@ inline std::vector<Window> adaptive_windows(int64_t in, int64_t out) {
 }
 
 /// The row and column windows of a pooling node with input x and output y:
-/// adaptive_avg_pool2d when it has "output_size", else kernel/stride/padding.
+/// adaptive windows when it has "output_size", else kernel/stride/padding (and
+/// ceil_mode, which only changes y's size).
 struct PoolWindows {
   std::vector<Window> rows, cols;
 };

@@ -297,12 +297,17 @@ struct Pool2dOptions {
   std::vector<int64_t> stride = {};    ///< empty: the kernel size (PyTorch's default)
   std::vector<int64_t> padding = {0};  ///< 1, 2 or 4 values, at most half the kernel
   bool count_include_pad = true;       ///< avg_pool2d: padded zeros count in the divisor (PyTorch's default)
+  /// PyTorch's ceil_mode: output sizes rounded up, so a last, partial window covers the input's end
+  /// (it must start inside the input or the leading padding; its part past the padding never counts).
+  bool ceil_mode = false;
 };
 /// Maximum over each window of [N, C, H, W] (padding never wins).
 Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options = {});
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options = {});
 /// Average over output_size (1 or 2 values) windows covering the input, as PyTorch's; {1} is global pooling.
 Tensor adaptive_avg_pool2d(const Tensor& x, const std::vector<int64_t>& output_size = {1});
+/// Maximum over the same windows (PyTorch's adaptive_max_pool2d without indices).
+Tensor adaptive_max_pool2d(const Tensor& x, const std::vector<int64_t>& output_size = {1});
 
 struct BatchNormOutputs {
   Tensor y;     ///< normalized (and affine-transformed, and ReLU'd when asked)

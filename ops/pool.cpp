@@ -11,10 +11,14 @@
 //
 // Attributes: kernel [kh, kw], stride [sh, sw], padding [top, bottom, left,
 // right] (at most half the kernel on each side, as PyTorch, so every window
-// holds an input element), and for avg_pool2d count_include_pad (PyTorch's
-// default true: padded positions count in the divisor);
-// adaptive_avg_pool2d: output_size [oh, ow], windows
-// [floor(i*H/oh), ceil((i+1)*H/oh)) (overlapping; oh may exceed H, as PyTorch).
+// holds an input element), ceil_mode (PyTorch's: output sizes rounded up,
+// the last window then partly outside the padded input; it must start inside
+// the input or the leading padding), and for avg_pool2d count_include_pad
+// (PyTorch's default true: padded positions count in the divisor, the part
+// of a ceil_mode window past the padding never does);
+// adaptive_max_pool2d and adaptive_avg_pool2d: output_size [oh, ow], windows
+// [floor(i*H/oh), ceil((i+1)*H/oh)) (overlapping; oh may exceed H, as
+// PyTorch). The adaptive max family shares the windowed one's kernels and rules.
 
 #include <cmath>
 #include <limits>
@@ -37,6 +41,16 @@ struct PoolAttrs {
 PoolAttrs pool_attrs(const Attrs& a) {
   const V &k = a.ints("kernel"), &s = a.ints("stride"), &p = a.ints("padding");
   return {k[0], k[1], s[0], s[1], p[0], p[1], p[2], p[3]};
+}
+
+/// Outputs along an axis of `in` elements (padded by lo and hi, at most half
+/// the kernel, so in + lo + hi >= k), PyTorch's rule: with ceil_mode rounded
+/// up, less a last window that would start past the input and leading padding.
+int64_t pooled_size(int64_t in, int64_t k, int64_t s, int64_t lo, int64_t hi, bool ceil_mode) {
+  const int64_t span = in + lo + hi - k;
+  if (!ceil_mode) return span / s + 1;
+  const int64_t out = span / s + (span % s != 0) + 1;
+  return (out - 1) * s >= in + lo ? out - 1 : out;
 }
 
 void check_input(const InferContext& c, const TensorType& x) {
@@ -63,8 +77,11 @@ TensorType pool_output(const InferContext& c, const TensorType& x) {
   c.check(H != 0 && W != 0, "expected a non-empty image, got input ", S(x.shape));
   c.check((H < 0 || H >= unpadded_h) && (W < 0 || W >= unpadded_w), "kernel ", attr_str(k),
           " is larger than the padded input ", S(x.shape), " (padding ", attr_str(p), ")");
-  auto out = [](int64_t in, int64_t unpadded, int64_t s) { return in < 0 ? -1 : (in - unpadded) / s + 1; };
-  return {x.dtype, {x.shape[0], x.shape[1], out(H, unpadded_h, a.sh), out(W, unpadded_w, a.sw)}};
+  const bool ceil = c.attrs.get_or("ceil_mode", false);
+  auto out = [&](int64_t in, int64_t k, int64_t s, int64_t lo, int64_t hi) {
+    return in < 0 ? -1 : pooled_size(in, k, s, lo, hi, ceil);
+  };
+  return {x.dtype, {x.shape[0], x.shape[1], out(H, a.kh, a.sh, a.pt, a.pb), out(W, a.kw, a.sw, a.pl, a.pr)}};
 }
 
 TensorType adaptive_output(const InferContext& c, const TensorType& x) {
@@ -130,7 +147,8 @@ void for_each_window(const Shape& x, const Shape& y, const Attrs& at, bool adapt
 Shape pooled_shape(const Shape& x, const Attrs& at, bool adaptive) {
   if (adaptive) return {x[0], x[1], at.ints("output_size")[0], at.ints("output_size")[1]};
   const PoolAttrs a = pool_attrs(at);
-  return {x[0], x[1], (x[2] + a.pt + a.pb - a.kh) / a.sh + 1, (x[3] + a.pl + a.pr - a.kw) / a.sw + 1};
+  const bool ceil = at.get_or("ceil_mode", false);
+  return {x[0], x[1], pooled_size(x[2], a.kh, a.sh, a.pt, a.pb, ceil), pooled_size(x[3], a.kw, a.sw, a.pl, a.pr, ceil)};
 }
 
 /// Flat index (into x) of the window's maximum, by PyTorch's rule: the first
@@ -187,77 +205,100 @@ Attrs pool_example(V kernel, V stride, V padding) {
   return {{"kernel", kernel}, {"stride", stride}, {"padding", padding}};
 }
 
+/// The attributes of a windowed pooling (avg: with count_include_pad) or an adaptive one.
+AttrSchema pool_schema(bool adaptive, bool avg) {
+  if (adaptive) return {attr::required("output_size", AttrKind::integers)};
+  const AttrSpec kernel = attr::required("kernel", AttrKind::integers),
+                 stride = attr::required("stride", AttrKind::integers),
+                 padding = attr::required("padding", AttrKind::integers), ceil = attr::defaulted("ceil_mode", false);
+  if (avg) return {kernel, stride, padding, ceil, attr::defaulted("count_include_pad", true)};
+  return {kernel, stride, padding, ceil};
+}
+
+TensorType pooled_type(const InferContext& c, const TensorType& x, bool adaptive) {
+  return adaptive ? adaptive_output(c, x) : pool_output(c, x);
+}
+
+/// Example inputs (x, and the pooled shape) with their attributes.
 struct PoolCase {
-  const char* label;
+  std::string label;
   Shape x;
   Attrs attrs;
 };
-std::vector<PoolCase> pool_cases() {
+std::vector<PoolCase> pool_cases(bool adaptive) {
+  if (adaptive)
+    return {{"global", {2, 3, 5, 4}, {{"output_size", V{1, 1}}}},
+            {"overlapping 5x7 to 3x4", {1, 2, 5, 7}, {{"output_size", V{3, 4}}}},
+            {"identity", {1, 1, 3, 2}, {{"output_size", V{3, 2}}}},
+            {"upsampling 2x3 to 5x4", {1, 2, 2, 3}, {{"output_size", V{5, 4}}}}};
+  Attrs ceil = pool_example({3, 2}, {2, 2}, {1, 1, 0, 1});
+  ceil.set("ceil_mode", true);
   return {{"2x2 stride 2", {2, 3, 4, 6}, pool_example({2, 2}, {2, 2}, {0, 0, 0, 0})},
           {"3x3 stride 2 pad 1, odd size", {1, 2, 7, 5}, pool_example({3, 3}, {2, 2}, {1, 1, 1, 1})},
           {"overlapping 3x2 stride 1, batch 1", {1, 1, 5, 5}, pool_example({3, 2}, {1, 1}, {0, 0, 0, 0})},
-          {"asymmetric padding", {2, 1, 5, 6}, pool_example({2, 4}, {2, 3}, {1, 0, 2, 1})}};
+          {"asymmetric padding", {2, 1, 5, 6}, pool_example({2, 4}, {2, 3}, {1, 0, 2, 1})},
+          {"ceil_mode, partial last windows", {1, 2, 6, 5}, ceil}};
 }
 
-const bool registered = [] {
+/// max_pool2d, max_pool2d_grad and max_pool2d_pick, or their adaptive forms.
+void register_max_family(bool adaptive) {
+  const std::string pre = adaptive ? "adaptive_max_pool2d" : "max_pool2d";
   {
     OpDef d;
-    d.name = "max_pool2d";
-    d.attrs = {attr::required("kernel", AttrKind::integers), attr::required("stride", AttrKind::integers),
-               attr::required("padding", AttrKind::integers)};
+    d.name = pre;
+    d.attrs = pool_schema(adaptive, false);
     d.min_inputs = d.max_inputs = 1;
-    d.doc = "maximum over windows of [N, C, H, W]";
-    d.infer = [](const InferContext& c) { return std::vector<TensorType>{pool_output(c, c.in[0])}; };
-    d.grad = [](const GradContext& c) {
-      return std::vector<Tensor>{c.inputs[0].graph().add1("max_pool2d_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
+    d.doc =
+        adaptive ? "maximum over output_size windows covering [N, C, H, W]" : "maximum over windows of [N, C, H, W]";
+    d.infer = [adaptive](const InferContext& c) { return std::vector<TensorType>{pooled_type(c, c.in[0], adaptive)}; };
+    d.grad = [pre](const GradContext& c) {
+      return std::vector<Tensor>{c.inputs[0].graph().add1(pre + "_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
     };
-    d.reference = [](std::span<const NDArray> in, const Attrs& at) {
+    d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
       const NDArray& x = in[0];
-      NDArray xc = x.compact(), y = NDArray::empty(pooled_shape(x.shape(), at, false), x.dtype());
+      NDArray xc = x.compact(), y = NDArray::empty(pooled_shape(x.shape(), at, adaptive), x.dtype());
       NDArray flat = xc.reshape({x.numel()});
-      for_each_window(x.shape(), y.shape(), at, false,
+      for_each_window(x.shape(), y.shape(), at, adaptive,
                       [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
                         detail::set_at(y, {n, c, oh, ow}, flat.at({argmax_in(x, n, c, hs, ws)}));
                       });
       return std::vector<NDArray>{y};
     };
-    d.examples = [](uint64_t seed) {
+    d.examples = [adaptive](uint64_t seed) {
       std::vector<OpExample> ex;
-      for (const PoolCase& e : pool_cases()) ex.push_back({e.label, {distinct_values(e.x, seed++)}, e.attrs});
+      for (const PoolCase& e : pool_cases(adaptive)) ex.push_back({e.label, {distinct_values(e.x, seed++)}, e.attrs});
       return ex;
     };
     register_op(std::move(d));
   }
   {
     OpDef d;
-    d.name = "max_pool2d_grad";
-    d.attrs = {attr::required("kernel", AttrKind::integers), attr::required("stride", AttrKind::integers),
-               attr::required("padding", AttrKind::integers)};
+    d.name = pre + "_grad";
+    d.attrs = pool_schema(adaptive, false);
     d.min_inputs = d.max_inputs = 2;  // x, dy
-    d.doc = "gradient of max_pool2d: dy added at each window's maximum of x";
-    d.infer = [](const InferContext& c) {
-      check_pooled(c, c.in[0], c.in[1], false);
+    d.doc = "gradient of " + pre + ": dy added at each window's maximum of x";
+    d.infer = [adaptive](const InferContext& c) {
+      check_pooled(c, c.in[0], c.in[1], adaptive);
       return std::vector<TensorType>{c.in[0]};
     };
-    d.grad = [](const GradContext& c) {
-      return std::vector<Tensor>{Tensor(),
-                                 c.inputs[0].graph().add1("max_pool2d_pick", {c.inputs[0], c.dout(0)}, c.attrs)};
+    d.grad = [pre](const GradContext& c) {
+      return std::vector<Tensor>{Tensor(), c.inputs[0].graph().add1(pre + "_pick", {c.inputs[0], c.dout(0)}, c.attrs)};
     };
-    d.reference = [](std::span<const NDArray> in, const Attrs& at) {
+    d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
       const NDArray &x = in[0], &dy = in[1];
       NDArray dx = NDArray::zeros({x.numel()}, float64);
-      for_each_window(x.shape(), dy.shape(), at, false,
+      for_each_window(x.shape(), dy.shape(), at, adaptive,
                       [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
                         const int64_t i = argmax_in(x, n, c, hs, ws);
                         dx.data<double>()[i] += dy.at({n, c, oh, ow});
                       });
       return std::vector<NDArray>{dx.reshape(x.shape()).astype(dy.dtype())};
     };
-    d.examples = [](uint64_t seed) {
+    d.examples = [adaptive](uint64_t seed) {
       std::vector<OpExample> ex;
-      for (const PoolCase& e : pool_cases()) {
+      for (const PoolCase& e : pool_cases(adaptive)) {
         ex.push_back({e.label,
-                      {distinct_values(e.x, seed), rand_array(pooled_shape(e.x, e.attrs, false), -1, 1, seed + 1)},
+                      {distinct_values(e.x, seed), rand_array(pooled_shape(e.x, e.attrs, adaptive), -1, 1, seed + 1)},
                       e.attrs,
                       {1}});
         seed += 2;
@@ -268,32 +309,30 @@ const bool registered = [] {
   }
   {
     OpDef d;
-    d.name = "max_pool2d_pick";
-    d.attrs = {attr::required("kernel", AttrKind::integers), attr::required("stride", AttrKind::integers),
-               attr::required("padding", AttrKind::integers)};
+    d.name = pre + "_pick";
+    d.attrs = pool_schema(adaptive, false);
     d.min_inputs = d.max_inputs = 2;  // x, g
-    d.doc = "g (shaped like x) read at each window's maximum of x: the gradient of max_pool2d_grad";
-    d.infer = [](const InferContext& c) {
+    d.doc = "g (shaped like x) read at each window's maximum of x: the gradient of " + pre + "_grad";
+    d.infer = [adaptive](const InferContext& c) {
       c.check(c.in[1].dtype == c.in[0].dtype && c.in[1].shape == c.in[0].shape, "g ", S(c.in[1].shape),
               " must be shaped like x ", S(c.in[0].shape));
-      return std::vector<TensorType>{pool_output(c, c.in[0])};
+      return std::vector<TensorType>{pooled_type(c, c.in[0], adaptive)};
     };
-    d.grad = [](const GradContext& c) {
-      return std::vector<Tensor>{Tensor(),
-                                 c.inputs[0].graph().add1("max_pool2d_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
+    d.grad = [pre](const GradContext& c) {
+      return std::vector<Tensor>{Tensor(), c.inputs[0].graph().add1(pre + "_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
     };
-    d.reference = [](std::span<const NDArray> in, const Attrs& at) {
+    d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
       const NDArray &x = in[0], g = in[1].compact().reshape({in[1].numel()});
-      NDArray y = NDArray::empty(pooled_shape(x.shape(), at, false), x.dtype());
-      for_each_window(x.shape(), y.shape(), at, false,
+      NDArray y = NDArray::empty(pooled_shape(x.shape(), at, adaptive), x.dtype());
+      for_each_window(x.shape(), y.shape(), at, adaptive,
                       [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
                         detail::set_at(y, {n, c, oh, ow}, g.at({argmax_in(x, n, c, hs, ws)}));
                       });
       return std::vector<NDArray>{y};
     };
-    d.examples = [](uint64_t seed) {
+    d.examples = [adaptive](uint64_t seed) {
       std::vector<OpExample> ex;
-      for (const PoolCase& e : pool_cases()) {
+      for (const PoolCase& e : pool_cases(adaptive)) {
         ex.push_back({e.label, {distinct_values(e.x, seed), rand_array(e.x, -1, 1, seed + 1)}, e.attrs, {1}});
         seed += 2;
       }
@@ -301,19 +340,19 @@ const bool registered = [] {
     };
     register_op(std::move(d));
   }
+}
+
+const bool registered = [] {
+  register_max_family(false);
+  register_max_family(true);
   for (bool adaptive : {false, true}) {
     OpDef d;
     d.name = adaptive ? "adaptive_avg_pool2d" : "avg_pool2d";
-    d.attrs = adaptive ? AttrSchema{attr::required("output_size", AttrKind::integers)}
-                       : AttrSchema{attr::required("kernel", AttrKind::integers), attr::required("stride", AttrKind::integers),
-                                    attr::required("padding", AttrKind::integers),
-                                    attr::defaulted("count_include_pad", true)};
+    d.attrs = pool_schema(adaptive, true);
     d.min_inputs = d.max_inputs = 1;
     d.doc =
         adaptive ? "average over output_size windows covering [N, C, H, W]" : "average over windows of [N, C, H, W]";
-    d.infer = [adaptive](const InferContext& c) {
-      return std::vector<TensorType>{adaptive ? adaptive_output(c, c.in[0]) : pool_output(c, c.in[0])};
-    };
+    d.infer = [adaptive](const InferContext& c) { return std::vector<TensorType>{pooled_type(c, c.in[0], adaptive)}; };
     d.grad = [adaptive](const GradContext& c) {
       const char* op = adaptive ? "adaptive_avg_pool2d_grad" : "avg_pool2d_grad";
       return std::vector<Tensor>{c.inputs[0].graph().add1(op, {c.dout(0), c.inputs[0]}, c.attrs)};
@@ -321,16 +360,9 @@ const bool registered = [] {
     d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) { return ref_avg(in, at, adaptive); };
     d.examples = [adaptive](uint64_t seed) {
       std::vector<OpExample> ex;
-      if (adaptive) {
-        ex.push_back({"global", {rand_array({2, 3, 5, 4}, -1, 1, seed)}, {{"output_size", V{1, 1}}}});
-        ex.push_back(
-            {"overlapping 5x7 to 3x4", {rand_array({1, 2, 5, 7}, -1, 1, seed + 1)}, {{"output_size", V{3, 4}}}});
-        ex.push_back({"identity", {rand_array({1, 1, 3, 2}, -1, 1, seed + 2)}, {{"output_size", V{3, 2}}}});
-        ex.push_back({"upsampling 2x3 to 5x4", {rand_array({1, 2, 2, 3}, -1, 1, seed + 3)}, {{"output_size", V{5, 4}}}});
-        return ex;
-      }
-      for (const PoolCase& e : pool_cases()) {
+      for (const PoolCase& e : pool_cases(adaptive)) {
         ex.push_back({e.label, {rand_array(e.x, -1, 1, seed++)}, e.attrs});
+        if (adaptive) continue;
         Attrs excl = e.attrs;
         excl.set("count_include_pad", false);
         ex.push_back({std::string(e.label) + ", padding not counted", {rand_array(e.x, -1, 1, seed++)}, excl});
@@ -342,10 +374,7 @@ const bool registered = [] {
   for (bool adaptive : {false, true}) {
     OpDef d;
     d.name = adaptive ? "adaptive_avg_pool2d_grad" : "avg_pool2d_grad";
-    d.attrs = adaptive ? AttrSchema{attr::required("output_size", AttrKind::integers)}
-                       : AttrSchema{attr::required("kernel", AttrKind::integers), attr::required("stride", AttrKind::integers),
-                                    attr::required("padding", AttrKind::integers),
-                                    attr::defaulted("count_include_pad", true)};
+    d.attrs = pool_schema(adaptive, true);
     d.min_inputs = d.max_inputs = 2;  // dy, x (for its shape only)
     d.shape_only_inputs = {1};
     d.doc = "gradient of average pooling: each dy spread evenly over its window";
@@ -365,14 +394,9 @@ const bool registered = [] {
             {label, {rand_array(pooled_shape(x, at, adaptive), -1, 1, seed), rand_array(x, -1, 1, seed + 1)}, at, {0}});
         seed += 2;
       };
-      if (adaptive) {
-        add("global", {2, 3, 5, 4}, {{"output_size", V{1, 1}}});
-        add("overlapping 5x7 to 3x4", {1, 2, 5, 7}, {{"output_size", V{3, 4}}});
-        add("upsampling 2x3 to 5x4", {1, 2, 2, 3}, {{"output_size", V{5, 4}}});
-        return ex;
-      }
-      for (const PoolCase& e : pool_cases()) {
+      for (const PoolCase& e : pool_cases(adaptive)) {
         add(e.label, e.x, e.attrs);
+        if (adaptive) continue;
         Attrs excl = e.attrs;
         excl.set("count_include_pad", false);
         add(std::string(e.label) + ", padding not counted", e.x, excl);
@@ -386,9 +410,11 @@ const bool registered = [] {
 
 Attrs pool_attrs_of(const Pool2dOptions& o, const char* what) {
   V stride = o.stride.empty() ? o.kernel : o.stride;
-  return {{"kernel", detail::pair_attr(o.kernel, what, "kernel")},
+  Attrs a{{"kernel", detail::pair_attr(o.kernel, what, "kernel")},
           {"stride", detail::pair_attr(stride, what, "stride")},
           {"padding", detail::padding4(o.padding, what)}};
+  if (o.ceil_mode) a.set("ceil_mode", true);  // left out otherwise: graphs without it keep their attributes
+  return a;
 }
 
 }  // namespace
@@ -406,6 +432,11 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options) {
 Tensor adaptive_avg_pool2d(const Tensor& x, const std::vector<int64_t>& output_size) {
   return x.graph().add1("adaptive_avg_pool2d", {x},
                         {{"output_size", detail::pair_attr(output_size, "adaptive_avg_pool2d", "output_size")}});
+}
+
+Tensor adaptive_max_pool2d(const Tensor& x, const std::vector<int64_t>& output_size) {
+  return x.graph().add1("adaptive_max_pool2d", {x},
+                        {{"output_size", detail::pair_attr(output_size, "adaptive_max_pool2d", "output_size")}});
 }
 
 }  // namespace loom

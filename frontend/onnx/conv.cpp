@@ -2,6 +2,8 @@
 // ops/batch_norm.cpp). loom's padding is [top, bottom, left, right]; ONNX's
 // pads are [top, left, bottom, right] (begins, then ends).
 
+#include <algorithm>
+
 #include "frontend/onnx/exporter.hpp"
 
 namespace loom::onnx {
@@ -51,6 +53,7 @@ void window_pool(ExportContext& c, const char* onnx_op) {
   attr(n, "kernel_shape", a.ints("kernel"));
   attr(n, "strides", a.ints("stride"));
   attr(n, "pads", onnx_pads(a.ints("padding")));
+  if (a.get_or("ceil_mode", false)) attr(n, "ceil_mode", int64_t(1));
   if (std::string(onnx_op) == "AveragePool") attr(n, "count_include_pad", int64_t(a.get_or<bool>("count_include_pad", true)));
 }
 
@@ -81,18 +84,56 @@ void adaptive_avg_pool2d(ExportContext& c) {
   c.add("MatMul", {c.constant(averaging(o[0], x.shape[2], x.dtype), "avg_h"), rows}, {c.output(0)});
 }
 
+/// The input rows of each adaptive window along one axis, [out, longest
+/// window]: a shorter window repeats its last row (a maximum ignores repeats).
+NDArray window_rows(int64_t out, int64_t in) {
+  int64_t longest = 0;
+  for (int64_t i = 0; i < out; ++i) longest = std::max(longest, ((i + 1) * in + out - 1) / out - i * in / out);
+  NDArray m = NDArray::empty({out, longest}, int64);
+  for (int64_t i = 0; i < out; ++i) {
+    const int64_t lo = i * in / out, hi = ((i + 1) * in + out - 1) / out;
+    for (int64_t j = 0; j < longest; ++j) m.data<int64_t>()[i * longest + j] = std::min(lo + j, hi - 1);
+  }
+  return m;
+}
+
+/// GlobalMaxPool for 1x1; otherwise exactly, for any sizes (ONNX has no
+/// adaptive pooling): per axis, Gather the rows of every window and ReduceMax
+/// over them, as a maximum over a rectangle is one over rows of maxima over columns.
+void adaptive_max_pool2d(ExportContext& c) {
+  const std::vector<int64_t>& o = c.attrs().ints("output_size");
+  const Shape& x = c.input_type(0).shape;
+  if (o[0] == 1 && o[1] == 1) {
+    c.add("GlobalMaxPool", {c.input(0)}, {c.output(0)});
+    return;
+  }
+  if (x[2] < 0 || x[3] < 0)
+    c.fail("output_size [", o[0], ", ", o[1], "] other than [1, 1] needs a known input size, got ", shape_str(x));
+  std::string in = c.input(0);
+  for (int64_t axis : {2, 3}) {
+    const std::string rows = c.temp("window_rows"), out = axis == 3 ? c.output(0) : c.temp("pooled_rows");
+    attr(c.add("Gather", {in, c.constant(window_rows(o[size_t(axis - 2)], x[size_t(axis)]), "windows")}, {rows}),
+         "axis", axis);
+    auto& m = c.add("ReduceMax", {rows}, {out});
+    attr(m, "axes", std::vector<int64_t>{axis + 1});
+    attr(m, "keepdims", int64_t(0));
+    in = out;
+  }
+}
+
 const bool registered = [] {
   register_exporter("conv2d", conv2d);
   register_exporter("conv2d_backward_data", conv2d_backward_data);
   register_exporter("max_pool2d", [](ExportContext& c) { window_pool(c, "MaxPool"); });
   register_exporter("avg_pool2d", [](ExportContext& c) { window_pool(c, "AveragePool"); });
   register_exporter("adaptive_avg_pool2d", adaptive_avg_pool2d);
+  register_exporter("adaptive_max_pool2d", adaptive_max_pool2d);
   register_unexportable("batch_norm",
                         "it normalizes with the batch's statistics (training mode: export the graph the model builds "
                         "in eval mode, which uses the running statistics)");
   const char* gradient = "it exists only in gradient graphs";
-  for (const char* op : {"conv2d_backward_filter", "max_pool2d_grad", "max_pool2d_pick", "avg_pool2d_grad",
-                         "adaptive_avg_pool2d_grad", "batch_norm_grad"})
+  for (const char* op : {"conv2d_backward_filter", "max_pool2d_grad", "max_pool2d_pick", "adaptive_max_pool2d_grad",
+                         "adaptive_max_pool2d_pick", "avg_pool2d_grad", "adaptive_avg_pool2d_grad", "batch_norm_grad"})
     register_unexportable(op, gradient);
   return true;
 }();

@@ -1,4 +1,4 @@
-// Pooling on the CPU: max_pool2d with its gradient (scatter to the window's
+// Pooling on the CPU: max_pool2d (windowed or adaptive) with its gradient (scatter to the window's
 // maximum) and the gather that is that gradient's gradient, and average
 // pooling (windowed or adaptive) with its gradient. Window bounds come from
 // one table per axis (kernels/conv_geometry.hpp); planes (n, c) run in
@@ -129,9 +129,11 @@ void grad_row2(const T* x0, const T* x1, const T* dy, T* d0, T* d1, int64_t n) {
   }
 }
 
-bool is_2x2_stride_2(const Attrs& a) {
+/// Whole 2x2 windows at stride 2 (ceil_mode's partial last windows go the general way).
+bool is_2x2_stride_2(const Attrs& a, const Planes& p) {
   return !a.has("output_size") && a.ints("kernel") == std::vector<int64_t>{2, 2} &&
-         a.ints("stride") == std::vector<int64_t>{2, 2} && a.ints("padding") == std::vector<int64_t>{0, 0, 0, 0};
+         a.ints("stride") == std::vector<int64_t>{2, 2} && a.ints("padding") == std::vector<int64_t>{0, 0, 0, 0} &&
+         2 * p.OH <= p.H && 2 * p.OW <= p.W;
 }
 
 /// max_pool2d (the maximum itself) and max_pool2d_pick (picking: input 1 read at the maximum of input 0).
@@ -141,7 +143,7 @@ void max_pool(const KernelCall& c, bool picking) {
   const T* x = static_cast<const T*>(c.in[0].raw());
   const T* src = picking ? static_cast<const T*>(c.in[1].raw()) : x;
   T* y = static_cast<T*>(c.out[0].raw());
-  if (is_2x2_stride_2(c.attrs)) {
+  if (is_2x2_stride_2(c.attrs, p)) {
     for_planes(p, [&](int64_t i) {
       const T *xp = x + i * p.H * p.W, *sp = src + i * p.H * p.W;
       for (int64_t oh = 0; oh < p.OH; ++oh)
@@ -167,7 +169,7 @@ void max_pool_grad(const KernelCall& c) {
   const T* x = static_cast<const T*>(c.in[0].raw());
   const T* dy = static_cast<const T*>(c.in[1].raw());
   T* dx = static_cast<T*>(c.out[0].raw());
-  if (is_2x2_stride_2(c.attrs)) {
+  if (is_2x2_stride_2(c.attrs, p)) {
     for_planes(p, [&](int64_t i) {
       const T* xp = x + i * p.H * p.W;
       T* gp = dx + i * p.H * p.W;
@@ -239,15 +241,18 @@ void avg_pool_grad(const KernelCall& c) {
 
 const bool registered = [] {
   auto reg = [](const char* op, KernelFn f) { register_kernel(op, DeviceKind::cpu, FloatTypes::dtypes(), {f, true}); };
-  reg("max_pool2d", [](const KernelCall& c) {
-    dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool<T>(c, false); });
-  });
-  reg("max_pool2d_pick", [](const KernelCall& c) {
-    dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool<T>(c, true); });
-  });
-  reg("max_pool2d_grad", [](const KernelCall& c) {
-    dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool_grad<T>(c); });
-  });
+  for (const char* op : {"max_pool2d", "adaptive_max_pool2d"})
+    reg(op, [](const KernelCall& c) {
+      dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool<T>(c, false); });
+    });
+  for (const char* op : {"max_pool2d_pick", "adaptive_max_pool2d_pick"})
+    reg(op, [](const KernelCall& c) {
+      dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool<T>(c, true); });
+    });
+  for (const char* op : {"max_pool2d_grad", "adaptive_max_pool2d_grad"})
+    reg(op, [](const KernelCall& c) {
+      dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool_grad<T>(c); });
+    });
   for (const char* op : {"avg_pool2d", "adaptive_avg_pool2d"})
     reg(op, [](const KernelCall& c) {
       dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { avg_pool<T>(c); });

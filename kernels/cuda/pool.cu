@@ -1,5 +1,5 @@
 // Pooling on CUDA: max_pool2d, max_pool2d_pick, max_pool2d_grad, and
-// windowed or adaptive average pooling with their gradients.
+// average pooling with its gradient, each windowed or adaptive.
 //
 // Own kernels rather than cuDNN's: cuDNN v9 deprecates its pooling calls
 // (cudnnPoolingForward/Backward), they take symmetric padding only and no
@@ -171,18 +171,21 @@ void avg_pool_grad(const KernelCall& c) {
 
 const bool registered = [] {
   auto reg = [](const char* op, KernelFn f) { register_kernel(op, DeviceKind::cuda, FloatTypes::dtypes(), {f, true}); };
-  reg("max_pool2d", [](const KernelCall& c) {
-    use_device(c.ctx.device);
-    dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool<T>(c, false); });
-  });
-  reg("max_pool2d_pick", [](const KernelCall& c) {
-    use_device(c.ctx.device);
-    dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool<T>(c, true); });
-  });
-  reg("max_pool2d_grad", [](const KernelCall& c) {
-    use_device(c.ctx.device);
-    dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool_grad<T>(c); });
-  });
+  for (const char* op : {"max_pool2d", "adaptive_max_pool2d"})
+    reg(op, [](const KernelCall& c) {
+      use_device(c.ctx.device);
+      dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool<T>(c, false); });
+    });
+  for (const char* op : {"max_pool2d_pick", "adaptive_max_pool2d_pick"})
+    reg(op, [](const KernelCall& c) {
+      use_device(c.ctx.device);
+      dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool<T>(c, true); });
+    });
+  for (const char* op : {"max_pool2d_grad", "adaptive_max_pool2d_grad"})
+    reg(op, [](const KernelCall& c) {
+      use_device(c.ctx.device);
+      dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool_grad<T>(c); });
+    });
   for (const char* op : {"avg_pool2d", "adaptive_avg_pool2d"})
     reg(op, [](const KernelCall& c) {
       use_device(c.ctx.device);

@@ -387,6 +387,61 @@ TEST_SUITE("frontend/conv") {
     }
   }
 
+  TEST_CASE("ceil_mode and adaptive pooling modules give PyTorch's values") {
+    // (5 i) mod 9 as [1, 2, 7], and PyTorch 2.15's results.
+    std::vector<double> v;
+    for (int i = 0; i < 14; ++i) v.push_back(double(5 * i % 9));
+    const NDArray xv = NDArray::from<double>(v, {1, 2, 7});
+    auto run = [&](nn::Module&& m) {
+      Graph g;
+      Tensor x = g.placeholder("x", {1, 2, 7}, float64);
+      Tensor y = m(x);
+      return Session(g).run({y}, {{x, xv}})[0].to_vector<double>();
+    };
+    CHECK(run(nn::MaxPool1d(2, 2, 0, true)) == std::vector<double>{5, 6, 7, 3, 8, 5, 6, 2});
+    const std::vector<double> avg = run(nn::AvgPool1d(3, 2, 1, false, true));
+    const std::vector<double> want{2.5, 4, 5, 5, 6, 3, 4, 4};
+    REQUIRE(avg.size() == want.size());
+    for (size_t i = 0; i < want.size(); ++i) CHECK(avg[i] == doctest::Approx(want[i]).epsilon(1e-15));
+    CHECK(run(nn::AdaptiveAvgPool1d(3)) == std::vector<double>{2, 3, 4, 4, 2, 3});
+    CHECK(run(nn::AdaptiveMaxPool1d(3)) == std::vector<double>{5, 6, 7, 8, 5, 6});
+    CHECK(run(nn::AdaptiveMaxPool1d(9)) == std::vector<double>{0, 5, 5, 6, 6, 6, 7, 7, 3, 8, 8, 4, 5, 5, 5, 6, 6, 2});
+    CHECK_THROWS_WITH_AS(nn::AdaptiveMaxPool1d(0), doctest::Contains("AdaptiveMaxPool1d: output_size must be positive"),
+                         Error);
+    CHECK_THROWS_WITH_AS(nn::AdaptiveMaxPool2d({2, 0}), doctest::Contains("AdaptiveMaxPool2d: output_size needs"),
+                         Error);
+    // The 2-D modules: ceil_mode in the description; adaptive max pooling of a 7x5 map to 3x2, checked window by
+    // window.
+    CHECK(nn::MaxPool2d(3, {.stride = {2}, .ceil_mode = true}).describe() ==
+          "MaxPool2d(kernel=3, stride=2, padding=0, ceil_mode=true)");
+    CHECK(nn::AvgPool2d(2, {.count_include_pad = false, .ceil_mode = true}).describe() ==
+          "AvgPool2d(kernel=2, padding=0, ceil_mode=true, count_include_pad=false)");
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 3, 7, 5}, float64);
+    nn::AdaptiveMaxPool2d pool({3, 2});
+    CHECK(pool.describe() == "AdaptiveMaxPool2d((3, 2))");
+    Tensor y = pool(x);
+    CHECK(y.shape() == Shape{2, 3, 3, 2});
+    NDArray in = test::rand({2, 3, 7, 5}, 9, float64), out = Session(g).run({y}, {{x, in}})[0];
+    const int64_t rows[3][2] = {{0, 3}, {2, 5}, {4, 7}}, cols[2][2] = {{0, 3}, {2, 5}};
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t c = 0; c < 3; ++c)
+        for (int64_t i = 0; i < 3; ++i)
+          for (int64_t j = 0; j < 2; ++j) {
+            double m = -1e300;
+            for (int64_t h = rows[i][0]; h < rows[i][1]; ++h)
+              for (int64_t w = cols[j][0]; w < cols[j][1]; ++w) m = std::max(m, in.at({n, c, h, w}));
+            CHECK(out.at({n, c, i, j}) == m);
+          }
+    CheckResult gr = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{nn::AdaptiveMaxPool2d({3, 2})(in[0]), nn::MaxPool2d(2, {.ceil_mode = true})(in[0]),
+                                     nn::AvgPool2d(3, {.stride = {2}, .padding = {1}, .ceil_mode = true})(in[0])};
+        },
+        {test::rand({1, 2, 7, 5}, 3, float64)}, {0});
+    CHECK_MESSAGE(gr.ok, gr.detail);
+  }
+
   TEST_CASE("pooling modules and Flatten on 4-D") {
     Graph g;
     Tensor x = g.placeholder("x", {2, 3, 8, 6});

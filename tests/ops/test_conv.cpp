@@ -386,6 +386,70 @@ TEST_SUITE("ops/conv") {
                             {{"output_size", std::vector<int64_t>{40, 31}}}, 2);
   }
 
+  TEST_CASE("ceil_mode and adaptive max pooling: PyTorch's output sizes and values") {
+    auto windowed = [](std::vector<int64_t> k, std::vector<int64_t> s, std::vector<int64_t> p, bool ceil) {
+      Attrs a{{"kernel", k}, {"stride", s}, {"padding", p}};
+      if (ceil) a.set("ceil_mode", true);
+      return a;
+    };
+    // (7 i) mod 11 on a 6x6 image, and PyTorch 2.15's results in float64.
+    std::vector<double> v;
+    for (int i = 0; i < 36; ++i) v.push_back(double(7 * i % 11));
+    const NDArray x = NDArray::from<double>(v, {1, 1, 6, 6});
+    std::vector<double> top_left;  // x[:, :, :5, :5]
+    for (int i = 0; i < 36; ++i)
+      if (i / 6 < 5 && i % 6 < 5) top_left.push_back(v[size_t(i)]);
+    const NDArray x55 = NDArray::from<double>(top_left, {1, 1, 5, 5});
+    auto values = [](const NDArray& a) { return a.to_vector<double>(); };
+    CHECK(values(invoke("max_pool2d", {x55}, windowed({2, 2}, {2, 2}, {0, 0, 0, 0}, true))[0]) ==
+          std::vector<double>{9, 10, 6, 7, 10, 2, 10, 6, 9});
+    CHECK(values(invoke("avg_pool2d", {x55}, windowed({2, 2}, {2, 2}, {0, 0, 0, 0}, true))[0]) ==
+          std::vector<double>{5.25, 5.5, 5, 4, 7, 1, 6.5, 4, 9});
+    // k3 s2 p1 on 6: a fourth window [5, 8) whose divisor counts the padded column 6 but not column 7.
+    Attrs a = windowed({3, 3}, {2, 2}, {1, 1, 1, 1}, true);
+    NDArray y = invoke("avg_pool2d", {x}, a)[0];
+    CHECK(y.shape() == Shape{1, 1, 4, 4});
+    const std::vector<double> included{7 / 3.,  34 / 9., 10 / 3., 1 / 3., 10 / 3., 46 / 9., 40 / 9., 8 / 3.,
+                                       28 / 9., 43 / 9., 37 / 9., 2.5,    1.5,     2,       5 / 3.,  0.75};
+    for (size_t i = 0; i < included.size(); ++i) CHECK(values(y)[i] == doctest::Approx(included[i]).epsilon(1e-14));
+    a.set("count_include_pad", false);
+    y = invoke("avg_pool2d", {x}, a)[0];
+    const std::vector<double> excluded{5.25,    17 / 3., 5,       1, 5,   46 / 9., 40 / 9., 16 / 3.,
+                                       14 / 3., 43 / 9., 37 / 9., 5, 4.5, 4,       10 / 3., 3};
+    for (size_t i = 0; i < excluded.size(); ++i) CHECK(values(y)[i] == doctest::Approx(excluded[i]).epsilon(1e-14));
+    // Output sizes, including PyTorch's rule that drops a last window starting past the input and padding.
+    auto shape_of = [](Shape in, const Attrs& at) {
+      Graph g;
+      return g.add1("max_pool2d", {g.placeholder("x", in, float64)}, at).shape();
+    };
+    CHECK(shape_of({1, 1, 6, 6}, windowed({3, 3}, {2, 2}, {0, 0, 0, 0}, true)) == Shape{1, 1, 3, 3});
+    CHECK(shape_of({1, 1, 6, 6}, windowed({3, 3}, {3, 3}, {1, 1, 1, 1}, true)) == Shape{1, 1, 3, 3});
+    CHECK(shape_of({1, 1, 6, 5}, windowed({2, 2}, {2, 2}, {1, 1, 1, 1}, true)) == Shape{1, 1, 4, 3});
+    CHECK(shape_of({1, 1, 6, 5}, windowed({2, 2}, {2, 2}, {1, 1, 1, 1}, false)) == Shape{1, 1, 4, 3});
+    CHECK(shape_of({1, 1, 7, 7}, windowed({2, 2}, {2, 2}, {0, 0, 0, 0}, false)) == Shape{1, 1, 3, 3});
+    // Adaptive max pooling 5x6 -> 3x4: windows of 2 and 3 rows, overlapping.
+    const NDArray x56 = NDArray::from<double>(std::vector<double>(v.begin(), v.begin() + 30), {1, 1, 5, 6});
+    CHECK(values(invoke("adaptive_max_pool2d", {x56}, {{"output_size", std::vector<int64_t>{3, 4}}})[0]) ==
+          std::vector<double>{9, 7, 10, 6, 9, 10, 8, 9, 10, 10, 9, 9});
+    // Larger maps, every kernel path, against the references (the 2x2 fast path must leave
+    // ceil_mode's partial windows to the general one).
+    NDArray big = test::rand({3, 4, 17, 15}, 31, float64), h = test::rand(big.shape(), 32, float64);
+    for (const Attrs& at : {windowed({2, 2}, {2, 2}, {0, 0, 0, 0}, true), windowed({3, 2}, {2, 3}, {1, 0, 1, 1}, true)})
+      for (int threads : {1, 2})
+        for (DType t : {float32, float64}) {
+          const Shape pooled = shape_of(big.shape(), at);
+          check_against_reference("max_pool2d", {big}, at, threads, t);
+          check_against_reference("max_pool2d_grad", {big, test::rand(pooled, 33, float64)}, at, threads, t);
+          check_against_reference("max_pool2d_pick", {big, h}, at, threads, t);
+          check_against_reference("avg_pool2d", {big}, at, threads, t);
+          check_against_reference("avg_pool2d_grad", {test::rand(pooled, 34, float64), big}, at, threads, t);
+        }
+    const Attrs adaptive{{"output_size", std::vector<int64_t>{5, 20}}};
+    check_against_reference("adaptive_max_pool2d", {big}, adaptive, 2);
+    check_against_reference("adaptive_max_pool2d_grad", {big, test::rand({3, 4, 5, 20}, 35, float64)}, adaptive, 2);
+    check_against_reference("adaptive_max_pool2d_pick", {big, h}, adaptive, 2);
+  }
+
   TEST_CASE("batch_norm kernels: statistics without cancellation, large channels") {
     // A large mean and a small spread: a one-pass sum of squares would lose the variance.
     NDArray x = test::rand({16, 3, 9, 7}, 31, float64, -1, 1);
