@@ -2,6 +2,7 @@
 
 #include "frontend/conv.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <sstream>
@@ -54,6 +55,15 @@ void configure_conv(const char* who, int64_t in, int64_t out, const std::vector<
   if (!bias_init) bias_init = init::uniform(-bound, bound);
 }
 
+/// Conv2d's 1, 2 or 4 padding values as (top, bottom, left, right).
+std::vector<int64_t> four_sides(const char* who, const std::vector<int64_t>& p) {
+  if (p.size() == 1) return {p[0], p[0], p[0], p[0]};
+  if (p.size() == 2) return {p[0], p[0], p[1], p[1]};
+  LOOM_CHECK(p.size() == 4, who, ": padding needs 1, 2 (h, w) or 4 (top, bottom, left, right) values, got ",
+             attr_str(p));
+  return p;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- Conv2d
@@ -90,6 +100,7 @@ std::string Conv2d::describe() const {
      << ", padding=" << ints_str(options_.padding);
   if (options_.dilation != std::vector<int64_t>{1}) os << ", dilation=" << ints_str(options_.dilation);
   if (options_.groups != 1) os << ", groups=" << options_.groups;
+  if (options_.padding_mode != PadMode::constant) os << ", padding_mode=" << pad_mode_name(options_.padding_mode);
   os << (options_.bias ? ", bias)" : ", no bias)");
   return os.str();
 }
@@ -99,7 +110,11 @@ Tensor Conv2d::forward(const Tensor& x) {
   weight_ = parameter(x, "weight", {out_, in_ / options_.groups, kernel_[0], kernel_[1]}, options_.weight_init,
                       options_.dtype);
   if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
-  return loom::conv2d(x, weight_, bias_, {options_.stride, options_.padding, options_.dilation, options_.groups});
+  if (options_.padding_mode == PadMode::constant)
+    return loom::conv2d(x, weight_, bias_, {options_.stride, options_.padding, options_.dilation, options_.groups});
+  const std::vector<int64_t> p = four_sides("Conv2d", options_.padding);
+  const Tensor padded = loom::pad(x, {{0, 0}, {0, 0}, {p[0], p[1]}, {p[2], p[3]}}, options_.padding_mode);
+  return loom::conv2d(padded, weight_, bias_, {options_.stride, {0}, options_.dilation, options_.groups});
 }
 
 // ---------------------------------------------------------------- Conv1d and 1-D pooling
@@ -119,8 +134,13 @@ Tensor as_image(const std::string& where, const Tensor& x) {
 Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv1dOptions& o) {
   LOOM_CHECK(w.valid(), "conv1d: the weight is an empty Tensor handle");
   LOOM_CHECK(w.shape().size() == 3, "conv1d: expected a weight [out, in / groups, k], got ", S(w.shape()));
-  Tensor y = conv2d(as_image("conv1d", x), expand_dims(w, {2}), bias,
-                    {{1, o.stride}, {0, o.padding}, {1, o.dilation}, o.groups});
+  const bool copying = o.padding_mode != PadMode::constant;
+  LOOM_CHECK(o.padding >= 0, "conv1d: padding must be >= 0, got ", o.padding);
+  const Tensor in =
+      copying ? loom::pad(as_image("conv1d", x), {{0, 0}, {0, 0}, {0, 0}, {o.padding, o.padding}}, o.padding_mode)
+              : as_image("conv1d", x);
+  Tensor y =
+      conv2d(in, expand_dims(w, {2}), bias, {{1, o.stride}, {0, copying ? 0 : o.padding}, {1, o.dilation}, o.groups});
   return squeeze(y, {2});
 }
 
@@ -137,6 +157,7 @@ std::string Conv1d::describe() const {
      << ", padding=" << options_.padding;
   if (options_.dilation != 1) os << ", dilation=" << options_.dilation;
   if (options_.groups != 1) os << ", groups=" << options_.groups;
+  if (options_.padding_mode != PadMode::constant) os << ", padding_mode=" << pad_mode_name(options_.padding_mode);
   os << (options_.bias ? ", bias)" : ", no bias)");
   return os.str();
 }
@@ -363,6 +384,53 @@ Tensor pixel_shuffle(const Tensor& x, int64_t r) {
 PixelShuffle::PixelShuffle(int64_t r)
     : Lambda([r](const Tensor& x) { return pixel_shuffle(x, r); }, "PixelShuffle"), r_(r) {
   LOOM_CHECK(r > 0 && r <= (int64_t(1) << 20), "PixelShuffle: the factor must be in [1, 2^20], got ", r);
+}
+
+// ---------------------------------------------------------------- padding
+
+Tensor pad(const Tensor& x, const std::vector<int64_t>& padding, PadMode mode, double value) {
+  LOOM_CHECK(x.valid(), "pad: the input is an empty Tensor handle");
+  const int64_t axes = int64_t(padding.size() / 2);
+  LOOM_CHECK(padding.size() % 2 == 0 && axes <= x.ndim(), "pad: padding needs (before, after) pairs for at most ",
+             x.ndim(), " axes of input ", S(x.shape()), ", got ", attr_str(padding));
+  LOOM_CHECK(std::all_of(padding.begin(), padding.end(), [](int64_t p) { return p >= 0; }),
+             "pad: padding must be >= 0 (no cropping), got ", attr_str(padding));
+  std::vector<std::pair<int64_t, int64_t>> pairs(size_t(x.ndim()), {0, 0});
+  for (int64_t i = 0; i < axes; ++i)
+    pairs[size_t(x.ndim() - 1 - i)] = {padding[size_t(2 * i)], padding[size_t(2 * i + 1)]};
+  return loom::pad(x, pairs, mode, value);
+}
+
+namespace {
+
+std::string padding_layer_name(int64_t dims, PadMode mode) {
+  const char* kind = mode == PadMode::reflect     ? "Reflection"
+                     : mode == PadMode::replicate ? "Replication"
+                     : mode == PadMode::circular  ? "Circular"
+                                                  : "Constant";
+  return std::string(kind) + "Pad" + std::to_string(dims) + "d";
+}
+
+}  // namespace
+
+Pad::Pad(int64_t dims, std::vector<int64_t> padding, PadMode mode, double value, std::string type)
+    : padding_(std::move(padding)),
+      mode_(mode),
+      value_(value),
+      type_(type.empty() ? padding_layer_name(dims, mode) : std::move(type)) {
+  LOOM_CHECK(padding_.size() == 1 || padding_.size() == size_t(2 * dims), type_, ": padding needs 1 or ", 2 * dims,
+             " values, got ", attr_str(padding_));
+  LOOM_CHECK(std::all_of(padding_.begin(), padding_.end(), [](int64_t p) { return p >= 0; }), type_,
+             ": padding must be >= 0, got ", attr_str(padding_));
+  if (padding_.size() == 1) padding_.assign(size_t(2 * dims), padding_[0]);
+}
+
+std::string Pad::describe() const {
+  std::ostringstream os;
+  os << type_ << "(" << ints_str(padding_);
+  if (mode_ == PadMode::constant && type_.rfind("Zero", 0) != 0) os << ", value=" << value_;
+  os << ")";
+  return os.str();
 }
 
 Tensor pixel_unshuffle(const Tensor& x, int64_t r) {

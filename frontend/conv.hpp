@@ -30,6 +30,9 @@ struct Conv2dOptions {
   std::vector<int64_t> dilation = {1};  ///< 1 or 2 values
   int64_t groups = 1;
   bool bias = true;
+  /// PyTorch's padding_mode: constant is 'zeros'; reflect, replicate and circular pad the input
+  /// (nn::pad) by `padding` before a convolution without padding.
+  PadMode padding_mode = PadMode::constant;
   /// Default: PyTorch's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in / groups * kh * kw, for both.
   Initializer weight_init = {};
   Initializer bias_init = {};
@@ -70,10 +73,12 @@ class Conv2d : public Module {
 
 struct Conv1dOptions {
   int64_t stride = 1;
-  int64_t padding = 0;  ///< zeros on both ends
+  int64_t padding = 0;  ///< on both ends, zeros unless padding_mode says otherwise
   int64_t dilation = 1;
   int64_t groups = 1;
   bool bias = true;
+  PadMode padding_mode = PadMode::constant;  ///< as Conv2dOptions'
+
   /// Default: PyTorch's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in / groups * k, for both.
   Initializer weight_init = {};
   Initializer bias_init = {};
@@ -269,6 +274,53 @@ struct PixelShuffle : Lambda {
   explicit PixelShuffle(int64_t upscale_factor);
   std::string describe() const override { return "PixelShuffle(" + std::to_string(r_) + ")"; }
   int64_t r_;
+};
+
+/// PyTorch's F.pad: `padding` holds (before, after) pairs from the last axis
+/// backwards, {left, right} for the last axis, {left, right, top, bottom} for
+/// the last two, and so on; modes as loom::pad (reflect, replicate and
+/// circular on known sizes). Negative pads (cropping) are refused.
+Tensor pad(const Tensor& x, const std::vector<int64_t>& padding, PadMode mode = PadMode::constant, double value = 0);
+
+/// PyTorch's padding layers on the last `dims` axes of any input (batched or
+/// not): `padding` is 1 value (every side) or 2 * dims in F.pad's order. Use
+/// the named forms below (ReflectionPad2d, ...).
+class Pad : public Module {
+ public:
+  Pad(int64_t dims, std::vector<int64_t> padding, PadMode mode, double value = 0, std::string type = {});
+  std::string type_name() const override { return type_; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override { return pad(x, padding_, mode_, value_); }
+
+ private:
+  std::vector<int64_t> padding_;  // 2 * dims values
+  PadMode mode_;
+  double value_;
+  std::string type_;
+};
+
+template <int64_t Dims, PadMode Mode>
+struct PaddingLayer : Pad {
+  explicit PaddingLayer(std::vector<int64_t> padding, double value = 0) : Pad(Dims, std::move(padding), Mode, value) {}
+  explicit PaddingLayer(int64_t padding, double value = 0) : PaddingLayer(std::vector<int64_t>{padding}, value) {}
+};
+using ConstantPad1d = PaddingLayer<1, PadMode::constant>;  ///< (padding, value)
+using ConstantPad2d = PaddingLayer<2, PadMode::constant>;
+using ReflectionPad1d = PaddingLayer<1, PadMode::reflect>;
+using ReflectionPad2d = PaddingLayer<2, PadMode::reflect>;
+using ReplicationPad1d = PaddingLayer<1, PadMode::replicate>;
+using ReplicationPad2d = PaddingLayer<2, PadMode::replicate>;
+using CircularPad1d = PaddingLayer<1, PadMode::circular>;
+using CircularPad2d = PaddingLayer<2, PadMode::circular>;
+struct ZeroPad1d : Pad {
+  explicit ZeroPad1d(std::vector<int64_t> padding) : Pad(1, std::move(padding), PadMode::constant, 0, "ZeroPad1d") {}
+  explicit ZeroPad1d(int64_t padding) : ZeroPad1d(std::vector<int64_t>{padding}) {}
+};
+struct ZeroPad2d : Pad {
+  explicit ZeroPad2d(std::vector<int64_t> padding) : Pad(2, std::move(padding), PadMode::constant, 0, "ZeroPad2d") {}
+  explicit ZeroPad2d(int64_t padding) : ZeroPad2d(std::vector<int64_t>{padding}) {}
 };
 
 /// Nearest-neighbour upsampling of [N, C, H, W] by integer factors (PyTorch's

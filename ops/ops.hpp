@@ -170,6 +170,15 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 std::vector<Tensor> split(const Tensor& x, int64_t parts, int64_t axis);
 /// Pads with `value`: pads[i] = {before, after} for leading axis i.
 Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, double value = 0.0);
+/// PyTorch's F.pad modes: constant (the value), reflect (mirrored without the
+/// edge: a pad below the axis size), replicate (the edge repeated), circular
+/// (wrapped: a pad at most the axis size).
+enum class PadMode { constant, reflect, replicate, circular };
+/// Pads leading axis i by pads[i] = {before, after} (each >= 0) in `mode`;
+/// other modes than constant are slices, flips and a concat, so their
+/// gradient sums what each input element was copied to.
+Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, PadMode mode, double value = 0.0);
+const char* pad_mode_name(PadMode mode);
 /// Inserts `dilation` zeros after every element along each axis.
 Tensor dilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilation);
 /// Inverse of dilate: keeps every (dilation+1)-th element.

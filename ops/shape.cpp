@@ -778,6 +778,77 @@ Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads
   for (auto [a, b] : pads) p.push_back(a), p.push_back(b);
   return G(x).add1("pad", {x}, {{"pads", p}, {"value", value}});
 }
+const char* pad_mode_name(PadMode mode) {
+  switch (mode) {
+    case PadMode::constant:
+      return "constant";
+    case PadMode::reflect:
+      return "reflect";
+    case PadMode::replicate:
+      return "replicate";
+    case PadMode::circular:
+      return "circular";
+  }
+  return "?";
+}
+
+namespace {
+
+/// x[start:stop] along `axis` (0 <= start <= stop <= its size).
+Tensor along(const Tensor& x, int64_t axis, int64_t start, int64_t stop) {
+  std::vector<Slice> s(size_t(axis) + 1);
+  s.back() = Slice::range(start, stop);
+  return slice(x, s);
+}
+
+/// One axis of pad() in a copying mode: [lo copies, x, hi copies] concatenated.
+Tensor pad_axis(const Tensor& x, int64_t axis, int64_t lo, int64_t hi, PadMode mode) {
+  const int64_t n = x.shape()[size_t(axis)];
+  const char* m = pad_mode_name(mode);
+  LOOM_CHECK(n >= 0, "pad: ", m, " padding needs axis ", axis, "'s size known, got shape ", S(x.shape()));
+  LOOM_CHECK(mode != PadMode::reflect || (lo < n && hi < n), "pad: reflect padding (", lo, ", ", hi, ") of axis ", axis,
+             " must be less than its size ", n, " (PyTorch's rule), shape ", S(x.shape()));
+  LOOM_CHECK(mode != PadMode::circular || (lo <= n && hi <= n), "pad: circular padding (", lo, ", ", hi, ") of axis ",
+             axis, " must be at most its size ", n, ", shape ", S(x.shape()));
+  LOOM_CHECK(mode != PadMode::replicate || n > 0, "pad: replicate padding of axis ", axis,
+             " needs at least one element, shape ", S(x.shape()));
+  auto side = [&](int64_t count, bool before) {
+    switch (mode) {
+      case PadMode::reflect:
+        return flip(before ? along(x, axis, 1, count + 1) : along(x, axis, n - 1 - count, n - 1), {axis});
+      case PadMode::circular:
+        return before ? along(x, axis, n - count, n) : along(x, axis, 0, count);
+      default: {
+        Shape s(size_t(x.ndim()), -1);
+        s[size_t(axis)] = count;
+        return broadcast_to(before ? along(x, axis, 0, 1) : along(x, axis, n - 1, n), s);
+      }
+    }
+  };
+  std::vector<Tensor> parts;
+  if (lo > 0) parts.push_back(side(lo, true));
+  parts.push_back(x);
+  if (hi > 0) parts.push_back(side(hi, false));
+  return parts.size() == 1 ? x : concat(parts, axis);
+}
+
+}  // namespace
+
+Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, PadMode mode, double value) {
+  if (mode == PadMode::constant) return pad(x, pads, value);
+  LOOM_CHECK(x.valid(), "pad: the input is an empty Tensor handle");
+  LOOM_CHECK(int64_t(pads.size()) <= x.ndim(), "pad: ", pads.size(), " pairs of pads for a ", x.ndim(), "-D input ",
+             S(x.shape()));
+  Tensor y = x;
+  for (size_t a = 0; a < pads.size(); ++a) {
+    const auto [lo, hi] = pads[a];
+    LOOM_CHECK(lo >= 0 && hi >= 0, "pad: ", pad_mode_name(mode), " padding of axis ", a, " must be >= 0, got (", lo,
+               ", ", hi, ")");
+    y = pad_axis(y, int64_t(a), lo, hi, mode);
+  }
+  return y;
+}
+
 Tensor dilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilation) {
   return G(x).add1("dilate", {x}, {{"axes", axes}, {"dilation", dilation}});
 }

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <numeric>
 
 #include "core/philox.hpp"
 #include "frontend/loom.hpp"
@@ -439,6 +440,103 @@ TEST_SUITE("frontend/conv") {
                                      nn::AvgPool2d(3, {.stride = {2}, .padding = {1}, .ceil_mode = true})(in[0])};
         },
         {test::rand({1, 2, 7, 5}, 3, float64)}, {0});
+    CHECK_MESSAGE(gr.ok, gr.detail);
+  }
+
+  TEST_CASE("padding modes as PyTorch's F.pad, the padding layers and Conv padding_mode; gradients") {
+    // PyTorch 2.15: F.pad(arange(12).reshape(1, 1, 3, 4), (1, 2, 2, 1), mode) as lists.
+    const std::vector<std::pair<PadMode, std::vector<double>>> torch_values{
+        {PadMode::reflect, {9, 8, 9, 10, 11, 10, 9, 5, 4, 5, 6,  7,  6,  5, 1, 0, 1, 2, 3, 2, 1,
+                            5, 4, 5, 6,  7,  6,  5, 9, 8, 9, 10, 11, 10, 9, 5, 4, 5, 6, 7, 6, 5}},
+        {PadMode::replicate, {0, 0, 1, 2, 3, 3, 3, 0, 0, 1, 2,  3,  3,  3,  0, 0, 1, 2,  3,  3,  3,
+                              4, 4, 5, 6, 7, 7, 7, 8, 8, 9, 10, 11, 11, 11, 8, 8, 9, 10, 11, 11, 11}},
+        {PadMode::circular, {7, 4, 5, 6, 7, 4, 5, 11, 8, 9, 10, 11, 8, 9, 3, 0, 1, 2, 3, 0, 1,
+                             7, 4, 5, 6, 7, 4, 5, 11, 8, 9, 10, 11, 8, 9, 3, 0, 1, 2, 3, 0, 1}}};
+    std::vector<double> seq(12);
+    std::iota(seq.begin(), seq.end(), 0.0);
+    for (const auto& [mode, want] : torch_values) {
+      const std::string mode_name = pad_mode_name(mode);
+      CAPTURE(mode_name);
+      Graph g;
+      Tensor x = g.placeholder("x", {1, 1, 3, 4}, float64);
+      Tensor y = nn::pad(x, {1, 2, 2, 1}, mode);
+      CHECK(y.shape() == Shape{1, 1, 6, 7});
+      CHECK(Session(g).run({y}, {{x, NDArray::from<double>(seq, {1, 1, 3, 4})}})[0].to_vector<double>() == want);
+    }
+    // Each element against its source index, on a larger unbatched [C, H, W] input, all modes and both layers' forms.
+    const NDArray xv = test::rand({2, 5, 6}, 3, float64);
+    auto source = [](int64_t i, int64_t n, PadMode m) {
+      if (i >= 0 && i < n) return i;
+      if (m == PadMode::reflect) return i < 0 ? -i : 2 * (n - 1) - i;
+      if (m == PadMode::replicate) return i < 0 ? int64_t(0) : n - 1;
+      return (i + n) % n;  // circular
+    };
+    for (PadMode m : {PadMode::reflect, PadMode::replicate, PadMode::circular}) {
+      CAPTURE(std::string(pad_mode_name(m)));
+      Graph g;
+      Tensor x = g.placeholder("x", {2, 5, 6}, float64);
+      nn::Pad layer(2, {3, 1, 4, 2}, m);
+      Tensor y = layer(x);
+      REQUIRE(y.shape() == Shape{2, 11, 10});
+      NDArray got = Session(g).run({y}, {{x, xv}})[0];
+      for (int64_t c = 0; c < 2; ++c)
+        for (int64_t h = 0; h < 11; ++h)
+          for (int64_t w = 0; w < 10; ++w)
+            CHECK(got.at({c, h, w}) == xv.at({c, source(h - 4, 5, m), source(w - 3, 6, m)}));
+    }
+    CHECK(nn::ReflectionPad2d({3, 1, 4, 2}).describe() == "ReflectionPad2d((3, 1, 4, 2))");
+    CHECK(nn::ReplicationPad1d(2).describe() == "ReplicationPad1d((2, 2))");
+    CHECK(nn::ConstantPad2d(1, 3.5).describe() == "ConstantPad2d((1, 1, 1, 1), value=3.5)");
+    CHECK(nn::ZeroPad2d(1).describe() == "ZeroPad2d((1, 1, 1, 1))");
+    CHECK(nn::CircularPad2d(1).type_name() == "CircularPad2d");
+    {
+      Graph g;
+      Tensor x = g.placeholder("x", {2, 5, 6}, float64);
+      CHECK_THROWS_WITH_AS(nn::ReflectionPad2d(5)(x),
+                           doctest::Contains("reflect padding (5, 5) of axis 1 must be less than its size 5"), Error);
+      CHECK_THROWS_WITH_AS(nn::CircularPad1d(7)(x), doctest::Contains("must be at most its size 6"), Error);
+      CHECK_THROWS_WITH_AS(nn::pad(x, {1, 1, 1}), doctest::Contains("pad: padding needs (before, after) pairs"), Error);
+      CHECK_THROWS_WITH_AS(nn::pad(x, {-1, 1}), doctest::Contains("no cropping"), Error);
+      CHECK_THROWS_WITH_AS(nn::ReflectionPad2d({1, 2, 3}),
+                           doctest::Contains("ReflectionPad2d: padding needs 1 or 4 values"), Error);
+      Tensor d = g.placeholder("d", {2, -1, 6}, float64);
+      CHECK_THROWS_WITH_AS(nn::ReflectionPad2d(1)(d), doctest::Contains("needs axis 1's size known"), Error);
+    }
+    // Conv2d and Conv1d with padding_mode: the convolution of the padded input, checked by direct sums.
+    for (PadMode m : {PadMode::reflect, PadMode::replicate, PadMode::circular}) {
+      CAPTURE(std::string(pad_mode_name(m)));
+      Graph g;
+      Tensor x = g.placeholder("x", {1, 2, 5, 6}, float64);
+      nn::Conv2d conv(2, 3, 3, {.padding = {1, 2}, .padding_mode = m, .dtype = float64});
+      Tensor y = conv(x);
+      REQUIRE(y.shape() == Shape{1, 3, 5, 8});
+      CHECK(conv.describe() == std::string("Conv2d(2, 3, kernel=(3, 3), stride=1, padding=(1, 2), padding_mode=") +
+                                   pad_mode_name(m) + ", bias)");
+      Session s(g);
+      const NDArray in = test::rand({1, 2, 5, 6}, 4, float64), out = s.run({y}, {{x, in}})[0];
+      const NDArray w = s.get(conv.weight()), b = s.get(conv.bias());
+      for (int64_t o = 0; o < 3; ++o)
+        for (int64_t h = 0; h < 5; ++h)
+          for (int64_t v = 0; v < 8; ++v) {
+            double want = b.at({o});
+            for (int64_t c = 0; c < 2; ++c)
+              for (int64_t i = 0; i < 3; ++i)
+                for (int64_t j = 0; j < 3; ++j)
+                  want += w.at({o, c, i, j}) * in.at({0, c, source(h + i - 1, 5, m), source(v + j - 2, 6, m)});
+            CHECK(out.at({0, o, h, v}) == doctest::Approx(want).epsilon(1e-12));
+          }
+      Graph g1;
+      Tensor x1 = g1.placeholder("x", {2, 2, 7}, float64);
+      nn::Conv1d conv1(2, 2, 3, {.padding = 2, .padding_mode = m, .dtype = float64});
+      CHECK(conv1(x1).shape() == Shape{2, 2, 9});
+    }
+    CheckResult gr = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{nn::pad(in[0], {2, 1, 1, 3}, PadMode::reflect) * 1.5,
+                                     nn::pad(in[0], {3, 0, 0, 2}, PadMode::replicate),
+                                     nn::pad(in[0], {4, 1, 2, 1}, PadMode::circular)};
+        },
+        {test::rand({1, 2, 4, 5}, 6, float64)}, {0});
     CHECK_MESSAGE(gr.ok, gr.detail);
   }
 
