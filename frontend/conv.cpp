@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <optional>
 #include <sstream>
 
 namespace loom::nn {
@@ -456,12 +457,209 @@ Tensor upsample_nearest2d(const Tensor& x, std::vector<int64_t> scale) {
   return reshape(spread, {-1, s[1], s[2] * scale[0], s[3] * scale[1]});
 }
 
-Upsample::Upsample(std::vector<int64_t> scale_factor) : scale_(std::move(scale_factor)) {
-  LOOM_CHECK((scale_.size() == 1 || scale_.size() == 2) && scale_[0] > 0 && scale_.back() > 0,
-             "Upsample: scale_factor needs 1 or 2 positive integers, got ", attr_str(scale_));
+const char* interpolation_mode_name(InterpolationMode mode) {
+  switch (mode) {
+    case InterpolationMode::nearest:
+      return "nearest";
+    case InterpolationMode::nearest_exact:
+      return "nearest-exact";
+    case InterpolationMode::linear:
+      return "linear";
+    case InterpolationMode::bilinear:
+      return "bilinear";
+    case InterpolationMode::bicubic:
+      return "bicubic";
+    case InterpolationMode::area:
+      return "area";
+  }
+  return "?";
 }
 
-std::string Upsample::describe() const { return "Upsample(scale_factor=" + ints_str(scale_) + ", mode=nearest)"; }
+namespace {
+
+/// The sources of each output position along one axis: taps[k][o] is the
+/// input index and weights[k][o] its weight (none for the nearest modes).
+struct Resampling {
+  std::vector<std::vector<int64_t>> taps;
+  std::vector<std::vector<double>> weights;
+};
+
+/// PyTorch's nearest_idx / nearest-exact index (in float, as its kernels).
+int64_t nearest_source(int64_t o, int64_t in, int64_t out, std::optional<double> scale, bool exact) {
+  if (!exact && out == in) return o;
+  if (!exact && out == 2 * in) return o >> 1;
+  const float s = scale ? float(1.0 / *scale) : float(in) / float(out);
+  const float at = exact ? float((double(o) + 0.5) * double(s)) : float(o) * s;
+  return std::min<int64_t>(int64_t(std::floor(at)), in - 1);
+}
+
+/// PyTorch's cubic convolution weights of the 4 taps around t in [0, 1] (A = -0.75).
+std::array<double, 4> cubic_weights(double t) {
+  constexpr double A = -0.75;
+  auto near = [](double x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };       // |x| <= 1
+  auto far = [](double x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };  // 1 < |x| < 2
+  return {far(t + 1), near(t), near(1 - t), far(2 - t)};
+}
+
+Resampling resampling(int64_t in, int64_t out, std::optional<double> scale, InterpolationMode mode, bool align) {
+  Resampling r;
+  const bool nearest = mode == InterpolationMode::nearest || mode == InterpolationMode::nearest_exact;
+  const size_t count = nearest ? 1 : mode == InterpolationMode::bicubic ? 4 : 2;
+  r.taps.assign(count, std::vector<int64_t>(size_t(out)));
+  if (!nearest) r.weights.assign(count, std::vector<double>(size_t(out)));
+  // area_pixel_compute_scale and _source_index: the half-pixel rule, or corners aligned.
+  const double ratio =
+      align ? (out > 1 ? double(in - 1) / double(out - 1) : 0.0) : (scale ? 1.0 / *scale : double(in) / double(out));
+  for (int64_t o = 0; o < out; ++o) {
+    const size_t i = size_t(o);
+    if (nearest) {
+      r.taps[0][i] = nearest_source(o, in, out, scale, mode == InterpolationMode::nearest_exact);
+      continue;
+    }
+    const bool cubic = mode == InterpolationMode::bicubic;
+    double real = align ? ratio * double(o) : ratio * (double(o) + 0.5) - 0.5;
+    if (!cubic && real < 0) real = 0;
+    // guard_index_and_lambda
+    const int64_t base = std::min<int64_t>(int64_t(std::floor(float(real))), in - 1);
+    const double t = std::clamp(real - double(base), 0.0, 1.0);
+    if (cubic) {
+      const std::array<double, 4> w = cubic_weights(t);
+      for (size_t k = 0; k < 4; ++k) {
+        r.taps[k][i] = std::clamp<int64_t>(base - 1 + int64_t(k), 0, in - 1);
+        r.weights[k][i] = w[k];
+      }
+    } else {
+      r.taps[0][i] = base;
+      r.taps[1][i] = base + (base < in - 1 ? 1 : 0);
+      r.weights[0][i] = 1 - t;
+      r.weights[1][i] = t;
+    }
+  }
+  return r;
+}
+
+/// x resampled along `axis`: the rows each output reads, gathered with the
+/// axis in front, weighted and summed.
+Tensor resample_axis(const Tensor& x, int64_t axis, const Resampling& r) {
+  std::vector<int64_t> to_front{axis}, back(size_t(x.ndim()));
+  for (int64_t a = 0; a < x.ndim(); ++a)
+    if (a != axis) to_front.push_back(a);
+  for (size_t a = 0; a < to_front.size(); ++a) back[size_t(to_front[a])] = int64_t(a);
+  const Tensor rows = permute(x, to_front);
+  const int64_t out = int64_t(r.taps[0].size());
+  Shape weight_shape(size_t(x.ndim()), 1);
+  weight_shape[0] = out;
+  Tensor sum;
+  for (size_t k = 0; k < r.taps.size(); ++k) {
+    Tensor term = gather(rows, x.graph().constant(NDArray::from<int64_t>(r.taps[k], {out})));
+    if (!r.weights.empty())
+      term = term * x.graph().constant(NDArray::from<double>(r.weights[k], weight_shape).astype(x.dtype()));
+    sum = k ? sum + term : term;
+  }
+  return permute(sum, back);
+}
+
+/// Integer factors when nearest's sources are each input repeated (upsample_nearest2d's case).
+std::optional<std::vector<int64_t>> repeat_factors(const std::vector<Resampling>& axes, const Shape& s) {
+  std::vector<int64_t> factors;
+  for (size_t a = 0; a < axes.size(); ++a) {
+    const int64_t in = s[a + 2], out = int64_t(axes[a].taps[0].size());
+    if (out % in != 0) return std::nullopt;
+    for (int64_t o = 0; o < out; ++o)
+      if (axes[a].taps[0][size_t(o)] != o / (out / in)) return std::nullopt;
+    factors.push_back(out / in);
+  }
+  return factors;
+}
+
+/// The output sizes of interpolate, and each axis's scale factor when one was given.
+std::vector<int64_t> output_size(const Shape& s, const InterpolateOptions& o,
+                                 std::vector<std::optional<double>>& scales) {
+  const size_t axes = s.size() - 2;
+  const bool by_size = !o.size.empty();
+  LOOM_CHECK(by_size != !o.scale_factor.empty(), "interpolate: give either size or scale_factor (PyTorch's rule)");
+  const size_t given = by_size ? o.size.size() : o.scale_factor.size();
+  LOOM_CHECK(given == 1 || given == axes, "interpolate: ", by_size ? "size" : "scale_factor", " needs 1 or ", axes,
+             " values for input ", S(s), ", got ", given);
+  std::vector<int64_t> out;
+  for (size_t a = 0; a < axes; ++a) {
+    const int64_t in = s[a + 2];
+    LOOM_CHECK(in > 0, "interpolate: spatial sizes must be known and positive, got input ", S(s));
+    if (by_size) {
+      out.push_back(o.size[std::min(a, given - 1)]);
+      scales.push_back(std::nullopt);
+    } else {
+      const double f = o.scale_factor[std::min(a, given - 1)];
+      LOOM_CHECK(std::isfinite(f) && f > 0, "interpolate: scale_factor must be positive and finite, got ", f);
+      const double size = std::floor(double(in) * f);
+      LOOM_CHECK(size < double(int64_t(1) << 40), "interpolate: ", in, " scaled by ", f, " is too large");
+      out.push_back(int64_t(size));
+      scales.push_back(f);
+    }
+    LOOM_CHECK(out.back() > 0 && out.back() <= (int64_t(1) << 40), "interpolate: output sizes must be positive, got ",
+               out.back(), " for axis ", a + 2, " of input ", S(s));
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor interpolate(const Tensor& x, const InterpolateOptions& o) {
+  LOOM_CHECK(x.valid(), "interpolate: the input is an empty Tensor handle");
+  const Shape& s = x.shape();
+  const char* mode = interpolation_mode_name(o.mode);
+  const bool two_d_only = o.mode == InterpolationMode::bilinear || o.mode == InterpolationMode::bicubic;
+  const bool linear = o.mode == InterpolationMode::linear;
+  const bool fits = linear ? s.size() == 3 : two_d_only ? s.size() == 4 : (s.size() == 3 || s.size() == 4);
+  LOOM_CHECK(fits, "interpolate: mode ", mode, " expects ",
+             linear       ? "[N, C, L] (bilinear is the 2-D mode)"
+             : two_d_only ? "[N, C, H, W]"
+                          : "[N, C, L] or [N, C, H, W]",
+             ", got ", S(s));
+  const bool interpolating = linear || two_d_only;
+  LOOM_CHECK(interpolating || !o.align_corners,
+             "interpolate: align_corners applies to linear, bilinear and bicubic, not ", mode);
+  LOOM_CHECK(is_floating(x.dtype()), "interpolate: expected a floating input, got ", dtype_name(x.dtype()));
+  std::vector<std::optional<double>> scales;
+  const std::vector<int64_t> out = output_size(s, o, scales);
+  const int64_t image_axes = int64_t(s.size()) - 2;
+  LOOM_CHECK(valid_shape({s[1], out[0], image_axes == 2 ? out[1] : 1}, dtype_size(x.dtype())),
+             "interpolate: the output of ", S(s), " is too large");
+  if (o.mode == InterpolationMode::area) {
+    if (image_axes == 2) return adaptive_avg_pool2d(x, out);
+    return squeeze(adaptive_avg_pool2d(expand_dims(x, {2}), {1, out[0]}), {2});
+  }
+  std::vector<Resampling> axes;
+  for (int64_t a = 0; a < image_axes; ++a)
+    axes.push_back(resampling(s[size_t(a + 2)], out[size_t(a)], scales[size_t(a)], o.mode, o.align_corners));
+  if (o.mode == InterpolationMode::nearest && image_axes == 2)
+    if (std::optional<std::vector<int64_t>> f = repeat_factors(axes, s)) return upsample_nearest2d(x, *f);
+  Tensor y = x;
+  for (int64_t a = 0; a < image_axes; ++a) y = resample_axis(y, a + 2, axes[size_t(a)]);
+  return y;
+}
+
+Upsample::Upsample(InterpolateOptions options) : options_(std::move(options)) {
+  LOOM_CHECK(options_.size.empty() != options_.scale_factor.empty(), "Upsample: give either size or scale_factor");
+  LOOM_CHECK(options_.size.size() <= 2 && options_.scale_factor.size() <= 2,
+             "Upsample: size and scale_factor take 1 or 2 values");
+}
+
+std::string Upsample::describe() const {
+  std::ostringstream os;
+  os << "Upsample(";
+  if (!options_.size.empty()) os << "size=" << ints_str(options_.size);
+  for (size_t i = 0; i < options_.scale_factor.size(); ++i)
+    os << (i                                  ? ", "
+           : options_.scale_factor.size() > 1 ? "scale_factor=("
+                                              : "scale_factor=")
+       << options_.scale_factor[i];
+  if (options_.scale_factor.size() > 1) os << ")";
+  os << ", mode=" << interpolation_mode_name(options_.mode);
+  if (options_.align_corners) os << ", align_corners=true";
+  os << ")";
+  return os.str();
+}
 
 Dropout2d::Dropout2d(double p) : p_(p) { LOOM_CHECK(p >= 0 && p <= 1, "Dropout2d: p must be in [0, 1], got ", p); }
 

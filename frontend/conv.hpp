@@ -328,18 +328,41 @@ struct ZeroPad2d : Pad {
 /// pixel repeated scale_h x scale_w times; a view broadcast, then one copy.
 Tensor upsample_nearest2d(const Tensor& x, std::vector<int64_t> scale);
 
+enum class InterpolationMode { nearest, nearest_exact, linear, bilinear, bicubic, area };
+const char* interpolation_mode_name(InterpolationMode mode);
+
+/// PyTorch's F.interpolate: the output size, or the scale factors (output
+/// size floor(in * scale)), 1 value or one per spatial axis.
+struct InterpolateOptions {
+  std::vector<int64_t> size = {};
+  std::vector<double> scale_factor = {};
+  InterpolationMode mode = InterpolationMode::nearest;
+  /// linear, bilinear and bicubic only: the corner pixels' centres align (PyTorch's align_corners=True).
+  bool align_corners = false;
+};
+
+/// Resamples [N, C, L] (nearest, nearest_exact, linear, area) or
+/// [N, C, H, W] (nearest, nearest_exact, bilinear, bicubic, area) as
+/// PyTorch's F.interpolate (source positions, half-pixel rule, clamping, the
+/// bicubic A = -0.75, the scale 1 / scale_factor when one is given). Each
+/// axis is a gather of the source rows (two for linear, four for bicubic)
+/// weighted and summed, so gradients and ONNX export come with it; area is
+/// adaptive average pooling; nearest by integer factors is upsample_nearest2d.
+Tensor interpolate(const Tensor& x, const InterpolateOptions& options);
+
+/// PyTorch's nn.Upsample (F.interpolate as a module); Upsample(2) is nearest by 2.
 class Upsample : public Module {
  public:
-  explicit Upsample(std::vector<int64_t> scale_factor);
-  explicit Upsample(int64_t scale_factor) : Upsample(std::vector<int64_t>{scale_factor}) {}
+  explicit Upsample(InterpolateOptions options);
+  explicit Upsample(int64_t scale_factor) : Upsample(InterpolateOptions{.scale_factor = {double(scale_factor)}}) {}
   std::string type_name() const override { return "Upsample"; }
   std::string describe() const override;
 
  protected:
-  Tensor forward(const Tensor& x) override { return upsample_nearest2d(x, scale_); }
+  Tensor forward(const Tensor& x) override { return interpolate(x, options_); }
 
  private:
-  std::vector<int64_t> scale_;
+  InterpolateOptions options_;
 };
 
 /// Zeroes whole channels of [N, C, H, W] with probability p in training mode

@@ -231,7 +231,7 @@ TEST_SUITE("frontend/conv") {
     CHECK(gn.describe() == "GroupNorm(2, 4, eps=1e-05, affine)");
     CHECK(gn.state_dict().size() == 2);
     CHECK(gn.state_dict()[0].first == "weight");
-    Tensor up = nn::Upsample(std::vector<int64_t>{2, 3})(x);
+    Tensor up = nn::Upsample({.scale_factor = {2, 3}})(x);
     CHECK(up.shape() == Shape{-1, 4, 4, 9});
     Session s(g, {.threads = 1});
     const NDArray xv = test::rand({3, 4, 2, 3}, 7, float64);
@@ -537,6 +537,314 @@ TEST_SUITE("frontend/conv") {
                                      nn::pad(in[0], {4, 1, 2, 1}, PadMode::circular)};
         },
         {test::rand({1, 2, 4, 5}, 6, float64)}, {0});
+    CHECK_MESSAGE(gr.ok, gr.detail);
+  }
+
+  TEST_CASE("interpolate and Upsample give PyTorch's F.interpolate in every mode; gradients") {
+    struct Case {
+      bool image;  // [1, 1, 3, 4], else [1, 2, 5]
+      nn::InterpolateOptions options;
+      Shape shape;
+      std::vector<double> want;  // PyTorch 2.15, float64
+    };
+    const std::vector<Case> cases{
+        {true,
+         {.size = {5, 7}, .mode = nn::InterpolationMode::bilinear},
+         {1, 1, 5, 7},
+         {0.0,
+          0.8333333333333333,
+          2.1666666666666665,
+          1.6666666666666667,
+          1.166666666666666,
+          2.5,
+          3.3333333333333335,
+          0.7999999999999999,
+          1.1095238095238094,
+          1.6047619047619048,
+          1.7333333333333334,
+          1.8619047619047617,
+          2.357142857142857,
+          2.6666666666666674,
+          2.0,
+          1.523809523809524,
+          0.761904761904762,
+          1.8333333333333333,
+          2.904761904761905,
+          2.1428571428571432,
+          1.6666666666666667,
+          1.0000000000000002,
+          1.3095238095238095,
+          1.8047619047619043,
+          1.9333333333333333,
+          1.9047619047619053,
+          1.1428571428571432,
+          0.6666666666666669,
+          0.3333333333333333,
+          1.1666666666666665,
+          2.4999999999999996,
+          1.9999999999999998,
+          1.2380952380952384,
+          0.4761904761904763,
+          0.0}},
+        {true,
+         {.size = {5, 7}, .mode = nn::InterpolationMode::bilinear, .align_corners = true},
+         {1, 1, 5, 7},
+         {0.0,
+          1.1666666666666667,
+          2.3333333333333335,
+          1.6666666666666667,
+          1.0,
+          2.166666666666667,
+          3.3333333333333335,
+          1.0,
+          1.2500000000000002,
+          1.5,
+          1.75,
+          2.0,
+          2.25,
+          2.5,
+          2.0,
+          1.3333333333333333,
+          0.6666666666666666,
+          1.8333333333333333,
+          3.0,
+          2.3333333333333335,
+          1.6666666666666667,
+          1.1666666666666667,
+          1.4166666666666665,
+          1.6666666666666665,
+          1.9166666666666665,
+          2.1666666666666665,
+          1.5,
+          0.8333333333333334,
+          0.3333333333333333,
+          1.5,
+          2.6666666666666665,
+          2.0,
+          1.3333333333333333,
+          0.6666666666666666,
+          0.0}},
+        {true,
+         {.scale_factor = {1.7}, .mode = nn::InterpolationMode::bicubic},
+         {1, 1, 5, 6},
+         {-0.4567282192844904, 0.9110244044129097, 2.4696947499776565, 1.4802210909785491, 1.0057048865784504,
+          2.77975469801857,    0.7783195058444862, 1.1022266647276122, 1.5616014549815358, 1.692741009948343,
+          1.9938505369962867,  2.604850636625296,  2.118394627852682,  1.3430062314249847, 0.6446898129125372,
+          2.0007767660100355,  3.0197378763054803, 2.131304702909286,  1.1765402319356355, 1.345271756058449,
+          1.6412278302911287,  2.1828983252876295, 2.0604431369350564, 1.0035033288883992, -0.056258741853677144,
+          1.2779699716557298,  2.8013355841842924, 2.257949766904883,  0.9024410298579625, 0.12578653367048462}},
+        {true,
+         {.size = {2, 3}, .mode = nn::InterpolationMode::bicubic, .align_corners = true},
+         {1, 1, 2, 3},
+         {0.0, 1.6666666666666667, 3.3333333333333335, 0.3333333333333333, 2.34375, 0.0}},
+        {true,
+         {.size = {5, 7}, .mode = nn::InterpolationMode::nearest},
+         {1, 1, 5, 7},
+         {0.0,
+          0.0,
+          2.3333333333333335,
+          2.3333333333333335,
+          1.0,
+          1.0,
+          3.3333333333333335,
+          0.0,
+          0.0,
+          2.3333333333333335,
+          2.3333333333333335,
+          1.0,
+          1.0,
+          3.3333333333333335,
+          2.0,
+          2.0,
+          0.6666666666666666,
+          0.6666666666666666,
+          3.0,
+          3.0,
+          1.6666666666666667,
+          2.0,
+          2.0,
+          0.6666666666666666,
+          0.6666666666666666,
+          3.0,
+          3.0,
+          1.6666666666666667,
+          0.3333333333333333,
+          0.3333333333333333,
+          2.6666666666666665,
+          2.6666666666666665,
+          1.3333333333333333,
+          1.3333333333333333,
+          0.0}},
+        {true,
+         {.scale_factor = {1.5}, .mode = nn::InterpolationMode::nearest_exact},
+         {1, 1, 4, 6},
+         {0.0,
+          2.3333333333333335,
+          2.3333333333333335,
+          1.0,
+          3.3333333333333335,
+          3.3333333333333335,
+          2.0,
+          0.6666666666666666,
+          0.6666666666666666,
+          3.0,
+          1.6666666666666667,
+          1.6666666666666667,
+          2.0,
+          0.6666666666666666,
+          0.6666666666666666,
+          3.0,
+          1.6666666666666667,
+          1.6666666666666667,
+          0.3333333333333333,
+          2.6666666666666665,
+          2.6666666666666665,
+          1.3333333333333333,
+          0.0,
+          0.0}},
+        {true,
+         {.size = {2, 3}, .mode = nn::InterpolationMode::area},
+         {1, 1, 2, 3},
+         {1.2500000000000002, 1.75, 2.25, 1.4166666666666665, 1.9166666666666665, 1.5}},
+        {true,
+         {.scale_factor = {0.5, 2.5}, .mode = nn::InterpolationMode::bilinear},
+         {1, 1, 1, 10},
+         {1.0, 1.05, 1.2500000000000002, 1.4500000000000002, 1.65, 1.85, 2.0500000000000003, 2.25, 2.45,
+          2.5000000000000004}},
+        {true,
+         {.scale_factor = {2.0}, .mode = nn::InterpolationMode::nearest},
+         {1, 1, 6, 8},
+         {0.0,
+          0.0,
+          2.3333333333333335,
+          2.3333333333333335,
+          1.0,
+          1.0,
+          3.3333333333333335,
+          3.3333333333333335,
+          0.0,
+          0.0,
+          2.3333333333333335,
+          2.3333333333333335,
+          1.0,
+          1.0,
+          3.3333333333333335,
+          3.3333333333333335,
+          2.0,
+          2.0,
+          0.6666666666666666,
+          0.6666666666666666,
+          3.0,
+          3.0,
+          1.6666666666666667,
+          1.6666666666666667,
+          2.0,
+          2.0,
+          0.6666666666666666,
+          0.6666666666666666,
+          3.0,
+          3.0,
+          1.6666666666666667,
+          1.6666666666666667,
+          0.3333333333333333,
+          0.3333333333333333,
+          2.6666666666666665,
+          2.6666666666666665,
+          1.3333333333333333,
+          1.3333333333333333,
+          0.0,
+          0.0,
+          0.3333333333333333,
+          0.3333333333333333,
+          2.6666666666666665,
+          2.6666666666666665,
+          1.3333333333333333,
+          1.3333333333333333,
+          0.0,
+          0.0}},
+        {true,
+         {.size = {7, 9}, .mode = nn::InterpolationMode::bicubic},
+         {1, 1, 7, 9},
+         {-0.5157789710534413, 0.2038583621279204,    1.6772441989239366, 2.5350657409740314,  1.6484450923226444,
+          0.7618244436712568,  1.619645985721351,     3.093031822517368,  3.8126691556987287,  0.06372664439085511,
+          0.5427622107043885,  1.5052519293039583,    2.1328125104147095, 1.6801354470359584,  1.2345850438450912,
+          1.8821109964659972,  2.8677293668790265,    3.3588963399880805, 1.35470831483681,    1.2891482651261572,
+          1.0952383868499398,  1.2011113577314136,    1.7097910592808563, 2.2754840423333755,  2.541079985296098,
+          2.532199321527555,   2.563690526181079,     2.144890260631,     1.7681327160493836,  0.9134230681298581,
+          0.7224508459076352,  1.8333333333333333,    2.944215820759031,  2.753243598536808,   1.898533950617285,
+          1.5217764060356653,  1.5296354285394342,    1.464075378828781,  1.270165500552562,   1.3802451805727176,
+          2.0651117589893095,  2.521925211393592,     1.9931130030887538, 1.059086266781847,   0.6053211996144751,
+          0.36110273768531603, 0.8401383039988487,    1.802628022598417,  2.4373400092449273,  2.2841806365403294,
+          1.6535350312474593,  0.9505671267135107,    0.3634371738113217, 0.02966848482485202, -0.14600248903206112,
+          0.5736348441493007,  2.0470206809453164,    2.913734738702459,  2.399553571428573,   1.282773692712438,
+          0.46130467055526936, -0.020965495986755702, -0.3271060040712343}},
+        {false,
+         {.size = {8}, .mode = nn::InterpolationMode::linear},
+         {1, 2, 8},
+         {0.0, 0.65625, 1.59375, 2.53125, 2.375, 1.125, 1.84375, 2.5, 0.5, 1.15625, 1.875, 0.625, 0.46875, 1.40625,
+          2.34375, 3.0}},
+        {false,
+         {.scale_factor = {0.6}, .mode = nn::InterpolationMode::linear, .align_corners = true},
+         {1, 2, 3},
+         {0.0, 3.0, 2.5, 0.5, 0.0, 3.0}},
+        {false, {.size = {3}, .mode = nn::InterpolationMode::nearest}, {1, 2, 3}, {0.0, 1.5, 1.0, 0.5, 2.0, 1.5}},
+        {false,
+         {.size = {3}, .mode = nn::InterpolationMode::area},
+         {1, 2, 3},
+         {0.75, 1.8333333333333333, 1.75, 1.25, 1.1666666666666667, 2.25}},
+        {false,
+         {.size = {7}, .mode = nn::InterpolationMode::nearest_exact},
+         {1, 2, 7},
+         {0.0, 1.5, 1.5, 3.0, 1.0, 1.0, 2.5, 0.5, 2.0, 2.0, 0.0, 1.5, 1.5, 3.0}},
+    };
+    std::vector<double> image, seq;
+    for (int i = 0; i < 12; ++i) image.push_back(double(i * 7 % 11) / 3);
+    for (int i = 0; i < 10; ++i) seq.push_back(double(i * 3 % 7) / 2);
+    for (const Case& c : cases) {
+      const std::string mode = nn::interpolation_mode_name(c.options.mode);
+      CAPTURE(mode);
+      CAPTURE(c.shape);
+      Graph g;
+      const Shape in_shape = c.image ? Shape{1, 1, 3, 4} : Shape{1, 2, 5};
+      Tensor x = g.placeholder("x", in_shape, float64);
+      Tensor y = nn::interpolate(x, c.options);
+      REQUIRE(y.shape() == c.shape);
+      const std::vector<double> got =
+          Session(g).run({y}, {{x, NDArray::from<double>(c.image ? image : seq, in_shape)}})[0].to_vector<double>();
+      REQUIRE(got.size() == c.want.size());
+      for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(c.want[i]).epsilon(1e-13));
+    }
+    // Errors name the function and what was expected.
+    Graph g;
+    Tensor x4 = g.placeholder("x", {1, 1, 3, 4}), x3 = g.placeholder("s", {1, 2, 5});
+    CHECK_THROWS_WITH_AS(nn::interpolate(x4, {.size = {2}, .scale_factor = {2}}),
+                         doctest::Contains("give either size or scale_factor"), Error);
+    CHECK_THROWS_WITH_AS(nn::interpolate(x4, {.size = {2, 3}, .mode = nn::InterpolationMode::linear}),
+                         doctest::Contains("mode linear expects [N, C, L]"), Error);
+    CHECK_THROWS_WITH_AS(nn::interpolate(x3, {.size = {2}, .mode = nn::InterpolationMode::bicubic}),
+                         doctest::Contains("mode bicubic expects [N, C, H, W]"), Error);
+    CHECK_THROWS_WITH_AS(nn::interpolate(x4, {.size = {2}, .align_corners = true}),
+                         doctest::Contains("align_corners applies to linear, bilinear and bicubic, not nearest"),
+                         Error);
+    CHECK_THROWS_WITH_AS(nn::interpolate(x4, {.scale_factor = {0.1}}),
+                         doctest::Contains("output sizes must be positive"), Error);
+    CHECK_THROWS_WITH_AS(nn::interpolate(x4, {.size = {1, 2, 3}}), doctest::Contains("size needs 1 or 2 values"),
+                         Error);
+    // Upsample: the module form, and nearest by integer factors stays one broadcast copy.
+    nn::Upsample up({.scale_factor = {2}, .mode = nn::InterpolationMode::bilinear, .align_corners = true});
+    CHECK(up.describe() == "Upsample(scale_factor=2, mode=bilinear, align_corners=true)");
+    CHECK(up(x4).shape() == Shape{1, 1, 6, 8});
+    CHECK(nn::Upsample({.size = {6, 12}}).describe() == "Upsample(size=(6, 12), mode=nearest)");
+    CHECK(nn::Upsample({.size = {6, 12}})(x4).node().op->name == "reshape");
+    CheckResult gr = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{
+              nn::interpolate(in[0], {.size = {5, 7}, .mode = nn::InterpolationMode::bilinear}),
+              nn::interpolate(in[0], {.scale_factor = {1.7}, .mode = nn::InterpolationMode::bicubic}) * 0.5,
+              nn::interpolate(in[0], {.size = {2, 5}, .mode = nn::InterpolationMode::nearest_exact}),
+              nn::interpolate(in[0], {.size = {2, 3}, .mode = nn::InterpolationMode::bicubic, .align_corners = true})};
+        },
+        {test::rand({2, 2, 3, 4}, 8, float64)}, {0});
     CHECK_MESSAGE(gr.ok, gr.detail);
   }
 
