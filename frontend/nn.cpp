@@ -475,7 +475,10 @@ static std::pair<Tensor, Tensor> as_rows(const Tensor& logits, const Tensor& lab
 }
 
 static void check_reduction(const char* what, Reduction r) {
-  LOOM_CHECK(int(r) >= 0 && int(r) <= 2, what, ": unknown reduction ", int(r), " (mean, sum or none)");
+  LOOM_CHECK(
+      r == Reduction::mean || r == Reduction::sum || r == Reduction::none, what, ": ",
+      r == Reduction::batchmean ? "batchmean is kl_div's reduction" : "unknown reduction " + std::to_string(int(r)),
+      " (mean, sum or none)");
 }
 
 static void check_cross_entropy_options(const Tensor& logits, const CrossEntropyOptions& o) {
@@ -551,88 +554,6 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const CrossEntrop
   // A select, not a product with the one-hot: 0 * -inf (a log-probability of 0) would be NaN.
   const Tensor picked = sum(where(one_hot(rows.labels, l.shape().back(), boolean), l, scalar_like(l, 0.0)), {1});
   return reduce_rows(rows.zero_ignored(-picked * rows.weight), rows, o.reduction, labels);
-}
-
-namespace {
-
-/// Input and target of an element-wise loss: same floating dtype, same shape (no silent broadcast).
-void check_pair(const char* what, const Tensor& input, const Tensor& target, Reduction r) {
-  check_reduction(what, r);
-  LOOM_CHECK(input.valid() && target.valid(), what, ": empty Tensor handle");
-  LOOM_CHECK(is_floating(input.dtype()) && input.dtype() == target.dtype(), what, ": input '", input.name(),
-             "' and target '", target.name(), "' must share a floating dtype, got ", dtype_name(input.dtype()), " and ",
-             dtype_name(target.dtype()));
-  const Shape &a = input.shape(), &b = target.shape();
-  bool same = a.size() == b.size();
-  for (size_t i = 0; same && i < a.size(); ++i) same = a[i] == b[i] || a[i] < 0 || b[i] < 0;
-  LOOM_CHECK(same, what, ": input '", input.name(), "' ", S(a), " and target '", target.name(), "' ", S(b),
-             " differ in shape (broadcast one explicitly if that is meant)");
-}
-
-Tensor reduce_elements(const Tensor& loss, Reduction r) {
-  if (r == Reduction::none) return loss;
-  return r == Reduction::sum ? sum(loss) : mean(loss);
-}
-
-/// PyTorch's clamped log, max(log x, -100): finite at x = 0, its gradient too (log never sees the 0).
-Tensor clamped_log(const Tensor& x) {
-  const Tensor positive = x > 0.0, floor = scalar_like(x, -100.0);
-  return maximum(where(positive, log(where(positive, x, scalar_like(x, 1.0))), floor), floor);
-}
-
-/// `w` (may be invalid: 1) as a factor of the element-wise loss, of its dtype.
-Tensor weighted(const char* what, const Tensor& loss, const Tensor& w, const char* name) {
-  if (!w.valid()) return loss;
-  LOOM_CHECK(w.dtype() == loss.dtype(), what, ": ", name, " '", w.name(), "' must be ", dtype_name(loss.dtype()),
-             ", got ", dtype_name(w.dtype()));
-  return loss * w;  // broadcast as PyTorch's (the op names the shapes if they do not)
-}
-
-}  // namespace
-
-Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
-  check_pair("mse_loss", input, target, reduction);
-  const Tensor d = input - target;
-  return reduce_elements(d * d, reduction);
-}
-
-Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
-  check_pair("l1_loss", input, target, reduction);
-  return reduce_elements(abs(input - target), reduction);
-}
-
-Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, double beta, Reduction reduction) {
-  check_pair("smooth_l1_loss", input, target, reduction);
-  LOOM_CHECK(beta >= 0 && std::isfinite(beta), "smooth_l1_loss: beta must be finite and >= 0, got ", beta);
-  if (beta == 0) return l1_loss(input, target, reduction);  // (0.5 d^2 / 0 would put NaN into the gradient)
-  const Tensor d = abs(input - target);
-  return reduce_elements(where(d < beta, (0.5 / beta) * (d * d), d - 0.5 * beta), reduction);
-}
-
-Tensor huber_loss(const Tensor& input, const Tensor& target, double delta, Reduction reduction) {
-  check_pair("huber_loss", input, target, reduction);
-  LOOM_CHECK(delta > 0 && std::isfinite(delta), "huber_loss: delta must be finite and > 0, got ", delta);
-  const Tensor d = abs(input - target);
-  return reduce_elements(where(d < delta, 0.5 * (d * d), delta * (d - 0.5 * delta)), reduction);
-}
-
-Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const BCEOptions& o) {
-  check_pair("binary_cross_entropy", probs, target, o.reduction);
-  LOOM_CHECK(!o.pos_weight.valid(), "binary_cross_entropy: pos_weight is binary_cross_entropy_with_logits' option");
-  // PyTorch clamps each log at -100, so that a probability of exactly 0 or 1 gives a finite loss.
-  const Tensor loss = -(target * clamped_log(probs) + (1.0 - target) * clamped_log(1.0 - probs));
-  return reduce_elements(weighted("binary_cross_entropy", loss, o.weight, "weight"), o.reduction);
-}
-
-/// PyTorch's stable form: (1 - y) x + (1 + (pos_weight - 1) y) softplus(-x).
-Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, const BCEOptions& o) {
-  const char* what = "binary_cross_entropy_with_logits";
-  check_pair(what, logits, target, o.reduction);
-  const Tensor log_weight =
-      o.pos_weight.valid() ? 1.0 + weighted(what, target, o.pos_weight - 1.0, "pos_weight") : Tensor();
-  const Tensor soft = softplus(-logits);
-  const Tensor loss = (1.0 - target) * logits + (log_weight.valid() ? log_weight * soft : soft);
-  return reduce_elements(weighted(what, loss, o.weight, "weight"), o.reduction);
 }
 
 Tensor correct(const Tensor& logits, const Tensor& labels) {

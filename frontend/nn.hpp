@@ -446,8 +446,9 @@ class MLPResNet : public Sequential {
 
 // ---------------------------------------------------------------- losses and metrics
 
-/// How a loss reduces its values over the rows (PyTorch's `reduction`).
-enum class Reduction { mean, sum, none };
+/// How a loss reduces its values over the rows (PyTorch's `reduction`);
+/// batchmean (the sum divided by the batch size) is kl_div's only.
+enum class Reduction { mean, sum, none, batchmean };
 
 /// PyTorch's cross_entropy options, with its defaults.
 struct CrossEntropyOptions {
@@ -486,6 +487,74 @@ struct BCEOptions {
 Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const BCEOptions& options = {});
 /// binary_cross_entropy of sigmoid(logits), in PyTorch's stable form (no log of 0 for any logit).
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, const BCEOptions& options = {});
+
+// Distances and the other losses of torch.nn.functional (frontend/losses.cpp), PyTorch's defaults.
+
+/// x / max(||x||_p, eps) along `axis` (F.normalize).
+Tensor normalize(const Tensor& x, double p = 2, int64_t axis = 1, double eps = 1e-12);
+/// The cosine of the angle between x1 and x2 along `axis` (broadcast), each norm at least eps.
+Tensor cosine_similarity(const Tensor& x1, const Tensor& x2, int64_t axis = 1, double eps = 1e-8);
+/// ||x1 - x2 + eps||_p over the last axis.
+Tensor pairwise_distance(const Tensor& x1, const Tensor& x2, double p = 2, double eps = 1e-6, bool keepdim = false);
+
+/// The KL divergence of `target` from `input` (log-probabilities; target
+/// probabilities, or log-probabilities with log_target), element-wise
+/// target (log target - input). Reduction::batchmean is the true divergence
+/// per sample; mean (PyTorch's default) divides by every element.
+Tensor kl_div(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean,
+              bool log_target = false);
+
+struct PoissonNLLOptions {
+  bool log_input = true;  ///< input is log(rate): exp(input) - target input; else input - target log(input + eps)
+  bool full = false;      ///< adds Stirling's log(target!) for targets above 1
+  double eps = 1e-8;
+  Reduction reduction = Reduction::mean;
+};
+Tensor poisson_nll_loss(const Tensor& input, const Tensor& target, const PoissonNLLOptions& options = {});
+
+struct GaussianNLLOptions {
+  bool full = false;  ///< adds log(2 pi) / 2
+  double eps = 1e-6;  ///< var's floor (the gradient passes as if unclamped, as PyTorch's)
+  Reduction reduction = Reduction::mean;
+};
+/// (log var + (input - target)^2 / var) / 2; var shaped as input, as it
+/// without the last dim, or with a last dim of 1 (one variance per row).
+Tensor gaussian_nll_loss(const Tensor& input, const Tensor& target, const Tensor& var,
+                         const GaussianNLLOptions& options = {});
+
+/// max(0, -y (x1 - x2) + margin), y of 1 or -1.
+Tensor margin_ranking_loss(const Tensor& x1, const Tensor& x2, const Tensor& y, double margin = 0,
+                           Reduction reduction = Reduction::mean);
+/// x where y = 1, max(0, margin - x) where y = -1.
+Tensor hinge_embedding_loss(const Tensor& x, const Tensor& y, double margin = 1, Reduction reduction = Reduction::mean);
+/// log(1 + exp(-y x)) per element.
+Tensor soft_margin_loss(const Tensor& x, const Tensor& y, Reduction reduction = Reduction::mean);
+/// Binary cross-entropy with logits x [..., C] against 0/1 targets, weighted per class, the mean over C per sample.
+Tensor multilabel_soft_margin_loss(const Tensor& x, const Tensor& y, const Tensor& weight = {},
+                                   Reduction reduction = Reduction::mean);
+/// 1 - cos(x1, x2) where y = 1, max(0, cos - margin) where y = -1; x [N, D] or [D], y [N] or scalar.
+Tensor cosine_embedding_loss(const Tensor& x1, const Tensor& x2, const Tensor& y, double margin = 0,
+                             Reduction reduction = Reduction::mean);
+
+struct TripletMarginOptions {
+  double margin = 1;
+  double p = 2;
+  double eps = 1e-6;
+  bool swap = false;  ///< the negative's distance is the smaller of anchor's and positive's
+  Reduction reduction = Reduction::mean;
+};
+/// max(0, margin + d(anchor, positive) - d(anchor, negative)), d = pairwise_distance; inputs [N, D] or [D].
+Tensor triplet_margin_loss(const Tensor& anchor, const Tensor& positive, const Tensor& negative,
+                           const TripletMarginOptions& options = {});
+
+struct MultiMarginOptions {
+  int p = 1;  ///< 1 or 2
+  double margin = 1;
+  Tensor weight = {};  ///< [C]: the label class's weight scales its sample's terms
+  Reduction reduction = Reduction::mean;
+};
+/// The multi-class hinge loss: sum over j != label of max(0, margin - x[label] + x[j])^p / C; x [N, C], labels [N].
+Tensor multi_margin_loss(const Tensor& x, const Tensor& labels, const MultiMarginOptions& options = {});
 
 /// The loss as an object: `nn::SoftmaxLoss loss_fn; Tensor loss = loss_fn(logits, y);`.
 class SoftmaxLoss {
