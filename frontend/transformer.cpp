@@ -66,9 +66,15 @@ Shape for_reshape(Shape s) {
 }  // namespace
 
 MultiheadAttention::MultiheadAttention(int64_t d_model, int64_t heads, MultiheadAttentionOptions options)
-    : d_(d_model), heads_(heads), options_(options) {
+    : d_(d_model),
+      heads_(heads),
+      kdim_(options.kdim ? options.kdim : d_model),
+      vdim_(options.vdim ? options.vdim : d_model),
+      options_(options) {
   LOOM_CHECK(d_model > 0 && heads > 0, "MultiheadAttention: d_model and heads must be positive, got ", d_model, " and ",
              heads);
+  LOOM_CHECK(options.kdim >= 0 && options.vdim >= 0,
+             "MultiheadAttention: kdim and vdim must be >= 0 (0: d_model), got ", options.kdim, " and ", options.vdim);
   LOOM_CHECK(d_model % heads == 0, "MultiheadAttention: heads (", heads, ") must divide d_model (", d_model, ")");
   LOOM_CHECK(options.dropout >= 0 && options.dropout < 1, "MultiheadAttention: dropout must be in [0, 1), got ",
              options.dropout);
@@ -77,7 +83,9 @@ MultiheadAttention::MultiheadAttention(int64_t d_model, int64_t heads, Multihead
 std::string MultiheadAttention::describe() const {
   std::ostringstream os;
   os << "MultiheadAttention(" << d_ << ", heads=" << heads_ << ", dropout=" << options_.dropout
-     << (options_.causal ? ", causal" : "") << (options_.bias ? ", bias)" : ", no bias)");
+     << (options_.causal ? ", causal" : "");
+  if (separate_projections()) os << ", kdim=" << kdim_ << ", vdim=" << vdim_;
+  os << (options_.bias ? ", bias)" : ", no bias)");
   return os.str();
 }
 
@@ -137,28 +145,36 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
   const std::string here = where(x);
   const Tensor key = key_.valid() ? key_ : x, value = value_.valid() ? value_ : x;
   check_features(x, d_, here, "query");
-  check_features(key, d_, here, "key");
-  check_features(value, d_, here, "value");
+  check_features(key, kdim_, here, "key");
+  check_features(value, vdim_, here, "value");
   check_key_value(x.shape(), key.shape(), value.shape(), here);
   LOOM_CHECK(key.dtype() == x.dtype() && value.dtype() == x.dtype(), here, ": query, key and value dtypes differ");
   const DType dt = x.dtype();
   const double bound = 1.0 / std::sqrt(double(d_));
-  Tensor w_in = parameter(x, "in_proj_weight", {3 * d_, d_}, init::xavier_uniform(), dt);
+  // PyTorch's variables, in its order: one in_proj_weight, or for kdim/vdim three, each initialized on its own.
+  Tensor w_in, w_q, w_k, w_v;
+  if (separate_projections()) {
+    w_q = parameter(x, "q_proj_weight", {d_, d_}, init::xavier_uniform(), dt);
+    w_k = parameter(x, "k_proj_weight", {d_, kdim_}, init::xavier_uniform(), dt);
+    w_v = parameter(x, "v_proj_weight", {d_, vdim_}, init::xavier_uniform(), dt);
+  } else {
+    w_in = parameter(x, "in_proj_weight", {3 * d_, d_}, init::xavier_uniform(), dt);
+  }
   Tensor b_in = options_.bias ? parameter(x, "in_proj_bias", {3 * d_}, init::zeros(), dt) : Tensor();
   Tensor w_out = parameter(x, "out_proj/weight", {d_, d_}, init::uniform(-bound, bound), dt);
   Tensor b_out = options_.bias ? parameter(x, "out_proj/bias", {d_}, init::zeros(), dt) : Tensor();
 
+  auto part = [&](const Tensor& t, int64_t i) {
+    return t.valid() ? slice(t, {Slice::range(i * d_, (i + 1) * d_)}) : Tensor();
+  };
   Tensor q, k, v;
-  if (key.is(x) && value.is(x)) {  // self-attention: one [..., T, 3d] projection, split as views
-    Tensor qkv = project(x, w_in, b_in);
-    std::vector<Tensor> parts = split(qkv, 3, -1);
+  if (w_in.valid() && key.is(x) && value.is(x)) {  // self-attention: one [..., T, 3d] projection, split as views
+    std::vector<Tensor> parts = split(project(x, w_in, b_in), 3, -1);
     q = split_heads(parts[0]), k = split_heads(parts[1]), v = split_heads(parts[2]);
   } else {
-    auto rows = [&](int64_t i) { return slice(w_in, {Slice::range(i * d_, (i + 1) * d_)}); };
-    auto bias = [&](int64_t i) { return b_in.valid() ? slice(b_in, {Slice::range(i * d_, (i + 1) * d_)}) : Tensor(); };
-    q = split_heads(project(x, rows(0), bias(0)));
-    k = split_heads(project(key, rows(1), bias(1)));
-    v = split_heads(project(value, rows(2), bias(2)));
+    q = split_heads(project(x, w_in.valid() ? part(w_in, 0) : w_q, part(b_in, 0)));
+    k = split_heads(project(key, w_in.valid() ? part(w_in, 1) : w_k, part(b_in, 1)));
+    v = split_heads(project(value, w_in.valid() ? part(w_in, 2) : w_v, part(b_in, 2)));
   }
   if (mask_.valid()) {
     const Shape &ms = mask_.shape(), &qs = q.shape(), &ks = k.shape();

@@ -58,6 +58,10 @@ struct MultiheadAttentionOptions {
   bool causal = false;
   /// in_proj_bias and out_proj/bias.
   bool bias = true;
+  /// The key's and value's feature sizes (0: d_model), as PyTorch's kdim and
+  /// vdim: when either differs, the projections are separate variables
+  /// q_proj_weight [d, d], k_proj_weight [d, kdim], v_proj_weight [d, vdim].
+  int64_t kdim = 0, vdim = 0;
 };
 
 /// Multi-head attention: q, k, v = x W_in^T + b_in split in heads,
@@ -89,7 +93,9 @@ class MultiheadAttention : public Module {
   Tensor split_heads(const Tensor& x) const;
   Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) const;
 
-  int64_t d_, heads_;
+  bool separate_projections() const { return kdim_ != d_ || vdim_ != d_; }
+
+  int64_t d_, heads_, kdim_, vdim_;
   MultiheadAttentionOptions options_;
   // The extra inputs of a four-argument call, while it runs; with_weights' request and result.
   Tensor key_, value_, mask_;

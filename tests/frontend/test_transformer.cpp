@@ -23,13 +23,10 @@ std::vector<std::string> names_of(const std::vector<std::pair<std::string, Tenso
 }
 
 /// Multi-head attention written out with ops: x W^T + b, per-head softmax(q k^T / sqrt(hd) + mask) v, out_proj.
-Tensor reference_mha(const Tensor& x, const Tensor& kv, const nn::MultiheadAttention& m, int64_t heads, bool causal) {
-  auto p = m.named_parameters();
-  Tensor w = p[0].second, b = p[1].second, wo = p[2].second, bo = p[3].second;
-  const int64_t d = x.shape().back(), hd = d / heads;
-  Tensor q = matmul(x, transpose(slice(w, {Slice::range(0, d)}))) + slice(b, {Slice::range(0, d)});
-  Tensor k = matmul(kv, transpose(slice(w, {Slice::range(d, 2 * d)}))) + slice(b, {Slice::range(d, 2 * d)});
-  Tensor v = matmul(kv, transpose(slice(w, {Slice::range(2 * d, 3 * d)}))) + slice(b, {Slice::range(2 * d, 3 * d)});
+/// Attention of projected q [B, Tq, d] over k, v [B, Tk, d] per head, then the output projection.
+Tensor reference_heads(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& wo, const Tensor& bo,
+                       int64_t heads, bool causal) {
+  const int64_t hd = q.shape().back() / heads;
   std::vector<Tensor> outs;
   for (int64_t h = 0; h < heads; ++h) {
     auto cols = [&](const Tensor& t) { return slice(t, {Slice::all(), Slice::all(), Slice::range(h * hd, (h + 1) * hd)}); };
@@ -39,11 +36,21 @@ Tensor reference_mha(const Tensor& x, const Tensor& kv, const nn::MultiheadAtten
       NDArray mask = NDArray::zeros({t, t});
       for (int64_t i = 0; i < t; ++i)
         for (int64_t j = i + 1; j < t; ++j) mask.data<float>()[i * t + j] = -INFINITY;
-      s = s + x.graph().constant(mask);
+      s = s + q.graph().constant(mask);
     }
     outs.push_back(matmul(composite::softmax(s, -1), cols(v)));
   }
   return matmul(concat(outs, -1), transpose(wo)) + bo;
+}
+
+Tensor reference_mha(const Tensor& x, const Tensor& kv, const nn::MultiheadAttention& m, int64_t heads, bool causal) {
+  auto p = m.named_parameters();
+  Tensor w = p[0].second, b = p[1].second, wo = p[2].second, bo = p[3].second;
+  const int64_t d = x.shape().back();
+  Tensor q = matmul(x, transpose(slice(w, {Slice::range(0, d)}))) + slice(b, {Slice::range(0, d)});
+  Tensor k = matmul(kv, transpose(slice(w, {Slice::range(d, 2 * d)}))) + slice(b, {Slice::range(d, 2 * d)});
+  Tensor v = matmul(kv, transpose(slice(w, {Slice::range(2 * d, 3 * d)}))) + slice(b, {Slice::range(2 * d, 3 * d)});
+  return reference_heads(q, k, v, wo, bo, heads, causal);
 }
 
 /// reference_mha's per-head softmax, stacked: [B, heads, Tq, Tk].
@@ -194,6 +201,34 @@ TEST_SUITE("frontend/transformer") {
     // An empty key or value is an error, not the query in its place.
     CHECK(contains(error_of([&] { mha(x, mem, Tensor()); }), "key and value must be given (value is an empty"));
     CHECK(contains(error_of([&] { mha(x, Tensor(), Tensor()); }), "(key and value is an empty"));
+  }
+
+  TEST_CASE("MultiheadAttention with kdim and vdim: PyTorch's separate projections, and the formula") {
+    Graph g;
+    nn::MultiheadAttention mha(8, 2, {.kdim = 5, .vdim = 3});
+    Tensor x = g.placeholder("x", {3, 4, 8}), key = g.placeholder("key", {3, 6, 5}),
+           value = g.placeholder("value", {3, 6, 3});
+    Tensor y = mha(x, key, value);
+    CHECK(y.shape() == Shape{3, 4, 8});
+    CHECK(names_of(mha.state_dict()) == std::vector<std::string>{"q_proj_weight", "k_proj_weight", "v_proj_weight",
+                                                                 "in_proj_bias", "out_proj.weight", "out_proj.bias"});
+    auto p = mha.named_parameters();
+    CHECK(p[0].second.shape() == Shape{8, 8});
+    CHECK(p[1].second.shape() == Shape{8, 5});
+    CHECK(p[2].second.shape() == Shape{8, 3});
+    CHECK(mha.describe() == "MultiheadAttention(8, heads=2, dropout=0, kdim=5, vdim=3, bias)");
+    Tensor b = p[3].second;
+    auto part = [&](int64_t i) { return slice(b, {Slice::range(8 * i, 8 * (i + 1))}); };
+    Tensor want =
+        reference_heads(matmul(x, transpose(p[0].second)) + part(0), matmul(key, transpose(p[1].second)) + part(1),
+                        matmul(value, transpose(p[2].second)) + part(2), p[4].second, p[5].second, 2, false);
+    Session s(g, {.seed = 5});
+    s.set(b, test::rand({24}, 11));
+    auto r = s.run({y, want},
+                   {{x, test::rand({3, 4, 8}, 1)}, {key, test::rand({3, 6, 5}, 2)}, {value, test::rand({3, 6, 3}, 3)}});
+    CHECK(allclose(r[0], r[1], 1e-4, 1e-5));
+    CHECK(contains(error_of([&] { mha(x, x, value); }), "expected key [..., T, 5], got [3,4,8]"));
+    CHECK(contains(error_of([&] { nn::MultiheadAttention(8, 2, {.kdim = -1}); }), "kdim and vdim must be >= 0"));
   }
 
   TEST_CASE("MultiheadAttention::with_weights: PyTorch's need_weights, averaged over heads or per head") {
