@@ -35,6 +35,22 @@ std::string Module::where(const Tensor& x) const {
   return p.empty() ? type_name() : type_name() + " '" + p + "'";
 }
 
+Tensor Module::shared_parameter(const std::string& name, const Tensor& variable) {
+  LOOM_CHECK(variable.valid() && variable.node().op->name == "variable", type_name(), ": '", name,
+             "' can only be tied to a variable");
+  for (Var& v : vars_)
+    if (v.name == name) {
+      LOOM_CHECK(v.shared, type_name(), ": '", name,
+                 "' is a variable of its own; it cannot be tied after its first call");
+      v.tensor = variable;
+      return variable;
+    }
+  graph_ = &variable.graph();
+  graph_id_ = graph_->id();
+  vars_.push_back({name, variable, true, true});
+  return variable;
+}
+
 Tensor Module::variable(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init,
                         DType dtype, bool trainable) {
   Graph& g = x.graph();
@@ -84,7 +100,7 @@ void Module::collect(const std::string& prefix, bool trainable, std::vector<std:
   if (std::find(seen.begin(), seen.end(), this) != seen.end()) return;
   seen.push_back(this);
   for (const Var& v : vars_)
-    if (v.trainable == trainable) out.emplace_back(prefix + v.name, v.tensor);
+    if (v.trainable == trainable && !v.shared) out.emplace_back(prefix + v.name, v.tensor);
   for (const auto& [name, child] : children_) child->collect(prefix + name + "/", trainable, out, seen);
 }
 
@@ -245,6 +261,12 @@ std::string Linear::describe() const {
   return "Linear(" + std::to_string(in_) + ", " + std::to_string(out_) + (options_.bias ? ", bias)" : ", no bias)");
 }
 
+Linear& Linear::tie_weight(const Tensor& variable) {
+  LOOM_CHECK(variable.valid(), "Linear: tie_weight needs a variable, got an empty Tensor handle");
+  tied_ = variable;
+  return *this;
+}
+
 Tensor Linear::forward(const Tensor& x) {
   const Shape& s = x.shape();
   LOOM_CHECK(!s.empty() && (s.back() == in_ || s.back() < 0), where(x), ": expected input [..., ", in_, "], got ",
@@ -253,7 +275,15 @@ Tensor Linear::forward(const Tensor& x) {
              dtype_name(x.dtype()));
   // PyTorch's layout, [out, in]: checkpoints move between loom and PyTorch as they
   // are. The transpose is a view; BLAS reads it through its transpose flag.
-  weight_ = parameter(x, "weight", {out_, in_}, options_.weight_init, options_.dtype);
+  if (tied_.valid()) {
+    LOOM_CHECK(tied_.shape() == Shape({out_, in_}) && tied_.dtype() == options_.dtype, where(x),
+               ": a tied weight must be ", dtype_name(options_.dtype), "[", out_, ", ", in_, "], got ",
+               dtype_name(tied_.dtype()), S(tied_.shape()));
+    LOOM_CHECK(&tied_.graph() == &x.graph(), where(x), ": the tied weight is in another graph");
+    weight_ = shared_parameter("weight", tied_);
+  } else {
+    weight_ = parameter(x, "weight", {out_, in_}, options_.weight_init, options_.dtype);
+  }
   if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
   const Tensor w = transpose(weight_);
   Tensor y;

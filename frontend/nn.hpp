@@ -90,7 +90,8 @@ class Module {
   /// Trainable variables, this module's first, then each child's, in
   /// registration order; shared modules appear once.
   std::vector<Tensor> parameters() const;
-  /// Parameters with their module path ("1/weight"), as used for their variable names.
+  /// Parameters with their module path ("1/weight"), as used for their variable names;
+  /// a tied weight appears once, under its owner's name.
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   /// Non-trainable state (BatchNorm running statistics), with module paths.
   std::vector<std::pair<std::string, Tensor>> named_buffers() const;
@@ -99,6 +100,7 @@ class Module {
   /// Parameters and buffers named as in PyTorch's state_dict ("1.weight",
   /// "2.running_mean"): module by module, each one's parameters then buffers,
   /// children in registration order. Checkpoints of a model use these names.
+  /// A tied weight is listed under each name it has, as PyTorch's.
   std::vector<std::pair<std::string, Tensor>> state_dict() const;
   /// In-graph state updates built by training-mode calls (assign nodes); run
   /// them as targets with each training step (Optimizer(module) does).
@@ -136,6 +138,9 @@ class Module {
   /// call, the same variable afterwards.
   Tensor parameter(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init,
                    DType dtype = float32);
+  /// Another module's trainable variable used here as this module's `name`
+  /// (tied weights): in the state_dict under both names, a parameter once.
+  Tensor shared_parameter(const std::string& name, const Tensor& variable);
   /// A non-trainable variable (running statistics), like parameter().
   Tensor buffer(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init,
                 DType dtype = float32);
@@ -159,6 +164,7 @@ class Module {
     std::string name;
     Tensor tensor;
     bool trainable = true;
+    bool shared = false;  // another module's variable (tied weights)
   };
   Tensor variable(const Tensor& x, const std::string& name, const Shape& shape, const Initializer& init, DType dtype,
                   bool trainable);
@@ -214,6 +220,10 @@ class Linear : public Module {
   /// The variables (invalid before the first call; bias also without a bias).
   Tensor weight() const { return weight_; }
   Tensor bias() const { return bias_; }
+  /// Uses `variable` ([out, in], e.g. an Embedding's table) as the weight
+  /// from the next call on: tied weights, as PyTorch's `decoder.weight =
+  /// encoder.weight`.
+  Linear& tie_weight(const Tensor& variable);
 
  protected:
   Tensor forward(const Tensor& x) override;
@@ -221,7 +231,7 @@ class Linear : public Module {
  private:
   int64_t in_, out_;
   LinearOptions options_;
-  Tensor weight_, bias_;
+  Tensor weight_, bias_, tied_;
 };
 
 class ReLU : public Module {

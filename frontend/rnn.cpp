@@ -407,6 +407,8 @@ LanguageModelOptions checked(int64_t vocab, LanguageModelOptions o) {
   LOOM_CHECK(vocab > 0, "LanguageModel: the vocabulary must not be empty");
   LOOM_CHECK(o.embed > 0 && o.hidden > 0 && o.layers > 0, "LanguageModel: embed, hidden and layers must be positive");
   LOOM_CHECK(o.dropout >= 0 && o.dropout < 1, "LanguageModel: dropout must be in [0, 1), got ", o.dropout);
+  LOOM_CHECK(!o.tie_weights || o.embed == o.hidden, "LanguageModel: tied weights need embed == hidden, got ", o.embed,
+             " and ", o.hidden);
   return o;
 }
 
@@ -423,7 +425,7 @@ LanguageModel::LanguageModel(int64_t vocab, LanguageModelOptions options)
 std::string LanguageModel::describe() const {
   std::ostringstream os;
   os << "LanguageModel(vocab=" << vocab_ << ", " << cell_kind_name(options_.cell) << ", dropout=" << options_.dropout
-     << ")";
+     << (options_.tie_weights ? ", tied)" : ")");
   return os.str();
 }
 
@@ -435,6 +437,7 @@ RNNResult LanguageModel::run(const Tensor& ids, const RNNState& state) {
   LOOM_CHECK(ids.ndim() == 2, where(ids), ": expected ids [T, N], got ", S(ids.shape()));
   const bool drop = training() && options_.dropout > 0;
   Tensor e = encoder_(ids);
+  if (options_.tie_weights) decoder_.tie_weight(encoder_.weight());
   if (drop) e = dropout(e, options_.dropout);
   RNNResult r = rnn_(e, state);
   Tensor y = drop ? dropout(r.output, options_.dropout) : r.output;

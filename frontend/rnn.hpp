@@ -223,12 +223,15 @@ struct LanguageModelOptions {
   /// RNN cells only.
   Activation nonlinearity = Activation::tanh;
   bool fused = true;
+  /// The decoder's weight is the encoder's table (PyTorch's word_language_model
+  /// --tied, Press and Wolf 2017); needs embed == hidden.
+  bool tie_weights = false;
 };
 
 /// PyTorch's word_language_model (and the course's LanguageModel): Embedding
 /// "encoder" (U(-0.1, 0.1)), dropout, a recurrent "rnn", dropout, Linear
-/// "decoder" (hidden -> vocabulary; weight U(-0.1, 0.1), bias zeros).
-/// ids [T, N] -> logits [T, N, vocab].
+/// "decoder" (hidden -> vocabulary; weight U(-0.1, 0.1), bias zeros, or
+/// the encoder's table with tie_weights). ids [T, N] -> logits [T, N, vocab].
 class LanguageModel : public Module {
  public:
   LanguageModel(int64_t vocab, LanguageModelOptions options = {});

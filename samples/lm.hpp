@@ -29,7 +29,7 @@ struct LMConfig {
   double lr = 20.0, clip = 0.25, dropout = 0.2;
   int threads = 0;
   uint64_t seed = 0;
-  bool profile = false, composite = false;
+  bool profile = false, composite = false, tied = false;
 };
 
 inline std::string default_corpus_dir() {
@@ -348,7 +348,8 @@ class LM {
             .hidden = a.hidden,
             .layers = a.layers,
             .dropout = a.dropout,
-            .fused = !a.composite};
+            .fused = !a.composite,
+            .tie_weights = a.tied};
   }
 
   bool feed_state(Mode mode) const { return !tf_ && a_.carry == "feed" && mode != Mode::generate; }

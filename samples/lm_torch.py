@@ -53,7 +53,7 @@ def get_batch(source, i, bptt):
 
 
 class RNNModel(nn.Module):
-    def __init__(self, kind, ntoken, ninp, nhid, nlayers, dropout):
+    def __init__(self, kind, ntoken, ninp, nhid, nlayers, dropout, tied=False):
         super().__init__()
         self.drop = nn.Dropout(dropout)
         self.encoder = nn.Embedding(ntoken, ninp)
@@ -61,6 +61,10 @@ class RNNModel(nn.Module):
         self.rnn = cls(ninp, nhid, nlayers, dropout=dropout if nlayers > 1 else 0.0)
         self.decoder = nn.Linear(nhid, ntoken)
         self.kind, self.nhid, self.nlayers = kind, nhid, nlayers
+        if tied:  # the word_language_model example's --tied
+            if nhid != ninp:
+                raise ValueError("--tied needs --embed equal to --hidden")
+            self.decoder.weight = self.encoder.weight
         nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
         nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
@@ -158,6 +162,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--save-loom", help="write the trained weights under loom's names (safetensors)")
+    ap.add_argument("--tied", action="store_true", help="recurrent models: decoder weight = embedding table")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -171,7 +176,7 @@ def main():
     if a.model == "transformer":
         model = TransformerModel(vocab, a.d_model, a.heads, a.ffn, a.layers, a.bptt, a.dropout).to(dev)
     else:
-        model = RNNModel(a.model, vocab, a.embed, a.hidden, a.layers, a.dropout).to(dev)
+        model = RNNModel(a.model, vocab, a.embed, a.hidden, a.layers, a.dropout, a.tied).to(dev)
     opt = (torch.optim.Adam if a.opt == "adam" else torch.optim.SGD)(model.parameters(), lr=a.lr)
     state = {"lr": a.lr, "best": math.inf, "epoch": 0}
 

@@ -79,7 +79,7 @@ Resumed load_checkpoint(const Args& a, LM& lm, int64_t V, const std::vector<Tens
   check("vocab", std::to_string(V), "the same --data/--min-count as when it was saved");
   auto format = meta.find("format");
   if (format != meta.end() && format->second == "torch")
-    checkpoint::load(s, a.load, lm.model().variables());
+    checkpoint::load(s, lm.model(), a.load);  // its state_dict: a tied weight under both names
   else
     checkpoint::load(s, a.load, saved);
   Resumed r;
@@ -128,7 +128,8 @@ void print_setup(const Args& a, LM& lm, int64_t V, std::ostream& info) {
     info << "model transformer " << a.layers << " layers, d_model " << a.d_model << ", " << a.heads << " heads, ffn "
          << a.ffn << " (";
   else
-    info << "model " << a.model << " " << a.layers << "x" << a.hidden << " (embed " << a.embed << ", ";
+    info << "model " << a.model << " " << a.layers << "x" << a.hidden << " (embed " << a.embed
+         << (a.tied ? ", tied" : "") << ", ";
   info << lm.model().num_parameters() << " parameters, vocabulary " << V << "), " << a.opt << " lr " << a.lr
        << ", clip " << a.clip << ", dropout " << a.dropout << (lm.transformer() ? ", seq-len " : ", bptt ") << a.bptt
        << ", batch " << a.batch << ", "
@@ -263,6 +264,7 @@ po::options_description describe_options(Args& a) {
     ("executor", po::value(&a.executor)->default_value(a.executor), "serial or parallel (TBB tasks: independent nodes, e.g. two layers' steps, run at once)")
     ("carry", po::value(&a.carry)->default_value(a.carry), "how the state crosses batches: variable (assigned in the graph) or feed (fetched and fed back)")
     ("composite-cell", po::bool_switch(&a.composite), "LSTM: element-wise ops instead of the fused lstm_cell op")
+    ("tied", po::bool_switch(&a.tied), "recurrent models: the decoder's weight is the embedding table (needs --embed = --hidden)")
     ("json", po::bool_switch(&a.json), "print one JSON object per epoch (epoch, train_ppl, valid_ppl, seconds, tokens_per_s, lr)")
     ("profile", po::bool_switch(&a.profile), "print the most expensive graph nodes at the end");
   // clang-format on
@@ -280,6 +282,7 @@ void complete_args(const po::variables_map& vm, Args& a) {
       a.bptt = 128;
     if (!given("batch")) a.batch = 32;
     if (!given("opt")) a.opt = "adam";
+    if (a.tied) throw po::error("--tied is the recurrent models' option");
     if (a.heads <= 0 || a.d_model <= 0 || a.ffn <= 0 || a.d_model % a.heads)
       throw po::error("--heads, --d-model and --ffn must be positive, and --heads must divide --d-model");
   } else {
@@ -292,6 +295,7 @@ void complete_args(const po::variables_map& vm, Args& a) {
     throw po::error("--batch, --eval-batch and --bptt must be positive");
   if (a.layers <= 0 || a.embed <= 0 || a.hidden <= 0)
     throw po::error("--layers, --embed and --hidden must be positive");
+  if (a.tied && a.embed != a.hidden) throw po::error("--tied needs --embed equal to --hidden");
   if (!(a.dropout >= 0 && a.dropout < 1)) throw po::error("--dropout must be in [0, 1)");
   if (!(a.temperature > 0)) throw po::error("--temperature must be > 0");
   if (!(a.anneal >= 1 && a.anneal < 1e300)) throw po::error("--anneal must be >= 1 (1: never anneal)");

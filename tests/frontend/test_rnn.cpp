@@ -11,6 +11,7 @@
 // util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
 #include "tests/util.hpp"
 
+#include "frontend/checkpoint.hpp"
 #include "frontend/optim.hpp"
 #include "frontend/rnn.hpp"
 #include "ops/check.hpp"
@@ -729,5 +730,62 @@ TEST_SUITE("frontend/rnn") {
     }
     CHECK(first > 1.5);
     CHECK(last < 0.1);
+  }
+
+  TEST_CASE("LanguageModel with tied weights: the decoder reads the encoder's table; PyTorch's state_dict") {
+    const int64_t V = 7, T = 5, N = 2;
+    Graph g;
+    nn::LanguageModel lm(
+        V, {.cell = nn::CellKind::gru, .embed = 8, .hidden = 8, .layers = 1, .dropout = 0.0, .tie_weights = true});
+    CHECK(lm.describe() == "LanguageModel(vocab=7, gru, dropout=0, tied)");
+    Tensor ids = g.placeholder("ids", {T, N}, int64), target = g.placeholder("target", {T * N}, int64);
+    auto [logits, st] = lm(ids, {});
+    CHECK(logits.shape() == Shape{T, N, V});
+    // A parameter once (so an optimizer updates it once), under both names in the state_dict, as PyTorch's.
+    std::vector<std::string> names;
+    for (auto& [n, t] : lm.named_parameters()) names.push_back(n);
+    CHECK(std::count(names.begin(), names.end(), "decoder/weight") == 0);
+    CHECK(names.back() == "decoder/bias");
+    CHECK(lm.num_parameters() == V * 8 + 2 * (3 * 8 * 8 + 3 * 8) + V);
+    const auto sd = lm.state_dict();
+    auto key = [&](const std::string& k) {
+      for (auto& [n, t] : sd)
+        if (n == k) return t;
+      return Tensor();
+    };
+    REQUIRE(key("decoder.weight").valid());
+    CHECK(key("decoder.weight").is(key("encoder.weight")));
+    CHECK(sd[sd.size() - 2].first == "decoder.weight");
+    // The logits use the table: h E^T + b.
+    Session s(g, {.seed = 2});
+    NDArray idv = NDArray::from<int64_t>({0, 1, 2, 3, 4, 5, 6, 0, 1, 2}, {T, N});
+    const NDArray table = s.get(key("encoder.weight"));
+    const auto r = s.run({logits, st.h}, {{ids, idv}});
+    const NDArray b = s.get(key("decoder.bias"));
+    // The last step's logits of column 1 from the final hidden state.
+    for (int64_t v = 0; v < V; ++v) {
+      double want = b.at({v});
+      for (int64_t j = 0; j < 8; ++j) want += double(r[1].at({0, 1, j})) * double(table.at({v, j}));
+      CHECK(r[0].at({T - 1, 1, v}) == doctest::Approx(want).epsilon(1e-5));
+    }
+    // It trains (both uses of the table get gradient), and its checkpoint round-trips.
+    Tensor loss = nn::cross_entropy(reshape(logits, {T * N, V}), target);
+    optim::Adam opt(lm, {.lr = 0.02});
+    Tensor step = opt.minimize(loss);
+    NDArray next = NDArray::from<int64_t>({2, 3, 4, 5, 6, 0, 1, 2, 3, 4}, {T * N});
+    double first = 0, last = 0;
+    for (int it = 0; it < 150; ++it) {
+      last = s.run({loss}, {{ids, idv}, {target, next}}, {step})[0].item();
+      if (it == 0) first = last;
+    }
+    CHECK(last < first / 4);
+    test::TempDir dir;
+    const std::string path = dir.path / "tied.safetensors";
+    checkpoint::save(s, lm, path);
+    Session fresh(g, {.seed = 9});
+    checkpoint::load(fresh, lm, path);
+    CHECK(fresh.get(key("encoder.weight")).to_vector<float>() == s.get(key("encoder.weight")).to_vector<float>());
+    CHECK(contains(error_of([] { nn::LanguageModel(5, {.embed = 4, .hidden = 6, .tie_weights = true}); }),
+                   "tied weights need embed == hidden, got 4 and 6"));
   }
 }
