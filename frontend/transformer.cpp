@@ -192,6 +192,11 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
       q, k, v, {.causal = options_.causal, .mask = mask_, .dropout = training() ? options_.dropout : 0.0});
   if (weights_average_) {
     weights_ = attention_weights(q, k, {.causal = options_.causal, .mask = mask_});
+    if (training() && options_.dropout > 0) {  // after dropout, as PyTorch's: the factors the attention drew
+      const Edge key = y.node().inputs.back();
+      weights_ = weights_ * y.graph().add1("attention_keep", {Tensor(&y.graph(), key.node, key.index), weights_},
+                                           {{"dropout", options_.dropout}});
+    }
     if (*weights_average_) weights_ = mean(weights_, {-3});
   }
   // [..., H, T, hd] -> [..., T, H, hd] -> [..., T, d]

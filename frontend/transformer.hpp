@@ -81,7 +81,7 @@ class MultiheadAttention : public Module {
   Tensor operator()(const Tensor& query, const Tensor& key, const Tensor& value, const Tensor& mask = {});
   /// The same and the attention weights (PyTorch's need_weights=True):
   /// [..., Tq, Tk] averaged over the heads, or [..., heads, Tq, Tk] with
-  /// average false; before dropout (PyTorch's are after it in training mode).
+  /// average false; in training mode after dropout (the weights the output used), as PyTorch's.
   std::pair<Tensor, Tensor> with_weights(const Tensor& query, const Tensor& key, const Tensor& value,
                                          const Tensor& mask = {}, bool average = true);
 

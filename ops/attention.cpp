@@ -16,7 +16,10 @@
 //   the same attributes plus dlse (bool: the gradient of lse is an input).
 //   With P = exp(s - lse), P' = P * keep / (1 - dropout) and
 //   D_i = dout_i . out_i - dlse_i:  dv = P'^T dout, dS = P' * (dout v^T) - P * D,
-//   dq = scale dS k, dk = scale dS^T q. The mask gets no gradient.
+//   dq = scale dS k, dk = scale dS^T q. A float mask's gradient is dS, from
+//   the composite form (with dropout, attention_keep gives it keep / (1 - p)).
+// attention_keep(rng, scores) -> keep / (1 - dropout) shaped as scores
+//   [..., Tq, Tk] (read for its shape): the dropout factors attention drew.
 
 #include <cmath>
 #include <limits>
@@ -325,8 +328,12 @@ std::vector<Tensor> composite_attention_grad(const std::vector<Tensor>& in, cons
   Tensor p = where(live, exp(s - where(live, l, 0.0)), 0.0);  // the safe branch keeps gradients finite
   Tensor D = sum(dout * out, {-1}, true);
   if (sl.dlse >= 0) D = D - expand_dims(in[size_t(sl.dlse)], {-1});
-  Tensor dv = matmul(transpose(p), dout);
-  Tensor ds = p * (matmul(dout, transpose(v)) - D);
+  // With dropout, P' = P * keep / (1 - p): the factors the forward drew, replayed.
+  const double drop = a.get_or<double>("dropout", 0.0);
+  Tensor kept = p;
+  if (sl.rng >= 0 && drop > 0) kept = p * G(q).add1("attention_keep", {in[size_t(sl.rng)], s}, {{"dropout", drop}});
+  Tensor dv = matmul(transpose(kept), dout);
+  Tensor ds = kept * matmul(dout, transpose(v)) - p * D;
   return {matmul(ds, k) * scale, matmul(transpose(ds), q) * scale, dv, ds};
 }
 
@@ -387,8 +394,7 @@ const bool registered = [] {
       if (sl.rng >= 0) ins.push_back(c.inputs[size_t(sl.rng)]);
       std::vector<Tensor> g = G(c.inputs[0]).add("attention_grad", ins, a);
       g.resize(c.inputs.size());  // a bool mask and the key: no gradient
-      if (sl.mask >= 0 && is_floating(c.inputs[size_t(sl.mask)].dtype()) && sl.rng < 0)
-        g[size_t(sl.mask)] = float_mask_grad(ins, a);
+      if (sl.mask >= 0 && is_floating(c.inputs[size_t(sl.mask)].dtype())) g[size_t(sl.mask)] = float_mask_grad(ins, a);
       return g;
     };
     d.reference = ref_attention;
@@ -436,6 +442,40 @@ const bool registered = [] {
     d.reference = ref_attention_grad;
     d.examples = attention_grad_examples;
     d.doc = "the backward of attention: dq, dk, dv from the tiles recomputed with the saved logsumexp";
+    register_op(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "attention_keep";
+    d.min_inputs = d.max_inputs = 2;  // rng, scores (shape only)
+    d.shape_only_inputs = {1};
+    d.attrs = {attr::required("dropout", AttrKind::real)};
+    d.infer = [](const InferContext& c) {
+      const double p = c.attrs.f("dropout");
+      c.check(c.in[0].dtype == int64 && c.in[0].shape == Shape{2},
+              "the dropout key must be int64 [2] (random_key), got ", dtype_name(c.in[0].dtype), S(c.in[0].shape));
+      c.check(is_floating(c.in[1].dtype) && c.in[1].shape.size() >= 2, "expected floating scores [..., Tq, Tk], got ",
+              dtype_name(c.in[1].dtype), S(c.in[1].shape));
+      c.check(p > 0 && p < 1, "dropout must be in (0, 1), got ", p);
+      return std::vector<TensorType>{c.in[1]};
+    };
+    d.reference = [](std::span<const NDArray> in, const Attrs& a) {
+      const NDArray k = in[0].compact();
+      const uint64_t key = uint64_t(k.data<int64_t>()[0]), run = uint64_t(k.data<int64_t>()[1]);
+      const double p = a.f("dropout");
+      NDArray y = NDArray::empty(in[1].shape(), float64);
+      for (int64_t i = 0; i < y.numel(); ++i)
+        y.data<double>()[i] = philox::uniform_f32(key, run, uint64_t(i)) >= float(p) ? 1 / (1 - p) : 0;
+      return std::vector<NDArray>{y.astype(in[1].dtype())};
+    };
+    d.examples = [](uint64_t seed) {
+      NDArray key = NDArray::from<int64_t>({int64_t(seed * 7919 + 3), 5}, {2});
+      return std::vector<OpExample>{
+          {"[2, 3, 4, 5] at 0.3", {key, rand_array({2, 3, 4, 5}, -1, 1, seed)}, {{"dropout", 0.3}}, {}}};
+    };
+    d.doc =
+        "keep / (1 - dropout) for each attention weight, the Philox draws of attention's dropout (for a float mask's "
+        "gradient)";
     register_op(std::move(d));
   }
   {

@@ -234,8 +234,8 @@ struct AttentionOptions {
   /// Optional mask broadcast to [..., Tq, Tk]: bool (true = attend, as PyTorch)
   /// or of q's dtype (added to the scores). With `causal` both apply. A float
   /// mask gets the scores' gradient, as in PyTorch (a learned attention bias
-  /// trains), computed with [Tq, Tk] materialized and only where asked for;
-  /// with dropout it gets none (the fused op's dropout stream is not replayed).
+  /// trains), computed with [Tq, Tk] materialized and only where asked for
+  /// (with dropout, attention_keep replays the factors the forward drew).
   Tensor mask = {};
   /// Probability of zeroing an attention weight (after the softmax); the kept
   /// ones are scaled by 1 / (1 - dropout). Each run draws a new Philox stream

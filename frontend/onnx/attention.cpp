@@ -70,6 +70,7 @@ void attention(ExportContext& c) {
 const bool registered = [] {
   register_exporter("attention", attention);
   register_unexportable("attention_grad", "it exists only in gradient graphs");
+  register_unexportable("attention_keep", "it exists only in gradient graphs");
   register_unexportable("random_key", "it draws random numbers (attention dropout: export the graph the model builds in eval mode)");
   return true;
 }();

@@ -539,8 +539,23 @@ void random_key_kernel(const KernelCall& c) {
   k[1] = int64_t(c.ctx.run_counter);
 }
 
+// attention_keep: element n of the scores is kept when its Philox number is >= dropout (as the kernels above draw).
+void keep_kernel(const KernelCall& c) {
+  const int64_t* k = static_cast<const int64_t*>(c.in[0].raw());
+  const uint64_t key = uint64_t(k[0]), run = uint64_t(k[c.in[0].strides()[0]]);
+  const double p = c.attrs.f("dropout");
+  dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() {
+    T* y = static_cast<T*>(c.out[0].raw());
+    const T kept = T(1 / (1 - p));
+    parallel_for(c.out[0].numel(), 4096, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) y[i] = philox::uniform_f32(key, run, uint64_t(i)) >= float(p) ? kept : T(0);
+    });
+  });
+}
+
 const bool registered = [] {
   const auto f = FloatTypes::dtypes();
+  register_kernel("attention_keep", DeviceKind::cpu, f, {.fn = &keep_kernel});
   register_kernel("attention", DeviceKind::cpu, f, {.fn = &kernel<false>, .workspace = &forward_workspace});
   register_kernel("attention_grad", DeviceKind::cpu, f, {.fn = &kernel<true>, .workspace = &backward_workspace});
   register_kernel("random_key", DeviceKind::cpu, {int64}, {.fn = &random_key_kernel});

@@ -402,8 +402,27 @@ void random_key(const KernelCall& c) {
          philox::mix_key(c.ctx.seed, c.node_key), c.ctx.run_counter);
 }
 
+/// attention_keep: the dropout factors the kernels above draw, one thread per element.
+template <class T>
+__global__ void keep_kernel(const int64_t* rng, int64_t run_stride, double p, T* y, int64_t n) {
+  const uint64_t key = uint64_t(rng[0]), run = uint64_t(rng[run_stride]);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = philox::uniform_f32(key, run, uint64_t(i)) >= float(p) ? T(1 / (1 - p)) : T(0);
+}
+
+void attention_keep(const KernelCall& c) {
+  use_device(c.ctx.device);
+  const int64_t n = c.out[0].numel();
+  if (n == 0) return;
+  dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() {
+    launch(keep_kernel<T>, grid_for(n), kThreads, 0, stream_of(c), c.op, static_cast<const int64_t*>(c.in[0].raw()),
+           c.in[0].strides()[0], c.attrs.f("dropout"), static_cast<T*>(c.out[0].raw()), n);
+  });
+}
+
 const bool registered = [] {
   const auto f = FloatTypes::dtypes();
+  register_kernel("attention_keep", DeviceKind::cuda, f, {.fn = &attention_keep});
   register_kernel("attention", DeviceKind::cuda, f, {.fn = &kernel<false>});
   register_kernel("attention_grad", DeviceKind::cuda, f, {.fn = &kernel<true>});
   register_kernel("random_key", DeviceKind::cuda, {int64}, {.fn = &random_key});

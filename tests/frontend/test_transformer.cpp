@@ -268,6 +268,27 @@ TEST_SUITE("frontend/transformer") {
       for (int64_t j = i + 1; j < 5; ++j) CHECK(c.at({1, i, j}) == 0.0);
   }
 
+  TEST_CASE("MultiheadAttention::with_weights in training mode: the weights after dropout, those the output used") {
+    Graph g;
+    nn::MultiheadAttention mha(8, 2, {.dropout = 0.5});
+    Tensor x = g.placeholder("x", {3, 5, 8}), mem = g.placeholder("mem", {3, 6, 8});
+    auto [y, w] = mha.with_weights(x, mem, mem, {}, false);
+    // The output from these weights: per head w_h (mem W_v^T + b_v)_h, heads merged, then out_proj.
+    auto p = mha.named_parameters();
+    Tensor v =
+        matmul(mem, transpose(slice(p[0].second, {Slice::range(16, 24)}))) + slice(p[1].second, {Slice::range(16, 24)});
+    Tensor heads = matmul(w, permute(reshape(v, {3, 6, 2, 4}), {0, 2, 1, 3}));
+    Tensor want = matmul(reshape(permute(heads, {0, 2, 1, 3}), {3, 5, 8}), transpose(p[2].second)) + p[3].second;
+    Session s(g, {.seed = 3});
+    s.set(p[1].second, test::rand({24}, 9));
+    auto r = s.run({y, w, want}, {{x, test::rand({3, 5, 8}, 1)}, {mem, test::rand({3, 6, 8}, 2)}});
+    CHECK(allclose(r[0], r[2], 1e-5, 1e-6));
+    int dropped = 0;
+    for (float e : r[1].to_vector<float>()) dropped += e == 0.0f;
+    CHECK(dropped > 20);  // of 180 weights, about half
+    CHECK(dropped < 160);
+  }
+
   TEST_CASE("PyTorch's initialization: xavier in_proj, zero biases, U(+-1/sqrt(d)) out_proj") {
     Graph g;
     nn::MultiheadAttention mha(64, 4);

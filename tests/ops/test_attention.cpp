@@ -160,6 +160,37 @@ TEST_SUITE("ops/attention") {
     CHECK(test::max_abs_diff(out[0], NDArray::zeros({9, 9}, float64)) > 1e-3);  // not the zeros it was
   }
 
+  TEST_CASE("a float mask gets its gradient under attention dropout too (the same weights replayed)") {
+    // A fixed dropout key (a constant input instead of random_key) makes every run draw the same
+    // weights, so central differences see one function; dropout 0.4 zeroes some of the weights.
+    NDArray key = NDArray::from<int64_t>({987654321, 5}, {2});
+    for (bool causal : {false, true}) {
+      CAPTURE(causal);
+      auto f = [&](const std::vector<Tensor>& x) {
+        Graph& g = x[0].graph();
+        Attrs a{{"scale", 0.7}, {"causal", causal}, {"dropout", 0.4}, {"mask", true}};
+        return std::vector<Tensor>{g.add("attention", {x[0], x[1], x[2], x[3], g.constant(key)}, a)[0]};
+      };
+      CheckResult r = check_gradient_fn(f,
+                                        {test::rand({2, 2, 5, 3}, 1, float64), test::rand({2, 2, 5, 3}, 2, float64),
+                                         test::rand({2, 2, 5, 2}, 3, float64), test::rand({5, 5}, 4, float64)},
+                                        {0, 1, 2, 3});
+      CHECK_MESSAGE(r.ok, r.detail);
+    }
+    // attention_keep draws what attention draws: its factors over a uniform attention give attention's output.
+    const int64_t T = 64;
+    NDArray zeros = NDArray::zeros({1, 2, T, 4}), ones = NDArray::full({1, 2, T, 1}, 1.0);
+    Attrs a{{"scale", 1.0}, {"causal", false}, {"dropout", 0.3}, {"mask", false}};
+    NDArray out = invoke("attention", {zeros, test::rand({1, 2, T, 4}, 5), ones, key}, a)[0];
+    NDArray factors = invoke("attention_keep", {key, NDArray::zeros({1, 2, T, T})}, {{"dropout", 0.3}})[0];
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t i = 0; i < T; ++i) {
+        double row = 0;
+        for (int64_t j = 0; j < T; ++j) row += factors.at({0, h, i, j}) / double(T);
+        CHECK(out.at({0, h, i, 0}) == doctest::Approx(row).epsilon(1e-5));
+      }
+  }
+
   TEST_CASE("second derivatives of attention (gradients of gradients)") {
     auto f = [](const std::vector<Tensor>& x) {
       Tensor y = scaled_dot_product_attention(x[0], x[1], x[2], {.causal = true});
