@@ -87,6 +87,73 @@ Tensor hardswish(const Tensor& x) {
   return where(x <= -3.0, zeros_like(x), where(x >= 3.0, x, x * (x + 3.0) / 6.0));
 }
 
+Tensor celu(const Tensor& x, double alpha) {
+  check_floating("celu", x);
+  LOOM_CHECK(std::isfinite(alpha) && alpha != 0, "celu: alpha must be finite and nonzero, got ", alpha);
+  const Tensor negative = where(x > 0.0, zeros_like(x), x);  // as elu: no exp of a large x
+  return where(x > 0.0, x, (exp(negative / alpha) - 1.0) * alpha);
+}
+
+Tensor logsigmoid(const Tensor& x) {
+  check_floating("logsigmoid", x);
+  return -loom::softplus(-x);
+}
+
+Tensor softsign(const Tensor& x) {
+  check_floating("softsign", x);
+  return x / (abs(x) + 1.0);
+}
+
+Tensor softshrink(const Tensor& x, double lambd) {
+  check_floating("softshrink", x);
+  LOOM_CHECK(std::isfinite(lambd) && lambd >= 0, "softshrink: lambd must be finite and >= 0, got ", lambd);
+  return where(x > lambd, x - lambd, where(x < -lambd, x + lambd, zeros_like(x)));
+}
+
+Tensor hardshrink(const Tensor& x, double lambd) {
+  check_floating("hardshrink", x);
+  check_finite("hardshrink", "lambd", lambd);
+  return where(logical_or(x > lambd, x < -lambd), x, zeros_like(x));
+}
+
+Tensor tanhshrink(const Tensor& x) {
+  check_floating("tanhshrink", x);
+  return x - tanh(x);
+}
+
+Tensor threshold(const Tensor& x, double threshold, double value) {
+  check_floating("threshold", x);
+  return where(x > threshold, x, scalar_like(x, value) + zeros_like(x));
+}
+
+Tensor glu(const Tensor& x, int64_t dim) {
+  check_floating("glu", x);
+  LOOM_CHECK(x.ndim() > 0, "glu: expected at least one dim, got a scalar");
+  const int64_t axis = dim < 0 ? dim + x.ndim() : dim;
+  LOOM_CHECK(axis >= 0 && axis < x.ndim(), "glu: dim ", dim, " out of range for input ", S(x.shape()));
+  const int64_t n = x.shape()[size_t(axis)];
+  LOOM_CHECK(n >= 0 && n % 2 == 0, "glu: dim ", dim, " of input ", S(x.shape()), " must have an even, known size");
+  const std::vector<Tensor> halves = split(x, 2, axis);
+  return halves[0] * sigmoid(halves[1]);
+}
+
+Tensor prelu(const Tensor& x, const Tensor& weight) {
+  check_floating("prelu", x);
+  LOOM_CHECK(weight.valid() && weight.dtype() == x.dtype() && weight.ndim() == 1, "prelu: weight must be ",
+             dtype_name(x.dtype()), " [1] or [channels]");
+  const int64_t c = weight.shape()[0];
+  Tensor w = weight;
+  if (c != 1) {  // one slope per channel: x's dim 1 (its dim 0 for a 1-D input), broadcast over the rest
+    const int64_t channel_dim = x.ndim() >= 2 ? 1 : 0;
+    LOOM_CHECK(x.ndim() >= 1 && (x.shape()[size_t(channel_dim)] == c || x.shape()[size_t(channel_dim)] < 0),
+               "prelu: weight [", c, "] must match the channels (dim ", channel_dim, ") of input ", S(x.shape()));
+    Shape s(size_t(x.ndim() - channel_dim), 1);
+    s[0] = c;
+    w = reshape(weight, s);
+  }
+  return where(x > 0.0, x, x * w);
+}
+
 Elementwise::Elementwise(std::string type, std::string description, std::function<Tensor(const Tensor&)> fn)
     : type_(std::move(type)), description_(std::move(description)), fn_(std::move(fn)) {}
 
@@ -116,6 +183,42 @@ Hardtanh::Hardtanh(double lo, double hi)
 ReLU6::ReLU6() : Elementwise("ReLU6", "ReLU6", relu6) {}
 Hardsigmoid::Hardsigmoid() : Elementwise("Hardsigmoid", "Hardsigmoid", hardsigmoid) {}
 Hardswish::Hardswish() : Elementwise("Hardswish", "Hardswish", hardswish) {}
+CELU::CELU(double a) : Elementwise("CELU", text("CELU(alpha=", a, ")"), [a](const Tensor& x) { return celu(x, a); }) {
+  LOOM_CHECK(std::isfinite(a) && a != 0, "CELU: alpha must be finite and nonzero, got ", a);
+}
+LogSigmoid::LogSigmoid() : Elementwise("LogSigmoid", "LogSigmoid", logsigmoid) {}
+Softsign::Softsign() : Elementwise("Softsign", "Softsign", softsign) {}
+Softshrink::Softshrink(double l)
+    : Elementwise("Softshrink", text("Softshrink(lambd=", l, ")"), [l](const Tensor& x) { return softshrink(x, l); }) {
+  LOOM_CHECK(std::isfinite(l) && l >= 0, "Softshrink: lambd must be finite and >= 0, got ", l);
+}
+Hardshrink::Hardshrink(double l)
+    : Elementwise("Hardshrink", text("Hardshrink(lambd=", l, ")"), [l](const Tensor& x) { return hardshrink(x, l); }) {
+  check_finite("Hardshrink", "lambd", l);
+}
+Tanhshrink::Tanhshrink() : Elementwise("Tanhshrink", "Tanhshrink", tanhshrink) {}
+Threshold::Threshold(double t, double v)
+    : Elementwise("Threshold", text("Threshold(threshold=", t, ", value=", v, ")"),
+                  [t, v](const Tensor& x) { return threshold(x, t, v); }) {}
+GLU::GLU(int64_t dim)
+    : Elementwise("GLU", text("GLU(dim=", dim, ")"), [dim](const Tensor& x) { return glu(x, dim); }) {}
+Softmin::Softmin(int64_t dim)
+    : Elementwise("Softmin", text("Softmin(dim=", dim, ")"),
+                  [dim](const Tensor& x) { return loom::softmax(-x, dim); }) {}
+
+PReLU::PReLU(int64_t num_parameters, double init, DType dtype) : num_(num_parameters), init_(init), dtype_(dtype) {
+  LOOM_CHECK(num_parameters > 0, "PReLU: num_parameters must be positive, got ", num_parameters);
+  check_finite("PReLU", "init", init);
+  LOOM_CHECK(is_floating(dtype), "PReLU: dtype must be floating, got ", dtype_name(dtype));
+}
+
+std::string PReLU::describe() const { return text("PReLU(num_parameters=", num_, ")"); }
+
+Tensor PReLU::forward(const Tensor& x) {
+  LOOM_CHECK(x.dtype() == dtype_, where(x), ": expected ", dtype_name(dtype_), " input, got ", dtype_name(x.dtype()));
+  return prelu(x, parameter(x, "weight", {num_}, init::constant(init_), dtype_));
+}
+
 Softmax::Softmax(int64_t dim)
     : Elementwise("Softmax", text("Softmax(dim=", dim, ")"), [dim](const Tensor& x) { return loom::softmax(x, dim); }) {
 }

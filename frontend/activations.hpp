@@ -33,6 +33,25 @@ Tensor hardsigmoid(const Tensor& x);
 /// x * relu6(x + 3) / 6.
 Tensor hardswish(const Tensor& x);
 
+/// max(0, x) + min(0, alpha (e^(x / alpha) - 1)).
+Tensor celu(const Tensor& x, double alpha = 1.0);
+/// log sigmoid(x) = -softplus(-x), without overflow.
+Tensor logsigmoid(const Tensor& x);
+/// x / (1 + |x|).
+Tensor softsign(const Tensor& x);
+/// x - lambd above lambd, x + lambd below -lambd, 0 between (gradient 0 on the bounds).
+Tensor softshrink(const Tensor& x, double lambd = 0.5);
+/// x where |x| > lambd, else 0.
+Tensor hardshrink(const Tensor& x, double lambd = 0.5);
+/// x - tanh(x).
+Tensor tanhshrink(const Tensor& x);
+/// x where x > threshold, else value (PyTorch's F.threshold).
+Tensor threshold(const Tensor& x, double threshold, double value);
+/// The gated linear unit: a * sigmoid(b) of the two halves of `dim` (its size must be even).
+Tensor glu(const Tensor& x, int64_t dim = -1);
+/// x where x > 0, weight * x otherwise; weight [1] or [C], the channels being x's dim 1 (PyTorch's F.prelu).
+Tensor prelu(const Tensor& x, const Tensor& weight);
+
 /// A module applying an element-wise function; the classes below are its PyTorch-named forms.
 class Elementwise : public Module {
  public:
@@ -78,6 +97,52 @@ struct Hardsigmoid : Elementwise {
 struct Hardswish : Elementwise {
   Hardswish();
 };
+struct CELU : Elementwise {
+  explicit CELU(double alpha = 1.0);
+};
+struct LogSigmoid : Elementwise {
+  LogSigmoid();
+};
+struct Softsign : Elementwise {
+  Softsign();
+};
+struct Softshrink : Elementwise {
+  explicit Softshrink(double lambd = 0.5);
+};
+struct Hardshrink : Elementwise {
+  explicit Hardshrink(double lambd = 0.5);
+};
+struct Tanhshrink : Elementwise {
+  Tanhshrink();
+};
+struct Threshold : Elementwise {
+  Threshold(double threshold, double value);
+};
+struct GLU : Elementwise {
+  explicit GLU(int64_t dim = -1);
+};
+/// softmax(-x) over `dim` (PyTorch's nn.Softmin).
+struct Softmin : Elementwise {
+  explicit Softmin(int64_t dim);
+};
+
+/// PyTorch's PReLU: a learnable negative slope "weight" [num_parameters]
+/// (1: shared, or one per channel, x's dim 1), initialized to `init`.
+class PReLU : public Module {
+ public:
+  explicit PReLU(int64_t num_parameters = 1, double init = 0.25, DType dtype = float32);
+  std::string type_name() const override { return "PReLU"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t num_;
+  double init_;
+  DType dtype_;
+};
+
 /// softmax / log_softmax over `dim` (PyTorch's nn.Softmax(dim), nn.LogSoftmax(dim)).
 struct Softmax : Elementwise {
   explicit Softmax(int64_t dim);

@@ -62,6 +62,31 @@ std::vector<Case> cases() {
        nn::hardswish,
        [](double v) { return v * std::clamp(v + 3, 0.0, 6.0) / 6; },
        {{-3.0, 0.0}, {3.0, 1.0}}},
+      {"celu",
+       [](const Tensor& x) { return nn::celu(x, 1.5); },
+       [](double v) { return v > 0 ? v : 1.5 * std::expm1(v / 1.5); },
+       {{0.0, 1.0}}},
+      {"logsigmoid", nn::logsigmoid, [](double v) { return -softplus_of(-v); }, {}},
+      {"softsign", nn::softsign, [](double v) { return v / (1 + std::fabs(v)); }, {{0.0, 1.0}}},
+      {"softshrink",
+       [](const Tensor& x) { return nn::softshrink(x, 0.6); },
+       [](double v) { return v > 0.6    ? v - 0.6
+                             : v < -0.6 ? v + 0.6
+                                        : 0.0; },
+       {{0.6, 0.0}, {-0.6, 0.0}}},
+      {"hardshrink",
+       [](const Tensor& x) { return nn::hardshrink(x, 0.6); },
+       [](double v) { return std::fabs(v) > 0.6 ? v : 0.0; },
+       {{0.6, 0.0}, {-0.6, 0.0}}},
+      {"tanhshrink", nn::tanhshrink, [](double v) { return v - std::tanh(v); }, {}},
+      {"threshold",
+       [](const Tensor& x) { return nn::threshold(x, 0.4, -2.0); },
+       [](double v) { return v > 0.4 ? v : -2.0; },
+       {{0.4, 0.0}}},
+      {"prelu",
+       [](const Tensor& x) { return nn::prelu(x, x.graph().constant(NDArray::from<double>({0.25}, {1}))); },
+       [](double v) { return v > 0 ? v : 0.25 * v; },
+       {{0.0, 0.25}}},
   };
 }
 
@@ -71,7 +96,7 @@ TEST_SUITE("frontend/activations") {
   TEST_CASE("activations: PyTorch's values, gradients by central differences, PyTorch's gradient at the kinks") {
     const std::vector<double> xs{-30, -6, -2.5, -1.2, -0.5, 0.3, 0.8, 2.9, 5.5, 7, 25};
     for (const Case& c : cases()) {
-      CAPTURE(c.name);
+      CAPTURE(std::string(c.name));
       Graph g;
       Tensor x = g.placeholder("x", {-1}, float64);
       Tensor y = c.f(x);
@@ -114,5 +139,42 @@ TEST_SUITE("frontend/activations") {
     CHECK(contains(error_of([&] { nn::silu(ints); }), "silu: expected a floating input, got 'ids' int64"));
     CHECK(contains(error_of([] { nn::Hardtanh(1, -1); }), "Hardtanh: min_val (1) must not exceed max_val (-1)"));
     CHECK(contains(error_of([] { nn::Softplus(0.0); }), "Softplus: beta must be positive"));
+  }
+
+  TEST_CASE("GLU, Softmin and PReLU as PyTorch's; PReLU learns one slope per channel") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 4, 3}, float64);
+    Tensor glu = nn::GLU(1)(x), softmin = nn::Softmin(-1)(x);
+    CHECK(glu.shape() == Shape{2, 2, 3});
+    nn::PReLU prelu(4, 0.1, float64);
+    Tensor p = prelu(x);
+    CHECK(prelu.describe() == "PReLU(num_parameters=4)");
+    CHECK(prelu.state_dict()[0].first == "weight");
+    Session s(g, {.threads = 1});
+    const NDArray w = NDArray::from<double>({0.1, -0.5, 2.0, 0.3}, {4});
+    s.set(prelu.parameters()[0], w);
+    const NDArray xv = test::rand({2, 4, 3}, 5, float64, -2, 2);
+    const auto r = s.run({glu, softmin, p}, {{x, xv}});
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t c = 0; c < 4; ++c)
+        for (int64_t t = 0; t < 3; ++t) {
+          const double v = xv.at({n, c, t});
+          CHECK(r[2].at({n, c, t}) == doctest::Approx(v > 0 ? v : w.at({c}) * v).epsilon(1e-15));
+          if (c < 2)  // a * sigmoid(b), the halves of dim 1
+            CHECK(r[0].at({n, c, t}) == doctest::Approx(v / (1 + std::exp(-xv.at({n, c + 2, t})))).epsilon(1e-14));
+          double z = 0;
+          for (int64_t u = 0; u < 3; ++u) z += std::exp(-xv.at({n, c, u}));
+          CHECK(r[1].at({n, c, t}) == doctest::Approx(std::exp(-v) / z).epsilon(1e-14));
+        }
+    CheckResult gr = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{nn::glu(in[0], 1), nn::prelu(in[0], in[1])};
+        },
+        {xv, w}, {0, 1});
+    CHECK_MESSAGE(gr.ok, gr.detail);
+    CHECK(contains(error_of([&] { nn::glu(x, 2); }), "glu: dim 2 of input [2,4,3] must have an even, known size"));
+    CHECK(contains(error_of([&] { nn::prelu(x, g.placeholder("w3", {3}, float64)); }),
+                   "prelu: weight [3] must match the channels (dim 1)"));
+    CHECK(contains(error_of([] { nn::PReLU(0); }), "PReLU: num_parameters must be positive"));
   }
 }
