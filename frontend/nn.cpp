@@ -304,17 +304,67 @@ Tensor Linear::forward(const Tensor& x) {
   return y;
 }
 
+std::string Flatten::describe() const {
+  if (start_ == 1 && end_ == -1) return "Flatten";
+  std::ostringstream os;
+  os << "Flatten(start_dim=" << start_ << ", end_dim=" << end_ << ")";
+  return os.str();
+}
+
 Tensor Flatten::forward(const Tensor& x) {
   const Shape& s = x.shape();
+  const int64_t n = int64_t(s.size()), lo = start_ < 0 ? start_ + n : start_, hi = end_ < 0 ? end_ + n : end_;
   // PyTorch's Flatten (start_dim 1) refuses a 1-D input too: it has no dim 1.
-  LOOM_CHECK(s.size() >= 2, where(x), ": expected [N, d1, ...] (at least 2 dims), got ", S(s));
-  int64_t rest = 1;
-  for (size_t i = 1; i < s.size(); ++i) {
-    LOOM_CHECK(s[i] >= 0, where(x), ": trailing dims of ", S(s), " must be known");
-    rest *= s[i];
+  const bool standard = start_ == 1 && end_ == -1;
+  if (standard) LOOM_CHECK(n >= 2, where(x), ": expected [N, d1, ...] (at least 2 dims), got ", S(s));
+  LOOM_CHECK(lo >= 0 && hi < n && lo <= hi, where(x), ": dims ", start_, " to ", end_, " do not fit input ", S(s));
+  Shape out(s.begin(), s.begin() + lo);
+  int64_t merged = 1;
+  for (int64_t i = lo; i <= hi; ++i) {
+    LOOM_CHECK(s[size_t(i)] >= 0 || lo == hi, where(x), standard ? ": trailing dims of " : ": the flattened dims of ",
+               S(s), " must be known");
+    merged *= s[size_t(i)];
   }
-  if (s.size() == 2) return x;
-  return reshape(x, {s[0] < 0 ? -1 : s[0], rest});
+  if (lo == hi) return x;
+  out.push_back(merged);
+  out.insert(out.end(), s.begin() + hi + 1, s.end());
+  LOOM_CHECK(std::count_if(out.begin(), out.end(), [](int64_t d) { return d < 0; }) <= 1, where(x), ": ", S(s),
+             " flattened leaves more than one dim unknown");
+  for (int64_t& d : out) d = d < 0 ? -1 : d;
+  return reshape(x, out);
+}
+
+Unflatten::Unflatten(int64_t dim, std::vector<int64_t> sizes) : dim_(dim), sizes_(std::move(sizes)) {
+  LOOM_CHECK(!sizes_.empty() && std::count(sizes_.begin(), sizes_.end(), -1) <= 1 &&
+                 std::all_of(sizes_.begin(), sizes_.end(), [](int64_t d) { return d > 0 || d == -1; }),
+             "Unflatten: sizes must be positive, with at most one -1, got ", attr_str(sizes_));
+}
+
+std::string Unflatten::describe() const {
+  std::ostringstream os;
+  os << "Unflatten(dim=" << dim_ << ", sizes=" << attr_str(sizes_) << ")";
+  return os.str();
+}
+
+Tensor Unflatten::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  const int64_t n = int64_t(s.size()), d = dim_ < 0 ? dim_ + n : dim_;
+  LOOM_CHECK(d >= 0 && d < n, where(x), ": dim ", dim_, " out of range for input ", S(s));
+  int64_t known = 1;
+  for (int64_t v : sizes_)
+    LOOM_CHECK(!__builtin_mul_overflow(known, v == -1 ? 1 : v, &known), where(x), ": sizes ", attr_str(sizes_),
+               " overflow");
+  const int64_t here = s[size_t(d)];
+  const bool inferred = std::count(sizes_.begin(), sizes_.end(), -1) == 1;
+  LOOM_CHECK(here < 0 || (inferred ? here % known == 0 : here == known), where(x), ": dim ", dim_, " of ", S(s),
+             " cannot be split into ", attr_str(sizes_));
+  Shape out(s.begin(), s.begin() + d);
+  for (int64_t v : sizes_) out.push_back(v == -1 && here >= 0 ? here / known : v);
+  out.insert(out.end(), s.begin() + d + 1, s.end());
+  const auto unknown = std::count_if(out.begin(), out.end(), [](int64_t v) { return v < 0; });
+  LOOM_CHECK(unknown <= 1, where(x), ": ", S(s), " split into ", attr_str(sizes_), " leaves more than one dim unknown");
+  for (int64_t& v : out) v = v < 0 ? -1 : v;
+  return reshape(x, out);
 }
 
 Dropout::Dropout(double p) : p_(p) { LOOM_CHECK(p >= 0 && p <= 1, "Dropout: p must be in [0, 1], got ", p); }

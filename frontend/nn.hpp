@@ -280,13 +280,35 @@ class Lambda : public Module {
   std::string name_;
 };
 
-/// [N, d1, d2, ...] -> [N, d1 * d2 * ...] (a view); the trailing dims must be known.
+/// PyTorch's Flatten: dims start_dim..end_dim merged into one ([N, d1, d2, ...]
+/// -> [N, d1 * d2 * ...] by default; a view); the merged dims must be known.
 class Flatten : public Module {
  public:
+  explicit Flatten(int64_t start_dim = 1, int64_t end_dim = -1) : start_(start_dim), end_(end_dim) {}
   std::string type_name() const override { return "Flatten"; }
+  std::string describe() const override;
 
  protected:
   Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t start_, end_;
+};
+
+/// PyTorch's Unflatten: dim `dim` split into `sizes` (one may be -1), e.g.
+/// [N, 512] -> [N, 32, 4, 4] with Unflatten(1, {32, 4, 4}) (a view).
+class Unflatten : public Module {
+ public:
+  Unflatten(int64_t dim, std::vector<int64_t> sizes);
+  std::string type_name() const override { return "Unflatten"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t dim_;
+  std::vector<int64_t> sizes_;
 };
 
 /// Zeroes each element with probability p in training mode and scales the

@@ -149,6 +149,28 @@ TEST_SUITE("frontend/nn") {
         contains(error_of([&] { flat(g.placeholder("v", {5})); }), "expected [N, d1, ...] (at least 2 dims), got [5]"));
   }
 
+  TEST_CASE("Flatten(start_dim, end_dim) and Unflatten as PyTorch's") {
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 2, 3, 4, 5});
+    CHECK(nn::Flatten()(x).shape() == Shape{-1, 120});
+    CHECK(nn::Flatten(2, 3)(x).shape() == Shape{-1, 2, 12, 5});
+    CHECK(nn::Flatten(-3, -2)(x).shape() == Shape{-1, 2, 12, 5});
+    CHECK(nn::Flatten(0, -1)(g.placeholder("k", {2, 3})).shape() == Shape{6});
+    CHECK(nn::Flatten(2, 3).describe() == "Flatten(start_dim=2, end_dim=3)");
+    Tensor flat = g.placeholder("flat", {-1, 512});
+    nn::Unflatten unflatten(1, {32, 4, -1});
+    Tensor img = unflatten(flat);
+    CHECK(img.shape() == Shape{-1, 32, 4, 4});
+    CHECK(unflatten.describe() == "Unflatten(dim=1, sizes=[32,4,-1])");
+    // Round trip, values in place.
+    Session s(g, {.threads = 1});
+    const NDArray v = test::rand({2, 512}, 3);
+    CHECK(test::allclose(s.run1(nn::Flatten()(img), {{flat, v}}), v, 0, 0));
+    CHECK(contains(error_of([&] { nn::Unflatten(1, {3, 5})(flat); }), "dim 1 of [?,512] cannot be split into [3,5]"));
+    CHECK(contains(error_of([&] { nn::Unflatten(1, {-1, -1}); }), "at most one -1"));
+    CHECK(contains(error_of([&] { nn::Flatten(3, 1)(x); }), "dims 3 to 1 do not fit input"));
+  }
+
   TEST_CASE("Residual adds its input; shared modules are listed once") {
     Graph g;
     auto shared = std::make_shared<nn::Linear>(3, 3);
