@@ -7,6 +7,7 @@
 // util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
 #include "tests/util.hpp"
 
+#include "frontend/conv.hpp"
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
 #include "ops/check.hpp"
