@@ -191,11 +191,6 @@ std::string pool1d_describe(const char* type, int64_t kernel, int64_t stride, in
   return os.str();
 }
 
-int64_t checked_output_size(const char* who, int64_t output_size) {
-  LOOM_CHECK(output_size > 0, who, ": output_size must be positive, got ", output_size);
-  return output_size;
-}
-
 }  // namespace
 
 MaxPool1d::MaxPool1d(int64_t kernel, int64_t stride, int64_t padding, bool ceil_mode)
@@ -225,16 +220,13 @@ Tensor AvgPool1d::forward(const Tensor& x) {
   return squeeze(avg_pool2d(as_image(where(x), x), o), {2});
 }
 
-AdaptiveAvgPool1d::AdaptiveAvgPool1d(int64_t output_size)
-    : output_size_(checked_output_size("AdaptiveAvgPool1d", output_size)) {}
-Tensor AdaptiveAvgPool1d::forward(const Tensor& x) {
-  return squeeze(adaptive_avg_pool2d(as_image(where(x), x), {1, output_size_}), {2});
+AdaptivePool1d::AdaptivePool1d(int64_t output_size, bool max) : output_size_(output_size), max_(max) {
+  LOOM_CHECK(output_size > 0, type_name(), ": output_size must be positive, got ", output_size);
 }
-
-AdaptiveMaxPool1d::AdaptiveMaxPool1d(int64_t output_size)
-    : output_size_(checked_output_size("AdaptiveMaxPool1d", output_size)) {}
-Tensor AdaptiveMaxPool1d::forward(const Tensor& x) {
-  return squeeze(adaptive_max_pool2d(as_image(where(x), x), {1, output_size_}), {2});
+Tensor AdaptivePool1d::forward(const Tensor& x) {
+  const Tensor image = as_image(where(x), x);
+  return squeeze(max_ ? adaptive_max_pool2d(image, {1, output_size_}) : adaptive_avg_pool2d(image, {1, output_size_}),
+                 {2});
 }
 
 // ---------------------------------------------------------------- ConvTranspose2d
@@ -738,30 +730,18 @@ std::string AvgPool2d::describe() const {
 
 Tensor AvgPool2d::forward(const Tensor& x) { return avg_pool2d(x, options_); }
 
-namespace {
-
-std::vector<int64_t> adaptive_size(const char* who, std::vector<int64_t> output_size) {
-  LOOM_CHECK((output_size.size() == 1 || output_size.size() == 2) &&
-                 std::all_of(output_size.begin(), output_size.end(), [](int64_t v) { return v > 0; }),
-             who, ": output_size needs 1 or 2 positive values, got ", attr_str(output_size));
-  return output_size;
+AdaptivePool2d::AdaptivePool2d(std::vector<int64_t> output_size, bool max)
+    : output_size_(std::move(output_size)), max_(max) {
+  LOOM_CHECK((output_size_.size() == 1 || output_size_.size() == 2) &&
+                 std::all_of(output_size_.begin(), output_size_.end(), [](int64_t v) { return v > 0; }),
+             type_name(), ": output_size needs 1 or 2 positive values, got ", attr_str(output_size_));
 }
 
-}  // namespace
+std::string AdaptivePool2d::describe() const { return type_name() + "(" + ints_str(output_size_) + ")"; }
 
-AdaptiveAvgPool2d::AdaptiveAvgPool2d(std::vector<int64_t> output_size)
-    : output_size_(adaptive_size("AdaptiveAvgPool2d", std::move(output_size))) {}
-
-std::string AdaptiveAvgPool2d::describe() const { return "AdaptiveAvgPool2d(" + ints_str(output_size_) + ")"; }
-
-Tensor AdaptiveAvgPool2d::forward(const Tensor& x) { return adaptive_avg_pool2d(x, output_size_); }
-
-AdaptiveMaxPool2d::AdaptiveMaxPool2d(std::vector<int64_t> output_size)
-    : output_size_(adaptive_size("AdaptiveMaxPool2d", std::move(output_size))) {}
-
-std::string AdaptiveMaxPool2d::describe() const { return "AdaptiveMaxPool2d(" + ints_str(output_size_) + ")"; }
-
-Tensor AdaptiveMaxPool2d::forward(const Tensor& x) { return adaptive_max_pool2d(x, output_size_); }
+Tensor AdaptivePool2d::forward(const Tensor& x) {
+  return max_ ? adaptive_max_pool2d(x, output_size_) : adaptive_avg_pool2d(x, output_size_);
+}
 
 // ---------------------------------------------------------------- blocks and models
 

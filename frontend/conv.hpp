@@ -208,30 +208,24 @@ class AvgPool1d : public Module {
 /// Pooling of [N, C, L] to `output_size` positions (PyTorch's
 /// AdaptiveAvgPool1d and AdaptiveMaxPool1d): windows [floor(i L / out),
 /// ceil((i + 1) L / out)).
-class AdaptiveAvgPool1d : public Module {
+class AdaptivePool1d : public Module {
  public:
-  explicit AdaptiveAvgPool1d(int64_t output_size);
-  std::string type_name() const override { return "AdaptiveAvgPool1d"; }
-  std::string describe() const override { return "AdaptiveAvgPool1d(" + std::to_string(output_size_) + ")"; }
+  AdaptivePool1d(int64_t output_size, bool max);
+  std::string type_name() const override { return max_ ? "AdaptiveMaxPool1d" : "AdaptiveAvgPool1d"; }
+  std::string describe() const override { return type_name() + "(" + std::to_string(output_size_) + ")"; }
 
  protected:
   Tensor forward(const Tensor& x) override;
 
  private:
   int64_t output_size_;
+  bool max_;
 };
-
-class AdaptiveMaxPool1d : public Module {
- public:
-  explicit AdaptiveMaxPool1d(int64_t output_size);
-  std::string type_name() const override { return "AdaptiveMaxPool1d"; }
-  std::string describe() const override { return "AdaptiveMaxPool1d(" + std::to_string(output_size_) + ")"; }
-
- protected:
-  Tensor forward(const Tensor& x) override;
-
- private:
-  int64_t output_size_;
+struct AdaptiveAvgPool1d : AdaptivePool1d {
+  explicit AdaptiveAvgPool1d(int64_t output_size) : AdaptivePool1d(output_size, false) {}
+};
+struct AdaptiveMaxPool1d : AdaptivePool1d {
+  explicit AdaptiveMaxPool1d(int64_t output_size) : AdaptivePool1d(output_size, true) {}
 };
 
 /// Group normalization (PyTorch's GroupNorm): the C channels of [N, C, ...]
@@ -420,12 +414,14 @@ class AvgPool2d : public Module {
   loom::Pool2dOptions options_;
 };
 
-/// Average pooling to a fixed output size ({1} or {1, 1}: global average
-/// pooling); windows [floor(i H / out), ceil((i + 1) H / out)) per axis, as PyTorch.
-class AdaptiveAvgPool2d : public Module {
+/// Average or max pooling to a fixed output size ({1} or {1, 1}: global
+/// pooling); windows [floor(i H / out), ceil((i + 1) H / out)) per axis, as
+/// PyTorch's AdaptiveAvgPool2d and AdaptiveMaxPool2d (without return_indices;
+/// a max's gradient goes to each window's first maximum).
+class AdaptivePool2d : public Module {
  public:
-  explicit AdaptiveAvgPool2d(std::vector<int64_t> output_size = {1});
-  std::string type_name() const override { return "AdaptiveAvgPool2d"; }
+  AdaptivePool2d(std::vector<int64_t> output_size, bool max);
+  std::string type_name() const override { return max_ ? "AdaptiveMaxPool2d" : "AdaptiveAvgPool2d"; }
   std::string describe() const override;
 
  protected:
@@ -433,21 +429,13 @@ class AdaptiveAvgPool2d : public Module {
 
  private:
   std::vector<int64_t> output_size_;
+  bool max_;
 };
-
-/// Max pooling over the same windows (PyTorch's AdaptiveMaxPool2d without
-/// return_indices); its gradient goes to each window's first maximum.
-class AdaptiveMaxPool2d : public Module {
- public:
-  explicit AdaptiveMaxPool2d(std::vector<int64_t> output_size = {1});
-  std::string type_name() const override { return "AdaptiveMaxPool2d"; }
-  std::string describe() const override;
-
- protected:
-  Tensor forward(const Tensor& x) override;
-
- private:
-  std::vector<int64_t> output_size_;
+struct AdaptiveAvgPool2d : AdaptivePool2d {
+  explicit AdaptiveAvgPool2d(std::vector<int64_t> output_size = {1}) : AdaptivePool2d(std::move(output_size), false) {}
+};
+struct AdaptiveMaxPool2d : AdaptivePool2d {
+  explicit AdaptiveMaxPool2d(std::vector<int64_t> output_size = {1}) : AdaptivePool2d(std::move(output_size), true) {}
 };
 
 /// Conv (padding kernel / 2, no bias: the batch norm's mean subtraction

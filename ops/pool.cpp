@@ -240,111 +240,119 @@ std::vector<PoolCase> pool_cases(bool adaptive) {
           {"ceil_mode, partial last windows", {1, 2, 6, 5}, ceil}};
 }
 
-/// max_pool2d, max_pool2d_grad and max_pool2d_pick, or their adaptive forms.
-void register_max_family(bool adaptive) {
-  const std::string pre = adaptive ? "adaptive_max_pool2d" : "max_pool2d";
-  {
-    OpDef d;
-    d.name = pre;
-    d.attrs = pool_schema(adaptive, false);
-    d.min_inputs = d.max_inputs = 1;
-    d.doc =
-        adaptive ? "maximum over output_size windows covering [N, C, H, W]" : "maximum over windows of [N, C, H, W]";
-    d.infer = [adaptive](const InferContext& c) { return std::vector<TensorType>{pooled_type(c, c.in[0], adaptive)}; };
-    d.grad = [pre](const GradContext& c) {
-      return std::vector<Tensor>{c.inputs[0].graph().add1(pre + "_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
-    };
-    d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
-      const NDArray& x = in[0];
-      NDArray xc = x.compact(), y = NDArray::empty(pooled_shape(x.shape(), at, adaptive), x.dtype());
-      NDArray flat = xc.reshape({x.numel()});
-      for_each_window(x.shape(), y.shape(), at, adaptive,
-                      [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
-                        detail::set_at(y, {n, c, oh, ow}, flat.at({argmax_in(x, n, c, hs, ws)}));
-                      });
-      return std::vector<NDArray>{y};
-    };
-    d.examples = [adaptive](uint64_t seed) {
-      std::vector<OpExample> ex;
-      for (const PoolCase& e : pool_cases(adaptive)) ex.push_back({e.label, {distinct_values(e.x, seed++)}, e.attrs});
-      return ex;
-    };
-    register_op(std::move(d));
-  }
-  {
-    OpDef d;
-    d.name = pre + "_grad";
-    d.attrs = pool_schema(adaptive, false);
-    d.min_inputs = d.max_inputs = 2;  // x, dy
-    d.doc = "gradient of " + pre + ": dy added at each window's maximum of x";
-    d.infer = [adaptive](const InferContext& c) {
-      check_pooled(c, c.in[0], c.in[1], adaptive);
-      return std::vector<TensorType>{c.in[0]};
-    };
-    d.grad = [pre](const GradContext& c) {
-      return std::vector<Tensor>{Tensor(), c.inputs[0].graph().add1(pre + "_pick", {c.inputs[0], c.dout(0)}, c.attrs)};
-    };
-    d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
-      const NDArray &x = in[0], &dy = in[1];
-      NDArray dx = NDArray::zeros({x.numel()}, float64);
-      for_each_window(x.shape(), dy.shape(), at, adaptive,
-                      [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
-                        const int64_t i = argmax_in(x, n, c, hs, ws);
-                        dx.data<double>()[i] += dy.at({n, c, oh, ow});
-                      });
-      return std::vector<NDArray>{dx.reshape(x.shape()).astype(dy.dtype())};
-    };
-    d.examples = [adaptive](uint64_t seed) {
-      std::vector<OpExample> ex;
-      for (const PoolCase& e : pool_cases(adaptive)) {
-        ex.push_back({e.label,
-                      {distinct_values(e.x, seed), rand_array(pooled_shape(e.x, e.attrs, adaptive), -1, 1, seed + 1)},
-                      e.attrs,
-                      {1}});
-        seed += 2;
-      }
-      return ex;
-    };
-    register_op(std::move(d));
-  }
-  {
-    OpDef d;
-    d.name = pre + "_pick";
-    d.attrs = pool_schema(adaptive, false);
-    d.min_inputs = d.max_inputs = 2;  // x, g
-    d.doc = "g (shaped like x) read at each window's maximum of x: the gradient of " + pre + "_grad";
-    d.infer = [adaptive](const InferContext& c) {
-      c.check(c.in[1].dtype == c.in[0].dtype && c.in[1].shape == c.in[0].shape, "g ", S(c.in[1].shape),
-              " must be shaped like x ", S(c.in[0].shape));
-      return std::vector<TensorType>{pooled_type(c, c.in[0], adaptive)};
-    };
-    d.grad = [pre](const GradContext& c) {
-      return std::vector<Tensor>{Tensor(), c.inputs[0].graph().add1(pre + "_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
-    };
-    d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
-      const NDArray &x = in[0], g = in[1].compact().reshape({in[1].numel()});
-      NDArray y = NDArray::empty(pooled_shape(x.shape(), at, adaptive), x.dtype());
-      for_each_window(x.shape(), y.shape(), at, adaptive,
-                      [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
-                        detail::set_at(y, {n, c, oh, ow}, g.at({argmax_in(x, n, c, hs, ws)}));
-                      });
-      return std::vector<NDArray>{y};
-    };
-    d.examples = [adaptive](uint64_t seed) {
-      std::vector<OpExample> ex;
-      for (const PoolCase& e : pool_cases(adaptive)) {
-        ex.push_back({e.label, {distinct_values(e.x, seed), rand_array(e.x, -1, 1, seed + 1)}, e.attrs, {1}});
-        seed += 2;
-      }
-      return ex;
-    };
-    register_op(std::move(d));
-  }
+std::string max_op(bool adaptive) { return adaptive ? "adaptive_max_pool2d" : "max_pool2d"; }
+
+/// max_pool2d or adaptive_max_pool2d.
+void register_max(bool adaptive) {
+  const std::string pre = max_op(adaptive);
+  OpDef d;
+  d.name = pre;
+  d.attrs = pool_schema(adaptive, false);
+  d.min_inputs = d.max_inputs = 1;
+  d.doc = adaptive ? "maximum over output_size windows covering [N, C, H, W]" : "maximum over windows of [N, C, H, W]";
+  d.infer = [adaptive](const InferContext& c) { return std::vector<TensorType>{pooled_type(c, c.in[0], adaptive)}; };
+  d.grad = [pre](const GradContext& c) {
+    return std::vector<Tensor>{c.inputs[0].graph().add1(pre + "_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
+  };
+  d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
+    const NDArray& x = in[0];
+    NDArray xc = x.compact(), y = NDArray::empty(pooled_shape(x.shape(), at, adaptive), x.dtype());
+    NDArray flat = xc.reshape({x.numel()});
+    for_each_window(x.shape(), y.shape(), at, adaptive,
+                    [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
+                      detail::set_at(y, {n, c, oh, ow}, flat.at({argmax_in(x, n, c, hs, ws)}));
+                    });
+    return std::vector<NDArray>{y};
+  };
+  d.examples = [adaptive](uint64_t seed) {
+    std::vector<OpExample> ex;
+    for (const PoolCase& e : pool_cases(adaptive)) ex.push_back({e.label, {distinct_values(e.x, seed++)}, e.attrs});
+    return ex;
+  };
+  register_op(std::move(d));
+}
+
+/// Their gradient: dy added at each window's maximum.
+void register_max_grad(bool adaptive) {
+  const std::string pre = max_op(adaptive);
+  OpDef d;
+  d.name = pre + "_grad";
+  d.attrs = pool_schema(adaptive, false);
+  d.min_inputs = d.max_inputs = 2;  // x, dy
+  d.doc = "gradient of " + pre + ": dy added at each window's maximum of x";
+  d.infer = [adaptive](const InferContext& c) {
+    check_pooled(c, c.in[0], c.in[1], adaptive);
+    return std::vector<TensorType>{c.in[0]};
+  };
+  d.grad = [pre](const GradContext& c) {
+    return std::vector<Tensor>{Tensor(), c.inputs[0].graph().add1(pre + "_pick", {c.inputs[0], c.dout(0)}, c.attrs)};
+  };
+  d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
+    const NDArray &x = in[0], &dy = in[1];
+    NDArray dx = NDArray::zeros({x.numel()}, float64);
+    for_each_window(x.shape(), dy.shape(), at, adaptive,
+                    [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
+                      const int64_t i = argmax_in(x, n, c, hs, ws);
+                      dx.data<double>()[i] += dy.at({n, c, oh, ow});
+                    });
+    return std::vector<NDArray>{dx.reshape(x.shape()).astype(dy.dtype())};
+  };
+  d.examples = [adaptive](uint64_t seed) {
+    std::vector<OpExample> ex;
+    for (const PoolCase& e : pool_cases(adaptive)) {
+      ex.push_back({e.label,
+                    {distinct_values(e.x, seed), rand_array(pooled_shape(e.x, e.attrs, adaptive), -1, 1, seed + 1)},
+                    e.attrs,
+                    {1}});
+      seed += 2;
+    }
+    return ex;
+  };
+  register_op(std::move(d));
+}
+
+/// The gradient's gradient: g read at each window's maximum.
+void register_max_pick(bool adaptive) {
+  const std::string pre = max_op(adaptive);
+  OpDef d;
+  d.name = pre + "_pick";
+  d.attrs = pool_schema(adaptive, false);
+  d.min_inputs = d.max_inputs = 2;  // x, g
+  d.doc = "g (shaped like x) read at each window's maximum of x: the gradient of " + pre + "_grad";
+  d.infer = [adaptive](const InferContext& c) {
+    c.check(c.in[1].dtype == c.in[0].dtype && c.in[1].shape == c.in[0].shape, "g ", S(c.in[1].shape),
+            " must be shaped like x ", S(c.in[0].shape));
+    return std::vector<TensorType>{pooled_type(c, c.in[0], adaptive)};
+  };
+  d.grad = [pre](const GradContext& c) {
+    return std::vector<Tensor>{Tensor(), c.inputs[0].graph().add1(pre + "_grad", {c.inputs[0], c.dout(0)}, c.attrs)};
+  };
+  d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
+    const NDArray &x = in[0], g = in[1].compact().reshape({in[1].numel()});
+    NDArray y = NDArray::empty(pooled_shape(x.shape(), at, adaptive), x.dtype());
+    for_each_window(x.shape(), y.shape(), at, adaptive,
+                    [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
+                      detail::set_at(y, {n, c, oh, ow}, g.at({argmax_in(x, n, c, hs, ws)}));
+                    });
+    return std::vector<NDArray>{y};
+  };
+  d.examples = [adaptive](uint64_t seed) {
+    std::vector<OpExample> ex;
+    for (const PoolCase& e : pool_cases(adaptive)) {
+      ex.push_back({e.label, {distinct_values(e.x, seed), rand_array(e.x, -1, 1, seed + 1)}, e.attrs, {1}});
+      seed += 2;
+    }
+    return ex;
+  };
+  register_op(std::move(d));
 }
 
 const bool registered = [] {
-  register_max_family(false);
-  register_max_family(true);
+  for (bool adaptive : {false, true}) {
+    register_max(adaptive);
+    register_max_grad(adaptive);
+    register_max_pick(adaptive);
+  }
   for (bool adaptive : {false, true}) {
     OpDef d;
     d.name = adaptive ? "adaptive_avg_pool2d" : "avg_pool2d";
