@@ -837,6 +837,7 @@ Tensor pad_axis(const Tensor& x, int64_t axis, int64_t lo, int64_t hi, PadMode m
 Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, PadMode mode, double value) {
   if (mode == PadMode::constant) return pad(x, pads, value);
   LOOM_CHECK(x.valid(), "pad: the input is an empty Tensor handle");
+  LOOM_CHECK(value == 0, "pad: ", pad_mode_name(mode), " padding takes no value (PyTorch's rule), got ", value);
   LOOM_CHECK(int64_t(pads.size()) <= x.ndim(), "pad: ", pads.size(), " pairs of pads for a ", x.ndim(), "-D input ",
              S(x.shape()));
   Tensor y = x;

@@ -497,6 +497,8 @@ TEST_SUITE("frontend/conv") {
       CHECK_THROWS_WITH_AS(nn::CircularPad1d(7)(x), doctest::Contains("must be at most its size 6"), Error);
       CHECK_THROWS_WITH_AS(nn::pad(x, {1, 1, 1}), doctest::Contains("pad: padding needs (before, after) pairs"), Error);
       CHECK_THROWS_WITH_AS(nn::pad(x, {-1, 1}), doctest::Contains("no cropping"), Error);
+      CHECK_THROWS_WITH_AS(nn::pad(x, {1, 1}, PadMode::reflect, 2.0),
+                           doctest::Contains("reflect padding takes no value"), Error);
       CHECK_THROWS_WITH_AS(nn::ReflectionPad2d({1, 2, 3}),
                            doctest::Contains("ReflectionPad2d: padding needs 1 or 4 values"), Error);
       Tensor d = g.placeholder("d", {2, -1, 6}, float64);
