@@ -107,8 +107,10 @@ Tensor huber_loss(const Tensor& input, const Tensor& target, double delta, Reduc
 Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const BCEOptions& o) {
   check_pair("binary_cross_entropy", probs, target, o.reduction);
   LOOM_CHECK(!o.pos_weight.valid(), "binary_cross_entropy: pos_weight is binary_cross_entropy_with_logits' option");
-  // PyTorch clamps each log at -100, so that a probability of exactly 0 or 1 gives a finite loss.
-  const Tensor loss = -(target * clamped_log(probs) + (1.0 - target) * clamped_log(1.0 - probs));
+  // A value outside [0, 1] is an error when run, as PyTorch's (check_probabilities). PyTorch clamps
+  // each log at -100, so that a probability of exactly 0 or 1 gives a finite loss.
+  const Tensor p = probs.graph().add1("check_probabilities", {probs});
+  const Tensor loss = -(target * clamped_log(p) + (1.0 - target) * clamped_log(1.0 - p));
   return reduce_elements(weighted("binary_cross_entropy", loss, o.weight, "weight"), o.reduction);
 }
 

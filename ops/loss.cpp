@@ -11,6 +11,10 @@
 //   sparse_softmax_cross_entropy_grad(logits, labels, lse, dloss) -> dlogits
 //     dlogits = (exp(logits - lse) - one_hot(labels)) * dloss
 //
+// check_probabilities(x) -> x, failing the run (naming the element) when a
+// value lies outside [0, 1] or is NaN: binary_cross_entropy's input check,
+// PyTorch's. Its gradient passes dy through.
+//
 // Keeping the logits for the backward instead of a softmax costs the same
 // bytes, but the forward writes no [N, C] array (a third of the memory
 // traffic, and no second [N, C] buffer live beside the logits) and dlogits
@@ -71,7 +75,33 @@ void check_row_input(const InferContext& c, size_t k, const char* name) {
           S(c.in[k].shape), " for ", S(c.in[0].shape), " logits");
 }
 
+/// check_probabilities' test: false for a value below 0, above 1, or NaN.
+bool is_probability(double v) { return v >= 0 && v <= 1; }
+
 const bool registered = [] {
+  {
+    OpDef d;
+    d.name = "check_probabilities";
+    d.attrs = AttrSchema::none();
+    d.min_inputs = d.max_inputs = 1;
+    d.infer = [](const InferContext& c) {
+      c.check(is_floating(c.in[0].dtype), "expected floating probabilities, got ", dtype_name(c.in[0].dtype));
+      return std::vector<TensorType>{c.in[0]};
+    };
+    d.grad = [](const GradContext& c) { return std::vector<Tensor>{c.dout(0)}; };
+    d.reference = [](std::span<const NDArray> in, const Attrs&) {
+      const NDArray x = in[0].astype(float64).compact();
+      for (int64_t i = 0; i < x.numel(); ++i)
+        LOOM_CHECK(is_probability(x.data<double>()[i]), "check_probabilities: element ", i, " is outside [0, 1]");
+      return std::vector<NDArray>{in[0].compact()};
+    };
+    d.examples = [](uint64_t seed) {
+      // Inside (0, 1), so that the gradient sweep's perturbations stay probabilities.
+      return std::vector<OpExample>{{"[3, 4] in (0, 1)", {rand_array({3, 4}, 0.05, 0.95, seed)}, {}}};
+    };
+    d.doc = "x, after checking every element lies in [0, 1] (binary_cross_entropy's input, as PyTorch checks it)";
+    register_op(std::move(d));
+  }
   {
     OpDef d;
     d.name = "sparse_softmax_cross_entropy";

@@ -103,7 +103,32 @@ void backward(const KernelCall& c) {
   });
 }
 
+/// Copies x and records the first element outside [0, 1] (or NaN).
+template <class T>
+__global__ void check_probabilities_kernel(const T* x, T* y, int64_t n, unsigned long long* first_bad) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const T v = x[i];
+    if (!(v >= T(0) && v <= T(1))) atomicMin(first_bad, (unsigned long long)i);
+    y[i] = v;
+  }
+}
+
+void check_probabilities(const KernelCall& c) {
+  use_device(c.ctx.device);
+  const int64_t n = c.in[0].numel();
+  if (n == 0) return;
+  DeviceCheck check(c);
+  dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() {
+    launch(check_probabilities_kernel<T>, grid_for(n), kThreads, 0, stream_of(c), c.op,
+           static_cast<const T*>(c.in[0].raw()), static_cast<T*>(c.out[0].raw()), n, check.pos());
+  });
+  check.finish([op = std::string(c.op), node = std::string(c.node)](const BadElement& e) {
+    fail(op, " '", node, "': element ", int64_t(e.pos), " is outside [0, 1] (expected probabilities)");
+  });
+}
+
 const bool registered = [] {
+  register_kernel("check_probabilities", DeviceKind::cuda, FloatTypes::dtypes(), {&check_probabilities, true});
   register_kernel("sparse_softmax_cross_entropy", DeviceKind::cuda, FloatTypes::dtypes(), {&forward, true});
   register_kernel("sparse_softmax_cross_entropy_grad", DeviceKind::cuda, FloatTypes::dtypes(), {&backward, true});
   return true;

@@ -524,6 +524,19 @@ TEST_SUITE("frontend/nn") {
     // Probabilities of exactly 0 and 1: a finite loss (the clamped logs) and a finite gradient.
     const NDArray dp = s.run1(gradients(nn::binary_cross_entropy(p, b), {p})[0]);
     for (double v : dp.to_vector<double>()) CHECK(std::isfinite(v));
+    // A value outside [0, 1] (or NaN) is an error when run, naming the element, as PyTorch's;
+    // the session runs on afterwards.
+    Tensor q = g.placeholder("q", {2, 2}, float64);
+    Tensor bce = nn::binary_cross_entropy(q, g.constant(NDArray::from<double>({1, 0, 1, 0}, {2, 2})));
+    const std::string bad = error_of([&] { s.run1(bce, {{q, NDArray::from<double>({0.5, 0.2, 1.5, 0.3}, {2, 2})}}); });
+    CHECK(contains(bad, "check_probabilities"));
+    CHECK(contains(bad, "element 2 is outside [0, 1]"));
+    CHECK(contains(error_of([&] {
+                     s.run1(bce, {{q, NDArray::from<double>({0.5, NAN, 0.5, -0.1}, {2, 2})}});
+                   }),
+                   "element 1 is outside [0, 1]"));
+    CHECK(s.run1(bce, {{q, NDArray::from<double>({0.5, 0.5, 0.5, 0.5}, {2, 2})}}).item() ==
+          doctest::Approx(std::log(2.0)).epsilon(1e-15));
     // An ignored row whose log-probability is -inf adds 0, not NaN.
     Tensor lp = g.constant(NDArray::from<double>({-INFINITY, 0.0, -0.5, -1.0}, {2, 2}));
     CHECK(s.run1(nn::nll_loss(lp, g.constant(NDArray::from<int64_t>({-100, 1})))).item() == 1.0);
