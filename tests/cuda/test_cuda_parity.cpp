@@ -400,6 +400,8 @@ TEST_SUITE("cuda/parity") {
         {"one_hot", {NDArray::from<int64_t>({-2})}, {{"depth", int64_t(4)}, {"dtype", boolean}}},
         {"div", {NDArray::from<int32_t>({4, 5, 6}), NDArray::from<int32_t>({1, 0, 2})}, {}},
         {"div", {NDArray::from<uint8_t>({4, 5}), NDArray::from<uint8_t>({0})}, {}},
+        {"check_probabilities", {NDArray::from<float>({0.5f, 1.5f, NAN, -1.0f})}, {}},
+        {"check_probabilities", {NDArray::from<double>({0.0, 1.0, -1e-300})}, {}},
     };
     for (const Bad& b : cases) {
       CAPTURE(b.op);
