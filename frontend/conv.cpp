@@ -8,6 +8,8 @@
 #include <optional>
 #include <sstream>
 
+#include "ops/window.hpp"
+
 namespace loom::nn {
 
 namespace {
@@ -54,15 +56,6 @@ void configure_conv(const char* who, int64_t in, int64_t out, const std::vector<
   const double bound = 1.0 / std::sqrt(fan_in);
   if (!weight_init) weight_init = init::uniform(-bound, bound);
   if (!bias_init) bias_init = init::uniform(-bound, bound);
-}
-
-/// Conv2d's 1, 2 or 4 padding values as (top, bottom, left, right).
-std::vector<int64_t> four_sides(const char* who, const std::vector<int64_t>& p) {
-  if (p.size() == 1) return {p[0], p[0], p[0], p[0]};
-  if (p.size() == 2) return {p[0], p[0], p[1], p[1]};
-  LOOM_CHECK(p.size() == 4, who, ": padding needs 1, 2 (h, w) or 4 (top, bottom, left, right) values, got ",
-             attr_str(p));
-  return p;
 }
 
 }  // namespace
@@ -113,7 +106,7 @@ Tensor Conv2d::forward(const Tensor& x) {
   if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
   if (options_.padding_mode == PadMode::constant)
     return loom::conv2d(x, weight_, bias_, {options_.stride, options_.padding, options_.dilation, options_.groups});
-  const std::vector<int64_t> p = four_sides("Conv2d", options_.padding);
+  const std::vector<int64_t> p = detail::padding4(options_.padding, "Conv2d");
   const Tensor padded = loom::pad(x, {{0, 0}, {0, 0}, {p[0], p[1]}, {p[2], p[3]}}, options_.padding_mode);
   return loom::conv2d(padded, weight_, bias_, {options_.stride, {0}, options_.dilation, options_.groups});
 }

@@ -12,16 +12,6 @@ namespace loom::nn {
 
 namespace {
 
-/// mean, sum or none; batchmean only where allowed (kl_div).
-void check_reduction(const char* what, Reduction r, bool batchmean_allowed = false) {
-  LOOM_CHECK(
-      r == Reduction::mean || r == Reduction::sum || r == Reduction::none ||
-          (r == Reduction::batchmean && batchmean_allowed),
-      what, ": ",
-      r == Reduction::batchmean ? "batchmean is kl_div's reduction" : "unknown reduction " + std::to_string(int(r)),
-      " (mean, sum or none)");
-}
-
 /// Input and target of an element-wise loss: same floating dtype, same shape (no silent broadcast).
 void check_pair(const char* what, const Tensor& input, const Tensor& target, Reduction r, bool batchmean = false) {
   check_reduction(what, r, batchmean);
@@ -123,6 +113,15 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
   const Tensor soft = softplus(-logits);
   const Tensor loss = (1.0 - target) * logits + (log_weight.valid() ? log_weight * soft : soft);
   return reduce_elements(weighted(what, loss, o.weight, "weight"), o.reduction);
+}
+
+void check_reduction(const char* what, Reduction r, bool batchmean_allowed) {
+  LOOM_CHECK(
+      r == Reduction::mean || r == Reduction::sum || r == Reduction::none ||
+          (r == Reduction::batchmean && batchmean_allowed),
+      what, ": ",
+      r == Reduction::batchmean ? "batchmean is kl_div's reduction" : "unknown reduction " + std::to_string(int(r)),
+      " (mean, sum or none)");
 }
 
 // ---------------------------------------------------------------- distances

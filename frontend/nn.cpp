@@ -554,13 +554,6 @@ static std::pair<Tensor, Tensor> as_rows(const Tensor& logits, const Tensor& lab
   return {reshape(logits, {-1, logits.shape().back()}), reshape(labels, {-1})};
 }
 
-static void check_reduction(const char* what, Reduction r) {
-  LOOM_CHECK(
-      r == Reduction::mean || r == Reduction::sum || r == Reduction::none, what, ": ",
-      r == Reduction::batchmean ? "batchmean is kl_div's reduction" : "unknown reduction " + std::to_string(int(r)),
-      " (mean, sum or none)");
-}
-
 static void check_cross_entropy_options(const Tensor& logits, const CrossEntropyOptions& o) {
   const int64_t C = logits.shape().back();
   LOOM_CHECK(o.label_smoothing >= 0 && o.label_smoothing <= 1, "cross_entropy: label_smoothing must be in [0, 1], got ",

@@ -481,6 +481,8 @@ class MLPResNet : public Sequential {
 /// How a loss reduces its values over the rows (PyTorch's `reduction`);
 /// batchmean (the sum divided by the batch size) is kl_div's only.
 enum class Reduction { mean, sum, none, batchmean };
+/// Refuses a reduction a loss does not take, naming the loss (`what`): batchmean unless allowed.
+void check_reduction(const char* what, Reduction r, bool batchmean_allowed = false);
 
 /// PyTorch's cross_entropy options, with its defaults.
 struct CrossEntropyOptions {

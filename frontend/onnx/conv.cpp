@@ -57,12 +57,17 @@ void window_pool(ExportContext& c, const char* onnx_op) {
   if (std::string(onnx_op) == "AveragePool") attr(n, "count_include_pad", int64_t(a.get_or<bool>("count_include_pad", true)));
 }
 
+/// Adaptive pooling's window i of `out` over `in`: [floor(i in / out), ceil((i + 1) in / out)).
+std::pair<int64_t, int64_t> adaptive_span(int64_t i, int64_t in, int64_t out) {
+  return {i * in / out, ((i + 1) * in + out - 1) / out};
+}
+
 /// The averaging matrix [out, in] of adaptive pooling along one axis: row i
 /// averages the window [floor(i*in/out), ceil((i+1)*in/out)).
 NDArray averaging(int64_t out, int64_t in, DType dt) {
   NDArray m = NDArray::zeros({out, in}, float64);
   for (int64_t i = 0; i < out; ++i) {
-    const int64_t lo = i * in / out, hi = ((i + 1) * in + out - 1) / out;
+    const auto [lo, hi] = adaptive_span(i, in, out);
     for (int64_t j = lo; j < hi; ++j) m.data<double>()[i * in + j] = 1.0 / double(hi - lo);
   }
   return m.astype(dt);
@@ -88,10 +93,13 @@ void adaptive_avg_pool2d(ExportContext& c) {
 /// window]: a shorter window repeats its last row (a maximum ignores repeats).
 NDArray window_rows(int64_t out, int64_t in) {
   int64_t longest = 0;
-  for (int64_t i = 0; i < out; ++i) longest = std::max(longest, ((i + 1) * in + out - 1) / out - i * in / out);
+  for (int64_t i = 0; i < out; ++i) {
+    const auto [lo, hi] = adaptive_span(i, in, out);
+    longest = std::max(longest, hi - lo);
+  }
   NDArray m = NDArray::empty({out, longest}, int64);
   for (int64_t i = 0; i < out; ++i) {
-    const int64_t lo = i * in / out, hi = ((i + 1) * in + out - 1) / out;
+    const auto [lo, hi] = adaptive_span(i, in, out);
     for (int64_t j = 0; j < longest; ++j) m.data<int64_t>()[i * longest + j] = std::min(lo + j, hi - 1);
   }
   return m;
