@@ -523,25 +523,20 @@ Resampling resampling(int64_t in, int64_t out, std::optional<double> scale, Inte
   return r;
 }
 
-/// x resampled along `axis`: the rows each output reads, gathered with the
-/// axis in front, weighted and summed.
+/// x resampled along `axis`: each output the weighted sum of its taps (one op, tables [out, K]).
 Tensor resample_axis(const Tensor& x, int64_t axis, const Resampling& r) {
-  std::vector<int64_t> to_front{axis}, back(size_t(x.ndim()));
-  for (int64_t a = 0; a < x.ndim(); ++a)
-    if (a != axis) to_front.push_back(a);
-  for (size_t a = 0; a < to_front.size(); ++a) back[size_t(to_front[a])] = int64_t(a);
-  const Tensor rows = permute(x, to_front);
-  const int64_t out = int64_t(r.taps[0].size());
-  Shape weight_shape(size_t(x.ndim()), 1);
-  weight_shape[0] = out;
-  Tensor sum;
-  for (size_t k = 0; k < r.taps.size(); ++k) {
-    Tensor term = gather(rows, x.graph().constant(NDArray::from<int64_t>(r.taps[k], {out})));
-    if (!r.weights.empty())
-      term = term * x.graph().constant(NDArray::from<double>(r.weights[k], weight_shape).astype(x.dtype()));
-    sum = k ? sum + term : term;
-  }
-  return permute(sum, back);
+  const size_t K = r.taps.size(), out = r.taps[0].size();
+  std::vector<int64_t> sources(out * K);
+  std::vector<double> weights(out * K, 1.0);
+  for (size_t o = 0; o < out; ++o)
+    for (size_t k = 0; k < K; ++k) {
+      sources[o * K + k] = r.taps[k][o];
+      if (!r.weights.empty()) weights[o * K + k] = r.weights[k][o];
+    }
+  const Shape table{int64_t(out), int64_t(K)};
+  Graph& g = x.graph();
+  return resample(x, axis, g.constant(NDArray::from<int64_t>(sources, table)),
+                  g.constant(NDArray::from<double>(weights, table).astype(x.dtype())));
 }
 
 /// Integer factors when nearest's sources are each input repeated (upsample_nearest2d's case).
@@ -619,9 +614,13 @@ Tensor interpolate(const Tensor& x, const InterpolateOptions& o) {
     axes.push_back(resampling(s[size_t(a + 2)], out[size_t(a)], scales[size_t(a)], o.mode, o.align_corners));
   if (o.mode == InterpolationMode::nearest && image_axes == 2)
     if (std::optional<std::vector<int64_t>> f = repeat_factors(axes, s)) return upsample_nearest2d(x, *f);
-  Tensor y = x;
-  for (int64_t a = 0; a < image_axes; ++a) y = resample_axis(y, a + 2, axes[size_t(a)]);
-  return y;
+  if (image_axes == 1) return resample_axis(x, 2, axes[0]);
+  // Two passes; the last axis's (strided taps, slower per element) goes where it writes fewer elements.
+  const int64_t H = s[2], W = s[3], OH = out[0], OW = out[1];
+  const int64_t kh = int64_t(axes[0].taps.size()), kw = int64_t(axes[1].taps.size());
+  const bool last_first = kw * 3 * H * OW + kh * OH * OW < kh * OH * W + kw * 3 * OH * OW;
+  if (last_first) return resample_axis(resample_axis(x, 3, axes[1]), 2, axes[0]);
+  return resample_axis(resample_axis(x, 2, axes[0]), 3, axes[1]);
 }
 
 Upsample::Upsample(InterpolateOptions options) : options_(std::move(options)) {

@@ -339,9 +339,9 @@ struct InterpolateOptions {
 /// [N, C, H, W] (nearest, nearest_exact, bilinear, bicubic, area) as
 /// PyTorch's F.interpolate (source positions, half-pixel rule, clamping, the
 /// bicubic A = -0.75, the scale 1 / scale_factor when one is given). Each
-/// axis is a gather of the source rows (two for linear, four for bicubic)
-/// weighted and summed, so gradients and ONNX export come with it; area is
-/// adaptive average pooling; nearest by integer factors is upsample_nearest2d.
+/// axis is one resample op (the weighted sum of one, two or four source
+/// rows; its gradient is its transpose); area is adaptive average pooling;
+/// nearest by integer factors is upsample_nearest2d.
 Tensor interpolate(const Tensor& x, const InterpolateOptions& options);
 
 /// PyTorch's nn.Upsample (F.interpolate as a module); Upsample(2) is nearest by 2.

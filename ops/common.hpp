@@ -15,6 +15,14 @@ namespace loom::detail {
 /// Output type equal to input i's.
 inline std::vector<TensorType> like_input(const InferContext& c, size_t i = 0) { return {c.in[i]}; }
 
+/// Same rank and equal dims where both are known.
+inline bool fits(const Shape& a, const Shape& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] >= 0 && b[i] >= 0 && a[i] != b[i]) return false;
+  return true;
+}
+
 /// Calls f(index) for every multi-index of `shape` in row-major order.
 inline void for_each_index(const Shape& shape, const std::function<void(const std::vector<int64_t>&)>& f) {
   for (int64_t d : shape)

@@ -185,6 +185,10 @@ Tensor dilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilatio
 Tensor undilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilation);
 /// Rows of `table` selected by integer `indices` (embedding lookup): shape indices.shape + table.shape[1:].
 Tensor gather(const Tensor& table, const Tensor& indices);
+/// Weighted sums of positions along `axis` (ops/resample.cpp): y[.., o, ..] =
+/// sum_k weights[o, k] * x[.., sources[o, k], ..] with sources [out, K]
+/// (int32/int64, each in [0, x.shape[axis])) and weights [out, K] of x's dtype.
+Tensor resample(const Tensor& x, int64_t axis, const Tensor& sources, const Tensor& weights);
 /// One-hot encoding of integer indices: shape indices.shape + [depth].
 Tensor one_hot(const Tensor& indices, int64_t depth, DType dtype = float32);
 

@@ -11,6 +11,7 @@
 
 namespace loom {
 
+using detail::fits;
 using detail::for_each_index;
 using detail::rand_array;
 using detail::set_at;
@@ -46,14 +47,6 @@ Attrs slice_attrs(const std::vector<Slice>& s) {
   V st, sp, sk;
   for (const Slice& x : s) st.push_back(x.start), sp.push_back(x.stop), sk.push_back(x.step);
   return {{"starts", st}, {"stops", sp}, {"steps", sk}};
-}
-
-/// Same rank and equal dims where both are known.
-bool fits(const Shape& a, const Shape& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i] >= 0 && b[i] >= 0 && a[i] != b[i]) return false;
-  return true;
 }
 
 /// Shape after slicing; dynamic dims stay dynamic.

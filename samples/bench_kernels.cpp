@@ -8,7 +8,9 @@
 //    written) vs memcpy of the same bytes, at sizes far above the L2 cache;
 //  - conv2d and its gradients, layer_norm and sparse_softmax_cross_entropy
 //    forward and backward, next to PyTorch's same ops
-//    (samples/bench_conv_torch.py, bench_norm_torch.py, bench_loss_torch.py).
+//    (samples/bench_conv_torch.py, bench_norm_torch.py, bench_loss_torch.py);
+//  - nn::interpolate by 2 and its gradient next to F.interpolate's
+//    (samples/bench_interp_torch.py).
 // Each figure is the median of --reps timed runs after a warm-up.
 
 #include <cblas.h>
@@ -382,13 +384,53 @@ void loss_rows(tbb::task_arena& arena, int threads, int reps, const std::string&
   if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());
 }
 
+// ---------------------------------------------------------------- interpolation
+
+/// nn::interpolate by 2 (bilinear, bicubic, nearest-exact) on [16, 64, 32, 32], forward and its
+/// gradient (dy given), each one session run; PyTorch's F.interpolate and its aten backward on the same.
+void interp_rows(int threads, int reps, const std::string& python) {
+  const std::vector<std::pair<std::string, nn::InterpolationMode>> modes = {
+      {"bilinear", nn::InterpolationMode::bilinear},
+      {"bicubic", nn::InterpolationMode::bicubic},
+      {"nearest-exact", nn::InterpolationMode::nearest_exact}};
+  const Shape in{16, 64, 32, 32}, out{16, 64, 64, 64};
+  PeerSeconds loom_seconds;  // timed before PyTorch's process runs, which leaves the first rows slower
+  nlohmann::json js = nlohmann::json::array();
+  for (const auto& [name, mode] : modes) {
+    js.push_back({{"name", name}, {"shape", in}});
+    Graph g;
+    const Tensor x = g.placeholder("x", in), dy = g.placeholder("dy", out);
+    const Tensor y = nn::interpolate(x, {.scale_factor = {2.0}, .mode = mode});
+    const Tensor dx = gradients(y, {x}, dy)[0];
+    Session s(g, {.threads = threads});
+    const NDArray xv = filled(in, 5), dyv = filled(out, 6);
+    loom_seconds[{name, "forward"}] = median_seconds(reps, [&] { s.run({y}, {{x, xv}}); });
+    loom_seconds[{name, "backward"}] = median_seconds(reps, [&] { s.run({dx}, {{x, xv}, {dy, dyv}}); });
+  }
+  const PeerSeconds torch =
+      python.empty() ? PeerSeconds{} : torch_seconds(python, "bench_interp_torch.py", threads, reps, js);
+  std::printf(
+      "\ninterpolate by 2, [16, 64, 32, 32] float32, %d threads   (a session run each; GB/s of x and y:\n"
+      "  forward reads x, writes y; backward reads dy, writes dx)\n",
+      threads);
+  std::printf("  %-13s %-9s %10s %10s %10s %10s\n", "mode", "pass", "loom us", "loom GB/s", "PyTorch us", "loom/PT");
+  const double bytes = double(numel(in) + numel(out)) * 4;
+  for (const auto& [key, tl] : loom_seconds) {
+    auto it = torch.find(key);
+    const double tt = it == torch.end() ? NAN : it->second;
+    std::printf("  %-13s %-9s %10.1f %10.1f %10.1f %10.2f\n", key.first.c_str(), key.second.c_str(), tl * 1e6,
+                bytes / tl / 1e9, tt * 1e6, tl / tt);
+  }
+  if (!python.empty() && torch.empty()) std::printf("  (PyTorch not found with '%s': see --python)\n", python.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   int reps = 7;
   int64_t mb = 64;
-  std::string sections = "matmul,linear,epilogue,bandwidth,conv,norm,loss", python = samples::peer_python();
+  std::string sections = "matmul,linear,epilogue,bandwidth,conv,norm,loss,interpolate", python = samples::peer_python();
   bool no_torch = false;
   po::options_description desc("bench_kernels: CPU kernel throughput vs OpenBLAS and memcpy");
   desc.add_options()("help,h", "show this help")("threads", po::value(&threads)->default_value(threads),
@@ -396,9 +438,10 @@ int main(int argc, char** argv) try {
       "reps", po::value(&reps)->default_value(reps), "timed repetitions (median reported)")(
       "mb", po::value(&mb)->default_value(mb), "MiB per operand for the bandwidth tests")(
       "sections", po::value(&sections)->default_value(sections),
-      "comma list of matmul, linear, epilogue, bandwidth, conv, norm, loss")(
-      "python", po::value(&python)->default_value(python), "Python with PyTorch (the conv, norm and loss rows' peer)")(
-      "no-torch", po::bool_switch(&no_torch), "conv, norm and loss rows without PyTorch's");
+      "comma list of matmul, linear, epilogue, bandwidth, conv, norm, loss, interpolate")(
+      "python", po::value(&python)->default_value(python),
+      "Python with PyTorch (the conv, norm, loss and interpolate rows' peer)")(
+      "no-torch", po::bool_switch(&no_torch), "conv, norm, loss and interpolate rows without PyTorch's");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -411,7 +454,7 @@ int main(int argc, char** argv) try {
     std::printf("%s", (std::ostringstream() << desc).str().c_str());
     return 0;
   }
-  const std::string known = ",matmul,linear,epilogue,bandwidth,conv,norm,loss,";
+  const std::string known = ",matmul,linear,epilogue,bandwidth,conv,norm,loss,interpolate,";
   std::string usage;
   if (threads < 1 || threads > SessionOptions::kMaxThreads) usage = "--threads must be in [1, 4096]";
   if (reps < 1 || reps > 1000000) usage = "--reps must be in [1, 10^6]";
@@ -439,6 +482,7 @@ int main(int argc, char** argv) try {
   if (section("conv")) conv_rows(arena, threads, reps, no_torch ? "" : python);
   if (section("norm")) norm_rows(arena, threads, reps, no_torch ? "" : python);
   if (section("loss")) loss_rows(arena, threads, reps, no_torch ? "" : python);
+  if (section("interpolate")) interp_rows(threads, reps, no_torch ? "" : python);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_kernels: error: %s\n", e.what());

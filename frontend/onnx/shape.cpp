@@ -133,6 +133,20 @@ void broadcast_to(ExportContext& c) {
   c.add("Expand", {c.input(0), c.ints(s, "shape")}, {c.output(0)});
 }
 
+/// resample: Gather the taps along the axis ([.., out, K, ..]), weight them
+/// (weights reshaped to [out, K, 1, ..]) and ReduceSum over K.
+void resample(ExportContext& c) {
+  const int64_t axis = c.attrs().i("axis"), rank = int64_t(c.input_type(0).shape.size());
+  const Shape& table = c.input_type(1).shape;
+  std::vector<int64_t> weight_shape{table[0], table[1]};
+  weight_shape.resize(size_t(rank - axis + 1), 1);
+  const std::string taps = c.temp("taps"), weights = c.temp("weights"), weighted = c.temp("weighted");
+  attr(c.add("Gather", {c.input(0), c.input(1)}, {taps}), "axis", axis);
+  c.add("Reshape", {c.input(2), c.ints(weight_shape, "weight_shape")}, {weights});
+  c.add("Mul", {taps, weights}, {weighted});
+  attr(c.add("ReduceSum", {weighted, c.ints({axis + 1}, "axes")}, {c.output(0)}), "keepdims", int64_t(0));
+}
+
 const bool registered = [] {
   register_exporter("reshape", reshape);
   register_exporter("reshape_like", [](ExportContext& c) { c.add("Reshape", {c.input(0), shape_of(c, 1)}, {c.output(0)}); });
@@ -162,6 +176,7 @@ const bool registered = [] {
     attr(c.add("Gather", {c.input(0), c.input(1)}, {c.output(0)}), "axis", int64_t(0));
   });
   register_exporter("one_hot", one_hot);
+  register_exporter("resample", resample);
   return true;
 }();
 

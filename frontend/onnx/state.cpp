@@ -18,6 +18,7 @@ const bool registered = [] {
   const char* gradient = "it exists only in gradient graphs";
   register_unexportable("slice_grad", gradient);
   register_unexportable("gather_grad", gradient);
+  register_unexportable("resample_grad", gradient);
   return true;
 }();
 

@@ -487,6 +487,29 @@ TEST_SUITE("ops/graph") {
     Session s(g, {.constant_folding = false});
     CHECK(contains(error_of([&] { s.run({bad}); }), "gather 'gather': index 5 out of range [0, 3)"));
   }
+
+  TEST_CASE("resample: tables checked when built and when run; the session runs on after a bad source") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 3, 4});
+    const NDArray w = NDArray::from<float>({0.5f, 0.5f, 1.0f, 0.0f}, {2, 2});
+    Tensor src = g.placeholder("src", {2, 2}, int64);
+    Tensor y = resample(x, -1, src, g.constant(w));
+    CHECK(y.shape() == Shape{2, 3, 2});
+    CHECK(contains(error_of([&] { resample(x, 1, src, g.constant(w.astype(float64))); }),
+                   "weights must be float32 [2,2] like sources, got float64 [2,2]"));
+    CHECK(contains(error_of([&] { resample(x, 1, g.placeholder("s1", {4}, int64), g.constant(w)); }),
+                   "sources must be a known [out, K]"));
+    Session s(g);
+    const NDArray xv = NDArray::from<float>(
+        std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23},
+        {2, 3, 4});
+    CHECK(contains(error_of([&] {
+                     s.run({y}, {{x, xv}, {src, NDArray::from<int64_t>({0, 1, 4, 0}, {2, 2})}});
+                   }),
+                   "resample 'resample': source 4 out of range [0, 4)"));
+    const NDArray r = s.run({y}, {{x, xv}, {src, NDArray::from<int64_t>({0, 1, 3, 0}, {2, 2})}})[0];
+    CHECK(r.to_vector<float>() == std::vector<float>{0.5f, 3, 4.5f, 7, 8.5f, 11, 12.5f, 15, 16.5f, 19, 20.5f, 23});
+  }
 }
 
 TEST_SUITE("ops/random") {
