@@ -97,9 +97,9 @@ Tensor huber_loss(const Tensor& input, const Tensor& target, double delta, Reduc
 Tensor binary_cross_entropy(const Tensor& probs, const Tensor& target, const BCEOptions& o) {
   check_pair("binary_cross_entropy", probs, target, o.reduction);
   LOOM_CHECK(!o.pos_weight.valid(), "binary_cross_entropy: pos_weight is binary_cross_entropy_with_logits' option");
-  // A value outside [0, 1] is an error when run, as PyTorch's (check_probabilities). PyTorch clamps
-  // each log at -100, so that a probability of exactly 0 or 1 gives a finite loss.
-  const Tensor p = probs.graph().add1("check_probabilities", {probs});
+  // A value outside [0, 1] (or NaN) is an error when run, as PyTorch's. PyTorch clamps each log
+  // at -100, so that a probability of exactly 0 or 1 gives a finite loss.
+  const Tensor p = check_range(probs, 0, 1, "probabilities");
   const Tensor loss = -(target * clamped_log(p) + (1.0 - target) * clamped_log(1.0 - p));
   return reduce_elements(weighted("binary_cross_entropy", loss, o.weight, "weight"), o.reduction);
 }
@@ -184,7 +184,9 @@ Tensor gaussian_nll_loss(const Tensor& input, const Tensor& target, const Tensor
                               (v.empty() || v.back() == x.back() || v.back() == 1);
   LOOM_CHECK(row || same_or_column, what, ": var ", S(v), " must be shaped as input ", S(x),
              ", as it without its last dim, or with a last dim of 1");
-  const Tensor variance = floored_keeping_gradient(row ? expand_dims(var, {-1}) : var, o.eps);
+  // A negative variance is an error when run, as PyTorch's; a NaN passes (PyTorch checks var < 0).
+  const Tensor checked = check_range(var, 0, INFINITY, "variances", true);
+  const Tensor variance = floored_keeping_gradient(row ? expand_dims(checked, {-1}) : checked, o.eps);
   const Tensor d = input - target;
   Tensor loss = 0.5 * (log(variance) + d * d / variance);
   if (o.full) loss = loss + 0.5 * std::log(2 * std::numbers::pi);

@@ -11,9 +11,10 @@
 //   sparse_softmax_cross_entropy_grad(logits, labels, lse, dloss) -> dlogits
 //     dlogits = (exp(logits - lse) - one_hot(labels)) * dloss
 //
-// check_probabilities(x) -> x, failing the run (naming the element) when a
-// value lies outside [0, 1] or is NaN: binary_cross_entropy's input check,
-// PyTorch's. Its gradient passes dy through.
+// check_range(x) -> x, failing the run (naming the element) when a value
+// lies outside [low, high] or is NaN (unless allow_nan): the input checks of
+// the losses, PyTorch's (binary_cross_entropy's probabilities in [0, 1],
+// gaussian_nll_loss's variances >= 0). Its gradient passes dy through.
 //
 // Keeping the logits for the backward instead of a softmax costs the same
 // bytes, but the forward writes no [N, C] array (a third of the memory
@@ -25,6 +26,7 @@
 
 #include <cmath>
 
+#include "kernels/range_check.hpp"
 #include "ops/common.hpp"
 #include "ops/ops.hpp"
 
@@ -75,31 +77,37 @@ void check_row_input(const InferContext& c, size_t k, const char* name) {
           S(c.in[k].shape), " for ", S(c.in[0].shape), " logits");
 }
 
-/// check_probabilities' test: false for a value below 0, above 1, or NaN.
-bool is_probability(double v) { return v >= 0 && v <= 1; }
-
 const bool registered = [] {
   {
     OpDef d;
-    d.name = "check_probabilities";
-    d.attrs = AttrSchema::none();
+    d.name = "check_range";
+    d.attrs = {attr::required("low", AttrKind::real), attr::required("high", AttrKind::real),
+               attr::defaulted("allow_nan", false), attr::required("expected", AttrKind::string)};
     d.min_inputs = d.max_inputs = 1;
     d.infer = [](const InferContext& c) {
-      c.check(is_floating(c.in[0].dtype), "expected floating probabilities, got ", dtype_name(c.in[0].dtype));
+      c.check(is_floating(c.in[0].dtype), "expected a floating input, got ", dtype_name(c.in[0].dtype));
+      c.check(c.attrs.f("low") <= c.attrs.f("high"), "low ", c.attrs.f("low"), " must be at most high ",
+              c.attrs.f("high"));
       return std::vector<TensorType>{c.in[0]};
     };
     d.grad = [](const GradContext& c) { return std::vector<Tensor>{c.dout(0)}; };
-    d.reference = [](std::span<const NDArray> in, const Attrs&) {
+    d.reference = [](std::span<const NDArray> in, const Attrs& a) {
       const NDArray x = in[0].astype(float64).compact();
+      const RangeCheck r = range_check(a);
       for (int64_t i = 0; i < x.numel(); ++i)
-        LOOM_CHECK(is_probability(x.data<double>()[i]), "check_probabilities: element ", i, " is outside [0, 1]");
+        LOOM_CHECK(r.admits(x.data<double>()[i]), "check_range: element ", i, " is ", r.outside());
       return std::vector<NDArray>{in[0].compact()};
     };
     d.examples = [](uint64_t seed) {
-      // Inside (0, 1), so that the gradient sweep's perturbations stay probabilities.
-      return std::vector<OpExample>{{"[3, 4] in (0, 1)", {rand_array({3, 4}, 0.05, 0.95, seed)}, {}}};
+      // Inside the range, so that the gradient sweep's perturbations stay there.
+      const Attrs probabilities{{"low", 0.0}, {"high", 1.0}, {"expected", std::string("probabilities")}};
+      const Attrs variances{
+          {"low", 0.0}, {"high", INFINITY}, {"allow_nan", true}, {"expected", std::string("variances")}};
+      return std::vector<OpExample>{{"[3, 4] in (0, 1)", {rand_array({3, 4}, 0.05, 0.95, seed)}, probabilities},
+                                    {"[5] >= 0, NaN allowed", {rand_array({5}, 0.1, 3, seed)}, variances}};
     };
-    d.doc = "x, after checking every element lies in [0, 1] (binary_cross_entropy's input, as PyTorch checks it)";
+    d.doc =
+        "x, after checking every element lies in [low, high] (and is not NaN unless allow_nan): losses' input checks";
     register_op(std::move(d));
   }
   {
@@ -200,6 +208,11 @@ const bool registered = [] {
 
 std::vector<Tensor> sparse_softmax_cross_entropy(const Tensor& logits, const Tensor& labels) {
   return logits.graph().add("sparse_softmax_cross_entropy", {logits, labels});
+}
+
+Tensor check_range(const Tensor& x, double low, double high, const std::string& expected, bool allow_nan) {
+  return x.graph().add1("check_range", {x},
+                        {{"low", low}, {"high", high}, {"allow_nan", allow_nan}, {"expected", expected}});
 }
 
 }  // namespace loom

@@ -185,6 +185,10 @@ Tensor dilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilatio
 Tensor undilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilation);
 /// Rows of `table` selected by integer `indices` (embedding lookup): shape indices.shape + table.shape[1:].
 Tensor gather(const Tensor& table, const Tensor& indices);
+/// x, after checking when run that every element lies in [low, high] (and is
+/// not NaN unless allow_nan): an error naming the element otherwise ("element
+/// 3 is outside [0, 1] or NaN (expected probabilities)"). Gradient: dy.
+Tensor check_range(const Tensor& x, double low, double high, const std::string& expected, bool allow_nan = false);
 /// Weighted sums of positions along `axis` (ops/resample.cpp): y[.., o, ..] =
 /// sum_k weights[o, k] * x[.., sources[o, k], ..] with sources [out, K]
 /// (int32/int64, each in [0, x.shape[axis])) and weights [out, K] of x's dtype.

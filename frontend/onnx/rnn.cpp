@@ -45,7 +45,7 @@ const bool registered = [] {
   register_exporter("lstm_cell", lstm_cell);
   register_exporter("sparse_softmax_cross_entropy", sparse_softmax_cross_entropy);
   // A run-time check of binary_cross_entropy's input: in ONNX the value itself.
-  register_exporter("check_probabilities", [](ExportContext& c) { c.add("Identity", {c.input(0)}, {c.output(0)}); });
+  register_exporter("check_range", [](ExportContext& c) { c.add("Identity", {c.input(0)}, {c.output(0)}); });
   register_unexportable("lstm_cell_grad", "it exists only in gradient graphs");
   register_unexportable("sparse_softmax_cross_entropy_grad", "it exists only in gradient graphs");
   return true;

@@ -15,6 +15,7 @@
 #include "core/kernel.hpp"
 #include "kernels/cpu/loops.hpp"
 #include "kernels/cpu/simd.hpp"
+#include "kernels/range_check.hpp"
 
 namespace loom::cpu {
 namespace {
@@ -130,29 +131,29 @@ void grad_kernel(const KernelCall& c) {
   });
 }
 
-/// check_probabilities: the first element outside [0, 1] (or NaN) fails the call; otherwise a copy.
-void check_probabilities_kernel(const KernelCall& c) {
+/// check_range: the first element outside the range fails the call; otherwise a copy.
+void check_range_kernel(const KernelCall& c) {
+  const RangeCheck r = range_check(c.attrs);
   dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() {
     const T* x = static_cast<const T*>(c.in[0].raw());
     const int64_t n = c.in[0].numel();
     std::atomic<int64_t> first{n};
     parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i)
-        if (!(x[i] >= T(0) && x[i] <= T(1))) {
+        if (!r.admits(x[i])) {
           int64_t seen = first.load();
           while (i < seen && !first.compare_exchange_weak(seen, i)) {
           }
           return;
         }
     });
-    if (first.load() < n)
-      fail(c.op, " '", c.node, "': element ", first.load(), " is outside [0, 1] (expected probabilities)");
+    if (first.load() < n) fail(c.op, " '", c.node, "': element ", first.load(), " is ", r.outside());
     std::copy(x, x + n, static_cast<T*>(c.out[0].raw()));
   });
 }
 
 const bool registered = [] {
-  register_kernel("check_probabilities", DeviceKind::cpu, FloatTypes::dtypes(), {&check_probabilities_kernel, true});
+  register_kernel("check_range", DeviceKind::cpu, FloatTypes::dtypes(), {&check_range_kernel, true});
   register_kernel("sparse_softmax_cross_entropy", DeviceKind::cpu, FloatTypes::dtypes(), {&forward_kernel, true});
   register_kernel("sparse_softmax_cross_entropy_grad", DeviceKind::cpu, FloatTypes::dtypes(), {&grad_kernel, true});
   return true;

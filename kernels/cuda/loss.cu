@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/math.cuh"
+#include "kernels/range_check.hpp"
 
 namespace loom::cuda {
 namespace {
@@ -103,32 +104,34 @@ void backward(const KernelCall& c) {
   });
 }
 
-/// Copies x and records the first element outside [0, 1] (or NaN).
+/// Copies x and records the first element outside the range.
 template <class T>
-__global__ void check_probabilities_kernel(const T* x, T* y, int64_t n, unsigned long long* first_bad) {
+__global__ void check_range_kernel(const T* x, T* y, int64_t n, T low, T high, bool allow_nan,
+                                   unsigned long long* first_bad) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const T v = x[i];
-    if (!(v >= T(0) && v <= T(1))) atomicMin(first_bad, (unsigned long long)i);
+    if (!((v >= low && v <= high) || (allow_nan && v != v))) atomicMin(first_bad, (unsigned long long)i);
     y[i] = v;
   }
 }
 
-void check_probabilities(const KernelCall& c) {
+void check_range(const KernelCall& c) {
   use_device(c.ctx.device);
   const int64_t n = c.in[0].numel();
   if (n == 0) return;
+  const RangeCheck r = range_check(c.attrs);
   DeviceCheck check(c);
   dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() {
-    launch(check_probabilities_kernel<T>, grid_for(n), kThreads, 0, stream_of(c), c.op,
-           static_cast<const T*>(c.in[0].raw()), static_cast<T*>(c.out[0].raw()), n, check.pos());
+    launch(check_range_kernel<T>, grid_for(n), kThreads, 0, stream_of(c), c.op, static_cast<const T*>(c.in[0].raw()),
+           static_cast<T*>(c.out[0].raw()), n, T(r.low), T(r.high), r.allow_nan, check.pos());
   });
-  check.finish([op = std::string(c.op), node = std::string(c.node)](const BadElement& e) {
-    fail(op, " '", node, "': element ", int64_t(e.pos), " is outside [0, 1] (expected probabilities)");
+  check.finish([op = std::string(c.op), node = std::string(c.node), r](const BadElement& e) {
+    fail(op, " '", node, "': element ", int64_t(e.pos), " is ", r.outside());
   });
 }
 
 const bool registered = [] {
-  register_kernel("check_probabilities", DeviceKind::cuda, FloatTypes::dtypes(), {&check_probabilities, true});
+  register_kernel("check_range", DeviceKind::cuda, FloatTypes::dtypes(), {&check_range, true});
   register_kernel("sparse_softmax_cross_entropy", DeviceKind::cuda, FloatTypes::dtypes(), {&forward, true});
   register_kernel("sparse_softmax_cross_entropy_grad", DeviceKind::cuda, FloatTypes::dtypes(), {&backward, true});
   return true;

@@ -392,6 +392,9 @@ TEST_SUITE("cuda/parity") {
       std::vector<NDArray> in;
       Attrs attrs;
     };
+    const Attrs probabilities{{"low", 0.0}, {"high", 1.0}, {"expected", std::string("probabilities")}};
+    const Attrs variances{
+        {"low", 0.0}, {"high", INFINITY}, {"allow_nan", true}, {"expected", std::string("variances")}};
     std::vector<Bad> cases = {
         {"gather", {table, NDArray::from<int64_t>({1, 7, 0, 9})}, {}},
         {"gather", {table, NDArray::from<int32_t>({-1})}, {}},
@@ -400,8 +403,9 @@ TEST_SUITE("cuda/parity") {
         {"one_hot", {NDArray::from<int64_t>({-2})}, {{"depth", int64_t(4)}, {"dtype", boolean}}},
         {"div", {NDArray::from<int32_t>({4, 5, 6}), NDArray::from<int32_t>({1, 0, 2})}, {}},
         {"div", {NDArray::from<uint8_t>({4, 5}), NDArray::from<uint8_t>({0})}, {}},
-        {"check_probabilities", {NDArray::from<float>({0.5f, 1.5f, NAN, -1.0f})}, {}},
-        {"check_probabilities", {NDArray::from<double>({0.0, 1.0, -1e-300})}, {}},
+        {"check_range", {NDArray::from<float>({0.5f, 1.5f, NAN, -1.0f})}, probabilities},
+        {"check_range", {NDArray::from<double>({0.0, 1.0, -1e-300})}, probabilities},
+        {"check_range", {NDArray::from<float>({0.5f, NAN, INFINITY, -1.0f})}, variances},
     };
     for (const Bad& b : cases) {
       CAPTURE(b.op);

@@ -253,5 +253,17 @@ TEST_SUITE("frontend/losses") {
     Tensor loss = nn::multi_margin_loss(x, l);
     Session s(g);
     CHECK(test::contains(error_of([&] { s.run({loss}, {{x, A}, {l, NDArray::from<int64_t>({1, 4, 0}, {3})}}); }), "4"));
+    // A negative variance too, as PyTorch's; a NaN one passes into the loss, as in PyTorch.
+    Tensor var = g.placeholder("var", {3}, float64);
+    Tensor nll = nn::gaussian_nll_loss(x, y, var, {.reduction = nn::Reduction::none});
+    const Feeds ok{{x, A}, {y, A}, {var, NDArray::from<double>({1, 0, 2}, {3})}};
+    CHECK(test::contains(error_of([&] {
+                           s.run({nll}, {{x, A}, {y, A}, {var, NDArray::from<double>({1, -0.5, 2}, {3})}});
+                         }),
+                         "element 1 is outside [0, inf] (expected variances)"));
+    CHECK(s.run({nll}, ok)[0].shape() == Shape{3, 4});
+    const NDArray with_nan = s.run({nll}, {{x, A}, {y, A}, {var, NDArray::from<double>({1, NAN, 2}, {3})}})[0];
+    CHECK(std::isnan(with_nan.to_vector<double>()[4]));
+    CHECK(std::isfinite(with_nan.to_vector<double>()[0]));
   }
 }
