@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -413,6 +414,12 @@ bool legacy_transposed(const Entry& e) {
   return n == "weight" || (n.size() > 7 && n.compare(n.size() - 7, 7, "/weight") == 0);
 }
 
+/// Whether two host arrays of one shape and dtype hold the same bytes.
+bool same_bytes(const NDArray& a, const NDArray& b) {
+  const NDArray x = a.compact(), y = b.compact();
+  return std::memcmp(x.raw(), y.raw(), x.nbytes()) == 0;
+}
+
 struct Source {
   const Entry* entry = nullptr;
   bool transposed = false;  // stored [in, out] by loom 0.1: read transposed
@@ -430,6 +437,7 @@ std::vector<std::pair<Tensor, NDArray>> resolve(const File& f, const std::string
   std::vector<std::pair<Tensor, NDArray>> values;
   std::vector<std::string> missing;
   std::set<const Entry*> used;
+  std::map<int, std::pair<std::string, size_t>> first_key;  // variable -> its first key and value
   for (const auto& [key, v] : vars) {
     const std::string what = key == state_dict_name(v.name()) ? "variable '" + v.name() + "'"
                                                                : "variable '" + v.name() + "' ('" + key + "' in the file)";
@@ -449,7 +457,15 @@ std::vector<std::pair<Tensor, NDArray>> resolve(const File& f, const std::string
     LOOM_CHECK(shape == v.shape(), "checkpoint '", path, "': ", what, " has shape ", S(v.shape()), " in the graph but ",
                S(shape), " in the file", note);
     NDArray a = array_of(f, e, path);
-    values.emplace_back(v, it->second.transposed ? a.transpose().compact() : a);
+    if (it->second.transposed) a = a.transpose().compact();
+    // A tied variable has a key per owner (PyTorch saves both): the file's copies must agree.
+    auto [first, fresh] = first_key.emplace(v.node_id(), std::make_pair(key, values.size()));
+    if (!fresh) {
+      LOOM_CHECK(same_bytes(values[first->second.second].second, a), "checkpoint '", path, "': '", first->second.first,
+                 "' and '", key, "' are one tied variable '", v.name(), "' but differ in the file");
+      continue;
+    }
+    values.emplace_back(v, a);
   }
   if (!missing.empty() && !options.allow_missing) {
     std::string list;

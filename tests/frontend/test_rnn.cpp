@@ -785,6 +785,19 @@ TEST_SUITE("frontend/rnn") {
     Session fresh(g, {.seed = 9});
     checkpoint::load(fresh, lm, path);
     CHECK(fresh.get(key("encoder.weight")).to_vector<float>() == s.get(key("encoder.weight")).to_vector<float>());
+    // A file whose two copies of the tied table differ is refused, the variables unchanged.
+    auto tensors = checkpoint::read(path);
+    NDArray other = tensors.at("decoder.weight").clone();
+    other.data<float>()[3] += 1.0f;
+    tensors["decoder.weight"] = other;
+    const std::string differing = dir.path / "differing.safetensors";
+    checkpoint::write(differing, {tensors.begin(), tensors.end()});
+    Session third(g, {.seed = 9});
+    const NDArray before = third.get(key("encoder.weight"));
+    CHECK(contains(
+        error_of([&] { checkpoint::load(third, lm, differing); }),
+        "'encoder.weight' and 'decoder.weight' are one tied variable 'encoder/weight' but differ in the file"));
+    CHECK(third.get(key("encoder.weight")).to_vector<float>() == before.to_vector<float>());
     CHECK(contains(error_of([] { nn::LanguageModel(5, {.embed = 4, .hidden = 6, .tie_weights = true}); }),
                    "tied weights need embed == hidden, got 4 and 6"));
   }
