@@ -258,12 +258,18 @@ std::vector<Tensor> Optimizer::state() const {
   return out;
 }
 
-Tensor Optimizer::slot(size_t index, const std::string& slot, double initial) {
+Tensor Optimizer::Context::l2_grad() const { return weight_decay != 0 ? grad + param * weight_decay : grad; }
+
+Tensor Optimizer::Context::decoupled_decay() const {
+  return weight_decay != 0 ? as(1.0 - lr * weight_decay, param) : scalar_like(param, 1.0);
+}
+
+Tensor Optimizer::slot(size_t index, const std::string& slot, double initial, bool scalar) {
   LOOM_ASSERT(index < params_.size());
   for (const auto& [n, t] : slots_[index])
     if (n == slot) return t;
   const Tensor& p = params_[index];
-  Tensor t = graph_->variable(p.name() + "/" + slot, p.shape(), init::constant(initial), p.dtype());
+  Tensor t = graph_->variable(p.name() + "/" + slot, scalar ? Shape{} : p.shape(), init::constant(initial), p.dtype());
   slots_[index].emplace_back(slot, t);
   return t;
 }
@@ -350,8 +356,7 @@ SGD::SGD(Parameters params, SGDOptions o) : Optimizer(std::move(params), Common:
 
 std::vector<Tensor> SGD::update(const Context& c) {
   std::vector<Tensor> ops;
-  Tensor g = c.grad;
-  if (c.weight_decay != 0) g = g + c.param * c.weight_decay;
+  Tensor g = c.l2_grad();
   if (o_.momentum != 0) {
     Tensor buf = slot(c.index, "momentum");
     Tensor b = buf * o_.momentum + (o_.dampening != 0 ? g * (1.0 - o_.dampening) : g);
@@ -376,8 +381,7 @@ Adam::Adam(Parameters params, AdamOptions o, bool decoupled)
 }
 
 std::vector<Tensor> Adam::update(const Context& c) {
-  Tensor g = c.grad, p = c.param;
-  if (!decoupled_ && c.weight_decay != 0) g = g + p * c.weight_decay;
+  Tensor g = decoupled_ ? c.grad : c.l2_grad(), p = c.param;
   Tensor m = slot(c.index, "m"), v = slot(c.index, "v");
   // p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), rearranged so the
   // per-element work is one sqrt, one add, one multiply and one divide:
@@ -386,8 +390,7 @@ std::vector<Tensor> Adam::update(const Context& c) {
   Tensor sqrt_bc2 = sqrt(1.0 - pow(scalar_like(c.t, o_.beta2), c.t));
   Tensor step_size = as(c.lr * sqrt_bc2 / bc1, p);
   Tensor eps_hat = as(sqrt_bc2 * o_.eps, p);
-  Tensor decay = scalar_like(p, 1.0);
-  if (decoupled_ && c.weight_decay != 0) decay = as(1.0 - c.lr * c.weight_decay, p);
+  Tensor decay = decoupled_ ? c.decoupled_decay() : scalar_like(p, 1.0);
   if (o_.amsgrad) {  // the denominator from the largest v so far
     Tensor v_max = slot(c.index, "v_max");
     Tensor m1 = m * o_.beta1 + g * (1.0 - o_.beta1);
@@ -413,8 +416,7 @@ RMSprop::RMSprop(Parameters params, RMSpropOptions o) : Optimizer(std::move(para
 
 std::vector<Tensor> RMSprop::update(const Context& c) {
   std::vector<Tensor> ops;
-  Tensor g = c.grad, p = c.param;
-  if (c.weight_decay != 0) g = g + p * c.weight_decay;
+  Tensor g = c.l2_grad(), p = c.param;
   Tensor square_avg = slot(c.index, "square_avg");
   Tensor s = square_avg * o_.alpha + g * g * (1.0 - o_.alpha);
   ops.push_back(assign(square_avg, s));
@@ -444,12 +446,107 @@ Adagrad::Adagrad(Parameters params, AdagradOptions o) : Optimizer(std::move(para
 }
 
 std::vector<Tensor> Adagrad::update(const Context& c) {
-  Tensor g = c.grad, p = c.param;
-  if (c.weight_decay != 0) g = g + p * c.weight_decay;
+  Tensor g = c.l2_grad(), p = c.param;
   Tensor sum_sq = slot(c.index, "sum", o_.initial_accumulator_value);
   Tensor s = sum_sq + g * g;
   Tensor lr = c.lr / ((c.t - 1.0) * o_.lr_decay + 1.0);
   return {assign(sum_sq, s), assign(p, p - as(lr, p) * g / (sqrt(s) + o_.eps))};
+}
+
+// ---------------------------------------------------------------- Adamax
+
+namespace {
+
+void check_betas(const std::string& who, double beta1, double beta2) {
+  LOOM_CHECK(beta1 >= 0 && beta1 < 1, who, ": beta1 must be in [0, 1), got ", beta1);
+  LOOM_CHECK(beta2 >= 0 && beta2 < 1, who, ": beta2 must be in [0, 1), got ", beta2);
+}
+
+/// beta^t for the float64 step count t.
+Tensor power(double beta, const Tensor& t) { return pow(scalar_like(t, beta), t); }
+
+}  // namespace
+
+Adamax::Adamax(Parameters params, AdamaxOptions o) : Optimizer(std::move(params), Common::of(o)), o_(std::move(o)) {
+  check_betas(name(), o_.beta1, o_.beta2);
+  check_finite_nonneg(name(), "eps", o_.eps);
+}
+
+std::vector<Tensor> Adamax::update(const Context& c) {
+  Tensor g = c.l2_grad(), p = c.param;
+  Tensor m = slot(c.index, "exp_avg"), u = slot(c.index, "exp_inf");
+  Tensor m1 = m * o_.beta1 + g * (1.0 - o_.beta1);
+  Tensor u1 = maximum(u * o_.beta2, abs(g) + o_.eps);
+  Tensor step_size = as(c.lr / (1.0 - power(o_.beta1, c.t)), p);
+  return {assign(m, m1), assign(u, u1), assign(p, p - step_size * m1 / u1)};
+}
+
+// ---------------------------------------------------------------- NAdam
+
+NAdam::NAdam(Parameters params, NAdamOptions o) : Optimizer(std::move(params), Common::of(o)), o_(std::move(o)) {
+  check_betas(name(), o_.beta1, o_.beta2);
+  check_finite_nonneg(name(), "eps", o_.eps);
+  check_finite_nonneg(name(), "momentum_decay", o_.momentum_decay);
+}
+
+std::vector<Tensor> NAdam::update(const Context& c) {
+  Tensor p = c.param, g = o_.decoupled_weight_decay ? c.grad : c.l2_grad();
+  Tensor m = slot(c.index, "exp_avg"), v = slot(c.index, "exp_avg_sq"),
+         mu_product = slot(c.index, "mu_product", 1.0, true);
+  auto mu_at = [&](const Tensor& t) { return o_.beta1 * (1.0 - 0.5 * power(0.96, t * o_.momentum_decay)); };
+  const Tensor mu = mu_at(c.t), mu_next = mu_at(c.t + 1.0);
+  const Tensor product = as(mu_product, c.t) * mu;  // float64, as the step's other scalars
+  Tensor m1 = m * o_.beta1 + g * (1.0 - o_.beta1);
+  Tensor v1 = v * o_.beta2 + g * g * (1.0 - o_.beta2);
+  Tensor denom = sqrt(v1 / as(1.0 - power(o_.beta2, c.t), p)) + o_.eps;
+  Tensor grad_step = as(c.lr * (1.0 - mu) / (1.0 - product), p);
+  Tensor momentum_step = as(c.lr * mu_next / (1.0 - product * mu_next), p);
+  Tensor decay = o_.decoupled_weight_decay ? c.decoupled_decay() : scalar_like(p, 1.0);
+  Tensor p1 = p * decay - grad_step * g / denom - momentum_step * m1 / denom;
+  return {assign(m, m1), assign(v, v1), assign(mu_product, as(product, p)), assign(p, p1)};
+}
+
+// ---------------------------------------------------------------- RAdam
+
+RAdam::RAdam(Parameters params, RAdamOptions o) : Optimizer(std::move(params), Common::of(o)), o_(std::move(o)) {
+  check_betas(name(), o_.beta1, o_.beta2);
+  check_finite_nonneg(name(), "eps", o_.eps);
+}
+
+std::vector<Tensor> RAdam::update(const Context& c) {
+  Tensor p = c.param, g = o_.decoupled_weight_decay ? c.grad : c.l2_grad();
+  Tensor m = slot(c.index, "exp_avg"), v = slot(c.index, "exp_avg_sq");
+  Tensor m1 = m * o_.beta1 + g * (1.0 - o_.beta1);
+  Tensor v1 = v * o_.beta2 + g * g * (1.0 - o_.beta2);
+  // The length of the approximated simple moving average, and the variance rectification once it exceeds 5.
+  const double rho_inf = 2 / (1 - o_.beta2) - 1;
+  const Tensor bc2 = 1.0 - power(o_.beta2, c.t);
+  const Tensor rho = rho_inf - 2.0 * c.t * power(o_.beta2, c.t) / bc2;
+  const Tensor rectified = rho > 5.0;
+  const Tensor safe_rho = where(rectified, rho, scalar_like(rho, 6.0));  // no sqrt of a negative on the other branch
+  const Tensor rect = sqrt((safe_rho - 4.0) * (safe_rho - 2.0) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho));
+  const Tensor step_size = as(c.lr / (1.0 - power(o_.beta1, c.t)), p);
+  const Tensor adaptive = as(rect * sqrt(bc2), p) / (sqrt(v1) + o_.eps);
+  const Tensor direction = where(rectified, m1 * adaptive, m1);
+  Tensor decay = o_.decoupled_weight_decay ? c.decoupled_decay() : scalar_like(p, 1.0);
+  return {assign(m, m1), assign(v, v1), assign(p, p * decay - step_size * direction)};
+}
+
+// ---------------------------------------------------------------- Adadelta
+
+Adadelta::Adadelta(Parameters params, AdadeltaOptions o)
+    : Optimizer(std::move(params), Common::of(o)), o_(std::move(o)) {
+  LOOM_CHECK(o_.rho >= 0 && o_.rho <= 1, name(), ": rho must be in [0, 1], got ", o_.rho);
+  check_finite_nonneg(name(), "eps", o_.eps);
+}
+
+std::vector<Tensor> Adadelta::update(const Context& c) {
+  Tensor g = c.l2_grad(), p = c.param;
+  Tensor square_avg = slot(c.index, "square_avg"), acc_delta = slot(c.index, "acc_delta");
+  Tensor s1 = square_avg * o_.rho + g * g * (1.0 - o_.rho);
+  Tensor delta = sqrt(acc_delta + o_.eps) / sqrt(s1 + o_.eps) * g;
+  Tensor a1 = acc_delta * o_.rho + delta * delta * (1.0 - o_.rho);
+  return {assign(square_avg, s1), assign(acc_delta, a1), assign(p, p - as(c.lr, p) * delta)};
 }
 
 }  // namespace loom::optim

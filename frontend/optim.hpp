@@ -159,10 +159,15 @@ class Optimizer {
     size_t index;
     Tensor param, grad, lr, t;
     double weight_decay;
+    /// The gradient with L2 weight decay added (g + wd * p), PyTorch's coupled form.
+    Tensor l2_grad() const;
+    /// The factor of decoupled weight decay (AdamW's p *= 1 - lr * wd), in p's dtype.
+    Tensor decoupled_decay() const;
   };
   virtual std::vector<Tensor> update(const Context& c) = 0;
-  /// A state variable of parameter i, "<name>/<param name>/<slot>", filled with `initial`.
-  Tensor slot(size_t index, const std::string& slot, double initial = 0.0);
+  /// A state variable of parameter i, "<name>/<param name>/<slot>", filled with `initial`:
+  /// shaped like the parameter, or a scalar of its dtype (NAdam's mu_product).
+  Tensor slot(size_t index, const std::string& slot, double initial = 0.0, bool scalar = false);
 
  private:
   void init_groups();
@@ -311,6 +316,121 @@ class Adagrad : public Optimizer {
 
  private:
   AdagradOptions o_;
+};
+
+struct AdamaxOptions {
+  double lr = 2e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double clip_norm = 0.0;
+  Schedule schedule = {};
+  std::string name = "adamax";
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
+};
+
+/// PyTorch's Adamax: g += wd * p; m = b1 m + (1 - b1) g;
+/// u = max(b2 u, |g| + eps); p -= lr / (1 - b1^t) * m / u.
+/// State: "<name>/<param>/exp_avg", ".../exp_inf".
+class Adamax : public Optimizer {
+ public:
+  explicit Adamax(Parameters params, AdamaxOptions options = {});
+
+ protected:
+  std::vector<Tensor> update(const Context& c) override;
+
+ private:
+  AdamaxOptions o_;
+};
+
+struct NAdamOptions {
+  double lr = 2e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double momentum_decay = 4e-3;
+  /// AdamW's decoupled decay (p *= 1 - lr * wd) instead of L2 (PyTorch's NAdamW).
+  bool decoupled_weight_decay = false;
+  double clip_norm = 0.0;
+  Schedule schedule = {};
+  std::string name = "nadam";
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
+};
+
+/// PyTorch's NAdam (Nesterov momentum in Adam, Dozat 2016): with
+/// mu_t = b1 (1 - 0.5 * 0.96^(t momentum_decay)) and P = mu_1 ... mu_t,
+/// m and v as Adam's, d = sqrt(v / (1 - b2^t)) + eps,
+/// p -= lr (1 - mu_t) / (1 - P) g / d + lr mu_{t+1} / (1 - P mu_{t+1}) m / d.
+/// State: "<name>/<param>/exp_avg", ".../exp_avg_sq", ".../mu_product" (a scalar).
+class NAdam : public Optimizer {
+ public:
+  explicit NAdam(Parameters params, NAdamOptions options = {});
+
+ protected:
+  std::vector<Tensor> update(const Context& c) override;
+
+ private:
+  NAdamOptions o_;
+};
+
+struct RAdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool decoupled_weight_decay = false;
+  double clip_norm = 0.0;
+  Schedule schedule = {};
+  std::string name = "radam";
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
+};
+
+/// PyTorch's RAdam (rectified Adam, Liu et al. 2019): m and v as Adam's;
+/// with rho_inf = 2 / (1 - b2) - 1 and rho_t = rho_inf - 2 t b2^t / (1 - b2^t),
+/// while rho_t <= 5 p -= lr m / (1 - b1^t) (momentum SGD), after
+/// p -= lr m / (1 - b1^t) * r_t sqrt(1 - b2^t) / (sqrt(v) + eps), r_t the
+/// variance rectification. State: "<name>/<param>/exp_avg", ".../exp_avg_sq".
+class RAdam : public Optimizer {
+ public:
+  explicit RAdam(Parameters params, RAdamOptions options = {});
+
+ protected:
+  std::vector<Tensor> update(const Context& c) override;
+
+ private:
+  RAdamOptions o_;
+};
+
+struct AdadeltaOptions {
+  double lr = 1.0;
+  double rho = 0.9;
+  double eps = 1e-6;
+  double weight_decay = 0.0;
+  double clip_norm = 0.0;
+  Schedule schedule = {};
+  std::string name = "adadelta";
+  bool maximize = false;
+  std::vector<ParamGroup> groups = {};
+};
+
+/// PyTorch's Adadelta: g += wd * p; s = rho s + (1 - rho) g^2;
+/// d = sqrt(a + eps) / sqrt(s + eps) * g; a = rho a + (1 - rho) d^2; p -= lr d.
+/// State: "<name>/<param>/square_avg", ".../acc_delta".
+class Adadelta : public Optimizer {
+ public:
+  explicit Adadelta(Parameters params, AdadeltaOptions options = {});
+
+ protected:
+  std::vector<Tensor> update(const Context& c) override;
+
+ private:
+  AdadeltaOptions o_;
 };
 
 }  // namespace loom::optim

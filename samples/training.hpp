@@ -27,6 +27,9 @@
 
 namespace loom::samples {
 
+/// The trainers' --opt values.
+inline constexpr const char* kOptimizers = "sgd, adam, adamw, rmsprop, adagrad, adamax, nadam, radam, adadelta";
+
 /// The optimizer of a trainer's options (opt, lr, momentum, nesterov, wd,
 /// clip, schedule, warmup, epochs) for `steps_per_epoch` steps an epoch. The
 /// schedule spans the whole run: the `epochs_before` a resumed checkpoint
@@ -62,12 +65,28 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module
   if (a.opt == "adagrad")
     return std::make_unique<optim::Adagrad>(
         model, optim::AdagradOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
-  fail("unknown --opt '", a.opt, "' (sgd, adam, adamw, rmsprop, adagrad)");
+  if (a.opt == "adamax")
+    return std::make_unique<optim::Adamax>(
+        model, optim::AdamaxOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  if (a.opt == "nadam")
+    return std::make_unique<optim::NAdam>(
+        model, optim::NAdamOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  if (a.opt == "radam")
+    return std::make_unique<optim::RAdam>(
+        model, optim::RAdamOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  if (a.opt == "adadelta")
+    return std::make_unique<optim::Adadelta>(
+        model, optim::AdadeltaOptions{.lr = a.lr, .weight_decay = a.wd, .clip_norm = a.clip, .schedule = sched});
+  fail("unknown --opt '", a.opt, "' (", kOptimizers, ")");
 }
 
-/// The trainers' --lr when not given: `sgd_lr` for SGD, 1e-2 for Adagrad (PyTorch's), 1e-3 for the others.
+/// The trainers' --lr when not given: `sgd_lr` for SGD, PyTorch's default for the others.
 inline double default_lr(const std::string& opt, double sgd_lr) {
-  return opt == "sgd" ? sgd_lr : opt == "adagrad" ? 1e-2 : 1e-3;
+  if (opt == "sgd") return sgd_lr;
+  if (opt == "adagrad") return 1e-2;
+  if (opt == "adamax" || opt == "nadam") return 2e-3;
+  if (opt == "adadelta") return 1.0;
+  return 1e-3;
 }
 
 /// The epochs the --load checkpoint trained (0 without --load), on every rank:

@@ -388,6 +388,47 @@ TEST_SUITE("frontend/optim") {
     }
   }
 
+  TEST_CASE("Adamax, NAdam, RAdam and Adadelta give PyTorch's trajectories") {
+    using Opt = std::unique_ptr<optim::Optimizer>;
+    struct Case {
+      const char* label;
+      std::function<Opt(Problem&)> make;
+      std::vector<double> want;  // p after each of 6 steps, PyTorch 2.15 in float64
+    };
+    // clang-format off
+    const std::vector<Case> cases{
+      {"adamax {.lr = 0.1}", [](Problem& pr) -> Opt { return std::make_unique<optim::Adamax>(Parameters{pr.p}, optim::AdamaxOptions{.lr = 0.1}); }, {0.40000000125, -1.4000000010526317, 1.9000000002439024, 0.3499999960000002, 0.3064854351378352, -1.3026727579062924, 1.802469864434465, 0.3868789813010906, 0.21938856961496642, -1.2080638890466562, 1.7074555251937722, 0.38641503794063115, 0.13862072192659347, -1.1162141166480317, 1.6149986520308581, 0.3675077362591305, 0.06407254252473901, -1.027159015657433, 1.5251364128441516, 0.3431487955946963, -0.004385506598260661, -0.9409287932291215, 1.4379012611862074, 0.32144297857622356}},
+      {"adamax {.lr = 0.05, .beta1 = 0.8, .beta2 = 0.5, .eps = 1e-3, .weight_decay = 0.1}", [](Problem& pr) -> Opt { return std::make_unique<optim::Adamax>(Parameters{pr.p}, optim::AdamaxOptions{.lr = 0.05, .beta1 = 0.8, .beta2 = 0.5, .eps = 1e-3, .weight_decay = 0.1}); }, {0.4500587544065805, -1.4500454132606722, 1.950011625203441, 0.2997787610619469, 0.3985880371312515, -1.3994702073938747, 1.8994675886108972, 0.3614026157099225, 0.34542195054143704, -1.3482801080177211, 1.8483773854784638, 0.37494591848711467, 0.2903339941947303, -1.2964805415427376, 1.7967506389328325, 0.36476542976212434, 0.23300334335233217, -1.2440761046029791, 1.744596690064777, 0.34113950639027546, 0.1729550291843981, -1.1910699762800645, 1.6919241607102442, 0.2948611569964254}},
+      {"nadam {.lr = 0.1}", [](Problem& pr) -> Opt { return std::make_unique<optim::NAdam>(Parameters{pr.p}, optim::NAdamOptions{.lr = 0.1}); }, {0.3943548234850259, -1.3943548232765157, 1.8943548224221323, 0.3556451736097319, 0.3210766216892318, -1.3180025583560835, 1.8178490146605406, 0.33469828183549305, 0.25552908405486746, -1.2477710793446288, 1.7473872682496543, 0.33738332390169207, 0.1928731331726544, -1.1786646782385193, 1.6779691244819057, 0.3359800727312124, 0.1319676232954115, -1.1092138107062142, 1.6081118280206763, 0.33578971997099777, 0.07281862210055645, -1.0390650600604205, 1.5374471617501466, 0.3351934659052271}},
+      {"nadam {.lr = 0.05, .beta1 = 0.8, .beta2 = 0.9, .eps = 1e-4, .weight_decay = 0.1, .momentum_decay = 0.1}", [](Problem& pr) -> Opt { return std::make_unique<optim::NAdam>(Parameters{pr.p}, optim::NAdamOptions{.lr = 0.05, .beta1 = 0.8, .beta2 = 0.9, .eps = 1e-4, .weight_decay = 0.1, .momentum_decay = 0.1}); }, {0.44519460633625135, -1.4451931410845988, 1.9451894333072208, 0.3047874913609604, 0.40308483862382366, -1.4023184710601466, 1.9022557562160263, 0.3234247436019945, 0.3630713858833273, -1.3610972339982759, 1.8609443304387179, 0.3288618042505188, 0.3232083725090541, -1.3195397420492712, 1.8192633511636545, 0.32828837933967714, 0.28315442722702255, -1.2772248234772332, 1.7767872959159494, 0.32639684171141436, 0.24301847610100002, -1.2341764124949492, 1.733535750202948, 0.3249866399309167}},
+      {"nadam {.lr = 0.1, .weight_decay = 0.2, .decoupled_weight_decay = true}", [](Problem& pr) -> Opt { return std::make_unique<optim::NAdam>(Parameters{pr.p}, optim::NAdamOptions{.lr = 0.1, .weight_decay = 0.2, .decoupled_weight_decay = true}); }, {0.38435482348502586, -1.3643548232765157, 1.8543548224221322, 0.3506451736097319, 0.30392778400370946, -1.261320674126917, 1.741507258834597, 0.32854236388841085, 0.23318736821502958, -1.1669156899766664, 1.6375275088436807, 0.3332764459536981, 0.16707165199366397, -1.075970247112978, 1.5372459545416737, 0.3321921225278191, 0.10432764415896989, -0.986965484235945, 1.4391412699438695, 0.33284608861240134, 0.044861865900135814, -0.8995304182516228, 1.3428404149002533, 0.33254680017529076}},
+      {"radam {.lr = 0.1}", [](Problem& pr) -> Opt { return std::make_unique<optim::RAdam>(Parameters{pr.p}, optim::RAdamOptions{.lr = 0.1}); }, {0.42, -1.405, 1.59, 0.275, 0.34421052631578947, -1.3125, 1.2231578947368422, 0.2960526315789474, 0.2726160419498932, -1.2225369003690036, 0.8977218877451933, 0.3134637793746359, 0.20518930407161162, -1.1351432263304895, 0.6118007482855625, 0.3275453890464281, 0.14189135608151848, -1.0503469278681492, 0.3633783243157899, 0.33861236503754816, 0.13944814029986088, -1.0478174420228774, 0.36124840168581124, 0.34021136929703355}},
+      {"radam {.lr = 0.1, .beta2 = 0.6, .weight_decay = 0.1}", [](Problem& pr) -> Opt { return std::make_unique<optim::RAdam>(Parameters{pr.p}, optim::RAdamOptions{.lr = 0.1, .beta2 = 0.6, .weight_decay = 0.1}); }, {0.415, -1.3900000000000001, 1.57, 0.2725, 0.3349210526315789, -1.2834736842105263, 1.1875263157894738, 0.2913289473684211, 0.2597268401631384, -1.18045950670033, 0.8504744610604, 0.30678486113808506, 0.1893666666741964, -1.080988977665905, 0.556589869462001, 0.31917034143218337, 0.12377556845930886, -0.9850864177590886, 0.30348589836404843, 0.3287895190381727, 0.06287454890780492, -0.8927687585459461, 0.08866353800060373, 0.33594498801668443}},
+      {"radam {.lr = 0.1, .beta2 = 0.6, .weight_decay = 0.2, .decoupled_weight_decay = true}", [](Problem& pr) -> Opt { return std::make_unique<optim::RAdam>(Parameters{pr.p}, optim::RAdamOptions{.lr = 0.1, .beta2 = 0.6, .weight_decay = 0.2, .decoupled_weight_decay = true}); }, {0.41, -1.375, 1.55, 0.27, 0.3265368421052631, -1.2557894736842103, 1.1563684210526315, 0.2864421052631579, 0.2493958896873179, -1.1422550592348026, 0.8153909846572148, 0.29968646183724995, 0.17835449566263073, -1.0342788794582107, 0.5233301807474621, 0.31008403618520175, 0.11318266744050948, -0.9317386108181106, 0.27644710437279574, 0.31797420007321286, 0.05364382052849079, -0.8345075975026928, 0.07102367541964205, 0.3236824602748324}},
+      {"adadelta {}", [](Problem& pr) -> Opt { return std::make_unique<optim::Adadelta>(Parameters{pr.p}, optim::AdadeltaOptions{}); }, {0.49683774704483635, -1.4968377398592299, 1.9968377232804253, 0.2531620247083094, 0.49359943846523036, -1.4935958910766813, 1.9935956694188055, 0.2563460888632769, 0.49031326111157536, -1.4903012396779622, 1.9903005505061533, 0.2595021279199216, 0.48699318622699245, -1.4869669749990142, 1.9869655143943799, 0.2626048048663107, 0.4836475488409662, -1.483600921307815, 1.9835983580326888, 0.2656393976851841, 0.4802818795505196, -1.4802082441048492, 1.9802042271866511, 0.26859681764785576}},
+      {"adadelta {.lr = 0.5, .rho = 0.5, .eps = 1e-3, .weight_decay = 0.1}", [](Problem& pr) -> Opt { return std::make_unique<optim::Adadelta>(Parameters{pr.p}, optim::AdadeltaOptions{.lr = 0.5, .rho = 0.5, .eps = 1e-3, .weight_decay = 0.1}); }, {0.47767020515655884, -1.4776577772481843, 1.9776405294659933, 0.2719316580472861, 0.45214849237314925, -1.4519690568446475, 1.9519172943474221, 0.2935046327286991, 0.4244302379073958, -1.4238281380251963, 1.9237180451423026, 0.31020990717322056, 0.3950215601891519, -1.3936631871822904, 1.893465585574073, 0.31932802866781634, 0.3642496874467777, -1.3617349516437725, 1.861416017001194, 0.3221960285469804, 0.33236023648706703, -1.328227903993984, 1.827749549525538, 0.3225877242453172}},
+    };
+    // clang-format on
+    for (const Case& c : cases)
+      for (DType dt : {float64, float32}) {
+        CAPTURE(std::string(c.label));
+        CAPTURE(dtype_name(dt));
+        Problem pr(dt);
+        Opt opt = c.make(pr);
+        const auto got = run(pr, *opt, 6);
+        for (size_t t = 0; t < 6; ++t)
+          for (size_t i = 0; i < 4; ++i)
+            CHECK(got[t][i] == doctest::Approx(c.want[t * 4 + i]).epsilon(dt == float64 ? 1e-13 : 1e-5));
+      }
+    Problem pr(float64);
+    optim::NAdam nadam({pr.p});
+    run(pr, nadam, 1);
+    std::vector<std::string> names;
+    for (const Tensor& t : nadam.state()) names.push_back(t.name() + " " + shape_str(t.shape()));
+    CHECK(names == std::vector<std::string>{"nadam/step []", "nadam/p/exp_avg [4]", "nadam/p/exp_avg_sq [4]",
+                                            "nadam/p/mu_product []"});
+  }
+
   TEST_CASE("maximize ascends: every optimizer takes the negated gradient (PyTorch's maximize)") {
     // Maximizing -loss from the same start is minimizing loss: the same trajectory.
     auto negated = [](DType dt) {
@@ -395,7 +436,7 @@ TEST_SUITE("frontend/optim") {
       pr->loss = -pr->loss;
       return pr;
     };
-    for (int kind = 0; kind < 5; ++kind) {
+    for (int kind = 0; kind < 9; ++kind) {
       CAPTURE(kind);
       auto make = [kind](Problem& pr, bool maximize) -> std::unique_ptr<optim::Optimizer> {
         if (kind == 0)
@@ -411,8 +452,20 @@ TEST_SUITE("frontend/optim") {
           return std::make_unique<optim::RMSprop>(
               Parameters{pr.p},
               optim::RMSpropOptions{.lr = 0.1, .weight_decay = 0.1, .centered = true, .maximize = maximize});
-        return std::make_unique<optim::Adagrad>(
-            Parameters{pr.p}, optim::AdagradOptions{.lr = 0.1, .weight_decay = 0.1, .maximize = maximize});
+        if (kind == 4)
+          return std::make_unique<optim::Adagrad>(
+              Parameters{pr.p}, optim::AdagradOptions{.lr = 0.1, .weight_decay = 0.1, .maximize = maximize});
+        if (kind == 5)
+          return std::make_unique<optim::Adamax>(
+              Parameters{pr.p}, optim::AdamaxOptions{.lr = 0.1, .weight_decay = 0.1, .maximize = maximize});
+        if (kind == 6)
+          return std::make_unique<optim::NAdam>(
+              Parameters{pr.p}, optim::NAdamOptions{.lr = 0.1, .weight_decay = 0.1, .maximize = maximize});
+        if (kind == 7)
+          return std::make_unique<optim::RAdam>(
+              Parameters{pr.p}, optim::RAdamOptions{.lr = 0.1, .weight_decay = 0.1, .maximize = maximize});
+        return std::make_unique<optim::Adadelta>(Parameters{pr.p},
+                                                 optim::AdadeltaOptions{.weight_decay = 0.1, .maximize = maximize});
       };
       Problem down(float64);
       auto neg = negated(float64);
@@ -484,6 +537,10 @@ TEST_SUITE("frontend/optim") {
     CHECK(contains(error_of([&] { optim::SGD opt({lin.weight(), lin.weight()}); }), "listed twice"));
     CHECK(contains(error_of([&] { optim::SGD opt(lin, {.nesterov = true}); }), "Nesterov momentum requires"));
     CHECK(contains(error_of([&] { optim::Adam opt(lin, {.beta1 = 1.0}); }), "beta1 must be in [0, 1)"));
+    CHECK(contains(error_of([&] { optim::NAdam opt(lin, {.beta2 = -0.5}); }), "nadam: beta2 must be in [0, 1)"));
+    CHECK(contains(error_of([&] { optim::RAdam opt(lin, {.eps = -1}); }), "radam: eps must be finite and >= 0"));
+    CHECK(contains(error_of([&] { optim::Adadelta opt(lin, {.rho = 1.5}); }), "adadelta: rho must be in [0, 1]"));
+    CHECK(contains(error_of([&] { optim::Adamax opt(lin, {.beta1 = NAN}); }), "adamax: beta1 must be in [0, 1)"));
     CHECK(contains(error_of([&] { optim::SGD opt(lin, {.lr = -1}); }), "lr must be finite and >= 0"));
     optim::Adam opt(lin);
     CHECK(contains(error_of([&] { opt.minimize(y); }), "must be a scalar, got [?,2]"));
