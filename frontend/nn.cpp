@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 namespace loom::nn {
@@ -500,6 +501,57 @@ Tensor LayerNorm::forward(const Tensor& x) {
     if (options_.bias) b = parameter(x, "bias", shape_, init::zeros(), x.dtype());
   }
   return layer_norm(x, w, b, int64_t(k), options_.eps).y;
+}
+
+// ---------------------------------------------------------------- RMSNorm
+
+Tensor rms_norm(const Tensor& x, int64_t dims, const Tensor& weight, std::optional<double> eps) {
+  LOOM_CHECK(x.valid(), "rms_norm: the input is an empty Tensor handle");
+  LOOM_CHECK(is_floating(x.dtype()), "rms_norm: expected a floating input, got ", dtype_name(x.dtype()));
+  LOOM_CHECK(dims >= 1 && dims <= x.ndim(), "rms_norm: normalizes 1 to ", x.ndim(), " trailing dims of ", S(x.shape()),
+             ", got ", dims);
+  const double e = eps                    ? *eps
+                   : x.dtype() == float64 ? std::numeric_limits<double>::epsilon()
+                                          : double(std::numeric_limits<float>::epsilon());
+  LOOM_CHECK(std::isfinite(e) && e >= 0, "rms_norm: eps must be finite and >= 0, got ", e);
+  std::vector<int64_t> axes;
+  for (int64_t a = x.ndim() - dims; a < x.ndim(); ++a) axes.push_back(a);
+  const Tensor y = x / sqrt(mean(x * x, axes, true) + e);
+  return weight.valid() ? y * weight : y;
+}
+
+RMSNorm::RMSNorm(int64_t features, RMSNormOptions options) : RMSNorm(Shape{features}, options) {}
+
+RMSNorm::RMSNorm(Shape normalized_shape, RMSNormOptions options)
+    : shape_(std::move(normalized_shape)), options_(options) {
+  LOOM_CHECK(!shape_.empty(), "RMSNorm: normalized_shape must have at least one dim");
+  for (int64_t d : shape_) LOOM_CHECK(d > 0, "RMSNorm: normalized_shape must be positive, got ", S(shape_));
+  if (options_.eps)
+    LOOM_CHECK(std::isfinite(*options_.eps) && *options_.eps >= 0, "RMSNorm: eps must be finite and >= 0, got ",
+               *options_.eps);
+}
+
+std::string RMSNorm::describe() const {
+  std::ostringstream os;
+  os << type_name() << "(" << (shape_.size() == 1 ? std::to_string(shape_[0]) : shape_str(shape_)) << ", eps=";
+  if (options_.eps)
+    os << *options_.eps;
+  else
+    os << "None";
+  os << (options_.affine ? ", elementwise_affine)" : ")");
+  return os.str();
+}
+
+Tensor RMSNorm::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  const size_t k = shape_.size();
+  bool ok = s.size() >= k;
+  for (size_t i = 0; ok && i < k; ++i) ok = s[s.size() - k + i] == shape_[i] || s[s.size() - k + i] < 0;
+  const std::string dims = shape_str(shape_);
+  LOOM_CHECK(ok, where(x), ": expected [..., ", dims.substr(1, dims.size() - 2), "], got ", S(s));
+  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  const Tensor w = options_.affine ? parameter(x, "weight", shape_, init::ones(), x.dtype()) : Tensor();
+  return rms_norm(x, int64_t(k), w, options_.eps);
 }
 
 // ---------------------------------------------------------------- MLPResNet

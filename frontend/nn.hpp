@@ -410,6 +410,33 @@ class LayerNorm : public Module {
   NormOptions options_;
 };
 
+/// F.rms_norm: x / sqrt(mean(x^2 over the last `dims` dims) + eps), times
+/// weight (the normalized shape; none when invalid); eps std::nullopt is the
+/// machine epsilon of x's dtype, PyTorch's default.
+Tensor rms_norm(const Tensor& x, int64_t dims, const Tensor& weight = {}, std::optional<double> eps = std::nullopt);
+
+struct RMSNormOptions {
+  std::optional<double> eps = std::nullopt;  // the dtype's machine epsilon (PyTorch's eps=None)
+  bool affine = true;                        // a learnable "weight" (ones): PyTorch's elementwise_affine
+};
+
+/// PyTorch's nn.RMSNorm(normalized_shape): rms_norm over the trailing dims
+/// equal to `normalized_shape`. Input [..., *normalized_shape].
+class RMSNorm : public Module {
+ public:
+  explicit RMSNorm(int64_t features, RMSNormOptions options = {});
+  explicit RMSNorm(Shape normalized_shape, RMSNormOptions options = {});
+  std::string type_name() const override { return "RMSNorm"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  Shape shape_;
+  RMSNormOptions options_;
+};
+
 /// LayerNorm over the last dim (the course's name; same module, same variables).
 class LayerNorm1d : public LayerNorm {
  public:

@@ -389,6 +389,44 @@ TEST_SUITE("frontend/nn") {
                    "BatchNorm1d: training needs more than one value per feature"));
   }
 
+  TEST_CASE("RMSNorm and rms_norm: PyTorch's values, its default eps, gradients") {
+    // clang-format off
+    const std::vector<double> xs{-1.5, 0.8333333333333335, -0.5, 1.8333333333333335, 0.5, -0.8333333333333334, 1.5, 0.16666666666666674, -1.1666666666666667, 1.1666666666666665, -0.16666666666666674, -1.5, -1.0, 0.25, 1.5, -0.5, 0.75, 2.0, 0.0, 1.25, -0.75, 0.5, 1.75, -0.25};
+    // PyTorch 2.15: nn.RMSNorm([3, 4]) with weight 0.5 + 0.1 i, and nn.RMSNorm(4, eps=0.1, elementwise_affine=False).
+    const std::vector<double> want_a{-0.6758453353343743, 0.45056355688958294, -0.315394489822708, 1.3216531002094434, 0.4055072012006246, -0.7509392614826381, 1.4868597377356236, 0.18022542275583328, -1.3667094558984016, 1.4718409525059706, -0.22528177844479155, -2.162705073069998, -0.46923713220346497, 0.1407711396610395, 0.9853979776272763, -0.375389705762772, 0.6334701284746778, 1.8769485288138599, 0.0, 1.407711396610395, -0.9150124077967567, 0.656931985084851, 2.4634949440681915, -0.375389705762772};
+    const std::vector<double> want_b{-1.1375103131225068, 0.6319501739569484, -0.379170104374169, 1.3902903827052864, 0.5254270830780441, -0.8757118051300735, 1.5762812492341323, 0.17514236102601477, -1.0041067934611823, 1.004106793461182, -0.14344382763731178, -1.2909944487358056, -1.0047207186066567, 0.25118017965166417, 1.507081077909985, -0.5023603593033283, 0.5872202195147035, 1.5659205853725426, 0.0, 0.9787003658578391, -0.7202305106510154, 0.48015367376734364, 1.6805378581857027, -0.24007683688367182};
+    // clang-format on
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 3, 4}, float64);
+    nn::RMSNorm a(Shape{3, 4}), b(4, {.eps = 0.1, .affine = false});
+    Tensor ya = a(x), yb = b(x);
+    CHECK(a.describe() == "RMSNorm([3,4], eps=None, elementwise_affine)");
+    CHECK(b.describe() == "RMSNorm(4, eps=0.1)");
+    REQUIRE(a.state_dict().size() == 1);
+    CHECK(b.state_dict().empty());
+    Session s(g);
+    std::vector<double> w;
+    for (int i = 0; i < 12; ++i) w.push_back(0.5 + 0.1 * i);
+    s.set(a.state_dict()[0].second, NDArray::from(w, {3, 4}));
+    const NDArray xv = NDArray::from(xs, {2, 3, 4});
+    const auto r = s.run({ya, yb}, {{x, xv}});
+    for (size_t i = 0; i < xs.size(); ++i) {
+      CHECK(r[0].to_vector<double>()[i] == doctest::Approx(want_a[i]).epsilon(1e-14));
+      CHECK(r[1].to_vector<double>()[i] == doctest::Approx(want_b[i]).epsilon(1e-14));
+    }
+    // The default eps is the dtype's: float32's 1.19e-7 dominates a mean square of ~1e-8 (PyTorch: -0.40735).
+    Tensor x32 = g.placeholder("x32", {4});
+    const NDArray y32 =
+        s.run1(nn::rms_norm(x32, 1), {{x32, NDArray::from<float>({-1.5e-4f, 0.8333333e-4f, -0.5e-4f, 1.8333333e-4f})}});
+    CHECK(y32.to_vector<float>()[0] == doctest::Approx(-0.4073467552661896).epsilon(1e-5));
+    CheckResult gr = check_gradient_fn(
+        [](const std::vector<Tensor>& in) { return std::vector<Tensor>{nn::rms_norm(in[0], 2, in[1], 1e-3)}; },
+        {xv, NDArray::from(w, {3, 4})}, {0, 1});
+    CHECK_MESSAGE(gr.ok, gr.detail);
+    CHECK(contains(error_of([&] { a(g.placeholder("bad", {2, 4, 3}, float64)); }), "expected [..., 3,4], got [2,4,3]"));
+    CHECK(contains(error_of([&] { nn::rms_norm(x, 4); }), "rms_norm: normalizes 1 to 3 trailing dims"));
+  }
+
   TEST_CASE("LayerNorm1d normalizes the last dim") {
     Graph g;
     nn::LayerNorm1d ln(6);
