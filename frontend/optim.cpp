@@ -159,6 +159,67 @@ double evaluate(const Schedule& schedule, int64_t step) {
 
 }  // namespace schedule
 
+// ---------------------------------------------------------------- ReduceLROnPlateau
+
+ReduceLROnPlateau::ReduceLROnPlateau(Graph& graph, PlateauOptions o) : o_(std::move(o)), graph_(&graph) {
+  const std::string& n = o_.name;
+  LOOM_CHECK(o_.factor >= 0 && o_.factor < 1, n, ": factor must be in [0, 1), got ", o_.factor);
+  LOOM_CHECK(o_.patience >= 0, n, ": patience must be >= 0, got ", o_.patience);
+  LOOM_CHECK(o_.cooldown >= 0, n, ": cooldown must be >= 0, got ", o_.cooldown);
+  check_finite_nonneg(n, "threshold", o_.threshold);
+  check_finite_nonneg(n, "min_factor", o_.min_factor);
+  check_finite_nonneg(n, "eps", o_.eps);
+  auto scalar = [&](const char* what, double initial) {
+    return graph.variable(n + "/" + what, {}, init::constant(initial), float64);
+  };
+  factor_ = scalar("factor", 1.0);
+  best_ = scalar("best", o_.maximize ? -INFINITY : INFINITY);
+  bad_epochs_ = scalar("bad_epochs", 0.0);
+  cooldown_ = scalar("cooldown", 0.0);
+}
+
+Schedule ReduceLROnPlateau::schedule() const {
+  return [graph = graph_, factor = factor_, name = o_.name](const Tensor& step) {
+    LOOM_CHECK(&step.graph() == graph, name, ": its schedule is for an optimizer of the graph it was built in");
+    return factor;
+  };
+}
+
+bool ReduceLROnPlateau::step(Session& session, double metric) {
+  LOOM_CHECK(&session.graph() == graph_, o_.name, ".step: the session runs another graph");
+  double best = session.get(best_).item(), bad = session.get(bad_epochs_).item();
+  double cooldown = session.get(cooldown_).item(), factor = session.get(factor_).item();
+  // PyTorch's _is_better, a negative best included (its relative bound then moves the other way).
+  const double sign = o_.maximize ? 1 : -1;
+  const double bound = o_.relative ? best * (1 + sign * o_.threshold) : best + sign * o_.threshold;
+  const bool better = o_.maximize ? metric > bound : metric < bound;
+  if (better) {
+    best = metric;
+    bad = 0;
+  } else {
+    ++bad;
+  }
+  if (cooldown > 0) {
+    --cooldown;
+    bad = 0;
+  }
+  bool reduced = false;
+  if (bad > double(o_.patience)) {
+    const double next = std::max(factor * o_.factor, o_.min_factor);
+    reduced = factor - next > o_.eps;
+    if (reduced) factor = next;
+    cooldown = double(o_.cooldown);
+    bad = 0;
+  }
+  session.set(best_, NDArray::scalar(best, float64));
+  session.set(bad_epochs_, NDArray::scalar(bad, float64));
+  session.set(cooldown_, NDArray::scalar(cooldown, float64));
+  session.set(factor_, NDArray::scalar(factor, float64));
+  return reduced;
+}
+
+double ReduceLROnPlateau::factor(Session& session) const { return session.get(factor_).item(); }
+
 // ---------------------------------------------------------------- clipping
 
 Tensor global_norm(const std::vector<Tensor>& grads) {

@@ -22,6 +22,9 @@
 
 #include "core/graph.hpp"
 
+namespace loom {
+class Session;
+}
 namespace loom::nn {
 class Module;
 }
@@ -66,6 +69,44 @@ inline constexpr int64_t kMaxScheduleSteps = int64_t(1) << 28;
 /// Evaluates a schedule at one step on the host (for printing and tests).
 double evaluate(const Schedule& schedule, int64_t step);
 }  // namespace schedule
+
+struct PlateauOptions {
+  /// The metric should rise (PyTorch's mode "max": an accuracy), else fall ("min": a loss).
+  bool maximize = false;
+  double factor = 0.1;      // the lr factor is multiplied by this on a plateau
+  int64_t patience = 10;    // epochs without improvement tolerated
+  double threshold = 1e-4;  // what counts as an improvement
+  bool relative = true;     // threshold_mode "rel" (best * (1 -+ threshold)), else "abs" (best -+ threshold)
+  int64_t cooldown = 0;     // epochs after a reduction before bad epochs count again
+  double min_factor = 0.0;  // PyTorch's min_lr as a factor of the optimizer's lr
+  double eps = 1e-8;        // a reduction of the factor smaller than this is skipped
+  std::string name = "plateau";
+};
+
+/// PyTorch's ReduceLROnPlateau: the lr factor falls by `factor` when the
+/// metric given after each epoch has not improved for `patience` epochs.
+/// Its state is in float64 scalar variables of the graph ("<name>/factor",
+/// "<name>/best", "<name>/bad_epochs", "<name>/cooldown"), so checkpoints
+/// keep it; schedule() reads the factor, for an optimizer of the same graph:
+///
+///     optim::ReduceLROnPlateau plateau(g, {.patience = 2});
+///     optim::Adam opt(model, {.lr = 1e-3, .schedule = plateau.schedule()});
+///     ... each epoch: plateau.step(session, validation_loss);
+class ReduceLROnPlateau {
+ public:
+  explicit ReduceLROnPlateau(Graph& graph, PlateauOptions options = {});
+  Schedule schedule() const;
+  /// Feeds an epoch's metric (a NaN counts as no improvement, as PyTorch's);
+  /// returns whether the factor was reduced.
+  bool step(Session& session, double metric);
+  /// The current lr factor.
+  double factor(Session& session) const;
+
+ private:
+  PlateauOptions o_;
+  Graph* graph_;
+  Tensor factor_, best_, bad_epochs_, cooldown_;
+};
 
 /// Scales grads by min(1, max_norm / (norm + 1e-6)) where norm is their
 /// global L2 norm (PyTorch's clip_grad_norm_). Returns the clipped gradients;

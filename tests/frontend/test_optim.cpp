@@ -7,6 +7,7 @@
 // util.hpp (and core/philox.hpp in it) before ops/ops.hpp: philox must see the C math functions.
 #include "tests/util.hpp"
 
+#include "frontend/checkpoint.hpp"
 #include "frontend/nn.hpp"
 #include "frontend/optim.hpp"
 
@@ -427,6 +428,68 @@ TEST_SUITE("frontend/optim") {
     for (const Tensor& t : nadam.state()) names.push_back(t.name() + " " + shape_str(t.shape()));
     CHECK(names == std::vector<std::string>{"nadam/step []", "nadam/p/exp_avg [4]", "nadam/p/exp_avg_sq [4]",
                                             "nadam/p/mu_product []"});
+  }
+
+  TEST_CASE("ReduceLROnPlateau: PyTorch's factors epoch by epoch; the optimizer's lr follows; checkpoints keep it") {
+    // clang-format off
+    const std::vector<double> metrics{1.0, 0.9, 0.95, 0.9, 0.91, 0.89995, 0.92, 0.5, 0.6, 0.7, NAN, 0.8, 0.4, 0.45, 0.45, 0.45, 0.45, -1.0, -0.99995, -1.2, -1.1, -1.1, -1.1};
+    const std::vector<optim::PlateauOptions> options{
+      {},
+      {.patience = 1},
+      {.maximize = true, .factor = 0.5, .patience = 1},
+      {.factor = 0.5, .patience = 0, .threshold = 0.05, .relative = false, .cooldown = 2, .min_factor = 0.2},
+      {.factor = 0.4, .patience = 2, .eps = 0.5},
+    };
+    // torch.optim.lr_scheduler.ReduceLROnPlateau over SGD(lr=1), PyTorch 2.15: the lr after each step(metric).
+    const std::vector<std::vector<double>> want{
+      {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0},
+      {1.0, 1.0, 1.0, 0.1, 0.1, 0.010000000000000002, 0.010000000000000002, 0.010000000000000002, 0.010000000000000002, 0.0010000000000000002, 0.0010000000000000002, 0.00010000000000000003, 0.00010000000000000003, 0.00010000000000000003, 1.0000000000000004e-05, 1.0000000000000004e-05, 1.0000000000000004e-06, 1.0000000000000004e-06, 1.0000000000000004e-06, 1.0000000000000004e-06, 1.0000000000000004e-06, 1.0000000000000005e-07, 1.0000000000000005e-07},
+      {1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125, 0.0625, 0.0625, 0.03125, 0.03125, 0.015625, 0.015625, 0.0078125, 0.0078125, 0.00390625, 0.00390625, 0.001953125, 0.001953125, 0.0009765625, 0.0009765625, 0.00048828125},
+      {1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2},
+      {1.0, 1.0, 1.0, 1.0, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4},
+    };
+    // clang-format on
+    for (size_t c = 0; c < options.size(); ++c) {
+      CAPTURE(c);
+      Problem pr(float64);
+      optim::ReduceLROnPlateau plateau(pr.g, options[c]);
+      optim::SGD opt({pr.p}, {.lr = 0.5, .schedule = plateau.schedule()});
+      Tensor step = opt.minimize(pr.loss);
+      Session s(pr.g);
+      for (size_t e = 0; e < metrics.size(); ++e) {
+        CAPTURE(e);
+        const double before = plateau.factor(s);
+        const bool reduced = plateau.step(s, metrics[e]);
+        CHECK(reduced == (plateau.factor(s) < before));
+        CHECK(plateau.factor(s) == doctest::Approx(want[c][e]).epsilon(1e-15));
+        // The next update's lr is the base lr times the factor.
+        CHECK(s.run({opt.learning_rate()}, {}, {step})[0].item() == doctest::Approx(0.5 * want[c][e]).epsilon(1e-15));
+      }
+    }
+    // Its state is variables: a checkpoint of the session carries it to another.
+    Problem pr(float64);
+    optim::ReduceLROnPlateau plateau(pr.g, {.patience = 0});
+    optim::Adam opt({pr.p}, {.schedule = plateau.schedule()});
+    opt.minimize(pr.loss);
+    Session s(pr.g);
+    plateau.step(s, 1.0);
+    CHECK(plateau.step(s, 2.0));
+    test::TempDir dir;
+    checkpoint::save(s, dir.path / "plateau.safetensors");
+    Session resumed(pr.g);
+    checkpoint::load(resumed, dir.path / "plateau.safetensors");
+    CHECK(plateau.factor(resumed) == doctest::Approx(0.1));
+    CHECK_FALSE(plateau.step(resumed, 0.5));  // better than the saved best 1.0
+    CHECK(plateau.step(resumed, 0.6));
+    CHECK(plateau.factor(resumed) == doctest::Approx(0.01));
+    Problem other(float64);
+    CHECK(contains(error_of([&] {
+                     optim::SGD bad({other.p}, {.schedule = plateau.schedule()});
+                     bad.minimize(other.loss);
+                   }),
+                   "plateau: its schedule is for an optimizer of the graph it was built in"));
+    CHECK(contains(error_of([&] { optim::ReduceLROnPlateau p(pr.g, {.factor = 1.0, .name = "p2"}); }),
+                   "p2: factor must be in [0, 1), got 1"));
   }
 
   TEST_CASE("maximize ascends: every optimizer takes the negated gradient (PyTorch's maximize)") {
