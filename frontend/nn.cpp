@@ -586,28 +586,80 @@ MLPResNet::MLPResNet(int64_t dim, MLPResNetOptions o) {
 
 // ---------------------------------------------------------------- losses and metrics
 
-static void check_logits_labels(const char* what, const Tensor& logits, const Tensor& labels) {
+/// How labels index the logits' classes: along `axis` (the last, loom's
+/// [..., C], or 1, PyTorch's [N, C, d1, ...]); `soft` for probability targets.
+struct ClassLayout {
+  int64_t axis;
+  bool soft;
+};
+
+/// 2 when `y` equals `want` dim by dim (a dim unknown in both counts as equal), 1 when it
+/// could (an unknown dim against a known one), 0 when it cannot.
+static int shape_match(const Shape& y, const Shape& want) {
+  if (y.size() != want.size()) return 0;
+  int r = 2;
+  for (size_t i = 0; i < y.size(); ++i) {
+    if ((y[i] < 0) != (want[i] < 0))
+      r = 1;
+    else if (y[i] != want[i])
+      return 0;
+  }
+  return r;
+}
+
+static ClassLayout class_layout(const char* what, const Tensor& logits, const Tensor& labels, bool soft_allowed) {
   LOOM_CHECK(logits.valid() && labels.valid(), what, ": empty Tensor handle");
   const Shape &l = logits.shape(), &y = labels.shape();
-  LOOM_CHECK(l.size() >= 1 && y.size() + 1 == l.size(), what, ": logits '", logits.name(), "' ", S(l),
-             " need labels of shape ", S(Shape(l.begin(), l.end() - (l.empty() ? 0 : 1))), ", got '", labels.name(),
-             "' ", S(y));
-  for (size_t i = 0; i < y.size(); ++i)
-    LOOM_CHECK(y[i] == l[i] || y[i] < 0 || l[i] < 0, what, ": logits ", S(l), " do not match labels ", S(y));
   LOOM_CHECK(is_floating(logits.dtype()), what, ": logits must be floating, got ", dtype_name(logits.dtype()));
+  LOOM_CHECK(!l.empty(), what, ": logits '", logits.name(), "' must have a class dim, got a scalar");
+  if (soft_allowed && is_floating(labels.dtype())) {  // PyTorch's class probabilities: the logits' shape, classes at 1
+    LOOM_CHECK(labels.dtype() == logits.dtype() && shape_match(y, l), what, ": probability targets '", labels.name(),
+               "' must be ", dtype_name(logits.dtype()), S(l), " like the logits, got ", dtype_name(labels.dtype()),
+               S(y));
+    const int64_t axis = l.size() == 1 ? 0 : 1;
+    LOOM_CHECK(l[size_t(axis)] > 0, what, ": the class dim of ", S(l), " must be known");
+    return {axis, true};
+  }
   LOOM_CHECK(is_integral(labels.dtype()) && labels.dtype() != boolean, what, ": labels '", labels.name(),
-             "' must be integers, got ", dtype_name(labels.dtype()));
-  LOOM_CHECK(l.back() > 0, what, ": the class dim of ", S(l), " must be known");
+             "' must be integers", soft_allowed ? " (or probabilities shaped as the logits)" : "", ", got ",
+             dtype_name(labels.dtype()));
+  Shape last(l.begin(), l.end() - 1), second = l;
+  second.erase(second.begin() + (l.size() > 1 ? 1 : 0));
+  const int by_last = shape_match(y, last), by_second = l.size() >= 3 ? shape_match(y, second) : 0;
+  LOOM_CHECK(by_last || by_second, what, ": logits '", logits.name(), "' ", S(l), " need labels of shape ", S(last),
+             l.size() >= 3 ? (std::string(" (classes last) or ") + shape_str(second) + " (classes at dim 1)") : "",
+             ", got '", labels.name(), "' ", S(y));
+  LOOM_CHECK(!(by_last == 2 && by_second == 2), what, ": logits ", S(l), " and labels ", S(y),
+             " fit both classes at dim 1 (PyTorch's [N, C, d1, ...]) and classes last ([..., C]); reshape the logits "
+             "to [rows, C] and the labels to [rows]");
+  // Certain beats possible; between two possible matches, classes last.
+  const int64_t axis = by_second > by_last ? 1 : int64_t(l.size()) - 1;
+  LOOM_CHECK(l[size_t(axis)] > 0, what, ": the class dim of ", S(l), " must be known");
+  return {axis, false};
 }
 
-/// Logits as [rows, C] and labels as [rows].
-static std::pair<Tensor, Tensor> as_rows(const Tensor& logits, const Tensor& labels) {
-  if (logits.ndim() == 2) return {logits, labels};
-  return {reshape(logits, {-1, logits.shape().back()}), reshape(labels, {-1})};
+/// x with `axis` moved last.
+static Tensor classes_last(const Tensor& x, int64_t axis) {
+  if (axis == x.ndim() - 1) return x;
+  std::vector<int64_t> order;
+  for (int64_t a = 0; a < x.ndim(); ++a)
+    if (a != axis) order.push_back(a);
+  order.push_back(axis);
+  return permute(x, order);
 }
 
-static void check_cross_entropy_options(const Tensor& logits, const CrossEntropyOptions& o) {
-  const int64_t C = logits.shape().back();
+/// Logits as [rows, C] and labels as [rows] (probabilities as [rows, C]), rows in the labels' order.
+static std::pair<Tensor, Tensor> as_rows(const Tensor& logits, const Tensor& labels, const ClassLayout& c) {
+  const Tensor l = classes_last(logits, c.axis);
+  const Tensor y = c.soft ? classes_last(labels, c.axis) : labels;
+  if (l.ndim() == 2) return {l, y};
+  const int64_t C = l.shape().back();
+  if (l.ndim() == 1) return {reshape(l, {1, C}), c.soft ? reshape(y, {1, C}) : reshape(y, {1})};
+  return {reshape(l, {-1, C}), c.soft ? reshape(y, {-1, C}) : reshape(y, {-1})};
+}
+
+static void check_cross_entropy_options(const Tensor& logits, const ClassLayout& c, const CrossEntropyOptions& o) {
+  const int64_t C = logits.shape()[size_t(c.axis)];
   LOOM_CHECK(o.label_smoothing >= 0 && o.label_smoothing <= 1, "cross_entropy: label_smoothing must be in [0, 1], got ",
              o.label_smoothing);
   check_reduction("cross_entropy", o.reduction);
@@ -650,13 +702,30 @@ Tensor reduce_rows(const Tensor& loss, const LabelRows& rows, Reduction r, const
 
 }  // namespace
 
+/// PyTorch's formula for class probabilities t (label smoothing mixes in the
+/// uniform distribution): -sum_c weight_c t_c log_softmax(z)_c per row; a mean
+/// over the rows (not their weights).
+static Tensor soft_cross_entropy(const Tensor& l, const Tensor& t, const CrossEntropyOptions& o, const Tensor& logits,
+                                 const ClassLayout& c) {
+  const double eps = o.label_smoothing, C = double(l.shape().back());
+  const Tensor target = eps > 0 ? t * (1 - eps) + eps / C : t;
+  const Tensor per_class = o.weight.valid() ? log_softmax(l, 1) * target * o.weight : log_softmax(l, 1) * target;
+  const Tensor loss = -sum(per_class, {1});
+  if (o.reduction == Reduction::sum) return sum(loss);
+  if (o.reduction == Reduction::mean) return mean(loss);
+  Shape s = logits.shape();  // none: the logits' shape without the class dim
+  s.erase(s.begin() + c.axis);
+  return reshape(loss, s);
+}
+
 /// PyTorch's formula: with row weights w_i = weight[y_i] (0 where ignored),
 /// (1 - eps) sum_i w_i nll_i + eps / C sum_i [y_i kept] sum_c weight_c (lse_i - z_ic),
 /// a mean dividing both sums by sum_i w_i.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyOptions& o) {
-  check_logits_labels("cross_entropy", logits, labels);
-  check_cross_entropy_options(logits, o);
-  auto [l, y] = as_rows(logits, labels);
+  const ClassLayout c = class_layout("cross_entropy", logits, labels, true);
+  check_cross_entropy_options(logits, c, o);
+  auto [l, y] = as_rows(logits, labels, c);
+  if (c.soft) return soft_cross_entropy(l, y, o, logits, c);
   const LabelRows rows = label_rows(y, o, l.dtype());
   const std::vector<Tensor> nll_lse = sparse_softmax_cross_entropy(l, rows.labels);
   Tensor loss = rows.weight * nll_lse[0];
@@ -670,10 +739,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntr
 }
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const CrossEntropyOptions& o) {
-  check_logits_labels("nll_loss", log_probs, labels);
-  check_cross_entropy_options(log_probs, o);
+  const ClassLayout c = class_layout("nll_loss", log_probs, labels, false);
+  check_cross_entropy_options(log_probs, c, o);
   LOOM_CHECK(o.label_smoothing == 0, "nll_loss: label_smoothing is cross_entropy's option, got ", o.label_smoothing);
-  auto [l, y] = as_rows(log_probs, labels);
+  auto [l, y] = as_rows(log_probs, labels, c);
   const LabelRows rows = label_rows(y, o, l.dtype());
   // -log_probs[i, y_i] (one_hot refuses a label outside [0, C), naming it).
   // A select, not a product with the one-hot: 0 * -inf (a log-probability of 0) would be NaN.
@@ -682,17 +751,14 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const CrossEntrop
 }
 
 Tensor correct(const Tensor& logits, const Tensor& labels) {
-  check_logits_labels("correct", logits, labels);
-  auto [l, y] = as_rows(logits, labels);
+  auto [l, y] = as_rows(logits, labels, class_layout("correct", logits, labels, false));
   Tensor pred = argmax(l, 1);
   Tensor target = y.dtype() == int64 ? y : cast(y, int64);
   return sum(cast(pred == target, float32));
 }
 
 Tensor accuracy(const Tensor& logits, const Tensor& labels) {
-  Tensor c = correct(logits, labels);
-  auto [l, y] = as_rows(logits, labels);
-  return c / size(y, {}, float32);
+  return correct(logits, labels) / size(labels, {}, float32);
 }
 
 }  // namespace loom::nn

@@ -520,14 +520,20 @@ struct CrossEntropyOptions {
 };
 
 /// Cross-entropy of softmax(logits) against integer class labels, as
-/// PyTorch's F.cross_entropy: logits [..., C], labels [...] (any integer
-/// dtype); `none` gives one loss per label, shaped as the labels. A label
-/// outside [0, C) that is not ignore_index raises loom::Error naming it when
-/// the graph runs.
+/// PyTorch's F.cross_entropy: logits [N, C, d1, ...] with labels [N, d1, ...]
+/// (PyTorch's layout: [N, C] and [N], or a segmentation's [N, C, H, W] and
+/// [N, H, W]), or logits [..., C] with labels [...] (classes last, as a
+/// sequence model's [T, N, V]); shapes that fit both are an error. Labels of
+/// any integer dtype; `none` gives one loss per label, shaped as the labels.
+/// A label outside [0, C) that is not ignore_index raises loom::Error naming
+/// it when the graph runs. Labels of the logits' floating dtype and shape are
+/// class probabilities (PyTorch's soft targets, classes at dim 1; `mean`
+/// averages over the rows, ignore_index does not apply).
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyOptions& options = {});
 
-/// PyTorch's nll_loss: -log_probs[..., label] (log_probs [..., C], e.g. a
-/// log_softmax), with cross_entropy's weight, ignore_index and reduction.
+/// PyTorch's nll_loss: -log_probs[label] along the class dim (log_probs laid
+/// out as cross_entropy's logits, e.g. a log_softmax), with cross_entropy's
+/// weight, ignore_index and reduction.
 Tensor nll_loss(const Tensor& log_probs, const Tensor& labels, const CrossEntropyOptions& options = {});
 
 // Element-wise losses, as PyTorch's: input and target of one floating dtype and one shape.
@@ -629,7 +635,7 @@ class SoftmaxLoss {
   CrossEntropyOptions options_;
 };
 
-/// Number of rows whose argmax over the last dim equals the label (float32 scalar).
+/// Number of labels equal to the argmax over the class dim (cross_entropy's layouts; float32 scalar).
 Tensor correct(const Tensor& logits, const Tensor& labels);
 /// Fraction of rows whose argmax equals the label (float32 scalar).
 Tensor accuracy(const Tensor& logits, const Tensor& labels);

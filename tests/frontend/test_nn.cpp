@@ -507,9 +507,79 @@ TEST_SUITE("frontend/nn") {
     CHECK(s.run1(nn::cross_entropy(l3, y2), {{l3, l.reshape({5, 1, 4})}, {y2, y8}}).item() ==
           doctest::Approx(expect).epsilon(1e-5));
     Tensor yf = g.placeholder("yf", {-1});
-    CHECK(contains(error_of([&] { nn::cross_entropy(logits, yf); }), "must be integers, got float32"));
+    CHECK(contains(error_of([&] { nn::cross_entropy(logits, yf); }),
+                   "probability targets 'yf' must be float32[?,4] like the logits, got float32[?]"));
+    CHECK(contains(error_of([&] { nn::nll_loss(logits, yf); }), "labels 'yf' must be integers, got float32"));
     Tensor ybad = g.placeholder("ybad", {-1, 2}, int64);
     CHECK(contains(error_of([&] { nn::cross_entropy(logits, ybad); }), "need labels of shape [?]"));
+  }
+
+  TEST_CASE("cross_entropy in PyTorch's layouts: classes at dim 1 ([N, C, H, W]) and class probabilities") {
+    // clang-format off
+    const std::vector<double> xs{-1.5, 0.8333333333333335, -0.5, 1.8333333333333335, 0.5, -0.8333333333333334, 1.5, 0.16666666666666674, -1.1666666666666667, 1.1666666666666665, -0.16666666666666674, -1.5, 0.8333333333333335, -0.5, 1.8333333333333335, 0.5, -0.8333333333333334, 1.5, 0.16666666666666674, -1.1666666666666667, 1.1666666666666665, -0.16666666666666674, -1.5, 0.8333333333333335};
+    const std::vector<double> ps{0.03005888756957402, 0.506480391055654, 0.506480391055654, 0.07252144568074774, 0.6037488961486258, 0.3071958857184984, 0.3071958857184984, 0.04398648029205784, 0.3661922162818002, 0.1863237232258476, 0.1863237232258476, 0.8834920740271943, 0.506480391055654, 0.506480391055654, 0.03005888756957402, 0.506480391055654, 0.3071958857184984, 0.3071958857184984, 0.6037488961486258, 0.3071958857184984, 0.1863237232258476, 0.1863237232258476, 0.3661922162818002, 0.1863237232258476};
+    // PyTorch 2.15, F.cross_entropy of x [2, 3, 2, 2] against labels [2, 2, 2] (one ignored) with weight
+    // [0.5, 1, 2]: reduction none, mean, mean with label_smoothing 0.2; nll_loss of log_softmax(x, 1), sum.
+    const std::vector<double> kdim_none{1.1404083621716992, 1.2323882000994966, 0.2808167243433982, 0.0, 1.2323882000994966, 3.8949667820201297, 0.10128654990162855, 2.616194100049748};
+    // Against the probabilities p (softmax over dim 1): none; mean with weight and label_smoothing 0.1; sum.
+    const std::vector<double> soft_none{0.9512548599522133, 1.399412668505296, 1.6043170451644524, 3.2208574803806678, 1.399412668505296, 1.6043170451644524, 2.429461980990301, 1.3994126685052963};
+    // clang-format on
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 3, 2, 2}, float64), y = g.placeholder("y", {-1, 2, 2}, int64);
+    Tensor p = g.placeholder("p", {-1, 3, 2, 2}, float64);
+    Tensor w = g.constant(NDArray::from<double>({0.5, 1.0, 2.0}));
+    using R = nn::Reduction;
+    const std::vector<Tensor> fetches{nn::cross_entropy(x, y, {.weight = w, .reduction = R::none}),
+                                      nn::cross_entropy(x, y, {.weight = w}),
+                                      nn::cross_entropy(x, y, {.weight = w, .label_smoothing = 0.2}),
+                                      nn::nll_loss(log_softmax(x, 1), y, {.reduction = R::sum}),
+                                      nn::cross_entropy(x, p, {.reduction = R::none}),
+                                      nn::cross_entropy(x, p, {.weight = w, .label_smoothing = 0.1}),
+                                      nn::cross_entropy(x, p, {.reduction = R::sum}),
+                                      nn::accuracy(x, y)};
+    CHECK(fetches[0].shape() == Shape{-1, 2, 2});
+    CHECK(fetches[4].shape() == Shape{-1, 2, 2});
+    Session s(g);
+    const NDArray yv = NDArray::from<int64_t>({0, 2, 1, -100, 2, 2, 0, 1}, {2, 2, 2});
+    const auto r =
+        s.run(fetches, {{x, NDArray::from(xs, {2, 3, 2, 2})}, {y, yv}, {p, NDArray::from(ps, {2, 3, 2, 2})}});
+    for (size_t i = 0; i < 8; ++i) {
+      CHECK(r[0].to_vector<double>()[i] == doctest::Approx(kdim_none[i]).epsilon(1e-14));
+      CHECK(r[4].to_vector<double>()[i] == doctest::Approx(soft_none[i]).epsilon(1e-14));
+    }
+    CHECK(r[1].item() == doctest::Approx(1.1664943242983996).epsilon(1e-14));
+    CHECK(r[2].item() == doctest::Approx(1.2143877026888883).epsilon(1e-14));
+    CHECK(r[3].item() == doctest::Approx(8.560272239649363).epsilon(1e-14));
+    CHECK(r[5].item() == doctest::Approx(2.253392394169965).epsilon(1e-14));
+    CHECK(r[6].item() == doctest::Approx(14.008446417167974).epsilon(1e-14));
+    // Accuracy counts every label (the ignored one as a miss): argmax over dim 1.
+    int hits = 0;
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t i = 0; i < 4; ++i) {
+        int best = 0;
+        for (int c = 1; c < 3; ++c)
+          if (xs[size_t(n * 12 + c * 4 + i)] > xs[size_t(n * 12 + best * 4 + i)]) best = c;
+        hits += best == yv.to_vector<int64_t>()[size_t(n * 4 + i)];
+      }
+    CHECK(r[7].item() == doctest::Approx(hits / 8.0));
+    // Shapes that fit both layouts are refused; the classes-last form stays for [T, N, V].
+    Tensor cube = g.placeholder("cube", {4, 3, 3, 3}), labels3 = g.placeholder("labels3", {4, 3, 3}, int64);
+    CHECK(contains(error_of([&] { nn::cross_entropy(cube, labels3); }), "fit both classes at dim 1"));
+    Tensor lm = g.placeholder("lm", {5, -1, 7}), next = g.placeholder("next", {5, -1}, int64);
+    CHECK(nn::cross_entropy(lm, next, {.reduction = R::none}).shape() == Shape{5, -1});
+    CHECK(contains(error_of([&] {
+                     nn::cross_entropy(x, g.placeholder("bad", {2, 4, 2}, int64));
+                   }),
+                   "need labels of shape [?,3,2] (classes last) or [?,2,2] (classes at dim 1)"));
+    // Gradients of both forms against central differences.
+    CheckResult gr = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          const Tensor labels = in[0].graph().constant(NDArray::from<int64_t>({0, 2, 1, -100, 2, 2, 0, 1}, {2, 2, 2}));
+          return std::vector<Tensor>{nn::cross_entropy(in[0], labels, {.label_smoothing = 0.1}),
+                                     nn::cross_entropy(in[0], in[1])};
+        },
+        {NDArray::from(xs, {2, 3, 2, 2}), NDArray::from(ps, {2, 3, 2, 2})}, {0, 1});
+    CHECK_MESSAGE(gr.ok, gr.detail);
   }
 
   TEST_CASE("mse, l1, smooth_l1, huber, binary cross-entropy and nll losses against PyTorch's values") {
