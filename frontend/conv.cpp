@@ -710,6 +710,44 @@ std::string MaxPool2d::describe() const {
 
 Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, options_); }
 
+Tensor MaxPool2d::indices(const Tensor& x) const { return max_pool2d_indices(x, options_); }
+
+MaxUnpool2d::MaxUnpool2d(std::vector<int64_t> kernel, Pool2dOptions options)
+    : options_(pool_options(std::move(kernel), options, "MaxUnpool2d")) {
+  const std::vector<int64_t> stride = options_.stride.empty() ? options_.kernel : options_.stride;
+  kernel_ = detail::pair_attr(options_.kernel, "MaxUnpool2d", "kernel");
+  stride_ = detail::pair_attr(stride, "MaxUnpool2d", "stride");
+  padding_ = detail::padding4(options_.padding, "MaxUnpool2d");
+  for (int64_t v : stride_) LOOM_CHECK(v > 0, "MaxUnpool2d: stride must be positive, got ", attr_str(stride_));
+  for (int64_t v : padding_) LOOM_CHECK(v >= 0, "MaxUnpool2d: padding must be >= 0, got ", attr_str(padding_));
+}
+
+std::string MaxUnpool2d::describe() const {
+  return "MaxUnpool2d(kernel=" + ints_str(options_.kernel) + ", stride=" + ints_str(stride_) +
+         ", padding=" + ints_str(options_.padding) + ")";
+}
+
+Tensor MaxUnpool2d::operator()(const Tensor& y, const Tensor& indices, std::vector<int64_t> output_size) const {
+  LOOM_CHECK(y.valid() && indices.valid(), "MaxUnpool2d: empty Tensor handle");
+  const Shape& s = y.shape();
+  LOOM_CHECK(s.size() == 4 && s[2] >= 0 && s[3] >= 0, "MaxUnpool2d: expected [N, C, h, w] with known h and w, got ",
+             S(s));
+  if (output_size.size() == 4) output_size.erase(output_size.begin(), output_size.begin() + 2);  // [N, C, H, W]
+  std::vector<int64_t> size(2);
+  for (size_t a = 0; a < 2; ++a) {
+    // PyTorch's default, and the range it allows a given size in (the sizes pooling could have come from).
+    size[a] = (s[a + 2] - 1) * stride_[a] - padding_[2 * a] - padding_[2 * a + 1] + kernel_[a];
+    if (output_size.empty()) continue;
+    LOOM_CHECK(output_size.size() == 2, "MaxUnpool2d: output_size needs 2 values (H, W) or 4, got ",
+               attr_str(output_size));
+    LOOM_CHECK(output_size[a] > size[a] - stride_[a] && output_size[a] < size[a] + stride_[a],
+               "MaxUnpool2d: output_size ", attr_str(output_size), " must be within (", size[a] - stride_[a], ", ",
+               size[a] + stride_[a], ") along axis ", a + 2, " for input ", S(s));
+    size[a] = output_size[a];
+  }
+  return max_unpool2d(y, indices, size);
+}
+
 AvgPool2d::AvgPool2d(std::vector<int64_t> kernel, Pool2dOptions options)
     : options_(pool_options(std::move(kernel), options, "AvgPool2d")) {}
 

@@ -391,12 +391,31 @@ class MaxPool2d : public Module {
       : MaxPool2d(std::vector<int64_t>{kernel}, std::move(options)) {}
   std::string type_name() const override { return "MaxPool2d"; }
   std::string describe() const override;
+  /// PyTorch's return_indices: each maximum's index h * W + w in its plane (int64), for MaxUnpool2d.
+  Tensor indices(const Tensor& x) const;
 
  protected:
   Tensor forward(const Tensor& x) override;
 
  private:
   loom::Pool2dOptions options_;
+};
+
+/// PyTorch's nn.MaxUnpool2d(kernel, stride, padding): values y [N, C, h, w]
+/// written at their MaxPool2d indices into zeros [N, C, H, W], by default
+/// H = (h - 1) * stride - padding_top - padding_bottom + kernel (output_size,
+/// {H, W} or {N, C, H, W}, picks another size pooling could have come from).
+class MaxUnpool2d {
+ public:
+  explicit MaxUnpool2d(std::vector<int64_t> kernel, Pool2dOptions options = {});
+  explicit MaxUnpool2d(int64_t kernel, Pool2dOptions options = {})
+      : MaxUnpool2d(std::vector<int64_t>{kernel}, std::move(options)) {}
+  Tensor operator()(const Tensor& y, const Tensor& indices, std::vector<int64_t> output_size = {}) const;
+  std::string describe() const;
+
+ private:
+  loom::Pool2dOptions options_;
+  std::vector<int64_t> kernel_, stride_, padding_;
 };
 
 class AvgPool2d : public Module {

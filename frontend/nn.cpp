@@ -487,14 +487,20 @@ std::string LayerNorm::describe() const {
   return os.str();
 }
 
-Tensor LayerNorm::forward(const Tensor& x) {
+/// Checks that x is floating and ends with `normalized` (a norm over trailing dims; `who` names the module).
+static void check_trailing(const std::string& who, const Tensor& x, const Shape& normalized) {
   const Shape& s = x.shape();
-  const size_t k = shape_.size();
+  const size_t k = normalized.size();
   bool ok = s.size() >= k;
-  for (size_t i = 0; ok && i < k; ++i) ok = s[s.size() - k + i] == shape_[i] || s[s.size() - k + i] < 0;
-  const std::string dims = shape_str(shape_);
-  LOOM_CHECK(ok, where(x), ": expected [..., ", dims.substr(1, dims.size() - 2), "], got ", S(s));
-  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  for (size_t i = 0; ok && i < k; ++i) ok = s[s.size() - k + i] == normalized[i] || s[s.size() - k + i] < 0;
+  const std::string dims = shape_str(normalized);
+  LOOM_CHECK(ok, who, ": expected [..., ", dims.substr(1, dims.size() - 2), "], got ", S(s));
+  LOOM_CHECK(is_floating(x.dtype()), who, ": expected a floating input, got ", dtype_name(x.dtype()));
+}
+
+Tensor LayerNorm::forward(const Tensor& x) {
+  check_trailing(where(x), x, shape_);
+  const size_t k = shape_.size();
   Tensor w, b;
   if (options_.affine) {
     w = parameter(x, "weight", shape_, init::ones(), x.dtype());
@@ -543,13 +549,8 @@ std::string RMSNorm::describe() const {
 }
 
 Tensor RMSNorm::forward(const Tensor& x) {
-  const Shape& s = x.shape();
+  check_trailing(where(x), x, shape_);
   const size_t k = shape_.size();
-  bool ok = s.size() >= k;
-  for (size_t i = 0; ok && i < k; ++i) ok = s[s.size() - k + i] == shape_[i] || s[s.size() - k + i] < 0;
-  const std::string dims = shape_str(shape_);
-  LOOM_CHECK(ok, where(x), ": expected [..., ", dims.substr(1, dims.size() - 2), "], got ", S(s));
-  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
   const Tensor w = options_.affine ? parameter(x, "weight", shape_, init::ones(), x.dtype()) : Tensor();
   return rms_norm(x, int64_t(k), w, options_.eps);
 }

@@ -323,8 +323,16 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& options = {});
 Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& options = {});
 /// Average over output_size (1 or 2 values) windows covering the input, as PyTorch's; {1} is global pooling.
 Tensor adaptive_avg_pool2d(const Tensor& x, const std::vector<int64_t>& output_size = {1});
-/// Maximum over the same windows (PyTorch's adaptive_max_pool2d without indices).
+/// Maximum over the same windows (PyTorch's adaptive_max_pool2d).
 Tensor adaptive_max_pool2d(const Tensor& x, const std::vector<int64_t>& output_size = {1});
+/// PyTorch's return_indices: the index h * W + w in its plane of each window's
+/// maximum (int64), the one max_pool2d (adaptive_max_pool2d) takes.
+Tensor max_pool2d_indices(const Tensor& x, const Pool2dOptions& options = {});
+Tensor adaptive_max_pool2d_indices(const Tensor& x, const std::vector<int64_t>& output_size = {1});
+/// PyTorch's max_unpool2d (ops/unpool.cpp): zeros [N, C, H, W] (output_size
+/// {H, W}) with y [N, C, h, w] written at those indices; an index given twice
+/// keeps the last value. Gradient: dz read at the indices.
+Tensor max_unpool2d(const Tensor& y, const Tensor& indices, const std::vector<int64_t>& output_size);
 
 struct BatchNormOutputs {
   Tensor y;     ///< normalized (and affine-transformed, and ReLU'd when asked)

@@ -16,6 +16,8 @@
 // the input or the leading padding), and for avg_pool2d count_include_pad
 // (PyTorch's default true: padded positions count in the divisor, the part
 // of a ceil_mode window past the padding never does);
+// max_pool2d_indices and adaptive_max_pool2d_indices give PyTorch's
+// return_indices: the maximum's position h * W + w in its plane (int64).
 // adaptive_max_pool2d and adaptive_avg_pool2d: output_size [oh, ow], windows
 // [floor(i*H/oh), ceil((i+1)*H/oh)) (overlapping; oh may exceed H, as
 // PyTorch). The adaptive max family shares the windowed one's kernels and rules.
@@ -347,11 +349,40 @@ void register_max_pick(bool adaptive) {
   register_op(std::move(d));
 }
 
+/// PyTorch's return_indices: each window's maximum as its index h * W + w in the plane (int64).
+void register_max_indices(bool adaptive) {
+  const std::string pre = max_op(adaptive);
+  OpDef d;
+  d.name = pre + "_indices";
+  d.attrs = pool_schema(adaptive, false);
+  d.min_inputs = d.max_inputs = 1;
+  d.doc = "index h * W + w in its plane of each window's maximum of x (int64): " + pre + "'s return_indices";
+  d.infer = [adaptive](const InferContext& c) {
+    return std::vector<TensorType>{{int64, pooled_type(c, c.in[0], adaptive).shape}};
+  };
+  d.reference = [adaptive](std::span<const NDArray> in, const Attrs& at) {
+    const NDArray& x = in[0];
+    const Shape& s = x.shape();
+    NDArray y = NDArray::empty(pooled_shape(s, at, adaptive), int64);
+    for_each_window(s, y.shape(), at, adaptive, [&](int64_t n, int64_t c, int64_t oh, int64_t ow, Span hs, Span ws) {
+      detail::set_at(y, {n, c, oh, ow}, double(argmax_in(x, n, c, hs, ws) - (n * s[1] + c) * s[2] * s[3]));
+    });
+    return std::vector<NDArray>{y};
+  };
+  d.examples = [adaptive](uint64_t seed) {
+    std::vector<OpExample> ex;
+    for (const PoolCase& e : pool_cases(adaptive)) ex.push_back({e.label, {distinct_values(e.x, seed++)}, e.attrs});
+    return ex;
+  };
+  register_op(std::move(d));
+}
+
 const bool registered = [] {
   for (bool adaptive : {false, true}) {
     register_max(adaptive);
     register_max_grad(adaptive);
     register_max_pick(adaptive);
+    register_max_indices(adaptive);
   }
   for (bool adaptive : {false, true}) {
     OpDef d;
@@ -444,6 +475,15 @@ Tensor adaptive_avg_pool2d(const Tensor& x, const std::vector<int64_t>& output_s
 
 Tensor adaptive_max_pool2d(const Tensor& x, const std::vector<int64_t>& output_size) {
   return x.graph().add1("adaptive_max_pool2d", {x},
+                        {{"output_size", detail::pair_attr(output_size, "adaptive_max_pool2d", "output_size")}});
+}
+
+Tensor max_pool2d_indices(const Tensor& x, const Pool2dOptions& options) {
+  return x.graph().add1("max_pool2d_indices", {x}, pool_attrs_of(options, "max_pool2d"));
+}
+
+Tensor adaptive_max_pool2d_indices(const Tensor& x, const std::vector<int64_t>& output_size) {
+  return x.graph().add1("adaptive_max_pool2d_indices", {x},
                         {{"output_size", detail::pair_attr(output_size, "adaptive_max_pool2d", "output_size")}});
 }
 

@@ -47,14 +47,23 @@ void conv2d_backward_data(ExportContext& c) {
   attr(n, "output_padding", extra);
 }
 
-void window_pool(ExportContext& c, const char* onnx_op) {
+void window_pool(ExportContext& c, const char* onnx_op, const std::vector<std::string>& outputs) {
   const Attrs& a = c.attrs();
-  auto& n = c.add(onnx_op, {c.input(0)}, {c.output(0)});
+  auto& n = c.add(onnx_op, {c.input(0)}, outputs);
   attr(n, "kernel_shape", a.ints("kernel"));
   attr(n, "strides", a.ints("stride"));
   attr(n, "pads", onnx_pads(a.ints("padding")));
   if (a.get_or("ceil_mode", false)) attr(n, "ceil_mode", int64_t(1));
   if (std::string(onnx_op) == "AveragePool") attr(n, "count_include_pad", int64_t(a.get_or<bool>("count_include_pad", true)));
+}
+
+/// MaxPool's Indices (flat over N * C * H * W) modulo the plane's size: the index in the plane.
+void max_pool2d_indices(ExportContext& c) {
+  const Shape& x = c.input_type(0).shape;
+  if (x[2] < 0 || x[3] < 0) c.fail("the indices need a known input size, got ", shape_str(x));
+  const std::string values = c.temp("values"), flat = c.temp("flat_indices");
+  window_pool(c, "MaxPool", {values, flat});
+  c.add("Mod", {flat, c.constant(NDArray::scalar(double(x[2] * x[3]), int64), "plane")}, {c.output(0)});
 }
 
 /// Adaptive pooling's window i of `out` over `in`: [floor(i in / out), ceil((i + 1) in / out)).
@@ -132,8 +141,12 @@ void adaptive_max_pool2d(ExportContext& c) {
 const bool registered = [] {
   register_exporter("conv2d", conv2d);
   register_exporter("conv2d_backward_data", conv2d_backward_data);
-  register_exporter("max_pool2d", [](ExportContext& c) { window_pool(c, "MaxPool"); });
-  register_exporter("avg_pool2d", [](ExportContext& c) { window_pool(c, "AveragePool"); });
+  register_exporter("max_pool2d", [](ExportContext& c) { window_pool(c, "MaxPool", {c.output(0)}); });
+  register_exporter("avg_pool2d", [](ExportContext& c) { window_pool(c, "AveragePool", {c.output(0)}); });
+  register_exporter("max_pool2d_indices", max_pool2d_indices);
+  register_unexportable("adaptive_max_pool2d_indices", "ONNX has no adaptive max pooling with indices");
+  register_unexportable("max_unpool2d", "ONNX's MaxUnpool takes indices over the whole tensor, not per plane");
+  register_unexportable("max_unpool2d_grad", "it exists only in gradient graphs");
   register_exporter("adaptive_avg_pool2d", adaptive_avg_pool2d);
   register_exporter("adaptive_max_pool2d", adaptive_max_pool2d);
   register_unexportable("batch_norm",

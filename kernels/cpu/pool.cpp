@@ -1,5 +1,5 @@
 // Pooling on the CPU: max_pool2d (windowed or adaptive) with its gradient (scatter to the window's
-// maximum) and the gather that is that gradient's gradient, and average
+// maximum), the gather that is that gradient's gradient and the maxima's indices, and average
 // pooling (windowed or adaptive) with its gradient. Window bounds come from
 // one table per axis (kernels/conv_geometry.hpp); planes (n, c) run in
 // parallel, each independent of the others.
@@ -163,6 +163,22 @@ void max_pool(const KernelCall& c, bool picking) {
   });
 }
 
+/// max_pool2d_indices: each window's maximum as its index in the plane (int64).
+template <class T>
+void max_pool_indices(const KernelCall& c) {
+  const Planes p = planes_of(c.in[0].shape(), c.out[0].shape());
+  const conv::PoolWindows win = conv::pool_windows(c.in[0].shape(), c.out[0].shape(), c.attrs);
+  const T* x = static_cast<const T*>(c.in[0].raw());
+  int64_t* y = static_cast<int64_t*>(c.out[0].raw());
+  for_planes(p, [&](int64_t i) {
+    const T* xp = x + i * p.H * p.W;
+    int64_t* yp = y + i * p.OH * p.OW;
+    for (int64_t oh = 0; oh < p.OH; ++oh)
+      for (int64_t ow = 0; ow < p.OW; ++ow)
+        yp[oh * p.OW + ow] = argmax(xp, p.W, win.rows[size_t(oh)], win.cols[size_t(ow)]);
+  });
+}
+
 template <class T>
 void max_pool_grad(const KernelCall& c) {
   const Planes p = planes_of(c.in[0].shape(), c.in[1].shape());
@@ -253,6 +269,12 @@ const bool registered = [] {
     reg(op, [](const KernelCall& c) {
       dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool_grad<T>(c); });
     });
+  for (const char* op : {"max_pool2d_indices", "adaptive_max_pool2d_indices"})
+    register_kernel(op, DeviceKind::cpu, {int64},
+                    {[](const KernelCall& c) {
+                       dispatch_among(FloatTypes{}, c.in[0].dtype(), [&]<class T>() { max_pool_indices<T>(c); });
+                     },
+                     true});
   for (const char* op : {"avg_pool2d", "adaptive_avg_pool2d"})
     reg(op, [](const KernelCall& c) {
       dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { avg_pool<T>(c); });

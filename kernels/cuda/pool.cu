@@ -1,4 +1,4 @@
-// Pooling on CUDA: max_pool2d, max_pool2d_pick, max_pool2d_grad, and
+// Pooling on CUDA: max_pool2d, max_pool2d_pick, max_pool2d_grad, max_pool2d_indices, and
 // average pooling with its gradient, each windowed or adaptive.
 //
 // Own kernels rather than cuDNN's: cuDNN v9 deprecates its pooling calls
@@ -75,6 +75,15 @@ __global__ void max_pool_kernel(PoolGeo g, const T* x, const T* src, T* y, int64
   }
 }
 
+/// y[o] = the index in its plane of the maximum of x's window o.
+template <class T>
+__global__ void max_pool_indices_kernel(PoolGeo g, const T* x, int64_t* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t ow = i % g.OW, oh = (i / g.OW) % g.OH, p = i / (g.OH * g.OW);
+    y[i] = window_argmax(x + p * g.H * g.W, g.W, g.row(oh), g.col(ow));
+  }
+}
+
 /// dx[i] = the sum of dy over the windows whose maximum is input i.
 template <class T>
 __global__ void max_pool_grad_kernel(PoolGeo g, const T* x, const T* dy, T* dx, int64_t n) {
@@ -143,6 +152,15 @@ void max_pool(const KernelCall& c, bool picking) {
 }
 
 template <class T>
+void max_pool_indices(const KernelCall& c) {
+  const PoolGeo g = geo_of(c.in[0].shape(), c.out[0].shape(), c.attrs);
+  const int64_t n = c.out[0].numel();
+  if (n == 0) return;
+  launch(max_pool_indices_kernel<T>, grid_for(n), kThreads, 0, stream_of(c), c.op, g,
+         static_cast<const T*>(c.in[0].raw()), static_cast<int64_t*>(c.out[0].raw()), n);
+}
+
+template <class T>
 void max_pool_grad(const KernelCall& c) {
   const PoolGeo g = geo_of(c.in[0].shape(), c.in[1].shape(), c.attrs);
   const int64_t n = c.out[0].numel();
@@ -181,6 +199,13 @@ const bool registered = [] {
       use_device(c.ctx.device);
       dispatch_among(FloatTypes{}, c.out[0].dtype(), [&]<class T>() { max_pool<T>(c, true); });
     });
+  for (const char* op : {"max_pool2d_indices", "adaptive_max_pool2d_indices"})
+    register_kernel(op, DeviceKind::cuda, {int64},
+                    {[](const KernelCall& c) {
+                       use_device(c.ctx.device);
+                       dispatch_among(FloatTypes{}, c.in[0].dtype(), [&]<class T>() { max_pool_indices<T>(c); });
+                     },
+                     true});
   for (const char* op : {"max_pool2d_grad", "adaptive_max_pool2d_grad"})
     reg(op, [](const KernelCall& c) {
       use_device(c.ctx.device);

@@ -80,6 +80,63 @@ TEST_SUITE("frontend/conv") {
     CHECK(contains(error_of([] { nn::Conv2d(3, 4, int64_t(1) << 31); }), "Conv2d: a weight [4, 3, 2147483648, "));
   }
 
+  TEST_CASE("MaxPool2d indices and MaxUnpool2d: PyTorch's indices, sizes and last-write rule; gradients") {
+    // clang-format off
+    const std::vector<double> xs{-2.0, -0.25, 1.5, -1.5, 0.25, 2.0, -1.0, 0.75, 2.5, -0.5, 1.25, -1.75, 0.0, 1.75, -1.25, 0.5, 2.25, -0.75, 1.0, -2.0, -0.25, 1.5, -1.5, 0.25, 2.0, -1.0, 0.75, 2.5, -0.5, 1.25, -1.75, 0.0, 1.75, -1.25, 0.5, 2.25, -0.75, 1.0, -2.0, -0.25};
+    // PyTorch 2.15: F.max_pool2d(x, 3, stride=1, padding=1, return_indices=True)'s indices (overlapping windows:
+    // repeated), and F.max_unpool2d(values * [1..40], those indices, 3, stride=1, padding=1): the last write wins.
+    const std::vector<int64_t> i3{5, 5, 8, 8, 8, 5, 5, 8, 8, 8, 16, 16, 8, 8, 8, 16, 16, 16, 13, 13, 1, 7, 7, 7, 4, 1, 7, 7, 7, 4, 15, 7, 7, 7, 9, 15, 15, 12, 12, 14};
+    const std::vector<double> u3{0.0, 0.0, 0.0, 0.0, 0.0, 14.0, 0.0, 0.0, 37.5, 0.0, 0.0, 0.0, 0.0, 35.0, 0.0, 0.0, 40.5, 0.0, 0.0, 0.0, 0.0, 39.0, 0.0, 0.0, 60.0, 0.0, 0.0, 85.0, 0.0, 43.75, 0.0, 0.0, 68.25, 0.0, 20.0, 83.25, 0.0, 0.0, 0.0, 0.0};
+    // clang-format on
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 2, 4, 5}, float64);
+    nn::MaxPool2d pool2(2), pool3(3, {.stride = {1}, .padding = {1}});
+    Tensor v2 = pool2(x), ix2 = pool2.indices(x), v3 = pool3(x), ix3 = pool3.indices(x);
+    nn::MaxUnpool2d unpool2(2), unpool3(3, {.stride = {1}, .padding = {1}});
+    std::vector<double> ramp;
+    for (int i = 1; i <= 40; ++i) ramp.push_back(i);
+    Tensor u2 = unpool2(v2, ix2, {4, 5});
+    Tensor u3t = unpool3(v3 * g.constant(NDArray::from(ramp, {1, 2, 4, 5})), ix3);
+    Tensor ia = adaptive_max_pool2d_indices(x, {3, 2});
+    CHECK(ix2.dtype() == int64);
+    CHECK(unpool2(v2, ix2).shape() == Shape{-1, 2, 4, 4});  // PyTorch's default size
+    CHECK(u3t.shape() == Shape{-1, 2, 4, 5});
+    Session s(g);
+    const auto r = s.run({ix2, u2, ix3, u3t, ia}, {{x, NDArray::from(xs, {1, 2, 4, 5})}});
+    CHECK(r[0].to_vector<int64_t>() == std::vector<int64_t>{5, 8, 16, 13, 1, 7, 15, 12});
+    // Unpooled into the 4x5 planes: each maximum back where it was, zeros elsewhere.
+    std::vector<double> want_u2(40, 0.0);
+    const std::vector<int64_t> ix2v = r[0].to_vector<int64_t>();
+    for (size_t o = 0; o < 8; ++o) want_u2[(o / 4) * 20 + size_t(ix2v[o])] = xs[(o / 4) * 20 + size_t(ix2v[o])];
+    CHECK(r[1].to_vector<double>() == want_u2);
+    CHECK(r[2].to_vector<int64_t>() == i3);
+    CHECK(r[3].to_vector<double>() == u3);
+    CHECK(r[4].to_vector<int64_t>() == std::vector<int64_t>{5, 8, 5, 8, 16, 13, 7, 7, 7, 7, 15, 12});
+    // An index outside the plane is named when run; the size rule as PyTorch's.
+    Tensor bad = g.placeholder("bad", {1, 2, 2, 2}, int64);
+    Tensor vals = g.placeholder("vals", {1, 2, 2, 2}, float64);
+    CHECK(contains(error_of([&] {
+                     s.run({unpool2(vals, bad)},
+                           {{vals, NDArray::zeros({1, 2, 2, 2}, float64)},
+                            {bad, NDArray::from<int64_t>({0, 1, 2, 16, 0, 1, 2, 3}, {1, 2, 2, 2})}});
+                   }),
+                   "index 16 out of range [0, 16)"));
+    CHECK(contains(error_of([&] {
+                     unpool2(vals, bad, {6, 4});
+                   }),
+                   "output_size [6,4] must be within (2, 6) along axis 2"));
+    // Gradients: to the kept values, through both directions.
+    CheckResult gr = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          const Tensor ix = in[0].graph().constant(NDArray::from<int64_t>({5, 8, 16, 13, 1, 7, 15, 12}, {1, 2, 2, 2}));
+          const Tensor up = max_unpool2d(in[0], ix, {4, 5});
+          return std::vector<Tensor>{up * up, in[1].graph().add1("max_unpool2d_grad", {in[1], ix})};
+        },
+        {NDArray::from<double>({0.5, -1, 2, 0.25, 1.5, -0.5, 3, 1}, {1, 2, 2, 2}), NDArray::from(xs, {1, 2, 4, 5})},
+        {0, 1});
+    CHECK_MESSAGE(gr.ok, gr.detail);
+  }
+
   TEST_CASE("ConvTranspose2d: conv2d's adjoint, PyTorch's output sizes, layout and initialization; gradients") {
     struct Case {
       Shape x, w;
