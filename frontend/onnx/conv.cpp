@@ -66,6 +66,27 @@ void max_pool2d_indices(ExportContext& c) {
   c.add("Mod", {flat, c.constant(NDArray::scalar(double(x[2] * x[3]), int64), "plane")}, {c.output(0)});
 }
 
+/// max_unpool2d: ScatterElements of y into zeros [N, C, H * W] along the planes, reshaped to
+/// [N, C, H, W] (ONNX's MaxUnpool indexes the whole tensor; ONNX leaves the order of repeated
+/// indices open, where loom keeps the last value).
+void max_unpool2d(ExportContext& c) {
+  const std::vector<int64_t>& o = c.attrs().ints("output_size");
+  const std::string shape = c.temp("shape"), planes = c.temp("batch_channels"), flat = c.temp("flat_shape"),
+                    zeros = c.temp("zeros"), ix = c.temp("flat_indices"), vals = c.temp("flat_values"),
+                    scattered = c.temp("scattered"), out = c.temp("out_shape");
+  c.add("Shape", {c.input(0)}, {shape});
+  c.add("Slice", {shape, c.ints({0}, "starts"), c.ints({2}, "ends")}, {planes});
+  attr(c.add("Concat", {planes, c.ints({o[0] * o[1]}, "plane")}, {flat}), "axis", int64_t(0));
+  attr(c.add("ConstantOfShape", {flat}, {zeros}), "value",
+       tensor_proto(NDArray::zeros({1}, c.input_type(0).dtype), "value"));
+  const std::string rows = c.ints({0, 0, -1}, "rows");
+  c.add("Reshape", {c.input(1), rows}, {ix});
+  c.add("Reshape", {c.input(0), rows}, {vals});
+  attr(c.add("ScatterElements", {zeros, ix, vals}, {scattered}), "axis", int64_t(2));
+  attr(c.add("Concat", {planes, c.ints(o, "size")}, {out}), "axis", int64_t(0));
+  c.add("Reshape", {scattered, out}, {c.output(0)});
+}
+
 /// Adaptive pooling's window i of `out` over `in`: [floor(i in / out), ceil((i + 1) in / out)).
 std::pair<int64_t, int64_t> adaptive_span(int64_t i, int64_t in, int64_t out) {
   return {i * in / out, ((i + 1) * in + out - 1) / out};
@@ -145,7 +166,7 @@ const bool registered = [] {
   register_exporter("avg_pool2d", [](ExportContext& c) { window_pool(c, "AveragePool", {c.output(0)}); });
   register_exporter("max_pool2d_indices", max_pool2d_indices);
   register_unexportable("adaptive_max_pool2d_indices", "ONNX has no adaptive max pooling with indices");
-  register_unexportable("max_unpool2d", "ONNX's MaxUnpool takes indices over the whole tensor, not per plane");
+  register_exporter("max_unpool2d", max_unpool2d);
   register_unexportable("max_unpool2d_grad", "it exists only in gradient graphs");
   register_exporter("adaptive_avg_pool2d", adaptive_avg_pool2d);
   register_exporter("adaptive_max_pool2d", adaptive_max_pool2d);
