@@ -22,6 +22,11 @@ void check_finite_nonneg(const std::string& who, const char* what, double v) {
   LOOM_CHECK(std::isfinite(v) && v >= 0, who, ": ", what, " must be finite and >= 0, got ", v);
 }
 
+void check_betas(const std::string& who, double beta1, double beta2) {
+  LOOM_CHECK(beta1 >= 0 && beta1 < 1, who, ": beta1 must be in [0, 1), got ", beta1);
+  LOOM_CHECK(beta2 >= 0 && beta2 < 1, who, ": beta2 must be in [0, 1), got ", beta2);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- schedules
@@ -436,8 +441,7 @@ Adam::Adam(Parameters params, AdamOptions o) : Adam(std::move(params), std::move
 
 Adam::Adam(Parameters params, AdamOptions o, bool decoupled)
     : Optimizer(std::move(params), Common::of(o)), o_(std::move(o)), decoupled_(decoupled) {
-  LOOM_CHECK(o_.beta1 >= 0 && o_.beta1 < 1, name(), ": beta1 must be in [0, 1), got ", o_.beta1);
-  LOOM_CHECK(o_.beta2 >= 0 && o_.beta2 < 1, name(), ": beta2 must be in [0, 1), got ", o_.beta2);
+  check_betas(name(), o_.beta1, o_.beta2);
   check_finite_nonneg(name(), "eps", o_.eps);
 }
 
@@ -517,11 +521,6 @@ std::vector<Tensor> Adagrad::update(const Context& c) {
 // ---------------------------------------------------------------- Adamax
 
 namespace {
-
-void check_betas(const std::string& who, double beta1, double beta2) {
-  LOOM_CHECK(beta1 >= 0 && beta1 < 1, who, ": beta1 must be in [0, 1), got ", beta1);
-  LOOM_CHECK(beta2 >= 0 && beta2 < 1, who, ": beta2 must be in [0, 1), got ", beta2);
-}
 
 /// beta^t for the float64 step count t.
 Tensor power(double beta, const Tensor& t) { return pow(scalar_like(t, beta), t); }
