@@ -244,6 +244,13 @@ std::vector<PoolCase> pool_cases(bool adaptive) {
 
 std::string max_op(bool adaptive) { return adaptive ? "adaptive_max_pool2d" : "max_pool2d"; }
 
+/// One example per pool case, x of distinct values (no ties: each maximum unambiguous).
+std::vector<OpExample> distinct_examples(bool adaptive, uint64_t seed) {
+  std::vector<OpExample> ex;
+  for (const PoolCase& e : pool_cases(adaptive)) ex.push_back({e.label, {distinct_values(e.x, seed++)}, e.attrs});
+  return ex;
+}
+
 /// max_pool2d or adaptive_max_pool2d.
 void register_max(bool adaptive) {
   const std::string pre = max_op(adaptive);
@@ -266,11 +273,7 @@ void register_max(bool adaptive) {
                     });
     return std::vector<NDArray>{y};
   };
-  d.examples = [adaptive](uint64_t seed) {
-    std::vector<OpExample> ex;
-    for (const PoolCase& e : pool_cases(adaptive)) ex.push_back({e.label, {distinct_values(e.x, seed++)}, e.attrs});
-    return ex;
-  };
+  d.examples = [adaptive](uint64_t seed) { return distinct_examples(adaptive, seed); };
   register_op(std::move(d));
 }
 
@@ -369,11 +372,7 @@ void register_max_indices(bool adaptive) {
     });
     return std::vector<NDArray>{y};
   };
-  d.examples = [adaptive](uint64_t seed) {
-    std::vector<OpExample> ex;
-    for (const PoolCase& e : pool_cases(adaptive)) ex.push_back({e.label, {distinct_values(e.x, seed++)}, e.attrs});
-    return ex;
-  };
+  d.examples = [adaptive](uint64_t seed) { return distinct_examples(adaptive, seed); };
   register_op(std::move(d));
 }
 
