@@ -442,6 +442,7 @@ class AdaptivePool2d : public Module {
   AdaptivePool2d(std::vector<int64_t> output_size, bool max);
   std::string type_name() const override { return max_ ? "AdaptiveMaxPool2d" : "AdaptiveAvgPool2d"; }
   std::string describe() const override;
+  const std::vector<int64_t>& output_size() const { return output_size_; }
 
  protected:
   Tensor forward(const Tensor& x) override;
@@ -455,6 +456,8 @@ struct AdaptiveAvgPool2d : AdaptivePool2d {
 };
 struct AdaptiveMaxPool2d : AdaptivePool2d {
   explicit AdaptiveMaxPool2d(std::vector<int64_t> output_size = {1}) : AdaptivePool2d(std::move(output_size), true) {}
+  /// PyTorch's return_indices: each maximum's index h * W + w in its plane (int64).
+  Tensor indices(const Tensor& x) const { return adaptive_max_pool2d_indices(x, output_size()); }
 };
 
 /// Conv (padding kernel / 2, no bias: the batch norm's mean subtraction

@@ -97,7 +97,7 @@ TEST_SUITE("frontend/conv") {
     for (int i = 1; i <= 40; ++i) ramp.push_back(i);
     Tensor u2 = unpool2(v2, ix2, {4, 5});
     Tensor u3t = unpool3(v3 * g.constant(NDArray::from(ramp, {1, 2, 4, 5})), ix3);
-    Tensor ia = adaptive_max_pool2d_indices(x, {3, 2});
+    Tensor ia = nn::AdaptiveMaxPool2d({3, 2}).indices(x);
     CHECK(ix2.dtype() == int64);
     CHECK(unpool2(v2, ix2).shape() == Shape{-1, 2, 4, 4});  // PyTorch's default size
     CHECK(u3t.shape() == Shape{-1, 2, 4, 5});
