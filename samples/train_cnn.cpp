@@ -161,7 +161,9 @@ class Trainer {
   }
 
  private:
-  samples::ImageLoop loop() { return {*s_, *train_graph_, x_, y_, train_, test_, a_.batch * dist_.size(), tty_}; }
+  samples::ImageLoop loop() {
+    return {*s_, *train_graph_, x_, y_, train_, test_, a_.batch * dist_.size(), tty_, nullptr, plateau_.get()};
+  }
 
   /// The model built twice over shared variables: training mode for the step, eval mode for testing.
   void build_graph() {
@@ -174,7 +176,7 @@ class Trainer {
     Tensor correct = nn::correct(logits, y_);
     model_->eval();
     Tensor eval_correct = nn::correct((*model_)(x_), y_);
-    opt_ = samples::make_optimizer(a_, *model_, train_.size(), samples::epochs_before(a_, dist_));
+    opt_ = samples::make_optimizer(a_, *model_, train_.size(), samples::epochs_before(a_, dist_), &plateau_);
     // Distributed: BatchNorm normalizes with each rank's own batch statistics (as PyTorch's DDP without
     // SyncBatchNorm); the running statistics are averaged over the ranks before every evaluation and checkpoint.
     train_graph_ = std::make_unique<samples::TrainingGraph>(*opt_, a_.distributed, a_.bucket_mb, *model_, x_, loss,
@@ -217,6 +219,7 @@ class Trainer {
   Graph g_;
   Tensor x_, y_;
   std::unique_ptr<nn::Module> model_;
+  std::unique_ptr<optim::ReduceLROnPlateau> plateau_;  // --schedule plateau
   std::unique_ptr<optim::Optimizer> opt_;
   std::unique_ptr<samples::TrainingGraph> train_graph_;  // refers to *opt_
   Tensor average_buffers_;                               // valid when distributed and the model has buffers
@@ -250,7 +253,7 @@ po::options_description describe_options(Args& a) {
     ("momentum", po::value(&a.momentum)->default_value(a.momentum), "SGD momentum")
     ("nesterov", po::value(&a.nesterov)->default_value(a.nesterov)->implicit_value(true), "SGD with Nesterov momentum (--nesterov, or --nesterov true|false)")
     ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
-    ("schedule", po::value(&a.schedule)->default_value(a.schedule), "learning-rate schedule over the run: cosine (decay to 0), step (halve every 2 epochs) or none")
+    ("schedule", po::value(&a.schedule)->default_value(a.schedule), "learning-rate schedule over the run: cosine (decay to 0), step (halve every 2 epochs), plateau (halve after an epoch whose training loss did not fall) or none")
     ("warmup", po::value(&a.warmup)->default_value(a.warmup), "linear warmup steps (0: none)")
     ("augment", po::bool_switch(&a.augment), "random crops (padding size/8) and horizontal flips")
     ("threads", po::value(&a.threads)->default_value(a.threads), "threads (0: all cores)")

@@ -133,7 +133,7 @@ class Trainer {
 
  private:
   samples::ImageLoop loop() {
-    return {*s_, *train_graph_, x_, y_, train_, test_, a_.batch * dist_.size(), tty_, &trace_};
+    return {*s_, *train_graph_, x_, y_, train_, test_, a_.batch * dist_.size(), tty_, &trace_, plateau_.get()};
   }
 
   /// The model built twice over shared variables: training mode for the step, eval mode for testing.
@@ -147,7 +147,7 @@ class Trainer {
     Tensor correct = nn::correct(logits, y_);
     model_->eval();
     Tensor eval_correct = nn::correct((*model_)(x_), y_);
-    opt_ = samples::make_optimizer(a_, *model_, train_.size(), samples::epochs_before(a_, dist_));
+    opt_ = samples::make_optimizer(a_, *model_, train_.size(), samples::epochs_before(a_, dist_), &plateau_);
     train_graph_ = std::make_unique<samples::TrainingGraph>(*opt_, a_.distributed, a_.bucket_mb, *model_, x_, loss,
                                                             correct, eval_correct);
   }
@@ -182,6 +182,7 @@ class Trainer {
   Graph g_;
   Tensor x_, y_;
   std::unique_ptr<nn::Module> model_;
+  std::unique_ptr<optim::ReduceLROnPlateau> plateau_;  // --schedule plateau
   std::unique_ptr<optim::Optimizer> opt_;
   std::unique_ptr<samples::TrainingGraph> train_graph_;  // refers to *opt_
   samples::TraceRecorder trace_;
@@ -212,7 +213,7 @@ po::options_description describe_options(Args& a) {
     ("momentum", po::value(&a.momentum)->default_value(a.momentum), "SGD momentum")
     ("nesterov", po::value(&a.nesterov)->default_value(a.nesterov)->implicit_value(true), "SGD with Nesterov momentum (--nesterov, or --nesterov true|false)")
     ("clip", po::value(&a.clip)->default_value(a.clip), "clip gradients to this global norm (0: off)")
-    ("schedule", po::value(&a.schedule)->default_value(a.schedule), "learning-rate schedule over the run: cosine (decay to 0), step (halve every 2 epochs) or none (constant)")
+    ("schedule", po::value(&a.schedule)->default_value(a.schedule), "learning-rate schedule over the run: cosine (decay to 0), step (halve every 2 epochs), plateau (halve after an epoch whose training loss did not fall) or none (constant)")
     ("warmup", po::value(&a.warmup)->default_value(a.warmup), "linear warmup steps")
     ("hidden", po::value(&a.hidden), "hidden width (default: 512 for mlp, 100 for mlpresnet)")
     ("augment", po::bool_switch(&a.augment), "random horizontal flips and crops (padding 2)")

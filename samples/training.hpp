@@ -34,17 +34,25 @@ inline constexpr const char* kOptimizers = "sgd, adam, adamw, rmsprop, adagrad, 
 /// clip, schedule, warmup, epochs) for `steps_per_epoch` steps an epoch. The
 /// schedule spans the whole run: the `epochs_before` a resumed checkpoint
 /// trained (its optimizer state counts their steps) and --epochs more.
+/// --schedule plateau sets `plateau`: ReduceLROnPlateau on each epoch's training loss (halving after
+/// an epoch without improvement), which the trainer's epochs step (ImageLoop::plateau).
 template <class Args>
 std::unique_ptr<optim::Optimizer> make_optimizer(const Args& a, const nn::Module& model, int64_t steps_per_epoch,
-                                                 int64_t epochs_before) {
+                                                 int64_t epochs_before,
+                                                 std::unique_ptr<optim::ReduceLROnPlateau>* plateau = nullptr) {
   optim::Schedule sched;
   const int64_t total = std::max<int64_t>(1, (epochs_before + a.epochs) * steps_per_epoch);
-  if (a.schedule == "cosine")
+  if (a.schedule == "cosine") {
     sched = optim::schedule::cosine(total);
-  else if (a.schedule == "step")
+  } else if (a.schedule == "step") {
     sched = optim::schedule::step(std::max<int64_t>(1, steps_per_epoch * 2), 0.5);
-  else if (a.schedule != "none")
-    fail("unknown --schedule '", a.schedule, "' (none, cosine, step)");
+  } else if (a.schedule == "plateau" && plateau) {
+    Graph& g = model.state_dict().front().second.graph();
+    *plateau = std::make_unique<optim::ReduceLROnPlateau>(g, optim::PlateauOptions{.factor = 0.5, .patience = 0});
+    sched = (*plateau)->schedule();
+  } else if (a.schedule != "none") {
+    fail("unknown --schedule '", a.schedule, "' (none, cosine, step", plateau ? ", plateau)" : ")");
+  }
   if (a.warmup > 0) sched = optim::schedule::warmup(a.warmup, sched ? sched : optim::schedule::constant());
   if (a.opt == "sgd")
     return std::make_unique<optim::SGD>(model, optim::SGDOptions{.lr = a.lr,
@@ -131,6 +139,7 @@ struct ImageLoop {
   int64_t global_batch;        // rows of a global batch (all ranks')
   bool tty;                    // a progress bar on the terminal
   TraceRecorder* trace = nullptr;  // --trace: records a few training steps
+  optim::ReduceLROnPlateau* plateau = nullptr;  // --schedule plateau: stepped with each epoch's loss
 };
 
 /// One epoch of training steps (epoch e of those up to `last`); the mean loss
@@ -155,6 +164,7 @@ inline EpochResult train_epoch(const ImageLoop& l, int64_t e, int64_t last) {
   bar.clear();
   if (images == 0) fail("epoch ", e, " had no batches (is the training set empty?)");
   if (!std::isfinite(total_loss)) fail("the training loss became ", total_loss, " in epoch ", e, "; try a smaller --lr");
+  if (l.plateau) l.plateau->step(l.session, total_loss / double(images));
   return {total_loss / double(images), total_right / double(images), seconds, images};
 }
 

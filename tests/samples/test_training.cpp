@@ -67,6 +67,31 @@ TEST_SUITE("samples/training") {
     CHECK(rates(a, 10, 0, 6)[5] == doctest::Approx(0.1 * 0.5 * (1 + std::cos(std::numbers::pi * 5 / 10.0))));
   }
 
+  TEST_CASE("--schedule plateau: the rate halves after an epoch whose training loss did not fall") {
+    Args a;
+    a.schedule = "plateau";
+    Graph g;
+    nn::Linear lin(2, 1);
+    Tensor x = g.placeholder("x", {1, 2});
+    Tensor loss = sum(lin(x));
+    std::unique_ptr<optim::ReduceLROnPlateau> plateau;
+    auto opt = samples::make_optimizer(a, lin, 10, 0, &plateau);
+    REQUIRE(plateau);
+    Tensor step = opt->minimize(loss);
+    Session s(g, {.threads = 1});
+    auto rate = [&] { return s.run({opt->learning_rate()}, {{x, NDArray::full({1, 2}, 1.0)}}, {step})[0].item(); };
+    CHECK(rate() == doctest::Approx(0.1));
+    plateau->step(s, 1.0);
+    CHECK(rate() == doctest::Approx(0.1));
+    plateau->step(s, 1.0);  // no better: halved
+    CHECK(rate() == doctest::Approx(0.05));
+    plateau->step(s, 0.5);
+    CHECK(rate() == doctest::Approx(0.05));
+    // A caller that cannot step it (no place for it) is told the schedule is unknown.
+    CHECK(test::contains(test::error_of([&] { samples::make_optimizer(a, lin, 10, 0); }),
+                         "unknown --schedule 'plateau' (none, cosine, step)"));
+  }
+
   TEST_CASE("--save: refused before the first epoch when unwritable; after every epoch, or once with --epochs 0") {
     test::TempDir dir;
     auto run = [&](int64_t epochs, const std::string& save, std::string* err = nullptr) {
