@@ -126,6 +126,15 @@ Tensor threshold(const Tensor& x, double threshold, double value) {
   return where(x > threshold, x, scalar_like(x, value) + zeros_like(x));
 }
 
+Tensor rrelu(const Tensor& x, double lower, double upper, bool training) {
+  check_floating("rrelu", x);
+  check_finite("rrelu", "lower", lower);
+  check_finite("rrelu", "upper", upper);
+  LOOM_CHECK(lower <= upper, "rrelu: lower ", lower, " must be at most upper ", upper);
+  if (!training) return leaky_relu(x, (lower + upper) / 2);
+  return where(x >= 0.0, x, x * random_uniform_like(x, lower, upper));
+}
+
 Tensor glu(const Tensor& x, int64_t dim) {
   check_floating("glu", x);
   LOOM_CHECK(x.ndim() > 0, "glu: expected at least one dim, got a scalar");
@@ -218,6 +227,20 @@ Tensor PReLU::forward(const Tensor& x) {
   LOOM_CHECK(x.dtype() == dtype_, where(x), ": expected ", dtype_name(dtype_), " input, got ", dtype_name(x.dtype()));
   return prelu(x, parameter(x, "weight", {num_}, init::constant(init_), dtype_));
 }
+
+RReLU::RReLU(double lower, double upper) : lower_(lower), upper_(upper) {
+  check_finite("RReLU", "lower", lower);
+  check_finite("RReLU", "upper", upper);
+  LOOM_CHECK(lower <= upper, "RReLU: lower ", lower, " must be at most upper ", upper);
+}
+
+std::string RReLU::describe() const { return text("RReLU(lower=", lower_, ", upper=", upper_, ")"); }
+
+Softmax2d::Softmax2d()
+    : Elementwise("Softmax2d", "Softmax2d()", [](const Tensor& x) {
+        LOOM_CHECK(x.ndim() == 3 || x.ndim() == 4, "Softmax2d: expected [N, C, H, W] or [C, H, W], got ", S(x.shape()));
+        return loom::softmax(x, -3);
+      }) {}
 
 Softmax::Softmax(int64_t dim)
     : Elementwise("Softmax", text("Softmax(dim=", dim, ")"), [dim](const Tensor& x) { return loom::softmax(x, dim); }) {

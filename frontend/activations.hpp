@@ -51,6 +51,9 @@ Tensor threshold(const Tensor& x, double threshold, double value);
 Tensor glu(const Tensor& x, int64_t dim = -1);
 /// x where x > 0, weight * x otherwise; weight [1] or [C], the channels being x's dim 1 (PyTorch's F.prelu).
 Tensor prelu(const Tensor& x, const Tensor& weight);
+/// PyTorch's F.rrelu: x where x >= 0, a * x otherwise, with a drawn from U(lower, upper) for each
+/// element in training (the session's random stream), (lower + upper) / 2 in eval.
+Tensor rrelu(const Tensor& x, double lower = 1.0 / 8, double upper = 1.0 / 3, bool training = false);
 
 /// A module applying an element-wise function; the classes below are its PyTorch-named forms.
 class Elementwise : public Module {
@@ -141,6 +144,25 @@ class PReLU : public Module {
   int64_t num_;
   double init_;
   DType dtype_;
+};
+
+/// PyTorch's RReLU(lower, upper): rrelu, random slopes in training mode.
+class RReLU : public Module {
+ public:
+  explicit RReLU(double lower = 1.0 / 8, double upper = 1.0 / 3);
+  std::string type_name() const override { return "RReLU"; }
+  std::string describe() const override;
+
+ protected:
+  Tensor forward(const Tensor& x) override { return rrelu(x, lower_, upper_, training()); }
+
+ private:
+  double lower_, upper_;
+};
+
+/// softmax over the channels of [N, C, H, W] or [C, H, W] (PyTorch's nn.Softmax2d).
+struct Softmax2d : Elementwise {
+  Softmax2d();
 };
 
 /// softmax / log_softmax over `dim` (PyTorch's nn.Softmax(dim), nn.LogSoftmax(dim)).

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <functional>
+#include <set>
 
 #include "tests/util.hpp"
 
@@ -139,6 +140,48 @@ TEST_SUITE("frontend/activations") {
     CHECK(contains(error_of([&] { nn::silu(ints); }), "silu: expected a floating input, got 'ids' int64"));
     CHECK(contains(error_of([] { nn::Hardtanh(1, -1); }), "Hardtanh: min_val (1) must not exceed max_val (-1)"));
     CHECK(contains(error_of([] { nn::Softplus(0.0); }), "Softplus: beta must be positive"));
+  }
+
+  TEST_CASE("RReLU: random slopes in [lower, upper] in training, their mean in eval; Softmax2d over the channels") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 3, 4, 5}, float64);
+    nn::RReLU r(0.1, 0.3);
+    Tensor y_train = r(x);
+    r.eval();
+    Tensor y_eval = r(x);
+    Tensor dx = gradients(sum(y_train), {x})[0];
+    Tensor sm = nn::Softmax2d()(x), sm3 = nn::Softmax2d()(g.placeholder("x3", {3, 4, 5}, float64));
+    CHECK(r.describe() == "RReLU(lower=0.1, upper=0.3)");
+    Session s(g, {.seed = 3});
+    std::vector<double> xs;
+    for (int i = 0; i < 120; ++i) xs.push_back(double(i % 7) - 3.5);
+    const NDArray xv = NDArray::from(xs, {2, 3, 4, 5});
+    const auto out = s.run({y_train, y_eval, dx, sm, loom::softmax(x, 1)}, {{x, xv}});
+    const auto yt = out[0].to_vector<double>(), ye = out[1].to_vector<double>(), d = out[2].to_vector<double>();
+    std::set<double> slopes;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      CAPTURE(i);
+      if (xs[i] >= 0) {
+        CHECK(yt[i] == xs[i]);
+        CHECK(ye[i] == xs[i]);
+        CHECK(d[i] == 1.0);
+        continue;
+      }
+      const double slope = yt[i] / xs[i];
+      CHECK(slope >= 0.1);
+      CHECK(slope <= 0.3);
+      CHECK(d[i] == doctest::Approx(slope).epsilon(1e-12));  // the gradient uses the forward's draw
+      CHECK(ye[i] == doctest::Approx(0.2 * xs[i]).epsilon(1e-15));
+      slopes.insert(slope);
+    }
+    CHECK(slopes.size() > 30);  // one draw per element
+    CHECK(out[3].to_vector<double>() == out[4].to_vector<double>());
+    CHECK(sm3.shape() == Shape{3, 4, 5});
+    CHECK(contains(error_of([] { nn::RReLU(0.5, 0.2); }), "RReLU: lower 0.5 must be at most upper 0.2"));
+    CHECK(contains(error_of([&] {
+                     nn::Softmax2d()(g.placeholder("flat", {2, 3}, float64));
+                   }),
+                   "Softmax2d: expected [N, C, H, W] or [C, H, W], got [2,3]"));
   }
 
   TEST_CASE("GLU, Softmin and PReLU as PyTorch's; PReLU learns one slope per channel") {
