@@ -94,22 +94,41 @@ RNNState cell_step(const StepSpec& s, const Tensor& gi, const RNNState& prev, co
   return {activate(s.act, gh.valid() ? gi + gh : gi), {}};
 }
 
-/// One layer over the whole sequence x [T, N, D]: the output [T, N, H] and
-/// the final state.
-RNNResult run_layer(const StepSpec& s, const Tensor& x, const Weights& w, RNNState state) {
+/// Step t's state where the step is valid (valid[t] [N, 1] bool), the
+/// previous one elsewhere: a sequence past its end keeps its state.
+RNNState keep_where(const Tensor& valid, const RNNState& next, const RNNState& prev, const Tensor& gi, int64_t H) {
+  auto pick = [&](const Tensor& a, const Tensor& b) {
+    return a.valid() ? where(valid, a, b.valid() ? b : zero_state(gi, H)) : a;
+  };
+  return {pick(next.h, prev.h), pick(next.c, prev.c)};
+}
+
+/// One direction of one layer over the whole sequence x [T, N, D]: the
+/// output [T, N, H] and the final state. `reverse` runs from the last step
+/// to the first. With `valid` (one [N, 1] bool per step), steps past a
+/// sequence's length output zeros and keep the state.
+RNNResult run_layer(const StepSpec& s, const Tensor& x, const Weights& w, RNNState state, bool reverse,
+                    const std::vector<Tensor>& valid) {
   const int64_t T = x.shape()[0], D = w.w_ih.shape()[1], GH = gate_count(s.kind) * s.hidden;
   Tensor gi_all = input_projection(s, reshape(x, {-1, D}), w);  // [T*N, G*H]
   // Step t's rows are a view of the one projection: split's gradient is one concat.
   std::vector<Tensor> gis = split(reshape(gi_all, {T, -1, GH}), T, 0);
   Tensor w_hh_t = transpose(w.w_hh), b_hn = hidden_bias(s.kind, w);
-  std::vector<Tensor> hs;
-  for (int64_t t = 0; t < T; ++t) {
-    state = cell_step(s, reshape(gis[size_t(t)], {-1, GH}), state, w_hh_t, b_hn);
-    hs.push_back(state.h);
+  std::vector<Tensor> hs(static_cast<size_t>(T));
+  for (int64_t k = 0; k < T; ++k) {
+    const size_t t = size_t(reverse ? T - 1 - k : k);
+    const Tensor gi = reshape(gis[t], {-1, GH});
+    RNNState next = cell_step(s, gi, state, w_hh_t, b_hn);
+    // Every length is at least 1: the forward direction's first step is always valid.
+    if (valid.empty() || (t == 0 && !reverse)) {
+      hs[t] = next.h, state = next;
+      continue;
+    }
+    hs[t] = where(valid[t], next.h, zeros_like(next.h));
+    state = keep_where(valid[t], next, state, gi, s.hidden);
   }
   return {stack(hs, 0), state};
 }
-
 
 void check_sizes(const char* what, int64_t input, int64_t hidden) {
   LOOM_CHECK(input > 0 && hidden > 0, what, ": input_size and hidden_size must be positive, got ", input, " and ",
@@ -319,21 +338,57 @@ std::string RNNBase::describe() const {
   if (kind_ == CellKind::rnn) os << ", " << activation_name(options_.nonlinearity);
   if (!options_.bias) os << ", no bias";
   if (options_.batch_first) os << ", batch_first";
+  if (options_.bidirectional) os << ", bidirectional";
   if (options_.dropout > 0) os << ", dropout=" << options_.dropout;
   os << ")";
   return os.str();
 }
 
 RNNResult RNNBase::operator()(const Tensor& x, const RNNState& state) {
-  return in_scope(x, [&] { return run(x, state); });
+  return in_scope(x, [&] { return run(x, state, {}); });
 }
 
-RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state) {
+RNNResult RNNBase::operator()(const Tensor& x, const RNNState& state, const Tensor& lengths) {
+  LOOM_CHECK(lengths.valid(), where(x), ": lengths is an empty Tensor handle");
+  return in_scope(x, [&] { return run(x, state, lengths); });
+}
+
+namespace {
+
+/// One [N, 1] bool per step of x [T, N, D]: t < lengths[n], the lengths
+/// ([N], int32 or int64) checked when run to lie in [1, T] and to be N.
+std::vector<Tensor> step_masks(const std::string& where, const std::string& type, const Tensor& lengths,
+                               const Tensor& x) {
+  const Shape& ls = lengths.shape();
+  const int64_t T = x.shape()[0], N = x.shape()[1];
+  LOOM_CHECK(lengths.dtype() == int32 || lengths.dtype() == int64, where, ": lengths '", lengths.name(),
+             "' must be int32 or int64, got ", dtype_name(lengths.dtype()));
+  LOOM_CHECK(ls.size() == 1 && (ls[0] == N || ls[0] < 0 || N < 0), where, ": lengths must be [N] for input [T, N, D] ",
+             S(x.shape()), ", got '", lengths.name(), "' ", S(ls));
+  Graph& g = x.graph();
+  const Tensor batch = reshape(slice(x, {Slice::range(0, 1), {}, Slice::range(0, 1)}), {-1});  // [N]
+  const Tensor len = checked_shape(cast(lengths, float64), batch, {-1}, type + "_lengths_must_be_[N]");
+  const std::string bound = "[1," + std::to_string(T) + "]";
+  const Tensor in_range =
+      g.add1("check_range", {len}, {{"low", 1.0}, {"high", double(T)}, {"expected", "sequence lengths in " + bound}},
+             type + "_lengths_must_be_in_" + bound);
+  std::vector<double> steps(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) steps[size_t(t)] = double(t);
+  const Tensor valid = g.constant(NDArray::from<double>(steps, {T, 1})) < reshape(in_range, {1, -1});  // [T, N]
+  std::vector<Tensor> masks;
+  for (const Tensor& m : split(valid, T, 0)) masks.push_back(reshape(m, {-1, 1}));
+  return masks;
+}
+
+}  // namespace
+
+RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state, const Tensor& lengths) {
   const std::string w = where(x_in);
   const Shape& xs = x_in.shape();
   if (xs.size() == 2) {  // unbatched [T, D] with states [L, H] (PyTorch's; batch_first does not apply)
+    LOOM_CHECK(!lengths.valid(), w, ": lengths need a batch: input [T, N, D], got unbatched ", S(xs));
     const int64_t axis = options_.batch_first ? 0 : 1;
-    RNNResult r = run(expand_dims(x_in, {axis}), batch_axis(w, init_state, 2, 1, true));
+    RNNResult r = run(expand_dims(x_in, {axis}), batch_axis(w, init_state, 2, 1, true), {});
     return {squeeze(r.output, {axis}), batch_axis(w, r.state, 2, 1, false)};
   }
   LOOM_CHECK(xs.size() == 3, w, ": expected input ", options_.batch_first ? "[N, T, D]" : "[T, N, D]",
@@ -341,15 +396,17 @@ RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state) {
   LOOM_CHECK(x_in.dtype() == options_.dtype, w, ": expected ", dtype_name(options_.dtype), " input, got ",
              dtype_name(x_in.dtype()));
   Tensor x = options_.batch_first ? permute(x_in, {1, 0, 2}) : x_in;
-  const int64_t T = x.shape()[0], N = x.shape()[1], L = options_.num_layers, H = hidden_;
+  const int64_t dirs = options_.bidirectional ? 2 : 1;
+  const int64_t T = x.shape()[0], N = x.shape()[1], L = options_.num_layers * dirs, H = hidden_;
   LOOM_CHECK(T > 0, w, ": the sequence length must be known and positive (the graph unrolls it), got input ", S(xs));
   LOOM_CHECK(x.shape()[2] == input_ || x.shape()[2] < 0, w, ": expected input size ", input_, ", got ", S(xs));
+  const char* layers = dirs == 2 ? "[2L,N,H]" : "[L,N,H]";
   check_state(w, "the initial h", init_state.h, {L, N, H}, options_.dtype);
   check_state(w, "the initial c", init_state.c, {L, N, H}, options_.dtype);
   LOOM_CHECK(kind_ == CellKind::lstm || !init_state.c.valid(), w, ": only an LSTM has a cell state c");
   x = checked_shape(x, x, {-1, -1, input_}, type_name() + "_input_must_be_[T,N," + std::to_string(input_) + "]");
-  const RNNState state0{checked_shape(init_state.h, x, {L, -1, H}, type_name() + "_initial_h_must_be_[L,N,H]"),
-                        checked_shape(init_state.c, x, {L, -1, H}, type_name() + "_initial_c_must_be_[L,N,H]")};
+  const RNNState state0{checked_shape(init_state.h, x, {L, -1, H}, type_name() + "_initial_h_must_be_" + layers),
+                        checked_shape(init_state.c, x, {L, -1, H}, type_name() + "_initial_c_must_be_" + layers)};
   auto per_layer = [&](const Tensor& t) {
     std::vector<Tensor> out(static_cast<size_t>(L));
     if (!t.valid()) return out;
@@ -358,24 +415,33 @@ RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state) {
     return out;
   };
   std::vector<Tensor> h0 = per_layer(state0.h), c0 = per_layer(state0.c);
+  const std::vector<Tensor> valid = lengths.valid() ? step_masks(w, type_name(), lengths, x) : std::vector<Tensor>{};
 
   const int64_t G = gate_count(kind_);
   const DType dt = options_.dtype;
   Initializer init = recurrent_init(H);
   StepSpec spec{kind_, options_.nonlinearity, options_.fused, H};
   std::vector<Tensor> hn, cn;
-  for (int64_t l = 0; l < L; ++l) {
-    const std::string k = "_l" + std::to_string(l);
-    const int64_t in = l == 0 ? input_ : H;
-    Weights wt{parameter(x, "weight_ih" + k, {G * H, in}, init, dt), parameter(x, "weight_hh" + k, {G * H, H}, init, dt),
-               {}, {}};
-    if (options_.bias)
-      wt.b_ih = parameter(x, "bias_ih" + k, {G * H}, init, dt), wt.b_hh = parameter(x, "bias_hh" + k, {G * H}, init, dt);
-    RNNResult r = run_layer(spec, x, wt, {h0[size_t(l)], c0[size_t(l)]});
-    x = r.output;
-    if (l + 1 < L && training() && options_.dropout > 0) x = dropout(x, options_.dropout);
-    hn.push_back(r.state.h);
-    if (kind_ == CellKind::lstm) cn.push_back(r.state.c);
+  for (int64_t l = 0; l < options_.num_layers; ++l) {
+    const int64_t in = l == 0 ? input_ : H * dirs;
+    std::vector<Tensor> outputs;
+    for (int64_t d = 0; d < dirs; ++d) {  // PyTorch's order of parameters and states: forward, then reverse
+      const std::string k = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
+      Weights wt{parameter(x, "weight_ih" + k, {G * H, in}, init, dt),
+                 parameter(x, "weight_hh" + k, {G * H, H}, init, dt),
+                 {},
+                 {}};
+      if (options_.bias)
+        wt.b_ih = parameter(x, "bias_ih" + k, {G * H}, init, dt),
+        wt.b_hh = parameter(x, "bias_hh" + k, {G * H}, init, dt);
+      const size_t at = size_t(l * dirs + d);
+      RNNResult r = run_layer(spec, x, wt, {h0[at], c0[at]}, d == 1, valid);
+      outputs.push_back(r.output);
+      hn.push_back(r.state.h);
+      if (kind_ == CellKind::lstm) cn.push_back(r.state.c);
+    }
+    x = dirs == 1 ? outputs[0] : concat(outputs, -1);
+    if (l + 1 < options_.num_layers && training() && options_.dropout > 0) x = dropout(x, options_.dropout);
   }
   RNNResult out{options_.batch_first ? permute(x, {1, 0, 2}) : x, {stack(hn, 0), {}}};
   if (kind_ == CellKind::lstm) out.state.c = stack(cn, 0);

@@ -154,6 +154,11 @@ struct RNNOptions {
   bool bias = true;
   /// Input and output [N, T, D] instead of [T, N, D] (the states stay [L, N, H]).
   bool batch_first = false;
+  /// A second direction per layer, from the last step to the first (PyTorch's
+  /// bidirectional): output [T, N, 2 H] (forward, then reverse features),
+  /// states [2 L, N, H] (layer 0 forward, layer 0 reverse, layer 1 ...), the
+  /// reverse variables named weight_ih_l{k}_reverse etc.
+  bool bidirectional = false;
   /// Dropout on the outputs of every layer but the last (training mode only).
   double dropout = 0.0;
   /// LSTM only: each step's gate work as one lstm_cell op (false: element-wise ops).
@@ -178,13 +183,21 @@ class RNNBase : public Module {
   /// x [T, N, D] and an initial state {h0, c0} [L, N, H] (invalid handles:
   /// zeros) -> the output [T, N, H] and the final state.
   RNNResult operator()(const Tensor& x, const RNNState& state);
+  /// Padded sequences of different lengths, as PyTorch's
+  /// pack_padded_sequence(x, lengths, enforce_sorted=False) -> rnn ->
+  /// pad_packed_sequence(total_length=T): lengths [N] (int32 or int64, each
+  /// in [1, T], checked when run; a placeholder fed with each batch). Steps
+  /// past a sequence's end output zeros and leave its state alone, so the
+  /// final state is each sequence's own last step (the reverse direction
+  /// starts at it).
+  RNNResult operator()(const Tensor& x, const RNNState& state, const Tensor& lengths);
 
  protected:
   RNNBase(CellKind kind, int64_t input_size, int64_t hidden_size, RNNOptions options);
-  Tensor forward(const Tensor& x) override { return run(x, {}).output; }
+  Tensor forward(const Tensor& x) override { return run(x, {}, {}).output; }
 
  private:
-  RNNResult run(const Tensor& x, const RNNState& state);
+  RNNResult run(const Tensor& x, const RNNState& state, const Tensor& lengths);
   CellKind kind_;
   int64_t input_, hidden_;
   RNNOptions options_;
@@ -197,14 +210,14 @@ class RNN : public RNNBase {
   std::string type_name() const override { return "RNN"; }
 };
 
-/// PyTorch's nn.LSTM (no projections, unidirectional).
+/// PyTorch's nn.LSTM (no projections).
 class LSTM : public RNNBase {
  public:
   LSTM(int64_t input_size, int64_t hidden_size, RNNOptions options = {});
   std::string type_name() const override { return "LSTM"; }
 };
 
-/// PyTorch's nn.GRU (unidirectional).
+/// PyTorch's nn.GRU.
 class GRU : public RNNBase {
  public:
   GRU(int64_t input_size, int64_t hidden_size, RNNOptions options = {});

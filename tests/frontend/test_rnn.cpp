@@ -656,6 +656,113 @@ TEST_SUITE("frontend/rnn") {
     CHECK(contains(error_of([&] { gru(x, {g.placeholder("hl", {-1, -1, 3}), {}}); }), "only its batch may be unknown"));
   }
 
+  TEST_CASE("bidirectional layers and sequence lengths match PyTorch (packed sequences)") {
+    // Literal outputs of PyTorch 2.15 (float64): pack_padded_sequence(x, lengths, enforce_sorted=False), the
+    // bidirectional module, pad_packed_sequence(total_length=T); every parameter k (in state_dict order)
+    // element j is 0.5 sin(0.7 j + 1.3 k + 0.1), x[i] = cos(0.37 i), h0[i] = 0.3 sin(0.11 i + 0.5),
+    // c0[i] = 0.2 cos(0.23 i). T = 4, N = 3, D = 2, H = 3.
+    // clang-format off
+#include "tests/frontend/rnn_bidirectional_tables.inc"
+    // clang-format on
+    struct Case {
+      nn::CellKind kind;
+      int64_t layers;
+      std::vector<int64_t> lengths;  // empty: the whole sequence, no lengths given
+      bool with_state;
+      const std::vector<double>*y, *h, *c;
+    };
+    const int64_t T = 4, N = 3, D = 2, H = 3;
+    auto arr = [](const Shape& s, auto f) {
+      std::vector<double> v(size_t(numel(s)));
+      for (size_t i = 0; i < v.size(); ++i) v[i] = f(double(i));
+      return NDArray::from<double>(v, s);
+    };
+    for (const Case& c : {Case{nn::CellKind::lstm, 2, {3, 1, 4}, true, &kLstmY, &kLstmH, &kLstmC},
+                          Case{nn::CellKind::gru, 1, {2, 4, 1}, true, &kGruY, &kGruH, nullptr},
+                          Case{nn::CellKind::rnn, 2, {}, false, &kRnnY, &kRnnH, nullptr}}) {
+      CAPTURE(nn::cell_kind_name(c.kind));
+      Graph g;
+      auto rnn = make_rnn(c.kind, D, H,
+                          {.num_layers = c.layers,
+                           .nonlinearity = c.kind == nn::CellKind::rnn ? nn::Activation::relu : nn::Activation::tanh,
+                           .bidirectional = true,
+                           .dtype = float64});
+      Tensor x = g.placeholder("x", {T, -1, D}, float64), len = g.placeholder("lengths", {-1}, int64);
+      Tensor h0 = g.placeholder("h0", {2 * c.layers, -1, H}, float64);
+      Tensor c0 = g.placeholder("c0", {2 * c.layers, -1, H}, float64);
+      nn::RNNState init;
+      if (c.with_state) init = {h0, c.kind == nn::CellKind::lstm ? c0 : Tensor()};
+      const nn::RNNResult r = c.lengths.empty() ? (*rnn)(x, init) : (*rnn)(x, init, len);
+      CHECK(r.output.shape() == Shape{T, -1, 2 * H});
+      Session s(g, {.threads = 2});
+      std::vector<std::string> names;
+      int64_t k = 0;
+      for (auto& [name, p] : rnn->named_parameters()) {
+        names.push_back(name);
+        s.set(p, arr(p.shape(), [&](double j) { return 0.5 * std::sin(0.7 * j + 1.3 * double(k) + 0.1); }));
+        ++k;
+      }
+      CHECK(names[4] == "weight_ih_l0_reverse");
+      CHECK(names[7] == "bias_hh_l0_reverse");
+      Feeds feeds{{x, arr({T, N, D}, [](double i) { return std::cos(0.37 * i); })}};
+      if (!c.lengths.empty()) feeds.push_back({len, NDArray::from<int64_t>(c.lengths, {N})});
+      const Shape states{2 * c.layers, N, H};
+      if (c.with_state) feeds.push_back({h0, arr(states, [](double i) { return 0.3 * std::sin(0.11 * i + 0.5); })});
+      if (c.with_state && c.c) feeds.push_back({c0, arr(states, [](double i) { return 0.2 * std::cos(0.23 * i); })});
+      std::vector<Tensor> fetch{r.output, r.state.h};
+      if (c.c) fetch.push_back(r.state.c);
+      const std::vector<NDArray> out = s.run(fetch, feeds);
+      CHECK(out[1].shape() == states);
+      CHECK(max_diff(values(out[0]), *c.y) < 1e-13);
+      CHECK(max_diff(values(out[1]), *c.h) < 1e-13);
+      if (c.c) CHECK(max_diff(values(out[2]), *c.c) < 1e-13);
+    }
+  }
+
+  TEST_CASE("bidirectional with lengths: float64 numeric gradients (inputs, states, every weight)") {
+    for (nn::CellKind kind : {nn::CellKind::lstm, nn::CellKind::gru}) {
+      CAPTURE(nn::cell_kind_name(kind));
+      Graph g;
+      auto rnn = make_rnn(kind, 2, 3, {.num_layers = 2, .bidirectional = true, .dtype = float64});
+      Tensor x = g.placeholder("x", {3, 2, 2}, float64), h0 = g.placeholder("h0", {4, 2, 3}, float64);
+      Tensor len = g.constant(NDArray::from<int64_t>({2, 3}, {2}));
+      nn::RNNResult r = (*rnn)(x, {h0, {}}, len);
+      Tensor loss = weighted_sum(r.output, 3) + weighted_sum(r.state.h, 4);
+      if (r.state.c.valid()) loss = loss + weighted_sum(r.state.c, 5);
+      check_numeric_gradients(g, loss, rnn->parameters(),
+                              {{x, rand({3, 2, 2}, 6, float64)}, {h0, rand({4, 2, 3}, 7, float64)}});
+    }
+  }
+
+  TEST_CASE("sequence lengths: the outputs past each end are zeros; errors name the module and the lengths") {
+    Graph g;
+    nn::LSTM lstm(2, 3, {.bidirectional = true});
+    Tensor x = g.placeholder("x", {4, -1, 2}), len = g.placeholder("lengths", {-1}, int64);
+    nn::RNNResult r = lstm(x, {}, len);
+    Session s(g, {.threads = 1});
+    const NDArray xv = rand({4, 2, 2}, 1);
+    NDArray y = s.run({r.output}, {{x, xv}, {len, NDArray::from<int64_t>({2, 4}, {2})}})[0];
+    const std::vector<double> v = values(y);  // [4, 2, 6]
+    for (int64_t t = 0; t < 4; ++t)
+      for (int64_t j = 0; j < 6; ++j) {
+        CAPTURE(t);
+        CHECK((v[size_t((t * 2 + 0) * 6 + j)] == 0) == (t >= 2));  // sequence 0 ends after 2 steps
+        CHECK(v[size_t((t * 2 + 1) * 6 + j)] != 0);
+      }
+    auto run_with = [&](std::vector<int64_t> l) {
+      return error_of([&] { s.run({r.output}, {{x, xv}, {len, NDArray::from<int64_t>(l, {int64_t(l.size())})}}); });
+    };
+    CHECK(contains(run_with({0, 4}), "LSTM_lengths_must_be_in_[1,4]"));
+    CHECK(contains(run_with({2, 5}), "sequence lengths in [1,4]"));
+    CHECK(contains(run_with({2, 3, 4}), "LSTM_lengths_must_be_[N]"));
+    CHECK(s.run({r.output}, {{x, xv}, {len, NDArray::from<int64_t>({4, 1}, {2})}})[0].shape() == Shape{4, 2, 6});
+    // Build-time errors.
+    CHECK(contains(error_of([&] { lstm(x, {}, g.placeholder("lf", {-1})); }), "must be int32 or int64"));
+    CHECK(contains(error_of([&] { lstm(x, {}, g.placeholder("l2", {2, 2}, int64)); }), "lengths must be [N]"));
+    CHECK(contains(error_of([&] { lstm(g.placeholder("u", {4, 2}), {}, len); }), "lengths need a batch"));
+    CHECK(contains(error_of([&] { lstm(x, {g.placeholder("h1", {1, -1, 3}), {}}); }), "must be float32[2,?,3]"));
+  }
+
   TEST_CASE("Embedding: rows by id, scatter-add gradient, padding_idx, bad ids") {
     Graph g;
     nn::Embedding emb(5, 3, {.padding_idx = 1});
