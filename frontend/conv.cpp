@@ -478,12 +478,53 @@ int64_t nearest_source(int64_t o, int64_t in, int64_t out, std::optional<double>
   return std::min<int64_t>(int64_t(std::floor(at)), in - 1);
 }
 
+/// The cubic convolution kernel at |x| < 2 (Keys; PyTorch's cubic_convolution1/2).
+double cubic_kernel(double x, double A) {
+  x = std::fabs(x);
+  if (x <= 1) return ((A + 2) * x - (A + 3)) * x * x + 1;
+  return x < 2 ? ((A * x - 5 * A) * x + 8 * A) * x - 4 * A : 0.0;
+}
+
 /// PyTorch's cubic convolution weights of the 4 taps around t in [0, 1] (A = -0.75).
 std::array<double, 4> cubic_weights(double t) {
   constexpr double A = -0.75;
-  auto near = [](double x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };       // |x| <= 1
-  auto far = [](double x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };  // 1 < |x| < 2
-  return {far(t + 1), near(t), near(1 - t), far(2 - t)};
+  return {cubic_kernel(t + 1, A), cubic_kernel(t, A), cubic_kernel(1 - t, A), cubic_kernel(2 - t, A)};
+}
+
+/// The source scale of one axis (PyTorch's area_pixel_compute_scale).
+double source_scale(int64_t in, int64_t out, std::optional<double> scale, bool align) {
+  if (align) return out > 1 ? double(in - 1) / double(out - 1) : 0.0;
+  return scale ? 1.0 / *scale : double(in) / double(out);
+}
+
+/// PyTorch's antialiased tables (_compute_indices_min_size_weights_aa, PIL's
+/// resampling): output o's window is centred on scale * (o + 0.5); when
+/// downsampling the filter (triangle, or cubic with A = -0.5) widens by the
+/// scale; the weights are normalized over the taps inside the input, and the
+/// rows' unused taps weigh 0.
+Resampling antialiased(int64_t in, int64_t out, std::optional<double> scale_factor, InterpolationMode mode,
+                       bool align) {
+  const bool cubic = mode == InterpolationMode::bicubic;
+  const double scale = source_scale(in, out, scale_factor, align), half = cubic ? 2.0 : 1.0;
+  const double support = scale >= 1 ? half * scale : half, stretch = scale >= 1 ? 1 / scale : 1.0;
+  const int64_t K = int64_t(std::ceil(support)) * 2 + 1;
+  auto filter = [&](double x) { return cubic ? cubic_kernel(x, -0.5) : std::max(0.0, 1 - std::fabs(x)); };
+  Resampling r{std::vector<std::vector<int64_t>>(size_t(K), std::vector<int64_t>(size_t(out))),
+               std::vector<std::vector<double>>(size_t(K), std::vector<double>(size_t(out), 0.0))};
+  for (int64_t o = 0; o < out; ++o) {
+    const size_t i = size_t(o);
+    const double center = scale * (double(o) + 0.5);
+    const int64_t lo = std::max<int64_t>(int64_t(center - support + 0.5), 0);  // truncation, as PyTorch's cast
+    const int64_t taps = std::clamp<int64_t>(std::min<int64_t>(int64_t(center + support + 0.5), in) - lo, 0, K);
+    double total = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      r.taps[size_t(k)][i] = std::min(lo + k, in - 1);
+      if (k < taps) total += r.weights[size_t(k)][i] = filter((double(k + lo) - center + 0.5) * stretch);
+    }
+    if (total != 0)
+      for (int64_t k = 0; k < taps; ++k) r.weights[size_t(k)][i] /= total;
+  }
+  return r;
 }
 
 Resampling resampling(int64_t in, int64_t out, std::optional<double> scale, InterpolationMode mode, bool align) {
@@ -493,8 +534,7 @@ Resampling resampling(int64_t in, int64_t out, std::optional<double> scale, Inte
   r.taps.assign(count, std::vector<int64_t>(size_t(out)));
   if (!nearest) r.weights.assign(count, std::vector<double>(size_t(out)));
   // area_pixel_compute_scale and _source_index: the half-pixel rule, or corners aligned.
-  const double ratio =
-      align ? (out > 1 ? double(in - 1) / double(out - 1) : 0.0) : (scale ? 1.0 / *scale : double(in) / double(out));
+  const double ratio = source_scale(in, out, scale, align);
   for (int64_t o = 0; o < out; ++o) {
     const size_t i = size_t(o);
     if (nearest) {
@@ -599,6 +639,7 @@ Tensor interpolate(const Tensor& x, const InterpolateOptions& o) {
   const bool interpolating = linear || two_d_only;
   LOOM_CHECK(interpolating || !o.align_corners,
              "interpolate: align_corners applies to linear, bilinear and bicubic, not ", mode);
+  LOOM_CHECK(two_d_only || !o.antialias, "interpolate: antialias applies to bilinear and bicubic, not ", mode);
   LOOM_CHECK(is_floating(x.dtype()), "interpolate: expected a floating input, got ", dtype_name(x.dtype()));
   std::vector<std::optional<double>> scales;
   const std::vector<int64_t> out = output_size(s, o, scales);
@@ -611,7 +652,8 @@ Tensor interpolate(const Tensor& x, const InterpolateOptions& o) {
   }
   std::vector<Resampling> axes;
   for (int64_t a = 0; a < image_axes; ++a)
-    axes.push_back(resampling(s[size_t(a + 2)], out[size_t(a)], scales[size_t(a)], o.mode, o.align_corners));
+    axes.push_back((o.antialias ? antialiased : resampling)(s[size_t(a + 2)], out[size_t(a)], scales[size_t(a)], o.mode,
+                                                            o.align_corners));
   if (o.mode == InterpolationMode::nearest && image_axes == 2)
     if (std::optional<std::vector<int64_t>> f = repeat_factors(axes, s)) return upsample_nearest2d(x, *f);
   if (image_axes == 1) return resample_axis(x, 2, axes[0]);
@@ -641,6 +683,7 @@ std::string Upsample::describe() const {
   if (options_.scale_factor.size() > 1) os << ")";
   os << ", mode=" << interpolation_mode_name(options_.mode);
   if (options_.align_corners) os << ", align_corners=true";
+  if (options_.antialias) os << ", antialias=true";
   os << ")";
   return os.str();
 }

@@ -333,6 +333,10 @@ struct InterpolateOptions {
   InterpolationMode mode = InterpolationMode::nearest;
   /// linear, bilinear and bicubic only: the corner pixels' centres align (PyTorch's align_corners=True).
   bool align_corners = false;
+  /// bilinear and bicubic only: when downsampling, the filter widens by the
+  /// scale so that every input pixel counts (PyTorch's antialias=True, PIL's
+  /// resize; bicubic then uses A = -0.5).
+  bool antialias = false;
 };
 
 /// Resamples [N, C, L] (nearest, nearest_exact, linear, area) or
