@@ -12,8 +12,6 @@
 
 namespace loom::nn {
 
-namespace {
-
 std::string ints_str(const std::vector<int64_t>& v) {
   std::ostringstream os;
   if (v.size() != 1) os << "(";
@@ -21,6 +19,8 @@ std::string ints_str(const std::vector<int64_t>& v) {
   if (v.size() != 1) os << ")";
   return os.str();
 }
+
+namespace {
 
 loom::Pool2dOptions pool_options(std::vector<int64_t> kernel, const Pool2dOptions& o, const char* what) {
   LOOM_CHECK((kernel.size() == 1 || kernel.size() == 2) &&
@@ -292,7 +292,7 @@ Tensor ConvTranspose2d::forward(const Tensor& x) {
   return conv_transpose2d(x, weight_, bias_, options_);
 }
 
-// ---------------------------------------------------------------- GroupNorm, Upsample, Dropout2d
+// ---------------------------------------------------------------- GroupNorm, Upsample
 
 GroupNorm::GroupNorm(int64_t groups, int64_t channels, double eps, bool affine)
     : groups_(groups), channels_(channels), eps_(eps), affine_(affine) {
@@ -334,14 +334,18 @@ Tensor GroupNorm::forward(const Tensor& x) {
 InstanceNorm2d::InstanceNorm2d(int64_t channels, double eps, bool affine)
     : GroupNorm(channels, channels, eps, affine) {}
 
+InstanceNorm2d::InstanceNorm2d(int64_t channels, double eps, bool affine, int64_t rank)
+    : GroupNorm(channels, channels, eps, affine), rank_(rank) {}
+
 std::string InstanceNorm2d::describe() const {
   std::ostringstream os;
-  os << "InstanceNorm2d(" << channels_ << ", eps=" << eps_ << (affine_ ? ", affine)" : ")");
+  os << type_name() << "(" << channels_ << ", eps=" << eps_ << (affine_ ? ", affine)" : ")");
   return os.str();
 }
 
 Tensor InstanceNorm2d::forward(const Tensor& x) {
-  LOOM_CHECK(x.shape().size() == 4, where(x), ": expected input [N, ", channels_, ", H, W], got ", S(x.shape()));
+  LOOM_CHECK(int64_t(x.shape().size()) == rank_, where(x), ": expected input [N, ", channels_,
+             rank_ == 3 ? ", L], got " : ", H, W], got ", S(x.shape()));
   return GroupNorm::forward(x);
 }
 
@@ -686,27 +690,6 @@ std::string Upsample::describe() const {
   if (options_.antialias) os << ", antialias=true";
   os << ")";
   return os.str();
-}
-
-Dropout2d::Dropout2d(double p) : p_(p) { LOOM_CHECK(p >= 0 && p <= 1, "Dropout2d: p must be in [0, 1], got ", p); }
-
-std::string Dropout2d::describe() const {
-  std::ostringstream os;
-  os << "Dropout2d(p=" << p_ << ")";
-  return os.str();
-}
-
-Tensor Dropout2d::forward(const Tensor& x) {
-  const Shape& s = x.shape();
-  LOOM_CHECK(s.size() == 4, where(x), ": expected input [N, C, H, W], got ", S(s));
-  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
-  if (!training() || p_ == 0) return x;
-  if (p_ == 1) return x * 0.0;
-  if (s[2] == 0 || s[3] == 0) return x;  // an empty image: nothing to drop
-  // One draw per (sample, channel), shaped by a view of each channel's first pixel, broadcast over the image.
-  const Tensor keep =
-      bernoulli_like(slice(x, {Slice::all(), Slice::all(), Slice::range(0, 1), Slice::range(0, 1)}), 1.0 - p_);
-  return x * (keep * (1.0 / (1.0 - p_)));
 }
 
 // ---------------------------------------------------------------- BatchNorm2d

@@ -39,6 +39,9 @@ struct Conv2dOptions {
   DType dtype = float32;
 };
 
+/// Sizes as a module's description prints them, PyTorch's way: "(2, 3)", or "2" for one value.
+std::string ints_str(const std::vector<int64_t>& v);
+
 /// The padding of PyTorch's padding="same" for a kernel (1 or 2 values) and
 /// dilation, as Conv2dOptions' 4 values (top, bottom, left, right): the output
 /// keeps the input's size at stride 1; an even total puts the extra row and
@@ -252,11 +255,21 @@ class GroupNorm : public Module {
 class InstanceNorm2d : public GroupNorm {
  public:
   explicit InstanceNorm2d(int64_t channels, double eps = 1e-5, bool affine = false);
-  std::string type_name() const override { return "InstanceNorm2d"; }
+  std::string type_name() const override { return rank_ == 3 ? "InstanceNorm1d" : "InstanceNorm2d"; }
   std::string describe() const override;
 
  protected:
+  InstanceNorm2d(int64_t channels, double eps, bool affine, int64_t rank);
   Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t rank_ = 4;
+};
+
+/// PyTorch's InstanceNorm1d: each channel of [N, C, L] normalized over L.
+struct InstanceNorm1d : InstanceNorm2d {
+  explicit InstanceNorm1d(int64_t channels, double eps = 1e-5, bool affine = false)
+      : InstanceNorm2d(channels, eps, affine, 3) {}
 };
 
 /// [N, C r^2, H, W] -> [N, C, H r, W r] (PyTorch's PixelShuffle, sub-pixel
@@ -361,21 +374,6 @@ class Upsample : public Module {
 
  private:
   InterpolateOptions options_;
-};
-
-/// Zeroes whole channels of [N, C, H, W] with probability p in training mode
-/// and scales the others by 1 / (1 - p) (PyTorch's Dropout2d); the identity in eval.
-class Dropout2d : public Module {
- public:
-  explicit Dropout2d(double p = 0.5);
-  std::string type_name() const override { return "Dropout2d"; }
-  std::string describe() const override;
-
- protected:
-  Tensor forward(const Tensor& x) override;
-
- private:
-  double p_;
 };
 
 struct Pool2dOptions {

@@ -31,6 +31,7 @@
 #include "frontend/text.hpp"
 // Attention and Transformer modules (issue 13).
 #include "frontend/transformer.hpp"
+#include "frontend/vision.hpp"
 // Data parallelism (issue 18): collectives' process group, DataParallel (MPI itself: frontend/mpi.hpp, libloom_mpi).
 #include "core/comm.hpp"
 #include "frontend/distributed.hpp"

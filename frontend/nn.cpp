@@ -368,15 +368,65 @@ Tensor Unflatten::forward(const Tensor& x) {
   return reshape(x, out);
 }
 
-Dropout::Dropout(double p) : p_(p) { LOOM_CHECK(p >= 0 && p <= 1, "Dropout: p must be in [0, 1], got ", p); }
+namespace {
+
+/// One draw per channel: a view of x's first element along each dim after the channels ([N, C, 1, ...]).
+Tensor channel_view(const char* who, const Tensor& x) {
+  LOOM_CHECK(x.ndim() >= 2, who, ": expected [N, C, ...], got ", S(x.shape()));
+  std::vector<Slice> first(size_t(x.ndim()), Slice::all());
+  for (size_t a = 2; a < first.size(); ++a) first[a] = Slice::range(0, 1);
+  return slice(x, first);
+}
+
+/// Whether x has no elements after its channels (nothing to draw for).
+bool empty_channels(const Tensor& x) {
+  const Shape& s = x.shape();
+  return std::any_of(s.begin() + std::min<ptrdiff_t>(2, ptrdiff_t(s.size())), s.end(),
+                     [](int64_t d) { return d == 0; });
+}
+
+void check_p(const char* who, double p) { LOOM_CHECK(p >= 0 && p <= 1, who, ": p must be in [0, 1], got ", p); }
+
+}  // namespace
+
+Tensor feature_dropout(const Tensor& x, double p, bool training) {
+  check_p("feature_dropout", p);
+  const Tensor channels = channel_view("feature_dropout", x);
+  if (!training || p == 0 || empty_channels(x)) return x;
+  if (p == 1) return x * 0.0;
+  return x * (bernoulli_like(channels, 1.0 - p) * (1.0 / (1.0 - p)));
+}
+
+Tensor alpha_dropout(const Tensor& x, double p, bool training, bool per_channel) {
+  check_p("alpha_dropout", p);
+  const Tensor draws = per_channel ? channel_view("feature_alpha_dropout", x) : x;
+  if (!training || p == 0 || (per_channel && empty_channels(x))) return x;
+  if (p == 1) return x * 0.0;
+  constexpr double kAlpha = 1.7580993408473766;  // SELU's scale * alpha
+  const double a = 1.0 / std::sqrt((kAlpha * kAlpha * p + 1) * (1 - p));
+  const Tensor keep = bernoulli_like(draws, 1.0 - p);
+  // PyTorch's arithmetic: b = (keep - 1) alpha' a + alpha' a p; x * (keep a) + b.
+  return x * (keep * a) + ((keep - 1.0) * (kAlpha * a) + kAlpha * a * p);
+}
+
+Dropout::Dropout(std::string type, double p, DropoutKind kind) : type_(std::move(type)), p_(p), kind_(kind) {
+  check_p(type_.c_str(), p);
+}
 
 std::string Dropout::describe() const {
   std::ostringstream os;
-  os << "Dropout(p=" << p_ << ")";
+  os << type_ << "(p=" << p_ << ")";
   return os.str();
 }
 
-Tensor Dropout::forward(const Tensor& x) { return dropout(x, p_, training()); }
+Tensor Dropout::forward(const Tensor& x) {
+  static const char* const kLayouts[] = {"", "", "", "[N, C, L]", "[N, C, H, W]", "[N, C, D, H, W]"};
+  LOOM_CHECK(kind_.rank == 0 || x.ndim() == kind_.rank, where(x), ": expected input ", kLayouts[kind_.rank], ", got ",
+             S(x.shape()));
+  LOOM_CHECK(is_floating(x.dtype()), where(x), ": expected a floating input, got ", dtype_name(x.dtype()));
+  if (kind_.alpha) return alpha_dropout(x, p_, training(), kind_.per_channel);
+  return kind_.per_channel ? feature_dropout(x, p_, training()) : dropout(x, p_, training());
+}
 
 static void check_norm_options(const char* what, int64_t features, const NormOptions& o) {
   LOOM_CHECK(features > 0, what, ": features must be positive, got ", features);

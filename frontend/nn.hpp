@@ -311,19 +311,62 @@ class Unflatten : public Module {
   std::vector<int64_t> sizes_;
 };
 
+/// PyTorch's feature dropout (F.dropout1d/2d/3d): whole channels of
+/// [N, C, ...] zeroed with probability p, the others scaled by 1/(1-p); x
+/// when !training.
+Tensor feature_dropout(const Tensor& x, double p, bool training = true);
+
+/// PyTorch's F.alpha_dropout (per_channel: F.feature_alpha_dropout, whole
+/// channels of [N, C, ...]), for SELU networks: a dropped value becomes SELU's
+/// negative saturation, and a x + b with a = ((1 - p)(1 + p alpha'^2))^-1/2
+/// keeps zero mean and unit variance (alpha' = 1.7581, SELU's scale times
+/// alpha; dropped: a alpha' (p - 1), kept: a x + a alpha' p); x when !training.
+Tensor alpha_dropout(const Tensor& x, double p, bool training = true, bool per_channel = false);
+
+/// How a dropout module draws: per element or per channel of [N, C, ...],
+/// plain or alpha, and the input rank it takes (0: any).
+struct DropoutKind {
+  bool per_channel = false;
+  bool alpha = false;
+  int64_t rank = 0;
+};
+
 /// Zeroes each element with probability p in training mode and scales the
-/// others by 1/(1-p); the identity in eval mode.
+/// others by 1/(1-p); the identity in eval mode. Its relatives below.
 class Dropout : public Module {
  public:
-  explicit Dropout(double p = 0.5);
-  std::string type_name() const override { return "Dropout"; }
+  explicit Dropout(double p = 0.5) : Dropout("Dropout", p, {}) {}
+  std::string type_name() const override { return type_; }
   std::string describe() const override;
 
  protected:
+  Dropout(std::string type, double p, DropoutKind kind);
   Tensor forward(const Tensor& x) override;
 
  private:
+  std::string type_;
   double p_;
+  DropoutKind kind_;
+};
+
+/// Whole channels of [N, C, L] (Dropout1d), [N, C, H, W] (Dropout2d) or
+/// [N, C, D, H, W] (Dropout3d) zeroed with probability p (feature_dropout).
+struct Dropout1d : Dropout {
+  explicit Dropout1d(double p = 0.5) : Dropout("Dropout1d", p, {.per_channel = true, .rank = 3}) {}
+};
+struct Dropout2d : Dropout {
+  explicit Dropout2d(double p = 0.5) : Dropout("Dropout2d", p, {.per_channel = true, .rank = 4}) {}
+};
+struct Dropout3d : Dropout {
+  explicit Dropout3d(double p = 0.5) : Dropout("Dropout3d", p, {.per_channel = true, .rank = 5}) {}
+};
+/// PyTorch's AlphaDropout and FeatureAlphaDropout (alpha_dropout).
+struct AlphaDropout : Dropout {
+  explicit AlphaDropout(double p = 0.5) : Dropout("AlphaDropout", p, {.alpha = true}) {}
+};
+struct FeatureAlphaDropout : Dropout {
+  explicit FeatureAlphaDropout(double p = 0.5)
+      : Dropout("FeatureAlphaDropout", p, {.per_channel = true, .alpha = true}) {}
 };
 
 struct NormOptions {
