@@ -209,25 +209,38 @@ Tensor checked_shape(const Tensor& t, const Tensor& x, const Shape& want, const 
 
 // ---------------------------------------------------------------- Embedding
 
+namespace {
+
+/// A padding index in [-num, num) as a row in [0, num).
+std::optional<int64_t> padding_row(const char* who, std::optional<int64_t> p, int64_t num) {
+  if (!p) return p;
+  LOOM_CHECK(*p >= -num && *p < num, who, ": padding_idx ", *p, " out of range for ", num, " embeddings");
+  return *p < 0 ? *p + num : *p;
+}
+
+/// `base` (N(0, 1) when empty), then the padding row zeroed.
+Initializer table_init(Initializer base, std::optional<int64_t> padding) {
+  if (!base) base = init::normal(0.0, 1.0);
+  if (!padding) return base;
+  return [base, p = *padding](const NDArray& v, uint64_t seed) {
+    base(v, seed);
+    v.slice({{p, p + 1, 1}}).fill(0.0);
+  };
+}
+
+void check_table(const char* who, int64_t num, int64_t dim, DType dtype) {
+  LOOM_CHECK(num > 0 && dim > 0, who, ": num_embeddings and embedding_dim must be positive, got (", num, ", ", dim,
+             ")");
+  LOOM_CHECK(valid_shape({num, dim}, 8), who, ": a table of ", num, " x ", dim, " is too large");
+  LOOM_CHECK(is_floating(dtype), who, ": dtype must be floating, got ", dtype_name(dtype));
+}
+
+}  // namespace
+
 Embedding::Embedding(int64_t num, int64_t dim, EmbeddingOptions options) : num_(num), dim_(dim), options_(std::move(options)) {
-  LOOM_CHECK(num_ > 0 && dim_ > 0, "Embedding: num_embeddings and embedding_dim must be positive, got (", num_, ", ",
-             dim_, ")");
-  LOOM_CHECK(is_floating(options_.dtype), "Embedding: dtype must be floating, got ", dtype_name(options_.dtype));
-  if (options_.padding_idx) {
-    int64_t p = *options_.padding_idx;
-    LOOM_CHECK(p >= -num_ && p < num_, "Embedding: padding_idx ", p, " out of range for ", num_, " embeddings");
-    options_.padding_idx = p < 0 ? p + num_ : p;
-  }
-  Initializer base = options_.init ? options_.init : init::normal(0.0, 1.0);
-  if (options_.padding_idx) {
-    const int64_t p = *options_.padding_idx;
-    options_.init = [base, p](const NDArray& v, uint64_t seed) {
-      base(v, seed);
-      v.slice({{p, p + 1, 1}}).fill(0.0);
-    };
-  } else {
-    options_.init = base;
-  }
+  check_table("Embedding", num_, dim_, options_.dtype);
+  options_.padding_idx = padding_row("Embedding", options_.padding_idx, num_);
+  options_.init = table_init(options_.init, options_.padding_idx);
 }
 
 std::string Embedding::describe() const {
@@ -247,6 +260,99 @@ Tensor Embedding::forward(const Tensor& ids) {
   // The padding row's value passes through; its gradient does not.
   Tensor pad = expand_dims(ids == scalar_like(ids, double(*options_.padding_idx)), {-1});
   return loom::where(pad, stop_gradient(y), y);
+}
+
+// ---------------------------------------------------------------- EmbeddingBag
+
+EmbeddingBag::EmbeddingBag(int64_t num, int64_t dim, EmbeddingBagOptions options)
+    : num_(num), dim_(dim), options_(std::move(options)) {
+  check_table("EmbeddingBag", num_, dim_, options_.dtype);
+  options_.padding_idx = padding_row("EmbeddingBag", options_.padding_idx, num_);
+  options_.init = table_init(options_.init, options_.padding_idx);
+}
+
+std::string EmbeddingBag::describe() const {
+  std::ostringstream os;
+  os << "EmbeddingBag(" << num_ << ", " << dim_ << ", mode="
+     << (options_.mode == BagMode::sum    ? "sum"
+         : options_.mode == BagMode::mean ? "mean"
+                                          : "max");
+  if (options_.padding_idx) os << ", padding_idx=" << *options_.padding_idx;
+  if (options_.include_last_offset) os << ", include_last_offset";
+  os << ")";
+  return os.str();
+}
+
+Tensor EmbeddingBag::operator()(const Tensor& ids, const Tensor& offsets, const Tensor& per_sample_weights) {
+  LOOM_CHECK(ids.valid() && offsets.valid(), "EmbeddingBag: ids or offsets is an empty Tensor handle");
+  return in_scope(ids, [&] { return bags(ids, offsets, per_sample_weights); });
+}
+
+namespace {
+
+/// Each flat position's bag: the number of bag starts at or before it, less one ([M] int64).
+Tensor bag_of_position(const Tensor& ids, const Tensor& starts) {
+  const Tensor at_or_after = reshape(arange_like(ids, 0), {-1, 1}) >= reshape(cast(starts, int64), {1, -1});
+  return sum(cast(at_or_after, int64), {1}) - 1;
+}
+
+}  // namespace
+
+Tensor EmbeddingBag::bags(const Tensor& ids, const Tensor& offsets, const Tensor& psw) {
+  const std::string w = where(ids);
+  const bool flat = offsets.valid();
+  LOOM_CHECK(ids.dtype() == int32 || ids.dtype() == int64, w, ": ids '", ids.name(), "' must be int32 or int64, got ",
+             dtype_name(ids.dtype()));
+  LOOM_CHECK(flat ? ids.ndim() == 1 : ids.ndim() == 2, w, ": expected ",
+             flat ? "flat ids [M] with offsets" : "ids [B, L]", ", got '", ids.name(), "' ", S(ids.shape()));
+  if (flat)
+    LOOM_CHECK(offsets.ndim() == 1 && (offsets.dtype() == int32 || offsets.dtype() == int64), w,
+               ": offsets must be int32 or int64 [B], got '", offsets.name(), "' ", dtype_name(offsets.dtype()),
+               S(offsets.shape()));
+  LOOM_CHECK(!psw.valid() || options_.mode == BagMode::sum, w, ": per_sample_weights need mode sum (PyTorch's rule)");
+  auto same_shape = [](const Shape& a, const Shape& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (a[i] != b[i] && a[i] >= 0 && b[i] >= 0) return false;
+    return true;
+  };
+  LOOM_CHECK(!psw.valid() || (psw.dtype() == options_.dtype && same_shape(psw.shape(), ids.shape())), w,
+             ": per_sample_weights must be ", dtype_name(options_.dtype), S(ids.shape()), " like the ids, got '",
+             psw.name(), "' ", dtype_name(psw.dtype()), S(psw.shape()));
+  weight_ = parameter(ids, "weight", {num_, dim_}, options_.init, options_.dtype);
+  Tensor rows = gather(weight_, ids);  // [M, dim] or [B, L, dim]
+  if (psw.valid()) rows = rows * expand_dims(psw, {-1});
+  Tensor keep;  // [.., 1] bool: not the padding id
+  if (options_.padding_idx) {
+    keep = expand_dims(ids != double(*options_.padding_idx), {-1});
+    rows = loom::where(keep, rows, zeros_like(rows));
+  }
+  std::vector<Slice> first_column(size_t(rows.ndim()), Slice::all());
+  first_column.back() = Slice::range(0, 1);
+  const Tensor ones = keep.valid() ? cast(keep, options_.dtype) : ones_like(slice(rows, first_column));  // [.., 1]
+  Tensor total, count;              // [B, dim], [B, 1]
+  Tensor starts = offsets, member;  // flat: the B bag starts; member [B, M, 1] bool
+  if (flat) {
+    if (options_.include_last_offset) starts = slice(offsets, {Slice::range(0, -1)});
+    const Tensor bag = bag_of_position(ids, starts);
+    const Tensor like = broadcast_to(reshape(cast(starts, options_.dtype), {-1, 1}), {-1, dim_});
+    total = rows.graph().add1("gather_grad", {rows, bag, like});
+    count = rows.graph().add1("gather_grad", {ones, bag, slice(like, {Slice::all(), Slice::range(0, 1)})});
+    if (options_.mode == BagMode::max)
+      member = expand_dims(reshape(arange_like(starts, 0), {-1, 1}) == reshape(bag, {1, -1}), {-1});
+  } else {
+    total = sum(rows, {1});
+    count = sum(ones, {1});
+  }
+  if (options_.mode == BagMode::sum) return total;
+  if (options_.mode == BagMode::mean) return total / maximum(count, scalar_like(count, 1.0));
+  // max: over the bag's rows (not the padding); an empty bag gives zeros.
+  Tensor candidates = flat ? expand_dims(rows, {0}) : rows;  // [1, M, dim] or [B, L, dim]
+  Tensor in_bag = flat ? member : keep;
+  if (flat && keep.valid()) in_bag = logical_and(member, expand_dims(keep, {0}));
+  if (in_bag.valid()) candidates = loom::where(in_bag, candidates, full_like(candidates, -INFINITY, options_.dtype));
+  const Tensor largest = max(candidates, {1});
+  return loom::where(count > 0.0, largest, zeros_like(largest));
 }
 
 // ---------------------------------------------------------------- cells

@@ -75,6 +75,51 @@ class Embedding : public Module {
   Tensor weight_;
 };
 
+/// How EmbeddingBag combines a bag's rows.
+enum class BagMode { sum, mean, max };
+
+struct EmbeddingBagOptions {
+  /// PyTorch's default is mean. An empty bag gives zeros in every mode.
+  BagMode mode = BagMode::mean;
+  /// Ids equal to it are left out of their bag (not counted in a mean, never
+  /// a max, no gradient); its row starts as zeros. Negative counts from the end.
+  std::optional<int64_t> padding_idx = {};
+  /// offsets hold B + 1 values, the last the number of ids (PyTorch's include_last_offset).
+  bool include_last_offset = false;
+  /// Default: N(0, 1), as PyTorch.
+  Initializer init = {};
+  DType dtype = float32;
+};
+
+/// PyTorch's EmbeddingBag: bags of ids, each the sum, mean or max of its rows
+/// of weight [num, dim] -> [B, dim]. Either ids [B, L] (each row a bag), or
+/// flat ids [M] with offsets [B] (int32 or int64, each bag's start, the first
+/// 0, non-decreasing; bag b holds ids[offsets[b], offsets[b + 1])), as PyTorch's
+/// input/offsets. per_sample_weights (ids' shape, mode sum only) scale the rows.
+/// Sum and mean add the rows into their bags (gather_grad, a segment sum);
+/// max over flat ids compares every id with every bag ([B, M, dim] at once).
+class EmbeddingBag : public Module {
+ public:
+  EmbeddingBag(int64_t num_embeddings, int64_t embedding_dim, EmbeddingBagOptions options = {});
+  std::string type_name() const override { return "EmbeddingBag"; }
+  std::string describe() const override;
+  using Module::operator();
+  /// Flat ids [M] and offsets [B] (or [B + 1] with include_last_offset) -> [B, dim].
+  Tensor operator()(const Tensor& ids, const Tensor& offsets, const Tensor& per_sample_weights = {});
+  /// The table [num, dim] (invalid before the first call).
+  Tensor weight() const { return weight_; }
+
+ protected:
+  /// ids [B, L] -> [B, dim].
+  Tensor forward(const Tensor& ids) override { return bags(ids, {}, {}); }
+
+ private:
+  Tensor bags(const Tensor& ids, const Tensor& offsets, const Tensor& per_sample_weights);
+  int64_t num_, dim_;
+  EmbeddingBagOptions options_;
+  Tensor weight_;
+};
+
 // ---------------------------------------------------------------- recurrent cells
 
 

@@ -195,6 +195,9 @@ Tensor check_range(const Tensor& x, double low, double high, const std::string& 
 Tensor resample(const Tensor& x, int64_t axis, const Tensor& sources, const Tensor& weights);
 /// One-hot encoding of integer indices: shape indices.shape + [depth].
 Tensor one_hot(const Tensor& indices, int64_t depth, DType dtype = float32);
+/// 0, 1, ..., n - 1 (int64 [n]) for n = x.shape[axis], known when run for a
+/// dynamic axis (torch.arange(x.size(axis))); x is read for its shape only.
+Tensor arange_like(const Tensor& x, int64_t axis);
 
 // ---- linear algebra (ops/linalg.cpp)
 /// numpy matmul: batched, with broadcast batch dims; 1-d operands are vectors.

@@ -672,6 +672,31 @@ const bool registered = [] {
     };
     register_op(std::move(d));
   }
+  {
+    // The positions along one axis, known only when run for a dynamic dim (torch.arange(x.size(axis))).
+    OpDef d;
+    d.name = "arange_like";
+    d.attrs = {attr::required("axis", AttrKind::integer)};
+    d.min_inputs = d.max_inputs = 1;
+    d.shape_only_inputs = {0};
+    d.infer = [](const InferContext& c) {
+      const int64_t axis = c.attrs.i("axis"), rank = int64_t(c.in[0].shape.size());
+      c.check(axis >= 0 && axis < rank, "axis ", axis, " out of range for ", S(c.in[0].shape));
+      return std::vector<TensorType>{{int64, {c.in[0].shape[size_t(axis)]}}};
+    };
+    d.reference = [](std::span<const NDArray> in, const Attrs& a) {
+      std::vector<int64_t> v(size_t(in[0].shape()[size_t(a.i("axis"))]));
+      std::iota(v.begin(), v.end(), 0);
+      return std::vector<NDArray>{NDArray::from<int64_t>(v, {int64_t(v.size())})};
+    };
+    d.examples = [](uint64_t seed) {
+      return std::vector<OpExample>{
+          {"axis 1 of [2, 5]", {rand_array({2, 5}, -1, 1, seed)}, {{"axis", int64_t(1)}}, {}, false},
+          {"an empty axis", {rand_array({0, 3}, -1, 1, seed)}, {{"axis", int64_t(0)}}, {}, false}};
+    };
+    d.doc = "0, 1, ..., n - 1 (int64) for n = x.shape[axis], x read for its shape only: positions along a dynamic axis";
+    register_op(std::move(d));
+  }
   return true;
 }();
 
@@ -860,6 +885,12 @@ Tensor undilate(const Tensor& x, const std::vector<int64_t>& axes, int64_t dilat
 Tensor gather(const Tensor& table, const Tensor& indices) { return G(table).add1("gather", {table, indices}); }
 Tensor one_hot(const Tensor& indices, int64_t depth, DType dtype) {
   return G(indices).add1("one_hot", {indices}, {{"depth", depth}, {"dtype", dtype}});
+}
+
+Tensor arange_like(const Tensor& x, int64_t axis) {
+  const int64_t rank = x.ndim();
+  LOOM_CHECK(axis >= -rank && axis < rank, "arange_like: axis ", axis, " out of range for ", S(x.shape()));
+  return G(x).add1("arange_like", {x}, {{"axis", axis < 0 ? axis + rank : axis}});
 }
 
 }  // namespace loom

@@ -126,6 +126,14 @@ void one_hot(ExportContext& c) {
   attr(c.add("Cast", {hit}, {c.output(0)}), "to", int64_t(onnx_type(c.output_type(0).dtype)));
 }
 
+/// arange_like: Range(0, the axis's size from Shape, 1).
+void arange_like(ExportContext& c) {
+  const std::string size = c.temp("size");
+  attr(c.add("Gather", {shape_of(c, 0), c.scalar(double(c.attrs().i("axis")), int64, "axis")}, {size}), "axis",
+       int64_t(0));
+  c.add("Range", {c.scalar(0, int64, "start"), size, c.scalar(1, int64, "delta")}, {c.output(0)});
+}
+
 /// broadcast_to: Expand broadcasts both ways, so a -1 (keep the input's dim) becomes 1.
 void broadcast_to(ExportContext& c) {
   Shape s = c.attrs().ints("shape");
@@ -176,6 +184,7 @@ const bool registered = [] {
     attr(c.add("Gather", {c.input(0), c.input(1)}, {c.output(0)}), "axis", int64_t(0));
   });
   register_exporter("one_hot", one_hot);
+  register_exporter("arange_like", arange_like);
   register_exporter("resample", resample);
   return true;
 }();

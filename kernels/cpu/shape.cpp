@@ -3,6 +3,7 @@
 // none: the planner maps them onto their input's memory.
 
 #include <cstring>
+#include <numeric>
 
 #include "core/kernel.hpp"
 #include "kernels/cpu/elementwise.hpp"
@@ -115,8 +116,14 @@ void one_hot_kernel(const KernelCall& c) {
   });
 }
 
+void arange_like_kernel(const KernelCall& c) {
+  int64_t* out = static_cast<int64_t*>(c.out[0].raw());
+  std::iota(out, out + c.out[0].numel(), int64_t(0));
+}
+
 const bool registered = [] {
   const auto all = AllTypes::dtypes();
+  register_kernel("arange_like", DeviceKind::cpu, {int64}, {&arange_like_kernel, true});
   register_kernel("slice_grad", DeviceKind::cpu, all, {&slice_grad_kernel});
   register_kernel("concat", DeviceKind::cpu, all, {&concat_kernel});
   register_kernel("pad", DeviceKind::cpu, all, {&pad_kernel});

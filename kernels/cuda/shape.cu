@@ -240,8 +240,23 @@ void one_hot_kernel_call(const KernelCall& c) {
   });
 }
 
+// ---------------------------------------------------------------- arange_like
+
+__global__ void arange_kernel(int64_t* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = i;
+}
+
+void arange_like_kernel(const KernelCall& c) {
+  use_device(c.ctx.device);
+  const int64_t n = c.out[0].numel();
+  if (n > 0)
+    launch(arange_kernel, grid_for(n), kThreads, 0, stream_of(c), c.op, static_cast<int64_t*>(c.out[0].raw()), n);
+}
+
 const bool registered = [] {
   const auto all = AllTypes::dtypes();
+  register_kernel("arange_like", DeviceKind::cuda, {int64}, {&arange_like_kernel, true});
   register_kernel("slice_grad", DeviceKind::cuda, all, {&slice_grad_kernel});
   register_kernel("concat", DeviceKind::cuda, all, {&concat_kernel});
   register_kernel("pad", DeviceKind::cuda, all, {&pad_kernel});

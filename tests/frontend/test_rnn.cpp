@@ -807,6 +807,87 @@ TEST_SUITE("frontend/rnn") {
     CHECK(contains(error_of([] { nn::Embedding(5, 3, {.padding_idx = 5}); }), "padding_idx 5 out of range"));
   }
 
+  TEST_CASE("EmbeddingBag equals PyTorch's (sum, mean, max; offsets, include_last_offset, weights, padding)") {
+    // Literal F.embedding_bag outputs of PyTorch 2.15 (float64): weight [6, 3] element i is
+    // ((5 i) mod 13) / 4 - 1.5, ids {1, 4, 0, 0, 5, 2, 3, 1}, offsets {0, 3, 3, 5} (bag 1 is empty),
+    // per_sample_weights 0.5 + i / 4.
+    // clang-format off
+#include "tests/frontend/embedding_bag_tables.inc"
+    // clang-format on
+    std::vector<double> table(18);
+    for (size_t i = 0; i < table.size(); ++i) table[i] = std::fmod(double(i) * 5, 13) / 4 - 1.5;
+    const NDArray idv = NDArray::from<int64_t>({1, 4, 0, 0, 5, 2, 3, 1}, {8});
+    struct Case {
+      nn::BagMode mode;
+      std::optional<int64_t> padding_idx;
+      bool include_last_offset;
+      std::vector<int64_t> offsets;  // empty: ids as [2, 4]
+      bool weighted;
+      const std::vector<double>* want;
+    };
+    using M = nn::BagMode;
+    for (const Case& c :
+         {Case{M::sum, {}, false, {0, 3, 3, 5}, false, &kBagSum},
+          Case{M::mean, {}, false, {0, 3, 3, 5}, false, &kBagMean},
+          Case{M::max, {}, false, {0, 3, 3, 5}, false, &kBagMax}, Case{M::sum, {}, false, {0, 3, 3, 5}, true, &kBagPsw},
+          Case{M::mean, {}, true, {0, 3, 3, 5, 8}, false, &kBagLast},
+          Case{M::mean, 0, false, {0, 3, 3, 5}, false, &kBagPad},
+          Case{M::max, 0, false, {0, 3, 3, 5}, false, &kBagPadMax}, Case{M::max, {}, false, {}, false, &kBag2d}}) {
+      nn::EmbeddingBag bag(6, 3,
+                           {.mode = c.mode,
+                            .padding_idx = c.padding_idx,
+                            .include_last_offset = c.include_last_offset,
+                            .dtype = float64});
+      CAPTURE(bag.describe());
+      Graph g;
+      Tensor ids = g.placeholder("ids", {-1}, int64), offsets = g.placeholder("offsets", {-1}, int64);
+      Tensor psw = g.placeholder("psw", {-1}, float64), ids2 = g.placeholder("ids2", {-1, 4}, int64);
+      Tensor y = c.offsets.empty() ? bag(ids2) : bag(ids, offsets, c.weighted ? psw : Tensor());
+      Session s(g, {.threads = 2});
+      s.set(bag.weight(), NDArray::from<double>(table, {6, 3}));
+      Feeds feeds{{ids, idv}, {ids2, idv.reshape({2, 4})}};
+      if (!c.offsets.empty())
+        feeds.push_back({offsets, NDArray::from<int64_t>(c.offsets, {int64_t(c.offsets.size())})});
+      std::vector<double> weights(8);
+      for (size_t i = 0; i < 8; ++i) weights[i] = 0.5 + double(i) / 4;
+      if (c.weighted) feeds.push_back({psw, NDArray::from<double>(weights, {8})});
+      CHECK(max_diff(values(s.run1(y, feeds)), *c.want) < 1e-14);
+    }
+  }
+
+  TEST_CASE("EmbeddingBag: gradients by central differences; the padding row gets none; errors") {
+    for (nn::BagMode mode : {nn::BagMode::sum, nn::BagMode::mean, nn::BagMode::max}) {
+      Graph g;
+      nn::EmbeddingBag bag(5, 3, {.mode = mode, .padding_idx = 2, .dtype = float64});
+      Tensor y = bag(g.constant(NDArray::from<int64_t>({1, 2, 4, 4, 0, 3, 1}, {7})),
+                     g.constant(NDArray::from<int64_t>({0, 2, 2, 5}, {4})));
+      Tensor y2 = bag(g.constant(NDArray::from<int64_t>({1, 2, 4, 3, 0, 2}, {2, 3})));
+      Tensor loss = weighted_sum(y, 2) + weighted_sum(y2, 3);
+      check_numeric_gradients(g, loss, {bag.weight()}, {});
+      Session s(g);
+      NDArray dw = s.run1(gradients(loss, {bag.weight()})[0], {});
+      for (double v : values(dw.slice({{2, 3, 1}}))) CHECK(v == 0.0);
+    }
+    Graph g;
+    nn::EmbeddingBag bag(5, 3);
+    Tensor flat = g.placeholder("flat", {-1}, int64), offsets = g.placeholder("offsets", {-1}, int64);
+    CHECK(contains(error_of([&] { bag(g.placeholder("f", {4}, int64)); }), "expected ids [B, L]"));
+    CHECK(contains(error_of([&] { bag(flat, g.placeholder("fo", {2})); }), "offsets must be int32 or int64 [B]"));
+    CHECK(
+        contains(error_of([&] { bag(flat, offsets, g.placeholder("w", {-1})); }), "per_sample_weights need mode sum"));
+    CHECK(contains(error_of([] { nn::EmbeddingBag(5, 3, {.padding_idx = -6}); }), "padding_idx -6 out of range"));
+    // An offset past the ids gives an empty bag; a first offset past 0 puts ids in no bag: an error when run.
+    Tensor y = bag(flat, offsets);
+    Session s(g);
+    const NDArray ids = NDArray::from<int64_t>({1, 2, 3}, {3});
+    const NDArray past = s.run1(y, {{flat, ids}, {offsets, NDArray::from<int64_t>({0, 9}, {2})}});
+    for (double v : values(past.slice({{1, 2, 1}}))) CHECK(v == 0.0);
+    CHECK(contains(error_of([&] {
+                     s.run1(y, {{flat, ids}, {offsets, NDArray::from<int64_t>({1, 2}, {2})}});
+                   }),
+                   "index -1 out of range"));
+  }
+
   TEST_CASE("LanguageModel: logits [T, N, vocab]; a few SGD steps fit a repeating text") {
     const int64_t V = 7, T = 5, N = 2;
     Graph g;
