@@ -36,10 +36,12 @@ void check_image(const std::string& where, const Tensor& x, int64_t channels, DT
   LOOM_CHECK(x.dtype() == dtype, where, ": expected ", dtype_name(dtype), " input, got ", dtype_name(x.dtype()));
 }
 
-/// What Conv1d, Conv2d and ConvTranspose2d check, and PyTorch's default
-/// initialization, U(+-1/sqrt(fan_in)) for weight and bias with fan_in =
-/// weight.size(1) * kernel area. The weight is [out, in / groups, k...], or
-/// [in, out / groups, k...] when transposed.
+}  // namespace
+
+}  // namespace loom::nn
+
+namespace loom::detail {
+
 void configure_conv(const char* who, int64_t in, int64_t out, const std::vector<int64_t>& kernel, int64_t groups,
                     bool transposed, DType dtype, Initializer& weight_init, Initializer& bias_init) {
   LOOM_CHECK(in > 0 && out > 0, who, ": channels must be positive, got (", in, ", ", out, ")");
@@ -58,7 +60,9 @@ void configure_conv(const char* who, int64_t in, int64_t out, const std::vector<
   if (!bias_init) bias_init = init::uniform(-bound, bound);
 }
 
-}  // namespace
+}  // namespace loom::detail
+
+namespace loom::nn {
 
 // ---------------------------------------------------------------- Conv2d
 
@@ -83,8 +87,8 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> k
   LOOM_CHECK(kernel_.size() == 1 || kernel_.size() == 2, "Conv2d: kernel needs 1 or 2 values, got ", attr_str(kernel_));
   if (kernel_.size() == 1) kernel_.push_back(kernel_[0]);
   LOOM_CHECK(kernel_[0] > 0 && kernel_[1] > 0, "Conv2d: kernel sizes must be positive, got ", attr_str(kernel_));
-  configure_conv("Conv2d", in_, out_, kernel_, options_.groups, false, options_.dtype, options_.weight_init,
-                 options_.bias_init);
+  detail::configure_conv("Conv2d", in_, out_, kernel_, options_.groups, false, options_.dtype, options_.weight_init,
+                         options_.bias_init);
   conv2d_attrs({options_.stride, options_.padding, options_.dilation, options_.groups});  // validates the counts
 }
 
@@ -141,8 +145,8 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv1d
 Conv1d::Conv1d(int64_t in_channels, int64_t out_channels, int64_t kernel, Conv1dOptions options)
     : in_(in_channels), out_(out_channels), kernel_(kernel), options_(std::move(options)) {
   LOOM_CHECK(kernel_ > 0, "Conv1d: kernel must be positive, got ", kernel_);
-  configure_conv("Conv1d", in_, out_, {kernel_}, options_.groups, false, options_.dtype, options_.weight_init,
-                 options_.bias_init);
+  detail::configure_conv("Conv1d", in_, out_, {kernel_}, options_.groups, false, options_.dtype, options_.weight_init,
+                         options_.bias_init);
 }
 
 std::string Conv1d::describe() const {
@@ -268,8 +272,8 @@ ConvTranspose2d::ConvTranspose2d(int64_t in_channels, int64_t out_channels, std:
                                  ConvTranspose2dOptions options)
     : in_(in_channels), out_(out_channels), kernel_(std::move(kernel)), options_(std::move(options)) {
   kernel_ = pair_of("ConvTranspose2d", "kernel", kernel_, 1);
-  configure_conv("ConvTranspose2d", in_, out_, kernel_, options_.groups, true, options_.dtype, options_.weight_init,
-                 options_.bias_init);
+  detail::configure_conv("ConvTranspose2d", in_, out_, kernel_, options_.groups, true, options_.dtype,
+                         options_.weight_init, options_.bias_init);
 }
 
 std::string ConvTranspose2d::describe() const {
@@ -345,7 +349,10 @@ std::string InstanceNorm2d::describe() const {
 
 Tensor InstanceNorm2d::forward(const Tensor& x) {
   LOOM_CHECK(int64_t(x.shape().size()) == rank_, where(x), ": expected input [N, ", channels_,
-             rank_ == 3 ? ", L], got " : ", H, W], got ", S(x.shape()));
+             rank_ == 3   ? ", L], got "
+             : rank_ == 5 ? ", D, H, W], got "
+                          : ", H, W], got ",
+             S(x.shape()));
   return GroupNorm::forward(x);
 }
 

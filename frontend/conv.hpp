@@ -42,6 +42,20 @@ struct Conv2dOptions {
 /// Sizes as a module's description prints them, PyTorch's way: "(2, 3)", or "2" for one value.
 std::string ints_str(const std::vector<int64_t>& v);
 
+}  // namespace loom::nn
+
+namespace loom::detail {
+/// The convolution modules' shared checks (channels, groups, dtype, weight
+/// size) and PyTorch's default initialization, U(-1/sqrt(fan_in),
+/// 1/sqrt(fan_in)) for weight and bias with fan_in = weight.size(1) * kernel
+/// volume, set where the options leave them empty. The weight is
+/// [out, in / groups, k...], or [in, out / groups, k...] when transposed.
+void configure_conv(const char* who, int64_t in, int64_t out, const std::vector<int64_t>& kernel, int64_t groups,
+                    bool transposed, DType dtype, Initializer& weight_init, Initializer& bias_init);
+}  // namespace loom::detail
+
+namespace loom::nn {
+
 /// The padding of PyTorch's padding="same" for a kernel (1 or 2 values) and
 /// dilation, as Conv2dOptions' 4 values (top, bottom, left, right): the output
 /// keeps the input's size at stride 1; an even total puts the extra row and
@@ -255,7 +269,9 @@ class GroupNorm : public Module {
 class InstanceNorm2d : public GroupNorm {
  public:
   explicit InstanceNorm2d(int64_t channels, double eps = 1e-5, bool affine = false);
-  std::string type_name() const override { return rank_ == 3 ? "InstanceNorm1d" : "InstanceNorm2d"; }
+  std::string type_name() const override {
+    return rank_ == 3 ? "InstanceNorm1d" : rank_ == 5 ? "InstanceNorm3d" : "InstanceNorm2d";
+  }
   std::string describe() const override;
 
  protected:

@@ -21,6 +21,7 @@
 #include "frontend/activations.hpp"
 #include "frontend/checkpoint.hpp"
 #include "frontend/conv.hpp"
+#include "frontend/conv3d.hpp"
 #include "frontend/data.hpp"
 #include "frontend/init.hpp"
 #include "frontend/nn.hpp"

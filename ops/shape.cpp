@@ -863,7 +863,7 @@ Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads
     const auto [lo, hi] = pads[a];
     LOOM_CHECK(lo >= 0 && hi >= 0, "pad: ", pad_mode_name(mode), " padding of axis ", a, " must be >= 0, got (", lo,
                ", ", hi, ")");
-    y = pad_axis(y, int64_t(a), lo, hi, mode);
+    if (lo > 0 || hi > 0) y = pad_axis(y, int64_t(a), lo, hi, mode);  // an unpadded axis may be dynamic
   }
   return y;
 }

@@ -588,6 +588,16 @@ TEST_SUITE("frontend/conv") {
       Tensor x1 = g1.placeholder("x", {2, 2, 7}, float64);
       nn::Conv1d conv1(2, 2, 3, {.padding = 2, .padding_mode = m, .dtype = float64});
       CHECK(conv1(x1).shape() == Shape{2, 2, 9});
+      // A dynamic batch: only the padded axes need known sizes (the batch's used to be required).
+      Tensor dyn = g1.placeholder("dyn", {-1, 2, 5, 6}, float64);
+      nn::Conv2d conv_dyn(2, 3, 3, {.padding = {1}, .padding_mode = m, .dtype = float64});
+      Tensor yd;
+      {
+        auto scope = g1.scope("dyn");
+        yd = conv_dyn(dyn);
+      }
+      CHECK(yd.shape() == Shape{-1, 3, 5, 6});
+      CHECK(Session(g1).run1(yd, {{dyn, test::rand({3, 2, 5, 6}, 5, float64)}}).shape() == Shape{3, 3, 5, 6});
     }
     CheckResult gr = check_gradient_fn(
         [](const std::vector<Tensor>& in) {

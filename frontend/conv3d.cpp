@@ -1,0 +1,229 @@
+// Volumetric layers composed of the 2-D ops (see conv3d.hpp for why each
+// composition is exact).
+
+#include "frontend/conv3d.hpp"
+
+#include <sstream>
+
+#include "ops/window.hpp"
+
+namespace loom::nn {
+
+namespace {
+
+/// 1 value -> (d, h, w) all equal; 3 -> as given.
+std::vector<int64_t> triple(const std::vector<int64_t>& v, const char* who, const char* name) {
+  LOOM_CHECK(v.size() == 1 || v.size() == 3, who, ": ", name, " needs 1 or 3 values (d, h, w), got ", attr_str(v));
+  return v.size() == 1 ? std::vector<int64_t>{v[0], v[0], v[0]} : v;
+}
+
+/// x is [N, C, D, H, W] with C, D, H, W known and floating.
+void check_volume(const std::string& who, const Tensor& x) {
+  LOOM_CHECK(x.valid(), who, ": the input is an empty Tensor handle");
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() == 5 && s[1] >= 0 && s[2] >= 0 && s[3] >= 0 && s[4] >= 0, who,
+             ": expected [N, C, D, H, W] with C, D, H, W known, got ", S(s),
+             s.size() == 4 ? " (a single volume needs a batch dim)" : "");
+  LOOM_CHECK(is_floating(x.dtype()), who, ": expected a floating input, got ", dtype_name(x.dtype()));
+}
+
+/// The positions start, start + step, ... (count of them) of one axis.
+Slice strided(int64_t start, int64_t count, int64_t step) {
+  return Slice::range(start, start + step * (count - 1) + 1, step);
+}
+
+/// [N, C, D, H, W] -> [N, C * D, H, W] and back (views).
+Tensor planes(const Tensor& x) {
+  const Shape& s = x.shape();
+  return reshape(x, {-1, s[1] * s[2], s[3], s[4]});
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Conv3d
+
+Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv3dOptions& o) {
+  check_volume("conv3d", x);
+  LOOM_CHECK(w.valid(), "conv3d: the weight is an empty Tensor handle");
+  const Shape& ws = w.shape();
+  LOOM_CHECK(ws.size() == 5 && is_static(ws), "conv3d: expected a weight [out, in / groups, kd, kh, kw], got ", S(ws));
+  LOOM_CHECK(o.groups > 0 && x.shape()[1] == ws[1] * o.groups && ws[0] % o.groups == 0, "conv3d: input ", S(x.shape()),
+             " and weight ", S(ws), " do not match ", o.groups, " group(s)");
+  const std::vector<int64_t> st = triple(o.stride, "conv3d", "stride"), pd = triple(o.padding, "conv3d", "padding"),
+                             dl = triple(o.dilation, "conv3d", "dilation");
+  for (size_t a = 0; a < 3; ++a)
+    LOOM_CHECK(st[a] > 0 && dl[a] > 0 && pd[a] >= 0 && pd[a] <= (int64_t(1) << 30), "conv3d: stride and dilation ",
+               "must be positive and padding in [0, 2^30], got ", attr_str(st), ", ", attr_str(dl), ", ", attr_str(pd));
+  // Depth padding here (zeros, or every axis in another padding_mode); H and W padding in conv2d.
+  const bool copying = o.padding_mode != PadMode::constant;
+  const Tensor in = copying     ? pad(x, {pd[2], pd[2], pd[1], pd[1], pd[0], pd[0]}, o.padding_mode)
+                    : pd[0] > 0 ? pad(x, {0, 0, 0, 0, pd[0], pd[0]})
+                                : x;
+  const int64_t C = in.shape()[1], depth = in.shape()[2], H = in.shape()[3], W = in.shape()[4], kd = ws[2];
+  const int64_t reach = dl[0] * (kd - 1) + 1;
+  LOOM_CHECK(reach <= depth, "conv3d: kernel depth ", kd, " with dilation ", dl[0], " does not fit the padded depth ",
+             depth);
+  const int64_t OD = (depth - reach) / st[0] + 1;
+  const Tensor depth_major = permute(in, {0, 2, 1, 3, 4});  // [N, D, C, H, W]
+  const loom::Conv2dOptions plane{.stride = {st[1], st[2]},
+                                  .padding = {copying ? 0 : pd[1], copying ? 0 : pd[2]},
+                                  .dilation = {dl[1], dl[2]},
+                                  .groups = o.groups};
+  Tensor sum;  // [N * OD, out, OH, OW]
+  for (int64_t i = 0; i < kd; ++i) {
+    // Tap i reads depth slices i * dilation + od * stride of every output depth od, as one batch.
+    const Tensor slices = reshape(slice(depth_major, {Slice::all(), strided(i * dl[0], OD, st[0])}), {-1, C, H, W});
+    const Tensor tap =
+        reshape(slice(w, {Slice::all(), Slice::all(), Slice::range(i, i + 1)}), {ws[0], ws[1], ws[3], ws[4]});
+    const Tensor y = conv2d(slices, tap, i == 0 ? bias : Tensor(), plane);
+    sum = sum.valid() ? sum + y : y;
+  }
+  const Shape& ys = sum.shape();
+  return permute(reshape(sum, {-1, OD, ys[1], ys[2], ys[3]}), {0, 2, 1, 3, 4});
+}
+
+Conv3d::Conv3d(int64_t in, int64_t out, std::vector<int64_t> kernel, Conv3dOptions options)
+    : in_(in), out_(out), kernel_(triple(kernel, "Conv3d", "kernel")), options_(std::move(options)) {
+  for (int64_t k : kernel_) LOOM_CHECK(k > 0, "Conv3d: kernel sizes must be positive, got ", attr_str(kernel_));
+  detail::configure_conv("Conv3d", in_, out_, kernel_, options_.groups, false, options_.dtype, options_.weight_init,
+                         options_.bias_init);
+  triple(options_.stride, "Conv3d", "stride"), triple(options_.padding, "Conv3d", "padding");
+  triple(options_.dilation, "Conv3d", "dilation");
+}
+
+std::string Conv3d::describe() const {
+  std::ostringstream os;
+  os << "Conv3d(" << in_ << ", " << out_ << ", kernel=" << ints_str(kernel_) << ", stride=" << ints_str(options_.stride)
+     << ", padding=" << ints_str(options_.padding);
+  if (options_.dilation != std::vector<int64_t>{1}) os << ", dilation=" << ints_str(options_.dilation);
+  if (options_.groups != 1) os << ", groups=" << options_.groups;
+  if (options_.padding_mode != PadMode::constant) os << ", padding_mode=" << pad_mode_name(options_.padding_mode);
+  os << (options_.bias ? ", bias)" : ", no bias)");
+  return os.str();
+}
+
+Tensor Conv3d::forward(const Tensor& x) {
+  check_volume(where(x), x);
+  LOOM_CHECK(x.shape()[1] == in_, where(x), ": expected input [N, ", in_, ", D, H, W], got ", S(x.shape()));
+  LOOM_CHECK(x.dtype() == options_.dtype, where(x), ": expected ", dtype_name(options_.dtype), " input, got ",
+             dtype_name(x.dtype()));
+  weight_ = parameter(x, "weight", {out_, in_ / options_.groups, kernel_[0], kernel_[1], kernel_[2]},
+                      options_.weight_init, options_.dtype);
+  if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
+  return conv3d(x, weight_, bias_, options_);
+}
+
+// ---------------------------------------------------------------- pooling
+
+namespace {
+
+/// Separable pooling: `pool2d` over (H, W) of every depth slice, then over D
+/// (a (kd x 1) window on [N, C, D, OH * OW]).
+template <class Pool2d>
+Tensor separable(const Tensor& x, Pool2d&& pool2d, const loom::Pool2dOptions& hw, const loom::Pool2dOptions& d) {
+  const Shape& s = x.shape();
+  const Tensor across = pool2d(planes(x), hw);  // [N, C * D, OH, OW]
+  const int64_t OH = across.shape()[2], OW = across.shape()[3];
+  const Tensor down = pool2d(reshape(across, {-1, s[1], s[2], OH * OW}), d);  // [N, C, OD, OH * OW]
+  return reshape(down, {-1, s[1], down.shape()[2], OH, OW});
+}
+
+Tensor pool3d(const char* who, bool max, const Tensor& x, const std::vector<int64_t>& kernel, const Pool3dOptions& o) {
+  check_volume(who, x);
+  const std::vector<int64_t> k = triple(kernel, who, "kernel"),
+                             st = o.stride.empty() ? k : triple(o.stride, who, "stride"),
+                             pd = triple(o.padding, who, "padding");
+  const loom::Pool2dOptions hw{{k[1], k[2]}, {st[1], st[2]}, {pd[1], pd[2]}, o.count_include_pad, o.ceil_mode};
+  const loom::Pool2dOptions d{{k[0], 1}, {st[0], 1}, {pd[0], 0}, o.count_include_pad, o.ceil_mode};
+  if (max)
+    return separable(
+        x, [](const Tensor& t, const loom::Pool2dOptions& p) { return max_pool2d(t, p); }, hw, d);
+  return separable(
+      x, [](const Tensor& t, const loom::Pool2dOptions& p) { return avg_pool2d(t, p); }, hw, d);
+}
+
+Tensor adaptive3d(const char* who, bool max, const Tensor& x, const std::vector<int64_t>& output_size) {
+  check_volume(who, x);
+  const std::vector<int64_t> out = triple(output_size, who, "output_size");
+  auto pool = [max](const Tensor& t, const std::vector<int64_t>& size) {
+    return max ? adaptive_max_pool2d(t, size) : adaptive_avg_pool2d(t, size);
+  };
+  const Shape& s = x.shape();
+  const Tensor across = pool(planes(x), {out[1], out[2]});  // [N, C * D, OH, OW]
+  const Tensor down = pool(reshape(across, {-1, s[1], s[2], out[1] * out[2]}), {out[0], out[1] * out[2]});
+  return reshape(down, {-1, s[1], out[0], out[1], out[2]});
+}
+
+}  // namespace
+
+Tensor max_pool3d(const Tensor& x, std::vector<int64_t> kernel, const Pool3dOptions& o) {
+  return pool3d("max_pool3d", true, x, kernel, o);
+}
+
+Tensor avg_pool3d(const Tensor& x, std::vector<int64_t> kernel, const Pool3dOptions& o) {
+  return pool3d("avg_pool3d", false, x, kernel, o);
+}
+
+Tensor adaptive_avg_pool3d(const Tensor& x, std::vector<int64_t> output_size) {
+  return adaptive3d("adaptive_avg_pool3d", false, x, output_size);
+}
+
+Tensor adaptive_max_pool3d(const Tensor& x, std::vector<int64_t> output_size) {
+  return adaptive3d("adaptive_max_pool3d", true, x, output_size);
+}
+
+Pool3d::Pool3d(bool max, std::vector<int64_t> kernel, Pool3dOptions options)
+    : max_(max), kernel_(std::move(kernel)), options_(std::move(options)) {
+  const std::string who = type_name();
+  for (int64_t k : triple(kernel_, who.c_str(), "kernel"))
+    LOOM_CHECK(k > 0, who, ": kernel sizes must be positive, got ", attr_str(kernel_));
+  if (!options_.stride.empty()) triple(options_.stride, who.c_str(), "stride");
+  triple(options_.padding, who.c_str(), "padding");
+}
+
+std::string Pool3d::describe() const {
+  std::ostringstream os;
+  os << type_name() << "(kernel=" << ints_str(kernel_)
+     << ", stride=" << ints_str(options_.stride.empty() ? kernel_ : options_.stride)
+     << ", padding=" << ints_str(options_.padding);
+  if (!max_ && !options_.count_include_pad) os << ", count_include_pad=false";
+  if (options_.ceil_mode) os << ", ceil_mode=true";
+  os << ")";
+  return os.str();
+}
+
+Tensor Pool3d::forward(const Tensor& x) {
+  return max_ ? pool3d(where(x).c_str(), true, x, kernel_, options_)
+              : pool3d(where(x).c_str(), false, x, kernel_, options_);
+}
+
+AdaptivePool3d::AdaptivePool3d(bool max, std::vector<int64_t> output_size)
+    : max_(max), output_size_(std::move(output_size)) {
+  const std::string who = type_name();
+  for (int64_t k : triple(output_size_, who.c_str(), "output_size"))
+    LOOM_CHECK(k > 0, who, ": output sizes must be positive, got ", attr_str(output_size_));
+}
+
+std::string AdaptivePool3d::describe() const { return type_name() + "(" + ints_str(output_size_) + ")"; }
+
+Tensor AdaptivePool3d::forward(const Tensor& x) { return adaptive3d(where(x).c_str(), max_, x, output_size_); }
+
+// ---------------------------------------------------------------- BatchNorm3d
+
+BatchNorm3d::BatchNorm3d(int64_t features, NormOptions options) : BatchNorm("BatchNorm3d", features, options) {}
+
+std::string BatchNorm3d::describe() const { return describe_as("BatchNorm3d"); }
+
+Tensor BatchNorm3d::forward(const Tensor& x) {
+  check_volume(where(x), x);
+  LOOM_CHECK(x.shape()[1] == features_, where(x), ": expected input [N, ", features_, ", D, H, W], got ", S(x.shape()));
+  check_input(x);
+  const Shape& s = x.shape();
+  if (batch_statistics()) return reshape_like(batch_normalize(reshape(x, {-1, s[1], s[2], s[3] * s[4]})), x);
+  auto [w, b] = scale_and_shift(x);
+  const Tensor scale = w * pow(running_var_ + options_.eps, -0.5);
+  const Tensor shift = b - running_mean_ * scale;
+  return x * reshape(scale, {features_, 1, 1, 1}) + reshape(shift, {features_, 1, 1, 1});
+}
+
+}  // namespace loom::nn
