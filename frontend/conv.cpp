@@ -296,6 +296,46 @@ Tensor ConvTranspose2d::forward(const Tensor& x) {
   return conv_transpose2d(x, weight_, bias_, options_);
 }
 
+Tensor conv_transpose1d(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvTranspose1dOptions& o) {
+  LOOM_CHECK(w.valid(), "conv_transpose1d: the weight is an empty Tensor handle");
+  LOOM_CHECK(w.shape().size() == 3, "conv_transpose1d: expected a weight [in, out / groups, k], got ", S(w.shape()));
+  const Tensor y = conv_transpose2d(as_image("conv_transpose1d", x), expand_dims(w, {2}), bias,
+                                    {.stride = {1, o.stride},
+                                     .padding = {0, o.padding},
+                                     .output_padding = {0, o.output_padding},
+                                     .groups = o.groups,
+                                     .dilation = {1, o.dilation}});
+  return squeeze(y, {2});
+}
+
+ConvTranspose1d::ConvTranspose1d(int64_t in, int64_t out, int64_t kernel, ConvTranspose1dOptions options)
+    : in_(in), out_(out), kernel_(kernel), options_(std::move(options)) {
+  LOOM_CHECK(kernel_ > 0, "ConvTranspose1d: kernel must be positive, got ", kernel_);
+  detail::configure_conv("ConvTranspose1d", in_, out_, {kernel_}, options_.groups, true, options_.dtype,
+                         options_.weight_init, options_.bias_init);
+}
+
+std::string ConvTranspose1d::describe() const {
+  std::ostringstream os;
+  os << "ConvTranspose1d(" << in_ << ", " << out_ << ", kernel=" << kernel_ << ", stride=" << options_.stride
+     << ", padding=" << options_.padding;
+  if (options_.output_padding != 0) os << ", output_padding=" << options_.output_padding;
+  if (options_.dilation != 1) os << ", dilation=" << options_.dilation;
+  if (options_.groups != 1) os << ", groups=" << options_.groups;
+  os << (options_.bias ? ", bias)" : ", no bias)");
+  return os.str();
+}
+
+Tensor ConvTranspose1d::forward(const Tensor& x) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() == 3 && (s[1] == in_ || s[1] < 0), where(x), ": expected input [N, ", in_, ", L], got ", S(s));
+  LOOM_CHECK(x.dtype() == options_.dtype, where(x), ": expected ", dtype_name(options_.dtype), " input, got ",
+             dtype_name(x.dtype()));
+  weight_ = parameter(x, "weight", {in_, out_ / options_.groups, kernel_}, options_.weight_init, options_.dtype);
+  if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
+  return conv_transpose1d(x, weight_, bias_, options_);
+}
+
 // ---------------------------------------------------------------- GroupNorm, Upsample
 
 GroupNorm::GroupNorm(int64_t groups, int64_t channels, double eps, bool affine)

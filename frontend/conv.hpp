@@ -168,6 +168,43 @@ class ConvTranspose2d : public Module {
   Tensor weight_, bias_;
 };
 
+struct ConvTranspose1dOptions {
+  int64_t stride = 1;
+  int64_t padding = 0;         ///< removed from both ends of the output
+  int64_t output_padding = 0;  ///< added to the end; below the stride or the dilation
+  int64_t groups = 1;
+  int64_t dilation = 1;
+  bool bias = true;
+  /// Default: PyTorch's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = out / groups * k, for both.
+  Initializer weight_init = {};
+  Initializer bias_init = {};
+  DType dtype = float32;
+};
+
+/// PyTorch's F.conv_transpose1d: x [N, C, L], w [C, out / groups, k], bias
+/// [out] optional -> [N, out, (L - 1) stride - 2 padding + dilation (k - 1) +
+/// output_padding + 1]; conv_transpose2d on a height of 1.
+Tensor conv_transpose1d(const Tensor& x, const Tensor& w, const Tensor& bias,
+                        const ConvTranspose1dOptions& options = {});
+
+/// PyTorch's ConvTranspose1d: variables "weight" [in, out / groups, k] and "bias" [out].
+class ConvTranspose1d : public Module {
+ public:
+  ConvTranspose1d(int64_t in_channels, int64_t out_channels, int64_t kernel, ConvTranspose1dOptions options = {});
+  std::string type_name() const override { return "ConvTranspose1d"; }
+  std::string describe() const override;
+  Tensor weight() const { return weight_; }
+  Tensor bias() const { return bias_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t in_, out_, kernel_;
+  ConvTranspose1dOptions options_;
+  Tensor weight_, bias_;
+};
+
 /// Batch normalization of [N, C, H, W] per channel, as PyTorch's BatchNorm2d
 /// (see BatchNorm): eval mode uses the running statistics, folded into the
 /// preceding conv2d when there is one.

@@ -113,6 +113,82 @@ Tensor Conv3d::forward(const Tensor& x) {
   return conv3d(x, weight_, bias_, options_);
 }
 
+// ---------------------------------------------------------------- ConvTranspose3d
+
+Tensor conv_transpose3d(const Tensor& x, const Tensor& w, const Tensor& bias, const ConvTranspose3dOptions& o) {
+  const char* who = "conv_transpose3d";
+  check_volume(who, x);
+  LOOM_CHECK(w.valid(), who, ": the weight is an empty Tensor handle");
+  const Shape &xs = x.shape(), &ws = w.shape();
+  LOOM_CHECK(ws.size() == 5 && is_static(ws) && xs[1] == ws[0], who, ": expected a weight [", xs[1],
+             ", out / groups, kd, kh, kw] for input ", S(xs), ", got ", S(ws));
+  const std::vector<int64_t> st = triple(o.stride, who, "stride"), pd = triple(o.padding, who, "padding"),
+                             dl = triple(o.dilation, who, "dilation"),
+                             extra = triple(o.output_padding, who, "output_padding");
+  LOOM_CHECK(
+      st[0] > 0 && dl[0] > 0 && pd[0] >= 0 && (extra[0] < st[0] || extra[0] < dl[0]) && extra[0] >= 0, who,
+      ": stride and dilation must be positive, padding >= 0 and output_padding below the stride or the dilation, "
+      "got ",
+      attr_str(st), ", ", attr_str(dl), ", ", attr_str(pd), ", ", attr_str(extra));
+  const int64_t N_D = xs[2], kd = ws[2], C = xs[1], H = xs[3], W = xs[4];
+  const int64_t spread = (N_D - 1) * st[0] + 1, full = spread + dl[0] * (kd - 1), OD = full - 2 * pd[0] + extra[0];
+  LOOM_CHECK(OD > 0, who, ": the output of ", S(xs), " would be ", OD, " deep");
+  const int64_t length = std::max(full, pd[0] + OD);  // output_padding past the taps reads zeros
+  const Tensor slices = reshape(permute(x, {0, 2, 1, 3, 4}), {-1, C, H, W});  // [N * D, C, H, W]
+  const ConvTranspose2dOptions plane{.stride = {st[1], st[2]},
+                                     .padding = {pd[1], pd[2]},
+                                     .output_padding = {extra[1], extra[2]},
+                                     .groups = o.groups,
+                                     .dilation = {dl[1], dl[2]}};
+  Tensor sum;  // [N, length, out, OH, OW]
+  for (int64_t i = 0; i < kd; ++i) {
+    const Tensor tap =
+        reshape(slice(w, {Slice::all(), Slice::all(), Slice::range(i, i + 1)}), {ws[0], ws[1], ws[3], ws[4]});
+    const Tensor y = conv_transpose2d(slices, tap, {}, plane);  // [N * D, out, OH, OW]
+    Tensor t = reshape(y, {-1, N_D, y.shape()[1], y.shape()[2], y.shape()[3]});
+    // Input depth d lands at d * stride + i * dilation: spread by the stride, then moved to the tap's offset.
+    if (st[0] > 1) t = slice(dilate(t, {1}, st[0] - 1), {Slice::all(), Slice::range(0, spread)});
+    t = pad(t, {0, 0, 0, 0, 0, 0, i * dl[0], length - i * dl[0] - spread});
+    sum = sum.valid() ? sum + t : t;
+  }
+  Tensor y = permute(slice(sum, {Slice::all(), Slice::range(pd[0], pd[0] + OD)}), {0, 2, 1, 3, 4});
+  if (!bias.valid()) return y;
+  const int64_t out = y.shape()[1];
+  LOOM_CHECK(bias.shape() == Shape{out}, who, ": bias must be [", out, "], got ", S(bias.shape()));
+  return y + reshape(bias, {out, 1, 1, 1});
+}
+
+ConvTranspose3d::ConvTranspose3d(int64_t in, int64_t out, std::vector<int64_t> kernel, ConvTranspose3dOptions options)
+    : in_(in), out_(out), kernel_(triple(kernel, "ConvTranspose3d", "kernel")), options_(std::move(options)) {
+  for (int64_t k : kernel_)
+    LOOM_CHECK(k > 0, "ConvTranspose3d: kernel sizes must be positive, got ", attr_str(kernel_));
+  detail::configure_conv("ConvTranspose3d", in_, out_, kernel_, options_.groups, true, options_.dtype,
+                         options_.weight_init, options_.bias_init);
+}
+
+std::string ConvTranspose3d::describe() const {
+  std::ostringstream os;
+  os << "ConvTranspose3d(" << in_ << ", " << out_ << ", kernel=" << ints_str(kernel_)
+     << ", stride=" << ints_str(options_.stride) << ", padding=" << ints_str(options_.padding);
+  if (options_.output_padding != std::vector<int64_t>{0})
+    os << ", output_padding=" << ints_str(options_.output_padding);
+  if (options_.dilation != std::vector<int64_t>{1}) os << ", dilation=" << ints_str(options_.dilation);
+  if (options_.groups != 1) os << ", groups=" << options_.groups;
+  os << (options_.bias ? ", bias)" : ", no bias)");
+  return os.str();
+}
+
+Tensor ConvTranspose3d::forward(const Tensor& x) {
+  check_volume(where(x), x);
+  LOOM_CHECK(x.shape()[1] == in_, where(x), ": expected input [N, ", in_, ", D, H, W], got ", S(x.shape()));
+  LOOM_CHECK(x.dtype() == options_.dtype, where(x), ": expected ", dtype_name(options_.dtype), " input, got ",
+             dtype_name(x.dtype()));
+  weight_ = parameter(x, "weight", {in_, out_ / options_.groups, kernel_[0], kernel_[1], kernel_[2]},
+                      options_.weight_init, options_.dtype);
+  if (options_.bias) bias_ = parameter(x, "bias", {out_}, options_.bias_init, options_.dtype);
+  return conv_transpose3d(x, weight_, bias_, options_);
+}
+
 // ---------------------------------------------------------------- pooling
 
 namespace {

@@ -59,6 +59,49 @@ class Conv3d : public Module {
   Tensor weight_, bias_;
 };
 
+struct ConvTranspose3dOptions {
+  std::vector<int64_t> stride = {1};          ///< 1 value or 3 (d, h, w)
+  std::vector<int64_t> padding = {0};         ///< 1 or 3 values, removed from both sides of the output
+  std::vector<int64_t> output_padding = {0};  ///< 1 or 3 values, added to one side; each below its stride or dilation
+  int64_t groups = 1;
+  std::vector<int64_t> dilation = {1};  ///< 1 or 3 values
+  bool bias = true;
+  /// Default: PyTorch's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = out / groups * kd * kh * kw.
+  Initializer weight_init = {};
+  Initializer bias_init = {};
+  DType dtype = float32;
+};
+
+/// PyTorch's F.conv_transpose3d: x [N, C, D, H, W], w [C, out / groups, kd,
+/// kh, kw], bias [out] optional -> [N, out, OD, OH, OW], each output size
+/// (in - 1) stride - 2 padding + dilation (k - 1) + output_padding + 1. Per
+/// kernel depth tap one conv_transpose2d of every depth slice, placed at its
+/// depths (spread by the stride, offset by the tap) and summed.
+Tensor conv_transpose3d(const Tensor& x, const Tensor& w, const Tensor& bias,
+                        const ConvTranspose3dOptions& options = {});
+
+/// PyTorch's ConvTranspose3d: variables "weight" [in, out / groups, kd, kh, kw] and "bias" [out].
+class ConvTranspose3d : public Module {
+ public:
+  ConvTranspose3d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> kernel,
+                  ConvTranspose3dOptions options = {});
+  ConvTranspose3d(int64_t in_channels, int64_t out_channels, int64_t kernel, ConvTranspose3dOptions options = {})
+      : ConvTranspose3d(in_channels, out_channels, std::vector<int64_t>{kernel}, std::move(options)) {}
+  std::string type_name() const override { return "ConvTranspose3d"; }
+  std::string describe() const override;
+  Tensor weight() const { return weight_; }
+  Tensor bias() const { return bias_; }
+
+ protected:
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  int64_t in_, out_;
+  std::vector<int64_t> kernel_;  // 3 values
+  ConvTranspose3dOptions options_;
+  Tensor weight_, bias_;
+};
+
 struct Pool3dOptions {
   std::vector<int64_t> stride = {};    ///< empty: the kernel size
   std::vector<int64_t> padding = {0};  ///< 1 or 3 values, at most half the kernel

@@ -96,6 +96,52 @@ TEST_SUITE("frontend/conv3d") {
     CHECK(contains(error_of([] { nn::Conv3d(4, 6, {3, 3}); }), "kernel needs 1 or 3 values"));
   }
 
+  TEST_CASE(
+      "conv_transpose3d and conv_transpose1d equal PyTorch's (stride, padding, output_padding, groups, dilation)") {
+    auto fill = [](const Shape& s, double (*f)(double)) { return arr(s, f); };
+    const NDArray xt = arr({2, 4, 3, 4, 3}, [](double i) { return std::fmod(7 * i, 11) / 3 - 1; });
+    Graph g;
+    Tensor x = g.placeholder("x", {-1, 4, 3, 4, 3}, float64), x1 = g.placeholder("x1", {-1, 4, 7}, float64);
+    Tensor a = nn::conv_transpose3d(
+        x, g.constant(fill({4, 3, 2, 3, 2}, [](double i) { return std::sin(0.17 * i + 0.3) * 0.5; })),
+        g.constant(fill({6}, [](double i) { return 0.05 * i - 0.1; })),
+        {.stride = {2, 1, 2}, .padding = {1, 1, 0}, .output_padding = {1, 0, 1}, .groups = 2, .dilation = {1, 2, 1}});
+    Tensor b =
+        nn::conv_transpose3d(x, g.constant(fill({4, 2, 3, 2, 2}, [](double i) { return std::cos(0.1 * i) * 0.3; })), {},
+                             {.stride = {3, 2, 1}, .padding = {2, 0, 0}, .output_padding = {2, 1, 0}});
+    Tensor c = nn::conv_transpose1d(x1, g.constant(fill({4, 3, 3}, [](double i) { return std::sin(0.4 * i) * 0.5; })),
+                                    g.constant(fill({6}, [](double i) { return 0.1 * i; })),
+                                    {.stride = 2, .padding = 1, .output_padding = 1, .groups = 2, .dilation = 2});
+    const NDArray x1v = arr({2, 4, 7}, [](double i) { return std::fmod(7 * i, 11) / 3 - 1; });
+    const std::vector<NDArray> out = Session(g).run({a, b, c}, {{x, xt}, {x1, x1v}});
+    check_close(out[0], kConvT3d, {2, 6, 5, 6, 7});
+    check_close(out[1], kConvT3dPlain, {2, 2, 7, 9, 4});
+    check_close(out[2], kConvT1d, {2, 6, 16});
+    nn::ConvTranspose3d up(4, 2, {2}, {.stride = {2}, .dtype = float64});
+    nn::ConvTranspose1d up1(4, 6, 3, {.stride = 2, .groups = 2, .dtype = float64});
+    CHECK(up(x).shape() == Shape{-1, 2, 6, 8, 6});
+    CHECK(up.weight().shape() == Shape{4, 2, 2, 2, 2});
+    CHECK(up.describe() == "ConvTranspose3d(4, 2, kernel=(2, 2, 2), stride=2, padding=0, bias)");
+    {
+      auto scope = g.scope("up1");
+      CHECK(up1(x1).shape() == Shape{-1, 6, 15});
+    }
+    CHECK(up1.weight().shape() == Shape{4, 3, 3});
+    const CheckResult r = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{nn::conv_transpose3d(
+              in[0], in[1], in[2],
+              {.stride = {2, 1, 1}, .padding = {1, 0, 0}, .output_padding = {1, 0, 0}, .dilation = {1, 1, 2}})};
+        },
+        {test::rand({1, 2, 3, 2, 3}, 5, float64), test::rand({2, 2, 2, 2, 2}, 6, float64), test::rand({2}, 7, float64)},
+        {0, 1, 2});
+    CHECK_MESSAGE(r.ok, r.detail);
+    CHECK(contains(error_of([&] {
+                     nn::conv_transpose3d(x, g.constant(test::rand({3, 2, 2, 2, 2}, 1)), {});
+                   }),
+                   "expected a weight [4, out / groups, kd, kh, kw]"));
+  }
+
   TEST_CASE("MaxPool3d, AvgPool3d and the adaptive pools equal PyTorch's; gradients") {
     check_close(run_on_volume([](const Tensor& x) {
                   return nn::MaxPool3d({2, 3, 2}, {.stride = {1, 2, 2}, .padding = {1, 1, 0}})(x);
