@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <numeric>
 #include <optional>
 #include <sstream>
 
+#include "frontend/conv3d.hpp"
 #include "ops/window.hpp"
 
 namespace loom::nn {
@@ -505,6 +507,8 @@ const char* interpolation_mode_name(InterpolationMode mode) {
       return "bilinear";
     case InterpolationMode::bicubic:
       return "bicubic";
+    case InterpolationMode::trilinear:
+      return "trilinear";
     case InterpolationMode::area:
       return "area";
   }
@@ -675,51 +679,97 @@ std::vector<int64_t> output_size(const Shape& s, const InterpolateOptions& o,
 
 }  // namespace
 
+namespace {
+
+/// The input layouts a mode takes (PyTorch's): linear [N, C, L], bilinear and
+/// bicubic [N, C, H, W], trilinear [N, C, D, H, W], the others any of them.
+const char* layouts_of(InterpolationMode m) {
+  switch (m) {
+    case InterpolationMode::linear:
+      return "[N, C, L] (bilinear is the 2-D mode, trilinear the 3-D one)";
+    case InterpolationMode::bilinear:
+    case InterpolationMode::bicubic:
+      return "[N, C, H, W]";
+    case InterpolationMode::trilinear:
+      return "[N, C, D, H, W]";
+    default:
+      return "[N, C, L], [N, C, H, W] or [N, C, D, H, W]";
+  }
+}
+
+bool fits_mode(InterpolationMode m, size_t rank) {
+  switch (m) {
+    case InterpolationMode::linear:
+      return rank == 3;
+    case InterpolationMode::bilinear:
+    case InterpolationMode::bicubic:
+      return rank == 4;
+    case InterpolationMode::trilinear:
+      return rank == 5;
+    default:
+      return rank >= 3 && rank <= 5;
+  }
+}
+
+/// Resamples x along each image axis in turn: two axes in the cheaper order
+/// (the last axis's pass, strided taps, slower per element, where it writes
+/// fewer elements); three with the shrinking axes first.
+Tensor resample_axes(const Tensor& x, const std::vector<Resampling>& axes, const std::vector<int64_t>& out) {
+  const Shape& s = x.shape();
+  if (axes.size() == 1) return resample_axis(x, 2, axes[0]);
+  if (axes.size() == 2) {
+    const int64_t H = s[2], W = s[3], OH = out[0], OW = out[1];
+    const int64_t kh = int64_t(axes[0].taps.size()), kw = int64_t(axes[1].taps.size());
+    const bool last_first = kw * 3 * H * OW + kh * OH * OW < kh * OH * W + kw * 3 * OH * OW;
+    if (last_first) return resample_axis(resample_axis(x, 3, axes[1]), 2, axes[0]);
+    return resample_axis(resample_axis(x, 2, axes[0]), 3, axes[1]);
+  }
+  std::vector<size_t> order(axes.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return double(out[a]) / double(s[a + 2]) < double(out[b]) / double(s[b + 2]);
+  });
+  Tensor y = x;
+  for (size_t a : order) y = resample_axis(y, int64_t(a) + 2, axes[a]);
+  return y;
+}
+
+}  // namespace
+
 Tensor interpolate(const Tensor& x, const InterpolateOptions& o) {
   LOOM_CHECK(x.valid(), "interpolate: the input is an empty Tensor handle");
   const Shape& s = x.shape();
   const char* mode = interpolation_mode_name(o.mode);
-  const bool two_d_only = o.mode == InterpolationMode::bilinear || o.mode == InterpolationMode::bicubic;
-  const bool linear = o.mode == InterpolationMode::linear;
-  const bool fits = linear ? s.size() == 3 : two_d_only ? s.size() == 4 : (s.size() == 3 || s.size() == 4);
-  LOOM_CHECK(fits, "interpolate: mode ", mode, " expects ",
-             linear       ? "[N, C, L] (bilinear is the 2-D mode)"
-             : two_d_only ? "[N, C, H, W]"
-                          : "[N, C, L] or [N, C, H, W]",
-             ", got ", S(s));
-  const bool interpolating = linear || two_d_only;
+  LOOM_CHECK(fits_mode(o.mode, s.size()), "interpolate: mode ", mode, " expects ", layouts_of(o.mode), ", got ", S(s));
+  const bool smooth = o.mode == InterpolationMode::bilinear || o.mode == InterpolationMode::bicubic;
+  const bool interpolating = smooth || o.mode == InterpolationMode::linear || o.mode == InterpolationMode::trilinear;
   LOOM_CHECK(interpolating || !o.align_corners,
-             "interpolate: align_corners applies to linear, bilinear and bicubic, not ", mode);
-  LOOM_CHECK(two_d_only || !o.antialias, "interpolate: antialias applies to bilinear and bicubic, not ", mode);
+             "interpolate: align_corners applies to linear, bilinear, bicubic and trilinear, not ", mode);
+  LOOM_CHECK(smooth || !o.antialias, "interpolate: antialias applies to bilinear and bicubic, not ", mode);
   LOOM_CHECK(is_floating(x.dtype()), "interpolate: expected a floating input, got ", dtype_name(x.dtype()));
   std::vector<std::optional<double>> scales;
   const std::vector<int64_t> out = output_size(s, o, scales);
-  const int64_t image_axes = int64_t(s.size()) - 2;
-  LOOM_CHECK(valid_shape({s[1], out[0], image_axes == 2 ? out[1] : 1}, dtype_size(x.dtype())),
-             "interpolate: the output of ", S(s), " is too large");
+  Shape out_shape{s[1]};
+  out_shape.insert(out_shape.end(), out.begin(), out.end());
+  LOOM_CHECK(valid_shape(out_shape, dtype_size(x.dtype())), "interpolate: the output of ", S(s), " is too large");
+  const size_t image_axes = s.size() - 2;
   if (o.mode == InterpolationMode::area) {
+    if (image_axes == 3) return adaptive_avg_pool3d(x, out);
     if (image_axes == 2) return adaptive_avg_pool2d(x, out);
     return squeeze(adaptive_avg_pool2d(expand_dims(x, {2}), {1, out[0]}), {2});
   }
   std::vector<Resampling> axes;
-  for (int64_t a = 0; a < image_axes; ++a)
-    axes.push_back((o.antialias ? antialiased : resampling)(s[size_t(a + 2)], out[size_t(a)], scales[size_t(a)], o.mode,
-                                                            o.align_corners));
+  for (size_t a = 0; a < image_axes; ++a)
+    axes.push_back((o.antialias ? antialiased : resampling)(s[a + 2], out[a], scales[a], o.mode, o.align_corners));
   if (o.mode == InterpolationMode::nearest && image_axes == 2)
     if (std::optional<std::vector<int64_t>> f = repeat_factors(axes, s)) return upsample_nearest2d(x, *f);
-  if (image_axes == 1) return resample_axis(x, 2, axes[0]);
-  // Two passes; the last axis's (strided taps, slower per element) goes where it writes fewer elements.
-  const int64_t H = s[2], W = s[3], OH = out[0], OW = out[1];
-  const int64_t kh = int64_t(axes[0].taps.size()), kw = int64_t(axes[1].taps.size());
-  const bool last_first = kw * 3 * H * OW + kh * OH * OW < kh * OH * W + kw * 3 * OH * OW;
-  if (last_first) return resample_axis(resample_axis(x, 3, axes[1]), 2, axes[0]);
-  return resample_axis(resample_axis(x, 2, axes[0]), 3, axes[1]);
+  return resample_axes(x, axes, out);
 }
 
 Upsample::Upsample(InterpolateOptions options) : options_(std::move(options)) {
   LOOM_CHECK(options_.size.empty() != options_.scale_factor.empty(), "Upsample: give either size or scale_factor");
-  LOOM_CHECK(options_.size.size() <= 2 && options_.scale_factor.size() <= 2,
-             "Upsample: size and scale_factor take 1 or 2 values");
+  LOOM_CHECK(options_.size.size() <= 3 && options_.scale_factor.size() <= 3,
+             "Upsample: size and scale_factor take 1, 2 or 3 values");
 }
 
 std::string Upsample::describe() const {

@@ -388,7 +388,7 @@ struct ZeroPad2d : Pad {
 /// pixel repeated scale_h x scale_w times; a view broadcast, then one copy.
 Tensor upsample_nearest2d(const Tensor& x, std::vector<int64_t> scale);
 
-enum class InterpolationMode { nearest, nearest_exact, linear, bilinear, bicubic, area };
+enum class InterpolationMode { nearest, nearest_exact, linear, bilinear, bicubic, trilinear, area };
 const char* interpolation_mode_name(InterpolationMode mode);
 
 /// PyTorch's F.interpolate: the output size, or the scale factors (output
@@ -397,7 +397,7 @@ struct InterpolateOptions {
   std::vector<int64_t> size = {};
   std::vector<double> scale_factor = {};
   InterpolationMode mode = InterpolationMode::nearest;
-  /// linear, bilinear and bicubic only: the corner pixels' centres align (PyTorch's align_corners=True).
+  /// linear, bilinear, bicubic and trilinear only: the corner pixels' centres align (PyTorch's align_corners=True).
   bool align_corners = false;
   /// bilinear and bicubic only: when downsampling, the filter widens by the
   /// scale so that every input pixel counts (PyTorch's antialias=True, PIL's
@@ -405,8 +405,9 @@ struct InterpolateOptions {
   bool antialias = false;
 };
 
-/// Resamples [N, C, L] (nearest, nearest_exact, linear, area) or
-/// [N, C, H, W] (nearest, nearest_exact, bilinear, bicubic, area) as
+/// Resamples [N, C, L] (nearest, nearest_exact, linear, area),
+/// [N, C, H, W] (nearest, nearest_exact, bilinear, bicubic, area) or
+/// [N, C, D, H, W] (nearest, nearest_exact, trilinear, area) as
 /// PyTorch's F.interpolate (source positions, half-pixel rule, clamping, the
 /// bicubic A = -0.75, the scale 1 / scale_factor when one is given). Each
 /// axis is one resample op (the weighted sum of one, two or four source

@@ -662,9 +662,9 @@ TEST_SUITE("frontend/conv") {
                          doctest::Contains("mode linear expects [N, C, L]"), Error);
     CHECK_THROWS_WITH_AS(nn::interpolate(x3, {.size = {2}, .mode = nn::InterpolationMode::bicubic}),
                          doctest::Contains("mode bicubic expects [N, C, H, W]"), Error);
-    CHECK_THROWS_WITH_AS(nn::interpolate(x4, {.size = {2}, .align_corners = true}),
-                         doctest::Contains("align_corners applies to linear, bilinear and bicubic, not nearest"),
-                         Error);
+    CHECK_THROWS_WITH_AS(
+        nn::interpolate(x4, {.size = {2}, .align_corners = true}),
+        doctest::Contains("align_corners applies to linear, bilinear, bicubic and trilinear, not nearest"), Error);
     CHECK_THROWS_WITH_AS(nn::interpolate(x4, {.scale_factor = {0.1}}),
                          doctest::Contains("output sizes must be positive"), Error);
     CHECK_THROWS_WITH_AS(nn::interpolate(x4, {.size = {1, 2, 3}}), doctest::Contains("size needs 1 or 2 values"),
