@@ -65,21 +65,23 @@ Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv3d
              depth);
   const int64_t OD = (depth - reach) / st[0] + 1;
   const Tensor depth_major = permute(in, {0, 2, 1, 3, 4});  // [N, D, C, H, W]
+  // Tap i reads depth slices i * dilation + od * stride of every output depth od. The kd taps' slices
+  // become channels, group-major ([g, kd, C / g]), so that one 2-D convolution with the weight
+  // [out, kd * C / g, kh, kw] sums over the depth taps inside its GEMM.
+  std::vector<Tensor> taps;
+  for (int64_t i = 0; i < kd; ++i) taps.push_back(slice(depth_major, {Slice::all(), strided(i * dl[0], OD, st[0])}));
+  const int64_t g = o.groups;
+  Tensor stacked = stack(taps, 2);  // [N, OD, kd, C, H, W]
+  if (g > 1 && kd > 1) stacked = permute(reshape(stacked, {-1, OD, kd, g, C / g, H, W}), {0, 1, 3, 2, 4, 5, 6});
+  const Tensor planes_in = reshape(stacked, {-1, kd * C, H, W});  // [N * OD, kd * C, H, W]
+  const Tensor weight = reshape(permute(w, {0, 2, 1, 3, 4}), {ws[0], kd * ws[1], ws[3], ws[4]});
   const loom::Conv2dOptions plane{.stride = {st[1], st[2]},
                                   .padding = {copying ? 0 : pd[1], copying ? 0 : pd[2]},
                                   .dilation = {dl[1], dl[2]},
-                                  .groups = o.groups};
-  Tensor sum;  // [N * OD, out, OH, OW]
-  for (int64_t i = 0; i < kd; ++i) {
-    // Tap i reads depth slices i * dilation + od * stride of every output depth od, as one batch.
-    const Tensor slices = reshape(slice(depth_major, {Slice::all(), strided(i * dl[0], OD, st[0])}), {-1, C, H, W});
-    const Tensor tap =
-        reshape(slice(w, {Slice::all(), Slice::all(), Slice::range(i, i + 1)}), {ws[0], ws[1], ws[3], ws[4]});
-    const Tensor y = conv2d(slices, tap, i == 0 ? bias : Tensor(), plane);
-    sum = sum.valid() ? sum + y : y;
-  }
-  const Shape& ys = sum.shape();
-  return permute(reshape(sum, {-1, OD, ys[1], ys[2], ys[3]}), {0, 2, 1, 3, 4});
+                                  .groups = g};
+  const Tensor y = conv2d(planes_in, weight, bias, plane);  // [N * OD, out, OH, OW]
+  const Shape& ys = y.shape();
+  return permute(reshape(y, {-1, OD, ys[1], ys[2], ys[3]}), {0, 2, 1, 3, 4});
 }
 
 Conv3d::Conv3d(int64_t in, int64_t out, std::vector<int64_t> kernel, Conv3dOptions options)

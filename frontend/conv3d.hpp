@@ -3,9 +3,9 @@
 /// Conv3d, MaxPool3d, AvgPool3d, AdaptiveAvgPool3d, AdaptiveMaxPool3d,
 /// BatchNorm3d and InstanceNorm3d. Each is composed of the 2-D ops, so
 /// gradients, the CUDA kernels and ONNX export come with them:
-/// - a 3-D convolution is one 2-D convolution per kernel depth tap over the
-///   input's depth slices (batched as [N * OD, C, H, W]), summed: the same
-///   multiply-adds as a direct 3-D convolution;
+/// - a 3-D convolution is one 2-D convolution whose input channels are the
+///   kd depth slices each output depth reads ([N * OD, kd * C, H, W]): the
+///   same multiply-adds as a direct 3-D convolution, summed inside one GEMM;
 /// - pooling over a box is separable: pooling over (H, W), then over D (a
 ///   maximum of maxima; an average of averages, as each axis's divisor is
 ///   its own part of the box's);

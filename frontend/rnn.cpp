@@ -15,6 +15,7 @@ int64_t gate_count(CellKind k) { return k == CellKind::lstm ? 4 : k == CellKind:
 /// One layer's (or one cell's) variables in PyTorch's layout.
 struct Weights {
   Tensor w_ih, w_hh, b_ih, b_hh;  // biases invalid without bias
+  Tensor w_hr;                    // an LSTM's projection [P, H] (proj_size), else invalid
 };
 
 /// What a step needs besides its inputs.
@@ -96,9 +97,9 @@ RNNState cell_step(const StepSpec& s, const Tensor& gi, const RNNState& prev, co
 
 /// Step t's state where the step is valid (valid[t] [N, 1] bool), the
 /// previous one elsewhere: a sequence past its end keeps its state.
-RNNState keep_where(const Tensor& valid, const RNNState& next, const RNNState& prev, const Tensor& gi, int64_t H) {
+RNNState keep_where(const Tensor& valid, const RNNState& next, const RNNState& prev, const Tensor& gi) {
   auto pick = [&](const Tensor& a, const Tensor& b) {
-    return a.valid() ? where(valid, a, b.valid() ? b : zero_state(gi, H)) : a;
+    return a.valid() ? where(valid, a, b.valid() ? b : zero_state(gi, a.shape()[1])) : a;
   };
   return {pick(next.h, prev.h), pick(next.c, prev.c)};
 }
@@ -114,18 +115,20 @@ RNNResult run_layer(const StepSpec& s, const Tensor& x, const Weights& w, RNNSta
   // Step t's rows are a view of the one projection: split's gradient is one concat.
   std::vector<Tensor> gis = split(reshape(gi_all, {T, -1, GH}), T, 0);
   Tensor w_hh_t = transpose(w.w_hh), b_hn = hidden_bias(s.kind, w);
+  const Tensor w_hr_t = w.w_hr.valid() ? transpose(w.w_hr) : Tensor();
   std::vector<Tensor> hs(static_cast<size_t>(T));
   for (int64_t k = 0; k < T; ++k) {
     const size_t t = size_t(reverse ? T - 1 - k : k);
     const Tensor gi = reshape(gis[t], {-1, GH});
     RNNState next = cell_step(s, gi, state, w_hh_t, b_hn);
+    if (w_hr_t.valid()) next.h = matmul(next.h, w_hr_t);  // an LSTM's projection: h = W_hr (o * tanh(c))
     // Every length is at least 1: the forward direction's first step is always valid.
     if (valid.empty() || (t == 0 && !reverse)) {
       hs[t] = next.h, state = next;
       continue;
     }
     hs[t] = where(valid[t], next.h, zeros_like(next.h));
-    state = keep_where(valid[t], next, state, gi, s.hidden);
+    state = keep_where(valid[t], next, state, gi);
   }
   return {stack(hs, 0), state};
 }
@@ -402,7 +405,8 @@ RNNState CellBase::step(const Tensor& x, const RNNState& state) {
       checked_shape(x, x, {-1, input_}, type_name() + "_input_must_be_[N," + std::to_string(input_) + "]");
   const DType dt = options_.dtype;
   Initializer init = recurrent_init(H);
-  Weights wt{parameter(x, "weight_ih", {GH, input_}, init, dt), parameter(x, "weight_hh", {GH, H}, init, dt), {}, {}};
+  Weights wt{
+      parameter(x, "weight_ih", {GH, input_}, init, dt), parameter(x, "weight_hh", {GH, H}, init, dt), {}, {}, {}};
   if (options_.bias) wt.b_ih = parameter(x, "bias_ih", {GH}, init, dt), wt.b_hh = parameter(x, "bias_hh", {GH}, init, dt);
   StepSpec s{kind_, options_.nonlinearity, options_.fused, H};
   // A cell's hidden GEMM runs even from a given zero state; only a missing h skips it.
@@ -436,6 +440,9 @@ RNNBase::RNNBase(CellKind kind, int64_t input, int64_t hidden, RNNOptions option
   LOOM_CHECK(options_.dropout >= 0 && options_.dropout < 1, what, ": dropout must be in [0, 1), got ",
              options_.dropout);
   LOOM_CHECK(is_floating(options_.dtype), what, ": dtype must be floating, got ", dtype_name(options_.dtype));
+  LOOM_CHECK(options_.proj_size == 0 || kind == CellKind::lstm, what, ": proj_size is an LSTM's only (PyTorch's rule)");
+  LOOM_CHECK(options_.proj_size >= 0 && options_.proj_size < hidden, what, ": proj_size must be in [0, hidden_size ",
+             hidden, "), got ", options_.proj_size);
 }
 
 std::string RNNBase::describe() const {
@@ -445,6 +452,7 @@ std::string RNNBase::describe() const {
   if (!options_.bias) os << ", no bias";
   if (options_.batch_first) os << ", batch_first";
   if (options_.bidirectional) os << ", bidirectional";
+  if (options_.proj_size > 0) os << ", proj_size=" << options_.proj_size;
   if (options_.dropout > 0) os << ", dropout=" << options_.dropout;
   os << ")";
   return os.str();
@@ -506,21 +514,23 @@ RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state, const Ten
   const int64_t T = x.shape()[0], N = x.shape()[1], L = options_.num_layers * dirs, H = hidden_;
   LOOM_CHECK(T > 0, w, ": the sequence length must be known and positive (the graph unrolls it), got input ", S(xs));
   LOOM_CHECK(x.shape()[2] == input_ || x.shape()[2] < 0, w, ": expected input size ", input_, ", got ", S(xs));
-  const char* layers = dirs == 2 ? "[2L,N,H]" : "[L,N,H]";
-  check_state(w, "the initial h", init_state.h, {L, N, H}, options_.dtype);
+  const int64_t P = options_.proj_size > 0 ? options_.proj_size : H;  // h's size (an LSTM's projection)
+  const std::string layers = dirs == 2 ? "[2L,N," : "[L,N,";
+  check_state(w, "the initial h", init_state.h, {L, N, P}, options_.dtype);
   check_state(w, "the initial c", init_state.c, {L, N, H}, options_.dtype);
   LOOM_CHECK(kind_ == CellKind::lstm || !init_state.c.valid(), w, ": only an LSTM has a cell state c");
   x = checked_shape(x, x, {-1, -1, input_}, type_name() + "_input_must_be_[T,N," + std::to_string(input_) + "]");
-  const RNNState state0{checked_shape(init_state.h, x, {L, -1, H}, type_name() + "_initial_h_must_be_" + layers),
-                        checked_shape(init_state.c, x, {L, -1, H}, type_name() + "_initial_c_must_be_" + layers)};
-  auto per_layer = [&](const Tensor& t) {
+  const RNNState state0{
+      checked_shape(init_state.h, x, {L, -1, P}, type_name() + "_initial_h_must_be_" + layers + (P == H ? "H]" : "P]")),
+      checked_shape(init_state.c, x, {L, -1, H}, type_name() + "_initial_c_must_be_" + layers + "H]")};
+  auto per_layer = [&](const Tensor& t, int64_t size) {
     std::vector<Tensor> out(static_cast<size_t>(L));
     if (!t.valid()) return out;
     std::vector<Tensor> parts = split(t, L, 0);
-    for (int64_t l = 0; l < L; ++l) out[size_t(l)] = reshape(parts[size_t(l)], {-1, H});
+    for (int64_t l = 0; l < L; ++l) out[size_t(l)] = reshape(parts[size_t(l)], {-1, size});
     return out;
   };
-  std::vector<Tensor> h0 = per_layer(state0.h), c0 = per_layer(state0.c);
+  std::vector<Tensor> h0 = per_layer(state0.h, P), c0 = per_layer(state0.c, H);
   const std::vector<Tensor> valid = lengths.valid() ? step_masks(w, type_name(), lengths, x) : std::vector<Tensor>{};
 
   const int64_t G = gate_count(kind_);
@@ -529,17 +539,19 @@ RNNResult RNNBase::run(const Tensor& x_in, const RNNState& init_state, const Ten
   StepSpec spec{kind_, options_.nonlinearity, options_.fused, H};
   std::vector<Tensor> hn, cn;
   for (int64_t l = 0; l < options_.num_layers; ++l) {
-    const int64_t in = l == 0 ? input_ : H * dirs;
+    const int64_t in = l == 0 ? input_ : P * dirs;
     std::vector<Tensor> outputs;
     for (int64_t d = 0; d < dirs; ++d) {  // PyTorch's order of parameters and states: forward, then reverse
       const std::string k = "_l" + std::to_string(l) + (d == 1 ? "_reverse" : "");
       Weights wt{parameter(x, "weight_ih" + k, {G * H, in}, init, dt),
-                 parameter(x, "weight_hh" + k, {G * H, H}, init, dt),
+                 parameter(x, "weight_hh" + k, {G * H, P}, init, dt),
+                 {},
                  {},
                  {}};
       if (options_.bias)
         wt.b_ih = parameter(x, "bias_ih" + k, {G * H}, init, dt),
         wt.b_hh = parameter(x, "bias_hh" + k, {G * H}, init, dt);
+      if (P != H) wt.w_hr = parameter(x, "weight_hr" + k, {P, H}, init, dt);
       const size_t at = size_t(l * dirs + d);
       RNNResult r = run_layer(spec, x, wt, {h0[at], c0[at]}, d == 1, valid);
       outputs.push_back(r.output);

@@ -204,6 +204,10 @@ struct RNNOptions {
   /// states [2 L, N, H] (layer 0 forward, layer 0 reverse, layer 1 ...), the
   /// reverse variables named weight_ih_l{k}_reverse etc.
   bool bidirectional = false;
+  /// LSTM only, 0 < proj_size < hidden_size: h = W_hr (o * tanh(c)) with
+  /// weight_hr_l{k} [proj_size, hidden_size], so h, the states h and the
+  /// output have proj_size features (PyTorch's LSTM with projections; c keeps hidden_size).
+  int64_t proj_size = 0;
   /// Dropout on the outputs of every layer but the last (training mode only).
   double dropout = 0.0;
   /// LSTM only: each step's gate work as one lstm_cell op (false: element-wise ops).
@@ -255,7 +259,7 @@ class RNN : public RNNBase {
   std::string type_name() const override { return "RNN"; }
 };
 
-/// PyTorch's nn.LSTM (no projections).
+/// PyTorch's nn.LSTM (with projections: RNNOptions::proj_size).
 class LSTM : public RNNBase {
  public:
   LSTM(int64_t input_size, int64_t hidden_size, RNNOptions options = {});

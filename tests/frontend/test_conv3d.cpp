@@ -117,7 +117,7 @@ TEST_SUITE("frontend/conv3d") {
     check_close(out[0], kConvT3d, {2, 6, 5, 6, 7});
     check_close(out[1], kConvT3dPlain, {2, 2, 7, 9, 4});
     check_close(out[2], kConvT1d, {2, 6, 16});
-    nn::ConvTranspose3d up(4, 2, {2}, {.stride = {2}, .dtype = float64});
+    nn::ConvTranspose3d up(4, 2, 2, {.stride = {2}, .dtype = float64});
     nn::ConvTranspose1d up1(4, 6, 3, {.stride = 2, .groups = 2, .dtype = float64});
     CHECK(up(x).shape() == Shape{-1, 2, 6, 8, 6});
     CHECK(up.weight().shape() == Shape{4, 2, 2, 2, 2});
@@ -203,7 +203,7 @@ TEST_SUITE("frontend/conv3d") {
                 }),
                 kAdaptiveMax3d, {2, 4, 3, 2, 5});
     CHECK(nn::MaxPool3d(2).describe() == "MaxPool3d(kernel=2, stride=2, padding=0)");
-    CHECK(nn::AvgPool3d({3}, {.stride = {2}, .count_include_pad = false}).describe() ==
+    CHECK(nn::AvgPool3d(3, {.stride = {2}, .count_include_pad = false}).describe() ==
           "AvgPool3d(kernel=3, stride=2, padding=0, count_include_pad=false)");
     const CheckResult r = check_gradient_fn(
         [](const std::vector<Tensor>& in) {

@@ -719,6 +719,49 @@ TEST_SUITE("frontend/rnn") {
     }
   }
 
+  TEST_CASE("LSTM with projections (proj_size) matches PyTorch: bidirectional, two layers, lengths, given states") {
+    // Literal PyTorch 2.15 outputs (float64), inputs and parameters as in the test case above; lengths {3, 1, 4}.
+    // clang-format off
+#include "tests/frontend/rnn_projection_tables.inc"
+    // clang-format on
+    const int64_t T = 4, N = 3, D = 2, H = 4, P = 2;
+    Graph g;
+    nn::LSTM lstm(D, H, {.num_layers = 2, .bidirectional = true, .proj_size = P, .dtype = float64});
+    Tensor x = g.placeholder("x", {T, -1, D}, float64), len = g.placeholder("lengths", {-1}, int64);
+    Tensor h0 = g.placeholder("h0", {4, -1, P}, float64), c0 = g.placeholder("c0", {4, -1, H}, float64);
+    const nn::RNNResult r = lstm(x, {h0, c0}, len);
+    CHECK(r.output.shape() == Shape{T, -1, 2 * P});
+    CHECK(lstm.describe() == "LSTM(2, 4, num_layers=2, bidirectional, proj_size=2)");
+    Session s(g);
+    auto arr = [](const Shape& shape, auto f) {
+      std::vector<double> v(size_t(numel(shape)));
+      for (size_t i = 0; i < v.size(); ++i) v[i] = f(double(i));
+      return NDArray::from<double>(v, shape);
+    };
+    std::vector<std::string> names;
+    int64_t k = 0;
+    for (auto& [name, p] : lstm.named_parameters()) {
+      names.push_back(name);
+      s.set(p, arr(p.shape(), [&](double j) { return 0.5 * std::sin(0.7 * j + 1.3 * double(k) + 0.1); }));
+      ++k;
+    }
+    REQUIRE(names.size() == 20);
+    CHECK(names[4] == "weight_hr_l0");
+    CHECK(names[9] == "weight_hr_l0_reverse");
+    CHECK(lstm.named_parameters()[11].second.shape() == Shape{16, 2});  // weight_hh_l1 [4H, P]
+    const std::vector<NDArray> out =
+        s.run({r.output, r.state.h, r.state.c},
+              {{x, arr({T, N, D}, [](double i) { return std::cos(0.37 * i); })},
+               {len, NDArray::from<int64_t>({3, 1, 4}, {3})},
+               {h0, arr({4, N, P}, [](double i) { return 0.3 * std::sin(0.11 * i + 0.5); })},
+               {c0, arr({4, N, H}, [](double i) { return 0.2 * std::cos(0.23 * i); })}});
+    CHECK(max_diff(values(out[0]), kProjY) < 1e-13);
+    CHECK(max_diff(values(out[1]), kProjH) < 1e-13);
+    CHECK(max_diff(values(out[2]), kProjC) < 1e-13);
+    CHECK(contains(error_of([] { nn::GRU(2, 4, {.proj_size = 2}); }), "proj_size is an LSTM's only"));
+    CHECK(contains(error_of([] { nn::LSTM(2, 4, {.proj_size = 4}); }), "proj_size must be in [0, hidden_size 4)"));
+  }
+
   TEST_CASE("bidirectional with lengths: float64 numeric gradients (inputs, states, every weight)") {
     for (nn::CellKind kind : {nn::CellKind::lstm, nn::CellKind::gru}) {
       CAPTURE(nn::cell_kind_name(kind));
