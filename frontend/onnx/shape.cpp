@@ -126,6 +126,22 @@ void one_hot(ExportContext& c) {
   attr(c.add("Cast", {hit}, {c.output(0)}), "to", int64_t(onnx_type(c.output_type(0).dtype)));
 }
 
+/// gather_grad (gather's transpose; nn::EmbeddingBag's segment sum): dy's
+/// rows added at their indices into zeros shaped like input 2, ScatterND with
+/// reduction add.
+void gather_grad(ExportContext& c) {
+  std::string idx = c.input(1);
+  if (c.input_type(1).dtype != int64) {
+    idx = c.temp("indices");
+    attr(c.add("Cast", {c.input(1)}, {idx}), "to", int64_t(onnx_type(int64)));
+  }
+  const std::string zeros = c.temp("zeros"), rows = c.temp("rows");
+  attr(c.add("ConstantOfShape", {shape_of(c, 2)}, {zeros}), "value",
+       tensor_proto(NDArray::zeros({1}, c.input_type(0).dtype), "value"));
+  c.add("Unsqueeze", {idx, c.ints({-1}, "axis")}, {rows});
+  attr(c.add("ScatterND", {zeros, rows, c.input(0)}, {c.output(0)}), "reduction", std::string("add"));
+}
+
 /// arange_like: Range(0, the axis's size from Shape, 1).
 void arange_like(ExportContext& c) {
   const std::string size = c.temp("size");
@@ -185,6 +201,7 @@ const bool registered = [] {
   });
   register_exporter("one_hot", one_hot);
   register_exporter("arange_like", arange_like);
+  register_exporter("gather_grad", gather_grad);
   register_exporter("resample", resample);
   return true;
 }();

@@ -17,7 +17,6 @@ const bool registered = [] {
   register_unexportable("random_normal", random);
   const char* gradient = "it exists only in gradient graphs";
   register_unexportable("slice_grad", gradient);
-  register_unexportable("gather_grad", gradient);
   register_unexportable("resample_grad", gradient);
   return true;
 }();
