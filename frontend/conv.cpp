@@ -62,6 +62,18 @@ void configure_conv(const char* who, int64_t in, int64_t out, const std::vector<
   if (!bias_init) bias_init = init::uniform(-bound, bound);
 }
 
+std::string describe_conv(const ConvSummary& c) {
+  std::ostringstream os;
+  os << c.type << "(" << c.in << ", " << c.out << ", kernel=" << nn::ints_str(c.kernel)
+     << ", stride=" << nn::ints_str(c.stride) << ", padding=" << nn::ints_str(c.padding);
+  if (c.output_padding != std::vector<int64_t>{0}) os << ", output_padding=" << nn::ints_str(c.output_padding);
+  if (c.dilation != std::vector<int64_t>{1}) os << ", dilation=" << nn::ints_str(c.dilation);
+  if (c.groups != 1) os << ", groups=" << c.groups;
+  if (c.padding_mode != PadMode::constant) os << ", padding_mode=" << pad_mode_name(c.padding_mode);
+  os << (c.bias ? ", bias)" : ", no bias)");
+  return os.str();
+}
+
 }  // namespace loom::detail
 
 namespace loom::nn {
@@ -95,14 +107,17 @@ Conv2d::Conv2d(int64_t in_channels, int64_t out_channels, std::vector<int64_t> k
 }
 
 std::string Conv2d::describe() const {
-  std::ostringstream os;
-  os << "Conv2d(" << in_ << ", " << out_ << ", kernel=" << ints_str(kernel_) << ", stride=" << ints_str(options_.stride)
-     << ", padding=" << ints_str(options_.padding);
-  if (options_.dilation != std::vector<int64_t>{1}) os << ", dilation=" << ints_str(options_.dilation);
-  if (options_.groups != 1) os << ", groups=" << options_.groups;
-  if (options_.padding_mode != PadMode::constant) os << ", padding_mode=" << pad_mode_name(options_.padding_mode);
-  os << (options_.bias ? ", bias)" : ", no bias)");
-  return os.str();
+  return detail::describe_conv({"Conv2d",
+                                in_,
+                                out_,
+                                kernel_,
+                                options_.stride,
+                                options_.padding,
+                                {0},
+                                options_.dilation,
+                                options_.groups,
+                                options_.bias,
+                                options_.padding_mode});
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
@@ -152,14 +167,9 @@ Conv1d::Conv1d(int64_t in_channels, int64_t out_channels, int64_t kernel, Conv1d
 }
 
 std::string Conv1d::describe() const {
-  std::ostringstream os;
-  os << "Conv1d(" << in_ << ", " << out_ << ", kernel=" << kernel_ << ", stride=" << options_.stride
-     << ", padding=" << options_.padding;
-  if (options_.dilation != 1) os << ", dilation=" << options_.dilation;
-  if (options_.groups != 1) os << ", groups=" << options_.groups;
-  if (options_.padding_mode != PadMode::constant) os << ", padding_mode=" << pad_mode_name(options_.padding_mode);
-  os << (options_.bias ? ", bias)" : ", no bias)");
-  return os.str();
+  const Conv1dOptions& o = options_;
+  return detail::describe_conv(
+      {"Conv1d", in_, out_, {kernel_}, {o.stride}, {o.padding}, {0}, {o.dilation}, o.groups, o.bias, o.padding_mode});
 }
 
 Tensor Conv1d::forward(const Tensor& x) {
@@ -279,15 +289,9 @@ ConvTranspose2d::ConvTranspose2d(int64_t in_channels, int64_t out_channels, std:
 }
 
 std::string ConvTranspose2d::describe() const {
-  std::ostringstream os;
-  os << "ConvTranspose2d(" << in_ << ", " << out_ << ", kernel=" << ints_str(kernel_)
-     << ", stride=" << ints_str(options_.stride) << ", padding=" << ints_str(options_.padding);
-  if (options_.output_padding != std::vector<int64_t>{0})
-    os << ", output_padding=" << ints_str(options_.output_padding);
-  if (options_.dilation != std::vector<int64_t>{1}) os << ", dilation=" << ints_str(options_.dilation);
-  if (options_.groups != 1) os << ", groups=" << options_.groups;
-  os << (options_.bias ? ", bias)" : ", no bias)");
-  return os.str();
+  const ConvTranspose2dOptions& o = options_;
+  return detail::describe_conv({"ConvTranspose2d", in_, out_, kernel_, o.stride, o.padding, o.output_padding,
+                                o.dilation, o.groups, o.bias, PadMode::constant});
 }
 
 Tensor ConvTranspose2d::forward(const Tensor& x) {
@@ -318,14 +322,18 @@ ConvTranspose1d::ConvTranspose1d(int64_t in, int64_t out, int64_t kernel, ConvTr
 }
 
 std::string ConvTranspose1d::describe() const {
-  std::ostringstream os;
-  os << "ConvTranspose1d(" << in_ << ", " << out_ << ", kernel=" << kernel_ << ", stride=" << options_.stride
-     << ", padding=" << options_.padding;
-  if (options_.output_padding != 0) os << ", output_padding=" << options_.output_padding;
-  if (options_.dilation != 1) os << ", dilation=" << options_.dilation;
-  if (options_.groups != 1) os << ", groups=" << options_.groups;
-  os << (options_.bias ? ", bias)" : ", no bias)");
-  return os.str();
+  const ConvTranspose1dOptions& o = options_;
+  return detail::describe_conv({"ConvTranspose1d",
+                                in_,
+                                out_,
+                                {kernel_},
+                                {o.stride},
+                                {o.padding},
+                                {o.output_padding},
+                                {o.dilation},
+                                o.groups,
+                                o.bias,
+                                PadMode::constant});
 }
 
 Tensor ConvTranspose1d::forward(const Tensor& x) {

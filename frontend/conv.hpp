@@ -52,6 +52,19 @@ namespace loom::detail {
 /// [out, in / groups, k...], or [in, out / groups, k...] when transposed.
 void configure_conv(const char* who, int64_t in, int64_t out, const std::vector<int64_t>& kernel, int64_t groups,
                     bool transposed, DType dtype, Initializer& weight_init, Initializer& bias_init);
+
+/// What a convolution module's description shows, in PyTorch's order
+/// ("Conv3d(4, 6, kernel=(3, 2, 3), stride=1, padding=1, groups=2, bias)");
+/// output_padding, dilation, groups and padding_mode only when not the default.
+struct ConvSummary {
+  std::string type;
+  int64_t in, out;
+  std::vector<int64_t> kernel, stride, padding, output_padding, dilation;
+  int64_t groups;
+  bool bias;
+  PadMode padding_mode;
+};
+std::string describe_conv(const ConvSummary& summary);
 }  // namespace loom::detail
 
 namespace loom::nn {

@@ -94,14 +94,9 @@ Conv3d::Conv3d(int64_t in, int64_t out, std::vector<int64_t> kernel, Conv3dOptio
 }
 
 std::string Conv3d::describe() const {
-  std::ostringstream os;
-  os << "Conv3d(" << in_ << ", " << out_ << ", kernel=" << ints_str(kernel_) << ", stride=" << ints_str(options_.stride)
-     << ", padding=" << ints_str(options_.padding);
-  if (options_.dilation != std::vector<int64_t>{1}) os << ", dilation=" << ints_str(options_.dilation);
-  if (options_.groups != 1) os << ", groups=" << options_.groups;
-  if (options_.padding_mode != PadMode::constant) os << ", padding_mode=" << pad_mode_name(options_.padding_mode);
-  os << (options_.bias ? ", bias)" : ", no bias)");
-  return os.str();
+  const Conv3dOptions& o = options_;
+  return detail::describe_conv(
+      {"Conv3d", in_, out_, kernel_, o.stride, o.padding, {0}, o.dilation, o.groups, o.bias, o.padding_mode});
 }
 
 Tensor Conv3d::forward(const Tensor& x) {
@@ -169,15 +164,9 @@ ConvTranspose3d::ConvTranspose3d(int64_t in, int64_t out, std::vector<int64_t> k
 }
 
 std::string ConvTranspose3d::describe() const {
-  std::ostringstream os;
-  os << "ConvTranspose3d(" << in_ << ", " << out_ << ", kernel=" << ints_str(kernel_)
-     << ", stride=" << ints_str(options_.stride) << ", padding=" << ints_str(options_.padding);
-  if (options_.output_padding != std::vector<int64_t>{0})
-    os << ", output_padding=" << ints_str(options_.output_padding);
-  if (options_.dilation != std::vector<int64_t>{1}) os << ", dilation=" << ints_str(options_.dilation);
-  if (options_.groups != 1) os << ", groups=" << options_.groups;
-  os << (options_.bias ? ", bias)" : ", no bias)");
-  return os.str();
+  const ConvTranspose3dOptions& o = options_;
+  return detail::describe_conv({"ConvTranspose3d", in_, out_, kernel_, o.stride, o.padding, o.output_padding,
+                                o.dilation, o.groups, o.bias, PadMode::constant});
 }
 
 Tensor ConvTranspose3d::forward(const Tensor& x) {
