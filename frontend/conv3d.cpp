@@ -200,6 +200,10 @@ Tensor pool3d(const char* who, bool max, const Tensor& x, const std::vector<int6
   const std::vector<int64_t> k = triple(kernel, who, "kernel"),
                              st = o.stride.empty() ? k : triple(o.stride, who, "stride"),
                              pd = triple(o.padding, who, "padding");
+  for (size_t a = 0; a < 3; ++a)
+    LOOM_CHECK(k[a] > 0 && st[a] > 0 && pd[a] >= 0 && 2 * pd[a] <= k[a], who,
+               ": kernel and stride must be positive and padding in [0, kernel / 2], got kernel ", attr_str(k),
+               ", stride ", attr_str(st), ", padding ", attr_str(pd));
   const loom::Pool2dOptions hw{{k[1], k[2]}, {st[1], st[2]}, {pd[1], pd[2]}, o.count_include_pad, o.ceil_mode};
   const loom::Pool2dOptions d{{k[0], 1}, {st[0], 1}, {pd[0], 0}, o.count_include_pad, o.ceil_mode};
   if (max)
@@ -212,6 +216,7 @@ Tensor pool3d(const char* who, bool max, const Tensor& x, const std::vector<int6
 Tensor adaptive3d(const char* who, bool max, const Tensor& x, const std::vector<int64_t>& output_size) {
   check_volume(who, x);
   const std::vector<int64_t> out = triple(output_size, who, "output_size");
+  for (int64_t d : out) LOOM_CHECK(d > 0, who, ": output sizes must be positive, got ", attr_str(out));
   auto pool = [max](const Tensor& t, const std::vector<int64_t>& size) {
     return max ? adaptive_max_pool2d(t, size) : adaptive_avg_pool2d(t, size);
   };
