@@ -274,4 +274,87 @@ Tensor multi_margin_loss(const Tensor& x, const Tensor& labels, const MultiMargi
   return reduce_elements(sum(z, {-1}) / double(C), o.reduction);
 }
 
+// ---------------------------------------------------------------- CTC
+
+namespace {
+
+/// An integer tensor [N] checked when run to lie in [0, high] (as float64), named for the error.
+Tensor checked_lengths(const char* what, const char* name, const Tensor& t, const Tensor& like_n, int64_t high) {
+  LOOM_CHECK(t.valid(), what, ": ", name, " is an empty Tensor handle");
+  LOOM_CHECK(is_integral(t.dtype()) && t.dtype() != boolean && t.ndim() == 1, what, ": ", name,
+             " must be integers [N], got ", dtype_name(t.dtype()), S(t.shape()));
+  LOOM_CHECK(t.shape()[0] < 0 || like_n.shape()[0] < 0 || t.shape()[0] == like_n.shape()[0], what, ": ", name, " ",
+             S(t.shape()), " for a batch of ", like_n.shape()[0]);
+  const Tensor checked =
+      check_range(cast(t, float64), 0, double(high), std::string(name) + " in [0, " + std::to_string(high) + "]");
+  return reshape(cast(checked, int64), {-1, 1});  // [N, 1]
+}
+
+/// A constant row [1, n] of 0, 1, ..., n - 1.
+Tensor positions(Graph& g, int64_t n) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = i;
+  return g.constant(NDArray::from<int64_t>(v, {1, n}));
+}
+
+}  // namespace
+
+Tensor ctc_loss(const Tensor& log_probs, const Tensor& targets, const Tensor& input_lengths,
+                const Tensor& target_lengths, const CTCLossOptions& o) {
+  const char* what = "ctc_loss";
+  check_reduction(what, o.reduction);
+  check_floating(what, "log_probs", log_probs);
+  const Shape& ls = log_probs.shape();
+  LOOM_CHECK(ls.size() == 3 && ls[0] > 0 && ls[2] > 0, what, ": expected log_probs [T, N, C] with T and C known, got ",
+             S(ls));
+  LOOM_CHECK(targets.valid(), what, ": targets is an empty Tensor handle");
+  LOOM_CHECK(
+      is_integral(targets.dtype()) && targets.dtype() != boolean && targets.ndim() == 2 && targets.shape()[1] >= 0,
+      what, ": targets must be integers [N, S] with S known, got ", dtype_name(targets.dtype()), S(targets.shape()));
+  const int64_t T = ls[0], C = ls[2], L = targets.shape()[1], E = 2 * L + 1;
+  LOOM_CHECK(L > 0, what, ": targets need at least one column (pad empty targets to [N, 1]), got ", S(targets.shape()));
+  LOOM_CHECK(o.blank >= 0 && o.blank < C, what, ": blank ", o.blank, " out of range for ", C, " classes");
+  Graph& g = log_probs.graph();
+  const DType dt = log_probs.dtype();
+  const Tensor batch = slice(targets, {Slice::all(), Slice::range(0, 0)});  // [N, 0]: the batch size
+  const Tensor in_len = checked_lengths(what, "input_lengths", input_lengths, batch, T);
+  const Tensor tgt_len = checked_lengths(what, "target_lengths", target_lengths, batch, L);
+  // The labels interleaved with blanks, [N, 2S + 1]: blank, y1, blank, y2, ..., blank; padding read as blank.
+  const Tensor labels = where(positions(g, L) < tgt_len, cast(targets, int64), o.blank);
+  const Tensor blanks = full_like(labels, double(o.blank), int64);
+  const Tensor ext =
+      concat({reshape(stack({blanks, labels}, 2), {-1, 2 * L}), slice(blanks, {Slice::all(), Slice::range(0, 1)})}, 1);
+  // Each step's log-probability of every extended label: [N, T, E] by one batched product with the one-hot labels.
+  const Tensor emit = matmul(permute(log_probs, {1, 0, 2}), transpose(one_hot(ext, C, dt), 1, 2));
+  const std::vector<Tensor> steps = split(emit, T, 1);
+  auto at = [&](int64_t t) { return reshape(steps[size_t(t)], {-1, E}); };
+  // A label may follow the one two back (skipping the blank between) unless it is a blank or repeats it.
+  const Tensor two_back = concat(
+      {slice(blanks, {Slice::all(), Slice::range(0, 2)}), slice(ext, {Slice::all(), Slice::range(0, E - 2)})}, 1);
+  const Tensor skip = logical_and(ext != double(o.blank), ext != two_back);
+  constexpr double kUnreachable = -1e30;
+  const Tensor none = full_like(at(0), kUnreachable, dt);
+  const Tensor s = positions(g, E);
+  // t = 0: the first blank or the first label; an empty input is the empty alignment (log 1 at s = 0).
+  Tensor alpha = where(s < 2, at(0), none);
+  alpha = where(in_len > 0, alpha, where(s == 0, zeros_like(alpha), none));
+  auto shifted = [&](const Tensor& a, int64_t k) {
+    if (E <= k) return none;
+    return concat({slice(none, {Slice::all(), Slice::range(0, k)}), slice(a, {Slice::all(), Slice::range(0, E - k)})},
+                  1);
+  };
+  for (int64_t t = 1; t < T; ++t) {
+    const Tensor from = stack({alpha, shifted(alpha, 1), where(skip, shifted(alpha, 2), none)}, 2);
+    alpha = where(in_len > t, logsumexp(from, {2}) + at(t), alpha);  // past its input a sample keeps its alpha
+  }
+  // The alignments end on the last label or the blank after it.
+  const Tensor end = logical_or(s == tgt_len * int64_t(2), s == tgt_len * int64_t(2) - int64_t(1));
+  Tensor loss = -logsumexp(where(end, alpha, none), {1});  // [N]
+  const Tensor impossible = loss > 1e29;
+  loss = where(impossible, full_like(loss, o.zero_infinity ? 0.0 : INFINITY, dt), loss);
+  if (o.reduction == Reduction::mean)
+    return mean(loss / maximum(cast(reshape(tgt_len, {-1}), dt), scalar_like(loss, 1.0)));
+  return reduce_elements(loss, o.reduction);
+}
+
 }  // namespace loom::nn

@@ -666,6 +666,37 @@ struct MultiMarginOptions {
 /// The multi-class hinge loss: sum over j != label of max(0, margin - x[label] + x[j])^p / C; x [N, C], labels [N].
 Tensor multi_margin_loss(const Tensor& x, const Tensor& labels, const MultiMarginOptions& options = {});
 
+struct CTCLossOptions {
+  int64_t blank = 0;
+  /// mean: each sample's loss divided by its target length (at least 1), then the batch mean (PyTorch's).
+  Reduction reduction = Reduction::mean;
+  /// An impossible alignment (target longer than its input allows) gives 0 instead of inf.
+  bool zero_infinity = false;
+};
+/// PyTorch's F.ctc_loss (connectionist temporal classification, Graves et
+/// al. 2006): -log of the summed probability of every alignment of each
+/// target with its input. log_probs [T, N, C] (log_softmax'd), targets [N, S]
+/// (integers, padded past each target length), input_lengths and
+/// target_lengths [N] (integers, in [0, T] and [0, S], checked when run, as
+/// are the labels). The forward recursion over the 2S + 1 blank-interleaved
+/// labels is unrolled over the T steps in log space (T and S known; an
+/// unreachable state holds -1e30, not -inf, so that no gradient is NaN).
+Tensor ctc_loss(const Tensor& log_probs, const Tensor& targets, const Tensor& input_lengths,
+                const Tensor& target_lengths, const CTCLossOptions& options = {});
+
+/// PyTorch's nn.CTCLoss: `nn::CTCLoss ctc({.blank = 0}); Tensor loss = ctc(log_probs, targets, in_lens, target_lens);`.
+class CTCLoss {
+ public:
+  explicit CTCLoss(CTCLossOptions options = {}) : options_(options) {}
+  Tensor operator()(const Tensor& log_probs, const Tensor& targets, const Tensor& input_lengths,
+                    const Tensor& target_lengths) const {
+    return ctc_loss(log_probs, targets, input_lengths, target_lengths, options_);
+  }
+
+ private:
+  CTCLossOptions options_;
+};
+
 /// The loss as an object: `nn::SoftmaxLoss loss_fn; Tensor loss = loss_fn(logits, y);`.
 class SoftmaxLoss {
  public:

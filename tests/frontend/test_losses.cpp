@@ -267,3 +267,89 @@ TEST_SUITE("frontend/losses") {
     CHECK(std::isfinite(with_nan.to_vector<double>()[0]));
   }
 }
+
+TEST_SUITE("frontend/ctc") {
+  TEST_CASE("ctc_loss equals PyTorch's F.ctc_loss: reductions, repeats, empty targets, blank, impossible alignments") {
+    // Literal PyTorch 2.15 outputs (float64): logits [6, 3, 5] element i is 2 sin(0.37 i + 0.1), log_softmax'd.
+    // clang-format off
+#include "tests/frontend/ctc_tables.inc"
+    // clang-format on
+    const int64_t T = 6, N = 3, C = 5;
+    std::vector<double> lv(size_t(T * N * C));
+    for (size_t i = 0; i < lv.size(); ++i) lv[i] = 2 * std::sin(0.37 * double(i) + 0.1);
+    Graph g;
+    Tensor logits = g.placeholder("logits", {T, -1, C}, float64);
+    Tensor lp = log_softmax(logits, -1);
+    Tensor targets = g.placeholder("targets", {-1, 3}, int64), il = g.placeholder("il", {-1}, int64),
+           tl = g.placeholder("tl", {-1}, int64);
+    using R = nn::Reduction;
+    const Tensor none = nn::ctc_loss(lp, targets, il, tl, {.reduction = R::none});
+    const Tensor sum = nn::ctc_loss(lp, targets, il, tl, {.reduction = R::sum});
+    const Tensor mean = nn::CTCLoss()(lp, targets, il, tl);
+    const Tensor zero_inf = nn::ctc_loss(lp, targets, il, tl, {.reduction = R::none, .zero_infinity = true});
+    const Tensor blank4 = nn::ctc_loss(lp, targets, il, tl, {.blank = 4, .reduction = R::none});
+    const Tensor grad = gradients(mean, {logits})[0];
+    Session s(g);
+    auto feeds = [&](std::vector<int64_t> t, std::vector<int64_t> in, std::vector<int64_t> tgt) {
+      return Feeds{{logits, NDArray::from<double>(lv, {T, N, C})},
+                   {targets, NDArray::from<int64_t>(t, {N, 3})},
+                   {il, NDArray::from<int64_t>(in, {N})},
+                   {tl, NDArray::from<int64_t>(tgt, {N})}};
+    };
+    auto close = [](const NDArray& got, const std::vector<double>& want, double tol) {
+      const std::vector<double> v = got.to_vector<double>();
+      REQUIRE(v.size() == want.size());
+      for (size_t i = 0; i < v.size(); ++i) {
+        CAPTURE(i);
+        if (std::isinf(want[i]))
+          CHECK(v[i] == want[i]);
+        else
+          CHECK(v[i] == doctest::Approx(want[i]).epsilon(tol));
+      }
+    };
+    const Feeds main = feeds({1, 1, 2, 3, 4, 0, 2, 0, 0}, {6, 4, 5}, {3, 2, 0});
+    const std::vector<NDArray> out = s.run({none, sum, mean, grad}, main);
+    close(out[0], kCtcNone, 1e-12);
+    close(out[1], kCtcSum, 1e-12);
+    close(out[2], kCtcMean, 1e-12);
+    close(out[3], kCtcGrad, 1e-10);
+    const Feeds hard = feeds({1, 1, 1, 2, 3, 2, 1, 2, 3}, {4, 6, 3}, {3, 3, 3});
+    close(s.run1(none, hard), kCtcImpossible, 1e-12);
+    close(s.run1(zero_inf, hard), kCtcZeroInf, 1e-12);
+    close(s.run1(blank4, feeds({0, 1, 3, 2, 2, 0, 3, 3, 3}, {6, 4, 5}, {3, 2, 1})), kCtcBlank4, 1e-12);
+    // Lengths and labels outside their ranges are errors when run; the session stays usable.
+    CHECK(test::contains(test::error_of([&] {
+                           s.run1(none, feeds({1, 1, 2, 3, 4, 0, 2, 0, 0}, {7, 4, 5}, {3, 2, 0}));
+                         }),
+                         "input_lengths in [0, 6]"));
+    CHECK(test::contains(test::error_of([&] {
+                           s.run1(none, feeds({1, 1, 2, 3, 4, 0, 2, 0, 0}, {6, 4, 5}, {4, 2, 0}));
+                         }),
+                         "target_lengths in [0, 3]"));
+    CHECK(test::contains(test::error_of([&] {
+                           s.run1(none, feeds({1, 9, 2, 3, 4, 0, 2, 0, 0}, {6, 4, 5}, {3, 2, 0}));
+                         }),
+                         "out of range"));
+    close(s.run1(none, main), kCtcNone, 1e-12);
+    CHECK(test::contains(test::error_of([&] { nn::ctc_loss(lp, targets, il, tl, {.blank = 5}); }),
+                         "blank 5 out of range for 5 classes"));
+    CHECK(test::contains(test::error_of([&] {
+                           nn::ctc_loss(lp, g.placeholder("f", {-1, 3}), il, tl);
+                         }),
+                         "targets must be integers [N, S]"));
+  }
+
+  TEST_CASE("ctc_loss: float64 numeric gradients through the unrolled recursion") {
+    const CheckResult r = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          Graph& g = in[0].graph();
+          const Tensor lp = log_softmax(in[0], -1);
+          return std::vector<Tensor>{nn::ctc_loss(lp, g.constant(NDArray::from<int64_t>({1, 2, 2, 1}, {2, 2})),
+                                                  g.constant(NDArray::from<int64_t>({4, 3}, {2})),
+                                                  g.constant(NDArray::from<int64_t>({2, 1}, {2})),
+                                                  {.reduction = nn::Reduction::none})};
+        },
+        {test::rand({4, 2, 3}, 3, float64)}, {0});
+    CHECK_MESSAGE(r.ok, r.detail);
+  }
+}
