@@ -31,6 +31,50 @@ loom::Pool2dOptions pool_options(std::vector<int64_t> kernel, const Pool2dOption
   return {std::move(kernel), o.stride, o.padding, o.count_include_pad, o.ceil_mode};
 }
 
+/// Max pooling with dilated windows (PyTorch's MaxPool2d dilation), composed: the
+/// -inf-padded input's kh * kw taps as strided slices, stacked, and their maximum, or
+/// (`indices`) the first maximum's index h * W + w in its plane, PyTorch's return_indices.
+/// The max_pool2d op covers dilation 1.
+Tensor dilated_max_pool(const std::string& who, const Tensor& x, const loom::Pool2dOptions& o,
+                        const std::vector<int64_t>& dilation, bool indices) {
+  const Shape& s = x.shape();
+  LOOM_CHECK(s.size() == 4 && s[2] >= 0 && s[3] >= 0, who, ": expected [N, C, H, W] with H and W known, got ", S(s));
+  const std::vector<int64_t> k = detail::pair_attr(o.kernel, who.c_str(), "kernel"),
+                             st = detail::pair_attr(o.stride.empty() ? o.kernel : o.stride, who.c_str(), "stride"),
+                             pd = detail::padding4(o.padding, who.c_str());
+  std::array<int64_t, 2> out{}, extra{};
+  for (size_t a = 0; a < 2; ++a) {
+    const int64_t in = s[2 + a], lo = pd[2 * a], hi = pd[2 * a + 1], reach = dilation[a] * (k[a] - 1) + 1;
+    LOOM_CHECK(st[a] > 0 && lo >= 0 && hi >= 0 && 2 * lo <= k[a] && 2 * hi <= k[a], who,
+               ": stride must be positive and padding at most half the kernel (PyTorch's rule), got stride ",
+               attr_str(st), ", padding ", attr_str(pd), ", kernel ", attr_str(k));
+    const int64_t span = in + lo + hi - reach;
+    LOOM_CHECK(span >= 0, who, ": the dilated kernel ", reach, " is larger than the padded input ", in + lo + hi);
+    int64_t n = (o.ceil_mode ? (span + st[a] - 1) / st[a] : span / st[a]) + 1;
+    if (o.ceil_mode && (n - 1) * st[a] >= in + lo) --n;  // the last window must start inside
+    out[a] = n;
+    extra[a] = std::max<int64_t>(0, (n - 1) * st[a] + reach - (in + lo + hi));  // ceil_mode's window past the padding
+  }
+  const Tensor padded = loom::pad(x, {{0, 0}, {0, 0}, {pd[0], pd[1] + extra[0]}, {pd[2], pd[3] + extra[1]}}, -INFINITY);
+  std::vector<Tensor> taps;
+  std::vector<int64_t> offsets;  // each tap's place in its plane relative to the window's corner
+  for (int64_t i = 0; i < k[0]; ++i)
+    for (int64_t j = 0; j < k[1]; ++j) {
+      taps.push_back(slice(padded, {Slice::all(), Slice::all(), detail::strided(i * dilation[0], out[0], st[0]),
+                                    detail::strided(j * dilation[1], out[1], st[1])}));
+      offsets.push_back(i * dilation[0] * s[3] + j * dilation[1]);
+    }
+  const Tensor stacked = stack(taps, 2);  // [N, C, kh * kw, OH, OW]
+  if (!indices) return max(stacked, {2});
+  std::vector<int64_t> corner;  // [OH, OW]: the window's top-left position h * W + w
+  for (int64_t oh = 0; oh < out[0]; ++oh)
+    for (int64_t ow = 0; ow < out[1]; ++ow) corner.push_back((oh * st[0] - pd[0]) * s[3] + ow * st[1] - pd[2]);
+  Graph& g = x.graph();
+  const Tensor tap = argmax(stacked, 2);  // the first maximum in the window's scan order, PyTorch's
+  return gather(g.constant(NDArray::from<int64_t>(offsets, {int64_t(offsets.size())})), tap) +
+         g.constant(NDArray::from<int64_t>(corner, {out[0], out[1]}));
+}
+
 void check_image(const std::string& where, const Tensor& x, int64_t channels, DType dtype) {
   const Shape& s = x.shape();
   LOOM_CHECK(s.size() == 4 && (s[1] == channels || s[1] < 0), where, ": expected input [N, ", channels, ", H, W], got ",
@@ -202,13 +246,20 @@ std::string pool1d_describe(const char* type, int64_t kernel, int64_t stride, in
 
 }  // namespace
 
-MaxPool1d::MaxPool1d(int64_t kernel, int64_t stride, int64_t padding, bool ceil_mode)
-    : kernel_(kernel), stride_(stride), padding_(padding), ceil_mode_(ceil_mode) {
+MaxPool1d::MaxPool1d(int64_t kernel, int64_t stride, int64_t padding, bool ceil_mode, int64_t dilation)
+    : kernel_(kernel), stride_(stride), padding_(padding), ceil_mode_(ceil_mode), dilation_(dilation) {
   pool1d(kernel, stride, padding, ceil_mode, "MaxPool1d");
+  LOOM_CHECK(dilation > 0, "MaxPool1d: dilation must be positive, got ", dilation);
 }
-std::string MaxPool1d::describe() const { return pool1d_describe("MaxPool1d", kernel_, stride_, padding_, ceil_mode_); }
+std::string MaxPool1d::describe() const {
+  std::string d = pool1d_describe("MaxPool1d", kernel_, stride_, padding_, ceil_mode_);
+  return dilation_ == 1 ? d : d.insert(d.size() - 1, ", dilation=" + std::to_string(dilation_));
+}
 Tensor MaxPool1d::forward(const Tensor& x) {
-  return squeeze(max_pool2d(as_image(where(x), x), pool1d(kernel_, stride_, padding_, ceil_mode_, "MaxPool1d")), {2});
+  const loom::Pool2dOptions o = pool1d(kernel_, stride_, padding_, ceil_mode_, "MaxPool1d");
+  const Tensor image = as_image(where(x), x);
+  return squeeze(dilation_ == 1 ? max_pool2d(image, o) : dilated_max_pool(where(x), image, o, {1, dilation_}, false),
+                 {2});
 }
 
 AvgPool1d::AvgPool1d(int64_t kernel, int64_t stride, int64_t padding, bool count_include_pad, bool ceil_mode)
@@ -831,17 +882,28 @@ Tensor BatchNorm2d::folded(const Tensor& x, const Tensor& scale, const Tensor& s
 // ---------------------------------------------------------------- pooling
 
 MaxPool2d::MaxPool2d(std::vector<int64_t> kernel, Pool2dOptions options)
-    : options_(pool_options(std::move(kernel), options, "MaxPool2d")) {}
+    : options_(pool_options(std::move(kernel), options, "MaxPool2d")),
+      dilation_(detail::pair_attr(options.dilation, "MaxPool2d", "dilation")) {
+  for (int64_t d : dilation_) LOOM_CHECK(d > 0, "MaxPool2d: dilation must be positive, got ", attr_str(dilation_));
+}
 
 std::string MaxPool2d::describe() const {
   return "MaxPool2d(kernel=" + ints_str(options_.kernel) +
          (options_.stride.empty() ? "" : ", stride=" + ints_str(options_.stride)) +
-         ", padding=" + ints_str(options_.padding) + (options_.ceil_mode ? ", ceil_mode=true)" : ")");
+         ", padding=" + ints_str(options_.padding) +
+         (dilation_ != std::vector<int64_t>{1, 1} ? ", dilation=" + ints_str(dilation_) : "") +
+         (options_.ceil_mode ? ", ceil_mode=true)" : ")");
 }
 
-Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, options_); }
+Tensor MaxPool2d::forward(const Tensor& x) {
+  if (dilation_ != std::vector<int64_t>{1, 1}) return dilated_max_pool(where(x), x, options_, dilation_, false);
+  return max_pool2d(x, options_);
+}
 
-Tensor MaxPool2d::indices(const Tensor& x) const { return max_pool2d_indices(x, options_); }
+Tensor MaxPool2d::indices(const Tensor& x) const {
+  if (dilation_ != std::vector<int64_t>{1, 1}) return dilated_max_pool("MaxPool2d", x, options_, dilation_, true);
+  return max_pool2d_indices(x, options_);
+}
 
 MaxUnpool2d::MaxUnpool2d(std::vector<int64_t> kernel, Pool2dOptions options)
     : options_(pool_options(std::move(kernel), options, "MaxUnpool2d")) {
@@ -880,7 +942,9 @@ Tensor MaxUnpool2d::operator()(const Tensor& y, const Tensor& indices, std::vect
 }
 
 AvgPool2d::AvgPool2d(std::vector<int64_t> kernel, Pool2dOptions options)
-    : options_(pool_options(std::move(kernel), options, "AvgPool2d")) {}
+    : options_(pool_options(std::move(kernel), options, "AvgPool2d")) {
+  LOOM_CHECK(options.dilation == std::vector<int64_t>{1}, "AvgPool2d: no dilation (PyTorch's has none either)");
+}
 
 std::string AvgPool2d::describe() const {
   return "AvgPool2d(kernel=" + ints_str(options_.kernel) +

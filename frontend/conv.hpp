@@ -245,7 +245,8 @@ class BatchNorm2d : public BatchNorm {
 /// ceil_mode (see Pool2dOptions); the 2-D ops on a height of 1.
 class MaxPool1d : public Module {
  public:
-  explicit MaxPool1d(int64_t kernel, int64_t stride = 0, int64_t padding = 0, bool ceil_mode = false);
+  explicit MaxPool1d(int64_t kernel, int64_t stride = 0, int64_t padding = 0, bool ceil_mode = false,
+                     int64_t dilation = 1);
   std::string type_name() const override { return "MaxPool1d"; }
   std::string describe() const override;
 
@@ -255,6 +256,7 @@ class MaxPool1d : public Module {
  private:
   int64_t kernel_, stride_, padding_;
   bool ceil_mode_;
+  int64_t dilation_;
 };
 
 class AvgPool1d : public Module {
@@ -451,6 +453,9 @@ struct Pool2dOptions {
   /// covers the input's end (it starts inside the input or leading padding;
   /// an average divides by its part inside the padded input). Default: down.
   bool ceil_mode = false;
+  /// MaxPool2d only, 1 or 2 values: the window's taps are this far apart
+  /// (PyTorch's dilation).
+  std::vector<int64_t> dilation = {1};
 };
 
 class MaxPool2d : public Module {
@@ -468,6 +473,7 @@ class MaxPool2d : public Module {
 
  private:
   loom::Pool2dOptions options_;
+  std::vector<int64_t> dilation_;  // (h, w)
 };
 
 /// PyTorch's nn.MaxUnpool2d(kernel, stride, padding): values y [N, C, h, w]

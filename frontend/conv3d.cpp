@@ -27,11 +27,6 @@ void check_volume(const std::string& who, const Tensor& x) {
   LOOM_CHECK(is_floating(x.dtype()), who, ": expected a floating input, got ", dtype_name(x.dtype()));
 }
 
-/// The positions start, start + step, ... (count of them) of one axis.
-Slice strided(int64_t start, int64_t count, int64_t step) {
-  return Slice::range(start, start + step * (count - 1) + 1, step);
-}
-
 /// [N, C, D, H, W] -> [N, C * D, H, W] and back (views).
 Tensor planes(const Tensor& x) {
   const Shape& s = x.shape();
@@ -69,7 +64,8 @@ Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv3d
   // become channels, group-major ([g, kd, C / g]), so that one 2-D convolution with the weight
   // [out, kd * C / g, kh, kw] sums over the depth taps inside its GEMM.
   std::vector<Tensor> taps;
-  for (int64_t i = 0; i < kd; ++i) taps.push_back(slice(depth_major, {Slice::all(), strided(i * dl[0], OD, st[0])}));
+  for (int64_t i = 0; i < kd; ++i)
+    taps.push_back(slice(depth_major, {Slice::all(), detail::strided(i * dl[0], OD, st[0])}));
   const int64_t g = o.groups;
   Tensor stacked = stack(taps, 2);  // [N, OD, kd, C, H, W]
   if (g > 1 && kd > 1) stacked = permute(reshape(stacked, {-1, OD, kd, g, C / g, H, W}), {0, 1, 3, 2, 4, 5, 6});

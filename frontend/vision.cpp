@@ -53,11 +53,6 @@ std::array<int64_t, 2> block_counts(const char* who, const Blocks& b, int64_t H,
   return n;
 }
 
-/// The positions start, start + step, ... (count of them) of one axis.
-Slice strided(int64_t start, int64_t count, int64_t step) {
-  return Slice::range(start, start + step * (count - 1) + 1, step);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- ChannelShuffle
@@ -97,8 +92,8 @@ Tensor unfold(const Tensor& x, std::vector<int64_t> kernel, const UnfoldOptions&
   std::vector<Tensor> taps;  // [N, C, bh, bw] each, in (i, j) order
   for (int64_t i = 0; i < b.kernel[0]; ++i)
     for (int64_t j = 0; j < b.kernel[1]; ++j)
-      taps.push_back(slice(padded, {Slice::all(), Slice::all(), strided(i * b.dilation[0], bh, b.stride[0]),
-                                    strided(j * b.dilation[1], bw, b.stride[1])}));
+      taps.push_back(slice(padded, {Slice::all(), Slice::all(), detail::strided(i * b.dilation[0], bh, b.stride[0]),
+                                    detail::strided(j * b.dilation[1], bw, b.stride[1])}));
   return reshape(stack(taps, 2), {-1, s[1] * b.kernel[0] * b.kernel[1], bh * bw});
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/attrs.hpp"
 #include "core/error.hpp"
+#include "core/ndarray.hpp"
 #include "core/shape.hpp"
 
 namespace loom::detail {
@@ -24,6 +25,11 @@ inline std::vector<int64_t> padding4(const std::vector<int64_t>& p, const char* 
   LOOM_CHECK(p.size() == 4, what, ": padding needs 1, 2 (h, w) or 4 (top, bottom, left, right) values, got ",
              attr_str(p));
   return p;
+}
+
+/// The positions start, start + step, ... (count of them) of one axis, as a slice.
+inline Slice strided(int64_t start, int64_t count, int64_t step) {
+  return Slice::range(start, start + step * (count - 1) + 1, step);
 }
 
 /// Kernel taps that read the input rather than padding, summed over the

@@ -126,6 +126,41 @@ TEST_SUITE("frontend/vision") {
     CHECK(contains(error_of([] { nn::LPPool1d(INFINITY, 2); }), "p must be finite and positive"));
   }
 
+  TEST_CASE("MaxPool2d and MaxPool1d with dilation (values, ceil_mode, return_indices) equal PyTorch's; gradients") {
+    // clang-format off
+#include "tests/frontend/dilated_pool_tables.inc"
+    // clang-format on
+    auto wave = [](double i) { return std::sin(0.731 * i + 0.2); };
+    nn::MaxPool2d pool({2, 3}, {.stride = {1, 2}, .padding = {1, 1}, .dilation = {2}});
+    nn::MaxPool2d ceil(3, {.stride = {2}, .padding = {1}, .ceil_mode = true, .dilation = {2}});
+    CHECK(pool.describe() == "MaxPool2d(kernel=(2, 3), stride=(1, 2), padding=(1, 1), dilation=(2, 2))");
+    Graph g;
+    Tensor x = g.placeholder("x", {1, 2, 7, 9}, float64), x2 = g.placeholder("x2", {1, 1, 8, 8}, float64),
+           x3 = g.placeholder("x3", {2, 2, 9}, float64);
+    nn::MaxPool1d pool1(3, 2, 1, false, 3);
+    CHECK(pool1.describe() == "MaxPool1d(kernel=3, stride=2, padding=1, dilation=3)");
+    const std::vector<NDArray> out =
+        Session(g).run({pool(x), pool.indices(x), ceil(x2), ceil.indices(x2), pool1(x3)},
+                       {{x, arr({1, 2, 7, 9}, wave)}, {x2, arr({1, 1, 8, 8}, wave)}, {x3, arr({2, 2, 9}, wave)}});
+    const std::vector<const std::vector<double>*> want{&kDilPool, &kDilIdx, &kDilCeil, &kDilCeilIdx, &kDil1d};
+    for (size_t k = 0; k < out.size(); ++k) {
+      CAPTURE(k);
+      const std::vector<double> v = out[k].astype(float64).to_vector<double>();
+      REQUIRE(v.size() == want[k]->size());
+      for (size_t i = 0; i < v.size(); ++i) CHECK(v[i] == doctest::Approx((*want[k])[i]).epsilon(1e-15));
+    }
+    check_gradients(
+        [](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{
+              nn::MaxPool2d(2, {.stride = {1}, .padding = {1}, .ceil_mode = true, .dilation = {2, 3}})(in[0])};
+        },
+        test::rand({1, 2, 5, 6}, 7, float64));
+    CHECK(contains(error_of([] { nn::MaxPool2d(2, {.dilation = {0}}); }), "dilation must be positive"));
+    CHECK(contains(error_of([] { nn::AvgPool2d(2, {.dilation = {2}}); }), "AvgPool2d: no dilation"));
+    CHECK(contains(error_of([&] { nn::MaxPool2d(3, {.padding = {2}, .dilation = {2}})(x); }),
+                   "padding at most half the kernel"));
+  }
+
   TEST_CASE("InstanceNorm1d equals PyTorch's; ChannelShuffle regroups the channels") {
     check_values(arr({2, 3, 5}, mixed), [](const Tensor& t) { return nn::InstanceNorm1d(3)(t); }, kIn1d, {2, 3, 5});
     CHECK(nn::InstanceNorm1d(3).describe() == "InstanceNorm1d(3, eps=1e-05)");
