@@ -491,12 +491,27 @@ Tensor pad(const Tensor& x, const std::vector<int64_t>& padding, PadMode mode, d
   const int64_t axes = int64_t(padding.size() / 2);
   LOOM_CHECK(padding.size() % 2 == 0 && axes <= x.ndim(), "pad: padding needs (before, after) pairs for at most ",
              x.ndim(), " axes of input ", S(x.shape()), ", got ", attr_str(padding));
-  LOOM_CHECK(std::all_of(padding.begin(), padding.end(), [](int64_t p) { return p >= 0; }),
-             "pad: padding must be >= 0 (no cropping), got ", attr_str(padding));
+  // A negative pad crops that side first (PyTorch's rule, in every mode); the rest pads the cropped input.
   std::vector<std::pair<int64_t, int64_t>> pairs(size_t(x.ndim()), {0, 0});
-  for (int64_t i = 0; i < axes; ++i)
-    pairs[size_t(x.ndim() - 1 - i)] = {padding[size_t(2 * i)], padding[size_t(2 * i + 1)]};
-  return loom::pad(x, pairs, mode, value);
+  std::vector<Slice> crop(size_t(x.ndim()), Slice::all());
+  bool cropping = false;
+  for (int64_t i = 0; i < axes; ++i) {
+    const size_t a = size_t(x.ndim() - 1 - i);
+    const int64_t lo = padding[size_t(2 * i)], hi = padding[size_t(2 * i + 1)], n = x.shape()[a];
+    LOOM_CHECK(lo > -(int64_t(1) << 62) && hi > -(int64_t(1) << 62), "pad: padding ", attr_str(padding),
+               " out of range");
+    if (lo >= 0 && hi >= 0) {
+      pairs[a] = {lo, hi};
+      continue;
+    }
+    const int64_t cut_lo = std::max<int64_t>(0, -lo), cut_hi = std::max<int64_t>(0, -hi);
+    LOOM_CHECK(n < 0 || cut_lo + cut_hi <= n, "pad: cropping ", cut_lo, " + ", cut_hi, " from axis ", a, " of ",
+               S(x.shape()), " leaves less than nothing");
+    crop[a] = Slice::range(cut_lo, cut_hi > 0 ? -cut_hi : Slice::kNone);
+    pairs[a] = {std::max<int64_t>(0, lo), std::max<int64_t>(0, hi)};
+    cropping = true;
+  }
+  return loom::pad(cropping ? slice(x, crop) : x, pairs, mode, value);
 }
 
 namespace {
@@ -518,8 +533,6 @@ Pad::Pad(int64_t dims, std::vector<int64_t> padding, PadMode mode, double value,
       type_(type.empty() ? padding_layer_name(dims, mode) : std::move(type)) {
   LOOM_CHECK(padding_.size() == 1 || padding_.size() == size_t(2 * dims), type_, ": padding needs 1 or ", 2 * dims,
              " values, got ", attr_str(padding_));
-  LOOM_CHECK(std::all_of(padding_.begin(), padding_.end(), [](int64_t p) { return p >= 0; }), type_,
-             ": padding must be >= 0, got ", attr_str(padding_));
   if (padding_.size() == 1) padding_.assign(size_t(2 * dims), padding_[0]);
 }
 

@@ -354,7 +354,7 @@ struct PixelShuffle : Lambda {
 /// PyTorch's F.pad: `padding` holds (before, after) pairs from the last axis
 /// backwards, {left, right} for the last axis, {left, right, top, bottom} for
 /// the last two, and so on; modes as loom::pad (reflect, replicate and
-/// circular on known sizes). Negative pads (cropping) are refused.
+/// circular on known sizes). A negative pad crops that side first, as PyTorch's.
 Tensor pad(const Tensor& x, const std::vector<int64_t>& padding, PadMode mode = PadMode::constant, double value = 0);
 
 /// PyTorch's padding layers on the last `dims` axes of any input (batched or

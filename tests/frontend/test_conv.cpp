@@ -553,7 +553,7 @@ TEST_SUITE("frontend/conv") {
                            doctest::Contains("reflect padding (5, 5) of axis 1 must be less than its size 5"), Error);
       CHECK_THROWS_WITH_AS(nn::CircularPad1d(7)(x), doctest::Contains("must be at most its size 6"), Error);
       CHECK_THROWS_WITH_AS(nn::pad(x, {1, 1, 1}), doctest::Contains("pad: padding needs (before, after) pairs"), Error);
-      CHECK_THROWS_WITH_AS(nn::pad(x, {-1, 1}), doctest::Contains("no cropping"), Error);
+      CHECK_THROWS_WITH_AS(nn::pad(x, {-4, -3}), doctest::Contains("pad: cropping 4 + 3 from axis 2"), Error);
       CHECK_THROWS_WITH_AS(nn::pad(x, {1, 1}, PadMode::reflect, 2.0),
                            doctest::Contains("reflect padding takes no value"), Error);
       CHECK_THROWS_WITH_AS(nn::ReflectionPad2d({1, 2, 3}),
@@ -607,6 +607,33 @@ TEST_SUITE("frontend/conv") {
         },
         {test::rand({1, 2, 4, 5}, 6, float64)}, {0});
     CHECK_MESSAGE(gr.ok, gr.detail);
+  }
+
+  TEST_CASE("a negative pad crops that side first, in every mode (PyTorch's F.pad)") {
+    Graph g;
+    Tensor x = g.placeholder("x", {1, 2, 3}, float64), d = g.placeholder("d", {-1, 2, 3}, float64);
+    // PyTorch 2.15 on arange(6).reshape(1, 2, 3).
+    const std::vector<std::pair<Tensor, std::vector<double>>> cases{
+        {nn::pad(x, {-1, 2}, PadMode::constant, 9), {1, 2, 9, 9, 4, 5, 9, 9}},
+        {nn::pad(x, {1, -2, -1, 0}), {0, 3}},
+        {nn::pad(x, {-1, 1}, PadMode::reflect), {1, 2, 1, 4, 5, 4}},
+        {nn::pad(x, {-1, 1}, PadMode::replicate), {1, 2, 2, 4, 5, 5}},
+        {nn::pad(x, {-1, 1}, PadMode::circular), {1, 2, 1, 4, 5, 4}},
+        {nn::ZeroPad2d({0, 0, -1, 1})(d), {3, 4, 5, 0, 0, 0}}};
+    std::vector<Tensor> ys;
+    for (const auto& c : cases) ys.push_back(c.first);
+    const NDArray in = NDArray::from<double>({0, 1, 2, 3, 4, 5}, {1, 2, 3});
+    const std::vector<NDArray> out = Session(g).run(ys, {{x, in}, {d, in}});
+    for (size_t k = 0; k < cases.size(); ++k) {
+      CAPTURE(k);
+      CHECK(out[k].to_vector<double>() == cases[k].second);
+    }
+    const CheckResult r = check_gradient_fn(
+        [](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{nn::pad(in[0], {-1, 2, 1, -1}, PadMode::reflect)};
+        },
+        {test::rand({1, 3, 4}, 2, float64)}, {0});
+    CHECK_MESSAGE(r.ok, r.detail);
   }
 
   TEST_CASE("interpolate and Upsample give PyTorch's F.interpolate in every mode; gradients") {
