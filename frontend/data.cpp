@@ -592,4 +592,39 @@ Transform normalize_channels(std::vector<double> mean, std::vector<double> stdde
 
 }  // namespace transforms
 
+// ---------------------------------------------------------------- variable-length sequences
+
+PaddedBatch pad_sequences(const std::vector<NDArray>& sequences, const PadOptions& o) {
+  LOOM_CHECK(!sequences.empty(), "pad_sequences: no sequences");
+  const NDArray& first = sequences[0];
+  LOOM_CHECK(first.ndim() >= 1, "pad_sequences: sequence 0 must have a length axis, got a scalar");
+  const Shape rest(first.shape().begin() + 1, first.shape().end());
+  int64_t longest = 0;
+  std::vector<int64_t> lengths;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const NDArray& q = sequences[i];
+    const Shape qrest = q.ndim() >= 1 ? Shape(q.shape().begin() + 1, q.shape().end()) : Shape{};
+    LOOM_CHECK(q.ndim() >= 1 && qrest == rest && q.dtype() == first.dtype(), "pad_sequences: sequence ", i, " is ",
+               dtype_name(q.dtype()), S(q.shape()), ", expected ", dtype_name(first.dtype()), " [L", S(rest),
+               " after L]");
+    LOOM_CHECK(q.shape()[0] >= 1, "pad_sequences: sequence ", i, " is empty (lengths must be at least 1)");
+    lengths.push_back(q.shape()[0]);
+    longest = std::max(longest, q.shape()[0]);
+  }
+  LOOM_CHECK(o.total_length == 0 || o.total_length >= longest, "pad_sequences: total_length ", o.total_length,
+             " is shorter than the longest sequence, ", longest);
+  const int64_t T = o.total_length ? o.total_length : longest, N = int64_t(sequences.size());
+  Shape shape = o.batch_first ? Shape{N, T} : Shape{T, N};
+  shape.insert(shape.end(), rest.begin(), rest.end());
+  LOOM_CHECK(valid_shape(shape, dtype_size(first.dtype())), "pad_sequences: a batch ", S(shape), " is too large");
+  NDArray padded = NDArray::full(shape, o.padding_value, first.dtype());
+  for (int64_t i = 0; i < N; ++i) {
+    const Slice rows = Slice::range(0, lengths[size_t(i)]), one = Slice::range(i, i + 1);
+    NDArray dst = o.batch_first ? padded.slice({one, rows}) : padded.slice({rows, one});
+    Shape view = dst.shape();
+    dst.assign(sequences[size_t(i)].reshape(view));
+  }
+  return {padded, NDArray::from<int64_t>(lengths, {N})};
+}
+
 }  // namespace loom::data

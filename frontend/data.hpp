@@ -233,6 +233,26 @@ class DataLoader::Epoch {
   std::thread thread_;
 };
 
+// ---------------------------------------------------------------- variable-length sequences
+
+struct PadOptions {
+  /// [N, T, ...] instead of [T, N, ...].
+  bool batch_first = false;
+  double padding_value = 0;
+  /// T; 0: the longest sequence's length.
+  int64_t total_length = 0;
+};
+
+/// A padded batch and each sequence's length (int64 [N]): what
+/// `rnn(x, state, lengths)` takes.
+struct PaddedBatch {
+  NDArray padded, lengths;
+};
+
+/// PyTorch's pad_sequence, with the lengths: sequences [L_i, ...] (one dtype,
+/// one trailing shape, L_i >= 1) -> [T, N, ...] (or [N, T, ...]) filled with
+/// padding_value past each sequence's end.
+PaddedBatch pad_sequences(const std::vector<NDArray>& sequences, const PadOptions& options = {});
 
 // ---------------------------------------------------------------- CIFAR-10
 

@@ -12,6 +12,7 @@
 #include "tests/util.hpp"
 
 #include "frontend/checkpoint.hpp"
+#include "frontend/data.hpp"
 #include "frontend/optim.hpp"
 #include "frontend/rnn.hpp"
 #include "ops/check.hpp"
@@ -760,6 +761,54 @@ TEST_SUITE("frontend/rnn") {
     CHECK(max_diff(values(out[2]), kProjC) < 1e-13);
     CHECK(contains(error_of([] { nn::GRU(2, 4, {.proj_size = 2}); }), "proj_size is an LSTM's only"));
     CHECK(contains(error_of([] { nn::LSTM(2, 4, {.proj_size = 4}); }), "proj_size must be in [0, hidden_size 4)"));
+  }
+
+  TEST_CASE("pad_sequences: a padded batch and its lengths; each sequence's result equals running it alone") {
+    const NDArray a = rand({3, 2}, 1, float64), b = rand({1, 2}, 2, float64), c = rand({4, 2}, 3, float64);
+    const data::PaddedBatch p = data::pad_sequences({a, b, c}, {.padding_value = -7});
+    REQUIRE(p.padded.shape() == Shape{4, 3, 2});
+    CHECK(p.lengths.to_vector<int64_t>() == std::vector<int64_t>{3, 1, 4});
+    for (int64_t t = 0; t < 4; ++t)
+      for (int64_t j = 0; j < 2; ++j) {
+        CHECK(p.padded.at({t, 0, j}) == (t < 3 ? a.at({t, j}) : -7.0));
+        CHECK(p.padded.at({t, 1, j}) == (t < 1 ? b.at({t, j}) : -7.0));
+        CHECK(p.padded.at({t, 2, j}) == c.at({t, j}));
+      }
+    const data::PaddedBatch bf = data::pad_sequences({a, b}, {.batch_first = true, .total_length = 5});
+    CHECK(bf.padded.shape() == Shape{2, 5, 2});
+    CHECK(bf.padded.at({0, 2, 1}) == a.at({2, 1}));
+    CHECK(bf.padded.at({1, 4, 0}) == 0.0);
+    // The point of lengths: a bidirectional LSTM on the padded batch gives each sequence what it gives alone.
+    Graph g;
+    nn::LSTM lstm(2, 3, {.bidirectional = true, .dtype = float64});
+    Tensor x = g.placeholder("x", {4, -1, 2}, float64), len = g.placeholder("len", {-1}, int64);
+    const nn::RNNResult batched = lstm(x, {}, len);
+    std::vector<nn::RNNResult> alone;
+    std::vector<Tensor> xs;
+    for (int64_t T : {3, 1, 4}) {
+      const char* names[] = {"", "x1", "", "x3", "x4"};
+      xs.push_back(g.placeholder(names[T], {T, 1, 2}, float64));
+      alone.push_back(lstm(xs.back(), {}));
+    }
+    Session s(g);
+    const std::vector<NDArray> got = s.run({batched.output, batched.state.h}, {{x, p.padded}, {len, p.lengths}});
+    const std::vector<NDArray> seqs{a, b, c};
+    for (size_t i = 0; i < 3; ++i) {
+      CAPTURE(i);
+      const int64_t T = seqs[i].shape()[0];
+      const std::vector<NDArray> own =
+          s.run({alone[i].output, alone[i].state.h}, {{xs[i], seqs[i].reshape({T, 1, 2})}});
+      const int64_t n = int64_t(i);
+      CHECK(test::allclose(got[0].slice({Slice::range(0, T), Slice::range(n, n + 1)}).compact(), own[0], 1e-14, 1e-14));
+      CHECK(test::allclose(got[1].slice({Slice::all(), Slice::range(n, n + 1)}).compact(), own[1], 1e-14, 1e-14));
+    }
+    CHECK(contains(error_of([] { data::pad_sequences({}); }), "no sequences"));
+    CHECK(contains(error_of([&] {
+                     data::pad_sequences({a, rand({2, 3}, 4, float64)});
+                   }),
+                   "sequence 1 is float64[2,3]"));
+    CHECK(contains(error_of([&] { data::pad_sequences({a, rand({0, 2}, 4, float64)}); }), "sequence 1 is empty"));
+    CHECK(contains(error_of([&] { data::pad_sequences({a, c}, {.total_length = 3}); }), "shorter than the longest"));
   }
 
   TEST_CASE("bidirectional with lengths: float64 numeric gradients (inputs, states, every weight)") {
