@@ -305,6 +305,48 @@ Tensor Linear::forward(const Tensor& x) {
   return y;
 }
 
+Bilinear::Bilinear(int64_t in1, int64_t in2, int64_t out, LinearOptions options)
+    : in1_(in1), in2_(in2), out_(out), options_(std::move(options)) {
+  LOOM_CHECK(in1_ > 0 && in2_ > 0 && out_ > 0, "Bilinear: features must be positive, got (", in1_, ", ", in2_, ", ",
+             out_, ")");
+  LOOM_CHECK(valid_shape({out_, in1_, in2_}, 8), "Bilinear: a weight [", out_, ", ", in1_, ", ", in2_,
+             "] is too large");
+  LOOM_CHECK(is_floating(options_.dtype), "Bilinear: dtype must be floating, got ", dtype_name(options_.dtype));
+  const double bound = 1.0 / std::sqrt(double(in1_));
+  if (!options_.weight_init) options_.weight_init = init::uniform(-bound, bound);
+  if (!options_.bias_init) options_.bias_init = init::uniform(-bound, bound);
+}
+
+std::string Bilinear::describe() const {
+  return "Bilinear(" + std::to_string(in1_) + ", " + std::to_string(in2_) + ", " + std::to_string(out_) +
+         (options_.bias ? ", bias)" : ", no bias)");
+}
+
+Tensor Bilinear::operator()(const Tensor& x1, const Tensor& x2) {
+  LOOM_CHECK(x1.valid() && x2.valid(), "Bilinear: an input is an empty Tensor handle");
+  return in_scope(x1, [&] { return run(x1, x2); });
+}
+
+Tensor Bilinear::run(const Tensor& x1, const Tensor& x2) {
+  const Shape &s1 = x1.shape(), &s2 = x2.shape();
+  LOOM_CHECK(!s1.empty() && s1.size() == s2.size() && (s1.back() == in1_ || s1.back() < 0) &&
+                 (s2.back() == in2_ || s2.back() < 0),
+             where(x1), ": expected inputs [..., ", in1_, "] and [..., ", in2_, "] with the same leading dims, got ",
+             S(s1), " and ", S(s2));
+  LOOM_CHECK(x1.dtype() == options_.dtype && x2.dtype() == options_.dtype, where(x1), ": expected ",
+             dtype_name(options_.dtype), " inputs, got ", dtype_name(x1.dtype()), " and ", dtype_name(x2.dtype()));
+  weight_ = parameter(x1, "weight", {out_, in1_, in2_}, options_.weight_init, options_.dtype);
+  if (options_.bias) bias_ = parameter(x1, "bias", {out_}, options_.bias_init, options_.dtype);
+  // x1 A: [rows, in1] x [in1, out * in2], then each output's row times x2, summed over in2.
+  const Tensor a = reshape(permute(weight_, {1, 0, 2}), {in1_, out_ * in2_});
+  const Tensor left = reshape(matmul(reshape(x1, {-1, in1_}), a), {-1, out_, in2_});
+  Tensor y = sum(left * expand_dims(reshape(x2, {-1, in2_}), {1}), {2});  // [rows, out]
+  if (bias_.valid()) y = y + bias_;
+  Shape out_shape(s1.begin(), s1.end() - 1);
+  out_shape.push_back(out_);
+  return s1.size() == 2 ? y : reshape(y, out_shape);
+}
+
 std::string Flatten::describe() const {
   if (start_ == 1 && end_ == -1) return "Flatten";
   std::ostringstream os;

@@ -234,6 +234,30 @@ class Linear : public Module {
   Tensor weight_, bias_, tied_;
 };
 
+/// PyTorch's Bilinear: y[o] = x1^T A[o] x2 + b[o] for x1 [..., in1], x2
+/// [..., in2] -> [..., out]; weight [out, in1, in2], bias [out], both
+/// U(-1/sqrt(in1), 1/sqrt(in1)) by default. One GEMM (x1 with the weight as
+/// [in1, out * in2]), then a product with x2 summed over in2.
+class Bilinear : public Module {
+ public:
+  Bilinear(int64_t in1_features, int64_t in2_features, int64_t out_features, LinearOptions options = {});
+  std::string type_name() const override { return "Bilinear"; }
+  std::string describe() const override;
+  Tensor weight() const { return weight_; }
+  Tensor bias() const { return bias_; }
+  using Module::operator();
+  Tensor operator()(const Tensor& x1, const Tensor& x2);
+
+ protected:
+  Tensor forward(const Tensor& x) override { return (*this)(x, x); }
+
+ private:
+  Tensor run(const Tensor& x1, const Tensor& x2);
+  int64_t in1_, in2_, out_;
+  LinearOptions options_;
+  Tensor weight_, bias_;
+};
+
 class ReLU : public Module {
  public:
   std::string type_name() const override { return "ReLU"; }

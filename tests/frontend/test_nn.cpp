@@ -730,3 +730,42 @@ TEST_SUITE("frontend/nn") {
     CHECK_MESSAGE(r.ok, r.detail);
   }
 }
+
+TEST_SUITE("frontend/bilinear") {
+  TEST_CASE("Bilinear equals PyTorch's nn.Bilinear on [B, T, in] inputs; gradients of inputs and parameters") {
+    // PyTorch 2.15, float64: weight [2, 3, 4] element i is sin(0.3 i + 0.1), bias {0.5, -0.25},
+    // x1 [2, 3, 3] element i cos(0.7 i), x2 [2, 3, 4] element i sin(0.45 i + 1).
+    const std::vector<double> want = {4.800741006511931,   -4.949454541418962,   1.6151158442988174,
+                                      -0.5834087849952906, -0.10610093133854925, -1.2087732805286933,
+                                      3.812275369492051,   -3.570575164907681,   -2.238562301821525,
+                                      2.0308487136360576,  0.4141532469346311,   -1.880264878649951};
+    auto arr = [](const Shape& s, double (*f)(double)) {
+      std::vector<double> v(size_t(numel(s)));
+      for (size_t i = 0; i < v.size(); ++i) v[i] = f(double(i));
+      return NDArray::from<double>(v, s);
+    };
+    Graph g;
+    nn::Bilinear bil(3, 4, 2, {.dtype = float64});
+    Tensor x1 = g.placeholder("x1", {-1, 3, 3}, float64), x2 = g.placeholder("x2", {-1, 3, 4}, float64);
+    Tensor y = bil(x1, x2);
+    CHECK(y.shape() == Shape{-1, 3, 2});
+    CHECK(bil.describe() == "Bilinear(3, 4, 2, bias)");
+    Session s(g);
+    s.set(bil.weight(), arr({2, 3, 4}, [](double i) { return std::sin(0.3 * i + 0.1); }));
+    s.set(bil.bias(), NDArray::from<double>({0.5, -0.25}, {2}));
+    const std::vector<double> got = s.run1(y, {{x1, arr({2, 3, 3}, [](double i) { return std::cos(0.7 * i); })},
+                                               {x2, arr({2, 3, 4}, [](double i) { return std::sin(0.45 * i + 1); })}})
+                                        .to_vector<double>();
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-14));
+    nn::Bilinear small(2, 4, 3, {.dtype = float64});
+    const CheckResult r =
+        check_gradient_fn([&](const std::vector<Tensor>& in) { return std::vector<Tensor>{small(in[0], in[1])}; },
+                          {test::rand({5, 2}, 1, float64), test::rand({5, 4}, 2, float64)}, {0, 1});
+    CHECK_MESSAGE(r.ok, r.detail);
+    CHECK(test::contains(test::error_of([&] {
+                           bil(x1, g.placeholder("bad", {-1, 3, 5}, float64));
+                         }),
+                         "expected inputs [..., 3] and [..., 4]"));
+  }
+}
