@@ -78,6 +78,9 @@ MultiheadAttention::MultiheadAttention(int64_t d_model, int64_t heads, Multihead
   LOOM_CHECK(d_model % heads == 0, "MultiheadAttention: heads (", heads, ") must divide d_model (", d_model, ")");
   LOOM_CHECK(options.dropout >= 0 && options.dropout < 1, "MultiheadAttention: dropout must be in [0, 1), got ",
              options.dropout);
+  LOOM_CHECK(!options.causal || !(options.add_bias_kv || options.add_zero_attn),
+             "MultiheadAttention: causal with add_bias_kv or add_zero_attn: give the causal mask explicitly "
+             "(the appended key positions are attended by every query)");
 }
 
 std::string MultiheadAttention::describe() const {
@@ -85,6 +88,8 @@ std::string MultiheadAttention::describe() const {
   os << "MultiheadAttention(" << d_ << ", heads=" << heads_ << ", dropout=" << options_.dropout
      << (options_.causal ? ", causal" : "");
   if (separate_projections()) os << ", kdim=" << kdim_ << ", vdim=" << vdim_;
+  if (options_.add_bias_kv) os << ", add_bias_kv";
+  if (options_.add_zero_attn) os << ", add_zero_attn";
   os << (options_.bias ? ", bias)" : ", no bias)");
   return os.str();
 }
@@ -161,6 +166,10 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
     w_in = parameter(x, "in_proj_weight", {3 * d_, d_}, init::xavier_uniform(), dt);
   }
   Tensor b_in = options_.bias ? parameter(x, "in_proj_bias", {3 * d_}, init::zeros(), dt) : Tensor();
+  Tensor bias_k, bias_v;
+  if (options_.add_bias_kv)
+    bias_k = parameter(x, "bias_k", {1, 1, d_}, init::xavier_normal(), dt),
+    bias_v = parameter(x, "bias_v", {1, 1, d_}, init::xavier_normal(), dt);
   Tensor w_out = parameter(x, "out_proj/weight", {d_, d_}, init::uniform(-bound, bound), dt);
   Tensor b_out = options_.bias ? parameter(x, "out_proj/bias", {d_}, init::zeros(), dt) : Tensor();
 
@@ -170,14 +179,33 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
   Tensor q, k, v;
   if (w_in.valid() && key.is(x) && value.is(x)) {  // self-attention: one [..., T, 3d] projection, split as views
     std::vector<Tensor> parts = split(project(x, w_in, b_in), 3, -1);
-    q = split_heads(parts[0]), k = split_heads(parts[1]), v = split_heads(parts[2]);
+    q = parts[0], k = parts[1], v = parts[2];
   } else {
-    q = split_heads(project(x, w_in.valid() ? part(w_in, 0) : w_q, part(b_in, 0)));
-    k = split_heads(project(key, w_in.valid() ? part(w_in, 1) : w_k, part(b_in, 1)));
-    v = split_heads(project(value, w_in.valid() ? part(w_in, 2) : w_v, part(b_in, 2)));
+    q = project(x, w_in.valid() ? part(w_in, 0) : w_q, part(b_in, 0));
+    k = project(key, w_in.valid() ? part(w_in, 1) : w_k, part(b_in, 1));
+    v = project(value, w_in.valid() ? part(w_in, 2) : w_v, part(b_in, 2));
   }
-  if (mask_.valid()) {
-    const Shape &ms = mask_.shape(), &qs = q.shape(), &ks = k.shape();
+  // add_bias_kv, add_zero_attn: one more key/value position each, [..., 1, d] broadcast over the batch.
+  Tensor mask = mask_;
+  auto append = [&](const Tensor& t, const Tensor& row) {  // row [1, 1, d] or [d] -> [..., 1, d], concatenated
+    std::vector<Slice> first(size_t(t.ndim()), Slice::all());
+    first[first.size() - 2] = Slice::range(0, 1);
+    return concat({t, broadcast_like(reshape(row, {d_}), slice(t, first))}, -2);
+  };
+  auto attend_one_more = [&] {  // the mask's key axis gets an attending column (true, or 0 added)
+    if (!mask.valid() || mask.shape().back() == 1) return;
+    std::vector<std::pair<int64_t, int64_t>> pads(size_t(mask.ndim()), {0, 0});
+    pads.back() = {0, 1};
+    mask = loom::pad(mask, pads, mask.dtype() == boolean ? 1.0 : 0.0);
+  };
+  if (options_.add_bias_kv) k = append(k, bias_k), v = append(v, bias_v), attend_one_more();
+  if (options_.add_zero_attn) {
+    const Tensor zero = x.graph().constant(NDArray::zeros({d_}, dt));
+    k = append(k, zero), v = append(v, zero), attend_one_more();
+  }
+  q = split_heads(q), k = split_heads(k), v = split_heads(v);
+  if (mask.valid()) {
+    const Shape &ms = mask.shape(), &qs = q.shape(), &ks = k.shape();
     Shape scores(qs.begin(), qs.end() - 1);
     scores.push_back(ks[ks.size() - 2]);
     bool ok = ms.size() <= scores.size();
@@ -189,9 +217,9 @@ Tensor MultiheadAttention::forward(const Tensor& x) {
                " ([batch, heads, query length, key length])");
   }
   Tensor y = scaled_dot_product_attention(
-      q, k, v, {.causal = options_.causal, .mask = mask_, .dropout = training() ? options_.dropout : 0.0});
+      q, k, v, {.causal = options_.causal, .mask = mask, .dropout = training() ? options_.dropout : 0.0});
   if (weights_average_) {
-    weights_ = attention_weights(q, k, {.causal = options_.causal, .mask = mask_});
+    weights_ = attention_weights(q, k, {.causal = options_.causal, .mask = mask});
     if (training() && options_.dropout > 0) {  // after dropout, as PyTorch's: the factors the attention drew
       const Edge key = y.node().inputs.back();
       weights_ = weights_ * y.graph().add1("attention_keep", {Tensor(&y.graph(), key.node, key.index), weights_},

@@ -62,6 +62,12 @@ struct MultiheadAttentionOptions {
   /// vdim: when either differs, the projections are separate variables
   /// q_proj_weight [d, d], k_proj_weight [d, kdim], v_proj_weight [d, vdim].
   int64_t kdim = 0, vdim = 0;
+  /// PyTorch's add_bias_kv: learned "bias_k" and "bias_v" [1, 1, d] (N(0,
+  /// 1/d)-ish Xavier normal, as PyTorch) appended as one more key and value
+  /// position that every query may attend (a mask gets an attending column).
+  bool add_bias_kv = false;
+  /// PyTorch's add_zero_attn: a key and value position of zeros appended last.
+  bool add_zero_attn = false;
 };
 
 /// Multi-head attention: q, k, v = x W_in^T + b_in split in heads,

@@ -615,3 +615,51 @@ TEST_SUITE("frontend/transformer") {
     CHECK(contains(error_of([&] { nn::TransformerLayer(8, 2)(x); }), "expected float32 input, got float64"));
   }
 }
+
+TEST_SUITE("frontend/mha_extra") {
+  TEST_CASE("MultiheadAttention add_bias_kv and add_zero_attn equal PyTorch's (outputs, weights, padding mask)") {
+    // Literal PyTorch 2.15 outputs (float64, batch_first): parameter k (state_dict order) element j is
+    // 0.5 sin(0.7 j + 1.3 k + 0.1); x [2, 3, 4] element i cos(0.37 i); memory [2, 5, 4] element i sin(0.29 i + 0.4).
+    // clang-format off
+#include "tests/frontend/mha_extra_tables.inc"
+    // clang-format on
+    auto arr = [](const Shape& s, const std::function<double(double)>& f) {
+      std::vector<double> v(size_t(numel(s)));
+      for (size_t i = 0; i < v.size(); ++i) v[i] = f(double(i));
+      return NDArray::from<double>(v, s);
+    };
+    for (bool both : {true, false}) {
+      CAPTURE(both);
+      Graph g;
+      nn::MultiheadAttention mha(4, 2, {.add_bias_kv = both, .add_zero_attn = true});
+      Tensor x = g.placeholder("x", {-1, 3, 4}, float64), mem = g.placeholder("mem", {-1, 5, 4}, float64);
+      Tensor pad = g.placeholder("pad", {-1, 3}, boolean);
+      auto [y, w] = both ? mha.with_weights(x, x, x, nn::key_padding_mask(pad)) : mha.with_weights(x, mem, mem);
+      CHECK(mha.describe() == std::string("MultiheadAttention(4, heads=2, dropout=0") + (both ? ", add_bias_kv" : "") +
+                                  ", add_zero_attn, bias)");
+      Session s(g);
+      std::vector<std::string> names;
+      int64_t k = 0;
+      for (auto& [name, p] : mha.named_parameters()) {
+        names.push_back(name);
+        s.set(p, arr(p.shape(), [&](double j) { return 0.5 * std::sin(0.7 * j + 1.3 * double(k) + 0.1); }));
+        ++k;
+      }
+      if (both)
+        CHECK(names == std::vector<std::string>{"in_proj_weight", "in_proj_bias", "bias_k", "bias_v", "out_proj/weight",
+                                                "out_proj/bias"});
+      const std::vector<NDArray> out =
+          s.run({y, w}, {{x, arr({2, 3, 4}, [](double i) { return std::cos(0.37 * i); })},
+                         {mem, arr({2, 5, 4}, [](double i) { return std::sin(0.29 * i + 0.4); })},
+                         {pad, NDArray::from<bool>({false, false, true, false, false, false}, {2, 3})}});
+      const std::vector<double>& want_y = both ? kMhaBothY : kMhaZeroY;
+      const std::vector<double>& want_w = both ? kMhaBothW : kMhaZeroW;
+      REQUIRE(out[1].shape() == Shape{2, 3, both ? 5 : 6});
+      const std::vector<double> gy = out[0].to_vector<double>(), gw = out[1].to_vector<double>();
+      for (size_t i = 0; i < gy.size(); ++i) CHECK(gy[i] == doctest::Approx(want_y[i]).epsilon(1e-13));
+      for (size_t i = 0; i < gw.size(); ++i) CHECK(gw[i] == doctest::Approx(want_w[i]).epsilon(1e-13));
+    }
+    CHECK(contains(error_of([] { nn::MultiheadAttention(4, 2, {.causal = true, .add_zero_attn = true}); }),
+                   "give the causal mask explicitly"));
+  }
+}
