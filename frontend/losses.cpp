@@ -222,6 +222,32 @@ Tensor multilabel_soft_margin_loss(const Tensor& x, const Tensor& y, const Tenso
   return reduce_elements(sum(loss, {-1}) / double(x.shape().back()), reduction);
 }
 
+Tensor multilabel_margin_loss(const Tensor& x, const Tensor& y, Reduction reduction) {
+  const char* what = "multilabel_margin_loss";
+  check_reduction(what, reduction);
+  check_floating(what, "input", x);
+  LOOM_CHECK((x.ndim() == 1 || x.ndim() == 2) && x.shape().back() > 0, what,
+             ": expected input [N, C] or [C] with C known, got ", S(x.shape()));
+  LOOM_CHECK(y.valid() && is_integral(y.dtype()) && y.dtype() != boolean && y.ndim() == x.ndim(), what,
+             ": targets must be integers shaped as the input ", S(x.shape()), ", got ",
+             y.valid() ? dtype_name(y.dtype()) : "none");
+  const int64_t C = x.shape().back();
+  const DType dt = x.dtype();
+  // Position j holds a target while no negative entry came at or before it: a count by a triangular product.
+  std::vector<double> upper(size_t(C * C), 0.0);
+  for (int64_t k = 0; k < C; ++k)
+    for (int64_t j = k; j < C; ++j) upper[size_t(k * C + j)] = 1;
+  const Tensor ended = matmul(cast(y < 0.0, dt), x.graph().constant(NDArray::from<double>(upper, {C, C}).astype(dt)));
+  const Tensor valid = ended == 0.0;  // [.., C]: target slot j
+  const Tensor slot = where(valid, cast(y, int64), int64_t(0));
+  const Tensor picks = where(expand_dims(valid, {-1}), one_hot(slot, C, dt), 0.0);         // [.., j, class]
+  const Tensor is_target = sum(picks, {-2}) > 0.0;                                         // [.., class]
+  const Tensor at_target = sum(picks * expand_dims(x, {-2}), {-1});                        // [.., j]: x[y_j]
+  const Tensor margins = relu(1.0 - expand_dims(at_target, {-1}) + expand_dims(x, {-2}));  // [.., j, i]
+  const Tensor counted = logical_and(expand_dims(valid, {-1}), expand_dims(logical_not(is_target), {-2}));
+  return reduce_elements(sum(where(counted, margins, 0.0), {-2, -1}) / double(C), reduction);
+}
+
 Tensor cosine_embedding_loss(const Tensor& x1, const Tensor& x2, const Tensor& y, double margin, Reduction reduction) {
   const char* what = "cosine_embedding_loss";
   check_pair(what, x1, x2, reduction);

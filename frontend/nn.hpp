@@ -664,6 +664,10 @@ Tensor hinge_embedding_loss(const Tensor& x, const Tensor& y, double margin = 1,
 /// log(1 + exp(-y x)) per element.
 Tensor soft_margin_loss(const Tensor& x, const Tensor& y, Reduction reduction = Reduction::mean);
 /// Binary cross-entropy with logits x [..., C] against 0/1 targets, weighted per class, the mean over C per sample.
+/// PyTorch's multilabel_margin_loss: x [N, C] or [C], y integers of x's shape holding each sample's
+/// target classes up to the first negative entry; sum over targets j and non-target classes i of
+/// max(0, 1 - (x[y_j] - x[i])), over C.
+Tensor multilabel_margin_loss(const Tensor& x, const Tensor& y, Reduction reduction = Reduction::mean);
 Tensor multilabel_soft_margin_loss(const Tensor& x, const Tensor& y, const Tensor& weight = {},
                                    Reduction reduction = Reduction::mean);
 /// 1 - cos(x1, x2) where y = 1, max(0, cos - margin) where y = -1; x [N, D] or [D], y [N] or scalar.

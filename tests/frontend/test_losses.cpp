@@ -353,3 +353,33 @@ TEST_SUITE("frontend/ctc") {
     CHECK_MESSAGE(r.ok, r.detail);
   }
 }
+
+TEST_SUITE("frontend/multilabel_margin") {
+  TEST_CASE("multilabel_margin_loss equals PyTorch's (targets up to the first negative; reductions; gradient)") {
+    Graph g;
+    Tensor x = g.placeholder("x", {2, 4}, float64), y = g.placeholder("y", {2, 4}, int64);
+    Tensor x1 = g.placeholder("x1", {3}, float64), y1 = g.placeholder("y1", {3}, int64);
+    using R = nn::Reduction;
+    const Tensor none = nn::multilabel_margin_loss(x, y, R::none), mean = nn::multilabel_margin_loss(x, y);
+    const Tensor total = nn::multilabel_margin_loss(x, y, R::sum), one = nn::multilabel_margin_loss(x1, y1, R::none);
+    const Tensor dx = gradients(mean, {x})[0];
+    Session s(g);
+    // PyTorch 2.15: the 1 after row 0's -1 is not a target.
+    const std::vector<NDArray> out = s.run(
+        {none, mean, total, one, dx}, {{x, NDArray::from<double>({0.1, 0.2, 0.4, 0.8, 0.5, -0.3, 1.2, 0.05}, {2, 4})},
+                                       {y, NDArray::from<int64_t>({3, 0, -1, 1, 1, 2, 3, -1}, {2, 4})},
+                                       {x1, NDArray::from<double>({0.3, -0.7, 0.9}, {3})},
+                                       {y1, NDArray::from<int64_t>({2, -1, 0}, {3})}});
+    auto near = [](const NDArray& a, const std::vector<double>& want) {
+      const std::vector<double> v = a.to_vector<double>();
+      REQUIRE(v.size() == want.size());
+      for (size_t i = 0; i < v.size(); ++i) CHECK(v[i] == doctest::Approx(want[i]).epsilon(1e-14));
+    };
+    near(out[0], {0.8500000000000001, 0.8875});
+    near(out[1], {0.86875});
+    near(out[2], {1.7375});
+    near(out[3], {0.13333333333333333});
+    near(out[4], {-0.25, 0.25, 0.25, -0.25, 0.375, -0.125, -0.125, -0.125});
+    CHECK(test::contains(test::error_of([&] { nn::multilabel_margin_loss(x, x); }), "targets must be integers"));
+  }
+}
